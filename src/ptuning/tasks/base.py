@@ -1,0 +1,89 @@
+"""The contract between a task and the rest of ptuning.
+
+A task turns files into model features and model outputs into an official score. The model side only
+needs to know the head kind and the label names; everything task-specific stays behind this boundary.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class HeadKind(StrEnum):
+    """What the model must predict; the core builds one linear head per kind."""
+
+    CLASSIFICATION = "classification"  # one label per input (single text or pair); labels: (B,) long
+    REGRESSION = "regression"  # one float per input (STS-B); labels: (B,) float
+    TOKEN_CLASSIFICATION = "token-classification"  # one label per word (NER, SRL); labels: (B, T), -100 ignored
+    QUESTION_ANSWERING = "question-answering"  # start/end token per window; start_positions/end_positions: (B,)
+    MULTIPLE_CHOICE = "multiple-choice"  # one score per choice (COPA); input_ids: (B, C, T), labels: (B,)
+    CAUSAL_LM = "causal-lm"  # next-token prediction on response tokens; labels: (B, T), -100 ignored
+
+
+@dataclass
+class DataReport:
+    """Counts of what happened to the data, so nothing is dropped or cut silently."""
+
+    examples: int = 0
+    skipped: int = 0
+    unlabelled: int = 0
+    truncated: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def merge(self, other: DataReport) -> DataReport:
+        return DataReport(
+            self.examples + other.examples,
+            self.skipped + other.skipped,
+            self.unlabelled + other.unlabelled,
+            self.truncated + other.truncated,
+            self.notes + other.notes,
+        )
+
+
+class DataError(ValueError):
+    """Bad input data. The message names the file, the line or record, and what was expected."""
+
+
+MetricFn = Callable[[Iterable[Any], Iterable[Any]], dict[str, float]]
+
+
+Features = list[dict[str, Any]]
+"""Model-ready, unpadded features: one dict per model input (a QA window, a sentence, a COPA item).
+Keys the core understands: input_ids, attention_mask, token_type_ids, labels, start_positions,
+end_positions. Anything else (example_index, word_ids, offset_mapping...) is kept for decoding and dropped
+by the collator."""
+
+
+class Task:
+    """A named task: how to read its files, build features, score and decode predictions.
+
+    Subclasses set the class attributes and implement the four methods. ``outputs`` passed to
+    ``score``/``decode`` hold the raw head outputs, one numpy array per feature, in feature order:
+    classification/multiple-choice logits (C,), regression a scalar array, token logits (T, C), and for QA
+    a dict {"start_logits": (T,), "end_logits": (T,)}.
+    """
+
+    name: str
+    head: HeadKind
+    label_names: list[str] | None = None  # None for regression, QA and causal LM
+    primary_metric: str  # the metric that selects the best checkpoint, e.g. "accuracy", "f1"
+    splits: dict[str, str] = {}  # split name -> default file name inside the data directory
+    description: str = ""
+
+    def read(self, data_dir: str, split: str) -> tuple[list[dict[str, Any]], DataReport]:
+        raise NotImplementedError
+
+    def featurize(
+        self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int
+    ) -> tuple[Features, DataReport]:
+        raise NotImplementedError
+
+    def score(self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]) -> dict[str, float]:
+        raise NotImplementedError
+
+    def decode(self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]) -> list[dict[str, Any]]:
+        """One JSON-ready prediction per example (label + probabilities, entity spans, answer span...)."""
+        raise NotImplementedError

@@ -1,0 +1,1 @@
+TASKS: list = []  # filled by the tagging tasks (CoNLL NER, SRL)
