@@ -8,19 +8,11 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
-from enum import StrEnum
 from typing import Any
 
+from ptuning.core.kinds import HeadKind
 
-class HeadKind(StrEnum):
-    """What the model must predict; the core builds one linear head per kind."""
-
-    CLASSIFICATION = "classification"  # one label per input (single text or pair); labels: (B,) long
-    REGRESSION = "regression"  # one float per input (STS-B); labels: (B,) float
-    TOKEN_CLASSIFICATION = "token-classification"  # one label per word (NER, SRL); labels: (B, T), -100 ignored
-    QUESTION_ANSWERING = "question-answering"  # start/end token per window; start_positions/end_positions: (B,)
-    MULTIPLE_CHOICE = "multiple-choice"  # one score per choice (COPA); input_ids: (B, C, T), labels: (B,)
-    CAUSAL_LM = "causal-lm"  # next-token prediction on response tokens; labels: (B, T), -100 ignored
+__all__ = ["DataError", "DataReport", "Features", "HeadKind", "MetricFn", "Task"]
 
 
 @dataclass
@@ -81,9 +73,13 @@ class Task:
     ) -> tuple[Features, DataReport]:
         raise NotImplementedError
 
-    def score(self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]) -> dict[str, float]:
+    def score(
+        self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]
+    ) -> dict[str, float]:
         raise NotImplementedError
 
-    def decode(self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]) -> list[dict[str, Any]]:
+    def decode(
+        self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]
+    ) -> list[dict[str, Any]]:
         """One JSON-ready prediction per example (label + probabilities, entity spans, answer span...)."""
         raise NotImplementedError

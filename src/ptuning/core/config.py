@@ -1,0 +1,129 @@
+"""What to train: the method and, for prefix methods, the prefix's shape and reparameterization."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields
+from enum import StrEnum
+from typing import Any
+
+
+class Method(StrEnum):
+    """The methods the paper compares; all share one model and one training loop."""
+
+    PTUNING_V2 = "ptuning-v2"  # deep prefix at every layer, plain embedding table (P-tuning v2 default)
+    PREFIX_MLP = "prefix-mlp"  # deep prefix produced by a 2-layer MLP (prefix-tuning, Li & Liang 2021)
+    PROMPT_TUNING = "prompt-tuning"  # shallow: trainable vectors at the input embeddings only (Lester et al.)
+    LINEAR_PROBE = "linear-probe"  # frozen backbone, head only
+    FINETUNE = "finetune"  # everything trains
+
+    @property
+    def uses_prefix(self) -> bool:
+        return self in (Method.PTUNING_V2, Method.PREFIX_MLP, Method.PROMPT_TUNING)
+
+    @property
+    def is_deep(self) -> bool:
+        return self in (Method.PTUNING_V2, Method.PREFIX_MLP)
+
+    @property
+    def freezes_backbone(self) -> bool:
+        return self is not Method.FINETUNE
+
+
+class Reparameterization(StrEnum):
+    EMBEDDING = "embedding"
+    MLP = "mlp"
+
+
+class PositionMode(StrEnum):
+    """Which positions real tokens get when a prefix is present.
+
+    ``keep``: 0..T-1, as without a prefix; the prefix has no position and costs none of the model's length.
+    ``shift``: P..P+T-1, what the reference code and PEFT do (the prefix is treated as past tokens); it
+    wastes P positions of absolute-position models and is offered for faithful reproduction.
+    """
+
+    KEEP = "keep"
+    SHIFT = "shift"
+
+
+class ConfigError(ValueError):
+    """A configuration value is out of range; the message names the field and what was expected."""
+
+
+@dataclass
+class PrefixConfig:
+    """The prefix: how long, how produced, where injected.
+
+    Attributes:
+        prefix_length: P, the number of virtual key/value positions per layer (or input prompts for
+            shallow prompt tuning).
+        reparameterization: ``embedding`` (a P x (layers*2*kv_heads*head_dim) table) or ``mlp``
+            (Embedding(P, hidden) -> Linear -> Tanh -> Linear, collapsible into a table after training).
+        mlp_hidden_size: the MLP's bottleneck width (reference default 512).
+        dropout: dropout on the produced prefix key/values (reference default 0.1).
+        init_std: standard deviation of the normal initialisation of the table (reference: 1.0, torch's
+            Embedding default).
+        layers: which layers receive a prefix (None = all, the P-tuning v2 default).
+        position_mode: see PositionMode.
+    """
+
+    prefix_length: int = 16
+    reparameterization: Reparameterization = Reparameterization.EMBEDDING
+    mlp_hidden_size: int = 512
+    dropout: float = 0.1
+    init_std: float = 1.0
+    layers: tuple[int, ...] | None = None
+    position_mode: PositionMode = PositionMode.KEEP
+
+    def __post_init__(self) -> None:
+        self.reparameterization = _enum_field(
+            Reparameterization, self.reparameterization, "reparameterization"
+        )
+        self.position_mode = _enum_field(PositionMode, self.position_mode, "position_mode")
+        if not isinstance(self.prefix_length, int) or self.prefix_length <= 0:
+            raise ConfigError(f"prefix_length must be a positive integer, got {self.prefix_length!r}")
+        if self.mlp_hidden_size <= 0:
+            raise ConfigError(f"mlp_hidden_size must be positive, got {self.mlp_hidden_size!r}")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
+        if self.init_std <= 0:
+            raise ConfigError(f"init_std must be positive, got {self.init_std!r}")
+        if self.layers is not None:
+            self.layers = tuple(sorted(set(int(i) for i in self.layers)))
+            if not self.layers or self.layers[0] < 0:
+                raise ConfigError(
+                    f"layers must be a non-empty list of layer indices >= 0, got {self.layers!r}"
+                )
+
+    def resolved_layers(self, num_layers: int) -> tuple[int, ...]:
+        """The layer indices that get a prefix, checked against the model's depth."""
+        if self.layers is None:
+            return tuple(range(num_layers))
+        if self.layers[-1] >= num_layers:
+            raise ConfigError(
+                f"layers {list(self.layers)} include an index >= the model's {num_layers} layers"
+            )
+        return self.layers
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["reparameterization"] = str(self.reparameterization)
+        data["position_mode"] = str(self.position_mode)
+        data["layers"] = list(self.layers) if self.layers is not None else None
+        return data
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> PrefixConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown prefix config keys {unknown}; expected some of {sorted(known)}")
+        return cls(**data)
+
+
+def _enum_field(enum_type: type[StrEnum], value: Any, name: str) -> Any:
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum_type)
+        raise ConfigError(f"{name} must be one of {allowed}; got {value!r}") from None

@@ -1,0 +1,97 @@
+"""Task heads: plain linear layers over the backbone's hidden states (no verbalizer).
+
+A head sees hidden states (B, T, H) for real tokens only and never knows how the prefix reached them.
+"""
+
+from __future__ import annotations
+
+from enum import StrEnum
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from ptuning.core.kinds import HeadKind
+
+
+class Pooling(StrEnum):
+    FIRST = "first"  # [CLS] / <s>: encoders
+    LAST = "last"  # last real token: decoders
+    MEAN = "mean"  # average of real tokens
+
+
+def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: Pooling) -> torch.Tensor:
+    """(B, T, H) -> (B, H)."""
+    if pooling is Pooling.FIRST or attention_mask is None and pooling is Pooling.LAST:
+        return hidden[:, 0] if pooling is Pooling.FIRST else hidden[:, -1]
+    if attention_mask is None:
+        return hidden.mean(dim=1)
+    mask = attention_mask.to(hidden.dtype)
+    if pooling is Pooling.MEAN:
+        return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
+    # Last real token, wherever padding is (left or right).
+    positions = torch.arange(mask.shape[1], device=mask.device)
+    last = (positions * attention_mask.long()).argmax(dim=1)
+    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+
+
+class Head(nn.Module):
+    """One linear layer per task; ``forward`` returns (logits, loss or None)."""
+
+    def __init__(self, kind: HeadKind, hidden_size: int, num_labels: int, dropout: float, pooling: Pooling):
+        super().__init__()
+        self.kind = HeadKind(kind)
+        self.pooling = Pooling(pooling)
+        self.num_labels = num_labels
+        self.dropout = nn.Dropout(dropout)
+        out_features = {
+            HeadKind.REGRESSION: 1,
+            HeadKind.QUESTION_ANSWERING: 2,
+            HeadKind.MULTIPLE_CHOICE: 1,
+        }.get(self.kind, num_labels)
+        self.linear = nn.Linear(hidden_size, out_features)
+
+    def forward(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None = None,
+        num_choices: int | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+    ) -> dict[str, torch.Tensor | None]:
+        kind = self.kind
+        if kind is HeadKind.TOKEN_CLASSIFICATION:
+            logits = self.linear(self.dropout(hidden))  # (B, T, C)
+            loss = (
+                None
+                if labels is None
+                else F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100)
+            )
+            return {"logits": logits, "loss": loss}
+        if kind is HeadKind.QUESTION_ANSWERING:
+            start_logits, end_logits = self.linear(self.dropout(hidden)).unbind(dim=-1)  # (B, T) each
+            if attention_mask is not None:
+                blocked = torch.finfo(start_logits.dtype).min
+                start_logits = start_logits.masked_fill(attention_mask == 0, blocked)
+                end_logits = end_logits.masked_fill(attention_mask == 0, blocked)
+            loss = None
+            if start_positions is not None and end_positions is not None:
+                loss = (
+                    F.cross_entropy(start_logits, start_positions)
+                    + F.cross_entropy(end_logits, end_positions)
+                ) / 2
+            return {"start_logits": start_logits, "end_logits": end_logits, "loss": loss}
+        pooled = self.dropout(pool(hidden, attention_mask, self.pooling))
+        logits = self.linear(pooled)
+        if kind is HeadKind.MULTIPLE_CHOICE:
+            logits = logits.view(-1, num_choices)  # (B, C)
+        elif kind is HeadKind.REGRESSION:
+            logits = logits.squeeze(-1)  # (B,)
+        loss = None
+        if labels is not None:
+            if kind is HeadKind.REGRESSION:
+                loss = F.mse_loss(logits, labels.to(logits.dtype))
+            else:
+                loss = F.cross_entropy(logits, labels)
+        return {"logits": logits, "loss": loss}

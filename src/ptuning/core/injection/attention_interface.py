@@ -1,0 +1,107 @@
+"""Prefix injection through transformers' attention-function registry (BERT family, GPT-2, Llama, Qwen2).
+
+Why this mechanism (measured, see docs/ARCHITECTURE.md): a ``Cache`` object passed as ``past_key_values``
+also works, but it is renamed to ``cache`` in 5.24, is dropped inside gradient-checkpointed layers, shifts
+positions by P, and during generation would mix the prefix with the real cache. The attention function
+instead receives keys/values after the cache and after rotary embeddings, so the prefix is added exactly
+where the paper puts it, generation caches hold real tokens only, and checkpointing replays the same kwargs.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Any
+
+import torch
+from torch import nn
+from transformers import AttentionInterface
+from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
+from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
+
+from ptuning.core.injection.base import extend_attention_mask
+from ptuning.core.prefix import PrefixKV
+
+PREFIX_KWARG = "ptuning_prefix"
+_WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
+# For callers that cannot add a forward kwarg (``generate`` validates its kwargs): the prefix of the
+# enclosing ``active_prefix`` block. A ContextVar keeps concurrent threads/tasks apart.
+_ACTIVE_PREFIX: ContextVar[PrefixKV | None] = ContextVar("ptuning_active_prefix", default=None)
+
+
+@contextmanager
+def active_prefix(prefix: PrefixKV | None) -> Iterator[None]:
+    """Every prefix-aware attention call inside this block uses ``prefix`` unless given one explicitly."""
+    token = _ACTIVE_PREFIX.set(prefix)
+    try:
+        yield
+    finally:
+        _ACTIVE_PREFIX.reset(token)
+
+
+class UnsupportedAttentionError(ValueError):
+    pass
+
+
+def _eager_of(module: nn.Module) -> Callable[..., Any]:
+    """The model file's own eager attention (each family defines ``eager_attention_forward``)."""
+    return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _with_prefix(base: str) -> Callable[..., Any]:
+    def attention(module, query, key, value, attention_mask, **kwargs):
+        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None) or _ACTIVE_PREFIX.get()
+        layer = prefix.layers.get(module.layer_idx) if prefix is not None else None
+        if layer is not None:
+            prefix = prefix.expanded_to(key.shape[0])
+            prefix_keys, prefix_values = prefix.layers[module.layer_idx]  # (B, kv_heads, P, head_dim)
+            prefix_keys, prefix_values = prefix_keys.to(key.dtype), prefix_values.to(value.dtype)
+            causal = bool(getattr(module, "is_causal", False)) and query.shape[2] > 1
+            attention_mask = extend_attention_mask(attention_mask, prefix, query, key.shape[2], causal)
+            key = torch.cat([prefix_keys, key], dim=2)
+            value = torch.cat([prefix_values, value], dim=2)
+            if base == "sdpa" and attention_mask is not None:
+                kwargs["is_causal"] = False
+        function = ALL_ATTENTION_FUNCTIONS["sdpa"] if base == "sdpa" else _eager_of(module)
+        return function(module, query, key, value, attention_mask, **kwargs)
+
+    attention.__name__ = f"ptuning_{base}_attention"
+    return attention
+
+
+def _register() -> None:
+    for base, name in _WRAPPED_IMPLEMENTATIONS.items():
+        AttentionInterface.register(name, _with_prefix(base))
+        AttentionMaskInterface.register(name, sdpa_mask if base == "sdpa" else eager_mask)
+
+
+_register()
+
+
+class AttentionInterfaceInjector:
+    """Switches a model to the prefix-aware twin of its attention implementation (sdpa or eager)."""
+
+    def __init__(self, backbone: nn.Module) -> None:
+        config = backbone.config
+        current = config._attn_implementation
+        if current in _WRAPPED_IMPLEMENTATIONS.values():
+            return
+        if current not in _WRAPPED_IMPLEMENTATIONS:
+            raise UnsupportedAttentionError(
+                f"attention implementation {current!r} cannot take a prefix; load the model with "
+                f"attn_implementation='sdpa' or 'eager'"
+            )
+        for sub_config in _all_configs(config):
+            sub_config._attn_implementation = _WRAPPED_IMPLEMENTATIONS[current]
+
+    def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
+        return {PREFIX_KWARG: prefix} if prefix is not None else {}
+
+
+def _all_configs(config: Any) -> list[Any]:
+    subs = [
+        getattr(config, name) for name in getattr(config, "sub_configs", {}) if getattr(config, name, None)
+    ]
+    return [config, *subs]

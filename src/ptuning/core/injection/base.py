@@ -1,0 +1,60 @@
+"""The interface every injection mechanism offers, and the attention-mask arithmetic they share."""
+
+from __future__ import annotations
+
+from typing import Any, Protocol
+
+import torch
+
+from ptuning.core.prefix import PrefixKV
+
+
+class Injector(Protocol):
+    def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
+        """Prepare one forward pass with ``prefix`` (None = no prefix); returns extra backbone kwargs."""
+        ...
+
+
+def prefix_columns_mask(
+    prefix: PrefixKV, batch: int, query_length: int, device: torch.device
+) -> torch.Tensor:
+    """Boolean (B, 1, q, P): which prefix slots each row may attend to (all, unless a mixed batch pads)."""
+    length = prefix.length
+    if prefix.mask is None:
+        return torch.ones(batch, 1, query_length, length, dtype=torch.bool, device=device)
+    return prefix.mask.to(device=device, dtype=torch.bool)[:, None, None, :].expand(-1, 1, query_length, -1)
+
+
+def extend_attention_mask(
+    mask: torch.Tensor | None,
+    prefix: PrefixKV,
+    query: torch.Tensor,
+    key_length: int,
+    causal: bool,
+) -> torch.Tensor | None:
+    """Prepend P prefix columns to a 4-D attention mask (boolean "may attend" or additive float).
+
+    ``mask`` is what transformers built for the real keys: (B|1, 1|heads, q, k) or None, where None means
+    "no padding" (and, for causal modules, "use is_causal"). Prefix columns are visible to every real query,
+    so a causal None mask must be materialised with its causal part aligned to the end of the keys.
+    """
+    batch, _, query_length, _ = query.shape
+    if mask is None:
+        if not causal and prefix.mask is None:
+            return None
+        real = torch.ones(query_length, key_length, dtype=torch.bool, device=query.device)
+        if causal:
+            real = torch.tril(real, diagonal=key_length - query_length)
+        real = real[None, None].expand(batch, 1, -1, -1)
+        return torch.cat([prefix_columns_mask(prefix, batch, query_length, query.device), real], dim=-1)
+    rows = max(mask.shape[0], batch)
+    visible = prefix_columns_mask(prefix, rows, mask.shape[2], mask.device)
+    if mask.dtype == torch.bool:
+        columns = visible.expand(rows, mask.shape[1], -1, -1)
+    else:
+        blocked = torch.finfo(mask.dtype).min
+        columns = torch.zeros(visible.shape, dtype=mask.dtype, device=mask.device).masked_fill(
+            ~visible, blocked
+        )
+        columns = columns.expand(rows, mask.shape[1], -1, -1)
+    return torch.cat([columns, mask.expand(rows, -1, -1, -1)], dim=-1)

@@ -1,0 +1,365 @@
+"""PromptModel: a frozen Hugging Face backbone + one prefix per task (or a shared one) + one head per task.
+
+The prefix reaches attention through an injector (see ``core.injection``); heads only see hidden states.
+A batch may mix tasks: each row names its prefix, which is how one backbone serves many tasks at once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import torch
+from torch import nn
+from transformers.utils import ModelOutput
+
+from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
+from ptuning.core.geometry import PADDING_OFFSET_POSITION_TYPES, PrefixGeometry
+from ptuning.core.heads import Head, Pooling
+from ptuning.core.injection import injector_for
+from ptuning.core.injection.attention_interface import active_prefix
+from ptuning.core.kinds import HeadKind
+from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_table
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+
+
+@dataclass
+class HeadSpec:
+    """What the model must know about a task to build its head."""
+
+    kind: HeadKind
+    label_names: list[str] | None = None
+    pooling: Pooling | None = None  # None: first token for encoders, last real token for decoders
+
+    def __post_init__(self) -> None:
+        self.kind = HeadKind(self.kind)
+        self.pooling = Pooling(self.pooling) if self.pooling else None
+
+    @property
+    def num_labels(self) -> int:
+        return len(self.label_names) if self.label_names else 0
+
+    def to_dict(self) -> dict:
+        return {
+            "kind": str(self.kind),
+            "label_names": self.label_names,
+            "pooling": self.pooling and str(self.pooling),
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> HeadSpec:
+        pooling = data.get("pooling")
+        return cls(HeadKind(data["kind"]), data.get("label_names"), Pooling(pooling) if pooling else None)
+
+
+@dataclass
+class PromptModelOutput(ModelOutput):
+    loss: torch.Tensor | None = None
+    logits: torch.Tensor | None = None
+    start_logits: torch.Tensor | None = None
+    end_logits: torch.Tensor | None = None
+
+
+@dataclass
+class TrainableReport:
+    trainable: int
+    total: int
+    by_part: dict[str, int] = field(default_factory=dict)
+
+    @property
+    def percent(self) -> float:
+        return 100.0 * self.trainable / self.total
+
+    def __str__(self) -> str:
+        return f"trainable params: {self.trainable:,} / {self.total:,} ({self.percent:.3f} %)"
+
+
+class PromptModel(nn.Module):
+    """Frozen backbone + prefixes + heads, for every method in ``Method``.
+
+    ``backbone`` is a base model (``AutoModel``) for encoder tasks, or a ``*ForCausalLM`` for causal LM,
+    whose own LM head then serves as the (frozen) head.
+    """
+
+    def __init__(
+        self,
+        backbone: nn.Module,
+        method: Method | str,
+        prefix_config: PrefixConfig | None = None,
+        head_dropout: float = 0.1,
+    ) -> None:
+        super().__init__()
+        self.method = Method(method)
+        self.prefix_config = prefix_config or PrefixConfig()
+        if (
+            self.method is Method.PREFIX_MLP
+            and self.prefix_config.reparameterization is not Reparameterization.MLP
+        ):
+            self.prefix_config = PrefixConfig.from_dict(
+                {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
+            )
+        self.geometry = PrefixGeometry.from_config(backbone.config)
+        self.backbone = backbone
+        self.head_dropout = head_dropout
+        self.prefixes = nn.ModuleDict()
+        self.heads = nn.ModuleDict()
+        self.head_specs: dict[str, HeadSpec] = {}
+        self.task_prefix: dict[str, str] = {}  # task -> name of the prefix it uses
+        self.injector = injector_for(backbone, self.geometry) if self.method.is_deep else None
+        if self.method.freezes_backbone:
+            backbone.requires_grad_(False)
+
+    # ----------------------------------------------------------------- building
+    def add_task(self, task: str, spec: HeadSpec, prefix_name: str | None = None) -> None:
+        """Add a head for ``task`` and the prefix it uses (its own unless ``prefix_name`` names a shared one)."""
+        for name in (task, prefix_name or task):
+            if not _NAME.match(name):
+                raise ConfigError(f"task/prefix name {name!r} must be letters, digits, '_' or '-'")
+        if task in self.head_specs:
+            raise ConfigError(f"task {task!r} already exists in this model")
+        prefix_name = prefix_name or task
+        if self.method.uses_prefix and prefix_name not in self.prefixes:
+            self.prefixes[prefix_name] = self._new_prefix()
+        if spec.kind is HeadKind.CAUSAL_LM:
+            if not hasattr(self.backbone, "lm_head") and not hasattr(self.backbone, "get_output_embeddings"):
+                raise ConfigError("a causal-lm task needs a *ForCausalLM backbone")
+        else:
+            if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
+                raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
+            pooling = spec.pooling or (Pooling.LAST if self.geometry.is_decoder else Pooling.FIRST)
+            head = Head(spec.kind, self.geometry.hidden_size, spec.num_labels, self.head_dropout, pooling)
+            self.heads[task] = head.to(self._device())
+        self.head_specs[task] = spec
+        self.task_prefix[task] = prefix_name
+
+    def _new_prefix(self) -> nn.Module:
+        if self.method is Method.PROMPT_TUNING:
+            vocabulary = self.backbone.get_input_embeddings().weight.detach()
+            start = min(1000, max(vocabulary.shape[0] - self.prefix_config.prefix_length, 0))
+            return PromptEmbedding(self.prefix_config, self.geometry, vocabulary[start:]).to(self._device())
+        return PrefixEncoder(self.prefix_config, self.geometry).to(self._device())
+
+    def _device(self) -> torch.device:
+        return next(self.backbone.parameters()).device
+
+    @property
+    def tasks(self) -> list[str]:
+        return list(self.head_specs)
+
+    def trainable_parameters(self) -> TrainableReport:
+        total = sum(p.numel() for p in self.parameters())
+        parts = {
+            "backbone": sum(p.numel() for p in self.backbone.parameters() if p.requires_grad),
+            "prefix": sum(p.numel() for p in self.prefixes.parameters() if p.requires_grad),
+            "heads": sum(p.numel() for p in self.heads.parameters() if p.requires_grad),
+        }
+        return TrainableReport(sum(parts.values()), total, parts)
+
+    def enable_gradient_checkpointing(self) -> None:
+        """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots."""
+        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+
+    @torch.no_grad()
+    def collapse_prefixes(self) -> None:
+        """Replace MLP-reparameterised prefixes by the tables they produce (same outputs, no MLP)."""
+        for name, prefix in list(self.prefixes.items()):
+            if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None:
+                self.prefixes[name] = prefix.collapse()
+
+    # ----------------------------------------------------------------- forward
+    def forward(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        token_type_ids: torch.Tensor | None = None,
+        labels: torch.Tensor | None = None,
+        start_positions: torch.Tensor | None = None,
+        end_positions: torch.Tensor | None = None,
+        task: str | None = None,
+        row_prefixes: Sequence[str] | None = None,
+    ) -> PromptModelOutput:
+        """Run one task's head; ``row_prefixes`` (one prefix name per row) mixes prefixes in the batch."""
+        task = self._resolve_task(task)
+        spec = self.head_specs[task]
+        num_choices = None
+        if spec.kind is HeadKind.MULTIPLE_CHOICE:
+            # (B, C, T) -> (B*C, T); every choice of a row uses that row's prefix.
+            num_choices = input_ids.shape[1]
+            input_ids, attention_mask, token_type_ids = (
+                t.flatten(0, 1) if t is not None else None
+                for t in (input_ids, attention_mask, token_type_ids)
+            )
+            if row_prefixes is not None:
+                row_prefixes = [name for name in row_prefixes for _ in range(num_choices)]
+        names = row_prefixes or [self.task_prefix[task]] * input_ids.shape[0]
+        if spec.kind is HeadKind.CAUSAL_LM:
+            return self._causal_lm(input_ids, attention_mask, labels, names)
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, names)
+        out = self.heads[task](hidden, attention_mask, labels, num_choices, start_positions, end_positions)
+        return PromptModelOutput(**out)
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        prefix_names: Sequence[str],
+    ) -> torch.Tensor:
+        """Hidden states (B, T, H) of the real tokens, each row run with its own prefix."""
+        kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names)
+        hidden = self.backbone(**kwargs).last_hidden_state
+        if self.method is Method.PROMPT_TUNING:
+            hidden = hidden[:, -input_ids.shape[1] :]  # drop the prompt positions
+        return hidden
+
+    def _causal_lm(self, input_ids, attention_mask, labels, names) -> PromptModelOutput:
+        kwargs = self._backbone_inputs(input_ids, attention_mask, None, names)
+        if labels is not None and self.method is Method.PROMPT_TUNING:
+            prompt_labels = labels.new_full(
+                (labels.shape[0], kwargs["inputs_embeds"].shape[1] - labels.shape[1]), -100
+            )
+            labels = torch.cat([prompt_labels, labels], dim=1)
+        out = self.backbone(**kwargs, labels=labels)
+        logits = out.logits
+        if self.method is Method.PROMPT_TUNING:
+            logits = logits[:, -input_ids.shape[1] :]
+        return PromptModelOutput(loss=out.loss, logits=logits)
+
+    def prefix_kv(self, prefix_names: Sequence[str]) -> PrefixKV:
+        """Per-layer key/values for the given rows (one row per name); a deep prefix method only."""
+        if not self.method.is_deep:
+            raise ConfigError(f"method {self.method} has no per-layer prefix")
+        table, slot_mask = self._row_tables(prefix_names)
+        prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
+        prefix.mask = slot_mask
+        return prefix
+
+    @torch.no_grad()
+    def generate(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None = None,
+        task: str | None = None,
+        **generate_kwargs,
+    ) -> torch.Tensor:
+        """``transformers`` generation with this task's prefix; returns only the new tokens (B, new).
+
+        The prefix's key/values are computed once per call and reused by every decoding step; the
+        generation cache holds real tokens only, so dynamic and static caches both work.
+        """
+        task = self._resolve_task(task)
+        if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
+            raise ConfigError(f"task {task!r} is not a causal-lm task")
+        if self.prefix_config.position_mode == "shift" and self.geometry.has_absolute_positions:
+            raise ConfigError("generation keeps real-token positions; use position_mode='keep'")
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        name = self.task_prefix[task]
+        if self.method is Method.PROMPT_TUNING:
+            prompts = self.prefixes[name](input_ids.shape[0])
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            prompt_mask = attention_mask.new_ones(input_ids.shape[0], prompts.shape[1])
+            return self.backbone.generate(
+                inputs_embeds=torch.cat([prompts.to(embeds.dtype), embeds], dim=1),
+                attention_mask=torch.cat([prompt_mask, attention_mask], dim=1),
+                **generate_kwargs,
+            )
+        prefix = self.prefix_kv([name]) if self.method.is_deep else None
+        with active_prefix(prefix):
+            output = self.backbone.generate(
+                input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
+            )
+        return output[:, input_ids.shape[1] :]
+
+    def _resolve_task(self, task: str | None) -> str:
+        if task is None:
+            if len(self.head_specs) != 1:
+                raise ValueError(f"this model has tasks {self.tasks}; say which one with task=")
+            return next(iter(self.head_specs))
+        if task not in self.head_specs:
+            raise KeyError(f"unknown task {task!r}; this model has {self.tasks}")
+        return task
+
+    # ----------------------------------------------------------------- prefix plumbing
+    def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
+        batch, length = input_ids.shape
+        if attention_mask is None:
+            attention_mask = torch.ones_like(input_ids)
+        kwargs: dict = {"attention_mask": attention_mask}
+        if token_type_ids is not None:
+            kwargs["token_type_ids"] = token_type_ids
+        if not self.method.uses_prefix:
+            kwargs["input_ids"] = input_ids
+            kwargs["position_ids"] = self._position_ids(attention_mask, shift=0)
+            return kwargs
+        table, slot_mask = self._row_tables(prefix_names)  # (B, P, width), (B, P) | None
+        prefix_length = table.shape[1]
+        if self.method is Method.PROMPT_TUNING:
+            # Shallow prompts are input tokens: they come first and push real tokens' positions by P.
+            embeds = self.backbone.get_input_embeddings()(input_ids)
+            kwargs["inputs_embeds"] = torch.cat([table.to(embeds.dtype), embeds], dim=1)
+            prompt_mask = (
+                slot_mask.long() if slot_mask is not None else attention_mask.new_ones(batch, prefix_length)
+            )
+            full_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
+            kwargs["attention_mask"] = full_mask
+            kwargs["position_ids"] = self._position_ids(full_mask, shift=0, total=prefix_length + length)
+            if token_type_ids is not None:
+                kwargs["token_type_ids"] = torch.cat(
+                    [token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1
+                )
+            return kwargs
+        shift = prefix_length if self.prefix_config.position_mode == "shift" else 0
+        kwargs["input_ids"] = input_ids
+        kwargs["position_ids"] = self._position_ids(attention_mask, shift=shift)
+        prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
+        prefix.mask = slot_mask
+        kwargs.update(self.injector.forward_kwargs(prefix))
+        return kwargs
+
+    def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """Each row's prefix rows (after dropout), padded to the longest prefix in the batch."""
+        distinct = list(dict.fromkeys(prefix_names))
+        unknown = [n for n in distinct if n not in self.prefixes]
+        if unknown:
+            raise KeyError(f"unknown prefix {unknown}; this model has {list(self.prefixes)}")
+        encoders = [self.prefixes[n] for n in distinct]
+        if self.method.is_deep and len({e.layer_indices for e in encoders}) > 1:
+            raise ConfigError("prefixes in one batch must cover the same layers")
+        if len(distinct) == 1:
+            encoder = encoders[0]
+            rows = encoder.table() if isinstance(encoder, PrefixEncoder) else encoder.embedding.weight
+            return encoder.dropout(rows.expand(len(prefix_names), -1, -1)), None
+        longest = max(e.prefix_length for e in encoders)
+        tables, masks = [], []
+        for encoder in encoders:
+            rows = encoder.table() if isinstance(encoder, PrefixEncoder) else encoder.embedding.weight
+            missing = longest - rows.shape[0]
+            tables.append(nn.functional.pad(rows, (0, 0, 0, missing)))
+            masks.append(torch.arange(longest, device=rows.device) < rows.shape[0])
+        index = torch.tensor([distinct.index(n) for n in prefix_names], device=tables[0].device)
+        table = torch.stack(tables)[index]  # (B, P_max, width)
+        dropout = encoders[0].dropout
+        slot_mask = torch.stack(masks)[index]
+        return dropout(table), (None if bool(slot_mask.all()) else slot_mask)
+
+    def _position_ids(
+        self, attention_mask: torch.Tensor, shift: int, total: int | None = None
+    ) -> torch.Tensor:
+        """Real tokens get 0..n-1 (+shift) whatever the padding side, so padding never moves a token."""
+        mask = attention_mask.long()
+        positions = (mask.cumsum(-1) - 1).clamp(min=0) + shift
+        highest = int(positions.max()) + 1 if positions.numel() else 0
+        limit = self.geometry.usable_positions
+        if limit is not None and highest > limit:
+            where = "prefix + input" if shift or total else "input"
+            raise ConfigError(
+                f"{where} needs {highest} positions but {self.geometry.model_type} has {limit}; "
+                f"shorten max_length or the prefix, or use position_mode='keep'"
+            )
+        if self.geometry.model_type in PADDING_OFFSET_POSITION_TYPES:
+            padding_idx = self.backbone.config.pad_token_id
+            positions = (positions + padding_idx + 1) * mask + padding_idx * (1 - mask)
+        return positions
