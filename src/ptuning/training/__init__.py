@@ -1,0 +1,1 @@
+"""Training, evaluation and prediction on top of the core and the task layer (accelerate-driven)."""
