@@ -1,13 +1,5 @@
-"""The engine: prefix configuration, prefix encoders, injection into frozen models, heads, checkpoints."""
+"""The engine: prefix configuration, prefix encoders, injection into frozen models, heads, checkpoints.
 
-from ptuning.core.config import Method, PositionMode, PrefixConfig, Reparameterization
-from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
-
-__all__ = [
-    "Method",
-    "PositionMode",
-    "PrefixConfig",
-    "PrefixGeometry",
-    "Reparameterization",
-    "UnsupportedModelError",
-]
+Import from the submodules (``ptuning.core.model``, ``ptuning.core.config``...); this package file stays
+empty so that light modules such as ``ptuning.core.kinds`` do not pull in torch and transformers.
+"""

@@ -1,0 +1,199 @@
+"""After the QA head: from start/end logits over windows to one answer per question, and its SQuAD score.
+
+A context longer than the model is cut into overlapping windows; the best span of an example is searched
+over all of its windows at once, since the window that holds the answer is not known. The metrics are the
+official SQuAD evaluation scripts (v1.1 and v2.0) rewritten as small pure functions; like them, they report
+exact match and F1 as percentages (0..100).
+"""
+
+from __future__ import annotations
+
+import re
+import string
+from collections import Counter, defaultdict
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import numpy as np
+
+_PUNCTUATION = frozenset(string.punctuation)
+Offsets = Sequence[tuple[int, int] | None]  # per token: (start_char, end_char) in the context, None elsewhere
+
+
+def window_spans(
+    start_logits: np.ndarray,
+    end_logits: np.ndarray,
+    offsets: Offsets,
+    *,
+    n_best_size: int,
+    max_answer_length: int,
+) -> list[dict[str, Any]]:
+    """Candidate spans of one window: pairs of the ``n_best_size`` best starts and ends that both lie in the
+    context, with end >= start and at most ``max_answer_length`` tokens; score = start + end logit."""
+    length = len(offsets)  # logits may be padded beyond the window's own tokens
+    start_logits, end_logits = np.asarray(start_logits)[:length], np.asarray(end_logits)[:length]
+    best_starts = np.argsort(start_logits)[::-1][:n_best_size]
+    best_ends = np.argsort(end_logits)[::-1][:n_best_size]
+    spans = []
+    for start in best_starts:
+        for end in best_ends:
+            if (
+                offsets[start] is None
+                or offsets[end] is None
+                or end < start
+                or end - start + 1 > max_answer_length
+            ):
+                continue
+            spans.append(
+                {
+                    "start_char": int(offsets[start][0]),
+                    "end_char": int(offsets[end][1]),
+                    "score": float(start_logits[start] + end_logits[end]),
+                }
+            )
+    return spans
+
+
+def postprocess_qa(
+    examples: Sequence[Mapping[str, Any]],
+    features: Sequence[Mapping[str, Any]],
+    outputs: Sequence[Mapping[str, Any]],
+    *,
+    n_best_size: int = 20,
+    max_answer_length: int = 30,
+    allow_null: bool = False,
+    null_score_diff_threshold: float = 0.0,
+) -> list[dict[str, Any]]:
+    """One prediction per example: ``{"id", "answer", "n_best", "null_score_diff"}``.
+
+    ``n_best`` holds up to ``n_best_size`` distinct spans over all windows (text, character span, score,
+    softmax probability among them). With ``allow_null`` (SQuAD 2.0) the null score is the lowest
+    CLS start+end score over the example's windows, and the answer is "" when
+    ``null_score - best_span_score > null_score_diff_threshold``, the rule of the BERT reference code.
+    """
+    windows_of: dict[int, list[int]] = defaultdict(list)
+    for index, feature in enumerate(features):
+        windows_of[feature["example_index"]].append(index)
+    predictions = []
+    for example_index, example in enumerate(examples):
+        best: dict[tuple[int, int], float] = {}
+        null_score = None
+        for index in windows_of[example_index]:
+            start_logits = np.asarray(outputs[index]["start_logits"])
+            end_logits = np.asarray(outputs[index]["end_logits"])
+            cls_index = features[index].get("cls_index", 0)
+            window_null = float(start_logits[cls_index] + end_logits[cls_index])
+            null_score = window_null if null_score is None else min(null_score, window_null)
+            for span in window_spans(
+                start_logits,
+                end_logits,
+                features[index]["offset_mapping"],
+                n_best_size=n_best_size,
+                max_answer_length=max_answer_length,
+            ):
+                key = (span["start_char"], span["end_char"])
+                best[key] = max(best.get(key, -np.inf), span["score"])
+        ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:n_best_size]
+        scores = np.array([score for _, score in ranked])
+        probabilities = np.exp(scores - scores.max()) / np.exp(scores - scores.max()).sum() if ranked else []
+        n_best = [
+            {
+                "text": example["context"][start:end],
+                "start_char": start,
+                "end_char": end,
+                "score": score,
+                "probability": float(p),
+            }
+            for ((start, end), score), p in zip(ranked, probabilities, strict=True)
+        ]
+        answer = n_best[0]["text"] if n_best else ""
+        null_score_diff = None
+        if allow_null and null_score is not None:
+            null_score_diff = null_score - n_best[0]["score"] if n_best else float("inf")
+            if null_score_diff > null_score_diff_threshold:
+                answer = ""
+        predictions.append(
+            {"id": example["id"], "answer": answer, "n_best": n_best, "null_score_diff": null_score_diff}
+        )
+    return predictions
+
+
+# ------------------------------------------------------------------------------------- official metrics
+
+
+def normalize_answer(text: str) -> str:
+    """SQuAD answer normalisation: lowercase, drop ASCII punctuation, drop the articles a/an/the, and
+    collapse whitespace (in that order, as the official script does)."""
+    text = text.lower()
+    text = "".join(char for char in text if char not in _PUNCTUATION)
+    text = re.sub(r"\b(a|an|the)\b", " ", text)
+    return " ".join(text.split())
+
+
+def exact_match(prediction: str, gold: str) -> float:
+    """1.0 when the normalised strings are equal, else 0.0."""
+    return float(normalize_answer(prediction) == normalize_answer(gold))
+
+
+def token_f1(prediction: str, gold: str, *, empty_matches_empty: bool = False) -> float:
+    """Harmonic mean of precision and recall over the bag of normalised tokens shared by the two strings.
+
+    When either side normalises to no tokens, v1.1 scores 0; v2.0 (``empty_matches_empty``) scores 1.0 if
+    both are empty, which is how an abstention on an unanswerable question earns its point.
+    """
+    predicted_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
+    if empty_matches_empty and (not predicted_tokens or not gold_tokens):
+        return float(predicted_tokens == gold_tokens)
+    common = sum((Counter(predicted_tokens) & Counter(gold_tokens)).values())
+    if common == 0:
+        return 0.0
+    precision, recall = common / len(predicted_tokens), common / len(gold_tokens)
+    return 2 * precision * recall / (precision + recall)
+
+
+def best_over_gold(metric: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
+    """A question's score is its best score against any of its gold answers."""
+    return max(metric(prediction, gold) for gold in golds)
+
+
+def squad_v1_scores(
+    predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """SQuAD v1.1 ``exact_match`` and ``f1`` (0..100) over every question of ``gold_answers``; a question
+    without a prediction scores 0, as in the official script."""
+    if not gold_answers:
+        return {"exact_match": 0.0, "f1": 0.0}
+    exact = f1 = 0.0
+    for question_id, golds in gold_answers.items():
+        if question_id in predictions:
+            exact += best_over_gold(exact_match, predictions[question_id], golds)
+            f1 += best_over_gold(token_f1, predictions[question_id], golds)
+    return {"exact_match": 100.0 * exact / len(gold_answers), "f1": 100.0 * f1 / len(gold_answers)}
+
+
+def squad_v2_scores(
+    predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]
+) -> dict[str, float]:
+    """SQuAD v2.0 scores (0..100): ``exact_match``/``f1`` overall and on the ``HasAns``/``NoAns`` subsets,
+    with their ``_total`` counts. An empty gold list marks an unanswerable question (gold = ""); a missing
+    prediction counts as "" here, whereas the official script leaves the question out."""
+    exact_of: dict[str, float] = {}
+    f1_of: dict[str, float] = {}
+    for question_id, golds in gold_answers.items():
+        golds = [gold for gold in golds if normalize_answer(gold)] or [""]
+        prediction = predictions.get(question_id, "")
+        exact_of[question_id] = best_over_gold(exact_match, prediction, golds)
+        f1_of[question_id] = best_over_gold(token_f1_v2, prediction, golds)
+    answerable = [qid for qid, golds in gold_answers.items() if golds]  # the official has-answer test
+    unanswerable = [qid for qid, golds in gold_answers.items() if not golds]
+    scores: dict[str, float] = {}
+    for prefix, ids in (("", list(gold_answers)), ("HasAns_", answerable), ("NoAns_", unanswerable)):
+        scores[f"{prefix}exact_match"] = 100.0 * sum(exact_of[i] for i in ids) / len(ids) if ids else 0.0
+        scores[f"{prefix}f1"] = 100.0 * sum(f1_of[i] for i in ids) / len(ids) if ids else 0.0
+        scores[f"{prefix}total"] = float(len(ids))
+    return scores
+
+
+def token_f1_v2(prediction: str, gold: str) -> float:
+    """token_f1 with the v2.0 rule for empty answers."""
+    return token_f1(prediction, gold, empty_matches_empty=True)
