@@ -93,10 +93,15 @@ def normalize_answer(text: str) -> str:
     return " ".join(text.split())
 
 
-def token_f1(prediction: str, gold: str) -> float:
-    """F1 over the bag of normalized tokens shared by a predicted and a gold answer (SQuAD)."""
+def token_f1(prediction: str, gold: str, *, empty_matches_empty: bool = False) -> float:
+    """Harmonic mean of precision and recall over the bag of normalized tokens shared by a predicted and
+    a gold answer (SQuAD). When either side normalizes to no tokens, v1.1 scores 0; v2.0
+    (``empty_matches_empty``) scores 1.0 if both are empty, which is how an abstention on an unanswerable
+    question earns its point."""
     predicted_tokens = normalize_answer(prediction).split()
     gold_tokens = normalize_answer(gold).split()
+    if empty_matches_empty and (not predicted_tokens or not gold_tokens):
+        return float(predicted_tokens == gold_tokens)
     common = Counter(predicted_tokens) & Counter(gold_tokens)
     overlap = sum(common.values())
     if overlap == 0:

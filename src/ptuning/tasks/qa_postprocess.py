@@ -8,15 +8,15 @@ exact match and F1 as percentages (0..100).
 
 from __future__ import annotations
 
-import re
-import string
-from collections import Counter, defaultdict
+from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
 
-_PUNCTUATION = frozenset(string.punctuation)
+# The official SQuAD answer normalization and scores live in ptuning.tasks.metrics (shared with ReCoRD).
+from ptuning.tasks.metrics import exact_match, normalize_answer, token_f1  # noqa: F401 (re-exported)
+
 Offsets = Sequence[tuple[int, int] | None]  # per token: (start_char, end_char) in the context, None elsewhere
 
 
@@ -119,36 +119,6 @@ def postprocess_qa(
 
 
 # ------------------------------------------------------------------------------------- official metrics
-
-
-def normalize_answer(text: str) -> str:
-    """SQuAD answer normalisation: lowercase, drop ASCII punctuation, drop the articles a/an/the, and
-    collapse whitespace (in that order, as the official script does)."""
-    text = text.lower()
-    text = "".join(char for char in text if char not in _PUNCTUATION)
-    text = re.sub(r"\b(a|an|the)\b", " ", text)
-    return " ".join(text.split())
-
-
-def exact_match(prediction: str, gold: str) -> float:
-    """1.0 when the normalised strings are equal, else 0.0."""
-    return float(normalize_answer(prediction) == normalize_answer(gold))
-
-
-def token_f1(prediction: str, gold: str, *, empty_matches_empty: bool = False) -> float:
-    """Harmonic mean of precision and recall over the bag of normalised tokens shared by the two strings.
-
-    When either side normalises to no tokens, v1.1 scores 0; v2.0 (``empty_matches_empty``) scores 1.0 if
-    both are empty, which is how an abstention on an unanswerable question earns its point.
-    """
-    predicted_tokens, gold_tokens = normalize_answer(prediction).split(), normalize_answer(gold).split()
-    if empty_matches_empty and (not predicted_tokens or not gold_tokens):
-        return float(predicted_tokens == gold_tokens)
-    common = sum((Counter(predicted_tokens) & Counter(gold_tokens)).values())
-    if common == 0:
-        return 0.0
-    precision, recall = common / len(predicted_tokens), common / len(gold_tokens)
-    return 2 * precision * recall / (precision + recall)
 
 
 def best_over_gold(metric: Callable[[str, str], float], prediction: str, golds: Sequence[str]) -> float:
