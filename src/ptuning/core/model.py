@@ -159,7 +159,11 @@ class PromptModel(nn.Module):
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots."""
-        self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        options = {"use_reentrant": False}
+        if hasattr(self.backbone, "activation_checkpointing_enable"):  # the name in recent 5.x releases
+            self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
+        else:
+            self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
 
     @torch.no_grad()
     def collapse_prefixes(self) -> None:
@@ -252,7 +256,9 @@ class PromptModel(nn.Module):
         task = self._resolve_task(task)
         if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
             raise ConfigError(f"task {task!r} is not a causal-lm task")
-        if self.prefix_config.position_mode == "shift" and self.geometry.has_absolute_positions:
+        if self.prefix_config.position_mode == "shift":
+            # generate() numbers real tokens from 0. Rotary models are affected too: their queries are
+            # rotated by absolute position but the prefix keys are not, so q.Pk changes with the shift.
             raise ConfigError("generation keeps real-token positions; use position_mode='keep'")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
@@ -285,6 +291,8 @@ class PromptModel(nn.Module):
     # ----------------------------------------------------------------- prefix plumbing
     def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
         batch, length = input_ids.shape
+        if len(prefix_names) != batch:
+            raise ValueError(f"got {len(prefix_names)} prefix names for a batch of {batch} rows")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         kwargs: dict = {"attention_mask": attention_mask}
@@ -321,6 +329,8 @@ class PromptModel(nn.Module):
 
     def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each row's prefix rows (after dropout), padded to the longest prefix in the batch."""
+        if isinstance(prefix_names, str):
+            raise TypeError("prefix_names must be a sequence with one prefix name per row, not a string")
         distinct = list(dict.fromkeys(prefix_names))
         unknown = [n for n in distinct if n not in self.prefixes]
         if unknown:

@@ -117,7 +117,9 @@ class PromptEmbedding(nn.Module):
     def __init__(self, config: PrefixConfig, geometry: PrefixGeometry, init_from: torch.Tensor | None = None):
         super().__init__()
         self.config = config
-        self.embedding = nn.Embedding(config.prefix_length, geometry.hidden_size)
+        # Prompts live in the input-embedding space, which is narrower than hidden_size in ELECTRA.
+        width = init_from.shape[1] if init_from is not None else geometry.hidden_size
+        self.embedding = nn.Embedding(config.prefix_length, width)
         if init_from is not None:
             # Lester et al.: initialise from real vocabulary embeddings so prompts start in-distribution.
             with torch.no_grad():

@@ -1,0 +1,76 @@
+"""Misuse fails early with a message that names what was wrong and what is accepted."""
+
+from __future__ import annotations
+
+import pytest
+from core_tiny import build, random_ids, tiny_backbone
+from transformers import BartConfig, BartModel, T5Config, T5Model
+
+from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.geometry import UnsupportedModelError
+from ptuning.core.model import PromptModel
+
+
+@pytest.mark.parametrize("length", [0, -3])
+def test_non_positive_prefix_length_is_refused_naming_the_field(length: int) -> None:
+    with pytest.raises(ConfigError, match="prefix_length"):
+        PrefixConfig(prefix_length=length)
+
+
+@pytest.mark.parametrize(
+    ("backbone", "model_type"),
+    [
+        (
+            lambda: T5Model(T5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4)),
+            "t5",
+        ),
+        (
+            lambda: BartModel(
+                BartConfig(
+                    vocab_size=100,
+                    d_model=16,
+                    encoder_layers=1,
+                    decoder_layers=1,
+                    encoder_attention_heads=2,
+                    decoder_attention_heads=2,
+                    encoder_ffn_dim=32,
+                    decoder_ffn_dim=32,
+                )
+            ),
+            "bart",
+        ),
+    ],
+)
+def test_unsupported_architecture_names_its_type_and_the_supported_ones(backbone, model_type: str) -> None:
+    with pytest.raises(UnsupportedModelError) as raised:
+        PromptModel(backbone(), "ptuning-v2", PrefixConfig(prefix_length=2))
+    message = str(raised.value)
+    assert repr(model_type) in message
+    for supported in ("bert", "roberta", "deberta-v2", "gpt2", "llama", "qwen2"):
+        assert supported in message
+
+
+def test_shift_mode_refuses_prefix_plus_input_longer_than_the_position_table() -> None:
+    # GPT-2 with 16 positions and P=8: 9 tokens need positions up to 16 once shifted by the prefix.
+    model = build("gpt2", prefix_length=8, position_mode="shift", config_overrides={"n_positions": 16}).model
+    with pytest.raises(ConfigError, match=r"prefix \+ input needs 17 positions but gpt2 has 16"):
+        model(random_ids(1, 9))
+
+
+def test_unknown_task_name_lists_the_known_tasks() -> None:
+    model = build("bert").model
+    with pytest.raises(KeyError, match=r"unknown task 'nope'; this model has \['t'\]"):
+        model(random_ids(1, 4), task="nope")
+
+
+def test_unknown_prefix_name_in_a_mixed_batch_is_refused() -> None:
+    model = build("bert").model
+    with pytest.raises(KeyError, match="unknown prefix"):
+        model(random_ids(2, 4), task="t", row_prefixes=["t", "nope"])
+
+
+def test_backend_without_a_prefix_twin_is_refused_at_construction() -> None:
+    backbone = tiny_backbone("bert")
+    backbone.config._attn_implementation = "flex_attention"
+    with pytest.raises(ValueError, match="cannot take a prefix"):
+        PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
