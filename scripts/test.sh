@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-.venv/bin/ruff check src tests benchmarks
-.venv/bin/ruff format --check src tests benchmarks
+LINT=(src tests); [ -d benchmarks ] && LINT+=(benchmarks)
+.venv/bin/ruff check "${LINT[@]}"
+.venv/bin/ruff format --check "${LINT[@]}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 VENV=.venv-transformers-5.23 TRANSFORMERS_VERSION=5.23.0 bash scripts/setup.sh

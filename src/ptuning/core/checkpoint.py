@@ -105,14 +105,14 @@ def save_checkpoint(
     try:
         save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
-        _replace_dir(staging, directory)
+        replace_dir(staging, directory)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
 
 
-def _replace_dir(new: Path, target: Path) -> None:
+def replace_dir(new: Path, target: Path) -> None:
     """Swap ``new`` into ``target``: at every instant either the old or the new folder is complete."""
     if target.exists():
         old = target.with_name(f".{target.name}.old-{os.getpid()}")

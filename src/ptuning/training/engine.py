@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,6 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import set_seed
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
@@ -65,7 +67,7 @@ def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limi
     if limit is not None and len(examples) > limit:
         read_report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
         examples = examples[:limit]
-    features, feature_report = task.featurize(examples, tokenizer, config.max_length, **config.task_options)
+    features, feature_report = task.featurize(examples, tokenizer, config.max_length)
     report = DataReport(
         examples=len(examples),
         skipped=read_report.skipped + feature_report.skipped,
@@ -122,17 +124,20 @@ def evaluate(
 def train(config: TrainConfig) -> RunResult:
     """Train, evaluate every epoch (or N steps), keep the best-dev checkpoint, report test at best dev."""
     started = time.perf_counter()
+    # batch_size is global: each process takes its share of every batch (see _shard_batches). accelerate's own
+    # split_batches is not used: since 1.x it is ignored unless set through DataLoaderConfiguration, and it
+    # drops or pads the partial batches that length grouping makes.
     accelerator = Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
-        split_batches=True,  # batch_size is global: N processes see the same batches as one
+        cpu=_cpu_processes(),
     )
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
     if accelerator.is_main_process:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    task = get_task(config.task)
+    task = get_task(config.task, **config.task_options)  # options are the task's constructor keywords
     model, tokenizer = build_model(config, task)
     report = model.trainable_parameters()
     accelerator.print(f"{task.name} · {config.method} · {config.model}: {report}")
@@ -221,12 +226,17 @@ def train(config: TrainConfig) -> RunResult:
             else _shuffled_batches(len(lengths), config.batch_size, config.seed + epoch)
         )
         skip = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
+        shards, weights = _shard_batches(order[skip:], accelerator.process_index, accelerator.num_processes)
         loader = DataLoader(
             train_split.features,
-            batch_sampler=order[skip:],
+            batch_sampler=shards,
             collate_fn=lambda batch: collate(batch, pad_id),
+            # Its own generator: iterating a DataLoader otherwise draws from the global RNG, so a run resumed
+            # mid-epoch would see different dropout masks than the uninterrupted run.
+            generator=torch.Generator(),
         )
-        loader = accelerator.prepare_data_loader(loader, device_placement=True)
+        # already sharded: only device placement and end-of-epoch tracking (for accumulation) are wanted
+        loader = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0)
         bar = tqdm(
             total=len(order),
             initial=skip,
@@ -237,7 +247,7 @@ def train(config: TrainConfig) -> RunResult:
             tick = time.perf_counter()
             with accelerator.accumulate(model):
                 loss = model(**batch, task=task.name).loss
-                accelerator.backward(loss)
+                accelerator.backward(loss * weights[batch_index - skip])
                 optimizer.step()
                 if accelerator.sync_gradients:
                     scheduler.step()
@@ -288,6 +298,28 @@ def _save_state(accelerator, model, optimizer, scheduler, progress, output_dir, 
         }
         save_training_state(output_dir, state, optimizer, scheduler, dict(progress, epoch=progress["epoch"]))
     accelerator.wait_for_everyone()
+
+
+def _cpu_processes() -> bool:
+    """True when launched as several processes (torchrun) on a machine without GPU: accelerate then forms a
+    gloo group only if told cpu=True; otherwise every process would silently train alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+
+
+def _shard_batches(batches: list[list[int]], rank: int, world: int) -> tuple[list[list[int]], list[float]]:
+    """This process's share of every global batch, and the weight that makes DDP's gradient average equal the
+    one-process gradient of the whole batch (for losses that are means over examples).
+
+    A share of n of the batch's N examples is weighted n * world / N; a process left without examples (a
+    batch smaller than the world) runs the batch's first example with weight 0, so that every process still
+    joins the gradient all-reduce.
+    """
+    shards, weights = [], []
+    for batch in batches:
+        share = batch[rank::world]
+        shards.append(share or batch[:1])
+        weights.append(len(share) * world / len(batch))
+    return shards, weights
 
 
 def _shuffled_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:

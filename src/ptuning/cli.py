@@ -1,0 +1,516 @@
+"""The ``ptuning`` command: train, sweep, eval, predict, tasks.
+
+This module only turns arguments into calls of ptuning.training and errors into one line on stderr
+(exit code 2); the work lives in training/{engine,presets,sweep,report,predict}.py. Run it as ``ptuning``,
+``python -m ptuning.cli`` or under ``torchrun`` / ``accelerate launch`` for several processes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import difflib
+import importlib.util
+import inspect
+import json
+import os
+import re
+import sys
+import types
+import typing
+from pathlib import Path
+from typing import Any
+
+from ptuning.core.config import ConfigError
+from ptuning.training.config import TrainConfig, check_keys, load_config_file
+from ptuning.training.presets import PRESETS, get_preset
+
+# Only light modules above: torch, transformers and the task modules load when a command needs them, so that
+# --help and usage errors answer at once.
+
+TRAIN_EXAMPLES = """examples:
+  ptuning train --preset sst2-minilm --data data/sst2 --output-dir runs/sst2
+  ptuning train --task conll2003 --model roberta-large --data data/conll2003 --method ptuning-v2 \\
+      --prefix-length 11 --learning-rate 3e-2 --batch-size 16 --epochs 30
+  ptuning train --config run.yaml --learning-rate 1e-2        # flags override the file
+  ptuning train --preset sst2-minilm --data data/sst2 --seeds 1,2,3 --output-dir runs/sst2-seeds
+  ptuning train ... --output-dir runs/x --resume              # continue after a crash
+  torchrun --nproc_per_node 2 -m ptuning.cli train ...         # data parallel, same global batch
+
+Options are layered: preset < --config file (YAML or JSON, keys = option names) < flags."""
+
+SWEEP_EXAMPLES = """examples:
+  ptuning sweep --preset sst2-minilm --data data/sst2 --prefix-lengths 8,16,32 \\
+      --learning-rates 5e-3,1e-2,2e-2 --output-dir runs/sst2-sweep
+
+Each cell trains into OUTPUT_DIR/p{P}-lr{LR}; running the same command again skips finished cells and
+resumes an interrupted one. The table (OUTPUT_DIR/sweep.md, sweep.json) marks the best cell by dev score."""
+
+PREDICT_EXAMPLES = """examples:
+  echo "a gripping, funny film" | ptuning predict --checkpoint runs/sst2/checkpoint --input -
+  ptuning predict --checkpoint runs/ner/checkpoint --input sentences.jsonl --output predictions.jsonl
+
+JSONL lines carry the task's own fields, e.g. {"sentence": "..."} (sst2), {"tokens": ["EU", "rejects"]}
+(NER), {"question": "...", "context": "..."} (squad). A txt line is one text (single-text tasks) or one
+whitespace-tokenized sentence (NER)."""
+
+EVAL_EXAMPLES = """examples:
+  ptuning eval --checkpoint runs/sst2/checkpoint --data data/sst2 --split dev"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors as one line on stderr and exit code 2, like every other input error of the CLI."""
+
+    def error(self, message: str) -> typing.NoReturn:
+        self.exit(2, f"{self.prog}: error: {message} (see --help)\n")
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(multitask=argv[:1] == ["train"]).parse_args(argv)
+    _quiet_transformers()
+    try:
+        return args.handler(args)
+    except _user_errors() as error:  # evaluated only when an exception arrives here
+        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
+        print(f"ptuning {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+def _user_errors() -> tuple[type[Exception], ...]:
+    """The project's errors that mean bad input (not a bug): one line on stderr, exit code 2."""
+    from ptuning.core.backbones import BackboneNotFoundError
+    from ptuning.core.checkpoint import CheckpointError
+    from ptuning.core.geometry import UnsupportedModelError
+    from ptuning.core.injection.attention_interface import UnsupportedAttentionError
+    from ptuning.tasks.base import DataError
+    from ptuning.tasks.tag_schemes import TagError
+
+    return (
+        ConfigError,
+        DataError,
+        CheckpointError,
+        BackboneNotFoundError,
+        UnsupportedModelError,
+        UnsupportedAttentionError,
+        TagError,
+        KeyError,
+    )
+
+
+def _quiet_transformers() -> None:
+    """No load reports, weight-loading bars or hub retry chatter: the CLI prints what matters itself."""
+    from huggingface_hub.utils import logging as hub_logging
+    from transformers.utils import logging as transformers_logging
+
+    transformers_logging.set_verbosity_error()
+    transformers_logging.disable_progress_bar()
+    hub_logging.set_verbosity_error()
+
+
+def build_parser(multitask: bool = True) -> argparse.ArgumentParser:
+    """The full parser; ``multitask=False`` leaves out train's --tasks options, whose module imports torch."""
+    parser = _Parser(prog="ptuning", description="P-tuning v2 (deep prompt tuning) on a frozen backbone.")
+    commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    train = _command(commands, "train", "train a prompt (or a baseline method) on one task", TRAIN_EXAMPLES)
+    _add_config_options(train)
+    train.add_argument(
+        "--seeds", type=_int_list, help="comma-separated seeds: one run each in OUTPUT_DIR/seed-N"
+    )
+    if multitask and _module_exists("ptuning.training.multitask"):
+        from ptuning.training.multitask import add_multitask_arguments
+
+        add_multitask_arguments(train)  # --tasks a,b,c: one prefix pre-trained on several tasks
+    train.set_defaults(handler=cmd_train)
+
+    sweep = _command(commands, "sweep", "grid of prefix length x learning rate", SWEEP_EXAMPLES)
+    _add_config_options(sweep)
+    sweep.add_argument("--prefix-lengths", type=_int_list, required=True, help="e.g. 8,16,32")
+    sweep.add_argument("--learning-rates", type=_float_list, required=True, help="e.g. 5e-3,1e-2")
+    sweep.set_defaults(handler=cmd_sweep)
+
+    evaluate = _command(commands, "eval", "score a prompt checkpoint on a data split", EVAL_EXAMPLES)
+    _add_checkpoint_options(evaluate)
+    evaluate.add_argument("--data", required=True, help="the task's data folder (or one data file)")
+    evaluate.add_argument("--split", default="dev", help="split name (default: dev)")
+    evaluate.add_argument("--max-samples", type=_positive_int, help="score only the first N examples")
+    evaluate.add_argument("--output", help="also write the scores to this JSON file")
+    evaluate.set_defaults(handler=cmd_eval)
+
+    predict = _command(commands, "predict", "predictions of a prompt checkpoint as JSONL", PREDICT_EXAMPLES)
+    _add_checkpoint_options(predict)
+    predict.add_argument("--input", required=True, help="input file, or - for stdin")
+    predict.add_argument("--format", choices=("jsonl", "txt"), help="default: by extension; stdin: txt")
+    predict.add_argument("--output", help="output JSONL file (default: stdout)")
+    predict.set_defaults(handler=cmd_predict)
+
+    tasks = _command(commands, "tasks", "list tasks and presets", None)
+    tasks.set_defaults(handler=cmd_tasks)
+
+    if _module_exists("ptuning.serve.command"):
+        from ptuning.serve.command import add_serve_arguments
+
+        serve = _command(commands, "serve", "serve prompt checkpoints over HTTP", None)
+        add_serve_arguments(serve)
+        serve.set_defaults(handler=cmd_serve)
+    return parser
+
+
+def _module_exists(name: str) -> bool:
+    """Commands of optional parts (serving, multi-task) appear only where those modules are installed."""
+    return importlib.util.find_spec(name) is not None
+
+
+def _command(commands: Any, name: str, summary: str, epilog: str | None) -> argparse.ArgumentParser:
+    return commands.add_parser(
+        name,
+        help=summary,
+        description=summary,
+        epilog=epilog,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+
+
+# --- training options: every TrainConfig field is a flag ----------------------------------------------------
+
+
+def _add_config_options(parser: argparse.ArgumentParser) -> None:
+    """--preset, --config, and one flag per TrainConfig field; unset flags stay out of the namespace."""
+    parser.add_argument(
+        "--preset", default=argparse.SUPPRESS, help="named option set (`ptuning tasks` lists them)"
+    )
+    parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML or JSON file of options")
+    group = parser.add_argument_group("training options (TrainConfig fields; also valid config-file keys)")
+    helps = _field_help()
+    for item in dataclasses.fields(TrainConfig):
+        kind, _ = _field_kind(item.name)
+        flags = [f"--{item.name.replace('_', '-')}"]
+        if item.name == "data_dir":
+            flags.append("--data")
+        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
+        text = f"{helps.get(item.name, '')} (default: {default!r})".strip()
+        options: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS, "help": text}
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        else:
+            options["type"] = _PARSERS[kind]
+            options["metavar"] = _METAVARS[kind]
+        group.add_argument(*flags, **options)
+
+
+def _field_help() -> dict[str, str]:
+    """Each TrainConfig field's trailing comment, which config.py keeps as the flag's help text."""
+    helps = {}
+    for line in inspect.getsource(TrainConfig).splitlines():
+        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
+        if match:
+            helps[match[1]] = match[2]
+    return helps
+
+
+def _field_kind(name: str) -> tuple[type, bool]:
+    """(base type, optional) of a TrainConfig field, e.g. ``int | None`` -> (int, True)."""
+    hint = typing.get_type_hints(TrainConfig)[name]
+    optional = False
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [member for member in typing.get_args(hint) if member is not type(None)]
+        optional, hint = True, members[0]
+    return (typing.get_origin(hint) or hint), optional
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+
+
+def _float_list(text: str) -> list[float]:
+    try:
+        return [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+
+
+def _json_object(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        value = None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError(
+            f"expected a JSON object such as '{{\"doc_stride\": 64}}', got {text!r}"
+        )
+    return value
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        value = 0
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+_PARSERS = {str: str, int: int, float: float, list: _int_list, dict: _json_object}
+_METAVARS = {str: "TEXT", int: "N", float: "X", list: "N,N,...", dict: "JSON"}
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    """The run's TrainConfig: preset, then the config file, then the flags that were given."""
+    options: dict[str, Any] = {}
+    if "preset" in args:
+        options.update(get_preset(args.preset).options)
+    if "config" in args:
+        from_file = load_config_file(args.config)
+        check_keys(from_file, args.config)
+        options.update({name: _coerce(name, value, args.config) for name, value in from_file.items()})
+    options.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args})
+    _check_task(options.get("task"), options.get("task_options") or {})
+    if not options.get("data_dir"):
+        raise ConfigError("no data: pass --data DIR (the folder holding the task's files)")
+    _check_model(options.get("model"))
+    return TrainConfig.from_sources(None, options)
+
+
+def _coerce(name: str, value: Any, where: str) -> Any:
+    """A config-file value as its field's type (YAML reads 1e-2 as text); a wrong type is a ConfigError."""
+    kind, optional = _field_kind(name)
+    if value is None and optional:
+        return None
+    try:
+        if kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
+            return float(value)
+        if kind is int and isinstance(value, int | float | str) and not isinstance(value, bool):
+            number = float(value)
+            if number.is_integer():
+                return int(number)
+        if kind in (str, bool, list, dict) and isinstance(value, kind):
+            return value
+    except ValueError:
+        pass
+    raise ConfigError(f"{where}: {name} should be {kind.__name__}, got {value!r}")
+
+
+def _check_task(name: str | None, task_options: dict[str, Any]) -> None:
+    """The task exists and accepts ``task_options`` (its constructor keywords), before any model loads."""
+    from ptuning.tasks.registry import get_task, list_tasks
+
+    if not name:
+        raise ConfigError("no task: pass --task NAME or --preset NAME (`ptuning tasks` lists both)")
+    known = list_tasks()
+    if name not in known:
+        close = difflib.get_close_matches(name, known, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"unknown task {name!r}{hint} (`ptuning tasks` lists the tasks)")
+    try:
+        get_task(name, **task_options)
+    except (TypeError, ValueError) as error:  # an unknown keyword, or a value the task refuses
+        raise ConfigError(f"task_options {task_options}: {error}") from None
+
+
+def _check_model(name: str | None) -> None:
+    """Fail in seconds, not after minutes of hub retries: a folder must hold a model, a path must exist, and
+    a hub id needs the hub or the local Hugging Face cache."""
+    from ptuning.core.backbones import PACKAGED_MINILM, PACKAGED_SMOLLM2, BackboneNotFoundError
+    from ptuning.tasks.readers import hub_offline, hub_reachable
+
+    if not name or name in (PACKAGED_MINILM, PACKAGED_SMOLLM2):
+        return
+    path = Path(name).expanduser()
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise ConfigError(
+                f"model folder {path} holds no config.json; expected a Hugging Face model folder"
+            )
+        return
+    if path.exists() or name.startswith(("/", ".", "~")):
+        raise ConfigError(f"model {name!r} is not a model folder (no such folder)")
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        cached = isinstance(try_to_load_from_cache(name, "config.json"), str)
+    except ValueError:  # not a valid hub id either
+        cached = False
+    if not cached and (hub_offline() or not hub_reachable()):
+        raise BackboneNotFoundError(
+            f"model {name!r} is not a local folder nor in the Hugging Face cache, and the hub cannot be reached; "
+            f"pass a local model folder, or '{PACKAGED_MINILM}' for the packaged all-MiniLM-L6-v2"
+        )
+
+
+# --- commands ------------------------------------------------------------------------------------------------
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ptuning.training.engine import train
+    from ptuning.training.report import aggregate_seeds, format_mean_std, write_run_report, write_seed_report
+    from ptuning.training.sweep import run_variants, seed_variants
+
+    if getattr(args, "tasks", None):
+        return _train_multitask(args)
+    config = config_from_args(args)
+    if not args.seeds:
+        summary = train(config).summary
+        if _is_main_process():
+            write_run_report(config.output_dir, summary)
+            _print_result(summary, config.output_dir)
+        return 0
+    runs = run_variants(seed_variants(config, args.seeds), train, _log, _is_main_process())
+    if _is_main_process():
+        aggregate = aggregate_seeds({run.config.seed: run.summary for run in runs})
+        paths = write_seed_report(config.output_dir, aggregate)
+        metric = aggregate["primary_metric"]
+        for split in ("dev", "test"):
+            if metric in aggregate[split]:
+                print(
+                    f"{split} {metric}: {format_mean_std(aggregate[split][metric])} over seeds {args.seeds}"
+                )
+        print(f"wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def _train_multitask(args: argparse.Namespace) -> int:
+    from ptuning.training.multitask import run_multitask
+
+    if "preset" in args or args.seeds:
+        raise ConfigError("--tasks (multi-task pre-training) takes neither --preset nor --seeds")
+    summary = run_multitask(args).summary
+    if _is_main_process():
+        print(f"multi-task run finished: {summary.get('tasks')}; checkpoint {summary.get('checkpoint')}")
+    return 0
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from ptuning.training.engine import train
+    from ptuning.training.sweep import (
+        grid_variants,
+        run_variants,
+        sweep_markdown,
+        sweep_table,
+        write_sweep_report,
+    )
+
+    config = config_from_args(args)
+    for length in args.prefix_lengths:
+        dataclasses.replace(config, prefix_length=length)  # validates every cell before any training
+    for rate in args.learning_rates:
+        dataclasses.replace(config, learning_rate=rate)
+    variants = grid_variants(config, args.prefix_lengths, args.learning_rates)
+    runs = run_variants(variants, train, _log, _is_main_process())
+    if _is_main_process():
+        table = sweep_table(runs)
+        paths = write_sweep_report(config.output_dir, table)
+        print(sweep_markdown(table), end="")
+        print(f"best: {table['best']}; wrote {', '.join(str(p) for p in paths)}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from ptuning.tasks.base import DataError
+    from ptuning.training.predict import load_for_inference, score_split
+
+    if not Path(args.data).expanduser().exists():
+        raise DataError(f"{args.data}: no such data folder or file")
+    loaded = load_for_inference(args.checkpoint, args.task, args.model, args.max_length)
+    scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
+    text = json.dumps(scores, indent=2)
+    print(text)
+    if args.output:
+        Path(args.output).write_text(text + "\n")
+    return 0
+
+
+def cmd_predict(args: argparse.Namespace) -> int:
+    from ptuning.tasks.base import DataError
+    from ptuning.training.predict import (
+        examples_from_records,
+        input_format,
+        load_for_inference,
+        predict,
+        read_records,
+        write_jsonl,
+    )
+
+    fmt = input_format(args.input, args.format)
+    if args.input != "-" and not Path(args.input).is_file():
+        raise DataError(f"{args.input}: input file not found")
+    loaded = load_for_inference(args.checkpoint, args.task, args.model, args.max_length)
+    examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
+    predictions = predict(loaded, examples, args.batch_size)
+    if args.output:
+        with open(args.output, "w", encoding="utf-8") as stream:
+            count = write_jsonl(predictions, stream)
+        print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
+    else:
+        write_jsonl(predictions, sys.stdout)
+    return 0
+
+
+def cmd_tasks(args: argparse.Namespace) -> int:
+    from ptuning.tasks.registry import get_task, list_tasks
+
+    print("tasks:")
+    for name in list_tasks():
+        task = get_task(name)
+        print(f"  {name:<20} {str(task.head):<22} {task.primary_metric:<12} {task.description}")
+    print("\npresets (`--preset NAME`; flags and --config override them):")
+    for preset in PRESETS.values():
+        options = preset.options
+        print(
+            f"  {preset.name:<30} {preset.task:<14} {options['model']:<19} P={options.get('prefix_length', '-'):<4}"
+            f" lr={options.get('learning_rate', '-'):<7g} bs={options.get('batch_size', '-'):<3}"
+            f" epochs={options.get('epochs', '-'):g}  [{preset.kind}]"
+        )
+    return 0
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from ptuning.serve.command import run_serve
+
+    run_serve(args)
+    return 0
+
+
+def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--checkpoint", required=True, help="prompt checkpoint folder (OUTPUT_DIR/checkpoint)"
+    )
+    parser.add_argument("--task", help="which task of a multi-task checkpoint")
+    parser.add_argument("--model", help="the base model's folder, when it moved since training")
+    parser.add_argument("--max-length", type=_positive_int, help="default: the training run's max_length")
+    parser.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
+
+
+def _print_result(summary: dict[str, Any], output_dir: str) -> None:
+    metric = summary.get("primary_metric")
+    scores = "  ".join(
+        f"{split} {metric} {summary[split][metric]:.4f}"
+        for split in ("dev", "test")
+        if summary.get(split) and metric in summary[split]
+    )
+    from accelerate import PartialState  # set up by the run: how many processes trained together
+
+    processes = PartialState().num_processes
+    together = f", {processes} processes" if processes > 1 else ""
+    print(
+        f"{scores or 'no dev/test scores'}  (best epoch {summary.get('best_epoch')}{together}); "
+        f"reports in {output_dir}"
+    )
+
+
+def _log(message: str) -> None:
+    if _is_main_process():
+        print(message, flush=True)
+
+
+def _is_main_process() -> bool:
+    """Rank 0 under torchrun / accelerate launch (they set RANK), or a plain single process."""
+    return os.environ.get("RANK", "0") == "0"
+
+
+if __name__ == "__main__":
+    sys.exit(main())

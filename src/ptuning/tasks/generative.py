@@ -1,0 +1,498 @@
+"""Generative tasks for causal LMs: prompt/response data in, greedy generations out, text metrics.
+
+A feature is ``prompt + response + EOS`` with labels on the response and EOS only, so the loss never
+teaches the model to write prompts. Prompt and response are tokenized separately and concatenated: the
+prompt tokens that generation starts from are then exactly those seen in training (tokenizing the joined
+text may merge tokens across the boundary). A prompt too long for ``max_length`` is cut from the left,
+where it is furthest from the response, and counted; ``truncation="error"`` refuses it instead.
+
+Tasks: ``causal-lm`` (any JSONL/CSV with prompt, response and optional history fields),
+``squad-generative`` (answer SQuAD questions in words) and ``conll2003-json`` (list a sentence's
+entities as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import random
+from collections import Counter
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from ptuning.tasks import text_metrics
+from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
+from ptuning.tasks.collate import IGNORE_INDEX, collate
+from ptuning.tasks.metrics import exact_match as squad_exact_match
+from ptuning.tasks.metrics import token_f1
+from ptuning.tasks.readers import read_table
+from ptuning.tasks.tag_schemes import entity_spans
+
+Example = dict[str, Any]
+Turn = tuple[str, str]  # (user, assistant)
+TRUNCATION_POLICIES = ("left", "error")
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
+
+
+# ---------------------------------------------------------------------------------------------- generation
+
+
+@torch.no_grad()
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    task: str | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Decode a continuation of each prompt (token ids), greedy unless ``generate_kwargs`` say otherwise.
+
+    Prompts run longest first in batches padded on the LEFT, so every row's last prompt token sits at the
+    end and new tokens follow it directly. Each text is cut at the first EOS and stripped. ``model`` is a
+    PromptModel (its ``generate`` adds the task's prefix); its train/eval mode is restored afterwards.
+    """
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos_id is None:
+        raise ValueError("the tokenizer has no EOS token; generation could not tell where an answer ends")
+    settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id if pad_id is not None else eos_id,
+        **settings,
+    )
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no prefix dropout while decoding
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, "left")
+            new_tokens = model.generate(
+                batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                task=task,
+                generation_config=config,
+            )
+            for row, index in enumerate(rows):
+                texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), eos_id)
+    finally:
+        model.train(was_training)
+    return texts
+
+
+def decode_until_eos(tokenizer: Any, token_ids: list[int], eos_id: int) -> str:
+    """The text of ``token_ids`` up to (not including) the first EOS, without special tokens."""
+    if eos_id in token_ids:
+        token_ids = token_ids[: token_ids.index(eos_id)]
+    return tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+
+
+# ---------------------------------------------------------------------------------------------- base task
+
+
+class GenerativeTask(Task):
+    """Prompt -> response tasks for a causal LM; subclasses say how examples are read and scored.
+
+    Options (constructor keywords, i.e. ``task_options``): ``chat_template`` renders prompts with the
+    tokenizer's own chat template (error if it has none); ``system_prompt`` adds a system turn there;
+    ``truncation`` is ``left`` (cut long prompts from the left, counted in the report) or ``error``;
+    ``max_new_tokens`` bounds generation; ``generate_kwargs`` replaces greedy decoding (e.g.
+    ``{"num_beams": 4}``); ``add_eos`` ends every response with EOS so that the model learns to stop.
+    """
+
+    head = HeadKind.CAUSAL_LM
+    label_names = None
+    primary_metric = "rougeL"
+    default_max_new_tokens = 64
+
+    def __init__(
+        self,
+        *,
+        chat_template: bool = False,
+        system_prompt: str | None = None,
+        truncation: str = "left",
+        max_new_tokens: int | None = None,
+        generate_kwargs: dict[str, Any] | None = None,
+        add_eos: bool = True,
+        splits: dict[str, str] | None = None,
+    ) -> None:
+        if truncation not in TRUNCATION_POLICIES:
+            raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+        self.chat_template = bool(chat_template)
+        self.system_prompt = system_prompt
+        self.truncation = truncation
+        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
+        if self.max_new_tokens < 1:
+            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+        self.generate_kwargs = dict(generate_kwargs or {})
+        self.add_eos = add_eos
+        self.splits = {**type(self).splits, **(splits or {})}
+
+    # --- features -----------------------------------------------------------------------------------
+
+    def render_prompt(self, example: Example, tokenizer: Any) -> str:
+        """The prompt text the model continues: history turns, then the prompt (chat template or plain)."""
+        if self.chat_template:
+            if not getattr(tokenizer, "chat_template", None):
+                raise ValueError(
+                    f"{self.name}: chat_template is on but the tokenizer has no chat template; "
+                    "turn the option off or use an instruction-tuned model's tokenizer"
+                )
+            messages = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+            for user, assistant in example.get("history", []):
+                messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
+            messages.append({"role": "user", "content": example["prompt"]})
+            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        turns = [f"{user}\n{assistant}\n" for user, assistant in example.get("history", [])]
+        return "".join(turns) + example["prompt"]
+
+    def render_response(self, example: Example) -> str:
+        """The text the model is trained to produce after the prompt."""
+        return example["response"]
+
+    def featurize(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> tuple[Features, DataReport]:
+        """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response."""
+        eos = [tokenizer.eos_token_id] if self.add_eos else []
+        if self.add_eos and tokenizer.eos_token_id is None:
+            raise ValueError(
+                f"{self.name}: the tokenizer has no EOS token; set add_eos=False to train without"
+            )
+        prompts = [self.render_prompt(example, tokenizer) for example in examples]
+        plain_specials = not self.chat_template  # a chat template writes its own BOS and markers
+        prompt_ids = tokenizer(prompts, add_special_tokens=plain_specials)["input_ids"] if prompts else []
+        responses = [self.render_response(example) for example in examples]
+        response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+        features: Features = []
+        report = DataReport(examples=len(examples))
+        cut_prompts = cut_responses = cut_tokens = 0
+        for index, example in enumerate(examples):
+            prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
+            if len(prompt) + len(response) > max_length:
+                if self.truncation == "error":
+                    raise DataError(
+                        f"{example['source']}: prompt ({len(prompt)} tokens) + response ({len(response)}) is "
+                        f"longer than max_length={max_length}; raise max_length or use truncation='left'"
+                    )
+                if len(response) > max_length - 1:  # keep at least one prompt token to condition on
+                    response = response[: max_length - 1]
+                    cut_responses += 1
+                keep = max_length - len(response)
+                cut_tokens += len(prompt) - keep
+                prompt = prompt[len(prompt) - keep :]
+                cut_prompts += 1
+            features.append(
+                {
+                    "input_ids": prompt + response,
+                    "labels": [IGNORE_INDEX] * len(prompt) + response,
+                    "prompt_length": len(prompt),
+                    "example_index": index,
+                }
+            )
+        report.truncated = cut_prompts
+        if cut_prompts:
+            report.notes.append(
+                f"{self.name}: {cut_prompts} of {len(examples)} prompts did not fit max_length={max_length} with "
+                f"their response and were cut from the left ({cut_tokens} tokens dropped in all)"
+            )
+        if cut_responses:
+            report.notes.append(
+                f"{self.name}: {cut_responses} responses were longer than max_length={max_length} on their own "
+                "and were cut on the right (their EOS is lost)"
+            )
+        return features, report
+
+    # --- predictions --------------------------------------------------------------------------------
+
+    def generate_outputs(self, model: Any, tokenizer: Any, features: Features, batch_size: int) -> list[str]:
+        """One generated text per feature, from its prompt tokens only."""
+        prompts = [feature["input_ids"][: feature["prompt_length"]] for feature in features]
+        task = self.name if self.name in getattr(model, "tasks", ()) else None
+        return generate_texts(
+            model, tokenizer, prompts, batch_size, self.max_new_tokens, task=task, **self.generate_kwargs
+        )
+
+    def predictions(self, examples: list[Example], features: Features, outputs: list[str]) -> list[str]:
+        """Generated text per example (one feature per example)."""
+        if len(outputs) != len(features):
+            raise ValueError(f"{len(outputs)} outputs for {len(features)} features")
+        texts = [""] * len(examples)
+        for feature, output in zip(features, outputs, strict=True):
+            texts[feature["example_index"]] = output
+        return texts
+
+    def score(self, examples: list[Example], features: Features, outputs: list[str]) -> dict[str, float]:
+        predictions = self.predictions(examples, features, outputs)
+        return text_metrics.text_scores(predictions, [example["references"] for example in examples])
+
+    def decode(self, examples: list[Example], features: Features, outputs: list[str]) -> list[dict[str, Any]]:
+        predictions = self.predictions(examples, features, outputs)
+        return [
+            {"id": example["id"], "prediction": text, "references": example["references"]}
+            for example, text in zip(examples, predictions, strict=True)
+        ]
+
+    def split_name(self, split: str) -> str:
+        split = split if split in self.splits else SPLIT_ALIASES.get(split, split)
+        if split not in self.splits:
+            raise DataError(f"task {self.name!r} has no split {split!r}; known splits: {sorted(self.splits)}")
+        return split
+
+
+# ---------------------------------------------------------------------------------------------- causal-lm
+
+
+class CausalLmTask(GenerativeTask):
+    """Generic prompt/response data from JSONL or CSV files (``train.jsonl``, ``dev.jsonl``, ``test.jsonl``).
+
+    Field names are options: ``prompt_field``, ``response_field``, ``history_field`` (optional; a list of
+    ``[user, assistant]`` pairs or of ``{"role", "content"}`` messages, in CSV as JSON text). ``data_dir``
+    may also be one file, used for every split.
+    """
+
+    name = "causal-lm"
+    description = "prompt/response pairs (optionally multi-turn) from JSONL/CSV; scored by ROUGE, BLEU-4, EM"
+    splits = {"train": "train.jsonl", "dev": "dev.jsonl", "test": "test.jsonl"}
+
+    def __init__(
+        self,
+        *,
+        prompt_field: str = "prompt",
+        response_field: str = "response",
+        history_field: str | None = "history",
+        **options: Any,
+    ) -> None:
+        super().__init__(**options)
+        self.prompt_field = prompt_field
+        self.response_field = response_field
+        self.history_field = history_field
+
+    def read(self, data_dir: str, split: str) -> tuple[list[Example], DataReport]:
+        source = Path(data_dir).expanduser()
+        path = source if source.is_file() else source / self.splits[self.split_name(split)]
+        table = read_table(path)
+        examples: list[Example] = []
+        for row in range(len(table.rows)):
+            where = table.where(row)
+            prompt = _text(table.value(row, self.prompt_field), self.prompt_field, where)
+            response = _text(table.value(row, self.response_field), self.response_field, where)
+            history = []
+            if self.history_field and table.rows[row].get(self.history_field) not in (None, ""):
+                history = parse_history(table.rows[row][self.history_field], self.history_field, where)
+            identifier = table.rows[row].get("id", row)
+            examples.append(
+                {
+                    "id": identifier,
+                    "source": where,
+                    "prompt": prompt,
+                    "response": response,
+                    "history": history,
+                    "references": [response],
+                }
+            )
+        report = DataReport(examples=len(examples), skipped=table.blank_lines, notes=list(table.notes))
+        turns = sum(len(example["history"]) for example in examples)
+        report.notes.append(f"{path}: {len(examples)} examples, {turns} earlier turns in their histories")
+        return examples, report
+
+
+def _text(value: Any, field: str, where: str) -> str:
+    """A required, non-empty text field."""
+    if not isinstance(value, str):
+        raise DataError(f"{where}: field {field!r} should be text, found {type(value).__name__} {value!r}")
+    if not value.strip():
+        raise DataError(f"{where}: field {field!r} is empty; every example needs a non-empty {field}")
+    return value
+
+
+def parse_history(value: Any, field: str, where: str) -> list[Turn]:
+    """Earlier turns as (user, assistant) pairs, from pairs or from alternating role/content messages."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except json.JSONDecodeError as error:
+            raise DataError(f"{where}: field {field!r} is not valid JSON ({error.msg})") from None
+    if not isinstance(value, list):
+        raise DataError(f"{where}: field {field!r} should be a list of turns, found {type(value).__name__}")
+    if value and all(isinstance(item, dict) for item in value):
+        roles = [item.get("role") for item in value]
+        expected = ["user", "assistant"] * (len(value) // 2)
+        if roles != expected or len(value) % 2:
+            raise DataError(
+                f"{where}: field {field!r} messages must alternate user, assistant (ending with assistant); "
+                f"found roles {roles}"
+            )
+        value = [[value[i].get("content"), value[i + 1].get("content")] for i in range(0, len(value), 2)]
+    turns: list[Turn] = []
+    for number, turn in enumerate(value):
+        if not (isinstance(turn, list | tuple) and len(turn) == 2 and all(isinstance(t, str) for t in turn)):
+            raise DataError(
+                f"{where}: field {field!r} turn {number} should be [user text, assistant text], found {turn!r}"
+            )
+        turns.append((turn[0], turn[1]))
+    return turns
+
+
+# ---------------------------------------------------------------------------------------------- squad
+
+
+class SquadGenerativeTask(GenerativeTask):
+    """SQuAD 1.1 answered in words: prompt = context + question, response = the first gold answer.
+
+    Data: ``dev-v1.1.part1.json`` (24 articles) split BY ARTICLE, so no paragraph is seen in both: train =
+    the first 18 articles, dev = the last 6. Examples come in a fixed shuffled order (``shuffle_seed``,
+    None keeps file order), so ``max_*_samples`` take questions from every article, not the first one.
+    Scored like the official script (normalized exact match and token F1 against ALL gold answers) plus
+    ROUGE-L.
+    """
+
+    name = "squad-generative"
+    description = "SQuAD 1.1 as generation (context + question -> answer text); train/dev split by article"
+    primary_metric = "f1"
+    default_max_new_tokens = 32
+    splits = {"train": "dev-v1.1.part1.json", "dev": "dev-v1.1.part1.json"}
+    train_articles = 18
+
+    def __init__(self, *, shuffle_seed: int | None = 0, **options: Any) -> None:
+        super().__init__(**options)
+        self.shuffle_seed = shuffle_seed
+
+    def read(self, data_dir: str, split: str) -> tuple[list[Example], DataReport]:
+        from ptuning.tasks.qa import read_squad
+
+        split = self.split_name(split)
+        source = Path(data_dir).expanduser()
+        path = source if source.is_file() else source / self.splits[split]
+        articles = slice(0, self.train_articles) if split == "train" else slice(self.train_articles, None)
+        questions, report = read_squad(path, allow_impossible=False, articles=articles)
+        report.notes.append(
+            f"{self.name} {split}: articles [{articles.start}:{articles.stop or ''}] of {path.name}"
+        )
+        examples = [
+            {
+                "id": question["id"],
+                "source": f"{path}: question id {question['id']}",
+                "prompt": self.question_prompt(question["context"], question["question"]),
+                "response": question["answers"]["text"][0],
+                "references": list(question["answers"]["text"]),
+                "history": [],
+            }
+            for question in questions
+        ]
+        if self.shuffle_seed is not None:
+            random.Random(self.shuffle_seed).shuffle(examples)
+        return examples, report
+
+    @staticmethod
+    def question_prompt(context: str, question: str) -> str:
+        return f"{context}\n\nQuestion: {question}\nAnswer with a short phrase from the text."
+
+    def render_response(self, example: Example) -> str:
+        # Plain prompts end mid-line: a leading space makes the answer's first token a word start.
+        return example["response"] if self.chat_template else " " + example["response"]
+
+    def score(self, examples: list[Example], features: Features, outputs: list[str]) -> dict[str, float]:
+        predictions = self.predictions(examples, features, outputs)
+        golds = [example["references"] for example in examples]
+        exact = [
+            max(squad_exact_match(p, g) for g in refs) for p, refs in zip(predictions, golds, strict=True)
+        ]
+        f1 = [max(token_f1(p, g) for g in refs) for p, refs in zip(predictions, golds, strict=True)]
+        return {
+            "exact_match": 100.0 * sum(exact) / len(exact),
+            "f1": 100.0 * sum(f1) / len(f1),
+            "rougeL": text_metrics.rouge(predictions, golds, level="word")["rougeL"],
+        }
+
+
+# ---------------------------------------------------------------------------------------------- conll2003-json
+
+
+class Conll2003JsonTask(GenerativeTask):
+    """CoNLL-2003 NER as format following: sentence -> JSON list of ``[entity text, type]`` pairs.
+
+    Scored by exact match of the whole list (after parsing, so spacing does not matter), micro entity
+    precision/recall/F1 over (text, type) pairs, and the share of outputs that parse as such a list.
+    """
+
+    name = "conll2003-json"
+    description = "CoNLL-2003 sentences -> JSON list of [text, type] entities; exact match + entity F1"
+    primary_metric = "entity_f1"
+    default_max_new_tokens = 96
+    splits = {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}
+    instruction = "List the named entities (PER, ORG, LOC, MISC) as JSON [[text, type], ...]:"
+
+    def read(self, data_dir: str, split: str) -> tuple[list[Example], DataReport]:
+        from ptuning.tasks.tagging import Conll2003Task
+
+        split = self.split_name(split)
+        sentences, report = Conll2003Task(splits=self.splits).read(data_dir, split)
+        examples = []
+        for sentence in sentences:
+            entities = [
+                [" ".join(sentence["tokens"][start : end + 1]), entity_type]
+                for entity_type, start, end in entity_spans(sentence["tags"])
+            ]
+            response = json.dumps(entities, ensure_ascii=False)
+            examples.append(
+                {
+                    "id": sentence["id"],
+                    "source": f"{data_dir}/{self.splits[split]}: sentence {sentence['id']}",
+                    "prompt": f"{self.instruction}\n{' '.join(sentence['tokens'])}",
+                    "response": response,
+                    "references": [response],
+                    "entities": entities,
+                    "history": [],
+                }
+            )
+        return examples, report
+
+    def render_response(self, example: Example) -> str:
+        return example["response"] if self.chat_template else "\n" + example["response"]
+
+    def score(self, examples: list[Example], features: Features, outputs: list[str]) -> dict[str, float]:
+        predictions = [parse_entities(text) for text in self.predictions(examples, features, outputs)]
+        golds = [[tuple(entity) for entity in example["entities"]] for example in examples]
+        true_positives = sum(
+            sum((Counter(p or []) & Counter(g)).values()) for p, g in zip(predictions, golds, strict=True)
+        )
+        predicted = sum(len(p or []) for p in predictions)
+        gold = sum(len(g) for g in golds)
+        precision = true_positives / predicted if predicted else 0.0
+        recall = true_positives / gold if gold else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+        return {
+            "exact_match": 100.0 * sum(p == g for p, g in zip(predictions, golds, strict=True)) / len(golds),
+            "entity_precision": 100.0 * precision,
+            "entity_recall": 100.0 * recall,
+            "entity_f1": 100.0 * f1,
+            "valid_json": 100.0 * sum(p is not None for p in predictions) / len(predictions),
+        }
+
+
+def parse_entities(text: str) -> list[tuple[str, str]] | None:
+    """``[[text, type], ...]`` from generated JSON, or None when the output is not such a list."""
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError:
+        return None
+    if not isinstance(value, list):
+        return None
+    entities = []
+    for item in value:
+        if not (isinstance(item, list) and len(item) == 2 and all(isinstance(part, str) for part in item)):
+            return None
+        entities.append((item[0], item[1]))
+    return entities
+
+
+TASKS: list[type[Task]] = [CausalLmTask, SquadGenerativeTask, Conll2003JsonTask]

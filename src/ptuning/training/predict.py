@@ -1,0 +1,266 @@
+"""Using a prompt checkpoint: rebuild its model and task, read inputs, decode or score predictions.
+
+Inputs are JSONL lines carrying the task's own fields (``{"sentence": ...}`` for SST-2, ``{"tokens": [...]}``
+for NER, ``{"question": ..., "context": ...}`` for QA) or, for single-text tasks, plain text with one input
+per line. Predictions are the task's ``decode`` output, one JSON object per input, with the input's id.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from collections.abc import Iterable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import numpy as np
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
+from ptuning.core.model import PromptModel
+from ptuning.tasks.base import DataError, Features, Task
+from ptuning.tasks.classification import ClassificationTask
+from ptuning.tasks.qa import QaTask
+from ptuning.tasks.readers import Table
+from ptuning.tasks.registry import get_task
+from ptuning.tasks.tag_schemes import split_tag
+from ptuning.tasks.tagging import SrlTask, TaggingTask
+from ptuning.training.inference import predict_outputs
+
+FORMATS = ("jsonl", "txt")
+DEFAULT_MAX_LENGTH = 128
+
+
+@dataclass
+class LoadedCheckpoint:
+    """A checkpoint's model with the tokenizer, task and input length it was trained with."""
+
+    model: PromptModel
+    tokenizer: Any
+    task: Task
+    head: str  # the model's head (task name inside the checkpoint)
+    max_length: int
+
+
+def load_for_inference(
+    checkpoint_dir: str | Path,
+    head: str | None = None,
+    model_path: str | None = None,
+    max_length: int | None = None,
+) -> LoadedCheckpoint:
+    """Load ``checkpoint_dir`` on its base model (or on ``model_path``, which must be the same model).
+
+    ``max_length`` and the task's options come from the training run's config.json next to the checkpoint.
+    """
+    checkpoint_dir = Path(checkpoint_dir)
+    config = read_checkpoint_config(checkpoint_dir)
+    heads = config["tasks"]
+    if head is None:
+        if len(heads) != 1:
+            raise CheckpointError(f"{checkpoint_dir} holds tasks {sorted(heads)}; choose one with --task")
+        head = next(iter(heads))
+    if head not in heads:
+        raise CheckpointError(f"{checkpoint_dir} has no task {head!r}; it holds {sorted(heads)}")
+    base = config["base_model"]
+    backbone, tokenizer = load_backbone(
+        model_path or base["name_or_path"], causal_lm=base.get("causal_lm", False)
+    )
+    model = load_checkpoint(checkpoint_dir, backbone=backbone)
+    run = _training_config(checkpoint_dir)
+    task = get_task(heads[head]["task"], **(run.get("task_options") or {}))  # built as in training
+    _bind_labels(task, model.head_specs[head].label_names)
+    return LoadedCheckpoint(
+        model, tokenizer, task, head, max_length or run.get("max_length") or DEFAULT_MAX_LENGTH
+    )
+
+
+def _training_config(checkpoint_dir: Path) -> dict[str, Any]:
+    """The engine's config.json of the run that wrote this checkpoint (output_dir/checkpoint), if present."""
+    path = checkpoint_dir.parent / "config.json"
+    try:
+        return json.loads(path.read_text()) if path.is_file() else {}
+    except json.JSONDecodeError:
+        return {}
+
+
+def _bind_labels(task: Task, label_names: list[str] | None) -> None:
+    """Give a task that learns its label set from training data (csv-classification, ner-generic) the
+    checkpoint's labels, so that predictions use exactly the trained head's classes."""
+    if not label_names or getattr(task, "label_names", None):
+        return
+    if isinstance(task, TaggingTask):
+        task.entity_types = sorted({split_tag(label)[1] for label in label_names if label != "O"})
+    task.label_names = list(label_names)
+
+
+# --- inputs --------------------------------------------------------------------------------------------------
+
+
+def input_format(source: str, requested: str | None) -> str:
+    """``requested``, else jsonl for .jsonl/.json/.ndjson files and txt otherwise (stdin included)."""
+    if requested:
+        if requested not in FORMATS:
+            raise DataError(f"--format must be one of {', '.join(FORMATS)}; got {requested!r}")
+        return requested
+    return "jsonl" if Path(source).suffix.lower() in (".jsonl", ".json", ".ndjson") else "txt"
+
+
+def read_records(source: str, fmt: str) -> Table:
+    """Lines of ``source`` (a path, or '-' for stdin) as a Table: one record per non-blank line.
+
+    Text lines become ``{"text": line}``; JSONL lines must be JSON objects.
+    """
+    name = "<stdin>" if source == "-" else source
+    if source == "-":
+        text = sys.stdin.read()
+    else:
+        path = Path(source)
+        if not path.is_file():
+            raise DataError(f"{source}: input file not found")
+        text = path.read_text(encoding="utf-8")
+    rows: list[dict[str, Any]] = []
+    locations: list[str] = []
+    columns: dict[str, None] = {}
+    for number, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        if fmt == "txt":
+            record: Any = {"text": line.strip()}
+        else:
+            try:
+                record = json.loads(line)
+            except json.JSONDecodeError as error:
+                raise DataError(
+                    f"{name}, line {number}: invalid JSON ({error.msg}); expected one object per line"
+                ) from None
+            if not isinstance(record, dict):
+                raise DataError(
+                    f"{name}, line {number}: expected a JSON object, found {type(record).__name__}"
+                )
+        columns.update(dict.fromkeys(record))
+        rows.append(record)
+        locations.append(f"line {number}")
+    if not rows:
+        raise DataError(f"{name}: no inputs (every line is blank)")
+    return Table(name, list(columns), rows, locations)
+
+
+def examples_from_records(task: Task, table: Table, fmt: str) -> list[dict[str, Any]]:
+    """The task's examples for ``table``'s records, checked like the task's own files."""
+    if isinstance(task, ClassificationTask):
+        return _classification_examples(task, table, fmt)
+    if isinstance(task, TaggingTask):
+        return [_tagging_example(task, table, row, fmt) for row in range(len(table.rows))]
+    if isinstance(task, QaTask):
+        if fmt == "txt":
+            raise DataError(f"{task.name} needs a question and a context: give JSONL lines (--format jsonl)")
+        return [_qa_example(table, row) for row in range(len(table.rows))]
+    raise DataError(f"predicting from raw input is not supported for task {task.name!r}")
+
+
+def _classification_examples(task: ClassificationTask, table: Table, fmt: str) -> list[dict[str, Any]]:
+    if fmt == "txt":
+        names = list(task.fields)
+        if len(names) != 1:
+            raise DataError(
+                f"{task.name} reads {len(names)} fields ({', '.join(names)}); a text line holds one: give "
+                "JSONL lines with those fields (--format jsonl)"
+            )
+        rows = [{names[0]: row["text"]} for row in table.rows]
+        table = Table(table.source, [names[0]], rows, table.locations)
+    examples, _ = task.examples_from_table(task.flatten(table), "predict")
+    return examples
+
+
+def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dict[str, Any]:
+    record, where = table.rows[row], table.where(row)
+    if fmt == "txt" or ("tokens" not in record and isinstance(record.get("text"), str)):
+        tokens = record["text"].split()
+    else:
+        tokens = table.value(row, "tokens")
+    if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
+        raise DataError(f"{where}: 'tokens' should be a non-empty list of words, found {tokens!r}")
+    example = {
+        "id": str(record.get("id", row)),
+        "tokens": tokens,
+        "tags": ["O"] * len(tokens),
+        "doc_id": None,
+    }
+    if isinstance(task, SrlTask):
+        index = record.get("predicate_index")
+        if fmt == "txt" or not isinstance(index, int) or not 0 <= index < len(tokens):
+            raise DataError(f"{where}: {task.name} needs 'predicate_index', the predicate's word index")
+        example.update(predicate_index=index, predicate=tokens[index])
+    return example
+
+
+def _qa_example(table: Table, row: int) -> dict[str, Any]:
+    record, where = table.rows[row], table.where(row)
+    for key in ("question", "context"):
+        if not isinstance(table.value(row, key), str) or not record[key].strip():
+            raise DataError(f"{where}: {key!r} should be non-empty text")
+    return {
+        "id": str(record.get("id", row)),
+        "title": "",
+        "article_index": 0,
+        "question": record["question"],
+        "context": record["context"],
+        "answers": {"text": [], "answer_start": []},
+        "is_impossible": True,  # no gold span: windows get no answer label, which prediction ignores
+    }
+
+
+# --- predictions and scores ----------------------------------------------------------------------------------
+
+
+def predict(loaded: LoadedCheckpoint, examples: list[dict[str, Any]], batch_size: int = 64) -> list[dict]:
+    """One decoded prediction per example, with the example's id first."""
+    features, _ = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    decoded = loaded.task.decode(examples, features, _outputs(loaded, features, batch_size))
+    return [
+        prediction if "id" in prediction else {"id": example.get("id"), **prediction}
+        for example, prediction in zip(examples, decoded, strict=True)
+    ]
+
+
+def score_split(
+    loaded: LoadedCheckpoint, data_dir: str, split: str, batch_size: int = 64, max_samples: int | None = None
+) -> dict[str, Any]:
+    """The task's metrics of the checkpoint on one split of ``data_dir``, with the example count."""
+    examples, _ = loaded.task.read(data_dir, split)
+    if max_samples is not None:
+        examples = examples[:max_samples]
+    features, _ = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    scores = loaded.task.score(examples, features, _outputs(loaded, features, batch_size))
+    return {"split": split, "examples": len(examples), **scores}
+
+
+def _outputs(loaded: LoadedCheckpoint, features: Features, batch_size: int) -> list[Any]:
+    if hasattr(loaded.task, "generate_outputs"):  # generative tasks decode with model.generate
+        return loaded.task.generate_outputs(loaded.model, loaded.tokenizer, features, batch_size)
+    return predict_outputs(loaded.model, loaded.head, features, loaded.tokenizer.pad_token_id, batch_size)
+
+
+def write_jsonl(records: Iterable[dict[str, Any]], stream: IO[str]) -> int:
+    count = 0
+    for record in records:
+        stream.write(json.dumps(jsonable(record), ensure_ascii=False) + "\n")
+        count += 1
+    return count
+
+
+def jsonable(value: Any) -> Any:
+    """numpy scalars and arrays as Python values; inf and nan (not JSON) as null."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [jsonable(v) for v in value]
+    if isinstance(value, np.ndarray):
+        return jsonable(value.tolist())
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

@@ -1,0 +1,150 @@
+"""Runs of several variants of one config (a prefix length x learning rate grid, or several seeds).
+
+Each variant trains into its own subdirectory of the base output_dir, so that an interrupted sweep can be
+started again with the same command: a variant whose summary.json exists under the same options is not run
+again, and one that was cut off continues from its training_state.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from ptuning.training.config import TrainConfig
+from ptuning.training.engine import RunResult, train
+from ptuning.training.report import write_run_report
+
+SWEEP_JSON = "sweep.json"
+SWEEP_MD = "sweep.md"
+
+TrainFn = Callable[[TrainConfig], RunResult]
+
+
+@dataclass
+class VariantRun:
+    name: str
+    config: TrainConfig
+    summary: dict[str, Any]
+    reused: bool  # True when an earlier run had finished it
+
+
+def run_variants(
+    variants: dict[str, TrainConfig],
+    train_fn: TrainFn = train,
+    log: Callable[[str], None] = print,
+    is_main: bool = True,
+) -> list[VariantRun]:
+    """Train every variant whose output_dir holds no finished run of the same options; reports per run."""
+    runs = []
+    for name, config in variants.items():
+        output_dir = Path(config.output_dir)
+        same_options = _same_options(output_dir, config)
+        summary_path = output_dir / "summary.json"
+        if same_options and summary_path.is_file():
+            log(f"{name}: finished earlier, reusing {summary_path}")
+            runs.append(VariantRun(name, config, json.loads(summary_path.read_text()), reused=True))
+            continue
+        # continue a run that was cut off, but never one trained with other options
+        config = replace(config, resume=same_options)
+        log(f"{name}: {'resuming' if same_options else 'training'} in {output_dir}")
+        summary = train_fn(config).summary
+        if is_main:
+            write_run_report(output_dir, summary)
+        runs.append(VariantRun(name, config, summary, reused=False))
+    return runs
+
+
+def _same_options(output_dir: Path, config: TrainConfig) -> bool:
+    """Whether output_dir's config.json (written when a run starts) asks for what ``config`` does."""
+    path = output_dir / "config.json"
+    if not path.is_file():
+        return False
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError:
+        return False
+    wanted = json.loads(json.dumps(config.to_dict()))
+    return {k: v for k, v in saved.items() if k != "resume"} == {
+        k: v for k, v in wanted.items() if k != "resume"
+    }
+
+
+# --- prefix length x learning rate grid ------------------------------------------------------------------
+
+
+def grid_variants(
+    base: TrainConfig, prefix_lengths: list[int], learning_rates: list[float]
+) -> dict[str, TrainConfig]:
+    """One config per (prefix length, learning rate), each in ``base.output_dir/p{P}-lr{lr}``."""
+    variants = {}
+    for prefix_length in prefix_lengths:
+        for learning_rate in learning_rates:
+            name = f"p{prefix_length}-lr{learning_rate:g}"
+            variants[name] = replace(
+                base,
+                prefix_length=prefix_length,
+                learning_rate=learning_rate,
+                output_dir=str(Path(base.output_dir) / name),
+            )
+    return variants
+
+
+def sweep_table(runs: list[VariantRun]) -> dict[str, Any]:
+    """The grid's results as JSON-ready rows, and the best cell by dev primary metric (higher is better)."""
+    rows = []
+    for run in runs:
+        metric = run.summary.get("primary_metric")
+        rows.append(
+            {
+                "name": run.name,
+                "prefix_length": run.config.prefix_length,
+                "learning_rate": run.config.learning_rate,
+                "dev": (run.summary.get("dev") or {}).get(metric),
+                "test": (run.summary.get("test") or {}).get(metric),
+                "best_epoch": run.summary.get("best_epoch"),
+                "output_dir": run.config.output_dir,
+                "reused": run.reused,
+            }
+        )
+    scored = [row for row in rows if row["dev"] is not None]
+    best = max(scored, key=lambda row: row["dev"])["name"] if scored else None
+    metric = runs[0].summary.get("primary_metric") if runs else None
+    return {"primary_metric": metric, "best": best, "cells": rows}
+
+
+def sweep_markdown(table: dict[str, Any]) -> str:
+    metric = table["primary_metric"]
+    lines = [
+        f"| cell | prefix length | learning rate | dev {metric} | test {metric} | best epoch | |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for row in table["cells"]:
+        mark = "**best**" if row["name"] == table["best"] else ("reused" if row["reused"] else "")
+        dev, test = (f"{row[k]:.4f}" if row[k] is not None else "–" for k in ("dev", "test"))
+        lines.append(
+            f"| {row['name']} | {row['prefix_length']} | {row['learning_rate']:g} | {dev} | {test} | "
+            f"{row['best_epoch']} | {mark} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_sweep_report(output_dir: str | Path, table: dict[str, Any]) -> list[Path]:
+    output_dir = Path(output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    (output_dir / SWEEP_JSON).write_text(json.dumps(table, indent=2) + "\n")
+    (output_dir / SWEEP_MD).write_text(sweep_markdown(table))
+    return [output_dir / SWEEP_JSON, output_dir / SWEEP_MD]
+
+
+# --- seeds ---------------------------------------------------------------------------------------------------
+
+
+def seed_variants(base: TrainConfig, seeds: list[int]) -> dict[str, TrainConfig]:
+    """One config per seed, each in ``base.output_dir/seed-{seed}``."""
+    return {
+        f"seed-{seed}": replace(base, seed=seed, output_dir=str(Path(base.output_dir) / f"seed-{seed}"))
+        for seed in seeds
+    }

@@ -1,0 +1,123 @@
+"""Features of generative tasks: where the labels are, how long prompts are cut, how prompts are rendered."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from generative_tiny import BOS, EOS, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
+
+from ptuning.tasks.base import DataError
+from ptuning.tasks.collate import IGNORE_INDEX, collate
+from ptuning.tasks.generative import CausalLmTask
+
+
+def read(tmp_path, rows=QA_ROWS, **options):
+    task = CausalLmTask(**options)
+    examples, _ = task.read(str(write_jsonl(tmp_path / "train.jsonl", rows)), "train")
+    return task, examples
+
+
+def test_labels_are_ignored_on_the_prompt_and_hold_the_response_and_eos(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path)
+    features, report = task.featurize(examples[:1], tokenizer, max_length=64)
+    words = ["what", "is", "the", "capital", "of", "france"]
+    prompt = [tokenizer.convert_tokens_to_ids(w) for w in words]
+    paris = tokenizer.convert_tokens_to_ids("paris")
+    assert features[0]["input_ids"] == prompt + [paris, EOS]
+    assert features[0]["labels"] == [IGNORE_INDEX] * 6 + [paris, EOS]
+    assert features[0]["prompt_length"] == 6
+    assert report.truncated == 0
+
+
+def test_padding_positions_are_ignored_by_the_collated_labels(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path)
+    features, _ = task.featurize(examples, tokenizer, max_length=64)
+    batch = collate(features, tokenizer.pad_token_id)
+    for row, feature in enumerate(features):
+        length, start = len(feature["input_ids"]), feature["prompt_length"]
+        labels = batch["labels"][row]
+        assert (labels[:start] == IGNORE_INDEX).all()
+        assert labels[start:length].tolist() == feature["input_ids"][start:]
+        assert (labels[length:] == IGNORE_INDEX).all()
+        assert batch["attention_mask"][row].sum() == length
+
+
+def test_loss_counts_only_response_tokens(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path)
+    features, _ = task.featurize(examples, tokenizer, max_length=64)
+    batch = collate(features, tokenizer.pad_token_id)
+    model = prompt_model("llama")
+    out = model(batch["input_ids"], batch["attention_mask"], labels=batch["labels"])
+    # next-token cross-entropy over response positions only, computed by hand from the logits
+    logits, labels = out.logits[:, :-1], batch["labels"][:, 1:]
+    chosen = labels != IGNORE_INDEX
+    expected = torch.nn.functional.cross_entropy(logits[chosen], labels[chosen])
+    torch.testing.assert_close(out.loss, expected)
+    assert int(chosen.sum()) == sum(len(f["input_ids"]) - f["prompt_length"] for f in features)
+
+
+def test_long_prompts_are_cut_from_the_left_and_reported(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path)
+    features, report = task.featurize(examples[:2], tokenizer, max_length=5)
+    # "what is the capital of france" + "paris" + EOS = 8 tokens -> keep the last 3 prompt tokens
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == [
+        "capital",
+        "of",
+        "france",
+        "paris",
+        "</s>",
+    ]
+    assert features[0]["prompt_length"] == 3
+    assert report.truncated == 2
+    assert "2 of 2 prompts" in report.notes[0] and "cut from the left" in report.notes[0]
+    assert "6 tokens dropped" in report.notes[0]
+
+
+def test_truncation_error_refuses_long_prompts_naming_the_line(tmp_path) -> None:
+    task, examples = read(tmp_path, truncation="error")
+    with pytest.raises(DataError, match=r"train\.jsonl, line 1: prompt \(6 tokens\)"):
+        task.featurize(examples, tiny_tokenizer(), max_length=5)
+
+
+def test_a_response_longer_than_max_length_keeps_one_prompt_token_and_is_reported(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path, rows=[{"prompt": "say", "response": "one two three four five six"}])
+    features, report = task.featurize(examples, tokenizer, max_length=4)
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == ["say", "one", "two", "three"]
+    assert features[0]["labels"][0] == IGNORE_INDEX
+    assert any("cut on the right" in note for note in report.notes)
+
+
+def test_plain_rendering_puts_history_turns_before_the_prompt(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task, examples = read(tmp_path)
+    assert task.render_prompt(examples[2], tokenizer) == "hi\nhello\nhello how are you"
+
+
+def test_chat_template_renders_history_system_and_generation_prompt(tmp_path) -> None:
+    tokenizer = tiny_tokenizer(chat_template=True)
+    task, examples = read(tmp_path, chat_template=True, system_prompt="say yes")
+    text = task.render_prompt(examples[2], tokenizer)
+    assert text == (
+        "<s> system : say yes </s> <s> user : hi </s> <s> assistant : hello </s> "
+        "<s> user : hello how are you </s> <s> assistant : "
+    )
+    features, _ = task.featurize(examples[2:3], tokenizer, max_length=64)
+    ids = features[0]["input_ids"]
+    assert ids[0] == BOS and ids.count(BOS) == 5  # the template's own BOS markers, none added on top
+    assert tokenizer.convert_ids_to_tokens(ids[features[0]["prompt_length"] :]) == ["fine", "thanks", "</s>"]
+
+
+def test_chat_template_without_a_template_is_an_error(tmp_path) -> None:
+    task, examples = read(tmp_path, chat_template=True)
+    with pytest.raises(ValueError, match="no chat template"):
+        task.featurize(examples, tiny_tokenizer(), max_length=64)
+
+
+def test_unknown_truncation_policy_is_refused() -> None:
+    with pytest.raises(ValueError, match="truncation must be one of"):
+        CausalLmTask(truncation="right")

@@ -1,0 +1,98 @@
+"""Generation for generative tasks: left-padded batches, greedy decoding, caches, EOS handling."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from generative_tiny import EOS, FAMILIES, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
+
+from ptuning.tasks.generative import CausalLmTask, decode_until_eos, generate_texts
+
+PROMPTS = [[4, 5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
+
+
+def manual_greedy(model, prompt: list[int], steps: int) -> list[int]:
+    """Greedy decoding by full forward passes: the reference that generate() must reproduce."""
+    ids = torch.tensor([prompt])
+    new: list[int] = []
+    with torch.no_grad():
+        for _ in range(steps):
+            token = int(model(ids).logits[0, -1].argmax())
+            new.append(token)
+            ids = torch.cat([ids, torch.tensor([[token]])], dim=1)
+    return new
+
+
+def generate_ids(model, prompts, batch_size, steps=6, **kwargs) -> list[list[int]]:
+    """Raw new token ids of generate_texts' batching (via a tokenizer whose decode returns the ids)."""
+
+    class IdsTokenizer:
+        eos_token_id, pad_token_id = 10_000, 0  # an EOS never generated, so every row runs ``steps`` tokens
+
+        def decode(self, ids, skip_special_tokens):
+            return " ".join(map(str, ids))
+
+    texts = generate_texts(model, IdsTokenizer(), prompts, batch_size, steps, **kwargs)
+    return [[int(t) for t in text.split()] for text in texts]
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_left_padded_batches_generate_what_single_prompts_generate(family) -> None:
+    model = prompt_model(family)
+    batched = generate_ids(model, PROMPTS, batch_size=4)
+    single = [generate_ids(model, [prompt], batch_size=1)[0] for prompt in PROMPTS]
+    assert batched == single
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_greedy_generation_equals_a_manual_argmax_loop(family) -> None:
+    model = prompt_model(family)
+    generated = generate_ids(model, PROMPTS, batch_size=2)
+    assert generated == [manual_greedy(model, prompt, 6) for prompt in PROMPTS]
+
+
+def test_the_prefix_changes_what_is_generated() -> None:
+    model = prompt_model("llama")
+    with_prefix = generate_ids(model, PROMPTS, batch_size=4)
+    model.prefixes["t"].embedding.weight.data.zero_()  # zero keys and values: a prefix that only dilutes
+    assert generate_ids(model, PROMPTS, batch_size=4) != with_prefix
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_static_cache_generates_what_the_dynamic_cache_generates(family) -> None:
+    model = prompt_model(family)
+    dynamic = generate_ids(model, PROMPTS, batch_size=4)
+    assert generate_ids(model, PROMPTS, batch_size=4, cache_implementation="static") == dynamic
+
+
+def test_generation_runs_in_eval_mode_and_restores_training_mode() -> None:
+    model = prompt_model("llama", dropout=0.9)
+    expected = generate_ids(model, PROMPTS, batch_size=4)
+    model.train()
+    assert generate_ids(model, PROMPTS, batch_size=4) == expected  # no prefix dropout while decoding
+    assert model.training
+
+
+def test_decoding_stops_at_the_first_eos_and_drops_special_tokens() -> None:
+    tokenizer = tiny_tokenizer()
+    ids = tokenizer.convert_tokens_to_ids(["<s>", "paris", "rome", "</s>", "madrid", "</s>"])
+    assert decode_until_eos(tokenizer, ids, EOS) == "paris rome"
+    assert decode_until_eos(tokenizer, ids[:3], EOS) == "paris rome"
+
+
+def test_task_generate_outputs_start_from_the_prompt_tokens_only(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task = CausalLmTask(max_new_tokens=3)
+    examples, _ = task.read(str(write_jsonl(tmp_path / "dev.jsonl", QA_ROWS)), "dev")
+    features, _ = task.featurize(examples, tokenizer, max_length=64)
+    model = prompt_model("gpt2")
+    outputs = task.generate_outputs(model, tokenizer, features, batch_size=3)
+    for feature, output in zip(features, outputs, strict=True):
+        prompt = feature["input_ids"][: feature["prompt_length"]]
+        new = manual_greedy(model, prompt, 3)
+        expected = decode_until_eos(tokenizer, new, EOS)
+        assert output == expected
+    scores = task.score(examples, features, outputs)
+    assert set(scores) == {"rouge1", "rouge2", "rougeL", "bleu4", "exact_match"}
+    decoded = task.decode(examples, features, outputs)
+    assert decoded[0]["references"] == ["paris"] and decoded[0]["prediction"] == outputs[0]

@@ -1,0 +1,169 @@
+"""``ptuning train / eval / predict / tasks``: options and their layering, the files a run leaves, and bad
+input answered by exit code 2 with one line on stderr."""
+
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+
+import pytest
+from training_tiny import run_cli, subprocess_env, train_args
+
+from ptuning.cli import build_parser, config_from_args
+
+
+def test_train_help_shows_examples_and_every_option(capsys) -> None:
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    assert code == 0
+    assert "examples:" in out and "ptuning train --preset sst2-minilm" in out
+    for flag in (
+        "--prefix-length",
+        "--learning-rate",
+        "--data",
+        "--config",
+        "--seeds",
+        "--resume",
+        "--method",
+    ):
+        assert flag in out
+
+
+def test_tasks_lists_tasks_and_presets(capsys) -> None:
+    code, out, _ = run_cli(["tasks"], capsys)
+    assert code == 0
+    assert "sst2" in out and "conll2003" in out and "squad" in out
+    assert "sst2-minilm" in out and "conll2003-roberta-large" in out
+
+
+def test_options_layer_preset_then_file_then_flags(tmp_path, tiny_bert, sst2_dir) -> None:
+    config_file = tmp_path / "run.yaml"
+    # YAML reads 1e-2 as text; it must still arrive as a number
+    config_file.write_text("learning_rate: 1e-2\nprefix_length: 4\nbatch_size: 8\n")
+    args = build_parser().parse_args(
+        ["train", "--preset", "sst2-minilm", "--config", str(config_file), "--prefix-length", "6"]
+        + ["--model", tiny_bert, "--data", sst2_dir]
+    )
+    config = config_from_args(args)
+    assert config.task == "sst2" and config.max_length == 64  # preset
+    assert config.learning_rate == 0.01 and config.batch_size == 8  # file over preset
+    assert config.prefix_length == 6 and config.model == tiny_bert  # flags over both
+
+
+def test_train_writes_checkpoint_summaries_and_curves(sst2_run) -> None:
+    for name in (
+        "checkpoint/prompt.safetensors",
+        "summary.json",
+        "summary.md",
+        "curves.png",
+        "training_state",
+    ):
+        assert (sst2_run / name).exists(), name
+    summary = json.loads((sst2_run / "summary.json").read_text())
+    assert (sst2_run / "curves.png").read_bytes().startswith(b"\x89PNG")
+    text = (sst2_run / "summary.md").read_text()
+    assert f"{summary['dev']['accuracy']:.4f}" in text and "## History" in text
+
+
+def test_eval_scores_the_checkpoint_like_training_did(sst2_run, sst2_dir, capsys) -> None:
+    code, out, _ = run_cli(["eval", "--checkpoint", str(sst2_run / "checkpoint"), "--data", sst2_dir], capsys)
+    assert code == 0
+    scores = json.loads(out)
+    summary = json.loads((sst2_run / "summary.json").read_text())
+    assert scores["examples"] == 16 and scores["accuracy"] == summary["dev"]["accuracy"]
+
+
+def test_predict_reads_text_lines_from_stdin(sst2_run, capsys, monkeypatch) -> None:
+    monkeypatch.setattr(sys, "stdin", io.StringIO("great fun indeed\n\nawful acting really\n"))
+    code, out, _ = run_cli(["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", "-"], capsys)
+    assert code == 0
+    predictions = [json.loads(line) for line in out.splitlines()]
+    assert [p["id"] for p in predictions] == [0, 1]  # the blank line is no input
+    for prediction in predictions:
+        assert prediction["label"] in ("negative", "positive")
+        assert sum(prediction["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_predict_reads_jsonl_with_the_tasks_fields(sst2_run, tmp_path, capsys) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text('{"id": "a", "sentence": "superb"}\n{"id": "b", "sentence": "terrible"}\n')
+    output = tmp_path / "out.jsonl"
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(source)]
+    code, _, err = run_cli([*argv, "--output", str(output)], capsys)
+    assert code == 0 and "wrote 2 predictions" in err
+    assert [json.loads(line)["id"] for line in output.read_text().splitlines()] == ["a", "b"]
+
+
+BAD_TRAIN_INPUTS = {
+    "unknown task": (["--task", "sst3"], "unknown task 'sst3'; did you mean 'sst2'?"),
+    "unknown method": (["--method", "lora"], "method must be one of"),
+    "unknown preset": (["--preset", "sst2-minlm"], "did you mean 'sst2-minilm'?"),
+    "prefix length 0": (["--prefix-length", "0"], "prefix_length must be a positive integer"),
+    "learning rate 0": (["--learning-rate", "0"], "learning_rate must be > 0"),
+    "negative learning rate": (["--learning-rate", "-0.001"], "learning_rate must be > 0"),
+    "not a number": (["--epochs", "three"], "invalid float value: 'three'"),
+    "missing split": (["--dev-split", "nope"], "has no split 'nope'"),
+    "model folder without a model": (["--model", "."], "holds no config.json"),
+    "task option the task lacks": (["--task-options", '{"nope": 1}'], "unexpected keyword argument 'nope'"),
+}
+
+
+@pytest.mark.parametrize("extra, expected", BAD_TRAIN_INPUTS.values(), ids=BAD_TRAIN_INPUTS.keys())
+def test_bad_train_input_is_one_line_and_exit_code_2(extra, expected, tiny_bert, sst2_dir, tmp_path, capsys):
+    code, _, err = run_cli(train_args(tiny_bert, sst2_dir, tmp_path / "run", *extra), capsys)
+    assert code == 2
+    assert err.count("\n") == 1 and expected in err and "Traceback" not in err
+
+
+def test_missing_data_folder_is_one_line(tiny_bert, tmp_path, capsys) -> None:
+    code, _, err = run_cli(train_args(tiny_bert, str(tmp_path / "nowhere"), tmp_path / "run"), capsys)
+    assert code == 2 and err.count("\n") == 1 and "nowhere" in err
+
+
+def test_unknown_config_key_is_named(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("prefix_lenght: 8\n")
+    code, _, err = run_cli(
+        train_args(tiny_bert, sst2_dir, tmp_path / "run", "--config", str(config_file)), capsys
+    )
+    assert code == 2 and err.count("\n") == 1
+    assert "unknown option 'prefix_lenght'; did you mean 'prefix_length'?" in err
+
+
+def test_checkpoint_on_another_base_model_is_refused(
+    sst2_run, tiny_bert_no_dropout, tmp_path, capsys
+) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("great fun\n")
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(source)]
+    code, _, err = run_cli([*argv, "--model", tiny_bert_no_dropout], capsys)
+    assert code == 2 and err.count("\n") == 1 and "was trained on" in err
+
+
+def test_console_entry_point_exits_2_without_traceback() -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "ptuning.cli", "train", "--preset", "no-such-preset", "--data", "x"],
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "ptuning train: error: unknown preset 'no-such-preset' (`ptuning tasks` lists the presets)"
+    ]
+
+
+def test_seeds_run_to_their_own_folders_and_report_mean_and_std(tiny_bert, sst2_dir, tmp_path, capsys):
+    output_dir = tmp_path / "seeds"
+    argv = train_args(tiny_bert, sst2_dir, output_dir, "--seeds", "1,2", "--max-steps", "2")
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "dev accuracy:" in out
+    aggregate = json.loads((output_dir / "seeds.json").read_text())
+    assert aggregate["seeds"] == [1, 2]
+    values = aggregate["dev"]["accuracy"]["values"]
+    for seed, value in zip((1, 2), values, strict=True):
+        summary = json.loads((output_dir / f"seed-{seed}" / "summary.json").read_text())
+        assert summary["seed"] == seed and summary["dev"]["accuracy"] == value
+    assert "± " in (output_dir / "seeds.md").read_text()

@@ -1,0 +1,99 @@
+"""``ptuning predict`` for every output kind: labels with probabilities, entity spans, answer spans."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from training_tiny import run_cli, train_args
+
+from ptuning.cli import main
+from ptuning.tasks.classification import Sst2
+from ptuning.tasks.readers import Table
+from ptuning.training.predict import examples_from_records, input_format, jsonable
+
+
+@pytest.fixture(scope="module")
+def ner_checkpoint(tiny_bert, conll_dir, tmp_path_factory) -> str:
+    output_dir = tmp_path_factory.mktemp("ner")
+    argv = train_args(
+        tiny_bert, conll_dir, output_dir, "--max-steps", "1", "--test-split", "none", task="conll2003"
+    )
+    assert main(argv) == 0
+    return str(output_dir / "checkpoint")
+
+
+@pytest.fixture(scope="module")
+def squad_checkpoint(tiny_bert, squad_dir, tmp_path_factory) -> str:
+    output_dir = tmp_path_factory.mktemp("squad")
+    argv = train_args(tiny_bert, squad_dir, output_dir, "--max-steps", "1", task="squad")
+    argv += ["--max-length", "256", "--test-split", "none"]  # QA windows need room for doc_stride 128
+    assert main(argv) == 0
+    return str(output_dir / "checkpoint")
+
+
+def test_ner_predictions_are_tags_and_entity_spans(ner_checkpoint, tmp_path, capsys) -> None:
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"id": "s1", "tokens": ["EU", "rejects", "German", "call"]}\n{"text": "Japan beat Syria"}\n'
+    )
+    code, out, _ = run_cli(["predict", "--checkpoint", ner_checkpoint, "--input", str(source)], capsys)
+    assert code == 0
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert first["id"] == "s1" and first["tokens"] == ["EU", "rejects", "German", "call"]
+    assert len(first["tags"]) == 4 and second["tokens"] == ["Japan", "beat", "Syria"]
+    for entity in first["entities"] + second["entities"]:
+        assert set(entity) == {"type", "start_word", "end_word", "text"}
+
+
+def test_ner_text_lines_are_whitespace_tokenized(ner_checkpoint, tmp_path, capsys) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("Peter Blackburn visits London\n")
+    code, out, _ = run_cli(["predict", "--checkpoint", ner_checkpoint, "--input", str(source)], capsys)
+    assert code == 0 and json.loads(out)["tokens"] == ["Peter", "Blackburn", "visits", "London"]
+
+
+def test_qa_predictions_are_answer_spans_of_the_context(squad_checkpoint, tmp_path, capsys) -> None:
+    context = "The Eiffel Tower is in Paris."
+    source = tmp_path / "in.jsonl"
+    source.write_text(json.dumps({"id": "x", "question": "Where is the tower?", "context": context}) + "\n")
+    code, out, _ = run_cli(["predict", "--checkpoint", squad_checkpoint, "--input", str(source)], capsys)
+    assert code == 0
+    prediction = json.loads(out)
+    assert prediction["id"] == "x" and prediction["answer"] in context
+    best = prediction["n_best"][0]
+    assert context[best["start_char"] : best["end_char"]] == best["text"]
+
+
+def test_qa_refuses_text_lines_in_one_line(squad_checkpoint, tmp_path, capsys) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("Where is the tower?\n")
+    code, _, err = run_cli(["predict", "--checkpoint", squad_checkpoint, "--input", str(source)], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--format jsonl" in err
+
+
+def test_text_lines_of_a_pair_task_are_refused() -> None:
+    from ptuning.tasks.base import DataError
+    from ptuning.tasks.registry import get_task
+
+    table = Table("<stdin>", ["text"], [{"text": "a"}], ["line 1"])
+    with pytest.raises(DataError, match="sentence1, sentence2"):
+        examples_from_records(get_task("mrpc"), table, "txt")
+
+
+def test_text_lines_become_the_single_field_of_the_task() -> None:
+    table = Table("<stdin>", ["text"], [{"text": "fine"}, {"text": "bad"}], ["line 1", "line 2"])
+    examples = examples_from_records(Sst2(), table, "txt")
+    assert [e["sentence"] for e in examples] == ["fine", "bad"] and examples[0]["label"] is None
+
+
+def test_input_format_follows_the_extension_unless_given() -> None:
+    assert input_format("a.jsonl", None) == "jsonl" and input_format("a.txt", None) == "txt"
+    assert input_format("-", None) == "txt" and input_format("-", "jsonl") == "jsonl"
+
+
+def test_jsonable_turns_numpy_and_infinity_into_json() -> None:
+    import numpy as np
+
+    value = {"a": np.float32(0.5), "b": np.arange(2), "c": float("inf"), "d": (np.int64(3),)}
+    assert json.dumps(jsonable(value)) == '{"a": 0.5, "b": [0, 1], "c": null, "d": [3]}'

@@ -1,0 +1,86 @@
+"""Data parallel: ``torchrun --nproc_per_node 2 -m ptuning.cli train`` on CPU (gloo) trains the same prefix as
+one process with the same global batch.
+
+29 training examples in batches of 8 make a last batch of 5, split 3 + 2 between the processes, so the test
+also covers the weighting that keeps uneven shares equal to the one-process gradient. Dropout is 0
+everywhere: the processes draw different random numbers, so masks could never match.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed
+from safetensors.torch import load_file
+from training_tiny import subprocess_env, train_args
+
+from ptuning.cli import main
+from ptuning.training.engine import _shard_batches
+
+pytestmark = pytest.mark.skipif(
+    not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
+    reason="torch.distributed with the gloo backend is not available",
+)
+
+
+def run_args(model: str, data: str, output_dir) -> list[str]:
+    return train_args(
+        model,
+        data,
+        output_dir,
+        *("--epochs", "2", "--max-train-samples", "29", "--test-split", "none"),
+        *("--prefix-dropout", "0", "--head-dropout", "0", "--seed", "5", "--save-every-steps", "1000"),
+    )
+
+
+@pytest.mark.ddp
+def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_dir, tmp_path) -> None:
+    torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
+    if torchrun is None:
+        pytest.skip("torchrun is not installed next to this Python")
+    one, two = tmp_path / "one-process", tmp_path / "two-processes"
+    assert main(run_args(tiny_bert_no_dropout, sst2_dir, one)) == 0
+
+    started = time.perf_counter()
+    result = subprocess.run(
+        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "ptuning.cli"]
+        + run_args(tiny_bert_no_dropout, sst2_dir, two),
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=180,
+    )
+    seconds = time.perf_counter() - started
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "2 processes" in result.stdout  # one gloo group, not two processes each training alone
+    print(f"2-process run: {seconds:.1f} s")
+
+    summaries = [json.loads((folder / "summary.json").read_text()) for folder in (one, two)]
+    assert summaries[0]["updates"] == summaries[1]["updates"] == 8  # 4 global batches per epoch
+    expected = load_file(one / "checkpoint" / "prompt.safetensors")
+    parallel = load_file(two / "checkpoint" / "prompt.safetensors")
+    assert expected.keys() == parallel.keys()
+    for name in expected:
+        torch.testing.assert_close(parallel[name], expected[name], rtol=0, atol=1e-5, msg=name)
+    # and after the last update (the best-dev checkpoint above may be an earlier epoch)
+    final = [load_file(folder / "training_state" / "state.safetensors") for folder in (one, two)]
+    trained = [name for name in final[0] if name.startswith("model.")]
+    assert trained
+    for name in trained:
+        torch.testing.assert_close(final[1][name], final[0][name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_shards_split_every_global_batch_and_weight_uneven_shares() -> None:
+    batches = [[0, 1, 2, 3], [4, 5, 6], [7]]
+    shards0, weights0 = _shard_batches(batches, rank=0, world=2)
+    shards1, weights1 = _shard_batches(batches, rank=1, world=2)
+    assert shards0 == [[0, 2], [4, 6], [7]] and shards1 == [[1, 3], [5], [7]]
+    assert weights0 == [1.0, 4 / 3, 2.0] and weights1 == [1.0, 2 / 3, 0.0]  # rank 1 runs [7] with weight 0
+    assert _shard_batches(batches, rank=0, world=1) == (batches, [1.0, 1.0, 1.0])

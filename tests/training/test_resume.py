@@ -1,0 +1,87 @@
+"""Fault tolerance: a training process killed with SIGKILL mid-epoch, continued with ``--resume``, ends with
+bit-identical prefix weights and the same metrics as a run that was never interrupted.
+
+The kill is deterministic: a wrapper around the CLI sends SIGKILL to its own process when the training state
+is about to be saved for the third time (update 3 of 4 in epoch 1 of 2), so update 3 is done but never
+saved, exactly as if the machine had died there. Dropout is on (prefix, head and the backbone's own), so the
+resumed run must also restore every random state to match.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import load_file
+from training_tiny import subprocess_env, train_args
+
+from ptuning.cli import main
+
+KILL_AT_SAVE = 3
+WRAPPER = f"""
+import os, signal, sys
+from ptuning.training import engine
+from ptuning.cli import main
+
+original, calls = engine.save_training_state, [0]
+
+def save_or_die(*args, **kwargs):
+    calls[0] += 1
+    if calls[0] == {KILL_AT_SAVE}:
+        os.kill(os.getpid(), signal.SIGKILL)
+    return original(*args, **kwargs)
+
+engine.save_training_state = save_or_die
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def run_args(tiny_bert: str, sst2_dir: str, output_dir: Path) -> list[str]:
+    return train_args(
+        tiny_bert, sst2_dir, output_dir, "--epochs", "2", "--save-every-steps", "1", "--seed", "7"
+    )
+
+
+def comparable(summary: dict) -> dict:
+    """The summary without wall-clock figures and paths."""
+    drop = ("wall_seconds", "train_examples_per_second", "checkpoint")
+    return {k: v for k, v in summary.items() if k not in drop}
+
+
+def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_bert, sst2_dir, tmp_path) -> None:
+    reference_dir, killed_dir = tmp_path / "reference", tmp_path / "killed"
+    assert main(run_args(tiny_bert, sst2_dir, reference_dir)) == 0
+
+    wrapper = tmp_path / "kill_wrapper.py"
+    wrapper.write_text(WRAPPER)
+    # as many threads as this process: CPU kernels sum in a thread-count-dependent order
+    env = {**subprocess_env(), "OMP_NUM_THREADS": str(torch.get_num_threads())}
+    result = subprocess.run(
+        [sys.executable, str(wrapper), *run_args(tiny_bert, sst2_dir, killed_dir)],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert result.returncode == -signal.SIGKILL, result.stderr[-2000:]
+    progress = json.loads((killed_dir / "training_state" / "state.json").read_text())["progress"]
+    assert (progress["epoch"], progress["batch_in_epoch"], progress["update"]) == (0, 2, 2)  # mid-epoch
+    assert not (killed_dir / "summary.json").exists()
+
+    assert main([*run_args(tiny_bert, sst2_dir, killed_dir), "--resume"]) == 0
+
+    expected = load_file(reference_dir / "checkpoint" / "prompt.safetensors")
+    resumed = load_file(killed_dir / "checkpoint" / "prompt.safetensors")
+    assert expected.keys() == resumed.keys()
+    for name in expected:
+        assert torch.equal(expected[name], resumed[name]), name
+    final_expected = load_file(reference_dir / "training_state" / "state.safetensors")
+    final_resumed = load_file(killed_dir / "training_state" / "state.safetensors")
+    for name in final_expected:
+        assert torch.equal(final_expected[name], final_resumed[name]), name
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (reference_dir, killed_dir)]
+    assert comparable(summaries[0]) == comparable(summaries[1])

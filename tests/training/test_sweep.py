@@ -1,0 +1,92 @@
+"""``ptuning sweep``: one folder per (prefix length, learning rate), finished cells skipped on a rerun, the
+best cell by dev score; and the variant runner's rules for reusing and resuming."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from training_tiny import run_cli, train_args
+
+from ptuning.training.config import TrainConfig
+from ptuning.training.engine import RunResult
+from ptuning.training.sweep import grid_variants, run_variants, sweep_table
+
+
+def test_sweep_runs_every_cell_then_skips_finished_ones(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    output_dir = tmp_path / "sweep"
+    argv = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--test-split", "none")
+    argv = ["sweep", *argv[1:], "--prefix-lengths", "2,4", "--learning-rates", "1e-2"]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "best: p" in out
+    table = json.loads((output_dir / "sweep.json").read_text())
+    assert [cell["name"] for cell in table["cells"]] == ["p2-lr0.01", "p4-lr0.01"]
+    assert table["best"] in ("p2-lr0.01", "p4-lr0.01")
+    summaries = [output_dir / cell["name"] / "summary.json" for cell in table["cells"]]
+    assert all(path.is_file() for path in summaries)
+    assert json.loads(summaries[0].read_text())["updates"] == 2
+    stamps = [path.stat().st_mtime_ns for path in summaries]
+
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and out.count("finished earlier") == 2
+    assert [path.stat().st_mtime_ns for path in summaries] == stamps
+    assert "**best**" in (output_dir / "sweep.md").read_text()
+
+
+def test_sweep_refuses_a_bad_cell_before_training_any(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "sweep")
+    code, _, err = run_cli(
+        ["sweep", *argv[1:], "--prefix-lengths", "4,0", "--learning-rates", "1e-2"], capsys
+    )
+    assert code == 2 and "prefix_length" in err and not (tmp_path / "sweep").exists()
+
+
+class FakeTrain:
+    """Records the configs it is given and 'trains' by writing config.json and summary.json."""
+
+    def __init__(self, fail_at: str | None = None) -> None:
+        self.seen: list[TrainConfig] = []
+        self.fail_at = fail_at
+
+    def __call__(self, config: TrainConfig) -> RunResult:
+        self.seen.append(config)
+        output_dir = Path(config.output_dir)
+        output_dir.mkdir(parents=True, exist_ok=True)
+        (output_dir / "config.json").write_text(json.dumps(config.to_dict()))
+        if self.fail_at and output_dir.name == self.fail_at:
+            raise KeyboardInterrupt  # cut off after starting: config.json written, no summary
+        score = config.learning_rate * 10 + config.prefix_length / 100
+        summary = {"primary_metric": "accuracy", "dev": {"accuracy": score}, "best_epoch": 1.0}
+        (output_dir / "summary.json").write_text(json.dumps(summary))
+        return RunResult(summary)
+
+
+def base_config(tmp_path: Path) -> TrainConfig:
+    return TrainConfig(task="sst2", data_dir="data", output_dir=str(tmp_path / "grid"))
+
+
+def test_an_interrupted_cell_resumes_and_finished_cells_are_reused(tmp_path) -> None:
+    variants = grid_variants(base_config(tmp_path), [4, 8], [1e-2, 2e-2])
+    first = FakeTrain(fail_at="p8-lr0.01")
+    with pytest.raises(KeyboardInterrupt):
+        run_variants(variants, first, log=lambda _: None, is_main=False)
+    assert [c.output_dir.rsplit("/", 1)[-1] for c in first.seen] == ["p4-lr0.01", "p4-lr0.02", "p8-lr0.01"]
+
+    second = FakeTrain()
+    runs = run_variants(variants, second, log=lambda _: None, is_main=False)
+    assert [(c.prefix_length, c.learning_rate, c.resume) for c in second.seen] == [
+        (8, 0.01, True),
+        (8, 0.02, False),
+    ]
+    assert [run.reused for run in runs] == [True, True, False, False]
+    assert sweep_table(runs)["best"] == "p8-lr0.02"
+
+
+def test_a_cell_trained_with_other_options_is_trained_again(tmp_path) -> None:
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2])
+    run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)
+    changed = grid_variants(TrainConfig(**{**base_config(tmp_path).to_dict(), "epochs": 5.0}), [4], [1e-2])
+    again = FakeTrain()
+    runs = run_variants(changed, again, log=lambda _: None, is_main=False)
+    assert len(again.seen) == 1 and again.seen[0].resume is False and not runs[0].reused
