@@ -159,7 +159,10 @@ def build_parser(multitask: bool = True) -> argparse.ArgumentParser:
 
 def _module_exists(name: str) -> bool:
     """Commands of optional parts (serving, multi-task) appear only where those modules are installed."""
-    return importlib.util.find_spec(name) is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except ModuleNotFoundError:  # the parent package itself is absent
+        return False
 
 
 def _command(commands: Any, name: str, summary: str, epilog: str | None) -> argparse.ArgumentParser:
