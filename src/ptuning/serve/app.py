@@ -1,0 +1,334 @@
+"""The HTTP API: one frozen backbone, every prompt checkpoint of a folder, requests batched across tasks.
+
+docs/SERVING.md documents the endpoints, the limits and every status code. Request handling stays on the
+event loop (validation, tokenization, decoding are cheap); the backbone runs on one model thread, fed by
+the dynamic batcher, and loading/unloading checkpoints runs on that same thread between passes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import JSONResponse
+from fastapi.security import APIKeyHeader
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+from torch import nn
+
+from ptuning import __version__
+from ptuning.core.backbones import load_backbone
+from ptuning.serve.batcher import DynamicBatcher
+from ptuning.serve.inputs import InputError, examples_from_inputs
+from ptuning.serve.metrics import ServerMetrics
+from ptuning.serve.mixed import Group
+from ptuning.serve.registry import InvalidName, NotFound, OutsideRoot, PromptRegistry, RegistryError
+from ptuning.training.predict import jsonable
+
+logger = logging.getLogger(__name__)
+
+API_KEY_HEADER = "X-API-Key"
+UNKNOWN_TASK_KEY = "(unknown task)"  # /metrics bucket for 404s, so made-up names cannot grow the counters
+
+
+@dataclass(frozen=True)
+class Limits:
+    """What one request may ask for; larger requests are refused before any model work."""
+
+    max_items: int = 64  # inputs per request -> 422 above
+    max_text_length: int = 4000  # characters in any one text of an input -> 422 above
+    max_body_bytes: int = 1_000_000  # request body -> 413 above
+
+    def __post_init__(self) -> None:
+        if min(self.max_items, self.max_text_length, self.max_body_bytes) < 1:
+            raise ValueError("every limit must be >= 1")
+
+
+Input = str | list[str] | dict[str, Any]
+
+
+class PredictRequest(BaseModel):
+    """Either ``inputs`` (a list, answered by ``predictions``) or ``input`` (one, answered by ``prediction``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={"examples": [{"inputs": ["a gripping, funny film", "dull and far too long"]}]},
+    )
+    inputs: list[Input] | None = Field(
+        None, description="texts, lists of fields in order, or objects of named fields (see GET /tasks)"
+    )
+    input: Input | None = Field(None, description="one input, as in `inputs`")
+
+    @model_validator(mode="after")
+    def _exactly_one(self) -> PredictRequest:
+        if (self.inputs is None) == (self.input is None):
+            raise ValueError("give either 'inputs' (a list) or 'input' (one input)")
+        return self
+
+
+class PredictResponse(BaseModel):
+    task: str
+    predictions: list[dict[str, Any]] | None = None
+    prediction: dict[str, Any] | None = None
+    truncated: int = Field(description="inputs cut to the server's max_length tokens")
+
+
+class BodyLimitMiddleware:
+    """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming (chunked uploads)."""
+
+    def __init__(self, app: Callable, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        detail = f"request body is larger than the limit of {self.max_bytes} bytes"
+        declared = dict(scope["headers"]).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            status = 413 if declared.isdigit() else 400
+            await JSONResponse({"detail": detail if status == 413 else "bad Content-Length"}, status)(
+                scope, receive, send
+            )
+            return
+        received = 0
+
+        async def limited_receive():
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise HTTPException(413, detail)
+            return message
+
+        await self.app(scope, limited_receive, send)
+
+
+def create_app(
+    checkpoint_dir: str | Path,
+    model: str = "minilm",
+    *,
+    max_batch_size: int = 32,
+    max_wait_ms: float = 5.0,
+    max_length: int = 128,
+    api_key: str | None = None,
+    limits: Limits | None = None,
+    backbone: nn.Module | None = None,
+    tokenizer: Any = None,
+) -> FastAPI:
+    """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
+
+    ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
+    companions; ``api_key`` (if set) is required in the X-API-Key header of every endpoint but /health.
+    """
+    limits = limits or Limits()
+    if (backbone is None) != (tokenizer is None):
+        raise ValueError("pass both backbone= and tokenizer=, or neither")
+    if backbone is None:
+        backbone, tokenizer = load_backbone(model)
+    registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
+    report = registry.scan()
+    for name, reason in report["failed"].items():
+        logger.warning("checkpoint %s not served: %s", name, reason)
+    logger.info("serving %d tasks from %s", len(registry.tasks), checkpoint_dir)
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
+    metrics = ServerMetrics()
+    batcher = DynamicBatcher(registry.run, executor, max_batch_size, max_wait_ms, metrics.record_batch)
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI):
+        yield
+        await batcher.close()
+        executor.shutdown(wait=False)
+
+    app = FastAPI(
+        title="ptuning serve",
+        version=__version__,
+        description="One frozen backbone, many P-tuning v2 prompt checkpoints; requests for different "
+        "tasks share one backbone pass. Limits and status codes: docs/SERVING.md.",
+        lifespan=lifespan,
+    )
+    app.state.registry = registry
+    app.state.batcher = batcher
+    app.state.metrics = metrics
+    app.state.limits = limits
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+
+    @app.exception_handler(Exception)
+    async def _internal_error(_: Request, error: Exception) -> JSONResponse:
+        logger.exception("unhandled error", exc_info=error)
+        return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    async def on_model_thread(function: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
+
+    router = APIRouter(dependencies=[Depends(_key_check(api_key))] if api_key else [])
+
+    @app.get("/health", tags=["status"])
+    def health() -> dict[str, Any]:
+        """Liveness: always answers, without an API key."""
+        return {
+            "status": "ok",
+            "tasks": len(registry.tasks),
+            "base_model": registry.base_name,
+            "fingerprint": registry.fingerprint,
+        }
+
+    @router.get("/tasks", tags=["tasks"])
+    def list_tasks() -> dict[str, Any]:
+        return {"tasks": [registry.tasks[name].describe() for name in sorted(registry.tasks)]}
+
+    @router.get("/tasks/{task}", tags=["tasks"], responses={404: {"description": "unknown task"}})
+    def describe_task(task: str) -> dict[str, Any]:
+        served = registry.tasks.get(task)
+        if served is None:
+            raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
+        return served.describe()
+
+    @router.post(
+        "/tasks/{task}/predict",
+        tags=["tasks"],
+        response_model=PredictResponse,
+        response_model_exclude_none=True,
+        responses={
+            404: {"description": "unknown task"},
+            413: {"description": "body too large"},
+            422: {"description": "malformed input, too many inputs or a text too long"},
+            500: {"description": "the model failed on this request (others are unaffected)"},
+            503: {"description": "the task was unloaded while the request waited"},
+        },
+    )
+    async def predict(task: str, body: PredictRequest) -> dict[str, Any]:
+        started = time.perf_counter()
+        served = registry.tasks.get(task)
+        if served is None:
+            metrics.record_request(UNKNOWN_TASK_KEY, 404, 0.0)
+            raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
+        inputs = body.inputs if body.inputs is not None else [body.input]
+        try:
+            result = await _predict(served, inputs)
+        except HTTPException as error:
+            metrics.record_request(task, error.status_code, time.perf_counter() - started)
+            raise
+        metrics.record_request(task, 200, time.perf_counter() - started, len(inputs))
+        many = body.inputs is not None
+        return {
+            "task": task,
+            "predictions" if many else "prediction": result["predictions"]
+            if many
+            else result["predictions"][0],
+            "truncated": result["truncated"],
+        }
+
+    async def _predict(served, inputs: list[Any]) -> dict[str, Any]:
+        if not inputs:
+            raise HTTPException(422, "inputs is empty")
+        if len(inputs) > limits.max_items:
+            raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_items} per request")
+        try:
+            examples = examples_from_inputs(served.task, inputs, limits.max_text_length)
+            features, report = served.task.featurize(examples, tokenizer, max_length)
+        except (InputError, ValueError, KeyError, TypeError) as error:
+            raise HTTPException(422, f"task {served.name!r}: {error}") from None
+        try:
+            outputs = await batcher.submit(Group(served.head, served.prefix, served.kind, features))
+            predictions = served.task.decode(examples, features, outputs)
+        except RegistryError as error:
+            raise HTTPException(error.status, str(error)) from None
+        except Exception as error:
+            logger.exception("task %s: request failed", served.name)
+            raise HTTPException(
+                500,
+                f"the model failed on this request ({type(error).__name__}); other requests are unaffected",
+            ) from None
+        predictions = [  # as ``ptuning predict`` writes them: the example's id first
+            prediction if "id" in prediction else {"id": example.get("id"), **prediction}
+            for example, prediction in zip(examples, predictions, strict=True)
+        ]
+        return {"predictions": jsonable(predictions), "truncated": report.truncated}
+
+    @router.get("/metrics", tags=["status"])
+    def get_metrics() -> dict[str, Any]:
+        """Request counts per task and status, batch sizes and composition, latency percentiles (ms)."""
+        return {**metrics.snapshot(), "tasks_served": len(registry.tasks)}
+
+    @router.get("/checkpoints", tags=["checkpoints"])
+    def list_checkpoints() -> dict[str, Any]:
+        return registry.describe()
+
+    @router.post(
+        "/checkpoints/{name}",
+        tags=["checkpoints"],
+        status_code=201,
+        responses={
+            403: {"description": "the name resolves outside the checkpoint folder"},
+            404: {"description": "no such folder"},
+            409: {"description": "trained on another base model"},
+            422: {"description": "invalid name, or not a servable checkpoint"},
+        },
+    )
+    async def add_checkpoint(name: str) -> dict[str, Any]:
+        """Load (or reload) the checkpoint in subfolder ``name`` of the checkpoint folder."""
+        try:
+            prepared = await run_in_threadpool(registry.prepare, name)
+            served = await on_model_thread(registry.commit, prepared)
+        except RegistryError as error:
+            if not isinstance(error, InvalidName | OutsideRoot | NotFound):
+                registry.failed[name] = str(error)
+            raise HTTPException(error.status, str(error)) from None
+        return {"checkpoint": name, "tasks": served}
+
+    @router.delete(
+        "/checkpoints/{name}", tags=["checkpoints"], responses={404: {"description": "not loaded"}}
+    )
+    async def remove_checkpoint(name: str) -> dict[str, Any]:
+        """Stop serving checkpoint ``name``; its files are left alone."""
+        try:
+            served = await on_model_thread(registry.unload, name)
+        except RegistryError as error:
+            raise HTTPException(error.status, str(error)) from None
+        return {"checkpoint": name, "removed_tasks": served}
+
+    @router.post("/rescan", tags=["checkpoints"])
+    async def rescan() -> dict[str, Any]:
+        """Load new and changed checkpoint folders, unload those that disappeared."""
+        changed, gone = registry.changes()
+        result: dict[str, Any] = {"loaded": [], "removed": [], "failed": {}}
+        for name in gone:
+            try:
+                await on_model_thread(registry.unload, name)
+                result["removed"].append(name)
+            except NotFound:  # unloaded meanwhile by a DELETE
+                pass
+        for name in changed:
+            try:
+                prepared = await run_in_threadpool(registry.prepare, name)
+                await on_model_thread(registry.commit, prepared)
+                result["loaded"].append(name)
+            except RegistryError as error:
+                registry.failed[name] = result["failed"][name] = str(error)
+        return result
+
+    app.include_router(router)
+    return app
+
+
+def _key_check(expected: str) -> Callable:
+    header = APIKeyHeader(name=API_KEY_HEADER, auto_error=False)
+
+    async def require_key(given: str | None = Security(header)) -> None:
+        if given is None or not hmac.compare_digest(given.encode(), expected.encode()):
+            raise HTTPException(401, f"missing or wrong {API_KEY_HEADER} header")
+
+    return require_key

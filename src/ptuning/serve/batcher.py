@@ -1,0 +1,173 @@
+"""Dynamic batching: concurrent requests, whatever their task, share one backbone pass.
+
+Rule. Requests queue in arrival order. A batch opens with the oldest waiting request and takes the next
+ones, in order, while their rows fit in ``max_batch_size`` backbone rows (a multiple-choice feature counts
+one row per choice); it closes when the next request would not fit, or ``max_wait_ms`` after its first
+request arrived, whichever comes first. Requests that queued while the model was busy are taken at once.
+A request bigger than ``max_batch_size`` is cut into chunks that each run as a batch of their own.
+
+Passes run one at a time on a single model thread, so the event loop stays free to accept requests. If a
+mixed pass fails, each request of it is run again on its own: only the request that fails gets the error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Any
+
+from ptuning.serve.mixed import Group, feature_rows
+
+logger = logging.getLogger(__name__)
+
+RunFn = Callable[[list[Group]], list[list[Any]]]
+
+
+@dataclass
+class BatchRecord:
+    """What one backbone pass held, for /metrics."""
+
+    rows: int
+    requests: int
+    tasks: int
+    seconds: float
+    failed: bool = False
+
+
+@dataclass
+class _Pending:
+    group: Group
+    rows: int
+    future: asyncio.Future
+    enqueued: float = field(default_factory=time.perf_counter)
+
+
+class DynamicBatcher:
+    """Queues groups of features and runs them through ``run`` in mixed batches (see the module doc)."""
+
+    def __init__(
+        self,
+        run: RunFn,
+        executor: Executor,
+        max_batch_size: int = 32,
+        max_wait_ms: float = 5.0,
+        on_batch: Callable[[BatchRecord], None] | None = None,
+    ) -> None:
+        if max_batch_size < 1 or max_wait_ms < 0:
+            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        self.run = run
+        self.executor = executor
+        self.max_batch_size = max_batch_size
+        self.max_wait = max_wait_ms / 1000
+        self.on_batch = on_batch
+        self._queue: deque[_Pending] = deque()
+        self._arrived: asyncio.Event | None = None
+        self._worker: asyncio.Task | None = None
+
+    async def submit(self, group: Group) -> list[Any]:
+        """The head outputs of ``group``'s features, once a batch holding them has run."""
+        self._ensure_worker()
+        loop = asyncio.get_running_loop()
+        chunks = self._chunks(group)
+        pending = [_Pending(chunk, chunk.rows, loop.create_future()) for chunk in chunks]
+        self._queue.extend(pending)
+        self._arrived.set()
+        results = await asyncio.gather(*(item.future for item in pending))
+        return [output for chunk in results for output in chunk]
+
+    def _chunks(self, group: Group) -> list[Group]:
+        chunks, current, rows = [], [], 0
+        for feature in group.features:
+            size = feature_rows(feature, group.kind)
+            if current and rows + size > self.max_batch_size:
+                chunks.append(current)
+                current, rows = [], 0
+            current.append(feature)
+            rows += size
+        chunks.append(current)
+        return [Group(group.head, group.prefix, group.kind, chunk) for chunk in chunks]
+
+    def _ensure_worker(self) -> None:
+        """Start the batching loop in the running event loop (lazily: ASGI test clients skip lifespan)."""
+        if self._worker is None or self._worker.done():
+            self._arrived = asyncio.Event()
+            self._worker = asyncio.get_running_loop().create_task(self._loop(), name="ptuning-batcher")
+
+    async def close(self) -> None:
+        if self._worker is not None:
+            self._worker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._worker
+        for item in self._queue:
+            if not item.future.done():
+                item.future.set_exception(RuntimeError("the server is shutting down"))
+        self._queue.clear()
+
+    async def _loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await self._next_batch()
+            started = time.perf_counter()
+            results, failed = await loop.run_in_executor(
+                self.executor, self._run_isolated, [item.group for item in batch]
+            )
+            seconds = time.perf_counter() - started
+            for item, result in zip(batch, results, strict=True):
+                if item.future.done():  # the client went away
+                    continue
+                if isinstance(result, BaseException):
+                    item.future.set_exception(result)
+                else:
+                    item.future.set_result(result)
+            if self.on_batch is not None:
+                tasks = len({item.group.head for item in batch})
+                self.on_batch(BatchRecord(sum(i.rows for i in batch), len(batch), tasks, seconds, failed))
+
+    async def _next_batch(self) -> list[_Pending]:
+        while True:
+            while self._queue and self._queue[0].future.done():  # its client went away
+                self._queue.popleft()
+            if self._queue:
+                break
+            self._arrived.clear()
+            await self._arrived.wait()
+        first = self._queue.popleft()  # always taken, even if alone it exceeds max_batch_size
+        deadline = first.enqueued + self.max_wait
+        batch, rows = [first], first.rows
+        while True:
+            while self._queue and rows + self._queue[0].rows <= self.max_batch_size:
+                item = self._queue.popleft()
+                if not item.future.done():
+                    batch.append(item)
+                    rows += item.rows
+            if self._queue or rows >= self.max_batch_size:
+                return batch  # the next request does not fit: it opens the next batch
+            remaining = deadline - time.perf_counter()
+            if remaining <= 0:
+                return batch
+            self._arrived.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._arrived.wait(), remaining)
+
+    def _run_isolated(self, groups: list[Group]) -> tuple[list[Any], bool]:
+        """Outputs (or the exception) per group; a failed mixed pass is retried one group at a time."""
+        try:
+            return self.run(groups), False
+        except Exception as error:
+            if len(groups) == 1:
+                logger.exception("a model pass failed")
+                return [error], True
+        results: list[Any] = []
+        for group in groups:
+            try:
+                results.append(self.run([group])[0])
+            except Exception as error:
+                logger.exception("a model pass failed")
+                results.append(error)
+        return results, True

