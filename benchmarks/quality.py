@@ -22,6 +22,7 @@ method, setting, seed, budget) is already there is skipped, so any command can b
 from __future__ import annotations
 
 import argparse
+import fcntl
 import hashlib
 import json
 import os
@@ -289,12 +290,17 @@ def cell_status(bench: Bench, cell: Cell) -> str:
 
 
 # ------------------------------------------------------------------------------------------- running
-def run_cell(bench: Bench, cell: Cell) -> None:
+def run_cell(bench: Bench, cell: Cell, only: int | None = None) -> None:
+    """Every unfinished run of the cell (or only its run number ``only``), appending each result."""
     runs = cell_runs(bench, cell)
     if runs is None:
         raise SystemExit(
             f"{cell.name}: run {cell.task}:{cell.method}:sweep first (its best setting is needed)"
         )
+    if only is not None:
+        if not 0 <= only < len(runs):
+            raise SystemExit(f"{cell.name} has runs 0..{len(runs) - 1}; got --run {only}")
+        runs = [runs[only]]
     budget = bench.budgets[cell.task]
     budget_id = budget.fingerprint(bench.model)
     for setting, seed in runs:
@@ -305,14 +311,22 @@ def run_cell(bench: Bench, cell: Cell) -> None:
         print(f"{cell.name}: {setting} seed {seed} ...", flush=True)
         record = run_one(bench, budget, cell.method, setting, seed)
         record.update(key=key, cell=cell.name, phase=cell.phase, budget_id=budget_id)
-        bench.results_dir.mkdir(parents=True, exist_ok=True)
-        with bench.results_file(cell.task).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+        append_record(bench.results_file(cell.task), record)
         print(
             f"{cell.name}: {setting} seed {seed}: dev {record['dev']} test {record['test']} "
             f"({record['wall_seconds']:.0f} s)",
             flush=True,
         )
+
+
+def append_record(path: Path, record: dict[str, Any]) -> None:
+    """One JSON line, under an exclusive lock: parallel runs share the per-task results file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        handle.write(json.dumps(record) + "\n")
+        handle.flush()
+        fcntl.flock(handle, fcntl.LOCK_UN)
 
 
 def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
@@ -371,6 +385,7 @@ def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], 
             for h in summary["history"]
         ],
         "threads": bench.threads,
+        "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
@@ -384,38 +399,76 @@ def _relative_paths(report: dict[str, Any], data_root: Path) -> dict[str, Any]:
     return json.loads(text)
 
 
-def run_all(bench: Bench, tasks: list[str] | None) -> int:
-    """Every unfinished cell in order, each in its own process (a crash or leak stays inside one cell).
+def pending_runs(bench: Bench, tasks: list[str] | None) -> list[tuple[Cell, int]]:
+    """Every (cell, run number) that can run now, in --run-all order; cells waiting for a sweep are left out."""
+    pending = []
+    for cell in all_cells():
+        if tasks and cell.task not in tasks:
+            continue
+        runs = cell_runs(bench, cell)
+        if runs is None:
+            continue
+        budget_id = bench.budgets[cell.task].fingerprint(bench.model)
+        records = bench.records(cell.task)
+        for index, (setting, seed) in enumerate(runs):
+            if find_run(records, run_key(cell.task, cell.method, setting, seed, budget_id)) is None:
+                pending.append((cell, index))
+    return pending
 
-    Passes repeat while a pass completes something, so that cells which waited for a sweep run as soon as
-    it is done; a cell that fails is not retried in the same invocation.
+
+def launch_rank(cell: Cell) -> int:
+    """Sweeps first (every later run waits for one), then the seeds the targets compare, then the rest."""
+    if cell.phase == "sweep":
+        return 0
+    if cell.phase == "seeds" and cell.method in CORE_METHODS:
+        return 1
+    return 2 if cell.phase.startswith("ablation-") else 3
+
+
+def run_all(bench: Bench, tasks: list[str] | None, jobs: int = 1, deadline: float | None = None) -> int:
+    """Every unfinished run, ``jobs`` at a time, each in its own process (a crash or leak stays inside one).
+
+    Runs that wait for a sweep start as soon as it is done; a run that fails is not retried in the same
+    invocation. With ``deadline`` (seconds from now), no run starts after it; those started finish.
     """
-    failed: set[str] = set()
-    progress = True
-    while progress:
-        progress = False
-        for cell in all_cells():
-            if (tasks and cell.task not in tasks) or cell.name in failed:
+    stop_launching = None if deadline is None else time.monotonic() + deadline
+    failed: set[tuple[str, int]] = set()
+    running: dict[tuple[str, int], subprocess.Popen] = {}
+    while True:
+        for job, process in list(running.items()):
+            if process.poll() is None:
                 continue
-            status = cell_status(bench, cell)
-            if status in ("done", "waiting for its sweep"):
-                continue
-            print(f"== {cell.name} ({status}) at {time.strftime('%H:%M:%S')}", flush=True)
+            del running[job]
+            if process.returncode != 0:
+                failed.add(job)
+                print(f"== {job[0]} run {job[1]} failed with exit code {process.returncode}", flush=True)
+        may_launch = stop_launching is None or time.monotonic() < stop_launching
+        waiting = [
+            (cell, index)
+            for cell, index in sorted(pending_runs(bench, tasks), key=lambda job: launch_rank(job[0]))
+            if (cell.name, index) not in failed and (cell.name, index) not in running
+        ]
+        while may_launch and waiting and len(running) < jobs:
+            cell, index = waiting.pop(0)
+            print(f"== {cell.name} run {index} at {time.strftime('%H:%M:%S')}", flush=True)
             command = [
                 sys.executable,
                 str(Path(__file__).resolve()),
                 "--cell",
                 cell.name,
-                *bench_arguments(bench),
+                "--run",
+                str(index),
             ]
-            result = subprocess.run(command, env={**os.environ, "TQDM_DISABLE": "1"})
-            if result.returncode != 0:
-                failed.add(cell.name)
-                print(f"== {cell.name} failed with exit code {result.returncode}", flush=True)
-            else:
-                progress = True
+            running[(cell.name, index)] = subprocess.Popen(
+                [*command, *bench_arguments(bench)], env={**os.environ, "TQDM_DISABLE": "1"}
+            )
+        if not running:
+            break
+        time.sleep(1.0)
+    left = len(pending_runs(bench, tasks))
     print(
-        f"== nothing left to run at {time.strftime('%H:%M:%S')}; failed: {sorted(failed) or 'none'}",
+        f"== stopped at {time.strftime('%H:%M:%S')}: {left} runs can still run; "
+        f"failed: {sorted(failed) or 'none'}",
         flush=True,
     )
     return 1 if failed else 0
@@ -637,6 +690,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cell", action="append", default=[], help="task:method:phase; repeatable")
     parser.add_argument("--run-all", action="store_true", help="run every unfinished cell in order")
     parser.add_argument("--tasks", nargs="*", help="with --run-all: only these tasks")
+    parser.add_argument("--run", type=int, help="with one --cell: only its run number RUN (0-based)")
+    parser.add_argument("--jobs", type=int, default=1, help="with --run-all: runs at a time (default 1)")
+    parser.add_argument("--deadline", type=float, help="with --run-all: start no run after this many seconds")
     parser.add_argument("--list", action="store_true", help="print every cell and its status")
     parser.add_argument("--table", action="store_true", help="print the Markdown tables")
     parser.add_argument(
@@ -654,10 +710,12 @@ def main(argv: list[str] | None = None) -> int:
     if args.list:
         for cell in all_cells():
             print(f"{cell.name:45s} {cell_status(bench, cell)}")
+    if args.run is not None and len(args.cell) != 1:
+        parser.error("--run needs exactly one --cell")
     for text in args.cell:
-        run_cell(bench, Cell.parse(text))
+        run_cell(bench, Cell.parse(text), args.run)
     if args.run_all:
-        return run_all(bench, args.tasks)
+        return run_all(bench, args.tasks, args.jobs, args.deadline)
     if args.table:
         tables = render_tables(bench)
         if args.update_doc:

@@ -86,6 +86,30 @@ def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, mo
     assert "Pending cells" in tables and "`sst2:finetune:sweep`" in tables
 
 
+def test_quality_run_all_runs_jobs_in_parallel_and_waits_for_sweeps(
+    tiny_model, data_root, tmp_path, monkeypatch
+):
+    quality = load_benchmark("quality")
+    # run_all starts each run as a subprocess of this script, which reads the real SWEEPS: restrict by task
+    # and method through the results instead, and check what the subprocesses appended.
+    results = tmp_path / "results"
+    common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
+    common += ["--model", tiny_model]
+    monkeypatch.setattr(
+        quality, "all_cells", lambda: [quality.Cell("sst2", "linear-probe", p) for p in ("sweep", "seeds")]
+    )
+
+    assert quality.main([*common, "--run-all", "--jobs", "2"]) == 0
+
+    records = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
+    sweep = [r for r in records if r["phase"] == "sweep"]
+    seeds = [r for r in records if r["phase"] == "seeds"]
+    assert len(sweep) == len(quality.SWEEPS["linear-probe"]) and len(seeds) == len(quality.EXTRA_SEEDS)
+    assert max(r["finished_at"] for r in sweep) <= min(r["finished_at"] for r in seeds)
+    assert all(r["device"] == "cpu" for r in records)
+    assert quality.pending_runs(quality.Bench(results, data_root, tiny_model, "smoke"), None) == []
+
+
 def test_quality_rejects_a_malformed_cell():
     quality = load_benchmark("quality")
     with pytest.raises(ValueError, match="task:method:phase"):

@@ -9,7 +9,6 @@ good one was.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -22,43 +21,16 @@ from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
 from ptuning.core.config import Method, PrefixConfig
+from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.model import HeadSpec, PromptModel
 
 FORMAT = "ptuning-prompt-checkpoint/1"
 WEIGHTS_FILE = "prompt.safetensors"
 CONFIG_FILE = "prompt_config.json"
-_VOLATILE_CONFIG_KEYS = {
-    "_name_or_path",
-    "transformers_version",
-    "_attn_implementation",
-    "architectures",
-    "dtype",
-    "torch_dtype",
-}
 
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed, or does not fit the model it is loaded onto."""
-
-
-def base_fingerprint(backbone: torch.nn.Module) -> str:
-    """A short hash of the backbone's config and weights: equal iff it is (almost surely) the same model.
-
-    Hashes the architecture config plus, per tensor, its name, shape and a few statistics of its values,
-    which is fast even for large models and changes when any weight matrix differs.
-    """
-    config = {k: v for k, v in backbone.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
-    with torch.no_grad():
-        for name, tensor in sorted(backbone.state_dict().items()):
-            values = tensor.detach().float().flatten()
-            stats = (
-                [values.sum().item(), values.abs().sum().item(), *values[:4].tolist()]
-                if values.numel()
-                else []
-            )
-            digest.update(f"{name}|{tuple(tensor.shape)}|{[f'{s:.6g}' for s in stats]}".encode())
-    return digest.hexdigest()[:16]
 
 
 def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
@@ -97,7 +69,7 @@ def save_checkpoint(
             "name_or_path": source,
             "model_type": model.geometry.model_type,
             "causal_lm": any(s.kind == "causal-lm" for s in model.head_specs.values()),
-            "fingerprint": base_fingerprint(model.backbone),
+            "fingerprint": model.base_fingerprint,
         },
         "extra": extra or {},
     }
@@ -141,6 +113,11 @@ def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = No
     """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None)."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
+    missing_fields = [
+        key for key in ("method", "prefix", "head_dropout", "tasks", "base_model") if key not in config
+    ]
+    if missing_fields:
+        raise CheckpointError(f"{directory / CONFIG_FILE}: missing fields {missing_fields}")
     base = config["base_model"]
     if backbone is None:
         from ptuning.core.backbones import load_backbone
@@ -156,7 +133,10 @@ def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = No
     if not weights_path.is_file():
         raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
     state = load_file(str(weights_path))
-    missing, unexpected = model.load_state_dict(state, strict=False)
+    try:
+        missing, unexpected = model.load_state_dict(state, strict=False)
+    except RuntimeError as error:  # shapes that do not fit the saved config
+        raise CheckpointError(f"{weights_path} does not fit {directory / CONFIG_FILE}: {error}") from None
     expected = _trainable_state(model).keys()
     missing = [k for k in missing if k in expected]
     if missing or unexpected:

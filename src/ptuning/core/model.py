@@ -15,6 +15,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
+from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.geometry import PADDING_OFFSET_POSITION_TYPES, PrefixGeometry
 from ptuning.core.heads import Head, Pooling
 from ptuning.core.injection import injector_for
@@ -101,6 +102,8 @@ class PromptModel(nn.Module):
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
             )
         self.geometry = PrefixGeometry.from_config(backbone.config)
+        # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
+        self.base_fingerprint = base_fingerprint(backbone)
         self.backbone = backbone
         self.head_dropout = head_dropout
         self.prefixes = nn.ModuleDict()

@@ -236,7 +236,9 @@ def train(config: TrainConfig) -> RunResult:
             generator=torch.Generator(),
         )
         # already sharded: only device placement and end-of-epoch tracking (for accumulation) are wanted
-        loader = prepare_data_loader(loader, accelerator.device, num_processes=1, process_index=0)
+        loader = prepare_data_loader(
+            loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True
+        )
         bar = tqdm(
             total=len(order),
             initial=skip,
