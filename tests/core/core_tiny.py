@@ -15,14 +15,20 @@ from torch import nn
 from transformers import (
     BertConfig,
     BertModel,
+    CamembertConfig,
+    CamembertModel,
     DebertaV2Config,
     DebertaV2Model,
     ElectraConfig,
     ElectraModel,
+    ErnieConfig,
+    ErnieModel,
     GPT2Config,
     GPT2LMHeadModel,
     LlamaConfig,
     LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
     PretrainedConfig,
     Qwen2Config,
     Qwen2ForCausalLM,
@@ -39,8 +45,8 @@ from ptuning.core.model import HeadSpec, PromptModel
 VOCAB = 100
 ATOL = 1e-5
 
-ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "deberta-v2")
-DECODERS = ("gpt2", "llama", "qwen2")
+ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "ernie", "camembert", "deberta-v2")
+DECODERS = ("gpt2", "llama", "qwen2", "mistral")
 FAMILIES = ENCODERS + DECODERS
 # Families whose attention goes through transformers' registry (DeBERTa has no sdpa and its own patch).
 INTERFACE_FAMILIES = tuple(f for f in FAMILIES if f != "deberta-v2")
@@ -77,6 +83,10 @@ def tiny_config(family: str, **overrides) -> PretrainedConfig:
         return RobertaConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
     if family == "xlm-roberta":
         return XLMRobertaConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
+    if family == "ernie":
+        return ErnieConfig(**{**_ENCODER_SIZES, "pad_token_id": 0, **overrides})
+    if family == "camembert":
+        return CamembertConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
     if family == "electra":
         # embedding_size != hidden_size: ELECTRA projects its embeddings, which the prefix must not care about.
         return ElectraConfig(**{**_ENCODER_SIZES, "embedding_size": 16, "pad_token_id": 0, **overrides})
@@ -112,6 +122,8 @@ def tiny_config(family: str, **overrides) -> PretrainedConfig:
         return LlamaConfig(**{**_DECODER_SIZES, **overrides})
     if family == "qwen2":
         return Qwen2Config(**{**_DECODER_SIZES, **overrides})
+    if family == "mistral":
+        return MistralConfig(**{**_DECODER_SIZES, "sliding_window": None, **overrides})
     raise ValueError(f"no tiny config for {family!r}")
 
 
@@ -120,10 +132,13 @@ _MODEL_CLASSES: dict[str, type[nn.Module]] = {
     "roberta": RobertaModel,
     "xlm-roberta": XLMRobertaModel,
     "electra": ElectraModel,
+    "ernie": ErnieModel,
+    "camembert": CamembertModel,
     "deberta-v2": DebertaV2Model,
     "gpt2": GPT2LMHeadModel,
     "llama": LlamaForCausalLM,
     "qwen2": Qwen2ForCausalLM,
+    "mistral": MistralForCausalLM,
 }
 
 
@@ -145,7 +160,7 @@ def self_attentions(family: str, backbone: nn.Module) -> list[nn.Module]:
     """Each layer's self-attention module (the one whose keys/values get the prefix), in layer order."""
     if family == "gpt2":
         return [block.attn for block in backbone.transformer.h]
-    if family in ("llama", "qwen2"):
+    if family in ("llama", "qwen2", "mistral"):
         return [layer.self_attn for layer in backbone.model.layers]
     return [layer.attention.self for layer in backbone.encoder.layer]
 
@@ -155,7 +170,7 @@ def first_attention(family: str, backbone: nn.Module) -> nn.Module:
 
 
 def pad_id(family: str) -> int:
-    return 1 if family in ("roberta", "xlm-roberta") else 0
+    return 1 if family in ("roberta", "xlm-roberta", "camembert") else 0
 
 
 def random_ids(batch: int, length: int, seed: int = 1) -> torch.Tensor:

@@ -114,7 +114,7 @@ def reference_output(
             query, key, value, prefix_key, prefix_value, key_mask, True, head_dim**-0.5
         )
         return module.c_proj(context)
-    if family in ("llama", "qwen2"):
+    if family in ("llama", "qwen2", "mistral"):
         head_dim = module.head_dim
         cos, sin = inputs["position_embeddings"]
         query = rotate(heads(module.q_proj(hidden), head_dim), cos, sin)

@@ -56,7 +56,7 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
-def _split_name(task: Task, requested: str | None, candidates: tuple[str, ...]) -> str | None:
+def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ...]) -> str | None:
     if requested:
         return requested
     return next((name for name in candidates if name in task.splits), None)
@@ -86,13 +86,13 @@ def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
     model.add_task(task.name, HeadSpec(task.head, task.label_names))
     if config.init_prefix_from:
-        _init_prefix(model, task.name, config.init_prefix_from)
+        init_prefix(model, task.name, config.init_prefix_from)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model, tokenizer
 
 
-def _init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
+def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
     """Start from a trained prefix (e.g. multi-task pre-training); the head stays new."""
     source = load_checkpoint(checkpoint_dir, backbone=model.backbone)
     names = set(source.prefixes)
@@ -143,10 +143,14 @@ def train(config: TrainConfig) -> RunResult:
     accelerator.print(f"{task.name} · {config.method} · {config.model}: {report}")
 
     train_split = load_split(
-        task, config, tokenizer, _split_name(task, config.train_split, ("train",)), config.max_train_samples
+        task,
+        config,
+        tokenizer,
+        data_split_name(task, config.train_split, ("train",)),
+        config.max_train_samples,
     )
-    dev_name = _split_name(task, config.dev_split, ("dev", "validation", "val"))
-    test_name = _split_name(task, config.test_split, ("test",)) if config.test_split != "none" else None
+    dev_name = data_split_name(task, config.dev_split, ("dev", "validation", "val"))
+    test_name = data_split_name(task, config.test_split, ("test",)) if config.test_split != "none" else None
     dev_split = load_split(task, config, tokenizer, dev_name, config.max_eval_samples) if dev_name else None
     test_split = (
         load_split(task, config, tokenizer, test_name, config.max_eval_samples) if test_name else None
@@ -155,7 +159,7 @@ def train(config: TrainConfig) -> RunResult:
         accelerator.print(f"test split {test_name!r} is unlabelled: not scored")
         test_split = None
     data_report = {
-        s.name: _report_dict(s.report) for s in (train_split, dev_split, test_split) if s is not None
+        s.name: report_dict(s.report) for s in (train_split, dev_split, test_split) if s is not None
     }
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
@@ -187,7 +191,7 @@ def train(config: TrainConfig) -> RunResult:
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: PromptModel = accelerator.unwrap_model(model)
-    writer = _tensorboard(output_dir, config) if accelerator.is_main_process else None
+    writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
     pad_id = tokenizer.pad_token_id
     seen_examples = 0
     train_seconds = 0.0
@@ -223,7 +227,7 @@ def train(config: TrainConfig) -> RunResult:
         order = (
             length_grouped_batches(lengths, config.batch_size, seed=config.seed + epoch)
             if config.group_by_length
-            else _shuffled_batches(len(lengths), config.batch_size, config.seed + epoch)
+            else shuffled_batches(len(lengths), config.batch_size, config.seed + epoch)
         )
         skip = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
         shards, weights = _shard_batches(order[skip:], accelerator.process_index, accelerator.num_processes)
@@ -268,14 +272,14 @@ def train(config: TrainConfig) -> RunResult:
                 if config.eval_every_steps and progress["update"] % config.eval_every_steps == 0:
                     run_eval(epoch + (batch_index + 1) / len(order))
                 if config.save_every_steps and progress["update"] % config.save_every_steps == 0:
-                    _save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch)
+                    save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch)
                 if progress["update"] >= total_updates:
                     break
         bar.close()
         progress["epoch"], progress["batch_in_epoch"] = epoch + 1, 0
         if not config.eval_every_steps:
             run_eval(float(epoch + 1))
-        _save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch + 1)
+        save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch + 1)
         if progress["update"] >= total_updates:
             break
 
@@ -291,7 +295,7 @@ def train(config: TrainConfig) -> RunResult:
     return RunResult(summary, progress["history"])
 
 
-def _save_state(accelerator, model, optimizer, scheduler, progress, output_dir, epoch) -> None:
+def save_state(accelerator, model, optimizer, scheduler, progress, output_dir, epoch) -> None:
     if accelerator.is_main_process:
         state = {
             k: v
@@ -324,12 +328,12 @@ def _shard_batches(batches: list[list[int]], rank: int, world: int) -> tuple[lis
     return shards, weights
 
 
-def _shuffled_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
+def shuffled_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
     order = np.random.default_rng(seed).permutation(count).tolist()
     return [order[i : i + batch_size] for i in range(0, count, batch_size)]
 
 
-def _tensorboard(output_dir: Path, config: TrainConfig):
+def tensorboard_writer(output_dir: Path, config: TrainConfig):
     if not config.log_tensorboard:
         return None
     try:
@@ -339,7 +343,7 @@ def _tensorboard(output_dir: Path, config: TrainConfig):
     return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
 
 
-def _report_dict(report: DataReport) -> dict[str, Any]:
+def report_dict(report: DataReport) -> dict[str, Any]:
     return {
         "examples": report.examples,
         "skipped": report.skipped,

@@ -51,14 +51,14 @@ from ptuning.training.engine import (
     BEST_DIR,
     RunResult,
     Split,
-    _init_prefix,
-    _report_dict,
-    _save_state,
-    _shuffled_batches,
-    _split_name,
-    _tensorboard,
+    data_split_name,
     evaluate,
+    init_prefix,
     load_split,
+    report_dict,
+    save_state,
+    shuffled_batches,
+    tensorboard_writer,
 )
 from ptuning.training.inference import feature_length
 from ptuning.training.state import load_training_state, restore_rng
@@ -103,7 +103,7 @@ def _batch_stream(
         if group_by_length:
             yield from length_grouped_batches(lengths, batch_size, seed=seed + epoch)
         else:
-            yield from _shuffled_batches(len(lengths), batch_size, seed + epoch)
+            yield from shuffled_batches(len(lengths), batch_size, seed + epoch)
 
 
 def mixed_schedule(
@@ -149,8 +149,8 @@ def _load_tasks(
         task = get_task(name, **options)  # options are the task's constructor keywords
         task_config = dataclasses.replace(config, task=name, data_dir=data_dirs[name], task_options=options)
         train_name, dev_name = splits.get(name, (None, None))
-        train_name = _split_name(task, train_name or config.train_split, ("train",))
-        dev_name = _split_name(task, dev_name or config.dev_split, ("dev", "validation", "val"))
+        train_name = data_split_name(task, train_name or config.train_split, ("train",))
+        dev_name = data_split_name(task, dev_name or config.dev_split, ("dev", "validation", "val"))
         if train_name is None:
             raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
         train = load_split(task, task_config, tokenizer, train_name, config.max_train_samples)
@@ -224,13 +224,13 @@ def train_multitask(
     for name, item in data.items():
         model.add_task(name, HeadSpec(item.task.head, item.task.label_names), prefix_name=SHARED_PREFIX)
     if config.init_prefix_from:
-        _init_prefix(model, tasks[0], config.init_prefix_from)
+        init_prefix(model, tasks[0], config.init_prefix_from)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     report = model.trainable_parameters()
     accelerator.print(f"MPT-2 {'+'.join(tasks)} · {config.method} · {config.model}: {report}")
     data_report = {
-        f"{name}/{split.name}": _report_dict(split.report)
+        f"{name}/{split.name}": report_dict(split.report)
         for name, item in data.items()
         for split in (item.train, item.dev)
         if split is not None
@@ -281,7 +281,7 @@ def train_multitask(
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: PromptModel = accelerator.unwrap_model(model)
-    writer = _tensorboard(output_dir, config)
+    writer = tensorboard_writer(output_dir, config)
     pad_id = tokenizer.pad_token_id
     eval_micro = (config.eval_every_steps * accumulation) if config.eval_every_steps else epoch_steps
 
@@ -342,13 +342,13 @@ def train_multitask(
         if progress["micro"] % eval_micro == 0 or progress["micro"] == total_micro:
             run_eval()
         if config.save_every_steps and progress["micro"] % (config.save_every_steps * accumulation) == 0:
-            _save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, progress["epoch"])
+            save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, progress["epoch"])
     bar.close()
     if progress["micro"] == total_micro and (
         not progress["history"] or progress["history"][-1]["update"] != progress["update"]
     ):
         run_eval()  # a resumed run that had finished its batches but not its last evaluation
-    _save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, progress["epoch"])
+    save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, progress["epoch"])
 
     best = next((h for h in progress["history"] if h["update"] == progress["best_update"]), {})
     summary = {
