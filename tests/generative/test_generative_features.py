@@ -6,6 +6,7 @@ import pytest
 import torch
 from generative_tiny import BOS, EOS, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError
 from ptuning.tasks.collate import IGNORE_INDEX, collate
 from ptuning.tasks.generative import CausalLmTask
@@ -114,10 +115,10 @@ def test_chat_template_renders_history_system_and_generation_prompt(tmp_path) ->
 
 def test_chat_template_without_a_template_is_an_error(tmp_path) -> None:
     task, examples = read(tmp_path, chat_template=True)
-    with pytest.raises(ValueError, match="no chat template"):
+    with pytest.raises(ConfigError, match="no chat template"):
         task.featurize(examples, tiny_tokenizer(), max_length=64)
 
 
 def test_unknown_truncation_policy_is_refused() -> None:
-    with pytest.raises(ValueError, match="truncation must be one of"):
+    with pytest.raises(ConfigError, match="truncation must be one of"):
         CausalLmTask(truncation="right")

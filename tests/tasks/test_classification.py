@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks import DataError, HeadKind, collate, get_task, list_tasks
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -335,7 +336,7 @@ def test_pairs_are_truncated_longest_first(tokenizer):
 
 
 def test_too_small_max_length_is_refused(tokenizer):
-    with pytest.raises(ValueError, match="max_length"):
+    with pytest.raises(ConfigError, match="max_length"):
         get_task("sst2").featurize([{"sentence": "a", "label": None}], tokenizer, max_length=2)
 
 

@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks import metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.readers import Table, is_hub_id, label_key, load_hub_table, map_label, read_table
@@ -58,7 +59,7 @@ class ClassificationTask(Task):
         names = self.label_names or []
         unknown = sorted(set(self.label_map.values()) - set(names)) if names else []
         if unknown:
-            raise ValueError(f"{self.name}: label_map targets {unknown} are not labels of the task {names}")
+            raise ConfigError(f"{self.name}: label_map targets {unknown} are not labels of the task {names}")
 
     # --- reading ------------------------------------------------------------------------------------
 
@@ -295,7 +296,7 @@ def encode_pairs(
     inputs that are too long are encoded again with 'longest_first' truncation.
     """
     if max_length < tokenizer.num_special_tokens_to_add(pair=True) + 2:
-        raise ValueError(f"max_length={max_length} leaves no room for text after the special tokens")
+        raise ConfigError(f"max_length={max_length} leaves no room for text after the special tokens")
     if not pairs:
         return [], []
     firsts = [first for first, _ in pairs]

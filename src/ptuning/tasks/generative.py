@@ -23,6 +23,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks import text_metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.collate import IGNORE_INDEX, collate
@@ -58,7 +59,7 @@ def generate_texts(
     """
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if eos_id is None:
-        raise ValueError("the tokenizer has no EOS token; generation could not tell where an answer ends")
+        raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
     config = GenerationConfig(
         max_new_tokens=max_new_tokens,
@@ -125,13 +126,13 @@ class GenerativeTask(Task):
         splits: dict[str, str] | None = None,
     ) -> None:
         if truncation not in TRUNCATION_POLICIES:
-            raise ValueError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
+            raise ConfigError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
         self.chat_template = bool(chat_template)
         self.system_prompt = system_prompt
         self.truncation = truncation
         self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
         if self.max_new_tokens < 1:
-            raise ValueError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
+            raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         self.generate_kwargs = dict(generate_kwargs or {})
         self.add_eos = add_eos
         self.splits = {**type(self).splits, **(splits or {})}
@@ -142,7 +143,7 @@ class GenerativeTask(Task):
         """The prompt text the model continues: history turns, then the prompt (chat template or plain)."""
         if self.chat_template:
             if not getattr(tokenizer, "chat_template", None):
-                raise ValueError(
+                raise ConfigError(
                     f"{self.name}: chat_template is on but the tokenizer has no chat template; "
                     "turn the option off or use an instruction-tuned model's tokenizer"
                 )
@@ -164,7 +165,7 @@ class GenerativeTask(Task):
         """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response."""
         eos = [tokenizer.eos_token_id] if self.add_eos else []
         if self.add_eos and tokenizer.eos_token_id is None:
-            raise ValueError(
+            raise ConfigError(
                 f"{self.name}: the tokenizer has no EOS token; set add_eos=False to train without"
             )
         prompts = [self.render_prompt(example, tokenizer) for example in examples]

@@ -27,7 +27,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.backbones import load_backbone
-from ptuning.core.checkpoint import load_checkpoint, save_checkpoint
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
 from ptuning.core.config import Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -97,13 +97,13 @@ def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
     source = load_checkpoint(checkpoint_dir, backbone=model.backbone)
     names = set(source.prefixes)
     if len(names) != 1:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint_dir} holds prefixes {sorted(names)}; --init-prefix-from needs exactly one"
         )
     donor = source.prefixes[names.pop()]
     target = model.prefixes[model.task_prefix[task]]
     if type(donor) is not type(target) or donor.prefix_length != target.prefix_length:
-        raise ValueError(
+        raise CheckpointError(
             f"{checkpoint_dir}: its prefix ({donor.prefix_length} slots) does not fit this run's"
         )
     target.load_state_dict(donor.state_dict())
