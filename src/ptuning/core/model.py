@@ -331,7 +331,12 @@ class PromptModel(nn.Module):
         return kwargs
 
     def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """Each row's prefix rows (after dropout), padded to the longest prefix in the batch."""
+        """Each row's prefix rows (after dropout), padded to the longest prefix in the batch.
+
+        Dropout draws one mask per prefix per batch, shared by the rows that use it: a mask per row (the
+        reference) costs a random number per row x P x layers x 2 x hidden and took 20 of ~270 ms of a
+        MiniLM training step (benchmarks/results/speed/profile-*.json); sharing it costs 1/B of that.
+        """
         if isinstance(prefix_names, str):
             raise TypeError("prefix_names must be a sequence with one prefix name per row, not a string")
         distinct = list(dict.fromkeys(prefix_names))
@@ -344,7 +349,7 @@ class PromptModel(nn.Module):
         if len(distinct) == 1:
             encoder = encoders[0]
             rows = encoder.table() if isinstance(encoder, PrefixEncoder) else encoder.embedding.weight
-            return encoder.dropout(rows.expand(len(prefix_names), -1, -1)), None
+            return encoder.dropout(rows).expand(len(prefix_names), -1, -1), None
         longest = max(e.prefix_length for e in encoders)
         tables, masks = [], []
         for encoder in encoders:
@@ -353,10 +358,9 @@ class PromptModel(nn.Module):
             tables.append(nn.functional.pad(rows, (0, 0, 0, missing)))
             masks.append(torch.arange(longest, device=rows.device) < rows.shape[0])
         index = torch.tensor([distinct.index(n) for n in prefix_names], device=tables[0].device)
-        table = torch.stack(tables)[index]  # (B, P_max, width)
-        dropout = encoders[0].dropout
+        table = encoders[0].dropout(torch.stack(tables))[index]  # (B, P_max, width)
         slot_mask = torch.stack(masks)[index]
-        return dropout(table), (None if bool(slot_mask.all()) else slot_mask)
+        return table, (None if bool(slot_mask.all()) else slot_mask)
 
     def _position_ids(
         self, attention_mask: torch.Tensor, shift: int, total: int | None = None

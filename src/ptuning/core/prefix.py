@@ -86,8 +86,9 @@ class PrefixEncoder(nn.Module):
         return self.mlp(self.embedding.weight)
 
     def forward(self, batch_size: int) -> PrefixKV:
+        """The prefix for ``batch_size`` rows; dropout draws one mask per batch (see ``PromptModel``)."""
         return split_table(
-            self.dropout(self.table().expand(batch_size, -1, -1)), self.layer_indices, self.geometry
+            self.dropout(self.table()).expand(batch_size, -1, -1), self.layer_indices, self.geometry
         )
 
     @torch.no_grad()
