@@ -7,6 +7,7 @@ import io
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 from training_tiny import run_cli, subprocess_env, train_args
@@ -167,3 +168,19 @@ def test_seeds_run_to_their_own_folders_and_report_mean_and_std(tiny_bert, sst2_
         summary = json.loads((output_dir / f"seed-{seed}" / "summary.json").read_text())
         assert summary["seed"] == seed and summary["dev"]["accuracy"] == value
     assert "± " in (output_dir / "seeds.md").read_text()
+
+
+def test_an_unlabelled_test_split_cut_by_max_eval_samples_is_still_not_scored(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    data = tmp_path / "sst2"
+    data.mkdir()
+    for name in ("train.tsv", "dev.tsv"):
+        (data / name).write_text((Path(sst2_dir) / name).read_text())
+    (data / "test.tsv").write_text("index\tsentence\n" + "".join(f"{i}\ta film {i}\n" for i in range(12)))
+    args = train_args(tiny_bert, str(data), tmp_path / "run", "--epochs", "1", "--max-eval-samples", "4")
+    code, out, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert "test split 'test' is unlabelled: not scored" in out
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["test"] is None and summary["dev"]["accuracy"] >= 0.0

@@ -64,14 +64,19 @@ def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ..
 
 def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limit: int | None) -> Split:
     examples, read_report = task.read(config.data_dir, split)
+    unlabelled = read_report.unlabelled
     if limit is not None and len(examples) > limit:
         read_report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
+        if unlabelled == len(examples):  # an unlabelled split (e.g. a GLUE test file) stays unlabelled
+            unlabelled = limit
+        elif unlabelled:
+            read_report.notes.append(f"{split}: {unlabelled} unlabelled examples in the whole file")
         examples = examples[:limit]
     features, feature_report = task.featurize(examples, tokenizer, config.max_length)
     report = DataReport(
         examples=len(examples),
         skipped=read_report.skipped + feature_report.skipped,
-        unlabelled=read_report.unlabelled,
+        unlabelled=unlabelled,
         truncated=feature_report.truncated,
         notes=read_report.notes + feature_report.notes,
     )
