@@ -97,6 +97,19 @@ def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
     return model, tokenizer
 
 
+def restore_training(output_dir: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any] | None:
+    """Load the saved model, optimizer, scheduler and RNG states; the saved progress, or None if none."""
+    resumed = load_training_state(output_dir)
+    if resumed is None:
+        return None
+    model_state, optimizer_state, meta = resumed
+    model.load_state_dict(model_state, strict=False)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(meta["scheduler"])
+    restore_rng(meta)
+    return meta["progress"]
+
+
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
     """Start from a trained prefix (e.g. multi-task pre-training); the head stays new."""
     source = load_checkpoint(checkpoint_dir, backbone=model.backbone)
@@ -183,16 +196,9 @@ def train(config: TrainConfig) -> RunResult:
     )
 
     progress = {"epoch": 0, "batch_in_epoch": 0, "update": 0, "best": None, "best_epoch": None, "history": []}
-    if config.resume:
-        resumed = load_training_state(output_dir)
-        if resumed is not None:
-            model_state, optimizer_state, meta = resumed
-            model.load_state_dict(model_state, strict=False)
-            optimizer.load_state_dict(optimizer_state)
-            scheduler.load_state_dict(meta["scheduler"])
-            progress = meta["progress"]
-            restore_rng(meta)
-            accelerator.print(f"resumed at epoch {progress['epoch']} batch {progress['batch_in_epoch']}")
+    if config.resume and (restored := restore_training(output_dir, model, optimizer, scheduler)) is not None:
+        progress = restored
+        accelerator.print(f"resumed at epoch {progress['epoch']} batch {progress['batch_in_epoch']}")
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: PromptModel = accelerator.unwrap_model(model)

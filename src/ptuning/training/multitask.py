@@ -56,12 +56,12 @@ from ptuning.training.engine import (
     init_prefix,
     load_split,
     report_dict,
+    restore_training,
     save_state,
     shuffled_batches,
     tensorboard_writer,
 )
 from ptuning.training.inference import feature_length
-from ptuning.training.state import load_training_state, restore_rng
 
 logger = logging.getLogger(__name__)
 
@@ -268,16 +268,9 @@ def train_multitask(
         "history": [],
         "losses": {name: [] for name in tasks},
     }
-    if config.resume:
-        resumed = load_training_state(output_dir)
-        if resumed is not None:
-            model_state, optimizer_state, meta = resumed
-            model.load_state_dict(model_state, strict=False)
-            optimizer.load_state_dict(optimizer_state)
-            scheduler.load_state_dict(meta["scheduler"])
-            progress = meta["progress"]
-            restore_rng(meta)
-            accelerator.print(f"resumed after {progress['micro']} of {total_micro} batches")
+    if config.resume and (restored := restore_training(output_dir, model, optimizer, scheduler)) is not None:
+        progress = restored
+        accelerator.print(f"resumed after {progress['micro']} of {total_micro} batches")
 
     model, optimizer = accelerator.prepare(model, optimizer)
     unwrapped: PromptModel = accelerator.unwrap_model(model)
