@@ -36,6 +36,8 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from doc_tables import replace_between_markers
+
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results" / "quality"
 DATA_ROOT = REPO.parent / "shared" / "data"
@@ -674,13 +676,7 @@ def render_pending(bench: Bench) -> list[str]:
 
 
 def update_doc(path: Path, tables: str) -> None:
-    """Replace the text between the table markers in ``path`` (the markers must be there)."""
-    text = path.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"{path}: add the lines {TABLE_START} and {TABLE_END} where the tables go")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    path.write_text(f"{head}{TABLE_START}\n{tables}{TABLE_END}{tail}")
+    replace_between_markers(path, TABLE_START, TABLE_END, tables)
 
 
 # ------------------------------------------------------------------------------------------- CLI

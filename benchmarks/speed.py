@@ -49,6 +49,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from doc_tables import replace_between_markers
 
 from ptuning.core.backbones import load_backbone, resolve_model_path
 from ptuning.core.config import PrefixConfig
@@ -1081,12 +1082,7 @@ def render_profile(result: dict[str, Any]) -> list[str]:
 
 
 def update_doc(path: Path, tables: str) -> None:
-    text = path.read_text()
-    if TABLE_START not in text or TABLE_END not in text:
-        raise SystemExit(f"{path}: add the lines {TABLE_START} and {TABLE_END} where the tables go")
-    head, rest = text.split(TABLE_START, 1)
-    _, tail = rest.split(TABLE_END, 1)
-    path.write_text(f"{head}{TABLE_START}\n{tables}{TABLE_END}{tail}")
+    replace_between_markers(path, TABLE_START, TABLE_END, tables)
 
 
 # ------------------------------------------------------------------------------------------- CLI

@@ -17,6 +17,8 @@ REPO = Path(__file__).resolve().parents[2]
 
 def load_benchmark(name: str):
     """Import benchmarks/<name>.py (a script folder, not a package) as a module."""
+    if str(REPO / "benchmarks") not in sys.path:  # the scripts import their sibling modules
+        sys.path.insert(0, str(REPO / "benchmarks"))
     spec = importlib.util.spec_from_file_location(f"benchmark_{name}", REPO / "benchmarks" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
