@@ -334,8 +334,8 @@ class PromptModel(nn.Module):
         """Each row's prefix rows (after dropout), padded to the longest prefix in the batch.
 
         Dropout draws one mask per prefix per batch, shared by the rows that use it: a mask per row (the
-        reference) costs a random number per row x P x layers x 2 x hidden and took 20 of ~270 ms of a
-        MiniLM training step (benchmarks/results/speed/profile-*.json); sharing it costs 1/B of that.
+        reference) costs a random number per row x P x layers x 2 x hidden and took 20 of 278 ms of a
+        MiniLM training step (docs/BENCHMARKS.md, profile); sharing it costs 1/B of that.
         """
         if isinstance(prefix_names, str):
             raise TypeError("prefix_names must be a sequence with one prefix name per row, not a string")
