@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import time
@@ -147,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     seeds = [int(s) for s in args.seeds.split(",")]
     loo_targets = [t for t in args.loo_targets.split(",") if t]
     started = time.perf_counter()
-    results: dict[str, Any] = {"settings": {**COMMON, **vars(args)}, "mpt2": {}, "targets": {}}
+    settings = {**COMMON, **vars(args), "data": os.path.relpath(args.data)}  # no machine's absolute paths
+    results: dict[str, Any] = {"settings": settings, "mpt2": {}, "targets": {}}
     shared, summary = mpt2_prefix("sources-" + "-".join(MPT2_SOURCES), list(MPT2_SOURCES), args, data)
     results["mpt2"]["shared"] = {key: summary[key] for key in ("tasks", "dev", "batches", "wall_seconds")}
     for target in args.targets.split(","):
