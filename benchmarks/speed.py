@@ -33,6 +33,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import importlib.util
+import inspect
 import json
 import os
 import shutil
@@ -68,7 +69,10 @@ LEARNING_RATE = 1e-2
 TABLE_START = "<!-- speed-tables:start -->"
 TABLE_END = "<!-- speed-tables:end -->"
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
-PEFT_MISSING = "peft is not installed (pip install --no-deps peft==0.21.2): its rows are skipped"
+PEFT_MISSING = (
+    "PEFT cannot run here (not installed: pip install --no-deps peft==0.21.2; or transformers >= 5.24, whose "
+    "`cache` argument PEFT 0.21.2 does not know): its rows are skipped"
+)
 BERT_BASE = "bert-base-random"
 
 
@@ -108,7 +112,14 @@ BASELINE = "peft-trainer"
 
 
 def peft_available() -> bool:
-    return importlib.util.find_spec("peft") is not None
+    """PEFT is installed and can run prefix tuning here: it passes the prefix as ``past_key_values``, which
+    transformers 5.24 renamed to ``cache`` (PEFT 0.21.2 then raises "Model does not support past key
+    values"), so the PEFT systems run on transformers <= 5.23 only."""
+    if importlib.util.find_spec("peft") is None:
+        return False
+    from transformers import BertModel
+
+    return "past_key_values" in inspect.signature(BertModel.forward).parameters
 
 
 # ------------------------------------------------------------------------------------------- data
