@@ -104,11 +104,11 @@ def read_table(path: str | Path, *, headerless_columns: Sequence[str] | None = N
     if not text.strip():
         raise DataError(f"{path}: the file is empty (expected {fmt.upper()} rows)")
     if fmt == "jsonl":
-        table = _read_jsonl(path, text)
+        table = parse_jsonl(path, text)
     elif fmt == "json":
         table = _read_json(path, text)
     elif fmt == "txt":
-        table = _read_txt(path, text)
+        table = parse_text_lines(path, text)
     else:
         table = _read_delimited(path, text, "\t" if fmt == "tsv" else ",", headerless_columns)
     if not table.rows:
@@ -146,7 +146,8 @@ def decode_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
-def _read_jsonl(path: Path, text: str) -> Table:
+def parse_jsonl(path: Path | str, text: str) -> Table:
+    """One JSON object per non-blank line; blank lines are skipped and counted. ``path`` names the source."""
     rows: list[dict[str, Any]] = []
     locations: list[str] = []
     columns: dict[str, None] = {}
@@ -178,7 +179,7 @@ def _read_json(path: Path, text: str) -> Table:
         document = json.loads(text)
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and text.lstrip().startswith("{"):
-            return _read_jsonl(path, text)
+            return parse_jsonl(path, text)
         raise DataError(
             f"{path}, line {error.lineno}: invalid JSON ({error.msg} at column {error.colno})"
         ) from None
@@ -196,7 +197,7 @@ def _read_json(path: Path, text: str) -> Table:
     return Table(str(path), list(columns), document, [f"record {i}" for i in range(len(document))])
 
 
-def _read_txt(path: Path, text: str) -> Table:
+def parse_text_lines(path: Path | str, text: str) -> Table:
     """One text per line (inputs to predict on); blank lines are skipped and counted."""
     rows, locations, blank = [], [], 0
     for number, line in enumerate(text.splitlines(), start=1):

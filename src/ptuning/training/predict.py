@@ -23,7 +23,7 @@ from ptuning.core.model import PromptModel
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.qa import QaTask
-from ptuning.tasks.readers import Table
+from ptuning.tasks.readers import Table, parse_jsonl, parse_text_lines
 from ptuning.tasks.registry import get_task
 from ptuning.tasks.tag_schemes import split_tag
 from ptuning.tasks.tagging import SrlTask, TaggingTask
@@ -120,31 +120,10 @@ def read_records(source: str, fmt: str) -> Table:
         if not path.is_file():
             raise DataError(f"{source}: input file not found")
         text = path.read_text(encoding="utf-8")
-    rows: list[dict[str, Any]] = []
-    locations: list[str] = []
-    columns: dict[str, None] = {}
-    for number, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        if fmt == "txt":
-            record: Any = {"text": line.strip()}
-        else:
-            try:
-                record = json.loads(line)
-            except json.JSONDecodeError as error:
-                raise DataError(
-                    f"{name}, line {number}: invalid JSON ({error.msg}); expected one object per line"
-                ) from None
-            if not isinstance(record, dict):
-                raise DataError(
-                    f"{name}, line {number}: expected a JSON object, found {type(record).__name__}"
-                )
-        columns.update(dict.fromkeys(record))
-        rows.append(record)
-        locations.append(f"line {number}")
-    if not rows:
+    table = parse_text_lines(name, text) if fmt == "txt" else parse_jsonl(name, text)
+    if not table.rows:
         raise DataError(f"{name}: no inputs (every line is blank)")
-    return Table(name, list(columns), rows, locations)
+    return table
 
 
 def examples_from_records(task: Task, table: Table, fmt: str) -> list[dict[str, Any]]:

@@ -174,12 +174,19 @@ def aggregate_seeds(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
     return result
 
 
-def write_seed_report(output_dir: str | Path, aggregate: dict[str, Any]) -> list[Path]:
+def write_json_and_markdown(
+    output_dir: str | Path, json_name: str, data: dict[str, Any], markdown_name: str, markdown: str
+) -> list[Path]:
+    """A report as machine-readable JSON plus its Markdown rendering; returns both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SEEDS_JSON).write_text(json.dumps(aggregate, indent=2) + "\n")
-    (output_dir / SEEDS_MD).write_text(seeds_markdown(aggregate))
-    return [output_dir / SEEDS_JSON, output_dir / SEEDS_MD]
+    (output_dir / json_name).write_text(json.dumps(data, indent=2) + "\n")
+    (output_dir / markdown_name).write_text(markdown)
+    return [output_dir / json_name, output_dir / markdown_name]
+
+
+def write_seed_report(output_dir: str | Path, aggregate: dict[str, Any]) -> list[Path]:
+    return write_json_and_markdown(output_dir, SEEDS_JSON, aggregate, SEEDS_MD, seeds_markdown(aggregate))
 
 
 def seeds_markdown(aggregate: dict[str, Any]) -> str:

@@ -15,7 +15,7 @@ from typing import Any
 
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
-from ptuning.training.report import write_run_report
+from ptuning.training.report import write_json_and_markdown, write_run_report
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
@@ -132,11 +132,7 @@ def sweep_markdown(table: dict[str, Any]) -> str:
 
 
 def write_sweep_report(output_dir: str | Path, table: dict[str, Any]) -> list[Path]:
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / SWEEP_JSON).write_text(json.dumps(table, indent=2) + "\n")
-    (output_dir / SWEEP_MD).write_text(sweep_markdown(table))
-    return [output_dir / SWEEP_JSON, output_dir / SWEEP_MD]
+    return write_json_and_markdown(output_dir, SWEEP_JSON, table, SWEEP_MD, sweep_markdown(table))
 
 
 # --- seeds ---------------------------------------------------------------------------------------------------
