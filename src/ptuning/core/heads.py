@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ptuning.core.dropout import FastDropout
 from ptuning.core.kinds import HeadKind
 
 
@@ -43,7 +44,7 @@ class Head(nn.Module):
         self.kind = HeadKind(kind)
         self.pooling = Pooling(pooling)
         self.num_labels = num_labels
-        self.dropout = nn.Dropout(dropout)
+        self.dropout = FastDropout(dropout)
         out_features = {
             HeadKind.REGRESSION: 1,
             HeadKind.QUESTION_ANSWERING: 2,

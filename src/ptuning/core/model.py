@@ -15,6 +15,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
+from ptuning.core.dropout import use_fast_dropout
 from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.geometry import PADDING_OFFSET_POSITION_TYPES, PrefixGeometry
 from ptuning.core.heads import Head, Pooling
@@ -105,6 +106,7 @@ class PromptModel(nn.Module):
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
         self.backbone = backbone
+        use_fast_dropout(backbone)  # same rates, a cheaper CPU mask (core/dropout.py)
         self.head_dropout = head_dropout
         self.prefixes = nn.ModuleDict()
         self.heads = nn.ModuleDict()

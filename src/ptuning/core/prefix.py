@@ -8,6 +8,7 @@ import torch
 from torch import nn
 
 from ptuning.core.config import PrefixConfig, Reparameterization
+from ptuning.core.dropout import FastDropout
 from ptuning.core.geometry import PrefixGeometry
 
 
@@ -73,7 +74,7 @@ class PrefixEncoder(nn.Module):
             self.embedding = nn.Embedding(config.prefix_length, self.width)
             self.mlp = None
         nn.init.normal_(self.embedding.weight, std=config.init_std)
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     @property
     def prefix_length(self) -> int:
@@ -125,7 +126,7 @@ class PromptEmbedding(nn.Module):
             # Lester et al.: initialise from real vocabulary embeddings so prompts start in-distribution.
             with torch.no_grad():
                 self.embedding.weight.copy_(init_from[: config.prefix_length])
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = FastDropout(config.dropout)
 
     @property
     def prefix_length(self) -> int:

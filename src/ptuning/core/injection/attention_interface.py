@@ -21,6 +21,7 @@ from transformers import AttentionInterface
 from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_mask
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
+from ptuning.core.dropout import keep_mask
 from ptuning.core.injection.base import extend_attention_mask
 from ptuning.core.prefix import PrefixKV
 
@@ -64,11 +65,48 @@ def _with_prefix(base: str) -> Callable[..., Any]:
             value = torch.cat([prefix_values, value], dim=2)
             if base == "sdpa" and attention_mask is not None:
                 kwargs["is_causal"] = False
+        if base == "sdpa" and _takes_cheap_dropout(module, query, attention_mask, kwargs):
+            return _attention_with_cheap_dropout(query, key, value, attention_mask, **kwargs)
         function = ALL_ATTENTION_FUNCTIONS["sdpa"] if base == "sdpa" else _eager_of(module)
         return function(module, query, key, value, attention_mask, **kwargs)
 
     attention.__name__ = f"ptuning_{base}_attention"
     return attention
+
+
+def _takes_cheap_dropout(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
+    """Training an encoder on CPU with attention dropout: sdpa would run its math path with a Bernoulli
+    mask per element (15 of 223 ms of a MiniLM step, docs/BENCHMARKS.md); the same math with
+    ``core.dropout``'s cheaper mask is exact otherwise. Anything less plain (causal, GQA, position bias,
+    float masks) stays with sdpa."""
+    return (
+        module.training
+        and kwargs.get("dropout", 0.0) > 0
+        and query.device.type == "cpu"
+        and not getattr(module, "is_causal", False)
+        and getattr(module, "num_key_value_groups", 1) == 1
+        and kwargs.get("position_bias") is None
+        and (mask is None or mask.dtype == torch.bool)
+    )
+
+
+def _attention_with_cheap_dropout(
+    query: torch.Tensor,
+    key: torch.Tensor,
+    value: torch.Tensor,
+    mask: torch.Tensor | None,
+    dropout: float,
+    scaling: float | None = None,
+    **_: Any,
+) -> tuple[torch.Tensor, None]:
+    """softmax(q k^T * scale, masked) with inverted dropout, times v; (B, T, heads, head_dim) like sdpa's."""
+    scale = scaling if scaling is not None else query.shape[-1] ** -0.5
+    scores = torch.matmul(query, key.transpose(-1, -2)) * scale
+    if mask is not None:
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
+    probabilities = scores.softmax(dim=-1)
+    probabilities = probabilities * keep_mask(probabilities, dropout)
+    return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 
 def _register() -> None:
