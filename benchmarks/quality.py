@@ -46,8 +46,11 @@ SWEEP_SEED = 42
 EXTRA_SEEDS = (43, 44)  # with the sweep's seed-42 run of the chosen setting: 3 seeds
 # One thread: on this shared 2-core machine other jobs keep the load at 4-8; two OpenMP threads then spin at
 # every barrier waiting for each other and a MiniLM step ran 4-5x slower than with one thread (measured).
-TABLE_START = "<!-- quality-tables:start -->"
-TABLE_END = "<!-- quality-tables:end -->"
+TABLE_MARKERS = {
+    "full": ("<!-- quality-tables:start -->", "<!-- quality-tables:end -->"),
+    "large": ("<!-- quality-large-tables:start -->", "<!-- quality-large-tables:end -->"),
+    "smoke": ("<!-- quality-tables:start -->", "<!-- quality-tables:end -->"),
+}
 
 
 @dataclass(frozen=True)
@@ -154,16 +157,45 @@ ABLATIONS: dict[str, list[dict[str, Any]]] = {
     "no-prefix-dropout": [{"prefix_dropout": 0.0}],
     "double-epochs": [{"epochs_factor": 2}],
     "quadruple-epochs": [{"epochs_factor": 4}],  # added after "epochs x2" helped on SST-2 and CoNLL-2004
+    # The paper's layer ablation: the same prefix in the top half of the layers only, or the bottom half.
+    "prefix-layers": [{"prefix_layers": [3, 4, 5]}, {"prefix_layers": [0, 1, 2]}],
 }
 CORE_METHODS = ("finetune", "ptuning-v2", "prompt-tuning")  # the ones the targets name
 ABLATION_TASKS = ("sst2", "superglue-rte", "conll2004")
-# Ablations run on fewer tasks than ABLATION_TASKS (RTE's x4 run did not fit the session that added it).
-ABLATION_ONLY_ON = {"quadruple-epochs": ("sst2", "conll2004")}
 
 
 def ablations_for(task: str) -> list[str]:
     """The ablation names that apply to ``task``."""
-    return [name for name in ABLATIONS if task in ABLATION_ONLY_ON.get(name, ABLATION_TASKS)]
+    return list(ABLATIONS) if task in ABLATION_TASKS else []
+
+
+# A larger budget, the same for both sides, to ask whether more training closes P-tuning v2's gap (the 1x
+# budgets above are CPU-sized). Only the tasks MiniLM can learn (RTE, BoolQ and COPA stay at chance for
+# every method), only the compared methods, and a sweep moved down for fine-tuning (more updates) and
+# around P-tuning v2's 1x choices. Sized for one borrowed GPU: each run 0.5-3 minutes there.
+LARGE_BUDGETS: dict[str, Budget] = {
+    b.task: b
+    for b in (
+        Budget("sst2", "SST-2", "sst2", "dev", ("accuracy",), epochs=2, batch_size=32, max_length=64,
+               note="all 67,349 train sentences; dev = GLUE dev (872)"),
+        Budget("conll2004", "CoNLL-2004", "conll2004", "test", ("f1",), epochs=30, batch_size=16,
+               max_length=128, test_split="test",
+               note="SpERT split (922 / 231 / 288 sentences); entity F1 on test at the best dev epoch"),
+        Budget("conll2003", "CoNLL-2003", "conll2003", "test", ("f1",), epochs=5, batch_size=16,
+               max_length=128, test_split="test",
+               note="all 14,041 train sentences; entity F1 (seqeval) on all 3,453 test sentences at the "
+                    "best dev epoch (dev: all 3,250)"),
+        Budget("squad", "SQuAD v1.1 (part 1)", "squad_v1.1", "dev", ("f1", "exact_match"), epochs=4,
+               batch_size=16, max_length=192, train_split="train-articles", dev_split="eval-articles",
+               task_options={"doc_stride": 48}, in_percent=True,
+               note="all 3,867 questions of articles 0-17; scores every question of articles 18-23"),
+    )
+}  # fmt: skip
+LARGE_SWEEPS: dict[str, list[dict[str, Any]]] = {
+    "finetune": [{"learning_rate": lr} for lr in (2e-5, 5e-5, 1e-4)],
+    "ptuning-v2": [{"learning_rate": lr, "prefix_length": 16} for lr in (1e-2, 3e-2, 1e-1)],
+    "prompt-tuning": [{"learning_rate": 3e-2, "prefix_length": 16}],
+}
 
 
 # Cheapest and most telling first; SQuAD last.
@@ -192,6 +224,8 @@ class Cell:
         if method not in SWEEPS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(SWEEPS)}")
         ablation = phase.removeprefix("ablation-")
+        if phase.startswith("ablation-") and ablation not in ABLATIONS:
+            raise ValueError(f"unknown ablation {ablation!r}; expected one of {', '.join(ABLATIONS)}")
         if phase not in ("sweep", "seeds") and (method != "ptuning-v2" or ablation not in ABLATIONS):
             raise ValueError(
                 f"phase must be sweep, seeds or (for ptuning-v2) ablation-NAME with NAME in "
@@ -200,16 +234,17 @@ class Cell:
         return cls(task, method, phase)
 
 
-def all_cells() -> list[Cell]:
-    """Every cell, in the order --run-all runs them. Per task: every sweep, then the seeds of the three
-    methods the targets compare, then P-tuning v2's ablations, then the seeds of the other two methods."""
+def all_cells(bench: Bench) -> list[Cell]:
+    """Every cell of the bench's scale, in the order --run-all runs them. Per task: every sweep, then the
+    seeds of the methods the targets compare, then P-tuning v2's ablations, then the other seeds."""
     cells = []
-    for task in TASK_ORDER:
-        cells += [Cell(task, method, "sweep") for method in SWEEPS]
-        cells += [Cell(task, method, "seeds") for method in CORE_METHODS]
-        if task in ABLATION_TASKS:
+    methods = bench.sweeps
+    for task in (t for t in TASK_ORDER if t in bench.budgets):
+        cells += [Cell(task, method, "sweep") for method in methods]
+        cells += [Cell(task, method, "seeds") for method in CORE_METHODS if method in methods]
+        if bench.scale != "large":
             cells += [Cell(task, "ptuning-v2", f"ablation-{name}") for name in ablations_for(task)]
-        cells += [Cell(task, method, "seeds") for method in SWEEPS if method not in CORE_METHODS]
+        cells += [Cell(task, method, "seeds") for method in methods if method not in CORE_METHODS]
     return cells
 
 
@@ -221,12 +256,17 @@ class Bench:
     results_dir: Path = RESULTS_DIR
     data_root: Path = DATA_ROOT
     model: str = MODEL
-    scale: str = "full"  # full | smoke
-    threads: int = 1  # torch threads per run (see the note above TABLE_START)
+    scale: str = "full"  # full | large | smoke
+    threads: int = 1  # torch threads per run (see the note above TABLE_MARKERS)
 
     @property
     def budgets(self) -> dict[str, Budget]:
-        return dict(BUDGETS) if self.scale == "full" else smoke_budgets()
+        return {"full": dict(BUDGETS), "large": dict(LARGE_BUDGETS)}.get(self.scale) or smoke_budgets()
+
+    @property
+    def sweeps(self) -> dict[str, list[dict[str, Any]]]:
+        """Each method's sweep at this scale; the methods it lists are the ones this scale runs."""
+        return LARGE_SWEEPS if self.scale == "large" else SWEEPS
 
     def results_file(self, task: str) -> Path:
         return self.results_dir / f"{task}.jsonl"
@@ -270,7 +310,8 @@ def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | Non
     budget = bench.budgets[task]
     records = bench.records(task)
     budget_id = budget.fingerprint(bench.model)
-    runs = [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in SWEEPS[method]]
+    sweep = bench.sweeps[method]
+    runs = [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in sweep]
     if any(r is None for r in runs):
         return None
     best = max(runs, key=lambda r: dev_score(r, budget))
@@ -280,7 +321,7 @@ def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | Non
 def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | None:
     """(setting, seed) pairs the cell consists of; None while the sweep it depends on is unfinished."""
     if cell.phase == "sweep":
-        return [(dict(setting), SWEEP_SEED) for setting in SWEEPS[cell.method]]
+        return [(dict(setting), SWEEP_SEED) for setting in bench.sweeps[cell.method]]
     chosen = chosen_setting(bench, cell.task, cell.method)
     if chosen is None:
         return None
@@ -414,7 +455,7 @@ def _relative_paths(report: dict[str, Any], data_root: Path) -> dict[str, Any]:
 def pending_runs(bench: Bench, tasks: list[str] | None) -> list[tuple[Cell, int]]:
     """Every (cell, run number) that can run now, in --run-all order; cells waiting for a sweep are left out."""
     pending = []
-    for cell in all_cells():
+    for cell in all_cells(bench):
         if tasks and cell.task not in tasks:
             continue
         runs = cell_runs(bench, cell)
@@ -528,11 +569,14 @@ def format_setting(setting: dict[str, Any]) -> str:
         "prefix_length": "P",
         "position_mode": "positions",
         "prefix_dropout": "prefix dropout",
+        "prefix_layers": "prefix on layers",
     }
     parts = []
     for key, value in setting.items():
         if key == "epochs_factor":
             parts.append(f"epochs x{value}")
+        elif isinstance(value, list):
+            parts.append(f"{names.get(key, key)} {value[0]}-{value[-1]}")
         else:
             parts.append(
                 f"{names.get(key, key)} {value:g}"
@@ -551,11 +595,18 @@ def render_tables(bench: Bench) -> str:
         "tasks are slightly optimistic for every method alike). Scores are percentages.",
         "",
     ]
+    if bench.scale == "large":
+        lines += [
+            "**Larger budgets** (`--scale large`): the same protocol with 4-11x the examples of the 1x "
+            "budgets, for the tasks MiniLM can learn and the methods the targets compare.",
+            "",
+        ]
     lines += render_summary(bench)
     for task in TASK_ORDER:
         if task in bench.budgets:
             lines += render_task(bench, task)
-    lines += render_ablations(bench)
+    if bench.scale != "large":
+        lines += render_ablations(bench)
     lines += render_pending(bench)
     return "\n".join(lines).rstrip() + "\n"
 
@@ -568,7 +619,7 @@ def render_summary(bench: Bench) -> list[str]:
     ]
     lines = ["### Summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     means: dict[str, dict[str, float]] = {}
-    for method in SWEEPS:
+    for method in bench.sweeps:
         row = [METHOD_LABELS[method]]
         for task in tasks:
             result = method_result(bench, task, method)
@@ -608,9 +659,9 @@ def render_task(bench: Bench, task: str) -> list[str]:
     ]
     budget_id = budget.fingerprint(bench.model)
     records = bench.records(task)
-    for method in SWEEPS:
+    for method in bench.sweeps:
         sweep = []
-        for setting in SWEEPS[method]:
+        for setting in bench.sweeps[method]:
             run = find_run(records, run_key(task, method, setting, SWEEP_SEED, budget_id))
             score = "pending" if run is None else f"{dev_score(run, budget):.1f}"
             sweep.append(f"{format_setting(setting)}: {score}")
@@ -676,16 +727,16 @@ def render_ablations(bench: Bench) -> list[str]:
 def render_pending(bench: Bench) -> list[str]:
     pending = [
         f"`{cell.name}` ({cell_status(bench, cell)})"
-        for cell in all_cells()
+        for cell in all_cells(bench)
         if cell_status(bench, cell) != "done"
     ]
     if not pending:
         return ["All cells are done."]
-    return [f"**Pending cells ({len(pending)} of {len(all_cells())}):** " + ", ".join(pending) + "."]
+    return [f"**Pending cells ({len(pending)} of {len(all_cells(bench))}):** " + ", ".join(pending) + "."]
 
 
-def update_doc(path: Path, tables: str) -> None:
-    replace_between_markers(path, TABLE_START, TABLE_END, tables)
+def update_doc(path: Path, tables: str, scale: str = "full") -> None:
+    replace_between_markers(path, *TABLE_MARKERS[scale], tables)
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -709,23 +760,29 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=MODEL)
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1, see above)")
     parser.add_argument(
-        "--scale", choices=("full", "smoke"), default="full", help="smoke: a few examples per task (CI)"
+        "--scale",
+        choices=tuple(TABLE_MARKERS),
+        default="full",
+        help="full: the 1x budgets; large: the larger budgets (LARGE_BUDGETS); smoke: a few examples (CI)",
     )
     args = parser.parse_args(argv)
     bench = Bench(args.results_dir, args.data_root, args.model, args.scale, args.threads)
     if args.list:
-        for cell in all_cells():
+        for cell in all_cells(bench):
             print(f"{cell.name:45s} {cell_status(bench, cell)}")
     if args.run is not None and len(args.cell) != 1:
         parser.error("--run needs exactly one --cell")
     for text in args.cell:
-        run_cell(bench, Cell.parse(text), args.run)
+        cell = Cell.parse(text)
+        if cell.method not in bench.sweeps:
+            parser.error(f"scale {bench.scale} runs only {', '.join(bench.sweeps)}; got {cell.method}")
+        run_cell(bench, cell, args.run)
     if args.run_all:
         return run_all(bench, args.tasks, args.jobs, args.deadline)
     if args.table:
         tables = render_tables(bench)
         if args.update_doc:
-            update_doc(args.update_doc, tables)
+            update_doc(args.update_doc, tables, args.scale)
         print(tables)
     if not (args.list or args.cell or args.run_all or args.table):
         parser.print_help()

@@ -81,7 +81,9 @@ def test_quality_run_all_runs_jobs_in_parallel_and_waits_for_sweeps(
     common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
     common += ["--model", tiny_model]
     monkeypatch.setattr(
-        quality, "all_cells", lambda: [quality.Cell("sst2", "linear-probe", p) for p in ("sweep", "seeds")]
+        quality,
+        "all_cells",
+        lambda bench: [quality.Cell("sst2", "linear-probe", p) for p in ("sweep", "seeds")],
     )
 
     assert quality.main([*common, "--run-all", "--jobs", "2"]) == 0
@@ -101,6 +103,36 @@ def test_quality_rejects_a_malformed_cell():
         quality.Cell.parse("sst2:ptuning-v2")
     with pytest.raises(ValueError, match="unknown method"):
         quality.Cell.parse("sst2:adapters:sweep")
+    with pytest.raises(ValueError, match="unknown ablation"):
+        quality.Cell.parse("sst2:ptuning-v2:ablation-more-layers")
+
+
+def test_quality_large_scale_has_its_own_budgets_cells_and_doc_section(tmp_path, capsys):
+    quality = load_benchmark("quality")
+    large = quality.Bench(tmp_path, tmp_path, "minilm", "large")
+    full = quality.Bench(tmp_path, tmp_path, "minilm", "full")
+    cells = quality.all_cells(large)
+    assert {c.task for c in cells} == set(quality.LARGE_BUDGETS)
+    assert {c.method for c in cells} == set(quality.LARGE_SWEEPS) and all(
+        c.phase in ("sweep", "seeds") for c in cells
+    )
+    for task, budget in quality.LARGE_BUDGETS.items():  # a different budget, so results never mix
+        assert budget.fingerprint("minilm") != quality.BUDGETS[task].fingerprint("minilm")
+    assert any(c.phase == "ablation-prefix-layers" for c in quality.all_cells(full))
+    with pytest.raises(SystemExit):
+        quality.main(
+            ["--scale", "large", "--results-dir", str(tmp_path), "--cell", "sst2:linear-probe:sweep"]
+        )
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(
+        "a\n<!-- quality-tables:start -->\nold 1x\n<!-- quality-tables:end -->\n"
+        "<!-- quality-large-tables:start -->\nold large\n<!-- quality-large-tables:end -->\n"
+    )
+    capsys.readouterr()
+    quality.main(["--scale", "large", "--results-dir", str(tmp_path), "--table", "--update-doc", str(doc)])
+    text = doc.read_text()
+    assert "old 1x" in text and "old large" not in text and "Larger budgets" in text
+    assert "all 67,349 train sentences" in text and "ablations" not in text
 
 
 def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
