@@ -10,12 +10,13 @@ import numpy as np
 import pytest
 
 from ptuning.tasks.base import DataError, HeadKind
+from ptuning.tasks.srl import TASKS as SRL_TASKS
+from ptuning.tasks.srl import Conll2005SrlTask
 from ptuning.tasks.tag_schemes import Scheme, TagError, detect_scheme, entity_scores, entity_spans, to_iob2
 from ptuning.tasks.tagging import (
     TASKS,
     Conll2003Task,
     Conll2004Task,
-    Conll2005SrlTask,
     GenericNerTask,
     OntoNotesTask,
 )
@@ -387,7 +388,7 @@ def test_srl_marks_the_predicate_as_a_second_segment_and_scores_without_v(tokeni
 
 
 def test_every_tagging_task_is_registered_by_class():
-    names = {task.name for task in TASKS}
+    names = {task.name for task in TASKS + SRL_TASKS}
     assert names == {"conll2003", "conll2004", "ontonotes", "ner-generic", "conll2005-srl", "conll2012-srl"}
 
 

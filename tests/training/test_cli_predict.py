@@ -8,7 +8,7 @@ import pytest
 from training_tiny import run_cli, train_args
 
 from ptuning.cli import main
-from ptuning.tasks.classification import Sst2
+from ptuning.tasks.glue import Sst2
 from ptuning.tasks.readers import Table
 from ptuning.training.predict import examples_from_records, input_format, jsonable
 

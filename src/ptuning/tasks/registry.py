@@ -14,7 +14,7 @@ from typing import Any
 
 from ptuning.tasks.base import Task
 
-TASK_MODULES = ("classification", "tagging", "qa")
+TASK_MODULES = ("glue", "superglue", "csv_tasks", "tagging", "srl", "qa")
 OPTIONAL_TASK_MODULES = ("generative",)  # imported only when the module exists
 
 _registry: dict[str, type[Task] | Task] | None = None

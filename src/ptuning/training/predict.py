@@ -25,8 +25,9 @@ from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.qa import QaTask
 from ptuning.tasks.readers import Table, parse_jsonl, parse_text_lines
 from ptuning.tasks.registry import get_task
+from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tag_schemes import split_tag
-from ptuning.tasks.tagging import SrlTask, TaggingTask
+from ptuning.tasks.tagging import TaggingTask
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
