@@ -54,6 +54,7 @@ from doc_tables import replace_between_markers
 
 from ptuning.core.backbones import load_backbone, resolve_model_path
 from ptuning.core.config import PrefixConfig
+from ptuning.core.injection.attention_interface import AttentionInterfaceInjector
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
@@ -619,12 +620,15 @@ def measure_memory(
 
 # ------------------------------------------------------------------------------------------- scaling
 class NoPrefixModel(torch.nn.Module):
-    """P = 0 with the same work as P-tuning v2 minus the prefix: frozen backbone, and a backward pass through
-    every layer (the embeddings' output is made to require a gradient, as a prefix at layer 0 would)."""
+    """P = 0 with the same work as P-tuning v2 minus the prefix: frozen backbone, the same attention
+    function (the prefix-aware wrapper, which without a prefix runs sdpa, or on CPU in training the cheaper
+    dropout mask), and a backward pass through every layer (the embeddings' output is made to require a
+    gradient, as a prefix at layer 0 would)."""
 
     def __init__(self, folder: str) -> None:
         super().__init__()
         backbone, _ = load_backbone(folder)
+        AttentionInterfaceInjector(backbone)
         self.model = PromptModel(backbone, "linear-probe")
         self.model.add_task("task", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
         backbone.embeddings.register_forward_hook(
