@@ -261,7 +261,9 @@ class Bench:
 
     @property
     def budgets(self) -> dict[str, Budget]:
-        return {"full": dict(BUDGETS), "large": dict(LARGE_BUDGETS)}.get(self.scale) or smoke_budgets()
+        if self.scale == "smoke":
+            return smoke_budgets()
+        return dict(LARGE_BUDGETS if self.scale == "large" else BUDGETS)
 
     @property
     def sweeps(self) -> dict[str, list[dict[str, Any]]]:

@@ -772,11 +772,15 @@ def plot_scaling(result: dict[str, Any], path: Path) -> None:
 # ------------------------------------------------------------------------------------------- profile
 SCOPES = ("collate", "forward", "backward", "optimizer", "prefix build", "mask extension")
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm")
+# torch's dropout draws with bernoulli_; FastDropout's masks come from randint, i.e. random_
+RANDOM_OPS = ("aten::bernoulli_", "aten::random_")
 
 
 def op_category(name: str) -> str:
     if name in GEMM_OPS:
         return "GEMM"
+    if name in RANDOM_OPS:
+        return "dropout mask"
     if "scaled_dot_product" in name or "softmax" in name:
         return "attention"
     return "other"

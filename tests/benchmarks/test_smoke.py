@@ -155,6 +155,9 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     assert memory["probes"][0]["peak_rss_mb"] >= memory["probes"][0]["rss_after_load_mb"] > 0
     profile = json.loads((results / "profile-smoke.json").read_text())
     assert profile["systems"]["ours"]["breakdown_ms_per_step"]["forward|GEMM"] > 0
+    assert (
+        profile["systems"]["ours"]["breakdown_ms_per_step"]["forward|dropout mask"] > 0
+    )  # the model has 0.1
     assert (results / "scaling.png").stat().st_size > 0
 
 
@@ -165,3 +168,20 @@ def test_step_flops_counts_frozen_backward_as_twice_the_projections():
     attention = 4 * 3 * (2 + 3) * 4  # one sequence of 3 tokens, P = 2, forward
     assert speed.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
     assert speed.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
+
+
+def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):
+    dropout_ab = load_benchmark("dropout_ab")
+    output = tmp_path / "dropout-ab.json"
+    options = ["--set", f"model={tiny_model}", "--set", "epochs=1", "--set", "max_train_samples=8"]
+    assert (
+        dropout_ab.main(
+            ["--seeds", "42", "--data", str(data_root / "sst2"), "--output", str(output), *options]
+        )
+        == 0
+    )
+    result = json.loads(output.read_text())
+    assert set(result["runs"]) == {"torch", "fast"} and result["overrides"]["epochs"] == 1
+    for runs in result["runs"].values():
+        assert [r["seed"] for r in runs] == [42]
+        assert 0.0 <= runs[0]["dev_accuracy"] <= 1.0 and runs[0]["train_examples_per_second"] > 0

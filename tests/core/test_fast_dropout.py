@@ -70,17 +70,16 @@ def test_non_contiguous_and_inplace_inputs() -> None:
     assert FastDropout(0.5, inplace=True).train()(y) is y and (y == 0).any()
 
 
-def test_prompt_model_replaces_every_backbone_dropout_module_keeping_its_rate() -> None:
+def _tiny_bert(hidden_dropout: float, attention_dropout: float) -> BertModel:
     config = BertConfig(
-        vocab_size=50,
-        hidden_size=16,
-        num_hidden_layers=2,
-        num_attention_heads=2,
-        intermediate_size=32,
-        hidden_dropout_prob=0.15,
-        attention_probs_dropout_prob=0.05,
-    )
-    backbone = BertModel(config)
+        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+        hidden_dropout_prob=hidden_dropout, attention_probs_dropout_prob=attention_dropout,
+    )  # fmt: skip
+    return BertModel(config)
+
+
+def test_prompt_model_replaces_every_backbone_dropout_module_keeping_its_rate() -> None:
+    backbone = _tiny_bert(hidden_dropout=0.15, attention_dropout=0.05)
     rates_before = {name: m.p for name, m in backbone.named_modules() if isinstance(m, nn.Dropout)}
     model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
     model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
@@ -98,12 +97,8 @@ def test_use_fast_dropout_counts_what_it_replaced() -> None:
 
 def _bert_with_attention_dropout() -> PromptModel:
     torch.manual_seed(0)
-    config = BertConfig(
-        vocab_size=50, hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
-        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.3,
-    )  # fmt: skip
     model = PromptModel(
-        BertModel(config),
+        _tiny_bert(hidden_dropout=0.0, attention_dropout=0.3),
         "ptuning-v2",
         PrefixConfig(prefix_length=3, dropout=0.0, init_std=1.0),
         head_dropout=0.0,

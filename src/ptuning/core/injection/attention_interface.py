@@ -76,7 +76,7 @@ def _with_prefix(base: str) -> Callable[..., Any]:
 
 def _takes_cheap_dropout(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
     """Training an encoder on CPU with attention dropout: sdpa would run its math path with a Bernoulli
-    mask per element (15 of 223 ms of a MiniLM step, docs/BENCHMARKS.md); the same math with
+    mask per element (part of the dropout-mask cost in docs/BENCHMARKS.md, profile); the same math with
     ``core.dropout``'s cheaper mask is exact otherwise. Anything less plain (causal, GQA, position bias,
     float masks) stays with sdpa."""
     return (
