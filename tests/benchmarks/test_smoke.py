@@ -146,7 +146,7 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
-    expected = systems if speed.peft_available() else ["ours", "reference"]
+    expected = systems if load_benchmark("speed_common").peft_available() else ["ours", "reference"]
     assert throughput["systems"] == expected
     for mode in ("train", "infer"):
         assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
@@ -162,12 +162,12 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
 
 
 def test_step_flops_counts_frozen_backward_as_twice_the_projections():
-    speed = load_benchmark("speed")
-    shape = speed.Shape(layers=1, hidden=4, intermediate=8)
+    flops = load_benchmark("speed_flops")
+    shape = flops.Shape(layers=1, hidden=4, intermediate=8)
     projections = 2 * (4 * 4**2 + 2 * 4 * 8)  # per token, forward
     attention = 4 * 3 * (2 + 3) * 4  # one sequence of 3 tokens, P = 2, forward
-    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
-    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
+    assert flops.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
+    assert flops.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
 
 
 def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):
