@@ -10,6 +10,10 @@ Systems (all P-tuning v2 with a 16-slot prefix, batch 32 for training and 64 for
     peft-trainer-dynamic
                     (a') the same, with HF's dynamic-padding collator (DataCollatorWithPadding /
                     DataCollatorForTokenClassification) and Trainer's random batches
+    peft-trainer-grouped
+                    (a'') the same, with length-grouped batches as well
+                    (``TrainingArguments(train_sampling_strategy="group_by_length")``): what a careful user
+                    runs, and the baseline the headline names
     peft-our-batching
                     (b) the same PEFT model in our loop with our batching: isolates the prefix mechanism
     reference       (c) the reference P-tuning v2 recipe on our core: every batch padded to 128, eager
@@ -25,10 +29,11 @@ is measured per system in a fresh subprocess.
     python benchmarks/speed.py --scaling                      # step time vs prefix length and vs length
     python benchmarks/speed.py --profile sst2-minilm
     python benchmarks/speed.py --accuracy                     # (a) vs ours at equal budget on SST-2
+    python benchmarks/speed.py --time-to-target sst2 conll2003  # ours vs (a'') to 80 % acc / 70 F1 on dev
     python benchmarks/speed.py --table --update-doc docs/BENCHMARKS.md
 
 This file is only the command line: each question lives in its own module beside it (speed_throughput.py,
-speed_memory.py, speed_profile.py, speed_scaling.py, speed_accuracy.py; systems in speed_systems.py, FLOP
+speed_memory.py, speed_profile.py, speed_scaling.py, speed_accuracy.py, speed_time_to_target.py; systems in speed_systems.py, FLOP
 counting in speed_flops.py, shared data and constants in speed_common.py, the doc tables in speed_report.py).
 """
 
@@ -49,6 +54,7 @@ from speed_report import render_tables, replot, update_doc
 from speed_scaling import measure_scaling, plot_scaling
 from speed_systems import SYSTEMS, available_systems
 from speed_throughput import measure_throughput
+from speed_time_to_target import BUDGETS, LEARNING_RATES, measure_time_to_target, smoke_budget
 
 from ptuning.core.backbones import resolve_model_path
 
@@ -67,6 +73,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--accuracy", action="store_true")
     parser.add_argument("--accuracy-examples", type=int, default=4000)
     parser.add_argument("--accuracy-epochs", type=float, default=3.0)
+    parser.add_argument("--time-to-target", nargs="*", choices=list(BUDGETS), metavar="TASK")
+    parser.add_argument("--target-learning-rates", nargs="+", type=float, default=list(LEARNING_RATES))
+    parser.add_argument("--target-seeds", nargs="+", type=int, default=[42])
+    parser.add_argument("--target-max-steps", type=int, help="override the step budget")
+    parser.add_argument("--target-score", type=float, help="override the target (a fraction, e.g. 0.8)")
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="a subset of the systems")
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
     parser.add_argument("--table", action="store_true")
@@ -142,6 +153,24 @@ def main(argv: list[str] | None = None) -> int:
             args.results_dir / "accuracy.json",
             measure_accuracy(args.data_root, args.accuracy_examples, args.accuracy_epochs),
         )
+    if args.time_to_target is not None:
+        for task in args.time_to_target or list(BUDGETS):
+            budget = smoke_budget(task) if args.smoke else BUDGETS[task]
+            if args.target_score is not None or args.target_max_steps:
+                budget = replace(
+                    budget,
+                    target=budget.target if args.target_score is None else args.target_score,
+                    max_steps=args.target_max_steps or budget.max_steps,
+                )
+            measure_time_to_target(
+                budget,
+                args.smoke or resolve_model_path("minilm"),
+                args.data_root,
+                args.results_dir / f"time-to-target-{task}.jsonl",
+                [n for n in ("ours", "peft-trainer-grouped") if n in args.systems],
+                args.target_learning_rates,
+                args.target_seeds,
+            )
     if args.table:
         replot(args.results_dir)
         tables = render_tables(args.results_dir)

@@ -11,6 +11,7 @@ from speed_memory import render_memory
 from speed_profile import render_profile
 from speed_scaling import plot_scaling, render_scaling
 from speed_throughput import render_throughput
+from speed_time_to_target import read_records, render_time_to_target
 
 TABLE_START = "<!-- speed-tables:start -->"
 TABLE_END = "<!-- speed-tables:end -->"
@@ -25,6 +26,8 @@ def render_tables(results_dir: Path) -> str:
         lines += render_memory(json.loads(path.read_text()))
     for path in sorted(results_dir.glob("accuracy*.json")):
         lines += render_accuracy(json.loads(path.read_text()))
+    for path in sorted(results_dir.glob("time-to-target-*.jsonl")):
+        lines += render_time_to_target(read_records(path))
     for path in sorted(results_dir.glob("scaling*.json")):
         lines += render_scaling(json.loads(path.read_text()), path.with_suffix(".png").name)
     for path in sorted(results_dir.glob("profile-*.json")):

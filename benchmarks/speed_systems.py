@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -30,19 +32,21 @@ from ptuning.training.inference import feature_length, predict_outputs
 
 SYSTEMS = (
     "ours",
+    "peft-trainer-grouped",
     "peft-trainer",
     "peft-trainer-dynamic",
     "peft-our-batching",
     "reference",
     "ours-no-dropout",
 )
-BASELINE = "peft-trainer"
+BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
 
 
 SYSTEM_LABELS = {
     "ours": "ours (sdpa, dynamic padding, length-grouped)",
     "peft-trainer": "(a) PEFT + Trainer, padded to 128",
     "peft-trainer-dynamic": "(a') PEFT + Trainer, DataCollatorWithPadding",
+    "peft-trainer-grouped": "(a'') PEFT + Trainer, DataCollatorWithPadding + group_by_length",
     "peft-our-batching": "(b) PEFT, our batching",
     "reference": "(c) reference recipe: pad 128, eager",
     "ours-no-dropout": "ours without prefix dropout (PEFT has none)",
@@ -198,54 +202,121 @@ class PeftOurBatchingSystem:
         return Round(seconds, len(self.data.dev), sum(b * t for b, t in shapes), shapes)
 
 
+@dataclass(frozen=True)
+class TrainerLayout:
+    """How a PEFT + Trainer user feeds the batches: the only difference between (a), (a') and (a'')."""
+
+    dynamic_padding: bool  # HF's padding collator, instead of every row padded to max_length
+    group_by_length: (
+        bool  # train_sampling_strategy="group_by_length" (transformers 5 has no group_by_length flag)
+    )
+
+
+TRAINER_LAYOUTS = {
+    "peft-trainer": TrainerLayout(dynamic_padding=False, group_by_length=False),
+    "peft-trainer-dynamic": TrainerLayout(dynamic_padding=True, group_by_length=False),
+    "peft-trainer-grouped": TrainerLayout(dynamic_padding=True, group_by_length=True),
+}
+
+
+def trainer_collator(layout: TrainerLayout, folder: str, kind: HeadKind) -> Callable[..., Any]:
+    """HF's dynamic-padding collator for the task kind, or ``default_data_collator`` for pre-padded rows."""
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        default_data_collator,
+    )
+
+    if not layout.dynamic_padding:
+        return default_data_collator
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    token_level = kind is HeadKind.TOKEN_CLASSIFICATION
+    return (DataCollatorForTokenClassification if token_level else DataCollatorWithPadding)(tokenizer)
+
+
+def make_trainer(
+    model: torch.nn.Module,
+    layout: TrainerLayout,
+    collator: Callable[..., Any],
+    train_features: list[dict[str, Any]],
+    work_dir: Path,
+    workload: Workload,
+    seed: int,
+    learning_rate: float = LEARNING_RATE,
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    callbacks: tuple[Any, ...] = (),
+):
+    """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler."""
+    from transformers import Trainer, TrainingArguments
+
+    arguments = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=workload.batch_size,
+        per_device_eval_batch_size=workload.eval_batch_size,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        max_steps=max_steps or -1,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        train_sampling_strategy="group_by_length" if layout.group_by_length else "random",
+    )
+    return Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_features,
+        data_collator=collator,
+        callbacks=list(callbacks),
+    )
+
+
 class PeftTrainerSystem:
-    """(a) / (a'): PEFT + HF Trainer; ``dynamic`` picks HF's padding collator instead of max_length."""
+    """(a) / (a') / (a''): PEFT + HF Trainer, fed as ``layout`` says (padding, then length grouping)."""
 
-    def __init__(self, folder: str, data: Data, workload: Workload, dynamic: bool = False) -> None:
-        from transformers import (
-            AutoTokenizer,
-            DataCollatorForTokenClassification,
-            DataCollatorWithPadding,
-            default_data_collator,
-        )
-
+    def __init__(
+        self,
+        folder: str,
+        data: Data,
+        workload: Workload,
+        layout: TrainerLayout = TRAINER_LAYOUTS["peft-trainer"],
+    ) -> None:
         self.model = build_peft_model(folder, data)
         self.data = data
         self.workload = workload
-        self.dynamic = dynamic
-        if dynamic:
-            tokenizer = AutoTokenizer.from_pretrained(folder)
-            token_level = data.kind is HeadKind.TOKEN_CLASSIFICATION
-            self.collator = (DataCollatorForTokenClassification if token_level else DataCollatorWithPadding)(
-                tokenizer
-            )
+        self.layout = layout
+        self.dynamic = layout.dynamic_padding
+        self.collator = trainer_collator(layout, folder, data.kind)
+        if self.dynamic:
             self.train_features, self.dev_features = data.train, data.dev
         else:
-            self.collator = default_data_collator
             self.train_features = pad_features(data.train, data.pad_id)
             self.dev_features = pad_features(data.dev, data.pad_id)
         self.work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-trainer-"))
 
-    def trainer(self, seed: int, epochs: float = 1.0, train_features=None):
-        from transformers import Trainer, TrainingArguments
-
-        arguments = TrainingArguments(
-            output_dir=str(self.work_dir),
-            per_device_train_batch_size=self.workload.batch_size,
-            per_device_eval_batch_size=self.workload.eval_batch_size,
-            learning_rate=LEARNING_RATE,
-            num_train_epochs=epochs,
-            seed=seed,
-            report_to="none",
-            save_strategy="no",
-            disable_tqdm=True,
-            use_cpu=True,
-        )
-        return Trainer(
-            model=self.model,
-            args=arguments,
-            train_dataset=train_features or self.train_features,
-            data_collator=self.collator,
+    def trainer(
+        self,
+        seed: int,
+        epochs: float = 1.0,
+        learning_rate: float = LEARNING_RATE,
+        max_steps: int | None = None,
+        callbacks: tuple[Any, ...] = (),
+    ):
+        return make_trainer(
+            self.model,
+            self.layout,
+            self.collator,
+            self.train_features,
+            self.work_dir,
+            self.workload,
+            seed,
+            learning_rate,
+            epochs,
+            max_steps,
+            callbacks,
         )
 
     def train_round(self, seed: int) -> Round:
@@ -278,8 +349,8 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
         return PromptSystem(folder, data, workload, reference=True)
     if name == "peft-our-batching":
         return PeftOurBatchingSystem(folder, data, workload)
-    if name in ("peft-trainer", "peft-trainer-dynamic"):
-        return PeftTrainerSystem(folder, data, workload, dynamic=name.endswith("dynamic"))
+    if name in TRAINER_LAYOUTS:
+        return PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS[name])
     raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
 
 
