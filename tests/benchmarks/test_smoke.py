@@ -140,13 +140,13 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     results = tmp_path / "results"
     common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
     common += ["--work-dir", str(tmp_path / "work"), "--threads", "1"]
-    systems = ["ours", "reference", "peft-our-batching", "peft-trainer"]
+    systems = ["ours", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
 
     speed.main([*common, "--throughput", "--profile", "--scaling", "--systems", *systems])
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
-    expected = systems if speed.peft_available() else ["ours", "reference"]
+    expected = systems if load_benchmark("speed_common").peft_available() else ["ours", "reference"]
     assert throughput["systems"] == expected
     for mode in ("train", "infer"):
         assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
@@ -161,13 +161,97 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     assert (results / "scaling.png").stat().st_size > 0
 
 
-def test_step_flops_counts_frozen_backward_as_twice_the_projections():
+def test_time_to_target_stops_at_the_first_evaluation_that_reaches_it(
+    tiny_model, data_root, tmp_path, capsys
+):
     speed = load_benchmark("speed")
-    shape = speed.Shape(layers=1, hidden=4, intermediate=8)
+    results = tmp_path / "results"
+    common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
+    common += ["--work-dir", str(tmp_path / "work"), "--threads", "1", "--target-learning-rates", "0.01"]
+
+    speed.main([*common, "--time-to-target", "sst2", "--target-score", "0"])  # any score reaches 0
+    speed.main([*common, "--time-to-target", "sst2", "--target-score", "0"])  # in the file already: skipped
+    reached = [json.loads(line) for line in (results / "time-to-target-sst2.jsonl").read_text().splitlines()]
+    peft = load_benchmark("speed_common").peft_available()
+    assert [r["system"] for r in reached] == (["ours", "peft-trainer-grouped"] if peft else ["ours"])
+    for record in reached:  # the smoke budget: 8 steps, an evaluation every 4
+        assert record["reached"] and record["steps_to_target"] == 4 and record["steps"] == 4
+        assert record["seconds_to_target"] == record["evaluations"][0]["train_seconds"] > 0
+
+    (results / "time-to-target-sst2.jsonl").unlink()
+    speed.main([*common, "--time-to-target", "sst2", "--target-score", "1.01", "--table"])
+    missed = [json.loads(line) for line in (results / "time-to-target-sst2.jsonl").read_text().splitlines()]
+    for record in missed:
+        assert not record["reached"] and record["seconds_to_target"] is None and record["steps"] == 8
+        assert [e["step"] for e in record["evaluations"]] == [4, 8]
+        assert 0.0 <= record["best_score"] <= 1.0
+    tables = capsys.readouterr().out
+    assert "#### Time to 101.0 dev accuracy: sst2" in tables and "| not reached within budget |" in tables
+    if not peft:
+        assert "(a''): no runs in this file. PEFT cannot run here" in tables
+
+
+def test_target_watch_counts_training_time_only_and_evaluates_on_schedule():
+    ttt = load_benchmark("speed_time_to_target")
+    budget = ttt.Budget("sst2", "accuracy", 0.8, None, None, max_steps=5, eval_every=2)
+    ticks = iter([100.0, 110.0, 115.0, 130.0, 140.0, 150.0, 152.0])  # start, then (before, after) each eval
+    scores = iter([0.5, 0.9, 0.7])
+    watch = ttt.TargetWatch(budget, lambda: next(scores), clock=lambda: next(ticks))
+    watch.start()
+    assert [watch.after_step(step) for step in range(1, 6)] == [False, False, False, True, False]
+    assert watch.evaluations == [
+        {"step": 2, "train_seconds": 10.0, "score": 0.5},
+        {"step": 4, "train_seconds": 25.0, "score": 0.9},  # the 5 s of the first evaluation left out
+        {"step": 5, "train_seconds": 35.0, "score": 0.7},  # the last step is always evaluated
+    ]
+    assert watch.first_reached()["step"] == 4
+
+
+def test_fastest_learning_rate_must_reach_the_target_in_every_seed():
+    ttt = load_benchmark("speed_time_to_target")
+    run = lambda rate, seconds: {  # noqa: E731
+        "learning_rate": rate,
+        "reached": seconds is not None,
+        "seconds_to_target": seconds,
+    }
+    records = [run(0.01, 30.0), run(0.01, 50.0), run(0.03, 10.0), run(0.03, None), run(0.003, 35.0)]
+    records.append(run(0.003, 60.0))
+    assert ttt.fastest(records) == (0.01, 40.0)
+    assert ttt.fastest([run(0.01, None)]) is None
+
+
+def test_careful_trainer_layout_groups_batches_by_length(tiny_model, tmp_path):
+    """(a''): DataCollatorWithPadding + train_sampling_strategy="group_by_length" (no PEFT needed to check)."""
+    from transformers import AutoModelForSequenceClassification
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    systems = load_benchmark("speed_systems")
+    common = load_benchmark("speed_common")
+    features = [{"input_ids": [101] + [1000 + n] * n + [102], "labels": n % 2} for n in range(1, 65)]
+    features = [features[(7 * i) % 64] for i in range(64)]  # lengths 3..66, shuffled
+    workload = common.Workload("t", "sst2", tiny_model, 64, 0, repeats=1, batch_size=4)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    widths = {}
+    for name in ("peft-trainer-grouped", "peft-trainer-dynamic"):
+        layout = systems.TRAINER_LAYOUTS[name]
+        collator = systems.trainer_collator(layout, tiny_model, systems.HeadKind.CLASSIFICATION)
+        trainer = systems.make_trainer(model, layout, collator, features, tmp_path / name, workload, seed=0)
+        batches = list(trainer.get_train_dataloader())
+        assert sorted(len(b["input_ids"]) for b in batches) == [4] * 16
+        widths[name] = [b["input_ids"].shape[1] - int(b["attention_mask"].sum(1).min()) for b in batches]
+        if name == "peft-trainer-grouped":
+            assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
+    # HF sorts by length within random "megabatches" (here 4 batches): padding shrinks, it does not vanish
+    assert 2 * sum(widths["peft-trainer-grouped"]) < sum(widths["peft-trainer-dynamic"])
+
+
+def test_step_flops_counts_frozen_backward_as_twice_the_projections():
+    flops = load_benchmark("speed_flops")
+    shape = flops.Shape(layers=1, hidden=4, intermediate=8)
     projections = 2 * (4 * 4**2 + 2 * 4 * 8)  # per token, forward
     attention = 4 * 3 * (2 + 3) * 4  # one sequence of 3 tokens, P = 2, forward
-    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
-    assert speed.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
+    assert flops.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
+    assert flops.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
 
 
 def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):

@@ -1,0 +1,145 @@
+"""What every speed benchmark shares: the workloads, their data, the PEFT check, where results go."""
+
+from __future__ import annotations
+
+import importlib.util
+import inspect
+import json
+import os
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ptuning.core.backbones import resolve_model_path
+from ptuning.core.kinds import HeadKind
+from ptuning.tasks.registry import get_task
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results" / "speed"
+DATA_ROOT = REPO.parent / "shared" / "data"
+PREFIX_LENGTH = 16
+MAX_LENGTH = 128
+LEARNING_RATE = 1e-2
+MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
+PEFT_MISSING = (
+    "PEFT cannot run here (not installed: pip install --no-deps peft==0.21.2; or transformers >= 5.24, whose "
+    "`cache` argument PEFT 0.21.2 does not know): its rows are skipped"
+)
+BERT_BASE = "bert-base-random"
+
+
+@dataclass(frozen=True)
+class Workload:
+    """Which data and backbone a throughput measurement runs on, and how much of it per round."""
+
+    name: str
+    task: str  # sst2 | conll2003
+    backbone: str  # minilm | bert-base-random (BERT-base shape, random weights, MiniLM's tokenizer)
+    train_examples: int  # a fixed random sample of the train split, processed once per round
+    eval_examples: int  # the first N of the dev split
+    repeats: int
+    warmup: int = 1
+    batch_size: int = 32
+    eval_batch_size: int = 64
+
+
+WORKLOADS = {
+    w.name: w
+    for w in (
+        Workload("sst2-minilm", "sst2", "minilm", train_examples=256, eval_examples=512, repeats=5),
+        Workload("conll2003-minilm", "conll2003", "minilm", train_examples=256, eval_examples=512, repeats=5),
+        Workload("sst2-bert-base", "sst2", BERT_BASE, train_examples=64, eval_examples=128, repeats=3),
+        Workload("conll2003-bert-base", "conll2003", BERT_BASE, train_examples=64, eval_examples=128, repeats=3),
+    )
+}  # fmt: skip
+
+
+def peft_available() -> bool:
+    """PEFT is installed and can run prefix tuning here: it passes the prefix as ``past_key_values``, which
+    transformers 5.24 renamed to ``cache`` (PEFT 0.21.2 then raises "Model does not support past key
+    values"), so the PEFT systems run on transformers <= 5.23 only."""
+    if importlib.util.find_spec("peft") is None:
+        return False
+    from transformers import BertModel
+
+    return "past_key_values" in inspect.signature(BertModel.forward).parameters
+
+
+# ------------------------------------------------------------------------------------------- data
+@dataclass
+class Data:
+    task: Any
+    label_names: list[str]
+    kind: HeadKind
+    train: list[dict[str, Any]]
+    dev: list[dict[str, Any]]
+    pad_id: int
+
+
+def load_data(workload: Workload, tokenizer: Any, data_root: Path) -> Data:
+    """Features of a fixed random train sample and of the first dev examples, max_length 128."""
+    task = get_task(workload.task)
+    data_dir = str(data_root / workload.task)
+    train_examples, _ = task.read(data_dir, "train")
+    sample = np.random.default_rng(0).permutation(len(train_examples))[: workload.train_examples]
+    train, _ = task.featurize([train_examples[i] for i in sorted(sample)], tokenizer, MAX_LENGTH)
+    dev_examples, _ = task.read(data_dir, "dev")
+    dev, _ = task.featurize(dev_examples[: workload.eval_examples], tokenizer, MAX_LENGTH)
+    strip = lambda features: [{k: f[k] for k in MODEL_KEYS if k in f} for f in features]  # noqa: E731
+    return Data(task, list(task.label_names), task.head, strip(train), strip(dev), tokenizer.pad_token_id)
+
+
+def pad_features(
+    features: list[dict[str, Any]], pad_id: int, length: int = MAX_LENGTH
+) -> list[dict[str, Any]]:
+    """Every sequence padded to ``length`` (what ``padding="max_length"`` gives), labels with -100."""
+    values = {"input_ids": pad_id, "attention_mask": 0, "token_type_ids": 0, "labels": -100}
+    padded = []
+    for feature in features:
+        row = dict(feature)
+        size = len(row["input_ids"])
+        row.setdefault("attention_mask", [1] * size)
+        for key, pad in values.items():
+            if key in row and isinstance(row[key], list):
+                row[key] = row[key] + [pad] * (length - len(row[key]))
+        padded.append(row)
+    return padded
+
+
+def model_folder(backbone: str, work_dir: Path) -> str:
+    """A folder from_pretrained can read: the packaged MiniLM, or a random BERT-base saved once."""
+    if backbone != BERT_BASE:
+        return resolve_model_path(backbone)
+    folder = work_dir / BERT_BASE
+    if not (folder / "config.json").is_file():
+        from transformers import AutoTokenizer, BertConfig, BertModel
+
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
+        torch.manual_seed(0)
+        BertModel(BertConfig(vocab_size=len(tokenizer)), add_pooling_layer=True).save_pretrained(folder)
+        tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def load_average() -> float:
+    return os.getloadavg()[0]
+
+
+def environment() -> dict[str, Any]:
+    import transformers
+
+    versions = {"torch": torch.__version__, "transformers": transformers.__version__}
+    if peft_available():
+        import peft
+
+        versions["peft"] = peft.__version__
+    return {"versions": versions, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count()}
+
+
+def write(path: Path, result: dict[str, Any]) -> None:
+    path.write_text(json.dumps(result, indent=1) + "\n")
+    print(f"wrote {path}", flush=True)

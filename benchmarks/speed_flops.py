@@ -1,0 +1,55 @@
+"""How many FLOPs a round did and how fast this machine multiplies matrices: the GEMM-efficiency column."""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+
+import torch
+
+
+@dataclass(frozen=True)
+class Shape:
+    """The matmul shape of a BERT-like encoder."""
+
+    layers: int
+    hidden: int
+    intermediate: int
+
+    @classmethod
+    def of(cls, folder: str) -> Shape:
+        from transformers import AutoConfig
+
+        config = AutoConfig.from_pretrained(folder)
+        return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size)
+
+
+def step_flops(shape: Shape, batches: list[tuple[int, int]], prefix: int, training: bool) -> float:
+    """Analytic FLOPs of the encoder's matmuls over these (batch, length) shapes.
+
+    Forward, per layer: the Q, K, V, O and FFN projections cost 2 x (4 H^2 + 2 H I) per token, and attention
+    2 x 2 x T x (P + T) x H per sequence (Q K^T and probabilities x V). Training through a *frozen* backbone
+    computes input gradients only (one more GEMM per projection, no weight gradients): projections x2 in
+    total, i.e. ~4 x params x tokens instead of fine-tuning's ~6 x; attention backward has four matmuls
+    (gradients of Q, K, V and of the probabilities), so attention x3. Embeddings, norms, activations and the
+    head are not counted (they are not GEMMs).
+    """
+    linear_per_token = 2 * (4 * shape.hidden**2 + 2 * shape.hidden * shape.intermediate)
+    linear = attention = 0.0
+    for batch, length in batches:
+        linear += shape.layers * linear_per_token * batch * length
+        attention += shape.layers * 4 * batch * length * (prefix + length) * shape.hidden
+    return 2 * linear + 3 * attention if training else linear + attention
+
+
+def gemm_rate(size: int = 2048, repeats: int = 3) -> float:
+    """fp32 GFLOP/s of a square GEMM (the machine's matmul rate at the current thread count)."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    a @ b
+    best = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        best.append(time.perf_counter() - start)
+    return 2 * size**3 / statistics.median(best) / 1e9

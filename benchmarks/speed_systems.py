@@ -1,0 +1,361 @@
+"""The systems a speed benchmark compares: ours, PEFT + Trainer in three layouts, PEFT in our loop, the
+reference recipe. Each loads once and runs a timed training round and a timed inference round."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from speed_common import (
+    LEARNING_RATE,
+    MAX_LENGTH,
+    PEFT_MISSING,
+    PREFIX_LENGTH,
+    Data,
+    Workload,
+    pad_features,
+    peft_available,
+)
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.tasks.collate import collate, length_grouped_batches
+from ptuning.training.inference import feature_length, predict_outputs
+
+SYSTEMS = (
+    "ours",
+    "peft-trainer-grouped",
+    "peft-trainer",
+    "peft-trainer-dynamic",
+    "peft-our-batching",
+    "reference",
+    "ours-no-dropout",
+)
+BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
+
+
+SYSTEM_LABELS = {
+    "ours": "ours (sdpa, dynamic padding, length-grouped)",
+    "peft-trainer": "(a) PEFT + Trainer, padded to 128",
+    "peft-trainer-dynamic": "(a') PEFT + Trainer, DataCollatorWithPadding",
+    "peft-trainer-grouped": "(a'') PEFT + Trainer, DataCollatorWithPadding + group_by_length",
+    "peft-our-batching": "(b) PEFT, our batching",
+    "reference": "(c) reference recipe: pad 128, eager",
+    "ours-no-dropout": "ours without prefix dropout (PEFT has none)",
+}
+
+
+@dataclass
+class Round:
+    seconds: float
+    examples: int
+    tokens: int  # tokens the model ran over, padding included (0 when the system hides its batches)
+    shapes: list[tuple[int, int]]  # (batch, length) of every batch, for the FLOP count
+
+
+class PromptSystem:
+    """Our core, as ``ours`` (sdpa, dynamic padding, grouped) or as the ``reference`` recipe."""
+
+    def __init__(
+        self,
+        folder: str,
+        data: Data,
+        workload: Workload,
+        reference: bool = False,
+        prefix_dropout: float = 0.1,
+    ) -> None:
+        attention = "eager" if reference else "sdpa"
+        backbone, _ = load_backbone(folder, attn_implementation=attention)
+        config = PrefixConfig(
+            prefix_length=PREFIX_LENGTH,
+            dropout=prefix_dropout,
+            position_mode="shift" if reference else "keep",
+        )
+        self.model = PromptModel(backbone, "ptuning-v2", config)
+        self.model.add_task("task", HeadSpec(data.kind, data.label_names))
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE
+        )
+        self.reference = reference
+        self.data = data
+        self.workload = workload
+        self.train_features = pad_features(data.train, data.pad_id) if reference else data.train
+        self.dev_features = pad_features(data.dev, data.pad_id) if reference else data.dev
+
+    def train_round(self, seed: int) -> Round:
+        size = self.workload.batch_size
+        if self.reference:
+            order = np.random.default_rng(seed).permutation(len(self.train_features)).tolist()
+            batches = [order[i : i + size] for i in range(0, len(order), size)]
+        else:
+            lengths = [feature_length(f) for f in self.train_features]
+            batches = length_grouped_batches(lengths, size, seed=seed)
+        self.model.train()
+        shapes = []
+        start = time.perf_counter()
+        for indices in batches:
+            with torch.profiler.record_function("collate"):
+                batch = collate([self.train_features[i] for i in indices], self.data.pad_id)
+            shapes.append(tuple(batch["input_ids"].shape[:2]))
+            with torch.profiler.record_function("forward"):
+                loss = self.model(**batch, task="task").loss
+            with torch.profiler.record_function("backward"):
+                loss.backward()
+            with torch.profiler.record_function("optimizer"):
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        seconds = time.perf_counter() - start
+        return Round(seconds, len(self.train_features), sum(b * t for b, t in shapes), shapes)
+
+    def infer_round(self, seed: int) -> Round:
+        start = time.perf_counter()
+        if self.reference:
+            shapes = self._infer_in_order()
+        else:
+            predict_outputs(
+                self.model, "task", self.dev_features, self.data.pad_id, self.workload.eval_batch_size
+            )
+            order = sorted(feature_length(f) for f in self.dev_features)[::-1]
+            size = self.workload.eval_batch_size
+            shapes = [(len(order[i : i + size]), order[i]) for i in range(0, len(order), size)]
+        seconds = time.perf_counter() - start
+        return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes)
+
+    @torch.no_grad()
+    def _infer_in_order(self) -> list[tuple[int, int]]:
+        self.model.eval()
+        size, shapes = self.workload.eval_batch_size, []
+        for first in range(0, len(self.dev_features), size):
+            batch = collate(self.dev_features[first : first + size], self.data.pad_id)
+            batch.pop("labels", None)
+            self.model(**batch, task="task").logits.numpy()
+            shapes.append(tuple(batch["input_ids"].shape[:2]))
+        return shapes
+
+
+def build_peft_model(folder: str, data: Data) -> torch.nn.Module:
+    from peft import PrefixTuningConfig, TaskType, get_peft_model
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    if data.kind is HeadKind.TOKEN_CLASSIFICATION:
+        loader, task_type = AutoModelForTokenClassification, TaskType.TOKEN_CLS
+    else:
+        loader, task_type = AutoModelForSequenceClassification, TaskType.SEQ_CLS
+    model = loader.from_pretrained(folder, num_labels=len(data.label_names))  # sdpa: the default
+    config = PrefixTuningConfig(
+        task_type=task_type, num_virtual_tokens=PREFIX_LENGTH, prefix_projection=False
+    )
+    return get_peft_model(model, config)
+
+
+class PeftOurBatchingSystem:
+    """(b): PEFT's model in our loop with our batching and collation."""
+
+    def __init__(self, folder: str, data: Data, workload: Workload) -> None:
+        self.model = build_peft_model(folder, data)
+        self.optimizer = torch.optim.AdamW(
+            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE
+        )
+        self.data = data
+        self.workload = workload
+
+    def train_round(self, seed: int) -> Round:
+        lengths = [feature_length(f) for f in self.data.train]
+        batches = length_grouped_batches(lengths, self.workload.batch_size, seed=seed)
+        self.model.train()
+        shapes = []
+        start = time.perf_counter()
+        for indices in batches:
+            with torch.profiler.record_function("collate"):
+                batch = collate([self.data.train[i] for i in indices], self.data.pad_id)
+            shapes.append(tuple(batch["input_ids"].shape[:2]))
+            with torch.profiler.record_function("forward"):
+                loss = self.model(**batch).loss
+            with torch.profiler.record_function("backward"):
+                loss.backward()
+            with torch.profiler.record_function("optimizer"):
+                self.optimizer.step()
+                self.optimizer.zero_grad()
+        seconds = time.perf_counter() - start
+        return Round(seconds, len(self.data.train), sum(b * t for b, t in shapes), shapes)
+
+    @torch.no_grad()
+    def infer_round(self, seed: int) -> Round:
+        self.model.eval()
+        order = sorted(range(len(self.data.dev)), key=lambda i: -feature_length(self.data.dev[i]))
+        size, shapes = self.workload.eval_batch_size, []
+        start = time.perf_counter()
+        for first in range(0, len(order), size):
+            batch = collate([self.data.dev[i] for i in order[first : first + size]], self.data.pad_id)
+            batch.pop("labels", None)
+            self.model(**batch).logits.numpy()
+            shapes.append(tuple(batch["input_ids"].shape[:2]))
+        seconds = time.perf_counter() - start
+        return Round(seconds, len(self.data.dev), sum(b * t for b, t in shapes), shapes)
+
+
+@dataclass(frozen=True)
+class TrainerLayout:
+    """How a PEFT + Trainer user feeds the batches: the only difference between (a), (a') and (a'')."""
+
+    dynamic_padding: bool  # HF's padding collator, instead of every row padded to max_length
+    group_by_length: (
+        bool  # train_sampling_strategy="group_by_length" (transformers 5 has no group_by_length flag)
+    )
+
+
+TRAINER_LAYOUTS = {
+    "peft-trainer": TrainerLayout(dynamic_padding=False, group_by_length=False),
+    "peft-trainer-dynamic": TrainerLayout(dynamic_padding=True, group_by_length=False),
+    "peft-trainer-grouped": TrainerLayout(dynamic_padding=True, group_by_length=True),
+}
+
+
+def trainer_collator(layout: TrainerLayout, folder: str, kind: HeadKind) -> Callable[..., Any]:
+    """HF's dynamic-padding collator for the task kind, or ``default_data_collator`` for pre-padded rows."""
+    from transformers import (
+        AutoTokenizer,
+        DataCollatorForTokenClassification,
+        DataCollatorWithPadding,
+        default_data_collator,
+    )
+
+    if not layout.dynamic_padding:
+        return default_data_collator
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    token_level = kind is HeadKind.TOKEN_CLASSIFICATION
+    return (DataCollatorForTokenClassification if token_level else DataCollatorWithPadding)(tokenizer)
+
+
+def make_trainer(
+    model: torch.nn.Module,
+    layout: TrainerLayout,
+    collator: Callable[..., Any],
+    train_features: list[dict[str, Any]],
+    work_dir: Path,
+    workload: Workload,
+    seed: int,
+    learning_rate: float = LEARNING_RATE,
+    epochs: float = 1.0,
+    max_steps: int | None = None,
+    callbacks: tuple[Any, ...] = (),
+):
+    """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler."""
+    from transformers import Trainer, TrainingArguments
+
+    arguments = TrainingArguments(
+        output_dir=str(work_dir),
+        per_device_train_batch_size=workload.batch_size,
+        per_device_eval_batch_size=workload.eval_batch_size,
+        learning_rate=learning_rate,
+        num_train_epochs=epochs,
+        max_steps=max_steps or -1,
+        seed=seed,
+        report_to="none",
+        save_strategy="no",
+        disable_tqdm=True,
+        use_cpu=True,
+        train_sampling_strategy="group_by_length" if layout.group_by_length else "random",
+    )
+    return Trainer(
+        model=model,
+        args=arguments,
+        train_dataset=train_features,
+        data_collator=collator,
+        callbacks=list(callbacks),
+    )
+
+
+class PeftTrainerSystem:
+    """(a) / (a') / (a''): PEFT + HF Trainer, fed as ``layout`` says (padding, then length grouping)."""
+
+    def __init__(
+        self,
+        folder: str,
+        data: Data,
+        workload: Workload,
+        layout: TrainerLayout = TRAINER_LAYOUTS["peft-trainer"],
+    ) -> None:
+        self.model = build_peft_model(folder, data)
+        self.data = data
+        self.workload = workload
+        self.layout = layout
+        self.dynamic = layout.dynamic_padding
+        self.collator = trainer_collator(layout, folder, data.kind)
+        if self.dynamic:
+            self.train_features, self.dev_features = data.train, data.dev
+        else:
+            self.train_features = pad_features(data.train, data.pad_id)
+            self.dev_features = pad_features(data.dev, data.pad_id)
+        self.work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-trainer-"))
+
+    def trainer(
+        self,
+        seed: int,
+        epochs: float = 1.0,
+        learning_rate: float = LEARNING_RATE,
+        max_steps: int | None = None,
+        callbacks: tuple[Any, ...] = (),
+    ):
+        return make_trainer(
+            self.model,
+            self.layout,
+            self.collator,
+            self.train_features,
+            self.work_dir,
+            self.workload,
+            seed,
+            learning_rate,
+            epochs,
+            max_steps,
+            callbacks,
+        )
+
+    def train_round(self, seed: int) -> Round:
+        trainer = self.trainer(seed)
+        start = time.perf_counter()
+        trainer.train()
+        seconds = time.perf_counter() - start
+        count = len(self.train_features)
+        size = self.workload.batch_size
+        shapes = [] if self.dynamic else [(min(size, count - i), MAX_LENGTH) for i in range(0, count, size)]
+        return Round(seconds, count, 0 if self.dynamic else count * MAX_LENGTH, shapes)
+
+    def infer_round(self, seed: int) -> Round:
+        trainer = self.trainer(seed)
+        start = time.perf_counter()
+        trainer.predict(self.dev_features)
+        seconds = time.perf_counter() - start
+        count = len(self.dev_features)
+        size = self.workload.eval_batch_size
+        shapes = [] if self.dynamic else [(min(size, count - i), MAX_LENGTH) for i in range(0, count, size)]
+        return Round(seconds, count, 0 if self.dynamic else count * MAX_LENGTH, shapes)
+
+
+def build_system(name: str, folder: str, data: Data, workload: Workload):
+    if name == "ours":
+        return PromptSystem(folder, data, workload)
+    if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
+        return PromptSystem(folder, data, workload, prefix_dropout=0.0)
+    if name == "reference":
+        return PromptSystem(folder, data, workload, reference=True)
+    if name == "peft-our-batching":
+        return PeftOurBatchingSystem(folder, data, workload)
+    if name in TRAINER_LAYOUTS:
+        return PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS[name])
+    raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
+
+
+def available_systems(names: tuple[str, ...] = SYSTEMS) -> list[str]:
+    if peft_available():
+        return list(names)
+    print(PEFT_MISSING, flush=True)
+    return [n for n in names if not n.startswith("peft")]

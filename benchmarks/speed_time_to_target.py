@@ -1,0 +1,380 @@
+"""Time to a target dev score: ours against (a'') PEFT + Trainer with dynamic padding and length grouping.
+
+Throughput compares one step with another; a user waits for a model that is good enough. Each run trains one
+system at one learning rate from the grid, evaluates on dev every ``eval_every`` optimizer steps with the
+clock paused, and stops at the first evaluation that reaches the target (SST-2: 80 % accuracy, CoNLL-2003:
+70 entity F1) or when the step budget is spent. The clock starts right before the training call (optimizer
+and Trainer construction included, model loading not) and counts everything but evaluation. Both systems use
+AdamW with a linear decay to zero over the budget (the Trainer's default and the engine's), batch 32, P = 16,
+max_length 128, and are scored by the same ``predict_outputs`` + ``task.score``. Each run appends one JSON
+line to ``time-to-target-<task>.jsonl``; a run already in the file (same system, lr, seed and budget) is
+skipped, so an interrupted sweep resumes.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import time
+from collections.abc import Callable, Iterable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from speed_common import (
+    MAX_LENGTH,
+    MODEL_KEYS,
+    PEFT_MISSING,
+    PREFIX_LENGTH,
+    Data,
+    Workload,
+    environment,
+    load_average,
+    peft_available,
+)
+from speed_systems import SYSTEM_LABELS, TRAINER_LAYOUTS, PeftTrainerSystem
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.config import PrefixConfig
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.tasks.base import Task
+from ptuning.tasks.collate import collate, length_grouped_batches
+from ptuning.tasks.registry import get_task
+from ptuning.training.inference import feature_length, predict_outputs
+
+SYSTEMS = ("ours", "peft-trainer-grouped")
+LEARNING_RATES = (3e-3, 1e-2, 3e-2)
+
+
+@dataclass(frozen=True)
+class Budget:
+    """What one run may spend, and what it must reach."""
+
+    task: str
+    metric: str  # the task's score key: "accuracy" or "f1" (fractions 0..1)
+    target: float
+    train_examples: int | None  # a fixed random sample of the train split; None: all of it
+    dev_examples: int | None  # the first N of the dev split; None: all of it
+    max_steps: int
+    eval_every: int  # optimizer steps between evaluations (the last step is always evaluated)
+    batch_size: int = 32
+    eval_batch_size: int = 64
+
+
+BUDGETS = {
+    "sst2": Budget("sst2", "accuracy", 0.80, None, None, max_steps=1000, eval_every=50),
+    "conll2003": Budget("conll2003", "f1", 0.70, None, None, max_steps=2000, eval_every=100),
+}
+
+
+# ------------------------------------------------------------------------------------------- clock
+class TargetWatch:
+    """Counts training time with evaluations paused, and says when a run may stop.
+
+    ``after_step(step)`` is called after every optimizer step; every ``eval_every`` steps and at the last one
+    it pauses the clock, scores dev, and returns True once the score reaches the target.
+    """
+
+    def __init__(
+        self, budget: Budget, score: Callable[[], float], clock: Callable[[], float] = time.perf_counter
+    ) -> None:
+        self.budget = budget
+        self.score = score
+        self.clock = clock
+        self.evaluations: list[dict[str, float]] = []
+        self.started: float | None = None
+        self.paused = 0.0
+
+    def start(self) -> None:
+        self.started = self.clock()
+
+    def after_step(self, step: int) -> bool:
+        if step % self.budget.eval_every and step < self.budget.max_steps:
+            return False
+        assert self.started is not None, "start() the watch before training"
+        paused_at = self.clock()
+        train_seconds = paused_at - self.started - self.paused
+        score = self.score()
+        self.paused += self.clock() - paused_at
+        self.evaluations.append({"step": step, "train_seconds": train_seconds, "score": score})
+        return score >= self.budget.target
+
+    def first_reached(self) -> dict[str, float] | None:
+        return next((e for e in self.evaluations if e["score"] >= self.budget.target), None)
+
+
+# ------------------------------------------------------------------------------------------- data
+@dataclass
+class DevSet:
+    """Dev examples with their full features (the task's scorer needs word ids, labels...)."""
+
+    task: Task
+    metric: str
+    examples: list[dict[str, Any]]
+    features: list[dict[str, Any]]
+
+    def score(
+        self, model: torch.nn.Module, model_features: list[dict[str, Any]], pad_id: int, batch: int
+    ) -> float:
+        """The task's dev score of ``model`` (a PromptModel, or anything with its calling convention)."""
+        outputs = predict_outputs(model, "task", model_features, pad_id, batch)
+        return self.task.score(self.examples, self.features, outputs)[self.metric]
+
+
+def load_target_data(budget: Budget, tokenizer: Any, data_root: Path) -> tuple[Data, DevSet]:
+    """Train features (a fixed random sample when the budget says so) and dev, as the systems need them."""
+    task = get_task(budget.task)
+    data_dir = str(data_root / budget.task)
+    train_examples, _ = task.read(data_dir, "train")
+    if budget.train_examples is not None:
+        sample = np.random.default_rng(0).permutation(len(train_examples))[: budget.train_examples]
+        train_examples = [train_examples[i] for i in sorted(sample)]
+    train, _ = task.featurize(train_examples, tokenizer, MAX_LENGTH)
+    dev_examples, _ = task.read(data_dir, "dev")
+    dev_examples = dev_examples[: budget.dev_examples]
+    dev, _ = task.featurize(dev_examples, tokenizer, MAX_LENGTH)
+    if len(dev) != len(dev_examples):  # the scorer pairs them one to one
+        raise ValueError(f"{budget.task}: {len(dev_examples)} dev examples gave {len(dev)} features")
+    strip = lambda features: [{k: f[k] for k in MODEL_KEYS if k in f} for f in features]  # noqa: E731
+    data = Data(task, list(task.label_names), task.head, strip(train), strip(dev), tokenizer.pad_token_id)
+    return data, DevSet(task, budget.metric, dev_examples, dev)
+
+
+# ------------------------------------------------------------------------------------------- systems
+class PeftAsPromptModel(torch.nn.Module):
+    """A PEFT model behind PromptModel's calling convention (``task=``, ``head_specs``), so that both systems
+    are scored by the same ``predict_outputs``."""
+
+    def __init__(self, peft_model: torch.nn.Module, spec: HeadSpec) -> None:
+        super().__init__()
+        self.peft_model = peft_model
+        self.head_specs = {"task": spec}
+
+    def forward(self, task: str, **batch: torch.Tensor):
+        return self.peft_model(**batch)
+
+
+def train_ours(
+    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int
+) -> TargetWatch:
+    """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, linear decay."""
+    from transformers import get_linear_schedule_with_warmup
+
+    torch.manual_seed(seed)
+    backbone, _ = load_backbone(folder)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
+    model.add_task("task", HeadSpec(data.kind, data.label_names))
+    watch = TargetWatch(budget, lambda: dev.score(model, data.dev, data.pad_id, budget.eval_batch_size))
+    lengths = [feature_length(f) for f in data.train]
+    watch.start()
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, 0, budget.max_steps)
+    model.train()
+    step, epoch = 0, 0
+    while step < budget.max_steps:
+        for indices in length_grouped_batches(lengths, budget.batch_size, seed=seed + epoch):
+            batch = collate([data.train[i] for i in indices], data.pad_id)
+            model(**batch, task="task").loss.backward()
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            step += 1
+            if watch.after_step(step) or step >= budget.max_steps:
+                return watch
+        epoch += 1
+    return watch
+
+
+def train_peft_trainer(
+    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int
+) -> TargetWatch:
+    """(a''): PEFT + HF Trainer, DataCollatorWithPadding + train_sampling_strategy="group_by_length"."""
+    from transformers import TrainerCallback
+
+    torch.manual_seed(seed)
+    workload = Workload(
+        f"time-to-target-{budget.task}",
+        budget.task,
+        folder,
+        len(data.train),
+        len(data.dev),
+        repeats=1,
+        batch_size=budget.batch_size,
+        eval_batch_size=budget.eval_batch_size,
+    )
+    system = PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS["peft-trainer-grouped"])
+    scored = PeftAsPromptModel(system.model, HeadSpec(data.kind, data.label_names))
+    watch = TargetWatch(budget, lambda: dev.score(scored, data.dev, data.pad_id, budget.eval_batch_size))
+
+    class EvaluateEvery(TrainerCallback):
+        def on_step_end(self, args, state, control, **kwargs):
+            if watch.after_step(state.global_step):
+                control.should_training_stop = True
+            return control
+
+    watch.start()
+    trainer = system.trainer(
+        seed, learning_rate=learning_rate, max_steps=budget.max_steps, callbacks=(EvaluateEvery(),)
+    )
+    trainer.train()
+    return watch
+
+
+TRAINERS = {"ours": train_ours, "peft-trainer-grouped": train_peft_trainer}
+
+
+# ------------------------------------------------------------------------------------------- runs
+def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
+    return (
+        record["system"],
+        record["learning_rate"],
+        record["seed"],
+        json.dumps(record["budget"], sort_keys=True),
+    )
+
+
+def measure_time_to_target(
+    budget: Budget,
+    folder: str,
+    data_root: Path,
+    output: Path,
+    systems: Iterable[str] = SYSTEMS,
+    learning_rates: Iterable[float] = LEARNING_RATES,
+    seeds: Iterable[int] = (42,),
+) -> list[dict[str, Any]]:
+    """Every (seed, lr, system) run not yet in ``output``, systems alternating; one JSON line each."""
+    from transformers import AutoTokenizer
+
+    systems = list(systems)
+    if "peft-trainer-grouped" in systems and not peft_available():
+        print(PEFT_MISSING, flush=True)
+        systems.remove("peft-trainer-grouped")
+    done = (
+        {run_key(json.loads(line)) for line in output.read_text().splitlines()} if output.is_file() else set()
+    )
+    data, dev = load_target_data(budget, AutoTokenizer.from_pretrained(folder), data_root)
+    records = []
+    for seed in seeds:
+        for learning_rate in learning_rates:
+            for system in systems:
+                record: dict[str, Any] = {
+                    "task": budget.task,
+                    "system": system,
+                    "learning_rate": learning_rate,
+                    "seed": seed,
+                    "budget": asdict(budget),
+                }
+                if run_key(record) in done:
+                    print(f"{system} lr {learning_rate:g} seed {seed}: in {output.name} already", flush=True)
+                    continue
+                load_before = load_average()
+                watch = TRAINERS[system](folder, data, dev, budget, learning_rate, seed)
+                reached = watch.first_reached()
+                record.update(
+                    reached=reached is not None,
+                    seconds_to_target=reached["train_seconds"] if reached else None,
+                    steps_to_target=int(reached["step"]) if reached else None,
+                    best_score=max(e["score"] for e in watch.evaluations),
+                    train_seconds=watch.evaluations[-1]["train_seconds"],
+                    steps=int(watch.evaluations[-1]["step"]),
+                    evaluations=watch.evaluations,
+                    train_examples=len(data.train),
+                    dev_examples=len(data.dev),
+                    model=folder,
+                    threads=torch.get_num_threads(),
+                    load_average=[load_before, load_average()],
+                    **environment(),
+                )
+                output.parent.mkdir(parents=True, exist_ok=True)
+                with output.open("a") as stream:
+                    stream.write(json.dumps(record) + "\n")
+                records.append(record)
+                print(
+                    f"{system} lr {learning_rate:g} seed {seed}: "
+                    + (
+                        f"{budget.metric} {budget.target:g} after {record['seconds_to_target']:.1f} s "
+                        f"({record['steps_to_target']} steps)"
+                        if reached
+                        else f"not reached in {record['steps']} steps (best {record['best_score']:.3f})"
+                    ),
+                    flush=True,
+                )
+    return records
+
+
+def smoke_budget(task: str) -> Budget:
+    """Seconds-long: 8 steps of batch 4, an evaluation every 4."""
+    return replace(
+        BUDGETS[task],
+        train_examples=16,
+        dev_examples=8,
+        max_steps=8,
+        eval_every=4,
+        batch_size=4,
+        eval_batch_size=4,
+    )
+
+
+# ------------------------------------------------------------------------------------------- table
+def fastest(records: list[dict[str, Any]]) -> tuple[float, float] | None:
+    """(learning rate, median seconds to target) of the lr that reached the target in every seed fastest."""
+    by_rate: dict[float, list[dict[str, Any]]] = {}
+    for record in records:
+        by_rate.setdefault(record["learning_rate"], []).append(record)
+    reached = {
+        rate: statistics.median(r["seconds_to_target"] for r in runs)
+        for rate, runs in by_rate.items()
+        if all(r["reached"] for r in runs)
+    }
+    return min(reached.items(), key=lambda item: item[1]) if reached else None
+
+
+def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
+    """One table per task: every run, then each system at its own best learning rate, and their ratio."""
+    budget = records[0]["budget"]
+    metric, target = budget["metric"], budget["target"]
+    shown = lambda value: f"{100 * value:.1f}"  # noqa: E731
+    dates = sorted(r["measured_at"] for r in records)
+    loads = [value for r in records for value in r["load_average"]]
+    lines = [
+        f"#### Time to {shown(target)} dev {metric}: {budget['task']}",
+        "",
+        f"{records[0]['train_examples']:,} train and {records[0]['dev_examples']:,} dev examples; at most "
+        f"{budget['max_steps']} steps of batch {budget['batch_size']}, dev evaluated every {budget['eval_every']} "
+        f"steps (not timed); {records[0]['threads']} torch thread(s); 1-min load average {min(loads):.1f}-"
+        f"{max(loads):.1f}; runs one after the other, {dates[0]} to {dates[-1]}.",
+        "",
+        f"| system | lr | seed | time to target (s) | steps | best dev {metric} | whole run (s, steps) |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for r in records:
+        to_target = f"**{r['seconds_to_target']:.1f}**" if r["reached"] else "not reached within budget"
+        lines.append(
+            f"| {SYSTEM_LABELS[r['system']]} | {r['learning_rate']:g} | {r['seed']} | {to_target} | "
+            f"{r['steps_to_target'] or '–'} | {shown(r['best_score'])} | {r['train_seconds']:.1f}, {r['steps']} |"
+        )
+    best = {}
+    lines.append("")
+    for system in dict.fromkeys(r["system"] for r in records):
+        best[system] = fastest([r for r in records if r["system"] == system])
+        name = SYSTEM_LABELS[system]
+        lines.append(
+            f"* {name}: "
+            + (
+                f"best lr {best[system][0]:g}, {best[system][1]:.1f} s to target (median over seeds)"
+                if best[system]
+                else "target not reached within budget at any learning rate (in every seed)"
+            )
+        )
+    if "peft-trainer-grouped" not in best:
+        lines.append(f"* (a''): no runs in this file. {PEFT_MISSING}")
+    elif best.get("ours") and best["peft-trainer-grouped"]:
+        ratio = best["peft-trainer-grouped"][1] / best["ours"][1]
+        lines.append(f"* (a'') ÷ ours, each at its best lr: **{ratio:.2f}x** the time to target")
+    return lines + [""]
+
+
+def read_records(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
