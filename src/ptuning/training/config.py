@@ -290,10 +290,11 @@ def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
     subject = flag_name(field) if where == "flags" else f"{where}: {field}"
     if kind == "value_error":
         return f"{subject}: {context.get('error', error['msg'])}"
-    bounds = {"greater_than": "> {gt}", "greater_than_equal": ">= {ge}", "less_than": "< {lt}"}
-    bounds["less_than_equal"] = "<= {le}"
+    bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt")}
+    bounds["less_than_equal"] = ("<=", "le")
     if kind in bounds:
-        expected = bounds[kind].format(**context)
+        operator, key = bounds[kind]
+        expected = f"{operator} {context[key]:g}"
         if expected == "> 0" and _base_type(field) is int:
             expected = "a positive integer"
     elif kind == "literal_error":

@@ -429,19 +429,18 @@ class Trainer:
     def run(self) -> None:
         self.model.train()
         start = self.progress["micro"]
-        bar = tqdm(
+        with tqdm(
             total=self.total_micro,
             initial=start,
             desc="MPT-2" if not self.single else "train",
             disable=not self.accelerator.is_main_process,
-        )
-        for micro in range(start + 1, self.total_micro + 1):
-            name, indices = self.schedule[micro - 1]
-            loss = self._step(name, indices, sync=self._closes_window(micro))
-            self._advance(micro, name, loss)
-            bar.update(1)
-            bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
-        bar.close()
+        ) as bar:  # closed (its line ended) before any error is printed
+            for micro in range(start + 1, self.total_micro + 1):
+                name, indices = self.schedule[micro - 1]
+                loss = self._step(name, indices, sync=self._closes_window(micro))
+                self._advance(micro, name, loss)
+                bar.update(1)
+                bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
         history = self.progress["history"]
         if not history or history[-1]["update"] != self.progress["update"]:
             self._evaluate()  # a resumed run that had finished its batches but not its last evaluation
@@ -465,7 +464,12 @@ class Trainer:
                 self._diverged(f"the {name} training loss is {value}")
             accelerator.backward(loss * weights[0])  # accelerate divides by the accumulation steps
         if sync:
-            self.optimizer.step()
+            try:
+                self.optimizer.step()
+            except RuntimeError as error:  # e.g. a step size beyond float32 range
+                if "overflow" not in str(error):
+                    raise
+                self._diverged(f"the optimizer step overflowed ({error})")
             self.scheduler.step()
             self.optimizer.zero_grad()
         self.train_seconds += time.perf_counter() - tick
