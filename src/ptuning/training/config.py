@@ -212,17 +212,6 @@ class TrainConfig(BaseModel):
         """A validated copy with ``changes`` (a bad value is a ConfigError, as from any other source)."""
         return build_config([("options", changes)], base=self.to_dict())
 
-    @classmethod
-    def from_sources(
-        cls, file: str | Path | None = None, overrides: dict[str, Any] | None = None
-    ) -> TrainConfig:
-        """Options from a YAML/JSON file, then ``overrides`` on top (None values are left out)."""
-        layers: list[tuple[str, dict[str, Any]]] = []
-        if file is not None:
-            layers.append((str(file), load_config_file(file)))
-        layers.append(("options", {k: v for k, v in (overrides or {}).items() if v is not None}))
-        return build_config(layers)
-
 
 # --- building a config from layered sources ---------------------------------------------------------------------
 
@@ -262,13 +251,6 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
     return {str(k).replace("-", "_"): v for k, v in data.items()}
-
-
-def check_keys(data: dict[str, Any], where: str) -> None:
-    """Every key of ``data`` is an option; else a ConfigError naming it with the closest option."""
-    for key in data:
-        if key not in TrainConfig.model_fields:
-            raise ConfigError(_unknown(key, where))
 
 
 def _unknown(key: str, where: str) -> str:

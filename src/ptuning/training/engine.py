@@ -369,6 +369,7 @@ class Trainer:
             "history": [],
             "losses": {name: [] for name in self._names},
             "last_loss": None,
+            "evaluated_update": None,
         }
         if config.resume:
             self._resume(model)
@@ -441,8 +442,7 @@ class Trainer:
                 self._advance(micro, name, loss)
                 bar.update(1)
                 bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
-        history = self.progress["history"]
-        if not history or history[-1]["update"] != self.progress["update"]:
+        if self.progress.get("evaluated_update") != self.progress["update"]:
             self._evaluate()  # a resumed run that had finished its batches but not its last evaluation
             self._save_state()
         self.accelerator.wait_for_everyone()
@@ -503,6 +503,7 @@ class Trainer:
     def _evaluate(self) -> None:
         """Score every task's dev (and test) split; save the checkpoint if the dev score improved."""
         progress = self.progress
+        progress["evaluated_update"] = progress["update"]  # on every process: they decide alike what runs
         if self.accelerator.is_main_process:
             self._check_finite_weights()
             epoch = progress["micro"] / self.epoch_steps
@@ -626,6 +627,8 @@ class Trainer:
             restored["losses"].setdefault(name, [])
         for key in ("best_epoch", "best_update", "last_loss"):
             restored.setdefault(key, None)
+        history = restored.get("history") or [{}]
+        restored.setdefault("evaluated_update", history[-1].get("update"))
         self.progress = restored
         self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
 
