@@ -106,3 +106,12 @@ def _python_and_numpy_states() -> dict:
         "rng_python": state._jsonable(random.getstate()),
         "rng_numpy": state._jsonable(np.random.get_state()),
     }
+
+
+def test_dev_and_test_scoring_can_both_be_switched_off(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "2", "--dev-split", "none")
+    code, _, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["dev"] is None and summary["test"] is None and summary["data"].keys() == {"train"}
+    assert (tmp_path / "run" / "checkpoint" / "prompt_config.json").is_file()  # the last one is kept
