@@ -44,6 +44,11 @@ BAD_VALUES = {
         "--backbone-dtype must be one of fp32, bf16, fp16; got 'fp8'",
     ),
     "fraction": (("run.yaml", {"dev_from_train": 1.5}), "run.yaml: dev_from_train must be < 1; got 1.5"),
+    "negative layer": (("flags", {"prefix_layers": "0,-1"}), "--prefix-layers must be >= 0; got '-1'"),
+    "not a layer": (
+        ("flags", {"prefix_layers": "0,x"}),
+        "--prefix-layers must be comma-separated integers (e.g. 0,1,2); got 'x'",
+    ),
     "pair": (("flags", {"task_data": ["copa"]}), "--task-data: expected TASK=VALUE, got 'copa'"),
 }
 

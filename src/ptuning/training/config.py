@@ -16,7 +16,7 @@ import json
 import types
 import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -52,7 +52,7 @@ class TrainConfig(BaseModel):
     """dropout on the prefix keys/values"""
     prefix_init_std: float = Field(1.0, gt=0)
     """standard deviation of the prefix table's normal initialisation"""
-    prefix_layers: list[int] | None = None
+    prefix_layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     """layers that get a prefix, e.g. 0,1,2 (default: every layer)"""
     position_mode: Literal["keep", "shift"] = "keep"
     """keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT)"""
@@ -267,8 +267,8 @@ def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
     kind, context, given = error["type"], error.get("ctx") or {}, error.get("input")
     if kind == "extra_forbidden":
         return _unknown(field, where)
-    if not field:  # a check across fields
-        return f"{_source_list(origin)}: {context.get('error', error['msg'])}"
+    if not field:  # a check across fields: its message names them
+        return str(context.get("error", error["msg"]))
     subject = flag_name(field) if where == "flags" else f"{where}: {field}"
     if kind == "value_error":
         return f"{subject}: {context.get('error', error['msg'])}"
@@ -286,11 +286,6 @@ def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
     else:
         expected = _type_text(field)
     return f"{subject} must be {expected}; got {given!r}"
-
-
-def _source_list(origin: dict[str, str]) -> str:
-    sources = list(dict.fromkeys(origin.values()))
-    return ", ".join(sources) if sources else "options"
 
 
 def _annotation(field: str) -> Any:
@@ -317,16 +312,17 @@ def _literal_values(field: str) -> tuple[Any, ...]:
 
 def _type_text(field: str) -> str:
     kind = _base_type(field)
-    text = {
+    if kind is list:
+        item = (typing.get_args(_without_none(_annotation(field))) or (str,))[0]
+        item = typing.get_args(item)[0] if typing.get_origin(item) is typing.Annotated else item
+        return "comma-separated integers (e.g. 0,1,2)" if item is int else "comma-separated names (e.g. a,b)"
+    return {
         float: "a number (float)",
         int: "an integer (int)",
         bool: "true or false (bool)",
         str: "text (str)",
-        list: "a list (e.g. 0,1,2)",
         dict: "a mapping (JSON object)",
     }.get(kind, str(_annotation(field)))
-    optional = _without_none(_annotation(field)) is not _annotation(field)
-    return f"{text} or null" if optional else text
 
 
 # --- command-line flags: one per field ------------------------------------------------------------------------
