@@ -8,21 +8,24 @@ This module only turns arguments into calls of ptuning.training and errors into 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import difflib
 import importlib.util
-import inspect
 import json
 import os
-import re
 import sys
-import types
 import typing
 from pathlib import Path
 from typing import Any
 
 from ptuning.core.config import ConfigError
-from ptuning.training.config import TrainConfig, check_keys, load_config_file
+from ptuning.training.config import (
+    MULTITASK_FIELDS,
+    TrainConfig,
+    add_config_flags,
+    build_config,
+    flag_options,
+    load_config_file,
+)
 from ptuning.training.presets import PRESETS, get_preset
 
 # Only light modules above: torch, transformers and the task modules load when a command needs them, so that
@@ -67,7 +70,7 @@ class _Parser(argparse.ArgumentParser):
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    args = build_parser(multitask=argv[:1] == ["train"]).parse_args(argv)
+    args = build_parser().parse_args(argv)
     _quiet_transformers()
     try:
         return args.handler(args)
@@ -85,6 +88,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ptuning.core.injection.attention_interface import UnsupportedAttentionError
     from ptuning.tasks.base import DataError
     from ptuning.tasks.tag_schemes import TagError
+    from ptuning.training.engine import TrainingDivergedError
 
     return (
         ConfigError,
@@ -94,6 +98,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         UnsupportedModelError,
         UnsupportedAttentionError,
         TagError,
+        TrainingDivergedError,
         KeyError,
     )
 
@@ -108,20 +113,16 @@ def _quiet_transformers() -> None:
     hub_logging.set_verbosity_error()
 
 
-def build_parser(multitask: bool = True) -> argparse.ArgumentParser:
-    """The full parser; ``multitask=False`` leaves out train's --tasks options, whose module imports torch."""
+def build_parser() -> argparse.ArgumentParser:
+    """The full parser (light: no torch import)."""
     parser = _Parser(prog="ptuning", description="P-tuning v2 (deep prompt tuning) on a frozen backbone.")
     commands = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     train = _command(commands, "train", "train a prompt (or a baseline method) on one task", TRAIN_EXAMPLES)
-    _add_config_options(train)
     train.add_argument(
         "--seeds", type=_int_list, help="comma-separated seeds: one run each in OUTPUT_DIR/seed-N"
     )
-    if multitask and _module_exists("ptuning.training.multitask"):
-        from ptuning.training.multitask import add_multitask_arguments
-
-        add_multitask_arguments(train)  # --tasks a,b,c: one prefix pre-trained on several tasks
+    _add_config_options(train, multitask=True)  # --tasks a,b,c: one prefix pre-trained on several tasks
     train.set_defaults(handler=cmd_train)
 
     sweep = _command(commands, "sweep", "grid of prefix length x learning rate", SWEEP_EXAMPLES)
@@ -178,48 +179,17 @@ def _command(commands: Any, name: str, summary: str, epilog: str | None) -> argp
 # --- training options: every TrainConfig field is a flag ----------------------------------------------------
 
 
-def _add_config_options(parser: argparse.ArgumentParser) -> None:
+def _add_config_options(parser: argparse.ArgumentParser, multitask: bool = False) -> None:
     """--preset, --config, and one flag per TrainConfig field; unset flags stay out of the namespace."""
     parser.add_argument(
         "--preset", default=argparse.SUPPRESS, help="named option set (`ptuning tasks` lists them)"
     )
     parser.add_argument("--config", default=argparse.SUPPRESS, help="YAML or JSON file of options")
     group = parser.add_argument_group("training options (TrainConfig fields; also valid config-file keys)")
-    helps = _field_help()
-    for item in dataclasses.fields(TrainConfig):
-        kind, _ = _field_kind(item.name)
-        flags = [f"--{item.name.replace('_', '-')}"]
-        if item.name == "data_dir":
-            flags.append("--data")
-        default = item.default if item.default is not dataclasses.MISSING else item.default_factory()
-        text = f"{helps.get(item.name, '')} (default: {default!r})".strip()
-        options: dict[str, Any] = {"dest": item.name, "default": argparse.SUPPRESS, "help": text}
-        if kind is bool:
-            options["action"] = argparse.BooleanOptionalAction
-        else:
-            options["type"] = _PARSERS[kind]
-            options["metavar"] = _METAVARS[kind]
-        group.add_argument(*flags, **options)
-
-
-def _field_help() -> dict[str, str]:
-    """Each TrainConfig field's trailing comment, which config.py keeps as the flag's help text."""
-    helps = {}
-    for line in inspect.getsource(TrainConfig).splitlines():
-        match = re.match(r"\s+(\w+): [^=]+=.*?#\s*(.+)$", line)
-        if match:
-            helps[match[1]] = match[2]
-    return helps
-
-
-def _field_kind(name: str) -> tuple[type, bool]:
-    """(base type, optional) of a TrainConfig field, e.g. ``int | None`` -> (int, True)."""
-    hint = typing.get_type_hints(TrainConfig)[name]
-    optional = False
-    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
-        members = [member for member in typing.get_args(hint) if member is not type(None)]
-        optional, hint = True, members[0]
-    return (typing.get_origin(hint) or hint), optional
+    add_config_flags(group, [name for name in TrainConfig.model_fields if name not in MULTITASK_FIELDS])
+    if multitask:
+        group = parser.add_argument_group("multi-task prompt pre-training (MPT-2; docs/MULTITASK.md)")
+        add_config_flags(group, MULTITASK_FIELDS)
 
 
 def _int_list(text: str) -> list[int]:
@@ -236,18 +206,6 @@ def _float_list(text: str) -> list[float]:
         raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
 
 
-def _json_object(text: str) -> dict[str, Any]:
-    try:
-        value = json.loads(text)
-    except json.JSONDecodeError:
-        value = None
-    if not isinstance(value, dict):
-        raise argparse.ArgumentTypeError(
-            f"expected a JSON object such as '{{\"doc_stride\": 64}}', got {text!r}"
-        )
-    return value
-
-
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -258,44 +216,24 @@ def _positive_int(text: str) -> int:
     return value
 
 
-_PARSERS = {str: str, int: int, float: float, list: _int_list, dict: _json_object}
-_METAVARS = {str: "TEXT", int: "N", float: "X", list: "N,N,...", dict: "JSON"}
-
-
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    """The run's TrainConfig: preset, then the config file, then the flags that were given."""
-    options: dict[str, Any] = {}
+    """The run's TrainConfig: preset, then the config file, then the flags that were given, validated once."""
+    layers: list[tuple[str, dict[str, Any]]] = []
     if "preset" in args:
-        options.update(get_preset(args.preset).options)
+        layers.append((f"preset {args.preset}", get_preset(args.preset).options))
     if "config" in args:
-        from_file = load_config_file(args.config)
-        check_keys(from_file, args.config)
-        options.update({name: _coerce(name, value, args.config) for name, value in from_file.items()})
-    options.update({f.name: getattr(args, f.name) for f in dataclasses.fields(TrainConfig) if f.name in args})
-    _check_task(options.get("task"), options.get("task_options") or {})
-    if not options.get("data_dir"):
-        raise ConfigError("no data: pass --data DIR (the folder holding the task's files)")
-    _check_model(options.get("model"))
-    return TrainConfig.from_sources(None, options)
-
-
-def _coerce(name: str, value: Any, where: str) -> Any:
-    """A config-file value as its field's type (YAML reads 1e-2 as text); a wrong type is a ConfigError."""
-    kind, optional = _field_kind(name)
-    if value is None and optional:
-        return None
-    try:
-        if kind is float and isinstance(value, int | float | str) and not isinstance(value, bool):
-            return float(value)
-        if kind is int and isinstance(value, int | float | str) and not isinstance(value, bool):
-            number = float(value)
-            if number.is_integer():
-                return int(number)
-        if kind in (str, bool, list, dict) and isinstance(value, kind):
-            return value
-    except ValueError:
-        pass
-    raise ConfigError(f"{where}: {name} should be {kind.__name__}, got {value!r}")
+        layers.append((args.config, load_config_file(args.config)))
+    layers.append(("flags", flag_options(args)))
+    config = build_config(layers)
+    if config.is_multitask:
+        if "preset" in args or getattr(args, "seeds", None):
+            raise ConfigError("--tasks (multi-task pre-training) takes neither --preset nor --seeds")
+    else:
+        _check_task(config.task, config.task_options)
+        if not config.data_dir:
+            raise ConfigError("no data: pass --data DIR (the folder holding the task's files)")
+    _check_model(config.model)
+    return config
 
 
 def _check_task(name: str | None, task_options: dict[str, Any]) -> None:
@@ -353,9 +291,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     from ptuning.training.report import aggregate_seeds, format_mean_std, write_run_report, write_seed_report
     from ptuning.training.sweep import run_variants, seed_variants
 
-    if getattr(args, "tasks", None):
-        return _train_multitask(args)
     config = config_from_args(args)
+    if config.is_multitask:
+        summary = train(config).summary
+        if _is_main_process():
+            print(f"multi-task run finished: {summary.get('tasks')}; checkpoint {summary.get('checkpoint')}")
+        return 0
     if not args.seeds:
         summary = train(config).summary
         if _is_main_process():
@@ -376,17 +317,6 @@ def cmd_train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _train_multitask(args: argparse.Namespace) -> int:
-    from ptuning.training.multitask import run_multitask
-
-    if "preset" in args or args.seeds:
-        raise ConfigError("--tasks (multi-task pre-training) takes neither --preset nor --seeds")
-    summary = run_multitask(args).summary
-    if _is_main_process():
-        print(f"multi-task run finished: {summary.get('tasks')}; checkpoint {summary.get('checkpoint')}")
-    return 0
-
-
 def cmd_sweep(args: argparse.Namespace) -> int:
     from ptuning.training.engine import train
     from ptuning.training.sweep import (
@@ -398,10 +328,12 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     )
 
     config = config_from_args(args)
+    if config.is_multitask:
+        raise ConfigError("sweep trains one task; --tasks is for ptuning train")
     for length in args.prefix_lengths:
-        dataclasses.replace(config, prefix_length=length)  # validates every cell before any training
+        config.replace(prefix_length=length)  # validates every cell before any training
     for rate in args.learning_rates:
-        dataclasses.replace(config, learning_rate=rate)
+        config.replace(learning_rate=rate)
     variants = grid_variants(config, args.prefix_lengths, args.learning_rates)
     runs = run_variants(variants, train, _log, _is_main_process())
     if _is_main_process():

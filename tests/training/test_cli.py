@@ -98,12 +98,12 @@ def test_predict_reads_jsonl_with_the_tasks_fields(sst2_run, tmp_path, capsys) -
 
 BAD_TRAIN_INPUTS = {
     "unknown task": (["--task", "sst3"], "unknown task 'sst3'; did you mean 'sst2'?"),
-    "unknown method": (["--method", "lora"], "method must be one of"),
+    "unknown method": (["--method", "lora"], "--method must be one of ptuning-v2, prefix-mlp"),
     "unknown preset": (["--preset", "sst2-minlm"], "did you mean 'sst2-minilm'?"),
-    "prefix length 0": (["--prefix-length", "0"], "prefix_length must be a positive integer"),
-    "learning rate 0": (["--learning-rate", "0"], "learning_rate must be > 0"),
-    "negative learning rate": (["--learning-rate", "-0.001"], "learning_rate must be > 0"),
-    "not a number": (["--epochs", "three"], "invalid float value: 'three'"),
+    "prefix length 0": (["--prefix-length", "0"], "--prefix-length must be a positive integer; got '0'"),
+    "learning rate 0": (["--learning-rate", "0"], "--learning-rate must be > 0"),
+    "negative learning rate": (["--learning-rate", "-0.001"], "--learning-rate must be > 0"),
+    "not a number": (["--epochs", "three"], "--epochs must be a number (float); got 'three'"),
     "missing split": (["--dev-split", "nope"], "has no split 'nope'"),
     "model folder without a model": (["--model", "."], "holds no config.json"),
     "task option the task lacks": (["--task-options", '{"nope": 1}'], "unexpected keyword argument 'nope'"),

@@ -12,6 +12,7 @@ import torch
 from tiny_models import save_tiny_bert
 from transformers import AutoTokenizer, BertModel
 
+from ptuning.cli import main
 from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
 from ptuning.core.config import ConfigError
 from ptuning.tasks.registry import get_task
@@ -305,3 +306,28 @@ def test_bad_task_lists_are_config_errors_before_any_loading(tmp_path) -> None:
     with pytest.raises(ConfigError, match="shares a prefix"):
         train_multitask(TrainConfig(method="finetune"), ["copa"], {"copa": "x"})
     assert not (tmp_path / "x").exists()
+
+
+def test_multitask_command_reads_the_documented_yaml(tiny_model_dir, data_dirs, tmp_path) -> None:
+    # docs/CLI.md's own file: YAML reads 5e-3 as text, which must reach the run as a number
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("learning_rate: 5e-3\nprefix_length: 4\nmax_length: 32\nbatch_size: 4\n")
+    argv = ["train", "--tasks", "superglue-rte,copa", "--config", str(config_file), "--model", tiny_model_dir]
+    argv += [
+        f"--task-data=superglue-rte={data_dirs['superglue-rte']}",
+        f"--task-data=copa={data_dirs['copa']}",
+    ]
+    argv += ["--output-dir", str(tmp_path / "run"), "--max-steps", "2", "--no-log-tensorboard"]
+    assert main(argv) == 0
+    saved = json.loads((tmp_path / "run" / "config.json").read_text())
+    assert saved["learning_rate"] == 0.005 and saved["prefix_length"] == 4 and saved["tasks"] == TASKS
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["updates"] == 2 and set(summary["dev"]) == set(TASKS)
+
+
+def test_multitask_file_errors_name_the_file_and_field(tiny_model_dir, data_dirs, tmp_path, capsys) -> None:
+    config_file = tmp_path / "run.yaml"
+    config_file.write_text("learning_rate: fast\n")
+    argv = ["train", "--tasks", "copa", "--config", str(config_file), f"--task-data=copa={data_dirs['copa']}"]
+    assert main(argv) == 2
+    assert f"{config_file}: learning_rate must be a number (float); got 'fast'" in capsys.readouterr().err

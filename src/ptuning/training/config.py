@@ -1,89 +1,197 @@
-"""Every training option in one validated dataclass, settable from a YAML/JSON file and the CLI."""
+"""Every training option in one typed model (pydantic), used alike by flags, YAML/JSON files, presets, sweeps
+and multi-task runs.
+
+Why one model: the options used to pass through two hand-written converters (one per training loop), and the
+multi-task one skipped the type conversion, so a YAML ``learning_rate: 5e-3`` (text to YAML) crashed there.
+Now every source is a plain mapping of option -> value, layered (preset < file < flags) and validated once by
+``TrainConfig``; a bad value is a ``ConfigError`` that names where it came from, the field and what was
+expected. Each field's docstring is its ``--help`` text.
+"""
 
 from __future__ import annotations
 
+import argparse
 import difflib
 import json
-from dataclasses import asdict, dataclass, field, fields
+import types
+import typing
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any, Literal
 
 import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
 
+MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe", "finetune"]
 
-@dataclass
-class TrainConfig:
-    """Options of ``ptuning train``. Field docs are the CLI's help texts."""
 
-    task: str = ""  # registry task name, e.g. sst2, conll2003, squad
-    model: str = "minilm"  # local folder, hub id (online), or a packaged short name: minilm, smollm2
-    data_dir: str = ""  # folder holding the task's files
-    method: str = "ptuning-v2"  # ptuning-v2 | prefix-mlp | prompt-tuning | linear-probe | finetune
+class TrainConfig(BaseModel):
+    """Options of ``ptuning train`` (and ``sweep``); also the keys of a ``--config`` file."""
+
+    model_config = ConfigDict(
+        extra="forbid", allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
+    )
+
+    task: str = ""
+    """registry task name, e.g. sst2, conll2003, squad (`ptuning tasks` lists them)"""
+    model: str = "minilm"
+    """local folder, hub id (online), or a packaged short name: minilm, smollm2"""
+    data_dir: str = ""
+    """folder holding the task's files (or one data file); with --tasks, the folder holding one sub-folder
+    per task"""
+    method: MethodName = "ptuning-v2"
+    """ptuning-v2 | prefix-mlp | prompt-tuning | linear-probe | finetune"""
     output_dir: str = "outputs/run"
-    prefix_length: int = 16
-    mlp_hidden_size: int = 512
-    prefix_dropout: float = 0.1
-    prefix_init_std: float = 1.0
-    prefix_layers: list[int] | None = None  # None = every layer
-    position_mode: str = "keep"  # keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT)
-    head_dropout: float = 0.1
-    learning_rate: float = 1e-2
-    weight_decay: float = 0.0
-    warmup_ratio: float = 0.0
-    epochs: float = 3.0
-    max_steps: int | None = None  # stops early; also bounds the schedule
-    batch_size: int = 32  # global batch (split across processes under accelerate/torchrun)
-    eval_batch_size: int = 64
-    gradient_accumulation_steps: int = 1
-    max_length: int = 128
-    max_train_samples: int | None = None
-    max_eval_samples: int | None = None
+    """where the checkpoint, summaries and training state go"""
+    prefix_length: int = Field(16, gt=0)
+    """P, virtual key/value positions per layer (prompt-tuning: input prompts)"""
+    mlp_hidden_size: int = Field(512, gt=0)
+    """width of prefix-mlp's bottleneck"""
+    prefix_dropout: float = Field(0.1, ge=0, lt=1)
+    """dropout on the prefix keys/values"""
+    prefix_init_std: float = Field(1.0, gt=0)
+    """standard deviation of the prefix table's normal initialisation"""
+    prefix_layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
+    """layers that get a prefix, e.g. 0,1,2 (default: every layer)"""
+    position_mode: Literal["keep", "shift"] = "keep"
+    """keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT)"""
+    pooling: Literal["first", "last", "mean"] | None = None
+    """how classification, regression and multiple-choice heads pool the tokens: first, last (real token) or
+    mean (default: first for encoders, last for decoders)"""
+    head_dropout: float = Field(0.1, ge=0, lt=1)
+    """dropout before each task head"""
+    learning_rate: float = Field(1e-2, gt=0)
+    """AdamW learning rate, linear decay"""
+    weight_decay: float = Field(0.0, ge=0)
+    """AdamW weight decay"""
+    warmup_ratio: float = Field(0.0, ge=0, lt=1)
+    """share of the updates with a linear warm-up"""
+    epochs: float = Field(3.0, gt=0)
+    """training length in (nominal) epochs; may be fractional"""
+    max_steps: int | None = Field(None, gt=0)
+    """stop after N optimizer updates; also bounds the schedule"""
+    batch_size: int = Field(32, gt=0)
+    """global batch (split across processes under accelerate/torchrun)"""
+    eval_batch_size: int = Field(64, gt=0)
+    """batch size for evaluation"""
+    gradient_accumulation_steps: int = Field(1, gt=0)
+    """micro-batches per optimizer update"""
+    max_length: int = Field(128, gt=0)
+    """tokens per input (longer inputs are cut and counted)"""
+    max_train_samples: int | None = Field(None, gt=0)
+    """keep only the first N training examples"""
+    max_eval_samples: int | None = Field(None, gt=0)
+    """keep only the first N dev/test examples"""
     group_by_length: bool = True
+    """batches of similar length (less padding)"""
     gradient_checkpointing: bool = False
-    mixed_precision: str = "no"  # no | bf16 | fp16 (where the device supports it)
-    attn_implementation: str = "sdpa"  # sdpa | eager
+    """recompute activations in the backward pass (less memory, more time)"""
+    mixed_precision: Literal["no", "bf16", "fp16"] = "no"
+    """autocast precision (where the device supports it); the prefix stays fp32"""
+    backbone_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
+    """dtype the frozen backbone is loaded in (fp32: as loaded today)"""
+    backbone_quantization: Literal["int8", "nf4"] | None = None
+    """quantize the frozen backbone's weights (not implemented yet)"""
+    attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
+    """attention kernel the backbone is loaded with"""
     seed: int = 42
-    eval_every_steps: int | None = None  # None: evaluate at the end of every epoch
-    save_every_steps: int | None = 200  # resumable training state every N optimizer steps
-    train_split: str | None = None  # default: the task's train split
+    """seed of every random draw (initialisation, data order, dropout)"""
+    eval_every_steps: int | None = Field(None, gt=0)
+    """evaluate every N updates (default: at the end of every epoch)"""
+    save_every_steps: int | None = Field(200, gt=0)
+    """resumable training state every N optimizer updates (and at every epoch end)"""
+    train_split: str | None = None
+    """train split name (default: the task's train split)"""
     dev_split: str | None = None
+    """dev split name (default: dev / validation / val); none: no dev scoring"""
     test_split: str | None = None
+    """test split name (default: test; with --tasks: none); none: no test scoring"""
+    dev_from_train: float | None = Field(None, gt=0, lt=1)
+    """hold out this seeded fraction of train as dev, for data without a dev file (e.g. 0.1)"""
     resume: bool = False
-    init_prefix_from: str | None = None  # a prompt checkpoint whose prefix starts this run
-    task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"doc_stride": 128}
+    """continue from OUTPUT_DIR/training_state"""
+    init_prefix_from: str | None = None
+    """a prompt checkpoint whose prefix starts this run"""
+    task_options: dict[str, Any] = Field(default_factory=dict)
+    """the task's constructor options as JSON, e.g. '{"doc_stride": 128}'; with --tasks, may be keyed by task"""
     log_tensorboard: bool = True
+    """write tensorboard scalars to OUTPUT_DIR/tensorboard"""
+    # --- multi-task prompt pre-training (MPT-2): one prefix shared by several tasks --------------------------
+    tasks: list[str] | None = None
+    """comma-separated registry tasks sharing one prefix (MPT-2), e.g. superglue-rte,boolq,copa"""
+    task_data: dict[str, str] = Field(default_factory=dict, json_schema_extra={"append": True})
+    """data folder of one task, TASK=DIR (repeat per task); default: <--data-dir>/<TASK>"""
+    task_splits: dict[str, str] = Field(
+        default_factory=dict, json_schema_extra={"append": True, "flag": "--task-split"}
+    )
+    """train (and dev) split of one task, TASK=TRAIN[:DEV], e.g. boolq=train-from-val:eval-from-val"""
+    sampling: Literal["proportional", "temperature"] = "proportional"
+    """MPT-2 batch mixing: proportional to dataset size, or p_i ∝ n_i^(1/T)"""
+    temperature: float = Field(2.0, gt=0)
+    """T of --sampling temperature"""
 
-    def __post_init__(self) -> None:
-        self.validate()
+    # --- conversions shared by every source (flags arrive as text) ---------------------------------------------
+    @field_validator("prefix_layers", mode="before")
+    @classmethod
+    def _comma_integers(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
 
-    def validate(self) -> None:
-        if self.method not in {m.value for m in Method}:
-            raise ConfigError(
-                f"method must be one of {', '.join(m.value for m in Method)}; got {self.method!r}"
-            )
-        _positive("learning_rate", self.learning_rate)
-        _positive("epochs", self.epochs)
-        _positive("batch_size", self.batch_size)
-        _positive("eval_batch_size", self.eval_batch_size)
-        _positive("gradient_accumulation_steps", self.gradient_accumulation_steps)
-        _positive("max_length", self.max_length)
-        if self.mixed_precision not in ("no", "bf16", "fp16"):
-            raise ConfigError(f"mixed_precision must be no, bf16 or fp16; got {self.mixed_precision!r}")
-        if not 0 <= self.warmup_ratio < 1:
-            raise ConfigError(f"warmup_ratio must be in [0, 1); got {self.warmup_ratio!r}")
-        for name in (
-            "max_steps",
-            "max_train_samples",
-            "max_eval_samples",
-            "eval_every_steps",
-            "save_every_steps",
-        ):
-            value = getattr(self, name)
-            if value is not None:
-                _positive(name, value)
-        self.prefix_config()  # validates prefix fields
+    @field_validator("tasks", mode="before")
+    @classmethod
+    def _comma_names(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return [item.strip() for item in value.split(",") if item.strip()]
+        return value
+
+    @field_validator("task_options", mode="before")
+    @classmethod
+    def _json_object(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            try:
+                value = json.loads(value)
+            except json.JSONDecodeError:
+                raise ValueError(
+                    f"expected a JSON object such as '{{\"doc_stride\": 64}}', got {value!r}"
+                ) from None
+        return value
+
+    @field_validator("task_data", "task_splits", mode="before")
+    @classmethod
+    def _pairs(cls, value: Any) -> Any:
+        """TASK=VALUE items (a list of them from repeated flags, or comma-separated) into a mapping."""
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple):
+            return value
+        pairs: dict[str, str] = {}
+        for text in value:
+            for item in str(text).split(","):
+                name, sep, rest = item.strip().partition("=")
+                if item.strip() and (not sep or not name or not rest):
+                    raise ValueError(f"expected TASK=VALUE, got {item.strip()!r}")
+                if sep:
+                    pairs[name.strip()] = rest.strip()
+        return pairs
+
+    @model_validator(mode="after")
+    def _prefix_fields_fit(self) -> TrainConfig:
+        self.prefix_config()  # PrefixConfig checks what the fields above cannot (e.g. layer indices)
+        if self.tasks is not None and not self.tasks:
+            raise ValueError("tasks needs at least one task")
+        return self
+
+    # --- derived values ---------------------------------------------------------------------------------------
+    @property
+    def task_names(self) -> list[str]:
+        """The tasks this run trains: ``tasks`` for a multi-task run, else ``[task]``."""
+        return list(self.tasks) if self.tasks else [self.task]
+
+    @property
+    def is_multitask(self) -> bool:
+        return self.tasks is not None
 
     def prefix_config(self) -> PrefixConfig:
         reparam = Reparameterization.MLP if self.method == Method.PREFIX_MLP else Reparameterization.EMBEDDING
@@ -94,37 +202,41 @@ class TrainConfig:
             dropout=self.prefix_dropout,
             init_std=self.prefix_init_std,
             layers=tuple(self.prefix_layers) if self.prefix_layers else None,
-            position_mode=PositionMode(self.position_mode)
-            if self.position_mode in ("keep", "shift")
-            else _bad("position_mode", self.position_mode, "keep or shift"),
+            position_mode=PositionMode(self.position_mode),
         )
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        return self.model_dump(mode="json")
 
-    @classmethod
-    def from_sources(
-        cls, file: str | Path | None = None, overrides: dict[str, Any] | None = None
-    ) -> TrainConfig:
-        """Options from a YAML/JSON file, then ``overrides`` (the CLI) on top; unknown keys are errors."""
-        data: dict[str, Any] = {}
-        if file is not None:
-            data.update(load_config_file(file))
-        data.update({k: v for k, v in (overrides or {}).items() if v is not None})
-        check_keys(data, str(file) if file else "options")
-        return cls(**data)
+    def replace(self, **changes: Any) -> TrainConfig:
+        """A validated copy with ``changes`` (a bad value is a ConfigError, as from any other source)."""
+        return build_config([("options", changes)], base=self.to_dict())
 
 
-def check_keys(data: dict[str, Any], where: str) -> None:
-    known = [f.name for f in fields(TrainConfig)]
-    for key in data:
-        if key not in known:
-            close = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ConfigError(f"{where}: unknown option {key!r}{hint}")
+# --- building a config from layered sources ---------------------------------------------------------------------
+
+
+def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] | None = None) -> TrainConfig:
+    """``TrainConfig`` from (source name, options) layers, later layers winning.
+
+    A validation error names the layer the offending value came from (a file, a preset, a flag), the field,
+    what was expected and what was given, in one line.
+    """
+    merged: dict[str, Any] = dict(base or {})
+    origin: dict[str, str] = {}
+    for where, options in layers:
+        for key, value in options.items():
+            key = str(key).replace("-", "_")
+            merged[key] = value
+            origin[key] = where
+    try:
+        return TrainConfig(**merged)
+    except ValidationError as error:
+        raise ConfigError(_describe(error.errors()[0], origin)) from None
 
 
 def load_config_file(path: str | Path) -> dict[str, Any]:
+    """A YAML (or .json) file's mapping of option -> value, keys with dashes or underscores."""
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
@@ -132,9 +244,8 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
-        raise ConfigError(
-            f"config file {path} is not valid {'JSON' if path.suffix == '.json' else 'YAML'}: {error}"
-        ) from None
+        kind = "JSON" if path.suffix == ".json" else "YAML"
+        raise ConfigError(f"config file {path} is not valid {kind}: {error}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
@@ -142,10 +253,123 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     return {str(k).replace("-", "_"): v for k, v in data.items()}
 
 
-def _positive(name: str, value: float) -> None:
-    if value is None or value <= 0:
-        raise ConfigError(f"{name} must be > 0; got {value!r}")
+def _unknown(key: str, where: str) -> str:
+    close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    return f"{where}: unknown option {key!r}{hint}"
 
 
-def _bad(name: str, value: Any, expected: str) -> Any:
-    raise ConfigError(f"{name} must be {expected}; got {value!r}")
+def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
+    """One pydantic error as 'SOURCE: FIELD must be EXPECTED; got VALUE' ('--flag must be ...' for a flag)."""
+    location = error.get("loc") or ()
+    field = str(location[0]) if location else ""
+    where = origin.get(field, "options")
+    kind, context, given = error["type"], error.get("ctx") or {}, error.get("input")
+    if kind == "extra_forbidden":
+        return _unknown(field, where)
+    if not field:  # a check across fields: its message names them
+        return str(context.get("error", error["msg"]))
+    subject = flag_name(field) if where == "flags" else f"{where}: {field}"
+    if kind == "value_error":
+        return f"{subject}: {context.get('error', error['msg'])}"
+    bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt")}
+    bounds["less_than_equal"] = ("<=", "le")
+    if kind in bounds:
+        operator, key = bounds[kind]
+        expected = f"{operator} {context[key]:g}"
+        if expected == "> 0" and _base_type(field) is int:
+            expected = "a positive integer"
+    elif kind == "literal_error":
+        expected = "one of " + ", ".join(str(v) for v in _literal_values(field))
+    elif kind == "finite_number":
+        expected = "a finite number"
+    else:
+        expected = _type_text(field)
+    return f"{subject} must be {expected}; got {given!r}"
+
+
+def _annotation(field: str) -> Any:
+    info = TrainConfig.model_fields.get(field)
+    return info.annotation if info is not None else None
+
+
+def _without_none(hint: Any) -> Any:
+    if isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union:
+        members = [m for m in typing.get_args(hint) if m is not type(None)]
+        return members[0] if len(members) == 1 else hint
+    return hint
+
+
+def _base_type(field: str) -> Any:
+    hint = _without_none(_annotation(field))
+    return typing.get_origin(hint) or hint
+
+
+def _literal_values(field: str) -> tuple[Any, ...]:
+    hint = _without_none(_annotation(field))
+    return typing.get_args(hint) if typing.get_origin(hint) is Literal else ()
+
+
+def _type_text(field: str) -> str:
+    kind = _base_type(field)
+    if kind is list:
+        item = (typing.get_args(_without_none(_annotation(field))) or (str,))[0]
+        item = typing.get_args(item)[0] if typing.get_origin(item) is typing.Annotated else item
+        return "comma-separated integers (e.g. 0,1,2)" if item is int else "comma-separated names (e.g. a,b)"
+    return {
+        float: "a number (float)",
+        int: "an integer (int)",
+        bool: "true or false (bool)",
+        str: "text (str)",
+        dict: "a mapping (JSON object)",
+    }.get(kind, str(_annotation(field)))
+
+
+# --- command-line flags: one per field ------------------------------------------------------------------------
+
+
+def flag_name(field: str) -> str:
+    extra = TrainConfig.model_fields[field].json_schema_extra if field in TrainConfig.model_fields else None
+    if isinstance(extra, dict) and "flag" in extra:
+        return str(extra["flag"])
+    return "--" + field.replace("_", "-")
+
+
+MULTITASK_FIELDS = ("tasks", "task_data", "task_splits", "sampling", "temperature")
+_METAVARS = {str: "TEXT", int: "N", float: "X", list: "A,B,...", dict: "JSON"}
+
+
+def add_config_flags(parser: argparse.ArgumentParser | Any, names: typing.Iterable[str]) -> None:
+    """One flag per named field; help is the field's docstring. Values stay text: TrainConfig converts them,
+    exactly as it converts a file's values. Unset flags are absent from the namespace."""
+    for name in names:
+        info = TrainConfig.model_fields[name]
+        extra = info.json_schema_extra if isinstance(info.json_schema_extra, dict) else {}
+        flags = [flag_name(name)]
+        if name == "data_dir":
+            flags.append("--data")
+        default = info.get_default(call_default_factory=True)
+        help_text = " ".join((info.description or "").split())
+        if default not in (None, {}, []):
+            help_text += f" (default: {default!r})"
+        options: dict[str, Any] = {"dest": name, "default": argparse.SUPPRESS, "help": help_text}
+        kind = _base_type(name)
+        choices = _literal_values(name)
+        if kind is bool:
+            options["action"] = argparse.BooleanOptionalAction
+        elif extra.get("append"):
+            options.update(action="append", metavar="TASK=VALUE")
+        elif choices:  # checked by TrainConfig like any other value, not by argparse
+            options["metavar"] = "{" + ",".join(str(c) for c in choices) + "}"
+        else:
+            options["metavar"] = _METAVARS.get(kind, "VALUE")
+        parser.add_argument(*flags, **options)
+
+
+def flag_options(args: argparse.Namespace) -> dict[str, Any]:
+    """The TrainConfig fields given as flags (present and not None) in ``args``."""
+    return {
+        name: getattr(args, name)
+        for name in TrainConfig.model_fields
+        if getattr(args, name, None) is not None
+    }

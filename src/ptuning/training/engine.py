@@ -1,4 +1,10 @@
-"""The training loop: accelerate for devices, processes and precision; ptuning for everything P-tuning.
+"""The one training loop, for one task or several sharing a prefix (MPT-2): accelerate for devices, processes
+and precision; ptuning for everything P-tuning.
+
+A run goes: plan (which tasks, folders, splits; nothing loaded) -> checks (training/preflight.py) -> read the
+splits -> build the model -> tokenize -> train. Training walks one schedule of micro-batches (a batch source
+per task, mixed; training/schedule.py); single-task training is the one-task case. Resuming, data-parallel
+sharding, evaluation, the best-dev checkpoint and the resumable state exist once, here.
 
 Why accelerate rather than HF Trainer (docs/ARCHITECTURE.md): our model is a plain nn.Module whose
 checkpoints are prompt-only safetensors, resuming must not unpickle anything, and evaluation is the task's
@@ -8,6 +14,7 @@ own decoding + metric. A short explicit loop over ``Accelerator`` keeps all of t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -20,26 +27,39 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
-from accelerate.data_loader import prepare_data_loader
 from accelerate.utils import set_seed
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
-from ptuning.core.config import Method
+from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.tasks.base import DataReport, Features, Task
-from ptuning.tasks.collate import collate, length_grouped_batches
-from ptuning.tasks.registry import get_task
+from ptuning.tasks.collate import collate
+from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, predict_outputs
-from ptuning.training.state import load_training_state, restore_rng, save_training_state
+from ptuning.training.preflight import check_run
+from ptuning.training.schedule import (
+    apportion,
+    mixed_schedule,
+    shard_batches,
+    shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
+    task_probabilities,
+)
+from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
 
 logger = logging.getLogger(__name__)
 BEST_DIR = "checkpoint"  # the best-dev prompt checkpoint inside output_dir
+SHARED_PREFIX = "shared"  # the one prefix every task's head sits on in a multi-task run
+DEV_SPLITS = ("dev", "validation", "val")
+BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: as loaded today
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the trained weights stopped being finite numbers; nothing after that point is kept."""
 
 
 @dataclass
@@ -56,58 +76,225 @@ class RunResult:
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
+@dataclass
+class TaskPlan:
+    """One task of a run, before anything is read: the task object, its data folder and split names."""
+
+    name: str
+    task: Task
+    data_dir: str
+    train_split: str
+    dev_split: str | None
+    test_split: str | None
+
+
+@dataclass
+class TaskData:
+    plan: TaskPlan
+    train: Split
+    dev: Split | None
+    test: Split | None
+
+    @property
+    def task(self) -> Task:
+        return self.plan.task
+
+    @property
+    def splits(self) -> list[Split]:
+        return [s for s in (self.train, self.dev, self.test) if s is not None]
+
+
+# ============================================================================================ the whole run
+def train(config: TrainConfig) -> RunResult:
+    """Train, evaluate every epoch (or N updates), keep the best-dev checkpoint, report test at best dev.
+
+    With ``config.tasks`` (MPT-2) one prefix is shared by every task, each with its own head, and the best
+    checkpoint is the one with the best mean of the tasks' dev primary metrics.
+    """
+    started = time.perf_counter()
+    plans = plan_tasks(config)
+    check_run(config, {plan.name: plan.task.head for plan in plans})  # before anything heavy loads
+    accelerator = Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        cpu=_cpu_processes(),
+    )
+    set_seed(config.seed)
+    output_dir = Path(config.output_dir)
+    if accelerator.is_main_process:
+        (output_dir / "config.json").write_text(json.dumps(_run_config(config, plans), indent=2) + "\n")
+    # the splits are read before the model is built: a task may learn its label set from train
+    data = [read_task_data(plan, config, accelerator.print) for plan in plans]
+    model, tokenizer = build_prompt_model(config, [item.task for item in data])
+    for item in data:
+        for split in item.splits:
+            featurize_split(item.task, split, tokenizer, config.max_length)
+    data_report = _data_report(config, data)
+    for name, counts in data_report.items():
+        accelerator.print(f"data {name}: {counts}")
+    trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
+    trainer.run()
+    summary = trainer.summary(data_report, time.perf_counter() - started)
+    if accelerator.is_main_process:
+        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    trainer.close()
+    return RunResult(summary, trainer.progress["history"])
+
+
+# ============================================================================================ 1. plan
+def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
+    """The run's tasks with their data folders and split names, checked; nothing is read yet."""
+    names = config.task_names
+    if config.is_multitask:
+        _check_multitask(config, names)
+    keyed = config.is_multitask and bool(config.task_options) and set(config.task_options) <= set(names)
+    plans = []
+    for name in names:
+        options = config.task_options.get(name, {}) if keyed else config.task_options
+        task = get_task(name, **options)  # options are the task's constructor keywords
+        train_name, dev_name = _own_splits(config, name)
+        train_name = data_split_name(task, train_name or config.train_split, ("train",))
+        if train_name is None:
+            raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
+        dev_name = data_split_name(task, dev_name or config.dev_split, DEV_SPLITS)
+        # a multi-task run scores test only when asked to: MPT-2 pre-trains, the transfer runs are scored
+        default_test = () if config.is_multitask else ("test",)
+        test_name = data_split_name(task, config.test_split, default_test)
+        plans.append(
+            TaskPlan(name, task, _data_dir(config, name), train_name, _none(dev_name), _none(test_name))
+        )
+    return plans
+
+
+def _check_multitask(config: TrainConfig, names: list[str]) -> None:
+    if len(set(names)) != len(names):
+        raise ConfigError(f"tasks must be distinct; got {names}")
+    unknown = [name for name in names if name not in list_tasks()]
+    if unknown:
+        raise ConfigError(f"unknown tasks {unknown}; `ptuning tasks` lists the known ones")
+    strays = sorted((set(config.task_data) | set(config.task_splits)) - set(names))
+    if strays:
+        raise ConfigError(f"--task-data/--task-split name tasks {strays} that are not in --tasks")
+    missing = [name for name in names if name not in config.task_data and not config.data_dir]
+    if missing:
+        raise ConfigError(
+            f"no data folder for tasks {missing}: give --task-data {missing[0]}=DIR (one per task) or --data-dir"
+        )
+    method = Method(config.method)
+    if not method.uses_prefix or not method.freezes_backbone:
+        raise ConfigError(
+            f"multi-task prompt pre-training shares a prefix; method must be ptuning-v2, prefix-mlp or "
+            f"prompt-tuning, got {config.method!r}"
+        )
+    heads = {get_task(name).head for name in names}
+    if HeadKind.CAUSAL_LM in heads and heads != {HeadKind.CAUSAL_LM}:
+        raise ConfigError("causal-lm tasks cannot share a prefix with encoder tasks in one run")
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        # the heads a batch does not use would stall DDP's gradient reduction
+        raise ConfigError("multi-task training runs in one process; launch it without accelerate/torchrun")
+
+
+def _data_dir(config: TrainConfig, name: str) -> str:
+    if not config.is_multitask:
+        return config.data_dir
+    return config.task_data.get(name) or str(Path(config.data_dir) / name)
+
+
+def _own_splits(config: TrainConfig, name: str) -> tuple[str | None, str | None]:
+    """A task's TRAIN[:DEV] from --task-split, if given."""
+    train_split, _, dev_split = config.task_splits.get(name, "").partition(":")
+    return train_split or None, dev_split or None
+
+
+def _none(split: str | None) -> str | None:
+    return None if split == "none" else split
+
+
 def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ...]) -> str | None:
     if requested:
         return requested
     return next((name for name in candidates if name in task.splits), None)
 
 
-def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limit: int | None) -> Split:
-    examples, read_report = task.read(config.data_dir, split)
-    unlabelled = read_report.unlabelled
-    if limit is not None and len(examples) > limit:
-        read_report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
-        if unlabelled == len(examples):  # an unlabelled split (e.g. a GLUE test file) stays unlabelled
-            unlabelled = limit
-        elif unlabelled:
-            read_report.notes.append(f"{split}: {unlabelled} unlabelled examples in the whole file")
-        examples = examples[:limit]
-    features, feature_report = task.featurize(examples, tokenizer, config.max_length)
-    report = DataReport(
-        examples=len(examples),
-        skipped=read_report.skipped + feature_report.skipped,
-        unlabelled=unlabelled,
-        truncated=feature_report.truncated,
-        notes=read_report.notes + feature_report.notes,
+# ============================================================================================ 2. read
+def read_task_data(plan: TaskPlan, config: TrainConfig, say: Any = print) -> TaskData:
+    """A task's splits as examples (tokenized later, once the model's tokenizer is loaded)."""
+    # TODO(data): dev_from_train (a seeded held-out fraction of train as dev) is the "data" engineer's;
+    # preflight refuses it until then.
+    train_split = read_split(plan.task, plan.data_dir, plan.train_split, config.max_train_samples)
+    dev = (
+        read_split(plan.task, plan.data_dir, plan.dev_split, config.max_eval_samples)
+        if plan.dev_split
+        else None
     )
-    return Split(split, examples, features, report)
+    test = (
+        read_split(plan.task, plan.data_dir, plan.test_split, config.max_eval_samples)
+        if plan.test_split
+        else None
+    )
+    if test is not None and test.report.unlabelled == len(test.examples):
+        say(f"test split {plan.test_split!r} is unlabelled: not scored")
+        test = None
+    return TaskData(plan, train_split, dev, test)
 
 
+def read_split(task: Task, data_dir: str, split: str, limit: int | None) -> Split:
+    examples, report = task.read(data_dir, split)
+    if limit is not None and len(examples) > limit:
+        report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
+        if report.unlabelled == len(examples):  # an unlabelled split (e.g. a GLUE test file) stays unlabelled
+            report.unlabelled = limit
+        elif report.unlabelled:
+            report.notes.append(f"{split}: {report.unlabelled} unlabelled examples in the whole file")
+        examples = examples[:limit]
+    report.examples = len(examples)
+    return Split(split, examples, [], report)
+
+
+def featurize_split(task: Task, split: Split, tokenizer: Any, max_length: int) -> Split:
+    features, feature_report = task.featurize(split.examples, tokenizer, max_length)
+    split.features = features
+    split.report = DataReport(
+        examples=len(split.examples),
+        skipped=split.report.skipped + feature_report.skipped,
+        unlabelled=split.report.unlabelled,
+        truncated=feature_report.truncated,
+        notes=split.report.notes + feature_report.notes,
+    )
+    return split
+
+
+def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limit: int | None) -> Split:
+    """Read and tokenize one split (what benchmarks and tests use)."""
+    return featurize_split(
+        task, read_split(task, config.data_dir, split, limit), tokenizer, config.max_length
+    )
+
+
+# ============================================================================================ 3. model
 def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
-    causal = task.head is HeadKind.CAUSAL_LM
+    """The model of a single-task run (what benchmarks and tests use)."""
+    return build_prompt_model(config, [task])
+
+
+def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptModel, Any]:
+    """Backbone + prefix + a head per task; several tasks share one prefix (MPT-2)."""
+    causal = all(task.head is HeadKind.CAUSAL_LM for task in tasks)
     backbone, tokenizer = load_backbone(
-        config.model, causal_lm=causal, attn_implementation=config.attn_implementation
+        config.model,
+        causal_lm=causal,
+        attn_implementation=config.attn_implementation,
+        dtype=BACKBONE_DTYPES[config.backbone_dtype],
     )
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
-    model.add_task(task.name, HeadSpec(task.head, task.label_names))
+    shared = SHARED_PREFIX if config.is_multitask else None
+    for task in tasks:
+        model.add_task(task.name, HeadSpec(task.head, task.label_names, config.pooling), prefix_name=shared)
     if config.init_prefix_from:
-        init_prefix(model, task.name, config.init_prefix_from)
+        init_prefix(model, tasks[0].name, config.init_prefix_from)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     return model, tokenizer
-
-
-def restore_training(output_dir: Path, model: torch.nn.Module, optimizer, scheduler) -> dict[str, Any] | None:
-    """Load the saved model, optimizer, scheduler and RNG states; the saved progress, or None if none."""
-    resumed = load_training_state(output_dir)
-    if resumed is None:
-        return None
-    model_state, optimizer_state, meta = resumed
-    model.load_state_dict(model_state, strict=False)
-    optimizer.load_state_dict(optimizer_state)
-    scheduler.load_state_dict(meta["scheduler"])
-    restore_rng(meta)
-    return meta["progress"]
 
 
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
@@ -139,184 +326,380 @@ def evaluate(
     return task.score(split.examples, split.features, outputs)
 
 
-def train(config: TrainConfig) -> RunResult:
-    """Train, evaluate every epoch (or N steps), keep the best-dev checkpoint, report test at best dev."""
-    started = time.perf_counter()
-    # batch_size is global: each process takes its share of every batch (see _shard_batches). accelerate's own
-    # split_batches is not used: since 1.x it is ignored unless set through DataLoaderConfiguration, and it
-    # drops or pads the partial batches that length grouping makes.
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        cpu=_cpu_processes(),
-    )
-    set_seed(config.seed)
-    output_dir = Path(config.output_dir)
-    if accelerator.is_main_process:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
-    task = get_task(config.task, **config.task_options)  # options are the task's constructor keywords
-    model, tokenizer = build_model(config, task)
-    report = model.trainable_parameters()
-    accelerator.print(f"{task.name} · {config.method} · {config.model}: {report}")
+# ============================================================================================ 4. train
+class Trainer:
+    """One schedule of micro-batches, the optimizer and what is kept of the run (history, best, state)."""
 
-    train_split = load_split(
-        task,
-        config,
-        tokenizer,
-        data_split_name(task, config.train_split, ("train",)),
-        config.max_train_samples,
-    )
-    dev_name = data_split_name(task, config.dev_split, ("dev", "validation", "val"))
-    test_name = data_split_name(task, config.test_split, ("test",)) if config.test_split != "none" else None
-    dev_split = load_split(task, config, tokenizer, dev_name, config.max_eval_samples) if dev_name else None
-    test_split = (
-        load_split(task, config, tokenizer, test_name, config.max_eval_samples) if test_name else None
-    )
-    if test_split is not None and test_split.report.unlabelled == len(test_split.examples):
-        accelerator.print(f"test split {test_name!r} is unlabelled: not scored")
-        test_split = None
-    data_report = {
-        s.name: report_dict(s.report) for s in (train_split, dev_split, test_split) if s is not None
-    }
-    for name, counts in data_report.items():
-        accelerator.print(f"data {name}: {counts}")
-
-    lengths = [feature_length(f) for f in train_split.features]
-    updates_per_epoch = math.ceil(
-        math.ceil(len(lengths) / config.batch_size) / config.gradient_accumulation_steps
-    )
-    total_updates = math.ceil(updates_per_epoch * config.epochs)
-    if config.max_steps:
-        total_updates = min(total_updates, config.max_steps)
-    trainable = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=config.learning_rate, weight_decay=config.weight_decay)
-    scheduler = get_linear_schedule_with_warmup(
-        optimizer, int(config.warmup_ratio * total_updates), total_updates
-    )
-
-    progress = {"epoch": 0, "batch_in_epoch": 0, "update": 0, "best": None, "best_epoch": None, "history": []}
-    if config.resume and (restored := restore_training(output_dir, model, optimizer, scheduler)) is not None:
-        progress = restored
-        accelerator.print(f"resumed at epoch {progress['epoch']} batch {progress['batch_in_epoch']}")
-
-    model, optimizer = accelerator.prepare(model, optimizer)
-    unwrapped: PromptModel = accelerator.unwrap_model(model)
-    writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
-    pad_id = tokenizer.pad_token_id
-    seen_examples = 0
-    train_seconds = 0.0
-    epochs = math.ceil(config.epochs)
-
-    def run_eval(epoch: float) -> bool:
-        """Evaluate on dev (and test), save the checkpoint if dev improved; True if it did."""
-        if not accelerator.is_main_process:
-            return False
-        entry: dict[str, Any] = {"epoch": epoch, "update": progress["update"]}
-        if dev_split is not None:
-            entry["dev"] = evaluate(unwrapped, task, dev_split, tokenizer, config)
-        if test_split is not None:
-            entry["test"] = evaluate(unwrapped, task, test_split, tokenizer, config)
-        entry["train_loss"] = progress.get("last_loss")
-        progress["history"].append(entry)
-        score = entry.get("dev", {}).get(task.primary_metric)
-        improved = progress["best"] is None or (score is not None and score > progress["best"])
-        if improved:
-            progress["best"], progress["best_epoch"] = score, epoch
-            save_checkpoint(
-                unwrapped, output_dir / BEST_DIR, {task.name: task.name}, {"dev": entry.get("dev")}
-            )
-        if writer is not None:
-            for split in ("dev", "test"):
-                for metric, value in entry.get(split, {}).items():
-                    writer.add_scalar(f"{split}/{metric}", value, progress["update"])
-        accelerator.print(f"epoch {epoch:.2f}: dev {entry.get('dev')} test {entry.get('test')}")
-        return improved
-
-    model.train()
-    for epoch in range(progress["epoch"], epochs):
-        order = (
-            length_grouped_batches(lengths, config.batch_size, seed=config.seed + epoch)
-            if config.group_by_length
-            else shuffled_batches(len(lengths), config.batch_size, config.seed + epoch)
+    def __init__(
+        self,
+        config: TrainConfig,
+        accelerator: Accelerator,
+        model: PromptModel,
+        tokenizer: Any,
+        data: list[TaskData],
+        output_dir: Path,
+    ) -> None:
+        self.config, self.accelerator, self.tokenizer, self.output_dir = (
+            config,
+            accelerator,
+            tokenizer,
+            output_dir,
         )
-        skip = progress["batch_in_epoch"] if epoch == progress["epoch"] else 0
-        shards, weights = _shard_batches(order[skip:], accelerator.process_index, accelerator.num_processes)
-        loader = DataLoader(
-            train_split.features,
-            batch_sampler=shards,
-            collate_fn=lambda batch: collate(batch, pad_id),
-            # Its own generator: iterating a DataLoader otherwise draws from the global RNG, so a run resumed
-            # mid-epoch would see different dropout masks than the uninterrupted run.
-            generator=torch.Generator(),
+        self.data = {item.task.name: item for item in data}
+        self.single = not config.is_multitask
+        self.report = model.trainable_parameters()
+        label = self._names[0] if self.single else f"MPT-2 {'+'.join(self._names)}"
+        accelerator.print(f"{label} · {config.method} · {config.model}: {self.report}")
+        self._plan_schedule()
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
         )
-        # already sharded: only device placement and end-of-epoch tracking (for accumulation) are wanted
-        loader = prepare_data_loader(
-            loader, accelerator.device, num_processes=1, process_index=0, put_on_device=True
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * self.total_updates), self.total_updates
         )
-        bar = tqdm(
-            total=len(order),
-            initial=skip,
-            desc=f"epoch {epoch + 1}/{epochs}",
-            disable=not accelerator.is_main_process,
-        )
-        for batch_index, batch in enumerate(loader, start=skip):
-            tick = time.perf_counter()
-            with accelerator.accumulate(model):
-                loss = model(**batch, task=task.name).loss
-                accelerator.backward(loss * weights[batch_index - skip])
-                optimizer.step()
-                if accelerator.sync_gradients:
-                    scheduler.step()
-                optimizer.zero_grad()
-            train_seconds += time.perf_counter() - tick
-            seen_examples += len(batch["input_ids"]) * accelerator.num_processes
-            progress["last_loss"] = float(loss.detach())
-            progress["batch_in_epoch"] = batch_index + 1
-            bar.update(1)
-            bar.set_postfix(loss=f"{progress['last_loss']:.4f}")
-            if accelerator.sync_gradients:
-                progress["update"] += 1
-                if writer is not None:
-                    writer.add_scalar("train/loss", progress["last_loss"], progress["update"])
-                    writer.add_scalar("train/lr", scheduler.get_last_lr()[0], progress["update"])
-                if config.eval_every_steps and progress["update"] % config.eval_every_steps == 0:
-                    run_eval(epoch + (batch_index + 1) / len(order))
-                if config.save_every_steps and progress["update"] % config.save_every_steps == 0:
-                    save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch)
-                if progress["update"] >= total_updates:
-                    break
-        bar.close()
-        progress["epoch"], progress["batch_in_epoch"] = epoch + 1, 0
-        if not config.eval_every_steps:
-            run_eval(float(epoch + 1))
-        save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch + 1)
-        if progress["update"] >= total_updates:
-            break
-
-    accelerator.wait_for_everyone()
-    wall = time.perf_counter() - started
-    summary = _summary(
-        config, task, report, progress, data_report, seen_examples, train_seconds, wall, output_dir
-    )
-    if accelerator.is_main_process:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
-    if writer is not None:
-        writer.close()
-    return RunResult(summary, progress["history"])
-
-
-def save_state(accelerator, model, optimizer, scheduler, progress, output_dir, epoch) -> None:
-    if accelerator.is_main_process:
-        state = {
-            k: v
-            for k, v in model.state_dict().items()
-            if k.startswith(("prefixes.", "heads.")) or not model.method.freezes_backbone
+        self.progress: dict[str, Any] = {
+            "micro": 0,
+            "epoch": 0,
+            "batch_in_epoch": 0,
+            "update": 0,
+            "best": None,
+            "best_epoch": None,
+            "best_update": None,
+            "history": [],
+            "losses": {name: [] for name in self._names},
+            "last_loss": None,
+            "evaluated_update": None,
         }
-        save_training_state(output_dir, state, optimizer, scheduler, dict(progress, epoch=progress["epoch"]))
-    accelerator.wait_for_everyone()
+        if config.resume:
+            self._resume(model)
+        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.unwrapped: PromptModel = accelerator.unwrap_model(self.model)
+        self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
+        self.seen_examples, self.train_seconds = 0, 0.0
+
+    @property
+    def _names(self) -> list[str]:
+        return list(self.data)
+
+    # ----------------------------------------------------------------------------------- schedule
+    def _plan_schedule(self) -> None:
+        """How many micro-batches and updates, and which batch comes when.
+
+        An accumulation window never spans the end of a nominal epoch (the epoch's last micro-batches make a
+        shorter window), so a run updates ceil(epoch_batches / accumulation) times per epoch.
+        """
+        config = self.config
+        lengths = {name: [feature_length(f) for f in item.train.features] for name, item in self.data.items()}
+        self.sizes = {name: len(values) for name, values in lengths.items()}
+        self.probabilities = task_probabilities(self.sizes, config.sampling, config.temperature)
+        self.epoch_steps = sum(math.ceil(size / config.batch_size) for size in self.sizes.values())
+        accumulation = config.gradient_accumulation_steps
+        updates_per_epoch = math.ceil(self.epoch_steps / accumulation)
+        self.total_updates = math.ceil(updates_per_epoch * config.epochs)
+        if config.max_steps:
+            self.total_updates = min(self.total_updates, config.max_steps)
+        full_epochs, rest = divmod(self.total_updates, updates_per_epoch)
+        self.total_micro = full_epochs * self.epoch_steps + min(rest * accumulation, self.epoch_steps)
+        self.schedule = mixed_schedule(
+            lengths,
+            self.probabilities,
+            self.total_micro,
+            config.batch_size,
+            config.seed,
+            config.group_by_length,
+            spread_seeds=config.is_multitask,
+        )
+        self.counts = apportion(self.probabilities, self.total_micro)
+        if not self.single:
+            self.accelerator.print(
+                "mixing: "
+                + ", ".join(
+                    f"{n} n={self.sizes[n]} p={self.probabilities[n]:.3f} batches={self.counts[n]}"
+                    for n in self._names
+                )
+            )
+
+    def _closes_window(self, micro: int) -> bool:
+        """Whether micro-batch number ``micro`` (1-based) ends an accumulation window (an optimizer update)."""
+        in_epoch = (micro - 1) % self.epoch_steps + 1
+        accumulation = self.config.gradient_accumulation_steps
+        return in_epoch % accumulation == 0 or in_epoch == self.epoch_steps or micro == self.total_micro
+
+    # ----------------------------------------------------------------------------------- the loop
+    def run(self) -> None:
+        self.model.train()
+        start = self.progress["micro"]
+        with tqdm(
+            total=self.total_micro,
+            initial=start,
+            desc="MPT-2" if not self.single else "train",
+            disable=not self.accelerator.is_main_process,
+        ) as bar:  # closed (its line ended) before any error is printed
+            for micro in range(start + 1, self.total_micro + 1):
+                name, indices = self.schedule[micro - 1]
+                loss = self._step(name, indices, sync=self._closes_window(micro))
+                self._advance(micro, name, loss)
+                bar.update(1)
+                bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
+        if self.progress.get("evaluated_update") != self.progress["update"]:
+            self._evaluate()  # a resumed run that had finished its batches but not its last evaluation
+            self._save_state()
+        self.accelerator.wait_for_everyone()
+
+    def _step(self, name: str, indices: list[int], sync: bool) -> float:
+        """Forward and backward of this process's share of one global batch; an optimizer update if ``sync``."""
+        accelerator = self.accelerator
+        shards, weights = shard_batches([indices], accelerator.process_index, accelerator.num_processes)
+        features = self.data[name].train.features
+        batch = collate([features[i] for i in shards[0]], self.tokenizer.pad_token_id)
+        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        tick = time.perf_counter()
+        # DDP averages gradients across processes only when a window closes
+        quiet = accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
+        with quiet:
+            loss = self.model(**batch, task=name).loss
+            value = float(loss.detach())
+            if not math.isfinite(value):
+                self._diverged(f"the {name} training loss is {value}")
+            accelerator.backward(loss * weights[0])  # accelerate divides by the accumulation steps
+        if sync:
+            try:
+                self.optimizer.step()
+            except RuntimeError as error:  # e.g. a step size beyond float32 range
+                if "overflow" not in str(error):
+                    raise
+                self._diverged(f"the optimizer step overflowed ({error})")
+            self.scheduler.step()
+            self.optimizer.zero_grad()
+        self.train_seconds += time.perf_counter() - tick
+        self.seen_examples += len(indices)
+        return value
+
+    def _advance(self, micro: int, name: str, loss: float) -> None:
+        """Book-keeping after micro-batch ``micro``: progress, logs, evaluation, saved state."""
+        config, progress = self.config, self.progress
+        progress["micro"] = micro
+        progress["epoch"], progress["batch_in_epoch"] = divmod(micro, self.epoch_steps)
+        progress["last_loss"] = loss
+        progress["losses"][name].append(loss)
+        sync = self._closes_window(micro)
+        if sync:
+            progress["update"] += 1
+            if self.writer is not None:
+                tag = "train/loss" if self.single else f"train/loss/{name}"
+                self.writer.add_scalar(tag, loss, progress["update"])
+                self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], progress["update"])
+        update = progress["update"]
+        epoch_end = micro % self.epoch_steps == 0
+        last = micro == self.total_micro
+        every_eval, every_save = config.eval_every_steps, config.save_every_steps
+        if (sync and every_eval and update % every_eval == 0) or (epoch_end and not every_eval) or last:
+            self._evaluate()
+        if (sync and every_save and update % every_save == 0) or epoch_end or last:
+            self._save_state()
+
+    # ----------------------------------------------------------------------------------- evaluation
+    def _evaluate(self) -> None:
+        """Score every task's dev (and test) split; save the checkpoint if the dev score improved."""
+        progress = self.progress
+        progress["evaluated_update"] = progress["update"]  # on every process: they decide alike what runs
+        if self.accelerator.is_main_process:
+            self._check_finite_weights()
+            epoch = progress["micro"] / self.epoch_steps
+            scores = {name: self._score(item) for name, item in self.data.items()}
+            entry = self._single_entry(epoch, scores) if self.single else self._multi_entry(epoch, scores)
+            progress["history"].append(entry)
+            progress["losses"] = {name: [] for name in self._names}
+            score = entry["mean_primary"] if not self.single else entry.get("dev", {}).get(self._primary)
+            if progress["best"] is None or (score is not None and score > progress["best"]):
+                progress["best"], progress["best_epoch"], progress["best_update"] = (
+                    score,
+                    epoch,
+                    entry["update"],
+                )
+                self._save_best(entry)
+            self._log_scores(entry, epoch, score)
+        self.accelerator.wait_for_everyone()
+
+    def _score(self, item: TaskData) -> dict[str, dict[str, float]]:
+        return {
+            role: evaluate(self.unwrapped, item.task, split, self.tokenizer, self.config)
+            for role, split in (("dev", item.dev), ("test", item.test))
+            if split is not None
+        }
+
+    @property
+    def _primary(self) -> str:
+        return self.data[self._names[0]].task.primary_metric
+
+    def _single_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"epoch": epoch, "update": self.progress["update"]}
+        entry.update(scores[self._names[0]])
+        entry["train_loss"] = self.progress["last_loss"]
+        return entry
+
+    def _multi_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "update": self.progress["update"],
+            "epoch": epoch,
+            "dev": {name: s["dev"] for name, s in scores.items() if "dev" in s},
+            "train_loss": {name: _mean(values) for name, values in self.progress["losses"].items()},
+        }
+        tests = {name: s["test"] for name, s in scores.items() if "test" in s}
+        if tests:
+            entry["test"] = tests
+        primaries = [entry["dev"][name].get(self.data[name].task.primary_metric) for name in entry["dev"]]
+        primaries = [p for p in primaries if p is not None]
+        entry["mean_primary"] = _mean(primaries)
+        return entry
+
+    def _save_best(self, entry: dict[str, Any]) -> None:
+        extra: dict[str, Any] = {"dev": entry.get("dev")}
+        if not self.single:
+            extra["mpt2"] = {**_mixing(self.config, self.data), "probabilities": self.probabilities}
+        save_checkpoint(self.unwrapped, self.output_dir / BEST_DIR, {n: n for n in self._names}, extra)
+
+    def _log_scores(self, entry: dict[str, Any], epoch: float, score: float | None) -> None:
+        if self.writer is not None:
+            for split in ("dev", "test"):
+                for key, values in entry.get(split, {}).items():
+                    if isinstance(values, dict):  # multi-task: task -> metrics
+                        for metric, value in values.items():
+                            self.writer.add_scalar(f"{split}/{key}/{metric}", value, entry["update"])
+                    else:
+                        self.writer.add_scalar(f"{split}/{key}", values, entry["update"])
+        if self.single:
+            self.accelerator.print(f"epoch {epoch:.2f}: dev {entry.get('dev')} test {entry.get('test')}")
+        else:
+            self.accelerator.print(f"update {entry['update']}: mean dev {score} {entry['dev']}")
+
+    # ----------------------------------------------------------------------------------- finite numbers
+    def _check_finite_weights(self) -> None:
+        for name, parameter in self.unwrapped.named_parameters():
+            if parameter.requires_grad and not bool(torch.isfinite(parameter).all()):
+                self._diverged(f"the trained weight {name} is no longer finite")
+
+    def _diverged(self, what: str) -> None:
+        best = self.progress["best_update"]
+        kept = (
+            f"the best checkpoint so far (update {best}) is kept" if best is not None else "nothing was saved"
+        )
+        raise TrainingDivergedError(
+            f"training diverged at update {self.progress['update'] + 1}: {what}; {kept}. Lower --learning-rate "
+            f"(now {self.config.learning_rate:g}) or check the data"
+        )
+
+    # ----------------------------------------------------------------------------------- resumable state
+    def _save_state(self) -> None:
+        """Replace OUTPUT_DIR/training_state (rank 0 writes; every rank contributes its RNG states)."""
+        accelerator = self.accelerator
+        rng = rng_states(accelerator)
+        if accelerator.is_main_process:
+            self._check_finite_weights()
+            model = self.unwrapped
+            state = {
+                k: v
+                for k, v in model.state_dict().items()
+                if k.startswith(("prefixes.", "heads.")) or not model.method.freezes_backbone
+            }
+            save_training_state(
+                self.output_dir, state, self.optimizer, self.scheduler, dict(self.progress), rng
+            )
+        accelerator.wait_for_everyone()
+
+    def _resume(self, model: PromptModel) -> None:
+        restored = restore_training(
+            self.output_dir,
+            model,
+            self.optimizer,
+            self.scheduler,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
+        if restored is None:
+            return
+        restored.setdefault(
+            "micro", restored.get("epoch", 0) * self.epoch_steps + restored.get("batch_in_epoch", 0)
+        )
+        restored.setdefault("losses", {})
+        for name in self._names:
+            restored["losses"].setdefault(name, [])
+        for key in ("best_epoch", "best_update", "last_loss"):
+            restored.setdefault(key, None)
+        history = restored.get("history") or [{}]
+        restored.setdefault("evaluated_update", history[-1].get("update"))
+        self.progress = restored
+        self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
+
+    # ----------------------------------------------------------------------------------- summary
+    def summary(self, data_report: dict[str, Any], wall: float) -> dict[str, Any]:
+        progress, report, config = self.progress, self.report, self.config
+        best = next((h for h in progress["history"] if h["update"] == progress["best_update"]), {})
+        common = {
+            "method": config.method,
+            "model": config.model,
+            "seed": config.seed,
+            "trainable_params": report.trainable,
+            "total_params": report.total,
+        }
+        timing = {
+            "updates": progress["update"],
+            "train_examples_per_second": round(self.seen_examples / self.train_seconds, 2)
+            if self.train_seconds
+            else None,
+            "wall_seconds": round(wall, 1),
+            "checkpoint": str(self.output_dir / BEST_DIR),
+            "data": data_report,
+            "history": progress["history"],
+        }
+        if self.single:
+            return {
+                "task": self._names[0],
+                **common,
+                "trainable_percent": round(report.percent, 4),
+                "primary_metric": self._primary,
+                "best_epoch": progress["best_epoch"],
+                "dev": best.get("dev"),
+                "test": best.get("test"),
+                **timing,
+            }
+        return {
+            "tasks": self._names,
+            **common,
+            "sampling": config.sampling,
+            "temperature": config.temperature if config.sampling == "temperature" else None,
+            "train_sizes": self.sizes,
+            "probabilities": self.probabilities,
+            "batches": self.counts,
+            "best_update": progress["best_update"],
+            "dev": best.get("dev"),
+            "test": best.get("test"),
+            "mean_primary": best.get("mean_primary"),
+            **timing,
+        }
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
 
 
+def restore_training(
+    output_dir: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1
+) -> dict[str, Any] | None:
+    """Load the saved model, optimizer, scheduler and RNG states; the saved progress, or None if none."""
+    resumed = load_training_state(output_dir)
+    if resumed is None:
+        return None
+    model_state, optimizer_state, meta = resumed
+    model.load_state_dict(model_state, strict=False)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(meta["scheduler"])
+    restore_rng(meta, rank, world)
+    return meta["progress"]
+
+
+# ============================================================================================ helpers
 def _cpu_processes() -> bool:
     """True when launched as several processes (torchrun) on a machine without GPU: accelerate then forms a
     gloo group only if told cpu=True; otherwise every process would silently train alone."""
@@ -324,24 +707,40 @@ def _cpu_processes() -> bool:
 
 
 def _shard_batches(batches: list[list[int]], rank: int, world: int) -> tuple[list[list[int]], list[float]]:
-    """This process's share of every global batch, and the weight that makes DDP's gradient average equal the
-    one-process gradient of the whole batch (for losses that are means over examples).
-
-    A share of n of the batch's N examples is weighted n * world / N; a process left without examples (a
-    batch smaller than the world) runs the batch's first example with weight 0, so that every process still
-    joins the gradient all-reduce.
-    """
-    shards, weights = [], []
-    for batch in batches:
-        share = batch[rank::world]
-        shards.append(share or batch[:1])
-        weights.append(len(share) * world / len(batch))
-    return shards, weights
+    return shard_batches(batches, rank, world)
 
 
-def shuffled_batches(count: int, batch_size: int, seed: int) -> list[list[int]]:
-    order = np.random.default_rng(seed).permutation(count).tolist()
-    return [order[i : i + batch_size] for i in range(0, count, batch_size)]
+def _mixing(config: TrainConfig, data: dict[str, TaskData]) -> dict[str, Any]:
+    return {
+        "tasks": list(data),
+        "data_dirs": {name: item.plan.data_dir for name, item in data.items()},
+        "sampling": config.sampling,
+        "temperature": config.temperature,
+    }
+
+
+def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
+    """What config.json records: the options, and for MPT-2 the resolved folders and splits."""
+    options = config.to_dict()
+    if config.is_multitask:
+        options["multitask"] = {
+            "tasks": [plan.name for plan in plans],
+            "data_dirs": {plan.name: plan.data_dir for plan in plans},
+            "sampling": config.sampling,
+            "temperature": config.temperature,
+            "splits": {plan.name: [plan.train_split, plan.dev_split] for plan in plans},
+        }
+    return options
+
+
+def _data_report(config: TrainConfig, data: list[TaskData]) -> dict[str, Any]:
+    if config.is_multitask:
+        return {f"{item.task.name}/{s.name}": report_dict(s.report) for item in data for s in item.splits}
+    return {s.name: report_dict(s.report) for s in data[0].splits}
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
 
 
 def tensorboard_writer(output_dir: Path, config: TrainConfig):
@@ -361,29 +760,4 @@ def report_dict(report: DataReport) -> dict[str, Any]:
         "unlabelled": report.unlabelled,
         "truncated": report.truncated,
         "notes": report.notes,
-    }
-
-
-def _summary(
-    config, task, report, progress, data_report, seen, train_seconds, wall, output_dir
-) -> dict[str, Any]:
-    best = next((h for h in progress["history"] if h["epoch"] == progress["best_epoch"]), {})
-    return {
-        "task": task.name,
-        "method": config.method,
-        "model": config.model,
-        "seed": config.seed,
-        "trainable_params": report.trainable,
-        "total_params": report.total,
-        "trainable_percent": round(report.percent, 4),
-        "primary_metric": task.primary_metric,
-        "best_epoch": progress["best_epoch"],
-        "dev": best.get("dev"),
-        "test": best.get("test"),
-        "updates": progress["update"],
-        "train_examples_per_second": round(seen / train_seconds, 2) if train_seconds else None,
-        "wall_seconds": round(wall, 1),
-        "checkpoint": str(output_dir / BEST_DIR),
-        "data": data_report,
-        "history": progress["history"],
     }

@@ -1,7 +1,8 @@
 """Resumable training state without pickle: tensors in safetensors, everything else in JSON.
 
 Holds what an interrupted run needs to continue bit-for-bit: model trainables, optimizer and scheduler
-state, RNG states and the position in the data order (epoch, batch within the epoch).
+state, RNG states (Python, NumPy, torch CPU and, where CUDA is present, CUDA; the torch states of every
+process of a data-parallel run) and the position in the data order.
 """
 
 from __future__ import annotations
@@ -51,11 +52,13 @@ def save_training_state(
     optimizer: torch.optim.Optimizer,
     scheduler: Any,
     progress: dict[str, Any],
+    rng: dict[str, torch.Tensor] | None = None,
 ) -> None:
-    """Atomically replace ``output_dir/training_state``."""
+    """Atomically replace ``output_dir/training_state``; ``rng`` from ``rng_states`` (default: this
+    process's)."""
     tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update({f"model.{k}": v.detach().contiguous().clone() for k, v in model_state.items()})
-    tensors["rng.torch"] = torch.get_rng_state()
+    tensors.update(rng if rng is not None else rng_states())
     meta = {
         "progress": progress,
         "optimizer": optimizer_meta,
@@ -85,11 +88,38 @@ def load_training_state(
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
     optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
     meta["rng_torch"] = tensors["rng.torch"]
+    meta["rng_torch_ranks"] = tensors.get("rng.torch.ranks")
+    meta["rng_cuda_ranks"] = tensors.get("rng.cuda.ranks")
     return model_state, optimizer_state, meta
 
 
-def restore_rng(meta: dict[str, Any]) -> None:
-    torch.set_rng_state(meta["rng_torch"])
+def rng_states(accelerator: Any = None) -> dict[str, torch.Tensor]:
+    """The torch RNG states to save: rank 0's CPU state, every rank's CPU state (one row per process) and,
+    with CUDA, every rank's state of its own device. Collective under several processes: all must call it."""
+    cpu = torch.get_rng_state()
+    states = {"rng.torch": cpu, "rng.torch.ranks": _per_rank(cpu, accelerator)}
+    if torch.cuda.is_available():
+        states["rng.cuda.ranks"] = _per_rank(torch.cuda.get_rng_state(), accelerator)
+    states["rng.torch"] = states["rng.torch.ranks"][0].clone()
+    return states
+
+
+def _per_rank(state: torch.Tensor, accelerator: Any) -> torch.Tensor:
+    """(processes, state bytes): every process's ``state``, gathered."""
+    if accelerator is None or accelerator.num_processes == 1:
+        return state.clone()[None]
+    gathered = accelerator.gather(state.to(accelerator.device)[None])
+    return gathered.cpu()
+
+
+def restore_rng(meta: dict[str, Any], rank: int = 0, world: int = 1) -> None:
+    """Set this process's random states from a saved state; another process count reuses rank 0's rows."""
+    per_rank = meta.get("rng_torch_ranks")
+    row = rank if per_rank is not None and len(per_rank) == world else 0
+    torch.set_rng_state(per_rank[row].clone() if per_rank is not None else meta["rng_torch"])
+    cuda = meta.get("rng_cuda_ranks")
+    if cuda is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state(cuda[rank if len(cuda) == world else 0].clone())
     random.setstate(_tuples(meta["rng_python"]))
     kind, keys, pos, has_gauss, cached = meta["rng_numpy"]
     np.random.set_state((kind, np.array(keys, dtype=np.uint32), pos, has_gauss, cached))

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +48,7 @@ def run_variants(
             runs.append(VariantRun(name, config, json.loads(summary_path.read_text()), reused=True))
             continue
         # continue a run that was cut off, but never one trained with other options
-        config = replace(config, resume=same_options)
+        config = config.replace(resume=same_options)
         log(f"{name}: {'resuming' if same_options else 'training'} in {output_dir}")
         summary = train_fn(config).summary
         if is_main:
@@ -83,8 +83,7 @@ def grid_variants(
     for prefix_length in prefix_lengths:
         for learning_rate in learning_rates:
             name = f"p{prefix_length}-lr{learning_rate:g}"
-            variants[name] = replace(
-                base,
+            variants[name] = base.replace(
                 prefix_length=prefix_length,
                 learning_rate=learning_rate,
                 output_dir=str(Path(base.output_dir) / name),
@@ -141,6 +140,6 @@ def write_sweep_report(output_dir: str | Path, table: dict[str, Any]) -> list[Pa
 def seed_variants(base: TrainConfig, seeds: list[int]) -> dict[str, TrainConfig]:
     """One config per seed, each in ``base.output_dir/seed-{seed}``."""
     return {
-        f"seed-{seed}": replace(base, seed=seed, output_dir=str(Path(base.output_dir) / f"seed-{seed}"))
+        f"seed-{seed}": base.replace(seed=seed, output_dir=str(Path(base.output_dir) / f"seed-{seed}"))
         for seed in seeds
     }

@@ -1,0 +1,135 @@
+"""Checks a run must pass before anything heavy loads: where it writes, what the machine offers, what fits.
+
+Why here and not where the failure would happen: a model takes seconds to minutes to load, and a wrong output
+folder or an attention kernel that is not installed used to surface after that as a traceback. Each check
+reads only the file system, the installed packages and the model's config.json.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import tempfile
+from pathlib import Path
+
+from ptuning.core.config import ConfigError
+from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
+from ptuning.core.kinds import HeadKind
+from ptuning.training.config import TrainConfig, flag_name
+
+POOLED_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.MULTIPLE_CHOICE)
+KERNEL_PACKAGES = {"flash_attention_2": "flash_attn"}
+
+
+def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
+    """Every check below; the first failure is a one-line ConfigError."""
+    check_output_dir(Path(config.output_dir))
+    check_attention(config.attn_implementation)
+    check_backbone_options(config)
+    check_pooling(config, head_kinds)
+    check_positions(config)
+
+
+def check_output_dir(output_dir: Path) -> None:
+    """The folder is (or can become) a writable folder: not a file, not inside a file, not read-only."""
+    existing = output_dir
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if existing.exists() and not existing.is_dir():
+        where = "is a file" if existing == output_dir else f"is inside {existing}, which is a file"
+        raise ConfigError(f"--output-dir {output_dir} {where}; expected a folder")
+    try:
+        output_dir.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=output_dir):
+            pass
+    except OSError as error:
+        raise ConfigError(f"--output-dir {output_dir} is not writable ({error.strerror})") from None
+    if not os.access(output_dir, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output-dir {output_dir} is not writable (permission denied)")
+
+
+def check_attention(implementation: str) -> None:
+    package = KERNEL_PACKAGES.get(implementation)
+    if package and importlib.util.find_spec(package) is None:
+        raise ConfigError(
+            f"--attn-implementation {implementation} needs the {package!r} package, which is not installed; "
+            f"use sdpa or eager"
+        )
+
+
+def check_backbone_options(config: TrainConfig) -> None:
+    # TODO(data): the "data" engineer implements dev_from_train in the engine's read step; refused until then.
+    if config.dev_from_train is not None:
+        raise ConfigError(f"{flag_name('dev_from_train')} is not implemented yet")
+    # TODO(dtype): quantized backbones are the "dtype" engineer's work in core; until load_backbone takes a
+    # quantization argument, asking for one is refused rather than ignored.
+    if config.backbone_quantization is not None:
+        raise ConfigError(
+            f"{flag_name('backbone_quantization')} {config.backbone_quantization} is not implemented yet"
+        )
+
+
+def check_pooling(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
+    if config.pooling is None:
+        return
+    unpooled = {name: str(kind) for name, kind in head_kinds.items() if kind not in POOLED_KINDS}
+    if unpooled:
+        raise ConfigError(
+            f"--pooling applies to classification, regression and multiple-choice heads; "
+            f"{', '.join(f'{name} is {kind}' for name, kind in unpooled.items())}"
+        )
+
+
+def check_positions(config: TrainConfig) -> None:
+    """max_length (plus the prefix, where it takes positions) fits the model's position table.
+
+    Reads only the model's config.json when it is a local folder (or the packaged MiniLM); other models are
+    checked by the model itself at the first forward pass.
+    """
+    geometry = _geometry(config.model)
+    limit = geometry.usable_positions if geometry is not None else None
+    if limit is None:
+        return
+    prefix = config.prefix_length
+    if config.method == "prompt-tuning":
+        needed, why = config.max_length + prefix, f"--max-length {config.max_length} + {prefix} input prompts"
+        advice = "shorten --max-length or --prefix-length"
+    elif config.position_mode == "shift" and config.method in ("ptuning-v2", "prefix-mlp"):
+        needed = config.max_length + prefix
+        why = f"--max-length {config.max_length} + --prefix-length {prefix} (position mode shift)"
+        advice = "shorten --max-length or --prefix-length, or use --position-mode keep"
+    else:
+        needed, why = config.max_length, f"--max-length {config.max_length}"
+        advice = f"use --max-length {limit} or less"
+    if needed > limit:
+        raise ConfigError(
+            f"{why} needs {needed} positions but {config.model} ({geometry.model_type}) has {limit}; {advice}"
+        )
+
+
+def _geometry(model: str) -> PrefixGeometry | None:
+    folder = _local_model_folder(model)
+    if folder is None:
+        return None
+    from transformers import AutoConfig  # config.json only: no weights
+
+    try:
+        config = AutoConfig.from_pretrained(folder)
+    except (OSError, ValueError, KeyError) as error:
+        raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({error})") from None
+    try:
+        return PrefixGeometry.from_config(config)
+    except UnsupportedModelError as error:
+        raise ConfigError(str(error)) from None
+
+
+def _local_model_folder(model: str) -> Path | None:
+    from ptuning.core.backbones import PACKAGED_MINILM, packaged_minilm_path
+
+    if model == PACKAGED_MINILM:
+        try:
+            return packaged_minilm_path()
+        except FileNotFoundError:
+            return None
+    path = Path(model).expanduser()
+    return path if (path / "config.json").is_file() else None

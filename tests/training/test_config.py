@@ -1,0 +1,95 @@
+"""One typed TrainConfig: the same conversion and the same errors for flags, files, presets, sweeps and
+multi-task runs; field docs are the flags' help."""
+
+from __future__ import annotations
+
+import pytest
+from training_tiny import run_cli, train_args
+
+from ptuning.core.config import ConfigError
+from ptuning.training.config import TrainConfig, build_config
+from ptuning.training.presets import PRESETS
+
+
+def test_text_from_a_file_or_a_flag_becomes_the_fields_type() -> None:
+    config = build_config(
+        [("run.yaml", {"learning_rate": "5e-3", "batch_size": 8.0, "prefix_layers": "0,1"}),
+         ("flags", {"epochs": "2.5", "task_options": '{"doc_stride": 64}', "tasks": "copa,wsc"})]
+    )  # fmt: skip
+    assert config.learning_rate == 0.005 and config.batch_size == 8 and config.prefix_layers == [0, 1]
+    assert config.epochs == 2.5 and config.task_options == {"doc_stride": 64}
+    assert config.tasks == ["copa", "wsc"]
+
+
+BAD_VALUES = {
+    "wrong type in a file": (
+        ("run.yaml", {"batch_size": "many"}),
+        "run.yaml: batch_size must be an integer (int); got 'many'",
+    ),
+    "wrong type as a flag": (
+        ("flags", {"epochs": "three"}),
+        "--epochs must be a number (float); got 'three'",
+    ),
+    "infinite": (("flags", {"learning_rate": "inf"}), "--learning-rate must be a finite number; got 'inf'"),
+    "not a number": (
+        ("flags", {"learning_rate": "nan"}),
+        "--learning-rate must be a finite number; got 'nan'",
+    ),
+    "unknown key with a suggestion": (
+        ("run.yaml", {"learnig_rate": 1e-3}),
+        "run.yaml: unknown option 'learnig_rate'; did you mean 'learning_rate'?",
+    ),
+    "choice": (
+        ("flags", {"backbone_dtype": "fp8"}),
+        "--backbone-dtype must be one of fp32, bf16, fp16; got 'fp8'",
+    ),
+    "fraction": (("run.yaml", {"dev_from_train": 1.5}), "run.yaml: dev_from_train must be < 1; got 1.5"),
+    "negative layer": (("flags", {"prefix_layers": "0,-1"}), "--prefix-layers must be >= 0; got '-1'"),
+    "not a layer": (
+        ("flags", {"prefix_layers": "0,x"}),
+        "--prefix-layers must be comma-separated integers (e.g. 0,1,2); got 'x'",
+    ),
+    "pair": (("flags", {"task_data": ["copa"]}), "--task-data: expected TASK=VALUE, got 'copa'"),
+}
+
+
+@pytest.mark.parametrize("layer, message", BAD_VALUES.values(), ids=BAD_VALUES.keys())
+def test_a_bad_value_names_its_source_field_and_the_expected_type(layer, message) -> None:
+    with pytest.raises(ConfigError) as error:
+        build_config([layer])
+    assert str(error.value) == message
+
+
+def test_the_new_fields_default_to_todays_behaviour() -> None:
+    config = TrainConfig()
+    assert (config.backbone_dtype, config.backbone_quantization, config.pooling) == ("fp32", None, None)
+    assert config.dev_from_train is None and config.tasks is None
+    assert TrainConfig(dev_from_train=0.1).dev_from_train == 0.1
+
+
+def test_replace_validates_like_every_other_source() -> None:
+    config = TrainConfig(task="sst2")
+    assert config.replace(prefix_length=8).prefix_length == 8 and config.prefix_length == 16
+    with pytest.raises(ConfigError, match="prefix_length must be a positive integer"):
+        config.replace(prefix_length=0)
+
+
+@pytest.mark.parametrize("name", ["sst2-minilm", "boolq-minilm", "wic-bert-large"])
+def test_presets_go_through_the_same_model(name) -> None:
+    config = build_config([(f"preset {name}", PRESETS[name].options)])
+    assert config.task == PRESETS[name].task
+
+
+def test_help_of_every_flag_is_the_fields_docstring(capsys) -> None:
+    code, out, _ = run_cli(["train", "--help"], capsys)
+    assert code == 0
+    help_text = " ".join(out.split())
+    for name in ("dev_from_train", "backbone_dtype", "backbone_quantization", "pooling", "learning_rate"):
+        doc = " ".join(TrainConfig.model_fields[name].description.split())
+        assert "--" + name.replace("_", "-") in out and doc in help_text, name
+
+
+def test_backbone_quantization_is_refused_until_implemented(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-quantization", "nf4")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "--backbone-quantization nf4 is not implemented yet" in err

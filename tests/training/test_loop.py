@@ -1,0 +1,117 @@
+"""The one training loop: a diverging run stops with a clear error and keeps nothing non-finite; progress is
+recorded as the fraction of an epoch actually trained; options reach the model; the resumable state holds
+every process's torch random states, CUDA's included."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from safetensors.torch import load_file
+from training_tiny import run_cli, train_args
+from transformers import get_linear_schedule_with_warmup
+
+from ptuning.core.checkpoint import read_checkpoint_config
+from ptuning.training import engine, state
+
+
+@pytest.mark.parametrize("rate", ["1e30", "1e38"])
+def test_a_diverging_run_stops_with_one_line_and_saves_nothing_as_best(
+    rate, tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    # finite options: the loss becomes nan after the first update (1e30), or the step overflows (1e38)
+    code, _, err = run_cli(train_args(tiny_bert, sst2_dir, tmp_path / "run", "--learning-rate", rate), capsys)
+    assert code == 2 and "Traceback" not in err
+    last = err.strip().splitlines()[-1]  # after the progress bar's own line
+    assert (
+        last.startswith("ptuning train: error: training diverged at update") and "nothing was saved" in last
+    )
+    assert err.count("error") == 1
+    assert not (tmp_path / "run" / "checkpoint").exists()
+    assert not (tmp_path / "run" / "summary.json").exists()
+
+
+def test_max_steps_records_the_fraction_of_the_epoch(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    # 32 training examples in batches of 8: one update is a quarter of an epoch
+    code, _, err = run_cli(train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "1"), capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert [entry["epoch"] for entry in summary["history"]] == [0.25] and summary["best_epoch"] == 0.25
+
+
+def test_pooling_reaches_the_head_and_the_checkpoint(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "1", "--pooling", "mean")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    saved = read_checkpoint_config(tmp_path / "run" / "checkpoint")
+    assert saved["tasks"]["sst2"]["head"]["pooling"] == "mean"
+
+
+def test_backbone_dtype_is_passed_to_the_loader(tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch) -> None:
+    seen = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise KeyError("stop here")  # a user error: the CLI ends with exit code 2
+
+    monkeypatch.setattr(engine, "load_backbone", record)
+    code, _, _ = run_cli(
+        train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "bf16"), capsys
+    )
+    assert code == 2 and seen["dtype"] is torch.bfloat16
+
+
+def small_optimizer():
+    weight = torch.nn.Parameter(torch.zeros(2))
+    optimizer = torch.optim.AdamW([weight], lr=0.1)
+    return optimizer, get_linear_schedule_with_warmup(optimizer, 0, 4)
+
+
+def test_the_state_holds_and_restores_the_cuda_random_state(tmp_path, monkeypatch) -> None:
+    cuda_state = torch.arange(16, dtype=torch.uint8)
+    restored = []
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "get_rng_state", lambda device="cuda": cuda_state.clone())
+    monkeypatch.setattr(torch.cuda, "set_rng_state", lambda value, device="cuda": restored.append(value))
+    optimizer, scheduler = small_optimizer()
+    state.save_training_state(tmp_path, {}, optimizer, scheduler, {"micro": 0})
+    assert torch.equal(
+        load_file(tmp_path / "training_state" / "state.safetensors")["rng.cuda.ranks"][0], cuda_state
+    )
+    _, _, meta = state.load_training_state(tmp_path)
+    state.restore_rng(meta)
+    assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
+
+
+def test_each_process_restores_its_own_torch_random_state() -> None:
+    torch.manual_seed(1)
+    first = torch.get_rng_state()
+    torch.manual_seed(2)
+    second = torch.get_rng_state()
+    meta = {"rng_torch": first, "rng_torch_ranks": torch.stack([first, second]), "rng_python": None}
+    meta.update(_python_and_numpy_states())
+    state.restore_rng(meta, rank=1, world=2)
+    assert torch.equal(torch.get_rng_state(), second)
+    state.restore_rng(meta, rank=0, world=2)
+    assert torch.equal(torch.get_rng_state(), first)
+
+
+def _python_and_numpy_states() -> dict:
+    import random
+
+    import numpy as np
+
+    return {
+        "rng_python": state._jsonable(random.getstate()),
+        "rng_numpy": state._jsonable(np.random.get_state()),
+    }
+
+
+def test_dev_and_test_scoring_can_both_be_switched_off(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "2", "--dev-split", "none")
+    code, _, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["dev"] is None and summary["test"] is None and summary["data"].keys() == {"train"}
+    assert (tmp_path / "run" / "checkpoint" / "prompt_config.json").is_file()  # the last one is kept

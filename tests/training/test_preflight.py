@@ -1,0 +1,103 @@
+"""Bad options end before any model is loaded: one line on stderr, exit code 2.
+
+``load_backbone`` is replaced by a function that fails the test, so each case proves the order, not only the
+message.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+from pathlib import Path
+
+import pytest
+from training_tiny import run_cli, train_args
+
+from ptuning.training import engine
+
+
+@pytest.fixture(autouse=True)
+def no_model_loading(monkeypatch) -> None:
+    def refuse(*args, **kwargs):
+        raise AssertionError("a model was loaded before the options were checked")
+
+    monkeypatch.setattr(engine, "load_backbone", refuse)
+
+
+def one_line_error(argv: list[str], capsys) -> str:
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "Traceback" not in err, err
+    return err
+
+
+@pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
+def test_a_non_finite_learning_rate_is_refused(value, tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    err = one_line_error(
+        train_args(tiny_bert, sst2_dir, tmp_path / "run", f"--learning-rate={value}"), capsys
+    )
+    assert f"--learning-rate must be a finite number; got '{value}'" in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_an_output_dir_that_is_a_file(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    target = tmp_path / "taken"
+    target.write_text("x")
+    err = one_line_error(train_args(tiny_bert, sst2_dir, target), capsys)
+    assert f"--output-dir {target} is a file; expected a folder" in err
+
+
+def test_an_output_dir_inside_a_file(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    blocker = tmp_path / "taken"
+    blocker.write_text("x")
+    err = one_line_error(train_args(tiny_bert, sst2_dir, blocker / "run" / "deeper"), capsys)
+    assert f"is inside {blocker}, which is a file" in err
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_a_read_only_output_dir(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o555)
+    try:
+        err = one_line_error(train_args(tiny_bert, sst2_dir, locked / "run"), capsys)
+    finally:
+        locked.chmod(0o755)
+    assert "is not writable" in err
+
+
+@pytest.mark.skipif(
+    not Path("/sys/kernel").is_dir(), reason="needs Linux sysfs, where nobody may create folders"
+)
+def test_an_output_dir_nobody_may_create(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    err = one_line_error(train_args(tiny_bert, sst2_dir, "/sys/kernel/ptuning-run"), capsys)
+    assert "--output-dir /sys/kernel/ptuning-run is not writable" in err
+
+
+@pytest.mark.skipif(importlib.util.find_spec("flash_attn") is not None, reason="flash_attn is installed")
+def test_an_attention_kernel_that_is_not_installed(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--attn-implementation", "flash_attention_2")
+    err = one_line_error(argv, capsys)
+    assert "needs the 'flash_attn' package, which is not installed; use sdpa or eager" in err
+
+
+def test_max_length_beyond_the_position_table(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    # the tiny BERT has 512 positions; in keep mode the prefix takes none, so shortening is the only advice
+    argv = [*train_args(tiny_bert, sst2_dir, tmp_path / "run"), "--max-length", "600"]
+    err = one_line_error(argv, capsys)
+    assert "--max-length 600 needs 600 positions" in err and "has 512; use --max-length 512 or less" in err
+    assert "keep" not in err
+
+
+def test_shift_mode_counts_the_prefix_and_suggests_keep(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    argv = train_args(
+        tiny_bert, sst2_dir, tmp_path / "run", "--max-length", "510", "--position-mode", "shift"
+    )
+    err = one_line_error(argv, capsys)
+    assert "--max-length 510 + --prefix-length 4 (position mode shift) needs 514 positions" in err
+    assert "or use --position-mode keep" in err
+
+
+def test_pooling_on_a_task_without_a_pooled_head(tiny_bert, conll_dir, tmp_path, capsys) -> None:
+    argv = train_args(tiny_bert, conll_dir, tmp_path / "run", "--pooling", "mean", task="conll2003")
+    err = one_line_error(argv, capsys)
+    assert "conll2003 is token-classification" in err
