@@ -224,7 +224,12 @@ def train(config: TrainConfig) -> RunResult:
         if improved:
             progress["best"], progress["best_epoch"] = score, epoch
             save_checkpoint(
-                unwrapped, output_dir / BEST_DIR, {task.name: task.name}, {"dev": entry.get("dev")}
+                unwrapped,
+                output_dir / BEST_DIR,
+                {task.name: task.name},
+                {"dev": entry.get("dev")},
+                task_options={task.name: config.task_options},  # eval/predict/serve rebuild the task
+                max_length=config.max_length,
             )
         if writer is not None:
             for split in ("dev", "test"):

@@ -300,7 +300,14 @@ def train_multitask(
         if progress["best"] is None or (score is not None and score > progress["best"]):
             progress["best"], progress["best_update"] = score, progress["update"]
             extra = {"dev": entry["dev"], "mpt2": {**mixing, "probabilities": probabilities}}
-            save_checkpoint(unwrapped, output_dir / BEST_DIR, {name: name for name in tasks}, extra)
+            save_checkpoint(
+                unwrapped,
+                output_dir / BEST_DIR,
+                {name: name for name in tasks},
+                extra,
+                task_options={name: item.config.task_options for name, item in data.items()},
+                max_length={name: item.config.max_length for name, item in data.items()},
+            )
         if writer is not None:
             for name, metrics in entry["dev"].items():
                 for metric, value in metrics.items():
