@@ -13,6 +13,7 @@ good one was; ``recover_dir`` (run by every load and save) finishes or undoes a 
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import errno
 import functools
@@ -102,7 +103,7 @@ def save_checkpoint(
         "extra": extra or {},
     }
     try:
-        text = json.dumps(config, indent=2, allow_nan=False) + "\n"
+        text = json.dumps(config, indent=2) + "\n"  # NaN scores (a constant prediction's correlation) stay
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{directory}: the checkpoint config is not plain JSON: {error}") from None
     recover_dir(directory)
@@ -164,14 +165,16 @@ def recover_dir(target: str | Path) -> None:
     * ``.<name>.new-<pid>-*`` staging folders whose writing process is gone: deleted (a live writer's
       staging folder is left alone).
     """
-    target = Path(target)
+    # a read-only or vanishing folder: nothing to recover here, loading reports the rest
+    with contextlib.suppress(OSError):
+        _recover(Path(target))
+
+
+def _recover(target: Path) -> None:
     parent = target.parent
     if not parent.is_dir():
         return
-    try:
-        siblings = [entry for entry in parent.iterdir() if entry.name.startswith(f".{target.name}.")]
-    except OSError:
-        return
+    siblings = [entry for entry in parent.iterdir() if entry.name.startswith(f".{target.name}.")]
     olds = sorted(
         (entry for entry in siblings if entry.name.startswith(f".{target.name}.old-")),
         key=lambda entry: entry.stat().st_mtime_ns,
@@ -293,7 +296,8 @@ def validate_config(config: Any, path: Path | str) -> None:
             check.choice(head["pooling"], f"{where}.head.pooling", [p.value for p in Pooling])
         check.required(entry, where, "prefix", str, "the name of the prefix it uses")
         check.type(entry.get("task", name), f"{where}.task", str, "a registry task name")
-        check.type(entry.get("task_options") or {}, f"{where}.task_options", dict, "an object of options")
+        if entry.get("task_options") is not None:
+            check.type(entry["task_options"], f"{where}.task_options", dict, "an object of task options")
         length = entry.get("max_length")
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             check.fail(f"{where}.max_length", "a positive integer or null", length)
