@@ -350,15 +350,16 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, or a ``CheckpointError`` saying why not (never unpickles)."""
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: {path.name} is missing")
-    with open(path, "rb") as stream:
-        head = stream.read(8)
-    if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":
-        raise CheckpointError(
-            f"{path}: a pickle/torch.save file, not safetensors; it is not loaded, since unpickling can run code"
-        )
     try:
         return load_file(str(path))
     except Exception as error:  # safetensors raises its own SafetensorError (truncated, corrupt header)
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, a pickle protocol 2+
+            raise CheckpointError(
+                f"{path}: a pickle/torch.save file, not safetensors; it is not loaded, since unpickling can "
+                "run code"
+            ) from None
         raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
 
 

@@ -83,7 +83,7 @@ class PredictResponse(BaseModel):
     task: str
     predictions: list[dict[str, Any]] | None = None
     prediction: dict[str, Any] | None = None
-    truncated: int = Field(description="inputs cut to the server's max_length tokens")
+    truncated: int = Field(description="inputs cut to the task's max_length tokens (GET /tasks)")
 
 
 class BodyLimitMiddleware:
