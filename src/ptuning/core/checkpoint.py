@@ -111,7 +111,10 @@ def save_checkpoint(
     try:
         save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(text)
+        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+            _sync(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, directory)
+        _sync(directory.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -122,6 +125,16 @@ def save_checkpoint(
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or folder; a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
 
 
 def _staging_prefix(target: Path) -> str:
