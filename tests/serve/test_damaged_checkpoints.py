@@ -92,3 +92,17 @@ async def test_hot_add_reload_and_rescan_of_a_damaged_folder_answer_422_and_keep
         listing = (await http.get("/checkpoints")).json()
     assert sorted(listing["loaded"]) == ["good", "zz-new"]
     assert sorted(listing["failed"]) == sorted([*DAMAGES, "good"])
+
+
+@pytest.mark.anyio
+async def test_a_nan_dev_score_saved_with_a_checkpoint_is_listed_as_null(base_dir, base, tmp_path) -> None:
+    folder = build_checkpoint(base_dir, tmp_path / "root" / "flat", {"stsb": "stsb"})
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    config["extra"] = {"dev": {"pearson": float("nan")}}  # a constant prediction's correlation
+    (folder / CONFIG_FILE).write_text(json.dumps(config))
+    backbone, tokenizer = base
+    app = create_app(tmp_path / "root", backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
+    async with client(app) as http:
+        listing = await http.get("/checkpoints")
+    assert listing.status_code == 200
+    assert listing.json()["loaded"]["flat"]["extra"] == {"dev": {"pearson": None}}
