@@ -54,8 +54,14 @@ def build_checkpoint(
     seed: int = 0,
     method: str = "ptuning-v2",
     position_mode: str = "keep",
+    task_options: dict[str, dict] | None = None,
+    max_length: int | None = None,
+    labels: list[str] | None = None,
 ) -> Path:
-    """Save a checkpoint with one head per ``tasks`` entry (head name -> registry task), random weights."""
+    """Save a checkpoint with one head per ``tasks`` entry (head name -> registry task), random weights.
+
+    ``task_options`` / ``max_length`` are stored as a training run stores them; ``labels`` stand for a
+    label set learnt from training data (csv-classification, ner-generic)."""
     backbone, _ = load_backbone(model_dir)
     torch.manual_seed(seed)
     config = PrefixConfig(prefix_length=prefix_length, dropout=0.0, init_std=0.5, position_mode=position_mode)
@@ -65,9 +71,10 @@ def build_checkpoint(
         )
     model = PromptModel(backbone, method, config, head_dropout=0.0)
     for head, task_name in tasks.items():
-        task = get_task(task_name)
-        model.add_task(head, HeadSpec(task.head, task.label_names), prefix_name="shared" if shared else None)
+        task = get_task(task_name, **(task_options or {}).get(head, {}))
+        head_labels = task.label_names or labels
+        model.add_task(head, HeadSpec(task.head, head_labels), prefix_name="shared" if shared else None)
     with torch.no_grad():
         for head in model.heads.values():
             head.linear.bias.normal_()  # make every class reachable, not just the initial tie
-    return save_checkpoint(model, folder, tasks)
+    return save_checkpoint(model, folder, tasks, task_options=task_options, max_length=max_length)

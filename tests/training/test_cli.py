@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from tiny_models import save_tiny_bert
 from training_tiny import run_cli, subprocess_env, train_args
 
 from ptuning.cli import build_parser, config_from_args
@@ -132,13 +133,12 @@ def test_unknown_config_key_is_named(tiny_bert, sst2_dir, tmp_path, capsys) -> N
     assert "unknown option 'prefix_lenght'; did you mean 'prefix_length'?" in err
 
 
-def test_checkpoint_on_another_base_model_is_refused(
-    sst2_run, tiny_bert_no_dropout, tmp_path, capsys
-) -> None:
+def test_checkpoint_on_another_base_model_is_refused(sst2_run, tmp_path, capsys) -> None:
     source = tmp_path / "in.txt"
     source.write_text("great fun\n")
+    other_weights = save_tiny_bert(tmp_path / "other", seed=1)  # other dropout alone is the same base
     argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(source)]
-    code, _, err = run_cli([*argv, "--model", tiny_bert_no_dropout], capsys)
+    code, _, err = run_cli([*argv, "--model", other_weights], capsys)
     assert code == 2 and err.count("\n") == 1 and "was trained on" in err
 
 

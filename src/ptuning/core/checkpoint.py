@@ -1,17 +1,26 @@
 """Prompt-only checkpoints: the trained prefix + heads in safetensors, everything else in JSON.
 
 A checkpoint is a folder holding ``prompt.safetensors`` and ``prompt_config.json`` (method, prefix
-config, tasks with their label names, base model name and fingerprint). It is a few hundred KB for a
-P-tuning v2 task, never executes code when loaded, and refuses a base model other than the one it was
-trained on. Folders are replaced atomically, so a crash never leaves a half-written checkpoint where a
-good one was.
+config, tasks with their label names, task options and input length, base model name and fingerprint). It
+is a few hundred KB for a P-tuning v2 task, never executes code when loaded, and refuses a base model other
+than the one it was trained on. Every way a folder can be damaged (truncated or pickled weights, a config
+of the wrong shape) is a ``CheckpointError`` naming the file and what is wrong, so callers (CLI, server)
+report it in one line instead of a traceback.
+
+Folders are swapped in whole (``replace_dir``), so a crash never leaves a half-written checkpoint where a
+good one was; ``recover_dir`` (run by every load and save) finishes or undoes a swap that a crash cut short.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import errno
+import functools
 import json
 import os
 import shutil
+import sys
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -20,13 +29,18 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
-from ptuning.core.config import Method, PrefixConfig
-from ptuning.core.fingerprint import base_fingerprint
+from ptuning.core.config import ConfigError, Method, PrefixConfig
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint
+from ptuning.core.heads import Pooling
+from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.prefix import PrefixEncoder
 
 FORMAT = "ptuning-prompt-checkpoint/1"
 WEIGHTS_FILE = "prompt.safetensors"
 CONFIG_FILE = "prompt_config.json"
+# How a prefix is stored: "table" (an embedding table: ptuning-v2, or a collapsed prefix-mlp) or "mlp".
+PREFIX_FORMS = ("table", "mlp")
 
 
 class CheckpointError(ValueError):
@@ -38,30 +52,44 @@ def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k.startswith(keep)}
 
 
+def _prefix_form(prefix: torch.nn.Module) -> str:
+    return "mlp" if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None else "table"
+
+
 def save_checkpoint(
     model: PromptModel,
     directory: str | Path,
     task_names: dict[str, str] | None = None,
     extra: dict | None = None,
+    *,
+    task_options: dict[str, dict[str, Any]] | None = None,
+    max_length: int | dict[str, int] | None = None,
 ) -> Path:
     """Write the prompt checkpoint to ``directory``, replacing any previous one atomically.
 
-    ``task_names`` maps each head to the registry task that decodes its outputs (e.g. {"sst2": "sst2"}).
+    ``task_names`` maps each head to the registry task that decodes its outputs (e.g. {"sst2": "sst2"});
+    ``task_options`` (head -> the task's constructor options) and ``max_length`` (one for all heads, or
+    per head) are what the training run built its tasks and features with, so that eval, predict and serve
+    rebuild them identically (``ptuning.tasks.rebuild``).
     """
     directory = Path(directory)
     directory.parent.mkdir(parents=True, exist_ok=True)
     source = getattr(model.backbone, "ptuning_source", None) or model.backbone.config.name_or_path
+    lengths = max_length if isinstance(max_length, dict) else dict.fromkeys(model.head_specs, max_length)
     config: dict[str, Any] = {
         "format": FORMAT,
         "ptuning_version": __version__,
         "method": str(model.method),
         "prefix": model.prefix_config.to_dict(),
+        "prefix_forms": {name: _prefix_form(prefix) for name, prefix in model.prefixes.items()},
         "head_dropout": model.head_dropout,
         "tasks": {
             task: {
                 "head": spec.to_dict(),
                 "prefix": model.task_prefix[task],
                 "task": (task_names or {}).get(task, task),
+                "task_options": dict((task_options or {}).get(task) or {}),
+                "max_length": lengths.get(task),
             }
             for task, spec in model.head_specs.items()
         },
@@ -70,73 +98,315 @@ def save_checkpoint(
             "model_type": model.geometry.model_type,
             "causal_lm": any(s.kind == "causal-lm" for s in model.head_specs.values()),
             "fingerprint": model.base_fingerprint,
+            "fingerprint_version": FINGERPRINT_VERSION,
         },
         "extra": extra or {},
     }
-    staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
+    try:
+        text = json.dumps(config, indent=2) + "\n"  # NaN scores (a constant prediction's correlation) stay
+    except (TypeError, ValueError) as error:
+        raise CheckpointError(f"{directory}: the checkpoint config is not plain JSON: {error}") from None
+    recover_dir(directory)
+    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(directory), dir=directory.parent))
     try:
         save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
-        (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
+        (staging / CONFIG_FILE).write_text(text)
+        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+            _sync(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, directory)
+        _sync(directory.parent)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
     return directory
 
 
+# --- atomic folder replacement -------------------------------------------------------------------------------
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def _sync(path: Path) -> None:
+    """fsync a file or folder; a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def _staging_prefix(target: Path) -> str:
+    """Staging folders are hidden siblings that name their writer, so recovery knows whose they are."""
+    return f".{target.name}.new-{os.getpid()}-"
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old-{os.getpid()}")
+
+
 def replace_dir(new: Path, target: Path) -> None:
-    """Swap ``new`` into ``target``: at every instant either the old or the new folder is complete."""
-    if target.exists():
-        old = target.with_name(f".{target.name}.old-{os.getpid()}")
-        os.replace(target, old)
+    """Swap the complete folder ``new`` into ``target``.
+
+    On Linux this is one ``renameat2(RENAME_EXCHANGE)`` system call: at every instant ``target`` is the
+    complete old or the complete new folder, and the old one is then deleted from ``new``'s place. Where
+    that call is missing (other systems, some file systems) it takes two renames, and a crash between them
+    leaves no ``target`` but the complete old folder at ``.<name>.old-<pid>``; ``recover_dir``, run by every
+    load and save, moves it back. Leftovers of a crash after the swap are deleted by ``recover_dir`` too.
+    """
+    new, target = Path(new), Path(target)
+    recover_dir(target)
+    if not target.exists():
         os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old folder
+        return
+    old = _old_name(target)
+    os.replace(target, old)
+    os.replace(new, target)  # a crash before this line: recover_dir moves ``old`` back
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo or finish a ``replace_dir`` that a crash interrupted, so ``target`` is a complete folder again.
+
+    * ``target`` missing and ``.<name>.old-*`` present (a crash between the two renames of the fallback):
+      the newest old folder becomes ``target`` again, i.e. the save that crashed never happened;
+    * ``.<name>.old-*`` beside an existing ``target`` (a crash after the swap): deleted;
+    * ``.<name>.new-<pid>-*`` staging folders whose writing process is gone: deleted (a live writer's
+      staging folder is left alone).
+    """
+    # a read-only or vanishing folder: nothing to recover here, loading reports the rest
+    with contextlib.suppress(OSError):
+        _recover(Path(target))
+
+
+def _recover(target: Path) -> None:
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    siblings = [entry for entry in parent.iterdir() if entry.name.startswith(f".{target.name}.")]
+    olds = sorted(
+        (entry for entry in siblings if entry.name.startswith(f".{target.name}.old-")),
+        key=lambda entry: entry.stat().st_mtime_ns,
+    )
+    if olds and not os.path.lexists(target):
+        os.replace(olds.pop(), target)
+    for old in olds:
         shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(new, target)
+    for entry in siblings:
+        if entry.name.startswith(f".{target.name}.new-") and not _writer_alive(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_alive(staging_name: str) -> bool:
+    try:
+        pid = int(staging_name.rsplit(".new-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@functools.cache
+def _renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two existing paths; False where the system or file system cannot."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
+
+
+# --- reading and checking --------------------------------------------------------------------------------------
 
 
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """``prompt_config.json`` of ``directory``, checked field by field (``CheckpointError`` otherwise)."""
     directory = Path(directory)
+    recover_dir(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing")
     try:
-        config = json.loads(path.read_text())
+        config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:
         raise CheckpointError(f"{path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise CheckpointError(f"{path}: cannot be read: {error}") from None
+    validate_config(config, path)
+    return config
+
+
+def validate_config(config: Any, path: Path | str) -> None:
+    """Refuse a ``prompt_config.json`` that does not have the shape ``save_checkpoint`` writes.
+
+    The message names the file, the field (dotted path) and what was expected, e.g.
+    ``.../prompt_config.json: field 'base_model.name_or_path' is missing (expected a model name or folder)``.
+    """
+    check = _Checker(path)
+    check.type(config, "", dict, "a JSON object")
     if config.get("format") != FORMAT:
         raise CheckpointError(f"{path}: format {config.get('format')!r}, expected {FORMAT!r}")
-    return config
+    missing = [
+        key for key in ("method", "prefix", "head_dropout", "tasks", "base_model") if key not in config
+    ]
+    if missing:
+        raise CheckpointError(f"{path}: missing fields {missing}")
+    check.choice(config["method"], "method", [m.value for m in Method])
+    check.type(config["prefix"], "prefix", dict, "an object of prefix settings")
+    try:
+        PrefixConfig.from_dict(config["prefix"])
+    except (ConfigError, TypeError) as error:
+        raise CheckpointError(f"{path}: field 'prefix': {error}") from None
+    dropout = config["head_dropout"]
+    if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
+        check.fail("head_dropout", "a number in [0, 1)", dropout)
+    forms = config.get("prefix_forms", {})
+    check.type(forms, "prefix_forms", dict, "an object of prefix name -> 'table' or 'mlp'")
+    for name, form in forms.items():
+        check.choice(form, f"prefix_forms.{name}", list(PREFIX_FORMS))
+    tasks = config["tasks"]
+    check.type(tasks, "tasks", dict, "an object of task name -> task entry")
+    if not tasks:
+        check.fail("tasks", "at least one task", tasks)
+    for name, entry in tasks.items():
+        where = f"tasks.{name}"
+        check.type(entry, where, dict, "an object with 'head' and 'prefix'")
+        check.required(entry, where, "head", dict, "an object with the head's kind and labels")
+        head = entry["head"]
+        check.required(head, f"{where}.head", "kind", str, "a head kind")
+        check.choice(head["kind"], f"{where}.head.kind", [k.value for k in HeadKind])
+        labels = head.get("label_names")
+        if labels is not None and (
+            not isinstance(labels, list) or not all(isinstance(label, str) for label in labels)
+        ):
+            check.fail(f"{where}.head.label_names", "a list of strings or null", labels)
+        if head.get("pooling") is not None:
+            check.choice(head["pooling"], f"{where}.head.pooling", [p.value for p in Pooling])
+        check.required(entry, where, "prefix", str, "the name of the prefix it uses")
+        check.type(entry.get("task", name), f"{where}.task", str, "a registry task name")
+        if entry.get("task_options") is not None:
+            check.type(entry["task_options"], f"{where}.task_options", dict, "an object of task options")
+        length = entry.get("max_length")
+        if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+            check.fail(f"{where}.max_length", "a positive integer or null", length)
+    base = config["base_model"]
+    check.type(base, "base_model", dict, "an object naming the base model")
+    check.required(base, "base_model", "name_or_path", str, "the base model's name or folder")
+    check.required(base, "base_model", "fingerprint", str, "the base model's fingerprint")
+    check.type(base.get("model_type", ""), "base_model.model_type", str, "a model type")
+    check.type(base.get("causal_lm", False), "base_model.causal_lm", bool, "true or false")
+    version = base.get("fingerprint_version", 1)
+    if version not in (1, FINGERPRINT_VERSION) or isinstance(version, bool):
+        check.fail("base_model.fingerprint_version", f"1 or {FINGERPRINT_VERSION}", version)
+    check.type(config.get("extra", {}), "extra", dict, "an object")
+
+
+class _Checker:
+    """Type checks that end in one ``CheckpointError`` naming the file and the dotted field."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = path
+
+    def fail(self, field: str, expected: str, found: Any) -> None:
+        shown = json.dumps(found)[:80] if _is_json(found) else repr(found)[:80]
+        where = f"field {field!r}" if field else "the top level"
+        raise CheckpointError(f"{self.path}: {where} should be {expected}, found {shown}")
+
+    def type(self, value: Any, field: str, kind: type, expected: str) -> None:
+        if not isinstance(value, kind) or (kind is not bool and isinstance(value, bool)):
+            self.fail(field, expected, value)
+
+    def required(self, parent: dict, where: str, key: str, kind: type, expected: str) -> None:
+        if key not in parent:
+            raise CheckpointError(f"{self.path}: field '{where}.{key}' is missing (expected {expected})")
+        self.type(parent[key], f"{where}.{key}", kind, expected)
+
+    def choice(self, value: Any, field: str, allowed: list[str]) -> None:
+        if not isinstance(value, str) or value not in allowed:
+            self.fail(field, f"one of {', '.join(allowed)}", value)
+
+
+def _is_json(value: Any) -> bool:
+    try:
+        json.dumps(value, allow_nan=False)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def read_weights(path: Path) -> dict[str, torch.Tensor]:
+    """The tensors of a safetensors file, or a ``CheckpointError`` saying why not (never unpickles)."""
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: {path.name} is missing")
+    try:
+        return load_file(str(path))
+    except Exception as error:  # safetensors raises its own SafetensorError (truncated, corrupt header)
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, a pickle protocol 2+
+            raise CheckpointError(
+                f"{path}: a pickle/torch.save file, not safetensors; it is not loaded, since unpickling can "
+                "run code"
+            ) from None
+        raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
 
 
 def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = None) -> PromptModel:
     """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None)."""
     directory = Path(directory)
     config = read_checkpoint_config(directory)
-    missing_fields = [
-        key for key in ("method", "prefix", "head_dropout", "tasks", "base_model") if key not in config
-    ]
-    if missing_fields:
-        raise CheckpointError(f"{directory / CONFIG_FILE}: missing fields {missing_fields}")
+    config_path = directory / CONFIG_FILE
+    weights_path = directory / WEIGHTS_FILE
+    state = read_weights(weights_path)  # before the (slow) base model: a damaged file fails fast
     base = config["base_model"]
     if backbone is None:
         from ptuning.core.backbones import load_backbone
 
+        if not base["name_or_path"]:
+            raise CheckpointError(f"{config_path}: 'base_model.name_or_path' is empty; give the base model")
         backbone, _ = load_backbone(base["name_or_path"], causal_lm=base.get("causal_lm", False))
     check_base(config, backbone, directory)
-    model = PromptModel(
-        backbone, Method(config["method"]), PrefixConfig.from_dict(config["prefix"]), config["head_dropout"]
-    )
-    for task, entry in config["tasks"].items():
-        model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
-    weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
-    state = load_file(str(weights_path))
+    try:
+        model = PromptModel(
+            backbone,
+            Method(config["method"]),
+            PrefixConfig.from_dict(config["prefix"]),
+            config["head_dropout"],
+        )
+        for task, entry in config["tasks"].items():
+            model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
+    except (ConfigError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
+    _collapse_stored_tables(model, config, state)
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
     except RuntimeError as error:  # shapes that do not fit the saved config
-        raise CheckpointError(f"{weights_path} does not fit {directory / CONFIG_FILE}: {error}") from None
+        raise CheckpointError(f"{weights_path} does not fit {config_path}: {error}") from None
     expected = _trainable_state(model).keys()
     missing = [k for k in missing if k in expected]
     if missing or unexpected:
@@ -147,14 +417,32 @@ def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = No
     return model
 
 
+def _collapse_stored_tables(
+    model: PromptModel, config: dict[str, Any], state: dict[str, torch.Tensor]
+) -> None:
+    """Prefix-mlp prefixes saved after ``collapse_prefixes()`` are tables: build them as tables.
+
+    ``prefix_forms`` says so; checkpoints written before it existed are recognised by their tensors (an
+    MLP prefix without any ``mlp.`` tensor was collapsed), so those load too.
+    """
+    forms = config.get("prefix_forms") or {}
+    for name, prefix in list(model.prefixes.items()):
+        if _prefix_form(prefix) != "mlp":
+            continue
+        stored_mlp = any(key.startswith(f"prefixes.{name}.mlp.") for key in state)
+        if forms.get(name) == "table" or (name not in forms and not stored_mlp):
+            model.prefixes[name] = prefix.collapse()
+
+
 def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Path | str = "") -> None:
     """Refuse to put a prompt on a backbone other than the one it was trained with."""
     base = config["base_model"]
-    actual = base_fingerprint(backbone)
+    version = base.get("fingerprint_version", 1)
+    actual = base_fingerprint(backbone, version=version)
     if actual != base["fingerprint"]:
         source = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
         raise CheckpointError(
-            f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base['model_type']}, fingerprint "
-            f"{base['fingerprint']}) but the given base model is {source!r} ({backbone.config.model_type}, "
-            f"fingerprint {actual})"
+            f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base.get('model_type')}, "
+            f"fingerprint {base['fingerprint']}) but the given base model is {source!r} "
+            f"({backbone.config.model_type}, fingerprint {actual})"
         )

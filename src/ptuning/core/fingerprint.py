@@ -1,4 +1,12 @@
-"""Which base model a prompt belongs to: a prompt trained on one backbone is meaningless on another."""
+"""Which base model a prompt belongs to: a prompt trained on one backbone is meaningless on another.
+
+Version 2 (current) hashes only what makes the model: its type, the config fields that define the
+architecture (sizes, activation, normalisation, position scheme) and sampled weight values. Runtime flags
+(``use_cache``, ``output_hidden_states``, ``pad_token_id``, ``return_dict``, dropout rates, label maps,
+``dtype``, the attention backend...) are left out, so the same weights loaded with other flags are the same
+base. Version 1 hashed the whole config minus a few keys; checkpoints that carry it are still checked with
+it (``fingerprint_version`` in their config), so they keep loading on the base they were saved with.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +15,52 @@ import json
 
 import torch
 
-_VOLATILE_CONFIG_KEYS = {
+FINGERPRINT_VERSION = 2
+
+# Config fields that define the function the weights compute (names differ between model families; a field
+# a config lacks is skipped). Shapes are hashed with the tensors too, so sizes are listed only for clarity.
+ARCHITECTURE_KEYS = (
+    "model_type",
+    "vocab_size",
+    "hidden_size",
+    "embedding_size",
+    "num_hidden_layers",
+    "num_attention_heads",
+    "num_key_value_heads",
+    "head_dim",
+    "intermediate_size",
+    "max_position_embeddings",
+    "type_vocab_size",
+    "hidden_act",
+    "layer_norm_eps",
+    "rms_norm_eps",
+    "position_embedding_type",
+    "rope_theta",
+    "rope_scaling",
+    "rope_parameters",
+    "partial_rotary_factor",
+    "attention_bias",
+    "mlp_bias",
+    "relative_attention",
+    "max_relative_positions",
+    "position_buckets",
+    "pos_att_type",
+    "share_att_key",
+    "norm_rel_ebd",
+    "position_biased_input",
+    # GPT-2 spellings
+    "n_embd",
+    "n_layer",
+    "n_head",
+    "n_inner",
+    "n_positions",
+    "activation_function",
+    "layer_norm_epsilon",
+    "scale_attn_weights",
+    "scale_attn_by_inverse_layer_idx",
+)
+
+_V1_VOLATILE_CONFIG_KEYS = {
     "_name_or_path",
     "transformers_version",
     "_attn_implementation",
@@ -19,15 +72,23 @@ _VOLATILE_CONFIG_KEYS = {
 _FINGERPRINT_SAMPLES = 64
 
 
-def base_fingerprint(backbone: torch.nn.Module) -> str:
-    """A short hash of the backbone's config and weights: equal iff it is (almost surely) the same model.
+def base_fingerprint(backbone: torch.nn.Module, version: int = FINGERPRINT_VERSION) -> str:
+    """A short hash of the backbone's architecture and weights: equal iff it is (almost surely) the same model.
 
-    Hashes the architecture config plus, per tensor, its name, shape and 64 evenly spaced values rounded to
-    bfloat16. No arithmetic touches the values, so the hash is the same on every device (sums differ between
-    CPU and GPU), and the same for the fp32 and bf16 copies of one model; fast even for large models.
+    Hashes the architecture fields of the config plus, per tensor, its name, shape and 64 evenly spaced
+    values rounded to bfloat16. No arithmetic touches the values, so the hash is the same on every device
+    (sums differ between CPU and GPU), and the same for the fp32 and bf16 copies of one model; fast even for
+    large models. ``version=1`` gives the older hash, for checkpoints that recorded it.
     """
-    config = {k: v for k, v in backbone.config.to_dict().items() if k not in _VOLATILE_CONFIG_KEYS}
-    digest = hashlib.sha256(json.dumps(config, sort_keys=True, default=str).encode())
+    config = backbone.config.to_dict()
+    if version == 1:
+        described = {k: v for k, v in config.items() if k not in _V1_VOLATILE_CONFIG_KEYS}
+    elif version == FINGERPRINT_VERSION:
+        described = {"fingerprint_version": version}
+        described.update({k: config[k] for k in ARCHITECTURE_KEYS if k in config})
+    else:
+        raise ValueError(f"unknown fingerprint version {version!r}; known: 1, {FINGERPRINT_VERSION}")
+    digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
     with torch.no_grad():
         for name, tensor in sorted(backbone.state_dict().items()):
             values = tensor.detach().flatten()

@@ -324,7 +324,9 @@ class PromptModel(nn.Module):
                     [token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1
                 )
             return kwargs
-        shift = prefix_length if self.prefix_config.position_mode == "shift" else 0
+        shift: int | torch.Tensor = 0
+        if self.prefix_config.position_mode == "shift":  # each row by its own prefix's length, (B, 1)
+            shift = slot_mask.sum(-1, keepdim=True) if slot_mask is not None else prefix_length
         kwargs["input_ids"] = input_ids
         kwargs["position_ids"] = self._position_ids(attention_mask, shift=shift)
         prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
@@ -365,7 +367,7 @@ class PromptModel(nn.Module):
         return table, (None if bool(slot_mask.all()) else slot_mask)
 
     def _position_ids(
-        self, attention_mask: torch.Tensor, shift: int, total: int | None = None
+        self, attention_mask: torch.Tensor, shift: int | torch.Tensor, total: int | None = None
     ) -> torch.Tensor:
         """Real tokens get 0..n-1 (+shift) whatever the padding side, so padding never moves a token."""
         mask = attention_mask.long()
@@ -373,7 +375,7 @@ class PromptModel(nn.Module):
         highest = int(positions.max()) + 1 if positions.numel() else 0
         limit = self.geometry.usable_positions
         if limit is not None and highest > limit:
-            where = "prefix + input" if shift or total else "input"
+            where = "prefix + input" if isinstance(shift, torch.Tensor) or shift or total else "input"
             raise ConfigError(
                 f"{where} needs {highest} positions but {self.geometry.model_type} has {limit}; "
                 f"shorten max_length or the prefix, or use position_mode='keep'"

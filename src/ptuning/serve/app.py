@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -20,9 +21,12 @@ from typing import Any
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Security
 from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from fastapi.security import APIKeyHeader
 from pydantic import BaseModel, ConfigDict, Field, model_validator
+from starlette.exceptions import HTTPException as StarletteHTTPException
 from torch import nn
 
 from ptuning import __version__
@@ -79,7 +83,7 @@ class PredictResponse(BaseModel):
     task: str
     predictions: list[dict[str, Any]] | None = None
     prediction: dict[str, Any] | None = None
-    truncated: int = Field(description="inputs cut to the server's max_length tokens")
+    truncated: int = Field(description="inputs cut to the task's max_length tokens (GET /tasks)")
 
 
 class BodyLimitMiddleware:
@@ -121,7 +125,7 @@ def create_app(
     *,
     max_batch_size: int = 32,
     max_wait_ms: float = 5.0,
-    max_length: int = 128,
+    max_length: int | None = None,
     api_key: str | None = None,
     limits: Limits | None = None,
     backbone: nn.Module | None = None,
@@ -130,7 +134,9 @@ def create_app(
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
-    companions; ``api_key`` (if set) is required in the X-API-Key header of every endpoint but /health.
+    companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
+    each task uses its own); ``api_key`` (if set) is required in the X-API-Key header of every endpoint
+    but /health.
     """
     limits = limits or Limits()
     if (backbone is None) != (tokenizer is None):
@@ -169,6 +175,31 @@ def create_app(
     async def _internal_error(_: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=error)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
+
+    def count_invalid(request: Request) -> None:
+        """A refused predict body counts under its task (or the unknown-task bucket) in /metrics."""
+        task = request.path_params.get("task")
+        if task is not None:
+            metrics.record_request(task if task in registry.tasks else UNKNOWN_TASK_KEY, 422, 0.0)
+
+    @app.exception_handler(RequestValidationError)
+    async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
+        # FastAPI's own handler echoes each input back, which fails with 500 when it holds NaN or Infinity
+        # (not JSON) and recurses through deeply nested ones: answer where and what, not the input
+        count_invalid(request)
+        errors = [{key: e[key] for key in ("type", "loc", "msg") if key in e} for e in error.errors()]
+        return JSONResponse({"detail": _json_safe(jsonable_encoder(errors))}, status_code=422)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def _http_error(request: Request, error: StarletteHTTPException) -> JSONResponse:
+        # FastAPI answers 400 for a body it cannot decode (invalid UTF-8, nesting too deep for the JSON
+        # parser); that is a malformed body like any other: 422
+        cause = error.__cause__
+        if error.status_code == 400 and isinstance(cause, UnicodeDecodeError | RecursionError | ValueError):
+            count_invalid(request)
+            reason = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
+            return JSONResponse({"detail": f"malformed JSON body: {reason}"}, status_code=422)
+        return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def on_model_thread(function: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
@@ -238,7 +269,7 @@ def create_app(
             raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_items} per request")
         try:
             examples = examples_from_inputs(served.task, inputs, limits.max_text_length)
-            features, report = served.task.featurize(examples, tokenizer, max_length)
+            features, report = served.task.featurize(examples, tokenizer, served.max_length)
         except (InputError, ValueError, KeyError, TypeError) as error:
             raise HTTPException(422, f"task {served.name!r}: {error}") from None
         try:
@@ -322,6 +353,17 @@ def create_app(
 
     app.include_router(router)
     return app
+
+
+def _json_safe(value: Any) -> Any:
+    """``value`` with NaN and infinities spelled as strings (JSON has no such numbers)."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
 
 
 def _key_check(expected: str) -> Callable:

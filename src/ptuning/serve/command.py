@@ -19,7 +19,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--port", type=int, default=8000, help="(default: 8000)")
     add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
     add("--max-wait-ms", type=float, default=5.0, help="longest wait for batch companions (default: 5)")
-    add("--max-length", type=int, default=128, help="tokens per input, longer ones are cut (default: 128)")
+    add(
+        "--max-length",
+        type=int,
+        default=None,
+        help="tokens per input, longer ones are cut (default: what each checkpoint was trained with, else 128)",
+    )
     add("--max-items", type=int, default=64, help="inputs per request, 422 above (default: 64)")
     add("--max-text-length", type=int, default=4000, help="characters per text, 422 above (default: 4000)")
     add("--max-body-bytes", type=int, default=1_000_000, help="request body, 413 above (default: 1000000)")

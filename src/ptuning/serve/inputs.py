@@ -7,7 +7,8 @@ An input is an object of the task's own fields ({"premise": ..., "hypothesis": .
 * a string: the only field of a single-text task, or a sentence split on whitespace for tagging;
 * a list of strings: the fields in order for classification tasks, the words for tagging.
 
-Texts longer than the limit are refused here, before any tokenization.
+Texts longer than the limit, and inputs nested deeper than any task's format (``MAX_DEPTH``), are refused
+here, before any tokenization.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from ptuning.tasks.readers import Table
 from ptuning.training.predict import examples_from_records
 
 Example = dict[str, Any]
+MAX_DEPTH = 8  # an input is at most an object of lists of strings; deeper ones are refused (422)
 
 
 class InputError(ValueError):
@@ -66,12 +68,18 @@ def _record(task: Task, value: Any, where: str) -> dict[str, Any]:
 
 
 def _check_lengths(value: Any, limit: int, where: str) -> None:
-    if isinstance(value, str):
-        if len(value) > limit:
-            raise InputError(f"{where}: a text of {len(value)} characters is longer than the limit {limit}")
-    elif isinstance(value, list | tuple):
-        for item in value:
-            _check_lengths(item, limit, where)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            _check_lengths(item, limit, f"{where}, field {key!r}")
+    """Every text within ``limit`` characters and nesting within ``MAX_DEPTH``, without recursion."""
+    pending = [(value, where, 1)]
+    while pending:
+        item, place, depth = pending.pop()
+        if depth > MAX_DEPTH:
+            raise InputError(f"{where}: nested deeper than {MAX_DEPTH} levels; no task reads such input")
+        if isinstance(item, str):
+            if len(item) > limit:
+                raise InputError(
+                    f"{place}: a text of {len(item)} characters is longer than the limit {limit}"
+                )
+        elif isinstance(item, list | tuple):
+            pending.extend((child, place, depth + 1) for child in item)
+        elif isinstance(item, dict):
+            pending.extend((child, f"{place}, field {key!r}", depth + 1) for key, child in item.items())

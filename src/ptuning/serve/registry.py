@@ -8,11 +8,15 @@ one with several (an MPT-2 checkpoint) as ``<folder>.<task>`` for each of its ta
 Safety at the boundary: checkpoint names are plain names (letters, digits, '_' and '-'), every path is
 resolved and must stay inside the folder (symbolic links included), only JSON and safetensors are read
 (``load_checkpoint``), and a checkpoint trained on another base model is refused before its weights load.
+A damaged folder (truncated weights, a malformed config) is refused with its reason and never stops the
+others from loading. Each task is rebuilt as its training run built it (``ptuning.tasks.rebuild``, shared
+with ``ptuning predict``): the same options and the same ``max_length``.
 """
 
 from __future__ import annotations
 
 import itertools
+import logging
 import re
 import threading
 from dataclasses import dataclass
@@ -25,18 +29,20 @@ from ptuning.core.checkpoint import (
     CONFIG_FILE,
     WEIGHTS_FILE,
     CheckpointError,
-    base_fingerprint,
     load_checkpoint,
     read_checkpoint_config,
 )
-from ptuning.core.config import Method, PositionMode, PrefixConfig
+from ptuning.core.config import Method, PrefixConfig
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
-from ptuning.tasks.registry import get_task
-from ptuning.training.predict import _bind_labels
+from ptuning.tasks.rebuild import rebuild_task
 
+logger = logging.getLogger(__name__)
+
+DEFAULT_MAX_LENGTH = 128  # for checkpoints that do not record the max_length they were trained with
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 SERVED_METHODS = (Method.PTUNING_V2, Method.PREFIX_MLP)
 
@@ -84,6 +90,7 @@ class ServedTask:
     task: Task
     kind: HeadKind
     prefix_length: int
+    max_length: int  # tokens per input (window for QA), as in training unless the server overrides it
 
     def describe(self) -> dict[str, Any]:
         return {
@@ -94,6 +101,7 @@ class ServedTask:
             "labels": self.task.label_names,
             "fields": list(getattr(self.task, "fields", {})) or None,
             "prefix_length": self.prefix_length,
+            "max_length": self.max_length,
             "description": self.task.description,
         }
 
@@ -105,6 +113,7 @@ class Prepared:
     name: str
     model: PromptModel
     tasks: dict[str, Task]  # head name in the checkpoint -> registry task that decodes it
+    max_lengths: dict[str, int]  # head name -> tokens per input
     stamp: tuple
     settings: tuple
     info: dict[str, Any]
@@ -128,7 +137,10 @@ class PromptRegistry:
     use the serving model and must run on the one model thread, so that they never overlap.
     """
 
-    def __init__(self, root: str | Path, backbone: nn.Module, tokenizer: Any, max_length: int = 128) -> None:
+    def __init__(
+        self, root: str | Path, backbone: nn.Module, tokenizer: Any, max_length: int | None = None
+    ) -> None:
+        """``max_length`` None: each task uses the max_length it was trained with; an int overrides all."""
         self.root = Path(root).resolve()
         if not self.root.is_dir():
             raise NotFound(f"checkpoint folder {root} does not exist")
@@ -136,6 +148,7 @@ class PromptRegistry:
         self.tokenizer = tokenizer
         self.max_length = max_length
         self.fingerprint = base_fingerprint(backbone)
+        self._fingerprints = {FINGERPRINT_VERSION: self.fingerprint}  # version -> this base's fingerprint
         self.base_name = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
         self.model = PromptModel(backbone, Method.PTUNING_V2, PrefixConfig()).eval()
         self.tasks: dict[str, ServedTask] = {}
@@ -172,28 +185,49 @@ class PromptRegistry:
 
     # ------------------------------------------------------------------------------------------ loading
     def prepare(self, name: str) -> Prepared:
-        """Read and check checkpoint ``name`` without touching what is being served."""
+        """Read and check checkpoint ``name`` without touching what is being served.
+
+        Whatever is wrong with the folder is a ``RegistryError`` with the reason (422 unless a status says
+        otherwise); an error this code did not foresee is logged with its traceback and reported the same
+        way, so one damaged folder never takes the server down.
+        """
         path = self.resolve(name)
         try:
-            config = read_checkpoint_config(path)
+            return self._prepare(name, path)
+        except RegistryError:
+            raise
+        except Exception as error:
+            logger.exception("checkpoint %s: unexpected error while loading", name)
+            raise Incompatible(
+                f"checkpoint {name!r} cannot be loaded: {type(error).__name__}: {error}"
+            ) from None
+
+    def _prepare(self, name: str, path: Path) -> Prepared:
+        try:
+            config = read_checkpoint_config(path)  # validated: every field has the expected type
             method = Method(config["method"])
             base = config["base_model"]
-            if base["fingerprint"] != self.fingerprint:
+            version = base.get("fingerprint_version", 1)
+            if base["fingerprint"] != self._fingerprint(version):
                 raise BaseMismatch(
                     f"checkpoint {name!r} was trained on {base['name_or_path']!r} (fingerprint "
                     f"{base['fingerprint']}) but this server's base model is {self.base_name!r} (fingerprint "
-                    f"{self.fingerprint}); serve it with that base model"
+                    f"{self._fingerprint(version)}); serve it with that base model"
                 )
             if method not in SERVED_METHODS:
                 raise Incompatible(
                     f"checkpoint {name!r} uses method {method}; the server mixes deep prefixes only "
                     f"({', '.join(m.value for m in SERVED_METHODS)})"
                 )
-            tasks = {head: self._task_for(name, head, entry) for head, entry in config["tasks"].items()}
+            built = {head: self._task_for(name, path, config, head) for head in config["tasks"]}
             stamp = _stamp(path)
             model = load_checkpoint(path, backbone=self.backbone)
-        except (CheckpointError, KeyError, TypeError, ValueError) as error:
+        except RegistryError:
+            raise
+        except (CheckpointError, OSError, KeyError, TypeError, ValueError) as error:
             raise Incompatible(f"checkpoint {name!r} cannot be loaded: {error}") from None
+        tasks = {head: task for head, (task, _) in built.items()}
+        max_lengths = {head: length for head, (_, length) in built.items()}
         model.collapse_prefixes()  # prefix-mlp: keep the table it produces, drop the training-only MLP
         model.eval()
         encoders = list(model.prefixes.values())
@@ -201,63 +235,48 @@ class PromptRegistry:
         if any(encoder.layer_indices != layers for encoder in encoders):
             raise Incompatible(f"checkpoint {name!r}: its prefixes cover different layers")
         position_mode = model.prefix_config.position_mode
-        lengths = {encoder.prefix_length for encoder in encoders}
-        shift_length = lengths.pop() if position_mode is PositionMode.SHIFT and len(lengths) == 1 else None
-        if position_mode is PositionMode.SHIFT and shift_length is None:
-            raise Incompatible(f"checkpoint {name!r}: position_mode 'shift' needs one prefix length")
         info = {
             "method": str(method),
             "tasks": list(tasks),
             "prefix_lengths": {key: encoder.prefix_length for key, encoder in model.prefixes.items()},
             "position_mode": str(position_mode),
+            "max_lengths": max_lengths,
             "extra": config.get("extra", {}),
         }
-        return Prepared(name, model, tasks, stamp, (str(position_mode), layers, shift_length), info)
+        return Prepared(name, model, tasks, max_lengths, stamp, (str(position_mode), layers), info)
 
-    def _task_for(self, checkpoint: str, head: str, entry: dict[str, Any]) -> Task:
-        spec_labels = entry["head"].get("label_names")
-        kind = HeadKind(entry["head"]["kind"])
-        if kind is HeadKind.CAUSAL_LM:
+    def _fingerprint(self, version: int) -> str:
+        """This base's fingerprint in the version a checkpoint recorded (old checkpoints: version 1)."""
+        if version not in self._fingerprints:
+            self._fingerprints[version] = base_fingerprint(self.backbone, version=version)
+        return self._fingerprints[version]
+
+    def _task_for(self, checkpoint: str, path: Path, config: dict[str, Any], head: str) -> tuple[Task, int]:
+        """The head's task and max_length, rebuilt as ``ptuning predict`` rebuilds them."""
+        if config["tasks"][head]["head"]["kind"] == HeadKind.CAUSAL_LM:
             raise Incompatible(f"checkpoint {checkpoint!r}: task {head!r} generates text; encoder heads only")
-        try:
-            task = get_task(entry.get("task", head))
-        except ValueError as error:
-            raise Incompatible(f"checkpoint {checkpoint!r}, head {head!r}: {error}") from None
-        if task.head is not kind:
-            raise Incompatible(
-                f"checkpoint {checkpoint!r}: head {head!r} is {kind}, task {task.name} is {task.head}"
-            )
-        if task.label_names is None and spec_labels:
-            _bind_labels(task, spec_labels)  # label sets learned from data (generic CSV, NER)
-        elif spec_labels and list(task.label_names) != list(spec_labels):
-            raise Incompatible(
-                f"checkpoint {checkpoint!r}: head {head!r} has labels {spec_labels}, task {task.name} has "
-                f"{task.label_names}"
-            )
-        if kind is HeadKind.QUESTION_ANSWERING:
-            room = (
-                self.max_length
-                - task.max_question_length
-                - self.tokenizer.num_special_tokens_to_add(pair=True)
-            )
+        rebuilt = rebuild_task(path, config, head)
+        task = rebuilt.task
+        max_length = self.max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
+        if task.head is HeadKind.QUESTION_ANSWERING:
+            room = max_length - task.max_question_length - self.tokenizer.num_special_tokens_to_add(pair=True)
             if task.doc_stride >= room:
                 raise Incompatible(
                     f"checkpoint {checkpoint!r}: QA windows need max_length >= "
-                    f"{task.doc_stride + task.max_question_length + 4}; the server uses {self.max_length}"
+                    f"{task.doc_stride + task.max_question_length + 4}; task {head!r} uses {max_length}"
                 )
-        return task
+        return task, max_length
 
     def commit(self, prepared: Prepared) -> list[str]:
         """Make a prepared checkpoint servable (replacing one of the same name); its task names."""
         with self._lock:
             others = {c.settings for n, c in self.checkpoints.items() if n != prepared.name}
             if others and others != {prepared.settings}:
-                (mode, layers, length) = next(iter(others))
+                (mode, layers) = next(iter(others))
                 raise Incompatible(
                     f"checkpoint {prepared.name!r} cannot share batches with the loaded ones: they use "
-                    f"position_mode {mode!r}, layers {list(layers)}"
-                    + (f", prefix length {length}" if length else "")
-                    + f"; it uses {prepared.settings[0]!r}, layers {list(prepared.settings[1])}"
+                    f"position_mode {mode!r}, layers {list(layers)}; it uses {prepared.settings[0]!r}, "
+                    f"layers {list(prepared.settings[1])}"
                 )
             serial = next(self._serial)
             prefix_keys = {}
@@ -274,7 +293,9 @@ class PromptRegistry:
                 self.model.task_prefix[key] = prefix
                 public = prepared.name if single else f"{prepared.name}.{head}"
                 length = self.model.prefixes[prefix].prefix_length
-                served[public] = ServedTask(public, prepared.name, key, prefix, task, task.head, length)
+                served[public] = ServedTask(
+                    public, prepared.name, key, prefix, task, task.head, length, prepared.max_lengths[head]
+                )
             old = self.checkpoints.pop(prepared.name, None)
             if old is not None:
                 self._drop(old)
@@ -337,7 +358,7 @@ class PromptRegistry:
             try:
                 self.load(name)
                 report["loaded"].append(name)
-            except RegistryError as error:
+            except RegistryError as error:  # one bad folder never stops the others
                 self.failed[name] = str(error)
                 report["failed"][name] = str(error)
         return report

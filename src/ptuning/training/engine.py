@@ -86,6 +86,7 @@ class TaskPlan:
     train_split: str
     dev_split: str | None
     test_split: str | None
+    options: dict[str, Any]  # the task's constructor keywords, stored in the checkpoint to rebuild it
 
 
 @dataclass
@@ -161,7 +162,9 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
         default_test = () if config.is_multitask else ("test",)
         test_name = data_split_name(task, config.test_split, default_test)
         plans.append(
-            TaskPlan(name, task, _data_dir(config, name), train_name, _none(dev_name), _none(test_name))
+            TaskPlan(
+                name, task, _data_dir(config, name), train_name, _none(dev_name), _none(test_name), options
+            )
         )
     return plans
 
@@ -558,7 +561,14 @@ class Trainer:
         extra: dict[str, Any] = {"dev": entry.get("dev")}
         if not self.single:
             extra["mpt2"] = {**_mixing(self.config, self.data), "probabilities": self.probabilities}
-        save_checkpoint(self.unwrapped, self.output_dir / BEST_DIR, {n: n for n in self._names}, extra)
+        save_checkpoint(
+            self.unwrapped,
+            self.output_dir / BEST_DIR,
+            {n: n for n in self._names},
+            extra,
+            task_options={n: self.data[n].plan.options for n in self._names},  # eval/predict/serve rebuild
+            max_length=self.config.max_length,
+        )
 
     def _log_scores(self, entry: dict[str, Any], epoch: float, score: float | None) -> None:
         if self.writer is not None:

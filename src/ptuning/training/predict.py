@@ -24,9 +24,8 @@ from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.qa import QaTask
 from ptuning.tasks.readers import Table, parse_jsonl, parse_text_lines
-from ptuning.tasks.registry import get_task
+from ptuning.tasks.rebuild import rebuild_task
 from ptuning.tasks.srl import SrlTask
-from ptuning.tasks.tag_schemes import split_tag
 from ptuning.tasks.tagging import TaggingTask
 from ptuning.training.inference import predict_outputs
 
@@ -53,7 +52,8 @@ def load_for_inference(
 ) -> LoadedCheckpoint:
     """Load ``checkpoint_dir`` on its base model (or on ``model_path``, which must be the same model).
 
-    ``max_length`` and the task's options come from the training run's config.json next to the checkpoint.
+    The task and its ``max_length`` are rebuilt as in training (``ptuning.tasks.rebuild``, shared with the
+    server); an explicit ``max_length`` overrides the trained one.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config = read_checkpoint_config(checkpoint_dir)
@@ -68,32 +68,11 @@ def load_for_inference(
     backbone, tokenizer = load_backbone(
         model_path or base["name_or_path"], causal_lm=base.get("causal_lm", False)
     )
+    rebuilt = rebuild_task(checkpoint_dir, config, head)  # before the model: a bad task fails fast
     model = load_checkpoint(checkpoint_dir, backbone=backbone)
-    run = _training_config(checkpoint_dir)
-    task = get_task(heads[head]["task"], **(run.get("task_options") or {}))  # built as in training
-    _bind_labels(task, model.head_specs[head].label_names)
     return LoadedCheckpoint(
-        model, tokenizer, task, head, max_length or run.get("max_length") or DEFAULT_MAX_LENGTH
+        model, tokenizer, rebuilt.task, head, max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
     )
-
-
-def _training_config(checkpoint_dir: Path) -> dict[str, Any]:
-    """The engine's config.json of the run that wrote this checkpoint (output_dir/checkpoint), if present."""
-    path = checkpoint_dir.parent / "config.json"
-    try:
-        return json.loads(path.read_text()) if path.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
-
-
-def _bind_labels(task: Task, label_names: list[str] | None) -> None:
-    """Give a task that learns its label set from training data (csv-classification, ner-generic) the
-    checkpoint's labels, so that predictions use exactly the trained head's classes."""
-    if not label_names or getattr(task, "label_names", None):
-        return
-    if isinstance(task, TaggingTask):
-        task.entity_types = sorted({split_tag(label)[1] for label in label_names if label != "O"})
-    task.label_names = list(label_names)
 
 
 # --- inputs --------------------------------------------------------------------------------------------------

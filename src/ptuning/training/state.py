@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import replace_dir
+from ptuning.core.checkpoint import recover_dir, replace_dir
 
 STATE_DIR = "training_state"
 
@@ -81,6 +81,7 @@ def load_training_state(
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]] | None:
     """(model_state, optimizer_state, meta) or None when there is nothing to resume."""
     folder = output_dir / STATE_DIR
+    recover_dir(folder)  # a save that crashed mid-swap: its previous state comes back
     if not (folder / "state.json").is_file():
         return None
     tensors = load_file(str(folder / "state.safetensors"))

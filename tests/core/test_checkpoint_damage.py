@@ -1,0 +1,138 @@
+"""A damaged checkpoint is one CheckpointError naming the file and what is wrong, never a traceback from deep
+inside, never an unpickled object; ``ptuning eval`` / ``predict`` print it in one line and exit 2."""
+
+from __future__ import annotations
+
+import json
+import pickle
+from pathlib import Path
+
+import pytest
+import torch
+from core_tiny import build, tiny_backbone
+from tiny_models import save_tiny_bert
+
+from ptuning import cli
+from ptuning.core.backbones import load_backbone
+from ptuning.core.checkpoint import (
+    CONFIG_FILE,
+    WEIGHTS_FILE,
+    CheckpointError,
+    load_checkpoint,
+    save_checkpoint,
+)
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
+
+
+class _Trap:
+    """Unpickling this creates the marker file: proof that a loader unpickled."""
+
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (open, (str(self.marker), "w"))
+
+
+def truncate_weights(folder: Path) -> None:
+    data = (folder / WEIGHTS_FILE).read_bytes()
+    (folder / WEIGHTS_FILE).write_bytes(data[: len(data) // 2])
+
+
+def pickle_weights(folder: Path) -> None:  # a legacy pickle (protocol 2) with a payload
+    (folder / WEIGHTS_FILE).write_bytes(pickle.dumps({"w": _Trap(folder.parent / "unpickled")}, protocol=2))
+
+
+def torch_save_weights(folder: Path) -> None:  # torch.save's zip format
+    torch.save({"w": torch.zeros(2), "trap": _Trap(folder.parent / "unpickled")}, folder / WEIGHTS_FILE)
+
+
+def edit_config(change):
+    def damage(folder: Path) -> None:
+        path = folder / CONFIG_FILE
+        path.write_text(json.dumps(change(json.loads(path.read_text()))))
+
+    return damage
+
+
+def without_name(config: dict) -> dict:
+    del config["base_model"]["name_or_path"]
+    return config
+
+
+DAMAGES = {
+    "truncated weights": (truncate_weights, f"{WEIGHTS_FILE}: not a valid safetensors file"),
+    "pickled weights": (pickle_weights, f"{WEIGHTS_FILE}: a pickle/torch.save file, not safetensors"),
+    "torch.save weights": (torch_save_weights, f"{WEIGHTS_FILE}: a pickle/torch.save file"),
+    "config is a list": (
+        lambda d: (d / CONFIG_FILE).write_text("[]"),
+        "the top level should be a JSON object",
+    ),
+    "unknown method": (
+        edit_config(lambda c: {**c, "method": "lora"}),
+        "field 'method' should be one of ptuning-v2, prefix-mlp",
+    ),
+    "no base name": (edit_config(without_name), "field 'base_model.name_or_path' is missing"),
+    "tasks not an object": (edit_config(lambda c: {**c, "tasks": [1]}), "field 'tasks' should be an object"),
+    "unknown head kind": (
+        edit_config(lambda c: {**c, "tasks": {"t": {**c["tasks"]["t"], "head": {"kind": "ranking"}}}}),
+        "field 'tasks.t.head.kind' should be one of",
+    ),
+    "bad prefix length": (
+        edit_config(lambda c: {**c, "prefix": {**c["prefix"], "prefix_length": "4"}}),
+        "field 'prefix': prefix_length must be a positive integer",
+    ),
+}
+
+
+@pytest.mark.parametrize("damage", list(DAMAGES))
+def test_a_damaged_checkpoint_is_one_checkpoint_error_naming_the_file(damage: str, tmp_path) -> None:
+    spoil, expected = DAMAGES[damage]
+    folder = save_checkpoint(build("bert").model, tmp_path / "ckpt")
+    spoil(folder)
+    with pytest.raises(CheckpointError) as error:
+        load_checkpoint(folder, backbone=tiny_backbone("bert"))
+    assert expected in str(error.value)
+    assert str(folder) in str(error.value)
+    assert not (tmp_path / "unpickled").exists()
+
+
+@pytest.fixture(scope="module")
+def base_dir(tmp_path_factory) -> str:
+    return save_tiny_bert(tmp_path_factory.mktemp("base"))
+
+
+def sst2_checkpoint(base_dir: str, folder: Path) -> Path:
+    backbone, _ = load_backbone(base_dir)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2, dropout=0.0))
+    model.add_task("sst2", HeadSpec(HeadKind.CLASSIFICATION, ["negative", "positive"]))
+    return save_checkpoint(model, folder, {"sst2": "sst2"})
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+@pytest.mark.parametrize(
+    "damage",
+    ["truncated weights", "torch.save weights", "config is a list", "unknown method", "no base name"],
+)
+def test_eval_and_predict_print_one_line_and_exit_2(
+    command: str, damage: str, base_dir, tmp_path, capsys
+) -> None:
+    spoil, expected = DAMAGES[damage]
+    folder = sst2_checkpoint(base_dir, tmp_path / "ckpt")
+    spoil(folder)
+    (tmp_path / "in.txt").write_text("a fine film\n")
+    (tmp_path / "data").mkdir()
+    where = (
+        ["--input", str(tmp_path / "in.txt")] if command == "predict" else ["--data", str(tmp_path / "data")]
+    )
+    capsys.readouterr()  # what building the checkpoint printed
+    code = cli.main([command, "--checkpoint", str(folder), "--model", base_dir, *where])
+    err = capsys.readouterr().err
+    assert code == 2
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith(f"ptuning {command}: error: {folder}")
+    assert expected in lines[0]
+    assert not (tmp_path / "unpickled").exists()

@@ -1,0 +1,102 @@
+"""Replacing a checkpoint folder: a crash (simulated by raising) at any step leaves a folder that loads,
+either the old checkpoint or the new one, and the next load clears what the crash left behind."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+import pytest
+import torch
+from core_tiny import build, tiny_backbone
+
+import ptuning.core.checkpoint as checkpoint
+from ptuning.core.checkpoint import load_checkpoint, replace_dir, save_checkpoint
+
+
+class Crash(Exception):
+    """Stands for the process dying at this point."""
+
+
+def crash_on_call(function, number: int):
+    """``function``, except that its ``number``-th call raises Crash instead of running."""
+    calls = 0
+
+    def wrapper(*args, **kwargs):
+        nonlocal calls
+        calls += 1
+        if calls == number:
+            raise Crash(f"crash at call {number} of {function.__name__}")
+        return function(*args, **kwargs)
+
+    return wrapper
+
+
+def table(folder: Path) -> torch.Tensor:
+    return load_checkpoint(folder, backbone=tiny_backbone("bert")).prefixes["t"].table()
+
+
+@pytest.fixture
+def saved(tmp_path):
+    """(target with the old checkpoint, staging folder with a complete new one, old table, new table)."""
+    old, new = build("bert").model, build("bert").model
+    with torch.no_grad():
+        new.prefixes["t"].embedding.weight.add_(1.0)
+    target = save_checkpoint(old, tmp_path / "ckpt")
+    save_checkpoint(new, tmp_path / "elsewhere" / "new")
+    staging = Path(tempfile.mkdtemp(prefix=checkpoint._staging_prefix(target), dir=tmp_path))
+    for file in (tmp_path / "elsewhere" / "new").iterdir():
+        shutil.copy(file, staging / file.name)
+    shutil.rmtree(tmp_path / "elsewhere")
+    return target, staging, old.prefixes["t"].table().detach(), new.prefixes["t"].table().detach()
+
+
+# (swap kind, what crashes, which checkpoint the folder holds after recovery)
+CRASH_POINTS = [
+    ("fallback", ("os.replace", 1), "old"),  # before anything moved
+    ("fallback", ("os.replace", 2), "old"),  # old moved aside, new not yet in: the target is missing
+    ("fallback", ("rmtree", 1), "new"),  # swapped, the old folder not yet deleted
+    ("exchange", ("exchange", 1), "old"),  # before the atomic exchange
+    ("exchange", ("rmtree", 1), "new"),  # exchanged, the old folder (now in the staging place) not deleted
+]
+
+
+@pytest.mark.parametrize(("kind", "step", "expected"), CRASH_POINTS)
+def test_a_crash_at_any_step_leaves_a_checkpoint_that_loads(kind, step, expected, saved, monkeypatch) -> None:
+    target, staging, old_table, new_table = saved
+    if kind == "fallback":
+        monkeypatch.setattr(checkpoint, "_exchange", lambda first, second: False)
+    elif sys.platform != "linux":
+        pytest.skip("renameat2(RENAME_EXCHANGE) is Linux-only")
+    name, number = step
+    with monkeypatch.context() as patch:
+        if name == "os.replace":
+            patch.setattr(checkpoint.os, "replace", crash_on_call(os.replace, number))
+        elif name == "rmtree":
+            patch.setattr(checkpoint.shutil, "rmtree", crash_on_call(shutil.rmtree, number))
+        else:
+            patch.setattr(checkpoint, "_exchange", crash_on_call(checkpoint._exchange, number))
+        with pytest.raises(Crash):
+            replace_dir(staging, target)
+    monkeypatch.setattr(checkpoint, "_writer_alive", lambda name: False)  # the crashed writer is gone
+    assert torch.equal(table(target), old_table if expected == "old" else new_table)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["ckpt"]  # leftovers cleared by that load
+
+
+def test_on_linux_the_swap_is_one_exchange_and_leaves_nothing_behind(saved) -> None:
+    target, staging, _, new_table = saved
+    if sys.platform != "linux":
+        pytest.skip("renameat2(RENAME_EXCHANGE) is Linux-only")
+    assert checkpoint._renameat2() is not None
+    replace_dir(staging, target)
+    assert torch.equal(table(target), new_table)
+    assert sorted(p.name for p in target.parent.iterdir()) == ["ckpt"]
+
+
+def test_a_live_writers_staging_folder_is_left_alone(saved) -> None:
+    target, staging, old_table, _ = saved
+    assert torch.equal(table(target), old_table)  # runs recovery
+    assert staging.is_dir()  # this process is alive: its staging folder may be mid-write
