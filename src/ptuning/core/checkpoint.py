@@ -27,6 +27,8 @@ from ptuning.core.model import HeadSpec, PromptModel
 FORMAT = "ptuning-prompt-checkpoint/1"
 WEIGHTS_FILE = "prompt.safetensors"
 CONFIG_FILE = "prompt_config.json"
+# A PEFT prefix-tuning adapter folder is accepted wherever a checkpoint is: ptuning.interop converts it.
+PEFT_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class CheckpointError(ValueError):
@@ -95,8 +97,20 @@ def replace_dir(new: Path, target: Path) -> None:
         os.replace(new, target)
 
 
-def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+def is_peft_adapter(directory: str | Path) -> bool:
+    """A PEFT adapter folder (and not a ptuning checkpoint)."""
     directory = Path(directory)
+    return not (directory / CONFIG_FILE).is_file() and (directory / PEFT_ADAPTER_FILES[0]).is_file()
+
+
+def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+    """``prompt_config.json``, or the equivalent of a PEFT adapter's config (its fingerprint is None)."""
+    directory = Path(directory)
+    if is_peft_adapter(directory):
+        # Imported here, not at the top: core does not depend on interop; interop depends on core.
+        from ptuning.interop.peft_import import peft_checkpoint_config
+
+        return peft_checkpoint_config(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing")
@@ -109,9 +123,20 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
     return config
 
 
-def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = None) -> PromptModel:
-    """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None)."""
+def load_checkpoint(
+    directory: str | Path, backbone: torch.nn.Module | None = None, prefix_only: bool = False
+) -> PromptModel:
+    """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None).
+
+    ``directory`` may also be a PEFT prefix-tuning adapter (see ptuning.interop.peft_import); for one,
+    ``prefix_only`` imports the prefix alone, also when its head has no ptuning equivalent. A ptuning
+    checkpoint always loads whole.
+    """
     directory = Path(directory)
+    if is_peft_adapter(directory):
+        from ptuning.interop.peft_import import load_peft_adapter
+
+        return load_peft_adapter(directory, backbone, prefix_only=prefix_only)
     config = read_checkpoint_config(directory)
     missing_fields = [
         key for key in ("method", "prefix", "head_dropout", "tasks", "base_model") if key not in config
