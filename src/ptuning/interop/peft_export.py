@@ -1,11 +1,10 @@
 """A ptuning prompt checkpoint written as a PEFT 0.21.2 prefix-tuning adapter folder.
 
 The table is copied as it is (the layouts agree, see ``peft_format``). A prefix-mlp checkpoint is collapsed
-into the table its MLP produces: PEFT's file holds only ``prompt_embeddings`` and its loader refuses a
-table when ``prefix_projection`` is true and the adapter is loaded for training, so ``prefix_projection``
-is written as false and the adapter loads both for inference and for further training. Only a shift-mode
+into the table its MLP produces: PEFT's file has no place for the MLP (PEFT itself saves the MLP's output
+table), so ``prefix_projection`` is written as false, which says what the file holds. Only a shift-mode
 prefix means the same thing to PEFT; a keep-mode prefix is refused unless the caller accepts that PEFT
-will number positions differently.
+will number positions differently. scripts/check_peft_export.py loads the exports in real PEFT 0.21.2.
 """
 
 from __future__ import annotations
