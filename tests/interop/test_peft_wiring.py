@@ -100,3 +100,18 @@ def test_init_prefix_from_takes_the_prefix_of_an_adapter_whose_head_cannot_map(t
         init_prefix(model, "sst2", str(folder))
     table = load_file(str(folder / "adapter_model.safetensors"))["prompt_embeddings"]
     assert torch.equal(model.prefixes["sst2"].embedding.weight.detach(), table)
+
+
+def _eval(checkpoint, data_dir, capsys) -> dict:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        assert main(["eval", "--checkpoint", str(checkpoint), "--data", str(data_dir), "--split", "dev"]) == 0
+    return json.loads(capsys.readouterr().out)
+
+
+def test_eval_scores_an_adapter_folder_like_the_checkpoint_it_came_from(folders, tmp_path, capsys) -> None:
+    lines = ["John B-PER", "Smith I-PER", "flew O", "home O", "", "Anna B-PER", "slept O", ""]
+    (tmp_path / "dev.txt").write_text("\n".join(lines) + "\n")
+    from_adapter = _eval(folders["adapter"], tmp_path, capsys)
+    assert from_adapter == _eval(folders["native"], tmp_path, capsys)
+    assert "f1" in from_adapter
