@@ -64,6 +64,7 @@ def llama_config(num_labels: int = 2) -> LlamaConfig:
         pad_token_id=0,
         tie_word_embeddings=False,
         num_labels=num_labels,
+        initializer_range=0.3,  # wide enough that greedy decoding does not repeat one token
     )
 
 
@@ -106,6 +107,27 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
         "logits": out.logits.contiguous(),
         "last_hidden_state": out.hidden_states[-1].contiguous(),
     }
+    if task_type == TaskType.CAUSAL_LM:  # greedy decoding of a left-padded batch
+        prompts = torch.randint(1, VOCAB, (2, 5), generator=torch.Generator().manual_seed(seed + 2))
+        prompt_mask = torch.ones_like(prompts)
+        prompt_mask[1, :2] = 0
+        prompts[1, :2] = 0
+        with torch.no_grad():
+            generated = model.generate(
+                input_ids=prompts,
+                attention_mask=prompt_mask,
+                max_new_tokens=6,
+                do_sample=False,
+                pad_token_id=0,
+                return_dict_in_generate=True,
+                output_logits=True,
+            )
+        expected.update(
+            generate_input_ids=prompts,
+            generate_attention_mask=prompt_mask,
+            generated=generated.sequences[:, 5:].contiguous(),
+            generate_logits=torch.stack(generated.logits).contiguous(),  # (steps, B, vocab)
+        )
     model.save_pretrained(folder / "adapter")
     save_file(expected, str(folder / "expected.safetensors"))
     config_path = folder / "adapter" / "adapter_config.json"

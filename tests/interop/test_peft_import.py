@@ -114,3 +114,15 @@ def test_an_encoder_decoder_adapter_is_refused(tmp_path) -> None:
     (folder / "adapter_config.json").write_text(json.dumps({**config, "num_transformer_submodules": 2}))
     with pytest.raises(CheckpointError, match="encoder-decoder"):
         read_checkpoint_config(folder)
+
+
+def test_a_causal_lm_adapter_decodes_what_peft_decoded() -> None:
+    data = expected("llama-gqa-causal-lm")
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(
+            adapter_dir("llama-gqa-causal-lm"), backbone=fixture_backbone("llama-gqa-causal-lm")
+        )
+    ids, mask = data["generate_input_ids"], data["generate_attention_mask"]  # left-padded
+    generated = model.generate(ids, mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(generated, data["generated"])
+    assert len(set(generated.flatten().tolist())) > 2  # a decoding that depends on the prefix and positions

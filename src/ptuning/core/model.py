@@ -261,13 +261,14 @@ class PromptModel(nn.Module):
         task = self._resolve_task(task)
         if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
             raise ConfigError(f"task {task!r} is not a causal-lm task")
-        if self.prefix_config.position_mode == "shift":
-            # generate() numbers real tokens from 0. Rotary models are affected too: their queries are
-            # rotated by absolute position but the prefix keys are not, so q.Pk changes with the shift.
-            raise ConfigError("generation keeps real-token positions; use position_mode='keep'")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         name = self.task_prefix[task]
+        if self.method.is_deep and self.prefix_config.position_mode == "shift":
+            # PEFT's numbering (real tokens at P..): generate() would number them from 0, but it extends
+            # given position ids by one per new token. Rotary models need it too: q.Pk depends on q's position.
+            shift = self.prefixes[name].prefix_length
+            generate_kwargs.setdefault("position_ids", self._position_ids(attention_mask, shift=shift))
         if self.method is Method.PROMPT_TUNING:
             prompts = self.prefixes[name](input_ids.shape[0])
             embeds = self.backbone.get_input_embeddings()(input_ids)
