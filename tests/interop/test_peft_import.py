@@ -126,3 +126,12 @@ def test_a_causal_lm_adapter_decodes_what_peft_decoded() -> None:
     generated = model.generate(ids, mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
     assert torch.equal(generated, data["generated"])
     assert len(set(generated.flatten().tolist())) > 2  # a decoding that depends on the prefix and positions
+
+
+def test_an_unreadable_base_model_is_named_in_the_error(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "no/such-model"})
+    )
+    with pytest.raises(CheckpointError, match="cannot read the config of its base model 'no/such-model'"):
+        read_checkpoint_config(folder)

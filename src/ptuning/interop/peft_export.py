@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from ptuning.core.backbones import resolve_model_path
-from ptuning.core.checkpoint import WEIGHTS_FILE, read_checkpoint_config
+from ptuning.core.checkpoint import WEIGHTS_FILE, is_peft_adapter, read_checkpoint_config
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
@@ -40,6 +40,8 @@ def export_peft(
     ``prefix_only`` writes a FEATURE_EXTRACTION adapter: the prefix alone, for heads PEFT cannot hold.
     """
     checkpoint_dir = Path(checkpoint_dir)
+    if is_peft_adapter(checkpoint_dir):
+        raise PeftFormatError(f"{checkpoint_dir} is already a PEFT adapter folder")
     config = read_checkpoint_config(checkpoint_dir)
     method = Method(config["method"])
     if not method.is_deep:
@@ -58,7 +60,13 @@ def export_peft(
     entry = config["tasks"][task]
     base_name = config["base_model"]["name_or_path"]
     base_path = resolve_model_path(base_name)
-    geometry = PrefixGeometry.from_config(AutoConfig.from_pretrained(base_path))
+    try:
+        geometry = PrefixGeometry.from_config(AutoConfig.from_pretrained(base_path))
+    except OSError as error:
+        raise PeftFormatError(
+            f"{checkpoint_dir}: cannot read the config of its base model {base_name!r} ({error.__class__.__name__}); "
+            f"the adapter records the base's layer and head counts"
+        ) from None
     if prefix_config.resolved_layers(geometry.num_layers) != tuple(range(geometry.num_layers)):
         raise PeftFormatError(
             f"{checkpoint_dir}: the prefix covers layers {list(prefix_config.layers)} only; PEFT's prefix covers "

@@ -9,7 +9,6 @@ checks what it can: the layer count, KV-head count and head size the table was m
 
 from __future__ import annotations
 
-import json
 import warnings
 from pathlib import Path
 from typing import Any
@@ -55,13 +54,19 @@ def base_model_path(adapter: PeftAdapter) -> str:
     return name
 
 
-def _base_config(path: str) -> dict[str, Any]:
-    """The base model's config.json when it is a local folder (for model_type and label names)."""
-    file = Path(path) / "config.json"
+def _base_config(adapter: PeftAdapter, path: str) -> dict[str, Any]:
+    """The base model's config (its architecture decides which heads map; it also names the labels)."""
+    from transformers import AutoConfig
+
+    from ptuning.core.backbones import resolve_model_path
+
     try:
-        return json.loads(file.read_text()) if file.is_file() else {}
-    except json.JSONDecodeError:
-        return {}
+        return AutoConfig.from_pretrained(resolve_model_path(path)).to_dict()
+    except (OSError, ValueError) as error:
+        raise PeftFormatError(
+            f"{adapter.folder}: cannot read the config of its base model {path!r} "
+            f"({error.__class__.__name__}); the head mapping depends on the base's architecture"
+        ) from None
 
 
 def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
@@ -109,7 +114,7 @@ def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | Non
     """
     adapter = read_adapter(folder)
     base_path = base_model_path(adapter)
-    base = base_config if base_config is not None else _base_config(base_path)
+    base = base_config if base_config is not None else _base_config(adapter, base_path)
     model_type = base.get("model_type", "unknown")
     mapping = _head_mapping(adapter, model_type)
     rows = _head_rows(adapter, mapping)
