@@ -25,7 +25,12 @@ ATTENTION_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
 EXPORTS = {
     "llama-causal-lm": ("llama-gqa-causal-lm", "causal-lm", None, "ptuning-v2"),
     "llama-seq-cls": ("llama-gqa-seq-cls", "classification", ["no", "yes"], "ptuning-v2"),
-    "bert-token-cls-mlp": ("bert-token-cls-projection", "token-classification", ["O", "B", "I"], "prefix-mlp"),
+    "bert-token-cls-mlp": (
+        "bert-token-cls-projection",
+        "token-classification",
+        ["O", "B", "I"],
+        "prefix-mlp",
+    ),
 }
 
 
