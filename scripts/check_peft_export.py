@@ -21,17 +21,24 @@ from safetensors.torch import load_file, save_file
 FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "interop" / "fixtures"
 INPUT_IDS = torch.tensor([[5, 9, 14, 3, 22, 7], [8, 31, 2, 40, 0, 0]])
 ATTENTION_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
-# export name -> (fixture base, head kind, label names, method)
+# export name -> (fixture base, head kind, label names, method, dense_activation)
 EXPORTS = {
-    "llama-causal-lm": ("llama-gqa-causal-lm", "causal-lm", None, "ptuning-v2"),
-    "llama-seq-cls": ("llama-gqa-seq-cls", "classification", ["no", "yes"], "ptuning-v2"),
+    "llama-causal-lm": ("llama-gqa-causal-lm", "causal-lm", None, "ptuning-v2", None),
+    "llama-seq-cls": ("llama-gqa-seq-cls", "classification", ["no", "yes"], "ptuning-v2", None),
     "bert-token-cls-mlp": (
         "bert-token-cls-projection",
         "token-classification",
         ["O", "B", "I"],
         "prefix-mlp",
+        None,
     ),
+    "roberta-seq-cls": ("roberta-seq-cls", "classification", ["a", "b", "c"], "ptuning-v2", "tanh"),
 }
+ROBERTA_INPUT_IDS = torch.tensor([[5, 9, 14, 3, 22, 7], [8, 31, 2, 40, 1, 1]])  # RoBERTa's pad id is 1
+
+
+def _input_ids(name: str) -> torch.Tensor:
+    return ROBERTA_INPUT_IDS if name.startswith("roberta") else INPUT_IDS
 
 
 def write(root: Path) -> None:
@@ -42,7 +49,7 @@ def write(root: Path) -> None:
     from ptuning.core.model import HeadSpec, PromptModel
     from ptuning.interop.peft_export import export_peft
 
-    for index, (name, (base, kind, labels, method)) in enumerate(EXPORTS.items()):
+    for index, (name, (base, kind, labels, method, dense)) in enumerate(EXPORTS.items()):
         folder = FIXTURES / base / "base"
         if kind == "causal-lm":
             backbone = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
@@ -53,13 +60,13 @@ def write(root: Path) -> None:
         torch.manual_seed(index)
         config = PrefixConfig(prefix_length=4, dropout=0.0, position_mode="shift", mlp_hidden_size=8)
         model = PromptModel(backbone, method, config, head_dropout=0.0)
-        model.add_task("task", HeadSpec(kind, labels))
-        if kind == "classification":
+        model.add_task("task", HeadSpec(kind, labels, None, dense))
+        if kind == "classification" and dense is None:
             with torch.no_grad():
                 model.heads["task"].linear.bias.zero_()  # transformers' score layer has no bias
         model.eval()
         with torch.no_grad():
-            logits = model(INPUT_IDS, ATTENTION_MASK).logits
+            logits = model(_input_ids(name), ATTENTION_MASK).logits
         checkpoint = save_checkpoint(model, root / name / "checkpoint")
         export_peft(checkpoint, root / name / "adapter")
         save_file({"logits": logits.contiguous()}, str(root / name / "ptuning_logits.safetensors"))
@@ -86,7 +93,7 @@ def check(root: Path) -> int:
         )
         model = PeftModel.from_pretrained(base, adapter).eval()
         with torch.no_grad():
-            logits = model(input_ids=INPUT_IDS, attention_mask=ATTENTION_MASK).logits
+            logits = model(input_ids=_input_ids(name), attention_mask=ATTENTION_MASK).logits
         ours = load_file(str(root / name / "ptuning_logits.safetensors"))["logits"]
         real = ATTENTION_MASK.bool()
         diff = (logits - ours)[real] if logits.dim() == 3 else logits - ours

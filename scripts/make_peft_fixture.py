@@ -28,9 +28,13 @@ from transformers import (
     BertConfig,
     BertForSequenceClassification,
     BertForTokenClassification,
+    ElectraConfig,
+    ElectraForSequenceClassification,
     LlamaConfig,
     LlamaForCausalLM,
     LlamaForSequenceClassification,
+    RobertaConfig,
+    RobertaForSequenceClassification,
 )
 
 VOCAB = 64
@@ -47,6 +51,34 @@ def bert_config(num_labels: int) -> BertConfig:
         max_position_embeddings=32,
         hidden_dropout_prob=0.1,
         attention_probs_dropout_prob=0.1,
+        num_labels=num_labels,
+    )
+
+
+def roberta_config(num_labels: int) -> RobertaConfig:
+    """RoBERTa numbers positions from padding_idx + 1 (pad id 1) and classifies with dense -> tanh -> out_proj."""
+    return RobertaConfig(
+        vocab_size=VOCAB,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=34,
+        pad_token_id=1,
+        num_labels=num_labels,
+    )
+
+
+def electra_config(num_labels: int) -> ElectraConfig:
+    """ELECTRA classifies with dense -> gelu -> out_proj."""
+    return ElectraConfig(
+        vocab_size=VOCAB,
+        embedding_size=16,
+        hidden_size=16,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=32,
+        max_position_embeddings=32,
         num_labels=num_labels,
     )
 
@@ -74,6 +106,8 @@ FIXTURES = {
     "bert-token-cls-projection": (BertForTokenClassification, bert_config(3), TaskType.TOKEN_CLS, True),
     "llama-gqa-causal-lm": (LlamaForCausalLM, llama_config(), TaskType.CAUSAL_LM, False),
     "llama-gqa-seq-cls": (LlamaForSequenceClassification, llama_config(2), TaskType.SEQ_CLS, False),
+    "roberta-seq-cls": (RobertaForSequenceClassification, roberta_config(3), TaskType.SEQ_CLS, False),
+    "electra-seq-cls": (ElectraForSequenceClassification, electra_config(2), TaskType.SEQ_CLS, False),
 }
 
 
@@ -95,18 +129,19 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
             if parameter.requires_grad:
                 parameter.add_(torch.randn_like(parameter) * 0.5)
     model.eval()
-    input_ids = torch.randint(1, VOCAB, (2, 7), generator=torch.Generator().manual_seed(seed + 1))
+    # ids from 2 up: never a pad id (0 for BERT and Llama, 1 for RoBERTa, which finds padding by its id)
+    input_ids = torch.randint(2, VOCAB, (2, 7), generator=torch.Generator().manual_seed(seed + 1))
     attention_mask = torch.ones_like(input_ids)
     attention_mask[1, 5:] = 0  # right padding: PEFT shifts positions by P from the first slot on
-    input_ids[1, 5:] = 0
+    input_ids[1, 5:] = config.pad_token_id
+    # PEFT 0.21.2 breaks RoBERTa's and ELECTRA's classifiers when hidden states are requested (they get a
+    # tuple): logits only.
+    hidden_states = not name.startswith(("roberta", "electra"))
     with torch.no_grad():
-        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=True)
-    expected = {
-        "input_ids": input_ids,
-        "attention_mask": attention_mask,
-        "logits": out.logits.contiguous(),
-        "last_hidden_state": out.hidden_states[-1].contiguous(),
-    }
+        out = model(input_ids=input_ids, attention_mask=attention_mask, output_hidden_states=hidden_states)
+    expected = {"input_ids": input_ids, "attention_mask": attention_mask, "logits": out.logits.contiguous()}
+    if hidden_states:
+        expected["last_hidden_state"] = out.hidden_states[-1].contiguous()
     if task_type == TaskType.CAUSAL_LM:  # greedy decoding of a left-padded batch
         prompts = torch.randint(1, VOCAB, (2, 5), generator=torch.Generator().manual_seed(seed + 2))
         prompt_mask = torch.ones_like(prompts)

@@ -16,13 +16,13 @@ def fixture_backbone(name: str) -> torch.nn.Module:
     folder = FIXTURES / name / "base"
     if "causal-lm" in name:
         return AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
-    if name.startswith("llama"):
+    if name.startswith(("llama", "electra")):  # no pooling layer to leave out
         return AutoModel.from_pretrained(folder, attn_implementation="sdpa")
     return AutoModel.from_pretrained(folder, attn_implementation="sdpa", add_pooling_layer=False)
 
 
 def expected(name: str) -> dict[str, torch.Tensor]:
-    """input_ids, attention_mask (row 1 right-padded), logits and last_hidden_state from PEFT."""
+    """input_ids, attention_mask (row 1 right-padded), logits and (not for RoBERTa / ELECTRA) last_hidden_state from PEFT."""
     return load_file(str(FIXTURES / name / "expected.safetensors"))
 
 

@@ -90,8 +90,8 @@ def test_a_keep_mode_prefix_is_refused_unless_the_position_change_is_accepted(tm
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 
-def test_peft_files_come_back_unchanged_through_ptuning(tmp_path) -> None:
-    name = "llama-gqa-seq-cls"
+@pytest.mark.parametrize("name", ["llama-gqa-seq-cls", "bert-seq-cls", "roberta-seq-cls"])
+def test_peft_files_come_back_unchanged_through_ptuning(tmp_path, name) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         model = load_checkpoint(adapter_dir(name), backbone=fixture_backbone(name))
@@ -116,8 +116,34 @@ def test_peft_files_come_back_unchanged_through_ptuning(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         again = load_checkpoint(tmp_path / "adapter", backbone=model.backbone)
+    native = load_checkpoint(
+        checkpoint, backbone=model.backbone
+    )  # the ptuning checkpoint keeps the head's shape
     with torch.no_grad():
         assert torch.equal(again(data["input_ids"], data["attention_mask"]).logits, data["logits"])
+        assert torch.equal(native(data["input_ids"], data["attention_mask"]).logits, data["logits"])
+
+
+def test_a_bert_classifier_without_the_pooler_layer_is_refused(tmp_path) -> None:
+    model = _model("bert-seq-cls", HeadKind.CLASSIFICATION, ["no", "yes"])  # ptuning's own: one linear layer
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(
+        CheckpointError, match="one linear layer; transformers' bert sequence classifier is dense"
+    ):
+        export_peft(checkpoint, tmp_path / "adapter")
+
+
+def test_a_bert_classifier_whose_pooler_was_trained_is_refused(tmp_path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("bert-seq-cls"))
+    with torch.no_grad():
+        model.heads["adapter"].dense.bias.add_(0.01)
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(
+        CheckpointError, match="reads the base model's pooler, which a PEFT adapter does not hold"
+    ):
+        export_peft(checkpoint, tmp_path / "adapter")
 
 
 def test_the_cli_exports_one_task_of_a_multi_task_checkpoint(tmp_path, capsys) -> None:

@@ -7,11 +7,12 @@ import shutil
 
 import pytest
 import torch
+from safetensors.torch import load_file, save_file
 
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.interop.peft_import import PeftPositionNote
 
-from .peft_fixtures import adapter_dir, expected, fixture_backbone
+from .peft_fixtures import FIXTURES, adapter_dir, expected, fixture_backbone
 
 
 def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -19,7 +20,17 @@ def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
     return values[mask.bool()] if values.dim() == 3 else values
 
 
-@pytest.mark.parametrize("name", ["llama-gqa-causal-lm", "llama-gqa-seq-cls", "bert-token-cls-projection"])
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-gqa-causal-lm",
+        "llama-gqa-seq-cls",
+        "bert-token-cls-projection",
+        "bert-seq-cls",
+        "roberta-seq-cls",
+        "electra-seq-cls",
+    ],
+)
 def test_a_peft_adapter_gives_the_logits_peft_computed(name) -> None:
     data = expected(name)
     with pytest.warns(PeftPositionNote, match="position_mode='shift'"):
@@ -39,9 +50,26 @@ def test_the_gqa_prefix_has_the_kv_head_count() -> None:
     assert keys.shape == values.shape == (1, 2, 3, 4)  # 2 KV heads (4 query heads), P 3, head size 4
 
 
-def test_a_bert_sequence_classifier_is_refused_because_it_reads_the_pooler() -> None:
-    with pytest.warns(PeftPositionNote), pytest.raises(CheckpointError, match="pooler output"):
-        load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("bert-seq-cls"))
+def test_a_bert_classifier_takes_the_pooler_from_the_base_checkpoint() -> None:
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("bert-seq-cls"))
+    pooler = load_file(str(FIXTURES / "bert-seq-cls" / "base" / "model.safetensors"))[
+        "bert.pooler.dense.weight"
+    ]
+    assert model.head_specs["adapter"].dense_activation == "tanh"
+    assert torch.equal(model.heads["adapter"].dense.weight, pooler)
+
+
+def test_a_bert_classifier_over_a_base_without_pooler_weights_is_refused(tmp_path) -> None:
+    shutil.copytree(FIXTURES / "bert-seq-cls", tmp_path / "fixture")
+    weights_path = tmp_path / "fixture" / "base" / "model.safetensors"
+    weights = {k: v for k, v in load_file(str(weights_path)).items() if "pooler" not in k}
+    save_file(weights, str(weights_path), metadata={"format": "pt"})
+    with (
+        pytest.warns(PeftPositionNote),
+        pytest.raises(CheckpointError, match="holds no local pooler weights"),
+    ):
+        load_checkpoint(tmp_path / "fixture" / "adapter", backbone=fixture_backbone("bert-seq-cls"))
 
 
 def test_its_prefix_alone_gives_the_hidden_states_peft_computed() -> None:

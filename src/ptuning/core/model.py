@@ -34,6 +34,7 @@ class HeadSpec:
     kind: HeadKind
     label_names: list[str] | None = None
     pooling: Pooling | None = None  # None: first token for encoders, last real token for decoders
+    dense_activation: str | None = None  # dense + this activation before the linear layer (see heads.Head)
 
     def __post_init__(self) -> None:
         self.kind = HeadKind(self.kind)
@@ -44,16 +45,24 @@ class HeadSpec:
         return len(self.label_names) if self.label_names else 0
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "kind": str(self.kind),
             "label_names": self.label_names,
             "pooling": self.pooling and str(self.pooling),
         }
+        if self.dense_activation is not None:
+            data["dense_activation"] = self.dense_activation
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadSpec:
         pooling = data.get("pooling")
-        return cls(HeadKind(data["kind"]), data.get("label_names"), Pooling(pooling) if pooling else None)
+        return cls(
+            HeadKind(data["kind"]),
+            data.get("label_names"),
+            Pooling(pooling) if pooling else None,
+            data.get("dense_activation"),
+        )
 
 
 @dataclass
@@ -134,7 +143,14 @@ class PromptModel(nn.Module):
             if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
                 raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
             pooling = spec.pooling or (Pooling.LAST if self.geometry.is_decoder else Pooling.FIRST)
-            head = Head(spec.kind, self.geometry.hidden_size, spec.num_labels, self.head_dropout, pooling)
+            head = Head(
+                spec.kind,
+                self.geometry.hidden_size,
+                spec.num_labels,
+                self.head_dropout,
+                pooling,
+                spec.dense_activation,
+            )
             self.heads[task] = head.to(self._device())
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name

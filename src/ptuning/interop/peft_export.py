@@ -24,7 +24,7 @@ from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.prefix import PrefixEncoder
 from ptuning.interop.peft_format import MODULE_PREFIX, PEFT_VERSION, TABLE_KEY, PeftFormatError, write_adapter
-from ptuning.interop.peft_heads import mapping_for_ptuning
+from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, base_pooler, mapping_for_ptuning
 
 
 def export_peft(
@@ -79,10 +79,15 @@ def export_peft(
         task_type, modules = "FEATURE_EXTRACTION", None
     else:
         pooling = entry["head"].get("pooling")
-        mapping = mapping_for_ptuning(head_kind, Pooling(pooling) if pooling else None, geometry.model_type)
+        mapping = mapping_for_ptuning(
+            head_kind,
+            Pooling(pooling) if pooling else None,
+            entry["head"].get("dense_activation"),
+            geometry.model_type,
+        )
         task_type, modules = mapping.task_type, ([mapping.module] if mapping.module else None)
         if mapping.module is not None:
-            tensors.update(_head_tensors(state, task, mapping.module, mapping.has_bias, checkpoint_dir))
+            tensors.update(_head_tensors(state, task, mapping, base_path, checkpoint_dir))
     token_dim = geometry.num_kv_heads * geometry.head_dim
     peft_config: dict[str, Any] = {
         "auto_mapping": None,
@@ -130,15 +135,28 @@ def _table(
 
 
 def _head_tensors(
-    state: dict[str, torch.Tensor], task: str, module: str, has_bias: bool, checkpoint_dir: Path
+    state: dict[str, torch.Tensor], task: str, mapping: HeadMapping, base_path: str, checkpoint_dir: Path
 ) -> dict[str, torch.Tensor]:
     weight, bias = state[f"heads.{task}.linear.weight"], state[f"heads.{task}.linear.bias"]
-    tensors = {f"{MODULE_PREFIX}{module}.weight": weight}
-    if has_bias:
-        tensors[f"{MODULE_PREFIX}{module}.bias"] = bias
+    tensors = {f"{MODULE_PREFIX}{mapping.linear_prefix}.weight": weight}
+    if mapping.has_bias:
+        tensors[f"{MODULE_PREFIX}{mapping.linear_prefix}.bias"] = bias
     elif bool(bias.ne(0).any()):
         raise PeftFormatError(
-            f"{checkpoint_dir}: head {task!r} has a bias, but transformers' {module!r} layer has none; its "
-            f"logits would differ by the bias (max {float(bias.abs().max()):.3g})"
+            f"{checkpoint_dir}: head {task!r} has a bias, but transformers' {mapping.module!r} layer has none; "
+            f"its logits would differ by the bias (max {float(bias.abs().max()):.3g})"
         )
+    dense = (
+        {part: state[f"heads.{task}.dense.{part}"] for part in ("weight", "bias")} if mapping.dense else {}
+    )
+    if mapping.dense == BASE_POOLER:
+        pooler = base_pooler(base_path)
+        if pooler is None or any(not torch.equal(dense[part], pooler[part]) for part in dense):
+            raise PeftFormatError(
+                f"{checkpoint_dir}: head {task!r} has its own dense layer, but transformers' {mapping.module!r} "
+                f"reads the base model's pooler, which a PEFT adapter does not hold (it equals the pooler only "
+                f"when imported unchanged); export the prefix alone with --prefix-only"
+            )
+    elif mapping.dense is not None:
+        tensors.update({f"{MODULE_PREFIX}{mapping.dense}.{part}": value for part, value in dense.items()})
     return tensors

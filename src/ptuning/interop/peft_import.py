@@ -23,7 +23,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.prefix import PrefixEncoder
 from ptuning.interop.peft_format import PeftAdapter, PeftFormatError, read_adapter
-from ptuning.interop.peft_heads import HeadMapping, mapping_for_peft
+from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, base_pooler, mapping_for_peft, with_rows
 
 HEAD_NAME = "adapter"  # the one task of an imported adapter
 HEAD_DROPOUT = 0.1  # transformers' classifier dropout default; inactive in eval
@@ -72,7 +72,7 @@ def _base_config(adapter: PeftAdapter, path: str) -> dict[str, Any]:
 def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
     if mapping.module is None:
         return 0
-    weight = adapter.modules.get(f"{mapping.module}.weight")
+    weight = adapter.modules.get(f"{mapping.linear_prefix}.weight")
     if weight is None:
         raise PeftFormatError(
             f"{adapter.folder}: task_type {adapter.task_type} needs the head {mapping.module!r} in "
@@ -83,20 +83,18 @@ def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
 
 def _head_mapping(adapter: PeftAdapter, model_type: str) -> HeadMapping:
     """The ptuning head for this adapter; unknown extra modules are refused (they would be dropped)."""
-    rows = 2
-    for key, value in adapter.modules.items():
-        if key.endswith(".weight") and key.split(".")[0] in ("score", "classifier"):
-            rows = value.shape[0]
-    mapping = mapping_for_peft(adapter.task_type, model_type, rows)
-    expected = {f"{mapping.module}.weight", f"{mapping.module}.bias"} if mapping.module else set()
+    mapping = mapping_for_peft(adapter.task_type, model_type)
+    expected = set()
+    for prefix in (mapping.linear_prefix, mapping.dense):
+        if prefix is not None and prefix != BASE_POOLER:
+            expected |= {f"{prefix}.weight", f"{prefix}.bias"}
     extra = sorted(set(adapter.modules) - expected)
     if extra:
         raise PeftFormatError(
             f"{adapter.folder}: the adapter also trained {extra}; ptuning keeps the base model frozen "
             f"apart from the prefix and one {mapping.kind} head, so these weights cannot be kept"
         )
-    _head_rows(adapter, mapping)
-    return mapping
+    return with_rows(mapping, _head_rows(adapter, mapping))
 
 
 def _label_names(mapping: HeadMapping, rows: int, base: dict[str, Any]) -> list[str] | None:
@@ -123,7 +121,7 @@ def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | Non
         dropout=0.0,  # PEFT has no dropout on the prefix
         position_mode=PositionMode.SHIFT,
     )
-    head = HeadSpec(mapping.kind, _label_names(mapping, rows, base), mapping.pooling)
+    head = HeadSpec(mapping.kind, _label_names(mapping, rows, base), mapping.pooling, mapping.activation)
     return {
         "format": FORMAT,
         "ptuning_version": __version__,
@@ -204,13 +202,44 @@ def load_peft_adapter(
 def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping) -> None:
     if mapping.module is None:
         return
-    linear = model.heads[HEAD_NAME].linear
-    weight = adapter.modules[f"{mapping.module}.weight"]
+    head = model.heads[HEAD_NAME]
+    _copy_linear(head.linear, _linear_tensors(adapter, mapping.linear_prefix), adapter, mapping)
+    if mapping.dense == BASE_POOLER:
+        pooler = base_pooler(_local_path(base_model_path(adapter)))
+        if pooler is None:
+            raise PeftFormatError(
+                f"{adapter.folder}: its {mapping.module!r} reads the base model's pooler, but the base checkpoint "
+                f"{base_model_path(adapter)!r} holds no local pooler weights (transformers would start them "
+                f"at random, so PEFT's logits cannot be reproduced); import the prefix alone (prefix_only=True)"
+            )
+        _copy_linear(head.dense, pooler, adapter, mapping)
+    elif mapping.dense is not None:
+        _copy_linear(head.dense, _linear_tensors(adapter, mapping.dense), adapter, mapping)
+
+
+def _linear_tensors(adapter: PeftAdapter, prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        part: adapter.modules[f"{prefix}.{part}"]
+        for part in ("weight", "bias")
+        if f"{prefix}.{part}" in adapter.modules
+    }
+
+
+def _local_path(name: str) -> str:
+    from ptuning.core.backbones import resolve_model_path
+
+    return resolve_model_path(name)
+
+
+def _copy_linear(
+    linear: torch.nn.Linear, tensors: dict[str, torch.Tensor], adapter: PeftAdapter, mapping: HeadMapping
+) -> None:
+    weight = tensors["weight"]
     if tuple(weight.shape) != tuple(linear.weight.shape):
         raise PeftFormatError(
-            f"{adapter.folder}: {mapping.module}.weight has shape {tuple(weight.shape)}, expected "
+            f"{adapter.folder}: a {mapping.module} weight has shape {tuple(weight.shape)}, expected "
             f"{tuple(linear.weight.shape)} for a {mapping.kind} head on this base"
         )
     linear.weight.copy_(weight)
-    bias = adapter.modules.get(f"{mapping.module}.bias")
+    bias = tensors.get("bias")
     linear.bias.copy_(bias if bias is not None else torch.zeros_like(linear.bias))
