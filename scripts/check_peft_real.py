@@ -8,8 +8,8 @@ SmolLM2's converted folder comes from ``ptuning.core.packaged.smollm2_path()``, 
     /work/venv-peft/bin/python scripts/check_peft_real.py peft /tmp/real-adapters $FOLDERS
     PYTHONPATH=src .venv/bin/python scripts/check_peft_real.py ptuning /tmp/real-adapters
 
-``peft`` writes a TOKEN_CLS adapter on all-MiniLM-L6-v2 and a CAUSAL_LM adapter on SmolLM2-135M-Instruct
-(P 8, random prefix and head scaled by 0.3) with PEFT's logits and greedy tokens; ``ptuning`` loads each
+``peft`` writes TOKEN_CLS and SEQ_CLS adapters on all-MiniLM-L6-v2 and a CAUSAL_LM adapter on
+SmolLM2-135M-Instruct (P 8, random prefix and head scaled by 0.3) with PEFT's logits and greedy tokens; ``ptuning`` loads each
 adapter folder with ``load_checkpoint`` and compares.
 """
 
@@ -26,19 +26,33 @@ from safetensors.torch import load_file, save_file
 TEXTS = ["John Smith flew to Berlin on Monday", "What is the capital of France?"]
 CHAT = [{"role": "user", "content": "What is the capital of France?"}]
 # name -> (ptuning model name, causal LM)
-MODELS = {"minilm-token-cls": ("minilm", False), "smollm2-causal-lm": ("smollm2", True)}
+MODELS = {
+    "minilm-token-cls": ("minilm", False),
+    "minilm-seq-cls": ("minilm", False),  # BertForSequenceClassification: classifier over the pooler
+    "smollm2-causal-lm": ("smollm2", True),
+}
 
 
 def write_with_peft(root: Path, folders: list[str]) -> None:
-    """``folders``: the local folders of the packaged models, in the order of MODELS."""
+    """``folders``: the local folders of MiniLM and SmolLM2."""
     import peft
     from peft import PrefixTuningConfig, TaskType, get_peft_model
-    from transformers import AutoModelForCausalLM, AutoModelForTokenClassification, AutoTokenizer
+    from transformers import (
+        AutoModelForCausalLM,
+        AutoModelForSequenceClassification,
+        AutoModelForTokenClassification,
+        AutoTokenizer,
+    )
 
-    for (name, (_, causal)), path in zip(MODELS.items(), folders, strict=True):
+    folder_of = dict(zip(("minilm", "smollm2"), folders, strict=True))
+    for name, (model_name, causal) in MODELS.items():
+        path = folder_of[model_name]
         torch.manual_seed(0)
         if causal:
             base, task = AutoModelForCausalLM.from_pretrained(path), TaskType.CAUSAL_LM
+        elif name.endswith("seq-cls"):
+            base = AutoModelForSequenceClassification.from_pretrained(path, num_labels=2)
+            task = TaskType.SEQ_CLS
         else:
             base, task = (
                 AutoModelForTokenClassification.from_pretrained(path, num_labels=3),
@@ -84,7 +98,8 @@ def compare_in_ptuning(root: Path) -> int:
         with torch.no_grad():
             logits = model(expected["input_ids"], expected["attention_mask"]).logits
         real = expected["attention_mask"].bool()
-        largest = float((logits - expected["logits"])[real].abs().max())
+        diff = (logits - expected["logits"])[real] if logits.dim() == 3 else logits - expected["logits"]
+        largest = float(diff.abs().max())
         failures += largest != 0.0
         print(
             f"{name}: ptuning on transformers {transformers.__version__}, max |diff| of logits {largest:.3g}"
