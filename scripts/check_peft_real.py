@@ -9,8 +9,8 @@ SmolLM2's converted folder comes from ``ptuning.core.packaged.smollm2_path()``, 
     PYTHONPATH=src .venv/bin/python scripts/check_peft_real.py ptuning /tmp/real-adapters
 
 ``peft`` writes TOKEN_CLS and SEQ_CLS adapters on all-MiniLM-L6-v2 and a CAUSAL_LM adapter on
-SmolLM2-135M-Instruct (P 8, random prefix and head scaled by 0.3) with PEFT's logits and greedy tokens; ``ptuning`` loads each
-adapter folder with ``load_checkpoint`` and compares.
+SmolLM2-135M-Instruct (P 8, random prefix and head scaled by 0.3) with PEFT's logits and greedy tokens;
+``ptuning`` loads each adapter folder with ``load_checkpoint`` and compares.
 """
 
 from __future__ import annotations
