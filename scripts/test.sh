@@ -8,6 +8,9 @@ LINT=(src tests); [ -d benchmarks ] && LINT+=(benchmarks)
 .venv/bin/ruff check "${LINT[@]}"
 .venv/bin/ruff format --check "${LINT[@]}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
+# SmolLM2 is converted from its GGUF once (~25 s) into this ignored folder and reused by the second run below;
+# PTUNING_REQUIRE_PACKAGED turns a missing packaged model into a failure instead of a skip.
+export PTUNING_CACHE="${PTUNING_CACHE:-$PWD/.cache/ptuning}" PTUNING_REQUIRE_PACKAGED=1
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 VENV=.venv-transformers-5.23 TRANSFORMERS_VERSION=5.23.0 bash scripts/setup.sh
 .venv-transformers-5.23/bin/python -m pytest -q -p no:cacheprovider tests/core tests/generative

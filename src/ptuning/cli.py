@@ -1,4 +1,4 @@
-"""The ``ptuning`` command: train, sweep, eval, predict, tasks.
+"""The ``ptuning`` command: train, sweep, eval, predict, export, tasks.
 
 This module only turns arguments into calls of ptuning.training and errors into one line on stderr
 (exit code 2); the work lives in training/{engine,presets,sweep,report,predict}.py. Run it as ``ptuning``,
@@ -59,6 +59,13 @@ whitespace-tokenized sentence (NER)."""
 
 EVAL_EXAMPLES = """examples:
   ptuning eval --checkpoint runs/sst2/checkpoint --data data/sst2 --split dev"""
+
+
+EXPORT_EXAMPLES = """examples:
+  ptuning export --format peft runs/sst2/checkpoint adapters/sst2      # PEFT PREFIX_TUNING adapter folder
+  ptuning export --format peft runs/mpt2/checkpoint adapters/rte --task rte --prefix-only
+
+Exact only for position_mode shift (PEFT's numbering); see docs/INTEROP.md."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -145,6 +152,19 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--format", choices=("jsonl", "txt"), help="default: by extension; stdin: txt")
     predict.add_argument("--output", help="output JSONL file (default: stdout)")
     predict.set_defaults(handler=cmd_predict)
+
+    export = _command(commands, "export", "write a prompt checkpoint in another format", EXPORT_EXAMPLES)
+    export.add_argument("--format", required=True, choices=("peft",), help="peft: a PEFT adapter folder")
+    export.add_argument("checkpoint", help="prompt checkpoint folder (OUTPUT_DIR/checkpoint)")
+    export.add_argument("out", help="folder to write (replaced atomically if it exists)")
+    export.add_argument("--task", help="which task of a multi-task checkpoint")
+    export.add_argument("--prefix-only", action="store_true", help="the prefix alone (FEATURE_EXTRACTION)")
+    export.add_argument(
+        "--allow-position-change",
+        action="store_true",
+        help="export a keep-mode prefix although PEFT will number positions after it (outputs differ)",
+    )
+    export.set_defaults(handler=cmd_export)
 
     tasks = _command(commands, "tasks", "list tasks and presets", None)
     tasks.set_defaults(handler=cmd_tasks)
@@ -382,6 +402,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     else:
         write_jsonl(predictions, sys.stdout)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from ptuning.interop.peft_export import export_peft
+
+    path = export_peft(args.checkpoint, args.out, args.task, args.prefix_only, args.allow_position_change)
+    print(f"wrote a PEFT prefix-tuning adapter to {path}")
     return 0
 
 

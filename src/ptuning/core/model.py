@@ -34,6 +34,7 @@ class HeadSpec:
     kind: HeadKind
     label_names: list[str] | None = None
     pooling: Pooling | None = None  # None: first token for encoders, last real token for decoders
+    dense_activation: str | None = None  # dense + this activation before the linear layer (see heads.Head)
 
     def __post_init__(self) -> None:
         self.kind = HeadKind(self.kind)
@@ -44,16 +45,24 @@ class HeadSpec:
         return len(self.label_names) if self.label_names else 0
 
     def to_dict(self) -> dict:
-        return {
+        data = {
             "kind": str(self.kind),
             "label_names": self.label_names,
             "pooling": self.pooling and str(self.pooling),
         }
+        if self.dense_activation is not None:
+            data["dense_activation"] = self.dense_activation
+        return data
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadSpec:
         pooling = data.get("pooling")
-        return cls(HeadKind(data["kind"]), data.get("label_names"), Pooling(pooling) if pooling else None)
+        return cls(
+            HeadKind(data["kind"]),
+            data.get("label_names"),
+            Pooling(pooling) if pooling else None,
+            data.get("dense_activation"),
+        )
 
 
 @dataclass
@@ -134,7 +143,14 @@ class PromptModel(nn.Module):
             if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
                 raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
             pooling = spec.pooling or (Pooling.LAST if self.geometry.is_decoder else Pooling.FIRST)
-            head = Head(spec.kind, self.geometry.hidden_size, spec.num_labels, self.head_dropout, pooling)
+            head = Head(
+                spec.kind,
+                self.geometry.hidden_size,
+                spec.num_labels,
+                self.head_dropout,
+                pooling,
+                spec.dense_activation,
+            )
             self.heads[task] = head.to(self._device())
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name
@@ -261,13 +277,14 @@ class PromptModel(nn.Module):
         task = self._resolve_task(task)
         if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
             raise ConfigError(f"task {task!r} is not a causal-lm task")
-        if self.prefix_config.position_mode == "shift":
-            # generate() numbers real tokens from 0. Rotary models are affected too: their queries are
-            # rotated by absolute position but the prefix keys are not, so q.Pk changes with the shift.
-            raise ConfigError("generation keeps real-token positions; use position_mode='keep'")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         name = self.task_prefix[task]
+        if self.method.is_deep and self.prefix_config.position_mode == "shift":
+            # PEFT's numbering (real tokens at P..): generate() would number them from 0, but it extends
+            # given position ids by one per new token. Rotary models need it too: q.Pk depends on q's position.
+            shift = self.prefixes[name].prefix_length
+            generate_kwargs.setdefault("position_ids", self._position_ids(attention_mask, shift=shift))
         if self.method is Method.PROMPT_TUNING:
             prompts = self.prefixes[name](input_ids.shape[0])
             embeds = self.backbone.get_input_embeddings()(input_ids)

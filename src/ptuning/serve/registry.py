@@ -27,6 +27,7 @@ from torch import nn
 
 from ptuning.core.checkpoint import (
     CONFIG_FILE,
+    PEFT_ADAPTER_FILES,
     WEIGHTS_FILE,
     CheckpointError,
     load_checkpoint,
@@ -169,7 +170,7 @@ class PromptRegistry:
             raise OutsideRoot(f"checkpoint {name!r} resolves outside the checkpoint folder")
         if not path.is_dir():
             raise NotFound(f"no checkpoint folder {name!r} in the checkpoint folder")
-        for file in (CONFIG_FILE, WEIGHTS_FILE):
+        for file in (CONFIG_FILE, WEIGHTS_FILE, *PEFT_ADAPTER_FILES):
             target = path / file
             if target.exists() and not target.resolve().is_relative_to(self.root):
                 raise OutsideRoot(f"checkpoint {name!r}: {file} links outside the checkpoint folder")
@@ -180,7 +181,8 @@ class PromptRegistry:
         return sorted(
             entry.name
             for entry in self.root.iterdir()
-            if CHECKPOINT_NAME.match(entry.name) and (entry / CONFIG_FILE).is_file()
+            if CHECKPOINT_NAME.match(entry.name)
+            and ((entry / CONFIG_FILE).is_file() or (entry / PEFT_ADAPTER_FILES[0]).is_file())
         )
 
     # ------------------------------------------------------------------------------------------ loading
@@ -208,7 +210,8 @@ class PromptRegistry:
             method = Method(config["method"])
             base = config["base_model"]
             version = base.get("fingerprint_version", 1)
-            if base["fingerprint"] != self._fingerprint(version):
+            # A PEFT adapter has no fingerprint (None): load_checkpoint checks its prefix's shape instead.
+            if base["fingerprint"] is not None and base["fingerprint"] != self._fingerprint(version):
                 raise BaseMismatch(
                     f"checkpoint {name!r} was trained on {base['name_or_path']!r} (fingerprint "
                     f"{base['fingerprint']}) but this server's base model is {self.base_name!r} (fingerprint "
@@ -386,7 +389,7 @@ class PromptRegistry:
 def _stamp(path: Path) -> tuple:
     """Changes whenever either checkpoint file is replaced (save_checkpoint swaps the whole folder)."""
     stamps = []
-    for file in (CONFIG_FILE, WEIGHTS_FILE):
+    for file in (CONFIG_FILE, WEIGHTS_FILE, *PEFT_ADAPTER_FILES):
         stat = (path / file).stat() if (path / file).exists() else None
         stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None)
     return tuple(stamps)

@@ -302,7 +302,7 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
 
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
     """Start from a trained prefix (e.g. multi-task pre-training); the head stays new."""
-    source = load_checkpoint(checkpoint_dir, backbone=model.backbone)
+    source = load_checkpoint(checkpoint_dir, backbone=model.backbone, prefix_only=True)
     names = set(source.prefixes)
     if len(names) != 1:
         raise CheckpointError(

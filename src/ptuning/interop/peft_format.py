@@ -1,0 +1,156 @@
+"""The files of a PEFT prefix-tuning adapter (PEFT 0.21.2), read and written without PEFT installed.
+
+A PEFT adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors``. For
+``peft_type: PREFIX_TUNING`` the weights file has one table, ``prompt_embeddings`` (P, L*2*kv*d), where
+row p holds every layer's key and value for virtual token p, in the same order as ptuning's table
+(``core.prefix.split_table``: view (P, 2L, kv, d), keys at 2l, values at 2l+1). PEFT computes the table
+through its ``prefix_projection`` MLP before saving, so the MLP itself never reaches the file. Task heads
+(``modules_to_save``) are stored as ``base_model.<module>.<weight|bias>``. For grouped-query attention PEFT
+writes the KV-head count as ``num_attention_heads`` and ``token_dim = kv_heads * head_dim``.
+"""
+
+from __future__ import annotations
+
+import json
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from ptuning.core.checkpoint import CheckpointError, replace_dir
+
+ADAPTER_CONFIG = "adapter_config.json"
+ADAPTER_WEIGHTS = "adapter_model.safetensors"
+PICKLED_WEIGHTS = "adapter_model.bin"
+TABLE_KEY = "prompt_embeddings"
+MODULE_PREFIX = "base_model."  # how PEFT names modules_to_save tensors in the file
+PEFT_VERSION = "0.21.2"  # the PEFT release whose format is written here and checked by tests/interop
+TASK_TYPES = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "FEATURE_EXTRACTION")
+
+
+class PeftFormatError(CheckpointError):
+    """A PEFT adapter folder is malformed, or holds something ptuning cannot represent exactly."""
+
+
+@dataclass
+class PeftAdapter:
+    """One PEFT prefix-tuning adapter: its config and tensors, validated against each other."""
+
+    folder: Path
+    config: dict[str, Any]
+    table: torch.Tensor  # (P, num_layers * 2 * token_dim)
+    modules: dict[str, torch.Tensor]  # modules_to_save tensors, e.g. {"score.weight": ...}
+
+    @property
+    def num_virtual_tokens(self) -> int:
+        return self.config["num_virtual_tokens"]
+
+    @property
+    def num_layers(self) -> int:
+        return self.config["num_layers"]
+
+    @property
+    def num_kv_heads(self) -> int:
+        return self.config["num_attention_heads"]  # PEFT stores the KV-head count here for GQA models
+
+    @property
+    def head_dim(self) -> int:
+        return self.config["token_dim"] // self.config["num_attention_heads"]
+
+    @property
+    def task_type(self) -> str | None:
+        return self.config.get("task_type")
+
+
+def is_peft_adapter(folder: str | Path) -> bool:
+    return (Path(folder) / ADAPTER_CONFIG).is_file()
+
+
+def read_adapter(folder: str | Path) -> PeftAdapter:
+    """Read and check a PEFT prefix-tuning adapter folder; errors name the file and the field."""
+    folder = Path(folder)
+    config_path = folder / ADAPTER_CONFIG
+    if not config_path.is_file():
+        raise PeftFormatError(f"{folder} is not a PEFT adapter: {ADAPTER_CONFIG} is missing")
+    try:
+        config = json.loads(config_path.read_text())
+    except json.JSONDecodeError as error:
+        raise PeftFormatError(f"{config_path}: invalid JSON at line {error.lineno}: {error.msg}") from None
+    if not isinstance(config, dict):
+        raise PeftFormatError(f"{config_path}: expected a JSON object")
+    _check_config(config, config_path)
+    weights_path = folder / ADAPTER_WEIGHTS
+    if not weights_path.is_file():
+        if (folder / PICKLED_WEIGHTS).is_file():
+            raise PeftFormatError(
+                f"{folder}: only {PICKLED_WEIGHTS} (a pickle) is present; ptuning never unpickles. Re-save the "
+                f"adapter with PEFT's save_pretrained(safe_serialization=True) to get {ADAPTER_WEIGHTS}"
+            )
+        raise PeftFormatError(f"{folder}: {ADAPTER_WEIGHTS} is missing")
+    try:
+        tensors = load_file(str(weights_path))
+    except (SafetensorError, OSError) as error:
+        raise PeftFormatError(f"{weights_path}: not a readable safetensors file ({error})") from None
+    if TABLE_KEY not in tensors:
+        raise PeftFormatError(f"{weights_path}: no {TABLE_KEY!r} tensor; found {sorted(tensors)[:5]}")
+    table = tensors.pop(TABLE_KEY)
+    width = config["num_layers"] * 2 * config["token_dim"]
+    expected = (config["num_virtual_tokens"], width)
+    if tuple(table.shape) != expected:
+        raise PeftFormatError(
+            f"{weights_path}: {TABLE_KEY} has shape {tuple(table.shape)}; {ADAPTER_CONFIG} says "
+            f"{expected} (num_virtual_tokens, num_layers * 2 * token_dim)"
+        )
+    stray = [key for key in tensors if not key.startswith(MODULE_PREFIX)]
+    if stray:
+        raise PeftFormatError(f"{weights_path}: unexpected tensors {stray[:5]} beside {TABLE_KEY!r}")
+    modules = {key.removeprefix(MODULE_PREFIX): value for key, value in tensors.items()}
+    return PeftAdapter(folder, config, table.float(), modules)
+
+
+def _check_config(config: dict[str, Any], path: Path) -> None:
+    if config.get("peft_type") != "PREFIX_TUNING":
+        raise PeftFormatError(
+            f"{path}: peft_type is {config.get('peft_type')!r}; only PREFIX_TUNING adapters hold a prefix"
+        )
+    for field in ("num_virtual_tokens", "num_layers", "num_attention_heads", "token_dim"):
+        value = config.get(field)
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise PeftFormatError(f"{path}: {field} must be a positive integer, got {value!r}")
+    if config["token_dim"] % config["num_attention_heads"]:
+        raise PeftFormatError(
+            f"{path}: token_dim {config['token_dim']} is not a multiple of num_attention_heads "
+            f"{config['num_attention_heads']}"
+        )
+    submodules = config.get("num_transformer_submodules", 1)
+    if submodules != 1:
+        raise PeftFormatError(
+            f"{path}: num_transformer_submodules is {submodules}: an encoder-decoder adapter; ptuning "
+            f"supports encoders and decoders only"
+        )
+    task_type = config.get("task_type")
+    if task_type is not None and task_type not in TASK_TYPES:
+        raise PeftFormatError(
+            f"{path}: task_type {task_type!r} has no ptuning equivalent; expected one of {', '.join(TASK_TYPES)}"
+        )
+
+
+def write_adapter(folder: str | Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
+    """Write an adapter folder atomically (staged in a sibling, swapped in with ``os.replace``)."""
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    try:
+        tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
+        save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
+        (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        replace_dir(staging, folder)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise
+    return folder

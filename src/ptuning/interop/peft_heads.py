@@ -1,0 +1,153 @@
+"""Which PEFT task head (a ``modules_to_save`` module) is the same computation as which ptuning head.
+
+PEFT keeps the base model's own task head (``BertForTokenClassification.classifier``,
+``LlamaForSequenceClassification.score``, ``*.qa_outputs``) and trains it beside the prefix. A head maps
+where ptuning's head computes the same function of the hidden states, so the same weights give the same
+logits: one linear layer, or for encoder sequence classifiers dense + activation + linear (ptuning's
+``dense_activation`` head). BERT's dense layer is its pooler, a base-model weight that PEFT does not save:
+it is read from the base checkpoint. Where nothing in ptuning computes the same (DeBERTa's ContextPooler,
+multiple choice), the mapping is refused with that reason rather than done approximately.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+
+from ptuning.core.heads import Pooling
+from ptuning.core.kinds import HeadKind
+from ptuning.interop.peft_format import PeftFormatError
+
+DECODER_TYPES = ("llama", "qwen2", "mistral", "gpt2")
+BASE_POOLER = "<base pooler>"  # the dense layer is the base model's pooler, not an adapter tensor
+POOLER_KEY = "pooler.dense"
+# Encoder sequence classifiers: (linear tensor prefix, dense tensor prefix, activation).
+ENCODER_SEQ_CLS = {
+    "bert": ("classifier", BASE_POOLER, "tanh"),  # classifier(tanh(pooler(h[CLS])))
+    "ernie": ("classifier", BASE_POOLER, "tanh"),
+    "roberta": ("classifier.out_proj", "classifier.dense", "tanh"),  # RobertaClassificationHead
+    "xlm-roberta": ("classifier.out_proj", "classifier.dense", "tanh"),
+    "camembert": ("classifier.out_proj", "classifier.dense", "tanh"),
+    "electra": ("classifier.out_proj", "classifier.dense", "gelu"),  # ElectraClassificationHead
+}
+
+
+@dataclass(frozen=True)
+class HeadMapping:
+    """A PEFT task type + transformers head module that equals one ptuning head."""
+
+    task_type: str
+    module: str | None  # the modules_to_save name; None: the backbone's own LM head (causal LM)
+    kind: HeadKind
+    pooling: Pooling | None
+    has_bias: bool  # whether transformers' final layer has a bias (else ptuning's bias must be zero)
+    linear: str | None = None  # tensor prefix of the final linear layer (default: module)
+    dense: str | None = None  # tensor prefix of the dense layer before it, or BASE_POOLER
+    activation: str | None = None  # the dense layer's activation
+
+    @property
+    def linear_prefix(self) -> str | None:
+        return self.linear or self.module
+
+
+def mapping_for_peft(task_type: str | None, model_type: str) -> HeadMapping:
+    """The ptuning head for a PEFT ``task_type`` on a ``model_type`` base; raises with the reason if none.
+
+    Sequence classification maps to ``classification``; ``with_rows`` turns a one-row head into regression.
+    """
+    decoder = model_type in DECODER_TYPES
+    if task_type == "CAUSAL_LM":
+        if not decoder:
+            raise PeftFormatError(
+                f"task_type CAUSAL_LM on a {model_type} base: ptuning generates with decoders"
+            )
+        return HeadMapping("CAUSAL_LM", None, HeadKind.CAUSAL_LM, None, False)
+    if task_type == "SEQ_CLS":
+        if decoder:
+            return HeadMapping("SEQ_CLS", "score", HeadKind.CLASSIFICATION, Pooling.LAST, False)
+        if model_type not in ENCODER_SEQ_CLS:
+            raise PeftFormatError(
+                f"{model_type}'s sequence classifier (e.g. DeBERTa's ContextPooler) has no ptuning equivalent; "
+                f"import the prefix alone (prefix_only=True, --init-prefix-from) and train a head"
+            )
+        linear, dense, activation = ENCODER_SEQ_CLS[model_type]
+        return HeadMapping(
+            "SEQ_CLS", "classifier", HeadKind.CLASSIFICATION, Pooling.FIRST, True, linear, dense, activation
+        )
+    if task_type == "TOKEN_CLS":
+        module = "score" if decoder and model_type != "gpt2" else "classifier"
+        return HeadMapping("TOKEN_CLS", module, HeadKind.TOKEN_CLASSIFICATION, None, True)
+    if task_type == "QUESTION_ANS":
+        return HeadMapping("QUESTION_ANS", "qa_outputs", HeadKind.QUESTION_ANSWERING, None, True)
+    raise PeftFormatError(
+        f"task_type {task_type!r} has no task head; only the prefix can be imported (prefix_only=True, "
+        f"or --init-prefix-from)"
+    )
+
+
+def with_rows(mapping: HeadMapping, rows: int) -> HeadMapping:
+    """A one-row sequence classifier is transformers' regression (num_labels 1)."""
+    if mapping.kind is HeadKind.CLASSIFICATION and rows == 1:
+        return dataclasses.replace(mapping, kind=HeadKind.REGRESSION)
+    return mapping
+
+
+def mapping_for_ptuning(
+    kind: HeadKind, pooling: Pooling | None, dense_activation: str | None, model_type: str
+) -> HeadMapping:
+    """The PEFT task type + module that holds a ptuning head; raises with the reason if none."""
+    decoder = model_type in DECODER_TYPES
+    if kind is HeadKind.CAUSAL_LM:
+        return mapping_for_peft("CAUSAL_LM", model_type)
+    if kind in (HeadKind.CLASSIFICATION, HeadKind.REGRESSION):
+        mapping = dataclasses.replace(mapping_for_peft("SEQ_CLS", model_type), kind=kind)
+        effective = pooling or (Pooling.LAST if decoder else Pooling.FIRST)
+        if effective is not mapping.pooling:
+            raise PeftFormatError(
+                f"this {kind} head pools '{effective}'; transformers' {model_type} sequence classifier reads "
+                f"the {'last real' if decoder else 'first'} token"
+            )
+        if dense_activation != mapping.activation:
+            ours = f"dense + {dense_activation} + linear" if dense_activation else "one linear layer"
+            theirs = f"dense + {mapping.activation} + linear" if mapping.activation else "one linear layer"
+            raise PeftFormatError(
+                f"this {kind} head is {ours}; transformers' {model_type} sequence classifier is {theirs}, so "
+                f"PEFT would compute other logits (export the prefix alone with --prefix-only)"
+            )
+        return mapping
+    if kind is HeadKind.TOKEN_CLASSIFICATION:
+        return mapping_for_peft("TOKEN_CLS", model_type)
+    if kind is HeadKind.QUESTION_ANSWERING:
+        return mapping_for_peft("QUESTION_ANS", model_type)
+    raise PeftFormatError(
+        f"PEFT has no task type for a {kind} head (transformers' *ForMultipleChoice is not one)"
+    )
+
+
+def base_pooler(base_path: str) -> dict[str, torch.Tensor] | None:
+    """``{"weight", "bias"}`` of the pooler in the base model's local safetensors, or None if it has none.
+
+    Keys are ``pooler.dense.*`` in a BertModel checkpoint and ``bert.pooler.dense.*`` in a
+    BertFor*-checkpoint; sharded checkpoints are found through their index.
+    """
+    folder = Path(base_path)
+    index = folder / "model.safetensors.index.json"
+    if index.is_file():
+        files = sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
+    else:
+        files = [folder / "model.safetensors"]
+    found: dict[str, torch.Tensor] = {}
+    for file in files:
+        if not file.is_file():
+            return None
+        with safe_open(str(file), framework="pt") as weights:
+            for key in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
+                for part in ("weight", "bias"):
+                    if key == f"{POOLER_KEY}.{part}" or key.endswith(f".{POOLER_KEY}.{part}"):
+                        found[part] = weights.get_tensor(key)
+    return found if set(found) == {"weight", "bias"} else None

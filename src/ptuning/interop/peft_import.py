@@ -1,0 +1,245 @@
+"""A PEFT prefix-tuning adapter as a ptuning PromptModel: same table, same positions, same head.
+
+PEFT treats the prefix as P past tokens, so real tokens get positions P..P+T-1: the import keeps that
+(``position_mode="shift"``) and says so with a ``PeftPositionNote`` warning, because ptuning's default
+(``keep``) would give other outputs. With the same table, shift-mode ptuning and PEFT 0.21.2 compute
+bit-identical outputs (tests/interop). A PEFT adapter carries no fingerprint of its base model; the import
+checks what it can: the layer count, KV-head count and head size the table was made for.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from ptuning import __version__
+from ptuning.core.checkpoint import FORMAT
+from ptuning.core.config import Method, PositionMode, PrefixConfig
+from ptuning.core.geometry import PrefixGeometry
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.prefix import PrefixEncoder
+from ptuning.interop.peft_format import PeftAdapter, PeftFormatError, read_adapter
+from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, base_pooler, mapping_for_peft, with_rows
+
+HEAD_NAME = "adapter"  # the one task of an imported adapter
+HEAD_DROPOUT = 0.1  # transformers' classifier dropout default; inactive in eval
+# The registry task that reads, decodes and scores each PEFT task type (``--task``-free predict/eval/serve).
+REGISTRY_TASK = {
+    HeadKind.CLASSIFICATION: "csv-classification",
+    HeadKind.REGRESSION: "stsb",
+    HeadKind.TOKEN_CLASSIFICATION: "ner-generic",
+    HeadKind.QUESTION_ANSWERING: "squad",
+    HeadKind.CAUSAL_LM: "causal-lm",
+}
+
+
+class PeftPositionNote(UserWarning):
+    """An imported PEFT prefix keeps PEFT's shifted positions (position_mode='shift')."""
+
+
+def base_model_path(adapter: PeftAdapter) -> str:
+    """``base_model_name_or_path``; a relative path that exists next to the adapter is taken from there."""
+    name = adapter.config.get("base_model_name_or_path")
+    if not isinstance(name, str) or not name:
+        raise PeftFormatError(
+            f"{adapter.folder}: adapter_config.json has no base_model_name_or_path; pass the base model"
+        )
+    local = adapter.folder / name
+    if not Path(name).is_absolute() and not Path(name).exists() and local.exists():
+        return str(local.resolve())
+    return name
+
+
+def _base_config(adapter: PeftAdapter, path: str) -> dict[str, Any]:
+    """The base model's config (its architecture decides which heads map; it also names the labels)."""
+    from transformers import AutoConfig
+
+    from ptuning.core.backbones import resolve_model_path
+
+    try:
+        return AutoConfig.from_pretrained(resolve_model_path(path)).to_dict()
+    except (OSError, ValueError) as error:
+        raise PeftFormatError(
+            f"{adapter.folder}: cannot read the config of its base model {path!r} "
+            f"({error.__class__.__name__}); the head mapping depends on the base's architecture"
+        ) from None
+
+
+def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
+    if mapping.module is None:
+        return 0
+    weight = adapter.modules.get(f"{mapping.linear_prefix}.weight")
+    if weight is None:
+        raise PeftFormatError(
+            f"{adapter.folder}: task_type {adapter.task_type} needs the head {mapping.module!r} in "
+            f"modules_to_save; the weights file has {sorted(adapter.modules) or 'no head tensors'}"
+        )
+    return weight.shape[0]
+
+
+def _head_mapping(adapter: PeftAdapter, model_type: str) -> HeadMapping:
+    """The ptuning head for this adapter; unknown extra modules are refused (they would be dropped)."""
+    mapping = mapping_for_peft(adapter.task_type, model_type)
+    expected = set()
+    for prefix in (mapping.linear_prefix, mapping.dense):
+        if prefix is not None and prefix != BASE_POOLER:
+            expected |= {f"{prefix}.weight", f"{prefix}.bias"}
+    extra = sorted(set(adapter.modules) - expected)
+    if extra:
+        raise PeftFormatError(
+            f"{adapter.folder}: the adapter also trained {extra}; ptuning keeps the base model frozen "
+            f"apart from the prefix and one {mapping.kind} head, so these weights cannot be kept"
+        )
+    return with_rows(mapping, _head_rows(adapter, mapping))
+
+
+def _label_names(mapping: HeadMapping, rows: int, base: dict[str, Any]) -> list[str] | None:
+    if mapping.kind not in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION):
+        return None
+    id2label = base.get("id2label") or {}
+    names = [id2label.get(str(i), id2label.get(i)) for i in range(rows)]
+    return names if all(names) and len(id2label) == rows else [f"LABEL_{i}" for i in range(rows)]
+
+
+def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The adapter described as ptuning's ``prompt_config.json`` (what ``read_checkpoint_config`` returns).
+
+    The base fingerprint is None: PEFT stores none, so only the prefix's shape is checked on load.
+    """
+    adapter = read_adapter(folder)
+    base_path = base_model_path(adapter)
+    base = base_config if base_config is not None else _base_config(adapter, base_path)
+    model_type = base.get("model_type", "unknown")
+    mapping = _head_mapping(adapter, model_type)
+    rows = _head_rows(adapter, mapping)
+    prefix = PrefixConfig(
+        prefix_length=adapter.num_virtual_tokens,
+        dropout=0.0,  # PEFT has no dropout on the prefix
+        position_mode=PositionMode.SHIFT,
+    )
+    head = HeadSpec(mapping.kind, _label_names(mapping, rows, base), mapping.pooling, mapping.activation)
+    return {
+        "format": FORMAT,
+        "ptuning_version": __version__,
+        "method": str(Method.PTUNING_V2),
+        "prefix": prefix.to_dict(),
+        "head_dropout": HEAD_DROPOUT,
+        "tasks": {
+            HEAD_NAME: {"head": head.to_dict(), "prefix": HEAD_NAME, "task": REGISTRY_TASK[mapping.kind]}
+        },
+        "base_model": {
+            "name_or_path": base_path,
+            "model_type": model_type,
+            "causal_lm": mapping.kind is HeadKind.CAUSAL_LM,
+            "fingerprint": None,
+        },
+        "extra": {
+            "imported_from": "peft",
+            "peft_version": adapter.config.get("peft_version"),
+            "peft_task_type": adapter.task_type,
+            "prefix_projection": bool(adapter.config.get("prefix_projection")),
+        },
+    }
+
+
+def check_geometry(adapter: PeftAdapter, geometry: PrefixGeometry) -> None:
+    """Refuse a base model whose layers / KV heads / head size differ from the ones the table was made for."""
+    made_for = (adapter.num_layers, adapter.num_kv_heads, adapter.head_dim)
+    given = (geometry.num_layers, geometry.num_kv_heads, geometry.head_dim)
+    if made_for != given:
+        raise PeftFormatError(
+            f"{adapter.folder}: the adapter's prefix was made for {made_for[0]} layers x {made_for[1]} KV heads "
+            f"x head size {made_for[2]}, but the given {geometry.model_type} base has {given[0]} x {given[1]} x "
+            f"{given[2]}"
+        )
+
+
+def load_peft_adapter(
+    folder: str | Path, backbone: torch.nn.Module | None = None, prefix_only: bool = False
+) -> PromptModel:
+    """A PromptModel equal to the PEFT adapter in ``folder`` on ``backbone`` (loaded from the adapter's
+    ``base_model_name_or_path`` if None).
+
+    ``prefix_only`` imports the prefix without a task (for ``--init-prefix-from``), which also works for
+    adapters whose head has no ptuning equivalent.
+    """
+    adapter = read_adapter(folder)
+    if backbone is None:
+        from ptuning.core.backbones import load_backbone
+
+        causal = adapter.task_type == "CAUSAL_LM"
+        backbone, _ = load_backbone(base_model_path(adapter), causal_lm=causal)
+    geometry = PrefixGeometry.from_config(backbone.config)
+    check_geometry(adapter, geometry)
+    prefix = PrefixConfig(
+        prefix_length=adapter.num_virtual_tokens, dropout=0.0, position_mode=PositionMode.SHIFT
+    )
+    warnings.warn(
+        f"{adapter.folder}: PEFT numbers real tokens after its {adapter.num_virtual_tokens} prefix slots; "
+        f"the imported prefix keeps that (position_mode='shift')",
+        PeftPositionNote,
+        stacklevel=2,
+    )
+    model = PromptModel(backbone, Method.PTUNING_V2, prefix, HEAD_DROPOUT)
+    if prefix_only:
+        model.prefixes[HEAD_NAME] = PrefixEncoder(prefix, geometry).to(next(backbone.parameters()).device)
+    else:
+        config = peft_checkpoint_config(folder, backbone.config.to_dict())
+        head = HeadSpec.from_dict(config["tasks"][HEAD_NAME]["head"])
+        model.add_task(HEAD_NAME, head)
+        _copy_head(model, adapter, _head_mapping(adapter, geometry.model_type))
+    encoder = model.prefixes[HEAD_NAME]
+    with torch.no_grad():
+        encoder.embedding.weight.copy_(adapter.table)
+    return model.eval()
+
+
+@torch.no_grad()
+def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping) -> None:
+    if mapping.module is None:
+        return
+    head = model.heads[HEAD_NAME]
+    _copy_linear(head.linear, _linear_tensors(adapter, mapping.linear_prefix), adapter, mapping)
+    if mapping.dense == BASE_POOLER:
+        pooler = base_pooler(_local_path(base_model_path(adapter)))
+        if pooler is None:
+            raise PeftFormatError(
+                f"{adapter.folder}: its {mapping.module!r} reads the base model's pooler, but the base checkpoint "
+                f"{base_model_path(adapter)!r} holds no local pooler weights (transformers would start them "
+                f"at random, so PEFT's logits cannot be reproduced); import the prefix alone (prefix_only=True)"
+            )
+        _copy_linear(head.dense, pooler, adapter, mapping)
+    elif mapping.dense is not None:
+        _copy_linear(head.dense, _linear_tensors(adapter, mapping.dense), adapter, mapping)
+
+
+def _linear_tensors(adapter: PeftAdapter, prefix: str) -> dict[str, torch.Tensor]:
+    return {
+        part: adapter.modules[f"{prefix}.{part}"]
+        for part in ("weight", "bias")
+        if f"{prefix}.{part}" in adapter.modules
+    }
+
+
+def _local_path(name: str) -> str:
+    from ptuning.core.backbones import resolve_model_path
+
+    return resolve_model_path(name)
+
+
+def _copy_linear(
+    linear: torch.nn.Linear, tensors: dict[str, torch.Tensor], adapter: PeftAdapter, mapping: HeadMapping
+) -> None:
+    weight = tensors["weight"]
+    if tuple(weight.shape) != tuple(linear.weight.shape):
+        raise PeftFormatError(
+            f"{adapter.folder}: a {mapping.module} weight has shape {tuple(weight.shape)}, expected "
+            f"{tuple(linear.weight.shape)} for a {mapping.kind} head on this base"
+        )
+    linear.weight.copy_(weight)
+    bias = tensors.get("bias")
+    linear.bias.copy_(bias if bias is not None else torch.zeros_like(linear.bias))

@@ -1,0 +1,159 @@
+"""ptuning -> PEFT -> ptuning is exact, and PEFT -> ptuning -> PEFT gives back PEFT's own files."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from ptuning.cli import main
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.interop.peft_export import export_peft
+
+from .peft_fixtures import adapter_dir, expected, fixture_backbone
+
+INPUT_IDS = torch.tensor([[5, 9, 14, 3, 22, 7], [8, 31, 2, 40, 0, 0]])
+ATTENTION_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
+
+
+def _model(base: str, kind: HeadKind, labels=None, method="ptuning-v2", mode="shift", seed=0) -> PromptModel:
+    torch.manual_seed(seed)
+    config = PrefixConfig(prefix_length=4, dropout=0.0, position_mode=mode, mlp_hidden_size=8)
+    model = PromptModel(fixture_backbone(base), method, config, head_dropout=0.0)
+    model.add_task("task", HeadSpec(kind, labels))
+    return model.eval()
+
+
+def _reimported(model: PromptModel, tmp_path, **export_options) -> PromptModel:
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    adapter = export_peft(checkpoint, tmp_path / "adapter", **export_options)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return load_checkpoint(adapter, backbone=model.backbone)
+
+
+def _logits(model: PromptModel, task: str) -> torch.Tensor:
+    with torch.no_grad():
+        return model(INPUT_IDS, ATTENTION_MASK, task=task).logits
+
+
+def test_a_causal_lm_prefix_round_trips_bit_for_bit(tmp_path) -> None:
+    model = _model("llama-gqa-causal-lm", HeadKind.CAUSAL_LM)
+    again = _reimported(model, tmp_path)
+    assert torch.equal(_logits(again, "adapter"), _logits(model, "task"))
+    assert torch.equal(again.prefixes["adapter"].embedding.weight, model.prefixes["task"].embedding.weight)
+
+
+def test_a_prefix_mlp_is_collapsed_into_the_table_it_produces(tmp_path) -> None:
+    model = _model("bert-token-cls-projection", HeadKind.TOKEN_CLASSIFICATION, ["O", "B", "I"], "prefix-mlp")
+    again = _reimported(model, tmp_path)
+    assert again.prefixes["adapter"].mlp is None
+    assert torch.equal(_logits(again, "adapter"), _logits(model, "task"))
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["prefix_projection"] is False and config["task_type"] == "TOKEN_CLS"
+    assert config["modules_to_save"] == ["classifier"]
+
+
+def test_a_decoder_classifier_round_trips_when_it_has_no_bias(tmp_path) -> None:
+    model = _model("llama-gqa-seq-cls", HeadKind.CLASSIFICATION, ["no", "yes"])
+    with torch.no_grad():
+        model.heads["task"].linear.bias.zero_()  # transformers' score layer has no bias
+    again = _reimported(model, tmp_path)
+    assert torch.equal(_logits(again, "adapter"), _logits(model, "task"))
+    tensors = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert sorted(tensors) == ["base_model.score.weight", "prompt_embeddings"]
+
+
+def test_a_decoder_classifier_with_a_bias_is_refused_with_the_reason(tmp_path) -> None:
+    model = _model("llama-gqa-seq-cls", HeadKind.CLASSIFICATION, ["no", "yes"])
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(CheckpointError, match="'score' layer has none"):
+        export_peft(checkpoint, tmp_path / "adapter")
+    export_peft(checkpoint, tmp_path / "adapter", prefix_only=True)  # the prefix alone still goes
+    config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert config["task_type"] == "FEATURE_EXTRACTION" and config["modules_to_save"] is None
+
+
+def test_a_keep_mode_prefix_is_refused_unless_the_position_change_is_accepted(tmp_path) -> None:
+    model = _model("llama-gqa-causal-lm", HeadKind.CAUSAL_LM, mode="keep")
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(CheckpointError, match="position_mode 'keep'.*--position-mode shift"):
+        export_peft(checkpoint, tmp_path / "adapter")
+    assert not (tmp_path / "adapter").exists()
+    export_peft(checkpoint, tmp_path / "adapter", allow_position_change=True)
+    assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
+
+
+@pytest.mark.parametrize("name", ["llama-gqa-seq-cls", "bert-seq-cls", "roberta-seq-cls"])
+def test_peft_files_come_back_unchanged_through_ptuning(tmp_path, name) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_checkpoint(adapter_dir(name), backbone=fixture_backbone(name))
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    export_peft(checkpoint, tmp_path / "adapter")
+    original = load_file(str(adapter_dir(name) / "adapter_model.safetensors"))
+    written = load_file(str(tmp_path / "adapter" / "adapter_model.safetensors"))
+    assert sorted(written) == sorted(original)
+    assert all(torch.equal(written[key], original[key]) for key in original)
+    peft_config = json.loads((adapter_dir(name) / "adapter_config.json").read_text())
+    ours = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    for field in (
+        "num_virtual_tokens",
+        "num_layers",
+        "num_attention_heads",
+        "token_dim",
+        "task_type",
+        "peft_type",
+    ):
+        assert ours[field] == peft_config[field], field
+    data = expected(name)  # and the re-exported adapter still computes PEFT's logits
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        again = load_checkpoint(tmp_path / "adapter", backbone=model.backbone)
+    native = load_checkpoint(
+        checkpoint, backbone=model.backbone
+    )  # the ptuning checkpoint keeps the head's shape
+    with torch.no_grad():
+        assert torch.equal(again(data["input_ids"], data["attention_mask"]).logits, data["logits"])
+        assert torch.equal(native(data["input_ids"], data["attention_mask"]).logits, data["logits"])
+
+
+def test_a_bert_classifier_without_the_pooler_layer_is_refused(tmp_path) -> None:
+    model = _model("bert-seq-cls", HeadKind.CLASSIFICATION, ["no", "yes"])  # ptuning's own: one linear layer
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(
+        CheckpointError, match="one linear layer; transformers' bert sequence classifier is dense"
+    ):
+        export_peft(checkpoint, tmp_path / "adapter")
+
+
+def test_a_bert_classifier_whose_pooler_was_trained_is_refused(tmp_path) -> None:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model = load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("bert-seq-cls"))
+    with torch.no_grad():
+        model.heads["adapter"].dense.bias.add_(0.01)
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    with pytest.raises(
+        CheckpointError, match="reads the base model's pooler, which a PEFT adapter does not hold"
+    ):
+        export_peft(checkpoint, tmp_path / "adapter")
+
+
+def test_the_cli_exports_one_task_of_a_multi_task_checkpoint(tmp_path, capsys) -> None:
+    model = _model("llama-gqa-causal-lm", HeadKind.CAUSAL_LM)
+    model.add_task("other", HeadSpec(HeadKind.CAUSAL_LM))
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    out = tmp_path / "adapter"
+    assert main(["export", "--format", "peft", str(checkpoint), str(out)]) == 2
+    assert "holds tasks ['other', 'task']" in capsys.readouterr().err
+    assert main(["export", "--format", "peft", str(checkpoint), str(out), "--task", "other"]) == 0
+    assert "wrote a PEFT prefix-tuning adapter" in capsys.readouterr().out
+    table = load_file(str(out / "adapter_model.safetensors"))["prompt_embeddings"]
+    assert torch.equal(table, model.prefixes["other"].embedding.weight)

@@ -1,0 +1,165 @@
+"""Adapters written by real PEFT 0.21.2 give PEFT's own outputs in ptuning, bit for bit (CI needs no PEFT)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
+from ptuning.interop.peft_import import PeftPositionNote
+
+from .peft_fixtures import FIXTURES, adapter_dir, expected, fixture_backbone
+
+
+def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
+    """The rows/tokens that are not padding (PEFT and ptuning number padding positions differently)."""
+    return values[mask.bool()] if values.dim() == 3 else values
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "llama-gqa-causal-lm",
+        "llama-gqa-seq-cls",
+        "bert-token-cls-projection",
+        "bert-seq-cls",
+        "roberta-seq-cls",
+        "electra-seq-cls",
+    ],
+)
+def test_a_peft_adapter_gives_the_logits_peft_computed(name) -> None:
+    data = expected(name)
+    with pytest.warns(PeftPositionNote, match="position_mode='shift'"):
+        model = load_checkpoint(adapter_dir(name), backbone=fixture_backbone(name))
+    with torch.no_grad():
+        logits = model(data["input_ids"], data["attention_mask"]).logits
+    mask = data["attention_mask"]
+    assert torch.equal(_real(mask, logits), _real(mask, data["logits"]))
+
+
+def test_the_gqa_prefix_has_the_kv_head_count() -> None:
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(
+            adapter_dir("llama-gqa-causal-lm"), backbone=fixture_backbone("llama-gqa-causal-lm")
+        )
+    keys, values = model.prefix_kv(["adapter"]).layers[0]
+    assert keys.shape == values.shape == (1, 2, 3, 4)  # 2 KV heads (4 query heads), P 3, head size 4
+
+
+def test_a_bert_classifier_takes_the_pooler_from_the_base_checkpoint() -> None:
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("bert-seq-cls"))
+    pooler = load_file(str(FIXTURES / "bert-seq-cls" / "base" / "model.safetensors"))[
+        "bert.pooler.dense.weight"
+    ]
+    assert model.head_specs["adapter"].dense_activation == "tanh"
+    assert torch.equal(model.heads["adapter"].dense.weight, pooler)
+
+
+def test_a_bert_classifier_over_a_base_without_pooler_weights_is_refused(tmp_path) -> None:
+    shutil.copytree(FIXTURES / "bert-seq-cls", tmp_path / "fixture")
+    weights_path = tmp_path / "fixture" / "base" / "model.safetensors"
+    weights = {k: v for k, v in load_file(str(weights_path)).items() if "pooler" not in k}
+    save_file(weights, str(weights_path), metadata={"format": "pt"})
+    with (
+        pytest.warns(PeftPositionNote),
+        pytest.raises(CheckpointError, match="holds no local pooler weights"),
+    ):
+        load_checkpoint(tmp_path / "fixture" / "adapter", backbone=fixture_backbone("bert-seq-cls"))
+
+
+def test_its_prefix_alone_gives_the_hidden_states_peft_computed() -> None:
+    data = expected("bert-seq-cls")
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(
+            adapter_dir("bert-seq-cls"), fixture_backbone("bert-seq-cls"), prefix_only=True
+        )
+    assert model.tasks == [] and list(model.prefixes) == ["adapter"]
+    with torch.no_grad():
+        hidden = model.encode(data["input_ids"], data["attention_mask"], None, ["adapter", "adapter"])
+    mask = data["attention_mask"].bool()
+    assert torch.equal(hidden[mask], data["last_hidden_state"][mask])
+
+
+def test_the_adapter_reads_as_a_shift_mode_checkpoint_config() -> None:
+    config = read_checkpoint_config(adapter_dir("bert-token-cls-projection"))
+    assert config["prefix"]["prefix_length"] == 3
+    assert config["prefix"]["position_mode"] == "shift"
+    assert config["prefix"]["dropout"] == 0.0
+    assert config["method"] == "ptuning-v2"  # PEFT saved the MLP's output table, not the MLP
+    assert config["extra"]["prefix_projection"] is True
+    assert config["tasks"]["adapter"]["head"]["kind"] == "token-classification"
+    assert config["tasks"]["adapter"]["head"]["label_names"] == ["LABEL_0", "LABEL_1", "LABEL_2"]
+    assert config["tasks"]["adapter"]["task"] == "ner-generic"
+    assert config["base_model"]["fingerprint"] is None
+    assert config["base_model"]["name_or_path"].endswith("bert-token-cls-projection/base")
+
+
+def test_a_base_of_another_shape_is_refused_with_both_shapes() -> None:
+    with pytest.raises(
+        CheckpointError, match=r"made for 2 layers x 4 KV heads x head size 4, but the given llama"
+    ):
+        load_checkpoint(
+            adapter_dir("bert-token-cls-projection"), backbone=fixture_backbone("llama-gqa-seq-cls")
+        )
+
+
+def _copy(name: str, tmp_path) -> tuple:
+    folder = tmp_path / "adapter"
+    shutil.copytree(adapter_dir(name), folder)
+    return folder, json.loads((folder / "adapter_config.json").read_text())
+
+
+def test_a_lora_adapter_is_refused_by_its_peft_type(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "peft_type": "LORA"}))
+    with pytest.raises(CheckpointError, match="peft_type is 'LORA'; only PREFIX_TUNING"):
+        read_checkpoint_config(folder)
+
+
+def test_a_table_that_does_not_fit_the_config_names_both_shapes(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "num_virtual_tokens": 4}))
+    with pytest.raises(
+        CheckpointError, match=r"prompt_embeddings has shape \(3, 32\); adapter_config.json says \(4, 32\)"
+    ):
+        read_checkpoint_config(folder)
+
+
+def test_a_pickled_adapter_is_refused_without_unpickling(tmp_path) -> None:
+    folder, _ = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_model.safetensors").rename(folder / "adapter_model.bin")
+    with pytest.raises(CheckpointError, match="a pickle"):
+        read_checkpoint_config(folder)
+
+
+def test_an_encoder_decoder_adapter_is_refused(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "num_transformer_submodules": 2}))
+    with pytest.raises(CheckpointError, match="encoder-decoder"):
+        read_checkpoint_config(folder)
+
+
+def test_a_causal_lm_adapter_decodes_what_peft_decoded() -> None:
+    data = expected("llama-gqa-causal-lm")
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(
+            adapter_dir("llama-gqa-causal-lm"), backbone=fixture_backbone("llama-gqa-causal-lm")
+        )
+    ids, mask = data["generate_input_ids"], data["generate_attention_mask"]  # left-padded
+    generated = model.generate(ids, mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
+    assert torch.equal(generated, data["generated"])
+    assert len(set(generated.flatten().tolist())) > 2  # a decoding that depends on the prefix and positions
+
+
+def test_an_unreadable_base_model_is_named_in_the_error(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    (folder / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "no/such-model"})
+    )
+    with pytest.raises(CheckpointError, match="cannot read the config of its base model 'no/such-model'"):
+        read_checkpoint_config(folder)
