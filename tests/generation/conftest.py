@@ -14,3 +14,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "generative"))
 @pytest.fixture(autouse=True)
 def _seeded() -> None:
     torch.manual_seed(0)
+
+
+@pytest.fixture
+def anyio_backend() -> str:
+    return "asyncio"
