@@ -39,3 +39,19 @@ def test_the_generation_load_test_runs_every_scenario(tmp_path) -> None:
         memory["prefix_bytes"] == 4 * 4 * 2 * 2 * 2 * 8 * 4
     )  # tasks x P x layers x (k, v) x kv heads x d x fp32
     assert summary["mixed_vs_one_prefix"] > 0
+
+
+def test_the_decoder_ab_runs_every_variant(tmp_path) -> None:
+    tiny_causal_lm("llama").save_pretrained(tmp_path / "llama")
+    tiny_tokenizer().save_pretrained(tmp_path / "llama")
+    spec = importlib.util.spec_from_file_location(
+        "bench_generate_decoder", REPO / "benchmarks" / "bench_generate_decoder.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    summary = bench.run(
+        bench.parse_args(["--model", str(tmp_path / "llama"), "--rounds", "1", "--steps", "3"])
+    )
+    assert set(summary["tokens_per_second"]) == set(bench.VARIANTS)
+    assert all(rate > 0 for rate in summary["tokens_per_second"].values())
+    assert summary["rounds"] == 1 and summary["seeded_vs_generate_one"] > 0
