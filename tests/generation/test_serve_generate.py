@@ -118,6 +118,8 @@ def test_limits_answer_with_json(root) -> None:
     ):
         assert client.post("/tasks/chat/generate", json=body).status_code == 422
     assert client.post("/tasks/nope/generate", json={"prompt": "hi"}).status_code == 404
+    empty = client.post("/tasks/chat/generate", json={"prompt": ""})
+    assert empty.status_code == 422 and "empty" in empty.json()["detail"]
 
 
 @pytest.mark.anyio

@@ -273,10 +273,19 @@ def add_generate_routes(
         except ConfigError as error:
             raise HTTPException(422, str(error)) from None
         prompt = prompt_token_ids(served, registry.tokenizer, body)
+        if not prompt:
+            raise HTTPException(422, "the prompt is empty after tokenization; give at least one token")
         if len(prompt) > limits.max_prompt_tokens:
             raise HTTPException(
                 413,
                 f"the prompt has {len(prompt)} tokens; this server allows at most {limits.max_prompt_tokens}",
+            )
+        positions = registry.model.geometry.usable_positions  # learned position tables end somewhere
+        if positions is not None and len(prompt) + wanted > positions:
+            raise HTTPException(
+                413,
+                f"the prompt ({len(prompt)} tokens) + max_new_tokens ({wanted}) exceed the model's {positions} "
+                "positions",
             )
         deadline = time.monotonic() + limits.max_seconds
         return Sequence(prompt, served.prefix, params, deadline=deadline), served
