@@ -141,3 +141,23 @@ def test_a_stop_string_ends_the_answer_before_it() -> None:
     cut = ContinuousDecoder(model, tokenizer).run([Sequence(PROMPTS[2], "mid", params)])[0]
     assert cut.finish_reason == "stop" and cut.text == "e e e e e " and cut.answer == "e e e e e"
     assert cut.tokens == free.tokens[:7]  # it stopped as soon as the stop string was complete
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_greedy_generate_texts_on_the_decoder_equals_the_generate_path(family) -> None:
+    from ptuning.generation import generate_texts
+
+    model = multi_prefix_model(family)
+    tokenizer = tiny_tokenizer()
+    for task in TASKS:
+        continuous = generate_texts(model, tokenizer, PROMPTS, batch_size=2, max_new_tokens=7, task=task)
+        through_generate = generate_texts(
+            model,
+            tokenizer,
+            PROMPTS,
+            batch_size=2,
+            max_new_tokens=7,
+            task=task,
+            cache_implementation="dynamic",
+        )
+        assert continuous == through_generate and any(continuous)
