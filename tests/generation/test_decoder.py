@@ -161,3 +161,8 @@ def test_greedy_generate_texts_on_the_decoder_equals_the_generate_path(family) -
             cache_implementation="dynamic",
         )
         assert continuous == through_generate and any(continuous)
+
+
+def test_an_empty_prompt_is_refused_before_it_can_join_a_batch() -> None:
+    with pytest.raises(ConfigError, match="at least one token"):
+        Sequence([], "short")

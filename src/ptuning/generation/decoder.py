@@ -57,6 +57,11 @@ class Sequence:
     generator: torch.Generator | None = field(default=None, repr=False)
     stops: StopStrings | None = field(default=None, repr=False)
 
+    def __post_init__(self) -> None:
+        # Checked here, not in a step: a bad sequence must not fail the others decoding with it.
+        if not self.prompt:
+            raise ConfigError("a prompt needs at least one token")
+
     @property
     def finished(self) -> bool:
         return self.finish_reason is not None
@@ -79,6 +84,8 @@ class StepEvent:
 
 class ContinuousDecoder:
     """Decodes many sequences in one batch over ``model``'s backbone; not thread-safe (one caller).
+
+    ``model`` is a ``PromptModel`` in eval mode (prefix dropout would otherwise apply when rows join).
 
     ``eos_token_id`` ends a sequence (not part of its text). ``seed_prefix`` writes prefixes into the cache
     once (see the module docstring); None decides by layer coverage, False forces the per-step keyword.
@@ -166,8 +173,6 @@ class ContinuousDecoder:
     def _prefill(self, joining: list[Sequence]) -> tuple[torch.Tensor, tuple]:
         """Run the joining prompts (left-padded together) on a cache of their own; logits (n, V) and state."""
         for sequence in joining:
-            if not sequence.prompt:
-                raise ConfigError("a prompt needs at least one token")
             sequence.generator, sequence.seed = sequence.params.generator(self.device)
             sequence.stops = StopStrings(tuple(sequence.params.stop))
         count, longest = len(joining), max(len(s.prompt) for s in joining)
