@@ -194,3 +194,19 @@ def test_the_serve_command_passes_the_generation_limits(monkeypatch, tmp_path) -
     ]
     command.run_serve(parser.parse_args(["--checkpoints", str(tmp_path), *flags]))
     assert seen["generation_limits"] == GenerationLimits(32, 100, 3, 9.0)
+
+
+@pytest.mark.anyio
+async def test_unloading_a_checkpoint_lets_its_running_generations_finish(root, tmp_path) -> None:
+    app = serve(root).app
+    expected = predicted(root, "chat", ["hello"], tmp_path)[0]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        running = asyncio.create_task(client.post("/tasks/chat/generate", json={"prompt": "hello"}))
+        while not (app.state.generation.decoder and app.state.generation.decoder.rows):
+            await asyncio.sleep(0.001)
+        assert (await client.delete("/checkpoints/chat")).status_code == 200
+        assert app.state.generation.in_flight == 1  # removed mid-generation (64 steps, one step per slot)
+        answer = (await running).json()
+        assert answer["text"] == expected  # its prefix was already in the cache
+        assert (await client.post("/tasks/chat/generate", json={"prompt": "hello"})).status_code == 404
