@@ -210,3 +210,15 @@ async def test_unloading_a_checkpoint_lets_its_running_generations_finish(root, 
         answer = (await running).json()
         assert answer["text"] == expected  # its prefix was already in the cache
         assert (await client.post("/tasks/chat/generate", json={"prompt": "hello"})).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_request_whose_task_went_away_before_it_joined_gets_503(root) -> None:
+    from fastapi import HTTPException
+
+    from ptuning.generation import SamplingParams, Sequence
+
+    service = serve(root).app.state.generation
+    queue = service.submit(Sequence([4, 5, 6], "c999_unloaded", SamplingParams(4)))
+    item = await queue.get()
+    assert isinstance(item, HTTPException) and item.status_code == 503 and service.in_flight == 0
