@@ -222,3 +222,14 @@ async def test_a_request_whose_task_went_away_before_it_joined_gets_503(root) ->
     queue = service.submit(Sequence([4, 5, 6], "c999_unloaded", SamplingParams(4)))
     item = await queue.get()
     assert isinstance(item, HTTPException) and item.status_code == 503 and service.in_flight == 0
+
+
+def test_a_shift_mode_checkpoint_is_refused_for_generation_with_the_reason(root, tmp_path) -> None:
+    base = json.loads((root / "chat" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    backbone, _ = load_backbone(base, causal_lm=True)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, position_mode="shift"))
+    model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
+    save_checkpoint(model, tmp_path / "shifted", task_names={"lm": "causal-lm"})
+    client = TestClient(create_app(tmp_path, base))
+    refused = client.post("/tasks/shifted/generate", json={"prompt": "hello"})
+    assert refused.status_code == 422 and "needs 'keep'" in refused.json()["detail"]

@@ -24,7 +24,7 @@ from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from ptuning.core.checkpoint import CONFIG_FILE
-from ptuning.core.config import ConfigError
+from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
 from ptuning.serve.registry import PromptRegistry, ServedTask
@@ -262,6 +262,8 @@ def add_generate_routes(
             raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
         if served.kind is not HeadKind.CAUSAL_LM:
             raise HTTPException(422, f"task {task!r} is a {served.kind} task; use POST /tasks/{task}/predict")
+        if registry.model.prefix_config.position_mode is PositionMode.SHIFT:  # shared by every checkpoint
+            raise HTTPException(422, f"task {task!r} uses position_mode 'shift'; generation needs 'keep'")
         wanted = body.max_new_tokens or min(served.task.max_new_tokens, limits.max_new_tokens)
         if wanted > limits.max_new_tokens:
             raise HTTPException(
