@@ -13,7 +13,7 @@ from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config, sav
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.tasks.generative import generate_texts
+from ptuning.generation import generate_texts
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import train
 

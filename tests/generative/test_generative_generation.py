@@ -6,7 +6,8 @@ import pytest
 import torch
 from generative_tiny import EOS, FAMILIES, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
 
-from ptuning.tasks.generative import CausalLmTask, decode_until_eos, generate_texts
+from ptuning.generation import decode_until_eos, generate_task_outputs, generate_texts
+from ptuning.tasks.generative import CausalLmTask
 
 PROMPTS = [[4, 5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
 
@@ -86,7 +87,7 @@ def test_task_generate_outputs_start_from_the_prompt_tokens_only(tmp_path) -> No
     examples, _ = task.read(str(write_jsonl(tmp_path / "dev.jsonl", QA_ROWS)), "dev")
     features, _ = task.featurize(examples, tokenizer, max_length=64)
     model = prompt_model("gpt2")
-    outputs = task.generate_outputs(model, tokenizer, features, batch_size=3)
+    outputs = generate_task_outputs(task, model, tokenizer, features, batch_size=3)
     for feature, output in zip(features, outputs, strict=True):
         prompt = feature["input_ids"][: feature["prompt_length"]]
         new = manual_greedy(model, prompt, 3)

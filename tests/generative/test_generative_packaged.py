@@ -93,7 +93,7 @@ def test_smollm2_answers_and_a_prefix_checkpoint_round_trips(tmp_path) -> None:
     from ptuning.core.config import PrefixConfig
     from ptuning.core.kinds import HeadKind
     from ptuning.core.model import HeadSpec, PromptModel
-    from ptuning.tasks.generative import generate_texts
+    from ptuning.generation import generate_texts
 
     folder = smollm2_path()
     assert (folder / "model.safetensors").is_file() and (folder / MARKER_FILE).is_file()

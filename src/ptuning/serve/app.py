@@ -32,6 +32,7 @@ from torch import nn
 from ptuning import __version__
 from ptuning.core.backbones import load_backbone
 from ptuning.serve.batcher import DynamicBatcher
+from ptuning.serve.generate import GenerationLimits, add_generate_routes, wants_causal_lm
 from ptuning.serve.inputs import InputError, examples_from_inputs
 from ptuning.serve.metrics import ServerMetrics
 from ptuning.serve.mixed import Group
@@ -130,6 +131,7 @@ def create_app(
     limits: Limits | None = None,
     backbone: nn.Module | None = None,
     tokenizer: Any = None,
+    generation_limits: GenerationLimits | None = None,
 ) -> FastAPI:
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
 
@@ -142,7 +144,7 @@ def create_app(
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     if backbone is None:
-        backbone, tokenizer = load_backbone(model)
+        backbone, tokenizer = load_backbone(model, causal_lm=wants_causal_lm(checkpoint_dir))
     registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
     report = registry.scan()
     for name, reason in report["failed"].items():
@@ -351,6 +353,7 @@ def create_app(
                 registry.failed[name] = result["failed"][name] = str(error)
         return result
 
+    add_generate_routes(app, router, registry, executor, generation_limits or GenerationLimits())
     app.include_router(router)
     return app
 

@@ -28,6 +28,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--max-items", type=int, default=64, help="inputs per request, 422 above (default: 64)")
     add("--max-text-length", type=int, default=4000, help="characters per text, 422 above (default: 4000)")
     add("--max-body-bytes", type=int, default=1_000_000, help="request body, 413 above (default: 1000000)")
+    # generation (causal-LM checkpoints, POST /tasks/{task}/generate): see serve/generate.py
+    add("--max-new-tokens", type=int, default=256, help="new tokens per generation, 422 above (default: 256)")
+    add("--max-prompt-tokens", type=int, default=1024, help="prompt tokens, 413 above (default: 1024)")
+    add("--max-sequences", type=int, default=16, help="generations in flight, 429 above (default: 16)")
+    add("--max-seconds", type=float, default=60.0, help="seconds per generation (default: 60)")
     add(
         "--api-key-env",
         default=API_KEY_ENV,
@@ -41,11 +46,15 @@ def run_serve(args: argparse.Namespace) -> None:
     import uvicorn
 
     from ptuning.serve.app import Limits, create_app
+    from ptuning.serve.generate import GenerationLimits
 
     if not Path(args.checkpoints).is_dir():
         raise ConfigError(f"--checkpoints {args.checkpoints}: no such folder")
     try:
         limits = Limits(args.max_items, args.max_text_length, args.max_body_bytes)
+        generation_limits = GenerationLimits(
+            args.max_new_tokens, args.max_prompt_tokens, args.max_sequences, args.max_seconds
+        )
     except ValueError as error:
         raise ConfigError(str(error)) from None
     app = create_app(
@@ -56,6 +65,7 @@ def run_serve(args: argparse.Namespace) -> None:
         max_length=args.max_length,
         api_key=os.environ.get(args.api_key_env) or None,
         limits=limits,
+        generation_limits=generation_limits,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

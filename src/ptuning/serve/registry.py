@@ -256,8 +256,16 @@ class PromptRegistry:
 
     def _task_for(self, checkpoint: str, path: Path, config: dict[str, Any], head: str) -> tuple[Task, int]:
         """The head's task and max_length, rebuilt as ``ptuning predict`` rebuilds them."""
-        if config["tasks"][head]["head"]["kind"] == HeadKind.CAUSAL_LM:
-            raise Incompatible(f"checkpoint {checkpoint!r}: task {head!r} generates text; encoder heads only")
+        kind = HeadKind(config["tasks"][head]["head"]["kind"])
+        if (kind is HeadKind.CAUSAL_LM) != _is_causal_lm(self.backbone):  # generation: serve/generate.py
+            raise Incompatible(
+                f"checkpoint {checkpoint!r}: head {head!r} is {kind} but the server's backbone "
+                + (
+                    "is a causal LM (it serves causal-lm checkpoints only)"
+                    if _is_causal_lm(self.backbone)
+                    else "has no LM head (a server loads one when its folder holds causal-lm checkpoints)"
+                )
+            )
         rebuilt = rebuild_task(path, config, head)
         task = rebuilt.task
         max_length = self.max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
@@ -290,7 +298,8 @@ class PromptRegistry:
             served: dict[str, ServedTask] = {}
             for head, task in prepared.tasks.items():
                 key = f"c{serial}_{head}"
-                self.model.heads[key] = prepared.model.heads[head]
+                if head in prepared.model.heads:  # causal-lm tasks use the backbone's own LM head
+                    self.model.heads[key] = prepared.model.heads[head]
                 self.model.head_specs[key] = prepared.model.head_specs[head]
                 prefix = prefix_keys[prepared.model.task_prefix[head]]
                 self.model.task_prefix[key] = prefix
@@ -334,7 +343,8 @@ class PromptRegistry:
         for public in loaded.served:
             self.tasks.pop(public, None)
         for key in loaded.head_keys:
-            del self.model.heads[key]
+            if key in self.model.heads:  # causal-lm tasks have none
+                del self.model.heads[key]
             del self.model.head_specs[key]
             del self.model.task_prefix[key]
         for key in loaded.prefix_keys:
@@ -384,6 +394,12 @@ class PromptRegistry:
             },
             "failed": dict(sorted(self.failed.items())),
         }
+
+
+def _is_causal_lm(backbone: nn.Module) -> bool:
+    """A ``*ForCausalLM`` (an LM head to generate with), not a bare encoder/decoder stack."""
+    output_embeddings = getattr(backbone, "get_output_embeddings", None)
+    return callable(output_embeddings) and output_embeddings() is not None
 
 
 def _stamp(path: Path) -> tuple:

@@ -1,4 +1,4 @@
-"""Generative tasks for causal LMs: prompt/response data in, greedy generations out, text metrics.
+"""Generative tasks for causal LMs: prompt/response data in, text metrics on generations out.
 
 A feature is ``prompt + response + EOS`` with labels on the response and EOS only, so the loss never
 teaches the model to write prompts. Prompt and response are tokenized separately and concatenated: the
@@ -16,17 +16,13 @@ from __future__ import annotations
 import json
 import random
 from collections import Counter
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
-
-import torch
-from transformers import GenerationConfig
 
 from ptuning.core.config import ConfigError
 from ptuning.tasks import text_metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
-from ptuning.tasks.collate import IGNORE_INDEX, collate
+from ptuning.tasks.collate import IGNORE_INDEX
 from ptuning.tasks.metrics import exact_match as squad_exact_match
 from ptuning.tasks.metrics import token_f1
 from ptuning.tasks.readers import read_table
@@ -36,64 +32,6 @@ Example = dict[str, Any]
 Turn = tuple[str, str]  # (user, assistant)
 TRUNCATION_POLICIES = ("left", "error")
 SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
-
-
-# ---------------------------------------------------------------------------------------------- generation
-
-
-@torch.no_grad()
-def generate_texts(
-    model: Any,
-    tokenizer: Any,
-    prompts: Sequence[Sequence[int]],
-    batch_size: int = 16,
-    max_new_tokens: int = 64,
-    task: str | None = None,
-    **generate_kwargs: Any,
-) -> list[str]:
-    """Decode a continuation of each prompt (token ids), greedy unless ``generate_kwargs`` say otherwise.
-
-    Prompts run longest first in batches padded on the LEFT, so every row's last prompt token sits at the
-    end and new tokens follow it directly. Each text is cut at the first EOS and stripped. ``model`` is a
-    PromptModel (its ``generate`` adds the task's prefix); its train/eval mode is restored afterwards.
-    """
-    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
-    if eos_id is None:
-        raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
-    settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id if pad_id is not None else eos_id,
-        **settings,
-    )
-    device = next(model.parameters()).device
-    was_training = model.training
-    model.eval()  # no prefix dropout while decoding
-    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    texts: list[str] = [""] * len(prompts)
-    try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
-            batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, "left")
-            new_tokens = model.generate(
-                batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                task=task,
-                generation_config=config,
-            )
-            for row, index in enumerate(rows):
-                texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), eos_id)
-    finally:
-        model.train(was_training)
-    return texts
-
-
-def decode_until_eos(tokenizer: Any, token_ids: list[int], eos_id: int) -> str:
-    """The text of ``token_ids`` up to (not including) the first EOS, without special tokens."""
-    if eos_id in token_ids:
-        token_ids = token_ids[: token_ids.index(eos_id)]
-    return tokenizer.decode(token_ids, skip_special_tokens=True).strip()
 
 
 # ---------------------------------------------------------------------------------------------- base task
@@ -213,14 +151,6 @@ class GenerativeTask(Task):
         return features, report
 
     # --- predictions --------------------------------------------------------------------------------
-
-    def generate_outputs(self, model: Any, tokenizer: Any, features: Features, batch_size: int) -> list[str]:
-        """One generated text per feature, from its prompt tokens only."""
-        prompts = [feature["input_ids"][: feature["prompt_length"]] for feature in features]
-        task = self.name if self.name in getattr(model, "tasks", ()) else None
-        return generate_texts(
-            model, tokenizer, prompts, batch_size, self.max_new_tokens, task=task, **self.generate_kwargs
-        )
 
     def predictions(self, examples: list[Example], features: Features, outputs: list[str]) -> list[str]:
         """Generated text per example (one feature per example)."""

@@ -36,6 +36,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_check
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataReport, Features, Task
 from ptuning.tasks.collate import collate
 from ptuning.tasks.registry import get_task, list_tasks
@@ -320,8 +321,8 @@ def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
 def evaluate(
     model: PromptModel, task: Task, split: Split, tokenizer: Any, config: TrainConfig
 ) -> dict[str, float]:
-    if hasattr(task, "generate_outputs"):  # generative tasks decode with model.generate
-        outputs = task.generate_outputs(model, tokenizer, split.features, config.eval_batch_size)
+    if is_generative(task):  # causal-LM tasks are scored on generated texts (ptuning.generation)
+        outputs = generate_task_outputs(task, model, tokenizer, split.features, config.eval_batch_size)
     else:
         outputs = predict_outputs(
             model, task.name, split.features, tokenizer.pad_token_id, config.eval_batch_size

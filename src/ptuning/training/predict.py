@@ -20,6 +20,7 @@ import numpy as np
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.core.model import PromptModel
+from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.qa import QaTask
@@ -197,8 +198,8 @@ def score_split(
 
 
 def _outputs(loaded: LoadedCheckpoint, features: Features, batch_size: int) -> list[Any]:
-    if hasattr(loaded.task, "generate_outputs"):  # generative tasks decode with model.generate
-        return loaded.task.generate_outputs(loaded.model, loaded.tokenizer, features, batch_size)
+    if is_generative(loaded.task):  # causal-LM tasks are answered by generated texts (ptuning.generation)
+        return generate_task_outputs(loaded.task, loaded.model, loaded.tokenizer, features, batch_size)
     return predict_outputs(loaded.model, loaded.head, features, loaded.tokenizer.pad_token_id, batch_size)
 
 

@@ -1,0 +1,23 @@
+"""Decoding for causal-LM prompt checkpoints, shared by evaluation, ``ptuning predict`` and the server.
+
+Tasks hold data and scoring only; everything that turns prompt tokens into new tokens lives here:
+``texts`` (batch decoding through ``PromptModel.generate``, what eval and predict use), ``sampling``
+(greedy / temperature / top-p choices and stop strings) and ``decoder`` (continuous batching: requests
+for different prefixes decode together, joining and leaving between steps; what the server uses).
+"""
+
+from ptuning.generation.decoder import ContinuousDecoder, Sequence, StepEvent
+from ptuning.generation.sampling import SamplingParams, StopStrings
+from ptuning.generation.texts import decode_until_eos, generate_task_outputs, generate_texts, is_generative
+
+__all__ = [
+    "ContinuousDecoder",
+    "SamplingParams",
+    "Sequence",
+    "StepEvent",
+    "StopStrings",
+    "decode_until_eos",
+    "generate_task_outputs",
+    "generate_texts",
+    "is_generative",
+]

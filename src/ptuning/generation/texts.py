@@ -1,0 +1,141 @@
+"""Batch decoding of prompt token ids into texts, as evaluation and ``ptuning predict`` run it."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from transformers import GenerationConfig
+
+from ptuning.core.config import ConfigError, Method
+from ptuning.core.kinds import HeadKind
+from ptuning.generation.decoder import ContinuousDecoder
+from ptuning.generation.decoder import Sequence as DecoderSequence
+from ptuning.generation.sampling import SamplingParams
+from ptuning.tasks.base import Features, Task
+from ptuning.tasks.collate import collate
+
+GREEDY_DEFAULTS = {"do_sample": False, "num_beams": 1}  # generate kwargs that leave decoding greedy
+
+
+def is_generative(task: Task) -> bool:
+    """Whether ``task``'s outputs are generated texts (a causal-LM task) rather than head outputs."""
+    return getattr(task, "head", None) is HeadKind.CAUSAL_LM
+
+
+def generate_task_outputs(
+    task: Task, model: Any, tokenizer: Any, features: Features, batch_size: int
+) -> list[str]:
+    """One generated text per feature of a generative task, from its prompt tokens only.
+
+    The task's options say how long and how (``max_new_tokens``, ``generate_kwargs``); the model's head
+    of the task's name is used when the model has one, else its only task.
+    """
+    prompts = [feature["input_ids"][: feature["prompt_length"]] for feature in features]
+    head = task.name if task.name in getattr(model, "tasks", ()) else None
+    return generate_texts(
+        model,
+        tokenizer,
+        prompts,
+        batch_size,
+        getattr(task, "max_new_tokens", 64),
+        task=head,
+        **getattr(task, "generate_kwargs", {}),
+    )
+
+
+@torch.no_grad()
+def generate_texts(
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int = 16,
+    max_new_tokens: int = 64,
+    task: str | None = None,
+    **generate_kwargs: Any,
+) -> list[str]:
+    """Decode a continuation of each prompt (token ids), greedy unless ``generate_kwargs`` say otherwise.
+
+    Greedy decoding of a deep-prefix (or prefix-free) model runs on the ``ContinuousDecoder``: prompts join
+    longest first, up to ``batch_size`` rows at a time, and a finished row's place goes to the next prompt at
+    once; the prefix is written into the cache once. Anything else (``generate_kwargs`` such as beams,
+    sampling or a static cache; shallow prompt tuning) runs through ``PromptModel.generate`` in batches padded
+    on the LEFT. Both give each prompt what it gets alone. Each text is cut at the first EOS and stripped.
+    ``model`` is a PromptModel; its train/eval mode is restored afterwards.
+    """
+    eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
+    if eos_id is None:
+        raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
+    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING:
+        return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
+    settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
+    config = GenerationConfig(
+        max_new_tokens=max_new_tokens,
+        eos_token_id=eos_id,
+        pad_token_id=pad_id if pad_id is not None else eos_id,
+        **settings,
+    )
+    device = next(model.parameters()).device
+    was_training = model.training
+    model.eval()  # no prefix dropout while decoding
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    texts: list[str] = [""] * len(prompts)
+    try:
+        for start in range(0, len(order), batch_size):
+            rows = order[start : start + batch_size]
+            batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, "left")
+            new_tokens = model.generate(
+                batch["input_ids"].to(device),
+                attention_mask=batch["attention_mask"].to(device),
+                task=task,
+                generation_config=config,
+            )
+            for row, index in enumerate(rows):
+                texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), eos_id)
+    finally:
+        model.train(was_training)
+    return texts
+
+
+def _plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
+    return all(GREEDY_DEFAULTS.get(key, object()) == value for key, value in generate_kwargs.items())
+
+
+@torch.no_grad()
+def _decode_continuously(
+    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int, max_new_tokens: int, task
+) -> list[str]:
+    """Greedy answers of ``prompts`` through the continuous decoder, ``batch_size`` rows in flight."""
+    if task is None:
+        if len(model.tasks) != 1:
+            raise ValueError(f"this model has tasks {model.tasks}; say which one with task=")
+        task = model.tasks[0]
+    if model.head_specs[task].kind is not HeadKind.CAUSAL_LM:
+        raise ConfigError(f"task {task!r} is not a causal-lm task")
+    prefix = model.task_prefix[task] if model.method.is_deep else None
+    params = SamplingParams(max_new_tokens=max_new_tokens)
+    order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
+    waiting = [DecoderSequence(list(prompts[i]), prefix, params) for i in order]
+    decoder = ContinuousDecoder(model, tokenizer)
+    was_training = model.training
+    model.eval()  # no prefix dropout while decoding
+    try:
+        queue = list(waiting)
+        while queue or decoder.rows:
+            room = max(batch_size - len(decoder.rows), 0)
+            decoder.step(admit=queue[:room])
+            queue = queue[room:]
+    finally:
+        model.train(was_training)
+    texts = [""] * len(prompts)
+    for index, sequence in zip(order, waiting, strict=True):
+        texts[index] = sequence.answer
+    return texts
+
+
+def decode_until_eos(tokenizer: Any, token_ids: list[int], eos_id: int) -> str:
+    """The text of ``token_ids`` up to (not including) the first EOS, without special tokens."""
+    if eos_id in token_ids:
+        token_ids = token_ids[: token_ids.index(eos_id)]
+    return tokenizer.decode(token_ids, skip_special_tokens=True).strip()

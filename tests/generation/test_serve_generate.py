@@ -1,0 +1,235 @@
+"""POST /tasks/{task}/generate on a tiny random GQA Llama: answers equal ``ptuning predict``, mixed tasks
+share the decoding batch, limits answer 413/422/429 with JSON, streaming sends the same answer."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+from fastapi.testclient import TestClient
+from generative_tiny import tiny_causal_lm, tiny_tokenizer, write_jsonl
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.checkpoint import save_checkpoint
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.serve.app import create_app
+from ptuning.serve.generate import GenerationLimits
+from ptuning.training.predict import load_for_inference, predict
+
+PROMPTS = ["what is the capital of france", "hello how are you", "say one two three", "red green blue cat"]
+CHECKPOINTS = {"capitals": 3, "chat": 6}  # served task -> prefix length
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A folder of two causal-LM prompt checkpoints (random prefixes) over one saved tiny Llama."""
+    base = tmp_path_factory.mktemp("llama")
+    tiny_causal_lm("llama").save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    folder = tmp_path_factory.mktemp("prompts")
+    for seed, (name, length) in enumerate(CHECKPOINTS.items()):
+        backbone, _ = load_backbone(str(base), causal_lm=True)
+        torch.manual_seed(seed)
+        model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=length, init_std=1.0))
+        model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
+        save_checkpoint(model, folder / name, task_names={"lm": "causal-lm"})
+    return folder
+
+
+def serve(root: Path, **limits) -> TestClient:
+    base = json.loads((root / "capitals" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    return TestClient(create_app(root, base, generation_limits=GenerationLimits(**limits)))
+
+
+def predicted(root: Path, name: str, prompts: list[str], tmp_path: Path) -> list[str]:
+    """What ``ptuning predict`` (load_for_inference + predict) answers for these prompts."""
+    loaded = load_for_inference(root / name)
+    rows = [{"prompt": prompt, "response": "-"} for prompt in prompts]
+    examples, _ = loaded.task.read(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), "dev")
+    return [record["prediction"] for record in predict(loaded, examples)]
+
+
+def test_greedy_answers_equal_ptuning_predict(root, tmp_path) -> None:
+    client = serve(root)
+    for name in CHECKPOINTS:
+        expected = predicted(root, name, PROMPTS, tmp_path)
+        answers = [client.post(f"/tasks/{name}/generate", json={"prompt": p}).json() for p in PROMPTS]
+        assert [a["text"] for a in answers] == expected
+        assert all(a["finish_reason"] in ("eos", "length") and a["seed"] is None for a in answers)
+    assert predicted(root, "capitals", PROMPTS[:1], tmp_path) != predicted(
+        root, "chat", PROMPTS[:1], tmp_path
+    )
+
+
+def test_chat_messages_are_the_prompt_with_its_history(root, tmp_path) -> None:
+    client = serve(root)
+    messages = [
+        {"role": "user", "content": "hi"},
+        {"role": "assistant", "content": "hello"},
+        {"role": "user", "content": "how are you"},
+    ]
+    answer = client.post("/tasks/chat/generate", json={"messages": messages, "max_new_tokens": 8}).json()
+    loaded = load_for_inference(root / "chat")
+    loaded.task.max_new_tokens = 8
+    rows = [{"prompt": "how are you", "response": "-", "history": [["hi", "hello"]]}]
+    examples, _ = loaded.task.read(str(write_jsonl(tmp_path / "chat.jsonl", rows)), "dev")
+    assert answer["text"] == predict(loaded, examples)[0]["prediction"]
+    bad = client.post("/tasks/chat/generate", json={"messages": messages[:2]})
+    assert bad.status_code == 422 and "end with user" in bad.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_requests_for_different_tasks_decode_in_one_batch(root) -> None:
+    app = serve(root).app
+    alone = {}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        for name in CHECKPOINTS:
+            for prompt in PROMPTS:
+                response = await client.post(f"/tasks/{name}/generate", json={"prompt": prompt})
+                alone[name, prompt] = response.json()["text"]
+        assert app.state.generation.peak_rows == 1
+        jobs = [(name, prompt) for prompt in PROMPTS for name in CHECKPOINTS]
+        responses = await asyncio.gather(
+            *(client.post(f"/tasks/{name}/generate", json={"prompt": prompt}) for name, prompt in jobs)
+        )
+    assert [r.json()["text"] for r in responses] == [alone[job] for job in jobs]
+    assert app.state.generation.peak_rows > 2  # several tasks' sequences shared decoding steps
+
+
+def test_limits_answer_with_json(root) -> None:
+    client = serve(root, max_new_tokens=16, max_prompt_tokens=5, max_seconds=1e-6)
+    too_many = client.post("/tasks/chat/generate", json={"prompt": "hello", "max_new_tokens": 17})
+    assert too_many.status_code == 422 and "at most 16" in too_many.json()["detail"]
+    too_long = client.post("/tasks/chat/generate", json={"prompt": "a b c d e f"})
+    assert too_long.status_code == 413 and "6 tokens" in too_long.json()["detail"]
+    timed = client.post("/tasks/chat/generate", json={"prompt": "hello"}).json()
+    assert timed["finish_reason"] == "time" and timed["tokens"] == 1
+    for body in (
+        {"prompt": "hi", "top_p": 0},
+        {"prompt": "hi", "temperature": -1},
+        {"prompt": "hi", "stop": [""]},
+    ):
+        assert client.post("/tasks/chat/generate", json=body).status_code == 422
+    assert client.post("/tasks/nope/generate", json={"prompt": "hi"}).status_code == 404
+    empty = client.post("/tasks/chat/generate", json={"prompt": ""})
+    assert empty.status_code == 422 and "empty" in empty.json()["detail"]
+
+
+@pytest.mark.anyio
+async def test_sequences_over_the_limit_are_refused_with_429(root) -> None:
+    app = serve(root, max_sequences=1).app
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        first = asyncio.create_task(
+            client.post("/tasks/chat/generate", json={"prompt": "hello", "max_new_tokens": 200})
+        )
+        while app.state.generation.in_flight == 0:
+            await asyncio.sleep(0.001)
+        refused = await client.post("/tasks/capitals/generate", json={"prompt": "hello"})
+        assert refused.status_code == 429 and refused.headers["retry-after"] == "1"
+        assert "limit is 1" in refused.json()["detail"]
+        assert (await first).status_code == 200
+        assert (await client.post("/tasks/capitals/generate", json={"prompt": "hello"})).status_code == 200
+
+
+def test_streaming_sends_each_token_then_the_same_answer(root) -> None:
+    client = serve(root)
+    plain = client.post("/tasks/capitals/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 12}).json()
+    with client.stream(
+        "POST", "/tasks/capitals/generate", json={"prompt": PROMPTS[0], "max_new_tokens": 12, "stream": True}
+    ) as response:
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = [json.loads(line[6:]) for line in response.iter_lines() if line.startswith("data: ")]
+    *tokens, last = events
+    assert last["done"] and {k: last[k] for k in plain} == plain
+    assert "".join(event["text"] for event in tokens).strip() == plain["text"]
+    assert len([event for event in tokens if event["token"] is not None]) == plain["tokens"]
+
+
+def test_a_seeded_sample_repeats_and_reports_its_seed(root) -> None:
+    client = serve(root)
+    body = {"prompt": PROMPTS[1], "temperature": 1.2, "top_p": 0.95, "seed": 5, "max_new_tokens": 10}
+    first, second = (client.post("/tasks/chat/generate", json=body).json() for _ in range(2))
+    assert first == second and first["seed"] == 5
+    unseeded = client.post("/tasks/chat/generate", json={**body, "seed": None}).json()
+    assert isinstance(unseeded["seed"], int)
+
+
+def test_causal_lm_checkpoints_are_listed_unloaded_and_kept_off_predict(root) -> None:
+    client = serve(root)
+    tasks = {task["name"]: task for task in client.get("/tasks").json()["tasks"]}
+    assert tasks["chat"]["kind"] == "causal-lm" and tasks["chat"]["prefix_length"] == 6
+    assert client.post("/tasks/chat/predict", json={"input": "hello"}).status_code == 422
+    assert client.delete("/checkpoints/chat").status_code == 200
+    assert client.post("/tasks/chat/generate", json={"prompt": "hello"}).status_code == 404
+    assert client.post("/tasks/capitals/generate", json={"prompt": "hello"}).status_code == 200
+
+
+def test_the_serve_command_passes_the_generation_limits(monkeypatch, tmp_path) -> None:
+    import argparse
+
+    from ptuning.serve import command
+
+    seen = {}
+    monkeypatch.setattr("ptuning.serve.app.create_app", lambda *a, **k: seen.update(k) or "app")
+    monkeypatch.setattr("uvicorn.run", lambda *a, **k: None)
+    parser = argparse.ArgumentParser()
+    command.add_serve_arguments(parser)
+    flags = [
+        "--max-new-tokens",
+        "32",
+        "--max-prompt-tokens",
+        "100",
+        "--max-sequences",
+        "3",
+        "--max-seconds",
+        "9",
+    ]
+    command.run_serve(parser.parse_args(["--checkpoints", str(tmp_path), *flags]))
+    assert seen["generation_limits"] == GenerationLimits(32, 100, 3, 9.0)
+
+
+@pytest.mark.anyio
+async def test_unloading_a_checkpoint_lets_its_running_generations_finish(root, tmp_path) -> None:
+    app = serve(root).app
+    expected = predicted(root, "chat", ["hello"], tmp_path)[0]
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
+        running = asyncio.create_task(client.post("/tasks/chat/generate", json={"prompt": "hello"}))
+        while not (app.state.generation.decoder and app.state.generation.decoder.rows):
+            await asyncio.sleep(0.001)
+        assert (await client.delete("/checkpoints/chat")).status_code == 200
+        assert app.state.generation.in_flight == 1  # removed mid-generation (64 steps, one step per slot)
+        answer = (await running).json()
+        assert answer["text"] == expected  # its prefix was already in the cache
+        assert (await client.post("/tasks/chat/generate", json={"prompt": "hello"})).status_code == 404
+
+
+@pytest.mark.anyio
+async def test_a_request_whose_task_went_away_before_it_joined_gets_503(root) -> None:
+    from fastapi import HTTPException
+
+    from ptuning.generation import SamplingParams, Sequence
+
+    service = serve(root).app.state.generation
+    queue = service.submit(Sequence([4, 5, 6], "c999_unloaded", SamplingParams(4)))
+    item = await queue.get()
+    assert isinstance(item, HTTPException) and item.status_code == 503 and service.in_flight == 0
+
+
+def test_a_shift_mode_checkpoint_is_refused_for_generation_with_the_reason(root, tmp_path) -> None:
+    base = json.loads((root / "chat" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    backbone, _ = load_backbone(base, causal_lm=True)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, position_mode="shift"))
+    model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
+    save_checkpoint(model, tmp_path / "shifted", task_names={"lm": "causal-lm"})
+    client = TestClient(create_app(tmp_path, base))
+    refused = client.post("/tasks/shifted/generate", json={"prompt": "hello"})
+    assert refused.status_code == 422 and "needs 'keep'" in refused.json()["detail"]
