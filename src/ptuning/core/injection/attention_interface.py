@@ -1,4 +1,5 @@
-"""Prefix injection through transformers' attention-function registry (BERT family, GPT-2, Llama, Qwen2).
+"""Prefix injection through transformers' attention-function registry (every family whose attention modules
+call it; ``capability.py`` decides which).
 
 Why this mechanism (measured, see docs/ARCHITECTURE.md): a ``Cache`` object passed as ``past_key_values``
 also works, but it is renamed to ``cache`` in 5.24, is dropped inside gradient-checkpointed layers, shifts
@@ -10,9 +11,7 @@ where the paper puts it, generation caches hold real tokens only, and checkpoint
 from __future__ import annotations
 
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -22,24 +21,12 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ptuning.core.dropout import keep_mask
-from ptuning.core.injection.base import extend_attention_mask
+from ptuning.core.injection.base import PREFIX_KWARG, active_prefix, current_prefix, extend_attention_mask
 from ptuning.core.prefix import PrefixKV
 
-PREFIX_KWARG = "ptuning_prefix"
+LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
-# For callers that cannot add a forward kwarg (``generate`` validates its kwargs): the prefix of the
-# enclosing ``active_prefix`` block. A ContextVar keeps concurrent threads/tasks apart.
-_ACTIVE_PREFIX: ContextVar[PrefixKV | None] = ContextVar("ptuning_active_prefix", default=None)
-
-
-@contextmanager
-def active_prefix(prefix: PrefixKV | None) -> Iterator[None]:
-    """Every prefix-aware attention call inside this block uses ``prefix`` unless given one explicitly."""
-    token = _ACTIVE_PREFIX.set(prefix)
-    try:
-        yield
-    finally:
-        _ACTIVE_PREFIX.reset(token)
+__all__ = ["AttentionInterfaceInjector", "active_prefix", "PREFIX_KWARG", "UnsupportedAttentionError"]
 
 
 class UnsupportedAttentionError(ValueError):
@@ -47,17 +34,26 @@ class UnsupportedAttentionError(ValueError):
 
 
 def _eager_of(module: nn.Module) -> Callable[..., Any]:
-    """The model file's own eager attention (each family defines ``eager_attention_forward``)."""
+    """The model file's own eager attention (each family defines ``eager_attention_forward``; it applies the
+    family's own extras, such as Gemma's softcapping, to prefix scores like to any key)."""
     return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _layer_index(module: nn.Module) -> int | None:
+    """Which layer's prefix this attention module takes: set once when the injector is installed (the
+    model's own ``layer_idx`` where it has one; ALBERT's shared modules count once each)."""
+    index = getattr(module, LAYER_INDEX_ATTRIBUTE, None)
+    return index if index is not None else getattr(module, "layer_idx", None)
 
 
 def _with_prefix(base: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None) or _ACTIVE_PREFIX.get()
-        layer = prefix.layers.get(module.layer_idx) if prefix is not None else None
+        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None) or current_prefix()
+        index = _layer_index(module)
+        layer = prefix.layers.get(index) if prefix is not None else None
         if layer is not None:
             prefix = prefix.expanded_to(key.shape[0])
-            prefix_keys, prefix_values = prefix.layers[module.layer_idx]  # (B, kv_heads, P, head_dim)
+            prefix_keys, prefix_values = prefix.layers[index]  # (B, kv_heads, P, head_dim)
             prefix_keys, prefix_values = prefix_keys.to(key.dtype), prefix_values.to(value.dtype)
             causal = bool(getattr(module, "is_causal", False)) and query.shape[2] > 1
             attention_mask = extend_attention_mask(attention_mask, prefix, query, key.shape[2], causal)
@@ -119,9 +115,16 @@ _register()
 
 
 class AttentionInterfaceInjector:
-    """Switches a model to the prefix-aware twin of its attention implementation (sdpa or eager)."""
+    """Switches a model to the prefix-aware twin of its attention implementation (sdpa or eager).
 
-    def __init__(self, backbone: nn.Module) -> None:
+    Installing it again on the same backbone changes nothing; it keeps no per-call state (the prefix travels
+    as a forward keyword, or in the ``active_prefix`` context for ``generate``).
+    """
+
+    def __init__(self, backbone: nn.Module, modules: list[nn.Module] | None = None) -> None:
+        for order, module in enumerate(modules or []):
+            own = getattr(module, "layer_idx", None)
+            setattr(module, LAYER_INDEX_ATTRIBUTE, own if isinstance(own, int) else order)
         config = backbone.config
         current = config._attn_implementation
         if current in _WRAPPED_IMPLEMENTATIONS.values():
