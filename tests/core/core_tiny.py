@@ -92,7 +92,9 @@ _DEBERTA = dict(
     share_att_key=True,
     norm_rel_ebd="layer_norm",
 )
-# family name -> builder. The names are the model types (what a user's config.json says).
+# family name -> builder. The names are the model types (what a user's config.json says). Sliding windows
+# are narrower (6) than the test sequences (up to 9 tokens), so the window really hides tokens while the
+# prefix stays visible.
 ALL_FAMILIES: dict[str, Family] = {
     f.model_type: f
     for f in (
@@ -110,7 +112,7 @@ ALL_FAMILIES: dict[str, Family] = {
         _f("mpnet", False, **_ROBERTA_PAD),
         _f("distilbert", False, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
         _f("albert", False, embedding_size=16, num_hidden_groups=1, inner_group_num=1),
-        _f("modernbert", False, global_attn_every_n_layers=2, local_attention=8),
+        _f("modernbert", False, global_attn_every_n_layers=2, local_attention=12),
         _f("nomic_bert", False),
         _f("jina_embeddings_v3", False, **_ROBERTA_PAD),
         _f("gpt2", True, n_positions=64, num_key_value_heads=None, head_dim=None),
@@ -119,8 +121,8 @@ ALL_FAMILIES: dict[str, Family] = {
         _f("mistral", True, sliding_window=None),
         _f("qwen3", True),
         _f("gemma", True),
-        _f("gemma2", True, sliding_window=16, attn_logit_softcapping=50.0, final_logit_softcapping=None),
-        _f("gemma3_text", True, sliding_window=16, sliding_window_pattern=2),
+        _f("gemma2", True, sliding_window=6, attn_logit_softcapping=50.0, final_logit_softcapping=None),
+        _f("gemma3_text", True, sliding_window=6, sliding_window_pattern=2),
         _f("phi3", True),
         _f("phi", True, num_key_value_heads=None),
         _f("glm", True),

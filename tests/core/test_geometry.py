@@ -16,13 +16,13 @@ EXPECTED = {
     "albert": (1, 4, 4, 8, False, PositionKind.ABSOLUTE, True, None, None, None, False),  # one shared layer
     "deberta-v2": (2, 4, 4, 8, False, PositionKind.RELATIVE, False, None, None, None, False),
     "mpnet": (2, 4, 4, 8, False, PositionKind.RELATIVE, True, 1, None, None, False),
-    "modernbert": (2, 4, 4, 8, False, PositionKind.ROTARY, False, None, 4, None, False),
+    "modernbert": (2, 4, 4, 8, False, PositionKind.ROTARY, False, None, 6, None, False),
     "gpt2": (2, 6, 6, 8, True, PositionKind.ABSOLUTE, True, None, None, None, False),
     "opt": (2, 6, 6, 8, True, PositionKind.ABSOLUTE, True, None, None, None, False),
     "gpt_bigcode": (2, 6, 1, 8, True, PositionKind.ABSOLUTE, True, None, None, None, False),  # multi-query
     "llama": (2, 6, 2, 8, True, PositionKind.ROTARY, False, None, None, None, False),
     "qwen3": (2, 6, 2, 8, True, PositionKind.ROTARY, False, None, None, None, True),
-    "gemma2": (2, 6, 2, 8, True, PositionKind.ROTARY, False, None, 16, 50.0, False),
+    "gemma2": (2, 6, 2, 8, True, PositionKind.ROTARY, False, None, 6, 50.0, False),
     "gpt_neox": (2, 6, 6, 8, True, PositionKind.ROTARY, False, None, None, None, False),
 }
 

@@ -10,8 +10,10 @@ where the paper puts it, generation caches hold real tokens only, and checkpoint
 
 from __future__ import annotations
 
+import logging
 import sys
 from collections.abc import Callable
+from contextvars import ContextVar
 from typing import Any
 
 import torch
@@ -22,7 +24,14 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ptuning.core.dropout import keep_mask
 from ptuning.core.injection.base import PREFIX_KWARG, active_prefix, current_prefix, extend_attention_mask
+from ptuning.core.injection.scoping import scope_prefix_to_calls
 from ptuning.core.prefix import PrefixKV
+
+logger = logging.getLogger(__name__)
+# The probe forward (once per backbone): which attention modules the forward keyword reached.
+_PROBE_MARKER = object()
+_PROBE: ContextVar[dict[int, bool] | None] = ContextVar("ptuning_probe", default=None)
+_PROBED = "_ptuning_probed"
 
 LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
@@ -48,7 +57,12 @@ def _layer_index(module: nn.Module) -> int | None:
 
 def _with_prefix(base: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None) or current_prefix()
+        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None)
+        probe = _PROBE.get()
+        if probe is not None:
+            probe[id(module)] = probe.get(id(module), True) and prefix is _PROBE_MARKER
+            prefix = None
+        prefix = prefix or current_prefix()
         index = _layer_index(module)
         layer = prefix.layers.get(index) if prefix is not None else None
         if layer is not None:
@@ -136,6 +150,10 @@ class AttentionInterfaceInjector:
             )
         for sub_config in _all_configs(config):
             sub_config._attn_implementation = _WRAPPED_IMPLEMENTATIONS[current]
+        if not getattr(backbone, _PROBED, False):
+            if _keyword_misses_attention(backbone, modules or []):
+                scope_prefix_to_calls(backbone)
+            setattr(backbone, _PROBED, True)
 
     def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
         return {PREFIX_KWARG: prefix} if prefix is not None else {}
@@ -146,3 +164,33 @@ def _all_configs(config: Any) -> list[Any]:
         getattr(config, name) for name in getattr(config, "sub_configs", {}) if getattr(config, name, None)
     ]
     return [config, *subs]
+
+
+def _keyword_misses_attention(backbone: nn.Module, modules: list[nn.Module]) -> bool:
+    """One probe forward (2 tokens, no grad, eval mode, modes restored): does the ``ptuning_prefix`` keyword
+    reach every attention call? Most families thread forward kwargs down to attention; a few drop them in
+    their decoder layer (StableLM, Nemotron). Those get the prefix scoped to the call instead. A probe that
+    cannot run (inputs the family needs beyond ids) also falls back to scoping, which works either way."""
+    modes = [(m, m.training) for m in backbone.modules()]
+    seen: dict[int, bool] = {}
+    token = _PROBE.set(seen)
+    try:
+        backbone.eval()
+        device = next(backbone.parameters()).device
+        with torch.no_grad():
+            backbone(
+                input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), **{PREFIX_KWARG: _PROBE_MARKER}
+            )
+    except Exception as error:  # noqa: BLE001 - any failure means "not confirmed", never a crash here
+        logger.debug("probe forward failed (%s); scoping the prefix to each call", error)
+        return True
+    finally:
+        _PROBE.reset(token)
+        for module, training in modes:
+            module.training = training
+    missed = [m for m in modules if seen.get(id(m)) is False]
+    if missed:
+        logger.debug(
+            "the forward keyword misses %s; scoping the prefix to each call", type(missed[0]).__name__
+        )
+    return bool(missed) or not seen
