@@ -178,9 +178,8 @@ def _keyword_misses_attention(backbone: nn.Module, modules: list[nn.Module]) -> 
         backbone.eval()
         device = next(backbone.parameters()).device
         with torch.no_grad():
-            backbone(
-                input_ids=torch.zeros(1, 2, dtype=torch.long, device=device), **{PREFIX_KWARG: _PROBE_MARKER}
-            )
+            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            backbone(input_ids=ids, attention_mask=torch.ones_like(ids), **{PREFIX_KWARG: _PROBE_MARKER})
     except Exception as error:  # noqa: BLE001 - any failure means "not confirmed", never a crash here
         logger.debug("probe forward failed (%s); scoping the prefix to each call", error)
         return True
