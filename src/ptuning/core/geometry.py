@@ -7,7 +7,8 @@ families can take a prefix at all is decided by ``core.injection`` (capability d
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, replace
 from enum import StrEnum
 
 from torch import nn
@@ -157,8 +158,6 @@ class PrefixGeometry:
 
 
 def _replace(geometry: PrefixGeometry, **changes) -> PrefixGeometry:
-    from dataclasses import replace
-
     return replace(geometry, **changes)
 
 
@@ -195,8 +194,6 @@ def _position_table(backbone: nn.Module) -> nn.Embedding | None:
 
 
 def _forward_parameters(backbone: nn.Module) -> set[str]:
-    import inspect
-
     base = getattr(backbone, "base_model", backbone)
     names: set[str] = set()
     for module in (backbone, base):

@@ -145,8 +145,10 @@ class AttentionInterfaceInjector:
             return
         if current not in _WRAPPED_IMPLEMENTATIONS:
             raise UnsupportedAttentionError(
-                f"attention implementation {current!r} cannot take a prefix; load the model with "
-                f"attn_implementation='sdpa' or 'eager'"
+                f"attention implementation {current!r} cannot take a prefix (prefix-aware twins exist for "
+                f"sdpa and eager only: the prefix adds P key/value columns to their 4-D mask, which "
+                f"{current!r} does not take in the same form); load the model with attn_implementation='sdpa' "
+                f"or 'eager'"
             )
         for sub_config in _all_configs(config):
             sub_config._attn_implementation = _WRAPPED_IMPLEMENTATIONS[current]
