@@ -66,6 +66,7 @@ class Family:
     model_type: str
     decoder: bool
     fields: tuple[tuple[str, object], ...] = ()  # family-specific config fields over the shared sizes
+    since: str | None = None  # the first transformers release whose attention takes a prefix here
 
     def config(self, **overrides) -> PretrainedConfig:
         sizes = _DECODER_SIZES if self.decoder else _ENCODER_SIZES
@@ -78,8 +79,8 @@ class Family:
         return config
 
 
-def _f(model_type: str, decoder: bool, **fields) -> Family:
-    return Family(model_type, decoder, tuple(fields.items()))
+def _f(model_type: str, decoder: bool, since: str | None = None, **fields) -> Family:
+    return Family(model_type, decoder, tuple(fields.items()), since)
 
 
 _ROBERTA_PAD = dict(pad_token_id=1)
@@ -140,8 +141,19 @@ ALL_FAMILIES: dict[str, Family] = {
         _f("cohere", True),
         _f("granite", True),
         _f("helium", True),
-        _f("gptj", True, n_positions=64, rotary_dim=4, num_key_value_heads=None, head_dim=None),
-        _f("codegen", True, n_positions=64, n_ctx=64, rotary_dim=4, num_key_value_heads=None, head_dim=None),
+        # GPT-J and CodeGen call the attention interface from transformers 5.24 on (5.23 computes it itself,
+        # and is refused there naming GPTJAttention / CodeGenAttention).
+        _f("gptj", True, "5.24.0", n_positions=64, rotary_dim=4, num_key_value_heads=None, head_dim=None),
+        _f(
+            "codegen",
+            True,
+            "5.24.0",
+            n_positions=64,
+            n_ctx=64,
+            rotary_dim=4,
+            num_key_value_heads=None,
+            head_dim=None,
+        ),  # fmt: skip
         _f("gpt_bigcode", True, n_positions=64, multi_query=True, num_key_value_heads=None, head_dim=None),
         _f("persimmon", True, num_key_value_heads=None, head_dim=None),
         _f("nemotron", True),
@@ -164,11 +176,17 @@ def _zero_dropout(config: PretrainedConfig, keep: dict) -> None:
 
 def family_available(family: str) -> str | None:
     """None when the installed transformers has ``family``; otherwise the reason to skip it."""
-    model_type = ALL_FAMILIES[family].model_type
-    if model_type not in CONFIG_MAPPING:
-        import transformers
+    import transformers
+    from packaging.version import Version
 
-        return f"{model_type!r} is not in transformers {transformers.__version__}"
+    entry = ALL_FAMILIES[family]
+    if entry.model_type not in CONFIG_MAPPING:
+        return f"{entry.model_type!r} is not in transformers {transformers.__version__}"
+    if entry.since and Version(transformers.__version__) < Version(entry.since):
+        return (
+            f"{family}'s attention calls the attention interface from transformers {entry.since} on; "
+            f"{transformers.__version__} refuses it naming its attention module"
+        )
     return None
 
 
