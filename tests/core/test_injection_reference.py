@@ -229,3 +229,36 @@ def test_deberta_prefix_columns_get_only_the_content_term() -> None:
         )
     assert relative.abs().max() > 1e-2  # the relative terms are really there for tokens
     assert_close(real(seen["output"], mask), real(expected, mask))
+
+
+# ------------------------------------------------------------------ MPNet
+
+
+def test_mpnet_prefix_columns_get_zero_relative_bias() -> None:
+    # A larger init range makes the relative bias (and so its absence on prefix columns) visible.
+    built = build("mpnet", prefix_length=3, config_overrides={"initializer_range": 0.3})
+    modules = [layer.attention.attn for layer in built.model.backbone.encoder.layer]
+    ids, mask = padded_batch("mpnet")
+    with ExitStack() as stack, torch.no_grad():
+        captured = [stack.enter_context(capture(module)) for module in modules]
+        built.outputs(ids, mask)
+    prefix = built.model.prefix_kv(["t"]).expanded_to(ids.shape[0])
+    for layer, (module, seen) in enumerate(zip(modules, captured, strict=True)):
+        inputs = seen["inputs"]
+        prefix_key, prefix_value = prefix.layers[layer]
+        head_dim = module.attention_head_size
+        bias = inputs["position_bias"]  # (B, heads, T, T): relative buckets between real tokens only
+        with torch.no_grad():
+            query, key, value = (
+                heads(p(inputs["hidden_states"]), head_dim) for p in (module.q, module.k, module.v)
+            )
+            context = attention_by_hand(
+                query, key, value, prefix_key, prefix_value, mask, False, head_dim**-0.5, token_bias=bias
+            )
+            expected = module.o(context)
+            unbiased = module.o(
+                attention_by_hand(query, key, value, prefix_key, prefix_value, mask, False, head_dim**-0.5)
+            )
+        assert bias.abs().max() > 1e-2  # the relative bias is really there for tokens
+        assert_close(real(seen["output"], mask), real(expected, mask))
+        assert (real(expected, mask) - real(unbiased, mask)).abs().max() > 1e-2

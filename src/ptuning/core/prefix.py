@@ -61,6 +61,7 @@ class PrefixEncoder(nn.Module):
         super().__init__()
         self.config = config
         self.geometry = geometry
+        geometry.check_prefix_length(config.prefix_length)
         self.layer_indices = config.resolved_layers(geometry.num_layers)
         self.width = len(self.layer_indices) * 2 * geometry.num_kv_heads * geometry.head_dim
         if config.reparameterization is Reparameterization.MLP:

@@ -1,4 +1,5 @@
-"""Prefix injection through transformers' attention-function registry (BERT family, GPT-2, Llama, Qwen2).
+"""Prefix injection through transformers' attention-function registry (every family whose attention modules
+call it; ``capability.py`` decides which).
 
 Why this mechanism (measured, see docs/ARCHITECTURE.md): a ``Cache`` object passed as ``past_key_values``
 also works, but it is renamed to ``cache`` in 5.24, is dropped inside gradient-checkpointed layers, shifts
@@ -9,9 +10,9 @@ where the paper puts it, generation caches hold real tokens only, and checkpoint
 
 from __future__ import annotations
 
+import logging
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from contextvars import ContextVar
 from typing import Any
 
@@ -22,24 +23,19 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ptuning.core.dropout import keep_mask
-from ptuning.core.injection.base import extend_attention_mask
+from ptuning.core.injection.base import PREFIX_KWARG, active_prefix, current_prefix, extend_attention_mask
+from ptuning.core.injection.scoping import scope_prefix_to_calls
 from ptuning.core.prefix import PrefixKV
 
-PREFIX_KWARG = "ptuning_prefix"
+logger = logging.getLogger(__name__)
+# The probe forward (once per backbone): which attention modules the forward keyword reached.
+_PROBE_MARKER = object()
+_PROBE: ContextVar[dict[int, bool] | None] = ContextVar("ptuning_probe", default=None)
+_PROBED = "_ptuning_probed"
+
+LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
-# For callers that cannot add a forward kwarg (``generate`` validates its kwargs): the prefix of the
-# enclosing ``active_prefix`` block. A ContextVar keeps concurrent threads/tasks apart.
-_ACTIVE_PREFIX: ContextVar[PrefixKV | None] = ContextVar("ptuning_active_prefix", default=None)
-
-
-@contextmanager
-def active_prefix(prefix: PrefixKV | None) -> Iterator[None]:
-    """Every prefix-aware attention call inside this block uses ``prefix`` unless given one explicitly."""
-    token = _ACTIVE_PREFIX.set(prefix)
-    try:
-        yield
-    finally:
-        _ACTIVE_PREFIX.reset(token)
+__all__ = ["AttentionInterfaceInjector", "active_prefix", "PREFIX_KWARG", "UnsupportedAttentionError"]
 
 
 class UnsupportedAttentionError(ValueError):
@@ -47,17 +43,31 @@ class UnsupportedAttentionError(ValueError):
 
 
 def _eager_of(module: nn.Module) -> Callable[..., Any]:
-    """The model file's own eager attention (each family defines ``eager_attention_forward``)."""
+    """The model file's own eager attention (each family defines ``eager_attention_forward``; it applies the
+    family's own extras, such as Gemma's softcapping, to prefix scores like to any key)."""
     return sys.modules[type(module).__module__].eager_attention_forward
+
+
+def _layer_index(module: nn.Module) -> int | None:
+    """Which layer's prefix this attention module takes: set once when the injector is installed (the
+    model's own ``layer_idx`` where it has one; ALBERT's shared modules count once each)."""
+    index = getattr(module, LAYER_INDEX_ATTRIBUTE, None)
+    return index if index is not None else getattr(module, "layer_idx", None)
 
 
 def _with_prefix(base: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None) or _ACTIVE_PREFIX.get()
-        layer = prefix.layers.get(module.layer_idx) if prefix is not None else None
+        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None)
+        probe = _PROBE.get()
+        if probe is not None:
+            probe[id(module)] = probe.get(id(module), True) and prefix is _PROBE_MARKER
+            prefix = None
+        prefix = prefix or current_prefix()
+        index = _layer_index(module)
+        layer = prefix.layers.get(index) if prefix is not None else None
         if layer is not None:
             prefix = prefix.expanded_to(key.shape[0])
-            prefix_keys, prefix_values = prefix.layers[module.layer_idx]  # (B, kv_heads, P, head_dim)
+            prefix_keys, prefix_values = prefix.layers[index]  # (B, kv_heads, P, head_dim)
             prefix_keys, prefix_values = prefix_keys.to(key.dtype), prefix_values.to(value.dtype)
             causal = bool(getattr(module, "is_causal", False)) and query.shape[2] > 1
             attention_mask = extend_attention_mask(attention_mask, prefix, query, key.shape[2], causal)
@@ -119,20 +129,33 @@ _register()
 
 
 class AttentionInterfaceInjector:
-    """Switches a model to the prefix-aware twin of its attention implementation (sdpa or eager)."""
+    """Switches a model to the prefix-aware twin of its attention implementation (sdpa or eager).
 
-    def __init__(self, backbone: nn.Module) -> None:
+    Installing it again on the same backbone changes nothing; it keeps no per-call state (the prefix travels
+    as a forward keyword, or in the ``active_prefix`` context for ``generate``).
+    """
+
+    def __init__(self, backbone: nn.Module, modules: list[nn.Module] | None = None) -> None:
+        for order, module in enumerate(modules or []):
+            own = getattr(module, "layer_idx", None)
+            setattr(module, LAYER_INDEX_ATTRIBUTE, own if isinstance(own, int) else order)
         config = backbone.config
         current = config._attn_implementation
         if current in _WRAPPED_IMPLEMENTATIONS.values():
             return
         if current not in _WRAPPED_IMPLEMENTATIONS:
             raise UnsupportedAttentionError(
-                f"attention implementation {current!r} cannot take a prefix; load the model with "
-                f"attn_implementation='sdpa' or 'eager'"
+                f"attention implementation {current!r} cannot take a prefix (prefix-aware twins exist for "
+                f"sdpa and eager only: the prefix adds P key/value columns to their 4-D mask, which "
+                f"{current!r} does not take in the same form); load the model with attn_implementation='sdpa' "
+                f"or 'eager'"
             )
         for sub_config in _all_configs(config):
             sub_config._attn_implementation = _WRAPPED_IMPLEMENTATIONS[current]
+        if not getattr(backbone, _PROBED, False):
+            if _keyword_misses_attention(backbone, modules or []):
+                scope_prefix_to_calls(backbone)
+            setattr(backbone, _PROBED, True)
 
     def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
         return {PREFIX_KWARG: prefix} if prefix is not None else {}
@@ -143,3 +166,32 @@ def _all_configs(config: Any) -> list[Any]:
         getattr(config, name) for name in getattr(config, "sub_configs", {}) if getattr(config, name, None)
     ]
     return [config, *subs]
+
+
+def _keyword_misses_attention(backbone: nn.Module, modules: list[nn.Module]) -> bool:
+    """One probe forward (2 tokens, no grad, eval mode, modes restored): does the ``ptuning_prefix`` keyword
+    reach every attention call? Most families thread forward kwargs down to attention; a few drop them in
+    their decoder layer (StableLM, Nemotron). Those get the prefix scoped to the call instead. A probe that
+    cannot run (inputs the family needs beyond ids) also falls back to scoping, which works either way."""
+    modes = [(m, m.training) for m in backbone.modules()]
+    seen: dict[int, bool] = {}
+    token = _PROBE.set(seen)
+    try:
+        backbone.eval()
+        device = next(backbone.parameters()).device
+        with torch.no_grad():
+            ids = torch.zeros(1, 2, dtype=torch.long, device=device)
+            backbone(input_ids=ids, attention_mask=torch.ones_like(ids), **{PREFIX_KWARG: _PROBE_MARKER})
+    except Exception as error:  # noqa: BLE001 - any failure means "not confirmed", never a crash here
+        logger.debug("probe forward failed (%s); scoping the prefix to each call", error)
+        return True
+    finally:
+        _PROBE.reset(token)
+        for module, training in modes:
+            module.training = training
+    missed = [m for m in modules if seen.get(id(m)) is False]
+    if missed:
+        logger.debug(
+            "the forward keyword misses %s; scoping the prefix to each call", type(missed[0]).__name__
+        )
+    return bool(missed) or not seen

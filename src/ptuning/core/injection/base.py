@@ -2,11 +2,35 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from typing import Any, Protocol
 
 import torch
 
 from ptuning.core.prefix import PrefixKV
+
+# The forward keyword that carries a pass's prefix (transformers threads unknown kwargs down to attention).
+PREFIX_KWARG = "ptuning_prefix"
+# The prefix of the enclosing ``active_prefix`` block, for calls that cannot carry a keyword (``generate``
+# validates its kwargs; DeBERTa and MPNet drop unknown kwargs). A ContextVar is per thread and per asyncio
+# task, so concurrent passes over one shared backbone never see each other's prefix.
+_ACTIVE_PREFIX: ContextVar[PrefixKV | None] = ContextVar("ptuning_active_prefix", default=None)
+
+
+@contextmanager
+def active_prefix(prefix: PrefixKV | None) -> Iterator[None]:
+    """Every prefix-aware attention call inside this block uses ``prefix`` unless given one explicitly."""
+    token = _ACTIVE_PREFIX.set(prefix)
+    try:
+        yield
+    finally:
+        _ACTIVE_PREFIX.reset(token)
+
+
+def current_prefix() -> PrefixKV | None:
+    return _ACTIVE_PREFIX.get()
 
 
 class Injector(Protocol):

@@ -3,48 +3,20 @@
 DeBERTa adds content->position and position->content terms that depend on the relative distance between
 a query and a key. Prefix keys have no position, so (like the reference P-tuning v2 fork of the model
 file) they get only the content term q.k / scale, i.e. zero relative terms; the token-token scores are
-computed exactly as transformers computes them.
+computed exactly as transformers computes them. The prefix arrives through the call (``patched.py``).
 """
 
 from __future__ import annotations
-
-import types
-from typing import Any
 
 import torch
 from torch import nn
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, scaled_size_sqrt
 
 from ptuning.core.injection.base import prefix_columns_mask
-from ptuning.core.prefix import PrefixKV
-
-_SLOT = "_ptuning_layer_prefix"
+from ptuning.core.injection.patched import PatchedAttentionInjector, layer_prefix
 
 
-class DebertaInjector:
-    """Patches each DisentangledSelfAttention of one model; the prefix for a pass is set into a slot.
-
-    The slot keeps the last prefix until the next pass (not cleared), so gradient checkpointing's replay in
-    backward sees the same prefix as the forward it replays.
-    """
-
-    def __init__(self, backbone: nn.Module) -> None:
-        self.attentions: list[DisentangledSelfAttention] = [
-            m for m in backbone.modules() if isinstance(m, DisentangledSelfAttention)
-        ]
-        for index, attention in enumerate(self.attentions):
-            attention.ptuning_layer_index = index
-            setattr(attention, _SLOT, None)
-            attention.forward = types.MethodType(_prefixed_forward, attention)
-
-    def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
-        for attention in self.attentions:
-            layer = prefix.layers.get(attention.ptuning_layer_index) if prefix is not None else None
-            setattr(attention, _SLOT, (layer, prefix) if layer is not None else None)
-        return {}
-
-
-def _heads_first(self: DisentangledSelfAttention, tensor: torch.Tensor) -> torch.Tensor:
+def _heads_first(tensor: torch.Tensor) -> torch.Tensor:
     """(B, kv_heads, P, head_dim) -> (B*heads, P, head_dim), the layout DeBERTa's bmm uses."""
     batch, heads, length, head_dim = tensor.shape
     return tensor.reshape(batch * heads, length, head_dim)
@@ -59,14 +31,13 @@ def _prefixed_forward(
     relative_pos: torch.Tensor | None = None,
     rel_embeddings: torch.Tensor | None = None,
 ):
-    slot = getattr(self, _SLOT)
-    if slot is None:
+    found = layer_prefix(self, hidden_states.shape[0])
+    if found is None:
         return DisentangledSelfAttention.forward(
             self, hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
         )
-    _, prefix = slot
-    prefix = prefix.expanded_to(hidden_states.shape[0])
-    prefix_keys, prefix_values = prefix.layers[self.ptuning_layer_index]
+    prefix, index = found
+    prefix_keys, prefix_values = prefix.layers[index]
     if query_states is None:
         query_states = hidden_states
     heads = self.num_attention_heads
@@ -84,8 +55,8 @@ def _prefixed_forward(
         )
 
     batch = hidden_states.shape[0]
-    prefix_keys = _heads_first(self, prefix_keys.to(key_layer.dtype))
-    prefix_values = _heads_first(self, prefix_values.to(value_layer.dtype))
+    prefix_keys = _heads_first(prefix_keys.to(key_layer.dtype))
+    prefix_values = _heads_first(prefix_values.to(value_layer.dtype))
     prefix_scores = torch.bmm(query_layer, prefix_keys.transpose(-1, -2) / scale)  # (B*h, q, P)
     scores = torch.cat([prefix_scores, scores], dim=-1)
     scores = scores.view(-1, heads, scores.size(-2), scores.size(-1))  # (B, h, q, P+k)
@@ -102,3 +73,10 @@ def _prefixed_forward(
     context = context.view(-1, heads, context.size(-2), context.size(-1)).permute(0, 2, 1, 3).contiguous()
     context = context.view(*context.size()[:-2], -1)  # (B, q, hidden)
     return (context, probs if output_attentions else None)
+
+
+class DebertaInjector(PatchedAttentionInjector):
+    """DeBERTa-v2/v3: every DisentangledSelfAttention gets the prefix with zero relative terms."""
+
+    attention_class = DisentangledSelfAttention
+    prefixed_forward = staticmethod(_prefixed_forward)
