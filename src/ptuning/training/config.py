@@ -48,8 +48,9 @@ class TrainConfig:
     eval_every_steps: int | None = None  # None: evaluate at the end of every epoch
     save_every_steps: int | None = 200  # resumable training state every N optimizer steps
     train_split: str | None = None  # default: the task's train split
-    dev_split: str | None = None
-    test_split: str | None = None
+    dev_split: str | None = None  # default: the task's dev file; none: no dev (the last checkpoint is kept)
+    test_split: str | None = None  # default: the task's test file if present; none: no test
+    dev_from_train: float | None = None  # hold out this fraction of train as dev (seeded; see summary.json)
     resume: bool = False
     init_prefix_from: str | None = None  # a prompt checkpoint whose prefix starts this run
     task_options: dict[str, Any] = field(default_factory=dict)  # e.g. {"doc_stride": 128}
@@ -83,6 +84,8 @@ class TrainConfig:
             value = getattr(self, name)
             if value is not None:
                 _positive(name, value)
+        if self.dev_from_train is not None and not 0 < self.dev_from_train < 1:
+            raise ConfigError(f"dev_from_train must be a fraction in (0, 1); got {self.dev_from_train!r}")
         self.prefix_config()  # validates prefix fields
 
     def prefix_config(self) -> PrefixConfig:

@@ -31,23 +31,16 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_check
 from ptuning.core.config import Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.tasks.base import DataReport, Features, Task
+from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.collate import collate, length_grouped_batches
 from ptuning.tasks.registry import get_task
 from ptuning.training.config import TrainConfig
+from ptuning.training.data import Split, featurize_split, keep_first, read_run_data, read_split
 from ptuning.training.inference import feature_length, predict_outputs
 from ptuning.training.state import load_training_state, restore_rng, save_training_state
 
 logger = logging.getLogger(__name__)
 BEST_DIR = "checkpoint"  # the best-dev prompt checkpoint inside output_dir
-
-
-@dataclass
-class Split:
-    name: str
-    examples: list[dict[str, Any]]
-    features: Features
-    report: DataReport
 
 
 @dataclass
@@ -63,24 +56,9 @@ def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ..
 
 
 def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limit: int | None) -> Split:
-    examples, read_report = task.read(config.data_dir, split)
-    unlabelled = read_report.unlabelled
-    if limit is not None and len(examples) > limit:
-        read_report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
-        if unlabelled == len(examples):  # an unlabelled split (e.g. a GLUE test file) stays unlabelled
-            unlabelled = limit
-        elif unlabelled:
-            read_report.notes.append(f"{split}: {unlabelled} unlabelled examples in the whole file")
-        examples = examples[:limit]
-    features, feature_report = task.featurize(examples, tokenizer, config.max_length)
-    report = DataReport(
-        examples=len(examples),
-        skipped=read_report.skipped + feature_report.skipped,
-        unlabelled=unlabelled,
-        truncated=feature_report.truncated,
-        notes=read_report.notes + feature_report.notes,
-    )
-    return Split(split, examples, features, report)
+    """One split read, cut to ``limit`` examples and featurized (multi-task training reads its splits so)."""
+    read = keep_first(read_split(task, config.data_dir, split), limit)  # [data]
+    return featurize_split(task, read, tokenizer, config.max_length)
 
 
 def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
@@ -156,25 +134,19 @@ def train(config: TrainConfig) -> RunResult:
         output_dir.mkdir(parents=True, exist_ok=True)
         (output_dir / "config.json").write_text(json.dumps(config.to_dict(), indent=2) + "\n")
     task = get_task(config.task, **config.task_options)  # options are the task's constructor keywords
+    # [data] read every split before building the model: a task may learn its label set from train
+    run_data = read_run_data(task, config)
     model, tokenizer = build_model(config, task)
     report = model.trainable_parameters()
     accelerator.print(f"{task.name} · {config.method} · {config.model}: {report}")
 
-    train_split = load_split(
-        task,
-        config,
-        tokenizer,
-        data_split_name(task, config.train_split, ("train",)),
-        config.max_train_samples,
+    train_split, dev_split, test_split = (
+        featurize_split(task, read, tokenizer, config.max_length) if read is not None else None
+        for read in (run_data.train, run_data.dev, run_data.test)
     )
-    dev_name = data_split_name(task, config.dev_split, ("dev", "validation", "val"))
-    test_name = data_split_name(task, config.test_split, ("test",)) if config.test_split != "none" else None
-    dev_split = load_split(task, config, tokenizer, dev_name, config.max_eval_samples) if dev_name else None
-    test_split = (
-        load_split(task, config, tokenizer, test_name, config.max_eval_samples) if test_name else None
-    )
+    # [/data]
     if test_split is not None and test_split.report.unlabelled == len(test_split.examples):
-        accelerator.print(f"test split {test_name!r} is unlabelled: not scored")
+        accelerator.print(f"test split {test_split.name!r} is unlabelled: not scored")
         test_split = None
     data_report = {
         s.name: report_dict(s.report) for s in (train_split, dev_split, test_split) if s is not None
@@ -287,9 +259,10 @@ def train(config: TrainConfig) -> RunResult:
                 if progress["update"] >= total_updates:
                     break
         bar.close()
+        done = epoch + progress["batch_in_epoch"] / max(len(order), 1)  # [data] a max_steps stop: a fraction
         progress["epoch"], progress["batch_in_epoch"] = epoch + 1, 0
         if not config.eval_every_steps:
-            run_eval(float(epoch + 1))
+            run_eval(done)
         save_state(accelerator, unwrapped, optimizer, scheduler, progress, output_dir, epoch + 1)
         if progress["update"] >= total_updates:
             break
@@ -299,6 +272,7 @@ def train(config: TrainConfig) -> RunResult:
     summary = _summary(
         config, task, report, progress, data_report, seen_examples, train_seconds, wall, output_dir
     )
+    summary["data_plan"] = run_data.plan  # [data] which splits, dev held out of train, checkpoint kept
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     if writer is not None:
