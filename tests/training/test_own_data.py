@@ -198,3 +198,25 @@ def test_ner_predict_keeps_integer_ids(tiny_bert, conll_dir, tmp_path, capsys) -
     )
     assert code == 0, err
     assert [json.loads(line)["id"] for line in out.strip("\n").split("\n")] == [7, "s2", 2]
+
+
+def test_a_finetuning_checkpoint_is_model_safetensors_and_old_folders_still_load(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, sst2_dir, output, "--max-steps", "1", "--method", "finetune")
+    assert run_cli([*argv, "--test-split", "none"], capsys)[0] == 0
+    checkpoint = output / "checkpoint"
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "prompt_config.json"]
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("great fun\n")
+    code, new_out, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)], capsys)
+    assert code == 0, err
+    # a folder written before the weights file was named by its content: prompt.safetensors, no weights_file
+    (checkpoint / "model.safetensors").rename(checkpoint / "prompt.safetensors")
+    config = json.loads((checkpoint / "prompt_config.json").read_text())
+    del config["weights_file"]
+    (checkpoint / "prompt_config.json").write_text(json.dumps(config))
+    code, old_out, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)], capsys)
+    assert code == 0, err
+    assert json.loads(old_out) == json.loads(new_out)

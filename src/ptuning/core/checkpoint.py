@@ -1,8 +1,9 @@
 """Prompt-only checkpoints: the trained prefix + heads in safetensors, everything else in JSON.
 
-A checkpoint is a folder holding ``prompt.safetensors`` and ``prompt_config.json`` (method, prefix
-config, tasks with their label names, base model name and fingerprint). It is a few hundred KB for a
-P-tuning v2 task, never executes code when loaded, and refuses a base model other than the one it was
+A checkpoint is a folder holding the weights and ``prompt_config.json`` (method, prefix config, tasks with
+their label names, base model name and fingerprint). The weights file is named by what it holds:
+``prompt.safetensors`` (prefix, MLP, heads) for the prompt methods and linear probing, a few hundred KB for
+a P-tuning v2 task; ``model.safetensors`` (the whole model) for fine-tuning. It never executes code when loaded, and refuses a base model other than the one it was
 trained on. Folders are replaced atomically, so a crash never leaves a half-written checkpoint where a
 good one was.
 """
@@ -25,12 +26,19 @@ from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.model import HeadSpec, PromptModel
 
 FORMAT = "ptuning-prompt-checkpoint/1"
-WEIGHTS_FILE = "prompt.safetensors"
+WEIGHTS_FILE = "prompt.safetensors"  # methods with a frozen backbone: only the trained prefix and heads
+MODEL_WEIGHTS_FILE = "model.safetensors"  # fine-tuning: every weight of the model
+WEIGHTS_FILES = (WEIGHTS_FILE, MODEL_WEIGHTS_FILE)
 CONFIG_FILE = "prompt_config.json"
 
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed, or does not fit the model it is loaded onto."""
+
+
+def weights_file_name(method: Method) -> str:
+    """The weights file's name says what it holds: the prompt (and heads), or the whole fine-tuned model."""
+    return WEIGHTS_FILE if method.freezes_backbone else MODEL_WEIGHTS_FILE
 
 
 def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
@@ -71,11 +79,13 @@ def save_checkpoint(
             "causal_lm": any(s.kind == "causal-lm" for s in model.head_specs.values()),
             "fingerprint": model.base_fingerprint,
         },
+        "weights_file": weights_file_name(model.method),
         "extra": extra or {},
     }
     staging = Path(tempfile.mkdtemp(prefix=f".{directory.name}.", dir=directory.parent))
     try:
-        save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        weights = staging / config["weights_file"]
+        save_file(_trainable_state(model), str(weights), metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(json.dumps(config, indent=2) + "\n")
         replace_dir(staging, directory)
     except BaseException:
@@ -129,9 +139,9 @@ def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = No
     )
     for task, entry in config["tasks"].items():
         model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
-    weights_path = directory / WEIGHTS_FILE
+    weights_path = directory / _weights_file(config, directory)
     if not weights_path.is_file():
-        raise CheckpointError(f"{directory}: {WEIGHTS_FILE} is missing")
+        raise CheckpointError(f"{directory}: {weights_path.name} is missing")
     state = load_file(str(weights_path))
     try:
         missing, unexpected = model.load_state_dict(state, strict=False)
@@ -145,6 +155,18 @@ def load_checkpoint(directory: str | Path, backbone: torch.nn.Module | None = No
         )
     model.eval()
     return model
+
+
+def _weights_file(config: dict[str, Any], directory: Path) -> str:
+    """The name the config records, or (folders written before it did) the one of WEIGHTS_FILES present."""
+    name = config.get("weights_file")
+    if name is None:
+        name = next((n for n in WEIGHTS_FILES if (directory / n).is_file()), WEIGHTS_FILE)
+    if name not in WEIGHTS_FILES:
+        raise CheckpointError(
+            f"{directory / CONFIG_FILE}: weights_file {name!r} is not one of {list(WEIGHTS_FILES)}"
+        )
+    return name
 
 
 def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Path | str = "") -> None:

@@ -21,7 +21,7 @@ import numpy as np
 
 from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError, DataReport, Features, Task
-from ptuning.tasks.readers import split_file
+from ptuning.tasks.readers import DEV_FILE_STEMS, split_file
 
 NONE = "none"  # dev_split / test_split value that turns the split off
 DEV_CANDIDATES = ("dev", "validation", "val")
@@ -132,8 +132,8 @@ def choose_split(
     if folder.is_dir() and not split_file(folder, task.splits[default]).exists():
         if role == "dev":
             raise DataError(
-                f"{folder}: no dev file (looked for {task.splits[default]} and its other names: dev, valid, "
-                "validation, val); hold out part of train with --dev-from-train 0.1, name a split with "
+                f"{folder}: no dev file (looked for {task.splits[default]}, also named with "
+                f"{'/'.join(DEV_FILE_STEMS)}); hold out part of train with --dev-from-train 0.1, name a split with "
                 "--dev-split, or train without dev (last checkpoint kept) with --dev-split none"
             )
         notes.append(f"{folder}: no {task.splits[default]}: no test split")
