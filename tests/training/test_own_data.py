@@ -98,6 +98,13 @@ def test_ner_generic_learns_types_from_train_finds_valid_txt_and_predict_keeps_i
     assert code == 0, err
     assert labels_of(output) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
     assert summary_of(output)["data"]["dev"]["examples"] == 2
+    (data / "train.txt").unlink()  # the checkpoint's entity types are enough to score dev
+    checkpoint = str(output / "checkpoint")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split", "dev"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 2
     inputs = tmp_path / "in.jsonl"
     inputs.write_text('{"id": 7, "tokens": ["EU", "rejects"]}\n{"id": "s2", "tokens": ["Paris\u2028x"]}\n')
     code, out, err = run_cli(
