@@ -227,3 +227,13 @@ def test_a_finetuning_checkpoint_is_model_safetensors_and_old_folders_still_load
     code, old_out, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)], capsys)
     assert code == 0, err
     assert json.loads(old_out) == json.loads(new_out)
+
+
+def test_multitask_training_takes_dev_split_none(tiny_bert, sst2_dir, tmp_path) -> None:
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    options = dict(model=tiny_bert, output_dir=str(tmp_path / "run"), prefix_length=4, batch_size=8)
+    options.update(max_length=32, max_steps=2, dev_split="none", test_split="none", log_tensorboard=False)
+    result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": sst2_dir})
+    assert "sst2/dev" not in result.summary["data"] and "sst2/train" in result.summary["data"]

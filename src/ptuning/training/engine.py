@@ -50,6 +50,8 @@ class RunResult:
 
 
 def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ...]) -> str | None:
+    if requested == "none":  # [data] the split is turned off (multi-task training picks its splits here)
+        return None
     if requested:
         return requested
     return next((name for name in candidates if name in task.splits), None)
