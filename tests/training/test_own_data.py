@@ -136,6 +136,8 @@ def test_train_and_test_only_asks_for_a_dev_choice_and_dev_from_train_holds_out_
     }
     assert summary["data"]["train"]["examples"] == 18 and summary["data"]["dev-from-train"]["examples"] == 6
     assert summary["dev"] is not None and summary["test"] is not None
+    report = (output / "summary.md").read_text()
+    assert "| dev held out of train | 6 of 24 examples (fraction 0.25, seed 0) |" in report
 
 
 def test_dev_split_none_trains_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, capsys) -> None:
@@ -149,6 +151,7 @@ def test_dev_split_none_trains_and_keeps_the_last_checkpoint(tiny_bert, tmp_path
     assert summary["dev"] is None and summary["best_epoch"] == 2.0
     assert summary["data_plan"]["checkpoint"] == "last evaluation (no dev split)"
     assert (output / "checkpoint" / "prompt_config.json").is_file()
+    assert "| checkpoint kept | last evaluation (no dev split) |" in (output / "summary.md").read_text()
 
 
 @pytest.mark.parametrize("task", ["squad", "conll2003"])
