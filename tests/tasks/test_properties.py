@@ -216,6 +216,27 @@ def test_random_tags_convert_to_well_formed_iob2_or_raise_a_tag_error(tags, sche
             assert converted[position - 1] in (f"B-{tag[2:]}", tag), converted
 
 
+@BOUNDED
+@given(
+    layouts=st.lists(entity_layouts(), min_size=1, max_size=5),
+    token=st.text(st.characters(exclude_categories=("Cs", "Z", "Cc")), min_size=1, max_size=6),
+    crlf=st.booleans(),
+)
+def test_a_column_file_gives_back_every_sentence_word_and_tag(layouts, token, crlf):
+    sentences = [
+        [(f"{token}{i}", tag) for i, tag in enumerate(encode(length, entities, Scheme.IOB2))]
+        for length, entities in layouts
+    ]
+    newline = "\r\n" if crlf else "\n"
+    text = (newline * 2).join(
+        newline.join(f"{w} {t}" for w, t in sentence) for sentence in sentences
+    ) + newline
+    path = write_bytes("train.txt", text.encode("utf-8"))
+    examples, report = get_task("ner-generic", entity_types=TYPES).read(str(path), "train")
+    assert report.examples == len(sentences)
+    assert [list(zip(e["tokens"], e["tags"], strict=True)) for e in examples] == sentences
+
+
 # --- sub-token alignment --------------------------------------------------------------------------------
 
 
