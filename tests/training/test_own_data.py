@@ -240,3 +240,15 @@ def test_multitask_training_takes_dev_split_none(tiny_bert, sst2_dir, tmp_path) 
     options.update(max_length=32, max_steps=2, dev_split="none", test_split="none", log_tensorboard=False)
     result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": sst2_dir})
     assert "sst2/dev" not in result.summary["data"] and "sst2/train" in result.summary["data"]
+
+
+def test_multitask_training_refuses_dev_from_train_instead_of_ignoring_it(
+    tiny_bert, sst2_dir, tmp_path
+) -> None:
+    from ptuning.core.config import ConfigError
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    config = TrainConfig(model=tiny_bert, output_dir=str(tmp_path / "run"), dev_from_train=0.1)
+    with pytest.raises(ConfigError, match="dev_from_train"):
+        train_multitask(config, ["sst2"], {"sst2": sst2_dir})

@@ -172,6 +172,10 @@ def _check_inputs(config: TrainConfig, tasks: list[str], data_dirs: dict[str, st
     missing = [name for name in tasks if name not in data_dirs]
     if missing:
         raise ConfigError(f"no data folder for tasks {missing}; give one per task (task=folder)")
+    if config.dev_from_train is not None:  # [data] not silently ignored: read_run_data holds out dev per run
+        raise ConfigError(
+            "multi-task training does not take dev_from_train yet: give each task a dev file, or --dev-split none"
+        )
     if not Method(config.method).uses_prefix or not Method(config.method).freezes_backbone:
         raise ConfigError(
             f"multi-task prompt pre-training shares a prefix; method must be ptuning-v2, prefix-mlp or "
