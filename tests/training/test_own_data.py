@@ -240,6 +240,7 @@ def test_multitask_training_takes_dev_split_none(tiny_bert, sst2_dir, tmp_path) 
     options.update(max_length=32, max_steps=2, dev_split="none", test_split="none", log_tensorboard=False)
     result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": sst2_dir})
     assert "sst2/dev" not in result.summary["data"] and "sst2/train" in result.summary["data"]
+    assert (tmp_path / "run" / "checkpoint" / "prompt_config.json").is_file()
 
 
 def test_multitask_training_refuses_dev_from_train_instead_of_ignoring_it(
