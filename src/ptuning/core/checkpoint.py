@@ -4,8 +4,8 @@ A checkpoint is a folder holding the weights and ``prompt_config.json`` (method,
 their label names, base model name and fingerprint). The weights file is named by what it holds:
 ``prompt.safetensors`` (prefix, MLP, heads) for the prompt methods and linear probing, a few hundred KB for
 a P-tuning v2 task; ``model.safetensors`` (the whole model) for fine-tuning. A checkpoint never executes
-code when loaded, and refuses a base model other than the one it was trained on. Folders are replaced atomically, so a crash never leaves a half-written checkpoint where a
-good one was.
+code when loaded, and refuses a base model other than the one it was trained on. Folders are replaced
+atomically, so a crash never leaves a half-written checkpoint where a good one was.
 """
 
 from __future__ import annotations
