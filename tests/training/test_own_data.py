@@ -253,3 +253,15 @@ def test_multitask_training_refuses_dev_from_train_instead_of_ignoring_it(
     config = TrainConfig(model=tiny_bert, output_dir=str(tmp_path / "run"), dev_from_train=0.1)
     with pytest.raises(ConfigError, match="dev_from_train"):
         train_multitask(config, ["sst2"], {"sst2": sst2_dir})
+
+
+def test_multitask_training_on_one_data_file_has_no_dev_instead_of_scoring_train(
+    tiny_bert, sst2_dir, tmp_path
+) -> None:
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    options = dict(model=tiny_bert, output_dir=str(tmp_path / "run"), prefix_length=4, batch_size=8)
+    options.update(max_length=32, max_steps=1, test_split="none", log_tensorboard=False)
+    result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": str(Path(sst2_dir) / "train.tsv")})
+    assert sorted(result.summary["data"]) == ["sst2/train"]

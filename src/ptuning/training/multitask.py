@@ -47,6 +47,7 @@ from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, check_keys, load_config_file
+from ptuning.training.data import DEV_CANDIDATES, choose_split
 from ptuning.training.engine import (
     BEST_DIR,
     RunResult,
@@ -150,7 +151,10 @@ def _load_tasks(
         task_config = dataclasses.replace(config, task=name, data_dir=data_dirs[name], task_options=options)
         train_name, dev_name = splits.get(name, (None, None))
         train_name = data_split_name(task, train_name or config.train_split, ("train",))
-        dev_name = data_split_name(task, dev_name or config.dev_split, ("dev", "validation", "val"))
+        one_file = Path(data_dirs[name]).expanduser().is_file()  # [data] as single-task runs choose dev
+        dev_name = choose_split(
+            task, data_dirs[name], dev_name or config.dev_split, DEV_CANDIDATES, one_file, []
+        )
         if train_name is None:
             raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
         train = load_split(task, task_config, tokenizer, train_name, config.max_train_samples)
