@@ -147,6 +147,24 @@ def test_a_column_count_change_is_named_with_both_lines(counts, word):
     assert broken is None and len(examples[0]["tokens"]) == len(counts)
 
 
+@BOUNDED
+@given(
+    counts=st.lists(st.integers(min_value=1, max_value=4), min_size=2, max_size=8),
+    delimiter=st.sampled_from([",", "\t"]),
+)
+def test_a_row_with_another_field_count_is_named_by_its_line(counts, delimiter):
+    header, *body = [delimiter.join(f"c{i}" for i in range(count)) for count in counts]
+    path = write_bytes("train.csv" if delimiter == "," else "train.tsv", "\n".join([header, *body]).encode())
+    broken = next((i for i, count in enumerate(counts) if count != counts[0]), None)
+    try:
+        table = read_table(path)
+    except DataError as error:
+        assert broken is not None
+        assert f"line {broken + 1}: {counts[broken]} fields, expected {counts[0]}" in str(error)
+        return
+    assert broken is None and len(table.rows) == len(body)
+
+
 # --- tag schemes ----------------------------------------------------------------------------------------
 
 
@@ -280,10 +298,8 @@ def test_every_word_is_labelled_once_or_counted_lost(tokenizer, sentences, max_l
         for position, label in enumerate(feature["labels"]):
             logits[position, max(label, 0)] = 1.0
         outputs.append(logits)
-    lost = sum(
-        max(f["word_ids"][i] or 0 for i in range(len(f["word_ids"]))) + 1 < len(e["tokens"])
-        for e, f in zip(examples, features, strict=True)
-    )
+    last_words = [max((w for w in f["word_ids"] if w is not None), default=-1) for f in features]
+    lost = sum(last + 1 < len(e["tokens"]) for e, last in zip(examples, last_words, strict=True))
     assert report.truncated == lost
     predicted = task.predict_tags(examples, features, outputs)
     for example, feature, tags in zip(examples, features, predicted, strict=True):
