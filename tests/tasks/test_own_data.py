@@ -156,3 +156,18 @@ def test_ner_generic_dev_type_unseen_in_train_names_file_and_line(tmp_path):
     task.read(str(tmp_path), "train")
     with pytest.raises(DataError, match=r"dev\.txt, line 3: unknown entity type in tag 'B-LOC'"):
         task.read(str(tmp_path), "dev")
+
+
+# --- found by the property suite -------------------------------------------------------------------------
+
+
+def test_a_csv_of_empty_fields_only_is_a_data_error(tmp_path):
+    with pytest.raises(DataError, match="only empty fields"):
+        read_table(write(tmp_path / "train.csv", ",\n"))
+
+
+def test_a_multirc_question_that_is_not_an_object_is_a_data_error(tmp_path):
+    record = {"idx": 0, "passage": {"text": "t", "questions": [None]}}
+    path = write(tmp_path / "train.jsonl", json.dumps(record) + "\n")
+    with pytest.raises(DataError, match=r"train\.jsonl, line 1, question 0: expected \{question, answers"):
+        get_task("multirc").read(str(path), "train")

@@ -77,6 +77,59 @@ def test_any_bytes_as_a_tag_file_give_sentences_or_a_data_error(data):
     assert all(len(example["tokens"]) == len(example["tags"]) > 0 for example in examples)
 
 
+KEYS = ["data", "paragraphs", "context", "qas", "id", "question", "answers", "text", "answer_start", "title"]
+KEYS += [
+    "is_impossible",
+    "idx",
+    "label",
+    "passage",
+    "questions",
+    "answer",
+    "entities",
+    "start",
+    "end",
+    "query",
+]
+KEYS += ["target", "span1_text", "span2_text", "span2_index", "premise", "choice1", "choice2", "hypothesis"]
+SCALARS = st.none() | st.booleans() | st.integers(-3, 30) | st.floats(allow_nan=False) | st.text(max_size=6)
+JSON_VALUES = st.recursive(
+    SCALARS,
+    lambda children: (
+        st.lists(children, max_size=3) | st.dictionaries(st.sampled_from(KEYS), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+
+
+@BOUNDED
+@given(document=JSON_VALUES)
+def test_any_json_as_a_squad_file_gives_questions_or_a_data_error(document):
+    path = write_bytes("train.json", json.dumps(document).encode())
+    for name in ("squad", "squad_v2"):
+        try:
+            examples, _ = get_task(name).read(str(path), "train")
+        except DataError:
+            continue
+        for example in examples:
+            for text, start in zip(*example["answers"].values(), strict=True):
+                assert example["context"][start : start + len(text)] == text
+
+
+@BOUNDED
+@given(
+    records=st.lists(st.dictionaries(st.sampled_from(KEYS), JSON_VALUES, max_size=6), min_size=1, max_size=3),
+    name=st.sampled_from(["multirc", "record", "wsc", "copa", "boolq", "cb", "wic", "csv-classification"]),
+)
+def test_any_json_records_give_examples_or_a_data_error(records, name):
+    text = "\n".join(json.dumps(record) for record in records) + "\n"
+    path = write_bytes("train.jsonl", text.encode())
+    try:
+        examples, report = get_task(name).read(str(path), "train")
+    except DataError:
+        return
+    assert report.examples == len(examples)
+
+
 # --- readers: random Unicode, nothing lost ---------------------------------------------------------------
 
 # any Unicode text without "\n" and "\r" (the only line breaks) and without surrogates (not encodable)
@@ -354,7 +407,9 @@ def test_qa_postprocessing_answers_every_question_with_a_span_of_its_context(
     assert [p["id"] for p in predictions] == [e["id"] for e in examples]  # one each, ids as given
     for example, prediction in zip(examples, predictions, strict=True):
         n_best = prediction["n_best"]
-        assert n_best, "every example has at least one one-token span in its context"
+        if not n_best:  # the n best starts and ends (the reference rule) may pair into no valid span
+            assert prediction["answer"] == ""
+            continue
         assert [s["score"] for s in n_best] == sorted((s["score"] for s in n_best), reverse=True)
         assert abs(sum(s["probability"] for s in n_best) - 1) < 1e-6
         for span in n_best:

@@ -263,6 +263,8 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
         ) from None
     non_blank = [(line, fields) for line, fields in records if any(cell.strip() for cell in fields)]
     blank, records = len(records) - len(non_blank), non_blank
+    if not records:
+        raise DataError(f"{path}: only empty fields; expected a header row and rows")
     header_line, header = records[0]
     body = records[1:]
     notes: list[str] = []
