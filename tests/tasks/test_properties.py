@@ -118,7 +118,20 @@ def test_any_json_as_a_squad_file_gives_questions_or_a_data_error(document):
 @BOUNDED
 @given(
     records=st.lists(st.dictionaries(st.sampled_from(KEYS), JSON_VALUES, max_size=6), min_size=1, max_size=3),
-    name=st.sampled_from(["multirc", "record", "wsc", "copa", "boolq", "cb", "wic", "csv-classification"]),
+    name=st.sampled_from(
+        [
+            "multirc",
+            "record",
+            "wsc",
+            "copa",
+            "boolq",
+            "cb",
+            "wic",
+            "csv-classification",
+            "pair-classification",
+            "causal-lm",
+        ]
+    ),
 )
 def test_any_json_records_give_examples_or_a_data_error(records, name):
     text = "\n".join(json.dumps(record) for record in records) + "\n"
