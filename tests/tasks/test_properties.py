@@ -375,6 +375,63 @@ def test_every_word_is_labelled_once_or_counted_lost(tokenizer, sentences, max_l
             assert tag == (example["tags"][word] if word in covered else "O")
 
 
+@st.composite
+def squad_examples(draw):
+    """Questions over contexts of random words, each with one gold answer: a run of the context's words."""
+    examples = []
+    for index in range(draw(st.integers(min_value=1, max_value=3))):
+        words = draw(st.lists(TOKEN, min_size=1, max_size=40))
+        first = draw(st.integers(min_value=0, max_value=len(words) - 1))
+        last = draw(st.integers(min_value=first, max_value=min(first + 3, len(words) - 1)))
+        context = " ".join(words)
+        start = len(" ".join(words[:first])) + (1 if first else 0)
+        text = " ".join(words[first : last + 1])
+        assert context[start : start + len(text)] == text
+        question = " ".join(draw(st.lists(TOKEN, min_size=1, max_size=5)))
+        examples.append(
+            {
+                "id": str(index),
+                "question": question,
+                "context": context,
+                "answers": {"text": [text], "answer_start": [start]},
+                "is_impossible": False,
+            }
+        )
+    return examples
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    examples=squad_examples(), max_length=st.integers(min_value=48, max_value=96), stride=st.integers(1, 16)
+)
+def test_qa_windows_cover_every_context_token_and_label_answers_they_hold(
+    tokenizer, examples, max_length, stride
+):
+    task = get_task("squad", doc_stride=stride, max_question_length=16)
+    features, report = task.featurize(examples, tokenizer, max_length)
+    assert {feature["example_index"] for feature in features} == set(range(len(examples)))  # none lost
+    held = set()
+    for feature in features:
+        example = examples[feature["example_index"]]
+        start_char = example["answers"]["answer_start"][0]
+        end_char = start_char + len(example["answers"]["text"][0])
+        offsets = feature["offset_mapping"]
+        context = [offset for offset in offsets if offset is not None]
+        inside = bool(context) and context[0][0] <= start_char and context[-1][1] >= end_char
+        start, end = feature["start_positions"], feature["end_positions"]
+        if not inside:
+            assert start == end == feature["cls_index"]
+            continue
+        held.add(feature["example_index"])
+        assert offsets[start] is not None and offsets[end] is not None and start <= end
+        # start and end are the first and last context tokens that overlap the answer's characters
+        assert offsets[start][1] > start_char and offsets[end][0] < end_char
+        before, after = offsets[start - 1], offsets[end + 1] if end + 1 < len(offsets) else None
+        assert before is None or before[1] <= start_char
+        assert after is None or after[0] >= end_char
+    assert report.truncated == len(examples) - len(held)
+
+
 # --- QA post-processing ---------------------------------------------------------------------------------
 
 
