@@ -58,9 +58,6 @@ def check_attention(implementation: str) -> None:
 
 
 def check_backbone_options(config: TrainConfig) -> None:
-    # TODO(data): the "data" engineer implements dev_from_train in the engine's read step; refused until then.
-    if config.dev_from_train is not None:
-        raise ConfigError(f"{flag_name('dev_from_train')} is not implemented yet")
     # TODO(dtype): quantized backbones are the "dtype" engineer's work in core; until load_backbone takes a
     # quantization argument, asking for one is refused rather than ignored.
     if config.backbone_quantization is not None:
