@@ -134,6 +134,10 @@ def test_registry_refuses_names_and_links_that_leave_the_folder(root, base, tmp_
     os.symlink(outside / "prompt_config.json", root / "inner" / "prompt_config.json")
     with pytest.raises(OutsideRoot):
         registry.resolve("inner")
+    (root / "whole").mkdir()  # a fine-tuning checkpoint names its weights model.safetensors
+    os.symlink(outside / "prompt.safetensors", root / "whole" / "model.safetensors")
+    with pytest.raises(OutsideRoot, match="model.safetensors links outside"):
+        registry.resolve("whole")
 
 
 @pytest.mark.anyio

@@ -1,11 +1,13 @@
 """Prompt-only checkpoints: the trained prefix + heads in safetensors, everything else in JSON.
 
-A checkpoint is a folder holding ``prompt.safetensors`` and ``prompt_config.json`` (method, prefix
-config, tasks with their label names, task options and input length, base model name and fingerprint). It
-is a few hundred KB for a P-tuning v2 task, never executes code when loaded, and refuses a base model other
-than the one it was trained on. Every way a folder can be damaged (truncated or pickled weights, a config
-of the wrong shape) is a ``CheckpointError`` naming the file and what is wrong, so callers (CLI, server)
-report it in one line instead of a traceback.
+A checkpoint is a folder holding the weights and ``prompt_config.json`` (method, prefix config, tasks with
+their label names, task options and input length, base model name and fingerprint). The weights file is
+named by what it holds: ``prompt.safetensors`` (prefix, MLP, heads) for the prompt methods and linear
+probing, a few hundred KB for a P-tuning v2 task; ``model.safetensors`` (the whole model) for fine-tuning.
+A checkpoint never executes code when loaded, and refuses a base model other than the one it was trained
+on. Every way a folder can be damaged (truncated or pickled weights, a config of the wrong shape) is a
+``CheckpointError`` naming the file and what is wrong, so callers (CLI, server) report it in one line
+instead of a traceback.
 
 Folders are swapped in whole (``replace_dir``), so a crash never leaves a half-written checkpoint where a
 good one was; ``recover_dir`` (run by every load and save) finishes or undoes a swap that a crash cut short.
@@ -37,7 +39,9 @@ from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.prefix import PrefixEncoder
 
 FORMAT = "ptuning-prompt-checkpoint/1"
-WEIGHTS_FILE = "prompt.safetensors"
+WEIGHTS_FILE = "prompt.safetensors"  # methods with a frozen backbone: only the trained prefix and heads
+MODEL_WEIGHTS_FILE = "model.safetensors"  # fine-tuning: every weight of the model
+WEIGHTS_FILES = (WEIGHTS_FILE, MODEL_WEIGHTS_FILE)
 CONFIG_FILE = "prompt_config.json"
 # How a prefix is stored: "table" (an embedding table: ptuning-v2, or a collapsed prefix-mlp) or "mlp".
 PREFIX_FORMS = ("table", "mlp")
@@ -47,6 +51,11 @@ PEFT_ADAPTER_FILES = ("adapter_config.json", "adapter_model.safetensors")
 
 class CheckpointError(ValueError):
     """A checkpoint folder is missing, malformed, or does not fit the model it is loaded onto."""
+
+
+def weights_file_name(method: Method) -> str:
+    """The weights file's name says what it holds: the prompt (and heads), or the whole fine-tuned model."""
+    return WEIGHTS_FILE if method.freezes_backbone else MODEL_WEIGHTS_FILE
 
 
 def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
@@ -102,6 +111,7 @@ def save_checkpoint(
             "fingerprint": model.base_fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
         },
+        "weights_file": weights_file_name(model.method),
         "extra": extra or {},
     }
     try:
@@ -111,9 +121,10 @@ def save_checkpoint(
     recover_dir(directory)
     staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(directory), dir=directory.parent))
     try:
-        save_file(_trainable_state(model), str(staging / WEIGHTS_FILE), metadata={"format": FORMAT})
+        weights = staging / config["weights_file"]
+        save_file(_trainable_state(model), str(weights), metadata={"format": FORMAT})
         (staging / CONFIG_FILE).write_text(text)
-        for path in (staging / WEIGHTS_FILE, staging / CONFIG_FILE, staging):
+        for path in (weights, staging / CONFIG_FILE, staging):
             _sync(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, directory)
         _sync(directory.parent)
@@ -337,6 +348,8 @@ def validate_config(config: Any, path: Path | str) -> None:
     version = base.get("fingerprint_version", 1)
     if version not in (1, FINGERPRINT_VERSION) or isinstance(version, bool):
         check.fail("base_model.fingerprint_version", f"1 or {FINGERPRINT_VERSION}", version)
+    if config.get("weights_file") is not None:
+        check.choice(config["weights_file"], "weights_file", list(WEIGHTS_FILES))
     check.type(config.get("extra", {}), "extra", dict, "an object")
 
 
@@ -373,6 +386,16 @@ def _is_json(value: Any) -> bool:
     return True
 
 
+def weights_file(directory: str | Path, config: dict[str, Any]) -> Path:
+    """The checkpoint's weights file: the name its config records, or (folders written before it did) the
+    one of WEIGHTS_FILES present."""
+    directory = Path(directory)
+    name = config.get("weights_file")
+    if name is None:
+        name = next((n for n in WEIGHTS_FILES if (directory / n).is_file()), WEIGHTS_FILE)
+    return directory / name
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, or a ``CheckpointError`` saying why not (never unpickles)."""
     if not path.is_file():
@@ -406,7 +429,7 @@ def load_checkpoint(
         return load_peft_adapter(directory, backbone, prefix_only=prefix_only)
     config = read_checkpoint_config(directory)
     config_path = directory / CONFIG_FILE
-    weights_path = directory / WEIGHTS_FILE
+    weights_path = weights_file(directory, config)
     state = read_weights(weights_path)  # before the (slow) base model: a damaged file fails fast
     base = config["base_model"]
     if backbone is None:

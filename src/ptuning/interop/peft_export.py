@@ -17,7 +17,7 @@ from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from ptuning.core.backbones import resolve_model_path
-from ptuning.core.checkpoint import WEIGHTS_FILE, is_peft_adapter, read_checkpoint_config
+from ptuning.core.checkpoint import is_peft_adapter, read_checkpoint_config, weights_file
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
@@ -72,7 +72,7 @@ def export_peft(
             f"{checkpoint_dir}: the prefix covers layers {list(prefix_config.layers)} only; PEFT's prefix covers "
             f"every one of the {geometry.num_layers} layers"
         )
-    state = load_file(str(checkpoint_dir / WEIGHTS_FILE))
+    state = load_file(str(weights_file(checkpoint_dir, config)))
     tensors = {TABLE_KEY: _table(state, entry["prefix"], prefix_config, geometry)}
     head_kind = HeadKind(entry["head"]["kind"])
     if prefix_only:

@@ -28,7 +28,7 @@ from torch import nn
 from ptuning.core.checkpoint import (
     CONFIG_FILE,
     PEFT_ADAPTER_FILES,
-    WEIGHTS_FILE,
+    WEIGHTS_FILES,
     CheckpointError,
     load_checkpoint,
     read_checkpoint_config,
@@ -170,7 +170,7 @@ class PromptRegistry:
             raise OutsideRoot(f"checkpoint {name!r} resolves outside the checkpoint folder")
         if not path.is_dir():
             raise NotFound(f"no checkpoint folder {name!r} in the checkpoint folder")
-        for file in (CONFIG_FILE, WEIGHTS_FILE, *PEFT_ADAPTER_FILES):
+        for file in (CONFIG_FILE, *WEIGHTS_FILES, *PEFT_ADAPTER_FILES):
             target = path / file
             if target.exists() and not target.resolve().is_relative_to(self.root):
                 raise OutsideRoot(f"checkpoint {name!r}: {file} links outside the checkpoint folder")
@@ -405,7 +405,7 @@ def _is_causal_lm(backbone: nn.Module) -> bool:
 def _stamp(path: Path) -> tuple:
     """Changes whenever either checkpoint file is replaced (save_checkpoint swaps the whole folder)."""
     stamps = []
-    for file in (CONFIG_FILE, WEIGHTS_FILE, *PEFT_ADAPTER_FILES):
+    for file in (CONFIG_FILE, *WEIGHTS_FILES, *PEFT_ADAPTER_FILES):
         stat = (path / file).stat() if (path / file).exists() else None
         stamps.append((stat.st_mtime_ns, stat.st_size, stat.st_ino) if stat else None)
     return tuple(stamps)

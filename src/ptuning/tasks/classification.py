@@ -21,7 +21,15 @@ import numpy as np
 from ptuning.core.config import ConfigError
 from ptuning.tasks import metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
-from ptuning.tasks.readers import Table, is_hub_id, label_key, load_hub_table, map_label, read_table
+from ptuning.tasks.readers import (
+    Table,
+    is_hub_id,
+    label_key,
+    load_hub_table,
+    map_label,
+    read_table,
+    split_file,
+)
 
 Example = dict[str, Any]
 TextPair = tuple[str, str | None]
@@ -85,7 +93,8 @@ class ClassificationTask(Task):
         if source.is_file():
             return read_table(source, headerless_columns=self.headerless_columns)
         if source.is_dir():
-            return read_table(source / self.splits[split], headerless_columns=self.headerless_columns)
+            path = split_file(source, self.splits[split])
+            return read_table(path, headerless_columns=self.headerless_columns)
         if is_hub_id(str(data_dir)) and self.hub_dataset:
             files = sorted(set(self.splits.values()))
             base_split = self.eval_split if split in FROM_VAL_SPLITS else split

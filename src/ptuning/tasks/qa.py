@@ -14,7 +14,7 @@ from typing import Any
 
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.qa_postprocess import postprocess_qa, squad_v1_scores, squad_v2_scores
-from ptuning.tasks.readers import check_file, decode_utf8
+from ptuning.tasks.readers import check_file, decode_utf8, split_file
 
 SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
 LOCAL_PART1 = "dev-v1.1.part1.json"  # the local first half of the official v1.1 dev set (24 articles)
@@ -158,10 +158,11 @@ class QaTask(Task):
         self.splits = {**type(self).splits, **(splits or {})}
 
     def read(self, data_dir: str, split: str) -> tuple[list[dict[str, Any]], DataReport]:
-        """A named split, or a JSON file name inside ``data_dir`` (all of its articles)."""
+        """A named split of ``data_dir`` (a folder, or one SQuAD JSON file read as that split), or a JSON file
+        name inside the folder (all of its articles)."""
         split = SPLIT_ALIASES.get(split, split)
         if split in self.splits:
-            path = Path(data_dir) / self.splits[split]
+            path = split_file(data_dir, self.splits[split])
         elif (Path(data_dir) / split).is_file():
             path = Path(data_dir) / split
         else:

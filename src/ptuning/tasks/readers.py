@@ -29,6 +29,7 @@ TEXT_FORMATS = ("jsonl", "json", "csv", "tsv", "txt")
 FORMATS = (*TEXT_FORMATS, "parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _TRUTHY = {"1", "true", "yes", "on"}
+DEV_FILE_STEMS = ("dev", "valid", "validation", "val", "eval")  # names a held-out split's file goes by
 
 
 @dataclass
@@ -116,6 +117,29 @@ def read_table(path: str | Path, *, headerless_columns: Sequence[str] | None = N
     return table
 
 
+def split_file(data_dir: str | Path, file_name: str) -> Path:
+    """The file that holds a split: ``data_dir`` itself when it is one file, else ``data_dir / file_name``.
+
+    Data sets name their held-out file in several ways (CoNLL-2003 ``valid.txt``, SuperGLUE ``val.jsonl``, many
+    CSV sets ``dev.csv``): when ``file_name`` starts with one of DEV_FILE_STEMS and is missing, a file with
+    another of those stems and the same rest of the name is taken (``dev.txt`` -> ``valid.txt``). Otherwise the
+    missing path is returned, and reading it gives the usual "file not found" error listing the folder.
+    """
+    source = Path(data_dir).expanduser()
+    if source.is_file():
+        return source
+    path = source / file_name
+    if path.exists():
+        return path
+    stem, dot, rest = path.name.partition(".")
+    if stem.lower() in DEV_FILE_STEMS:
+        for alias in DEV_FILE_STEMS:
+            candidate = path.with_name(alias + dot + rest)
+            if candidate.is_file():
+                return candidate
+    return path
+
+
 def check_file(path: Path) -> None:
     """A missing file, or a folder where a file was expected, is an error that lists what is there."""
     if path.is_file():
@@ -146,13 +170,26 @@ def decode_utf8(path: Path) -> str:
     return text.removeprefix("\ufeff")
 
 
+def split_lines(text: str) -> list[str]:
+    """The lines of ``text``, split at "\n" (a trailing "\r" dropped) and nowhere else.
+
+    ``str.splitlines()`` also splits at U+2028, U+2029, U+0085, U+000B, U+000C and U+001C-U+001E, which may
+    stand inside a JSON string or a sentence: one record would become two and every later line number and id
+    would shift. A final newline does not make an extra (blank) line.
+    """
+    lines = text.split("\n")
+    if lines and lines[-1] == "":
+        lines.pop()
+    return [line.removesuffix("\r") for line in lines]
+
+
 def parse_jsonl(path: Path | str, text: str) -> Table:
     """One JSON object per non-blank line; blank lines are skipped and counted. ``path`` names the source."""
     rows: list[dict[str, Any]] = []
     locations: list[str] = []
     columns: dict[str, None] = {}
     blank = 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             blank += 1
             continue
@@ -200,7 +237,7 @@ def _read_json(path: Path, text: str) -> Table:
 def parse_text_lines(path: Path | str, text: str) -> Table:
     """One text per line (inputs to predict on); blank lines are skipped and counted."""
     rows, locations, blank = [], [], 0
-    for number, line in enumerate(text.splitlines(), start=1):
+    for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             blank += 1
             continue
@@ -226,6 +263,8 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
         ) from None
     non_blank = [(line, fields) for line, fields in records if any(cell.strip() for cell in fields)]
     blank, records = len(records) - len(non_blank), non_blank
+    if not records:
+        raise DataError(f"{path}: only empty fields; expected a header row and rows")
     header_line, header = records[0]
     body = records[1:]
     notes: list[str] = []

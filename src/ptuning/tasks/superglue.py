@@ -198,7 +198,13 @@ class MultiRc(SuperGlueTask):
                     "{text, questions: [{question, answers}]}"
                 )
             for q_pos, question in enumerate(passage["questions"]):
-                for a_pos, answer in enumerate(question.get("answers", [])):
+                answers = question.get("answers", []) if isinstance(question, dict) else None
+                if not isinstance(answers, list) or not all(isinstance(a, dict) for a in answers):
+                    raise DataError(
+                        f"{table.where(row_index)}, question {q_pos}: expected {{question, answers: "
+                        f"[{{text, label}}]}}, found {question!r:.80}"
+                    )
+                for a_pos, answer in enumerate(answers):
                     rows.append(
                         {
                             "paragraph": passage.get("text"),

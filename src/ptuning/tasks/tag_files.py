@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.tasks.base import DataError
-from ptuning.tasks.readers import check_file, decode_utf8
+from ptuning.tasks.readers import check_file, decode_utf8, split_lines
 from ptuning.tasks.tag_schemes import Scheme, TagError, detect_scheme, split_tag, to_iob2
 
 
@@ -26,8 +26,7 @@ class Sentence:
 def _read_lines(path: Path) -> list[str]:
     """The file's lines, or a DataError for a missing or empty file."""
     check_file(path)
-    # split on "\n" only: str.splitlines() also breaks on characters such as U+2028 and shifts line numbers
-    lines = [line.rstrip("\r") for line in decode_utf8(path).split("\n")]
+    lines = split_lines(decode_utf8(path))  # "\n" only: U+2028 inside a token must not split its line
     if not any(line.strip() for line in lines):
         raise DataError(f"{path}: empty file; expected sentences of one 'token ... tag' line per word")
     return lines
@@ -51,6 +50,9 @@ def read_column_file(
     sentences: list[Sentence] = []
     documents = 0
     current = Sentence([], [], [], None)
+    fixed_by = ""  # why num_columns is what it is, for the error that names a line breaking it
+    if num_columns is not None:
+        fixed_by = f" '{layout}'"
     for number, line in enumerate(_read_lines(path), start=1):
         if not line.strip() or (comment_prefix and line.startswith(comment_prefix)):
             if current.tokens:
@@ -70,9 +72,10 @@ def read_column_file(
                 raise DataError(
                     f"{path}, line {number}: expected at least 2 columns '{layout}', got 1: {line!r}"
                 )
+            fixed_by = f" (line {number}, the first word line, fixed the column count at {num_columns})"
         if len(columns) != num_columns:
             raise DataError(
-                f"{path}, line {number}: expected {num_columns} columns '{layout}', got {len(columns)}: {line!r}"
+                f"{path}, line {number}: expected {num_columns} columns{fixed_by}, got {len(columns)}: {line!r}"
             )
         current.tokens.append(columns[token_column])
         current.tags.append(columns[tag_column])

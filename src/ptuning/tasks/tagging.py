@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
+from ptuning.tasks.readers import split_file
 from ptuning.tasks.tag_files import (
     Sentence,
     normalise_tags,
@@ -68,6 +69,7 @@ class TaggingTask(Task):
         types = entity_types if entity_types is not None else type(self).entity_types
         self.entity_types = list(types) if types is not None else None
         self.label_names = iob2_labels(self.entity_types) if self.entity_types is not None else None
+        self.train_scheme: Scheme | None = None  # the scheme of the file the entity types were learned from
 
     def read_file(self, path: Path) -> tuple[list[Sentence], int]:
         """Sentences (raw tags) and the number of documents of one file."""
@@ -76,10 +78,11 @@ class TaggingTask(Task):
     # reading
 
     def resolve_path(self, data_dir: str | Path, split: str) -> Path:
-        """A split name (aliases: validation, valid -> dev) or a file name relative to ``data_dir``."""
+        """A split name (aliases: validation, valid -> dev) or a file name relative to ``data_dir``; when
+        ``data_dir`` is one file, that file holds the split."""
         split = SPLIT_ALIASES.get(split, split)
         if split in self.splits:
-            return Path(data_dir) / self.splits[split]
+            return split_file(data_dir, self.splits[split])
         candidate = Path(data_dir) / split
         if candidate.is_file():
             return candidate
@@ -88,9 +91,19 @@ class TaggingTask(Task):
         )
 
     def read(self, data_dir: str, split: str) -> tuple[list[dict[str, Any]], DataReport]:
+        """Sentences of one split. A task without a label set learns it from the train split: reading another
+        split of a folder first reads train (reading another split of one file is an error)."""
+        if self.entity_types is None and SPLIT_ALIASES.get(split, split) != "train":
+            if not Path(data_dir).expanduser().is_dir():
+                raise DataError(
+                    f"{self.name}: the entity types are unknown; read the train split first or pass "
+                    "entity_types=[...]"
+                )
+            self.read(data_dir, "train")  # learns the entity types
         path = self.resolve_path(data_dir, split)
         sentences, documents = self.read_file(path)
         scheme, repaired = normalise_tags(sentences, self.scheme, path)
+        learning = self.entity_types is None
         self._check_types(sentences, path)
         examples = [self._example(i, sentence) for i, sentence in enumerate(sentences)]
         tokens = sum(len(sentence.tokens) for sentence in sentences)
@@ -101,6 +114,11 @@ class TaggingTask(Task):
             notes.append(f"{path}: {repaired} I- tags opened an entity and were read as B- (malformed IOB2)")
         elif repaired:
             notes.append(f"{path}: {repaired} tags rewritten from {scheme} to IOB2")
+        if learning:
+            self.train_scheme = scheme
+            notes.append(
+                f"{path}: entity types learned from this file: {self.entity_types} (scheme {scheme})"
+            )
         return examples, DataReport(examples=len(examples), notes=notes)
 
     def _example(self, index: int, sentence: Sentence) -> dict[str, Any]:

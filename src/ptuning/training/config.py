@@ -104,11 +104,12 @@ class TrainConfig(BaseModel):
     train_split: str | None = None
     """train split name (default: the task's train split)"""
     dev_split: str | None = None
-    """dev split name (default: dev / validation / val); none: no dev scoring"""
+    """dev split name (default: the dev file, also named validation / val); none: no dev (the last evaluation's
+    checkpoint is kept)"""
     test_split: str | None = None
-    """test split name (default: test; with --tasks: none); none: no test scoring"""
+    """test split name (default: the test file if present; with --tasks: none); none: no test scoring"""
     dev_from_train: float | None = Field(None, gt=0, lt=1)
-    """hold out this seeded fraction of train as dev, for data without a dev file (e.g. 0.1)"""
+    """hold out this fraction of train as dev (seed 0, see summary.json data_plan), for data without a dev file"""
     resume: bool = False
     """continue from OUTPUT_DIR/training_state"""
     init_prefix_from: str | None = None

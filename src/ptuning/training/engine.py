@@ -37,10 +37,21 @@ from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.generation import generate_task_outputs, is_generative
-from ptuning.tasks.base import DataReport, Features, Task
+from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.collate import collate
 from ptuning.tasks.registry import get_task, list_tasks
-from ptuning.training.config import TrainConfig
+from ptuning.training.config import TrainConfig, flag_name
+from ptuning.training.data import (
+    DEV_FROM_TRAIN_SEED,
+    DEV_SPLITS,
+    NONE,
+    Split,
+    choose_split,
+    featurize_split,
+    hold_out,
+    keep_first,
+    read_split,
+)
 from ptuning.training.inference import feature_length, predict_outputs
 from ptuning.training.preflight import check_run
 from ptuning.training.schedule import (
@@ -55,20 +66,11 @@ from ptuning.training.state import load_training_state, restore_rng, rng_states,
 logger = logging.getLogger(__name__)
 BEST_DIR = "checkpoint"  # the best-dev prompt checkpoint inside output_dir
 SHARED_PREFIX = "shared"  # the one prefix every task's head sits on in a multi-task run
-DEV_SPLITS = ("dev", "validation", "val")
 BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: as loaded today
 
 
 class TrainingDivergedError(RuntimeError):
     """The loss or the trained weights stopped being finite numbers; nothing after that point is kept."""
-
-
-@dataclass
-class Split:
-    name: str
-    examples: list[dict[str, Any]]
-    features: Features
-    report: DataReport
 
 
 @dataclass
@@ -88,6 +90,7 @@ class TaskPlan:
     dev_split: str | None
     test_split: str | None
     options: dict[str, Any]  # the task's constructor keywords, stored in the checkpoint to rebuild it
+    notes: list[str] = field(default_factory=list)  # why a dev or test split is absent
 
 
 @dataclass
@@ -96,6 +99,9 @@ class TaskData:
     train: Split
     dev: Split | None
     test: Split | None
+    data_plan: dict[str, Any] = field(
+        default_factory=dict
+    )  # summary.json: which splits, dev held out of train
 
     @property
     def task(self) -> Task:
@@ -137,6 +143,7 @@ def train(config: TrainConfig) -> RunResult:
     trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
     trainer.run()
     summary = trainer.summary(data_report, time.perf_counter() - started)
+    summary["data_plan"] = _data_plan(config, data)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     trainer.close()
@@ -154,19 +161,28 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
     for name in names:
         options = config.task_options.get(name, {}) if keyed else config.task_options
         task = get_task(name, **options)  # options are the task's constructor keywords
+        data_dir, notes = _data_dir(config, name), []
         train_name, dev_name = _own_splits(config, name)
-        train_name = data_split_name(task, train_name or config.train_split, ("train",))
+        train_name = train_name or config.train_split or ("train" if "train" in task.splits else None)
         if train_name is None:
             raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
-        dev_name = data_split_name(task, dev_name or config.dev_split, DEV_SPLITS)
-        # a multi-task run scores test only when asked to: MPT-2 pre-trains, the transfer runs are scored
-        default_test = () if config.is_multitask else ("test",)
-        test_name = data_split_name(task, config.test_split, default_test)
-        plans.append(
-            TaskPlan(
-                name, task, _data_dir(config, name), train_name, _none(dev_name), _none(test_name), options
+        dev_name = dev_name or config.dev_split
+        if config.dev_from_train is not None:
+            if dev_name not in (None, NONE):
+                raise ConfigError(
+                    f"task {name!r}: dev split {dev_name!r} and {flag_name('dev_from_train')} "
+                    f"{config.dev_from_train} both name a dev split; pass one of them"
+                )
+            dev_name = None  # read_task_data holds dev out of train
+        else:
+            dev_name = choose_split(task, data_dir, dev_name, DEV_SPLITS, notes)
+        if config.is_multitask and config.test_split is None:
+            test_name = (
+                None  # MPT-2 pre-trains: test is scored only when asked for (the transfer runs score it)
             )
-        )
+        else:
+            test_name = choose_split(task, data_dir, config.test_split, ("test",), notes)
+        plans.append(TaskPlan(name, task, data_dir, train_name, dev_name, test_name, options, notes))
     return plans
 
 
@@ -210,62 +226,36 @@ def _own_splits(config: TrainConfig, name: str) -> tuple[str | None, str | None]
     return train_split or None, dev_split or None
 
 
-def _none(split: str | None) -> str | None:
-    return None if split == "none" else split
-
-
-def data_split_name(task: Task, requested: str | None, candidates: tuple[str, ...]) -> str | None:
-    if requested:
-        return requested
-    return next((name for name in candidates if name in task.splits), None)
-
-
 # ============================================================================================ 2. read
 def read_task_data(plan: TaskPlan, config: TrainConfig, say: Any = print) -> TaskData:
-    """A task's splits as examples (tokenized later, once the model's tokenizer is loaded)."""
-    # TODO(data): dev_from_train (a seeded held-out fraction of train as dev) is the "data" engineer's;
-    # preflight refuses it until then.
-    train_split = read_split(plan.task, plan.data_dir, plan.train_split, config.max_train_samples)
-    dev = (
-        read_split(plan.task, plan.data_dir, plan.dev_split, config.max_eval_samples)
-        if plan.dev_split
-        else None
-    )
-    test = (
-        read_split(plan.task, plan.data_dir, plan.test_split, config.max_eval_samples)
-        if plan.test_split
-        else None
-    )
+    """A task's splits as examples, train first (it may fix the task's label set); tokenized later, once the
+    model's tokenizer is loaded. With ``dev_from_train`` a seeded share of train becomes dev before the sample
+    limits apply."""
+    task, notes = plan.task, list(plan.notes)
+    train = read_split(task, plan.data_dir, plan.train_split)
+    held_out: dict[str, Any] | None = None
+    dev: Split | None = None
+    if config.dev_from_train is not None:
+        train, dev, held_out = hold_out(train, config.dev_from_train, DEV_FROM_TRAIN_SEED)
+    elif plan.dev_split:
+        dev = read_split(task, plan.data_dir, plan.dev_split)
+    test = read_split(task, plan.data_dir, plan.test_split) if plan.test_split else None
+    train = keep_first(train, config.max_train_samples)
+    dev = keep_first(dev, config.max_eval_samples) if dev else None
+    test = keep_first(test, config.max_eval_samples) if test else None
     if test is not None and test.report.unlabelled == len(test.examples):
         say(f"test split {plan.test_split!r} is unlabelled: not scored")
+        notes.append(f"test split {plan.test_split!r} is unlabelled: not scored")
         test = None
-    return TaskData(plan, train_split, dev, test)
-
-
-def read_split(task: Task, data_dir: str, split: str, limit: int | None) -> Split:
-    examples, report = task.read(data_dir, split)
-    if limit is not None and len(examples) > limit:
-        report.notes.append(f"{split}: kept the first {limit} of {len(examples)} examples (max samples)")
-        if report.unlabelled == len(examples):  # an unlabelled split (e.g. a GLUE test file) stays unlabelled
-            report.unlabelled = limit
-        elif report.unlabelled:
-            report.notes.append(f"{split}: {report.unlabelled} unlabelled examples in the whole file")
-        examples = examples[:limit]
-    report.examples = len(examples)
-    return Split(split, examples, [], report)
-
-
-def featurize_split(task: Task, split: Split, tokenizer: Any, max_length: int) -> Split:
-    features, feature_report = task.featurize(split.examples, tokenizer, max_length)
-    split.features = features
-    split.report = DataReport(
-        examples=len(split.examples),
-        skipped=split.report.skipped + feature_report.skipped,
-        unlabelled=split.report.unlabelled,
-        truncated=feature_report.truncated,
-        notes=split.report.notes + feature_report.notes,
-    )
-    return split
+    data_plan = {
+        "data": plan.data_dir,
+        "train": train.name,
+        "dev": dev.name if dev else None,
+        "test": test.name if test else None,
+        "dev_from_train": held_out,
+        "notes": notes,
+    }
+    return TaskData(plan, train, dev, test, data_plan)
 
 
 def load_split(task: Task, config: TrainConfig, tokenizer: Any, split: str, limit: int | None) -> Split:
@@ -742,6 +732,19 @@ def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
             "splits": {plan.name: [plan.train_split, plan.dev_split] for plan in plans},
         }
     return options
+
+
+def _data_plan(config: TrainConfig, data: list[TaskData]) -> dict[str, Any]:
+    """summary.json's data_plan: which splits each task read, dev held out of train, the checkpoint kept.
+    A single-task run has one plan; a multi-task run one per task."""
+    if not any(item.dev is not None for item in data):
+        kept = "last evaluation (no dev split)"
+    elif config.is_multitask:
+        kept = "best mean of the tasks' dev primary metrics"
+    else:
+        kept = f"best dev {data[0].task.primary_metric}"
+    plans = {item.task.name: {**item.data_plan, "checkpoint": kept} for item in data}
+    return plans if config.is_multitask else plans[data[0].task.name]
 
 
 def _data_report(config: TrainConfig, data: list[TaskData]) -> dict[str, Any]:

@@ -24,7 +24,7 @@ from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.qa import QaTask
-from ptuning.tasks.readers import Table, parse_jsonl, parse_text_lines
+from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines
 from ptuning.tasks.rebuild import rebuild_task
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
@@ -100,7 +100,7 @@ def read_records(source: str, fmt: str) -> Table:
         path = Path(source)
         if not path.is_file():
             raise DataError(f"{source}: input file not found")
-        text = path.read_text(encoding="utf-8")
+        text = decode_utf8(path)  # bytes that are not UTF-8: an error naming line and byte offset
     table = parse_text_lines(name, text) if fmt == "txt" else parse_jsonl(name, text)
     if not table.rows:
         raise DataError(f"{name}: no inputs (every line is blank)")
@@ -143,7 +143,7 @@ def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dic
     if not isinstance(tokens, list) or not tokens or not all(isinstance(t, str) for t in tokens):
         raise DataError(f"{where}: 'tokens' should be a non-empty list of words, found {tokens!r}")
     example = {
-        "id": str(record.get("id", row)),
+        "id": record_id(table, row),
         "tokens": tokens,
         "tags": ["O"] * len(tokens),
         "doc_id": None,
@@ -156,13 +156,21 @@ def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dic
     return example
 
 
+def record_id(table: Table, row: int) -> Any:
+    """The record's own ``id`` with its JSON type (an integer stays an integer), else its position."""
+    value = table.rows[row].get("id", row)
+    if value is not None and not isinstance(value, str | int | float):
+        raise DataError(f"{table.where(row)}: 'id' should be a string or a number, found {value!r}")
+    return value
+
+
 def _qa_example(table: Table, row: int) -> dict[str, Any]:
     record, where = table.rows[row], table.where(row)
     for key in ("question", "context"):
         if not isinstance(table.value(row, key), str) or not record[key].strip():
             raise DataError(f"{where}: {key!r} should be non-empty text")
     return {
-        "id": str(record.get("id", row)),
+        "id": record_id(table, row),
         "title": "",
         "article_index": 0,
         "question": record["question"],

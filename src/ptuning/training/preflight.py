@@ -12,6 +12,8 @@ import os
 import tempfile
 from pathlib import Path
 
+import torch
+
 from ptuning.core.config import ConfigError
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
 from ptuning.core.kinds import HeadKind
@@ -58,9 +60,6 @@ def check_attention(implementation: str) -> None:
 
 
 def check_backbone_options(config: TrainConfig) -> None:
-    # TODO(data): the "data" engineer implements dev_from_train in the engine's read step; refused until then.
-    if config.dev_from_train is not None:
-        raise ConfigError(f"{flag_name('dev_from_train')} is not implemented yet")
     # TODO(dtype): quantized backbones are the "dtype" engineer's work in core; until load_backbone takes a
     # quantization argument, asking for one is refused rather than ignored.
     if config.backbone_quantization is not None:
@@ -111,16 +110,22 @@ def _geometry(model: str) -> PrefixGeometry | None:
     folder = _local_model_folder(model)
     if folder is None:
         return None
-    from transformers import AutoConfig  # config.json only: no weights
+    from transformers import AutoConfig, AutoModel  # config.json only: no weights
 
     try:
         config = AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({error})") from None
     try:
-        return PrefixGeometry.from_config(config)
+        # The position table is a fact of the built model (from_model); a skeleton on the meta device
+        # shows it without reading or allocating any weight.
+        with torch.device("meta"):
+            skeleton = AutoModel.from_config(config)
+        return PrefixGeometry.from_model(skeleton)
     except UnsupportedModelError as error:
         raise ConfigError(str(error)) from None
+    except (ValueError, KeyError):  # a config AutoModel has no class for: the first forward checks it
+        return None
 
 
 def _local_model_folder(model: str) -> Path | None:

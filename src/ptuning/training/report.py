@@ -49,11 +49,27 @@ def summary_markdown(summary: dict[str, Any], has_plot: bool = False) -> str:
         ("wall time", f"{summary.get('wall_seconds')} s"),
         ("checkpoint", f"`{summary.get('checkpoint')}`"),
     ]
+    plan = summary.get("data_plan") or {}
+    if plan:
+        facts.append(("checkpoint kept", plan.get("checkpoint")))
+        facts.append(
+            ("splits", ", ".join(f"{role} {plan.get(role) or '–'}" for role in ("train", "dev", "test")))
+        )
+    held_out = plan.get("dev_from_train")
+    if held_out:
+        facts.append(
+            (
+                "dev held out of train",
+                f"{held_out['dev_examples']} of {held_out['source_examples']} examples "
+                f"(fraction {held_out['fraction']}, seed {held_out['seed']})",
+            )
+        )
     lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in facts), ""]
     scores = [(split, summary.get(split)) for split in ("dev", "test") if summary.get(split)]
     if scores:
         names = list(scores[0][1])
-        lines += ["## Scores at the best dev epoch", ""]
+        chosen = "the best dev epoch" if summary.get("dev") else "the last evaluation (no dev split)"
+        lines += [f"## Scores at {chosen}", ""]
         lines += [_row(["split", *names]), _rule(len(names) + 1)]
         lines += [_row([split, *(_number(values.get(n)) for n in names)]) for split, values in scores]
         lines.append("")

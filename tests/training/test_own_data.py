@@ -1,0 +1,280 @@
+"""``ptuning train / eval / predict`` on a user's own data: label sets learned from train and kept in the
+checkpoint, folders without a dev file, one data file, ids and fractional epochs as they were."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from training_tiny import run_cli, train_args
+
+WORDS = {"sport": ["goal", "match", "team", "score"], "tech": ["chip", "code", "robot", "data"]}
+WORDS["art"] = ["paint", "poem", "song", "film"]
+
+
+def write_csv(path: Path, count: int, seed: int, extra: str = "") -> None:
+    rng = random.Random(seed)
+    rows = ["text,label"]
+    for index in range(count):
+        label = list(WORDS)[index % 3]
+        rows.append(f"{rng.choice(WORDS[label])} {rng.choice(WORDS[label])},{label}")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(rows) + "\n" + extra)
+
+
+def write_ner(path: Path) -> None:
+    sentences = [
+        [("EU", "B-ORG"), ("rejects", "O"), ("Paris", "B-LOC")],
+        [("Peter", "B-PER"), ("Blackburn", "I-PER"), ("visits", "O"), ("London", "B-LOC")],
+    ]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n\n".join("\n".join(f"{w} {t}" for w, t in s) for s in sentences) + "\n")
+
+
+def summary_of(output_dir: Path) -> dict:
+    return json.loads((output_dir / "summary.json").read_text())
+
+
+def labels_of(output_dir: Path) -> list[str]:
+    config = json.loads((output_dir / "checkpoint" / "prompt_config.json").read_text())
+    (entry,) = config["tasks"].values()
+    return entry["head"]["label_names"]
+
+
+def test_csv_classification_learns_labels_from_train_and_reuses_them_from_the_checkpoint(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 24, 0)
+    write_csv(data / "dev.csv", 9, 1)
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, str(data), output, "--max-steps", "1", task="csv-classification")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert labels_of(output) == ["art", "sport", "tech"]
+    plan = summary_of(output)["data_plan"]
+    assert (plan["train"], plan["dev"], plan["test"]) == ("train", "dev", None)  # no test.csv: a note
+    assert any("no test.csv" in note for note in plan["notes"])
+
+    (data / "train.csv").unlink()  # eval and predict use the checkpoint's labels, never train again
+    checkpoint = str(output / "checkpoint")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split", "dev"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 9
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("goal\u2028match team\r\nnew\u0085chip\n", encoding="utf-8")
+    code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(inputs)], capsys)
+    assert code == 0, err
+    predictions = [json.loads(line) for line in out.strip("\n").split("\n")]
+    assert [p["id"] for p in predictions] == [0, 1]
+    assert all(set(p["probabilities"]) == {"art", "sport", "tech"} for p in predictions)
+
+
+def test_a_dev_label_unseen_in_train_is_an_error_naming_file_and_line(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 12, 0)
+    write_csv(data / "dev.csv", 3, 1, extra="a new tune,music\n")
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", "--max-steps", "1", task="csv-classification")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2
+    assert "dev.csv, line 5: label 'music' is not one of the labels seen in training" in err
+
+
+def test_ner_generic_learns_types_from_train_finds_valid_txt_and_predict_keeps_id_types(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    data = tmp_path / "data"
+    write_ner(data / "train.txt")
+    write_ner(data / "valid.txt")
+    write_ner(data / "test.txt")
+    output = tmp_path / "run"
+    code, _, err = run_cli(
+        train_args(tiny_bert, str(data), output, "--max-steps", "1", task="ner-generic"), capsys
+    )
+    assert code == 0, err
+    assert labels_of(output) == ["O", "B-LOC", "I-LOC", "B-ORG", "I-ORG", "B-PER", "I-PER"]
+    assert summary_of(output)["data"]["dev"]["examples"] == 2
+    (data / "train.txt").unlink()  # the checkpoint's entity types are enough to score dev
+    checkpoint = str(output / "checkpoint")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split", "dev"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["examples"] == 2
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text('{"id": 7, "tokens": ["EU", "rejects"]}\n{"id": "s2", "tokens": ["Paris\u2028x"]}\n')
+    code, out, err = run_cli(
+        ["predict", "--checkpoint", str(output / "checkpoint"), "--input", str(inputs)], capsys
+    )
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.strip("\n").split("\n")] == [7, "s2"]
+
+
+def test_train_and_test_only_asks_for_a_dev_choice_and_dev_from_train_holds_out_a_seeded_share(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 24, 0)
+    write_csv(data / "test.csv", 6, 2)
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, str(data), output, "--max-steps", "1", task="csv-classification")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "no dev file" in err and "--dev-from-train" in err and "--dev-split none" in err
+    code, _, err = run_cli([*argv, "--dev-from-train", "0.25"], capsys)
+    assert code == 0, err
+    summary = summary_of(output)
+    assert summary["data_plan"]["dev_from_train"] == {
+        "fraction": 0.25,
+        "seed": 0,
+        "train_examples": 18,
+        "dev_examples": 6,
+        "source_examples": 24,
+    }
+    assert summary["data"]["train"]["examples"] == 18 and summary["data"]["dev-from-train"]["examples"] == 6
+    assert summary["dev"] is not None and summary["test"] is not None
+    report = (output / "summary.md").read_text()
+    assert "| dev held out of train | 6 of 24 examples (fraction 0.25, seed 0) |" in report
+
+
+def test_a_dev_split_and_dev_from_train_together_are_refused(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 12, 0)
+    write_csv(data / "dev.csv", 3, 1)
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", task="csv-classification")
+    code, _, err = run_cli([*argv, "--dev-split", "dev", "--dev-from-train", "0.2"], capsys)
+    assert code == 2 and "dev split 'dev' and --dev-from-train 0.2 both name a dev split" in err
+
+
+def test_dev_split_none_trains_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 16, 0)
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, str(data), output, "--epochs", "2", task="csv-classification")
+    code, _, err = run_cli([*argv, "--dev-split", "none", "--test-split", "none"], capsys)
+    assert code == 0, err
+    summary = summary_of(output)
+    assert summary["dev"] is None and summary["best_epoch"] == 2.0
+    assert summary["data_plan"]["checkpoint"] == "last evaluation (no dev split)"
+    assert (output / "checkpoint" / "prompt_config.json").is_file()
+    assert "| checkpoint kept | last evaluation (no dev split) |" in (output / "summary.md").read_text()
+
+
+@pytest.mark.parametrize("task", ["squad", "conll2003"])
+def test_one_data_file_is_the_train_split_for_every_task(
+    tiny_bert, squad_dir, conll_dir, tmp_path, capsys, task
+) -> None:
+    file = Path(squad_dir) / "train-v1.1.json" if task == "squad" else Path(conll_dir) / "train.txt"
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, str(file), output, "--max-steps", "1", "--max-length", "256", task=task)
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    plan = summary_of(output)["data_plan"]
+    assert (plan["dev"], plan["test"]) == (None, None)
+    assert any("is one file, read as the train split" in note for note in plan["notes"])
+
+
+def test_max_steps_1_records_the_fraction_of_an_epoch(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    output = tmp_path / "run"  # 32 train examples: 4 batches of 8, one of them trained
+    code, _, err = run_cli(train_args(tiny_bert, sst2_dir, output, "--max-steps", "1"), capsys)
+    assert code == 0, err
+    summary = summary_of(output)
+    assert summary["history"][0]["epoch"] == 0.25 and summary["best_epoch"] == 0.25
+    assert "| 0.25 |" in (output / "summary.md").read_text()
+
+
+def test_predict_gives_one_prediction_per_line_despite_unicode_line_separators(
+    sst2_run, tmp_path, capsys
+) -> None:
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("a lovely\u2028film\r\ndull\u0085mess\x0bindeed\n", encoding="utf-8")
+    checkpoint = str(sst2_run / "checkpoint")
+    code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(inputs)], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.strip("\n").split("\n")] == [0, 1]
+    records = tmp_path / "in.jsonl"
+    records.write_text('{"id": 3, "sentence": "great\u2028fun"}\n{"id": "b", "sentence": "boring"}\n')
+    code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(records)], capsys)
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.strip("\n").split("\n")] == [3, "b"]
+
+
+def test_ner_predict_keeps_integer_ids(tiny_bert, conll_dir, tmp_path, capsys) -> None:
+    output = tmp_path / "run"
+    argv = train_args(
+        tiny_bert, conll_dir, output, "--max-steps", "1", "--test-split", "none", task="conll2003"
+    )
+    assert run_cli(argv, capsys)[0] == 0
+    inputs = tmp_path / "in.jsonl"
+    inputs.write_text(
+        '{"id": 7, "tokens": ["EU", "rejects"]}\n{"id": "s2", "tokens": ["Paris"]}\n{"tokens": ["x"]}\n'
+    )
+    code, out, err = run_cli(
+        ["predict", "--checkpoint", str(output / "checkpoint"), "--input", str(inputs)], capsys
+    )
+    assert code == 0, err
+    assert [json.loads(line)["id"] for line in out.strip("\n").split("\n")] == [7, "s2", 2]
+
+
+def test_a_finetuning_checkpoint_is_model_safetensors_and_old_folders_still_load(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, sst2_dir, output, "--max-steps", "1", "--method", "finetune")
+    assert run_cli([*argv, "--test-split", "none"], capsys)[0] == 0
+    checkpoint = output / "checkpoint"
+    assert sorted(p.name for p in checkpoint.iterdir()) == ["model.safetensors", "prompt_config.json"]
+    inputs = tmp_path / "in.txt"
+    inputs.write_text("great fun\n")
+    code, new_out, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)], capsys)
+    assert code == 0, err
+    # a folder written before the weights file was named by its content: prompt.safetensors, no weights_file
+    (checkpoint / "model.safetensors").rename(checkpoint / "prompt.safetensors")
+    config = json.loads((checkpoint / "prompt_config.json").read_text())
+    del config["weights_file"]
+    (checkpoint / "prompt_config.json").write_text(json.dumps(config))
+    code, old_out, err = run_cli(["predict", "--checkpoint", str(checkpoint), "--input", str(inputs)], capsys)
+    assert code == 0, err
+    assert json.loads(old_out) == json.loads(new_out)
+
+
+def test_multitask_training_takes_dev_split_none(tiny_bert, sst2_dir, tmp_path) -> None:
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    options = dict(model=tiny_bert, output_dir=str(tmp_path / "run"), prefix_length=4, batch_size=8)
+    options.update(max_length=32, max_steps=2, dev_split="none", test_split="none", log_tensorboard=False)
+    result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": sst2_dir})
+    assert "sst2/dev" not in result.summary["data"] and "sst2/train" in result.summary["data"]
+    assert (tmp_path / "run" / "checkpoint" / "prompt_config.json").is_file()
+
+
+def test_multitask_training_holds_out_dev_from_each_tasks_train(tiny_bert, sst2_dir, tmp_path) -> None:
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    options = dict(model=tiny_bert, output_dir=str(tmp_path / "run"), prefix_length=4, batch_size=8)
+    options.update(max_length=32, max_steps=1, dev_from_train=0.25, log_tensorboard=False)
+    result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": sst2_dir})
+    summary = result.summary
+    assert summary["data"]["sst2/train"]["examples"] == 24
+    assert summary["data"]["sst2/dev-from-train"]["examples"] == 8  # 0.25 of the 32 train examples
+    assert "sst2/dev" not in summary["data"]
+    held_out = summary["data_plan"]["sst2"]["dev_from_train"]
+    assert (held_out["seed"], held_out["dev_examples"], held_out["source_examples"]) == (0, 8, 32)
+    assert summary["dev"]["sst2"]["accuracy"] is not None
+
+
+def test_multitask_training_on_one_data_file_has_no_dev_instead_of_scoring_train(
+    tiny_bert, sst2_dir, tmp_path
+) -> None:
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.multitask import train_multitask
+
+    options = dict(model=tiny_bert, output_dir=str(tmp_path / "run"), prefix_length=4, batch_size=8)
+    options.update(max_length=32, max_steps=1, test_split="none", log_tensorboard=False)
+    result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": str(Path(sst2_dir) / "train.tsv")})
+    assert sorted(result.summary["data"]) == ["sst2/train"]
