@@ -64,6 +64,7 @@ class Backbone:
     model: str  # the TrainConfig model (a packaged short name)
     description: str  # how the tables name it; {model} is the model actually passed
     num_layers: int  # the layer ablation puts the prefix in the top half or the bottom half
+    hidden_size: int  # with num_layers, the cost per token (benchmarks/quality_plan.py)
     params_millions: float  # total parameters, for the scaling figure
     results_subdir: str  # "" = benchmarks/results/quality itself (MiniLM, as before)
     eval_batch_size: int  # explicit, and recorded in every result line
@@ -75,11 +76,11 @@ BACKBONES: dict[str, Backbone] = {
     for b in (
         Backbone("minilm", "minilm",
                  'packaged all-MiniLM-L6-v2 (`model="{model}"`, 6 layers x 384, 22.6 M parameters)',
-                 num_layers=6, params_millions=22.6, results_subdir="", eval_batch_size=64,
+                 num_layers=6, hidden_size=384, params_millions=22.6, results_subdir="", eval_batch_size=64,
                  scaling_ablations=False),
         Backbone("mpnet", "mpnet",
                  'packaged all-mpnet-base-v2 (`model="{model}"`, 12 layers x 768, 109.5 M parameters)',
-                 num_layers=12, params_millions=109.5, results_subdir="mpnet", eval_batch_size=64,
+                 num_layers=12, hidden_size=768, params_millions=109.5, results_subdir="mpnet", eval_batch_size=64,
                  scaling_ablations=True),
     )
 }  # fmt: skip
