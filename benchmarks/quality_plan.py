@@ -223,11 +223,12 @@ def render_plan(bench: quality.Bench, gpu_jobs: int = 1) -> str:
         f">> quality-{bench.backbone}.log 2>&1 &",
         "```",
         "",
-        "GPU (one machine; `--deadline` stops launching runs so the lease is not overrun):",
+        "GPU (one machine; `--deadline` stops launching runs at 300 s so runs started before it can finish "
+        "inside a 10-minute command; resumable across commands and leases):",
         "",
         "```",
-        f"python benchmarks/quality.py {backbone} --run-all --jobs {gpu_jobs} --deadline 500",
-        f"python benchmarks/quality.py {backbone} --scale large --run-all --jobs {gpu_jobs} --deadline 500",
+        f"python benchmarks/quality.py {backbone} --run-all --jobs {gpu_jobs} --deadline 300",
+        f"python benchmarks/quality.py {backbone} --scale large --run-all --jobs {gpu_jobs} --deadline 300",
         "```",
         "",
         "Then: `python benchmarks/quality.py "
