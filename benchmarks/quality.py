@@ -8,6 +8,7 @@ interruptions and a shared machine:
     task:method:sweep          each setting of the method's small sweep, seed 42, scored on dev
     task:method:seeds          the best sweep setting (by dev) again with seeds 43 and 44
     task:ptuning-v2:ablation-NAME   one change to P-tuning v2's chosen setting, seed 42
+    task:finetune:ablation-pooling  the same head change to fine-tuning's chosen setting, seed 42
 
 Each finished run is one JSON line in ``benchmarks/results/quality/<task>.jsonl`` (``--backbone minilm``,
 the default) or ``benchmarks/results/quality/<backbone>/<task>.jsonl`` (any other backbone); a run whose key
