@@ -8,15 +8,19 @@ interruptions and a shared machine:
     task:method:sweep          each setting of the method's small sweep, seed 42, scored on dev
     task:method:seeds          the best sweep setting (by dev) again with seeds 43 and 44
     task:ptuning-v2:ablation-NAME   one change to P-tuning v2's chosen setting, seed 42
+    task:finetune:ablation-pooling  the same head change to fine-tuning's chosen setting, seed 42
 
-Each finished run is one JSON line in ``benchmarks/results/quality/<task>.jsonl``; a run whose key (task,
-method, setting, seed, budget) is already there is skipped, so any command can be repeated.
+Each finished run is one JSON line in ``benchmarks/results/quality/<task>.jsonl`` (``--backbone minilm``,
+the default) or ``benchmarks/results/quality/<backbone>/<task>.jsonl`` (any other backbone); a run whose key
+(task, method, setting, seed, budget) is already there is skipped, so any command can be repeated. The budget
+fingerprint in the key names the backbone too, so two backbones' runs never mix even in one file.
 
     python benchmarks/quality.py --list                  # every cell and whether it is done
     python benchmarks/quality.py --cell sst2:ptuning-v2:sweep
     python benchmarks/quality.py --run-all               # every pending cell in order (one process each)
     python benchmarks/quality.py --table                 # Markdown tables from the results files
     python benchmarks/quality.py --table --update-doc docs/RESULTS.md
+    python benchmarks/quality.py --backbone mpnet --plan  # every cell, estimated CPU/GPU time, commands
 """
 
 from __future__ import annotations
@@ -46,11 +50,43 @@ SWEEP_SEED = 42
 EXTRA_SEEDS = (43, 44)  # with the sweep's seed-42 run of the chosen setting: 3 seeds
 # One thread: on this shared 2-core machine other jobs keep the load at 4-8; two OpenMP threads then spin at
 # every barrier waiting for each other and a MiniLM step ran 4-5x slower than with one thread (measured).
-TABLE_MARKERS = {
+TABLE_MARKERS = {  # MiniLM's sections; other backbones get their own (see table_markers)
     "full": ("<!-- quality-tables:start -->", "<!-- quality-tables:end -->"),
     "large": ("<!-- quality-large-tables:start -->", "<!-- quality-large-tables:end -->"),
     "smoke": ("<!-- quality-tables:start -->", "<!-- quality-tables:end -->"),
 }
+
+
+@dataclass(frozen=True)
+class Backbone:
+    """A real backbone the table runs on: what differs per backbone is written here, and into every run."""
+
+    name: str  # the --backbone value
+    model: str  # the TrainConfig model (a packaged short name)
+    description: str  # how the tables name it; {model} is the model actually passed
+    num_layers: int  # the layer ablation puts the prefix in the top half or the bottom half
+    hidden_size: int  # with num_layers, the cost per token (benchmarks/quality_plan.py)
+    params_millions: float  # total parameters, for the scaling figure
+    results_subdir: str  # "" = benchmarks/results/quality itself (MiniLM, as before)
+    eval_batch_size: int  # explicit, and recorded in every result line
+    scaling_ablations: bool  # whether the ablations added for the scaling question are cells by default
+
+
+BACKBONES: dict[str, Backbone] = {
+    b.name: b
+    for b in (
+        Backbone("minilm", "minilm",
+                 'packaged all-MiniLM-L6-v2 (`model="{model}"`, 6 layers x 384, 22.6 M parameters)',
+                 num_layers=6, hidden_size=384, params_millions=22.6, results_subdir="", eval_batch_size=64,
+                 scaling_ablations=False),
+        Backbone("mpnet", "mpnet",
+                 'packaged all-mpnet-base-v2 (`model="{model}"`, 12 layers x 768, 109.5 M parameters)',
+                 num_layers=12, hidden_size=768, params_millions=109.5, results_subdir="mpnet", eval_batch_size=64,
+                 scaling_ablations=True),
+    )
+}  # fmt: skip
+# MiniLM keeps its 1x table exactly as it was measured: the scaling ablations are cells there only with
+# --scaling-ablations (or by naming them with --cell), and rows of its table once they have run.
 
 
 @dataclass(frozen=True)
@@ -89,9 +125,11 @@ class Budget:
             "task_options": dict(self.task_options),
         }
 
-    def fingerprint(self, model: str) -> str:
-        """Changes whenever the budget or the backbone does, so stale results are never mixed in."""
-        text = json.dumps({**self.train_options(), "model": model}, sort_keys=True)
+    def fingerprint(self, model: str, backbone: str = "minilm") -> str:
+        """Changes whenever the budget, the model or the backbone does, so stale results are never mixed in.
+        MiniLM's fingerprint leaves the backbone out, as it did before there was a second one."""
+        named = {} if backbone == "minilm" else {"backbone": backbone}
+        text = json.dumps({**self.train_options(), "model": model, **named}, sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:12]
 
     def describe(self) -> str:
@@ -150,23 +188,52 @@ METHOD_LABELS = {
     "prompt-tuning": "prompt tuning",
     "linear-probe": "linear probe",
 }
-# Ablations of P-tuning v2 (one seed), each a list of changes applied to its chosen setting.
+# Ablations (one seed), each a list of changes applied to the method's chosen setting.
 ABLATIONS: dict[str, list[dict[str, Any]]] = {
     "prefix-length": [{"prefix_length": 4}, {"prefix_length": 64}],
     "position-shift": [{"position_mode": "shift"}],
     "no-prefix-dropout": [{"prefix_dropout": 0.0}],
     "double-epochs": [{"epochs_factor": 2}],
     "quadruple-epochs": [{"epochs_factor": 4}],  # added after "epochs x2" helped on SST-2 and CoNLL-2004
-    # The paper's layer ablation: the same prefix in the top half of the layers only, or the bottom half.
-    "prefix-layers": [{"prefix_layers": [3, 4, 5]}, {"prefix_layers": [0, 1, 2]}],
+    # The paper's layer ablation: the same prefix in the top half of the layers only, or the bottom half
+    # (the layer lists depend on the backbone: see ablation_changes).
+    "prefix-layers": [],
+    # Added for the scaling question (issue 15): the paper's long prefixes for hard sequence tasks, and the
+    # head's pooling (mean pooling is how these sentence-embedding checkpoints were trained).
+    "long-prefix": [{"prefix_length": 128}],
+    "pooling": [{"pooling": "mean"}],
 }
+ORIGINAL_ABLATIONS = (
+    "prefix-length", "position-shift", "no-prefix-dropout", "double-epochs", "quadruple-epochs", "prefix-layers"
+)  # fmt: skip
+SCALING_ABLATIONS = ("long-prefix", "pooling")
+# Which methods an ablation changes (P-tuning v2 unless listed): pooling is a head choice, so fine-tuning gets
+# it too, or a gain could not be told apart from one that both sides would have.
+ABLATION_METHODS: dict[str, tuple[str, ...]] = {"pooling": ("ptuning-v2", "finetune")}
+POOLING_TASKS = ("sst2", "superglue-rte", "boolq", "copa")  # pooled heads; tagging and QA read every token
 CORE_METHODS = ("finetune", "ptuning-v2", "prompt-tuning")  # the ones the targets name
 ABLATION_TASKS = ("sst2", "superglue-rte", "conll2004")
 
 
-def ablations_for(task: str) -> list[str]:
-    """The ablation names that apply to ``task``."""
-    return list(ABLATIONS) if task in ABLATION_TASKS else []
+def ablation_methods(name: str) -> tuple[str, ...]:
+    return ABLATION_METHODS.get(name, ("ptuning-v2",))
+
+
+def ablation_applies(name: str, task: str) -> bool:
+    return name != "pooling" or task in POOLING_TASKS
+
+
+def ablation_changes(name: str, num_layers: int) -> list[dict[str, Any]]:
+    """The settings an ablation tries; the layer ablation's halves follow the backbone's depth."""
+    if name == "prefix-layers":
+        half = num_layers // 2
+        return [{"prefix_layers": list(range(half, num_layers))}, {"prefix_layers": list(range(half))}]
+    return ABLATIONS[name]
+
+
+def ablations_for(task: str, names: tuple[str, ...] = ORIGINAL_ABLATIONS) -> list[str]:
+    """The ablation names (of ``names``) that apply to ``task``."""
+    return [n for n in names if ablation_applies(n, task)] if task in ABLATION_TASKS else []
 
 
 # A larger budget, the same for both sides, to ask whether more training closes P-tuning v2's gap (the 1x
@@ -226,10 +293,16 @@ class Cell:
         ablation = phase.removeprefix("ablation-")
         if phase.startswith("ablation-") and ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {ablation!r}; expected one of {', '.join(ABLATIONS)}")
-        if phase not in ("sweep", "seeds") and (method != "ptuning-v2" or ablation not in ABLATIONS):
+        if phase not in ("sweep", "seeds") and (
+            ablation not in ABLATIONS or method not in ablation_methods(ablation)
+        ):
             raise ValueError(
-                f"phase must be sweep, seeds or (for ptuning-v2) ablation-NAME with NAME in "
-                f"{', '.join(ABLATIONS)}; got {phase!r}"
+                f"phase must be sweep, seeds or ablation-NAME with NAME in {', '.join(ABLATIONS)} "
+                f"(for ptuning-v2; pooling also for finetune); got {method} {phase!r}"
+            )
+        if phase.startswith("ablation-") and not ablation_applies(ablation, task):
+            raise ValueError(
+                f"ablation {ablation!r} changes a pooled head: tasks {', '.join(POOLING_TASKS)}; got {task!r}"
             )
         return cls(task, method, phase)
 
@@ -243,7 +316,11 @@ def all_cells(bench: Bench) -> list[Cell]:
         cells += [Cell(task, method, "sweep") for method in methods]
         cells += [Cell(task, method, "seeds") for method in CORE_METHODS if method in methods]
         if bench.scale != "large":
-            cells += [Cell(task, "ptuning-v2", f"ablation-{name}") for name in ablations_for(task)]
+            cells += [
+                Cell(task, method, f"ablation-{name}")
+                for name in ablations_for(task, bench.ablation_names)
+                for method in ablation_methods(name)
+            ]
         cells += [Cell(task, method, "seeds") for method in methods if method not in CORE_METHODS]
     return cells
 
@@ -258,6 +335,21 @@ class Bench:
     model: str = MODEL
     scale: str = "full"  # full | large | smoke
     threads: int = 1  # torch threads per run (see the note above TABLE_MARKERS)
+    backbone: str = "minilm"  # a BACKBONES name: layer lists, fingerprints, table text, recorded settings
+    scaling_ablations: bool = False  # MiniLM: also make the scaling ablations cells (other backbones: always)
+
+    @property
+    def spec(self) -> Backbone:
+        return BACKBONES[self.backbone]
+
+    @property
+    def ablation_names(self) -> tuple[str, ...]:
+        """The ablations that are cells of this bench (and rows of its table)."""
+        extra = self.scaling_ablations or self.spec.scaling_ablations
+        return ORIGINAL_ABLATIONS + (SCALING_ABLATIONS if extra else ())
+
+    def budget_id(self, task: str) -> str:
+        return self.budgets[task].fingerprint(self.model, self.backbone)
 
     @property
     def budgets(self) -> dict[str, Budget]:
@@ -278,7 +370,7 @@ class Bench:
         path = self.results_file(task)
         if not path.is_file():
             return []
-        budget_id = self.budgets[task].fingerprint(self.model)
+        budget_id = self.budget_id(task)
         records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
         return [r for r in records if r["budget_id"] == budget_id]
 
@@ -311,7 +403,7 @@ def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | Non
     """The sweep setting with the best dev score (seed 42); None until the whole sweep is done."""
     budget = bench.budgets[task]
     records = bench.records(task)
-    budget_id = budget.fingerprint(bench.model)
+    budget_id = bench.budget_id(task)
     sweep = bench.sweeps[method]
     runs = [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in sweep]
     if any(r is None for r in runs):
@@ -329,14 +421,15 @@ def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | No
         return None
     if cell.phase == "seeds":
         return [(chosen, seed) for seed in EXTRA_SEEDS]
-    return [({**chosen, **change}, SWEEP_SEED) for change in ABLATIONS[cell.phase.removeprefix("ablation-")]]
+    changes = ablation_changes(cell.phase.removeprefix("ablation-"), bench.spec.num_layers)
+    return [({**chosen, **change}, SWEEP_SEED) for change in changes]
 
 
 def cell_status(bench: Bench, cell: Cell) -> str:
     runs = cell_runs(bench, cell)
     if runs is None:
         return "waiting for its sweep"
-    budget_id = bench.budgets[cell.task].fingerprint(bench.model)
+    budget_id = bench.budget_id(cell.task)
     records = bench.records(cell.task)
     done = sum(
         find_run(records, run_key(cell.task, cell.method, s, seed, budget_id)) is not None for s, seed in runs
@@ -357,7 +450,7 @@ def run_cell(bench: Bench, cell: Cell, only: int | None = None) -> None:
             raise SystemExit(f"{cell.name} has runs 0..{len(runs) - 1}; got --run {only}")
         runs = [runs[only]]
     budget = bench.budgets[cell.task]
-    budget_id = budget.fingerprint(bench.model)
+    budget_id = bench.budget_id(cell.task)
     for setting, seed in runs:
         key = run_key(cell.task, cell.method, setting, seed, budget_id)
         if find_run(bench.records(cell.task), key) is not None:
@@ -405,6 +498,7 @@ def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], 
             data_dir=str(bench.data_root / budget.data),
             output_dir=str(output_dir),
             seed=seed,
+            eval_batch_size=bench.spec.eval_batch_size,
             save_every_steps=None,
             log_tensorboard=False,
         )
@@ -418,6 +512,7 @@ def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], 
         "setting": setting,
         "seed": seed,
         "model": bench.model,
+        "backbone": bench.backbone,
         "budget": asdict(budget),
         "dev": summary["dev"],
         "test": summary["test"],
@@ -440,6 +535,7 @@ def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], 
             for h in summary["history"]
         ],
         "threads": bench.threads,
+        "eval_batch_size": bench.spec.eval_batch_size,
         "device": torch.cuda.get_device_name() if torch.cuda.is_available() else "cpu",
         "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
@@ -463,7 +559,7 @@ def pending_runs(bench: Bench, tasks: list[str] | None) -> list[tuple[Cell, int]
         runs = cell_runs(bench, cell)
         if runs is None:
             continue
-        budget_id = bench.budgets[cell.task].fingerprint(bench.model)
+        budget_id = bench.budget_id(cell.task)
         records = bench.records(cell.task)
         for index, (setting, seed) in enumerate(runs):
             if find_run(records, run_key(cell.task, cell.method, setting, seed, budget_id)) is None:
@@ -533,6 +629,8 @@ def bench_arguments(bench: Bench) -> list[str]:
     return [
         *("--results-dir", str(bench.results_dir), "--data-root", str(bench.data_root)),
         *("--model", bench.model, "--scale", bench.scale, "--threads", str(bench.threads)),
+        *("--backbone", bench.backbone),
+        *(["--scaling-ablations"] if bench.scaling_ablations else []),
     ]
 
 
@@ -551,7 +649,7 @@ def method_result(bench: Bench, task: str, method: str) -> dict[str, Any] | None
     chosen = chosen_setting(bench, task, method)
     if chosen is None:
         return None
-    budget_id = budget.fingerprint(bench.model)
+    budget_id = bench.budget_id(task)
     records = bench.records(task)
     runs = [
         find_run(records, run_key(task, method, chosen, seed, budget_id))
@@ -572,6 +670,7 @@ def format_setting(setting: dict[str, Any]) -> str:
         "position_mode": "positions",
         "prefix_dropout": "prefix dropout",
         "prefix_layers": "prefix on layers",
+        "pooling": "pooling",
     }
     parts = []
     for key, value in setting.items():
@@ -590,7 +689,7 @@ def format_setting(setting: dict[str, Any]) -> str:
 
 def render_tables(bench: Bench) -> str:
     lines = [
-        f'Backbone: packaged all-MiniLM-L6-v2 (`model="{bench.model}"`, 6 layers x 384, 22.6 M parameters). '
+        f"Backbone: {bench.spec.description.format(model=bench.model)}. "
         f"Each method's setting is chosen on dev (seed {SWEEP_SEED}); the chosen setting is then run with seeds "
         f"{', '.join(map(str, EXTRA_SEEDS))} too; tables show mean ± sample std over the seeds that finished. "
         "The seed-42 run of the chosen setting is one of the three seeds (it was selected on dev, so dev-scored "
@@ -598,9 +697,10 @@ def render_tables(bench: Bench) -> str:
         "",
     ]
     if bench.scale == "large":
+        learnable = "MiniLM can learn" if bench.backbone == "minilm" else "MiniLM could learn (the same four)"
         lines += [
             "**Larger budgets** (`--scale large`): the same protocol with 4-11x the examples of the 1x "
-            "budgets, for the tasks MiniLM can learn and the methods the targets compare.",
+            f"budgets, for the tasks {learnable} and the methods the targets compare.",
             "",
         ]
     lines += render_summary(bench)
@@ -659,7 +759,7 @@ def render_task(bench: Bench, task: str) -> list[str]:
         f"| method | chosen setting | trainable params | % of total | {budget.report_split} {metrics} | seeds | sweep, seed {SWEEP_SEED} (dev) |",
         "|---|---|---|---|---|---|---|",
     ]
-    budget_id = budget.fingerprint(bench.model)
+    budget_id = bench.budget_id(task)
     records = bench.records(task)
     for method in bench.sweeps:
         sweep = []
@@ -686,12 +786,18 @@ def render_task(bench: Bench, task: str) -> list[str]:
 
 
 def render_ablations(bench: Bench) -> list[str]:
+    names = rendered_ablations(bench)
     lines = [
         "### P-tuning v2 ablations",
         "",
         f"One seed ({SWEEP_SEED}); each row changes one thing in P-tuning v2's chosen setting (P = 16 there "
         'unless the row says otherwise). `epochs x2` and `x4` multiply the budget, so they answer "is P-tuning v2 '
-        'under-trained at this budget?" rather than comparing methods.',
+        'under-trained at this budget?" rather than comparing methods.'
+        + (
+            " Pooling rows marked (fine-tuning) change fine-tuning's chosen setting the same way."
+            if "pooling" in names
+            else ""
+        ),
         "",
         "| task | change | chosen setting (seed 42) | with the change | difference |",
         "|---|---|---|---|---|",
@@ -700,30 +806,35 @@ def render_ablations(bench: Bench) -> list[str]:
         if task not in bench.budgets:
             continue
         budget = bench.budgets[task]
-        budget_id = budget.fingerprint(bench.model)
+        budget_id = bench.budget_id(task)
         records = bench.records(task)
-        chosen = chosen_setting(bench, task, "ptuning-v2")
-        base = (
-            find_run(records, run_key(task, "ptuning-v2", chosen, SWEEP_SEED, budget_id)) if chosen else None
-        )
-        for name in ablations_for(task):
-            for change in ABLATIONS[name]:
+        for name, method in ((n, m) for n in ablations_for(task, names) for m in ablation_methods(n)):
+            chosen = chosen_setting(bench, task, method)
+            base = find_run(records, run_key(task, method, chosen, SWEEP_SEED, budget_id)) if chosen else None
+            label = name if method == "ptuning-v2" else f"{name} ({METHOD_LABELS[method]})"
+            for change in ablation_changes(name, bench.spec.num_layers):
                 run = (
-                    find_run(
-                        records, run_key(task, "ptuning-v2", {**chosen, **change}, SWEEP_SEED, budget_id)
-                    )
+                    find_run(records, run_key(task, method, {**chosen, **change}, SWEEP_SEED, budget_id))
                     if chosen
                     else None
                 )
                 base_score = primary(base, budget) if base else None
                 score = primary(run, budget) if run else None
                 lines.append(
-                    f"| {budget.label} | {name}: {format_setting(change)} | "
+                    f"| {budget.label} | {label}: {format_setting(change)} | "
                     f"{'pending' if base_score is None else f'{base_score:.1f}'} | "
                     f"{'pending' if score is None else f'{score:.1f}'} | "
                     f"{'–' if base_score is None or score is None else f'{score - base_score:+.1f}'} |"
                 )
     return lines + [""]
+
+
+def rendered_ablations(bench: Bench) -> tuple[str, ...]:
+    """The bench's ablations, plus any scaling ablation that has a run (MiniLM's named with --cell)."""
+    ran = {r.get("phase", "").removeprefix("ablation-") for t in bench.budgets for r in bench.records(t)}
+    return bench.ablation_names + tuple(
+        n for n in SCALING_ABLATIONS if n in ran and n not in bench.ablation_names
+    )
 
 
 def render_pending(bench: Bench) -> list[str]:
@@ -737,8 +848,36 @@ def render_pending(bench: Bench) -> list[str]:
     return [f"**Pending cells ({len(pending)} of {len(all_cells(bench))}):** " + ", ".join(pending) + "."]
 
 
-def update_doc(path: Path, tables: str, scale: str = "full") -> None:
-    replace_between_markers(path, *TABLE_MARKERS[scale], tables)
+def table_markers(backbone: str, scale: str) -> tuple[str, str]:
+    """MiniLM's tables keep their markers; another backbone's go between markers named for it."""
+    if backbone == "minilm":
+        return TABLE_MARKERS[scale]
+    section = f"quality-{backbone}-large-tables" if scale == "large" else f"quality-{backbone}-tables"
+    return f"<!-- {section}:start -->", f"<!-- {section}:end -->"
+
+
+def update_doc(path: Path, tables: str, scale: str = "full", backbone: str = "minilm") -> None:
+    replace_between_markers(path, *table_markers(backbone, scale), tables)
+
+
+def backbone_problem(model: str) -> str | None:
+    """Why the packaged MPNet cannot be loaded here, or None; checked before any run starts, so a campaign
+    fails in a second with the fix rather than in every run."""
+    if model != "mpnet":
+        return None  # MiniLM and folders: the engine's own errors name what is missing
+    from ptuning.core import backbones
+
+    if getattr(backbones, "PACKAGED_MPNET", None) != model:
+        return (
+            "--backbone mpnet needs the packaged short name 'mpnet' (all-mpnet-base-v2), which this checkout's "
+            "ptuning.core.backbones does not define (it comes with the MPNet architecture work); or pass "
+            "--model FOLDER pointing at an all-mpnet-base-v2 folder"
+        )
+    try:
+        backbones.resolve_model_path(model)
+    except FileNotFoundError as error:
+        return f"--backbone mpnet: the packaged all-mpnet-base-v2 is not usable here: {error}"
+    return None
 
 
 # ------------------------------------------------------------------------------------------- CLI
@@ -757,9 +896,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update-doc", type=Path, help="with --table: write them between the markers of this file"
     )
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--backbone",
+        choices=tuple(BACKBONES),
+        default="minilm",
+        help="the real backbone: minilm (22.6 M, the default) or mpnet (109.5 M); each has its own results",
+    )
+    parser.add_argument(
+        "--plan", action="store_true", help="print every cell, its estimated CPU/GPU time and the commands"
+    )
+    parser.add_argument(
+        "--scaling-ablations",
+        action="store_true",
+        help="minilm: make the scaling ablations (long-prefix, pooling) cells too (other backbones: always)",
+    )
+    parser.add_argument("--results-dir", type=Path, help="default: benchmarks/results/quality[/<backbone>]")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    parser.add_argument("--model", default=MODEL)
+    parser.add_argument("--model", help="default: the backbone's packaged short name (a folder for tests)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads per run (default 1, see above)")
     parser.add_argument(
         "--scale",
@@ -768,7 +921,20 @@ def main(argv: list[str] | None = None) -> int:
         help="full: the 1x budgets; large: the larger budgets (LARGE_BUDGETS); smoke: a few examples (CI)",
     )
     args = parser.parse_args(argv)
-    bench = Bench(args.results_dir, args.data_root, args.model, args.scale, args.threads)
+    spec = BACKBONES[args.backbone]
+    results_dir = args.results_dir or RESULTS_DIR / spec.results_subdir
+    model = args.model or spec.model
+    bench = Bench(
+        results_dir, args.data_root, model, args.scale, args.threads, args.backbone, args.scaling_ablations
+    )
+    if args.cell or args.run_all:
+        problem = backbone_problem(bench.model)
+        if problem:
+            parser.exit(2, f"quality.py: {problem}\n")
+    if args.plan:
+        from quality_plan import render_plan  # the estimate reads MiniLM's results; only when asked
+
+        print(render_plan(bench, args.jobs))
     if args.list:
         for cell in all_cells(bench):
             print(f"{cell.name:45s} {cell_status(bench, cell)}")
@@ -784,9 +950,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.table:
         tables = render_tables(bench)
         if args.update_doc:
-            update_doc(args.update_doc, tables, args.scale)
+            update_doc(args.update_doc, tables, args.scale, args.backbone)
         print(tables)
-    if not (args.list or args.cell or args.run_all or args.table):
+    if not (args.list or args.cell or args.run_all or args.table or args.plan):
         parser.print_help()
     return 0
 

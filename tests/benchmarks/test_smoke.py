@@ -135,6 +135,122 @@ def test_quality_large_scale_has_its_own_budgets_cells_and_doc_section(tmp_path,
     assert "all 67,349 train sentences" in text and "ablations" not in text
 
 
+def test_quality_minilm_tables_cells_and_budget_ids_are_unchanged_by_backbones():
+    quality = load_benchmark("quality")
+    doc = (REPO / "docs" / "RESULTS.md").read_text()
+    for scale in ("full", "large"):  # what docs/RESULTS.md holds is what --table renders, to the character
+        start, end = quality.TABLE_MARKERS[scale]
+        committed = doc.split(start)[1].split(end)[0]
+        assert committed == "\n" + quality.render_tables(quality.Bench(scale=scale))
+    real = [json.loads(line) for line in (quality.RESULTS_DIR / "sst2.jsonl").read_text().splitlines()]
+    assert quality.Bench().budget_id("sst2") in {r["budget_id"] for r in real}
+    cells = [c.name for c in quality.all_cells(quality.Bench())]
+    assert len(cells) == 88 and not any("pooling" in c or "long-prefix" in c for c in cells)
+    assert quality.ablation_changes("prefix-layers", 6) == [
+        {"prefix_layers": [3, 4, 5]},
+        {"prefix_layers": [0, 1, 2]},
+    ]
+
+
+def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_path, capsys, monkeypatch):
+    quality = load_benchmark("quality")
+    mpnet = quality.Bench(results_dir=tmp_path, model="minilm", backbone="mpnet")
+    assert mpnet.budget_id("sst2") != quality.Bench().budget_id("sst2")  # even with the same model string
+    assert quality.ablation_changes("prefix-layers", mpnet.spec.num_layers) == [
+        {"prefix_layers": list(range(6, 12))},
+        {"prefix_layers": list(range(6))},
+    ]
+    cells = {c.name for c in quality.all_cells(mpnet)}
+    assert {"sst2:finetune:ablation-pooling", "superglue-rte:ptuning-v2:ablation-pooling"} <= cells
+    assert "conll2004:ptuning-v2:ablation-long-prefix" in cells
+    assert "conll2004:ptuning-v2:ablation-pooling" not in cells  # a tagging head reads every token
+    with pytest.raises(ValueError, match="pooled head"):
+        quality.Cell.parse("conll2004:ptuning-v2:ablation-pooling")
+    with pytest.raises(ValueError, match="pooling also for finetune"):
+        quality.Cell.parse("sst2:finetune:ablation-long-prefix")
+    minilm_with = quality.Bench(scaling_ablations=True)
+    assert "sst2:finetune:ablation-pooling" in {c.name for c in quality.all_cells(minilm_with)}
+
+    from ptuning.core import backbones  # the runner refuses before any run when the package is absent
+
+    monkeypatch.delattr(backbones, "PACKAGED_MPNET", raising=False)
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as refused:
+        quality.main(
+            ["--backbone", "mpnet", "--results-dir", str(tmp_path), "--cell", "sst2:ptuning-v2:sweep"]
+        )
+    assert refused.value.code == 2 and "packaged short name 'mpnet'" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
+    tiny_model, data_root, tmp_path, monkeypatch, capsys
+):
+    quality = load_benchmark("quality")
+    monkeypatch.setitem(quality.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
+    monkeypatch.setitem(quality.SWEEPS, "finetune", [{"learning_rate": 1e-4}])
+    results = tmp_path / "results"
+    common = ["--backbone", "mpnet", "--scale", "smoke", "--results-dir", str(results)]
+    common += ["--data-root", str(data_root), "--model", tiny_model]
+    for cell in ("ptuning-v2:sweep", "finetune:sweep", "ptuning-v2:ablation-pooling"):
+        quality.main([*common, "--cell", f"sst2:{cell}"])
+    quality.main([*common, "--cell", "sst2:finetune:ablation-pooling"])
+    quality.main([*common, "--cell", "sst2:ptuning-v2:ablation-long-prefix"])
+
+    records = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
+    assert [(r["method"], r["setting"]) for r in records[2:]] == [
+        ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 4, "pooling": "mean"}),
+        ("finetune", {"learning_rate": 1e-4, "pooling": "mean"}),
+        ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 128}),
+    ]
+    bench = quality.Bench(results, data_root, tiny_model, "smoke", backbone="mpnet")
+    assert {r["budget_id"] for r in records} == {bench.budget_id("sst2")}
+    assert all(r["backbone"] == "mpnet" and r["eval_batch_size"] == 64 for r in records)
+    assert records[4]["trainable_params"] > records[0]["trainable_params"]  # P 128 against P 4
+
+    capsys.readouterr()
+    quality.main([*common, "--table"])
+    tables = capsys.readouterr().out
+    assert "all-mpnet-base-v2" in tables
+    assert "| SST-2 | pooling: pooling mean |" in tables
+    assert "| SST-2 | pooling (fine-tuning): pooling mean |" in tables
+    assert "| SST-2 | long-prefix: P 128 |" in tables
+
+
+def test_quality_plan_estimates_every_mpnet_cell_from_minilm_runs(capsys):
+    quality = load_benchmark("quality")
+    plan = load_benchmark("quality_plan")
+    mpnet = quality.Bench(results_dir=quality.RESULTS_DIR / "mpnet", model="mpnet", backbone="mpnet")
+    assert plan.flops_ratio(mpnet.spec) == 8.0
+    rows = {r["cell"]: r for r in plan.cell_estimates(mpnet)}
+    assert set(rows) == {c.name for c in quality.all_cells(mpnet)}
+    # one MPNet SST-2 P-tuning v2 run: ~8x MiniLM's (their CPU runs took 342-946 s)
+    per_run = rows["sst2:ptuning-v2:sweep"]["cpu_seconds"] / rows["sst2:ptuning-v2:sweep"]["runs"]
+    assert 8 * 300 < per_run < 8 * 1000
+    assert rows["sst2:ptuning-v2:ablation-quadruple-epochs"]["cpu_seconds"] == pytest.approx(4 * per_run, 0.3)
+
+    capsys.readouterr()
+    quality.main(["--backbone", "mpnet", "--plan"])
+    text = capsys.readouterr().out
+    assert "**Total**" in text and "`sst2:finetune:ablation-pooling`" in text
+    assert "--backbone mpnet --run-all --jobs 2 --threads 1 --tasks sst2 conll2003" in text
+    assert "--backbone mpnet --run-all --jobs 12" in text
+
+
+def test_scaling_figure_renders_the_minilm_gaps_and_marks_the_rest(tmp_path, capsys):
+    scaling = load_benchmark("quality_scaling")
+    figure = tmp_path / "scaling.png"
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text("a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\nb\n")
+
+    scaling.main(["--figure", str(figure), "--update-doc", str(doc)])
+
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    table = doc.read_text()
+    assert "| SST-2 | -5.4 ± 1.2 (80.5 vs 85.8; 3/3 seeds) | -3.8 (85.4 vs 89.2; 1/1 seeds) |" in table
+    assert "not yet measured" in table and "slot empty" in table and "old" not in table
+
+
 def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     speed = load_benchmark("speed")
     results = tmp_path / "results"
