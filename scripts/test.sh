@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # The test command: set up .venv, lint, run the whole suite on the pinned (newest) transformers, then the
-# core and task suites again on transformers 5.23 (the last release before `past_key_values` -> `cache`).
+# core, generation and interop suites again on transformers 5.23 (before `past_key_values` -> `cache`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
-LINT=(src tests); [ -d benchmarks ] && LINT+=(benchmarks)
+LINT=(src tests benchmarks scripts)
 .venv/bin/ruff check "${LINT[@]}"
 .venv/bin/ruff format --check "${LINT[@]}"
 export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
@@ -13,4 +13,4 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 export PTUNING_CACHE="${PTUNING_CACHE:-$PWD/.cache/ptuning}" PTUNING_REQUIRE_PACKAGED=1
 .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
 VENV=.venv-transformers-5.23 TRANSFORMERS_VERSION=5.23.0 bash scripts/setup.sh
-.venv-transformers-5.23/bin/python -m pytest -q -p no:cacheprovider tests/core tests/generative
+.venv-transformers-5.23/bin/python -m pytest -q -p no:cacheprovider tests/core tests/generative tests/generation tests/interop
