@@ -231,7 +231,7 @@ class PromptModel(nn.Module):
             )
             labels = torch.cat([prompt_labels, labels], dim=1)
         out = self.backbone(**kwargs, labels=labels)
-        logits = out.logits
+        logits = out.logits.float()  # fp32 like every head's (transformers' loss is already fp32)
         if self.method is Method.PROMPT_TUNING:
             logits = logits[:, -input_ids.shape[1] :]
         return PromptModelOutput(loss=out.loss, logits=logits)
