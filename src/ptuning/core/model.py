@@ -102,6 +102,10 @@ class PromptModel(nn.Module):
             self.prefix_config = PrefixConfig.from_dict(
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
             )
+        if getattr(backbone, "ptuning_quantization", None):
+            raise ConfigError(
+                "build the PromptModel (or load the checkpoint) on the fp32 backbone, then quantize_backbone(model)"
+            )
         self.geometry = PrefixGeometry.from_config(backbone.config)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
@@ -320,6 +324,11 @@ class PromptModel(nn.Module):
     # ----------------------------------------------------------------- prefix plumbing
     def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
         self._ensure_attached()
+        if torch.is_grad_enabled() and getattr(self.backbone, "ptuning_quantization", None):
+            raise ConfigError(
+                "a CPU int8 backbone has no backward (torch dynamic quantization): use it under torch.no_grad() "
+                "for eval, predict and serve, and train on an fp32 or bf16 backbone"
+            )
         if not self.method.is_deep and self._attachment.injector is not None:
             # Another model on this backbone installed an injector: say "no prefix" for this pass.
             self._attachment.injector.forward_kwargs(None)
