@@ -137,3 +137,12 @@ def test_fast_dropout_keeps_the_mode_of_the_dropout_it_replaces() -> None:
     model = prompt_model(backbone, "bert")
     assert all(not m.training for m in backbone.modules())
     assert torch.equal(model_output(model), model_output(model))
+
+
+def test_a_model_that_cannot_be_built_leaves_the_backbone_as_found() -> None:
+    backbone = tiny_backbone("bert", attn_implementation="flex_attention", **DROPOUT["bert"])
+    pristine = copy.deepcopy(backbone)
+    with pytest.raises(ValueError, match="cannot take a prefix"):
+        prompt_model(backbone, "bert")
+    assert [type(m) for m in backbone.modules()] == [type(m) for m in pristine.modules()]
+    assert all(p.requires_grad for p in backbone.parameters()) and "_ptuning_attachment" not in vars(backbone)

@@ -113,7 +113,11 @@ class PromptModel(nn.Module):
         # FastDropout, the prefix-aware attention, frozen weights: recorded, undone by detach_backbone().
         self._attachment = attach(backbone, freezes=self.method.freezes_backbone)
         if self.method.is_deep:
-            self._attachment.install_injector(self.geometry)
+            try:
+                self._attachment.install_injector(self.geometry)
+            except Exception:
+                release(self._attachment)  # a model that could not be built leaves the backbone as found
+                raise
         self.head_dropout = head_dropout
         self.prefixes = nn.ModuleDict()
         self.heads = nn.ModuleDict()
@@ -191,6 +195,7 @@ class PromptModel(nn.Module):
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots."""
+        self._ensure_attached()
         options = {"use_reentrant": False}
         if hasattr(self.backbone, "activation_checkpointing_enable"):  # the name in recent 5.x releases
             self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
