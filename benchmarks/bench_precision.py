@@ -28,7 +28,7 @@ from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import load_checkpoint
 from ptuning.core.quantization import quantize_backbone
 from ptuning.training.config import TrainConfig
-from ptuning.training.engine import train
+from ptuning.training.engine import data_split_name, train
 from ptuning.training.inference import predict_outputs
 from ptuning.training.predict import LoadedCheckpoint, load_for_inference
 from ptuning.training.presets import get_preset
@@ -65,8 +65,9 @@ def variant(loaded: LoadedCheckpoint, checkpoint: Path, name: str) -> LoadedChec
     return dataclasses.replace(loaded, model=model)
 
 
-def score(loaded: LoadedCheckpoint, data_dir: str, split: str) -> dict[str, Any]:
+def score(loaded: LoadedCheckpoint, data_dir: str, split: str, limit: int | None) -> dict[str, Any]:
     examples, _ = loaded.task.read(data_dir, split)
+    examples = examples[:limit] if limit else examples  # the training run's max_eval_samples
     features, _ = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
     torch.manual_seed(0)
     started = time.perf_counter()
@@ -118,12 +119,12 @@ def main(argv: list[str] | None = None) -> int:
         train_seconds = time.perf_counter() - started
         checkpoint = Path(output_dir) / "checkpoint"
         loaded = load_for_inference(checkpoint)
-        dev = config.dev_split or "dev"
+        dev = data_split_name(loaded.task, config.dev_split, ("dev", "validation", "val"))
         results: dict[str, Any] = {}
         reference_outputs = None
         for name in VARIANTS:
             current = variant(loaded, checkpoint, name)
-            scores, outputs = score(current, data_dir, dev)
+            scores, outputs = score(current, data_dir, dev, config.max_eval_samples)
             reference_outputs = reference_outputs or outputs
             scores["predictions_changed_vs_fp32"] = argmax_changes(reference_outputs, outputs)
             scores["backbone_mb"] = round(backbone_megabytes(current.model.backbone), 1)

@@ -146,3 +146,14 @@ def test_a_model_that_cannot_be_built_leaves_the_backbone_as_found() -> None:
         prompt_model(backbone, "bert")
     assert [type(m) for m in backbone.modules()] == [type(m) for m in pristine.modules()]
     assert all(p.requires_grad for p in backbone.parameters()) and "_ptuning_attachment" not in vars(backbone)
+
+
+def test_a_backbone_quantized_while_attached_stays_marked_quantized_after_detaching() -> None:
+    from ptuning.core.quantization import quantize_backbone
+
+    backbone = backbone_with_dropout("bert")
+    model = prompt_model(backbone, "bert")
+    quantize_backbone(model)
+    model.detach_backbone()
+    with pytest.raises(ConfigError, match="then quantize_backbone"):  # not a crash in the fingerprint
+        prompt_model(backbone, "bert")

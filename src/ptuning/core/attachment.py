@@ -37,9 +37,14 @@ def _is_checkpointing(backbone: nn.Module) -> bool:
     return False
 
 
+# Instance attributes the injectors add to modules: DeBERTa's patched forward, its layer index and prefix slot
+# (core/injection/deberta.py). Other ``ptuning_*`` attributes (``ptuning_source``, ``ptuning_quantization``)
+# describe the backbone itself and stay.
+_INJECTION_ATTRIBUTES = frozenset({"forward", "ptuning_layer_index", "_ptuning_layer_prefix"})
+
+
 def _is_injection_attribute(name: str) -> bool:
-    """Instance attributes an injector may add to a module (DeBERTa's patched forward and its slots)."""
-    return name == "forward" or ("ptuning" in name and name != _RECORD)
+    return name in _INJECTION_ATTRIBUTES
 
 
 class BackboneAttachment:
