@@ -3,7 +3,8 @@
 Trains a preset briefly with the library (fp32, the preset's options; by default sst2-minilm on 2,000 SST-2
 examples for 1 epoch), then loads the same prompt checkpoint onto the backbone stored three ways and scores
 the dev split with each: fp32 (as trained), bf16 (``load_backbone(dtype="bf16")``) and int8
-(``quantize_backbone``: torch dynamic quantization of the Linear layers, CPU inference). Reports the metric,
+(``quantize_backbone``: torch dynamic quantization of the Linear layers, CPU inference; weights with one scale
+per output channel, the library's default, and with one per tensor, torch's default). Reports the metric,
 its change from fp32, the number of predictions that changed, dev examples/s and the backbone's size.
 Writes benchmarks/results/precision/<preset>.json.
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -36,7 +38,7 @@ from ptuning.training.presets import get_preset
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "precision"
-VARIANTS = ("fp32", "bf16", "int8")
+VARIANTS = ("fp32", "bf16", "int8", "int8-per-tensor")
 
 
 def backbone_megabytes(backbone: torch.nn.Module) -> float:
@@ -60,8 +62,8 @@ def variant(loaded: LoadedCheckpoint, checkpoint: Path, name: str) -> LoadedChec
     base = json.loads((checkpoint / "prompt_config.json").read_text())["base_model"]["name_or_path"]
     backbone, _ = load_backbone(base, dtype="bf16" if name == "bf16" else "fp32")
     model = load_checkpoint(checkpoint, backbone=backbone).eval()
-    if name == "int8":
-        quantize_backbone(model, "int8")
+    if name.startswith("int8"):
+        quantize_backbone(model, "int8", per_channel=name == "int8")
     return dataclasses.replace(loaded, model=model)
 
 
@@ -95,6 +97,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data", type=Path, default=None, help="the task's data folder")
     parser.add_argument("--model", default=None, help="override the preset's model (the smoke test)")
     parser.add_argument("--output", type=Path, default=None)
+    parser.add_argument("--keep-checkpoint", type=Path, default=None, help="copy the trained prompt here")
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     options = dict(preset.options)
@@ -118,6 +121,8 @@ def main(argv: list[str] | None = None) -> int:
         train(config)
         train_seconds = time.perf_counter() - started
         checkpoint = Path(output_dir) / "checkpoint"
+        if args.keep_checkpoint:
+            shutil.copytree(checkpoint, args.keep_checkpoint, dirs_exist_ok=True)
         loaded = load_for_inference(checkpoint)
         dev = data_split_name(loaded.task, config.dev_split, ("dev", "validation", "val"))
         results: dict[str, Any] = {}

@@ -1,8 +1,8 @@
 """Quantized frozen backbones (core/quantization.py): int8 for CPU inference, bitsandbytes on CUDA, and one-line
 refusals for what cannot work.
 
-Tolerance: int8 weights (per-tensor scale) with per-batch int8 activations move the tiny encoders' O(1)
-logits by about 5e-4 and the tiny Llama's by about 0.01; the bound is 0.05.
+Tolerance: int8 weights (one scale per output channel) with per-batch int8 activations move the tiny
+encoders' O(1) logits by about 5e-4 and the tiny Llama's by about 0.01; the bound is 0.05.
 """
 
 from __future__ import annotations
@@ -38,6 +38,21 @@ def test_a_cpu_int8_backbone_answers_within_tolerance_of_fp32(family: str) -> No
     assert quantized.prefixes["t"].embedding.weight.dtype == torch.float32  # only the backbone is int8
 
 
+def test_per_channel_weight_scales_stay_closer_to_fp32_than_one_scale_per_tensor() -> None:
+    reference = build("bert").model.eval()
+    errors = {}
+    for per_channel in (True, False):
+        quantized = copy.deepcopy(reference)
+        quantize_backbone(quantized, per_channel=per_channel)
+        ids = random_ids(8, 12)
+        with torch.no_grad():
+            names = ["t"] * 8
+            expected = reference.encode(ids, torch.ones_like(ids), None, names)
+            actual = quantized.encode(ids, torch.ones_like(ids), None, names)
+        errors[per_channel] = (actual - expected).abs().mean().item()
+    assert errors[True] < errors[False], errors
+
+
 def test_a_checkpoint_loads_onto_fp32_and_then_serves_from_int8(tmp_path) -> None:
     model = build("bert").model.eval()
     save_checkpoint(model, tmp_path / "prompt")
@@ -48,13 +63,15 @@ def test_a_checkpoint_loads_onto_fp32_and_then_serves_from_int8(tmp_path) -> Non
         torch.testing.assert_close(loaded(ids).logits, model(ids).logits, rtol=0, atol=0.05)
 
 
-def test_generate_runs_on_a_cpu_int8_llama() -> None:
+def test_generate_runs_on_a_cpu_int8_llama_and_follows_its_own_logits() -> None:
     model = build("llama", config_overrides={"initializer_range": 0.3}).model.eval()
     ids = random_ids(2, 5)
-    expected = model.generate(ids, max_new_tokens=4, do_sample=False)
     quantize_backbone(model)
     generated = model.generate(ids, max_new_tokens=4, do_sample=False)
-    assert generated.shape == (2, 4) and (generated == expected).float().mean() >= 0.5
+    assert generated.shape == (2, 4)
+    with torch.no_grad():
+        first = model(ids).logits[:, -1].argmax(-1)  # the first step sees exactly the same inputs
+    assert torch.equal(generated[:, 0], first)
 
 
 def test_training_through_a_cpu_int8_backbone_is_refused_not_silently_gradient_free() -> None:
