@@ -7,7 +7,7 @@ KV heads, MLP 5632, vocabulary 32000), wrapped in a ``PromptModel`` (P-tuning v2
 trained for a few AdamW steps on random tokens. Reported: RSS after building, peak RSS, and tokens/s over the
 steps after the first. Writes benchmarks/results/memory/<shape>.json and prints a markdown table.
 
-    python benchmarks/bench_memory.py             # the 1.1 B shape: batch 2 x 128, ~1-2 minutes per config
+    python benchmarks/bench_memory.py             # the 1.1 B shape: batch 2 x 128, ~1 minute per config idle
     python benchmarks/bench_memory.py --small     # a 4-layer toy shape, seconds (what the smoke test runs)
 """
 
