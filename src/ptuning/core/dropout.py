@@ -39,16 +39,23 @@ class FastDropout(nn.Dropout):
         return input * keep_mask(input, self.p)
 
 
-def use_fast_dropout(module: nn.Module) -> int:
+def swap_in_fast_dropout(module: nn.Module) -> list[tuple[nn.Module, str, nn.Dropout]]:
     """Replace every plain ``nn.Dropout`` inside ``module`` by a ``FastDropout`` of the same rate.
 
     Only dropout *modules* are replaced; dropout a model applies through a rate passed to its attention
-    function is left to that function. Returns how many modules were replaced.
+    function is left to that function. Returns ``(parent, attribute, original)`` for each replacement, so
+    the caller can put the originals back (``core.attachment``).
     """
-    replaced = 0
+    replaced = []
     for parent in module.modules():
         for name, child in list(parent.named_children()):
             if type(child) is nn.Dropout:
-                setattr(parent, name, FastDropout(child.p, inplace=child.inplace))
-                replaced += 1
+                # in the mode of the module it replaces: an eval-mode backbone must not start dropping
+                setattr(parent, name, FastDropout(child.p, inplace=child.inplace).train(child.training))
+                replaced.append((parent, name, child))
     return replaced
+
+
+def use_fast_dropout(module: nn.Module) -> int:
+    """``swap_in_fast_dropout`` for callers that will not undo it; returns how many modules were replaced."""
+    return len(swap_in_fast_dropout(module))

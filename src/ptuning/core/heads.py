@@ -88,6 +88,23 @@ class Head(nn.Module):
         start_positions: torch.Tensor | None = None,
         end_positions: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor | None]:
+        # fp32 master weights over a bf16/fp16 backbone: the head runs in its own dtype, outside autocast,
+        # so logits and the loss are fp32 (core/precision.py).
+        hidden = hidden.to(self.linear.weight.dtype)
+        with torch.autocast(hidden.device.type, enabled=False):
+            return self._logits_and_loss(
+                hidden, attention_mask, labels, num_choices, start_positions, end_positions
+            )
+
+    def _logits_and_loss(
+        self,
+        hidden: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        labels: torch.Tensor | None,
+        num_choices: int | None,
+        start_positions: torch.Tensor | None,
+        end_positions: torch.Tensor | None,
+    ) -> dict[str, torch.Tensor | None]:
         kind = self.kind
         if kind is HeadKind.TOKEN_CLASSIFICATION:
             logits = self.linear(self.dropout(hidden))  # (B, T, C)

@@ -14,12 +14,12 @@ import torch
 from torch import nn
 from transformers.utils import ModelOutput
 
+from ptuning.core.attachment import attach, release
 from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
-from ptuning.core.dropout import use_fast_dropout
 from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Head, Pooling
-from ptuning.core.injection import injector_for
+from ptuning.core.injection import Injector
 from ptuning.core.injection.attention_interface import active_prefix
 from ptuning.core.kinds import HeadKind
 from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_table
@@ -111,19 +111,50 @@ class PromptModel(nn.Module):
             self.prefix_config = PrefixConfig.from_dict(
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
             )
+        if getattr(backbone, "ptuning_quantization", None):
+            raise ConfigError(
+                "build the PromptModel (or load the checkpoint) on the fp32 backbone, then quantize_backbone(model)"
+            )
         self.geometry = PrefixGeometry.from_model(backbone)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
         self.backbone = backbone
-        use_fast_dropout(backbone)  # same rates, a cheaper CPU mask (core/dropout.py)
+        # FastDropout, the prefix-aware attention, frozen weights: recorded, undone by detach_backbone().
+        self._attachment = attach(backbone, freezes=self.method.freezes_backbone)
+        if self.method.is_deep:
+            try:
+                self._attachment.install_injector(self.geometry)
+            except Exception:
+                release(self._attachment)  # a model that could not be built leaves the backbone as found
+                raise
         self.head_dropout = head_dropout
         self.prefixes = nn.ModuleDict()
         self.heads = nn.ModuleDict()
         self.head_specs: dict[str, HeadSpec] = {}
         self.task_prefix: dict[str, str] = {}  # task -> name of the prefix it uses
-        self.injector = injector_for(backbone, self.geometry) if self.method.is_deep else None
-        if self.method.freezes_backbone:
-            backbone.requires_grad_(False)
+
+    @property
+    def injector(self) -> Injector | None:
+        """How this model's per-layer prefix reaches attention (None for methods without one)."""
+        return self._attachment.injector if self.method.is_deep and self._attachment else None
+
+    def detach_backbone(self) -> nn.Module:
+        """Give the backbone back as it was found and retire this model; returns the backbone.
+
+        Undoes what building the model did to it (FastDropout swapped in, the prefix-aware attention, frozen
+        weights) and gradient checkpointing turned on through this model. A backbone shared by several
+        ``PromptModel``s is restored when the last of them detaches; until then it stays as they need it.
+        """
+        self._ensure_attached()
+        backbone = release(self._attachment)
+        self._attachment = None
+        return backbone
+
+    def _ensure_attached(self) -> None:
+        if self._attachment is None:
+            raise RuntimeError(
+                "this PromptModel's backbone was detached (detach_backbone()); build a new one"
+            )
 
     # ----------------------------------------------------------------- building
     def add_task(self, task: str, spec: HeadSpec, prefix_name: str | None = None) -> None:
@@ -180,6 +211,7 @@ class PromptModel(nn.Module):
 
     def enable_gradient_checkpointing(self) -> None:
         """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots."""
+        self._ensure_attached()
         options = {"use_reentrant": False}
         if hasattr(self.backbone, "activation_checkpointing_enable"):  # the name in recent 5.x releases
             self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
@@ -247,7 +279,7 @@ class PromptModel(nn.Module):
             )
             labels = torch.cat([prompt_labels, labels], dim=1)
         out = self.backbone(**kwargs, labels=labels)
-        logits = out.logits
+        logits = out.logits.float()  # fp32 like every head's (transformers' loss is already fp32)
         if self.method is Method.PROMPT_TUNING:
             logits = logits[:, -input_ids.shape[1] :]
         return PromptModelOutput(loss=out.loss, logits=logits)
@@ -274,6 +306,7 @@ class PromptModel(nn.Module):
         The prefix's key/values are computed once per call and reused by every decoding step; the
         generation cache holds real tokens only, so dynamic and static caches both work.
         """
+        self._ensure_attached()
         task = self._resolve_task(task)
         if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
             raise ConfigError(f"task {task!r} is not a causal-lm task")
@@ -312,6 +345,15 @@ class PromptModel(nn.Module):
 
     # ----------------------------------------------------------------- prefix plumbing
     def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
+        self._ensure_attached()
+        if torch.is_grad_enabled() and getattr(self.backbone, "ptuning_quantization", None):
+            raise ConfigError(
+                "a CPU int8 backbone has no backward (torch dynamic quantization): use it under torch.no_grad() "
+                "for eval, predict and serve, and train on an fp32 or bf16 backbone"
+            )
+        if not self.method.is_deep and self._attachment.injector is not None:
+            # Another model on this backbone installed an injector: say "no prefix" for this pass.
+            self._attachment.injector.forward_kwargs(None)
         batch, length = input_ids.shape
         if len(prefix_names) != batch:
             raise ValueError(f"got {len(prefix_names)} prefix names for a batch of {batch} rows")

@@ -16,11 +16,25 @@ from __future__ import annotations
 from torch import nn
 
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
+from ptuning.core.injection import attention_interface, patched, scoping
 from ptuning.core.injection.attention_interface import AttentionInterfaceInjector
 from ptuning.core.injection.base import Injector
 from ptuning.core.injection.capability import survey_attention
 from ptuning.core.injection.deberta import DebertaInjector
 from ptuning.core.injection.mpnet import MpnetInjector
+
+# Every instance attribute an injector sets on the backbone's modules (patched or call-scoped forwards, layer
+# indices, install marks): what ``detach_backbone()`` removes to give the backbone back as found.
+INSTANCE_ATTRIBUTES = frozenset(
+    {
+        "forward",
+        attention_interface.LAYER_INDEX_ATTRIBUTE,
+        attention_interface.PROBED_ATTRIBUTE,
+        patched.LAYER_INDEX_ATTRIBUTE,
+        patched.PATCHED_ATTRIBUTE,
+        scoping.SCOPED_ATTRIBUTE,
+    }
+)
 
 # model_type -> injector for families whose attention does not go through the interface.
 REGISTERED_INJECTORS: dict[str, type] = {

@@ -31,7 +31,7 @@ logger = logging.getLogger(__name__)
 # The probe forward (once per backbone): which attention modules the forward keyword reached.
 _PROBE_MARKER = object()
 _PROBE: ContextVar[dict[int, bool] | None] = ContextVar("ptuning_probe", default=None)
-_PROBED = "_ptuning_probed"
+PROBED_ATTRIBUTE = "_ptuning_probed"
 
 LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
@@ -152,10 +152,10 @@ class AttentionInterfaceInjector:
             )
         for sub_config in _all_configs(config):
             sub_config._attn_implementation = _WRAPPED_IMPLEMENTATIONS[current]
-        if not getattr(backbone, _PROBED, False):
+        if not getattr(backbone, PROBED_ATTRIBUTE, False):
             if _keyword_misses_attention(backbone, modules or []):
                 scope_prefix_to_calls(backbone)
-            setattr(backbone, _PROBED, True)
+            setattr(backbone, PROBED_ATTRIBUTE, True)
 
     def forward_kwargs(self, prefix: PrefixKV | None) -> dict[str, Any]:
         return {PREFIX_KWARG: prefix} if prefix is not None else {}

@@ -23,7 +23,7 @@ from ptuning.core.injection.scoping import scope_prefix_to_calls
 from ptuning.core.prefix import PrefixKV
 
 LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
-_PATCHED = "_ptuning_patched_forward"
+PATCHED_ATTRIBUTE = "_ptuning_patched_forward"
 
 
 class PatchedAttentionInjector:
@@ -38,11 +38,11 @@ class PatchedAttentionInjector:
     def __init__(self, backbone: nn.Module) -> None:
         attentions = [m for m in backbone.modules() if isinstance(m, self.attention_class)]
         for index, attention in enumerate(attentions):
-            if getattr(attention, _PATCHED, False):
+            if getattr(attention, PATCHED_ATTRIBUTE, False):
                 continue
             setattr(attention, LAYER_INDEX_ATTRIBUTE, index)
             attention.forward = types.MethodType(type(self).prefixed_forward, attention)
-            setattr(attention, _PATCHED, True)
+            setattr(attention, PATCHED_ATTRIBUTE, True)
         scope_prefix_to_calls(backbone)
         self.attentions = attentions
 

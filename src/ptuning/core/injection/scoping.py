@@ -20,20 +20,20 @@ from torch import nn
 
 from ptuning.core.injection.base import PREFIX_KWARG, active_prefix, current_prefix
 
-_SCOPED = "_ptuning_scoped_forward"
+SCOPED_ATTRIBUTE = "_ptuning_scoped_forward"
 _REPLAYS_PREFIX = "_ptuning_replays_prefix"
 
 
 def scope_prefix_to_calls(backbone: nn.Module) -> None:
     """Wrap ``backbone.forward`` (once) so that ``ptuning_prefix=`` holds for exactly that call."""
-    if getattr(backbone, _SCOPED, False):
+    if getattr(backbone, SCOPED_ATTRIBUTE, False):
         return
     backbone.forward = types.MethodType(_scoping_forward(type(backbone).forward), backbone)
-    setattr(backbone, _SCOPED, True)
+    setattr(backbone, SCOPED_ATTRIBUTE, True)
 
 
 def is_scoped(backbone: nn.Module) -> bool:
-    return bool(getattr(backbone, _SCOPED, False))
+    return bool(getattr(backbone, SCOPED_ATTRIBUTE, False))
 
 
 def _scoping_forward(forward: Callable[..., Any]) -> Callable[..., Any]:

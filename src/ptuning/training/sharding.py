@@ -1,0 +1,86 @@
+"""A frozen backbone sharded across processes (FSDP2), with prefixes and heads replicated.
+
+Why: a backbone larger than one device's memory only has to be *read* during prompt tuning, never updated,
+so each process can hold 1/N of it and gather one layer at a time (``fully_shard``), while the few trained
+tensors (prefixes, heads) stay whole on every process: their gradients are averaged across processes after
+backward (one all-reduce of one flat buffer) and every process takes the same optimizer step, so they stay
+identical and a prompt checkpoint is written once, by rank 0, with nothing to gather.
+
+Every process must run every forward (the layers' all-gathers are collective), evaluation included.
+Works with the gloo backend on CPU and NCCL on CUDA (torch >= 2.6 for ``torch.distributed.fsdp.fully_shard``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ptuning.core.model import PromptModel
+
+
+def backbone_layers(model: PromptModel) -> nn.ModuleList:
+    """The backbone's list of transformer layers: the ModuleList with one entry per hidden layer."""
+    layers = [
+        module
+        for module in model.backbone.modules()
+        if isinstance(module, nn.ModuleList) and len(module) == model.geometry.num_layers
+    ]
+    if not layers:
+        raise ValueError(
+            f"no list of {model.geometry.num_layers} layers found in {type(model.backbone).__name__}"
+        )
+    return layers[0]
+
+
+def shard_backbone(model: PromptModel, mesh=None) -> PromptModel:
+    """Shard ``model``'s frozen backbone over the processes of ``mesh`` (default: all of them), layer by layer.
+
+    Each transformer layer is its own FSDP unit (gathered for its forward, and again for backward), and the
+    backbone root holds the rest (embeddings, final norm, LM head). Prefixes and heads are not touched.
+    Call after the checkpoint/prefix is loaded and before building the optimizer.
+    """
+    from torch.distributed.device_mesh import init_device_mesh
+    from torch.distributed.fsdp import fully_shard
+
+    if not dist.is_initialized():
+        raise RuntimeError(
+            "shard_backbone needs torch.distributed initialised (torchrun or init_process_group)"
+        )
+    if any(p.requires_grad for p in model.backbone.parameters()):
+        raise ValueError(f"only a frozen backbone can be sharded here; method {model.method} trains it")
+    if mesh is None:
+        device_type = next(model.backbone.parameters()).device.type
+        mesh = init_device_mesh(device_type, (dist.get_world_size(),))
+    for layer in backbone_layers(model):
+        fully_shard(layer, mesh=mesh)
+    fully_shard(model.backbone, mesh=mesh)
+    return model
+
+
+def replicated_parameters(model: PromptModel) -> list[nn.Parameter]:
+    """The trained tensors every process holds whole: prefixes and heads."""
+    return [p for part in (model.prefixes, model.heads) for p in part.parameters() if p.requires_grad]
+
+
+def average_replicated_gradients(model: PromptModel) -> None:
+    """Average the prefixes' and heads' gradients over all processes, in one all-reduce.
+
+    With each process's loss the mean over its own equal share of the global batch, the average is the
+    gradient of the global batch's mean loss, exactly what one process would compute. A tensor no process
+    used (another task's head) keeps ``grad=None``, as it would in one process, so the optimizer skips it.
+    """
+    parameters = replicated_parameters(model)
+    if not parameters:
+        return
+    present = torch.tensor([float(p.grad is not None) for p in parameters], device=parameters[0].device)
+    grads = [p.grad if p.grad is not None else torch.zeros_like(p) for p in parameters]
+    flat = torch.cat([*(g.reshape(-1) for g in grads), present])
+    dist.all_reduce(flat, op=dist.ReduceOp.SUM)
+    flat /= dist.get_world_size()
+    offset = 0
+    used_anywhere = flat[-len(parameters) :] > 0
+    for parameter, used in zip(parameters, used_anywhere.tolist(), strict=True):
+        count = parameter.numel()
+        parameter.grad = flat[offset : offset + count].view_as(parameter).clone() if used else None
+        offset += count

@@ -1,0 +1,169 @@
+"""A bf16/fp16 frozen backbone under fp32 prefixes and heads (core/precision.py).
+
+Tolerances: the tiny models' logits are O(1). bf16 keeps 8 mantissa bits (relative rounding 2^-9), fp16
+keeps 11; through two layers the logits then differ from fp32 by about 0.006 (bf16) and 0.001 (fp16), so
+the bounds below are 0.03 and 0.006.
+"""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from core_tiny import DECODERS, build, random_ids
+from tiny_models import save_tiny_bert
+
+from ptuning.core.backbones import load_backbone
+from ptuning.core.config import ConfigError
+from ptuning.core.fingerprint import base_fingerprint
+from ptuning.core.heads import Head, Pooling
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import PromptModel
+
+TOLERANCE = {torch.bfloat16: 0.03, torch.float16: 0.006}
+
+
+def with_backbone_in(model: PromptModel, dtype: torch.dtype) -> PromptModel:
+    """The same prompt model (same prefix and head weights) over a copy of the backbone stored in ``dtype``."""
+    half = copy.deepcopy(model)
+    half.backbone.to(dtype)
+    return half
+
+
+def batch(family: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    ids = random_ids(3, 7)
+    mask = torch.ones_like(ids)
+    mask[0, :2] = 0  # one left-padded row
+    labels = ids.masked_fill(mask == 0, -100) if family in DECODERS else torch.tensor([0, 1, 1])
+    return ids, mask, labels
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16], ids=["bf16", "fp16"])
+@pytest.mark.parametrize("family", ["bert", "deberta-v2", "llama", "gpt2"])
+def test_a_half_backbone_gives_fp32_logits_and_loss_close_to_fp32(family: str, dtype: torch.dtype) -> None:
+    reference = build(family).model
+    half = with_backbone_in(reference, dtype)
+    ids, mask, labels = batch(family)
+    expected, actual = reference(ids, mask, labels=labels), half(ids, mask, labels=labels)
+    assert next(half.backbone.parameters()).dtype == dtype
+    assert actual.logits.dtype == actual.loss.dtype == torch.float32
+    real = mask.bool() if family in DECODERS else slice(None)
+    torch.testing.assert_close(actual.logits[real], expected.logits[real], rtol=0, atol=TOLERANCE[dtype])
+    torch.testing.assert_close(actual.loss, expected.loss, rtol=0, atol=TOLERANCE[dtype])
+    assert not torch.equal(actual.logits, expected.logits)  # it really ran in the lower precision
+
+
+@pytest.mark.parametrize("method", ["prefix-mlp", "prompt-tuning"])
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_the_other_prefix_methods_run_on_a_bf16_backbone(family: str, method: str) -> None:
+    reference = build(family, method=method).model
+    half = with_backbone_in(reference, torch.bfloat16)
+    ids, mask, labels = batch(family)
+    out = half(ids, mask, labels=labels)
+    out.loss.backward()
+    assert out.logits.dtype == torch.float32
+    real = mask.bool() if family in DECODERS else slice(None)
+    expected = reference(ids, mask, labels=labels).logits
+    torch.testing.assert_close(out.logits[real], expected[real], rtol=0, atol=TOLERANCE[torch.bfloat16])
+    trained = [p for p in half.prefixes.parameters()]
+    assert all(p.dtype == torch.float32 and p.grad is not None and p.grad.abs().sum() > 0 for p in trained)
+
+
+@pytest.mark.parametrize("family", ["bert", "deberta-v2", "llama"])
+def test_a_step_on_a_bf16_backbone_changes_only_the_fp32_prefix_and_head(family: str) -> None:
+    model = with_backbone_in(build(family).model, torch.bfloat16).train()
+    backbone_before = {k: v.clone() for k, v in model.backbone.state_dict().items()}
+    ids, mask, labels = batch(family)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-2)  # everything, as a careless loop would
+    model(ids, mask, labels=labels).loss.backward()
+    optimizer.step()
+    assert all(torch.equal(v, model.backbone.state_dict()[k]) for k, v in backbone_before.items())
+    assert all(p.grad is None for p in model.backbone.parameters())
+    trained = list(model.prefixes.parameters()) + list(model.heads.parameters())
+    assert trained and all(p.dtype == torch.float32 and p.grad.dtype == torch.float32 for p in trained)
+    assert all(torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0 for p in trained)
+
+
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_the_loss_falls_when_training_a_prefix_on_a_bf16_backbone(family: str) -> None:
+    model = with_backbone_in(build(family).model, torch.bfloat16).train()
+    ids, mask, labels = batch(family)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=3e-2)
+    losses = []
+    for _ in range(15):
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad()
+        losses.append(loss.item())
+    assert losses[-1] < losses[0] - 0.1, losses
+    assert all(later < earlier for earlier, later in zip(losses, losses[1:], strict=False)), losses
+
+
+@pytest.mark.parametrize(
+    "backbone_dtype, autocast_dtype",
+    [(torch.float32, torch.bfloat16), (torch.bfloat16, torch.bfloat16), (torch.float16, torch.float16)],
+    ids=["fp32-backbone+bf16-autocast", "bf16-backbone+bf16-autocast", "fp16-backbone+fp16-autocast"],
+)
+@pytest.mark.parametrize("family", ["bert", "llama"])
+def test_autocast_over_any_backbone_dtype_keeps_logits_and_loss_fp32(
+    family: str, backbone_dtype: torch.dtype, autocast_dtype: torch.dtype
+) -> None:
+    reference = build(family).model
+    model = with_backbone_in(reference, backbone_dtype)
+    ids, mask, labels = batch(family)
+    with torch.autocast("cpu", dtype=autocast_dtype):
+        out = model(ids, mask, labels=labels)
+        out.loss.backward()
+    assert out.logits.dtype == out.loss.dtype == torch.float32
+    real = mask.bool() if family in DECODERS else slice(None)
+    expected = reference(ids, mask, labels=labels).logits
+    torch.testing.assert_close(out.logits[real], expected[real], rtol=0, atol=TOLERANCE[torch.bfloat16])
+    assert model.prefixes["t"].embedding.weight.grad.dtype == torch.float32
+
+
+@pytest.mark.parametrize("kind", list(HeadKind.__members__.values()))
+def test_every_head_kind_takes_bf16_hidden_states_and_answers_in_fp32(kind: HeadKind) -> None:
+    if kind is HeadKind.CAUSAL_LM:
+        pytest.skip("a causal LM's head is the backbone's own LM head")
+    head = Head(kind, hidden_size=8, num_labels=3, dropout=0.0, pooling=Pooling.MEAN)
+    hidden = torch.randn(4, 5, 8)
+    mask = torch.ones(4, 5, dtype=torch.long)
+    num_choices = 2 if kind is HeadKind.MULTIPLE_CHOICE else None
+    expected = head(hidden, mask, num_choices=num_choices)
+    actual = head(hidden.to(torch.bfloat16), mask, num_choices=num_choices)
+    for name, value in actual.items():
+        if value is not None:
+            assert value.dtype == torch.float32, name
+            torch.testing.assert_close(value, expected[name], rtol=0, atol=0.03)
+
+
+def test_generate_on_a_bf16_llama_follows_its_own_greedy_logits() -> None:
+    reference = build("llama", config_overrides={"initializer_range": 0.3}).model
+    model = with_backbone_in(reference, torch.bfloat16)
+    ids = random_ids(2, 5)
+    mask = torch.ones_like(ids)
+    generated = model.generate(ids, mask, max_new_tokens=4, do_sample=False)
+    assert generated.shape == (2, 4)
+    with torch.no_grad():
+        first = model(ids, mask).logits[:, -1].argmax(-1)  # the first step sees exactly the same inputs
+    assert torch.equal(generated[:, 0], first)
+    fp32 = reference.generate(ids, mask, max_new_tokens=4, do_sample=False)
+    assert (generated == fp32).float().mean() >= 0.5  # bf16 may flip near-ties, not the whole answer
+
+
+def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -> None:
+    folder = save_tiny_bert(tmp_path / "tiny-bert")
+    fp32, _ = load_backbone(folder, dtype="fp32")
+    bf16, _ = load_backbone(folder, dtype="bf16")
+    fp16, _ = load_backbone(folder, dtype=torch.float16)
+    assert {p.dtype for p in fp32.parameters()} == {torch.float32}
+    assert {p.dtype for p in bf16.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in fp16.parameters()} == {torch.float16}
+    # The fingerprint rounds its samples to bf16, so a prompt trained on an fp32 backbone loads onto its bf16
+    # copy and back. An fp16 copy rounds twice (fp32 -> fp16 -> bf16), which moves about 6 % of the samples
+    # by one bf16 step: its fingerprint differs and loading onto it is refused (docs/ARCHITECTURE.md).
+    assert base_fingerprint(fp32) == base_fingerprint(bf16) != base_fingerprint(fp16)
+    with pytest.raises(ConfigError, match=r"backbone dtype must be one of fp32, bf16, fp16; got 'int4'"):
+        load_backbone(folder, dtype="int4")
