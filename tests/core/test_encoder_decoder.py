@@ -193,3 +193,59 @@ def test_save_then_load_gives_identical_logits(family: str, tmp_path) -> None:
     loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_seq2seq(family, "sdpa"))
     with torch.no_grad():
         assert torch.equal(loaded(ids, labels=labels).logits, expected)
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ_FAMILIES)
+def test_eager_equals_sdpa(family: str) -> None:
+    ids, labels = random_tokens(2, 5), random_tokens(2, 4, seed=1)
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    with torch.no_grad():
+        eager = seq2seq_model(family, "eager")(ids, mask, labels=labels).logits
+        sdpa = seq2seq_model(family, "sdpa")(ids, mask, labels=labels).logits
+    assert (eager - sdpa).abs().max() < ATOL
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ_FAMILIES)
+def test_gradient_checkpointing_gives_the_same_loss_and_prefix_gradients(family: str) -> None:
+    ids, labels = random_tokens(2, 5), random_tokens(2, 4, seed=1)
+    results = []
+    for checkpointed in (False, True):
+        model = seq2seq_model(family, "sdpa").train()
+        if checkpointed:
+            model.enable_gradient_checkpointing()
+        loss = model(ids, labels=labels).loss
+        loss.backward()
+        results.append((loss.detach(), model.prefixes["s"].embedding.weight.grad))
+    (loss, gradient), (loss_checkpointed, gradient_checkpointed) = results
+    assert gradient.abs().max() > 0
+    assert (loss - loss_checkpointed).abs() < ATOL
+    assert (gradient - gradient_checkpointed).abs().max() < ATOL
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ_FAMILIES)
+def test_mixed_prefixes_in_one_batch_equal_the_rows_alone(family: str) -> None:
+    from ptuning.core.config import PrefixConfig
+    from ptuning.core.prefix import PrefixEncoder
+
+    model = seq2seq_model(family, "sdpa")
+    other = PrefixEncoder(PrefixConfig(prefix_length=5), model.geometry)
+    with torch.no_grad():
+        other.embedding.weight.normal_(std=0.5)
+    model.prefixes["u"] = other.eval()
+    ids, labels = random_tokens(3, 5), random_tokens(3, 4, seed=1)
+    names = ["s", "u", "s"]
+    with torch.no_grad():
+        mixed = model(ids, labels=labels, row_prefixes=names).logits
+        for row, name in enumerate(names):
+            alone = model(ids[row : row + 1], labels=labels[row : row + 1], row_prefixes=[name]).logits
+            assert (mixed[row] - alone[0]).abs().max() < ATOL
+        assert (mixed[0] - model(ids[:1], labels=labels[:1], row_prefixes=["u"]).logits[0]).abs().max() > 1e-3
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ_FAMILIES)
+def test_generate_with_a_static_cache_equals_a_step_by_step_greedy_loop(family: str) -> None:
+    model = seq2seq_model(family, "sdpa")
+    ids = random_tokens(3, 5)
+    generated = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
+    expected = _greedy_by_hand(model, ids, 6)
+    assert torch.equal(generated, expected[:, : generated.shape[1]])

