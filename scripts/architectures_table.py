@@ -65,11 +65,10 @@ def run_suite() -> dict[tuple[str, str], tuple[str, str]]:
 def family_facts(family: str) -> tuple[str, str, str]:
     """(encoder/decoder, injector, position kind) from the tiny model, or blanks if absent here."""
     from core_tiny import build, family_available, is_decoder
+    from seq2seq_tiny import SEQ2SEQ_FAMILIES, seq2seq_model
 
     from ptuning.core.injection import REGISTERED_INJECTORS
     from ptuning.core.injection.scoping import is_scoped
-
-    from seq2seq_tiny import SEQ2SEQ_FAMILIES, seq2seq_model
 
     if family in SEQ2SEQ_FAMILIES:
         geometry = seq2seq_model(family).geometry
