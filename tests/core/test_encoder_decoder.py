@@ -249,3 +249,30 @@ def test_generate_with_a_static_cache_equals_a_step_by_step_greedy_loop(family: 
     generated = model.generate(ids, max_new_tokens=6, do_sample=False, cache_implementation="static")
     expected = _greedy_by_hand(model, ids, 6)
     assert torch.equal(generated, expected[:, : generated.shape[1]])
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_an_encoder_head_reads_the_prefixed_encoder_alone(family: str) -> None:
+    from ptuning.core.config import PrefixConfig
+    from ptuning.core.heads import Pooling
+    from ptuning.core.model import HeadSpec, PromptModel
+
+    backbone = tiny_seq2seq(family, "sdpa")
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=3, dropout=0.0))
+    model.add_task("c", HeadSpec("classification", ["no", "yes"]))
+    model.eval()
+    assert model.heads["c"].pooling is Pooling.MEAN  # no [CLS] token in T5 / BART encoders
+    ids = random_tokens(2, 5)
+    mask = torch.tensor([[1] * 5, [1] * 3 + [0] * 2])
+    with torch.no_grad():
+        model.prefixes["c"].embedding.weight.normal_(std=0.5)
+        hidden = model.encode(ids, mask, None, ["c", "c"])
+        plain = backbone.get_encoder()(input_ids=ids, attention_mask=mask).last_hidden_state
+        alone = model.encode(ids[1:, :3], None, None, ["c"])
+    assert (hidden - plain).abs().max() > 1e-3  # the encoder's prefix slots are used
+    assert (hidden[1, :3] - alone[0]).abs().max() < ATOL  # right padding changes nothing
+    model.train()
+    loss = model(ids, mask, labels=torch.tensor([0, 1])).loss
+    loss.backward()
+    assert model.prefixes["c"].embedding.weight.grad.abs().max() > 0
+    assert all(p.grad is None for p in backbone.parameters())

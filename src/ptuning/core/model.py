@@ -151,7 +151,13 @@ class PromptModel(nn.Module):
         else:
             if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
                 raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
-            pooling = spec.pooling or (Pooling.LAST if self.geometry.is_decoder else Pooling.FIRST)
+            pooling = spec.pooling or (
+                Pooling.LAST
+                if self.geometry.is_decoder
+                else Pooling.MEAN  # T5 / BART encoders have no [CLS] token
+                if self.geometry.is_encoder_decoder
+                else Pooling.FIRST
+            )
             head = Head(
                 spec.kind,
                 self.geometry.hidden_size,
@@ -245,7 +251,9 @@ class PromptModel(nn.Module):
     ) -> torch.Tensor:
         """Hidden states (B, T, H) of the real tokens, each row run with its own prefix."""
         kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names)
-        hidden = self.backbone(**kwargs).last_hidden_state
+        # Encoder-decoders (T5, BART): encoder heads read the encoder alone.
+        runner = self.backbone.get_encoder() if self.geometry.is_encoder_decoder else self.backbone
+        hidden = runner(**kwargs).last_hidden_state
         if self.method is Method.PROMPT_TUNING:
             hidden = hidden[:, -input_ids.shape[1] :]  # drop the prompt positions
         return hidden

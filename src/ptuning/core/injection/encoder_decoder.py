@@ -61,13 +61,14 @@ def prefix_slots(named_modules: list[tuple[str, nn.Module]], geometry: PrefixGeo
 class EncoderDecoderInjector(AttentionInterfaceInjector):
     """The interface injector with one prefix slot per attention module of encoder and decoder.
 
-    The prefix is scoped to each backbone call (and read by the attention functions from that scope), which
-    also covers ``generate``'s separate encoder call."""
+    The prefix is scoped to each call of the backbone, or of its encoder alone (encoder heads), and read by
+    the attention functions from that scope; ``generate``'s separate encoder pass runs in ``active_prefix``."""
 
     def __init__(self, backbone: nn.Module, named_modules: list[tuple[str, nn.Module]]) -> None:
         geometry = PrefixGeometry.from_config(backbone.config)
         slots = prefix_slots(named_modules, geometry)
         scope_prefix_to_calls(backbone)
+        scope_prefix_to_calls(backbone.get_encoder())  # encoder heads call the encoder alone
         setattr(backbone, _PROBED, True)  # no probe: the forward of a seq2seq model needs decoder inputs
         modules = [module for _, module in named_modules]
         super().__init__(backbone, modules)
