@@ -276,3 +276,15 @@ def test_an_encoder_head_reads_the_prefixed_encoder_alone(family: str) -> None:
     loss.backward()
     assert model.prefixes["c"].embedding.weight.grad.abs().max() > 0
     assert all(p.grad is None for p in backbone.parameters())
+
+
+@pytest.mark.parametrize(
+    ("family", "slots"), [("t5", (3, 2)), ("mt5", (3, 2)), ("bart", (2, 2)), ("mbart", (2, 2))]
+)
+def test_geometry_counts_one_prefix_slot_per_attention_module(family: str, slots: tuple[int, int]) -> None:
+    geometry = seq2seq_model(family).geometry
+    encoder_layers, decoder_layers = slots
+    assert (geometry.encoder_layers, geometry.decoder_layers) == slots
+    assert geometry.num_layers == encoder_layers + 2 * decoder_layers
+    assert geometry.is_encoder_decoder and not geometry.is_decoder  # heads pool like an encoder's
+    assert geometry.position_kind == ("relative" if "t5" in family else "absolute")
