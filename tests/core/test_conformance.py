@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_encoder_decoder as seq2seq
 import torch
 from core_tiny import (
     ALL_FAMILIES,
@@ -36,6 +37,7 @@ from core_tiny import (
     real,
     tiny_backbone,
 )
+from seq2seq_tiny import SEQ2SEQ_FAMILIES
 from test_checkpoint import perturb_trainables
 from test_model_generation import NEW_TOKENS, greedy_by_full_forward
 from test_model_training import changed, snapshot, trainable_names
@@ -44,14 +46,19 @@ from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ptuning.core.checkpoint import load_checkpoint, save_checkpoint
 from ptuning.core.config import PrefixConfig
-from ptuning.core.injection import REGISTERED_INJECTORS, TESTED_INTERFACE_FAMILIES
+from ptuning.core.injection import (
+    REGISTERED_INJECTORS,
+    TESTED_ENCODER_DECODER_FAMILIES,
+    TESTED_INTERFACE_FAMILIES,
+)
 from ptuning.core.injection.attention_interface import LAYER_INDEX_ATTRIBUTE
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec
 from ptuning.core.prefix import PrefixEncoder
 
-FAMILIES = list(ALL_FAMILIES)
-DECODER_FAMILIES = [f for f in FAMILIES if is_decoder(f)]
+# Encoder-decoders run their own version of each check (test_encoder_decoder.py: three attention kinds).
+FAMILIES = list(ALL_FAMILIES) + list(SEQ2SEQ_FAMILIES)
+DECODER_FAMILIES = [f for f in ALL_FAMILIES if is_decoder(f)]
 PREFIX = 3
 
 
@@ -96,7 +103,8 @@ def padded(family: str, lengths=(7, 4), side: str | None = None) -> tuple[torch.
 
 
 def test_the_supported_list_in_error_messages_is_what_this_suite_checks() -> None:
-    assert set(TESTED_INTERFACE_FAMILIES) | set(REGISTERED_INJECTORS) == set(FAMILIES)
+    tested = set(TESTED_INTERFACE_FAMILIES) | set(REGISTERED_INJECTORS) | set(TESTED_ENCODER_DECODER_FAMILIES)
+    assert tested == set(FAMILIES)
 
 
 def test_the_committed_table_lists_every_family() -> None:
@@ -162,6 +170,12 @@ def attention_by_hand(call: dict[str, Any], prefix_keys, prefix_values) -> torch
 @pytest.mark.parametrize("family", FAMILIES)
 def test_reference(family: str) -> None:
     """Attention with the prefix equals attention computed by hand from the layer's own inputs (fp32, 1e-5)."""
+    if family in SEQ2SEQ_FAMILIES:
+        for implementation in ("eager", "sdpa"):
+            seq2seq.test_each_attention_kind_matches_attention_by_hand_with_its_own_prefix(
+                family, implementation
+            )
+        return
     if family in REGISTERED_INJECTORS:
         import test_injection_reference as registered
 
@@ -218,6 +232,8 @@ def test_sliding_window_layers_see_the_whole_prefix(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_eager_equals_sdpa(family: str) -> None:
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_eager_equals_sdpa(family)
     skip_if_absent(family)
     if reason := sdpa_support(family):
         pytest.skip(reason)
@@ -232,6 +248,8 @@ def test_eager_equals_sdpa(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_padding_left_and_right(family: str) -> None:
     """Extra left or right padding leaves every real token's output unchanged."""
+    if family in SEQ2SEQ_FAMILIES:  # encoder padding: right; left too for T5 (BART numbers positions itself)
+        return seq2seq.test_encoder_padding_changes_nothing(family)
     built = shared(family)
     row = random_ids(1, 5)[0]
     with torch.no_grad():
@@ -243,6 +261,8 @@ def test_padding_left_and_right(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_prefix_changes_output(family: str) -> None:
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_the_prefix_changes_the_output_and_each_kind_takes_its_own_slot(family)
     built = shared(family)
     ids, mask = padded(family)
     with torch.no_grad():
@@ -257,6 +277,8 @@ def test_prefix_changes_output(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_only_prefix_and_head_train(family: str) -> None:
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_only_the_prefix_learns_and_the_backbone_stays_bit_identical(family)
     built = fresh(family)
     model = built.model.train()
     backbone_before, rest_before = snapshot(model.backbone), snapshot(model)
@@ -279,6 +301,8 @@ def test_only_prefix_and_head_train(family: str) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_gradient_checkpointing(family: str) -> None:
     """Same loss and prefix gradients with the layers recomputed in backward."""
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_gradient_checkpointing_gives_the_same_loss_and_prefix_gradients(family)
     skip_if_absent(family)
     if not tiny_backbone(family).supports_gradient_checkpointing:
         pytest.skip(f"{family} has no gradient checkpointing in transformers")
@@ -310,6 +334,8 @@ def test_gradient_checkpointing(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_mixed_prefixes_equal_rows_alone(family: str) -> None:
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_mixed_prefixes_in_one_batch_equal_the_rows_alone(family)
     built = fresh(family)
     model = built.model
     kind = HeadKind.CAUSAL_LM if built.is_decoder else HeadKind.CLASSIFICATION
@@ -336,6 +362,8 @@ def test_mixed_prefixes_equal_rows_alone(family: str) -> None:
 
 @pytest.mark.parametrize("family", FAMILIES)
 def test_save_load_exact(family: str, tmp_path) -> None:
+    if family in SEQ2SEQ_FAMILIES:
+        return seq2seq.test_save_then_load_gives_identical_logits(family, tmp_path)
     built = fresh(family)
     perturb_trainables(built.model)
     ids, mask = padded(family, (6, 3))
@@ -355,6 +383,10 @@ def test_save_load_exact(family: str, tmp_path) -> None:
 @pytest.mark.parametrize("family", FAMILIES)
 def test_generate_equals_step_by_step(family: str, cache_implementation: str) -> None:
     """Greedy ``generate`` (prefix once per call, real-token cache) equals a loop of full forwards."""
+    if family in SEQ2SEQ_FAMILIES:
+        if cache_implementation == "static":
+            return seq2seq.test_generate_with_a_static_cache_equals_a_step_by_step_greedy_loop(family)
+        return seq2seq.test_generate_with_a_dynamic_cache_equals_a_step_by_step_greedy_loop(family)
     if not is_decoder(family):
         pytest.skip("an encoder: no generation")
     skip_if_absent(family)

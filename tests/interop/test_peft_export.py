@@ -157,3 +157,18 @@ def test_the_cli_exports_one_task_of_a_multi_task_checkpoint(tmp_path, capsys) -
     assert "wrote a PEFT prefix-tuning adapter" in capsys.readouterr().out
     table = load_file(str(out / "adapter_model.safetensors"))["prompt_embeddings"]
     assert torch.equal(table, model.prefixes["other"].embedding.weight)
+
+
+def test_an_encoder_decoder_prefix_is_refused_naming_its_base(tmp_path) -> None:
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    base = tmp_path / "tiny-t5"
+    config = T5Config(vocab_size=100, d_model=16, d_kv=4, d_ff=32, num_layers=1, num_heads=4)
+    T5ForConditionalGeneration(config).save_pretrained(base)
+    backbone = T5ForConditionalGeneration.from_pretrained(base)
+    backbone.ptuning_source = str(base)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2, position_mode="shift"))
+    model.add_task("s", HeadSpec(HeadKind.SEQ2SEQ_LM))
+    save_checkpoint(model, tmp_path / "ckpt")
+    with pytest.raises(ValueError, match="'t5' is an encoder-decoder"):
+        export_peft(tmp_path / "ckpt", tmp_path / "out", prefix_only=True)

@@ -15,6 +15,7 @@ run last.
 from __future__ import annotations
 
 from torch import nn
+from transformers import PretrainedConfig
 
 from ptuning.core.config import ConfigError
 from ptuning.core.dropout import swap_in_fast_dropout
@@ -24,10 +25,18 @@ from ptuning.core.injection import INSTANCE_ATTRIBUTES, Injector, injector_for
 _RECORD = "_ptuning_attachment"
 
 
-def _configs(config) -> list:
-    """The model config and its sub-configs (each has its own attention implementation)."""
-    subs = [getattr(config, name, None) for name in getattr(config, "sub_configs", {})]
-    return [config, *[sub for sub in subs if sub is not None]]
+def _configs(backbone: nn.Module) -> list:
+    """Every config that carries an attention implementation: the model's, its sub-configs, and the copies
+    some families give their inner stacks (T5's and BART's encoder and decoder)."""
+    found = {}
+    for module in [backbone, *backbone.modules()]:
+        config = getattr(module, "config", None)
+        if isinstance(config, PretrainedConfig):
+            subs = [getattr(config, name, None) for name in getattr(config, "sub_configs", {})]
+            for each in (config, *subs):
+                if each is not None:
+                    found.setdefault(id(each), each)
+    return list(found.values())
 
 
 def _is_checkpointing(backbone: nn.Module) -> bool:
@@ -53,7 +62,7 @@ class BackboneAttachment:
         self.injector: Injector | None = None
         self.training = backbone.training
         self.requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
-        self.attention = [(config, config._attn_implementation) for config in _configs(backbone.config)]
+        self.attention = [(config, config._attn_implementation) for config in _configs(backbone)]
         self.module_attributes = {
             module: {name for name in vars(module) if _is_injection_attribute(name)}
             for module in backbone.modules()

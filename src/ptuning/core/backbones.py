@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModel, AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ptuning.core.precision import backbone_dtype
 from ptuning.core.quantization import loading_kwargs
@@ -65,9 +65,11 @@ def load_backbone(
 ) -> tuple[torch.nn.Module, Any]:
     """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head.
 
-    ``dtype`` (``"fp32" | "bf16" | "fp16"`` or a torch dtype) is the dtype the frozen backbone is stored in;
-    prefixes and heads stay fp32 whatever it is (``core.precision``). ``quantization`` (``"int8" | "nf4"``)
-    loads it through bitsandbytes on CUDA and is refused elsewhere (``core.quantization``).
+    ``causal_lm`` asks for the model with its LM head: an encoder-decoder (T5, BART) then loads as
+    ``*ForConditionalGeneration`` (seq2seq-lm tasks). ``dtype`` (``"fp32" | "bf16" | "fp16"`` or a torch
+    dtype) is the dtype the frozen backbone is stored in; prefixes and heads stay fp32 whatever it is
+    (``core.precision``). ``quantization`` (``"int8" | "nf4"``) loads it through bitsandbytes on CUDA and is
+    refused elsewhere (``core.quantization``).
     """
     path = resolve_model_path(name_or_path)
     loader = AutoModelForCausalLM if causal_lm else AutoModel
@@ -80,6 +82,8 @@ def load_backbone(
         kwargs["add_pooling_layer"] = False
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
+        if causal_lm and getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False):
+            loader = AutoModelForSeq2SeqLM
         with _without_load_report():
             model, loading = _from_pretrained(loader, path, kwargs)
     except OSError as error:

@@ -107,7 +107,7 @@ def save_checkpoint(
         "base_model": {
             "name_or_path": source,
             "model_type": model.geometry.model_type,
-            "causal_lm": any(s.kind == "causal-lm" for s in model.head_specs.values()),
+            "causal_lm": any(s.kind in ("causal-lm", "seq2seq-lm") for s in model.head_specs.values()),
             "fingerprint": model.base_fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
         },

@@ -61,6 +61,10 @@ class PrefixGeometry:
         None  # Gemma-style tanh cap on attention scores (applies to prefix scores too)
     )
     qk_norm: bool = False  # per-head norms on q and k (Qwen3, OLMo-2, Gemma 3): the prefix keys are raw
+    # Encoder-decoders (T5, BART): ``num_layers`` counts prefix slots, E + 2D (see ``core.injection``'s
+    # encoder_decoder.py): encoder self-attention, decoder self-attention, decoder cross-attention.
+    encoder_layers: int | None = None
+    decoder_layers: int | None = None
 
     @classmethod
     def from_config(cls, config: PretrainedConfig) -> PrefixGeometry:
@@ -86,6 +90,11 @@ class PrefixGeometry:
         num_kv_heads = getattr(text, "num_key_value_heads", None) or num_heads
         if getattr(text, "multi_query", False) is True:  # GPT-BigCode: one key/value head
             num_kv_heads = 1
+        is_encoder_decoder = bool(getattr(config, "is_encoder_decoder", False))
+        encoder_layers = decoder_layers = None
+        if is_encoder_decoder:
+            encoder_layers, decoder_layers = _encoder_decoder_layers(text, model_type, num_layers, num_heads)
+            num_layers = encoder_layers + 2 * decoder_layers
         architectures = getattr(config, "architectures", None) or []
         causal_architecture = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
         return cls(
@@ -96,11 +105,14 @@ class PrefixGeometry:
             head_dim=head_dim,
             hidden_size=hidden_size,
             max_positions=getattr(text, "max_position_embeddings", None),
-            is_decoder=bool(getattr(text, "is_decoder", False)) or causal_architecture,
-            is_encoder_decoder=bool(getattr(config, "is_encoder_decoder", False)),
+            is_decoder=not is_encoder_decoder
+            and (bool(getattr(text, "is_decoder", False)) or causal_architecture),
+            is_encoder_decoder=is_encoder_decoder,
             position_kind=_position_kind_from_config(text),
             sliding_window=_sliding_window(text),
             softcapping=getattr(text, "attn_logit_softcapping", None),
+            encoder_layers=encoder_layers,
+            decoder_layers=decoder_layers,
         )
 
     @classmethod
@@ -124,7 +136,8 @@ class PrefixGeometry:
             geometry = _replace(geometry, num_kv_heads=geometry.num_heads // groups[0])
         return _replace(
             geometry,
-            is_decoder=geometry.is_decoder or causal,
+            # An encoder-decoder's causal attention is its decoder's: the model as a whole is not a decoder.
+            is_decoder=geometry.is_decoder or (causal and not geometry.is_encoder_decoder),
             position_kind=kind,
             position_table=table is not None,
             position_padding_idx=table.padding_idx if table is not None else None,
@@ -159,6 +172,21 @@ class PrefixGeometry:
 
 def _replace(geometry: PrefixGeometry, **changes) -> PrefixGeometry:
     return replace(geometry, **changes)
+
+
+def _encoder_decoder_layers(
+    config: PretrainedConfig, model_type: str, encoder_layers: int, num_heads: int
+) -> tuple[int, int]:
+    """(encoder layers, decoder layers) of a T5/BART-style config; one head shape serves all three prefixes,
+    so encoder and decoder must have the same number of heads."""
+    decoder_layers = getattr(config, "num_decoder_layers", None) or getattr(config, "decoder_layers", None)
+    decoder_heads = getattr(config, "decoder_attention_heads", None) or num_heads
+    if decoder_heads != num_heads:
+        raise UnsupportedModelError(
+            f"model type {model_type!r}: its decoder has {decoder_heads} attention heads and its encoder "
+            f"{num_heads}; encoder-decoder prefixes need one head shape for both"
+        )
+    return encoder_layers, int(decoder_layers or encoder_layers)
 
 
 def _position_kind_from_config(config: PretrainedConfig) -> PositionKind:

@@ -14,3 +14,5 @@ class HeadKind(StrEnum):
     QUESTION_ANSWERING = "question-answering"
     MULTIPLE_CHOICE = "multiple-choice"  # one score per choice (COPA); input_ids: (B, C, T), labels: (B,)
     CAUSAL_LM = "causal-lm"  # next-token prediction on response tokens; labels: (B, T), -100 ignored
+    # encoder-decoder (T5, BART): input_ids feed the encoder; labels (B, T) are the decoder's targets
+    SEQ2SEQ_LM = "seq2seq-lm"

@@ -170,10 +170,25 @@ class PromptModel(nn.Module):
         if spec.kind is HeadKind.CAUSAL_LM:
             if not hasattr(self.backbone, "lm_head") and not hasattr(self.backbone, "get_output_embeddings"):
                 raise ConfigError("a causal-lm task needs a *ForCausalLM backbone")
+        elif spec.kind is HeadKind.SEQ2SEQ_LM:  # seq2seq: the model's own (frozen) LM head
+            if not self.geometry.is_encoder_decoder or self.backbone.get_output_embeddings() is None:
+                raise ConfigError(
+                    "a seq2seq-lm task needs an encoder-decoder with an LM head (*ForConditionalGeneration)"
+                )
+            if self.method is Method.PROMPT_TUNING:
+                raise ConfigError(
+                    "seq2seq-lm takes deep prefixes (ptuning-v2, prefix-mlp), not prompt-tuning"
+                )
         else:
             if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
                 raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
-            pooling = spec.pooling or (Pooling.LAST if self.geometry.is_decoder else Pooling.FIRST)
+            pooling = spec.pooling or (
+                Pooling.LAST
+                if self.geometry.is_decoder
+                else Pooling.MEAN  # T5 / BART encoders have no [CLS] token
+                if self.geometry.is_encoder_decoder
+                else Pooling.FIRST
+            )
             head = Head(
                 spec.kind,
                 self.geometry.hidden_size,
@@ -253,6 +268,8 @@ class PromptModel(nn.Module):
         names = row_prefixes or [self.task_prefix[task]] * input_ids.shape[0]
         if spec.kind is HeadKind.CAUSAL_LM:
             return self._causal_lm(input_ids, attention_mask, labels, names)
+        if spec.kind is HeadKind.SEQ2SEQ_LM:
+            return self._seq2seq_lm(input_ids, attention_mask, labels, names)
         hidden = self.encode(input_ids, attention_mask, token_type_ids, names)
         out = self.heads[task](hidden, attention_mask, labels, num_choices, start_positions, end_positions)
         return PromptModelOutput(**out)
@@ -266,7 +283,9 @@ class PromptModel(nn.Module):
     ) -> torch.Tensor:
         """Hidden states (B, T, H) of the real tokens, each row run with its own prefix."""
         kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names)
-        hidden = self.backbone(**kwargs).last_hidden_state
+        # Encoder-decoders (T5, BART): encoder heads read the encoder alone.
+        runner = self.backbone.get_encoder() if self.geometry.is_encoder_decoder else self.backbone
+        hidden = runner(**kwargs).last_hidden_state
         if self.method is Method.PROMPT_TUNING:
             hidden = hidden[:, -input_ids.shape[1] :]  # drop the prompt positions
         return hidden
@@ -283,6 +302,12 @@ class PromptModel(nn.Module):
         if self.method is Method.PROMPT_TUNING:
             logits = logits[:, -input_ids.shape[1] :]
         return PromptModelOutput(loss=out.loss, logits=logits)
+
+    def _seq2seq_lm(self, input_ids, attention_mask, labels, names) -> PromptModelOutput:
+        """Encoder inputs -> decoder logits over ``labels`` (teacher forcing: the model shifts them right)."""
+        kwargs = self._backbone_inputs(input_ids, attention_mask, None, names)
+        out = self.backbone(**kwargs, labels=labels)
+        return PromptModelOutput(loss=out.loss, logits=out.logits)
 
     def prefix_kv(self, prefix_names: Sequence[str]) -> PrefixKV:
         """Per-layer key/values for the given rows (one row per name); a deep prefix method only."""
@@ -308,11 +333,14 @@ class PromptModel(nn.Module):
         """
         self._ensure_attached()
         task = self._resolve_task(task)
-        if self.head_specs[task].kind is not HeadKind.CAUSAL_LM:
-            raise ConfigError(f"task {task!r} is not a causal-lm task")
+        kind = self.head_specs[task].kind
+        if kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):
+            raise ConfigError(f"task {task!r} is not a causal-lm or seq2seq-lm task")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         name = self.task_prefix[task]
+        if kind is HeadKind.SEQ2SEQ_LM:
+            return self._generate_seq2seq(input_ids, attention_mask, name, generate_kwargs)
         if self.method.is_deep and self.prefix_config.position_mode == "shift":
             # PEFT's numbering (real tokens at P..): generate() would number them from 0, but it extends
             # given position ids by one per new token. Rotary models need it too: q.Pk depends on q's position.
@@ -333,6 +361,16 @@ class PromptModel(nn.Module):
                 input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
             )
         return output[:, input_ids.shape[1] :]
+
+    def _generate_seq2seq(self, input_ids, attention_mask, name: str, generate_kwargs: dict) -> torch.Tensor:
+        """Encoder-decoder generation; the prefix reaches encoder, decoder and cross-attention through
+        ``active_prefix``. Returns the new tokens without the decoder's start token (B, new)."""
+        prefix = self.prefix_kv([name]) if self.method.is_deep else None
+        with active_prefix(prefix):
+            output = self.backbone.generate(
+                input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
+            )
+        return output[:, 1:]
 
     def _resolve_task(self, task: str | None) -> str:
         if task is None:

@@ -21,7 +21,7 @@ GREEDY_DEFAULTS = {"do_sample": False, "num_beams": 1}  # generate kwargs that l
 
 def is_generative(task: Task) -> bool:
     """Whether ``task``'s outputs are generated texts (a causal-LM task) rather than head outputs."""
-    return getattr(task, "head", None) is HeadKind.CAUSAL_LM
+    return getattr(task, "head", None) in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM)
 
 
 def generate_task_outputs(
@@ -60,14 +60,15 @@ def generate_texts(
     Greedy decoding of a deep-prefix (or prefix-free) model runs on the ``ContinuousDecoder``: prompts join
     longest first, up to ``batch_size`` rows at a time, and a finished row's place goes to the next prompt at
     once; the prefix is written into the cache once. Anything else (``generate_kwargs`` such as beams,
-    sampling or a static cache; shallow prompt tuning) runs through ``PromptModel.generate`` in batches padded
-    on the LEFT. Both give each prompt what it gets alone. Each text is cut at the first EOS and stripped.
+    sampling or a static cache; shallow prompt tuning; encoder-decoders) runs through ``PromptModel.generate``
+    in batches padded on the LEFT (encoder-decoders: on the right, as they were trained). Both give each prompt what it gets alone. Each text is cut at the first EOS and stripped.
     ``model`` is a PromptModel; its train/eval mode is restored afterwards.
     """
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if eos_id is None:
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
-    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING:
+    seq2seq = _is_seq2seq(model, task)
+    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
         return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
     settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
     config = GenerationConfig(
@@ -84,7 +85,10 @@ def generate_texts(
     try:
         for start in range(0, len(order), batch_size):
             rows = order[start : start + batch_size]
-            batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, "left")
+            # A causal LM continues the prompt (left padding keeps it adjacent to the new tokens); an
+            # encoder-decoder's encoder takes it right-padded, like in training.
+            side = "right" if seq2seq else "left"
+            batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, side)
             new_tokens = model.generate(
                 batch["input_ids"].to(device),
                 attention_mask=batch["attention_mask"].to(device),
@@ -96,6 +100,12 @@ def generate_texts(
     finally:
         model.train(was_training)
     return texts
+
+
+def _is_seq2seq(model: Any, task: str | None) -> bool:
+    specs = getattr(model, "head_specs", {})
+    spec = specs.get(task) if task is not None else (next(iter(specs.values())) if len(specs) == 1 else None)
+    return spec is not None and spec.kind is HeadKind.SEQ2SEQ_LM
 
 
 def _plain_greedy(generate_kwargs: dict[str, Any]) -> bool:

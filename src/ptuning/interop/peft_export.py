@@ -67,6 +67,13 @@ def export_peft(
             f"{checkpoint_dir}: cannot read the config of its base model {base_name!r} ({error.__class__.__name__}); "
             f"the adapter records the base's layer and head counts"
         ) from None
+    if (
+        geometry.is_encoder_decoder
+    ):  # ptuning's table holds E + 2D slots; PEFT lays encoder-decoders out its own way
+        raise PeftFormatError(
+            f"{checkpoint_dir}: its base {geometry.model_type!r} is an encoder-decoder; exporting encoder-decoder "
+            f"prefixes to PEFT is not supported"
+        )
     if prefix_config.resolved_layers(geometry.num_layers) != tuple(range(geometry.num_layers)):
         raise PeftFormatError(
             f"{checkpoint_dir}: the prefix covers layers {list(prefix_config.layers)} only; PEFT's prefix covers "

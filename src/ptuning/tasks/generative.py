@@ -6,7 +6,8 @@ prompt tokens that generation starts from are then exactly those seen in trainin
 text may merge tokens across the boundary). A prompt too long for ``max_length`` is cut from the left,
 where it is furthest from the response, and counted; ``truncation="error"`` refuses it instead.
 
-Tasks: ``causal-lm`` (any JSONL/CSV with prompt, response and optional history fields),
+Tasks: ``causal-lm`` (any JSONL/CSV with prompt, response and optional history fields), ``seq2seq-lm``
+(the same files for encoder-decoders: prompt -> encoder, response + EOS -> decoder labels),
 ``squad-generative`` (answer SQuAD questions in words) and ``conll2003-json`` (list a sentence's
 entities as JSON).
 """
@@ -273,6 +274,73 @@ def parse_history(value: Any, field: str, where: str) -> list[Turn]:
     return turns
 
 
+# ---------------------------------------------------------------------------------------------- seq2seq-lm
+
+
+class Seq2SeqLmTask(CausalLmTask):
+    """``causal-lm``'s prompt/response files for an encoder-decoder (T5, BART): the prompt feeds the encoder,
+    the response (+ EOS) is the decoder's target. Same reader, options and text metrics as ``causal-lm``.
+
+    A prompt longer than ``max_length`` is cut from the left (counted) or refused (``truncation="error"``);
+    a response longer than ``max_length`` is cut on the right (counted; its EOS is lost).
+    """
+
+    name = "seq2seq-lm"
+    head = HeadKind.SEQ2SEQ_LM
+    description = "prompt/response pairs from JSONL/CSV for encoder-decoders (T5, BART); ROUGE, BLEU-4, EM"
+
+    def featurize(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> tuple[Features, DataReport]:
+        """input_ids = the prompt (the encoder's input); labels = response + EOS (the decoder's targets)."""
+        eos = [tokenizer.eos_token_id] if self.add_eos else []
+        if self.add_eos and tokenizer.eos_token_id is None:
+            raise ConfigError(
+                f"{self.name}: the tokenizer has no EOS token; set add_eos=False to train without"
+            )
+        prompts = [self.render_prompt(example, tokenizer) for example in examples]
+        plain_specials = not self.chat_template
+        prompt_ids = tokenizer(prompts, add_special_tokens=plain_specials)["input_ids"] if prompts else []
+        responses = [self.render_response(example) for example in examples]
+        response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+        features: Features = []
+        report = DataReport(examples=len(examples))
+        cut_prompts = cut_responses = 0
+        for index, example in enumerate(examples):
+            prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
+            if len(prompt) > max_length:
+                if self.truncation == "error":
+                    raise DataError(
+                        f"{example['source']}: prompt ({len(prompt)} tokens) is longer than "
+                        f"max_length={max_length}; raise max_length or use truncation='left'"
+                    )
+                prompt = prompt[len(prompt) - max_length :]
+                cut_prompts += 1
+            if len(response) > max_length:
+                response = response[:max_length]
+                cut_responses += 1
+            features.append(
+                {
+                    "input_ids": prompt,
+                    "labels": response,
+                    "prompt_length": len(prompt),
+                    "example_index": index,
+                }
+            )
+        report.truncated = cut_prompts + cut_responses
+        if cut_prompts:
+            report.notes.append(
+                f"{self.name}: {cut_prompts} of {len(examples)} prompts were longer than max_length={max_length} "
+                "and were cut from the left"
+            )
+        if cut_responses:
+            report.notes.append(
+                f"{self.name}: {cut_responses} responses were longer than max_length={max_length} and were "
+                "cut on the right (their EOS is lost)"
+            )
+        return features, report
+
+
 # ---------------------------------------------------------------------------------------------- squad
 
 
@@ -426,4 +494,4 @@ def parse_entities(text: str) -> list[tuple[str, str]] | None:
     return entities
 
 
-TASKS: list[type[Task]] = [CausalLmTask, SquadGenerativeTask, Conll2003JsonTask]
+TASKS: list[type[Task]] = [CausalLmTask, Seq2SeqLmTask, SquadGenerativeTask, Conll2003JsonTask]

@@ -273,7 +273,7 @@ def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
 
 def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptModel, Any]:
     """Backbone + prefix + a head per task; several tasks share one prefix (MPT-2)."""
-    causal = all(task.head is HeadKind.CAUSAL_LM for task in tasks)
+    causal = all(task.head in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM) for task in tasks)  # an LM head
     backbone, tokenizer = load_backbone(
         config.model,
         causal_lm=causal,

@@ -6,6 +6,8 @@
   modules are inspected (``capability.py``).
 * Families with their own attention register an injector here, one file each with their quirks:
   DeBERTa-v2/v3 (disentangled relative terms) and MPNet (relative position bias), both zero for prefix keys.
+* Encoder-decoders (T5, mT5, BART, mBART) go through the interface too, with one prefix slot per attention
+  module: encoder self-, decoder self- and cross-attention (``encoder_decoder.py``).
 * Everything else is refused with the module that blocks injection and why.
 
 Every injector installs once per backbone (installing again changes nothing) and keeps no per-call state.
@@ -21,6 +23,7 @@ from ptuning.core.injection.attention_interface import AttentionInterfaceInjecto
 from ptuning.core.injection.base import Injector
 from ptuning.core.injection.capability import survey_attention
 from ptuning.core.injection.deberta import DebertaInjector
+from ptuning.core.injection.encoder_decoder import EncoderDecoderInjector
 from ptuning.core.injection.mpnet import MpnetInjector
 
 # Every instance attribute an injector sets on the backbone's modules (patched or call-scoped forwards, layer
@@ -50,9 +53,13 @@ TESTED_INTERFACE_FAMILIES = (
     "starcoder2", "cohere", "granite", "helium", "gptj", "codegen", "gpt_bigcode", "persimmon", "nemotron",
     "seed_oss", "olmo3", "granitemoe",
 )  # fmt: skip
+# Encoder-decoders (prefixes on encoder self-, decoder self- and cross-attention; encoder_decoder.py).
+TESTED_ENCODER_DECODER_FAMILIES = ("t5", "mt5", "bart", "mbart")
 SUPPORTED_DESCRIPTION = (
     "models whose attention modules call transformers' attention interface (ALL_ATTENTION_FUNCTIONS; tested: "
     + ", ".join(TESTED_INTERFACE_FAMILIES)
+    + "; encoder-decoders: "
+    + ", ".join(TESTED_ENCODER_DECODER_FAMILIES)
     + "), and the registered families "
     + ", ".join(REGISTERED_INJECTORS)
     + " (docs/ARCHITECTURES.md)"
@@ -62,11 +69,6 @@ SUPPORTED_DESCRIPTION = (
 def injector_for(backbone: nn.Module, geometry: PrefixGeometry) -> Injector:
     """Install prefix injection on ``backbone`` (in place, once) and return its handle."""
     where = f"model type {geometry.model_type!r} ({type(backbone).__name__})"
-    if geometry.is_encoder_decoder:
-        raise UnsupportedModelError(
-            f"{where} is an encoder-decoder: prefixes for its cross-attention are not implemented; "
-            f"supported: {SUPPORTED_DESCRIPTION}"
-        )
     registered = REGISTERED_INJECTORS.get(geometry.model_type)
     if registered is not None:
         return registered(backbone)
@@ -84,6 +86,8 @@ def injector_for(backbone: nn.Module, geometry: PrefixGeometry) -> Injector:
         raise UnsupportedModelError(
             f"{where} has no prefix injection: {reason}; supported: {SUPPORTED_DESCRIPTION}"
         )
+    if geometry.is_encoder_decoder:
+        return EncoderDecoderInjector(backbone, survey.interface)
     return AttentionInterfaceInjector(backbone, [module for _, module in survey.interface])
 
 

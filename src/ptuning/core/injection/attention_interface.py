@@ -73,6 +73,10 @@ def _with_prefix(base: str) -> Callable[..., Any]:
             attention_mask = extend_attention_mask(attention_mask, prefix, query, key.shape[2], causal)
             key = torch.cat([prefix_keys, key], dim=2)
             value = torch.cat([prefix_values, value], dim=2)
+            bias = kwargs.get("position_bias")
+            if bias is not None:  # T5: relative bias added to scores; prefix keys have no position: zero
+                zeros = bias.new_zeros((*bias.shape[:-1], prefix_keys.shape[2]))
+                kwargs["position_bias"] = torch.cat([zeros, bias], dim=-1)
             if base == "sdpa" and attention_mask is not None:
                 kwargs["is_causal"] = False
         if base == "sdpa" and _takes_cheap_dropout(module, query, attention_mask, kwargs):

@@ -1,0 +1,81 @@
+"""The seq2seq-lm task: causal-lm's prompt/response files for an encoder-decoder (tiny T5, word tokenizer)."""
+
+from __future__ import annotations
+
+import json
+
+import torch
+from generative_tiny import EOS, PAD, QA_ROWS, tiny_tokenizer, vocab_size, write_jsonl
+from transformers import T5Config, T5ForConditionalGeneration
+
+from ptuning.cli import main
+from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
+from ptuning.generation import generate_texts
+from ptuning.tasks.generative import Seq2SeqLmTask
+from ptuning.tasks.registry import get_task
+
+
+def tiny_t5(seed: int = 0) -> T5ForConditionalGeneration:
+    config = T5Config(
+        vocab_size=vocab_size(), d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4, dropout_rate=0.0,
+        pad_token_id=PAD, eos_token_id=EOS, decoder_start_token_id=PAD,
+    )  # fmt: skip
+    torch.manual_seed(seed)
+    return T5ForConditionalGeneration(config).eval()
+
+
+def test_features_are_the_prompt_for_the_encoder_and_response_plus_eos_as_labels(tmp_path) -> None:
+    tokenizer = tiny_tokenizer()
+    task = get_task("seq2seq-lm")
+    assert isinstance(task, Seq2SeqLmTask)
+    examples, _ = task.read(str(write_jsonl(tmp_path / "train.jsonl", QA_ROWS[:2])), "train")
+    features, report = task.featurize(examples, tokenizer, max_length=16)
+    ids = tokenizer.convert_tokens_to_ids
+    assert features[0]["input_ids"] == ids(["what", "is", "the", "capital", "of", "france"])
+    assert features[0]["labels"] == [ids("paris"), EOS]
+    assert features[1]["labels"] == [ids("rome"), EOS]
+    assert features[0]["prompt_length"] == 6 and report.truncated == 0
+    # A prompt over max_length is cut from the left, and counted.
+    features, report = task.featurize(examples, tokenizer, max_length=4)
+    assert features[0]["input_ids"] == ids(["the", "capital", "of", "france"])
+    assert report.truncated == 2
+
+
+def test_ptuning_train_on_a_t5_folder_lowers_the_loss_and_scores_generations(tmp_path, capsys) -> None:
+    base = tmp_path / "tiny-t5"
+    tiny_t5().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    data = tmp_path / "data"
+    data.mkdir()
+    write_jsonl(data / "train.jsonl", QA_ROWS * 4)
+    write_jsonl(data / "dev.jsonl", QA_ROWS)
+    write_jsonl(data / "test.jsonl", QA_ROWS[:2])
+    run = tmp_path / "run"
+    code = main([
+        "train", "--task", "seq2seq-lm", "--model", str(base), "--data", str(data),
+        "--output-dir", str(run), "--method", "ptuning-v2", "--prefix-length", "4",
+        "--learning-rate", "5e-2", "--epochs", "12", "--batch-size", "4", "--eval-batch-size", "3",
+        "--max-length", "16", "--no-log-tensorboard",
+    ])  # fmt: skip
+    assert code == 0
+    summary = json.loads((run / "summary.json").read_text())
+    assert set(summary["dev"]) == {"rouge1", "rouge2", "rougeL", "bleu4", "exact_match"}
+    losses = [entry["train_loss"] for entry in summary["history"]]
+    assert losses[-1] < 0.7 * losses[0]
+    assert summary["dev"]["rougeL"] > 0  # some dev answers are right after 48 updates
+    saved = read_checkpoint_config(run / "checkpoint")
+    assert (
+        saved["base_model"]["causal_lm"] is True
+        and saved["tasks"]["seq2seq-lm"]["head"]["kind"] == "seq2seq-lm"
+    )
+    # ptuning eval rebuilds task and model from the checkpoint and scores dev as training did.
+    capsys.readouterr()
+    assert main(["eval", "--checkpoint", str(run / "checkpoint"), "--data", str(data)]) == 0
+    scores = json.loads(capsys.readouterr().out)
+    assert scores["rougeL"] == summary["dev"]["rougeL"]
+    # The checkpoint reloads its base (with the LM head) and generates.
+    reloaded = load_checkpoint(run / "checkpoint")
+    tokenizer = tiny_tokenizer()
+    prompts = [tokenizer("what is the capital of france")["input_ids"]]
+    texts = generate_texts(reloaded, tokenizer, prompts, batch_size=1, max_new_tokens=4)
+    assert isinstance(texts[0], str)
