@@ -370,7 +370,14 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
-    loaded = load_for_inference(args.checkpoint, args.task, args.model, args.max_length)
+    loaded = load_for_inference(
+        args.checkpoint,
+        args.task,
+        args.model,
+        args.max_length,
+        args.backbone_dtype,
+        args.backbone_quantization,
+    )
     scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
     text = json.dumps(scores, indent=2)
     print(text)
@@ -393,7 +400,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = input_format(args.input, args.format)
     if args.input != "-" and not Path(args.input).is_file():
         raise DataError(f"{args.input}: input file not found")
-    loaded = load_for_inference(args.checkpoint, args.task, args.model, args.max_length)
+    loaded = load_for_inference(
+        args.checkpoint,
+        args.task,
+        args.model,
+        args.max_length,
+        args.backbone_dtype,
+        args.backbone_quantization,
+    )
     examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
     predictions = predict(loaded, examples, args.batch_size)
     if args.output:
@@ -446,6 +460,14 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", help="the base model's folder, when it moved since training")
     parser.add_argument("--max-length", type=_positive_int, help="default: the training run's max_length")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
+    parser.add_argument(
+        "--backbone-dtype", choices=("fp32", "bf16", "fp16"), help="store the frozen backbone in this dtype"
+    )
+    parser.add_argument(
+        "--backbone-quantization",
+        choices=("int8", "nf4"),
+        help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); nf4: CUDA + bitsandbytes",
+    )
 
 
 def _print_result(summary: dict[str, Any], output_dir: str) -> None:

@@ -170,3 +170,20 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
     assert (args.host, args.max_batch_size, args.api_key_env) == ("127.0.0.1", 32, "PTUNING_API_KEY")
     with pytest.raises(ConfigError, match="no such folder"):
         run_serve(args)
+
+
+@pytest.mark.anyio
+async def test_a_bf16_backbone_serves_the_same_labels(root, base_dir, app) -> None:
+    """--backbone-dtype bf16: the shared backbone is stored in bf16, prefixes and heads stay fp32."""
+    small = create_app(root, base_dir, max_wait_ms=0, backbone_dtype="bf16")
+    body = {"inputs": ["a gripping film", "dull and slow", "the best of the year"]}  # the app allows 3
+    async with client(app) as http:
+        reference = (await http.post("/tasks/sentiment/predict", json=body)).json()
+    async with client(small) as http:
+        answer = (await http.post("/tasks/sentiment/predict", json=body)).json()
+    probabilities = [
+        [p["probabilities"]["positive"] for p in result["predictions"]] for result in (reference, answer)
+    ]
+    differences = [abs(a - b) for a, b in zip(*probabilities, strict=True)]
+    assert max(differences) < 0.02  # bf16 storage moves the answer a little...
+    assert max(differences) > 0  # ...so it really ran in bf16

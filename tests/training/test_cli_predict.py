@@ -97,3 +97,36 @@ def test_jsonable_turns_numpy_and_infinity_into_json() -> None:
 
     value = {"a": np.float32(0.5), "b": np.arange(2), "c": float("inf"), "d": (np.int64(3),)}
     assert json.dumps(jsonable(value)) == '{"a": 0.5, "b": [0, 1], "c": null, "d": [3]}'
+
+
+@pytest.mark.parametrize("backbone", [["--backbone-dtype", "bf16"], ["--backbone-quantization", "int8"]])
+def test_predict_on_a_small_backbone_changes_few_tags(ner_checkpoint, tmp_path, capsys, backbone) -> None:
+    """bf16 storage and CPU int8 weights: same number of answers, and most tags equal the fp32 run's."""
+    source = tmp_path / "in.txt"
+    source.write_text("EU rejects German call\nJapan beat Syria in the final\nPeter Blackburn\n")
+    argv = ["predict", "--checkpoint", ner_checkpoint, "--input", str(source)]
+    code, reference, _ = run_cli(argv, capsys)
+    assert code == 0
+    code, small, err = run_cli([*argv, *backbone], capsys)
+    assert code == 0, err
+    reference_tags = [tag for line in reference.splitlines() for tag in json.loads(line)["tags"]]
+    small_tags = [tag for line in small.splitlines() for tag in json.loads(line)["tags"]]
+    assert len(small_tags) == len(reference_tags) == 12
+    assert sum(a == b for a, b in zip(small_tags, reference_tags, strict=True)) >= 9
+
+
+def test_nf4_without_cuda_is_one_line_and_exit_2(ner_checkpoint, tmp_path, capsys, monkeypatch) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    source = tmp_path / "in.txt"
+    source.write_text("EU rejects German call\n")
+    argv = [
+        "predict",
+        "--checkpoint",
+        ner_checkpoint,
+        "--input",
+        str(source),
+        "--backbone-quantization",
+        "nf4",
+    ]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and "nf4 needs CUDA and bitsandbytes" in err

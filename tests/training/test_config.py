@@ -7,6 +7,7 @@ import pytest
 from training_tiny import run_cli, train_args
 
 from ptuning.core.config import ConfigError
+from ptuning.training import engine
 from ptuning.training.config import TrainConfig, build_config
 from ptuning.training.presets import PRESETS
 
@@ -89,7 +90,28 @@ def test_help_of_every_flag_is_the_fields_docstring(capsys) -> None:
         assert "--" + name.replace("_", "-") in out and doc in help_text, name
 
 
-def test_backbone_quantization_is_refused_until_implemented(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
-    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-quantization", "nf4")
+def test_a_quantized_backbone_without_cuda_is_refused_before_loading(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    monkeypatch.setattr(engine, "load_backbone", _no_loading)
+    for quantization in ("nf4", "int8"):
+        argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-quantization", quantization)
+        code, _, err = run_cli(argv, capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert f"--backbone-quantization {quantization}: " in err and "needs CUDA and bitsandbytes" in err
+
+
+def test_bf16_backbone_under_fp16_autocast_is_refused(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(engine, "load_backbone", _no_loading)
+    argv = train_args(
+        tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "bf16", "--mixed-precision", "fp16"
+    )
     code, _, err = run_cli(argv, capsys)
-    assert code == 2 and err.count("\n") == 1 and "--backbone-quantization nf4 is not implemented yet" in err
+    assert code == 2 and "--backbone-dtype bf16 with --mixed-precision fp16 cannot run" in err
+
+
+def _no_loading(*args, **kwargs):
+    raise AssertionError("a model was loaded before the options were checked")

@@ -132,8 +132,11 @@ def create_app(
     backbone: nn.Module | None = None,
     tokenizer: Any = None,
     generation_limits: GenerationLimits | None = None,
+    backbone_dtype: str | None = None,
 ) -> FastAPI:
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
+
+    ``backbone_dtype`` (bf16/fp16) stores the shared frozen backbone smaller; prefixes and heads stay fp32.
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
     companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
@@ -144,7 +147,9 @@ def create_app(
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     if backbone is None:
-        backbone, tokenizer = load_backbone(model, causal_lm=wants_causal_lm(checkpoint_dir))
+        backbone, tokenizer = load_backbone(
+            model, causal_lm=wants_causal_lm(checkpoint_dir), dtype=backbone_dtype
+        )
     registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
     report = registry.scan()
     for name, reason in report["failed"].items():

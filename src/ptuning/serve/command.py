@@ -15,6 +15,11 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add = parser.add_argument
     add("--checkpoints", required=True, help="folder whose subfolders are prompt checkpoints")
     add("--model", default="minilm", help="base model: folder, hub id or packaged name (default: minilm)")
+    add(
+        "--backbone-dtype",
+        choices=("fp32", "bf16", "fp16"),
+        help="store the shared frozen backbone in this dtype (prefixes and heads stay fp32)",
+    )
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     add("--port", type=int, default=8000, help="(default: 8000)")
     add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
@@ -66,6 +71,7 @@ def run_serve(args: argparse.Namespace) -> None:
         api_key=os.environ.get(args.api_key_env) or None,
         limits=limits,
         generation_limits=generation_limits,
+        backbone_dtype=args.backbone_dtype,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

@@ -90,9 +90,9 @@ class TrainConfig(BaseModel):
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """autocast precision (where the device supports it); the prefix stays fp32"""
     backbone_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """dtype the frozen backbone is loaded in (fp32: as loaded today)"""
+    """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32"""
     backbone_quantization: Literal["int8", "nf4"] | None = None
-    """quantize the frozen backbone's weights (not implemented yet)"""
+    """quantize the frozen backbone through bitsandbytes (CUDA only; nf4 = QLoRA's 4-bit, bf16 compute)"""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """attention kernel the backbone is loaded with"""
     seed: int = 42

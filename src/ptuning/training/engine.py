@@ -279,6 +279,7 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
         causal_lm=causal,
         attn_implementation=config.attn_implementation,
         dtype=BACKBONE_DTYPES[config.backbone_dtype],
+        quantization=config.backbone_quantization,  # bitsandbytes on CUDA (checked before loading)
     )
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
     shared = SHARED_PREFIX if config.is_multitask else None

@@ -17,6 +17,7 @@ import torch
 from ptuning.core.config import ConfigError
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
 from ptuning.core.kinds import HeadKind
+from ptuning.core.quantization import loading_kwargs
 from ptuning.training.config import TrainConfig, flag_name
 
 POOLED_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.MULTIPLE_CHOICE)
@@ -60,11 +61,19 @@ def check_attention(implementation: str) -> None:
 
 
 def check_backbone_options(config: TrainConfig) -> None:
-    # TODO(dtype): quantized backbones are the "dtype" engineer's work in core; until load_backbone takes a
-    # quantization argument, asking for one is refused rather than ignored.
+    """A quantized backbone trains only through bitsandbytes on CUDA (int8 on CPU is for inference:
+    ``ptuning predict/serve --backbone-quantization int8``); bf16 weights cannot run under fp16 autocast."""
     if config.backbone_quantization is not None:
+        try:
+            loading_kwargs(config.backbone_quantization)  # refuses without CUDA or bitsandbytes
+        except ConfigError as error:
+            raise ConfigError(
+                f"{flag_name('backbone_quantization')} {config.backbone_quantization}: {error}"
+            ) from None
+    if config.backbone_dtype == "bf16" and config.mixed_precision == "fp16":
         raise ConfigError(
-            f"{flag_name('backbone_quantization')} {config.backbone_quantization} is not implemented yet"
+            f"{flag_name('backbone_dtype')} bf16 with {flag_name('mixed_precision')} fp16 cannot run (LayerNorm "
+            "gets bf16 weights and fp16 inputs); use --mixed-precision bf16 or no"
         )
 
 
