@@ -93,6 +93,10 @@ class TrainConfig(BaseModel):
     """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32"""
     backbone_quantization: Literal["int8", "nf4"] | None = None
     """quantize the frozen backbone through bitsandbytes (CUDA only; nf4 = QLoRA's 4-bit, bf16 compute)"""
+    shard_backbone: bool = False
+    """shard the frozen backbone over the processes, layer by layer (FSDP2), for a backbone larger than one
+    device; prefixes and heads stay whole on every process. Needs several processes (torchrun / accelerate
+    launch) and a frozen-backbone method"""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """attention kernel the backbone is loaded with"""
     seed: int = 42

@@ -61,6 +61,7 @@ from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
     task_probabilities,
 )
+from ptuning.training.sharding import average_replicated_gradients, reshard_backbone, shard_backbone
 from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
 
 logger = logging.getLogger(__name__)
@@ -134,6 +135,9 @@ def train(config: TrainConfig) -> RunResult:
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
     model, tokenizer = build_prompt_model(config, [item.task for item in data])
+    if config.shard_backbone:  # before the optimizer is built (preflight checked processes and method)
+        shard_backbone(model.to(accelerator.device))
+        accelerator.print(f"backbone sharded layer by layer over {accelerator.num_processes} processes")
     for item in data:
         for split in item.splits:
             featurize_split(item.task, split, tokenizer, config.max_length)
@@ -368,7 +372,14 @@ class Trainer:
         }
         if config.resume:
             self._resume(model)
-        self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        # A sharded backbone is already placed and split (train()); its prefixes and heads are replicated
+        # with their gradients averaged in _step, so the model is not wrapped in DDP: only the optimizer
+        # is prepared (fp16 loss scaling), and autocast is applied in _step.
+        self.sharded = config.shard_backbone
+        if self.sharded:
+            self.model, self.optimizer = model, accelerator.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
         self.unwrapped: PromptModel = accelerator.unwrap_model(self.model)
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
         self.seen_examples, self.train_seconds = 0, 0.0
@@ -452,13 +463,17 @@ class Trainer:
         tick = time.perf_counter()
         # DDP averages gradients across processes only when a window closes
         quiet = accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
+        autocast = accelerator.autocast() if self.sharded else contextlib.nullcontext()
         with quiet:
-            loss = self.model(**batch, task=name).loss
-            value = float(loss.detach())
+            with autocast:
+                loss = self.model(**batch, task=name).loss
+            value = self._global_loss(loss.detach() * weights[0])
             if not math.isfinite(value):
                 self._diverged(f"the {name} training loss is {value}")
             accelerator.backward(loss * weights[0])  # accelerate divides by the accumulation steps
         if sync:
+            if self.sharded:  # what DDP's reducer does otherwise: the global batch's mean gradient
+                average_replicated_gradients(self.unwrapped)
             try:
                 self.optimizer.step()
             except RuntimeError as error:  # e.g. a step size beyond float32 range
@@ -470,6 +485,15 @@ class Trainer:
         self.train_seconds += time.perf_counter() - tick
         self.seen_examples += len(indices)
         return value
+
+    def _global_loss(self, weighted: torch.Tensor) -> float:
+        """The global batch's mean loss from each process's weighted share (shard_batches' weights make the
+        shares' sum over processes equal to ``world`` times the global mean): the same number on every process,
+        so the history matches one process and every process sees a divergence alike."""
+        if self.accelerator.num_processes == 1:
+            return float(weighted)
+        total = self.accelerator.reduce(weighted.float().reshape(1), reduction="sum")
+        return float(total) / self.accelerator.num_processes
 
     def _advance(self, micro: int, name: str, loss: float) -> None:
         """Book-keeping after micro-batch ``micro``: progress, logs, evaluation, saved state."""
@@ -499,10 +523,15 @@ class Trainer:
         """Score every task's dev (and test) split; save the checkpoint if the dev score improved."""
         progress = self.progress
         progress["evaluated_update"] = progress["update"]  # on every process: they decide alike what runs
+        scores = None
+        if self.sharded:  # every process takes part in every forward (the layers' all-gathers)
+            scores = {name: self._score(item) for name, item in self.data.items()}
+            reshard_backbone(self.unwrapped)  # before rank 0 alone reads state_dict() (it would reshard)
         if self.accelerator.is_main_process:
             self._check_finite_weights()
             epoch = progress["micro"] / self.epoch_steps
-            scores = {name: self._score(item) for name, item in self.data.items()}
+            if scores is None:
+                scores = {name: self._score(item) for name, item in self.data.items()}
             entry = self._single_entry(epoch, scores) if self.single else self._multi_entry(epoch, scores)
             progress["history"].append(entry)
             progress["losses"] = {name: [] for name in self._names}
@@ -597,6 +626,8 @@ class Trainer:
         """Replace OUTPUT_DIR/training_state (rank 0 writes; every rank contributes its RNG states)."""
         accelerator = self.accelerator
         rng = rng_states(accelerator)
+        if self.sharded:
+            reshard_backbone(self.unwrapped)  # see reshard_backbone: rank 0 alone reads state_dict() below
         if accelerator.is_main_process:
             self._check_finite_weights()
             model = self.unwrapped

@@ -29,6 +29,7 @@ def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
     check_output_dir(Path(config.output_dir))
     check_attention(config.attn_implementation)
     check_backbone_options(config)
+    check_sharding(config)
     check_pooling(config, head_kinds)
     check_positions(config)
 
@@ -74,6 +75,29 @@ def check_backbone_options(config: TrainConfig) -> None:
         raise ConfigError(
             f"{flag_name('backbone_dtype')} bf16 with {flag_name('mixed_precision')} fp16 cannot run (LayerNorm "
             "gets bf16 weights and fp16 inputs); use --mixed-precision bf16 or no"
+        )
+
+
+def check_sharding(config: TrainConfig) -> None:
+    """A sharded backbone needs several processes to shard over and a backbone nothing updates (FSDP2 here
+    only gathers layers for the forward and backward; it never steps backbone weights)."""
+    if not config.shard_backbone:
+        return
+    flag = flag_name("shard_backbone")
+    if config.method == "finetune":
+        raise ConfigError(
+            f"{flag} shards a frozen backbone; method finetune trains it (use ptuning-v2, prefix-mlp, "
+            "prompt-tuning or linear-probe)"
+        )
+    if config.backbone_quantization is not None:
+        raise ConfigError(
+            f"{flag} cannot shard a quantized backbone ({flag_name('backbone_quantization')} "
+            f"{config.backbone_quantization}); use one or the other"
+        )
+    if int(os.environ.get("WORLD_SIZE", "1")) < 2:
+        raise ConfigError(
+            f"{flag} needs several processes to shard over; launch with torchrun --nproc_per_node N or "
+            "accelerate launch --num_processes N (N >= 2)"
         )
 
 

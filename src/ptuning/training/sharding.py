@@ -58,6 +58,21 @@ def shard_backbone(model: PromptModel, mesh=None) -> PromptModel:
     return model
 
 
+def reshard_backbone(model: PromptModel) -> None:
+    """Free every gathered layer, on this process, so that all processes are in the same state.
+
+    Why: FSDP2 keeps the root unit (embeddings, final norm) gathered after a forward that has no backward
+    (evaluation), and ``state_dict()`` reshards it, so if rank 0 alone writes a checkpoint in between, the
+    next forward all-gathers the root on rank 0 only and the processes' collectives no longer match. No
+    communication: every process must call it at the same point.
+    """
+    from torch.distributed.fsdp import FSDPModule
+
+    for module in model.backbone.modules():
+        if isinstance(module, FSDPModule):
+            module.reshard()
+
+
 def replicated_parameters(model: PromptModel) -> list[nn.Parameter]:
     """The trained tensors every process holds whole: prefixes and heads."""
     return [p for part in (model.prefixes, model.heads) for p in part.parameters() if p.requires_grad]
