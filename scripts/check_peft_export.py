@@ -2,8 +2,8 @@
 ptuning's outputs. Two steps, two environments (ptuning's venv, then the PEFT side venv of
 scripts/make_peft_fixture.py):
 
-    PYTHONPATH=src .venv/bin/python scripts/check_peft_export.py write /tmp/exports
-    /work/venv-peft/bin/python scripts/check_peft_export.py check /tmp/exports
+    PYTHONPATH=src .venv/bin/python scripts/check_peft_export.py write outputs/peft-exports
+    .venv-peft/bin/python scripts/check_peft_export.py check outputs/peft-exports
 
 ``write`` builds shift-mode prompts on the tiny bases of tests/interop/fixtures, exports each, and stores
 ptuning's logits; ``check`` loads each export with ``PeftModel.from_pretrained`` and compares.

@@ -5,8 +5,8 @@ SmolLM2's converted folder comes from ``ptuning.core.packaged.smollm2_path()``, 
 
     FOLDERS=$(PYTHONPATH=src .venv/bin/python -c "from ptuning.core.backbones import resolve_model_path as r
     print(r('minilm'), r('smollm2'))")
-    /work/venv-peft/bin/python scripts/check_peft_real.py peft /tmp/real-adapters $FOLDERS
-    PYTHONPATH=src .venv/bin/python scripts/check_peft_real.py ptuning /tmp/real-adapters
+    .venv-peft/bin/python scripts/check_peft_real.py peft outputs/peft-real $FOLDERS
+    PYTHONPATH=src .venv/bin/python scripts/check_peft_real.py ptuning outputs/peft-real
 
 ``peft`` writes TOKEN_CLS and SEQ_CLS adapters on all-MiniLM-L6-v2 and a CAUSAL_LM adapter on
 SmolLM2-135M-Instruct (P 8, random prefix and head scaled by 0.3) with PEFT's logits and greedy tokens;

@@ -2,10 +2,10 @@
 
 Run it in a side environment that has PEFT (CI never needs it; the fixtures are committed):
 
-    python3 -m venv /work/venv-peft
-    /work/venv-peft/bin/pip install torch==2.13.0
-    /work/venv-peft/bin/pip install transformers==5.23.0 peft==0.21.2 safetensors
-    /work/venv-peft/bin/python scripts/make_peft_fixture.py tests/interop/fixtures
+    python3 -m venv .venv-peft
+    .venv-peft/bin/pip install torch==2.13.0
+    .venv-peft/bin/pip install transformers==5.23.0 peft==0.21.2 safetensors
+    .venv-peft/bin/python scripts/make_peft_fixture.py tests/interop/fixtures
 
 Each fixture folder holds ``base/`` (a tiny random model: config.json + model.safetensors, no tokenizer),
 ``adapter/`` (what ``PeftModel.save_pretrained`` wrote) and ``expected.safetensors`` (the inputs and what
