@@ -98,10 +98,11 @@ class GenerativeTask(Task):
         """The text the model is trained to produce after the prompt."""
         return example["response"]
 
-    def featurize(
-        self, examples: list[Example], tokenizer: Any, max_length: int
-    ) -> tuple[Features, DataReport]:
-        """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response."""
+    def tokenize_pairs(
+        self, examples: list[Example], tokenizer: Any
+    ) -> tuple[list[int], list[list[int]], list[list[int]]]:
+        """(EOS ids to append, prompt ids, response ids), tokenized apart so that generation starts from
+        exactly the prompt tokens seen in training."""
         eos = [tokenizer.eos_token_id] if self.add_eos else []
         if self.add_eos and tokenizer.eos_token_id is None:
             raise ConfigError(
@@ -112,6 +113,13 @@ class GenerativeTask(Task):
         prompt_ids = tokenizer(prompts, add_special_tokens=plain_specials)["input_ids"] if prompts else []
         responses = [self.render_response(example) for example in examples]
         response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+        return eos, prompt_ids, response_ids
+
+    def featurize(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> tuple[Features, DataReport]:
+        """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response."""
+        eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
         cut_prompts = cut_responses = cut_tokens = 0
@@ -293,16 +301,7 @@ class Seq2SeqLmTask(CausalLmTask):
         self, examples: list[Example], tokenizer: Any, max_length: int
     ) -> tuple[Features, DataReport]:
         """input_ids = the prompt (the encoder's input); labels = response + EOS (the decoder's targets)."""
-        eos = [tokenizer.eos_token_id] if self.add_eos else []
-        if self.add_eos and tokenizer.eos_token_id is None:
-            raise ConfigError(
-                f"{self.name}: the tokenizer has no EOS token; set add_eos=False to train without"
-            )
-        prompts = [self.render_prompt(example, tokenizer) for example in examples]
-        plain_specials = not self.chat_template
-        prompt_ids = tokenizer(prompts, add_special_tokens=plain_specials)["input_ids"] if prompts else []
-        responses = [self.render_response(example) for example in examples]
-        response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+        eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
         cut_prompts = cut_responses = 0
