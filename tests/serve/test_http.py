@@ -9,6 +9,7 @@ import time
 import httpx
 import pytest
 import uvicorn
+from fastapi.testclient import TestClient
 
 from ptuning.core.config import ConfigError
 from ptuning.serve.app import Limits, create_app
@@ -172,18 +173,16 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
         run_serve(args)
 
 
-@pytest.mark.anyio
-async def test_a_bf16_backbone_serves_the_same_labels(root, base_dir, app) -> None:
-    """--backbone-dtype bf16: the shared backbone is stored in bf16, prefixes and heads stay fp32."""
-    small = create_app(root, base_dir, max_wait_ms=0, backbone_dtype="bf16")
-    body = {"inputs": ["a gripping film", "dull and slow", "the best of the year"]}  # the app allows 3
-    async with client(app) as http:
-        reference = (await http.post("/tasks/sentiment/predict", json=body)).json()
-    async with client(small) as http:
-        answer = (await http.post("/tasks/sentiment/predict", json=body)).json()
-    probabilities = [
-        [p["probabilities"]["positive"] for p in result["predictions"]] for result in (reference, answer)
-    ]
-    differences = [abs(a - b) for a, b in zip(*probabilities, strict=True)]
+def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir) -> None:
+    """--backbone-dtype bf16: the shared backbone is stored in bf16, prefixes and heads stay fp32. Each app is
+    built and served here (not the module's app), so no batcher crosses event loops."""
+    body = {"inputs": ["a gripping film", "dull and slow", "the best of the year"]}
+    positives = []
+    for dtype in (None, "bf16"):
+        with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_dtype=dtype)) as http:
+            response = http.post("/tasks/sentiment/predict", json=body)
+        assert response.status_code == 200, response.text
+        positives.append([p["probabilities"]["positive"] for p in response.json()["predictions"]])
+    differences = [abs(a - b) for a, b in zip(*positives, strict=True)]
     assert max(differences) < 0.02  # bf16 storage moves the answer a little...
     assert max(differences) > 0  # ...so it really ran in bf16
