@@ -30,7 +30,8 @@ from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import load_checkpoint
 from ptuning.core.quantization import quantize_backbone
 from ptuning.training.config import TrainConfig
-from ptuning.training.engine import data_split_name, train
+from ptuning.training.data import DEV_SPLITS, choose_split
+from ptuning.training.engine import train
 from ptuning.training.inference import predict_outputs
 from ptuning.training.predict import LoadedCheckpoint, load_for_inference
 from ptuning.training.presets import get_preset
@@ -124,7 +125,9 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep_checkpoint:
             shutil.copytree(checkpoint, args.keep_checkpoint, dirs_exist_ok=True)
         loaded = load_for_inference(checkpoint)
-        dev = data_split_name(loaded.task, config.dev_split, ("dev", "validation", "val"))
+        dev = choose_split(
+            loaded.task, data_dir, config.dev_split, DEV_SPLITS, notes=[]
+        )  # as the engine does
         results: dict[str, Any] = {}
         reference_outputs = None
         for name in VARIANTS:
