@@ -366,18 +366,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ptuning.tasks.base import DataError
-    from ptuning.training.predict import load_for_inference, score_split
+    from ptuning.training.predict import score_split
 
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
-    loaded = load_for_inference(
-        args.checkpoint,
-        args.task,
-        args.model,
-        args.max_length,
-        args.backbone_dtype,
-        args.backbone_quantization,
-    )
+    loaded = _load_checkpoint(args)
     scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
     text = json.dumps(scores, indent=2)
     print(text)
@@ -391,7 +384,6 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from ptuning.training.predict import (
         examples_from_records,
         input_format,
-        load_for_inference,
         predict,
         read_records,
         write_jsonl,
@@ -400,14 +392,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = input_format(args.input, args.format)
     if args.input != "-" and not Path(args.input).is_file():
         raise DataError(f"{args.input}: input file not found")
-    loaded = load_for_inference(
-        args.checkpoint,
-        args.task,
-        args.model,
-        args.max_length,
-        args.backbone_dtype,
-        args.backbone_quantization,
-    )
+    loaded = _load_checkpoint(args)
     examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
     predictions = predict(loaded, examples, args.batch_size)
     if args.output:
@@ -467,6 +452,20 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         "--backbone-quantization",
         choices=("int8", "nf4"),
         help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); nf4: CUDA + bitsandbytes",
+    )
+
+
+def _load_checkpoint(args: argparse.Namespace) -> Any:
+    """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
+    from ptuning.training.predict import load_for_inference
+
+    return load_for_inference(
+        args.checkpoint,
+        args.task,
+        args.model,
+        args.max_length,
+        args.backbone_dtype,
+        args.backbone_quantization,
     )
 
 
