@@ -1,4 +1,5 @@
-"""How long the quality campaign takes on another backbone, estimated from MiniLM's measured runs.
+"""How long the quality campaign takes on another backbone: from its own measured runs where they exist,
+estimated from MiniLM's measured runs where they do not.
 
 ``python benchmarks/quality.py --backbone mpnet --plan`` prints every cell of that backbone's table with its
 estimated time on this CPU (one thread per run) and on a GPU, the totals and the commands. The estimate:
@@ -16,6 +17,14 @@ estimated time on this CPU (one thread per run) and on a GPU, the totals and the
    embedding table, which costs no FLOPs.
 4. **GPU**: MiniLM's GPU run times (12 at a time on one H200) x 1 to x the same ratio: those runs were
    dominated by per-step overhead, which does not grow with the model, so the truth lies in between.
+
+5. **Calibration from the backbone's own runs.** Once the backbone has CPU runs in its results folder
+   (``benchmarks/results/quality/mpnet/*.jsonl``: each line has ``wall_seconds``, ``device``, the budget and
+   the setting), its own CPU seconds per unit of work replace steps 2-3: the median over its runs of the same
+   task and method ("measured"); else over its runs of the method on other tasks ("measured, other tasks");
+   only a method with no run of its own falls back to MiniLM's rate x the FLOP ratio ("FLOP estimate"). The
+   plan's header counts the cells of each kind, each cell says which, and where a cell is measured the header
+   gives measured / FLOP estimate, so the remaining estimates can be read against it.
 
 Not modelled: prefix length (P 64/128 lengthens the keys; +5-40 % a step at P 128 on MiniLM, more on short
 SST-2 sentences), a machine busier or idler than when MiniLM ran, and early divergence.
@@ -131,11 +140,43 @@ def gpu_seconds(scale: str) -> dict[tuple[str, str], float]:
     return {key: statistics.median(values) for key, values in found.items()}
 
 
+def measured_rates(bench: quality.Bench, tokens: dict[str, Any]) -> dict[tuple[str, str], float]:
+    """``bench``'s own CPU seconds per unit of work from its results files (step 5 of the module docstring):
+    {(task, method): median over that task's runs, ("*", method): median over all the method's runs}."""
+    found: dict[tuple[str, str], list[float]] = {}
+    for task in bench.budgets:
+        for record in filter(on_cpu, bench.records(task)):
+            rate = record["wall_seconds"] / work(tokens[task], epochs_of(record))
+            found.setdefault((task, record["method"]), []).append(rate)
+            found.setdefault(("*", record["method"]), []).append(rate)
+    return {key: statistics.median(values) for key, values in found.items()}
+
+
+TIME_SOURCES = ("measured", "measured, other tasks", "FLOP estimate")
+
+
+def cpu_rate(
+    task: str,
+    method: str,
+    measured: dict[tuple[str, str], float],
+    minilm_rates: dict[str, float],
+    ratio: float,
+) -> tuple[float, str]:
+    """CPU seconds per unit of work for a cell, and which of ``TIME_SOURCES`` it came from."""
+    if (task, method) in measured:
+        return measured[(task, method)], TIME_SOURCES[0]
+    if ("*", method) in measured:
+        return measured[("*", method)], TIME_SOURCES[1]
+    return minilm_rates[method] * ratio, TIME_SOURCES[2]
+
+
 # ------------------------------------------------------------------------------------------- plan
 def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
-    """Every cell of ``bench`` with its runs and estimated CPU and GPU seconds (see the module docstring)."""
+    """Every cell of ``bench`` with its runs, estimated CPU and GPU seconds and where the CPU time came from
+    (``time_from``, one of ``TIME_SOURCES``; see the module docstring)."""
     tokens = load_tokens()[bench.scale]
     rates = cpu_rates(load_tokens())
+    measured = measured_rates(bench, tokens)
     gpu = gpu_seconds(bench.scale)
     ratio = flops_ratio(bench.spec)
     rows = []
@@ -149,18 +190,32 @@ def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
             name = cell.phase.removeprefix("ablation-")
             settings = quality.ablation_changes(name, bench.spec.num_layers)
         factors = [setting.get("epochs_factor", 1) for setting in settings]
-        cpu = sum(rates[cell.method] * work(tokens[cell.task], budget.epochs * f) * ratio for f in factors)
+        rate, time_from = cpu_rate(cell.task, cell.method, measured, rates, ratio)
+        units = sum(work(tokens[cell.task], budget.epochs * f) for f in factors)
         per_gpu_run = gpu.get((cell.task, cell.method), gpu.get(("*", cell.method), 0.0))
         rows.append(
             {
                 "cell": cell.name,
                 "runs": len(settings),
-                "cpu_seconds": cpu,
+                "cpu_seconds": rate * units,
+                "flops_cpu_seconds": rates[cell.method] * ratio * units,  # step 3's estimate, for comparison
                 "gpu_seconds": sum(per_gpu_run * f for f in factors),  # x1; x ratio is the upper bound
+                "time_from": time_from,
                 "status": quality.cell_status(bench, cell),
             }
         )
     return rows
+
+
+def calibration(rows: list[dict[str, Any]]) -> str:
+    """How the measured cells compare with what the FLOP estimate would have said (empty when none is)."""
+    ratios = [r["cpu_seconds"] / r["flops_cpu_seconds"] for r in rows if r["time_from"] == TIME_SOURCES[0]]
+    if not ratios:
+        return ""
+    return (
+        f"; the measured cells took x{statistics.median(ratios):.2f} the FLOP estimate (median; "
+        f"x{min(ratios):.2f}-x{max(ratios):.2f})"
+    )
 
 
 def render_plan(bench: quality.Bench, gpu_jobs: int = 1) -> str:
@@ -174,12 +229,16 @@ def render_plan(bench: quality.Bench, gpu_jobs: int = 1) -> str:
     tasks = list(dict.fromkeys(r["cell"].split(":")[0] for r in rows))
     scale = "" if bench.scale == "full" else f" --scale {bench.scale}"
     backbone = f"--backbone {bench.backbone}"
+    kinds = {kind: [r["cell"] for r in rows if r["time_from"] == kind] for kind in TIME_SOURCES}
     lines = [
         f"### Campaign: `{backbone}{scale}` ({len(rows)} cells, {runs} runs)",
         "",
-        f"Estimated from MiniLM's measured runs (benchmarks/quality_plan.py says how): CPU time = MiniLM's "
-        f"CPU seconds per token of work for the method x this cell's tokens x {ratio:.1f} (matmul FLOPs per "
-        f"token, {bench.spec.num_layers} layers x {bench.spec.hidden_size} against 6 x 384); "
+        f"CPU time per cell (benchmarks/quality_plan.py says how; 'time from' in the cell table): "
+        f"**{len(kinds['measured'])} cells measured** (this backbone's own CPU seconds per token of work, same "
+        f"task and method), **{len(kinds['measured, other tasks'])} from its runs of the method on other "
+        f"tasks**, **{len(kinds['FLOP estimate'])} FLOP estimates** (MiniLM's CPU seconds per token of work for "
+        f"the method x this cell's tokens x {ratio:.1f}, the matmul FLOPs per token of "
+        f"{bench.spec.num_layers} layers x {bench.spec.hidden_size} against 6 x 384){calibration(rows)}. "
         f"GPU device time = MiniLM's GPU run time x 1 to x {ratio:.1f} (its runs were mostly per-step overhead).",
         "",
         "| task | cells | runs | CPU hours (1 thread) | GPU device minutes |",
@@ -194,12 +253,12 @@ def render_plan(bench: quality.Bench, gpu_jobs: int = 1) -> str:
         )
     lines += [
         "",
-        "| cell | runs | CPU hours (1 thread) | GPU device minutes | status |",
-        "|---|---|---|---|---|",
+        "| cell | runs | CPU hours (1 thread) | time from | GPU device minutes | status |",
+        "|---|---|---|---|---|---|",
     ]
     lines += [
-        f"| `{r['cell']}` | {r['runs']} | {r['cpu_seconds'] / 3600:.1f} | {r['gpu_seconds'] / 60:.1f}-"
-        f"{r['gpu_seconds'] * ratio / 60:.1f} | {r['status']} |"
+        f"| `{r['cell']}` | {r['runs']} | {r['cpu_seconds'] / 3600:.1f} | {r['time_from']} | "
+        f"{r['gpu_seconds'] / 60:.1f}-{r['gpu_seconds'] * ratio / 60:.1f} | {r['status']} |"
         for r in rows
     ]
     first = [r for r in rows if r["cell"].split(":")[0] in ("sst2", "conll2003")]

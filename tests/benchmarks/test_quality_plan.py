@@ -1,0 +1,131 @@
+"""The MPNet campaign's plan, tables and scaling anchors on synthetic, partial results files: the plan takes the
+backbone's own measured CPU time where a run exists, and the tables render while the campaign is half done."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from test_smoke import load_benchmark
+
+SWEEP_SECONDS = 900.0  # one synthetic MPNet SST-2 P-tuning v2 run on the CPU
+
+
+def write_records(quality, bench, task: str, runs: list[dict]) -> None:
+    """Append results lines shaped like quality.run_one's, with only the fields the readers use."""
+    budget_id = bench.budget_id(task)
+    with bench.results_file(task).open("a") as file:
+        for run in runs:
+            record = {
+                "task": task,
+                "method": run["method"],
+                "setting": run["setting"],
+                "seed": run.get("seed", quality.SWEEP_SEED),
+                "backbone": bench.backbone,
+                "budget": {"epochs": bench.budgets[task].epochs},
+                "dev": {"accuracy": run["dev"]},
+                "test": None,
+                "trainable_params": 74_498,
+                "trainable_percent": 0.07,
+                "wall_seconds": run.get("wall_seconds", SWEEP_SECONDS),
+                "device": run.get("device", "cpu"),
+                "threads": 1,
+                "budget_id": budget_id,
+                "key": quality.run_key(task, run["method"], run["setting"], run.get("seed", 42), budget_id),
+            }
+            file.write(json.dumps(record) + "\n")
+
+
+@pytest.fixture
+def partial_mpnet(tmp_path):
+    """An MPNet results folder where only SST-2's P-tuning v2 sweep is done (four CPU runs of 900 s, dev
+    accuracy 0.78/0.80/0.79/0.77), one fine-tuning sweep run ran on a GPU, and nothing else has run."""
+    quality = load_benchmark("quality")
+    results = tmp_path / "mpnet"
+    results.mkdir()
+    bench = quality.Bench(results_dir=results, model="mpnet", backbone="mpnet")
+    sweep = quality.SWEEPS["ptuning-v2"]
+    runs = [
+        {"method": "ptuning-v2", "setting": s, "dev": d}
+        for s, d in zip(sweep, (0.78, 0.80, 0.79, 0.77), strict=True)
+    ]
+    gpu_run = {"method": "finetune", "setting": quality.SWEEPS["finetune"][0], "dev": 0.85}
+    write_records(quality, bench, "sst2", [*runs, {**gpu_run, "wall_seconds": 10.0, "device": "NVIDIA H200"}])
+    return quality, bench
+
+
+def test_plan_takes_measured_cpu_time_and_falls_back_to_the_flop_estimate(partial_mpnet, capsys):
+    quality, bench = partial_mpnet
+    plan = load_benchmark("quality_plan")
+    rows = {r["cell"]: r for r in plan.cell_estimates(bench)}
+
+    sweep = rows["sst2:ptuning-v2:sweep"]  # measured: exactly the runs' own seconds
+    assert sweep["time_from"] == "measured"
+    assert sweep["cpu_seconds"] == pytest.approx(4 * SWEEP_SECONDS)
+    double = rows["sst2:ptuning-v2:ablation-double-epochs"]
+    assert double["time_from"] == "measured" and double["cpu_seconds"] == pytest.approx(2 * SWEEP_SECONDS)
+
+    tokens = plan.load_tokens()["full"]  # another task: the method's measured rate x that task's work
+    rate = SWEEP_SECONDS / plan.work(tokens["sst2"], quality.BUDGETS["sst2"].epochs)
+    conll = rows["conll2004:ptuning-v2:sweep"]
+    assert conll["time_from"] == "measured, other tasks"
+    assert conll["cpu_seconds"] == pytest.approx(4 * rate * plan.work(tokens["conll2004"], 5))
+
+    finetune = rows["sst2:finetune:sweep"]  # its only run was on a GPU: the CPU time stays a FLOP estimate
+    assert finetune["time_from"] == "FLOP estimate"
+    assert finetune["cpu_seconds"] == finetune["flops_cpu_seconds"] > 0
+
+    measured = [r for r in rows.values() if r["time_from"] == "measured"]
+    capsys.readouterr()
+    quality.main(["--backbone", "mpnet", "--results-dir", str(bench.results_dir), "--plan"])
+    text = capsys.readouterr().out
+    assert f"**{len(measured)} cells measured**" in text
+    ratio = sweep["cpu_seconds"] / sweep["flops_cpu_seconds"]
+    assert f"the measured cells took x{ratio:.2f} the FLOP estimate" in text
+    assert "| `sst2:ptuning-v2:sweep` | 4 | 1.0 | measured |" in text  # 3600 s
+
+
+def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_mpnet, tmp_path, capsys):
+    quality, bench = partial_mpnet
+    capsys.readouterr()
+    assert quality.main(["--backbone", "mpnet", "--results-dir", str(bench.results_dir), "--table"]) == 0
+    tables = capsys.readouterr().out
+    assert "| P-tuning v2 | 80.0 (1 seed) | pending |" in tables  # lr 1e-2 won the sweep on dev
+    assert "| fine-tuning | pending |" in tables
+    assert "lr 0.01, P 16: 80.0" in tables and "lr 2e-05: 85.0; lr 5e-05: pending" in tables
+
+    scaling = load_benchmark("quality_scaling")
+    points = scaling.collect(tmp_path)  # MiniLM (the root itself) has no runs here either
+    assert all(point is None for point in points[("mpnet", "full")].values())
+    table = scaling.render_table(points, scaling.load_anchors())
+    assert (
+        "| SST-2 | not yet measured | not yet measured | not yet measured | not yet measured | – | – |"
+        in table
+    )
+
+
+def test_scaling_anchors_carry_their_source_and_fill_the_authors_columns(tmp_path):
+    scaling = load_benchmark("quality_scaling")
+    anchors = scaling.load_anchors()
+    assert all("THUDM/P-tuning-v2 README.md @" in a["source"] for a in anchors.values())
+    assert anchors[("RoBERTa-large", "superglue-rte", "ptuning-v2")]["value"] == 86.6
+    assert not any(method == "finetune" for _, _, method in anchors)  # none found: no gap is made up
+    assert scaling.format_anchor(anchors, "RoBERTa-large", "superglue-rte") == "PT-2 86.6 (no FT anchor)"
+    assert scaling.format_anchor(anchors, "BERT-large", "squad") == "–"
+    both = {
+        ("m", "t", "ptuning-v2"): {"value": 80.0},
+        ("m", "t", "finetune"): {"value": 81.5},
+    }
+    assert scaling.format_anchor(both, "m", "t") == "-1.5 (80.0 vs 81.5)"
+
+    unsourced = tmp_path / "anchors.json"
+    entry = {
+        "model": "BERT-large",
+        "task": "copa",
+        "method": "ptuning-v2",
+        "value": 77.0,
+        "metric": "accuracy",
+    }
+    unsourced.write_text(json.dumps({"anchors": [entry]}))
+    with pytest.raises(ValueError, match=r"anchors\[0\]: missing source"):
+        scaling.load_anchors(unsourced)
