@@ -371,7 +371,10 @@ class Bench:
         if not path.is_file():
             return []
         budget_id = self.budget_id(task)
-        records = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        text = path.read_text()
+        if not text.endswith("\n"):  # a run is appending its line right now (the writer locks, readers don't)
+            text = text[: text.rfind("\n") + 1]
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
         return [r for r in records if r["budget_id"] == budget_id]
 
 

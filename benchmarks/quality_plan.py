@@ -145,7 +145,9 @@ def measured_rates(bench: quality.Bench, tokens: dict[str, Any]) -> dict[tuple[s
     {(task, method): median over that task's runs, ("*", method): median over all the method's runs}."""
     found: dict[tuple[str, str], list[float]] = {}
     for task in bench.budgets:
-        for record in filter(on_cpu, bench.records(task)):
+        for record in bench.records(task):
+            if not on_cpu(record) or record.get("threads", 1) != 1:  # the plan's CPU hours are one thread's
+                continue
             rate = record["wall_seconds"] / work(tokens[task], epochs_of(record))
             found.setdefault((task, record["method"]), []).append(rate)
             found.setdefault(("*", record["method"]), []).append(rate)

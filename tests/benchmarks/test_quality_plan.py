@@ -29,7 +29,7 @@ def write_records(quality, bench, task: str, runs: list[dict]) -> None:
                 "trainable_percent": 0.07,
                 "wall_seconds": run.get("wall_seconds", SWEEP_SECONDS),
                 "device": run.get("device", "cpu"),
-                "threads": 1,
+                "threads": run.get("threads", 1),
                 "budget_id": budget_id,
                 "key": quality.run_key(task, run["method"], run["setting"], run.get("seed", 42), budget_id),
             }
@@ -39,7 +39,8 @@ def write_records(quality, bench, task: str, runs: list[dict]) -> None:
 @pytest.fixture
 def partial_mpnet(tmp_path):
     """An MPNet results folder where only SST-2's P-tuning v2 sweep is done (four CPU runs of 900 s, dev
-    accuracy 0.78/0.80/0.79/0.77), one fine-tuning sweep run ran on a GPU, and nothing else has run."""
+    accuracy 0.78/0.80/0.79/0.77), one fine-tuning sweep run ran on a GPU, one prompt-tuning run on two CPU
+    threads, and nothing else has run."""
     quality = load_benchmark("quality")
     results = tmp_path / "mpnet"
     results.mkdir()
@@ -49,8 +50,19 @@ def partial_mpnet(tmp_path):
         {"method": "ptuning-v2", "setting": s, "dev": d}
         for s, d in zip(sweep, (0.78, 0.80, 0.79, 0.77), strict=True)
     ]
-    gpu_run = {"method": "finetune", "setting": quality.SWEEPS["finetune"][0], "dev": 0.85}
-    write_records(quality, bench, "sst2", [*runs, {**gpu_run, "wall_seconds": 10.0, "device": "NVIDIA H200"}])
+    gpu_run = {
+        "method": "finetune",
+        "setting": quality.SWEEPS["finetune"][0],
+        "dev": 0.85,
+        "device": "NVIDIA H200",
+    }
+    two_threads = {
+        "method": "prompt-tuning",
+        "setting": quality.SWEEPS["prompt-tuning"][0],
+        "dev": 0.7,
+        "threads": 2,
+    }
+    write_records(quality, bench, "sst2", [*runs, {**gpu_run, "wall_seconds": 10.0}, two_threads])
     return quality, bench
 
 
@@ -75,6 +87,8 @@ def test_plan_takes_measured_cpu_time_and_falls_back_to_the_flop_estimate(partia
     assert finetune["time_from"] == "FLOP estimate"
     assert finetune["cpu_seconds"] == finetune["flops_cpu_seconds"] > 0
 
+    assert rows["sst2:prompt-tuning:sweep"]["time_from"] == "FLOP estimate"  # two threads: not the plan's CPU
+
     measured = [r for r in rows.values() if r["time_from"] == "measured"]
     capsys.readouterr()
     quality.main(["--backbone", "mpnet", "--results-dir", str(bench.results_dir), "--plan"])
@@ -93,6 +107,11 @@ def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_m
     assert "| P-tuning v2 | 80.0 (1 seed) | pending |" in tables  # lr 1e-2 won the sweep on dev
     assert "| fine-tuning | pending |" in tables
     assert "lr 0.01, P 16: 80.0" in tables and "lr 2e-05: 85.0; lr 5e-05: pending" in tables
+
+    with bench.results_file("sst2").open("a") as file:  # a run of the campaign is halfway through its line
+        file.write('{"task": "sst2", "method": "finetune", "setting": {"learning_')
+    assert quality.main(["--backbone", "mpnet", "--results-dir", str(bench.results_dir), "--table"]) == 0
+    assert capsys.readouterr().out == tables
 
     scaling = load_benchmark("quality_scaling")
     points = scaling.collect(tmp_path)  # MiniLM (the root itself) has no runs here either
