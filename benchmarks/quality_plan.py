@@ -17,8 +17,7 @@ estimated time on this CPU (one thread per run) and on a GPU, the totals and the
    embedding table, which costs no FLOPs.
 4. **GPU**: MiniLM's GPU run times (12 at a time on one H200) x 1 to x the same ratio: those runs were
    dominated by per-step overhead, which does not grow with the model, so the truth lies in between.
-
-5. **Calibration from the backbone's own runs.** Once the backbone has CPU runs in its results folder
+5. **Calibration from the backbone's own runs.** Once the backbone has one-thread CPU runs in its results folder
    (``benchmarks/results/quality/mpnet/*.jsonl``: each line has ``wall_seconds``, ``device``, the budget and
    the setting), its own CPU seconds per unit of work replace steps 2-3: the median over its runs of the same
    task and method ("measured"); else over its runs of the method on other tasks ("measured, other tasks");
