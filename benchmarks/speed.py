@@ -58,7 +58,7 @@ from speed_time_to_target import BUDGETS, LEARNING_RATES, measure_time_to_target
 
 from ptuning.core.backbones import resolve_model_path
 
-PROFILED = ("ours", "ours-no-dropout", "peft-our-batching", "reference")  # the systems whose loop we own
+PROFILED = ("ours", "ours-bf16", "ours-no-dropout", "peft-our-batching", "reference")  # our-loop systems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -256,17 +256,22 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     results = tmp_path / "results"
     common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
     common += ["--work-dir", str(tmp_path / "work"), "--threads", "1"]
-    systems = ["ours", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
+    systems = ["ours", "ours-bf16", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
+    systems.append("peft-trainer-grouped-bf16")
 
     speed.main([*common, "--throughput", "--profile", "--scaling", "--systems", *systems])
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
-    expected = systems if load_benchmark("speed_common").peft_available() else ["ours", "reference"]
+    peft = load_benchmark("speed_common").peft_available()
+    expected = systems if peft else ["ours", "ours-bf16", "reference"]
     assert throughput["systems"] == expected
     for mode in ("train", "infer"):
         assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
-    assert throughput["gemm_gflops"] > 0
+        assert throughput["summary"][mode]["reference"]["ours-bf16_speedup"] > 0  # both contenders' ratios
+        assert "ours-bf16_speedup" in throughput["summary"][mode]["ours"]
+    assert throughput["gemm_gflops"] > 0 and throughput["gemm_bf16_gflops"] > 0
+    assert throughput["bf16_baseline"] == ("peft-trainer-grouped-bf16" if peft else None)
     memory = json.loads((results / "memory-smoke.json").read_text())
     assert memory["probes"][0]["peak_rss_mb"] >= memory["probes"][0]["rss_after_load_mb"] > 0
     profile = json.loads((results / "profile-smoke.json").read_text())
@@ -274,6 +279,11 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     assert (
         profile["systems"]["ours"]["breakdown_ms_per_step"]["forward|dropout mask"] > 0
     )  # the model has 0.1
+    for name in ("ours", "ours-bf16"):  # time outside GEMMs, per change; the step against both GEMM rates
+        entry = profile["systems"][name]
+        assert 0 < entry["outside_gemm_ms_per_step"] < sum(entry["breakdown_ms_per_step"].values())
+        assert entry["gflops_per_second"] > 0
+    assert profile["gemm_gflops"]["fp32"] > 0 and profile["gemm_gflops"]["bf16"] > 0
     assert (results / "scaling.png").stat().st_size > 0
 
 
