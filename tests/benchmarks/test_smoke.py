@@ -395,3 +395,29 @@ def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):
     for runs in result["runs"].values():
         assert [r["seed"] for r in runs] == [42]
         assert 0.0 <= runs[0]["dev_accuracy"] <= 1.0 and runs[0]["train_examples_per_second"] > 0
+
+
+def test_bf16_ab_trains_both_backbone_dtypes_per_seed(tiny_model, data_root, tmp_path):
+    bf16_ab = load_benchmark("bf16_ab")
+    output = tmp_path / "bf16-ab.json"
+    options = ["--set", f"model={tiny_model}", "--set", "epochs=1", "--set", "max_train_samples=8"]
+    arguments = ["--presets", "sst2-minilm", "--seeds", "42", "--data-root", str(data_root), "--in-process"]
+    assert bf16_ab.main([*arguments, "--output", str(output), *options]) == 0
+    result = json.loads(output.read_text())["presets"]["sst2-minilm"]
+    assert result["metric"] == "accuracy" and set(result["runs"]) == {"fp32", "bf16"}
+    for runs in result["runs"].values():
+        assert [r["seed"] for r in runs] == [42]
+        assert 0.0 <= runs[0]["dev"] <= 1.0 and runs[0]["train_examples_per_second"] > 0
+    comparison = result["bf16_vs_fp32"]
+    assert comparison["holds"] == (comparison["dev_difference"] >= 0)  # one seed: min == mean
+    assert comparison["train_speedup"] > 0
+
+
+def test_bf16_ab_verdict_keeps_a_change_inside_the_fp32_seed_spread():
+    bf16_ab = load_benchmark("bf16_ab")
+    fp32 = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 10.0} for d in (0.80, 0.81, 0.83)])
+    within = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 20.0} for d in (0.80, 0.80, 0.81)])
+    below = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 20.0} for d in (0.78, 0.79, 0.80)])
+    assert bf16_ab.verdict(fp32, within)["holds"] and bf16_ab.verdict(fp32, within)["train_speedup"] == 2.0
+    assert not bf16_ab.verdict(fp32, below)["holds"]
+    assert bf16_ab.verdict(fp32, below)["dev_difference"] == pytest.approx(0.79 - 0.8133333, abs=1e-6)
