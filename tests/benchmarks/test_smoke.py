@@ -421,3 +421,39 @@ def test_bf16_ab_verdict_keeps_a_change_inside_the_fp32_seed_spread():
     assert bf16_ab.verdict(fp32, within)["holds"] and bf16_ab.verdict(fp32, within)["train_speedup"] == 2.0
     assert not bf16_ab.verdict(fp32, below)["holds"]
     assert bf16_ab.verdict(fp32, below)["dev_difference"] == pytest.approx(0.79 - 0.8133333, abs=1e-6)
+
+
+def test_targets_table_reads_every_cell_from_the_results_and_says_what_is_missing(tmp_path):
+    targets = load_benchmark("speed_targets")
+
+    def entry(rate, **speedups):
+        return {"examples_per_second": rate, "gflops_per_second": rate, **speedups}
+
+    names = ["ours", "ours-bf16", "peft-trainer-grouped", "peft-trainer-grouped-bf16"]
+    throughput = {  # SST-2 only: ours-bf16 2.5x (a'') fp32 and 1.2x (a'') bf16 in inference
+        "systems": names,
+        "gemm_gflops": 200.0,
+        "gemm_bf16_gflops": 1000.0,
+        "summary": {
+            mode: {
+                "ours": entry(100.0, **{"ours-bf16_speedup": factor}),
+                "ours-bf16": entry(100.0 * factor, ours_speedup=1 / factor),
+                "peft-trainer-grouped": entry(40.0, ours_speedup=2.5, **{"ours-bf16_speedup": 2.5 * factor}),
+                "peft-trainer-grouped-bf16": entry(80.0, ours_speedup=1.25, **{"ours-bf16_speedup": 1.2}),
+            }
+            for mode, factor in (("train", 1.0), ("infer", 1.0))
+        },
+    }
+    (tmp_path / "throughput-sst2-minilm.json").write_text(json.dumps(throughput))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in targets.render_targets(tmp_path)[2:]}
+    assert rows["inference ≥ 2× (a'') (issue 16)"] == ["**2.50×** (100.0 vs 40.0 ex/s)", "not measured",
+                                                        "yes where measured |"]  # fmt: skip
+    assert rows["inference ≥ 2× (a'') in bf16, ours in bf16"] == ["1.20× (100.0 vs 80.0 ex/s)", "not measured",
+                                                                   "**no** |"]  # fmt: skip
+    assert (
+        rows["≥ 60 % of the fp32 GEMM rate inside a training step (issue 6)"][0]
+        == "50 % (100 of 200 GFLOP/s)"
+    )
+    assert rows["the same for ours-bf16, against the bf16 GEMM rate"][0] == "10 % (100 of 1000 GFLOP/s)"
+    assert rows["training ≥ 2× (a) (issue 6)"] == ["not measured", "not measured", "– |"]  # no (a) system
+    assert rows["time to target dev score ≥ 2× faster than (a'') (issue 16)"][0] == "not measured"
