@@ -8,7 +8,7 @@ path. Reports, per preset and dtype, the dev primary metric (accuracy / entity F
 spread, training examples/s, and whether bf16's mean lies within the fp32 seeds' spread (issue 16: a change is
 kept only if dev scores hold within the seeds' spread). Writes benchmarks/results/speed/bf16-ab.json.
 
-    python benchmarks/bf16_ab.py        # 2 presets x 3 seeds x 2 dtypes: ~35-45 minutes on 2 idle cores
+    python benchmarks/bf16_ab.py        # 2 presets x 3 seeds x 2 dtypes: ~15 minutes on 2 idle cores
 
 Inference alone on a bf16 backbone (one fp32-trained prompt scored on fp32, bf16 and int8 backbones) is
 benchmarks/bench_precision.py; this script answers the other question, training in bf16.
