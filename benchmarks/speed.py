@@ -4,6 +4,8 @@ Systems (all P-tuning v2 with a 16-slot prefix, batch 32 for training and 64 for
 
     ours            PromptModel, sdpa, dynamic padding, length-grouped batches (training) and
                     longest-first batches (inference) -- what ``ptuning train`` / ``predict_outputs`` do
+    ours-bf16       ours with the frozen backbone stored in bf16 (``--backbone-dtype bf16``); prefix, head,
+                    optimizer and loss fp32
     peft-trainer    (a) PEFT 0.21.2 PrefixTuningConfig(prefix_projection=False) on AutoModelFor{Sequence,
                     Token}Classification, trained with HF Trainer's defaults; inputs padded to max_length=128
                     as with ``tokenizer(..., padding="max_length")`` + ``default_data_collator``
@@ -14,6 +16,11 @@ Systems (all P-tuning v2 with a 16-slot prefix, batch 32 for training and 64 for
                     (a'') the same, with length-grouped batches as well
                     (``TrainingArguments(train_sampling_strategy="group_by_length")``): what a careful user
                     runs, and the baseline the headline names
+    peft-trainer-grouped-bf16
+                    (a'') with the model loaded in bf16 (``from_pretrained(..., dtype=torch.bfloat16)``): the
+                    bf16 baseline
+    peft-trainer-grouped-autocast
+                    (a'') with fp32 weights and ``TrainingArguments(bf16=True)`` (CPU autocast)
     peft-our-batching
                     (b) the same PEFT model in our loop with our batching: isolates the prefix mechanism
     reference       (c) the reference P-tuning v2 recipe on our core: every batch padded to 128, eager
@@ -28,13 +35,16 @@ is measured per system in a fresh subprocess.
     python benchmarks/speed.py --memory sst2-minilm
     python benchmarks/speed.py --scaling                      # step time vs prefix length and vs length
     python benchmarks/speed.py --profile sst2-minilm
+    python benchmarks/speed.py --throughput sst2-minilm --systems ours ours-bf16 peft-trainer-grouped \
+        peft-trainer-grouped-bf16 peft-trainer-grouped-autocast   # the bf16 rows
     python benchmarks/speed.py --accuracy                     # (a) vs ours at equal budget on SST-2
     python benchmarks/speed.py --time-to-target sst2 conll2003  # ours vs (a'') to 80 % acc / 70 F1 on dev
     python benchmarks/speed.py --table --update-doc docs/BENCHMARKS.md
 
 This file is only the command line: each question lives in its own module beside it (speed_throughput.py,
 speed_memory.py, speed_profile.py, speed_scaling.py, speed_accuracy.py, speed_time_to_target.py; systems in speed_systems.py, FLOP
-counting in speed_flops.py, shared data and constants in speed_common.py, the doc tables in speed_report.py).
+counting and the fp32 / bf16 GEMM rates in speed_flops.py, shared data and constants in speed_common.py, the
+doc tables in speed_report.py and the findings' targets table in speed_targets.py).
 """
 
 from __future__ import annotations
@@ -58,7 +68,7 @@ from speed_time_to_target import BUDGETS, LEARNING_RATES, measure_time_to_target
 
 from ptuning.core.backbones import resolve_model_path
 
-PROFILED = ("ours", "ours-no-dropout", "peft-our-batching", "reference")  # the systems whose loop we own
+PROFILED = ("ours", "ours-bf16", "ours-no-dropout", "peft-our-batching", "reference")  # our-loop systems
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -175,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         replot(args.results_dir)
         tables = render_tables(args.results_dir)
         if args.update_doc:
-            update_doc(args.update_doc, tables)
+            update_doc(args.update_doc, tables, args.results_dir)
         print(tables)
     return 0
 

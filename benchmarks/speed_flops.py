@@ -43,9 +43,15 @@ def step_flops(shape: Shape, batches: list[tuple[int, int]], prefix: int, traini
     return 2 * linear + 3 * attention if training else linear + attention
 
 
-def gemm_rate(size: int = 2048, repeats: int = 3) -> float:
-    """fp32 GFLOP/s of a square GEMM (the machine's matmul rate at the current thread count)."""
-    a, b = torch.randn(size, size), torch.randn(size, size)
+GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
+
+
+def gemm_rate(size: int = 2048, repeats: int = 3, dtype: str = "fp32") -> float:
+    """GFLOP/s of a square GEMM in ``dtype`` ("fp32" or "bf16"): the machine's matmul rate at the current
+    thread count. The bf16 one is the yardstick of a bf16 backbone (oneDNN's AVX512-BF16/AMX kernels where
+    the CPU has them; a CPU without bf16 instructions shows it here as a rate below fp32's)."""
+    a = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
+    b = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
     a @ b
     best = []
     for _ in range(repeats):

@@ -1,4 +1,5 @@
-"""Where a training step goes: torch.profiler self time per scope (collate, forward, ...) and op category."""
+"""Where a training step goes: torch.profiler self time per scope (collate, forward, ...) and op category, the
+time outside GEMM ops, and the step's FLOP rate against the fp32 and bf16 GEMM references."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from speed_common import Workload, environment, load_data, model_folder
+from speed_common import PREFIX_LENGTH, Workload, environment, load_data, model_folder
+from speed_flops import Shape, gemm_rate, step_flops
 from speed_systems import SYSTEM_LABELS, build_system
 
 SCOPES = ("collate", "forward", "backward", "optimizer", "prefix build", "mask extension")
@@ -66,6 +68,7 @@ def measure_profile(workload: Workload, data_root: Path, work_dir: Path, names: 
 
     folder = model_folder(workload.backbone, work_dir)
     data = load_data(workload, AutoTokenizer.from_pretrained(folder), data_root)
+    shape = Shape.of(folder)
     out: dict[str, Any] = {"workload": asdict(workload), "systems": {}, **environment()}
     with labelled_prefix_scopes():
         for name in names:
@@ -78,12 +81,21 @@ def measure_profile(workload: Workload, data_root: Path, work_dir: Path, names: 
             for event in prof.events():
                 if event.cpu_parent is None:
                     _attribute(event, "unscoped", table)
+            breakdown = {k: v / 1000 / steps for k, v in sorted(table.items())}
+            gemm_ms = sum(v for k, v in breakdown.items() if k.endswith("|GEMM"))
             out["systems"][name] = {
                 "steps": steps,
                 "ms_per_step": 1000 * result.seconds / steps,
-                "breakdown_ms_per_step": {k: v / 1000 / steps for k, v in sorted(table.items())},
+                "breakdown_ms_per_step": breakdown,
+                "gemm_ms_per_step": gemm_ms,
+                "outside_gemm_ms_per_step": sum(breakdown.values()) - gemm_ms,
+                # the profiled round's analytic FLOPs over its (profiled, so somewhat slower) wall time
+                "gflops_per_second": step_flops(shape, result.shapes, PREFIX_LENGTH, True)
+                / result.seconds
+                / 1e9,
             }
             print(f"profiled {name}", flush=True)
+    out["gemm_gflops"] = {dtype: gemm_rate(dtype=dtype) for dtype in ("fp32", "bf16")}
     return out
 
 
@@ -122,4 +134,35 @@ def render_profile(result: dict[str, Any]) -> list[str]:
         + " | ".join(f"{result['systems'][n]['ms_per_step']:.1f}" for n in names)
         + " |"
     )
+    lines += _gemm_rows(result, names)
     return lines + [""]
+
+
+def _gemm_rows(result: dict[str, Any], names: list[str]) -> list[str]:
+    """Time outside GEMM ops, and the step's rate against both GEMM references (newer result files only:
+    older ones say "not measured" there)."""
+    entries = [result["systems"][n] for n in names]
+    outside = []
+    for entry in entries:  # derived from the breakdown, so older result files show it too
+        breakdown = entry["breakdown_ms_per_step"]
+        rest = sum(v for k, v in breakdown.items() if not k.endswith("|GEMM"))
+        outside.append(f"{rest:.1f} ({100 * rest / sum(breakdown.values()):.0f} %)")
+    references = result.get("gemm_gflops")
+    rates = []
+    for entry in entries:
+        if references is None or "gflops_per_second" not in entry:
+            rates.append("not measured")
+            continue
+        flops = entry["gflops_per_second"]
+        rates.append(
+            f"{flops:.0f} ({100 * flops / references['fp32']:.0f} % / {100 * flops / references['bf16']:.0f} %)"
+        )
+    yardstick = (
+        ""
+        if references is None
+        else f" (GEMM 2048^3: fp32 {references['fp32']:.0f}, bf16 {references['bf16']:.0f})"
+    )
+    return [
+        "| outside GEMM ops, ms/step (share) | " + " | ".join(outside) + " |",
+        f"| step GFLOP/s (% of fp32 / % of bf16 GEMM){yardstick} | " + " | ".join(rates) + " |",
+    ]

@@ -10,11 +10,14 @@ from speed_accuracy import render_accuracy
 from speed_memory import render_memory
 from speed_profile import render_profile
 from speed_scaling import plot_scaling, render_scaling
+from speed_targets import render_targets
 from speed_throughput import render_throughput
 from speed_time_to_target import read_records, render_time_to_target
 
 TABLE_START = "<!-- speed-tables:start -->"
 TABLE_END = "<!-- speed-tables:end -->"
+TARGETS_START = "<!-- speed-targets:start -->"  # the targets table inside the hand-written findings
+TARGETS_END = "<!-- speed-targets:end -->"
 
 
 def render_tables(results_dir: Path) -> str:
@@ -41,5 +44,10 @@ def replot(results_dir: Path) -> None:
         plot_scaling(json.loads((results_dir / "scaling.json").read_text()), results_dir / "scaling.png")
 
 
-def update_doc(path: Path, tables: str) -> None:
+def update_doc(path: Path, tables: str, results_dir: Path | None = None) -> None:
+    """The result tables, and (given ``results_dir``) the targets table of the findings."""
     replace_between_markers(path, TABLE_START, TABLE_END, tables)
+    if results_dir is not None:
+        replace_between_markers(
+            path, TARGETS_START, TARGETS_END, "\n".join(render_targets(results_dir)) + "\n"
+        )

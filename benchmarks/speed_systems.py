@@ -1,5 +1,6 @@
-"""The systems a speed benchmark compares: ours, PEFT + Trainer in three layouts, PEFT in our loop, the
-reference recipe. Each loads once and runs a timed training round and a timed inference round."""
+"""The systems a speed benchmark compares: ours (fp32 or with a bf16 backbone), PEFT + Trainer in three layouts
+(and the careful one in bf16), PEFT in our loop, the reference recipe. Each loads once and runs a timed
+training round and a timed inference round."""
 
 from __future__ import annotations
 
@@ -32,7 +33,10 @@ from ptuning.training.inference import feature_length, predict_outputs
 
 SYSTEMS = (
     "ours",
+    "ours-bf16",
     "peft-trainer-grouped",
+    "peft-trainer-grouped-bf16",
+    "peft-trainer-grouped-autocast",
     "peft-trainer",
     "peft-trainer-dynamic",
     "peft-our-batching",
@@ -40,10 +44,16 @@ SYSTEMS = (
     "ours-no-dropout",
 )
 BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
+BF16_BASELINE = "peft-trainer-grouped-bf16"  # (a'') with its backbone loaded in bf16: the fastest bf16 (a'')
+CONTENDERS = ("ours", "ours-bf16")  # the systems whose per-round ratio to every other system is reported
+BF16_SYSTEMS = frozenset({"ours-bf16", "peft-trainer-grouped-bf16", "peft-trainer-grouped-autocast"})
 
 
 SYSTEM_LABELS = {
     "ours": "ours (sdpa, dynamic padding, length-grouped)",
+    "ours-bf16": "ours, backbone stored in bf16 (prefixes, heads, loss fp32)",
+    "peft-trainer-grouped-bf16": "(a'') in bf16: backbone loaded with dtype=torch.bfloat16",
+    "peft-trainer-grouped-autocast": "(a'') with TrainingArguments(bf16=True): CPU autocast",
     "peft-trainer": "(a) PEFT + Trainer, padded to 128",
     "peft-trainer-dynamic": "(a') PEFT + Trainer, DataCollatorWithPadding",
     "peft-trainer-grouped": "(a'') PEFT + Trainer, DataCollatorWithPadding + group_by_length",
@@ -62,7 +72,10 @@ class Round:
 
 
 class PromptSystem:
-    """Our core, as ``ours`` (sdpa, dynamic padding, grouped) or as the ``reference`` recipe."""
+    """Our core, as ``ours`` (sdpa, dynamic padding, grouped) or as the ``reference`` recipe.
+
+    ``backbone_dtype="bf16"`` stores the frozen backbone in bf16 as ``ptuning train --backbone-dtype bf16``
+    does (``load_backbone(dtype=...)``); the prefix table, head, optimizer and loss stay fp32."""
 
     def __init__(
         self,
@@ -71,9 +84,10 @@ class PromptSystem:
         workload: Workload,
         reference: bool = False,
         prefix_dropout: float = 0.1,
+        backbone_dtype: str = "fp32",
     ) -> None:
         attention = "eager" if reference else "sdpa"
-        backbone, _ = load_backbone(folder, attn_implementation=attention)
+        backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
         config = PrefixConfig(
             prefix_length=PREFIX_LENGTH,
             dropout=prefix_dropout,
@@ -141,7 +155,9 @@ class PromptSystem:
         return shapes
 
 
-def build_peft_model(folder: str, data: Data) -> torch.nn.Module:
+def build_peft_model(folder: str, data: Data, dtype: torch.dtype | None = None) -> torch.nn.Module:
+    """PEFT prefix tuning on an HF task model; ``dtype=torch.bfloat16`` loads the whole model in bf16 (PEFT
+    keeps its prefix embedding fp32, but the classifier it trains is then bf16 too)."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -149,7 +165,8 @@ def build_peft_model(folder: str, data: Data) -> torch.nn.Module:
         loader, task_type = AutoModelForTokenClassification, TaskType.TOKEN_CLS
     else:
         loader, task_type = AutoModelForSequenceClassification, TaskType.SEQ_CLS
-    model = loader.from_pretrained(folder, num_labels=len(data.label_names))  # sdpa: the default
+    extra = {} if dtype is None else {"dtype": dtype}
+    model = loader.from_pretrained(folder, num_labels=len(data.label_names), **extra)  # sdpa: the default
     config = PrefixTuningConfig(
         task_type=task_type, num_virtual_tokens=PREFIX_LENGTH, prefix_projection=False
     )
@@ -218,6 +235,13 @@ TRAINER_LAYOUTS = {
     "peft-trainer-grouped": TrainerLayout(dynamic_padding=True, group_by_length=True),
 }
 
+# The two ways a PEFT + Trainer user gets bf16 on CPU, both on the (a'') layout. Both train and predict with
+# PEFT 0.21.2 on transformers 5.23: "weights" loads the model with dtype=torch.bfloat16 (PEFT keeps its prefix
+# embedding fp32; the classifier it trains is bf16), "autocast" keeps fp32 weights and sets
+# TrainingArguments(bf16=True). A probe on MiniLM (1 thread, loaded machine) ran "weights" faster in both
+# modes (training ~66 vs ~59 ex/s, prediction ~270-320 vs ~230, fp32 ~30-40 / ~115-120): it is the bf16 (a'').
+TRAINER_PRECISIONS = {"peft-trainer-grouped-bf16": "weights", "peft-trainer-grouped-autocast": "autocast"}
+
 
 def trainer_collator(layout: TrainerLayout, folder: str, kind: HeadKind) -> Callable[..., Any]:
     """HF's dynamic-padding collator for the task kind, or ``default_data_collator`` for pre-padded rows."""
@@ -247,8 +271,10 @@ def make_trainer(
     epochs: float = 1.0,
     max_steps: int | None = None,
     callbacks: tuple[Any, ...] = (),
+    autocast_bf16: bool = False,
 ):
-    """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler."""
+    """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler;
+    ``autocast_bf16`` sets ``TrainingArguments(bf16=True)`` (CPU autocast in training and prediction)."""
     from transformers import Trainer, TrainingArguments
 
     arguments = TrainingArguments(
@@ -264,6 +290,7 @@ def make_trainer(
         disable_tqdm=True,
         use_cpu=True,
         train_sampling_strategy="group_by_length" if layout.group_by_length else "random",
+        bf16=autocast_bf16,
     )
     return Trainer(
         model=model,
@@ -283,8 +310,12 @@ class PeftTrainerSystem:
         data: Data,
         workload: Workload,
         layout: TrainerLayout = TRAINER_LAYOUTS["peft-trainer"],
+        precision: str = "fp32",  # "fp32" | "weights" (bf16 model) | "autocast" (TrainingArguments(bf16=True))
     ) -> None:
-        self.model = build_peft_model(folder, data)
+        if precision not in ("fp32", "weights", "autocast"):
+            raise ValueError(f"precision must be fp32, weights or autocast; got {precision!r}")
+        self.model = build_peft_model(folder, data, torch.bfloat16 if precision == "weights" else None)
+        self.autocast_bf16 = precision == "autocast"
         self.data = data
         self.workload = workload
         self.layout = layout
@@ -317,6 +348,7 @@ class PeftTrainerSystem:
             epochs,
             max_steps,
             callbacks,
+            self.autocast_bf16,
         )
 
     def train_round(self, seed: int) -> Round:
@@ -343,6 +375,8 @@ class PeftTrainerSystem:
 def build_system(name: str, folder: str, data: Data, workload: Workload):
     if name == "ours":
         return PromptSystem(folder, data, workload)
+    if name == "ours-bf16":
+        return PromptSystem(folder, data, workload, backbone_dtype="bf16")
     if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
         return PromptSystem(folder, data, workload, prefix_dropout=0.0)
     if name == "reference":
@@ -351,6 +385,9 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
         return PeftOurBatchingSystem(folder, data, workload)
     if name in TRAINER_LAYOUTS:
         return PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS[name])
+    if name in TRAINER_PRECISIONS:
+        layout = TRAINER_LAYOUTS[BASELINE]
+        return PeftTrainerSystem(folder, data, workload, layout, TRAINER_PRECISIONS[name])
     raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
 
 

@@ -11,7 +11,7 @@ from typing import Any
 import torch
 from speed_common import PREFIX_LENGTH, Workload, environment, load_average, load_data, model_folder
 from speed_flops import Shape, gemm_rate, step_flops
-from speed_systems import BASELINE, SYSTEM_LABELS, build_system
+from speed_systems import BASELINE, BF16_BASELINE, BF16_SYSTEMS, CONTENDERS, SYSTEM_LABELS, build_system
 
 from ptuning.training.inference import feature_length
 
@@ -29,7 +29,8 @@ def measure_throughput(
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {
         mode: defaultdict(list) for mode in ("train", "infer")
     }
-    rates, loads = [], [load_average()]
+    rates: dict[str, list[float]] = {"fp32": [], "bf16": []}
+    loads = [load_average()]
     for index in range(workload.warmup + workload.repeats):
         rotated = names[index % len(names) :] + names[: index % len(names)]
         for mode in ("train", "infer"):
@@ -51,7 +52,8 @@ def measure_throughput(
                         "gflops_per_second": flops / result.seconds / 1e9 if flops else None,
                     }
                 )
-        rates.append(gemm_rate())
+        for dtype, measured in rates.items():
+            measured.append(gemm_rate(dtype=dtype))
         loads.append(load_average())
         print(
             f"round {index + 1}/{workload.warmup + workload.repeats} done (load {loads[-1]:.1f})", flush=True
@@ -61,11 +63,14 @@ def measure_throughput(
         "workload": asdict(workload),
         "systems": names,
         "baseline": BASELINE if BASELINE in names else names[0],
+        "bf16_baseline": BF16_BASELINE if BF16_BASELINE in names else None,
         "train_examples": len(data.train),
         "dev_examples": len(data.dev),
         "mean_train_tokens": statistics.mean(feature_length(f) for f in data.train),
-        "gemm_gflops": statistics.median(rates),
-        "gemm_rounds": rates,
+        "gemm_gflops": statistics.median(rates["fp32"]),  # fp32, the name older result files use
+        "gemm_rounds": rates["fp32"],
+        "gemm_bf16_gflops": statistics.median(rates["bf16"]),
+        "gemm_bf16_rounds": rates["bf16"],
         "threads": torch.get_num_threads(),
         "load_average": loads,
         "summary": summary,
@@ -75,7 +80,8 @@ def measure_throughput(
 
 
 def summarize(rounds: dict[str, list[dict[str, Any]]], names: list[str]) -> dict[str, Any]:
-    """Median throughput per system and median per-round ratio of ours to each other system."""
+    """Median throughput per system and the median per-round ratio of each contender (ours, ours-bf16) to
+    each other system: ``<contender>_speedup`` (``ours_speedup`` is the key older result files have)."""
     out: dict[str, Any] = {}
     for name in names:
         rates = [r["examples_per_second"] for r in rounds[name]]
@@ -86,41 +92,69 @@ def summarize(rounds: dict[str, list[dict[str, Any]]], names: list[str]) -> dict
             "max": max(rates),
             "gflops_per_second": statistics.median(flops) if flops else None,
         }
-        if name != "ours" and "ours" in rounds:
-            ratios = [
-                o["examples_per_second"] / t["examples_per_second"]
-                for o, t in zip(rounds["ours"], rounds[name], strict=True)
-            ]
-            out[name]["ours_speedup"] = statistics.median(ratios)
+        for contender in CONTENDERS:
+            if name != contender and contender in rounds:
+                ratios = [
+                    o["examples_per_second"] / t["examples_per_second"]
+                    for o, t in zip(rounds[contender], rounds[name], strict=True)
+                ]
+                out[name][f"{contender}_speedup"] = statistics.median(ratios)
     return out
 
 
 def render_throughput(result: dict[str, Any]) -> list[str]:
+    """One table per workload. Older result files (no bf16 GEMM reference, no ours-bf16) render as before,
+    with "not measured" where a newer column has nothing to show."""
     workload = result["workload"]
     loads = result["load_average"]
+    bf16_gemm = result.get("gemm_bf16_gflops")
+    contenders = [c for c in CONTENDERS if c in result["systems"]] or ["ours"]
+    bf16_reference = "not measured" if bf16_gemm is None else f"{bf16_gemm:.0f} GFLOP/s"
     lines = [
         f"#### Throughput: {workload['name']}",
         "",
         f"{workload['task']} on {workload['backbone']}: {result['train_examples']} train examples (mean "
         f"{result['mean_train_tokens']:.1f} tokens) and {result['dev_examples']} dev examples per round; "
         f"{workload['warmup']} warm-up + {workload['repeats']} interleaved rounds, medians; "
-        f"{result['threads']} torch thread(s); fp32 GEMM (2048^3) {result['gemm_gflops']:.0f} GFLOP/s (median of "
-        f"the rounds); 1-min load average {min(loads):.1f}-{max(loads):.1f} on {result['cpus']} cores; "
-        f"measured {result['measured_at']}.",
+        f"{result['threads']} torch thread(s); GEMM (2048^3, median of the rounds) fp32 "
+        f"{result['gemm_gflops']:.0f} GFLOP/s, bf16 {bf16_reference}; 1-min load average "
+        f"{min(loads):.1f}-{max(loads):.1f} on {result['cpus']} cores; measured {result['measured_at']}.",
         "",
-        "| system | train ex/s | ours ÷ this (train) | train GFLOP/s (% of GEMM) | infer ex/s | ours ÷ this (infer) |",
-        "|---|---|---|---|---|---|",
+        "| system | train ex/s | "
+        + "".join(f"{c} ÷ this (train) | " for c in contenders)
+        + "train GFLOP/s (% of fp32 GEMM / % of bf16 GEMM) | infer ex/s | "
+        + " | ".join(f"{c} ÷ this (infer)" for c in contenders)
+        + " |",
+        "|---|---|" + "---|" * len(contenders) + "---|---|" + "---|" * len(contenders),
     ]
     for name in result["systems"]:
         train, infer = result["summary"]["train"][name], result["summary"]["infer"][name]
-        flops = train["gflops_per_second"]
-        efficiency = "–" if not flops else f"{flops:.0f} ({100 * flops / result['gemm_gflops']:.0f} %)"
         lines.append(
             f"| {SYSTEM_LABELS[name]} | {train['examples_per_second']:.1f} | "
-            f"{_ratio(train)} | {efficiency} | {infer['examples_per_second']:.1f} | {_ratio(infer)} |"
+            + "".join(f"{_ratio(train, c, name)} | " for c in contenders)
+            + f"{_efficiency(train['gflops_per_second'], result['gemm_gflops'], bf16_gemm, name)} | "
+            f"{infer['examples_per_second']:.1f} | "
+            + " | ".join(_ratio(infer, c, name) for c in contenders)
+            + " |"
         )
     return lines + [""]
 
 
-def _ratio(entry: dict[str, Any]) -> str:
-    return "1 (itself)" if "ours_speedup" not in entry else f"{entry['ours_speedup']:.2f}x"
+def _efficiency(flops: float | None, fp32_gemm: float, bf16_gemm: float | None, name: str) -> str:
+    """The step's FLOP rate as a share of both GEMM references; the one matching the system's dtype in bold."""
+    if not flops:
+        return "–"
+    fp32 = f"{100 * flops / fp32_gemm:.0f} %"
+    bf16 = "not measured" if bf16_gemm is None else f"{100 * flops / bf16_gemm:.0f} %"
+    if name in BF16_SYSTEMS:
+        bf16 = f"**{bf16}**"
+    else:
+        fp32 = f"**{fp32}**"
+    return f"{flops:.0f} ({fp32} / {bf16})"
+
+
+def _ratio(entry: dict[str, Any], contender: str, name: str) -> str:
+    if name == contender:
+        return "1 (itself)"
+    key = f"{contender}_speedup"
+    return "not measured" if key not in entry else f"{entry[key]:.2f}x"

@@ -256,17 +256,22 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     results = tmp_path / "results"
     common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
     common += ["--work-dir", str(tmp_path / "work"), "--threads", "1"]
-    systems = ["ours", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
+    systems = ["ours", "ours-bf16", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
+    systems.append("peft-trainer-grouped-bf16")
 
     speed.main([*common, "--throughput", "--profile", "--scaling", "--systems", *systems])
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
-    expected = systems if load_benchmark("speed_common").peft_available() else ["ours", "reference"]
+    peft = load_benchmark("speed_common").peft_available()
+    expected = systems if peft else ["ours", "ours-bf16", "reference"]
     assert throughput["systems"] == expected
     for mode in ("train", "infer"):
         assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
-    assert throughput["gemm_gflops"] > 0
+        assert throughput["summary"][mode]["reference"]["ours-bf16_speedup"] > 0  # both contenders' ratios
+        assert "ours-bf16_speedup" in throughput["summary"][mode]["ours"]
+    assert throughput["gemm_gflops"] > 0 and throughput["gemm_bf16_gflops"] > 0
+    assert throughput["bf16_baseline"] == ("peft-trainer-grouped-bf16" if peft else None)
     memory = json.loads((results / "memory-smoke.json").read_text())
     assert memory["probes"][0]["peak_rss_mb"] >= memory["probes"][0]["rss_after_load_mb"] > 0
     profile = json.loads((results / "profile-smoke.json").read_text())
@@ -274,6 +279,11 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     assert (
         profile["systems"]["ours"]["breakdown_ms_per_step"]["forward|dropout mask"] > 0
     )  # the model has 0.1
+    for name in ("ours", "ours-bf16"):  # time outside GEMMs, per change; the step against both GEMM rates
+        entry = profile["systems"][name]
+        assert 0 < entry["outside_gemm_ms_per_step"] < sum(entry["breakdown_ms_per_step"].values())
+        assert entry["gflops_per_second"] > 0
+    assert profile["gemm_gflops"]["fp32"] > 0 and profile["gemm_gflops"]["bf16"] > 0
     assert (results / "scaling.png").stat().st_size > 0
 
 
@@ -385,3 +395,65 @@ def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):
     for runs in result["runs"].values():
         assert [r["seed"] for r in runs] == [42]
         assert 0.0 <= runs[0]["dev_accuracy"] <= 1.0 and runs[0]["train_examples_per_second"] > 0
+
+
+def test_bf16_ab_trains_both_backbone_dtypes_per_seed(tiny_model, data_root, tmp_path):
+    bf16_ab = load_benchmark("bf16_ab")
+    output = tmp_path / "bf16-ab.json"
+    options = ["--set", f"model={tiny_model}", "--set", "epochs=1", "--set", "max_train_samples=8"]
+    arguments = ["--presets", "sst2-minilm", "--seeds", "42", "--data-root", str(data_root), "--in-process"]
+    assert bf16_ab.main([*arguments, "--output", str(output), *options]) == 0
+    result = json.loads(output.read_text())["presets"]["sst2-minilm"]
+    assert result["metric"] == "accuracy" and set(result["runs"]) == {"fp32", "bf16"}
+    for runs in result["runs"].values():
+        assert [r["seed"] for r in runs] == [42]
+        assert 0.0 <= runs[0]["dev"] <= 1.0 and runs[0]["train_examples_per_second"] > 0
+    comparison = result["bf16_vs_fp32"]
+    assert comparison["holds"] == (comparison["dev_difference"] >= 0)  # one seed: min == mean
+    assert comparison["train_speedup"] > 0
+
+
+def test_bf16_ab_verdict_keeps_a_change_inside_the_fp32_seed_spread():
+    bf16_ab = load_benchmark("bf16_ab")
+    fp32 = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 10.0} for d in (0.80, 0.81, 0.83)])
+    within = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 20.0} for d in (0.80, 0.80, 0.81)])
+    below = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 20.0} for d in (0.78, 0.79, 0.80)])
+    assert bf16_ab.verdict(fp32, within)["holds"] and bf16_ab.verdict(fp32, within)["train_speedup"] == 2.0
+    assert not bf16_ab.verdict(fp32, below)["holds"]
+    assert bf16_ab.verdict(fp32, below)["dev_difference"] == pytest.approx(0.79 - 0.8133333, abs=1e-6)
+
+
+def test_targets_table_reads_every_cell_from_the_results_and_says_what_is_missing(tmp_path):
+    targets = load_benchmark("speed_targets")
+
+    def entry(rate, **speedups):
+        return {"examples_per_second": rate, "gflops_per_second": rate, **speedups}
+
+    names = ["ours", "ours-bf16", "peft-trainer-grouped", "peft-trainer-grouped-bf16"]
+    throughput = {  # SST-2 only: ours-bf16 2.5x (a'') fp32 and 1.2x (a'') bf16 in inference
+        "systems": names,
+        "gemm_gflops": 200.0,
+        "gemm_bf16_gflops": 1000.0,
+        "summary": {
+            mode: {
+                "ours": entry(100.0, **{"ours-bf16_speedup": factor}),
+                "ours-bf16": entry(100.0 * factor, ours_speedup=1 / factor),
+                "peft-trainer-grouped": entry(40.0, ours_speedup=2.5, **{"ours-bf16_speedup": 2.5 * factor}),
+                "peft-trainer-grouped-bf16": entry(80.0, ours_speedup=1.25, **{"ours-bf16_speedup": 1.2}),
+            }
+            for mode, factor in (("train", 1.0), ("infer", 1.0))
+        },
+    }
+    (tmp_path / "throughput-sst2-minilm.json").write_text(json.dumps(throughput))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in targets.render_targets(tmp_path)[2:]}
+    assert rows["inference ≥ 2× (a'') (issue 16)"] == ["**2.50×** (100.0 vs 40.0 ex/s)", "not measured",
+                                                        "yes where measured |"]  # fmt: skip
+    assert rows["inference ≥ 2× (a'') in bf16, ours in bf16"] == ["1.20× (100.0 vs 80.0 ex/s)", "not measured",
+                                                                   "**no** |"]  # fmt: skip
+    assert (
+        rows["≥ 60 % of the fp32 GEMM rate inside a training step (issue 6)"][0]
+        == "50 % (100 of 200 GFLOP/s)"
+    )
+    assert rows["the same for ours-bf16, against the bf16 GEMM rate"][0] == "10 % (100 of 1000 GFLOP/s)"
+    assert rows["training ≥ 2× (a) (issue 6)"] == ["not measured", "not measured", "– |"]  # no (a) system
+    assert rows["time to target dev score ≥ 2× faster than (a'') (issue 16)"][0] == "not measured"

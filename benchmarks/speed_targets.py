@@ -1,0 +1,123 @@
+"""The targets table of the speed findings (issues 6 and 16), rendered from the result files, never typed in.
+
+Every cell is read from ``throughput-<workload>.json`` or ``time-to-target-<task>.jsonl``; a cell whose system
+or file is missing says "not measured", and a row is met only when every cell of it is measured and met.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from speed_systems import BASELINE, BF16_BASELINE
+from speed_time_to_target import fastest, read_records
+
+TASKS = {"SST-2": ("sst2-minilm", "sst2"), "CoNLL-2003": ("conll2003-minilm", "conll2003")}
+NOT_MEASURED = "not measured"
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str
+    met: bool | None  # None: not measured
+
+
+@dataclass(frozen=True)
+class Target:
+    label: str
+    cell: Callable[[dict[str, Any] | None, list[dict[str, Any]]], Cell]  # (throughput, time-to-target runs)
+
+
+def speedup(contender: str, other: str, mode: str, goal: float) -> Callable[..., Cell]:
+    """``contender`` ÷ ``other`` examples/s (median of per-round ratios) in ``mode``, against ``goal``."""
+
+    def cell(throughput: dict[str, Any] | None, _: list[dict[str, Any]]) -> Cell:
+        if throughput is None or not {contender, other} <= set(throughput["systems"]):
+            return Cell(NOT_MEASURED, None)
+        summary = throughput["summary"][mode]
+        ratio = summary[other].get(f"{contender}_speedup")
+        if ratio is None:
+            return Cell(NOT_MEASURED, None)
+        rates = (
+            f"{summary[contender]['examples_per_second']:.1f} vs {summary[other]['examples_per_second']:.1f}"
+        )
+        shown = f"**{ratio:.2f}×**" if ratio >= goal else f"{ratio:.2f}×"
+        return Cell(f"{shown} ({rates} ex/s)", ratio >= goal)
+
+    return cell
+
+
+def gemm_share(system: str, dtype: str, goal: float) -> Callable[..., Cell]:
+    """The training step's analytic FLOP rate as a share of the ``dtype`` GEMM reference of the same rounds."""
+    key = "gemm_gflops" if dtype == "fp32" else "gemm_bf16_gflops"
+
+    def cell(throughput: dict[str, Any] | None, _: list[dict[str, Any]]) -> Cell:
+        if throughput is None or system not in throughput["systems"] or throughput.get(key) is None:
+            return Cell(NOT_MEASURED, None)
+        flops = throughput["summary"]["train"][system]["gflops_per_second"]
+        if not flops:
+            return Cell(NOT_MEASURED, None)
+        share = flops / throughput[key]
+        return Cell(f"{100 * share:.0f} % ({flops:.0f} of {throughput[key]:.0f} GFLOP/s)", share >= goal)
+
+    return cell
+
+
+def time_to_target(goal: float) -> Callable[..., Cell]:
+    """(a'')'s time to the target dev score ÷ ours, each at its own fastest learning rate."""
+
+    def cell(_: dict[str, Any] | None, records: list[dict[str, Any]]) -> Cell:
+        best = {s: fastest([r for r in records if r["system"] == s]) for s in ("ours", BASELINE)}
+        if not all(any(r["system"] == s for r in records) for s in best):
+            return Cell(NOT_MEASURED, None)
+        if best["ours"] is None:
+            return Cell("ours did not reach it", False)
+        if best[BASELINE] is None:
+            return Cell(f"(a'') did not reach it; ours {best['ours'][1]:.0f} s", True)
+        ratio = best[BASELINE][1] / best["ours"][1]
+        shown = f"**{ratio:.2f}×**" if ratio >= goal else f"{ratio:.2f}×"
+        return Cell(f"{shown} ({best['ours'][1]:.0f} vs {best[BASELINE][1]:.0f} s)", ratio >= goal)
+
+    return cell
+
+
+TARGETS = (
+    Target("training ≥ 1.5× (a'') (issue 16)", speedup("ours", BASELINE, "train", 1.5)),
+    Target("inference ≥ 2× (a'') (issue 16)", speedup("ours", BASELINE, "infer", 2.0)),
+    Target("training ≥ 1.5× (a''), ours with a bf16 backbone", speedup("ours-bf16", BASELINE, "train", 1.5)),
+    Target("inference ≥ 2× (a''), ours with a bf16 backbone", speedup("ours-bf16", BASELINE, "infer", 2.0)),
+    Target("training ≥ 1.5× (a'') in bf16, ours in bf16", speedup("ours-bf16", BF16_BASELINE, "train", 1.5)),
+    Target("inference ≥ 2× (a'') in bf16, ours in bf16", speedup("ours-bf16", BF16_BASELINE, "infer", 2.0)),
+    Target("time to target dev score ≥ 2× faster than (a'') (issue 16)", time_to_target(2.0)),
+    Target("training ≥ 2× (a) (issue 6)", speedup("ours", "peft-trainer", "train", 2.0)),
+    Target("inference ≥ 3× (a) (issue 6)", speedup("ours", "peft-trainer", "infer", 3.0)),
+    Target("≥ 60 % of the fp32 GEMM rate inside a training step (issue 6)", gemm_share("ours", "fp32", 0.6)),
+    Target("the same for ours-bf16, against the bf16 GEMM rate", gemm_share("ours-bf16", "bf16", 0.6)),
+)
+
+
+def render_targets(results_dir: Path) -> list[str]:
+    """The targets table: one row per target, one column per task, and whether every cell meets it."""
+    inputs = {}
+    for task, (workload, target_task) in TASKS.items():
+        throughput_file = results_dir / f"throughput-{workload}.json"
+        target_file = results_dir / f"time-to-target-{target_task}.jsonl"
+        throughput = json.loads(throughput_file.read_text()) if throughput_file.is_file() else None
+        inputs[task] = (throughput, read_records(target_file) if target_file.is_file() else [])
+    lines = ["| target | " + " | ".join(TASKS) + " | met? |", "|---|" + "---|" * len(TASKS) + "---|"]
+    for target in TARGETS:
+        cells = [target.cell(*inputs[task]) for task in TASKS]
+        lines.append(f"| {target.label} | " + " | ".join(c.text for c in cells) + f" | {verdict(cells)} |")
+    return lines
+
+
+def verdict(cells: list[Cell]) -> str:
+    measured = [c.met for c in cells if c.met is not None]
+    if not measured:
+        return "–"
+    if not all(measured):
+        return "**no**"
+    return "yes" if len(measured) == len(cells) else "yes where measured"
