@@ -2,8 +2,9 @@
 
 The checkpoints are trained (here: built) on the fp32 base; the server quantizes the shared backbone once and
 loads them onto it at startup and when they are added later (the fingerprint is that of the unquantized
-weights, core/fingerprint.py). Tolerance: on the tiny BERT the positive-class probability moves by about 1e-4
-(weight-only) and 1e-3 (int8-dynamic); on MiniLM with a random prefix by about 1e-3; the bound is 0.02.
+weights, core/fingerprint.py). Tolerance: the positive-class probability moves by about 1e-5 (weight-only) and
+6e-5 (int8-dynamic) on the tiny BERT, and by about 2e-4 (weight-only; dynamic 2e-3) on MiniLM with a random
+prefix; the bound is 0.01.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from ptuning.serve.app import create_app
 from .conftest import build_checkpoint
 
 BODY = {"inputs": ["a gripping film", "dull and slow", "the best of the year", "not bad at all"]}
-TOLERANCE = 0.02
+TOLERANCE = 0.01
 
 
 def positives(http: TestClient, task: str) -> list[float]:
