@@ -2,10 +2,11 @@
 
 Trains a preset briefly with the library (fp32, the preset's options; by default sst2-minilm on 2,000 SST-2
 examples for 1 epoch), then loads the same prompt checkpoint onto the backbone stored three ways and scores
-the dev split with each: fp32 (as trained), bf16 (``load_backbone(dtype="bf16")``) and int8
-(``quantize_backbone``: torch dynamic quantization of the Linear layers, CPU inference; weights with one scale
-per output channel, the library's default, and with one per tensor, torch's default). Reports the metric,
-its change from fp32, the number of predictions that changed, dev examples/s and the backbone's size.
+the dev split with each: fp32 (as trained), bf16 (``load_backbone(dtype="bf16")``), int8 weight-only
+(``quantize_backbone(model, "int8")``: int8 weights with one scale per output channel, activations in fp32)
+and int8-dynamic (torch dynamic quantization: int8 weights and per-batch int8 activations; weight scales
+per output channel, the library's default, and one per tensor, torch's default). Reports the metric, its
+change from fp32, the number of predictions that changed, dev examples/s and the backbone's size.
 Writes benchmarks/results/precision/<preset>.json.
 
     python benchmarks/bench_precision.py                                   # ~2-4 minutes on 2 cores
@@ -28,7 +29,7 @@ import torch
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import load_checkpoint
-from ptuning.core.quantization import quantize_backbone
+from ptuning.core.quantization import backbone_storage, quantize_backbone
 from ptuning.training.config import TrainConfig
 from ptuning.training.data import DEV_SPLITS, choose_split
 from ptuning.training.engine import train
@@ -39,23 +40,12 @@ from ptuning.training.presets import get_preset
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "precision"
-VARIANTS = ("fp32", "bf16", "int8", "int8-per-tensor")
+VARIANTS = ("fp32", "bf16", "int8", "int8-dynamic", "int8-dynamic-per-tensor")
 
 
 def backbone_megabytes(backbone: torch.nn.Module) -> float:
-    """Bytes of the backbone's weights as stored (int8 packed weights counted from the state dict)."""
-    total = 0
-    for value in backbone.state_dict().values():
-        tensors = value if isinstance(value, tuple) else (value,)
-        for tensor in tensors:
-            if isinstance(tensor, torch.Tensor):
-                if tensor.is_quantized:
-                    total += tensor.int_repr().numel()
-                else:
-                    total += tensor.numel() * tensor.element_size()
-            elif isinstance(tensor, tuple):
-                total += sum(t.numel() * t.element_size() for t in tensor if isinstance(t, torch.Tensor))
-    return total / 2**20
+    """The backbone's weights as stored (``core.quantization.backbone_storage``, what /health reports)."""
+    return backbone_storage(backbone)["bytes"] / 2**20
 
 
 def variant(loaded: LoadedCheckpoint, checkpoint: Path, name: str) -> LoadedCheckpoint:
@@ -64,7 +54,8 @@ def variant(loaded: LoadedCheckpoint, checkpoint: Path, name: str) -> LoadedChec
     backbone, _ = load_backbone(base, dtype="bf16" if name == "bf16" else "fp32")
     model = load_checkpoint(checkpoint, backbone=backbone).eval()
     if name.startswith("int8"):
-        quantize_backbone(model, "int8", per_channel=name == "int8")
+        kind = name.removesuffix("-per-tensor")
+        quantize_backbone(model, kind, per_channel=not name.endswith("-per-tensor"))
     return dataclasses.replace(loaded, model=model)
 
 

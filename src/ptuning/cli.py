@@ -450,8 +450,9 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--backbone-quantization",
-        choices=("int8", "nf4"),
-        help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); nf4: CUDA + bitsandbytes",
+        choices=("int8", "int8-dynamic", "nf4"),
+        help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); int8-dynamic: torch dynamic "
+        "quantization (CPU, int8 activations too); nf4: CUDA + bitsandbytes",
     )
 
 

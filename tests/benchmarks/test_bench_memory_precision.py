@@ -58,7 +58,55 @@ def test_bench_precision_scores_one_prompt_on_every_backbone_variant(tmp_path) -
     ]
     assert load("bench_precision").main(argv) == 0
     results = json.loads(output.read_text())["results"]
-    assert list(results) == ["fp32", "bf16", "int8", "int8-per-tensor"]
+    assert list(results) == ["fp32", "bf16", "int8", "int8-dynamic", "int8-dynamic-per-tensor"]
     assert results["fp32"]["predictions_changed_vs_fp32"] == 0
     assert results["bf16"]["backbone_mb"] < results["fp32"]["backbone_mb"]
+    assert (
+        results["int8"]["backbone_mb"] < results["fp32"]["backbone_mb"]
+    )  # the tiny BERT is mostly embeddings
     assert all(0 <= r["accuracy"] <= 1 and r["examples"] == 16 for r in results.values())
+
+
+def test_the_table_gives_each_peak_against_peft_fp32_and_a_failed_row_its_error() -> None:
+    rows = [
+        {
+            "config": "bf16+checkpointing",
+            "rss_after_build_mb": 2484,
+            "peak_rss_mb": 2758,
+            "tokens_per_second": 9,
+        },
+        {"config": "peft-fp32", "rss_after_build_mb": 4582, "peak_rss_mb": 6000, "tokens_per_second": 20},
+        {
+            "config": "peft-fp32+checkpointing",
+            "error": "ValueError: PREFIX_TUNING does not work with gradient",
+        },
+    ]
+    lines = load("bench_memory").table(rows).splitlines()
+    assert lines[2] == "| bf16+checkpointing | 2,484 | 2,758 | 0.46 | 9 |"
+    assert lines[3] == "| peft-fp32 | 4,582 | 6,000 | 1.00 | 20 |"
+    assert lines[4].startswith("| peft-fp32+checkpointing | fails: ValueError: PREFIX_TUNING")
+
+
+def test_a_run_adds_its_rows_to_the_results_file_and_keeps_the_others(tmp_path) -> None:
+    """PEFT's rows come from another interpreter (transformers 5.23): one run must not erase the other's."""
+    output = tmp_path / "small.json"
+    peft_row = {"config": "peft-fp32", "rss_after_build_mb": 1, "peak_rss_mb": 800, "tokens_per_second": 1}
+    output.write_text(json.dumps({"shape": "small", "runs": [peft_row]}))
+    assert load("bench_memory").main(["--small", "--configs", "fp32", "--output", str(output)]) == 0
+    runs = json.loads(output.read_text())["runs"]
+    assert [run["config"] for run in runs] == ["fp32", "peft-fp32"] and runs[1] == peft_row
+
+
+@pytest.mark.skipif(
+    importlib.util.find_spec("peft") is None, reason="PEFT runs in the transformers 5.23 venv"
+)
+def test_peft_prefix_tuning_trains_the_small_shape_and_its_checkpointing_refusal_is_recorded(
+    tmp_path,
+) -> None:
+    bench = load("bench_memory")
+    row = bench.run_one("small", "peft-fp32")
+    assert row["peft"] and row["peak_rss_mb"] > 0 and len(row["losses"]) == 3
+    output = tmp_path / "small.json"
+    assert bench.main(["--small", "--configs", "peft-fp32+checkpointing", "--output", str(output)]) == 0
+    (failed,) = json.loads(output.read_text())["runs"]
+    assert failed["error"] == "ValueError: PREFIX_TUNING does not work with gradient checkpointing."

@@ -42,14 +42,23 @@ def root(tmp_path_factory) -> Path:
     return folder
 
 
-def serve(root: Path, **limits) -> TestClient:
+def serve(root: Path, backbone_quantization: str | None = None, **limits) -> TestClient:
     base = json.loads((root / "capitals" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
-    return TestClient(create_app(root, base, generation_limits=GenerationLimits(**limits)))
+    return TestClient(
+        create_app(
+            root,
+            base,
+            generation_limits=GenerationLimits(**limits),
+            backbone_quantization=backbone_quantization,
+        )
+    )
 
 
-def predicted(root: Path, name: str, prompts: list[str], tmp_path: Path) -> list[str]:
+def predicted(
+    root: Path, name: str, prompts: list[str], tmp_path: Path, quantization: str | None = None
+) -> list[str]:
     """What ``ptuning predict`` (load_for_inference + predict) answers for these prompts."""
-    loaded = load_for_inference(root / name)
+    loaded = load_for_inference(root / name, quantization=quantization)
     rows = [{"prompt": prompt, "response": "-"} for prompt in prompts]
     examples, _ = loaded.task.read(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), "dev")
     return [record["prediction"] for record in predict(loaded, examples)]
@@ -65,6 +74,16 @@ def test_greedy_answers_equal_ptuning_predict(root, tmp_path) -> None:
     assert predicted(root, "capitals", PROMPTS[:1], tmp_path) != predicted(
         root, "chat", PROMPTS[:1], tmp_path
     )
+
+
+def test_an_int8_server_generates_what_predict_generates_on_int8(root, tmp_path) -> None:
+    """--backbone-quantization int8 (weight-only, CPU): the shared backbone is quantized once and both causal-LM
+    checkpoints load onto it; greedy answers equal ``ptuning predict --backbone-quantization int8``'s."""
+    client = serve(root, backbone_quantization="int8")
+    assert client.get("/health").json()["backbone"]["quantization"] == "int8"
+    for name in CHECKPOINTS:
+        answers = [client.post(f"/tasks/{name}/generate", json={"prompt": p}).json()["text"] for p in PROMPTS]
+        assert answers == predicted(root, name, PROMPTS, tmp_path, quantization="int8")
 
 
 def test_chat_messages_are_the_prompt_with_its_history(root, tmp_path) -> None:

@@ -99,9 +99,16 @@ def test_jsonable_turns_numpy_and_infinity_into_json() -> None:
     assert json.dumps(jsonable(value)) == '{"a": 0.5, "b": [0, 1], "c": null, "d": [3]}'
 
 
-@pytest.mark.parametrize("backbone", [["--backbone-dtype", "bf16"], ["--backbone-quantization", "int8"]])
+@pytest.mark.parametrize(
+    "backbone",
+    [
+        ["--backbone-dtype", "bf16"],
+        ["--backbone-quantization", "int8"],
+        ["--backbone-quantization", "int8-dynamic"],
+    ],
+)
 def test_predict_on_a_small_backbone_changes_few_tags(ner_checkpoint, tmp_path, capsys, backbone) -> None:
-    """bf16 storage and CPU int8 weights: same number of answers, and most tags equal the fp32 run's."""
+    """bf16 storage and CPU int8 (weight-only, dynamic): same number of answers, and most tags equal the fp32 run's."""
     source = tmp_path / "in.txt"
     source.write_text("EU rejects German call\nJapan beat Syria in the final\nPeter Blackburn\n")
     argv = ["predict", "--checkpoint", ner_checkpoint, "--input", str(source)]

@@ -63,6 +63,22 @@ def _trainable_state(model: PromptModel) -> dict[str, torch.Tensor]:
     return {k: v.detach().contiguous().clone() for k, v in model.state_dict().items() if k.startswith(keep)}
 
 
+def _load_state(model: PromptModel, state: dict[str, torch.Tensor]) -> tuple[list[str], list[str]]:
+    """Load ``state`` into ``model``: (missing keys, unexpected keys). A frozen backbone is left out, as
+    ``_trainable_state`` left it out: a quantized one (torch's dynamic int8 Linear) cannot even be visited
+    by ``load_state_dict`` with its keys absent."""
+    if not model.method.freezes_backbone:
+        return model.load_state_dict(state, strict=False)
+    parts = ("prefixes", "heads")
+    missing, unexpected = [], [k for k in state if not k.startswith(tuple(f"{p}." for p in parts))]
+    for name in parts:
+        part = {k.removeprefix(f"{name}."): v for k, v in state.items() if k.startswith(f"{name}.")}
+        result = getattr(model, name).load_state_dict(part, strict=False)
+        missing += [f"{name}.{k}" for k in result.missing_keys]
+        unexpected += [f"{name}.{k}" for k in result.unexpected_keys]
+    return missing, unexpected
+
+
 def _prefix_form(prefix: torch.nn.Module) -> str:
     return "mlp" if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None else "table"
 
@@ -452,7 +468,7 @@ def load_checkpoint(
         raise CheckpointError(f"{config_path}: {error}") from None
     _collapse_stored_tables(model, config, state)
     try:
-        missing, unexpected = model.load_state_dict(state, strict=False)
+        missing, unexpected = _load_state(model, state)
     except RuntimeError as error:  # shapes that do not fit the saved config
         raise CheckpointError(f"{weights_path} does not fit {config_path}: {error}") from None
     expected = _trainable_state(model).keys()

@@ -6,6 +6,11 @@ architecture (sizes, activation, normalisation, position scheme) and sampled wei
 ``dtype``, the attention backend...) are left out, so the same weights loaded with other flags are the same
 base. Version 1 hashed the whole config minus a few keys; checkpoints that carry it are still checked with
 it (``fingerprint_version`` in their config), so they keep loading on the base they were saved with.
+
+A quantized backbone is the same base as the weights it was quantized from: ``quantize_backbone`` computes
+the fingerprints (both versions) from the unquantized weights before it changes them and records them on
+the backbone (``FINGERPRINTS_ATTRIBUTE``), and ``base_fingerprint`` answers those. A bf16/fp16 copy needs no
+record: its sampled values round to the same bfloat16 bits.
 """
 
 from __future__ import annotations
@@ -70,16 +75,21 @@ _V1_VOLATILE_CONFIG_KEYS = {
 }
 
 _FINGERPRINT_SAMPLES = 64
+FINGERPRINTS_ATTRIBUTE = "ptuning_base_fingerprints"  # version -> fingerprint of the unquantized weights
 
 
 def base_fingerprint(backbone: torch.nn.Module, version: int = FINGERPRINT_VERSION) -> str:
     """A short hash of the backbone's architecture and weights: equal iff it is (almost surely) the same model.
 
-    Hashes the architecture fields of the config plus, per tensor, its name, shape and 64 evenly spaced
-    values rounded to bfloat16. No arithmetic touches the values, so the hash is the same on every device
-    (sums differ between CPU and GPU), and the same for the fp32 and bf16 copies of one model; fast even for
-    large models. ``version=1`` gives the older hash, for checkpoints that recorded it.
+        Hashes the architecture fields of the config plus, per tensor, its name, shape and 64 evenly spaced
+        values rounded to bfloat16. No arithmetic touches the values, so the hash is the same on every device
+        (sums differ between CPU and GPU), and the same for the fp32 and bf16 copies of one model; fast even for
+        large models. ``version=1`` gives the older hash, for checkpoints that recorded it. A quantized
+    backbone answers the fingerprint recorded from its unquantized weights (module docstring).
     """
+    recorded = getattr(backbone, FINGERPRINTS_ATTRIBUTE, None)
+    if recorded and version in recorded:
+        return recorded[version]
     config = backbone.config.to_dict()
     if version == 1:
         described = {k: v for k, v in config.items() if k not in _V1_VOLATILE_CONFIG_KEYS}

@@ -23,6 +23,7 @@ from ptuning.core.injection import Injector
 from ptuning.core.injection.attention_interface import active_prefix
 from ptuning.core.kinds import HeadKind
 from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_table
+from ptuning.core.quantization import has_no_backward
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 
@@ -110,10 +111,6 @@ class PromptModel(nn.Module):
         ):
             self.prefix_config = PrefixConfig.from_dict(
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
-            )
-        if getattr(backbone, "ptuning_quantization", None):
-            raise ConfigError(
-                "build the PromptModel (or load the checkpoint) on the fp32 backbone, then quantize_backbone(model)"
             )
         self.geometry = PrefixGeometry.from_model(backbone)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
@@ -384,10 +381,10 @@ class PromptModel(nn.Module):
     # ----------------------------------------------------------------- prefix plumbing
     def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
         self._ensure_attached()
-        if torch.is_grad_enabled() and getattr(self.backbone, "ptuning_quantization", None):
+        if torch.is_grad_enabled() and has_no_backward(self.backbone):
             raise ConfigError(
-                "a CPU int8 backbone has no backward (torch dynamic quantization): use it under torch.no_grad() "
-                "for eval, predict and serve, and train on an fp32 or bf16 backbone"
+                "an int8-dynamic backbone has no backward (torch dynamic quantization): use it under "
+                "torch.no_grad() for eval, predict and serve; int8 weight-only passes gradients"
             )
         if not self.method.is_deep and self._attachment.injector is not None:
             # Another model on this backbone installed an injector: say "no prefix" for this pass.

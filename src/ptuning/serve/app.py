@@ -31,6 +31,13 @@ from torch import nn
 
 from ptuning import __version__
 from ptuning.core.backbones import load_backbone
+from ptuning.core.config import ConfigError
+from ptuning.core.quantization import (
+    backbone_storage,
+    loading_kwargs,
+    quantize_backbone,
+    quantizes_after_loading,
+)
 from ptuning.serve.batcher import DynamicBatcher
 from ptuning.serve.generate import GenerationLimits, add_generate_routes, wants_causal_lm
 from ptuning.serve.inputs import InputError, examples_from_inputs
@@ -133,10 +140,14 @@ def create_app(
     tokenizer: Any = None,
     generation_limits: GenerationLimits | None = None,
     backbone_dtype: str | None = None,
+    backbone_quantization: str | None = None,
 ) -> FastAPI:
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
 
     ``backbone_dtype`` (bf16/fp16) stores the shared frozen backbone smaller; prefixes and heads stay fp32.
+    ``backbone_quantization``: ``int8`` (weight-only) or ``int8-dynamic`` quantize the shared backbone's
+    linear layers on CPU (``core.quantization``; a given ``backbone`` too), ``int8``/``nf4`` on CUDA load it
+    through bitsandbytes. Checkpoints trained on the unquantized model load onto it, at startup and later.
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
     companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
@@ -146,10 +157,21 @@ def create_app(
     limits = limits or Limits()
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
+    after_loading = quantizes_after_loading(backbone_quantization)
+    if backbone_quantization is not None and not after_loading:
+        loading_kwargs(backbone_quantization)  # refuses without CUDA / bitsandbytes, before the slow load
+        if backbone is not None:
+            raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
     if backbone is None:
         backbone, tokenizer = load_backbone(
-            model, causal_lm=wants_causal_lm(checkpoint_dir), dtype=backbone_dtype
+            model,
+            causal_lm=wants_causal_lm(checkpoint_dir),
+            dtype=backbone_dtype,
+            quantization=None if after_loading else backbone_quantization,
         )
+    if after_loading:
+        quantize_backbone(backbone, backbone_quantization)  # records the unquantized fingerprints first
+    storage = backbone_storage(backbone)
     registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
     report = registry.scan()
     for name, reason in report["failed"].items():
@@ -221,6 +243,7 @@ def create_app(
             "tasks": len(registry.tasks),
             "base_model": registry.base_name,
             "fingerprint": registry.fingerprint,
+            "backbone": storage,
         }
 
     @router.get("/tasks", tags=["tasks"])

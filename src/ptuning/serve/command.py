@@ -20,6 +20,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         choices=("fp32", "bf16", "fp16"),
         help="store the shared frozen backbone in this dtype (prefixes and heads stay fp32)",
     )
+    add(
+        "--backbone-quantization",
+        choices=("int8", "int8-dynamic", "nf4"),
+        help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); int8-dynamic: torch dynamic "
+        "quantization (CPU, int8 activations too); nf4: CUDA + bitsandbytes",
+    )
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     add("--port", type=int, default=8000, help="(default: 8000)")
     add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
@@ -72,6 +78,7 @@ def run_serve(args: argparse.Namespace) -> None:
         limits=limits,
         generation_limits=generation_limits,
         backbone_dtype=args.backbone_dtype,
+        backbone_quantization=args.backbone_quantization,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

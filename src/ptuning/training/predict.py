@@ -16,12 +16,11 @@ from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
-import torch
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.core.model import PromptModel
-from ptuning.core.quantization import loading_kwargs, quantize_backbone
+from ptuning.core.quantization import loading_kwargs, quantize_backbone, quantizes_after_loading
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
@@ -59,8 +58,8 @@ def load_for_inference(
 
     The task and its ``max_length`` are rebuilt as in training (``ptuning.tasks.rebuild``, shared with the
     server); an explicit ``max_length`` overrides the trained one. ``backbone_dtype`` stores the frozen
-    backbone in bf16/fp16; ``quantization`` int8 on CPU quantizes its linear layers after the prompt is
-    loaded (weight-only, per output channel: ``core.quantization``), elsewhere it goes through bitsandbytes.
+    backbone in bf16/fp16; ``quantization`` int8 on CPU (weight-only) or int8-dynamic quantizes its linear
+    layers after the prompt is loaded (``core.quantization``); int8/nf4 on CUDA go through bitsandbytes.
     """
     checkpoint_dir = Path(checkpoint_dir)
     config = read_checkpoint_config(checkpoint_dir)
@@ -72,7 +71,7 @@ def load_for_inference(
     if head not in heads:
         raise CheckpointError(f"{checkpoint_dir} has no task {head!r}; it holds {sorted(heads)}")
     base = config["base_model"]
-    cpu_int8 = quantization == "int8" and not torch.cuda.is_available()
+    cpu_int8 = quantizes_after_loading(quantization)
     if quantization is not None and not cpu_int8:
         loading_kwargs(quantization)  # refuses without CUDA / bitsandbytes before the slow load
     backbone, tokenizer = load_backbone(
@@ -84,7 +83,7 @@ def load_for_inference(
     rebuilt = rebuild_task(checkpoint_dir, config, head)  # before the model: a bad task fails fast
     model = load_checkpoint(checkpoint_dir, backbone=backbone)
     if cpu_int8:
-        quantize_backbone(model, "int8")
+        quantize_backbone(model, quantization)
     return LoadedCheckpoint(
         model, tokenizer, rebuilt.task, head, max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
     )

@@ -1,0 +1,115 @@
+"""``ptuning serve --backbone-quantization int8``: every checkpoint served on one int8 backbone.
+
+The checkpoints are trained (here: built) on the fp32 base; the server quantizes the shared backbone once and
+loads them onto it at startup and when they are added later (the fingerprint is that of the unquantized
+weights, core/fingerprint.py). Tolerance: the positive-class probability moves by about 1e-5 (weight-only) and
+6e-5 (int8-dynamic) on the tiny BERT, and by about 2e-4 (weight-only; dynamic 2e-3) on MiniLM with a random
+prefix; the bound is 0.01.
+"""
+
+from __future__ import annotations
+
+import pytest
+from fastapi.testclient import TestClient
+from torch import nn
+
+from ptuning.cli import main
+from ptuning.serve.app import create_app
+
+from .conftest import build_checkpoint
+
+BODY = {"inputs": ["a gripping film", "dull and slow", "the best of the year", "not bad at all"]}
+TOLERANCE = 0.01
+
+
+def positives(http: TestClient, task: str) -> list[float]:
+    response = http.post(f"/tasks/{task}/predict", json=BODY)
+    assert response.status_code == 200, response.text
+    return [p["probabilities"]["positive"] for p in response.json()["predictions"]]
+
+
+def assert_close_but_not_equal(actual: list[float], expected: list[float]) -> None:
+    differences = [abs(a - b) for a, b in zip(actual, expected, strict=True)]
+    assert max(differences) < TOLERANCE, differences
+    assert max(differences) > 0, "the int8 backbone gave fp32's exact answers: was it quantized?"
+
+
+@pytest.fixture(scope="module")
+def root(base_dir, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("int8-checkpoints")
+    build_checkpoint(base_dir, folder / "sentiment", {"sst2": "sst2"}, seed=0)
+    build_checkpoint(base_dir, folder / "mpt", {"sst2": "sst2", "copa": "copa"}, shared=True, seed=1)
+    return folder
+
+
+@pytest.fixture(scope="module")
+def fp32_answers(root, base_dir) -> dict[str, list[float]]:
+    with TestClient(create_app(root, base_dir, max_wait_ms=0)) as http:
+        return {task: positives(http, task) for task in ("sentiment", "mpt.sst2")}
+
+
+@pytest.mark.parametrize("kind", ["int8", "int8-dynamic"])
+def test_every_checkpoint_is_served_on_one_int8_backbone_within_tolerance(root, base_dir, fp32_answers, kind):
+    with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_quantization=kind)) as http:
+        health = http.get("/health").json()
+        assert health["tasks"] == 3 and http.get("/checkpoints").json()["failed"] == {}
+        for task, expected in fp32_answers.items():
+            assert_close_but_not_equal(positives(http, task), expected)
+    assert health["backbone"]["quantization"] == kind and health["backbone"]["dtype"] == "fp32"
+
+
+def test_health_reports_the_backbone_stored_smaller(root, base_dir, base) -> None:
+    sizes = {}
+    for kind in (None, "int8"):
+        with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_quantization=kind)) as http:
+            sizes[kind] = http.get("/health").json()["backbone"]["bytes"]
+    linears = [m for m in base[0].modules() if type(m) is nn.Linear]
+    # each weight goes from 4 bytes a value to 1, plus one fp32 scale per output row; the rest stays fp32
+    saved = sum(3 * m.weight.numel() - 4 * m.out_features for m in linears)
+    assert sizes[None] - sizes["int8"] == saved > 0, sizes
+
+
+def test_a_checkpoint_added_to_a_running_int8_server_loads_and_reloads(base_dir, tmp_path) -> None:
+    """Was refused: load_checkpoint builds a PromptModel on the served backbone, which refused a quantized one
+    (and the dynamic-quantized state dict, whose packed weights are tuples, could not be fingerprinted)."""
+    root = tmp_path / "root"
+    build_checkpoint(base_dir, root / "first", {"sst2": "sst2"}, seed=0)
+    with TestClient(create_app(root, base_dir, max_wait_ms=0)) as http:
+        build_checkpoint(base_dir, root / "later", {"sst2": "sst2"}, seed=5)
+        assert http.post("/checkpoints/later").status_code == 201
+        expected = positives(http, "later")
+    (root / "later").rename(tmp_path / "later")
+    with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_quantization="int8")) as http:
+        (tmp_path / "later").rename(root / "later")
+        added = http.post("/checkpoints/later")
+        assert added.status_code == 201, added.text
+        assert_close_but_not_equal(positives(http, "later"), expected)
+        assert http.post("/checkpoints/later").status_code == 201  # reload onto the same int8 backbone
+        assert_close_but_not_equal(positives(http, "later"), expected)
+        assert http.post("/rescan").json()["failed"] == {}
+
+
+def test_minilm_served_on_int8_stays_within_tolerance_of_fp32(tmp_path) -> None:
+    root = tmp_path / "root"
+    build_checkpoint("minilm", root / "sentiment", {"sst2": "sst2"}, seed=3)
+    answers = {}
+    for kind in (None, "int8"):
+        with TestClient(create_app(root, "minilm", max_wait_ms=0, backbone_quantization=kind)) as http:
+            answers[kind] = positives(http, "sentiment")
+    assert_close_but_not_equal(answers["int8"], answers[None])
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--backbone-quantization", "nf4"], "nf4 needs CUDA and bitsandbytes"),
+        (
+            ["--backbone-quantization", "int8-dynamic", "--backbone-dtype", "bf16"],
+            "int8-dynamic needs an fp32 backbone",
+        ),
+    ],
+)
+def test_serve_refuses_combinations_that_cannot_work_in_one_line(root, base_dir, capsys, flags, message):
+    code = main(["serve", "--checkpoints", str(root), "--model", base_dir, *flags])
+    error = capsys.readouterr().err
+    assert code == 2 and message in error and error.count("\n") == 1, error
