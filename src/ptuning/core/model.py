@@ -244,7 +244,7 @@ class PromptModel(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
