@@ -84,7 +84,7 @@ def assert_all_close(actual: list[torch.Tensor], expected: list[torch.Tensor], a
         torch.testing.assert_close(a, e, atol=atol, rtol=0)
 
 
-def test_pack_features_fills_rows_first_fit_decreasing_and_restarts_positions() -> None:
+def test_pack_features_fills_rows_longest_first_and_restarts_positions() -> None:
     features = [{"input_ids": [5] * n} for n in (6, 3, 5, 2)]
     rows = pack_features(features, max_length=8, pad_token_id=0)
     assert rows.input_ids.shape == (2, 8)  # 6+2 and 5+3
@@ -92,6 +92,10 @@ def test_pack_features_fills_rows_first_fit_decreasing_and_restarts_positions() 
     assert rows.local_positions[1].tolist() == [0, 1, 2, 3, 4, 0, 1, 2]
     assert rows.segment_ids[0].tolist() == [0] * 6 + [1] * 2
     assert rows.padding_fraction == 0.0
+    even = pack_features([{"input_ids": [5] * n} for n in (4, 4, 4, 2)], max_length=10, pad_token_id=0)
+    assert even.input_ids.shape == (2, 8)  # 4+4 | 4+2, not first-fit's 4+4+2 | 4
+    alone = pack_features([{"input_ids": [5] * 10}, *features], max_length=8, pad_token_id=0)
+    assert alone.input_ids.shape == (3, 10) and alone.row.tolist()[0] == 0 and alone.length[0] == 10
     mask = rows.attention_mask()[1, 0]
     assert mask[0, :5].all() and not mask[0, 5:].any() and mask[6, 5:].all() and not mask[6, :5].any()
 

@@ -118,7 +118,7 @@ class PackedRows:
 def pack_features(features: Sequence[dict[str, Any]], max_length: int, pad_token_id: int) -> PackedRows:
     """Pack tokenized single-input features (``input_ids``, optional ``token_type_ids``) into rows of at most
     ``max_length`` tokens, longest first into the first row with room (first-fit decreasing); rows are
-    padded to the fullest row. Every feature must already fit ``max_length``."""
+    padded to the fullest row. A feature longer than ``max_length`` gets a row of its own."""
     if not features:
         raise ValueError("pack_features() needs at least one feature")
     lengths = []
@@ -126,21 +126,14 @@ def pack_features(features: Sequence[dict[str, Any]], max_length: int, pad_token
         ids = feature["input_ids"]
         if ids and isinstance(ids[0], list | tuple):
             raise ConfigError(f"feature {index} has several sequences (multiple choice): it cannot be packed")
-        if not 0 < len(ids) <= max_length:
-            raise ValueError(f"feature {index} has {len(ids)} tokens; packing takes 1..{max_length}")
+        if not ids:
+            raise ValueError(f"feature {index} has no tokens")
         if "attention_mask" in feature and 0 in feature["attention_mask"]:
             raise ValueError(f"feature {index} carries padding; pack unpadded features")
         lengths.append(len(ids))
     with_types = "token_type_ids" in features[0]
     order = sorted(range(len(features)), key=lambda i: -lengths[i])
-    fill: list[int] = []  # tokens used per row
-    placement: dict[int, tuple[int, int]] = {}  # feature -> (row, start)
-    for index in order:
-        row = next((r for r, used in enumerate(fill) if used + lengths[index] <= max_length), len(fill))
-        if row == len(fill):
-            fill.append(0)
-        placement[index] = (row, fill[row])
-        fill[row] += lengths[index]
+    placement, fill = _place(lengths, order, capacity=max(max_length, lengths[order[0]]))
     rows, width = len(fill), max(fill)
     input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long)
     token_type_ids = torch.zeros((rows, width), dtype=torch.long) if with_types else None
@@ -167,6 +160,31 @@ def pack_features(features: Sequence[dict[str, Any]], max_length: int, pad_token
         start=torch.tensor([placement[i][1] for i in range(len(features))], dtype=torch.long),
         length=torch.tensor(lengths, dtype=torch.long),
     )
+
+
+def _place(
+    lengths: list[int], order: list[int], capacity: int
+) -> tuple[dict[int, tuple[int, int]], list[int]]:
+    """(feature -> (row, start), tokens per row). First-fit decreasing finds how many rows are needed; the
+    same number of rows filled longest-first into the emptiest row (LPT) is used instead when it fits, since
+    it evens the rows out: rows are padded to the fullest, and attention costs length^2 per row."""
+    fill: list[int] = []
+    placement: dict[int, tuple[int, int]] = {}
+    for index in order:
+        row = next((r for r, used in enumerate(fill) if used + lengths[index] <= capacity), len(fill))
+        if row == len(fill):
+            fill.append(0)
+        placement[index] = (row, fill[row])
+        fill[row] += lengths[index]
+    even_fill = [0] * len(fill)
+    even: dict[int, tuple[int, int]] = {}
+    for index in order:
+        row = min(range(len(even_fill)), key=even_fill.__getitem__)
+        even[index] = (row, even_fill[row])
+        even_fill[row] += lengths[index]
+    if max(even_fill) <= capacity and max(even_fill) < max(fill):
+        return even, even_fill
+    return placement, fill
 
 
 def segment_labels(features: Sequence[dict[str, Any]], kind: HeadKind) -> torch.Tensor:
