@@ -13,14 +13,27 @@ cells (sum over rows of length^2: a mask does not let sdpa skip blocked cells), 
 
 writes benchmarks/results/speed/packing-<workload>.json. ``--model``/``--data-root``/``--repeats`` let the smoke
 test run it on a tiny model in seconds.
+
+Do dev scores hold? ``--quality PRESET...`` trains each preset with and without ``pack_sequences``, once per
+seed, each run in a fresh process, alternating, and writes the dev scores and end-to-end training examples/s
+of every run to benchmarks/results/speed/packing-quality.json:
+
+    python benchmarks/speed_packing.py --quality sst2-minilm conll2003-minilm --seeds 42 43 44
+
+``--set KEY=VALUE`` overrides preset options (the smoke test uses a tiny model and one step).
 """
 
 from __future__ import annotations
 
 import argparse
 import copy
+import json
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
@@ -215,6 +228,75 @@ def summarize(rounds: dict[str, list[dict[str, float]]], names: list[str]) -> di
     return out
 
 
+def parse_sets(sets: list[str]) -> dict[str, Any]:
+    """KEY=VALUE overrides; values that start with a digit are JSON numbers."""
+    pairs = (item.split("=", 1) for item in sets)
+    return {key: json.loads(value) if value[:1].isdigit() else value for key, value in pairs}
+
+
+def train_one(
+    preset: str, packed: bool, seed: int, data_root: Path, overrides: dict[str, Any]
+) -> dict[str, Any]:
+    """One training run of ``preset`` in this process: its dev scores and training examples/s."""
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.engine import train
+    from ptuning.training.presets import get_preset
+
+    options = {**get_preset(preset).options, **overrides}
+    with tempfile.TemporaryDirectory(prefix="ptuning-packing-ab-") as output:
+        options.update(data_dir=str(data_root / options["task"]), output_dir=output, pack_sequences=packed)
+        config = TrainConfig(**options, seed=seed, save_every_steps=None, log_tensorboard=False)
+        summary = train(config).summary
+    return {
+        "primary_metric": summary["primary_metric"],
+        "dev": summary["dev"],
+        "train_examples_per_second": summary["train_examples_per_second"],
+        "wall_seconds": summary["wall_seconds"],
+    }
+
+
+def run_in_fresh_process(
+    preset: str, kind: str, seed: int, data_root: Path, sets: list[str]
+) -> dict[str, Any]:
+    command = [sys.executable, __file__, "--one", preset, kind, str(seed)]
+    command += ["--data-root", str(data_root), *[f"--set={item}" for item in sets]]
+    lines = subprocess.run(command, check=True, capture_output=True, text=True).stdout.splitlines()
+    return json.loads(lines[-1])
+
+
+def quality(
+    presets: list[str],
+    seeds: list[int],
+    data_root: Path,
+    sets: list[str],
+    output: Path,
+    runner: Callable[..., dict[str, Any]] = run_in_fresh_process,
+) -> dict:
+    """Every preset x seed, grouped and packed (alternating which goes first), each in a fresh process."""
+    runs: dict[str, dict[str, list[dict[str, Any]]]] = {p: {GROUPED: [], "packed": []} for p in presets}
+    for preset in presets:
+        for seed in seeds:
+            for kind in (GROUPED, "packed") if seed % 2 == 0 else ("packed", GROUPED):
+                runs[preset][kind].append({"seed": seed, **runner(preset, kind, seed, data_root, sets)})
+                print(preset, kind, runs[preset][kind][-1], flush=True)
+    summary = {}
+    for preset, kinds in runs.items():
+        summary[preset] = {}
+        for kind, results in kinds.items():
+            scores = [r["dev"][r["primary_metric"]] for r in results]
+            summary[preset][kind] = {
+                "primary_metric": results[0]["primary_metric"],
+                "mean_dev": statistics.mean(scores),
+                "dev_spread": max(scores) - min(scores),
+                "median_train_examples_per_second": statistics.median(
+                    r["train_examples_per_second"] for r in results
+                ),
+            }
+    result = {"presets": presets, "seeds": seeds, "overrides": sets, "runs": runs, "summary": summary}
+    write(output, {**result, **environment()})
+    return result
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -233,8 +315,25 @@ def main(argv: list[str] | None = None) -> int:
         "--output", type=Path, help="default: benchmarks/results/speed/packing-<workload>.json"
     )
     parser.add_argument("--work-dir", type=Path, default=Path("/tmp/ptuning-speed"))
+    parser.add_argument("--quality", nargs="+", metavar="PRESET", help="dev-score A/B of these presets")
+    parser.add_argument("--seeds", type=int, nargs="+", default=[42, 43, 44])
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE", help="override a preset option"
+    )
+    parser.add_argument("--one", nargs=3, metavar=("PRESET", "KIND", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.one:
+        preset, kind, seed = args.one
+        print(
+            json.dumps(train_one(preset, kind == "packed", int(seed), args.data_root, parse_sets(args.set)))
+        )
+        return 0
+    if args.quality:
+        output = args.output or RESULTS_DIR / "packing-quality.json"
+        result = quality(args.quality, args.seeds, args.data_root, args.set, output)
+        print(json.dumps(result["summary"], indent=1))
+        return 0
     workload = WORKLOADS[args.workload]
     changes = {
         "repeats": args.repeats,

@@ -48,3 +48,20 @@ def test_speed_packing_measures_every_layout(workload, tiny_model, tmp_path) -> 
         assert entries["grouped"]["ratio_to_grouped"] == 1.0
         assert all(0 <= entries[name]["padding_fraction"] < 1 for name in result["layouts"])
     assert set(result["summary"]["dev_accuracy"]) == set(result["layouts"])
+
+
+def test_speed_packing_quality_ab_trains_both_layouts_per_seed(tiny_model, tmp_path) -> None:
+    packing = load_benchmark("speed_packing")
+    write_data(tmp_path / "data")
+    output = tmp_path / "quality.json"
+    sets = [f"model={tiny_model}", "max_steps=1", "max_train_samples=16"]
+
+    def in_process(preset, kind, seed, data_root, sets):  # fresh processes would cost a minute here
+        return packing.train_one(preset, kind == "packed", seed, data_root, packing.parse_sets(sets))
+
+    packing.quality(["sst2-minilm"], [1], tmp_path / "data", sets, output, runner=in_process)
+    summary = json.loads(output.read_text())["summary"]["sst2-minilm"]
+    assert set(summary) == {"grouped", "packed"}
+    assert all(
+        entry["primary_metric"] == "accuracy" and 0 <= entry["mean_dev"] <= 1 for entry in summary.values()
+    )
