@@ -200,3 +200,16 @@ def test_packed_minilm_equals_unpacked_on_real_sst2_sentences(pooling: str) -> N
     features = [dict(tokenizer(s, truncation=True, max_length=128)) for s in sentences]
     expected = unpacked_logits(model, features, task="sst2")
     assert_all_close(packed_logits(model, features, 128, task="sst2"), expected)
+
+
+def test_packing_survives_gradient_checkpointing() -> None:
+    model = model_for(pooling="mean")
+    features = random_features(6)
+    rows, labels = pack_features(features, 32, 0), segment_labels(features, HeadKind.CLASSIFICATION)
+    model(packed=rows, labels=labels, task="t").loss.backward()
+    expected = model.prefixes["t"].embedding.weight.grad.clone()
+    model.zero_grad()
+    model.train()  # checkpointing replays only in training mode; the tiny models have no dropout
+    model.enable_gradient_checkpointing()
+    model(packed=rows, labels=labels, task="t").loss.backward()
+    torch.testing.assert_close(model.prefixes["t"].embedding.weight.grad, expected, atol=ATOL, rtol=0)
