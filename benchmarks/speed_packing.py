@@ -26,7 +26,6 @@ of every run to benchmarks/results/speed/packing-quality.json:
 from __future__ import annotations
 
 import argparse
-import copy
 import json
 import statistics
 import subprocess
@@ -153,17 +152,16 @@ def name_of(pack_length: int | None) -> str:
 
 
 def build_layouts(folder: str, data: Data, workload: Workload, pack_lengths: list[int]) -> dict[str, Layout]:
-    """One model per layout, all starting from the same prefix and head weights."""
-    backbone, _ = load_backbone(folder, attn_implementation="sdpa")
-    torch.manual_seed(0)
-    first = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
-    first.add_task("task", HeadSpec(data.kind, data.label_names))
-    layouts = {GROUPED: Layout(first, data, workload, None)}
-    for length in pack_lengths:
-        model = PromptModel(copy.deepcopy(backbone), "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
+    """One model per layout, each on its own freshly loaded backbone, all starting from the same prefix and
+    head weights (seeded)."""
+    layouts = {}
+    for length in [None, *pack_lengths]:
+        backbone, _ = load_backbone(folder, attn_implementation="sdpa")
+        torch.manual_seed(0)
+        model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
         model.add_task("task", HeadSpec(data.kind, data.label_names))
-        model.load_state_dict(first.state_dict())
-        model.check_packable("task")
+        if length is not None:
+            model.check_packable("task")
         layouts[name_of(length)] = Layout(model, data, workload, length)
     return layouts
 
