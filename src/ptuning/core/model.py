@@ -22,6 +22,7 @@ from ptuning.core.heads import Head, Pooling
 from ptuning.core.injection import Injector
 from ptuning.core.injection.attention_interface import active_prefix
 from ptuning.core.kinds import HeadKind
+from ptuning.core.packing import PackedRows, check_packable, mask_dtype_for
 from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_table
 from ptuning.core.quantization import has_no_backward
 
@@ -240,7 +241,7 @@ class PromptModel(nn.Module):
     # ----------------------------------------------------------------- forward
     def forward(
         self,
-        input_ids: torch.Tensor,
+        input_ids: torch.Tensor | None = None,
         attention_mask: torch.Tensor | None = None,
         token_type_ids: torch.Tensor | None = None,
         labels: torch.Tensor | None = None,
@@ -248,10 +249,17 @@ class PromptModel(nn.Module):
         end_positions: torch.Tensor | None = None,
         task: str | None = None,
         row_prefixes: Sequence[str] | None = None,
+        packed: PackedRows | None = None,
     ) -> PromptModelOutput:
-        """Run one task's head; ``row_prefixes`` (one prefix name per row) mixes prefixes in the batch."""
+        """Run one task's head; ``row_prefixes`` (one prefix name per row) mixes prefixes in the batch.
+
+        ``packed`` replaces ``input_ids``/``attention_mask``/``token_type_ids`` with inputs packed several to
+        a row (``core.packing``); outputs and ``labels`` are then one per segment, in packing order.
+        """
         task = self._resolve_task(task)
         spec = self.head_specs[task]
+        if packed is not None:
+            return self._forward_packed(packed, task, labels)
         num_choices = None
         if spec.kind is HeadKind.MULTIPLE_CHOICE:
             # (B, C, T) -> (B*C, T); every choice of a row uses that row's prefix.
@@ -271,15 +279,43 @@ class PromptModel(nn.Module):
         out = self.heads[task](hidden, attention_mask, labels, num_choices, start_positions, end_positions)
         return PromptModelOutput(**out)
 
+    def check_packable(self, task: str) -> None:
+        """Raise ``ConfigError`` naming why ``task`` cannot run packed on this model (``core.packing``)."""
+        attn = self.backbone.config._attn_implementation
+        check_packable(self.method, self.geometry, self.head_specs[self._resolve_task(task)].kind, attn)
+
+    def _forward_packed(
+        self, packed: PackedRows, task: str, labels: torch.Tensor | None
+    ) -> PromptModelOutput:
+        """Packed rows through the backbone, then each segment unpacked to its own row for the head."""
+        self.check_packable(task)
+        shift = 0
+        if self.method.is_deep and self.prefix_config.position_mode == "shift":
+            shift = self.prefixes[self.task_prefix[task]].prefix_length
+        mask_dtype = mask_dtype_for(self.backbone.config._attn_implementation, self.backbone.dtype)
+        hidden = self.encode(
+            packed.input_ids,
+            packed.attention_mask(mask_dtype),
+            packed.token_type_ids,
+            [self.task_prefix[task]] * packed.input_ids.shape[0],
+            position_ids=packed.position_ids(self.geometry, shift),
+        )
+        segments, mask = packed.unpack(hidden)  # (N, T, H), (N, T)
+        return PromptModelOutput(**self.heads[task](segments, mask, labels))
+
     def encode(
         self,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor | None,
         token_type_ids: torch.Tensor | None,
         prefix_names: Sequence[str],
+        position_ids: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Hidden states (B, T, H) of the real tokens, each row run with its own prefix."""
-        kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names)
+        """Hidden states (B, T, H) of the real tokens, each row run with its own prefix.
+
+        ``position_ids`` (with a 4-D ``attention_mask``) is for packed rows; by default positions come from
+        the 2-D mask."""
+        kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names, position_ids)
         # Encoder-decoders (T5, BART): encoder heads read the encoder alone.
         runner = self.backbone.get_encoder() if self.geometry.is_encoder_decoder else self.backbone
         hidden = runner(**kwargs).last_hidden_state
@@ -379,7 +415,9 @@ class PromptModel(nn.Module):
         return task
 
     # ----------------------------------------------------------------- prefix plumbing
-    def _backbone_inputs(self, input_ids, attention_mask, token_type_ids, prefix_names) -> dict:
+    def _backbone_inputs(
+        self, input_ids, attention_mask, token_type_ids, prefix_names, position_ids=None
+    ) -> dict:
         self._ensure_attached()
         if torch.is_grad_enabled() and has_no_backward(self.backbone):
             raise ConfigError(
@@ -399,7 +437,9 @@ class PromptModel(nn.Module):
             kwargs["token_type_ids"] = token_type_ids
         if not self.method.uses_prefix:
             kwargs["input_ids"] = input_ids
-            kwargs["position_ids"] = self._position_ids(attention_mask, shift=0)
+            kwargs["position_ids"] = (
+                position_ids if position_ids is not None else self._position_ids(attention_mask, shift=0)
+            )
             return self._without_unsupported(kwargs)
         table, slot_mask = self._row_tables(prefix_names)  # (B, P, width), (B, P) | None
         prefix_length = table.shape[1]
@@ -422,7 +462,9 @@ class PromptModel(nn.Module):
         if self.prefix_config.position_mode == "shift":  # each row by its own prefix's length, (B, 1)
             shift = slot_mask.sum(-1, keepdim=True) if slot_mask is not None else prefix_length
         kwargs["input_ids"] = input_ids
-        kwargs["position_ids"] = self._position_ids(attention_mask, shift=shift)
+        kwargs["position_ids"] = (
+            position_ids if position_ids is not None else self._position_ids(attention_mask, shift=shift)
+        )
         prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
         prefix.mask = slot_mask
         kwargs.update(self.injector.forward_kwargs(prefix))

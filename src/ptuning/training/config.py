@@ -85,6 +85,9 @@ class TrainConfig(BaseModel):
     """keep only the first N dev/test examples"""
     group_by_length: bool = True
     """batches of similar length (less padding)"""
+    pack_sequences: bool = False
+    """pack several inputs of a batch into each row (block-diagonal attention, positions restarting per input)
+    for training and evaluation; encoder classification, regression and tagging tasks (docs/ARCHITECTURE.md)"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass (less memory, more time)"""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"

@@ -36,6 +36,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_check
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.packing import pack_features, segment_labels
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.collate import collate
@@ -135,6 +136,9 @@ def train(config: TrainConfig) -> RunResult:
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
     model, tokenizer = build_prompt_model(config, [item.task for item in data])
+    if config.pack_sequences:  # refuse before tokenizing what packing cannot reproduce (core/packing.py)
+        for item in data:
+            model.check_packable(item.task.name)
     if config.shard_backbone:  # before the optimizer is built (preflight checked processes and method)
         shard_backbone(model.to(accelerator.device))
         accelerator.print(f"backbone sharded layer by layer over {accelerator.num_processes} processes")
@@ -320,7 +324,12 @@ def evaluate(
         outputs = generate_task_outputs(task, model, tokenizer, split.features, config.eval_batch_size)
     else:
         outputs = predict_outputs(
-            model, task.name, split.features, tokenizer.pad_token_id, config.eval_batch_size
+            model,
+            task.name,
+            split.features,
+            tokenizer.pad_token_id,
+            config.eval_batch_size,
+            pack_length=config.max_length if config.pack_sequences else None,
         )
     return task.score(split.examples, split.features, outputs)
 
@@ -458,8 +467,7 @@ class Trainer:
         accelerator = self.accelerator
         shards, weights = shard_batches([indices], accelerator.process_index, accelerator.num_processes)
         features = self.data[name].train.features
-        batch = collate([features[i] for i in shards[0]], self.tokenizer.pad_token_id)
-        batch = {key: value.to(accelerator.device) for key, value in batch.items()}
+        batch = self._batch(name, [features[i] for i in shards[0]])
         tick = time.perf_counter()
         # DDP averages gradients across processes only when a window closes
         quiet = accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
@@ -485,6 +493,15 @@ class Trainer:
         self.train_seconds += time.perf_counter() - tick
         self.seen_examples += len(indices)
         return value
+
+    def _batch(self, name: str, chosen: list[dict[str, Any]]) -> dict[str, Any]:
+        """Model inputs of one micro-batch on the device: padded rows, or packed ones (--pack-sequences)."""
+        device, pad = self.accelerator.device, self.tokenizer.pad_token_id
+        if self.config.pack_sequences:
+            kind = self.unwrapped.head_specs[name].kind
+            packed = pack_features(chosen, self.config.max_length, pad).to(device)
+            return {"packed": packed, "labels": segment_labels(chosen, kind).to(device)}
+        return {key: value.to(device) for key, value in collate(chosen, pad).items()}
 
     def _global_loss(self, weighted: torch.Tensor) -> float:
         """The global batch's mean loss from each process's weighted share (shard_batches' weights make the

@@ -9,6 +9,7 @@ import torch
 
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
+from ptuning.core.packing import pack_features
 from ptuning.tasks.base import Features
 from ptuning.tasks.collate import collate
 
@@ -26,10 +27,13 @@ def predict_outputs(
     pad_token_id: int,
     batch_size: int = 64,
     autocast_dtype: torch.dtype | None = None,
+    pack_length: int | None = None,
 ) -> list[Any]:
     """Raw head outputs, one per feature in feature order (see ``Task`` for the per-kind format).
 
-    Features are run longest-first in batches of similar length, so padding costs almost nothing.
+    Features are run longest-first in batches of similar length, so padding costs almost nothing. With
+    ``pack_length`` each batch's features are packed into rows of at most that many tokens (core/packing.py;
+    encoder classification, regression and tagging only).
     """
     was_training = model.training
     model.eval()
@@ -39,15 +43,21 @@ def predict_outputs(
     outputs: list[Any] = [None] * len(features)
     for start in range(0, len(order), batch_size):
         indices = order[start : start + batch_size]
-        batch = collate([features[i] for i in indices], pad_token_id)
-        batch = {
-            k: v.to(device)
-            for k, v in batch.items()
-            if k not in ("labels", "start_positions", "end_positions")
-        }
+        if pack_length is not None:  # outputs come back one per segment, in ``indices`` order
+            rows = pack_features([features[i] for i in indices], pack_length, pad_token_id).to(device)
+            batch = {"packed": rows}
+            lengths = rows.length.tolist()
+        else:
+            batch = collate([features[i] for i in indices], pad_token_id)
+            batch = {
+                k: v.to(device)
+                for k, v in batch.items()
+                if k not in ("labels", "start_positions", "end_positions")
+            }
+            mask = batch["attention_mask"]
+            lengths = mask.sum(-1).tolist() if mask.dim() == 2 else None
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**batch, task=task_name)
-        lengths = batch["attention_mask"].sum(-1).tolist() if batch["attention_mask"].dim() == 2 else None
         for row, index in enumerate(indices):
             if kind is HeadKind.QUESTION_ANSWERING:
                 length = int(lengths[row])
