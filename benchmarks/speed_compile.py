@@ -7,7 +7,9 @@ compiled copy pays its compile start-up, then interleaved rounds (the order alte
 the same batches). Reported per mode: median examples/s, the median of the per-round ratio compiled/eager,
 the start-up (the compiled warm-up round minus the eager one, and Dynamo's own compile seconds), the graphs
 compiled during warm-up and after it (recompiles: shapes the dynamic graph did not cover), and how many
-examples a run must process before the start-up is paid back.
+examples a run must process before the start-up is paid back. The start-up is measured cold (Dynamo reset and
+a fresh Inductor cache folder per workload), as on a first run; a later run on the same machine reuses
+Inductor's on-disk kernels and starts faster (not measured here).
 
     python benchmarks/speed_compile.py                          # sst2-minilm and conll2003-minilm, 2 threads
     python benchmarks/speed_compile.py --workloads sst2-minilm --repeats 3
@@ -19,6 +21,7 @@ Writes benchmarks/results/speed/compile-<workload>.json.
 from __future__ import annotations
 
 import argparse
+import os
 import statistics
 import tempfile
 from dataclasses import asdict, replace
@@ -50,6 +53,9 @@ def measure_compile(
     workload: Workload, data_root: Path, work_dir: Path, backend: str = "inductor"
 ) -> dict[str, Any]:
     """Warm-up (start-up measured), then interleaved rounds of the eager and the compiled copy."""
+    # Cold start, as on a fresh machine: no graph of an earlier workload, no kernels on disk from an earlier run
+    torch._dynamo.reset()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
     folder = model_folder(workload.backbone, work_dir)
     from transformers import AutoTokenizer
 
@@ -83,6 +89,7 @@ def measure_compile(
     return {
         "workload": asdict(workload),
         "backend": backend,
+        "inductor_cache": "cold",  # a fresh TORCHINDUCTOR_CACHE_DIR: start-up as on a first run
         "threads": torch.get_num_threads(),
         "train_examples": len(data.train),
         "dev_examples": len(data.dev),
