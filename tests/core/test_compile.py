@@ -55,6 +55,7 @@ def _prefix_gradient(model: PromptModel) -> torch.Tensor:
 
 @pytest.mark.skipif(missing_compiler() is not None, reason=str(missing_compiler()))
 def test_compiled_backbone_equals_eager_in_training_and_inference_over_varying_shapes() -> None:
+    torch._dynamo.reset()  # graphs compiled by earlier tests in this process would be reused, not counted
     eager, compiled = _pair()
     assert is_compiled(compiled) and not is_compiled(eager)
     before = CompileStats.now()
