@@ -8,6 +8,7 @@ This module only turns arguments into calls of ptuning.training and errors into 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import importlib.util
 import json
@@ -371,7 +372,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
     loaded = _load_checkpoint(args)
-    scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
+    with _compile_cost(args):
+        scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
     text = json.dumps(scores, indent=2)
     print(text)
     if args.output:
@@ -394,7 +396,8 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: input file not found")
     loaded = _load_checkpoint(args)
     examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
-    predictions = predict(loaded, examples, args.batch_size)
+    with _compile_cost(args):
+        predictions = predict(loaded, examples, args.batch_size)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as stream:
             count = write_jsonl(predictions, stream)
@@ -454,13 +457,18 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); int8-dynamic: torch dynamic "
         "quantization (CPU, int8 activations too); nf4: CUDA + bitsandbytes",
     )
+    parser.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the frozen backbone (start-up cost printed; docs/BENCHMARKS.md says when it pays)",
+    )
 
 
 def _load_checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
     from ptuning.training.predict import load_for_inference
 
-    return load_for_inference(
+    loaded = load_for_inference(
         args.checkpoint,
         args.task,
         args.model,
@@ -468,6 +476,25 @@ def _load_checkpoint(args: argparse.Namespace) -> Any:
         args.backbone_dtype,
         args.backbone_quantization,
     )
+    if args.compile:
+        from ptuning.core.compilation import compile_backbone
+
+        compile_backbone(loaded.model)
+    return loaded
+
+
+@contextlib.contextmanager
+def _compile_cost(args: argparse.Namespace) -> typing.Iterator[None]:
+    """With --compile, print what compiling cost inside the block, once, on stderr (stdout may carry the
+    predictions); compiling happens lazily in the first batches."""
+    if not args.compile:
+        yield
+        return
+    from ptuning.core.compilation import CompileStats
+
+    before = CompileStats.now()
+    yield
+    print(CompileStats.now().since(before), file=sys.stderr)
 
 
 def _print_result(summary: dict[str, Any], output_dir: str) -> None:

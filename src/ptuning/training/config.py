@@ -90,6 +90,9 @@ class TrainConfig(BaseModel):
     for training and evaluation; encoder classification, regression and tagging tasks (docs/ARCHITECTURE.md)"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass (less memory, more time)"""
+    compile: bool = False
+    """torch.compile the frozen backbone (dynamic shapes; needs a C++ compiler on CPU): costs start-up,
+    printed once; whether it pays is measured in docs/BENCHMARKS.md"""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """autocast precision (where the device supports it); the prefix stays fp32"""
     backbone_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"

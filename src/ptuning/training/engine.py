@@ -33,6 +33,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -149,8 +150,13 @@ def train(config: TrainConfig) -> RunResult:
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
     trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
+    compiling = CompileStats.now()
     trainer.run()
     summary = trainer.summary(data_report, time.perf_counter() - started)
+    if config.compile:
+        compiled = CompileStats.now().since(compiling)
+        accelerator.print(compiled)
+        summary["compile"] = {"graphs": compiled.graphs, "seconds": round(compiled.seconds, 2)}
     summary["data_plan"] = _data_plan(config, data)
     if accelerator.is_main_process:
         (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
@@ -281,6 +287,8 @@ def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
 
 def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptModel, Any]:
     """Backbone + prefix + a head per task; several tasks share one prefix (MPT-2)."""
+    if config.compile and config.shard_backbone:  # FSDP2's per-layer hooks are not what compile was tested on
+        raise ConfigError("--compile and --shard-backbone cannot be combined; drop one of them")
     causal = all(task.head in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM) for task in tasks)  # an LM head
     backbone, tokenizer = load_backbone(
         config.model,
@@ -297,6 +305,8 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
         init_prefix(model, tasks[0].name, config.init_prefix_from)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
+    if config.compile:
+        compile_backbone(model)
     return model, tokenizer
 
 

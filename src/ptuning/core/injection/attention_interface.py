@@ -57,12 +57,7 @@ def _layer_index(module: nn.Module) -> int | None:
 
 def _with_prefix(base: str) -> Callable[..., Any]:
     def attention(module, query, key, value, attention_mask, **kwargs):
-        prefix: PrefixKV | None = kwargs.pop(PREFIX_KWARG, None)
-        probe = _PROBE.get()
-        if probe is not None:
-            probe[id(module)] = probe.get(id(module), True) and prefix is _PROBE_MARKER
-            prefix = None
-        prefix = prefix or current_prefix()
+        prefix = _prefix_of_call(module, kwargs.pop(PREFIX_KWARG, None))
         index = _layer_index(module)
         layer = prefix.layers.get(index) if prefix is not None else None
         if layer is not None:
@@ -86,6 +81,21 @@ def _with_prefix(base: str) -> Callable[..., Any]:
 
     attention.__name__ = f"ptuning_{base}_attention"
     return attention
+
+
+def _prefix_of_call(module: nn.Module, keyword: Any) -> PrefixKV | None:
+    """The prefix this attention call takes: the forward keyword's, else the enclosing ``active_prefix``'s.
+
+    The ContextVars (probe, ``active_prefix``) are read only when the keyword brings no prefix: torch.compile
+    cannot trace ``ContextVar.get`` and would break the graph in every attention call of a compiled layer.
+    """
+    if isinstance(keyword, PrefixKV):
+        return keyword
+    probe = _PROBE.get()
+    if probe is not None:
+        probe[id(module)] = probe.get(id(module), True) and keyword is _PROBE_MARKER
+        return None
+    return current_prefix()
 
 
 def _takes_cheap_dropout(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
