@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from training_tiny import subprocess_env, train_args
 
 from ptuning.cli import main
-from ptuning.training.engine import _shard_batches
+from ptuning.training.schedule import shard_batches
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -79,8 +79,8 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
 
 def test_shards_split_every_global_batch_and_weight_uneven_shares() -> None:
     batches = [[0, 1, 2, 3], [4, 5, 6], [7]]
-    shards0, weights0 = _shard_batches(batches, rank=0, world=2)
-    shards1, weights1 = _shard_batches(batches, rank=1, world=2)
+    shards0, weights0 = shard_batches(batches, rank=0, world=2)
+    shards1, weights1 = shard_batches(batches, rank=1, world=2)
     assert shards0 == [[0, 2], [4, 6], [7]] and shards1 == [[1, 3], [5], [7]]
     assert weights0 == [1.0, 4 / 3, 2.0] and weights1 == [1.0, 2 / 3, 0.0]  # rank 1 runs [7] with weight 0
-    assert _shard_batches(batches, rank=0, world=1) == (batches, [1.0, 1.0, 1.0])
+    assert shard_batches(batches, rank=0, world=1) == (batches, [1.0, 1.0, 1.0])

@@ -24,10 +24,10 @@ from ptuning.cli import main
 KILL_AT_SAVE = 3
 WRAPPER = f"""
 import os, signal, sys
-from ptuning.training import engine
+from ptuning.training import trainer
 from ptuning.cli import main
 
-original, calls = engine.save_training_state, [0]
+original, calls = trainer.save_training_state, [0]
 
 def save_or_die(*args, **kwargs):
     calls[0] += 1
@@ -35,7 +35,7 @@ def save_or_die(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGKILL)
     return original(*args, **kwargs)
 
-engine.save_training_state = save_or_die
+trainer.save_training_state = save_or_die
 sys.exit(main(sys.argv[1:]))
 """
 

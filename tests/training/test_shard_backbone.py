@@ -31,10 +31,10 @@ pytestmark = pytest.mark.skipif(
 STOP_AT_SAVE = 3  # the training state of update 3 is never written: the resumed run starts after update 2
 STOPPER = f"""
 import os, sys
-from ptuning.training import engine
+from ptuning.training import trainer
 from ptuning.cli import main
 
-original, calls = engine.rng_states, [0]
+original, calls = trainer.rng_states, [0]
 
 def save_or_stop(*args, **kwargs):  # every process saves its RNG states first: all stop at the same point
     calls[0] += 1
@@ -42,7 +42,7 @@ def save_or_stop(*args, **kwargs):  # every process saves its RNG states first: 
         os._exit(3)
     return original(*args, **kwargs)
 
-engine.rng_states = save_or_stop
+trainer.rng_states = save_or_stop
 sys.exit(main(sys.argv[1:]))
 """
 

@@ -13,7 +13,7 @@ and dev and test are read from it only when named explicitly (e.g. SQuAD's ``eva
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +35,41 @@ class Split:
     examples: list[dict[str, Any]]
     features: Features
     report: DataReport
+
+
+@dataclass
+class TaskPlan:
+    """One task of a run, before anything is read: the task object, its data folder and split names."""
+
+    name: str
+    task: Task
+    data_dir: str
+    train_split: str
+    dev_split: str | None
+    test_split: str | None
+    options: dict[str, Any]  # the task's constructor keywords, stored in the checkpoint to rebuild it
+    notes: list[str] = field(default_factory=list)  # why a dev or test split is absent
+
+
+@dataclass
+class TaskData:
+    """One task's splits as read (engine.read_task_data): what the trainer trains on and scores."""
+
+    plan: TaskPlan
+    train: Split
+    dev: Split | None
+    test: Split | None
+    data_plan: dict[str, Any] = field(
+        default_factory=dict
+    )  # summary.json: which splits, dev held out of train
+
+    @property
+    def task(self) -> Task:
+        return self.plan.task
+
+    @property
+    def splits(self) -> list[Split]:
+        return [s for s in (self.train, self.dev, self.test) if s is not None]
 
 
 def choose_split(

@@ -1,0 +1,537 @@
+"""The optimisation loop of a run (training/engine.py builds everything it needs): one schedule of
+micro-batches, the optimizer, evaluation, the best-dev checkpoint and the resumable state.
+
+Training walks one schedule of micro-batches (a batch source per task, mixed; training/schedule.py);
+single-task training is the one-task case. Resuming, data-parallel sharding, evaluation, the best-dev
+checkpoint and the resumable state exist once, here.
+
+Why accelerate rather than HF Trainer (docs/ARCHITECTURE.md): our model is a plain nn.Module whose
+checkpoints are prompt-only safetensors, resuming must not unpickle anything, and evaluation is the task's
+own decoding + metric. A short explicit loop over ``Accelerator`` keeps all of that visible while
+``accelerate launch`` / ``torchrun`` still give DDP, multi-node, DeepSpeed and FSDP without code changes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from accelerate import Accelerator
+from tqdm.auto import tqdm
+from transformers import get_linear_schedule_with_warmup
+
+from ptuning.core.checkpoint import save_checkpoint
+from ptuning.core.model import PromptModel
+from ptuning.core.packing import pack_features, segment_labels
+from ptuning.generation import generate_task_outputs, is_generative
+from ptuning.tasks.base import Task
+from ptuning.tasks.collate import collate
+from ptuning.training.config import TrainConfig
+from ptuning.training.data import Split, TaskData
+from ptuning.training.inference import feature_length, predict_outputs
+from ptuning.training.schedule import apportion, mixed_schedule, shard_batches, task_probabilities
+from ptuning.training.sharding import average_replicated_gradients, reshard_backbone
+from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
+
+BEST_DIR = "checkpoint"  # the best-dev prompt checkpoint inside output_dir
+
+
+class TrainingDivergedError(RuntimeError):
+    """The loss or the trained weights stopped being finite numbers; nothing after that point is kept."""
+
+
+class Trainer:
+    """One schedule of micro-batches, the optimizer and what is kept of the run (history, best, state)."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        accelerator: Accelerator,
+        model: PromptModel,
+        tokenizer: Any,
+        data: list[TaskData],
+        output_dir: Path,
+    ) -> None:
+        self.config, self.accelerator = config, accelerator
+        self.tokenizer, self.output_dir = tokenizer, output_dir
+        self.data = {item.task.name: item for item in data}
+        self.single = not config.is_multitask
+        self.report = model.trainable_parameters()
+        label = self._names[0] if self.single else f"MPT-2 {'+'.join(self._names)}"
+        accelerator.print(f"{label} · {config.method} · {config.model}: {self.report}")
+        self._plan_schedule()
+        self._build_optimizer(model)
+        self.progress = _fresh_progress(self._names)
+        if config.resume:
+            self._resume(model)
+        self.sharded = config.shard_backbone
+        self._prepare(model)
+        self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
+        self.seen_examples, self.train_seconds = 0, 0.0
+
+    @property
+    def _names(self) -> list[str]:
+        return list(self.data)
+
+    def _build_optimizer(self, model: PromptModel) -> None:
+        """AdamW over the trainable parameters, with linear warmup then decay over the run's updates."""
+        config = self.config
+        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(
+            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+        )
+        self.scheduler = get_linear_schedule_with_warmup(
+            self.optimizer, int(config.warmup_ratio * self.total_updates), self.total_updates
+        )
+
+    def _prepare(self, model: PromptModel) -> None:
+        """Hand the model and optimizer to accelerate (devices, DDP, mixed precision).
+
+        A sharded backbone is already placed and split (engine.train); its prefixes and heads are replicated
+        with their gradients averaged in _update, so the model is not wrapped in DDP: only the optimizer is
+        prepared (fp16 loss scaling), and autocast is applied in _step.
+        """
+        accelerator = self.accelerator
+        if self.sharded:
+            self.model, self.optimizer = model, accelerator.prepare(self.optimizer)
+        else:
+            self.model, self.optimizer = accelerator.prepare(model, self.optimizer)
+        self.unwrapped: PromptModel = accelerator.unwrap_model(self.model)
+
+    # ----------------------------------------------------------------------------------- schedule
+    def _plan_schedule(self) -> None:
+        """How many micro-batches and updates, and which batch comes when.
+
+        An accumulation window never spans the end of a nominal epoch (the epoch's last micro-batches make a
+        shorter window), so a run updates ceil(epoch_batches / accumulation) times per epoch.
+        """
+        config = self.config
+        lengths = {name: [feature_length(f) for f in item.train.features] for name, item in self.data.items()}
+        self.sizes = {name: len(values) for name, values in lengths.items()}
+        self.probabilities = task_probabilities(self.sizes, config.sampling, config.temperature)
+        self.epoch_steps = sum(math.ceil(size / config.batch_size) for size in self.sizes.values())
+        accumulation = config.gradient_accumulation_steps
+        updates_per_epoch = math.ceil(self.epoch_steps / accumulation)
+        self.total_updates = math.ceil(updates_per_epoch * config.epochs)
+        if config.max_steps:
+            self.total_updates = min(self.total_updates, config.max_steps)
+        full_epochs, rest = divmod(self.total_updates, updates_per_epoch)
+        self.total_micro = full_epochs * self.epoch_steps + min(rest * accumulation, self.epoch_steps)
+        self.schedule = mixed_schedule(
+            lengths,
+            self.probabilities,
+            self.total_micro,
+            config.batch_size,
+            config.seed,
+            config.group_by_length,
+            spread_seeds=config.is_multitask,
+        )
+        self.counts = apportion(self.probabilities, self.total_micro)
+        if not self.single:
+            self.accelerator.print(
+                "mixing: "
+                + ", ".join(
+                    f"{n} n={self.sizes[n]} p={self.probabilities[n]:.3f} batches={self.counts[n]}"
+                    for n in self._names
+                )
+            )
+
+    def _closes_window(self, micro: int) -> bool:
+        """Whether micro-batch number ``micro`` (1-based) ends an accumulation window (an optimizer update)."""
+        in_epoch = (micro - 1) % self.epoch_steps + 1
+        accumulation = self.config.gradient_accumulation_steps
+        return in_epoch % accumulation == 0 or in_epoch == self.epoch_steps or micro == self.total_micro
+
+    # ----------------------------------------------------------------------------------- the loop
+    def run(self) -> None:
+        self.model.train()
+        start = self.progress["micro"]
+        with tqdm(
+            total=self.total_micro,
+            initial=start,
+            desc="MPT-2" if not self.single else "train",
+            disable=not self.accelerator.is_main_process,
+        ) as bar:  # closed (its line ended) before any error is printed
+            for micro in range(start + 1, self.total_micro + 1):
+                name, indices = self.schedule[micro - 1]
+                loss = self._step(name, indices, sync=self._closes_window(micro))
+                self._advance(micro, name, loss)
+                bar.update(1)
+                bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
+        if self.progress.get("evaluated_update") != self.progress["update"]:
+            self._evaluate()  # a resumed run that had finished its batches but not its last evaluation
+            self._save_state()
+        self.accelerator.wait_for_everyone()
+
+    def _step(self, name: str, indices: list[int], sync: bool) -> float:
+        """Forward and backward of this process's share of one global batch; an optimizer update if ``sync``."""
+        accelerator = self.accelerator
+        shards, weights = shard_batches([indices], accelerator.process_index, accelerator.num_processes)
+        features = self.data[name].train.features
+        batch = self._batch(name, [features[i] for i in shards[0]])
+        tick = time.perf_counter()
+        # DDP averages gradients across processes only when a window closes
+        quiet = accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
+        autocast = accelerator.autocast() if self.sharded else contextlib.nullcontext()
+        with quiet:
+            with autocast:
+                loss = self.model(**batch, task=name).loss
+            value = self._global_loss(loss.detach() * weights[0])
+            if not math.isfinite(value):
+                self._diverged(f"the {name} training loss is {value}")
+            accelerator.backward(loss * weights[0])  # accelerate divides by the accumulation steps
+        if sync:
+            self._update()
+        self.train_seconds += time.perf_counter() - tick
+        self.seen_examples += len(indices)
+        return value
+
+    def _update(self) -> None:
+        """One optimizer update from the gradients accumulated over the window that just closed."""
+        if self.sharded:  # what DDP's reducer does otherwise: the global batch's mean gradient
+            average_replicated_gradients(self.unwrapped)
+        try:
+            self.optimizer.step()
+        except RuntimeError as error:  # e.g. a step size beyond float32 range
+            if "overflow" not in str(error):
+                raise
+            self._diverged(f"the optimizer step overflowed ({error})")
+        self.scheduler.step()
+        self.optimizer.zero_grad()
+
+    def _batch(self, name: str, chosen: list[dict[str, Any]]) -> dict[str, Any]:
+        """Model inputs of one micro-batch on the device: padded rows, or packed ones (--pack-sequences)."""
+        device, pad = self.accelerator.device, self.tokenizer.pad_token_id
+        if self.config.pack_sequences:
+            kind = self.unwrapped.head_specs[name].kind
+            packed = pack_features(chosen, self.config.max_length, pad).to(device)
+            return {"packed": packed, "labels": segment_labels(chosen, kind).to(device)}
+        return {key: value.to(device) for key, value in collate(chosen, pad).items()}
+
+    def _global_loss(self, weighted: torch.Tensor) -> float:
+        """The global batch's mean loss from each process's weighted share (shard_batches' weights make the
+        shares' sum over processes equal to ``world`` times the global mean): the same number on every process,
+        so the history matches one process and every process sees a divergence alike."""
+        if self.accelerator.num_processes == 1:
+            return float(weighted)
+        total = self.accelerator.reduce(weighted.float().reshape(1), reduction="sum")
+        return float(total) / self.accelerator.num_processes
+
+    def _advance(self, micro: int, name: str, loss: float) -> None:
+        """Book-keeping after micro-batch ``micro``: progress, logs, evaluation, saved state."""
+        config, progress = self.config, self.progress
+        progress["micro"] = micro
+        progress["epoch"], progress["batch_in_epoch"] = divmod(micro, self.epoch_steps)
+        progress["last_loss"] = loss
+        progress["losses"][name].append(loss)
+        sync = self._closes_window(micro)
+        if sync:
+            progress["update"] += 1
+            self._log_loss(name, loss)
+        update = progress["update"]
+        epoch_end = micro % self.epoch_steps == 0
+        last = micro == self.total_micro
+        every_eval, every_save = config.eval_every_steps, config.save_every_steps
+        if (sync and every_eval and update % every_eval == 0) or (epoch_end and not every_eval) or last:
+            self._evaluate()
+        if (sync and every_save and update % every_save == 0) or epoch_end or last:
+            self._save_state()
+
+    def _log_loss(self, name: str, loss: float) -> None:
+        if self.writer is not None:
+            tag = "train/loss" if self.single else f"train/loss/{name}"
+            self.writer.add_scalar(tag, loss, self.progress["update"])
+            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.progress["update"])
+
+    # ----------------------------------------------------------------------------------- evaluation
+    def _evaluate(self) -> None:
+        """Score every task's dev (and test) split; save the checkpoint if the dev score improved."""
+        progress = self.progress
+        progress["evaluated_update"] = progress["update"]  # on every process: they decide alike what runs
+        scores = None
+        if self.sharded:  # every process takes part in every forward (the layers' all-gathers)
+            scores = {name: self._score(item) for name, item in self.data.items()}
+            reshard_backbone(self.unwrapped)  # before rank 0 alone reads state_dict() (it would reshard)
+        if self.accelerator.is_main_process:
+            self._check_finite_weights()
+            epoch = progress["micro"] / self.epoch_steps
+            if scores is None:
+                scores = {name: self._score(item) for name, item in self.data.items()}
+            entry = self._single_entry(epoch, scores) if self.single else self._multi_entry(epoch, scores)
+            progress["history"].append(entry)
+            progress["losses"] = {name: [] for name in self._names}
+            score = entry["mean_primary"] if not self.single else entry.get("dev", {}).get(self._primary)
+            self._keep_if_best(entry, epoch, score)
+            self._log_scores(entry, epoch, score)
+        self.accelerator.wait_for_everyone()
+
+    def _score(self, item: TaskData) -> dict[str, dict[str, float]]:
+        return {
+            role: evaluate(self.unwrapped, item.task, split, self.tokenizer, self.config)
+            for role, split in (("dev", item.dev), ("test", item.test))
+            if split is not None
+        }
+
+    @property
+    def _primary(self) -> str:
+        return self.data[self._names[0]].task.primary_metric
+
+    def _single_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        entry: dict[str, Any] = {"epoch": epoch, "update": self.progress["update"]}
+        entry.update(scores[self._names[0]])
+        entry["train_loss"] = self.progress["last_loss"]
+        return entry
+
+    def _multi_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
+        entry: dict[str, Any] = {
+            "update": self.progress["update"],
+            "epoch": epoch,
+            "dev": {name: s["dev"] for name, s in scores.items() if "dev" in s},
+            "train_loss": {name: _mean(values) for name, values in self.progress["losses"].items()},
+        }
+        tests = {name: s["test"] for name, s in scores.items() if "test" in s}
+        if tests:
+            entry["test"] = tests
+        primaries = [entry["dev"][name].get(self.data[name].task.primary_metric) for name in entry["dev"]]
+        primaries = [p for p in primaries if p is not None]
+        entry["mean_primary"] = _mean(primaries)
+        return entry
+
+    def _keep_if_best(self, entry: dict[str, Any], epoch: float, score: float | None) -> None:
+        """Save the checkpoint if this evaluation beats the best so far (the first one always counts)."""
+        progress = self.progress
+        if progress["best"] is None or (score is not None and score > progress["best"]):
+            progress["best"], progress["best_epoch"], progress["best_update"] = score, epoch, entry["update"]
+            self._save_best(entry)
+
+    def _save_best(self, entry: dict[str, Any]) -> None:
+        extra: dict[str, Any] = {"dev": entry.get("dev")}
+        if not self.single:
+            extra["mpt2"] = {**_mixing(self.config, self.data), "probabilities": self.probabilities}
+        save_checkpoint(
+            self.unwrapped,
+            self.output_dir / BEST_DIR,
+            {n: n for n in self._names},
+            extra,
+            task_options={n: self.data[n].plan.options for n in self._names},  # eval/predict/serve rebuild
+            max_length=self.config.max_length,
+        )
+
+    def _log_scores(self, entry: dict[str, Any], epoch: float, score: float | None) -> None:
+        if self.writer is not None:
+            for split in ("dev", "test"):
+                for key, values in entry.get(split, {}).items():
+                    if isinstance(values, dict):  # multi-task: task -> metrics
+                        for metric, value in values.items():
+                            self.writer.add_scalar(f"{split}/{key}/{metric}", value, entry["update"])
+                    else:
+                        self.writer.add_scalar(f"{split}/{key}", values, entry["update"])
+        if self.single:
+            self.accelerator.print(f"epoch {epoch:.2f}: dev {entry.get('dev')} test {entry.get('test')}")
+        else:
+            self.accelerator.print(f"update {entry['update']}: mean dev {score} {entry['dev']}")
+
+    # ----------------------------------------------------------------------------------- finite numbers
+    def _check_finite_weights(self) -> None:
+        for name, parameter in self.unwrapped.named_parameters():
+            if parameter.requires_grad and not bool(torch.isfinite(parameter).all()):
+                self._diverged(f"the trained weight {name} is no longer finite")
+
+    def _diverged(self, what: str) -> None:
+        best = self.progress["best_update"]
+        kept = (
+            f"the best checkpoint so far (update {best}) is kept" if best is not None else "nothing was saved"
+        )
+        raise TrainingDivergedError(
+            f"training diverged at update {self.progress['update'] + 1}: {what}; {kept}. Lower --learning-rate "
+            f"(now {self.config.learning_rate:g}) or check the data"
+        )
+
+    # ----------------------------------------------------------------------------------- resumable state
+    def _save_state(self) -> None:
+        """Replace OUTPUT_DIR/training_state (rank 0 writes; every rank contributes its RNG states)."""
+        accelerator = self.accelerator
+        rng = rng_states(accelerator)
+        if self.sharded:
+            reshard_backbone(self.unwrapped)  # see reshard_backbone: rank 0 alone reads state_dict() below
+        if accelerator.is_main_process:
+            self._check_finite_weights()
+            save_training_state(
+                self.output_dir,
+                self._trainable_state(),
+                self.optimizer,
+                self.scheduler,
+                dict(self.progress),
+                rng,
+            )
+        accelerator.wait_for_everyone()
+
+    def _trainable_state(self) -> dict[str, torch.Tensor]:
+        """What the resumable state keeps of the model: prefixes and heads, or everything if nothing is frozen."""
+        model = self.unwrapped
+        return {
+            k: v
+            for k, v in model.state_dict().items()
+            if k.startswith(("prefixes.", "heads.")) or not model.method.freezes_backbone
+        }
+
+    def _resume(self, model: PromptModel) -> None:
+        restored = restore_training(
+            self.output_dir,
+            model,
+            self.optimizer,
+            self.scheduler,
+            self.accelerator.process_index,
+            self.accelerator.num_processes,
+        )
+        if restored is None:
+            return
+        self._complete_progress(restored)
+        self.progress = restored
+        self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
+
+    def _complete_progress(self, restored: dict[str, Any]) -> None:
+        """Fill in the progress keys a state saved by an older version lacks."""
+        restored.setdefault(
+            "micro", restored.get("epoch", 0) * self.epoch_steps + restored.get("batch_in_epoch", 0)
+        )
+        restored.setdefault("losses", {})
+        for name in self._names:
+            restored["losses"].setdefault(name, [])
+        for key in ("best_epoch", "best_update", "last_loss"):
+            restored.setdefault(key, None)
+        history = restored.get("history") or [{}]
+        restored.setdefault("evaluated_update", history[-1].get("update"))
+
+    # ----------------------------------------------------------------------------------- summary
+    def summary(self, data_report: dict[str, Any], wall: float) -> dict[str, Any]:
+        progress, report, config = self.progress, self.report, self.config
+        best = next((h for h in progress["history"] if h["update"] == progress["best_update"]), {})
+        common = {
+            "method": config.method,
+            "model": config.model,
+            "seed": config.seed,
+            "trainable_params": report.trainable,
+            "total_params": report.total,
+        }
+        timing = {
+            "updates": progress["update"],
+            "train_examples_per_second": round(self.seen_examples / self.train_seconds, 2)
+            if self.train_seconds
+            else None,
+            "wall_seconds": round(wall, 1),
+            "checkpoint": str(self.output_dir / BEST_DIR),
+            "data": data_report,
+            "history": progress["history"],
+        }
+        if self.single:
+            return {
+                "task": self._names[0],
+                **common,
+                "trainable_percent": round(report.percent, 4),
+                "primary_metric": self._primary,
+                "best_epoch": progress["best_epoch"],
+                "dev": best.get("dev"),
+                "test": best.get("test"),
+                **timing,
+            }
+        return {
+            "tasks": self._names,
+            **common,
+            "sampling": config.sampling,
+            "temperature": config.temperature if config.sampling == "temperature" else None,
+            "train_sizes": self.sizes,
+            "probabilities": self.probabilities,
+            "batches": self.counts,
+            "best_update": progress["best_update"],
+            "dev": best.get("dev"),
+            "test": best.get("test"),
+            "mean_primary": best.get("mean_primary"),
+            **timing,
+        }
+
+    def close(self) -> None:
+        if self.writer is not None:
+            self.writer.close()
+
+
+# ============================================================================================ scoring
+def evaluate(
+    model: PromptModel, task: Task, split: Split, tokenizer: Any, config: TrainConfig
+) -> dict[str, float]:
+    """A split's metrics, decoded the task's own way (generated texts for causal-LM tasks)."""
+    if is_generative(task):  # causal-LM tasks are scored on generated texts (ptuning.generation)
+        outputs = generate_task_outputs(task, model, tokenizer, split.features, config.eval_batch_size)
+    else:
+        outputs = predict_outputs(
+            model,
+            task.name,
+            split.features,
+            tokenizer.pad_token_id,
+            config.eval_batch_size,
+            pack_length=config.max_length if config.pack_sequences else None,
+        )
+    return task.score(split.examples, split.features, outputs)
+
+
+# ============================================================================================ helpers
+
+
+def _fresh_progress(names: list[str]) -> dict[str, Any]:
+    """The progress of a run that has not trained yet (saved with the resumable state, restored on resume)."""
+    return {
+        "micro": 0,
+        "epoch": 0,
+        "batch_in_epoch": 0,
+        "update": 0,
+        "best": None,
+        "best_epoch": None,
+        "best_update": None,
+        "history": [],
+        "losses": {name: [] for name in names},
+        "last_loss": None,
+        "evaluated_update": None,
+    }
+
+
+def restore_training(
+    output_dir: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1
+) -> dict[str, Any] | None:
+    """Load the saved model, optimizer, scheduler and RNG states; the saved progress, or None if none."""
+    resumed = load_training_state(output_dir)
+    if resumed is None:
+        return None
+    model_state, optimizer_state, meta = resumed
+    model.load_state_dict(model_state, strict=False)
+    optimizer.load_state_dict(optimizer_state)
+    scheduler.load_state_dict(meta["scheduler"])
+    restore_rng(meta, rank, world)
+    return meta["progress"]
+
+
+def _mixing(config: TrainConfig, data: dict[str, TaskData]) -> dict[str, Any]:
+    return {
+        "tasks": list(data),
+        "data_dirs": {name: item.plan.data_dir for name, item in data.items()},
+        "sampling": config.sampling,
+        "temperature": config.temperature,
+    }
+
+
+def _mean(values: list[float]) -> float | None:
+    return float(np.mean(values)) if values else None
+
+
+def tensorboard_writer(output_dir: Path, config: TrainConfig):
+    if not config.log_tensorboard:
+        return None
+    try:
+        from torch.utils.tensorboard import SummaryWriter
+    except ImportError:  # tensorboard not installed: logging is optional
+        return None
+    return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
