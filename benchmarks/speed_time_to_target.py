@@ -318,13 +318,16 @@ def smoke_budget(task: str) -> Budget:
 
 
 # ------------------------------------------------------------------------------------------- table
-def fastest(records: list[dict[str, Any]]) -> tuple[float, float] | None:
-    """(learning rate, median seconds to target) of the lr that reached the target in every seed fastest."""
+def fastest(records: list[dict[str, Any]], measure: str = "seconds_to_target") -> tuple[float, float] | None:
+    """(learning rate, median ``measure`` to target) of the lr that reached the target in every seed fastest.
+
+    ``measure`` is ``seconds_to_target`` (the clock) or ``steps_to_target`` (optimizer steps: independent of how
+    loaded the machine was, so it can be turned into time with the idle throughput of the same systems)."""
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for record in records:
         by_rate.setdefault(record["learning_rate"], []).append(record)
     reached = {
-        rate: statistics.median(r["seconds_to_target"] for r in runs)
+        rate: statistics.median(r[measure] for r in runs)
         for rate, runs in by_rate.items()
         if all(r["reached"] for r in runs)
     }

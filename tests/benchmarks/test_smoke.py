@@ -457,3 +457,38 @@ def test_targets_table_reads_every_cell_from_the_results_and_says_what_is_missin
     assert rows["the same for ours-bf16, against the bf16 GEMM rate"][0] == "10 % (100 of 1000 GFLOP/s)"
     assert rows["training ≥ 2× (a) (issue 6)"] == ["not measured", "not measured", "– |"]  # no (a) system
     assert rows["time to target dev score ≥ 2× faster than (a'') (issue 16)"][0] == "not measured"
+
+
+def test_time_to_target_cell_turns_steps_into_time_with_the_idle_rates():
+    """The clock of runs on a shared machine is shown, but steps to target x idle examples/s decide."""
+    targets = load_benchmark("speed_targets")
+    budget = {"batch_size": 32}
+    run = lambda system, rate, steps, seconds: {  # noqa: E731
+        "system": system,
+        "learning_rate": rate,
+        "budget": budget,
+        "reached": steps is not None,
+        "steps_to_target": steps,
+        "seconds_to_target": seconds,
+    }
+    records = [run("ours", 0.01, 200, 100.0), run("ours", 0.03, None, None)]
+    records += [run("peft-trainer-grouped", 0.01, 600, 240.0), run("peft-trainer-grouped", 0.03, 500, 250.0)]
+    throughput = {
+        "systems": ["ours", "peft-trainer-grouped"],
+        "summary": {
+            "train": {
+                "ours": {"examples_per_second": 160.0},
+                "peft-trainer-grouped": {"examples_per_second": 80.0},
+            }
+        },
+    }
+    cell = targets.time_to_target(2.0)
+    # ours 200 x 32 / 160 = 40 s; (a'') at its fewest steps, 500 x 32 / 80 = 200 s: 5x; the clock said 2.4x
+    with_rates = cell(throughput, records)
+    assert with_rates.met and with_rates.text.startswith(
+        "**5.00×** (200 vs 500 steps at idle rates: 40 vs 200 s)"
+    )
+    assert "clock 2.40× (100 vs 240 s)" in with_rates.text
+    clock_only = cell(None, records)
+    assert clock_only.met and clock_only.text.startswith("**2.40×**")
+    assert not cell(None, [r for r in records if r["system"] == "ours"]).met  # (a'') missing: not measured
