@@ -64,7 +64,7 @@ from speed_report import render_tables, replot, update_doc
 from speed_scaling import measure_scaling, plot_scaling
 from speed_systems import SYSTEMS, available_systems
 from speed_throughput import measure_throughput
-from speed_time_to_target import BUDGETS, LEARNING_RATES, measure_time_to_target, smoke_budget
+from speed_time_to_target import BUDGETS, LEARNING_RATES, TRAINERS, measure_time_to_target, smoke_budget
 
 from ptuning.core.backbones import resolve_model_path
 
@@ -177,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.smoke or resolve_model_path("minilm"),
                 args.data_root,
                 args.results_dir / f"time-to-target-{task}.jsonl",
-                [n for n in ("ours", "peft-trainer-grouped") if n in args.systems],
+                [n for n in TRAINERS if n in args.systems],  # ours, ours-bf16, (a'')
                 args.target_learning_rates,
                 args.target_seeds,
             )
