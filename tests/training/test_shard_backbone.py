@@ -174,6 +174,11 @@ def test_a_sharded_backbone_with_checkpointing_or_bf16_trains_like_one_process(
             "2",
             "--shard-backbone shards a frozen backbone; method finetune trains it",
         ),
+        (
+            ("--backbone-dtype", "fp16"),
+            "2",
+            "--shard-backbone with --backbone-dtype fp16 does not train the same prompt as one process",
+        ),
     ],
 )
 def test_sharding_is_refused_without_processes_or_with_a_trained_backbone(
