@@ -97,7 +97,7 @@ def check_sharding(config: TrainConfig) -> None:
     if config.backbone_dtype == "fp16":  # measured: training/sharding.py, "What combines with sharding"
         raise ConfigError(
             f"{flag} with {flag_name('backbone_dtype')} fp16 does not train the same prompt as one process "
-            "(unscaled fp16 gradients underflow differently per process share); use --backbone-dtype bf16"
+            "(each process's fp16 share rounds differently: 4e-2 in the prompt, measured); use --backbone-dtype bf16"
         )
     if int(os.environ.get("WORLD_SIZE", "1")) < 2:
         raise ConfigError(
