@@ -8,6 +8,7 @@ different random numbers, so masks could never match).
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import sys
 from pathlib import Path
@@ -33,20 +34,32 @@ pytestmark = pytest.mark.skipif(
 WORLD = 2
 STEPS = 3
 BATCH = 8  # global; 4 rows per process
+TOLERANCE_BF16 = 1e-4  # absolute, for the loss, prefix gradients and saved prompt of a bf16 variant
 
 
-def tiny_model() -> PromptModel:
+# How the backbone is run, besides sharding: name -> (backbone dtype, gradient checkpointing, bf16 autocast)
+VARIANTS = {
+    "checkpointing": (torch.float32, True, False),
+    "autocast-bf16": (torch.float32, False, True),
+    "bf16-backbone": (torch.bfloat16, False, False),
+}
+
+
+def tiny_model(dtype: torch.dtype = torch.float32, checkpointing: bool = False) -> PromptModel:
     """A GQA Llama (4 layers, so each process holds parts of several FSDP units) with a classification head
-    and an unused second task, whose head must stay untouched as in one process."""
+    and an unused second task, whose head must stay untouched as in one process. ``dtype`` stores the backbone
+    (prefixes and heads stay fp32); ``checkpointing`` recomputes the layers' activations in backward."""
     config = LlamaConfig(
         vocab_size=100, hidden_size=48, num_hidden_layers=4, num_attention_heads=6, num_key_value_heads=2,
         intermediate_size=64, max_position_embeddings=64, pad_token_id=0,
     )  # fmt: skip
     torch.manual_seed(0)
-    backbone = LlamaForCausalLM(config).model
+    backbone = LlamaForCausalLM(config).model.to(dtype)
     model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=3, dropout=0.0), head_dropout=0.0)
     model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b", "c"]))
     model.add_task("unused", HeadSpec(HeadKind.CLASSIFICATION, ["x", "y"]))
+    if checkpointing:
+        model.enable_gradient_checkpointing()
     return model
 
 
@@ -58,13 +71,15 @@ def global_batch() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return ids, mask, torch.randint(0, 3, (BATCH,), generator=generator)
 
 
-def train(model: PromptModel, rows: slice, sharded: bool) -> dict[str, list]:
-    """STEPS AdamW steps on ``rows`` of the global batch; returns global losses and first-step prefix grads."""
+def train(model: PromptModel, rows: slice, sharded: bool, autocast: bool = False) -> dict[str, list]:
+    """STEPS AdamW steps on ``rows`` of the global batch; returns global losses and first-step prefix grads.
+    ``autocast`` runs the forward under CPU bf16 autocast, as ``--mixed-precision bf16`` does."""
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-2)
     ids, mask, labels = global_batch()
     record: dict[str, list] = {"losses": [], "first_grad": []}
     for step in range(STEPS):
-        loss = model(ids[rows], mask[rows], labels=labels[rows], task="t").loss
+        with torch.autocast("cpu", torch.bfloat16) if autocast else contextlib.nullcontext():
+            loss = model(ids[rows], mask[rows], labels=labels[rows], task="t").loss
         loss.backward()
         if sharded:
             average_replicated_gradients(model)
@@ -131,3 +146,53 @@ def test_a_sharded_backbone_trains_the_same_prompt_as_one_process(tmp_path) -> N
     assert torch.equal(
         saved["heads.unused.linear.weight"], tiny_model().state_dict()["heads.unused.linear.weight"]
     )
+
+
+def variants_worker(rank: int, port: int, output: str) -> None:
+    """Every variant in one pair of processes (one start-up): shard, train, record, save on rank 0."""
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        share = BATCH // WORLD
+        for name, (dtype, checkpointing, autocast) in VARIANTS.items():
+            model = shard_backbone(tiny_model(dtype, checkpointing))
+            record = train(model, slice(rank * share, (rank + 1) * share), sharded=True, autocast=autocast)
+            if rank == 0:
+                save_checkpoint(model, Path(output) / name)
+                torch.save(record, Path(output) / f"{name}.pt")
+            dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on localhost")
+def test_sharding_with_checkpointing_autocast_or_a_bf16_backbone_trains_like_one_process(tmp_path) -> None:
+    """Each variant against one process run the same way. bf16 is compared more loosely (TOLERANCE_BF16):
+    a bf16 matmul over 4 rows instead of 8 may be blocked differently and round a hidden state by one bf16
+    step (2**-8 relative) where fp32 rounds by 2**-24; everything trained and the loss stay fp32."""
+    mp.start_processes(
+        variants_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn"
+    )
+    fp32_losses = train(tiny_model(), slice(None), sharded=False)["losses"]
+    for name, (dtype, checkpointing, autocast) in VARIANTS.items():
+        single = tiny_model(dtype, checkpointing)
+        expected = train(single, slice(None), sharded=False, autocast=autocast)
+        save_checkpoint(single, tmp_path / f"{name}-single")
+        record = torch.load(tmp_path / f"{name}.pt")
+        bf16 = dtype == torch.bfloat16 or autocast
+        atol = TOLERANCE_BF16 if bf16 else 1e-6
+        torch.testing.assert_close(
+            torch.tensor(record["losses"]), torch.tensor(expected["losses"]), rtol=0, atol=atol, msg=name
+        )
+        if bf16:  # really computed in bf16: the loss moved away from the fp32 run's
+            assert abs(expected["losses"][-1] - fp32_losses[-1]) > 1e-5, name
+        torch.testing.assert_close(
+            record["first_grad"][0], expected["first_grad"][0], rtol=1e-5 if not bf16 else 1e-3, atol=atol,
+            msg=name,
+        )  # fmt: skip
+        saved = load_file(tmp_path / name / "prompt.safetensors")
+        reference = load_file(tmp_path / f"{name}-single" / "prompt.safetensors")
+        assert saved.keys() == reference.keys() and all(v.dtype == torch.float32 for v in saved.values())
+        for key in reference:
+            torch.testing.assert_close(saved[key], reference[key], rtol=0, atol=atol, msg=f"{name} {key}")

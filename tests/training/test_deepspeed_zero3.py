@@ -1,0 +1,95 @@
+"""DeepSpeed ZeRO-3 on 2 CPU processes (gloo) with a frozen backbone trains the same prompt as one process.
+
+Not a dependency of the project: the test is skipped unless ``deepspeed`` is importable (it installs from its
+source archive without CUDA or compiling anything: ``DS_BUILD_OPS=0 pip install --no-build-isolation
+deepspeed==0.19.8`` with torch, wheel and setuptools already present). ZeRO-3 partitions every parameter, the
+trained prefixes and heads included, so they are gathered (``GatheredParameters``) before the prompt is written.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torch.distributed as dist
+import torch.multiprocessing as mp
+from safetensors.torch import load_file
+from test_sharding import BATCH, STEPS, WORLD, free_port, global_batch, tiny_model, train
+
+from ptuning.core.checkpoint import save_checkpoint
+
+deepspeed = pytest.importorskip(
+    "deepspeed", reason="deepspeed is not installed (optional, see the docstring)"
+)
+
+
+def zero3_worker(rank: int, port: int, output: str) -> None:
+    torch.set_num_threads(1)
+    os.environ["LOCAL_RANK"] = str(rank)  # what torchrun would set; deepspeed.initialize asserts it
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
+    try:
+        model = tiny_model()
+        whole = sum(p.numel() for p in model.backbone.parameters())
+        # ZeRO-3 steps every parameter it is given, with a zero gradient where none was computed (torch
+        # skips grad=None), so AdamW's weight decay would move the unused task's prefix and head: leave them out
+        for part in (model.prefixes["unused"], model.heads["unused"]):
+            part.requires_grad_(False)
+        trained = [p for p in model.parameters() if p.requires_grad]
+        config = {
+            "train_micro_batch_size_per_gpu": BATCH // WORLD,
+            "gradient_accumulation_steps": 1,
+            "zero_optimization": {"stage": 3},
+            "gradient_clipping": 0.0,  # as the one-process run (no clipping)
+            "zero_allow_untested_optimizer": True,  # torch's AdamW: DeepSpeed's own Adam compiles a C++ op
+        }
+        engine, _, _, _ = deepspeed.initialize(
+            model=model, optimizer=torch.optim.AdamW(trained, lr=1e-2), config=config
+        )
+        local = sum(p.ds_tensor.numel() for p in model.backbone.parameters())
+        assert local <= whole // WORLD + 64, (local, whole)  # this process holds half of the backbone
+        ids, mask, labels = global_batch()
+        rows = slice(rank * (BATCH // WORLD), (rank + 1) * (BATCH // WORLD))
+        losses, first_grad = [], None
+        for _ in range(STEPS):
+            loss = engine(ids[rows], mask[rows], labels=labels[rows], task="t").loss
+            engine.backward(loss)
+            if first_grad is None:  # the averaged gradient, gathered from the partitions (collective)
+                first_grad = deepspeed.utils.safe_get_full_grad(model.prefixes["t"].embedding.weight)
+            engine.step()
+            total = loss.detach().clone()
+            dist.all_reduce(total)
+            losses.append(total.item() / WORLD)
+        trained_parameters = [p for part in (model.prefixes, model.heads) for p in part.parameters()]
+        with deepspeed.zero.GatheredParameters(trained_parameters):  # collective: every process enters
+            if rank == 0:
+                save_checkpoint(model, Path(output) / "checkpoint")
+                torch.save({"losses": losses, "first_grad": first_grad}, Path(output) / "record.pt")
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+@pytest.mark.ddp
+@pytest.mark.skipif(sys.platform == "win32", reason="gloo over TCP on localhost")
+def test_zero3_with_a_frozen_backbone_trains_the_same_prompt_as_one_process(tmp_path) -> None:
+    single = tiny_model()
+    expected = train(single, slice(None), sharded=False)
+    save_checkpoint(single, tmp_path / "single")
+
+    mp.start_processes(
+        zero3_worker, args=(free_port(), str(tmp_path)), nprocs=WORLD, join=True, start_method="spawn"
+    )
+
+    record = torch.load(tmp_path / "record.pt")
+    torch.testing.assert_close(
+        torch.tensor(record["losses"]), torch.tensor(expected["losses"]), rtol=0, atol=1e-6
+    )
+    torch.testing.assert_close(record["first_grad"], expected["first_grad"][0], rtol=1e-5, atol=1e-7)
+    saved = load_file(tmp_path / "checkpoint" / "prompt.safetensors")
+    reference = load_file(tmp_path / "single" / "prompt.safetensors")
+    assert saved.keys() == reference.keys() and any(k.startswith("prefixes.") for k in saved)
+    for name in reference:
+        torch.testing.assert_close(saved[name], reference[name], rtol=0, atol=1e-6, msg=name)
