@@ -1,8 +1,7 @@
 """DeepSpeed ZeRO-3 on 2 CPU processes (gloo) with a frozen backbone trains the same prompt as one process.
 
-Not a dependency of the project: the test is skipped unless ``deepspeed`` is importable (it installs from its
-source archive without CUDA or compiling anything: ``DS_BUILD_OPS=0 pip install --no-build-isolation
-deepspeed==0.19.8`` with torch, wheel and setuptools already present). ZeRO-3 partitions every parameter, the
+Not a dependency of the project: skipped unless ``deepspeed`` is importable. ``scripts/test.sh`` (CI) runs it
+in the side environment ``scripts/setup_deepspeed.sh`` builds (why apart from .venv: see that script). ZeRO-3 partitions every parameter, the
 trained prefixes and heads included, so they are gathered (``GatheredParameters``) before the prompt is written.
 """
 
