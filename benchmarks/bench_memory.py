@@ -32,8 +32,16 @@ from typing import Any
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results" / "memory"
-CONFIGS = ("fp32", "fp32+checkpointing", "bf16", "bf16+checkpointing", "peft-fp32", "peft-fp32+checkpointing")
-OURS = CONFIGS[:4]  # the default run; PEFT's rows need transformers 5.23 (``--python``)
+CONFIGS = (
+    "fp32",
+    "fp32+checkpointing",
+    "bf16",
+    "bf16+checkpointing",
+    "int8+checkpointing",
+    "peft-fp32",
+    "peft-fp32+checkpointing",
+)
+OURS = CONFIGS[:5]  # the default run; PEFT's rows need transformers 5.23 (``--python``)
 PEFT_REFERENCE = "peft-fp32"  # the issue's target ratio is against this row's peak
 SHAPES = {
     "llama-1.1b": dict(
@@ -47,12 +55,17 @@ SHAPES = {
 }  # fmt: skip
 
 
-def rss_mb() -> float:
-    """This process's resident set size now (Linux /proc)."""
+def rss_mb(field: str = "VmRSS") -> float:
+    """This process's resident set size now (``VmRSS``) or its peak since the last reset (``VmHWM``), Linux."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) / 1024
     return float("nan")
+
+
+def reset_peak() -> None:
+    """Restart ``VmHWM`` from the current RSS (writing 5 to clear_refs), so the peak is the training's own."""
+    Path("/proc/self/clear_refs").write_text("5")
 
 
 def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
@@ -69,12 +82,17 @@ def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
     shape = dict(SHAPES[shape_name])
     batch, length, steps = shape.pop("batch"), shape.pop("length"), shape.pop("steps")
     peft = config_name.startswith("peft-")
-    dtype = backbone_dtype(config_name.removeprefix("peft-").split("+")[0])
+    storage = config_name.removeprefix("peft-").split("+")[0]
+    dtype = backbone_dtype("bf16" if storage == "int8" else storage)  # int8: built in bf16, then quantized
     checkpointing = config_name.endswith("+checkpointing")
     torch.manual_seed(0)
     config = LlamaConfig(**shape, max_position_embeddings=max(2048, length), tie_word_embeddings=False)
     backbone = LlamaForCausalLM._from_config(config, dtype=dtype).eval()
     parameters = sum(p.numel() for p in backbone.parameters())
+    if storage == "int8":  # weight-only int8 Linear layers (embeddings, norms and the LM head stay bf16)
+        from ptuning.core.quantization import quantize_backbone
+
+        quantize_backbone(backbone, "int8")
     if peft:
         model = _peft_prefix_model(backbone, checkpointing)
     else:
@@ -86,6 +104,7 @@ def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
             model.enable_gradient_checkpointing()
     model.train()
     after_build = rss_mb()
+    reset_peak()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(3, config.vocab_size, (batch, length))
     times, losses = [], []
@@ -107,6 +126,7 @@ def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
         "parameters": parameters,
         "rss_after_build_mb": round(after_build),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "training_peak_rss_mb": round(rss_mb("VmHWM")),
         "tokens_per_second": round(batch * length * len(measured) / sum(measured), 1),
         "step_seconds": [round(t, 2) for t in times],
         "losses": [round(v, 4) for v in losses],
@@ -173,20 +193,26 @@ def _last_error(stderr: str) -> str:
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    """Markdown: peaks, and each peak as a fraction of PEFT fp32's when that row ran."""
-    reference = next((r.get("peak_rss_mb") for r in rows if r["config"] == PEFT_REFERENCE), None)
+    """Markdown: peaks, and each as a fraction of PEFT fp32's when that row ran. The process peak includes
+    building the model (int8 is built in bf16 first); the training peak starts after the build."""
+    reference = next((r for r in rows if r["config"] == PEFT_REFERENCE and "error" not in r), None)
     lines = [
-        "| configuration | RSS after build (MB) | peak RSS (MB) | peak vs PEFT fp32 | tokens/s |",
-        "|---|---|---|---|---|",
-    ]
+        "| configuration | RSS after build (MB) | process peak (MB) | training peak (MB) | training peak vs PEFT fp32 | tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]  # fmt: skip
     for row in rows:
         if "error" in row:
-            lines.append(f"| {row['config']} | fails: {row['error']} | | | |")
+            lines.append(f"| {row['config']} | fails: {row['error']} | | | | |")
             continue
-        ratio = f"{row['peak_rss_mb'] / reference:.2f}" if reference else "-"
+        training = row.get("training_peak_rss_mb")
+        ratio = (
+            f"{training / reference['training_peak_rss_mb']:.2f}"
+            if training and reference and reference.get("training_peak_rss_mb")
+            else "-"
+        )
         lines.append(
-            f"| {row['config']} | {row['rss_after_build_mb']:,} | {row['peak_rss_mb']:,} | {ratio} "
-            f"| {row['tokens_per_second']} |"
+            f"| {row['config']} | {row['rss_after_build_mb']:,} | {row['peak_rss_mb']:,} | "
+            f"{f'{training:,}' if training else '-'} | {ratio} | {row['tokens_per_second']} |"
         )
     return "\n".join(lines)
 
