@@ -8,6 +8,9 @@ quantized from, so prompts trained on the fp32 model load onto it (core/fingerpr
 from __future__ import annotations
 
 import copy
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -109,3 +112,36 @@ def test_weight_only_works_on_a_bf16_backbone_and_storage_says_so() -> None:
     ids = random_ids(3, 7)
     with torch.no_grad():
         torch.testing.assert_close(model(ids).logits, reference(ids).logits, rtol=0, atol=0.05)
+
+
+RSS_AFTER_QUANTIZING = """
+import sys, torch
+from pathlib import Path
+from transformers import BertConfig, BertModel
+import ptuning.core.quantization as quantization
+
+def rss_mb():
+    status = Path("/proc/self/status").read_text().splitlines()
+    return next(int(line.split()[1]) for line in status if line.startswith("VmRSS:")) // 1024
+
+if sys.argv[1] == "keep":
+    quantization.release_freed_memory = lambda: False
+block = torch.empty(4 * 2**20)
+del block  # frees a 16 MB block: glibc's mmap threshold rises, 4 MB weights go to its heap
+config = BertConfig(hidden_size=1024, num_hidden_layers=8, num_attention_heads=8, intermediate_size=1024,
+                    vocab_size=100, max_position_embeddings=16)
+model = BertModel(config)  # 8 layers x 6 linear layers x 4 MB of fp32 weights
+quantization.quantize_backbone(model, "int8")
+print(rss_mb())
+"""
+
+
+@pytest.mark.skipif(not Path("/proc/self/status").exists(), reason="reads VmRSS from Linux /proc")
+def test_quantizing_hands_the_float_weights_back_to_the_os() -> None:
+    """Without malloc_trim the ~200 MB of replaced fp32 weights stay in glibc's heap, resident."""
+    rss = {
+        mode: int(subprocess.run([sys.executable, "-c", RSS_AFTER_QUANTIZING, mode], capture_output=True,
+                                 text=True, check=True).stdout.split()[-1])
+        for mode in ("keep", "release")
+    }  # fmt: skip
+    assert rss["release"] < rss["keep"] - 100, rss
