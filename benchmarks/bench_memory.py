@@ -104,6 +104,7 @@ def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
             model.enable_gradient_checkpointing()
     model.train()
     after_build = rss_mb()
+    build_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # the reset below clears it too
     reset_peak()
     optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-3)
     ids = torch.randint(3, config.vocab_size, (batch, length))
@@ -125,7 +126,7 @@ def run_one(shape_name: str, config_name: str) -> dict[str, Any]:
         **versions,
         "parameters": parameters,
         "rss_after_build_mb": round(after_build),
-        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "peak_rss_mb": round(max(build_peak, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024)),
         "training_peak_rss_mb": round(rss_mb("VmHWM")),
         "tokens_per_second": round(batch * length * len(measured) / sum(measured), 1),
         "step_seconds": [round(t, 2) for t in times],
