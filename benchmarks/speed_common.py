@@ -110,6 +110,14 @@ def pad_features(
     return padded
 
 
+def model_label(folder: str) -> str:
+    """How a result file names the model: the packaged short name, else the folder's own name (a machine's
+    absolute path would tie the committed results to one checkout)."""
+    if Path(folder).resolve() == Path(resolve_model_path("minilm")).resolve():
+        return "minilm"
+    return Path(folder).name
+
+
 def model_folder(backbone: str, work_dir: Path) -> str:
     """A folder from_pretrained can read: the packaged MiniLM, or a random BERT-base saved once."""
     if backbone != BERT_BASE:

@@ -51,6 +51,7 @@ from speed_common import (
     load_average,
     load_data,
     model_folder,
+    model_label,
     write,
 )
 
@@ -192,7 +193,7 @@ def measure(workload: Workload, folder: str, data_root: Path, pack_lengths: list
     summary["dev_accuracy"] = {name: layouts[name].dev_accuracy() for name in names}
     return {
         "workload": asdict(workload),
-        "model": folder,
+        "model": model_label(folder),
         "layouts": names,
         "baseline": GROUPED,
         "train_examples": len(data.train),

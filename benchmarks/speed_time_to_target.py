@@ -33,6 +33,7 @@ from speed_common import (
     Workload,
     environment,
     load_average,
+    model_label,
     peft_available,
 )
 from speed_systems import SYSTEM_LABELS, TRAINER_LAYOUTS, PeftTrainerSystem
@@ -288,7 +289,7 @@ def measure_time_to_target(
                     evaluations=watch.evaluations,
                     train_examples=len(data.train),
                     dev_examples=len(data.dev),
-                    model=folder,
+                    model=model_label(folder),
                     threads=torch.get_num_threads(),
                     load_average=[load_before, load_average()],
                     **environment(),
