@@ -18,6 +18,7 @@ fingerprint in the key names the backbone too, so two backbones' runs never mix 
     python benchmarks/quality.py --list                  # every cell and whether it is done
     python benchmarks/quality.py --cell sst2:ptuning-v2:sweep
     python benchmarks/quality.py --run-all               # every pending cell in order (one process each)
+    python benchmarks/quality.py --run-all --only 'sst2:finetune:*' 'sst2:ptuning-v2:*'   # these, in this order
     python benchmarks/quality.py --table                 # Markdown tables from the results files
     python benchmarks/quality.py --table --update-doc docs/RESULTS.md
     python benchmarks/quality.py --backbone mpnet --plan  # every cell, estimated CPU/GPU time, commands
@@ -27,6 +28,7 @@ from __future__ import annotations
 
 import argparse
 import fcntl
+import fnmatch
 import hashlib
 import json
 import os
@@ -553,11 +555,17 @@ def _relative_paths(report: dict[str, Any], data_root: Path) -> dict[str, Any]:
     return json.loads(text)
 
 
-def pending_runs(bench: Bench, tasks: list[str] | None) -> list[tuple[Cell, int]]:
-    """Every (cell, run number) that can run now, in --run-all order; cells waiting for a sweep are left out."""
+def pending_runs(
+    bench: Bench, tasks: list[str] | None, only: list[str] | None = None
+) -> list[tuple[Cell, int]]:
+    """Every (cell, run number) that can run now, in --run-all order; cells waiting for a sweep are left out.
+
+    ``only``: cell-name patterns (``sst2:finetune:*``); a cell must match one of them."""
     pending = []
     for cell in all_cells(bench):
         if tasks and cell.task not in tasks:
+            continue
+        if only and only_rank(cell, only) is None:
             continue
         runs = cell_runs(bench, cell)
         if runs is None:
@@ -570,6 +578,11 @@ def pending_runs(bench: Bench, tasks: list[str] | None) -> list[tuple[Cell, int]
     return pending
 
 
+def only_rank(cell: Cell, only: list[str]) -> int | None:
+    """The index of the first ``only`` pattern the cell's name matches (None: none does)."""
+    return next((i for i, pattern in enumerate(only) if fnmatch.fnmatchcase(cell.name, pattern)), None)
+
+
 def launch_rank(cell: Cell) -> int:
     """Sweeps first (every later run waits for one), then the seeds the targets compare, then the rest."""
     if cell.phase == "sweep":
@@ -579,12 +592,24 @@ def launch_rank(cell: Cell) -> int:
     return 2 if cell.phase.startswith("ablation-") else 3
 
 
-def run_all(bench: Bench, tasks: list[str] | None, jobs: int = 1, deadline: float | None = None) -> int:
+def run_all(
+    bench: Bench,
+    tasks: list[str] | None,
+    jobs: int = 1,
+    deadline: float | None = None,
+    only: list[str] | None = None,
+) -> int:
     """Every unfinished run, ``jobs`` at a time, each in its own process (a crash or leak stays inside one).
 
     Runs that wait for a sweep start as soon as it is done; a run that fails is not retried in the same
-    invocation. With ``deadline`` (seconds from now), no run starts after it; those started finish.
+    invocation. With ``deadline`` (seconds from now), no run starts after it; those started finish. With
+    ``only`` (cell-name patterns), just the matching cells run, earlier patterns first: a short campaign can
+    finish one task's compared methods before it starts the next.
     """
+
+    def order(job: tuple[Cell, int]) -> tuple[int, int]:
+        return (only_rank(job[0], only) if only else 0, launch_rank(job[0]))
+
     stop_launching = None if deadline is None else time.monotonic() + deadline
     failed: set[tuple[str, int]] = set()
     running: dict[tuple[str, int], subprocess.Popen] = {}
@@ -599,7 +624,7 @@ def run_all(bench: Bench, tasks: list[str] | None, jobs: int = 1, deadline: floa
         may_launch = stop_launching is None or time.monotonic() < stop_launching
         waiting = [
             (cell, index)
-            for cell, index in sorted(pending_runs(bench, tasks), key=lambda job: launch_rank(job[0]))
+            for cell, index in sorted(pending_runs(bench, tasks, only), key=order)
             if (cell.name, index) not in failed and (cell.name, index) not in running
         ]
         while may_launch and waiting and len(running) < jobs:
@@ -619,7 +644,7 @@ def run_all(bench: Bench, tasks: list[str] | None, jobs: int = 1, deadline: floa
         if not running:
             break
         time.sleep(1.0)
-    left = len(pending_runs(bench, tasks))
+    left = len(pending_runs(bench, tasks, only))
     print(
         f"== stopped at {time.strftime('%H:%M:%S')}: {left} runs can still run; "
         f"failed: {sorted(failed) or 'none'}",
@@ -892,6 +917,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--run-all", action="store_true", help="run every unfinished cell in order")
     parser.add_argument("--tasks", nargs="*", help="with --run-all: only these tasks")
     parser.add_argument("--run", type=int, help="with one --cell: only its run number RUN (0-based)")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="PATTERN",
+        help="with --run-all: only cells whose name matches a pattern (sst2:finetune:*), in the patterns' order",
+    )
     parser.add_argument("--jobs", type=int, default=1, help="with --run-all: runs at a time (default 1)")
     parser.add_argument("--deadline", type=float, help="with --run-all: start no run after this many seconds")
     parser.add_argument("--list", action="store_true", help="print every cell and its status")
@@ -949,7 +980,7 @@ def main(argv: list[str] | None = None) -> int:
             parser.error(f"scale {bench.scale} runs only {', '.join(bench.sweeps)}; got {cell.method}")
         run_cell(bench, cell, args.run)
     if args.run_all:
-        return run_all(bench, args.tasks, args.jobs, args.deadline)
+        return run_all(bench, args.tasks, args.jobs, args.deadline, args.only)
     if args.table:
         tables = render_tables(bench)
         if args.update_doc:

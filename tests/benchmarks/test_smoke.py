@@ -493,3 +493,17 @@ def test_time_to_target_cell_turns_steps_into_time_with_the_idle_rates():
     clock_only = cell(None, records)
     assert clock_only.met and clock_only.text.startswith("**2.40×**")
     assert not cell(None, [r for r in records if r["system"] == "ours"]).met  # (a'') missing: not measured
+
+
+def test_quality_only_patterns_pick_cells_and_order_them(tiny_model, data_root, tmp_path):
+    quality = load_benchmark("quality")
+    bench = quality.Bench(tmp_path / "results", data_root, tiny_model, "smoke")
+    only = ["sst2:ptuning-v2:*", "sst2:finetune:sweep"]
+
+    pending = quality.pending_runs(bench, None, only)
+
+    # Only sweeps can run before any result exists; seeds and ablations wait for them.
+    assert {cell.name for cell, _ in pending} == {"sst2:ptuning-v2:sweep", "sst2:finetune:sweep"}
+    first, second = quality.Cell.parse("sst2:finetune:sweep"), quality.Cell.parse("sst2:ptuning-v2:seeds")
+    assert quality.only_rank(first, only) == 1 and quality.only_rank(second, only) == 0
+    assert quality.only_rank(quality.Cell.parse("conll2003:finetune:sweep"), only) is None
