@@ -59,7 +59,7 @@ import torch
 from speed_accuracy import measure_accuracy
 from speed_common import DATA_ROOT, RESULTS_DIR, WORKLOADS, Workload, write
 from speed_memory import measure_memory, probe_memory
-from speed_profile import measure_profile
+from speed_profile import PROFILED, measure_profile
 from speed_report import render_tables, replot, update_doc
 from speed_scaling import measure_scaling, plot_scaling
 from speed_systems import SYSTEMS, available_systems
@@ -67,8 +67,6 @@ from speed_throughput import measure_throughput
 from speed_time_to_target import BUDGETS, LEARNING_RATES, TRAINERS, measure_time_to_target, smoke_budget
 
 from ptuning.core.backbones import resolve_model_path
-
-PROFILED = ("ours", "ours-bf16", "ours-no-dropout", "peft-our-batching", "reference")  # our-loop systems
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,6 +14,7 @@ Inductor's on-disk kernels and starts faster (not measured here).
     python benchmarks/speed_compile.py                          # sst2-minilm and conll2003-minilm, 2 threads
     python benchmarks/speed_compile.py --workloads sst2-minilm --repeats 3
     python benchmarks/speed_compile.py --smoke TINY_MODEL_DIR --backend eager   # seconds: the code paths
+    python benchmarks/speed_compile.py --smoke TINY_MODEL_DIR --smoke-task conll2003 --backend eager
 
 Writes benchmarks/results/speed/compile-<workload>.json.
 """
@@ -148,12 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "ptuning-speed")
     parser.add_argument("--smoke", metavar="MODEL_DIR", help="tiny model folder: a seconds-long run")
+    parser.add_argument(
+        "--smoke-task", choices=("sst2", "conll2003"), default="sst2", help="the smoke's task"
+    )
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
     args.results_dir.mkdir(parents=True, exist_ok=True)
     if args.smoke:
-        workloads = [Workload("smoke", "sst2", args.smoke, 8, 8, repeats=2, batch_size=4, eval_batch_size=4)]
+        workloads = [
+            Workload("smoke", args.smoke_task, args.smoke, 8, 8, repeats=2, batch_size=4, eval_batch_size=4)
+        ]
     else:
         workloads = [WORKLOADS[name] for name in args.workloads]
     for workload in workloads:

@@ -35,12 +35,22 @@ def step_flops(shape: Shape, batches: list[tuple[int, int]], prefix: int, traini
     (gradients of Q, K, V and of the probabilities), so attention x3. Embeddings, norms, activations and the
     head are not counted (they are not GEMMs).
     """
+    projections, attention = step_flops_parts(shape, batches, prefix, training)
+    return projections + attention
+
+
+def step_flops_parts(
+    shape: Shape, batches: list[tuple[int, int]], prefix: int, training: bool
+) -> tuple[float, float]:
+    """``step_flops`` as (projections, attention): the projections always run as GEMM ops (mm/addmm), the
+    attention matmuls only under eager attention (sdpa does them inside its own kernel), so a GEMM-op rate
+    needs the two apart."""
     linear_per_token = 2 * (4 * shape.hidden**2 + 2 * shape.hidden * shape.intermediate)
     linear = attention = 0.0
     for batch, length in batches:
         linear += shape.layers * linear_per_token * batch * length
         attention += shape.layers * 4 * batch * length * (prefix + length) * shape.hidden
-    return 2 * linear + 3 * attention if training else linear + attention
+    return (2 * linear, 3 * attention) if training else (linear, attention)
 
 
 GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}

@@ -1,6 +1,6 @@
-"""Smoke run of benchmarks/speed_compile.py on a 2-layer random BERT and a 16-line SST-2: every code path
-(warm-up, interleaved rounds, summary, result file), traced by Dynamo with the ``eager`` backend so that no
-kernels are built and the run takes seconds. No speed is checked beyond "the run produced it"."""
+"""Smoke run of benchmarks/speed_compile.py on a 2-layer random BERT, on a few SST-2 and CoNLL-2003 lines: every
+code path (warm-up, interleaved rounds, summary, result file), traced by Dynamo with the ``eager`` backend so
+that no kernels are built and the run takes seconds. No speed is checked beyond "the run produced it"."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+from test_speed_packing_smoke import write_data
 from tiny_models import save_tiny_bert
 
 REPO = Path(__file__).resolve().parents[2]
@@ -26,22 +28,26 @@ def _load_speed_compile():
     return module
 
 
-def test_speed_compile_smoke_writes_both_modes_and_the_compile_counts(tmp_path: Path) -> None:
+@pytest.mark.parametrize("task", ["sst2", "conll2003"])
+def test_speed_compile_smoke_writes_both_modes_and_the_compile_counts(task: str, tmp_path: Path) -> None:
     model = save_tiny_bert(tmp_path / "tiny-bert", dropout=0.1)
-    data = tmp_path / "data" / "sst2"
-    data.mkdir(parents=True)
-    rows = ["label\tsentence"] + [f"{i % 2}\ta film {'truly ' * (i % 5)}number {i}" for i in range(16)]
-    for name in ("train.tsv", "dev.tsv"):
-        (data / name).write_text("\n".join(rows) + "\n")
+    write_data(tmp_path / "data")  # SST-2 sentences and CoNLL-2003 sentences of different lengths
     results = tmp_path / "results"
 
     _load_speed_compile().main(
-        ["--smoke", model, "--backend", "eager", "--threads", "1", "--data-root", str(data.parent)]
-        + ["--results-dir", str(results), "--work-dir", str(tmp_path / "work")]
+        ["--smoke", model, "--smoke-task", task, "--backend", "eager", "--threads", "1"]
+        + [
+            "--data-root",
+            str(tmp_path / "data"),
+            "--results-dir",
+            str(results),
+            "--work-dir",
+            str(tmp_path / "w"),
+        ]
     )
 
     result = json.loads((results / "compile-smoke.json").read_text())
-    assert result["backend"] == "eager" and result["threads"] == 1
+    assert result["backend"] == "eager" and result["threads"] == 1 and result["workload"]["task"] == task
     for mode in ("train", "infer"):
         summary = result["summary"][mode]
         assert summary["examples_per_second"]["eager"] > 0 and summary["examples_per_second"]["compiled"] > 0
