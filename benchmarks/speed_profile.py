@@ -51,8 +51,9 @@ from ptuning.core.compilation import CompileStats
 SCOPES = ("collate", "forward", "backward", "optimizer", "prefix build", "mask extension")
 # the GEMM kernels: aten's matmuls (fp32 and bf16 alike) and the fused bias + activation one Inductor may use
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
-# torch's dropout draws with bernoulli_; FastDropout's masks come from randint, i.e. random_
-RANDOM_OPS = ("aten::bernoulli_", "aten::random_")
+# torch's dropout draws with bernoulli_; FastDropout's masks come from randint (random_ in eager, randint
+# itself in a compiled graph)
+RANDOM_OPS = ("aten::bernoulli_", "aten::random_", "aten::randint")
 CHANGES = ("ours", "ours-bf16", PACKED, COMPILED)  # issue 16's changes, each profiled beside ours
 PROFILED = (*CHANGES, "ours-no-dropout", "peft-our-batching", "reference")  # every system of our loop
 MAX_COMPILE_WARMUP = 3  # warm-up rounds of the compiled system at most, while a round still compiles graphs
@@ -254,6 +255,15 @@ def _rate(value: float | None, references: dict[str, float] | None) -> str:
     return f"{value:.0f} ({fp32:.0f} % / {bf16:.0f} %)"
 
 
+def _step_rate(entry: dict[str, Any], references: dict[str, float] | None) -> str:
+    """The unprofiled step's rate; older files have only the profiled one, and say so."""
+    if "gflops_per_second_unprofiled" in entry:
+        return _rate(entry["gflops_per_second_unprofiled"], references)
+    if "gflops_per_second" not in entry or references is None:
+        return "not measured"
+    return _rate(entry["gflops_per_second"], references) + " (profiled)"
+
+
 def render_summary(result: dict[str, Any]) -> list[str]:
     workload, references = result["workload"], result.get("gemm_gflops")
     yardstick = (
@@ -283,7 +293,7 @@ def render_summary(result: dict[str, Any]) -> list[str]:
         lines.append(
             f"| {VARIANT_LABELS.get(name, name)} | {step} | {gemm:.1f} ({100 * gemm / total:.0f} %) | "
             f"{total - gemm:.1f} ({100 * (total - gemm) / total:.0f} %) | "
-            f"{_rate(entry.get('gflops_per_second_unprofiled', entry.get('gflops_per_second')), references)} | "
+            f"{_step_rate(entry, references)} | "
             f"{_rate(entry.get('gemm_op_gflops_per_second'), references)} | {top or 'not measured'} |"
         )
         if "compile" in entry:
