@@ -42,7 +42,8 @@ is measured per system in a fresh subprocess.
     python benchmarks/speed.py --table --update-doc docs/BENCHMARKS.md
 
 This file is only the command line: each question lives in its own module beside it (speed_throughput.py,
-speed_memory.py, speed_profile.py, speed_scaling.py, speed_accuracy.py, speed_time_to_target.py; systems in speed_systems.py, FLOP
+speed_memory.py, speed_profile.py, speed_scaling.py, speed_accuracy.py, speed_time_to_target.py; systems in speed_systems.py
+(ours with --pack-sequences or --compile, for the profile, in speed_variants.py), FLOP
 counting and the fp32 / bf16 GEMM rates in speed_flops.py, shared data and constants in speed_common.py, the
 doc tables in speed_report.py and the findings' targets table in speed_targets.py).
 """

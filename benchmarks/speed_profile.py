@@ -271,9 +271,10 @@ def render_summary(result: dict[str, Any]) -> list[str]:
         if references is None
         else f"; GEMM 2048^3: fp32 {references['fp32']:.0f}, bf16 {references['bf16']:.0f}"
     )
+    threads = f", {result['threads']} threads" if "threads" in result else ""  # older files: not recorded
     lines = [
-        f"#### Profile per change: {workload['name']} (training step, batch {workload['batch_size']}, "
-        f"{result.get('threads', 2)} threads{yardstick} GFLOP/s)",
+        f"#### Profile per change: {workload['name']} (training step, batch {workload['batch_size']}"
+        f"{threads}{yardstick} GFLOP/s)",
         "",
         "| system | ms/step | GEMM ms/step (share) | outside GEMM ops, ms/step (share) | step GFLOP/s (% of fp32 / "
         "bf16 GEMM) | GEMM ops' GFLOP/s (% of fp32 / bf16 GEMM) | top non-GEMM ops, ms/step |",

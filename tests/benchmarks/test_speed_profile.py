@@ -81,7 +81,7 @@ def test_older_profile_files_still_render() -> None:
     assert f"| {gemm:.1f} (" in ours
 
 
-def test_gemm_op_rate_counts_attention_only_where_attention_ran_as_gemms() -> None:
+def test_step_flops_parts_split_the_projections_from_attention() -> None:
     flops = load_benchmark("speed_flops")
     shape = flops.Shape(layers=2, hidden=8, intermediate=16)
     projections, attention = flops.step_flops_parts(shape, [(2, 4)], 3, True)
