@@ -5,7 +5,7 @@ step and of its GEMM ops against the measured fp32 and bf16 GEMM references.
 Profiled by default: ``ours``, ``ours-bf16`` (backbone stored in bf16), ``ours-packed`` (``--pack-sequences``,
 rows of 128) and ``ours-compiled`` (``--compile``: warm-up rounds until a round compiles no new graph, so the
 profile holds no compiling; the start-up is reported beside it), then the other systems of our loop
-(``ours-no-dropout``, and ``peft-our-batching`` and ``reference`` where PEFT runs). Per system, in turn: the
+(``ours-no-dropout``, ``reference``, and ``peft-our-batching`` where PEFT runs). Per system, in turn: the
 warm-up round(s), one timed round without the profiler (the step time), the same batches again under the
 profiler (the breakdown). One process, systems one after the other: run it on an idle machine.
 
@@ -49,7 +49,7 @@ from speed_variants import COMPILED, PACKED, VARIANT_LABELS, build_variant
 from ptuning.core.compilation import CompileStats
 
 SCOPES = ("collate", "forward", "backward", "optimizer", "prefix build", "mask extension")
-# the GEMM kernels: aten's matmuls (fp32 and bf16 alike) and the fused bias + activation one Inductor may use
+# the GEMM kernels: aten's matmuls (fp32 and bf16 alike), and its fused addmm + activation (Inductor can emit it)
 GEMM_OPS = ("aten::mm", "aten::addmm", "aten::bmm", "aten::baddbmm", "aten::_addmm_activation")
 # torch's dropout draws with bernoulli_; FastDropout's masks come from randint (random_ in eager, randint
 # itself in a compiled graph)
