@@ -2,11 +2,13 @@
 
 Reads the quality results of every backbone (``benchmarks/quality.py --backbone ...``), at both budgets, and
 renders the gap P-tuning v2 − fine-tuning per task (mean over seeds of each side's chosen setting) against
-the backbone's size: a PNG and a Markdown table. A backbone or budget without both sides' results is shown as
-"not yet measured". Beside them, the anchors from the P-tuning v2 authors (BERT-large, RoBERTa-large) that a
-citable source gives: ``benchmarks/quality_anchors.json``, each number with its source string.
+the backbone's size: a PNG and Markdown tables. A gap needs both sides' sweeps finished (the chosen setting
+is fixed only then); until each side has all its seeds it is marked partial and has no spread, and a cell
+without it says which sweeps are unfinished. Beside them, the anchors from the P-tuning v2 authors
+(BERT-large, RoBERTa-large) that a citable source gives: ``benchmarks/quality_anchors.json``, each number with
+its source. The same command renders the learning curves behind the gaps (``quality_curves.py``).
 
-    python benchmarks/quality_scaling.py                                   # table to stdout, PNG written
+    python benchmarks/quality_scaling.py                                   # tables to stdout, PNGs written
     python benchmarks/quality_scaling.py --update-doc docs/RESULTS.md      # and into the doc
 """
 
