@@ -26,6 +26,7 @@ METHODS = ("finetune", "ptuning-v2")
 # A change of less than this many points between evaluations is read as no change: SST-2's dev set has 872
 # examples (one is 0.11 points) and the seed spread of a chosen setting is about one point.
 STEP_POINTS = 0.5
+LONGER_ABLATIONS = ("double-epochs", "quadruple-epochs")  # quality.py's ablations that lengthen the schedule
 MAX_SHOWN_EVALS = 6  # the table shows at most this many evaluations of a curve (first and last included)
 
 
@@ -119,9 +120,51 @@ def collect(results_root: Path = quality.RESULTS_DIR) -> list[dict[str, Any]]:
                     curve = mean_curve(found["runs"], budget) if found else []
                     entries.append(
                         {"scale": scale, "task": task, "backbone": name, "method": method, "found": found,
-                         "curve": curve, "sweep": len(bench.sweeps[method])}
+                         "curve": curve, "sweep": len(bench.sweeps[method]),
+                         "longer": longer_runs(bench, task, method, found)}
                     )  # fmt: skip
     return entries
+
+
+def longer_runs(
+    bench: quality.Bench, task: str, method: str, found: dict[str, Any] | None
+) -> dict[int, dict[str, Any] | None] | None:
+    """{epochs factor: run or None (pending)} of the longer-schedule ablations (epochs x2 / x4 of the chosen
+    setting, seed 42): the direct test of under-training, since the learning rate decays linearly to zero over
+    every budget and so flattens the end of any curve. None where those ablations are not cells (other
+    methods, tasks and budgets); a run not there yet (or waiting for the sweep) is None."""
+    names = [n for n in LONGER_ABLATIONS if n in quality.ablations_for(task, bench.ablation_names)]
+    if bench.scale == "large" or not names or method not in quality.ablation_methods(names[0]):
+        return None
+    records = bench.records(task)
+    budget_id = bench.budget_id(task)
+    runs = {}
+    for name in names:
+        for change in quality.ablation_changes(name, bench.spec.num_layers):
+            if found is None or found["provisional"]:  # its cell waits for the sweep
+                runs[change["epochs_factor"]] = None
+                continue
+            setting = {**found["setting"], **change}
+            key = quality.run_key(task, method, setting, quality.SWEEP_SEED, budget_id)
+            runs[change["epochs_factor"]] = quality.find_run(records, key)
+    return runs
+
+
+def format_longer(entry: dict[str, Any]) -> str:
+    """'x2: 82.2 (+2.0) · x4: 82.6 (+2.4)': each longer run's best dev score and its difference from the
+    seed-42 run of the chosen setting at the budget's own length."""
+    if entry["longer"] is None:
+        return "–"
+    budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
+    parts = []
+    for factor, run in sorted(entry["longer"].items()):
+        if run is None:
+            parts.append(f"x{factor}: pending")
+            continue
+        base = next(r for r in entry["found"]["runs"] if r["seed"] == quality.SWEEP_SEED)
+        score = quality.dev_score(run, budget)
+        parts.append(f"x{factor}: {score:.1f} ({score - quality.dev_score(base, budget):+.1f})")
+    return " · ".join(parts)
 
 
 def format_setting(found: dict[str, Any]) -> str:
@@ -139,12 +182,14 @@ def render_table(entries: list[dict[str, Any]]) -> str:
         f"{MAX_SHOWN_EVALS} evenly spaced epochs). 'end of curve': peaked = the best came earlier and the last "
         f"epoch is at least {STEP_POINTS} points below it; still rising = not peaked, and the last epoch gained at "
         f"least {STEP_POINTS} points over the last third of training (against the epoch two thirds of the way "
-        "in): under-trained at this budget; flat = neither (a ceiling for that setting and budget). "
-        "A provisional setting is the best of an unfinished sweep. The test-scored tasks (CoNLL) report test at "
+        "in): under-trained at this budget; flat = neither. The learning rate decays linearly to zero over every "
+        "budget, so a flat end is partly the schedule, not proof of a ceiling: 'longer schedule' gives the "
+        "ablations that train the same setting 2x / 4x as long (seed 42; best dev, and its difference from the "
+        "seed-42 run at the budget's length), the direct test. A provisional setting is the best of an unfinished sweep. The test-scored tasks (CoNLL) report test at "
         "the best dev epoch; their curves are dev.",
         "",
-        "| task | budget | backbone | method | setting | seeds | dev by epoch | end of curve |",
-        "|---|---|---|---|---|---|---|---|",
+        "| task | budget | backbone | method | setting | seeds | dev by epoch | end of curve | longer schedule |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in entries:
         budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
@@ -155,14 +200,17 @@ def render_table(entries: list[dict[str, Any]]) -> str:
         )
         found = entry["found"]
         if found is None:
-            lines.append(f"{head} pending (sweep 0/{entry['sweep']}) | 0 | – | – |")
+            lines.append(f"{head} pending (sweep 0/{entry['sweep']}) | 0 | – | – | {format_longer(entry)} |")
             continue
         if not entry["curve"]:
-            lines.append(f"{head} {format_setting(found)} | {len(found['runs'])} | no curve recorded | – |")
+            lines.append(
+                f"{head} {format_setting(found)} | {len(found['runs'])} | no curve recorded | – | "
+                f"{format_longer(entry)} |"
+            )
             continue
         lines.append(
             f"{head} {format_setting(found)} | {len(found['runs'])} | {shown_points(entry['curve'])} | "
-            f"{verdict(entry['curve'])} |"
+            f"{verdict(entry['curve'])} | {format_longer(entry)} |"
         )
     return "\n".join(lines) + "\n"
 
@@ -183,6 +231,7 @@ def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
                ("mpnet", "finetune"): "C2", ("mpnet", "ptuning-v2"): "C3"}  # fmt: skip
     for axis, (scale, task) in zip(axes.flat, panels, strict=False):
         pending = []
+        budget = (quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS)[task]
         for entry in (e for e in entries if (e["scale"], e["task"]) == (scale, task)):
             label = f"{entry['backbone']} {'FT' if entry['method'] == 'finetune' else 'PT-2'}"
             if not entry["curve"]:
@@ -202,7 +251,18 @@ def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
             )
             if seeds > 1:
                 axis.fill_between(epochs, lows, highs, color=colour, alpha=0.15)
-        budget = (quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS)[task]
+            for factor, run in sorted((entry["longer"] or {}).items()):
+                longer = mean_curve([run], budget) if run else []
+                if longer:
+                    axis.plot(
+                        [epoch for epoch, *_ in longer],
+                        [mean for _, mean, *_ in longer],
+                        ":",
+                        linewidth=1,
+                        color=colour,
+                        alpha=0.5 + 0.25 * (factor > 2),
+                        label=f"{label} x{factor} (seed 42)",
+                    )
         axis.set_title(f"{budget.label}, {SCALES[scale]}", fontsize=9)
         axis.set_xlabel("epoch", fontsize=8)
         axis.set_ylabel(f"dev {budget.metrics[0]} (%)", fontsize=8)
@@ -214,7 +274,7 @@ def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
         axis.axis("off")
     figure.suptitle(
         "dev curves of the chosen setting: line = mean over seeds, band = min..max; dashed = provisional (best of "
-        "an unfinished sweep)",
+        "an unfinished sweep); dotted = the same setting trained 2x / 4x as long (ablations, seed 42)",
         fontsize=9,
     )
     figure.tight_layout()

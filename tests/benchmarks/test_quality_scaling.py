@@ -58,7 +58,7 @@ def sweep(quality, method: str, scores: list[float], curves: list[list[float]] |
 @pytest.fixture
 def results_root(tmp_path) -> tuple[object, Path]:
     """MiniLM (the root): SST-2 complete, FT 86/85/87 and PT-2 80/78/82 at their chosen settings (so a gap of
-    -6.0, spread sqrt(1 + 4)). MPNet: SST-2 partial, FT 93/91/92 and PT-2 88 (one seed: gap -4.0);
+    -6.0, spread sqrt(1 + 4)), and PT-2's epochs x2 ablation at 84. MPNet: SST-2 partial, FT 93/91/92 and PT-2 88 (one seed: gap -4.0);
     CoNLL-2004 half-swept (P-tuning v2 2 of 4 settings, fine-tuning none). Nothing else has run."""
     quality = load_benchmark("quality")
     (tmp_path / "mpnet").mkdir()
@@ -85,6 +85,11 @@ def results_root(tmp_path) -> tuple[object, Path]:
     write_runs(quality, minilm, "sst2", "ptuning-v2", [
         {"setting": pt2_chosen, "seed": 43, "score": 0.78, "curve": [0.72, 0.78, 0.78]},
         {"setting": pt2_chosen, "seed": 44, "score": 0.82, "curve": [0.76, 0.82, 0.82]},
+    ])  # fmt: skip
+
+    longer = {**pt2_chosen, "epochs_factor": 2}  # the epochs x2 ablation; x4 has not run
+    write_runs(quality, minilm, "sst2", "ptuning-v2", [
+        {"setting": longer, "score": 0.84, "curve": [0.74, 0.80, 0.82, 0.84, 0.84, 0.84]},
     ])  # fmt: skip
 
     write_runs(quality, mpnet, "sst2", "finetune", sweep(quality, "finetune", [0.90, 0.93, 0.89, 0.88]))
@@ -184,11 +189,11 @@ def test_curves_average_the_chosen_setting_over_seeds_and_mark_provisional_setti
     table = curves.render_table(list(entries.values()))
     assert (
         "| SST-2 | 1x budget | 22.6 M (minilm) | fine-tuning | lr 0.0001 | 3 | 1: 80.0 · 2: 85.0 · 3: 86.0 | "
-        "still rising (+1.0 since epoch 2) |"
+        "still rising (+1.0 since epoch 2) | – |"
     ) in table
     assert (
         "| SST-2 | 1x budget | 22.6 M (minilm) | P-tuning v2 | lr 0.03, P 16 | 3 | 1: 74.0 · 2: 80.0 · 3: 80.0 | "
-        "flat (+0.0 since epoch 2) |"
+        "flat (+0.0 since epoch 2) | x2: 84.0 (+4.0) · x4: pending |"
     ) in table
     assert (
         "| CoNLL-2004 | 1x budget | 109.5 M (mpnet) | P-tuning v2 | lr 0.005, P 16 (provisional: best of sweep "
