@@ -27,7 +27,9 @@ from doc_tables import replace_between_markers
 
 FIGURE = quality.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
-SCALES = {"full": "1x budget", "large": "larger budget"}
+SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
+COMPARED = ("ptuning-v2", "finetune")
+SEEDS_PER_SIDE = 1 + len(quality.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
 ANCHORS_FILE = Path(__file__).with_name("quality_anchors.json")
 ANCHOR_MODELS = ("BERT-large", "RoBERTa-large")
 ANCHOR_METHODS = ("finetune", "ptuning-v2")
@@ -65,10 +67,6 @@ def format_anchor(anchors: dict[tuple[str, str, str], dict[str, Any]], model: st
     if ft:
         return f"FT {ft['value']:.1f} (no PT-2 anchor)"
     return "–"
-
-
-COMPARED = ("ptuning-v2", "finetune")
-SEEDS_PER_SIDE = 1 + len(quality.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
 
 
 def sweep_progress(bench: quality.Bench, task: str, method: str) -> tuple[int, int]:
@@ -170,6 +168,7 @@ def format_change(small: dict[str, Any], large: dict[str, Any]) -> str:
 
 
 def format_side(point: dict[str, Any], method: str) -> str:
+    """A detail cell: one side's mean (min–max over seeds), or why it has none yet."""
     if point["status"] == "pending":
         done, total = point["sweeps"][method]
         return f"pending (sweep {done}/{total})" if done < total else "chosen, waiting for the other side"
