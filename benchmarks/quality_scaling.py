@@ -102,20 +102,26 @@ def gap(bench: quality.Bench, task: str) -> dict[str, Any]:
     min..max over its seeds."""
     sides = {method: side_scores(bench, task, method) for method in COMPARED}
     ours, theirs = (sides[method]["scores"] for method in COMPARED)
-    point: dict[str, Any] = {"sweeps": {method: sides[method]["sweep"] for method in COMPARED}}
+    point: dict[str, Any] = {
+        "sweeps": {method: sides[method]["sweep"] for method in COMPARED},
+        "seeds": (len(ours), len(theirs)),
+        "ranges": {method: _range(sides[method]["scores"]) for method in COMPARED},
+        "ptuning_v2": statistics.mean(ours) if ours else None,
+        "finetune": statistics.mean(theirs) if theirs else None,
+    }
     if not ours or not theirs:
-        return {**point, "status": "pending", "gap": None, "spread": None, "seeds": (len(ours), len(theirs))}
+        return {**point, "status": "pending", "gap": None, "spread": None}
     complete = len(ours) >= SEEDS_PER_SIDE and len(theirs) >= SEEDS_PER_SIDE
     return {
         **point,
         "status": "complete" if complete else "partial",
         "gap": statistics.mean(ours) - statistics.mean(theirs),
         "spread": math.sqrt(statistics.variance(ours) + statistics.variance(theirs)) if complete else None,
-        "seeds": (len(ours), len(theirs)),
-        "ptuning_v2": statistics.mean(ours),
-        "finetune": statistics.mean(theirs),
-        "ranges": {"ptuning-v2": (min(ours), max(ours)), "finetune": (min(theirs), max(theirs))},
     }
+
+
+def _range(scores: list[float]) -> tuple[float, float] | None:
+    return (min(scores), max(scores)) if scores else None
 
 
 def bench_of(name: str, scale: str, results_root: Path = quality.RESULTS_DIR) -> quality.Bench:
@@ -168,11 +174,11 @@ def format_change(small: dict[str, Any], large: dict[str, Any]) -> str:
 
 
 def format_side(point: dict[str, Any], method: str) -> str:
-    """A detail cell: one side's mean (min–max over seeds), or why it has none yet."""
-    if point["status"] == "pending":
-        done, total = point["sweeps"][method]
-        return f"pending (sweep {done}/{total})" if done < total else "chosen, waiting for the other side"
+    """A detail cell: one side's mean (min–max over seeds), or how far its sweep is."""
     mean = point["ptuning_v2" if method == "ptuning-v2" else "finetune"]
+    if mean is None:
+        done, total = point["sweeps"][method]
+        return f"pending (sweep {done}/{total})"
     low, high = point["ranges"][method]
     seeds = point["seeds"][COMPARED.index(method)]
     return f"{mean:.1f}" if seeds == 1 else f"{mean:.1f} ({low:.1f}–{high:.1f})"
@@ -333,14 +339,14 @@ def render_figure(
 
 
 def render_anchor_panel(axis, points, anchors, colours) -> None:
-    """P-tuning v2's absolute 1x score on our backbones, and the authors' P-tuning v2 scores (their protocol)
-    on theirs, in order of size: what the anchors are, with no fine-tuning side invented."""
+    """P-tuning v2's absolute 1x score on our backbones (mean over its seeds so far, once its sweep is done),
+    and the authors' P-tuning v2 scores (their protocol) on theirs, in order of size: what the anchors are, with no fine-tuning side invented."""
     positions = list(quality.BACKBONES) + list(ANCHOR_MODELS)
     for task in quality.TASK_ORDER:
         ours = [
             (index, points[(name, "full")][task]["ptuning_v2"])
             for index, name in enumerate(quality.BACKBONES)
-            if points[(name, "full")][task]["gap"] is not None
+            if points[(name, "full")][task]["ptuning_v2"] is not None
         ]
         theirs = [
             (len(quality.BACKBONES) + index, anchors[(model, task, "ptuning-v2")]["value"])

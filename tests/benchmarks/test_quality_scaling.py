@@ -59,7 +59,8 @@ def sweep(quality, method: str, scores: list[float], curves: list[list[float]] |
 def results_root(tmp_path) -> tuple[object, Path]:
     """MiniLM (the root): SST-2 complete, FT 86/85/87 and PT-2 80/78/82 at their chosen settings (so a gap of
     -6.0, spread sqrt(1 + 4)), and PT-2's epochs x2 ablation at 84. MPNet: SST-2 partial, FT 93/91/92 and PT-2 88 (one seed: gap -4.0);
-    CoNLL-2004 half-swept (P-tuning v2 2 of 4 settings, fine-tuning none). Nothing else has run."""
+    CoNLL-2004 half-swept (P-tuning v2 2 of 4 settings, fine-tuning none); RTE one-sided (P-tuning v2's sweep
+    done, best 60, fine-tuning none). Nothing else has run."""
     quality = load_benchmark("quality")
     (tmp_path / "mpnet").mkdir()
     minilm = quality.Bench(results_dir=tmp_path, model="minilm", backbone="minilm")
@@ -98,6 +99,9 @@ def results_root(tmp_path) -> tuple[object, Path]:
         {"setting": quality.SWEEPS["finetune"][1], "seed": 44, "score": 0.92, "curve": [0.9, 0.92, 0.92]},
     ])  # fmt: skip
     write_runs(quality, mpnet, "sst2", "ptuning-v2", sweep(quality, "ptuning-v2", [0.87, 0.88, 0.51, 0.50]))
+    write_runs(
+        quality, mpnet, "superglue-rte", "ptuning-v2", sweep(quality, "ptuning-v2", [0.55, 0.60, 0.52, 0.50])
+    )
     conll_curves = [[0.5, 0.6, 0.7, 0.72, 0.71], [0.4, 0.5, 0.5, 0.5, 0.5]]
     write_runs(
         quality, mpnet, "conll2004", "ptuning-v2", sweep(quality, "ptuning-v2", [0.71, 0.5], conll_curves)
