@@ -2,11 +2,13 @@
 
 Reads the quality results of every backbone (``benchmarks/quality.py --backbone ...``), at both budgets, and
 renders the gap P-tuning v2 − fine-tuning per task (mean over seeds of each side's chosen setting) against
-the backbone's size: a PNG and a Markdown table. A backbone or budget without both sides' results is shown as
-"not yet measured". Beside them, the anchors from the P-tuning v2 authors (BERT-large, RoBERTa-large) that a
-citable source gives: ``benchmarks/quality_anchors.json``, each number with its source string.
+the backbone's size: a PNG and Markdown tables. A gap needs both sides' sweeps finished (the chosen setting
+is fixed only then); until each side has all its seeds it is marked partial and has no spread, and a cell
+without it says which sweeps are unfinished. Beside them, the anchors from the P-tuning v2 authors
+(BERT-large, RoBERTa-large) that a citable source gives: ``benchmarks/quality_anchors.json``, each number with
+its source. The same command renders the learning curves behind the gaps (``quality_curves.py``).
 
-    python benchmarks/quality_scaling.py                                   # table to stdout, PNG written
+    python benchmarks/quality_scaling.py                                   # tables to stdout, PNGs written
     python benchmarks/quality_scaling.py --update-doc docs/RESULTS.md      # and into the doc
 """
 
@@ -20,11 +22,14 @@ from pathlib import Path
 from typing import Any
 
 import quality
+import quality_curves
 from doc_tables import replace_between_markers
 
 FIGURE = quality.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
-SCALES = {"full": "1x budget", "large": "larger budget"}
+SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
+COMPARED = ("ptuning-v2", "finetune")
+SEEDS_PER_SIDE = 1 + len(quality.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
 ANCHORS_FILE = Path(__file__).with_name("quality_anchors.json")
 ANCHOR_MODELS = ("BERT-large", "RoBERTa-large")
 ANCHOR_METHODS = ("finetune", "ptuning-v2")
@@ -64,37 +69,74 @@ def format_anchor(anchors: dict[tuple[str, str, str], dict[str, Any]], model: st
     return "–"
 
 
-def gap(bench: quality.Bench, task: str) -> dict[str, Any] | None:
-    """P-tuning v2 − fine-tuning (primary metric, percent) at each side's chosen setting; None until both
-    sides have at least one seed. ``spread`` is the standard deviation of a one-seed difference,
-    sqrt(sd_pt2^2 + sd_ft^2), from the seed standard deviations (None with fewer than two seeds a side)."""
-    metric = bench.budgets[task].metrics[0]
-    sides = [quality.method_result(bench, task, method) for method in ("ptuning-v2", "finetune")]
-    if any(side is None or not side["scores"][metric] for side in sides):
-        return None
-    ours, theirs = (side["scores"][metric] for side in sides)
-    spread = (
-        math.sqrt(statistics.variance(ours) + statistics.variance(theirs))
-        if len(ours) > 1 and len(theirs) > 1
-        else None
+def sweep_progress(bench: quality.Bench, task: str, method: str) -> tuple[int, int]:
+    """(finished, total) runs of the method's seed-42 sweep at the bench's scale."""
+    records = bench.records(task)
+    budget_id = bench.budget_id(task)
+    sweep = bench.sweeps[method]
+    done = sum(
+        quality.find_run(records, quality.run_key(task, method, s, quality.SWEEP_SEED, budget_id)) is not None
+        for s in sweep
     )
+    return done, len(sweep)
+
+
+def side_scores(bench: quality.Bench, task: str, method: str) -> dict[str, Any]:
+    """One side of the gap: its chosen setting's primary scores over the seeds that finished (``scores``, empty
+    while the sweep is unfinished) and how far its sweep is (``sweep``: finished, total)."""
+    metric = bench.budgets[task].metrics[0]
+    result = quality.method_result(bench, task, method)
     return {
-        "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": spread,
-        "seeds": (len(ours), len(theirs)),
-        "ptuning_v2": statistics.mean(ours),
-        "finetune": statistics.mean(theirs),
+        "scores": list(result["scores"][metric]) if result else [],
+        "sweep": sweep_progress(bench, task, method),
     }
 
 
-def collect(results_root: Path = quality.RESULTS_DIR) -> dict[tuple[str, str], dict[str, Any]]:
-    """{(backbone, scale): {task: gap or None}} for every backbone and budget scale."""
+def gap(bench: quality.Bench, task: str) -> dict[str, Any]:
+    """P-tuning v2 − fine-tuning (primary metric, points) at each side's chosen setting.
+
+    ``status`` says what the number may be read as: "pending" (a side's sweep is unfinished, so its chosen
+    setting is not known yet: no gap), "partial" (both chosen, fewer than all seeds on a side: gap of the means
+    so far, no spread) or "complete" (all seeds on both sides). ``spread`` is the standard deviation of a
+    one-seed difference, sqrt(sd_PT2² + sd_FT²), given only when complete; ``ranges`` holds each side's
+    min..max over its seeds."""
+    sides = {method: side_scores(bench, task, method) for method in COMPARED}
+    ours, theirs = (sides[method]["scores"] for method in COMPARED)
+    point: dict[str, Any] = {
+        "sweeps": {method: sides[method]["sweep"] for method in COMPARED},
+        "seeds": (len(ours), len(theirs)),
+        "ranges": {method: _range(sides[method]["scores"]) for method in COMPARED},
+        "ptuning_v2": statistics.mean(ours) if ours else None,
+        "finetune": statistics.mean(theirs) if theirs else None,
+    }
+    if not ours or not theirs:
+        return {**point, "status": "pending", "gap": None, "spread": None}
+    complete = len(ours) >= SEEDS_PER_SIDE and len(theirs) >= SEEDS_PER_SIDE
+    return {
+        **point,
+        "status": "complete" if complete else "partial",
+        "gap": statistics.mean(ours) - statistics.mean(theirs),
+        "spread": math.sqrt(statistics.variance(ours) + statistics.variance(theirs)) if complete else None,
+    }
+
+
+def _range(scores: list[float]) -> tuple[float, float] | None:
+    return (min(scores), max(scores)) if scores else None
+
+
+def bench_of(name: str, scale: str, results_root: Path = quality.RESULTS_DIR) -> quality.Bench:
+    spec = quality.BACKBONES[name]
+    return quality.Bench(
+        results_dir=results_root / spec.results_subdir, model=spec.model, scale=scale, backbone=name
+    )
+
+
+def collect(results_root: Path = quality.RESULTS_DIR) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+    """{(backbone, scale): {task: gap}} for every backbone and budget scale (pending ones included)."""
     points = {}
-    for name, spec in quality.BACKBONES.items():
+    for name in quality.BACKBONES:
         for scale in SCALES:
-            bench = quality.Bench(
-                results_dir=results_root / spec.results_subdir, model=spec.model, scale=scale, backbone=name
-            )
+            bench = bench_of(name, scale, results_root)
             points[(name, scale)] = {task: gap(bench, task) for task in tasks_of(scale)}
     return points
 
@@ -104,58 +146,134 @@ def tasks_of(scale: str) -> list[str]:
     return [t for t in quality.TASK_ORDER if t in budgets]
 
 
-def format_gap(point: dict[str, Any] | None) -> str:
-    if point is None:
-        return "not yet measured"
-    spread = "" if point["spread"] is None else f" ± {point['spread']:.1f}"
-    seeds = "/".join(map(str, point["seeds"]))
-    return (
-        f"{point['gap']:+.1f}{spread} ({point['ptuning_v2']:.1f} vs {point['finetune']:.1f}; {seeds} seeds)"
-    )
+def format_pending(point: dict[str, Any]) -> str:
+    """Which side's sweep holds the gap back, e.g. 'pending (sweeps: PT-2 3/4, FT 2/4)'."""
+    short = {"ptuning-v2": "PT-2", "finetune": "FT"}
+    unfinished = [
+        f"{short[method]} {done}/{total}" for method, (done, total) in point["sweeps"].items() if done < total
+    ]
+    return f"pending (sweeps: {', '.join(unfinished)})" if unfinished else "pending"
+
+
+def format_gap(point: dict[str, Any]) -> str:
+    """The summary cell: '-5.4 ± 1.2' complete, '-3.8 (1/1 seeds)' partial, 'pending (sweeps: ...)'."""
+    if point["status"] == "pending":
+        return format_pending(point)
+    if point["status"] == "partial":
+        return f"{point['gap']:+.1f} ({'/'.join(map(str, point['seeds']))} seeds)"
+    return f"{point['gap']:+.1f} ± {point['spread']:.1f}"
+
+
+def format_change(small: dict[str, Any], large: dict[str, Any]) -> str:
+    """How the gap moved from the smaller to the larger backbone (positive: it closed); pending until both
+    gaps exist, and marked when either is partial."""
+    if small["gap"] is None or large["gap"] is None:
+        return "pending"
+    partial = " (partial)" if "partial" in (small["status"], large["status"]) else ""
+    return f"{large['gap'] - small['gap']:+.1f}{partial}"
+
+
+def format_side(point: dict[str, Any], method: str) -> str:
+    """A detail cell: one side's mean (min–max over seeds), or how far its sweep is."""
+    mean = point["ptuning_v2" if method == "ptuning-v2" else "finetune"]
+    if mean is None:
+        done, total = point["sweeps"][method]
+        return f"pending (sweep {done}/{total})"
+    low, high = point["ranges"][method]
+    seeds = point["seeds"][COMPARED.index(method)]
+    return f"{mean:.1f}" if seeds == 1 else f"{mean:.1f} ({low:.1f}–{high:.1f})"
 
 
 def render_table(
-    points: dict[tuple[str, str], dict[str, Any]], anchors: dict[tuple[str, str, str], dict[str, Any]]
+    points: dict[tuple[str, str], dict[str, dict[str, Any]]],
+    anchors: dict[tuple[str, str, str], dict[str, Any]],
 ) -> str:
-    columns = [(name, scale) for name in quality.BACKBONES for scale in SCALES]
-    header = ["task"] + [
-        f"{quality.BACKBONES[name].params_millions:g} M ({name}), {SCALES[scale]}" for name, scale in columns
-    ]
-    header += [f"authors: {model}" for model in ANCHOR_MODELS]
+    """The summary (gap per task, backbone and budget, and its change with size), the detail behind it (each
+    side's mean and min–max over seeds) and the authors' anchors (P-tuning v2 only: no gap)."""
+    small, large = quality.BACKBONES  # the two scale points, smaller first
+    names = {name: f"{spec.params_millions:g} M ({name})" for name, spec in quality.BACKBONES.items()}
+    header = ["task"]
+    for scale in SCALES:
+        header += [f"{names[small]}, {SCALES[scale]}", f"{names[large]}, {SCALES[scale]}", "change"]
     lines = [
-        "P-tuning v2 − fine-tuning, primary metric in points (P-tuning v2 vs fine-tuning means; seeds of each "
-        "side). ± is the standard deviation of a one-seed difference, sqrt(sd_PT2² + sd_FT²). "
-        "The larger budget covers the four tasks MiniLM can learn.",
+        "**Gap P-tuning v2 − fine-tuning** (primary metric, points; mean over seeds of each side's chosen "
+        f"setting). ± is the standard deviation of a one-seed difference, sqrt(sd_PT2² + sd_FT²), given only when "
+        f"both sides have all {SEEDS_PER_SIDE} seeds; '(1/1 seeds)' marks a partial gap (seeds of each side so "
+        "far, no spread). 'pending' names the unfinished sweeps (no side is compared before its setting is "
+        f"chosen). 'change' = gap at {names[large]} − gap at {names[small]}: positive means the gap closed with "
+        "size. The larger budget covers the four tasks MiniLM can learn ('–': not part of that budget).",
         "",
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
     for task in quality.TASK_ORDER:
         row = [quality.BUDGETS[task].label]
-        for name, scale in columns:
-            row.append(format_gap(points[(name, scale)][task]) if task in points[(name, scale)] else "–")
-        row += [format_anchor(anchors, model, task) for model in ANCHOR_MODELS]
+        for scale in SCALES:
+            if task not in points[(small, scale)]:
+                row += ["–", "–", "–"]
+                continue
+            one, two = points[(small, scale)][task], points[(large, scale)][task]
+            row += [format_gap(one), format_gap(two), format_change(one, two)]
         lines.append("| " + " | ".join(row) + " |")
-    sources = sorted({anchor["source"] for anchor in anchors.values()})
-    methods = {method for _, _, method in anchors}
-    lines += [
-        "",
-        f"Authors' columns ({ANCHORS_FILE.name}: every number beside its source): the P-tuning v2 authors' "
-        "reimplemented P-tuning v2 scores on BERT-large / RoBERTa-large under their own protocol (10 to 120 "
-        "epochs per task), far from our budgets; compare the gap and its trend, not absolute scores. '–': no anchor for that task and model.",
-    ]
-    if "finetune" not in methods:
-        lines[-1] += (
-            " No fine-tuning (FT) anchor was found in a source readable from this machine (the paper's tables, "
-            "arXiv 2110.07602, could not be read here, and none is written from memory), so the authors' columns "
-            "give P-tuning v2's (PT-2) score, not a gap."
-        )
-    if sources:
-        lines[-1] += " Sources: " + "; ".join(sources) + "."
+    lines += ["", *render_detail(points), "", *render_anchors(anchors)]
     return "\n".join(lines) + "\n"
 
 
-def render_figure(points: dict[tuple[str, str], dict[str, Any]], path: Path) -> None:
+def render_detail(points: dict[tuple[str, str], dict[str, dict[str, Any]]]) -> list[str]:
+    lines = [
+        "Each side behind the gaps: mean (min–max over seeds) of the primary metric at the chosen setting.",
+        "",
+        "| task | backbone | budget | P-tuning v2 | fine-tuning | seeds (PT-2/FT) |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in quality.TASK_ORDER:
+        for scale in SCALES:
+            for name, spec in quality.BACKBONES.items():
+                point = points[(name, scale)].get(task)
+                if point is None:
+                    continue
+                lines.append(
+                    f"| {quality.BUDGETS[task].label} | {spec.params_millions:g} M ({name}) | {SCALES[scale]} | "
+                    f"{format_side(point, 'ptuning-v2')} | {format_side(point, 'finetune')} | "
+                    f"{'/'.join(map(str, point['seeds']))} |"
+                )
+    return lines
+
+
+def render_anchors(anchors: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
+    header = ["task"] + [f"authors: {model}" for model in ANCHOR_MODELS]
+    lines = [
+        "**The authors' anchors** (P-tuning v2 authors' reimplementation on BERT-large / RoBERTa-large under "
+        "their own protocol, 10 to 120 epochs per task: far from our budgets, so compare trends, not absolute "
+        "scores):",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+    ]
+    for task in quality.TASK_ORDER:
+        row = [quality.BUDGETS[task].label] + [format_anchor(anchors, model, task) for model in ANCHOR_MODELS]
+        lines.append("| " + " | ".join(row) + " |")
+    sources = sorted({anchor["source"] for anchor in anchors.values()})
+    methods = {method for _, _, method in anchors}
+    note = f"{ANCHORS_FILE.name}: every number beside its source. '–': no anchor for that task and model."
+    if "finetune" not in methods:
+        note += (
+            " No fine-tuning (FT) anchor was found in a source readable from this machine (the paper's tables, "
+            "arXiv 2110.07602, could not be read here, and none is written from memory), so these columns "
+            "give P-tuning v2's (PT-2) score, not a gap."
+        )
+    if sources:
+        note += " Sources: " + "; ".join(sources) + "."
+    return [*lines, "", note]
+
+
+def render_figure(
+    points: dict[tuple[str, str], dict[str, dict[str, Any]]],
+    anchors: dict[tuple[str, str, str], dict[str, Any]],
+    path: Path,
+) -> None:
+    """Gap vs backbone size per budget (filled: all seeds, bar = sd of a one-seed difference; hollow: partial;
+    pending tasks listed at their size), and P-tuning v2's own 1x score beside the authors' anchors."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -163,33 +281,38 @@ def render_figure(points: dict[tuple[str, str], dict[str, Any]], path: Path) -> 
     from matplotlib.ticker import NullLocator
 
     sizes = {name: spec.params_millions for name, spec in quality.BACKBONES.items()}
-    colours = {task: f"C{index}" for index, task in enumerate(quality.TASK_ORDER)}  # the same in both panels
-    figure, axes = plt.subplots(1, len(SCALES), figsize=(12, 4.8), sharey=True)
-    for axis, scale in zip(axes, SCALES, strict=True):
+    colours = {task: f"C{index}" for index, task in enumerate(quality.TASK_ORDER)}  # the same in every panel
+    figure, axes = plt.subplots(1, len(SCALES) + 1, figsize=(17, 5.4))
+    for axis, scale in zip(axes, SCALES, strict=False):
         for task in tasks_of(scale):
             measured = [
                 (sizes[name], points[(name, scale)][task])
                 for name in quality.BACKBONES
-                if points[(name, scale)].get(task) is not None
+                if points[(name, scale)][task]["gap"] is not None
             ]
             if not measured:
                 continue
-            xs = [x for x, _ in measured]
-            ys = [p["gap"] for _, p in measured]
-            errors = [p["spread"] or 0.0 for _, p in measured]
-            axis.errorbar(
-                xs,
-                ys,
-                yerr=errors,
-                marker="o",
-                capsize=3,
-                color=colours[task],
-                label=quality.BUDGETS[task].label,
-            )
+            xs, ys = [x for x, _ in measured], [p["gap"] for _, p in measured]
+            axis.plot(xs, ys, color=colours[task], linewidth=1)
+            for index, (x, point) in enumerate(measured):
+                complete = point["status"] == "complete"
+                axis.errorbar(
+                    [x], [point["gap"]], yerr=[point["spread"] or 0.0], marker="o", capsize=3,
+                    color=colours[task], markerfacecolor=colours[task] if complete else "white",
+                    label=quality.BUDGETS[task].label if index == 0 else None,
+                )  # fmt: skip
         for name, size in sizes.items():
-            if all(point is None for point in points[(name, scale)].values()):
+            pending = [
+                quality.BUDGETS[task].label
+                for task in tasks_of(scale)
+                if points[(name, scale)][task]["status"] == "pending"
+            ]
+            if pending:
                 axis.axvline(size, color="grey", linestyle=":", linewidth=1)
-                axis.text(size, -20, f" {size:g} M ({name}):\n not yet measured", color="grey", fontsize=8)
+                axis.text(
+                    size, 0.02, f" pending at {size:g} M:\n " + "\n ".join(pending), color="grey", fontsize=7,
+                    transform=axis.get_xaxis_transform(), verticalalignment="bottom",
+                )  # fmt: skip
         axis.axhline(0.0, color="black", linewidth=0.8)
         axis.axhline(-1.0, color="black", linewidth=0.8, linestyle="--")
         axis.set_xscale("log")
@@ -197,19 +320,56 @@ def render_figure(points: dict[tuple[str, str], dict[str, Any]], path: Path) -> 
         axis.xaxis.set_minor_locator(NullLocator())
         axis.set_xticks(list(sizes.values()))
         axis.set_xticklabels([f"{size:g} M\n{name}" for name, size in sizes.items()])
-        axis.set_title(f"{SCALES[scale]}")
+        axis.set_title(f"PT-2 − FT, {SCALES[scale]}")
         axis.set_xlabel("backbone parameters")
-        axis.legend(fontsize=8, loc="lower right")
-    axes[0].set_ylabel("P-tuning v2 − fine-tuning (points)")
+        axis.set_ylabel("P-tuning v2 − fine-tuning (points)")
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=7, loc="upper right")
+    render_anchor_panel(axes[-1], points, anchors, colours)
     note = (
-        "dashed: the target (within 1 point); bars: sd of a one-seed difference; the authors' anchors are not "
-        "drawn (no fine-tuning anchor found, so no gap)"
+        "dashed: the target (within 1 point); filled: all seeds, bar = sd of a one-seed difference; hollow: "
+        "partial (fewer seeds, no bar); the authors' anchors are P-tuning v2 scores only (no fine-tuning anchor "
+        "found, so no gap)"
     )
     figure.suptitle(note, fontsize=9)
     figure.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=110)
+    figure.savefig(path, dpi=100)
     plt.close(figure)
+
+
+def render_anchor_panel(axis, points, anchors, colours) -> None:
+    """P-tuning v2's absolute 1x score on our backbones (mean over its seeds so far, once its sweep is done),
+    and the authors' P-tuning v2 scores (their protocol) on theirs, in order of size: what the anchors are, with no fine-tuning side invented."""
+    positions = list(quality.BACKBONES) + list(ANCHOR_MODELS)
+    for task in quality.TASK_ORDER:
+        ours = [
+            (index, points[(name, "full")][task]["ptuning_v2"])
+            for index, name in enumerate(quality.BACKBONES)
+            if points[(name, "full")][task]["ptuning_v2"] is not None
+        ]
+        theirs = [
+            (len(quality.BACKBONES) + index, anchors[(model, task, "ptuning-v2")]["value"])
+            for index, model in enumerate(ANCHOR_MODELS)
+            if (model, task, "ptuning-v2") in anchors
+        ]
+        if ours:
+            axis.plot(
+                *zip(*ours, strict=True), marker="o", color=colours[task], label=quality.BUDGETS[task].label
+            )
+        if theirs:
+            axis.plot(*zip(*theirs, strict=True), marker="*", markersize=10, linestyle="none",
+                      markerfacecolor="white", color=colours[task])  # fmt: skip
+    axis.set_xticks(range(len(positions)))
+    axis.set_xticklabels(
+        [f"{quality.BACKBONES[n].params_millions:g} M\n{n}" for n in quality.BACKBONES]
+        + [f"{model}\n(authors)" for model in ANCHOR_MODELS]
+    )
+    axis.axvline(len(quality.BACKBONES) - 0.5, color="grey", linewidth=0.8)
+    axis.set_title("P-tuning v2 score: ours (1x budget) | authors' protocol (stars)")
+    axis.set_ylabel("P-tuning v2, primary metric (%)")
+    if axis.get_legend_handles_labels()[0]:
+        axis.legend(fontsize=7, loc="lower right")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -218,14 +378,28 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--results-root", type=Path, default=quality.RESULTS_DIR)
     parser.add_argument("--figure", type=Path, default=FIGURE, help=f"PNG to write (default {FIGURE.name})")
-    parser.add_argument("--update-doc", type=Path, help="write the table between the scaling markers")
+    parser.add_argument(
+        "--curves-figure",
+        type=Path,
+        default=quality_curves.FIGURE,
+        help=f"learning-curves PNG to write (default {quality_curves.FIGURE.name})",
+    )
+    parser.add_argument(
+        "--update-doc", type=Path, help="write the gap table and the learning curves between their markers"
+    )
     args = parser.parse_args(argv)
+    anchors = load_anchors()
     points = collect(args.results_root)
-    table = render_table(points, load_anchors())
-    render_figure(points, args.figure)
+    table = render_table(points, anchors)
+    render_figure(points, anchors, args.figure)
+    curves = quality_curves.collect(args.results_root)
+    curves_table = quality_curves.render_table(curves)
+    quality_curves.render_figure(curves, args.curves_figure)
     if args.update_doc:
         replace_between_markers(args.update_doc, *DOC_MARKERS, table)
+        replace_between_markers(args.update_doc, *quality_curves.DOC_MARKERS, curves_table)
     print(table)
+    print(curves_table)
     return 0
 
 

@@ -115,12 +115,12 @@ def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_m
 
     scaling = load_benchmark("quality_scaling")
     points = scaling.collect(tmp_path)  # MiniLM (the root itself) has no runs here either
-    assert all(point is None for point in points[("mpnet", "full")].values())
+    assert all(point["gap"] is None for point in points[("mpnet", "full")].values())
     table = scaling.render_table(points, scaling.load_anchors())
     assert (
-        "| SST-2 | not yet measured | not yet measured | not yet measured | not yet measured | – | – |"
-        in table
-    )
+        "| SST-2 | pending (sweeps: PT-2 0/4, FT 0/4) | pending (sweeps: FT 1/4) | pending | "
+        "pending (sweeps: PT-2 0/3, FT 0/3) | pending (sweeps: PT-2 0/3, FT 0/3) | pending |"
+    ) in table
 
 
 def test_scaling_anchors_carry_their_source_and_fill_the_authors_columns(tmp_path):

@@ -239,16 +239,20 @@ def test_quality_plan_estimates_every_mpnet_cell_from_minilm_runs(tmp_path, caps
 
 def test_scaling_figure_renders_the_minilm_gaps_and_marks_the_rest(tmp_path, capsys):
     scaling = load_benchmark("quality_scaling")
-    figure = tmp_path / "scaling.png"
+    figure, curves = tmp_path / "scaling.png", tmp_path / "curves.png"
     doc = tmp_path / "RESULTS.md"
-    doc.write_text("a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\nb\n")
+    doc.write_text(
+        "a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
+        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
+    )
 
-    scaling.main(["--figure", str(figure), "--update-doc", str(doc)])
+    scaling.main(["--figure", str(figure), "--curves-figure", str(curves), "--update-doc", str(doc)])
 
-    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and curves.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     table = doc.read_text()
-    assert "| SST-2 | -5.4 ± 1.2 (80.5 vs 85.8; 3/3 seeds) | -3.8 (85.4 vs 89.2; 1/1 seeds) |" in table
-    assert "not yet measured" in table and "PT-2 86.6 (no FT anchor)" in table and "old" not in table
+    assert "| SST-2 | -5.4 ± 1.2 | " in table and "| -3.8 (1/1 seeds) |" in table  # MiniLM's committed runs
+    assert "| SST-2 | 1x budget | 22.6 M (minilm) | P-tuning v2 | lr 0.03, P 16 | 3 | " in table
+    assert "pending (sweeps: " in table and "PT-2 86.6 (no FT anchor)" in table and "old" not in table
 
 
 def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):

@@ -1,0 +1,307 @@
+"""Learning curves behind the scaling gaps: is a method still improving when its budget ends, or at a ceiling?
+
+For every task, budget and backbone, the dev curve (primary metric after each epoch) of fine-tuning's and
+P-tuning v2's chosen setting, over the seeds that finished, read from the ``curve`` field of each results line
+(``benchmarks/quality.py``). While a sweep is unfinished its best run so far stands in, marked provisional
+(the chosen setting may still change). Rendered as a compact Markdown table and a PNG by
+``benchmarks/quality_scaling.py`` (one command for both), or on its own:
+
+    python benchmarks/quality_curves.py --update-doc docs/RESULTS.md
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+from pathlib import Path
+from typing import Any
+
+import quality
+from doc_tables import replace_between_markers
+
+FIGURE = quality.RESULTS_DIR / "curves.png"
+DOC_MARKERS = ("<!-- quality-curves:start -->", "<!-- quality-curves:end -->")
+SCALES = {"full": "1x budget", "large": "larger budget"}
+METHODS = ("finetune", "ptuning-v2")
+# A change of less than this many points between evaluations is read as no change: SST-2's dev set has 872
+# examples (one is 0.11 points) and the seed spread of a chosen setting is about one point.
+STEP_POINTS = 0.5
+LONGER_ABLATIONS = ("double-epochs", "quadruple-epochs")  # quality.py's ablations that lengthen the schedule
+MAX_SHOWN_EVALS = 6  # the table shows at most this many evaluations of a curve (first and last included)
+
+
+def seed_runs(bench: quality.Bench, task: str, method: str) -> dict[str, Any] | None:
+    """The runs of the method's chosen setting (all seeds that finished), or, while its sweep is unfinished,
+    the best seed-42 sweep run so far (``provisional``); None when no sweep run has finished."""
+    budget = bench.budgets[task]
+    records = bench.records(task)
+    budget_id = bench.budget_id(task)
+    sweep = bench.sweeps[method]
+    done = [
+        run
+        for setting in sweep
+        if (
+            run := quality.find_run(
+                records, quality.run_key(task, method, setting, quality.SWEEP_SEED, budget_id)
+            )
+        )
+    ]
+    if not done:
+        return None
+    setting = dict(max(done, key=lambda r: quality.dev_score(r, budget))["setting"])
+    runs = [
+        quality.find_run(records, quality.run_key(task, method, setting, seed, budget_id))
+        for seed in (quality.SWEEP_SEED, *quality.EXTRA_SEEDS)
+    ]
+    return {
+        "setting": setting,
+        "runs": [r for r in runs if r is not None],
+        "provisional": len(done) < len(sweep),
+        "sweep": (len(done), len(sweep)),
+    }
+
+
+def mean_curve(runs: list[dict[str, Any]], budget: quality.Budget) -> list[tuple[float, float, float, float]]:
+    """[(epoch, mean, min, max)] of the dev score in percent over the runs, at each epoch every run reached."""
+    by_epoch: dict[float, list[float]] = {}
+    for run in runs:
+        for point in run.get("curve") or []:
+            if point.get("dev") is not None:
+                by_epoch.setdefault(float(point["epoch"]), []).append(quality._percent(point["dev"], budget))
+    return [
+        (epoch, statistics.mean(values), min(values), max(values))
+        for epoch, values in sorted(by_epoch.items())
+        if len(values) == len(runs)
+    ]
+
+
+def verdict(curve: list[tuple[float, float, float, float]]) -> str:
+    """How the mean curve ends. 'peaked at epoch E': the best came earlier and the last evaluation is at least
+    STEP_POINTS below it. 'still rising': otherwise, if the last evaluation gained at least STEP_POINTS over the
+    last third of training (against the evaluation at two thirds of the way; for three epochs, the one
+    before): more training may help. 'flat': neither, a ceiling for this setting and budget."""
+    if len(curve) < 2:
+        return "one evaluation: cannot tell"
+    scores = [mean for _, mean, _, _ in curve]
+    best = max(range(len(scores)), key=lambda i: scores[i])
+    if scores[best] - scores[-1] >= STEP_POINTS:
+        return f"peaked at epoch {curve[best][0]:g} ({scores[-1] - scores[best]:+.1f} at the end)"
+    reference = (len(scores) - 1) * 2 // 3
+    gain = scores[-1] - scores[reference]
+    if gain >= STEP_POINTS:
+        return f"still rising ({gain:+.1f} since epoch {curve[reference][0]:g})"
+    return f"flat ({gain:+.1f} since epoch {curve[reference][0]:g})"
+
+
+def shown_points(curve: list[tuple[float, float, float, float]]) -> str:
+    """'1: 83.7 · 2: 87.2 · 3: 86.7' (epoch: mean), at most MAX_SHOWN_EVALS evaluations, evenly spaced."""
+    if len(curve) > MAX_SHOWN_EVALS:
+        step = (len(curve) - 1) / (MAX_SHOWN_EVALS - 1)
+        curve = [curve[round(i * step)] for i in range(MAX_SHOWN_EVALS)]
+    return " · ".join(f"{epoch:g}: {mean:.1f}" for epoch, mean, _, _ in curve)
+
+
+def collect(results_root: Path = quality.RESULTS_DIR) -> list[dict[str, Any]]:
+    """One entry per (scale, task, backbone, method), pending ones included (``curve`` empty)."""
+    entries = []
+    for scale in SCALES:
+        budgets = quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS
+        for task in (t for t in quality.TASK_ORDER if t in budgets):
+            for name, spec in quality.BACKBONES.items():
+                bench = quality.Bench(
+                    results_dir=results_root / spec.results_subdir,
+                    model=spec.model,
+                    scale=scale,
+                    backbone=name,
+                )
+                budget = bench.budgets[task]
+                for method in METHODS:
+                    found = seed_runs(bench, task, method)
+                    curve = mean_curve(found["runs"], budget) if found else []
+                    entries.append(
+                        {"scale": scale, "task": task, "backbone": name, "method": method, "found": found,
+                         "curve": curve, "sweep": len(bench.sweeps[method]),
+                         "longer": longer_runs(bench, task, method, found)}
+                    )  # fmt: skip
+    return entries
+
+
+def longer_runs(
+    bench: quality.Bench, task: str, method: str, found: dict[str, Any] | None
+) -> dict[int, dict[str, Any] | None] | None:
+    """{epochs factor: run or None (pending)} of the longer-schedule ablations (epochs x2 / x4 of the chosen
+    setting, seed 42): the direct test of under-training, since the learning rate decays linearly to zero over
+    every budget and so flattens the end of any curve. None where those ablations are not cells (other
+    methods, tasks and budgets); a run not there yet (or waiting for the sweep) is None."""
+    names = [n for n in LONGER_ABLATIONS if n in quality.ablations_for(task, bench.ablation_names)]
+    if bench.scale == "large" or not names or method not in quality.ablation_methods(names[0]):
+        return None
+    records = bench.records(task)
+    budget_id = bench.budget_id(task)
+    runs = {}
+    for name in names:
+        for change in quality.ablation_changes(name, bench.spec.num_layers):
+            if found is None or found["provisional"]:  # its cell waits for the sweep
+                runs[change["epochs_factor"]] = None
+                continue
+            setting = {**found["setting"], **change}
+            key = quality.run_key(task, method, setting, quality.SWEEP_SEED, budget_id)
+            runs[change["epochs_factor"]] = quality.find_run(records, key)
+    return runs
+
+
+def format_longer(entry: dict[str, Any]) -> str:
+    """'x2: 82.2 (+2.0) · x4: 82.6 (+2.4)': each longer run's best dev score and its difference from the
+    seed-42 run of the chosen setting at the budget's own length."""
+    if entry["longer"] is None:
+        return "–"
+    budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
+    parts = []
+    for factor, run in sorted(entry["longer"].items()):
+        if run is None:
+            parts.append(f"x{factor}: pending")
+            continue
+        base = next(r for r in entry["found"]["runs"] if r["seed"] == quality.SWEEP_SEED)
+        score = quality.dev_score(run, budget)
+        parts.append(f"x{factor}: {score:.1f} ({score - quality.dev_score(base, budget):+.1f})")
+    return " · ".join(parts)
+
+
+def format_setting(found: dict[str, Any]) -> str:
+    text = quality.format_setting(found["setting"])
+    if found["provisional"]:
+        done, total = found["sweep"]
+        text += f" (provisional: best of sweep {done}/{total})"
+    return text
+
+
+def render_table(entries: list[dict[str, Any]]) -> str:
+    lines = [
+        "**Learning curves** (dev, primary metric in percent after each epoch; mean over the seeds that finished "
+        "of each method's chosen setting; long curves shown at up to "
+        f"{MAX_SHOWN_EVALS} evenly spaced epochs). 'end of curve': peaked = the best came earlier and the last "
+        f"epoch is at least {STEP_POINTS} points below it; still rising = not peaked, and the last epoch gained at "
+        f"least {STEP_POINTS} points over the last third of training (against the epoch two thirds of the way "
+        "in): under-trained at this budget; flat = neither. The learning rate decays linearly to zero over every "
+        "budget, so a flat end is partly the schedule, not proof of a ceiling: 'longer schedule' gives the "
+        "ablations that train the same setting 2x / 4x as long (seed 42; best dev, and its difference from the "
+        "seed-42 run at the budget's length), the direct test. A provisional setting is the best of an unfinished sweep. The test-scored tasks (CoNLL) report test at "
+        "the best dev epoch; their curves are dev.",
+        "",
+        "| task | budget | backbone | method | setting | seeds | dev by epoch | end of curve | longer schedule |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for entry in entries:
+        budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
+        spec = quality.BACKBONES[entry["backbone"]]
+        head = (
+            f"| {budget.label} | {SCALES[entry['scale']]} | {spec.params_millions:g} M ({entry['backbone']}) | "
+            f"{quality.METHOD_LABELS[entry['method']]} |"
+        )
+        found = entry["found"]
+        if found is None:
+            lines.append(f"{head} pending (sweep 0/{entry['sweep']}) | 0 | – | – | {format_longer(entry)} |")
+            continue
+        if not entry["curve"]:
+            lines.append(
+                f"{head} {format_setting(found)} | {len(found['runs'])} | no curve recorded | – | "
+                f"{format_longer(entry)} |"
+            )
+            continue
+        lines.append(
+            f"{head} {format_setting(found)} | {len(found['runs'])} | {shown_points(entry['curve'])} | "
+            f"{verdict(entry['curve'])} | {format_longer(entry)} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
+    """One panel per (budget, task): each backbone's fine-tuning and P-tuning v2 mean dev curve, the band
+    min..max over seeds; dashed: a provisional setting; a panel says which curves are pending."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    panels = list(dict.fromkeys((e["scale"], e["task"]) for e in entries))
+    columns = 4
+    rows = -(-len(panels) // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(4.2 * columns, 3.2 * rows), squeeze=False)
+    colours = {("minilm", "finetune"): "C0", ("minilm", "ptuning-v2"): "C1",
+               ("mpnet", "finetune"): "C2", ("mpnet", "ptuning-v2"): "C3"}  # fmt: skip
+    for axis, (scale, task) in zip(axes.flat, panels, strict=False):
+        pending = []
+        budget = (quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS)[task]
+        for entry in (e for e in entries if (e["scale"], e["task"]) == (scale, task)):
+            label = f"{entry['backbone']} {'FT' if entry['method'] == 'finetune' else 'PT-2'}"
+            if not entry["curve"]:
+                pending.append(label)
+                continue
+            epochs, means, lows, highs = zip(*entry["curve"], strict=True)
+            colour = colours.get((entry["backbone"], entry["method"]), "grey")
+            style = "--" if entry["found"]["provisional"] else "-"
+            seeds = len(entry["found"]["runs"])
+            axis.plot(
+                epochs,
+                means,
+                style,
+                marker=".",
+                color=colour,
+                label=f"{label} ({seeds} seed{'s' * (seeds > 1)})",
+            )
+            if seeds > 1:
+                axis.fill_between(epochs, lows, highs, color=colour, alpha=0.15)
+            for factor, run in sorted((entry["longer"] or {}).items()):
+                longer = mean_curve([run], budget) if run else []
+                if longer:
+                    axis.plot(
+                        [epoch for epoch, *_ in longer],
+                        [mean for _, mean, *_ in longer],
+                        ":",
+                        linewidth=1,
+                        color=colour,
+                        alpha=0.5 + 0.25 * (factor > 2),
+                        label=f"{label} x{factor} (seed 42)",
+                    )
+        axis.set_title(f"{budget.label}, {SCALES[scale]}", fontsize=9)
+        axis.set_xlabel("epoch", fontsize=8)
+        axis.set_ylabel(f"dev {budget.metrics[0]} (%)", fontsize=8)
+        if pending:
+            axis.set_title(f"{budget.label}, {SCALES[scale]}\npending: {', '.join(pending)}", fontsize=8)
+        if axis.get_legend_handles_labels()[0]:
+            axis.legend(fontsize=6, loc="best")
+    for axis in list(axes.flat)[len(panels) :]:
+        axis.axis("off")
+    figure.suptitle(
+        "dev curves of the chosen setting: line = mean over seeds, band = min..max; dashed = provisional (best of "
+        "an unfinished sweep); dotted = the same setting trained 2x / 4x as long (ablations, seed 42)",
+        fontsize=9,
+    )
+    figure.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    figure.savefig(path, dpi=90)
+    plt.close(figure)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--results-root", type=Path, default=quality.RESULTS_DIR)
+    parser.add_argument("--figure", type=Path, default=FIGURE, help=f"PNG to write (default {FIGURE.name})")
+    parser.add_argument("--update-doc", type=Path, help="write the table between the curves markers")
+    args = parser.parse_args(argv)
+    entries = collect(args.results_root)
+    table = render_table(entries)
+    render_figure(entries, args.figure)
+    if args.update_doc:
+        replace_between_markers(args.update_doc, *DOC_MARKERS, table)
+    print(table)
+    return 0
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(quality.REPO / "src"))
+    raise SystemExit(main())

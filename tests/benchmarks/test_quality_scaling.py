@@ -1,0 +1,230 @@
+"""The scaling table, its figure and the learning curves on synthetic results of both backbones: a complete
+cell (3 seeds a side), a partial one (sweeps done, 1 seed on one side), a half-swept one and cells with no run
+at all; the gap's arithmetic and the curves' verdicts checked on numbers worked by hand."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from test_smoke import load_benchmark
+
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def write_runs(quality, bench, task: str, method: str, runs: list[dict]) -> None:
+    """Append results lines shaped like quality.run_one's (the fields the readers use). Each run: ``setting``,
+    ``seed`` (42 unless given), ``score`` (the primary metric as the task stores it) and ``curve`` (dev
+    after each epoch, same scale)."""
+    budget = bench.budgets[task]
+    metric = budget.metrics[0]
+    budget_id = bench.budget_id(task)
+    with bench.results_file(task).open("a") as file:
+        for run in runs:
+            seed = run.get("seed", quality.SWEEP_SEED)
+            scores = {metric: run["score"]}
+            record = {
+                "task": task,
+                "method": method,
+                "setting": run["setting"],
+                "seed": seed,
+                "backbone": bench.backbone,
+                "dev": scores,
+                "test": scores if budget.report_split == "test" else None,
+                "curve": [
+                    {"epoch": float(epoch), "dev": value, "test": None, "train_loss": 0.1}
+                    for epoch, value in enumerate(run["curve"], start=1)
+                ],
+                "trainable_params": 1,
+                "trainable_percent": 1.0,
+                "phase": "sweep" if seed == quality.SWEEP_SEED else "seeds",
+                "budget_id": budget_id,
+                "key": quality.run_key(task, method, run["setting"], seed, budget_id),
+            }
+            file.write(json.dumps(record) + "\n")
+
+
+def sweep(quality, method: str, scores: list[float], curves: list[list[float]] | None = None) -> list[dict]:
+    """The method's seed-42 sweep runs with these scores (the first ``len(scores)`` settings)."""
+    settings = quality.SWEEPS[method][: len(scores)]
+    curves = curves or [[score] * 3 for score in scores]
+    return [
+        {"setting": setting, "score": score, "curve": curve}
+        for setting, score, curve in zip(settings, scores, curves, strict=True)
+    ]
+
+
+@pytest.fixture
+def results_root(tmp_path) -> tuple[object, Path]:
+    """MiniLM (the root): SST-2 complete, FT 86/85/87 and PT-2 80/78/82 at their chosen settings (so a gap of
+    -6.0, spread sqrt(1 + 4)), and PT-2's epochs x2 ablation at 84. MPNet: SST-2 partial, FT 93/91/92 and PT-2 88 (one seed: gap -4.0);
+    CoNLL-2004 half-swept (P-tuning v2 2 of 4 settings, fine-tuning none); RTE one-sided (P-tuning v2's sweep
+    done, best 60, fine-tuning none). Nothing else has run."""
+    quality = load_benchmark("quality")
+    (tmp_path / "mpnet").mkdir()
+    minilm = quality.Bench(results_dir=tmp_path, model="minilm", backbone="minilm")
+    mpnet = quality.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    ft_chosen, pt2_chosen = quality.SWEEPS["finetune"][2], quality.SWEEPS["ptuning-v2"][2]
+
+    ft_curves = [[0.8] * 3, [0.84] * 3, [0.80, 0.85, 0.86], [0.83] * 3]
+    write_runs(
+        quality, minilm, "sst2", "finetune", sweep(quality, "finetune", [0.80, 0.84, 0.86, 0.83], ft_curves)
+    )
+    write_runs(quality, minilm, "sst2", "finetune", [
+        {"setting": ft_chosen, "seed": 43, "score": 0.85, "curve": [0.79, 0.84, 0.85]},
+        {"setting": ft_chosen, "seed": 44, "score": 0.87, "curve": [0.81, 0.86, 0.87]},
+    ])  # fmt: skip
+    pt2_curves = [[0.7, 0.7, 0.7], [0.7, 0.7, 0.7], [0.74, 0.80, 0.80], [0.7, 0.7, 0.7]]
+    write_runs(
+        quality,
+        minilm,
+        "sst2",
+        "ptuning-v2",
+        sweep(quality, "ptuning-v2", [0.70, 0.75, 0.80, 0.72], pt2_curves),
+    )
+    write_runs(quality, minilm, "sst2", "ptuning-v2", [
+        {"setting": pt2_chosen, "seed": 43, "score": 0.78, "curve": [0.72, 0.78, 0.78]},
+        {"setting": pt2_chosen, "seed": 44, "score": 0.82, "curve": [0.76, 0.82, 0.82]},
+    ])  # fmt: skip
+
+    longer = {**pt2_chosen, "epochs_factor": 2}  # the epochs x2 ablation; x4 has not run
+    write_runs(quality, minilm, "sst2", "ptuning-v2", [
+        {"setting": longer, "score": 0.84, "curve": [0.74, 0.80, 0.82, 0.84, 0.84, 0.84]},
+    ])  # fmt: skip
+
+    write_runs(quality, mpnet, "sst2", "finetune", sweep(quality, "finetune", [0.90, 0.93, 0.89, 0.88]))
+    write_runs(quality, mpnet, "sst2", "finetune", [
+        {"setting": quality.SWEEPS["finetune"][1], "seed": 43, "score": 0.91, "curve": [0.9, 0.91, 0.91]},
+        {"setting": quality.SWEEPS["finetune"][1], "seed": 44, "score": 0.92, "curve": [0.9, 0.92, 0.92]},
+    ])  # fmt: skip
+    write_runs(quality, mpnet, "sst2", "ptuning-v2", sweep(quality, "ptuning-v2", [0.87, 0.88, 0.51, 0.50]))
+    write_runs(
+        quality, mpnet, "superglue-rte", "ptuning-v2", sweep(quality, "ptuning-v2", [0.55, 0.60, 0.52, 0.50])
+    )
+    conll_curves = [[0.5, 0.6, 0.7, 0.72, 0.71], [0.4, 0.5, 0.5, 0.5, 0.5]]
+    write_runs(
+        quality, mpnet, "conll2004", "ptuning-v2", sweep(quality, "ptuning-v2", [0.71, 0.5], conll_curves)
+    )
+    return quality, tmp_path
+
+
+def test_gap_is_the_difference_of_seed_means_with_spread_only_when_both_sides_have_three_seeds(results_root):
+    quality, root = results_root
+    scaling = load_benchmark("quality_scaling")
+    points = scaling.collect(root)
+
+    complete = points[("minilm", "full")]["sst2"]
+    assert complete["status"] == "complete" and complete["seeds"] == (3, 3)
+    assert complete["ptuning_v2"] == pytest.approx(80.0) and complete["finetune"] == pytest.approx(86.0)
+    assert complete["gap"] == pytest.approx(-6.0)
+    assert complete["spread"] == pytest.approx(5**0.5)  # sample variances 4 (PT-2) and 1 (FT)
+    assert complete["ranges"]["ptuning-v2"] == pytest.approx((78.0, 82.0))
+
+    partial = points[("mpnet", "full")]["sst2"]  # FT chose lr 5e-5 (dev 93), PT-2 lr 1e-2 (88), one seed
+    assert partial["status"] == "partial" and partial["seeds"] == (1, 3)
+    assert partial["gap"] == pytest.approx(88.0 - 92.0) and partial["spread"] is None
+
+    half_swept = points[("mpnet", "full")]["conll2004"]
+    assert half_swept["status"] == "pending" and half_swept["gap"] is None
+    assert half_swept["sweeps"] == {"ptuning-v2": (2, 4), "finetune": (0, 4)}
+    assert set(points[("minilm", "large")]) == {"sst2", "conll2004", "conll2003", "squad"}
+    assert all(point["status"] == "pending" for point in points[("mpnet", "large")].values())
+
+
+def test_table_marks_partial_and_pending_cells_and_drops_none(results_root):
+    quality, root = results_root
+    scaling = load_benchmark("quality_scaling")
+    table = scaling.render_table(scaling.collect(root), scaling.load_anchors())
+
+    assert (
+        "| SST-2 | -6.0 ± 2.2 | -4.0 (1/3 seeds) | +2.0 (partial) | pending (sweeps: PT-2 0/3, FT 0/3) | "
+        "pending (sweeps: PT-2 0/3, FT 0/3) | pending |"
+    ) in table
+    assert (
+        "| CoNLL-2004 | pending (sweeps: PT-2 0/4, FT 0/4) | pending (sweeps: PT-2 2/4, FT 0/4) | pending |"
+        in table
+    )
+    assert (
+        "| COPA | pending (sweeps: PT-2 0/4, FT 0/4) | pending (sweeps: PT-2 0/4, FT 0/4) | pending | – | – | – |"
+        in table
+    )
+    for budget in quality.BUDGETS.values():  # every task has its summary row, its anchors row and detail rows
+        assert table.count(f"| {budget.label} |") >= 4, budget.label
+    assert "| SST-2 | 22.6 M (minilm) | 1x budget | 80.0 (78.0–82.0) | 86.0 (85.0–87.0) | 3/3 |" in table
+    assert "| SST-2 | 109.5 M (mpnet) | 1x budget | 88.0 | 92.0 (91.0–93.0) | 1/3 |" in table
+    assert (
+        "| CoNLL-2004 | 109.5 M (mpnet) | 1x budget | pending (sweep 2/4) | pending (sweep 0/4) | 0/0 |"
+        in table
+    )
+    assert "| RTE | – | PT-2 86.6 (no FT anchor) |" not in table  # BERT-large has an RTE anchor too
+    assert "| RTE | PT-2 80.1 (no FT anchor) | PT-2 86.6 (no FT anchor) |" in table
+    assert "| SST-2 | – | – |" in table  # no anchor: said, not dropped
+
+
+def test_curve_verdicts_tell_rising_from_flat_and_peaked():
+    curves = load_benchmark("quality_curves")
+
+    def curve(*means):
+        return [(float(epoch), mean, mean, mean) for epoch, mean in enumerate(means, start=1)]
+
+    assert curves.verdict(curve(80.0, 85.0, 86.0)) == "still rising (+1.0 since epoch 2)"
+    assert curves.verdict(curve(80.0, 85.0, 85.3)) == "flat (+0.3 since epoch 2)"
+    assert curves.verdict(curve(80.0, 87.0, 86.0)) == "peaked at epoch 2 (-1.0 at the end)"
+    # 30 epochs: the reference is two thirds of the way in (epoch 20), not the epoch before
+    slow = curve(*[50.0 + 0.1 * epoch for epoch in range(30)])
+    assert curves.verdict(slow) == "still rising (+1.0 since epoch 20)"
+    assert curves.verdict(curve(70.0)) == "one evaluation: cannot tell"
+    assert curves.shown_points(curve(*range(10))) == "1: 0.0 · 3: 2.0 · 5: 4.0 · 6: 5.0 · 8: 7.0 · 10: 9.0"
+
+
+def test_curves_average_the_chosen_setting_over_seeds_and_mark_provisional_settings(results_root):
+    quality, root = results_root
+    curves = load_benchmark("quality_curves")
+    entries = {(e["scale"], e["task"], e["backbone"], e["method"]): e for e in curves.collect(root)}
+
+    minilm_ft = entries[("full", "sst2", "minilm", "finetune")]
+    assert len(minilm_ft["found"]["runs"]) == 3 and not minilm_ft["found"]["provisional"]
+    assert [round(mean, 6) for _, mean, _, _ in minilm_ft["curve"]] == [80.0, 85.0, 86.0]
+    assert minilm_ft["curve"][0][2:] == pytest.approx((79.0, 81.0))  # min, max over seeds
+    half_swept = entries[("full", "conll2004", "mpnet", "ptuning-v2")]
+    assert half_swept["found"]["provisional"] and half_swept["found"]["sweep"] == (2, 4)
+
+    table = curves.render_table(list(entries.values()))
+    assert (
+        "| SST-2 | 1x budget | 22.6 M (minilm) | fine-tuning | lr 0.0001 | 3 | 1: 80.0 · 2: 85.0 · 3: 86.0 | "
+        "still rising (+1.0 since epoch 2) | – |"
+    ) in table
+    assert (
+        "| SST-2 | 1x budget | 22.6 M (minilm) | P-tuning v2 | lr 0.03, P 16 | 3 | 1: 74.0 · 2: 80.0 · 3: 80.0 | "
+        "flat (+0.0 since epoch 2) | x2: 84.0 (+4.0) · x4: pending |"
+    ) in table
+    assert (
+        "| CoNLL-2004 | 1x budget | 109.5 M (mpnet) | P-tuning v2 | lr 0.005, P 16 (provisional: best of sweep "
+        "2/4) | 1 | 1: 50.0 · 2: 60.0 · 3: 70.0 · 4: 72.0 · 5: 71.0 | peaked at epoch 4 (-1.0 at the end) |"
+    ) in table
+    assert (
+        "| CoNLL-2004 | 1x budget | 109.5 M (mpnet) | fine-tuning | pending (sweep 0/4) | 0 | – | – |"
+        in table
+    )
+    rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
+    assert len(rows) == 2 * 2 * (len(quality.BUDGETS) + len(quality.LARGE_BUDGETS))  # none dropped
+
+
+def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp_path):
+    _, root = results_root
+    scaling = load_benchmark("quality_scaling")
+    doc = tmp_path / "RESULTS.md"
+    doc.write_text(
+        "a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
+        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
+    )
+    figure, curves = tmp_path / "gap.png", tmp_path / "curves.png"
+    arguments = ["--results-root", str(root), "--figure", str(figure), "--curves-figure", str(curves)]
+
+    assert scaling.main([*arguments, "--update-doc", str(doc)]) == 0
+
+    assert figure.read_bytes()[:8] == PNG and curves.read_bytes()[:8] == PNG
+    text = doc.read_text()
+    assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
+    assert "| SST-2 | -6.0 ± 2.2 |" in text and "**Learning curves**" in text
