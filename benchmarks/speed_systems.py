@@ -29,7 +29,7 @@ from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
-from ptuning.training.inference import feature_length, predict_outputs
+from ptuning.training.inference import feature_length, inference_batches, predict_outputs
 
 SYSTEMS = (
     "ours",
@@ -137,9 +137,7 @@ class PromptSystem:
             predict_outputs(
                 self.model, "task", self.dev_features, self.data.pad_id, self.workload.eval_batch_size
             )
-            order = sorted(feature_length(f) for f in self.dev_features)[::-1]
-            size = self.workload.eval_batch_size
-            shapes = [(len(order[i : i + size]), order[i]) for i in range(0, len(order), size)]
+            shapes = inference_shapes(self.dev_features, self.workload.eval_batch_size)
         seconds = time.perf_counter() - start
         return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes)
 
@@ -153,6 +151,12 @@ class PromptSystem:
             self.model(**batch, task="task").logits.numpy()
             shapes.append(tuple(batch["input_ids"].shape[:2]))
         return shapes
+
+
+def inference_shapes(features: list[dict[str, Any]], batch_size: int) -> list[tuple[int, int]]:
+    """(rows, length) of every batch ``predict_outputs`` runs, for the FLOP count."""
+    batches = inference_batches(features, batch_size)
+    return [(len(b), max(feature_length(features[i]) for i in b)) for b in batches]
 
 
 def build_peft_model(folder: str, data: Data, dtype: torch.dtype | None = None) -> torch.nn.Module:
