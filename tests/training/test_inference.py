@@ -38,7 +38,7 @@ def test_multiple_choice_features_count_each_choice_as_a_row():
     assert token_budget_batches([5, 5, 5], [2, 2, 2], max_tokens=20, max_rows=100) == [[0, 1], [2]]
 
 
-def tiny_model(kind: HeadKind, dtype: torch.dtype = torch.float32) -> PromptModel:
+def tiny_model(kind: HeadKind) -> PromptModel:
     config = BertConfig(
         vocab_size=100,
         hidden_size=32,
@@ -52,7 +52,7 @@ def tiny_model(kind: HeadKind, dtype: torch.dtype = torch.float32) -> PromptMode
     )
     config._attn_implementation = "sdpa"
     torch.manual_seed(0)
-    backbone = BertModel(config, add_pooling_layer=False).to(dtype).eval()
+    backbone = BertModel(config, add_pooling_layer=False).eval()
     model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, dropout=0.1), head_dropout=0.1)
     model.add_task("t", HeadSpec(kind, ["a", "b", "c"]))
     with torch.no_grad():  # a trained-looking prefix and head, not the near-zero initial ones
@@ -91,22 +91,3 @@ def test_outputs_equal_each_input_run_alone_in_feature_order(kind):
         expected = alone(model, feature)
         assert output.shape == expected.shape  # token classification: real tokens only
         np.testing.assert_allclose(output, expected, atol=ATOL, rtol=0)
-
-
-def test_a_bf16_backbone_gets_the_prefix_in_bf16_once_per_forward_with_the_same_outputs():
-    """Without gradients the prefix rows are cast before they are repeated per row (one cast per forward,
-    not one per layer); the values are the same single rounding, so the logits are bit for bit those of a
-    forward with gradients on, where the cast stays at attention."""
-    model = tiny_model(HeadKind.CLASSIFICATION, torch.bfloat16).eval()
-    with torch.no_grad():
-        table, _ = model._row_tables(["t", "t", "t"])
-    assert table.dtype == torch.bfloat16 and table.stride(0) == 0  # cast once, then a view per row
-    ids = torch.tensor([[5, 6, 7, 8], [9, 10, 0, 0]])
-    mask = (ids != PAD).long()
-    with torch.no_grad():
-        cast_once = model(input_ids=ids, attention_mask=mask, task="t").logits
-    with torch.enable_grad():
-        table, _ = model._row_tables(["t", "t"])
-        assert table.dtype == torch.float32  # training keeps fp32 rows (per-row gradients summed in fp32)
-        cast_per_layer = model(input_ids=ids, attention_mask=mask, task="t").logits
-    assert torch.equal(cast_once, cast_per_layer.detach())

@@ -495,7 +495,7 @@ class PromptModel(nn.Module):
         if len(distinct) == 1:
             encoder = encoders[0]
             rows = encoder.table() if isinstance(encoder, PrefixEncoder) else encoder.embedding.weight
-            return self._inference_cast(encoder.dropout(rows)).expand(len(prefix_names), -1, -1), None
+            return encoder.dropout(rows).expand(len(prefix_names), -1, -1), None
         longest = max(e.prefix_length for e in encoders)
         tables, masks = [], []
         for encoder in encoders:
@@ -504,19 +504,9 @@ class PromptModel(nn.Module):
             tables.append(nn.functional.pad(rows, (0, 0, 0, missing)))
             masks.append(torch.arange(longest, device=rows.device) < rows.shape[0])
         index = torch.tensor([distinct.index(n) for n in prefix_names], device=tables[0].device)
-        table = self._inference_cast(encoders[0].dropout(torch.stack(tables)))[index]  # (B, P_max, width)
+        table = encoders[0].dropout(torch.stack(tables))[index]  # (B, P_max, width)
         slot_mask = torch.stack(masks)[index]
         return table, (None if bool(slot_mask.all()) else slot_mask)
-
-    def _inference_cast(self, rows: torch.Tensor) -> torch.Tensor:
-        """Without gradients, the prefix rows in the backbone's dtype, cast once before they are repeated
-        per row: otherwise attention casts every layer's (B, kv_heads, P, head_dim) slice in every forward.
-        The values are the same (one rounding either way). With gradients the cast stays at attention, after
-        the repeat, so the per-row gradients are summed in fp32."""
-        if torch.is_grad_enabled():
-            return rows
-        dtype = self.backbone.get_input_embeddings().weight.dtype
-        return rows.to(dtype) if dtype.is_floating_point and dtype != rows.dtype else rows
 
     def _position_ids(
         self, attention_mask: torch.Tensor, shift: int | torch.Tensor, total: int | None = None
