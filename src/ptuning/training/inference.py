@@ -66,7 +66,7 @@ def inference_batches(features: Features, batch_size: int) -> list[list[int]]:
     )
 
 
-@torch.inference_mode()
+@torch.no_grad()
 def predict_outputs(
     model: PromptModel,
     task_name: str,
