@@ -37,7 +37,8 @@ def token_budget_batches(
     """Indices longest first, cut into batches of at most ``max_tokens`` padded tokens (the batch's rows
     times its longest input, which comes first) and at most ``max_rows`` rows; a batch holds at least one
     feature. Sorting keeps padding small; the token budget keeps each batch's matrix products a similar size
-    instead of many tiny ones for short inputs (which use two threads poorly) and huge ones for long inputs.
+    instead of tiny ones for short inputs and huge ones for long inputs (both slower per token on CPU,
+    docs/BENCHMARKS.md). Memory: no batch holds more tokens than ``max_tokens``.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
