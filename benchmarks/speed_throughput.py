@@ -50,6 +50,7 @@ def measure_throughput(
                         "examples_per_second": result.examples / result.seconds,
                         "tokens": result.tokens,
                         "gflops_per_second": flops / result.seconds / 1e9 if flops else None,
+                        **({"eval_batch_size": result.eval_batch_size} if result.eval_batch_size else {}),
                     }
                 )
         for dtype, measured in rates.items():

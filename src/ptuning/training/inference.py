@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 
 from ptuning.core.kinds import HeadKind
@@ -13,10 +13,58 @@ from ptuning.core.packing import pack_features
 from ptuning.tasks.base import Features
 from ptuning.tasks.collate import collate
 
+# A batch of ``batch_size`` rows holds about this many padded tokens per row: short inputs then fill more
+# rows and long ones fewer, so every batch is a GEMM of similar size (docs/BENCHMARKS.md, Inference batches).
+TOKENS_PER_ROW = 32
+# Never more than this many times ``batch_size`` rows, however short the inputs.
+MAX_ROWS_FACTOR = 4
+
 
 def feature_length(feature: dict[str, Any]) -> int:
     ids = feature["input_ids"]
     return max(len(choice) for choice in ids) if ids and isinstance(ids[0], list | tuple) else len(ids)
+
+
+def feature_rows(feature: dict[str, Any]) -> int:
+    """Rows a feature takes in the backbone: its number of choices for multiple choice, else one."""
+    ids = feature["input_ids"]
+    return len(ids) if ids and isinstance(ids[0], list | tuple) else 1
+
+
+def token_budget_batches(
+    lengths: Sequence[int], rows: Sequence[int], max_tokens: int, max_rows: int
+) -> list[list[int]]:
+    """Indices longest first, cut into batches of at most ``max_tokens`` padded tokens (the batch's rows
+    times its longest input, which comes first) and at most ``max_rows`` rows; a batch holds at least one
+    feature. Sorting keeps padding small; the token budget keeps each batch's matrix products a similar size
+    instead of tiny ones for short inputs and huge ones for long inputs (both slower per token on CPU,
+    docs/BENCHMARKS.md). Memory: no batch holds more tokens than ``max_tokens``.
+    """
+    order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
+    batches: list[list[int]] = []
+    current: list[int] = []
+    current_rows = 0
+    for index in order:
+        grown = current_rows + rows[index]
+        if current and (grown > max_rows or grown * lengths[current[0]] > max_tokens):
+            batches.append(current)
+            current, grown = [], rows[index]
+        current.append(index)
+        current_rows = grown
+    if current:
+        batches.append(current)
+    return batches
+
+
+def inference_batches(features: Features, batch_size: int) -> list[list[int]]:
+    """The batches ``predict_outputs`` runs: about ``batch_size * TOKENS_PER_ROW`` padded tokens each, at
+    most ``batch_size * MAX_ROWS_FACTOR`` rows, longest first."""
+    return token_budget_batches(
+        [feature_length(f) for f in features],
+        [feature_rows(f) for f in features],
+        max_tokens=batch_size * TOKENS_PER_ROW,
+        max_rows=batch_size * MAX_ROWS_FACTOR,
+    )
 
 
 @torch.no_grad()
@@ -31,7 +79,8 @@ def predict_outputs(
 ) -> list[Any]:
     """Raw head outputs, one per feature in feature order (see ``Task`` for the per-kind format).
 
-    Features are run longest-first in batches of similar length, so padding costs almost nothing. With
+    Features are run longest-first in batches of similar length, so padding costs almost nothing; a batch
+    holds about ``batch_size * TOKENS_PER_ROW`` padded tokens (``inference_batches``). With
     ``pack_length`` each batch's features are packed into rows of at most that many tokens (core/packing.py;
     encoder classification, regression and tagging only).
     """
@@ -39,10 +88,9 @@ def predict_outputs(
     model.eval()
     kind = model.head_specs[task_name].kind
     device = next(model.parameters()).device
-    order = sorted(range(len(features)), key=lambda i: -feature_length(features[i]))
+    batches = inference_batches(features, batch_size)
     outputs: list[Any] = [None] * len(features)
-    for start in range(0, len(order), batch_size):
-        indices = order[start : start + batch_size]
+    for indices in batches:
         if pack_length is not None:  # outputs come back one per segment, in ``indices`` order
             rows = pack_features([features[i] for i in indices], pack_length, pad_token_id).to(device)
             batch = {"packed": rows}
@@ -58,16 +106,17 @@ def predict_outputs(
             lengths = mask.sum(-1).tolist() if mask.dim() == 2 else None
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):
             out = model(**batch, task=task_name)
-        for row, index in enumerate(indices):
-            if kind is HeadKind.QUESTION_ANSWERING:
+        if kind is HeadKind.QUESTION_ANSWERING:
+            starts, ends = out.start_logits.float().cpu().numpy(), out.end_logits.float().cpu().numpy()
+            for row, index in enumerate(indices):
                 length = int(lengths[row])
-                outputs[index] = {
-                    "start_logits": out.start_logits[row, :length].float().cpu().numpy(),
-                    "end_logits": out.end_logits[row, :length].float().cpu().numpy(),
-                }
-            elif kind is HeadKind.TOKEN_CLASSIFICATION:
-                outputs[index] = out.logits[row, : int(lengths[row])].float().cpu().numpy()
+                outputs[index] = {"start_logits": starts[row, :length], "end_logits": ends[row, :length]}
+            continue
+        logits = out.logits.float().cpu().numpy()  # one conversion per batch, rows are views of it
+        for row, index in enumerate(indices):
+            if kind is HeadKind.TOKEN_CLASSIFICATION:
+                outputs[index] = logits[row, : int(lengths[row])]
             else:
-                outputs[index] = np.asarray(out.logits[row].float().cpu().numpy())
+                outputs[index] = logits[row]
     model.train(was_training)
     return outputs
