@@ -67,7 +67,14 @@ from speed_report import render_tables, replot, update_doc
 from speed_scaling import measure_scaling, plot_scaling
 from speed_systems import SYSTEMS, available_systems
 from speed_throughput import measure_throughput
-from speed_time_to_target import BUDGETS, LEARNING_RATES, TRAINERS, measure_time_to_target, smoke_budget
+from speed_time_to_target import (
+    BUDGETS,
+    LEARNING_RATES,
+    TRAINERS,
+    engine_recipe,
+    measure_time_to_target,
+    smoke_budget,
+)
 
 from ptuning.core.backbones import resolve_model_path
 
@@ -89,6 +96,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--target-seeds", nargs="+", type=int, default=[42])
     parser.add_argument("--target-max-steps", type=int, help="override the step budget")
     parser.add_argument("--target-score", type=float, help="override the target (a fraction, e.g. 0.8)")
+    parser.add_argument(
+        "--target-weight-decay",
+        type=float,
+        help="ours: AdamW weight decay (an A/B; default: ptuning train's)",
+    )
+    parser.add_argument(
+        "--target-max-grad-norm",
+        type=float,
+        help="ours: clip gradients to this norm (an A/B; default: ptuning train's); 0: no clipping",
+    )
     parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="a subset of the systems")
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
     parser.add_argument("--table", action="store_true")
@@ -165,6 +182,11 @@ def main(argv: list[str] | None = None) -> int:
             measure_accuracy(args.data_root, args.accuracy_examples, args.accuracy_epochs),
         )
     if args.time_to_target is not None:
+        ours_recipe = engine_recipe()
+        if args.target_weight_decay is not None:
+            ours_recipe = replace(ours_recipe, weight_decay=args.target_weight_decay)
+        if args.target_max_grad_norm is not None:
+            ours_recipe = replace(ours_recipe, max_grad_norm=args.target_max_grad_norm or None)
         for task in args.time_to_target or list(BUDGETS):
             budget = smoke_budget(task) if args.smoke else BUDGETS[task]
             if args.target_score is not None or args.target_max_steps:
@@ -181,6 +203,7 @@ def main(argv: list[str] | None = None) -> int:
                 [n for n in TRAINERS if n in args.systems],  # ours, ours-bf16, (a'')
                 args.target_learning_rates,
                 args.target_seeds,
+                {"ours": ours_recipe, "ours-bf16": ours_recipe},
             )
     if args.table:
         replot(args.results_dir)

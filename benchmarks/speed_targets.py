@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from speed_systems import BASELINE, BF16_BASELINE
-from speed_time_to_target import fastest, read_records
+from speed_time_to_target import fastest, is_current, read_records
 
 TASKS = {"SST-2": ("sst2-minilm", "sst2"), "CoNLL-2003": ("conll2003-minilm", "conll2003")}
 NOT_MEASURED = "not measured"
@@ -69,11 +69,12 @@ def gemm_share(system: str, dtype: str, goal: float) -> Callable[..., Cell]:
 def time_to_target(goal: float, contender: str = "ours") -> Callable[..., Cell]:
     """(a'')'s time to the target dev score ÷ ``contender``'s, each at its own fastest learning rate.
 
-    Two readings: the clock of the time-to-target runs, and, when the throughput file has both systems, their
+    Only runs of each system's current recipe count. Two readings: the clock of the time-to-target runs, and, when the throughput file has both systems, their
     steps to target x batch size ÷ their idle training examples/s from the interleaved rounds. The second decides
     (the time-to-target runs may have shared the machine; the steps they took do not depend on that)."""
 
     def cell(throughput: dict[str, Any] | None, records: list[dict[str, Any]]) -> Cell:
+        records = [r for r in records if is_current(r)]  # superseded recipes and A/Bs are not compared
         systems = (contender, BASELINE)
         if not all(any(r["system"] == s for r in records) for s in systems):
             return Cell(NOT_MEASURED, None)

@@ -44,6 +44,7 @@ from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.tasks.base import Task
 from ptuning.tasks.collate import collate, length_grouped_batches
 from ptuning.tasks.registry import get_task
+from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, predict_outputs
 
 SYSTEMS = ("ours", "peft-trainer-grouped")
@@ -69,6 +70,37 @@ BUDGETS = {
     "sst2": Budget("sst2", "accuracy", 0.80, None, None, max_steps=1000, eval_every=50),
     "conll2003": Budget("conll2003", "f1", 0.70, None, None, max_steps=2000, eval_every=100),
 }
+
+
+# ------------------------------------------------------------------------------------------- recipes
+@dataclass(frozen=True)
+class Recipe:
+    """The optimizer settings a system trains with. Recorded in every run and part of its key, so runs of two
+    recipes are never mixed: a change to ours starts a new series instead of joining the old one."""
+
+    weight_decay: float
+    max_grad_norm: float | None  # None: no clipping
+
+
+def engine_recipe() -> Recipe:
+    """What ``ptuning train`` uses by default (TrainConfig), so that ``ours`` cannot drift from it."""
+    defaults = TrainConfig()
+    return Recipe(defaults.weight_decay, getattr(defaults, "max_grad_norm", None))
+
+
+# HF TrainingArguments' defaults, which (a'') keeps (make_trainer sets neither).
+TRAINER_RECIPE = Recipe(weight_decay=0.0, max_grad_norm=1.0)
+# Runs written before the recipe was recorded (until 2026-12-02 04:00): ours built torch's AdamW with its
+# default weight_decay=0.01, unlike ``ptuning train``; (a'') had the Trainer's defaults, as now.
+LEGACY_RECIPES = {"peft-trainer-grouped": TRAINER_RECIPE}
+LEGACY_OURS_RECIPE = Recipe(weight_decay=0.01, max_grad_norm=None)
+
+
+def recipe_of(record: dict[str, Any]) -> dict[str, Any]:
+    """The recipe a recorded run trained with (older lines have none: their recipe is known, see above)."""
+    if "recipe" in record:
+        return record["recipe"]
+    return asdict(LEGACY_RECIPES.get(record["system"], LEGACY_OURS_RECIPE))
 
 
 # ------------------------------------------------------------------------------------------- clock
@@ -159,10 +191,18 @@ class PeftAsPromptModel(torch.nn.Module):
 
 
 def train_ours(
-    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int, dtype: str = "fp32"
+    folder: str,
+    data: Data,
+    dev: DevSet,
+    budget: Budget,
+    learning_rate: float,
+    seed: int,
+    recipe: Recipe,
+    dtype: str = "fp32",
 ) -> TargetWatch:
-    """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, linear decay; the
-    frozen backbone stored in ``dtype`` (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32)."""
+    """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, AdamW with the
+    recipe's weight decay and gradient clipping, linear decay; the frozen backbone stored in ``dtype``
+    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32)."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
@@ -172,7 +212,8 @@ def train_ours(
     watch = TargetWatch(budget, lambda: dev.score(model, data.dev, data.pad_id, budget.eval_batch_size))
     lengths = [feature_length(f) for f in data.train]
     watch.start()
-    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=learning_rate)
+    trainable = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=learning_rate, weight_decay=recipe.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, 0, budget.max_steps)
     model.train()
     step, epoch = 0, 0
@@ -180,6 +221,8 @@ def train_ours(
         for indices in length_grouped_batches(lengths, budget.batch_size, seed=seed + epoch):
             batch = collate([data.train[i] for i in indices], data.pad_id)
             model(**batch, task="task").loss.backward()
+            if recipe.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(trainable, recipe.max_grad_norm)
             optimizer.step()
             scheduler.step()
             optimizer.zero_grad()
@@ -191,7 +234,7 @@ def train_ours(
 
 
 def train_peft_trainer(
-    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int
+    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int, recipe: Recipe
 ) -> TargetWatch:
     """(a''): PEFT + HF Trainer, DataCollatorWithPadding + train_sampling_strategy="group_by_length"."""
     from transformers import TrainerCallback
@@ -221,6 +264,9 @@ def train_peft_trainer(
     trainer = system.trainer(
         seed, learning_rate=learning_rate, max_steps=budget.max_steps, callbacks=(EvaluateEvery(),)
     )
+    used = Recipe(trainer.args.weight_decay, trainer.args.max_grad_norm)
+    if used != recipe:
+        raise ValueError(f"(a'') trains with {used}, but its runs are recorded as {recipe}")
     trainer.train()
     return watch
 
@@ -232,6 +278,11 @@ TRAINERS = {
 }
 
 
+def system_recipe(system: str) -> Recipe:
+    """The recipe each system trains with now."""
+    return TRAINER_RECIPE if system == "peft-trainer-grouped" else engine_recipe()
+
+
 # ------------------------------------------------------------------------------------------- runs
 def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
     return (
@@ -239,6 +290,7 @@ def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
         record["learning_rate"],
         record["seed"],
         json.dumps(record["budget"], sort_keys=True),
+        json.dumps(recipe_of(record), sort_keys=True),
     )
 
 
@@ -250,11 +302,14 @@ def measure_time_to_target(
     systems: Iterable[str] = SYSTEMS,
     learning_rates: Iterable[float] = LEARNING_RATES,
     seeds: Iterable[int] = (42,),
+    recipes: dict[str, Recipe] | None = None,
 ) -> list[dict[str, Any]]:
-    """Every (seed, lr, system) run not yet in ``output``, systems alternating; one JSON line each."""
+    """Every (seed, lr, system) run not yet in ``output``, systems alternating; one JSON line each. ``recipes``
+    overrides a system's recipe (an A/B of a recipe change); the default is what each system uses now."""
     from transformers import AutoTokenizer
 
     systems = list(systems)
+    recipes = {system: (recipes or {}).get(system, system_recipe(system)) for system in systems}
     if "peft-trainer-grouped" in systems and not peft_available():
         print(PEFT_MISSING, flush=True)
         systems.remove("peft-trainer-grouped")
@@ -272,12 +327,13 @@ def measure_time_to_target(
                     "learning_rate": learning_rate,
                     "seed": seed,
                     "budget": asdict(budget),
+                    "recipe": asdict(recipes[system]),
                 }
                 if run_key(record) in done:
                     print(f"{system} lr {learning_rate:g} seed {seed}: in {output.name} already", flush=True)
                     continue
                 load_before = load_average()
-                watch = TRAINERS[system](folder, data, dev, budget, learning_rate, seed)
+                watch = TRAINERS[system](folder, data, dev, budget, learning_rate, seed, recipes[system])
                 reached = watch.first_reached()
                 record.update(
                     reached=reached is not None,
@@ -341,20 +397,40 @@ def fastest(records: list[dict[str, Any]], measure: str = "seconds_to_target") -
     return min(reached.items(), key=lambda item: item[1]) if reached else None
 
 
+def is_current(record: dict[str, Any]) -> bool:
+    """Whether a run trained with the recipe its system uses now (only those are compared)."""
+    return recipe_of(record) == asdict(system_recipe(record["system"]))
+
+
+def describe_recipe(recipe: dict[str, Any]) -> str:
+    clipping = recipe["max_grad_norm"]
+    return f"weight decay {recipe['weight_decay']:g}, " + (
+        f"gradients clipped to norm {clipping:g}" if clipping is not None else "no gradient clipping"
+    )
+
+
 def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
-    """One table per task: every run, then each system at its own best learning rate, and their ratio."""
+    """One table per task: every run of the current recipes, then each system at its own best learning rate,
+    their ratio, and one line per series of another recipe (superseded runs and A/Bs), never mixed in."""
+    others = [r for r in records if not is_current(r)]
+    records = [r for r in records if is_current(r)]
+    if not records:
+        return []
     budget = records[0]["budget"]
     metric, target = budget["metric"], budget["target"]
     shown = lambda value: f"{100 * value:.1f}"  # noqa: E731
     dates = sorted(r["measured_at"] for r in records)
     loads = [value for r in records for value in r["load_average"]]
+    recipes = dict.fromkeys(f"{SYSTEM_LABELS[r['system']]}: {describe_recipe(recipe_of(r))}" for r in records)
     lines = [
         f"#### Time to {shown(target)} dev {metric}: {budget['task']}",
         "",
         f"{records[0]['train_examples']:,} train and {records[0]['dev_examples']:,} dev examples; at most "
         f"{budget['max_steps']} steps of batch {budget['batch_size']}, dev evaluated every {budget['eval_every']} "
         f"steps (not timed); {records[0]['threads']} torch thread(s); 1-min load average {min(loads):.1f}-"
-        f"{max(loads):.1f}; runs one after the other, {dates[0]} to {dates[-1]}.",
+        f"{max(loads):.1f}; runs one after the other, {dates[0]} to {dates[-1]}. AdamW, "
+        + "; ".join(recipes)
+        + ".",
         "",
         f"| system | lr | seed | time to target (s) | steps | best dev {metric} | whole run (s, steps) |",
         "|---|---|---|---|---|---|---|",
@@ -368,13 +444,16 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
     best = {}
     lines.append("")
     for system in dict.fromkeys(r["system"] for r in records):
-        best[system] = fastest([r for r in records if r["system"] == system])
+        runs = [r for r in records if r["system"] == system]
+        best[system] = fastest(runs)
+        steps = fastest(runs, "steps_to_target")
         name = SYSTEM_LABELS[system]
         lines.append(
             f"* {name}: "
             + (
-                f"best lr {best[system][0]:g}, {best[system][1]:.1f} s to target (median over seeds)"
-                if best[system]
+                f"best lr {best[system][0]:g}, {best[system][1]:.1f} s to target (median over seeds); fewest "
+                f"steps at lr {steps[0]:g}: median {steps[1]:.0f}"
+                if best[system] and steps
                 else "target not reached within budget at any learning rate (in every seed)"
             )
         )
@@ -386,7 +465,33 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"* (a'') ÷ {contender}, each at its best lr, by the clock: {ratio:.2f}x the time to target"
             )
-    return lines + [""]
+    return lines + render_other_recipes(others) + [""]
+
+
+def render_other_recipes(records: list[dict[str, Any]]) -> list[str]:
+    """One line per (system, recipe, lr) series not compared above: its steps to target per seed."""
+    series: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+    for r in records:
+        key = (r["system"], json.dumps(recipe_of(r), sort_keys=True), r["learning_rate"])
+        series.setdefault(key, []).append(r)
+    lines = []
+    for (system, recipe, rate), runs in series.items():
+        steps = [r["steps_to_target"] for r in runs]
+        reached = [s for s in steps if s is not None]
+        median = (
+            f"median {statistics.median(reached):.0f}" if len(reached) == len(steps) else "not all reached"
+        )
+        lines.append(
+            f"* not compared (another recipe): {SYSTEM_LABELS[system]}, {describe_recipe(json.loads(recipe))}, "
+            f"lr {rate:g}: steps to target by seed "
+            + ", ".join(f"{r['seed']}: {r['steps_to_target'] or '–'}" for r in runs)
+            + f" ({median}); best dev {metric_shown(runs)}"
+        )
+    return lines
+
+
+def metric_shown(runs: list[dict[str, Any]]) -> str:
+    return ", ".join(f"{100 * r['best_score']:.1f}" for r in runs)
 
 
 def read_records(path: Path) -> list[dict[str, Any]]:
