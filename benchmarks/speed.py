@@ -1,7 +1,8 @@
 """Speed and memory benchmark: our P-tuning v2 training and inference against PEFT and the reference recipe.
 
-Systems (all P-tuning v2 with a 16-slot prefix, batch 32 for training and 64 for inference, lr 1e-2; Trainer
-systems predict at eval batches 16, 32 and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
+Systems (all P-tuning v2 with a 16-slot prefix, batch 32 for training and 64 for inference, AdamW at lr 1e-2
+without weight decay as ptuning train and the Trainer run it; Trainer systems predict at eval batches 16, 32
+and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
 
     ours            PromptModel, sdpa, dynamic padding, length-grouped batches (training) and
                     longest-first batches of ~64 x 32 padded tokens (inference) -- what ``ptuning train`` /

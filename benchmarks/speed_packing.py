@@ -72,7 +72,7 @@ class Layout:
     def __init__(self, model: PromptModel, data: Data, workload: Workload, pack_length: int | None) -> None:
         self.model, self.data, self.workload, self.pack_length = model, data, workload, pack_length
         self.optimizer = torch.optim.AdamW(
-            [p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE
+            [p for p in model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
         )
 
     def batch(self, features: list[dict[str, Any]]) -> tuple[dict[str, Any], int, int]:

@@ -97,7 +97,7 @@ class PromptSystem:
         self.model = PromptModel(backbone, "ptuning-v2", config)
         self.model.add_task("task", HeadSpec(data.kind, data.label_names))
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE
+            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
         )
         self.reference = reference
         self.data = data
@@ -184,7 +184,7 @@ class PeftOurBatchingSystem:
     def __init__(self, folder: str, data: Data, workload: Workload) -> None:
         self.model = build_peft_model(folder, data)
         self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE
+            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
         )
         self.data = data
         self.workload = workload
