@@ -14,7 +14,7 @@ from transformers import BertConfig, BertModel
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.training.inference import predict_outputs, token_budget_batches
+from ptuning.training.inference import inference_batches, predict_outputs, token_budget_batches
 
 ATOL = 1e-5
 PAD = 0
@@ -36,6 +36,14 @@ def test_an_input_longer_than_the_budget_gets_a_batch_of_its_own():
 def test_multiple_choice_features_count_each_choice_as_a_row():
     # 2 choices each: 2 features are 4 rows x 5 = 20 tokens, a third would be 30
     assert token_budget_batches([5, 5, 5], [2, 2, 2], max_tokens=20, max_rows=100) == [[0, 1], [2]]
+
+
+def test_off_the_cpu_a_batch_is_batch_size_rows_however_long_the_inputs():
+    inputs = [{"input_ids": [5] * n} for n in (300, 2, 300, 2, 300)]
+    # longest first: 0, 2, 4 (300 tokens), then 1, 3; the CPU budget of 2 x 32 tokens gives each long
+    # input a batch of its own, an accelerator gets the 2 rows it asked for
+    assert inference_batches(inputs, 2, "cuda") == [[0, 2], [4, 1], [3]]
+    assert inference_batches(inputs, 2, "cpu") == [[0], [2], [4], [1, 3]]
 
 
 def tiny_model(kind: HeadKind) -> PromptModel:

@@ -74,7 +74,7 @@ class TrainConfig(BaseModel):
     batch_size: int = Field(32, gt=0)
     """global batch (split across processes under accelerate/torchrun)"""
     eval_batch_size: int = Field(64, gt=0)
-    """batch size for evaluation (heads: a budget of this many 32-token rows, short inputs fill up to 4x more)"""
+    """batch size for evaluation (heads on CPU: a budget of this many 32-token rows, short inputs fill up to 4x more)"""
     gradient_accumulation_steps: int = Field(1, gt=0)
     """micro-batches per optimizer update"""
     max_length: int = Field(128, gt=0)

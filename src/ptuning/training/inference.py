@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Sequence
 from typing import Any
 
@@ -56,14 +57,16 @@ def token_budget_batches(
     return batches
 
 
-def inference_batches(features: Features, batch_size: int) -> list[list[int]]:
-    """The batches ``predict_outputs`` runs: about ``batch_size * TOKENS_PER_ROW`` padded tokens each, at
-    most ``batch_size * MAX_ROWS_FACTOR`` rows, longest first."""
+def inference_batches(features: Features, batch_size: int, device_type: str = "cpu") -> list[list[int]]:
+    """The batches ``predict_outputs`` runs, longest first. On CPU: about ``batch_size * TOKENS_PER_ROW``
+    padded tokens each, at most ``batch_size * MAX_ROWS_FACTOR`` rows (measured on CPU only). Elsewhere:
+    ``batch_size`` rows each, as asked — an accelerator wants its batches large, not cut by a CPU budget."""
+    lengths = [feature_length(f) for f in features]
+    rows = [feature_rows(f) for f in features]
+    if device_type != "cpu":
+        return token_budget_batches(lengths, rows, max_tokens=sys.maxsize, max_rows=batch_size)
     return token_budget_batches(
-        [feature_length(f) for f in features],
-        [feature_rows(f) for f in features],
-        max_tokens=batch_size * TOKENS_PER_ROW,
-        max_rows=batch_size * MAX_ROWS_FACTOR,
+        lengths, rows, max_tokens=batch_size * TOKENS_PER_ROW, max_rows=batch_size * MAX_ROWS_FACTOR
     )
 
 
@@ -80,7 +83,7 @@ def predict_outputs(
     """Raw head outputs, one per feature in feature order (see ``Task`` for the per-kind format).
 
     Features are run longest-first in batches of similar length, so padding costs almost nothing; a batch
-    holds about ``batch_size * TOKENS_PER_ROW`` padded tokens (``inference_batches``). With
+    holds about ``batch_size * TOKENS_PER_ROW`` padded tokens on CPU (``inference_batches``). With
     ``pack_length`` each batch's features are packed into rows of at most that many tokens (core/packing.py;
     encoder classification, regression and tagging only).
     """
@@ -88,7 +91,7 @@ def predict_outputs(
     model.eval()
     kind = model.head_specs[task_name].kind
     device = next(model.parameters()).device
-    batches = inference_batches(features, batch_size)
+    batches = inference_batches(features, batch_size, device.type)
     outputs: list[Any] = [None] * len(features)
     for indices in batches:
         if pack_length is not None:  # outputs come back one per segment, in ``indices`` order
