@@ -106,22 +106,15 @@ class PromptSystem:
         self.dev_features = pad_features(data.dev, data.pad_id) if reference else data.dev
 
     def train_round(self, seed: int) -> Round:
-        size = self.workload.batch_size
-        if self.reference:
-            order = np.random.default_rng(seed).permutation(len(self.train_features)).tolist()
-            batches = [order[i : i + size] for i in range(0, len(order), size)]
-        else:
-            lengths = [feature_length(f) for f in self.train_features]
-            batches = length_grouped_batches(lengths, size, seed=seed)
         self.model.train()
         shapes = []
         start = time.perf_counter()
-        for indices in batches:
+        for indices in self.train_batches(seed):
             with torch.profiler.record_function("collate"):
-                batch = collate([self.train_features[i] for i in indices], self.data.pad_id)
-            shapes.append(tuple(batch["input_ids"].shape[:2]))
+                inputs, shape = self.training_inputs(indices)
+            shapes.append(shape)
             with torch.profiler.record_function("forward"):
-                loss = self.model(**batch, task="task").loss
+                loss = self.model(**inputs, task="task").loss
             with torch.profiler.record_function("backward"):
                 loss.backward()
             with torch.profiler.record_function("optimizer"):
@@ -129,6 +122,20 @@ class PromptSystem:
                 self.optimizer.zero_grad()
         seconds = time.perf_counter() - start
         return Round(seconds, len(self.train_features), sum(b * t for b, t in shapes), shapes)
+
+    def train_batches(self, seed: int) -> list[list[int]]:
+        """The round's batches (indices): shuffled for the reference recipe, length-grouped for ours."""
+        size = self.workload.batch_size
+        if self.reference:
+            order = np.random.default_rng(seed).permutation(len(self.train_features)).tolist()
+            return [order[i : i + size] for i in range(0, len(order), size)]
+        lengths = [feature_length(f) for f in self.train_features]
+        return length_grouped_batches(lengths, size, seed=seed)
+
+    def training_inputs(self, indices: list[int]) -> tuple[dict[str, Any], tuple[int, int]]:
+        """The model's keyword inputs for one batch, and the (rows, length) its GEMMs run over."""
+        batch = collate([self.train_features[i] for i in indices], self.data.pad_id)
+        return batch, tuple(batch["input_ids"].shape[:2])
 
     def infer_round(self, seed: int) -> Round:
         start = time.perf_counter()

@@ -6,17 +6,15 @@ from __future__ import annotations
 
 import os
 import tempfile
-import time
 from pathlib import Path
+from typing import Any
 
 import torch
 from speed_common import MAX_LENGTH, Data, Workload
-from speed_systems import SYSTEM_LABELS, PromptSystem, Round, build_system
+from speed_systems import SYSTEM_LABELS, PromptSystem, build_system
 
 from ptuning.core.compilation import compile_backbone
 from ptuning.core.packing import pack_features, segment_labels
-from ptuning.tasks.collate import length_grouped_batches
-from ptuning.training.inference import feature_length
 
 PACKED = "ours-packed"
 COMPILED = "ours-compiled"
@@ -35,27 +33,11 @@ class PackedPromptSystem(PromptSystem):
         super().__init__(folder, data, workload)
         self.model.check_packable("task")
 
-    def train_round(self, seed: int) -> Round:
-        lengths = [feature_length(f) for f in self.train_features]
-        batches = length_grouped_batches(lengths, self.workload.batch_size, seed=seed)
-        self.model.train()
-        shapes = []
-        start = time.perf_counter()
-        for indices in batches:
-            with torch.profiler.record_function("collate"):
-                chosen = [self.train_features[i] for i in indices]
-                packed = pack_features(chosen, MAX_LENGTH, self.data.pad_id)
-                labels = segment_labels(chosen, self.data.kind)
-            shapes.append(tuple(packed.input_ids.shape[:2]))  # (rows, row length): what the GEMMs ran over
-            with torch.profiler.record_function("forward"):
-                loss = self.model(packed=packed, labels=labels, task="task").loss
-            with torch.profiler.record_function("backward"):
-                loss.backward()
-            with torch.profiler.record_function("optimizer"):
-                self.optimizer.step()
-                self.optimizer.zero_grad()
-        seconds = time.perf_counter() - start
-        return Round(seconds, len(self.train_features), sum(b * t for b, t in shapes), shapes)
+    def training_inputs(self, indices: list[int]) -> tuple[dict[str, Any], tuple[int, int]]:
+        chosen = [self.train_features[i] for i in indices]
+        packed = pack_features(chosen, MAX_LENGTH, self.data.pad_id)
+        labels = segment_labels(chosen, self.data.kind)
+        return {"packed": packed, "labels": labels}, tuple(packed.input_ids.shape[:2])
 
 
 class CompiledPromptSystem(PromptSystem):

@@ -10,7 +10,6 @@ import sys
 from pathlib import Path
 
 import pytest
-from tiny_models import save_tiny_bert
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,26 +23,6 @@ def load_benchmark(name: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    """A 2-layer random BERT (hidden 32) with the packaged MiniLM tokenizer, saved as a model folder."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    """An SST-2 folder (train.tsv, dev.tsv) of 16 short labelled sentences."""
-    root = tmp_path_factory.mktemp("data")
-    (root / "sst2").mkdir()
-    rows = ["label\tsentence"]
-    rows += [
-        f"{i % 2}\t{'a fine' if i % 2 else 'a dull'} film {'truly ' * (i % 4)}number {i}" for i in range(16)
-    ]
-    for name in ("train.tsv", "dev.tsv"):
-        (root / "sst2" / name).write_text("\n".join(rows) + "\n")
-    return root
 
 
 def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, monkeypatch, capsys):

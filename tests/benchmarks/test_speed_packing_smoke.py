@@ -8,16 +8,10 @@ from pathlib import Path
 
 import pytest
 from test_smoke import load_benchmark
-from tiny_models import save_tiny_bert
 
 CONLL = (
     "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\nGerman JJ B-NP B-MISC\ncall NN I-NP O\n\nPeter NNP B-NP B-PER\n"
 )
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
 
 
 def write_data(root: Path) -> None:

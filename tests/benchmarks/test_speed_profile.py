@@ -11,14 +11,8 @@ from pathlib import Path
 import pytest
 from test_smoke import REPO, load_benchmark
 from test_speed_packing_smoke import write_data
-from tiny_models import save_tiny_bert
 
 CHANGES = ["ours", "ours-bf16", "ours-packed", "ours-compiled"]
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
 
 
 @pytest.fixture(scope="module")

@@ -7,27 +7,10 @@ import json
 from dataclasses import replace
 from pathlib import Path
 
-import pytest
 import torch
 from test_smoke import load_benchmark
-from tiny_models import save_tiny_bert
 
 from ptuning.training.config import TrainConfig
-
-
-@pytest.fixture(scope="module")
-def tiny_model(tmp_path_factory) -> str:
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
-
-
-@pytest.fixture(scope="module")
-def data_root(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("data")
-    (root / "sst2").mkdir()
-    rows = ["label\tsentence"] + [f"{i % 2}\t{'a fine' if i % 2 else 'a dull'} film {i}" for i in range(16)]
-    for name in ("train.tsv", "dev.tsv"):
-        (root / "sst2" / name).write_text("\n".join(rows) + "\n")
-    return root
 
 
 class SpyAdamW(torch.optim.AdamW):
