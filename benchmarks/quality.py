@@ -404,17 +404,23 @@ def _percent(value: float, budget: Budget) -> float:
     return float(value) if budget.in_percent else 100.0 * float(value)
 
 
-def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | None:
-    """The sweep setting with the best dev score (seed 42); None until the whole sweep is done."""
-    budget = bench.budgets[task]
+def sweep_runs(bench: Bench, task: str, method: str) -> list[dict[str, Any] | None]:
+    """The method's seed-42 sweep runs at the bench's scale, one per setting (None: not run yet)."""
     records = bench.records(task)
     budget_id = bench.budget_id(task)
-    sweep = bench.sweeps[method]
-    runs = [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in sweep]
+    return [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in bench.sweeps[method]]
+
+
+def best_run(runs: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
+    return max(runs, key=lambda r: dev_score(r, budget))
+
+
+def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | None:
+    """The sweep setting with the best dev score (seed 42); None until the whole sweep is done."""
+    runs = sweep_runs(bench, task, method)
     if any(r is None for r in runs):
         return None
-    best = max(runs, key=lambda r: dev_score(r, budget))
-    return dict(best["setting"])
+    return dict(best_run(runs, bench.budgets[task])["setting"])
 
 
 def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | None:

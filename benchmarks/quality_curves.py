@@ -33,22 +33,13 @@ MAX_SHOWN_EVALS = 6  # the table shows at most this many evaluations of a curve 
 def seed_runs(bench: quality.Bench, task: str, method: str) -> dict[str, Any] | None:
     """The runs of the method's chosen setting (all seeds that finished), or, while its sweep is unfinished,
     the best seed-42 sweep run so far (``provisional``); None when no sweep run has finished."""
-    budget = bench.budgets[task]
     records = bench.records(task)
     budget_id = bench.budget_id(task)
-    sweep = bench.sweeps[method]
-    done = [
-        run
-        for setting in sweep
-        if (
-            run := quality.find_run(
-                records, quality.run_key(task, method, setting, quality.SWEEP_SEED, budget_id)
-            )
-        )
-    ]
+    sweep = quality.sweep_runs(bench, task, method)
+    done = [run for run in sweep if run is not None]
     if not done:
         return None
-    setting = dict(max(done, key=lambda r: quality.dev_score(r, budget))["setting"])
+    setting = dict(quality.best_run(done, bench.budgets[task])["setting"])
     runs = [
         quality.find_run(records, quality.run_key(task, method, setting, seed, budget_id))
         for seed in (quality.SWEEP_SEED, *quality.EXTRA_SEEDS)

@@ -71,14 +71,8 @@ def format_anchor(anchors: dict[tuple[str, str, str], dict[str, Any]], model: st
 
 def sweep_progress(bench: quality.Bench, task: str, method: str) -> tuple[int, int]:
     """(finished, total) runs of the method's seed-42 sweep at the bench's scale."""
-    records = bench.records(task)
-    budget_id = bench.budget_id(task)
-    sweep = bench.sweeps[method]
-    done = sum(
-        quality.find_run(records, quality.run_key(task, method, s, quality.SWEEP_SEED, budget_id)) is not None
-        for s in sweep
-    )
-    return done, len(sweep)
+    runs = quality.sweep_runs(bench, task, method)
+    return sum(r is not None for r in runs), len(runs)
 
 
 def side_scores(bench: quality.Bench, task: str, method: str) -> dict[str, Any]:

@@ -2,27 +2,11 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
-from pathlib import Path
-
-REPO = Path(__file__).resolve().parents[2]
-
-
-def load_speed_systems():
-    if str(REPO / "benchmarks") not in sys.path:  # the scripts import their sibling modules
-        sys.path.insert(0, str(REPO / "benchmarks"))
-    spec = importlib.util.spec_from_file_location(
-        "benchmark_speed_systems", REPO / "benchmarks" / "speed_systems.py"
-    )
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up while the file runs
-    spec.loader.exec_module(module)
-    return module
+from test_smoke import load_benchmark
 
 
 def test_a_trainer_system_predicts_at_every_candidate_eval_batch_and_its_fastest_counts(monkeypatch):
-    systems = load_speed_systems()
+    systems = load_benchmark("speed_systems")
     seconds = {16: 3.0, 32: 1.0, 64: 2.0}
     assert tuple(seconds) == systems.TRAINER_EVAL_BATCH_SIZES
     tried = []
