@@ -440,6 +440,8 @@ def test_targets_table_reads_every_cell_from_the_results_and_says_what_is_missin
     )
     assert rows["the same for ours-bf16, against the bf16 GEMM rate"][0] == "10 % (100 of 1000 GFLOP/s)"
     assert rows["training ≥ 2× (a) (issue 6)"] == ["not measured", "not measured", "– |"]  # no (a) system
+    assert rows["inference ≥ 2× (a'') in bf16, ours in bf16 with --compile"] == ["not measured", "not measured",
+                                                                                "– |"]  # fmt: skip
     assert rows["time to target dev score ≥ 2× faster than (a'') (issue 16)"][0] == "not measured"
 
 
@@ -491,3 +493,25 @@ def test_quality_only_patterns_pick_cells_and_order_them(tiny_model, data_root, 
     first, second = quality.Cell.parse("sst2:finetune:sweep"), quality.Cell.parse("sst2:ptuning-v2:seeds")
     assert quality.only_rank(first, only) == 1 and quality.only_rank(second, only) == 0
     assert quality.only_rank(quality.Cell.parse("conll2003:finetune:sweep"), only) is None
+
+
+def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_compile(
+    tiny_model, data_root
+):
+    """Built only (compiling happens in the first rounds, too slow for a smoke): what each system is."""
+    import torch
+    from transformers import AutoTokenizer
+
+    from ptuning.core.compilation import is_compiled
+
+    systems = load_benchmark("speed_systems")
+    common = load_benchmark("speed_common")
+    workload = common.Workload("t", "sst2", tiny_model, 8, 8, repeats=1, batch_size=4, eval_batch_size=4)
+    data = common.load_data(workload, AutoTokenizer.from_pretrained(tiny_model), data_root)
+    for name, dtype in (("ours-compiled", torch.float32), ("ours-bf16-compiled", torch.bfloat16)):
+        model = systems.build_system(name, tiny_model, data, workload).model
+        assert is_compiled(model) and next(model.backbone.parameters()).dtype == dtype, name
+    assert not is_compiled(systems.build_system("ours-bf16", tiny_model, data, workload).model)
+    if common.peft_available():
+        trainer = systems.build_system(systems.BF16_COMPILED_BASELINE, tiny_model, data, workload).trainer(0)
+        assert trainer.args.torch_compile and next(trainer.model.parameters()).dtype == torch.bfloat16

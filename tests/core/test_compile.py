@@ -14,6 +14,7 @@ from core_tiny import pad_rows, random_ids, tiny_backbone
 from ptuning.core.compilation import (
     CompileStats,
     compile_backbone,
+    folds_weights,
     is_compiled,
     missing_compiler,
     uncompile_backbone,
@@ -80,6 +81,21 @@ def test_compiled_backbone_equals_eager_in_training_and_inference_over_varying_s
     # one graph per mode (training with grad, inference without), not one per length or batch size
     assert 1 <= compiled_now.graphs <= 3, compiled_now
     assert compiled_now.seconds > 0
+    # The frozen backbone's linear weights are constants of the inference graph (Inductor's freezing): a weight
+    # changed after compiling moves the eager logits, not the compiled inference ones, while the training
+    # graph, which takes the weights as inputs, follows the change.
+    batch = _batch(BATCHES[0], 0)
+    with torch.no_grad():
+        before_change = compiled.eval()(**batch, task="task").logits
+        for model in (eager, compiled):
+            for module in model.backbone.modules():
+                if isinstance(module, torch.nn.Linear):
+                    module.weight.mul_(3.0)
+        changed = [model.eval()(**batch, task="task").logits for model in (eager, compiled)]
+    assert not torch.allclose(changed[0], before_change, atol=1e-3)
+    assert torch.allclose(changed[1], before_change, atol=ATOL)
+    trained = [model.train()(**batch, task="task").logits.detach() for model in (eager, compiled)]
+    assert torch.allclose(trained[0], trained[1], atol=ATOL)
     uncompile_backbone(compiled)
     assert not is_compiled(compiled)
 
@@ -106,3 +122,31 @@ def test_compile_without_a_cpu_compiler_says_what_is_missing(monkeypatch: pytest
         compile_backbone(model)
     assert not is_compiled(model)
     assert "g++" in missing_compiler()
+
+
+def test_only_a_frozen_unquantized_backbone_is_compiled_with_its_weights_folded(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Fine-tuning changes the weights an inference graph would have folded; folding an int8 backbone
+    would store it dequantized. Both compile without ``freezing``, which is on only inside the frozen
+    backbone's own calls."""
+    from torch._inductor import config as inductor_config
+
+    monkeypatch.setattr("ptuning.core.compilation.missing_compiler", lambda: None)
+
+    def fake_compile(self: torch.nn.Module, **kwargs: object) -> None:  # records the setting at call time
+        self._compiled_call_impl = lambda *args, **kw: inductor_config.freezing
+
+    monkeypatch.setattr(torch.nn.Module, "compile", fake_compile)
+    frozen = PromptModel(tiny_backbone("bert"), "ptuning-v2", PrefixConfig(prefix_length=4))
+    tuned = PromptModel(tiny_backbone("bert"), "finetune", PrefixConfig(prefix_length=4))
+    quantized_backbone = tiny_backbone("bert")
+    quantized_backbone.ptuning_quantization = "int8"  # what core.quantization marks a quantized one with
+    quantized = PromptModel(quantized_backbone, "ptuning-v2", PrefixConfig(prefix_length=4))
+    assert [folds_weights(m) for m in (frozen, tuned, quantized)] == [True, False, False]
+    for model in (frozen, tuned, quantized):
+        compile_backbone(model)
+    assert [m.backbone._compiled_call_impl() for m in (frozen, tuned, quantized)] == [True, False, False]
+    assert inductor_config.freezing is False  # switched on around the call only
+    compile_backbone(frozen, backend="eager")  # Dynamo only: nothing to fold
+    assert frozen.backbone._compiled_call_impl() is False
