@@ -5,6 +5,9 @@ every process's torch random states, CUDA's included."""
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -115,3 +118,17 @@ def test_dev_and_test_scoring_can_both_be_switched_off(tiny_bert, sst2_dir, tmp_
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert summary["dev"] is None and summary["test"] is None and summary["data"].keys() == {"train"}
     assert (tmp_path / "run" / "checkpoint" / "prompt_config.json").is_file()  # the last one is kept
+
+
+@pytest.mark.parametrize("disabled", [False, True])
+def test_tqdm_disable_silences_the_progress_bar(disabled, tiny_bert, sst2_dir, tmp_path) -> None:
+    """The bar leaves ``disable`` to tqdm on the main process, so its TQDM_DISABLE variable works (campaign
+    logs were filling with bars). tqdm reads the variable when it is imported: hence a fresh process."""
+    env = {k: v for k, v in os.environ.items() if k != "TQDM_DISABLE"}
+    if disabled:
+        env["TQDM_DISABLE"] = "1"
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "1")
+    code = "import sys; from ptuning.cli import main; sys.exit(main(sys.argv[1:]))"
+    run = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
+    assert run.returncode == 0, run.stderr
+    assert ("it/s" in run.stderr) is not disabled  # the bar's rate; other lines say "train:" too

@@ -155,7 +155,8 @@ class Trainer:
             total=self.total_micro,
             initial=start,
             desc="MPT-2" if not self.single else "train",
-            disable=not self.accelerator.is_main_process,
+            # on the main process ``disable`` is left to tqdm, so TQDM_DISABLE=1 silences the bar
+            **({} if self.accelerator.is_main_process else {"disable": True}),
         ) as bar:  # closed (its line ended) before any error is printed
             for micro in range(start + 1, self.total_micro + 1):
                 name, indices = self.schedule[micro - 1]
