@@ -212,7 +212,17 @@ def test_the_serve_command_passes_the_generation_limits(monkeypatch, tmp_path) -
         "9",
     ]
     command.run_serve(parser.parse_args(["--checkpoints", str(tmp_path), *flags]))
-    assert seen["generation_limits"] == GenerationLimits(32, 100, 3, 9.0)
+    assert seen["generation_limits"] == GenerationLimits(32, 100, 3, 9.0) and seen["compile"] is False
+    command.run_serve(parser.parse_args(["--checkpoints", str(tmp_path), "--compile"]))
+    assert seen["compile"] is True
+
+
+def test_compile_is_refused_for_a_generating_backbone_before_anything_is_served(root) -> None:
+    from ptuning.core.config import ConfigError
+
+    base = json.loads((root / "capitals" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    with pytest.raises(ConfigError, match="--compile serves encoder checkpoints"):
+        create_app(root, base, compile=True)
 
 
 @pytest.mark.anyio

@@ -31,6 +31,7 @@ from torch import nn
 
 from ptuning import __version__
 from ptuning.core.backbones import load_backbone
+from ptuning.core.compilation import compile_backbone
 from ptuning.core.config import ConfigError
 from ptuning.core.quantization import (
     backbone_storage,
@@ -141,6 +142,7 @@ def create_app(
     generation_limits: GenerationLimits | None = None,
     backbone_dtype: str | None = None,
     backbone_quantization: str | None = None,
+    compile: bool = False,
 ) -> FastAPI:
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
 
@@ -148,6 +150,8 @@ def create_app(
     ``backbone_quantization``: ``int8`` (weight-only) or ``int8-dynamic`` quantize the shared backbone's
     linear layers on CPU (``core.quantization``; a given ``backbone`` too), ``int8``/``nf4`` on CUDA load it
     through bitsandbytes. Checkpoints trained on the unquantized model load onto it, at startup and later.
+    ``compile`` compiles the shared backbone (``core.compilation``: its frozen weights folded into the
+    inference graph) for encoder checkpoints; compiling happens in the first requests.
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
     companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
@@ -173,6 +177,14 @@ def create_app(
         quantize_backbone(backbone, backbone_quantization)  # records the unquantized fingerprints first
     storage = backbone_storage(backbone)
     registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
+    if compile:
+        if registry.causal_lm:
+            raise ConfigError(
+                "--compile serves encoder checkpoints (classification, tagging, QA); a causal LM generates "
+                "through a growing cache that the compiled graph was not built for: serve it without --compile"
+            )
+        compile_backbone(registry.model)
+    storage["compiled"] = compile
     report = registry.scan()
     for name, reason in report["failed"].items():
         logger.warning("checkpoint %s not served: %s", name, reason)

@@ -26,6 +26,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); int8-dynamic: torch dynamic "
         "quantization (CPU, int8 activations too); nf4: CUDA + bitsandbytes",
     )
+    add(
+        "--compile",
+        action="store_true",
+        help="torch.compile the shared frozen backbone, its weights folded into the graph (encoder checkpoints "
+        "only; the first requests pay the start-up, tens of seconds; docs/BENCHMARKS.md says when it pays)",
+    )
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     add("--port", type=int, default=8000, help="(default: 8000)")
     add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
@@ -79,6 +85,7 @@ def run_serve(args: argparse.Namespace) -> None:
         generation_limits=generation_limits,
         backbone_dtype=args.backbone_dtype,
         backbone_quantization=args.backbone_quantization,
+        compile=args.compile,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

@@ -158,6 +158,11 @@ class PromptRegistry:
         self._serial = itertools.count(1)
         self._lock = threading.RLock()
 
+    @property
+    def causal_lm(self) -> bool:
+        """Whether the backbone generates (its checkpoints are served by serve/generate.py)."""
+        return _is_causal_lm(self.backbone)
+
     # ------------------------------------------------------------------------------------------ paths
     def resolve(self, name: str) -> Path:
         """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
