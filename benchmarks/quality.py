@@ -9,6 +9,9 @@ interruptions and a shared machine:
     task:method:seeds          the best sweep setting (by dev) again with seeds 43 and 44
     task:ptuning-v2:ablation-NAME   one change to P-tuning v2's chosen setting, seed 42
     task:finetune:ablation-pooling  the same head change to fine-tuning's chosen setting, seed 42
+    task:ptuning-v2:confirm-NAME    an ablation's changes that beat the chosen setting at seed 42, again with
+                                    seeds 43 and 44 (the second scale point: a gain is then compared over
+                                    three seeds, like the methods)
 
 Each finished run is one JSON line in ``benchmarks/results/quality/<task>.jsonl`` (``--backbone minilm``,
 the default) or ``benchmarks/results/quality/<backbone>/<task>.jsonl`` (any other backbone); a run whose key
@@ -276,7 +279,7 @@ TASK_ORDER = ("sst2", "conll2004", "copa", "superglue-rte", "conll2003", "boolq"
 class Cell:
     task: str
     method: str
-    phase: str  # sweep | seeds | ablation-NAME
+    phase: str  # sweep | seeds | ablation-NAME | confirm-NAME
 
     @property
     def name(self) -> str:
@@ -292,21 +295,30 @@ class Cell:
             raise ValueError(f"unknown task {task!r}; expected one of {', '.join(BUDGETS)}")
         if method not in SWEEPS:
             raise ValueError(f"unknown method {method!r}; expected one of {', '.join(SWEEPS)}")
-        ablation = phase.removeprefix("ablation-")
-        if phase.startswith("ablation-") and ablation not in ABLATIONS:
+        ablation = ablation_of(phase)
+        if ablation is not None and ablation not in ABLATIONS:
             raise ValueError(f"unknown ablation {ablation!r}; expected one of {', '.join(ABLATIONS)}")
+        confirms_other_method = phase.startswith("confirm-") and method != "ptuning-v2"
         if phase not in ("sweep", "seeds") and (
-            ablation not in ABLATIONS or method not in ablation_methods(ablation)
+            ablation not in ABLATIONS or method not in ablation_methods(ablation) or confirms_other_method
         ):
             raise ValueError(
-                f"phase must be sweep, seeds or ablation-NAME with NAME in {', '.join(ABLATIONS)} "
-                f"(for ptuning-v2; pooling also for finetune); got {method} {phase!r}"
+                f"phase must be sweep, seeds, ablation-NAME or confirm-NAME with NAME in {', '.join(ABLATIONS)} "
+                f"(for ptuning-v2; ablation-pooling also for finetune); got {method} {phase!r}"
             )
-        if phase.startswith("ablation-") and not ablation_applies(ablation, task):
+        if ablation is not None and not ablation_applies(ablation, task):
             raise ValueError(
                 f"ablation {ablation!r} changes a pooled head: tasks {', '.join(POOLING_TASKS)}; got {task!r}"
             )
         return cls(task, method, phase)
+
+
+def ablation_of(phase: str) -> str | None:
+    """The ablation an ``ablation-NAME`` or ``confirm-NAME`` phase is about (None for sweep and seeds)."""
+    for prefix in ("ablation-", "confirm-"):
+        if phase.startswith(prefix):
+            return phase.removeprefix(prefix)
+    return None
 
 
 def all_cells(bench: Bench) -> list[Cell]:
@@ -323,6 +335,11 @@ def all_cells(bench: Bench) -> list[Cell]:
                 for name in ablations_for(task, bench.ablation_names)
                 for method in ablation_methods(name)
             ]
+            if bench.confirms_ablations:
+                cells += [
+                    Cell(task, "ptuning-v2", f"confirm-{n}")
+                    for n in ablations_for(task, bench.ablation_names)
+                ]
         cells += [Cell(task, method, "seeds") for method in methods if method not in CORE_METHODS]
     return cells
 
@@ -347,8 +364,12 @@ class Bench:
     @property
     def ablation_names(self) -> tuple[str, ...]:
         """The ablations that are cells of this bench (and rows of its table)."""
-        extra = self.scaling_ablations or self.spec.scaling_ablations
-        return ORIGINAL_ABLATIONS + (SCALING_ABLATIONS if extra else ())
+        return ORIGINAL_ABLATIONS + (SCALING_ABLATIONS if self.confirms_ablations else ())
+
+    @property
+    def confirms_ablations(self) -> bool:
+        """The scaling question's benches: its ablations are cells, and a winning change gets 3 seeds."""
+        return self.scaling_ablations or self.spec.scaling_ablations
 
     def budget_id(self, task: str) -> str:
         return self.budgets[task].fingerprint(self.model, self.backbone)
@@ -432,14 +453,30 @@ def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | No
         return None
     if cell.phase == "seeds":
         return [(chosen, seed) for seed in EXTRA_SEEDS]
-    changes = ablation_changes(cell.phase.removeprefix("ablation-"), bench.spec.num_layers)
+    changes = ablation_changes(ablation_of(cell.phase), bench.spec.num_layers)
+    if cell.phase.startswith("confirm-"):
+        winners = winning_changes(bench, cell.task, chosen, changes)
+        return None if winners is None else [(w, seed) for w in winners for seed in EXTRA_SEEDS]
     return [({**chosen, **change}, SWEEP_SEED) for change in changes]
+
+
+def winning_changes(
+    bench: Bench, task: str, chosen: dict[str, Any], changes: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """The changed settings whose seed-42 run beat the chosen setting's (None while one has not run)."""
+    records, budget, budget_id = bench.records(task), bench.budgets[task], bench.budget_id(task)
+    base = find_run(records, run_key(task, "ptuning-v2", chosen, SWEEP_SEED, budget_id))
+    settings = [{**chosen, **change} for change in changes]
+    runs = [find_run(records, run_key(task, "ptuning-v2", s, SWEEP_SEED, budget_id)) for s in settings]
+    if base is None or any(r is None for r in runs):
+        return None
+    return [s for s, r in zip(settings, runs, strict=True) if primary(r, budget) > primary(base, budget)]
 
 
 def cell_status(bench: Bench, cell: Cell) -> str:
     runs = cell_runs(bench, cell)
     if runs is None:
-        return "waiting for its sweep"
+        return "waiting for its ablation" if cell.phase.startswith("confirm-") else "waiting for its sweep"
     budget_id = bench.budget_id(cell.task)
     records = bench.records(cell.task)
     done = sum(
@@ -453,8 +490,11 @@ def run_cell(bench: Bench, cell: Cell, only: int | None = None) -> None:
     """Every unfinished run of the cell (or only its run number ``only``), appending each result."""
     runs = cell_runs(bench, cell)
     if runs is None:
+        first = cell.name.replace("confirm-", "ablation-") if cell.phase.startswith("confirm-") else None
         raise SystemExit(
-            f"{cell.name}: run {cell.task}:{cell.method}:sweep first (its best setting is needed)"
+            f"{cell.name}: run {first} first (its seed-42 runs decide what is confirmed)"
+            if first
+            else f"{cell.name}: run {cell.task}:{cell.method}:sweep first (its best setting is needed)"
         )
     if only is not None:
         if not 0 <= only < len(runs):
@@ -595,7 +635,7 @@ def launch_rank(cell: Cell) -> int:
         return 0
     if cell.phase == "seeds" and cell.method in CORE_METHODS:
         return 1
-    return 2 if cell.phase.startswith("ablation-") else 3
+    return 2 if ablation_of(cell.phase) is not None else 3
 
 
 def run_all(
@@ -854,13 +894,34 @@ def render_ablations(bench: Bench) -> list[str]:
                 )
                 base_score = primary(base, budget) if base else None
                 score = primary(run, budget) if run else None
+                # a confirmed change (confirm-NAME ran its seeds 43-44): both settings over seeds 42-44
+                confirmed = chosen and method == "ptuning-v2"
+                three = (
+                    [seed_scores(bench, task, method, s) for s in (chosen, {**chosen, **change})]
+                    if confirmed
+                    else []
+                )
+                base_seeds, change_seeds = (
+                    [f" (seeds 42-44: {mean_std(t)})" for t in three]
+                    if three and None not in three
+                    else ["", ""]
+                )
                 lines.append(
                     f"| {budget.label} | {label}: {format_setting(change)} | "
-                    f"{'pending' if base_score is None else f'{base_score:.1f}'} | "
-                    f"{'pending' if score is None else f'{score:.1f}'} | "
+                    f"{'pending' if base_score is None else f'{base_score:.1f}'}{base_seeds} | "
+                    f"{'pending' if score is None else f'{score:.1f}'}{change_seeds} | "
                     f"{'–' if base_score is None or score is None else f'{score - base_score:+.1f}'} |"
                 )
     return lines + [""]
+
+
+def seed_scores(bench: Bench, task: str, method: str, setting: dict[str, Any]) -> list[float] | None:
+    """The primary metric of ``setting`` over seeds 42-44, or None unless all three have run."""
+    budget, budget_id, records = bench.budgets[task], bench.budget_id(task), bench.records(task)
+    runs = [
+        find_run(records, run_key(task, method, setting, s, budget_id)) for s in (SWEEP_SEED, *EXTRA_SEEDS)
+    ]
+    return None if None in runs else [primary(r, budget) for r in runs]
 
 
 def rendered_ablations(bench: Bench) -> tuple[str, ...]:

@@ -188,8 +188,9 @@ def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
         elif cell.phase == "seeds":
             settings = [{}] * len(quality.EXTRA_SEEDS)
         else:
-            name = cell.phase.removeprefix("ablation-")
-            settings = quality.ablation_changes(name, bench.spec.num_layers)
+            settings = quality.ablation_changes(quality.ablation_of(cell.phase), bench.spec.num_layers)
+            if cell.phase.startswith("confirm-"):  # at most every change, with each extra seed
+                settings = [s for s in settings for _ in quality.EXTRA_SEEDS]
         factors = [setting.get("epochs_factor", 1) for setting in settings]
         rate, time_from = cpu_rate(cell.task, cell.method, measured, rates, ratio)
         units = sum(work(tokens[cell.task], budget.epochs * f) for f in factors)

@@ -148,3 +148,36 @@ def test_scaling_anchors_carry_their_source_and_fill_the_authors_columns(tmp_pat
     unsourced.write_text(json.dumps({"anchors": [entry]}))
     with pytest.raises(ValueError, match=r"anchors\[0\]: missing source"):
         scaling.load_anchors(unsourced)
+
+
+def test_an_ablation_change_that_beats_the_chosen_setting_gets_seeds_43_44_and_renders_over_three(
+    partial_mpnet,
+):
+    """confirm-NAME: only the changes whose seed-42 run beat the chosen setting's, once every change ran."""
+    quality, bench = partial_mpnet
+    chosen = quality.SWEEPS["ptuning-v2"][1]  # the sweep's best: dev 0.80
+    confirm = quality.Cell.parse("sst2:ptuning-v2:confirm-prefix-length")
+    assert confirm in quality.all_cells(bench)
+    assert not any(c.phase.startswith("confirm-") for c in quality.all_cells(quality.Bench()))  # MiniLM
+    with pytest.raises(ValueError, match="confirm-NAME"):
+        quality.Cell.parse("sst2:finetune:confirm-pooling")
+    short, long = ({**chosen, "prefix_length": p} for p in (4, 64))
+    write_records(quality, bench, "sst2", [{"method": "ptuning-v2", "setting": short, "dev": 0.90}])
+    assert quality.cell_status(bench, confirm) == "waiting for its ablation"  # P 64 has not run
+    write_records(quality, bench, "sst2", [{"method": "ptuning-v2", "setting": long, "dev": 0.70}])
+    assert quality.cell_runs(bench, confirm) == [(short, 43), (short, 44)]  # P 4 won, P 64 lost
+    assert quality.cell_status(bench, confirm) == "0/2 runs"
+    rows = [line for line in quality.render_ablations(bench) if "prefix-length" in line]
+    assert rows[0].startswith("| SST-2 | prefix-length: P 4 | 80.0 | 90.0 | +10.0 |")
+    seeds = [
+        {"method": "ptuning-v2", "setting": setting, "seed": seed, "dev": dev}
+        for setting, devs in ((short, (0.88, 0.89)), (chosen, (0.78, 0.79)))
+        for seed, dev in zip(quality.EXTRA_SEEDS, devs, strict=True)
+    ]
+    write_records(quality, bench, "sst2", seeds)
+    assert quality.cell_status(bench, confirm) == "done"
+    rows = [line for line in quality.render_ablations(bench) if "prefix-length" in line]
+    assert rows[0].startswith(
+        "| SST-2 | prefix-length: P 4 | 80.0 (seeds 42-44: 79.0 ± 1.0) | 90.0 (seeds 42-44: 89.0 ± 1.0) |"
+    )
+    assert "seeds 42-44" not in rows[1]  # P 64: not confirmed
