@@ -871,6 +871,12 @@ def render_ablations(bench: Bench) -> list[str]:
             " Pooling rows marked (fine-tuning) change fine-tuning's chosen setting the same way."
             if "pooling" in names
             else ""
+        )
+        + (
+            " A change that beat the chosen setting runs seeds 43 and 44 as well (`confirm-NAME` cells); its row"
+            " then shows both settings over seeds 42-44."
+            if bench.confirms_ablations
+            else ""
         ),
         "",
         "| task | change | chosen setting (seed 42) | with the change | difference |",
