@@ -9,6 +9,8 @@ and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
                     ``predict_outputs`` do
     ours-bf16       ours with the frozen backbone stored in bf16 (``--backbone-dtype bf16``); prefix, head,
                     optimizer and loss fp32
+    ours-compiled, ours-bf16-compiled
+                    ours and ours-bf16 with ``--compile`` (the frozen weights folded into the inference graph)
     peft-trainer    (a) PEFT 0.21.2 PrefixTuningConfig(prefix_projection=False) on AutoModelFor{Sequence,
                     Token}Classification, trained with HF Trainer's defaults; inputs padded to max_length=128
                     as with ``tokenizer(..., padding="max_length")`` + ``default_data_collator``
@@ -24,6 +26,8 @@ and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
                     bf16 baseline
     peft-trainer-grouped-autocast
                     (a'') with fp32 weights and ``TrainingArguments(bf16=True)`` (CPU autocast)
+    peft-trainer-grouped-bf16-compiled
+                    the bf16 (a'') with ``TrainingArguments(torch_compile=True)``
     peft-our-batching
                     (b) the same PEFT model in our loop with our batching: isolates the prefix mechanism
     reference       (c) the reference P-tuning v2 recipe on our core: every batch padded to 128, eager
