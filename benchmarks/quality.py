@@ -53,6 +53,7 @@ DATA_ROOT = REPO.parent / "shared" / "data"
 MODEL = "minilm"
 SWEEP_SEED = 42
 EXTRA_SEEDS = (43, 44)  # with the sweep's seed-42 run of the chosen setting: 3 seeds
+ALL_SEEDS = (SWEEP_SEED, *EXTRA_SEEDS)
 # One thread: on this shared 2-core machine other jobs keep the load at 4-8; two OpenMP threads then spin at
 # every barrier waiting for each other and a MiniLM step ran 4-5x slower than with one thread (measured).
 TABLE_MARKERS = {  # MiniLM's sections; other backbones get their own (see table_markers)
@@ -432,6 +433,14 @@ def sweep_runs(bench: Bench, task: str, method: str) -> list[dict[str, Any] | No
     return [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in bench.sweeps[method]]
 
 
+def setting_runs(
+    bench: Bench, task: str, method: str, setting: dict[str, Any], seeds: tuple[int, ...] = ALL_SEEDS
+) -> list[dict[str, Any] | None]:
+    """The setting's runs at these seeds, in order (None: not run yet)."""
+    records, budget_id = bench.records(task), bench.budget_id(task)
+    return [find_run(records, run_key(task, method, setting, seed, budget_id)) for seed in seeds]
+
+
 def best_run(runs: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
     return max(runs, key=lambda r: dev_score(r, budget))
 
@@ -463,14 +472,16 @@ def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | No
 def winning_changes(
     bench: Bench, task: str, chosen: dict[str, Any], changes: list[dict[str, Any]]
 ) -> list[dict[str, Any]] | None:
-    """The changed settings whose seed-42 run beat the chosen setting's (None while one has not run)."""
-    records, budget, budget_id = bench.records(task), bench.budgets[task], bench.budget_id(task)
-    base = find_run(records, run_key(task, "ptuning-v2", chosen, SWEEP_SEED, budget_id))
-    settings = [{**chosen, **change} for change in changes]
-    runs = [find_run(records, run_key(task, "ptuning-v2", s, SWEEP_SEED, budget_id)) for s in settings]
+    """The changed settings whose seed-42 run beat the chosen setting's on dev, as the sweep chose it (a
+    reported test score must not pick what gets confirmed); None while one has not run."""
+    budget = bench.budgets[task]
+    settings = [chosen] + [{**chosen, **change} for change in changes]
+    base, *runs = (setting_runs(bench, task, "ptuning-v2", s, (SWEEP_SEED,))[0] for s in settings)
     if base is None or any(r is None for r in runs):
         return None
-    return [s for s, r in zip(settings, runs, strict=True) if primary(r, budget) > primary(base, budget)]
+    return [
+        s for s, r in zip(settings[1:], runs, strict=True) if dev_score(r, budget) > dev_score(base, budget)
+    ]
 
 
 def cell_status(bench: Bench, cell: Cell) -> str:
@@ -490,11 +501,11 @@ def run_cell(bench: Bench, cell: Cell, only: int | None = None) -> None:
     """Every unfinished run of the cell (or only its run number ``only``), appending each result."""
     runs = cell_runs(bench, cell)
     if runs is None:
-        first = cell.name.replace("confirm-", "ablation-") if cell.phase.startswith("confirm-") else None
+        if cell.phase.startswith("confirm-"):
+            ablation = cell.name.replace(":confirm-", ":ablation-")
+            raise SystemExit(f"{cell.name}: run {ablation} first (its seed-42 runs decide what is confirmed)")
         raise SystemExit(
-            f"{cell.name}: run {first} first (its seed-42 runs decide what is confirmed)"
-            if first
-            else f"{cell.name}: run {cell.task}:{cell.method}:sweep first (its best setting is needed)"
+            f"{cell.name}: run {cell.task}:{cell.method}:sweep first (its best setting is needed)"
         )
     if only is not None:
         if not 0 <= only < len(runs):
@@ -723,13 +734,7 @@ def method_result(bench: Bench, task: str, method: str) -> dict[str, Any] | None
     chosen = chosen_setting(bench, task, method)
     if chosen is None:
         return None
-    budget_id = bench.budget_id(task)
-    records = bench.records(task)
-    runs = [
-        find_run(records, run_key(task, method, chosen, seed, budget_id))
-        for seed in (SWEEP_SEED, *EXTRA_SEEDS)
-    ]
-    runs = [r for r in runs if r is not None]
+    runs = [r for r in setting_runs(bench, task, method, chosen) if r is not None]
     scores = {
         metric: [_percent((r.get(budget.report_split) or {})[metric], budget) for r in runs]
         for metric in budget.metrics
@@ -923,11 +928,8 @@ def render_ablations(bench: Bench) -> list[str]:
 
 def seed_scores(bench: Bench, task: str, method: str, setting: dict[str, Any]) -> list[float] | None:
     """The primary metric of ``setting`` over seeds 42-44, or None unless all three have run."""
-    budget, budget_id, records = bench.budgets[task], bench.budget_id(task), bench.records(task)
-    runs = [
-        find_run(records, run_key(task, method, setting, s, budget_id)) for s in (SWEEP_SEED, *EXTRA_SEEDS)
-    ]
-    return None if None in runs else [primary(r, budget) for r in runs]
+    runs = setting_runs(bench, task, method, setting)
+    return None if None in runs else [primary(r, bench.budgets[task]) for r in runs]
 
 
 def rendered_ablations(bench: Bench) -> tuple[str, ...]:

@@ -33,17 +33,12 @@ MAX_SHOWN_EVALS = 6  # the table shows at most this many evaluations of a curve 
 def seed_runs(bench: quality.Bench, task: str, method: str) -> dict[str, Any] | None:
     """The runs of the method's chosen setting (all seeds that finished), or, while its sweep is unfinished,
     the best seed-42 sweep run so far (``provisional``); None when no sweep run has finished."""
-    records = bench.records(task)
-    budget_id = bench.budget_id(task)
     sweep = quality.sweep_runs(bench, task, method)
     done = [run for run in sweep if run is not None]
     if not done:
         return None
     setting = dict(quality.best_run(done, bench.budgets[task])["setting"])
-    runs = [
-        quality.find_run(records, quality.run_key(task, method, setting, seed, budget_id))
-        for seed in (quality.SWEEP_SEED, *quality.EXTRA_SEEDS)
-    ]
+    runs = quality.setting_runs(bench, task, method, setting)
     return {
         "setting": setting,
         "runs": [r for r in runs if r is not None],

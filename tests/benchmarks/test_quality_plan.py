@@ -23,8 +23,8 @@ def write_records(quality, bench, task: str, runs: list[dict]) -> None:
                 "seed": run.get("seed", quality.SWEEP_SEED),
                 "backbone": bench.backbone,
                 "budget": {"epochs": bench.budgets[task].epochs},
-                "dev": {"accuracy": run["dev"]},
-                "test": None,
+                "dev": {bench.budgets[task].metrics[0]: run["dev"]},
+                "test": {bench.budgets[task].metrics[0]: run["test"]} if "test" in run else None,
                 "trainable_params": 74_498,
                 "trainable_percent": 0.07,
                 "wall_seconds": run.get("wall_seconds", SWEEP_SECONDS),
@@ -181,3 +181,24 @@ def test_an_ablation_change_that_beats_the_chosen_setting_gets_seeds_43_44_and_r
         "| SST-2 | prefix-length: P 4 | 80.0 (seeds 42-44: 79.0 ± 1.0) | 90.0 (seeds 42-44: 89.0 ± 1.0) |"
     )
     assert "seeds 42-44" not in rows[1]  # P 64: not confirmed
+
+
+def test_confirmed_changes_are_picked_on_dev_not_on_the_reported_test_score(partial_mpnet):
+    """CoNLL-2004 reports test F1: a change ahead on test but behind on dev is not what the sweep would pick."""
+    quality, bench = partial_mpnet
+    sweep = quality.SWEEPS["ptuning-v2"]
+    scores = [(0.70, 0.71), (0.75, 0.74), (0.60, 0.61), (0.10, 0.11)]  # (dev, test): the second is chosen
+    runs = [
+        {"method": "ptuning-v2", "setting": s, "dev": d, "test": t}
+        for s, (d, t) in zip(sweep, scores, strict=True)
+    ]
+    chosen = sweep[1]
+    short, long = ({**chosen, "prefix_length": p} for p in (4, 64))
+    runs += [
+        {"method": "ptuning-v2", "setting": short, "dev": 0.74, "test": 0.80},  # behind on dev, ahead on test
+        {"method": "ptuning-v2", "setting": long, "dev": 0.76, "test": 0.70},  # ahead on dev
+    ]
+    write_records(quality, bench, "conll2004", runs)
+    assert bench.budgets["conll2004"].report_split == "test"
+    confirm = quality.Cell.parse("conll2004:ptuning-v2:confirm-prefix-length")
+    assert quality.cell_runs(bench, confirm) == [(long, 43), (long, 44)]

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ptuning.core.config import ConfigError
+from ptuning.core.quantization import is_quantized
 
 if TYPE_CHECKING:
     from ptuning.core.model import PromptModel
@@ -62,8 +63,6 @@ def compile_backbone(model: PromptModel, backend: str = "inductor") -> None:
 
 def folds_weights(model: PromptModel) -> bool:
     """Whether ``compile_backbone`` takes the backbone's weights as constants (Inductor's ``freezing``)."""
-    from ptuning.core.quantization import is_quantized
-
     return model.method.freezes_backbone and not is_quantized(model.backbone)
 
 

@@ -31,7 +31,7 @@ from torch import nn
 
 from ptuning import __version__
 from ptuning.core.backbones import load_backbone
-from ptuning.core.compilation import compile_backbone
+from ptuning.core.compilation import compile_backbone, is_compiled
 from ptuning.core.config import ConfigError
 from ptuning.core.quantization import (
     backbone_storage,
@@ -184,7 +184,7 @@ def create_app(
                 "through a growing cache that the compiled graph was not built for: serve it without --compile"
             )
         compile_backbone(registry.model)
-    storage["compiled"] = compile
+    storage["compiled"] = is_compiled(registry.model)
     report = registry.scan()
     for name, reason in report["failed"].items():
         logger.warning("checkpoint %s not served: %s", name, reason)

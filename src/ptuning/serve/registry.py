@@ -262,12 +262,12 @@ class PromptRegistry:
     def _task_for(self, checkpoint: str, path: Path, config: dict[str, Any], head: str) -> tuple[Task, int]:
         """The head's task and max_length, rebuilt as ``ptuning predict`` rebuilds them."""
         kind = HeadKind(config["tasks"][head]["head"]["kind"])
-        if (kind is HeadKind.CAUSAL_LM) != _is_causal_lm(self.backbone):  # generation: serve/generate.py
+        if (kind is HeadKind.CAUSAL_LM) != self.causal_lm:  # generation: serve/generate.py
             raise Incompatible(
                 f"checkpoint {checkpoint!r}: head {head!r} is {kind} but the server's backbone "
                 + (
                     "is a causal LM (it serves causal-lm checkpoints only)"
-                    if _is_causal_lm(self.backbone)
+                    if self.causal_lm
                     else "has no LM head (a server loads one when its folder holds causal-lm checkpoints)"
                 )
             )
