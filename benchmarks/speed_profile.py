@@ -175,7 +175,7 @@ def _warm_up(system: Any, workload: Workload, compiled: bool) -> dict[str, Any] 
         return None
     compiled_at_warmup = CompileStats.now().since(start)
     return {
-        "backend": system.backend,
+        "backend": system.compile_backend,
         "inductor_cache": "cold",  # Dynamo reset and a fresh TORCHINDUCTOR_CACHE_DIR, as on a first run
         "warmup_rounds": rounds,
         "warmup_seconds": round(seconds, 2),

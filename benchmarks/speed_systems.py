@@ -95,9 +95,9 @@ class PromptSystem:
     """Our core, as ``ours`` (sdpa, dynamic padding, grouped) or as the ``reference`` recipe.
 
     ``backbone_dtype="bf16"`` stores the frozen backbone in bf16 as ``ptuning train --backbone-dtype bf16``
-    does (``load_backbone(dtype=...)``); the prefix table, head, optimizer and loss stay fp32. ``compile``
-    compiles the backbone as ``--compile`` does (``core.compilation.compile_backbone``): it pays its
-    start-up in the warm-up rounds."""
+    does (``load_backbone(dtype=...)``); the prefix table, head, optimizer and loss stay fp32.
+    ``compile_backend`` compiles the backbone as ``--compile`` does (``core.compilation.compile_backbone``;
+    None: eager): it pays its start-up in the warm-up rounds."""
 
     def __init__(
         self,
@@ -107,7 +107,7 @@ class PromptSystem:
         reference: bool = False,
         prefix_dropout: float = 0.1,
         backbone_dtype: str = "fp32",
-        compile: bool = False,
+        compile_backend: str | None = None,
     ) -> None:
         attention = "eager" if reference else "sdpa"
         backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
@@ -118,8 +118,9 @@ class PromptSystem:
         )
         self.model = PromptModel(backbone, "ptuning-v2", config)
         self.model.add_task("task", HeadSpec(data.kind, data.label_names))
-        if compile:
-            compile_backbone(self.model)
+        self.compile_backend = compile_backend
+        if compile_backend is not None:
+            compile_backbone(self.model, compile_backend)
         self.optimizer = torch.optim.AdamW(
             [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
         )
@@ -443,7 +444,11 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
         return PromptSystem(folder, data, workload, backbone_dtype="bf16")
     if name in ("ours-compiled", "ours-bf16-compiled"):
         return PromptSystem(
-            folder, data, workload, backbone_dtype="bf16" if "bf16" in name else "fp32", compile=True
+            folder,
+            data,
+            workload,
+            backbone_dtype="bf16" if "bf16" in name else "fp32",
+            compile_backend="inductor",
         )
     if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
         return PromptSystem(folder, data, workload, prefix_dropout=0.0)

@@ -13,7 +13,6 @@ import torch
 from speed_common import MAX_LENGTH, Data, Workload
 from speed_systems import SYSTEM_LABELS, PromptSystem, build_system
 
-from ptuning.core.compilation import compile_backbone
 from ptuning.core.packing import pack_features, segment_labels
 
 PACKED = "ours-packed"
@@ -40,22 +39,12 @@ class PackedPromptSystem(PromptSystem):
         return {"packed": packed, "labels": labels}, tuple(packed.input_ids.shape[:2])
 
 
-class CompiledPromptSystem(PromptSystem):
-    """``ours`` with its backbone compiled as ``--compile`` does (``compile_backbone``, dynamic shapes), from
-    a cold start (Dynamo reset, a fresh Inductor cache folder): its first rounds pay the start-up."""
-
-    def __init__(self, folder: str, data: Data, workload: Workload, backend: str, work_dir: Path) -> None:
-        super().__init__(folder, data, workload)
-        torch._dynamo.reset()
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
-        self.backend = backend
-        compile_backbone(self.model, backend)
-
-
 def build_variant(name: str, folder: str, data: Data, workload: Workload, backend: str, work_dir: Path):
     """A change behind a flag (``ours-packed``, ``ours-compiled``), or any system of speed_systems.py."""
     if name == PACKED:
         return PackedPromptSystem(folder, data, workload)
-    if name == COMPILED:
-        return CompiledPromptSystem(folder, data, workload, backend, work_dir)
+    if name == COMPILED:  # from a cold start, as on a first run: its first rounds pay the start-up
+        torch._dynamo.reset()
+        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
+        return PromptSystem(folder, data, workload, compile_backend=backend)
     return build_system(name, folder, data, workload)
