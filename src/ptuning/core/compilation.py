@@ -45,7 +45,7 @@ def compile_backbone(model: PromptModel, backend: str = "inductor") -> None:
     A backbone the method freezes is compiled with Inductor's ``freezing``: its inference graphs (no grad)
     take the weights as constants, so on CPU the linear layers run on weights prepacked for oneDNN with the
     following bias/GELU fused in (docs/BENCHMARKS.md: MiniLM bf16 inference x1.16-1.18, fp32 x1.07-1.08). The
-    price: memory for the folded copies (MiniLM: +51 MB in bf16, +127 MB in fp32), and weights changed after
+    price: memory (MiniLM: an inference round peaks 150-160 MB higher, compiler included), and weights changed after
     an inference graph was compiled are not seen by it (training graphs, and the prefix and heads, which are
     inputs, are).
     A quantized backbone is compiled without it: folding would store its dequantized weights in full."""
