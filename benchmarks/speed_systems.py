@@ -46,6 +46,8 @@ SYSTEMS = (
     "peft-our-batching",
     "reference",
     "ours-no-dropout",
+    "ours-whole-last-layer",
+    "ours-bf16-whole-last-layer",
 )
 BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
 BF16_BASELINE = "peft-trainer-grouped-bf16"  # (a'') with its backbone loaded in bf16: the fastest bf16 (a'')
@@ -58,6 +60,7 @@ BF16_SYSTEMS = frozenset(
     {
         "ours-bf16",
         "ours-bf16-compiled",
+        "ours-bf16-whole-last-layer",
         "peft-trainer-grouped-bf16",
         "peft-trainer-grouped-autocast",
         "peft-trainer-grouped-bf16-compiled",
@@ -79,6 +82,8 @@ SYSTEM_LABELS = {
     "peft-our-batching": "(b) PEFT, our batching",
     "reference": "(c) reference recipe: pad 128, eager",
     "ours-no-dropout": "ours without prefix dropout (PEFT has none)",
+    "ours-whole-last-layer": "ours with the last layer over every position (before the first-token readout)",
+    "ours-bf16-whole-last-layer": "ours-bf16 with the last layer over every position",
 }
 
 
@@ -97,7 +102,8 @@ class PromptSystem:
     ``backbone_dtype="bf16"`` stores the frozen backbone in bf16 as ``ptuning train --backbone-dtype bf16``
     does (``load_backbone(dtype=...)``); the prefix table, head, optimizer and loss stay fp32.
     ``compile_backend`` compiles the backbone as ``--compile`` does (``core.compilation.compile_backbone``;
-    None: eager): it pays its start-up in the warm-up rounds."""
+    None: eager): it pays its start-up in the warm-up rounds. ``first_token_readout=False`` runs the last
+    layer over every position even for a [CLS] head (``core.readout``'s A/B)."""
 
     def __init__(
         self,
@@ -108,6 +114,7 @@ class PromptSystem:
         prefix_dropout: float = 0.1,
         backbone_dtype: str = "fp32",
         compile_backend: str | None = None,
+        first_token_readout: bool = True,
     ) -> None:
         attention = "eager" if reference else "sdpa"
         backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
@@ -118,6 +125,8 @@ class PromptSystem:
         )
         self.model = PromptModel(backbone, "ptuning-v2", config)
         self.model.add_task("task", HeadSpec(data.kind, data.label_names))
+        if not first_token_readout:  # the A/B's "before": the head reads position 0 of a full last layer
+            self.model.reads_first_token = lambda task: False
         self.compile_backend = compile_backend
         if compile_backend is not None:
             compile_backbone(self.model, compile_backend)
@@ -450,6 +459,9 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
             backbone_dtype="bf16" if "bf16" in name else "fp32",
             compile_backend="inductor",
         )
+    if name in ("ours-whole-last-layer", "ours-bf16-whole-last-layer"):
+        dtype = "bf16" if "bf16" in name else "fp32"
+        return PromptSystem(folder, data, workload, backbone_dtype=dtype, first_token_readout=False)
     if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
         return PromptSystem(folder, data, workload, prefix_dropout=0.0)
     if name == "reference":

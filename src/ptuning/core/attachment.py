@@ -21,6 +21,7 @@ from ptuning.core.config import ConfigError
 from ptuning.core.dropout import swap_in_fast_dropout
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.injection import INSTANCE_ATTRIBUTES, Injector, injector_for
+from ptuning.core.readout import READOUT_ATTRIBUTE, install_first_token_readout
 
 _RECORD = "_ptuning_attachment"
 
@@ -48,8 +49,9 @@ def _is_checkpointing(backbone: nn.Module) -> bool:
 
 def _is_injection_attribute(name: str) -> bool:
     """Set by an injector (``core/injection``). Other ``ptuning_*`` attributes (``ptuning_source``,
-    ``ptuning_quantization``) describe the backbone itself and stay."""
-    return name in INSTANCE_ATTRIBUTES
+    ``ptuning_quantization``) describe the backbone itself and stay. The first-token readout's patch of the
+    last layer (``core/readout.py``) goes the same way."""
+    return name in INSTANCE_ATTRIBUTES or name == READOUT_ATTRIBUTE
 
 
 class BackboneAttachment:
@@ -60,6 +62,7 @@ class BackboneAttachment:
         self.freezes = freezes
         self.holders = 0
         self.injector: Injector | None = None
+        self.reads_first_token = False  # the last layer can run for position 0 alone (core/readout.py)
         self.training = backbone.training
         self.requires_grad = {name: p.requires_grad for name, p in backbone.named_parameters()}
         self.attention = [(config, config._attn_implementation) for config in _configs(backbone)]
@@ -73,6 +76,7 @@ class BackboneAttachment:
     def install_injector(self, geometry: PrefixGeometry) -> Injector:
         if self.injector is None:
             self.injector = injector_for(self.backbone, geometry)
+            self.reads_first_token = install_first_token_readout(self.backbone, geometry.model_type)
         return self.injector
 
     def restore(self) -> None:

@@ -27,6 +27,8 @@ from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_
 from ptuning.core.quantization import has_no_backward
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
+# Heads that read one pooled vector per row: with first-token pooling, the last layer's position 0 alone.
+FIRST_TOKEN_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.MULTIPLE_CHOICE)
 
 
 @dataclass
@@ -275,9 +277,23 @@ class PromptModel(nn.Module):
             return self._causal_lm(input_ids, attention_mask, labels, names)
         if spec.kind is HeadKind.SEQ2SEQ_LM:
             return self._seq2seq_lm(input_ids, attention_mask, labels, names)
-        hidden = self.encode(input_ids, attention_mask, token_type_ids, names)
+        hidden = self.encode(
+            input_ids, attention_mask, token_type_ids, names, first_token_only=self.reads_first_token(task)
+        )
         out = self.heads[task](hidden, attention_mask, labels, num_choices, start_positions, end_positions)
         return PromptModelOutput(**out)
+
+    def reads_first_token(self, task: str) -> bool:
+        """Whether ``task``'s head reads only the first position and this backbone can then run its last
+        layer's feed-forward for that position alone (``core.readout``; deep prefix methods)."""
+        if task not in self.heads or not self.method.is_deep or self._attachment is None:
+            return False
+        head = self.heads[task]
+        return (
+            self._attachment.reads_first_token
+            and head.kind in FIRST_TOKEN_KINDS
+            and head.pooling is Pooling.FIRST
+        )
 
     def check_packable(self, task: str) -> None:
         """Raise ``ConfigError`` naming why ``task`` cannot run packed on this model (``core.packing``)."""
@@ -310,18 +326,22 @@ class PromptModel(nn.Module):
         token_type_ids: torch.Tensor | None,
         prefix_names: Sequence[str],
         position_ids: torch.Tensor | None = None,
+        first_token_only: bool = False,
     ) -> torch.Tensor:
         """Hidden states (B, T, H) of the real tokens, each row run with its own prefix.
 
         ``position_ids`` (with a 4-D ``attention_mask``) is for packed rows; by default positions come from
-        the 2-D mask."""
-        kwargs = self._backbone_inputs(input_ids, attention_mask, token_type_ids, prefix_names, position_ids)
+        the 2-D mask. ``first_token_only`` returns (B, 1, H), position 0 alone, computed with less work
+        where ``reads_first_token`` allows it (``core.readout``)."""
+        kwargs = self._backbone_inputs(
+            input_ids, attention_mask, token_type_ids, prefix_names, position_ids, first_token_only
+        )
         # Encoder-decoders (T5, BART): encoder heads read the encoder alone.
         runner = self.backbone.get_encoder() if self.geometry.is_encoder_decoder else self.backbone
         hidden = runner(**kwargs).last_hidden_state
         if self.method is Method.PROMPT_TUNING:
             hidden = hidden[:, -input_ids.shape[1] :]  # drop the prompt positions
-        return hidden
+        return hidden[:, :1] if first_token_only else hidden
 
     def _causal_lm(self, input_ids, attention_mask, labels, names) -> PromptModelOutput:
         kwargs = self._backbone_inputs(input_ids, attention_mask, None, names)
@@ -416,7 +436,13 @@ class PromptModel(nn.Module):
 
     # ----------------------------------------------------------------- prefix plumbing
     def _backbone_inputs(
-        self, input_ids, attention_mask, token_type_ids, prefix_names, position_ids=None
+        self,
+        input_ids,
+        attention_mask,
+        token_type_ids,
+        prefix_names,
+        position_ids=None,
+        first_token_only=False,
     ) -> dict:
         self._ensure_attached()
         if torch.is_grad_enabled() and has_no_backward(self.backbone):
@@ -467,6 +493,7 @@ class PromptModel(nn.Module):
         )
         prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
         prefix.mask = slot_mask
+        prefix.first_token_only = first_token_only
         kwargs.update(self.injector.forward_kwargs(prefix))
         return self._without_unsupported(kwargs)
 

@@ -18,11 +18,14 @@ class PrefixKV:
 
     ``layers[l] = (keys, values)``, each (B, kv_heads, P, head_dim). ``mask`` (B, P) marks which prefix
     slots a row may attend to; it is None when every row uses all P slots, and set when rows of a mixed
-    batch carry prefixes of different lengths (shorter ones are padded at the end).
+    batch carry prefixes of different lengths (shorter ones are padded at the end). ``first_token_only``
+    asks the backbone for the last layer's first position alone (``core.readout``): the prefix is what
+    travels to every layer of a pass, so the request rides with it.
     """
 
     layers: dict[int, tuple[torch.Tensor, torch.Tensor]]
     mask: torch.Tensor | None = None
+    first_token_only: bool = False
 
     @property
     def length(self) -> int:
@@ -47,7 +50,7 @@ class PrefixKV:
         else:
             raise ValueError(f"a prefix for {have} rows cannot serve a batch of {batch}")
         layers = {i: (grow(k), grow(v)) for i, (k, v) in self.layers.items()}
-        return PrefixKV(layers, None if self.mask is None else grow(self.mask))
+        return PrefixKV(layers, None if self.mask is None else grow(self.mask), self.first_token_only)
 
 
 class PrefixEncoder(nn.Module):

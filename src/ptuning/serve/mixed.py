@@ -65,9 +65,14 @@ def mixed_outputs(model: PromptModel, groups: list[Group], pad_token_id: int) ->
             row.setdefault("token_type_ids", [0] * len(row["input_ids"]))
     device = next(model.parameters()).device
     batch = {key: value.to(device) for key, value in collate(rows, pad_token_id).items()}  # (R, T) each
+    first_token_only = all(model.reads_first_token(group.head) for group in groups)
     hidden = model.encode(
-        batch["input_ids"], batch["attention_mask"], batch.get("token_type_ids"), prefix_names
-    )  # (R, T, H)
+        batch["input_ids"],
+        batch["attention_mask"],
+        batch.get("token_type_ids"),
+        prefix_names,
+        first_token_only=first_token_only,
+    )  # (R, T, H), or (R, 1, H) when every head reads the first token only
     mask = batch["attention_mask"]
     results = []
     for group, (start, stop) in zip(groups, spans, strict=True):
