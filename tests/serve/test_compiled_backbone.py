@@ -1,12 +1,13 @@
 """``ptuning serve --compile``: the shared backbone compiled (frozen weights folded into the inference graph)
-answers what the eager server answers, for single-task and mixed-task checkpoints."""
+at start-up answers what the eager server answers, for single-task and mixed-task checkpoints, and its
+requests compile nothing more."""
 
 from __future__ import annotations
 
 import pytest
 from fastapi.testclient import TestClient
 
-from ptuning.core.compilation import missing_compiler
+from ptuning.core.compilation import CompileStats, missing_compiler
 from ptuning.serve.app import create_app
 
 from .conftest import build_checkpoint
@@ -43,8 +44,13 @@ def test_a_compiled_server_answers_what_the_eager_server_answers(base_dir, tmp_p
         eager = answers(http)
         assert http.get("/health").json()["backbone"]["compiled"] is False
     with TestClient(create_app(tmp_path, base_dir, max_wait_ms=0, compile=True)) as http:
+        before = CompileStats.now()
         compiled = answers(http)
-        assert http.get("/health").json()["backbone"]["compiled"] is True
+        # the start-up warm-up built every graph the requests needed (1 and 4 rows, padded or not, MC)
+        assert CompileStats.now().since(before).graphs == 0
+        backbone = http.get("/health").json()["backbone"]
+        assert backbone["compiled"] is True
+        assert backbone["compile_warm_up"]["passes"] == 2 and backbone["compile_warm_up"]["graphs"] >= 1
     assert compiled.keys() == eager.keys()
     for key, rows in eager.items():
         for row, row_compiled in zip(rows, compiled[key], strict=True):

@@ -15,7 +15,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +31,7 @@ from torch import nn
 
 from ptuning import __version__
 from ptuning.core.backbones import load_backbone
-from ptuning.core.compilation import compile_backbone, is_compiled
+from ptuning.core.compilation import CompileStats, compile_backbone, is_compiled
 from ptuning.core.config import ConfigError
 from ptuning.core.quantization import (
     backbone_storage,
@@ -151,7 +151,8 @@ def create_app(
     linear layers on CPU (``core.quantization``; a given ``backbone`` too), ``int8``/``nf4`` on CUDA load it
     through bitsandbytes. Checkpoints trained on the unquantized model load onto it, at startup and later.
     ``compile`` compiles the shared backbone (``core.compilation``: its frozen weights folded into the
-    inference graph) for encoder checkpoints; compiling happens in the first requests.
+    inference graph) for encoder checkpoints, at start-up: a few passes over a short text build the graphs
+    before the first request (``/health`` reports their seconds as ``backbone.compile_warm_up``).
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
     companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
@@ -188,6 +189,11 @@ def create_app(
     report = registry.scan()
     for name, reason in report["failed"].items():
         logger.warning("checkpoint %s not served: %s", name, reason)
+    if compile:
+        before = CompileStats.now()
+        passes = registry.warm_up()
+        storage["compile_warm_up"] = asdict(CompileStats.now().since(before)) | {"passes": passes}
+        logger.info("compiled at start-up: %s", storage["compile_warm_up"])
     logger.info("serving %d tasks from %s", len(registry.tasks), checkpoint_dir)
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
     metrics = ServerMetrics()

@@ -389,6 +389,25 @@ class PromptRegistry:
             raise TaskUnavailable("the task was removed or reloaded while the request waited; retry")
         return mixed_outputs(self.model, groups, self.tokenizer.pad_token_id)
 
+    def warm_up(self) -> int:
+        """Passes over a short text, as requests make them: a compiled backbone builds its inference graphs
+        here, at start-up, instead of in the first requests. Per readout (first-token heads, and heads that
+        read every token) one row and two rows of different lengths: torch.compile specialises a batch of
+        one, and a padded batch takes another mask path than an unpadded one. Returns the passes run."""
+        chosen: dict[bool, str] = {}
+        for key, spec in self.model.head_specs.items():
+            if key in self.model.heads and spec.kind is not HeadKind.MULTIPLE_CHOICE:
+                chosen.setdefault(self.model.reads_first_token(key), key)
+        encoded = self.tokenizer(["warm up the compiled graphs", "warm up"])
+        features = [{name: values[row] for name, values in encoded.items()} for row in (0, 1)]
+        passes = 0
+        for key in chosen.values():
+            spec, prefix = self.model.head_specs[key], self.model.task_prefix[key]
+            for rows in (features[:1], features):
+                mixed_outputs(self.model, [Group(key, prefix, spec.kind, rows)], self.tokenizer.pad_token_id)
+                passes += 1
+        return passes
+
     def describe(self) -> dict[str, Any]:
         return {
             "base_model": self.base_name,
