@@ -13,10 +13,11 @@ Inductor's on-disk kernels and starts faster (not measured here).
 
     python benchmarks/speed_compile.py                          # sst2-minilm and conll2003-minilm, 2 threads
     python benchmarks/speed_compile.py --workloads sst2-minilm --repeats 3
+    python benchmarks/speed_compile.py --backbone-dtype bf16      # both copies with a bf16 backbone
     python benchmarks/speed_compile.py --smoke TINY_MODEL_DIR --backend eager   # seconds: the code paths
     python benchmarks/speed_compile.py --smoke TINY_MODEL_DIR --smoke-task conll2003 --backend eager
 
-Writes benchmarks/results/speed/compile-<workload>.json.
+Writes benchmarks/results/speed/compile-<workload>.json (``-bf16`` before ``.json`` for a bf16 backbone).
 """
 
 from __future__ import annotations
@@ -51,7 +52,11 @@ SYSTEMS = ("eager", "compiled")
 
 
 def measure_compile(
-    workload: Workload, data_root: Path, work_dir: Path, backend: str = "inductor"
+    workload: Workload,
+    data_root: Path,
+    work_dir: Path,
+    backend: str = "inductor",
+    backbone_dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Warm-up (start-up measured), then interleaved rounds of the eager and the compiled copy."""
     # Cold start, as on a fresh machine: no graph of an earlier workload, no kernels on disk from an earlier run
@@ -62,7 +67,13 @@ def measure_compile(
 
     data = load_data(workload, AutoTokenizer.from_pretrained(folder), data_root)
     systems = {
-        name: PromptSystem(folder, data, workload, compile_backend=backend if name == "compiled" else None)
+        name: PromptSystem(
+            folder,
+            data,
+            workload,
+            backbone_dtype=backbone_dtype,
+            compile_backend=backend if name == "compiled" else None,
+        )
         for name in SYSTEMS
     }
     systems["compiled"].model.load_state_dict(
@@ -94,6 +105,7 @@ def measure_compile(
     return {
         "workload": asdict(workload),
         "backend": backend,
+        "backbone_dtype": backbone_dtype,
         "inductor_cache": "cold",  # a fresh TORCHINDUCTOR_CACHE_DIR: start-up as on a first run
         "threads": torch.get_num_threads(),
         "train_examples": len(data.train),
@@ -111,6 +123,11 @@ def measure_compile(
         "load_average": loads,
         **environment(),
     }
+
+
+def compile_results_name(workload: str, backbone_dtype: str) -> str:
+    """``compile-<workload>.json`` (fp32, as before) or ``compile-<workload>-bf16.json``."""
+    return f"compile-{workload}{'' if backbone_dtype == 'fp32' else '-' + backbone_dtype}.json"
 
 
 def _round(system: PromptSystem, mode: str, seed: int):
@@ -148,6 +165,9 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--backbone-dtype", choices=("fp32", "bf16"), default="fp32", help="both copies' backbone storage"
+    )
     parser.add_argument("--backend", default="inductor", help="torch.compile backend (eager: smoke only)")
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
@@ -169,7 +189,7 @@ def main(argv: list[str] | None = None) -> int:
     for workload in workloads:
         if args.repeats is not None:
             workload = replace(workload, repeats=args.repeats)
-        result = measure_compile(workload, args.data_root, args.work_dir, args.backend)
+        result = measure_compile(workload, args.data_root, args.work_dir, args.backend, args.backbone_dtype)
         for mode in MODES:
             row = result["summary"][mode]
             print(
@@ -179,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
                 flush=True,
             )
         print(f"{workload.name} compile: {result['compile']}", flush=True)
-        write(args.results_dir / f"compile-{workload.name}.json", result)
+        write(args.results_dir / compile_results_name(workload.name, args.backbone_dtype), result)
     return 0
 
 
