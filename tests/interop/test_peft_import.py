@@ -1,4 +1,5 @@
-"""Adapters written by real PEFT 0.21.2 give PEFT's own outputs in ptuning, bit for bit (CI needs no PEFT)."""
+"""Adapters written by real PEFT 0.21.2 give PEFT's own outputs in ptuning, to fp32 rounding (CI needs no
+PEFT; ``peft_fixtures.PEFT_ATOL`` says why not bit for bit)."""
 
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from safetensors.torch import load_file, save_file
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.interop.peft_import import PeftPositionNote
 
-from .peft_fixtures import FIXTURES, adapter_dir, expected, fixture_backbone
+from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
 
 
 def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -38,7 +39,7 @@ def test_a_peft_adapter_gives_the_logits_peft_computed(name) -> None:
     with torch.no_grad():
         logits = model(data["input_ids"], data["attention_mask"]).logits
     mask = data["attention_mask"]
-    assert torch.equal(_real(mask, logits), _real(mask, data["logits"]))
+    assert_peft_close(_real(mask, logits), _real(mask, data["logits"]))
 
 
 def test_the_gqa_prefix_has_the_kv_head_count() -> None:
@@ -82,7 +83,7 @@ def test_its_prefix_alone_gives_the_hidden_states_peft_computed() -> None:
     with torch.no_grad():
         hidden = model.encode(data["input_ids"], data["attention_mask"], None, ["adapter", "adapter"])
     mask = data["attention_mask"].bool()
-    assert torch.equal(hidden[mask], data["last_hidden_state"][mask])
+    assert_peft_close(hidden[mask], data["last_hidden_state"][mask])
 
 
 def test_the_adapter_reads_as_a_shift_mode_checkpoint_config() -> None:
