@@ -26,8 +26,8 @@ and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
                     bf16 baseline
     peft-trainer-grouped-autocast
                     (a'') with fp32 weights and ``TrainingArguments(bf16=True)`` (CPU autocast)
-    peft-trainer-grouped-bf16-compiled
-                    the bf16 (a'') with ``TrainingArguments(torch_compile=True)``
+    peft-trainer-grouped-compiled, peft-trainer-grouped-bf16-compiled
+                    (a'') and the bf16 (a'') with ``TrainingArguments(torch_compile=True)``
     peft-our-batching
                     (b) the same PEFT model in our loop with our batching: isolates the prefix mechanism
     reference       (c) the reference P-tuning v2 recipe on our core: every batch padded to 128, eager

@@ -145,7 +145,32 @@ def environment() -> dict[str, Any]:
         import peft
 
         versions["peft"] = peft.__version__
-    return {"versions": versions, "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"), "cpus": os.cpu_count()}
+    return {
+        "versions": versions,
+        "measured_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "cpus": os.cpu_count(),
+        "cpu": cpu_description(),
+    }
+
+
+# The CPU features that decide which GEMM kernels run: AMX tiles and AVX-512 bf16 for bf16, AVX-512 for fp32.
+CPU_FLAGS = ("amx_bf16", "amx_tile", "avx512_bf16", "avx512f", "avx2")
+
+
+def cpu_description() -> dict[str, Any]:
+    """The CPU model and which of ``CPU_FLAGS`` it reports: results measured on two machines differ by
+    these (on 2026-12-02 one 2-core machine had AMX, a later one did not: its bf16 GEMM ran 3.5x slower)."""
+    model, flags = "unknown", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            key, _, value = line.partition(":")
+            if key.strip() == "model name":
+                model = value.strip()
+            elif key.strip() == "flags":
+                flags = set(value.split())
+    except OSError:
+        pass
+    return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
 def write(path: Path, result: dict[str, Any]) -> None:

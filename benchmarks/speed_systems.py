@@ -41,6 +41,7 @@ SYSTEMS = (
     "peft-trainer-grouped-bf16",
     "peft-trainer-grouped-autocast",
     "peft-trainer-grouped-bf16-compiled",
+    "peft-trainer-grouped-compiled",
     "peft-trainer",
     "peft-trainer-dynamic",
     "peft-our-batching",
@@ -51,6 +52,7 @@ SYSTEMS = (
 )
 BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
 BF16_BASELINE = "peft-trainer-grouped-bf16"  # (a'') with its backbone loaded in bf16: the fastest bf16 (a'')
+COMPILED_BASELINE = "peft-trainer-grouped-compiled"  # (a'') with TrainingArguments(torch_compile=True)
 BF16_COMPILED_BASELINE = (
     "peft-trainer-grouped-bf16-compiled"  # the same with TrainingArguments(torch_compile)
 )
@@ -76,6 +78,7 @@ SYSTEM_LABELS = {
     "peft-trainer-grouped-bf16": "(a'') in bf16: backbone loaded with dtype=torch.bfloat16",
     "peft-trainer-grouped-autocast": "(a'') with TrainingArguments(bf16=True): CPU autocast",
     "peft-trainer-grouped-bf16-compiled": "(a'') in bf16 with TrainingArguments(torch_compile=True)",
+    "peft-trainer-grouped-compiled": "(a'') with TrainingArguments(torch_compile=True)",
     "peft-trainer": "(a) PEFT + Trainer, padded to 128",
     "peft-trainer-dynamic": "(a') PEFT + Trainer, DataCollatorWithPadding",
     "peft-trainer-grouped": "(a'') PEFT + Trainer, DataCollatorWithPadding + group_by_length",
@@ -293,13 +296,15 @@ TRAINER_LAYOUTS = {
 # of these every round and its fastest counts (``PeftTrainerSystem.infer_round``).
 TRAINER_EVAL_BATCH_SIZES = (16, 32, 64)
 TRAINER_PRECISIONS = {
+    "peft-trainer-grouped-compiled": "fp32",
     "peft-trainer-grouped-bf16": "weights",
     "peft-trainer-grouped-autocast": "autocast",
     "peft-trainer-grouped-bf16-compiled": "weights",
 }
-# What a careful user tries against our --compile: TrainingArguments(torch_compile=True) on the bf16 (a'').
-# In the idle rounds of 2026-12-02 09:34 it predicted x1.03 / x1.04 faster than without (SST-2 / CoNLL-2003).
-TRAINER_COMPILED = frozenset({"peft-trainer-grouped-bf16-compiled"})
+# What a careful user tries against our --compile: TrainingArguments(torch_compile=True) on (a'') in fp32
+# and in bf16. In the idle rounds of 2026-12-02 09:34 the bf16 one predicted x1.03 / x1.04 faster than
+# without (SST-2 / CoNLL-2003).
+TRAINER_COMPILED = frozenset({"peft-trainer-grouped-compiled", "peft-trainer-grouped-bf16-compiled"})
 
 
 def trainer_collator(layout: TrainerLayout, folder: str, kind: HeadKind) -> Callable[..., Any]:
