@@ -173,6 +173,15 @@ def cpu_description() -> dict[str, Any]:
     return {"model": model, "flags": [flag for flag in CPU_FLAGS if flag in flags]}
 
 
+def cold_compile_start(work_dir: Path) -> None:
+    """Compile as on a first run: no Dynamo graph of an earlier system or workload, no Inductor kernels on disk
+    from an earlier run (a fresh cache folder under ``work_dir``), so the start-up measured is the whole cost."""
+    import tempfile
+
+    torch._dynamo.reset()
+    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
+
+
 def write(path: Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}", flush=True)

@@ -23,7 +23,6 @@ Writes benchmarks/results/speed/compile-<workload>.json (``-bf16`` before ``.jso
 from __future__ import annotations
 
 import argparse
-import os
 import statistics
 import tempfile
 from dataclasses import asdict, replace
@@ -36,6 +35,7 @@ from speed_common import (
     RESULTS_DIR,
     WORKLOADS,
     Workload,
+    cold_compile_start,
     environment,
     load_average,
     load_data,
@@ -59,9 +59,7 @@ def measure_compile(
     backbone_dtype: str = "fp32",
 ) -> dict[str, Any]:
     """Warm-up (start-up measured), then interleaved rounds of the eager and the compiled copy."""
-    # Cold start, as on a fresh machine: no graph of an earlier workload, no kernels on disk from an earlier run
-    torch._dynamo.reset()
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
+    cold_compile_start(work_dir)
     folder = model_folder(workload.backbone, work_dir)
     from transformers import AutoTokenizer
 

@@ -4,13 +4,10 @@ a compiled backbone (``--compile``). The profile (speed_profile.py) takes one of
 
 from __future__ import annotations
 
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
-import torch
-from speed_common import MAX_LENGTH, Data, Workload
+from speed_common import MAX_LENGTH, Data, Workload, cold_compile_start
 from speed_systems import SYSTEM_LABELS, PromptSystem, build_system
 
 from ptuning.core.packing import pack_features, segment_labels
@@ -43,8 +40,7 @@ def build_variant(name: str, folder: str, data: Data, workload: Workload, backen
     """A change behind a flag (``ours-packed``, ``ours-compiled``), or any system of speed_systems.py."""
     if name == PACKED:
         return PackedPromptSystem(folder, data, workload)
-    if name == COMPILED:  # from a cold start, as on a first run: its first rounds pay the start-up
-        torch._dynamo.reset()
-        os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
+    if name == COMPILED:  # its first rounds pay the start-up
+        cold_compile_start(work_dir)
         return PromptSystem(folder, data, workload, compile_backend=backend)
     return build_system(name, folder, data, workload)
