@@ -80,6 +80,7 @@ from speed_time_to_target import (
     measure_time_to_target,
     smoke_budget,
 )
+from speed_work import measure_work
 
 from ptuning.core.backbones import resolve_model_path
 
@@ -90,6 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--throughput", nargs="*", metavar="WORKLOAD", help=f"some of {', '.join(WORKLOADS)}")
     parser.add_argument("--memory", nargs="*", metavar="WORKLOAD")
+    parser.add_argument("--work", nargs="*", metavar="WORKLOAD", help="GFLOP per example of each system")
     parser.add_argument("--memory-modes", nargs="+", choices=("train", "infer"), default=["train", "infer"])
     parser.add_argument("--profile", nargs="*", metavar="WORKLOAD")
     parser.add_argument("--scaling", action="store_true")
@@ -146,6 +148,12 @@ def main(argv: list[str] | None = None) -> int:
         for workload in chosen(args.throughput):
             result = measure_throughput(workload, args.data_root, args.work_dir, names)
             write(args.results_dir / f"throughput-{workload.name}.json", result)
+    if args.work is not None:
+        for workload in chosen(args.work):
+            write(
+                args.results_dir / f"work-{workload.name}.json",
+                measure_work(workload, args.data_root, args.work_dir),
+            )
     if args.memory is not None:
         for workload in chosen(args.memory):
             write(

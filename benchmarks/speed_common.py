@@ -78,6 +78,9 @@ class Data:
     train: list[dict[str, Any]]
     dev: list[dict[str, Any]]
     pad_id: int
+    # the sizes of the splits ``train`` and ``dev`` were sampled from (0: they are the whole splits): HF's
+    # length grouping sizes its megabatches by the dataset, so a benchmark sample must tell it the real size
+    split_sizes: tuple[int, int] = (0, 0)
 
 
 def load_data(workload: Workload, tokenizer: Any, data_root: Path) -> Data:
@@ -90,7 +93,15 @@ def load_data(workload: Workload, tokenizer: Any, data_root: Path) -> Data:
     dev_examples, _ = task.read(data_dir, "dev")
     dev, _ = task.featurize(dev_examples[: workload.eval_examples], tokenizer, MAX_LENGTH)
     strip = lambda features: [{k: f[k] for k in MODEL_KEYS if k in f} for f in features]  # noqa: E731
-    return Data(task, list(task.label_names), task.head, strip(train), strip(dev), tokenizer.pad_token_id)
+    return Data(
+        task,
+        list(task.label_names),
+        task.head,
+        strip(train),
+        strip(dev),
+        tokenizer.pad_token_id,
+        (len(train_examples), len(dev_examples)),
+    )
 
 
 def pad_features(

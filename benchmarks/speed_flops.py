@@ -25,7 +25,13 @@ class Shape:
         return cls(config.num_hidden_layers, config.hidden_size, config.intermediate_size)
 
 
-def step_flops(shape: Shape, batches: list[tuple[int, int]], prefix: int, training: bool) -> float:
+def step_flops(
+    shape: Shape,
+    batches: list[tuple[int, int]],
+    prefix: int,
+    training: bool,
+    first_token_only: bool = False,
+) -> float:
     """Analytic FLOPs of the encoder's matmuls over these (batch, length) shapes.
 
     Forward, per layer: the Q, K, V, O and FFN projections cost 2 x (4 H^2 + 2 H I) per token, and attention
@@ -33,22 +39,30 @@ def step_flops(shape: Shape, batches: list[tuple[int, int]], prefix: int, traini
     computes input gradients only (one more GEMM per projection, no weight gradients): projections x2 in
     total, i.e. ~4 x params x tokens instead of fine-tuning's ~6 x; attention backward has four matmuls
     (gradients of Q, K, V and of the probabilities), so attention x3. Embeddings, norms, activations and the
-    head are not counted (they are not GEMMs).
+    head are not counted (they are not GEMMs). ``first_token_only``: the last layer's feed-forward ran for each
+    row's first position only (``core.readout``, a [CLS] head of ours).
     """
-    projections, attention = step_flops_parts(shape, batches, prefix, training)
+    projections, attention = step_flops_parts(shape, batches, prefix, training, first_token_only)
     return projections + attention
 
 
 def step_flops_parts(
-    shape: Shape, batches: list[tuple[int, int]], prefix: int, training: bool
+    shape: Shape,
+    batches: list[tuple[int, int]],
+    prefix: int,
+    training: bool,
+    first_token_only: bool = False,
 ) -> tuple[float, float]:
     """``step_flops`` as (projections, attention): the projections always run as GEMM ops (mm/addmm), the
     attention matmuls only under eager attention (sdpa does them inside its own kernel), so a GEMM-op rate
     needs the two apart."""
     linear_per_token = 2 * (4 * shape.hidden**2 + 2 * shape.hidden * shape.intermediate)
+    feed_forward_per_token = 2 * 2 * shape.hidden * shape.intermediate
     linear = attention = 0.0
     for batch, length in batches:
         linear += shape.layers * linear_per_token * batch * length
+        if first_token_only:  # the last layer's feed-forward skipped every position but the first
+            linear -= feed_forward_per_token * batch * (length - 1)
         attention += shape.layers * 4 * batch * length * (prefix + length) * shape.hidden
     return (2 * linear, 3 * attention) if training else (linear, attention)
 

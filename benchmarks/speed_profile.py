@@ -196,9 +196,11 @@ def _summarize(events: Any, result: Any, timed: Any, shape: Shape) -> dict[str, 
     gemm_ms = sum(v for k, v in breakdown.items() if k.endswith("|GEMM"))
     # sdpa multiplies Q K^T and P V inside its own op; without an sdpa op (eager attention) they are GEMM ops
     attention_in_gemm_ops = not any("scaled_dot_product" in event.name for event in events)
-    projections, attention = step_flops_parts(shape, result.shapes, PREFIX_LENGTH, True)
+    projections, attention = step_flops_parts(
+        shape, result.shapes, PREFIX_LENGTH, True, result.first_token_only
+    )
     gemm_flops = projections + (attention if attention_in_gemm_ops else 0.0)
-    flops = step_flops(shape, result.shapes, PREFIX_LENGTH, True)
+    flops = step_flops(shape, result.shapes, PREFIX_LENGTH, True, result.first_token_only)
     return {
         "steps": steps,
         "ms_per_step": 1000 * result.seconds / steps,  # the profiled round (profiler overhead included)

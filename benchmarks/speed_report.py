@@ -13,6 +13,7 @@ from speed_scaling import plot_scaling, render_scaling
 from speed_targets import render_targets
 from speed_throughput import render_throughput
 from speed_time_to_target import read_records, render_time_to_target
+from speed_work import render_work
 
 TABLE_START = "<!-- speed-tables:start -->"
 TABLE_END = "<!-- speed-tables:end -->"
@@ -25,6 +26,11 @@ def render_tables(results_dir: Path) -> str:
     lines: list[str] = []
     for path in sorted(results_dir.glob("throughput-*.json")):
         lines += render_throughput(json.loads(path.read_text()))
+    for path in sorted(results_dir.glob("work-*.json")):
+        throughput = path.with_name(path.name.replace("work-", "throughput-", 1))
+        lines += render_work(
+            json.loads(path.read_text()), json.loads(throughput.read_text()) if throughput.is_file() else None
+        )
     for path in sorted(results_dir.glob("memory-*.json")):
         lines += render_memory(json.loads(path.read_text()))
     for path in sorted(results_dir.glob("accuracy*.json")):

@@ -4,9 +4,10 @@ training round and a timed inference round."""
 
 from __future__ import annotations
 
+import contextlib
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
@@ -15,7 +16,6 @@ import numpy as np
 import torch
 from speed_common import (
     LEARNING_RATE,
-    MAX_LENGTH,
     PEFT_MISSING,
     PREFIX_LENGTH,
     Data,
@@ -94,9 +94,10 @@ SYSTEM_LABELS = {
 class Round:
     seconds: float
     examples: int
-    tokens: int  # tokens the model ran over, padding included (0 when the system hides its batches)
+    tokens: int  # tokens the model ran over, padding included (0 when its batches are not recorded)
     shapes: list[tuple[int, int]]  # (batch, length) of every batch, for the FLOP count
     eval_batch_size: int | None = None  # the eval batch a Trainer system predicted with (its fastest)
+    first_token_only: bool = False  # the last layer's feed-forward ran for position 0 only (core.readout)
 
 
 class PromptSystem:
@@ -130,6 +131,7 @@ class PromptSystem:
         self.model.add_task("task", HeadSpec(data.kind, data.label_names))
         if not first_token_readout:  # the A/B's "before": the head reads position 0 of a full last layer
             self.model.reads_first_token = lambda task: False
+        self.readout = self.model.reads_first_token("task")  # for the FLOP count
         self.compile_backend = compile_backend
         if compile_backend is not None:
             compile_backbone(self.model, compile_backend)
@@ -158,7 +160,13 @@ class PromptSystem:
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         seconds = time.perf_counter() - start
-        return Round(seconds, len(self.train_features), sum(b * t for b, t in shapes), shapes)
+        return Round(
+            seconds,
+            len(self.train_features),
+            sum(b * t for b, t in shapes),
+            shapes,
+            first_token_only=self.readout,
+        )
 
     def train_batches(self, seed: int) -> list[list[int]]:
         """The round's batches (indices): shuffled for the reference recipe, length-grouped for ours."""
@@ -185,7 +193,13 @@ class PromptSystem:
         seconds = time.perf_counter() - start
         if not self.reference:  # counted after the clock stops: the FLOP count is not ours' inference
             shapes = inference_shapes(self.dev_features, self.workload.eval_batch_size)
-        return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes)
+        return Round(
+            seconds,
+            len(self.dev_features),
+            sum(b * t for b, t in shapes),
+            shapes,
+            first_token_only=self.readout,
+        )
 
     @torch.no_grad()
     def _infer_in_order(self) -> list[tuple[int, int]]:
@@ -290,10 +304,12 @@ TRAINER_LAYOUTS = {
 # embedding fp32; the classifier it trains is bf16), "autocast" keeps fp32 weights and sets
 # TrainingArguments(bf16=True). A probe on MiniLM (1 thread, loaded machine) ran "weights" faster in both
 # modes (training ~66 vs ~59 ex/s, prediction ~270-320 vs ~230, fp32 ~30-40 / ~115-120): it is the bf16 (a'').
-# HF Trainer.predict runs the dev set in dataset order (no length grouping at eval), so its eval batch trades
-# padding against the size of the matrix products. Measured (interleaved, 1 thread, loaded machine, SST-2 dev
-# 512): (a'') 111 ex/s at 32, 91 at 64, 54 at 128 (bf16: 287 / 250 / 177). A Trainer system predicts at each
-# of these every round and its fastest counts (``PeftTrainerSystem.infer_round``).
+# HF Trainer.predict groups the dev set by length as well when train_sampling_strategy="group_by_length"
+# (transformers 5.23's _get_eval_sampler: LengthGroupedSampler, i.e. random megabatches of 4 batches, 50 at
+# most, each sorted by length), so a larger eval batch means longer megabatches of fewer batches and more
+# padding: its eval batch trades padding against the size of the matrix products. Measured (interleaved,
+# 1 thread, loaded machine, SST-2 dev 512): (a'') 111 ex/s at 32, 91 at 64, 54 at 128 (bf16: 287 / 250 / 177).
+# A Trainer system predicts at each of these every round and its fastest counts (``PeftTrainerSystem.infer_round``).
 TRAINER_EVAL_BATCH_SIZES = (16, 32, 64)
 TRAINER_PRECISIONS = {
     "peft-trainer-grouped-compiled": "fp32",
@@ -323,6 +339,52 @@ def trainer_collator(layout: TrainerLayout, folder: str, kind: HeadKind) -> Call
     return (DataCollatorForTokenClassification if token_level else DataCollatorWithPadding)(tokenizer)
 
 
+class SplitSizedGrouping(torch.utils.data.Sampler):
+    """HF's ``LengthGroupedSampler`` with the megabatch HF would use on the whole split a benchmark samples.
+
+    HF sorts by length within random megabatches of ``min(n // (4 x batch), 50)`` batches, ``n`` being the
+    dataset's size: on a round's 256 examples that is 2 batches, where a real run over SST-2's 67,349 (or
+    CoNLL-2003's 14,041) sorts 50 at a time and pads far less. Same lengths, generator and order of work as
+    HF's sampler; only the megabatch follows the split."""
+
+    def __init__(self, grouped: Any, split_size: int) -> None:
+        self.grouped = grouped
+        self.mega_batch_mult = max(1, min(split_size // (4 * grouped.batch_size), 50))
+
+    def __len__(self) -> int:
+        return len(self.grouped)
+
+    def __iter__(self) -> Iterator[int]:
+        from transformers.trainer_pt_utils import get_length_grouped_indices
+
+        grouped = self.grouped
+        return iter(
+            get_length_grouped_indices(
+                grouped.lengths, grouped.batch_size, self.mega_batch_mult, generator=grouped.generator
+            )
+        )
+
+
+def split_sized_trainer(split_sizes: tuple[int, int]) -> type:
+    """HF's Trainer whose length-grouped samplers (training, and evaluation: transformers 5.23 groups there
+    too) size their megabatches by ``split_sizes`` (train, dev); 0 leaves HF's own."""
+    from transformers import Trainer
+    from transformers.trainer_pt_utils import LengthGroupedSampler
+
+    def resized(sampler: Any, split_size: int) -> Any:
+        grouped = isinstance(sampler, LengthGroupedSampler) and split_size > 0
+        return SplitSizedGrouping(sampler, split_size) if grouped else sampler
+
+    class SplitSizedTrainer(Trainer):
+        def _get_train_sampler(self, train_dataset: Any = None) -> Any:
+            return resized(super()._get_train_sampler(train_dataset), split_sizes[0])
+
+        def _get_eval_sampler(self, eval_dataset: Any) -> Any:
+            return resized(super()._get_eval_sampler(eval_dataset), split_sizes[1])
+
+    return SplitSizedTrainer
+
+
 def make_trainer(
     model: torch.nn.Module,
     layout: TrainerLayout,
@@ -337,11 +399,13 @@ def make_trainer(
     callbacks: tuple[Any, ...] = (),
     autocast_bf16: bool = False,
     torch_compile: bool = False,
+    split_sizes: tuple[int, int] = (0, 0),
 ):
     """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler;
     ``autocast_bf16`` sets ``TrainingArguments(bf16=True)`` (CPU autocast in training and prediction),
-    ``torch_compile`` its ``torch_compile=True``."""
-    from transformers import Trainer, TrainingArguments
+    ``torch_compile`` its ``torch_compile=True``; ``split_sizes`` (train, dev) the sizes of the splits the
+    features were sampled from, so that length grouping works as on the whole split (``SplitSizedGrouping``)."""
+    from transformers import TrainingArguments
 
     arguments = TrainingArguments(
         output_dir=str(work_dir),
@@ -359,7 +423,7 @@ def make_trainer(
         bf16=autocast_bf16,
         torch_compile=torch_compile,
     )
-    return Trainer(
+    return split_sized_trainer(split_sizes)(
         model=model,
         args=arguments,
         train_dataset=train_features,
@@ -423,17 +487,16 @@ class PeftTrainerSystem:
             callbacks,
             self.autocast_bf16,
             self.torch_compile,
+            self.data.split_sizes,
         )
 
     def train_round(self, seed: int) -> Round:
         trainer = self.trainer(seed)
-        start = time.perf_counter()
-        trainer.train()
-        seconds = time.perf_counter() - start
-        count = len(self.train_features)
-        size = self.workload.batch_size
-        shapes = [] if self.dynamic else [(min(size, count - i), MAX_LENGTH) for i in range(0, count, size)]
-        return Round(seconds, count, 0 if self.dynamic else count * MAX_LENGTH, shapes)
+        with self.batch_shapes() as shapes:
+            start = time.perf_counter()
+            trainer.train()
+            seconds = time.perf_counter() - start
+        return Round(seconds, len(self.train_features), sum(b * t for b, t in shapes), shapes)
 
     def infer_round(self, seed: int) -> Round:
         """The fastest of ``TRAINER_EVAL_BATCH_SIZES``, each run once this round: never a weaker batch than
@@ -443,12 +506,33 @@ class PeftTrainerSystem:
 
     def _infer_at(self, seed: int, size: int) -> Round:
         trainer = self.trainer(seed, eval_batch_size=size)
-        start = time.perf_counter()
-        trainer.predict(self.dev_features)
-        seconds = time.perf_counter() - start
-        count = len(self.dev_features)
-        shapes = [] if self.dynamic else [(min(size, count - i), MAX_LENGTH) for i in range(0, count, size)]
-        return Round(seconds, count, 0 if self.dynamic else count * MAX_LENGTH, shapes, size)
+        with self.batch_shapes() as shapes:
+            start = time.perf_counter()
+            trainer.predict(self.dev_features)
+            seconds = time.perf_counter() - start
+        return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes, size)
+
+    @contextlib.contextmanager
+    def batch_shapes(self) -> Iterator[list[tuple[int, int]]]:
+        """The (rows, length) of every batch the Trainer feeds the model, read by a forward pre-hook: the
+        Trainer builds its batches itself (its sampler and collator), so this is how their FLOPs are counted.
+        Under ``torch_compile`` the list stays empty: a hook with a side effect does not belong in a traced
+        model, and the compiled system's FLOPs are those of its eager twin."""
+
+        shapes: list[tuple[int, int]] = []
+
+        def record(module: torch.nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any]) -> None:
+            ids = kwargs.get("input_ids", args[0] if args else None)
+            shapes.append((int(ids.shape[0]), int(ids.shape[1])))
+
+        handle = (
+            None if self.torch_compile else self.model.register_forward_pre_hook(record, with_kwargs=True)
+        )
+        try:
+            yield shapes
+        finally:
+            if handle is not None:
+                handle.remove()
 
 
 def build_system(name: str, folder: str, data: Data, workload: Workload):

@@ -9,7 +9,14 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from speed_common import PREFIX_LENGTH, Workload, environment, load_average, load_data, model_folder
+from speed_common import (
+    PREFIX_LENGTH,
+    Workload,
+    environment,
+    load_average,
+    load_data,
+    model_folder,
+)
 from speed_flops import Shape, gemm_rate, step_flops
 from speed_systems import BASELINE, BF16_BASELINE, BF16_SYSTEMS, CONTENDERS, SYSTEM_LABELS, build_system
 
@@ -40,7 +47,7 @@ def measure_throughput(
                 if index < workload.warmup:
                     continue
                 flops = (
-                    step_flops(shape, result.shapes, PREFIX_LENGTH, mode == "train")
+                    step_flops(shape, result.shapes, PREFIX_LENGTH, mode == "train", result.first_token_only)
                     if result.shapes
                     else None
                 )
@@ -67,6 +74,7 @@ def measure_throughput(
         "bf16_baseline": BF16_BASELINE if BF16_BASELINE in names else None,
         "train_examples": len(data.train),
         "dev_examples": len(data.dev),
+        "split_sizes": list(data.split_sizes),
         "mean_train_tokens": statistics.mean(feature_length(f) for f in data.train),
         "gemm_gflops": statistics.median(rates["fp32"]),  # fp32, the name older result files use
         "gemm_rounds": rates["fp32"],
@@ -116,8 +124,14 @@ def render_throughput(result: dict[str, Any]) -> list[str]:
         f"#### Throughput: {workload['name']}",
         "",
         f"{workload['task']} on {workload['backbone']}: {result['train_examples']} train examples (mean "
-        f"{result['mean_train_tokens']:.1f} tokens) and {result['dev_examples']} dev examples per round; "
-        f"{workload['warmup']} warm-up + {workload['repeats']} interleaved rounds, medians; "
+        f"{result['mean_train_tokens']:.1f} tokens) and {result['dev_examples']} dev examples per round"
+        + (
+            f", sampled from splits of {result['split_sizes'][0]:,} and {result['split_sizes'][1]:,} (HF's "
+            "length grouping sizes its megabatches for those); "
+            if "split_sizes" in result
+            else " (HF's length grouping sized its megabatches for the sample alone, 1-2 batches); "
+        )
+        + f"{workload['warmup']} warm-up + {workload['repeats']} interleaved rounds, medians; "
         f"{result['threads']} torch thread(s); GEMM (2048^3, median of the rounds) fp32 "
         f"{result['gemm_gflops']:.0f} GFLOP/s, bf16 {bf16_reference}; 1-min load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {result['cpus']} cores; measured {result['measured_at']}.",

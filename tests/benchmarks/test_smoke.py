@@ -242,7 +242,7 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     systems = ["ours", "ours-bf16", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
     systems.append("peft-trainer-grouped-bf16")
 
-    speed.main([*common, "--throughput", "--profile", "--scaling", "--systems", *systems])
+    speed.main([*common, "--throughput", "--profile", "--scaling", "--work", "--systems", *systems])
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
@@ -254,6 +254,8 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
         assert throughput["summary"][mode]["reference"]["ours-bf16_speedup"] > 0  # both contenders' ratios
         assert "ours-bf16_speedup" in throughput["summary"][mode]["ours"]
     assert throughput["gemm_gflops"] > 0 and throughput["gemm_bf16_gflops"] > 0
+    for name in expected:  # every system's FLOP rate: the Trainer's own batches are recorded too
+        assert all(throughput["summary"][mode][name]["gflops_per_second"] > 0 for mode in ("train", "infer"))
     assert throughput["bf16_baseline"] == ("peft-trainer-grouped-bf16" if peft else None)
     memory = json.loads((results / "memory-smoke.json").read_text())
     assert memory["probes"][0]["peak_rss_mb"] >= memory["probes"][0]["rss_after_load_mb"] > 0
@@ -268,6 +270,13 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
         assert entry["gflops_per_second"] > 0
     assert profile["gemm_gflops"]["fp32"] > 0 and profile["gemm_gflops"]["bf16"] > 0
     assert (results / "scaling.png").stat().st_size > 0
+    work = json.loads((results / "work-smoke.json").read_text())  # counted without PEFT: HF's own loaders
+    assert set(work["systems"]) == {"ours", "ours-whole-last-layer", "peft-trainer", "peft-trainer-dynamic",
+                                    "peft-trainer-grouped"}  # fmt: skip
+    padded = work["systems"]["peft-trainer"]["infer"]["16"]["gflop_per_example"]
+    assert padded > work["systems"]["ours"]["infer"]["None"]["gflop_per_example"] > 0  # (a) pads to 128
+    work_table = load_benchmark("speed_report").render_tables(results)
+    assert "#### Work per example: smoke" in work_table
 
 
 def test_time_to_target_stops_at_the_first_evaluation_that_reaches_it(
@@ -353,6 +362,68 @@ def test_careful_trainer_layout_groups_batches_by_length(tiny_model, tmp_path):
             assert isinstance(trainer._get_train_sampler(), LengthGroupedSampler)
     # HF sorts by length within random "megabatches" (here 4 batches): padding shrinks, it does not vanish
     assert 2 * sum(widths["peft-trainer-grouped"]) < sum(widths["peft-trainer-dynamic"])
+    # and Trainer.predict groups the same way (transformers 5.23 and later), so (a'') predicts grouped too
+    assert not isinstance(trainer._get_eval_sampler(features), LengthGroupedSampler)  # (a'): dataset order
+    grouped = systems.make_trainer(
+        model, systems.TRAINER_LAYOUTS["peft-trainer-grouped"], collator, features, tmp_path, workload, seed=0
+    )
+    assert isinstance(grouped._get_eval_sampler(features), LengthGroupedSampler)
+
+
+def test_trainer_systems_group_a_sample_as_hf_groups_the_whole_split(tiny_model, tmp_path):
+    """A round's sample stands for a whole split: HF sizes its length-grouping megabatches by the dataset
+    (min(n // (4 x batch), 50) batches), so the benchmark tells it the split's size."""
+    from transformers import AutoModelForSequenceClassification
+
+    systems = load_benchmark("speed_systems")
+    common = load_benchmark("speed_common")
+    features = [{"input_ids": [101] + [1000 + n] * n + [102], "labels": n % 2} for n in range(1, 65)]
+    features = [features[(7 * i) % 64] for i in range(64)]  # lengths 3..66, shuffled
+    workload = common.Workload("t", "sst2", tiny_model, 64, 64, repeats=1, batch_size=4, eval_batch_size=4)
+    model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    layout = systems.TRAINER_LAYOUTS["peft-trainer-grouped"]
+    collator = systems.trainer_collator(layout, tiny_model, systems.HeadKind.CLASSIFICATION)
+
+    def batch_lengths(split_sizes, loader):
+        trainer = systems.make_trainer(
+            model, layout, collator, features, tmp_path, workload, seed=0, split_sizes=split_sizes
+        )
+        batches = (
+            trainer.get_train_dataloader() if loader == "train" else trainer.get_test_dataloader(features)
+        )
+        return [sorted(batch["attention_mask"].sum(1).tolist()) for batch in batches]
+
+    whole = [list(range(n, n + 4)) for n in range(3, 67, 4)]  # the whole sample sorted, cut in fours
+    for loader in ("train", "eval"):
+        assert sorted(batch_lengths((100_000, 100_000), loader)) == whole  # one megabatch: all 64 sorted
+        own = batch_lengths((0, 0), loader)  # HF's own: 64 // 16 = 4 batches a megabatch
+        assert sorted(own) != whole and sorted(len(b) for b in own) == [4] * 16
+
+
+def test_trainer_systems_count_the_batches_the_trainer_feeds_the_model(tiny_model, tmp_path):
+    """(a'')'s FLOPs come from its real batches: a forward pre-hook records each one's (rows, length)."""
+    from transformers import AutoModelForSequenceClassification
+
+    systems = load_benchmark("speed_systems")
+    common = load_benchmark("speed_common")
+    features = [{"input_ids": [101] + [1000 + n] * n + [102], "labels": n % 2} for n in range(1, 11)]
+    workload = common.Workload("t", "sst2", tiny_model, 10, 10, repeats=1, batch_size=4, eval_batch_size=4)
+    system = object.__new__(systems.PeftTrainerSystem)  # the hook needs only the model and the compile flag
+    system.model = AutoModelForSequenceClassification.from_pretrained(tiny_model, num_labels=2)
+    system.torch_compile = False
+    layout = systems.TRAINER_LAYOUTS["peft-trainer-dynamic"]  # dataset order: the batches are known
+    collator = systems.trainer_collator(layout, tiny_model, systems.HeadKind.CLASSIFICATION)
+    trainer = systems.make_trainer(system.model, layout, collator, features, tmp_path, workload, seed=0)
+    with system.batch_shapes() as shapes:
+        trainer.predict(features)
+    assert shapes == [(4, 6), (4, 10), (2, 12)]  # rows x the longest input (n + 2 tokens) of each batch
+    with system.batch_shapes() as after:
+        pass
+    assert after == [] and not system.model._forward_pre_hooks  # the hook is removed
+    system.torch_compile = True
+    with system.batch_shapes() as compiled:
+        trainer.predict(features)
+    assert compiled == []  # nothing hooked into a model the Trainer compiles
 
 
 def test_step_flops_counts_frozen_backward_as_twice_the_projections():
@@ -362,6 +433,18 @@ def test_step_flops_counts_frozen_backward_as_twice_the_projections():
     attention = 4 * 3 * (2 + 3) * 4  # one sequence of 3 tokens, P = 2, forward
     assert flops.step_flops(shape, [(1, 3)], prefix=2, training=False) == 3 * projections + attention
     assert flops.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
+
+
+def test_step_flops_leaves_out_the_last_feed_forward_a_first_token_readout_skips():
+    flops = load_benchmark("speed_flops")
+    shape = flops.Shape(layers=2, hidden=4, intermediate=8)
+    full = flops.step_flops(shape, [(5, 3)], prefix=2, training=False)
+    skipped = 5 * 2 * 2 * 2 * 4 * 8  # 5 rows x 2 positions x the last layer's two feed-forward matmuls
+    assert (
+        flops.step_flops(shape, [(5, 3)], prefix=2, training=False, first_token_only=True) == full - skipped
+    )
+    trained = flops.step_flops(shape, [(5, 3)], prefix=2, training=True, first_token_only=True)
+    assert trained == flops.step_flops(shape, [(5, 3)], prefix=2, training=True) - 2 * skipped
 
 
 def test_dropout_ab_runs_both_kinds_per_seed(tiny_model, data_root, tmp_path):
