@@ -36,6 +36,7 @@ from speed_systems import (
     SYSTEM_LABELS,
     TRAINER_EVAL_BATCH_SIZES,
     TRAINER_LAYOUTS,
+    inference_shapes,
     make_trainer,
     trainer_collator,
 )
@@ -43,7 +44,7 @@ from speed_systems import (
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import FIRST_TOKEN_KINDS
 from ptuning.tasks.collate import length_grouped_batches
-from ptuning.training.inference import feature_length, inference_batches
+from ptuning.training.inference import feature_length
 
 Batches = list[tuple[int, int]]  # (rows, length) of every batch
 
@@ -72,10 +73,7 @@ def measure_work(workload: Workload, data_root: Path, work_dir: Path) -> dict[st
     seeds = list(range(workload.warmup, workload.warmup + workload.repeats))  # speed_throughput's kept rounds
     readout = data.kind in FIRST_TOKEN_KINDS  # a [CLS] head: ours runs core.readout
     ours_train = {seed: grouped_batches(data.train, workload.batch_size, seed) for seed in seeds}
-    ours_infer = [
-        (len(b), max(feature_length(data.dev[i]) for i in b))
-        for b in inference_batches(data.dev, workload.eval_batch_size)
-    ]
+    ours_infer = inference_shapes(data.dev, workload.eval_batch_size)
     systems = {
         "ours": work(shape, ours_train, {None: ours_infer}, readout),
         "ours-whole-last-layer": work(shape, ours_train, {None: ours_infer}, False),
