@@ -5,8 +5,8 @@ without weight decay as ptuning train and the Trainer run it; Trainer systems pr
 and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
 
     ours            PromptModel, sdpa, dynamic padding, length-grouped batches (training) and
-                    longest-first batches of ~64 x 32 padded tokens (inference) -- what ``ptuning train`` /
-                    ``predict_outputs`` do
+                    longest-first batches of ~64 x 32 padded tokens, <= 10 % of them padding (inference)
+                    -- what ``ptuning train`` / ``predict_outputs`` do
     ours-bf16       ours with the frozen backbone stored in bf16 (``--backbone-dtype bf16``); prefix, head,
                     optimizer and loss fp32
     ours-compiled, ours-bf16-compiled

@@ -29,6 +29,19 @@ def test_batches_are_cut_by_padded_tokens_and_by_rows():
     assert batches == [[1, 2], [3, 0], [4, 5, 6], [7]]
 
 
+def test_a_batch_is_cut_before_padding_passes_its_share():
+    # longest first: 10, 9, 9, 5, 5; a fourth row (5) would pad 1 + 1 + 5 = 7 of 40 tokens (17.5 %)
+    assert token_budget_batches([10, 9, 9, 5, 5], [1] * 5, 100, 10, max_padding_share=0.1) == [
+        [0, 1, 2],
+        [3, 4],
+    ]
+    # without a cap the budget alone cuts: 5 rows x 10 = 50 tokens fit
+    assert token_budget_batches([10, 9, 9, 5, 5], [1] * 5, 100, 10) == [[0, 1, 2, 3, 4]]
+    # padding counts every choice row of a multiple-choice feature: 2 x (10 - 8) of 40 tokens = 10 % passes
+    assert token_budget_batches([10, 8], [2, 2], 100, 10, max_padding_share=0.1) == [[0, 1]]
+    assert token_budget_batches([10, 7], [2, 2], 100, 10, max_padding_share=0.1) == [[0], [1]]
+
+
 def test_an_input_longer_than_the_budget_gets_a_batch_of_its_own():
     assert token_budget_batches([50, 1, 1], [1, 1, 1], max_tokens=20, max_rows=8) == [[0], [1, 2]]
 

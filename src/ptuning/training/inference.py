@@ -19,6 +19,9 @@ from ptuning.tasks.collate import collate
 TOKENS_PER_ROW = 32
 # Never more than this many times ``batch_size`` rows, however short the inputs.
 MAX_ROWS_FACTOR = 4
+# A batch is also cut before padding would exceed this share of its tokens: where sorted lengths fall
+# steeply, a budget-sized batch spans many lengths and pads much (docs/BENCHMARKS.md, Inference batches).
+MAX_PADDING_SHARE = 0.1
 
 
 def feature_length(feature: dict[str, Any]) -> int:
@@ -33,25 +36,33 @@ def feature_rows(feature: dict[str, Any]) -> int:
 
 
 def token_budget_batches(
-    lengths: Sequence[int], rows: Sequence[int], max_tokens: int, max_rows: int
+    lengths: Sequence[int],
+    rows: Sequence[int],
+    max_tokens: int,
+    max_rows: int,
+    max_padding_share: float = 1.0,
 ) -> list[list[int]]:
     """Indices longest first, cut into batches of at most ``max_tokens`` padded tokens (the batch's rows
-    times its longest input, which comes first) and at most ``max_rows`` rows; a batch holds at least one
-    feature. Sorting keeps padding small; the token budget keeps each batch's matrix products a similar size
-    instead of tiny ones for short inputs and huge ones for long inputs (both slower per token on CPU,
-    docs/BENCHMARKS.md). Memory: no batch holds more tokens than ``max_tokens``.
+    times its longest input, which comes first), at most ``max_rows`` rows and at most ``max_padding_share``
+    of padding among its tokens; a batch holds at least one feature. Sorting keeps padding small; the token
+    budget keeps each batch's matrix products a similar size instead of tiny ones for short inputs and huge
+    ones for long inputs (both slower per token on CPU, docs/BENCHMARKS.md). Memory: no batch holds more
+    tokens than ``max_tokens``.
     """
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     batches: list[list[int]] = []
     current: list[int] = []
-    current_rows = 0
+    current_rows = current_real = 0
     for index in order:
         grown = current_rows + rows[index]
-        if current and (grown > max_rows or grown * lengths[current[0]] > max_tokens):
-            batches.append(current)
-            current, grown = [], rows[index]
+        real = current_real + rows[index] * lengths[index]
+        if current:
+            padded = grown * lengths[current[0]]
+            if grown > max_rows or padded > max_tokens or padded - real > max_padding_share * padded:
+                batches.append(current)
+                current, grown, real = [], rows[index], rows[index] * lengths[index]
         current.append(index)
-        current_rows = grown
+        current_rows, current_real = grown, real
     if current:
         batches.append(current)
     return batches
@@ -59,14 +70,19 @@ def token_budget_batches(
 
 def inference_batches(features: Features, batch_size: int, device_type: str = "cpu") -> list[list[int]]:
     """The batches ``predict_outputs`` runs, longest first. On CPU: about ``batch_size * TOKENS_PER_ROW``
-    padded tokens each, at most ``batch_size * MAX_ROWS_FACTOR`` rows (measured on CPU only). Elsewhere:
+    padded tokens each, at most ``batch_size * MAX_ROWS_FACTOR`` rows and ``MAX_PADDING_SHARE`` padding
+    (measured on CPU only). Elsewhere:
     ``batch_size`` rows each, as asked — an accelerator wants its batches large, not cut by a CPU budget."""
     lengths = [feature_length(f) for f in features]
     rows = [feature_rows(f) for f in features]
     if device_type != "cpu":
         return token_budget_batches(lengths, rows, max_tokens=sys.maxsize, max_rows=batch_size)
     return token_budget_batches(
-        lengths, rows, max_tokens=batch_size * TOKENS_PER_ROW, max_rows=batch_size * MAX_ROWS_FACTOR
+        lengths,
+        rows,
+        max_tokens=batch_size * TOKENS_PER_ROW,
+        max_rows=batch_size * MAX_ROWS_FACTOR,
+        max_padding_share=MAX_PADDING_SHARE,
     )
 
 
