@@ -27,6 +27,9 @@ def measure_throughput(
     workload: Workload, data_root: Path, work_dir: Path, names: list[str]
 ) -> dict[str, Any]:
     """Interleaved rounds: every round trains (then infers) once with every system, in rotated order."""
+    # A workload's models are new objects: the graphs compiled for the previous workload's would only count
+    # towards Dynamo's recompile limit (8 per function), and past it a compiled system silently runs eager.
+    torch._dynamo.reset()
     folder = model_folder(workload.backbone, work_dir)
     from transformers import AutoTokenizer
 
