@@ -305,8 +305,8 @@ TRAINER_LAYOUTS = {
 # TrainingArguments(bf16=True). A probe on MiniLM (1 thread, loaded machine) ran "weights" faster in both
 # modes (training ~66 vs ~59 ex/s, prediction ~270-320 vs ~230, fp32 ~30-40 / ~115-120): it is the bf16 (a'').
 # HF Trainer.predict groups the dev set by length as well when train_sampling_strategy="group_by_length"
-# (transformers 5.23's _get_eval_sampler: LengthGroupedSampler, i.e. random megabatches of 4 batches, 50 at
-# most, each sorted by length), so a larger eval batch means longer megabatches of fewer batches and more
+# (transformers 5.23's _get_eval_sampler: LengthGroupedSampler, i.e. about four random megabatches of at most
+# 50 batches each, each sorted by length), so a larger eval batch means megabatches of fewer batches and more
 # padding: its eval batch trades padding against the size of the matrix products. Measured (interleaved,
 # 1 thread, loaded machine, SST-2 dev 512): (a'') 111 ex/s at 32, 91 at 64, 54 at 128 (bf16: 287 / 250 / 177).
 # A Trainer system predicts at each of these every round and its fastest counts (``PeftTrainerSystem.infer_round``).
