@@ -9,14 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from speed_common import (
-    PREFIX_LENGTH,
-    Workload,
-    environment,
-    load_average,
-    load_data,
-    model_folder,
-)
+from speed_common import PREFIX_LENGTH, Workload, environment, load_average, load_data, model_folder
 from speed_flops import Shape, gemm_rate, step_flops
 from speed_systems import BASELINE, BF16_BASELINE, BF16_SYSTEMS, CONTENDERS, SYSTEM_LABELS, build_system
 

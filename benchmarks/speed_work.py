@@ -36,6 +36,7 @@ from speed_systems import (
     SYSTEM_LABELS,
     TRAINER_EVAL_BATCH_SIZES,
     TRAINER_LAYOUTS,
+    TRAINER_PRECISIONS,
     inference_shapes,
     make_trainer,
     trainer_collator,
@@ -55,10 +56,7 @@ WORK_TWINS = {
     "ours-bf16-compiled": "ours",
     "ours-no-dropout": "ours",
     "ours-bf16-whole-last-layer": "ours-whole-last-layer",
-    "peft-trainer-grouped-bf16": "peft-trainer-grouped",
-    "peft-trainer-grouped-autocast": "peft-trainer-grouped",
-    "peft-trainer-grouped-compiled": "peft-trainer-grouped",
-    "peft-trainer-grouped-bf16-compiled": "peft-trainer-grouped",
+    **{name: "peft-trainer-grouped" for name in TRAINER_PRECISIONS},  # (a'') in bf16, autocast, compiled
 }
 
 
@@ -78,8 +76,9 @@ def measure_work(workload: Workload, data_root: Path, work_dir: Path) -> dict[st
         "ours": work(shape, ours_train, {None: ours_infer}, readout),
         "ours-whole-last-layer": work(shape, ours_train, {None: ours_infer}, False),
     }
+    stand_in = stand_in_model(folder, data)  # the loaders never run it: one for every layout
     for name in ("peft-trainer", "peft-trainer-dynamic", "peft-trainer-grouped"):
-        train, infer = trainer_batches(name, folder, data, workload, seeds)
+        train, infer = trainer_batches(name, stand_in, folder, data, workload, seeds)
         systems[name] = work(shape, train, infer, False)
     return {
         "workload": workload.name,
@@ -99,17 +98,21 @@ def grouped_batches(features: list[dict[str, Any]], size: int, seed: int) -> Bat
     return [(len(b), max(lengths[i] for i in b)) for b in length_grouped_batches(lengths, size, seed=seed)]
 
 
+def stand_in_model(folder: str, data: Data) -> Any:
+    """The HF task model a Trainer is built around (PEFT's would do the same: the loaders do not read it)."""
+    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
+
+    token_level = data.kind is HeadKind.TOKEN_CLASSIFICATION
+    loader = AutoModelForTokenClassification if token_level else AutoModelForSequenceClassification
+    return loader.from_pretrained(folder, num_labels=len(data.label_names))
+
+
 def trainer_batches(
-    name: str, folder: str, data: Data, workload: Workload, seeds: list[int]
+    name: str, model: Any, folder: str, data: Data, workload: Workload, seeds: list[int]
 ) -> tuple[dict[int, Batches], dict[int, Batches]]:
     """The shapes of the batches the Trainer's own dataloaders yield: training per seed, prediction per eval
     batch size."""
-    from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
-
     layout = TRAINER_LAYOUTS[name]
-    token_level = data.kind is HeadKind.TOKEN_CLASSIFICATION
-    loader = AutoModelForTokenClassification if token_level else AutoModelForSequenceClassification
-    model = loader.from_pretrained(folder, num_labels=len(data.label_names))
     train_features, dev_features = data.train, data.dev
     if not layout.dynamic_padding:
         train_features, dev_features = (
@@ -200,7 +203,7 @@ def render_work(work_result: dict[str, Any], throughput: dict[str, Any] | None) 
         f"real tokens), sampled from splits of {work_result['split_sizes'][0]:,} and "
         f"{work_result['split_sizes'][1]:,}. Rates: examples/s of the throughput run "
         f"({gemm.get('measured_at', 'not measured')}) × this work, median of its rounds; GEMM references "
-        f"fp32 {gemm.get('gemm_gflops', 0):.0f} / bf16 {gemm.get('gemm_bf16_gflops') or 0:.0f} GFLOP/s. "
+        f"fp32 {_rate(gemm.get('gemm_gflops'))} / bf16 {_rate(gemm.get('gemm_bf16_gflops'))} GFLOP/s. "
         "Systems that differ only in dtype, compiling or dropout share their twin's work.",
         "",
         "| system | train GFLOP/ex | ÷ ours | train GFLOP/s | infer GFLOP/ex (eval batch) | ÷ ours | infer GFLOP/s |",

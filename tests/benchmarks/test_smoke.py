@@ -435,6 +435,16 @@ def test_step_flops_counts_frozen_backward_as_twice_the_projections():
     assert flops.step_flops(shape, [(1, 3)], prefix=2, training=True) == 2 * 3 * projections + 3 * attention
 
 
+def test_inference_batches_ab_caps_padding_only_inside_its_block():
+    ab = load_benchmark("inference_batches_ab")
+    inference = ab.inference
+    features = [{"input_ids": [1] * n} for n in (10, 9, 9, 5, 5)]
+    before = inference.MAX_PADDING_SHARE
+    assert ab.cut(features, 64, 1.0) == [[0, 1, 2, 3, 4]]  # the token budget alone
+    assert ab.cut(features, 64, 0.1) == [[0, 1, 2], [3, 4]]  # a fourth row would pad 17.5 %
+    assert before == inference.MAX_PADDING_SHARE  # restored after each block
+
+
 def test_step_flops_leaves_out_the_last_feed_forward_a_first_token_readout_skips():
     flops = load_benchmark("speed_flops")
     shape = flops.Shape(layers=2, hidden=4, intermediate=8)

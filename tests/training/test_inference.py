@@ -35,7 +35,7 @@ def test_a_batch_is_cut_before_padding_passes_its_share():
         [0, 1, 2],
         [3, 4],
     ]
-    # without a cap the budget alone cuts: 5 rows x 10 = 50 tokens fit
+    # without a cap nothing is cut: 5 rows x 10 = 50 tokens fit the budget of 100
     assert token_budget_batches([10, 9, 9, 5, 5], [1] * 5, 100, 10) == [[0, 1, 2, 3, 4]]
     # padding counts every choice row of a multiple-choice feature: 2 x (10 - 8) of 40 tokens = 10 % passes
     assert token_budget_batches([10, 8], [2, 2], 100, 10, max_padding_share=0.1) == [[0, 1]]
