@@ -75,6 +75,7 @@ from speed_throughput import measure_throughput
 from speed_time_to_target import (
     BUDGETS,
     LEARNING_RATES,
+    TARGET_CONTENDERS,
     TRAINERS,
     engine_recipe,
     measure_time_to_target,
@@ -213,10 +214,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.smoke or resolve_model_path("minilm"),
                 args.data_root,
                 args.results_dir / f"time-to-target-{task}.jsonl",
-                [n for n in TRAINERS if n in args.systems],  # ours, ours-bf16, (a'')
+                [n for n in TRAINERS if n in args.systems],  # ours, ours-bf16, ours-mean-pooling, (a'')
                 args.target_learning_rates,
                 args.target_seeds,
-                {"ours": ours_recipe, "ours-bf16": ours_recipe},
+                {system: ours_recipe for system in TARGET_CONTENDERS},
             )
     if args.table:
         replot(args.results_dir)

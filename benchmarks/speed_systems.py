@@ -28,7 +28,7 @@ from ptuning.core.backbones import load_backbone
 from ptuning.core.compilation import compile_backbone
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
-from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.model import FIRST_TOKEN_KINDS, HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
 from ptuning.training.inference import feature_length, inference_batches, predict_outputs
 
@@ -49,6 +49,7 @@ SYSTEMS = (
     "ours-no-dropout",
     "ours-whole-last-layer",
     "ours-bf16-whole-last-layer",
+    "ours-mean-pooling",
 )
 BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
 BF16_BASELINE = "peft-trainer-grouped-bf16"  # (a'') with its backbone loaded in bf16: the fastest bf16 (a'')
@@ -87,7 +88,10 @@ SYSTEM_LABELS = {
     "ours-no-dropout": "ours without prefix dropout (PEFT has none)",
     "ours-whole-last-layer": "ours with the last layer over every position (before the first-token readout)",
     "ours-bf16-whole-last-layer": "ours-bf16 with the last layer over every position",
+    "ours-mean-pooling": "ours with --pooling mean (the pooling the checkpoint was trained with)",
 }
+# Systems that change how a pooled head reads the last layer: on a token-level task they would be ``ours``.
+POOLED_HEAD_ONLY = frozenset({"ours-mean-pooling"})
 
 
 @dataclass
@@ -119,6 +123,7 @@ class PromptSystem:
         backbone_dtype: str = "fp32",
         compile_backend: str | None = None,
         first_token_readout: bool = True,
+        pooling: str | None = None,
     ) -> None:
         attention = "eager" if reference else "sdpa"
         backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
@@ -128,7 +133,7 @@ class PromptSystem:
             position_mode="shift" if reference else "keep",
         )
         self.model = PromptModel(backbone, "ptuning-v2", config)
-        self.model.add_task("task", HeadSpec(data.kind, data.label_names))
+        self.model.add_task("task", HeadSpec(data.kind, data.label_names, pooling))
         if not first_token_readout:  # the A/B's "before": the head reads position 0 of a full last layer
             self.model.reads_first_token = lambda task: False
         self.readout = self.model.reads_first_token("task")  # for the FLOP count
@@ -553,6 +558,8 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
         return PromptSystem(folder, data, workload, backbone_dtype=dtype, first_token_readout=False)
     if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
         return PromptSystem(folder, data, workload, prefix_dropout=0.0)
+    if name == "ours-mean-pooling":  # no first-token readout: the mean needs every position's last layer
+        return PromptSystem(folder, data, workload, pooling="mean")
     if name == "reference":
         return PromptSystem(folder, data, workload, reference=True)
     if name == "peft-our-batching":
@@ -565,6 +572,16 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
             folder, data, workload, layout, TRAINER_PRECISIONS[name], torch_compile=name in TRAINER_COMPILED
         )
     raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
+
+
+def applicable_systems(names: list[str], data: Data) -> list[str]:
+    """``names`` without the systems that would only repeat ``ours`` on this task (a pooled-head change on a
+    token-level task), saying which were left out."""
+    pooled = HeadKind(data.kind) in FIRST_TOKEN_KINDS
+    left_out = [n for n in names if n in POOLED_HEAD_ONLY and not pooled]
+    if left_out:
+        print(f"not run on a {data.kind} task (no pooled head): {', '.join(left_out)}", flush=True)
+    return [n for n in names if n not in left_out]
 
 
 def available_systems(names: tuple[str, ...] = SYSTEMS) -> list[str]:

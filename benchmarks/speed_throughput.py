@@ -11,7 +11,15 @@ from typing import Any
 import torch
 from speed_common import PREFIX_LENGTH, Workload, environment, load_average, load_data, model_folder
 from speed_flops import Shape, gemm_rate, step_flops
-from speed_systems import BASELINE, BF16_BASELINE, BF16_SYSTEMS, CONTENDERS, SYSTEM_LABELS, build_system
+from speed_systems import (
+    BASELINE,
+    BF16_BASELINE,
+    BF16_SYSTEMS,
+    CONTENDERS,
+    SYSTEM_LABELS,
+    applicable_systems,
+    build_system,
+)
 
 from ptuning.training.inference import feature_length
 
@@ -27,6 +35,7 @@ def measure_throughput(
     from transformers import AutoTokenizer
 
     data = load_data(workload, AutoTokenizer.from_pretrained(folder), data_root)
+    names = applicable_systems(names, data)
     systems = {name: build_system(name, folder, data, workload) for name in names}
     shape = Shape.of(folder)
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {

@@ -48,6 +48,8 @@ from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, predict_outputs
 
 SYSTEMS = ("ours", "peft-trainer-grouped")
+# the systems compared with (a'') at their own best learning rates
+TARGET_CONTENDERS = ("ours", "ours-bf16", "ours-mean-pooling")
 LEARNING_RATES = (3e-3, 1e-2, 3e-2)
 
 
@@ -199,16 +201,17 @@ def train_ours(
     seed: int,
     recipe: Recipe,
     dtype: str = "fp32",
+    pooling: str | None = None,
 ) -> TargetWatch:
     """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, AdamW with the
     recipe's weight decay and gradient clipping, linear decay; the frozen backbone stored in ``dtype``
-    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32)."""
+    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     backbone, _ = load_backbone(folder, dtype=dtype)
     model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
-    model.add_task("task", HeadSpec(data.kind, data.label_names))
+    model.add_task("task", HeadSpec(data.kind, data.label_names, pooling))
     watch = TargetWatch(budget, lambda: dev.score(model, data.dev, data.pad_id, budget.eval_batch_size))
     lengths = [feature_length(f) for f in data.train]
     watch.start()
@@ -274,6 +277,7 @@ def train_peft_trainer(
 TRAINERS = {
     "ours": train_ours,
     "ours-bf16": functools.partial(train_ours, dtype="bf16"),
+    "ours-mean-pooling": functools.partial(train_ours, pooling="mean"),
     "peft-trainer-grouped": train_peft_trainer,
 }
 
@@ -459,7 +463,7 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
         )
     if "peft-trainer-grouped" not in best:
         lines.append(f"* (a''): no runs in this file. {PEFT_MISSING}")
-    for contender in ("ours", "ours-bf16"):
+    for contender in TARGET_CONTENDERS:
         if best.get(contender) and best.get("peft-trainer-grouped"):
             ratio = best["peft-trainer-grouped"][1] / best[contender][1]
             lines.append(

@@ -240,14 +240,14 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     common = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(results)]
     common += ["--work-dir", str(tmp_path / "work"), "--threads", "1"]
     systems = ["ours", "ours-bf16", "reference", "peft-our-batching", "peft-trainer", "peft-trainer-grouped"]
-    systems.append("peft-trainer-grouped-bf16")
+    systems += ["peft-trainer-grouped-bf16", "ours-mean-pooling"]
 
     speed.main([*common, "--throughput", "--profile", "--scaling", "--work", "--systems", *systems])
     speed.main([*common, "--memory", "--memory-modes", "train", "--systems", "ours", "--table"])
 
     throughput = json.loads((results / "throughput-smoke.json").read_text())
     peft = load_benchmark("speed_common").peft_available()
-    expected = systems if peft else ["ours", "ours-bf16", "reference"]
+    expected = systems if peft else ["ours", "ours-bf16", "reference", "ours-mean-pooling"]
     assert throughput["systems"] == expected
     for mode in ("train", "infer"):
         assert all(throughput["summary"][mode][name]["examples_per_second"] > 0 for name in expected)
@@ -279,6 +279,26 @@ def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
     assert "#### Work per example: smoke" in work_table
 
 
+def test_mean_pooling_system_pools_the_mean_and_is_left_out_where_no_head_pools(
+    tiny_model, data_root, tmp_path
+):
+    common = load_benchmark("speed_common")
+    systems = load_benchmark("speed_systems")
+    from transformers import AutoTokenizer
+
+    workload = common.Workload("smoke", "sst2", tiny_model, train_examples=8, eval_examples=4, repeats=1)
+    data = common.load_data(workload, AutoTokenizer.from_pretrained(tiny_model), data_root)
+    mean = systems.build_system("ours-mean-pooling", tiny_model, data, workload)
+    assert str(mean.model.heads["task"].pooling) == "mean" and not mean.readout  # every position is read
+    assert (
+        str(systems.build_system("ours", tiny_model, data, workload).model.heads["task"].pooling) == "first"
+    )
+    names = ["ours", "ours-mean-pooling"]
+    assert systems.applicable_systems(names, data) == names
+    tagging = common.Data(None, ["O", "B-PER"], common.HeadKind.TOKEN_CLASSIFICATION, [], [], 0)
+    assert systems.applicable_systems(names, tagging) == ["ours"]
+
+
 def test_time_to_target_stops_at_the_first_evaluation_that_reaches_it(
     tiny_model, data_root, tmp_path, capsys
 ):
@@ -291,7 +311,7 @@ def test_time_to_target_stops_at_the_first_evaluation_that_reaches_it(
     speed.main([*common, "--time-to-target", "sst2", "--target-score", "0"])  # in the file already: skipped
     reached = [json.loads(line) for line in (results / "time-to-target-sst2.jsonl").read_text().splitlines()]
     peft = load_benchmark("speed_common").peft_available()
-    expected = ["ours", "ours-bf16", "peft-trainer-grouped"] if peft else ["ours", "ours-bf16"]
+    expected = ["ours", "ours-bf16", "ours-mean-pooling"] + (["peft-trainer-grouped"] if peft else [])
     assert [r["system"] for r in reached] == expected
     for record in reached:  # the smoke budget: 8 steps, an evaluation every 4
         assert record["reached"] and record["steps_to_target"] == 4 and record["steps"] == 4
