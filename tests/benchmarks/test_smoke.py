@@ -208,6 +208,7 @@ def test_quality_plan_estimates_every_mpnet_cell_from_minilm_runs(tmp_path, caps
     tokens = plan.load_tokens()
     minilm_rate = plan.cpu_rates(tokens)["ptuning-v2"]
     units = plan.work(tokens["full"]["sst2"], quality.BUDGETS["sst2"].epochs)
+    assert rows["sst2:ptuning-v2:sweep"]["time_from"] == "FLOP estimate"  # no MPNet run in tmp_path
     assert per_run == pytest.approx(8 * minilm_rate * units)
     assert 8 * 90 < per_run < 8 * 1000
     assert rows["sst2:ptuning-v2:ablation-quadruple-epochs"]["cpu_seconds"] == pytest.approx(4 * per_run, 0.3)
