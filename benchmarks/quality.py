@@ -43,9 +43,12 @@ import tempfile
 import time
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from doc_tables import replace_between_markers
+
+if TYPE_CHECKING:
+    from ptuning.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results" / "quality"
@@ -212,11 +215,15 @@ ABLATIONS: dict[str, list[dict[str, Any]]] = {
     # chosen lr; SST-2 at P 64, no prefix dropout, shifted positions): a linear warmup over the first 10 % of
     # the updates is the usual cure for an early Adam blow-up.
     "warmup": [{"warmup_ratio": 0.1}],
+    # Added when warmup stopped that collapse: does it also rescue the two other changes that looked best at 110 M
+    # but were unstable there (mean pooling collapsed on SST-2; the top-half prefix was the best CoNLL-2004 run)?
+    "pooling-warmup": [{"pooling": "mean", "warmup_ratio": 0.1}],
+    "top-layers-warmup": [],  # the top half of the layers (see ablation_changes), with the same warmup
 }
 ORIGINAL_ABLATIONS = (
     "prefix-length", "position-shift", "no-prefix-dropout", "double-epochs", "quadruple-epochs", "prefix-layers"
 )  # fmt: skip
-SCALING_ABLATIONS = ("long-prefix", "pooling", "warmup")
+SCALING_ABLATIONS = ("long-prefix", "pooling", "warmup", "pooling-warmup", "top-layers-warmup")
 # Which methods an ablation changes (P-tuning v2 unless listed): pooling is a head choice, so fine-tuning gets
 # it too, or a gain could not be told apart from one that both sides would have.
 ABLATION_METHODS: dict[str, tuple[str, ...]] = {"pooling": ("ptuning-v2", "finetune")}
@@ -230,7 +237,7 @@ def ablation_methods(name: str) -> tuple[str, ...]:
 
 
 def ablation_applies(name: str, task: str) -> bool:
-    return name != "pooling" or task in POOLING_TASKS
+    return not name.startswith("pooling") or task in POOLING_TASKS
 
 
 def ablation_changes(name: str, num_layers: int) -> list[dict[str, Any]]:
@@ -238,6 +245,8 @@ def ablation_changes(name: str, num_layers: int) -> list[dict[str, Any]]:
     if name == "prefix-layers":
         half = num_layers // 2
         return [{"prefix_layers": list(range(half, num_layers))}, {"prefix_layers": list(range(half))}]
+    if name == "top-layers-warmup":
+        return [{"prefix_layers": list(range(num_layers // 2, num_layers)), "warmup_ratio": 0.1}]
     return ABLATIONS[name]
 
 
@@ -543,32 +552,40 @@ def append_record(path: Path, record: dict[str, Any]) -> None:
         fcntl.flock(handle, fcntl.LOCK_UN)
 
 
+def run_config(
+    bench: Bench, budget: Budget, method: str, setting: dict[str, Any], seed: int, output_dir: Path
+) -> TrainConfig:
+    """The TrainConfig of one run: the budget, then the method's setting (a preset that names a measured run
+    is checked against this, tests/benchmarks/test_smoke.py)."""
+    from ptuning.training.config import TrainConfig
+
+    options = {**budget.train_options(), **setting}
+    factor = options.pop("epochs_factor", 1)
+    options["epochs"] = budget.epochs * factor
+    return TrainConfig(
+        **options,
+        model=bench.model,
+        method=method,
+        data_dir=str(bench.data_root / budget.data),
+        output_dir=str(output_dir),
+        seed=seed,
+        eval_batch_size=bench.spec.eval_batch_size,
+        save_every_steps=None,
+        log_tensorboard=False,
+    )
+
+
 def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], seed: int) -> dict[str, Any]:
     """One training run through the engine; returns the record stored in the results file."""
     import torch
     import transformers
 
-    from ptuning.training.config import TrainConfig
     from ptuning.training.engine import train
 
     torch.set_num_threads(bench.threads)
-    options = {**budget.train_options(), **setting}
-    factor = options.pop("epochs_factor", 1)
-    options["epochs"] = budget.epochs * factor
     output_dir = Path(tempfile.mkdtemp(prefix="ptuning-quality-"))
     try:
-        config = TrainConfig(
-            **options,
-            model=bench.model,
-            method=method,
-            data_dir=str(bench.data_root / budget.data),
-            output_dir=str(output_dir),
-            seed=seed,
-            eval_batch_size=bench.spec.eval_batch_size,
-            save_every_steps=None,
-            log_tensorboard=False,
-        )
-        summary = train(config).summary
+        summary = train(run_config(bench, budget, method, setting, seed, output_dir)).summary
     finally:
         shutil.rmtree(output_dir, ignore_errors=True)
     metric = budget.metrics[0]
