@@ -215,10 +215,16 @@ ABLATIONS: dict[str, list[dict[str, Any]]] = {
     # chosen lr; SST-2 at P 64, no prefix dropout, shifted positions): a linear warmup over the first 10 % of
     # the updates is the usual cure for an early Adam blow-up.
     "warmup": [{"warmup_ratio": 0.1}],
-    # Added when warmup stopped that collapse: does it also rescue the two other changes that looked best at 110 M
-    # but were unstable there (mean pooling collapsed on SST-2; the top-half prefix was the best CoNLL-2004 run)?
-    "pooling-warmup": [{"pooling": "mean", "warmup_ratio": 0.1}],
-    "top-layers-warmup": [],  # the top half of the layers (see ablation_changes), with the same warmup
+    # Combinations (COMBINED_ABLATIONS), their changes built in ablation_changes.
+    "pooling-warmup": [],
+    "top-layers-warmup": [],
+}
+# Added when warmup stopped that collapse: does it also rescue the two other changes that looked best at 110 M but
+# were unstable there (mean pooling collapsed on SST-2; the top-half prefix was the best CoNLL-2004 run)? Each
+# combination merges the first change of each named ablation.
+COMBINED_ABLATIONS: dict[str, tuple[str, ...]] = {
+    "pooling-warmup": ("pooling", "warmup"),
+    "top-layers-warmup": ("prefix-layers", "warmup"),
 }
 ORIGINAL_ABLATIONS = (
     "prefix-length", "position-shift", "no-prefix-dropout", "double-epochs", "quadruple-epochs", "prefix-layers"
@@ -237,7 +243,7 @@ def ablation_methods(name: str) -> tuple[str, ...]:
 
 
 def ablation_applies(name: str, task: str) -> bool:
-    return not name.startswith("pooling") or task in POOLING_TASKS
+    return "pooling" not in (name, *COMBINED_ABLATIONS.get(name, ())) or task in POOLING_TASKS
 
 
 def ablation_changes(name: str, num_layers: int) -> list[dict[str, Any]]:
@@ -245,8 +251,14 @@ def ablation_changes(name: str, num_layers: int) -> list[dict[str, Any]]:
     if name == "prefix-layers":
         half = num_layers // 2
         return [{"prefix_layers": list(range(half, num_layers))}, {"prefix_layers": list(range(half))}]
-    if name == "top-layers-warmup":
-        return [{"prefix_layers": list(range(num_layers // 2, num_layers)), "warmup_ratio": 0.1}]
+    if name in COMBINED_ABLATIONS:
+        return [
+            {
+                k: v
+                for part in COMBINED_ABLATIONS[name]
+                for k, v in ablation_changes(part, num_layers)[0].items()
+            }
+        ]
     return ABLATIONS[name]
 
 

@@ -162,8 +162,11 @@ def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
-@pytest.mark.parametrize(("preset_name", "task"), [("sst2-mpnet", "sst2"), ("conll2004-mpnet", "conll2004")])
-def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, tmp_path):
+@pytest.mark.parametrize(
+    ("preset_name", "task", "ablation"),
+    [("sst2-mpnet", "sst2", "pooling-warmup"), ("conll2004-mpnet", "conll2004", "warmup")],
+)
+def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, ablation, tmp_path):
     """A preset that quotes a score must train exactly the runs that scored it, and quote what they scored."""
     from ptuning.training.config import TrainConfig
     from ptuning.training.presets import get_preset
@@ -173,7 +176,7 @@ def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, tmp
     bench = quality.Bench(quality.RESULTS_DIR / spec.results_subdir, model=spec.model, backbone="mpnet")
     preset = get_preset(preset_name)
     chosen = quality.chosen_setting(bench, task, "ptuning-v2")
-    measured = {**chosen, "warmup_ratio": 0.1, **({"pooling": "mean"} if "pooling" in preset.options else {})}
+    measured = {**chosen, **quality.ablation_changes(ablation, spec.num_layers)[0]}
     runner = quality.run_config(bench, bench.budgets[task], "ptuning-v2", measured, 42, tmp_path)
     user = TrainConfig(**preset.options, data_dir=runner.data_dir, output_dir=str(tmp_path))
     runner_only = {"eval_batch_size", "save_every_steps", "log_tensorboard"}  # speed and logging, not scores
