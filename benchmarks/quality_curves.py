@@ -119,7 +119,7 @@ def longer_runs(
     setting, seed 42): the direct test of under-training, since the learning rate decays linearly to zero over
     every budget and so flattens the end of any curve. None where those ablations are not cells (other
     methods, tasks and budgets); a run not there yet (or waiting for the sweep) is None."""
-    names = [n for n in LONGER_ABLATIONS if n in quality.ablations_for(task, bench.ablation_names)]
+    names = [n for n in LONGER_ABLATIONS if n in bench.ablations(task)]
     if bench.scale == "large" or not names or method not in quality.ablation_methods(names[0]):
         return None
     records = bench.records(task)

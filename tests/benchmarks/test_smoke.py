@@ -143,6 +143,9 @@ def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_p
     assert {"sst2:finetune:ablation-pooling", "superglue-rte:ptuning-v2:ablation-pooling"} <= cells
     assert "conll2004:ptuning-v2:ablation-long-prefix" in cells
     assert "conll2004:ptuning-v2:ablation-pooling" not in cells  # a tagging head reads every token
+    # COPA is an ablation task at 110 M only (every method is at chance on it at 22 M)
+    assert {"copa:ptuning-v2:ablation-quadruple-epochs", "copa:ptuning-v2:confirm-warmup"} <= cells
+    assert not any(c.task == "copa" and "ablation" in c.phase for c in quality.all_cells(quality.Bench()))
     with pytest.raises(ValueError, match="pooled head"):
         quality.Cell.parse("conll2004:ptuning-v2:ablation-pooling")
     with pytest.raises(ValueError, match="pooling also for finetune"):
