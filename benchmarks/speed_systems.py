@@ -111,7 +111,8 @@ class PromptSystem:
     does (``load_backbone(dtype=...)``); the prefix table, head, optimizer and loss stay fp32.
     ``compile_backend`` compiles the backbone as ``--compile`` does (``core.compilation.compile_backbone``;
     None: eager): it pays its start-up in the warm-up rounds. ``first_token_readout=False`` runs the last
-    layer over every position even for a [CLS] head (``core.readout``'s A/B)."""
+    layer over every position even for a [CLS] head (``core.readout``'s A/B). ``device`` is where the model
+    and every batch go (``cuda`` for the GPU table, ``speed_gpu.py``)."""
 
     def __init__(
         self,
@@ -124,6 +125,7 @@ class PromptSystem:
         compile_backend: str | None = None,
         first_token_readout: bool = True,
         pooling: str | None = None,
+        device: str = "cpu",
     ) -> None:
         attention = "eager" if reference else "sdpa"
         backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
@@ -137,6 +139,8 @@ class PromptSystem:
         if not first_token_readout:  # the A/B's "before": the head reads position 0 of a full last layer
             self.model.reads_first_token = lambda task: False
         self.readout = self.model.reads_first_token("task")  # for the FLOP count
+        self.device = torch.device(device)
+        self.model.to(self.device)
         self.compile_backend = compile_backend
         if compile_backend is not None:
             compile_backbone(self.model, compile_backend)
@@ -164,6 +168,7 @@ class PromptSystem:
             with torch.profiler.record_function("optimizer"):
                 self.optimizer.step()
                 self.optimizer.zero_grad()
+        synchronize(self.device)
         seconds = time.perf_counter() - start
         return Round(
             seconds,
@@ -185,7 +190,7 @@ class PromptSystem:
     def training_inputs(self, indices: list[int]) -> tuple[dict[str, Any], tuple[int, int]]:
         """The model's keyword inputs for one batch, and the (rows, length) its GEMMs run over."""
         batch = collate([self.train_features[i] for i in indices], self.data.pad_id)
-        return batch, tuple(batch["input_ids"].shape[:2])
+        return {k: v.to(self.device) for k, v in batch.items()}, tuple(batch["input_ids"].shape[:2])
 
     def infer_round(self, seed: int) -> Round:
         start = time.perf_counter()
@@ -213,9 +218,15 @@ class PromptSystem:
         for first in range(0, len(self.dev_features), size):
             batch = collate(self.dev_features[first : first + size], self.data.pad_id)
             batch.pop("labels", None)
-            self.model(**batch, task="task").logits.numpy()
+            self.model(**{k: v.to(self.device) for k, v in batch.items()}, task="task").logits.cpu()
             shapes.append(tuple(batch["input_ids"].shape[:2]))
         return shapes
+
+
+def synchronize(device: torch.device) -> None:
+    """Wait for the accelerator's queued kernels, so that a clock stopped after this counts them."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def inference_shapes(features: list[dict[str, Any]], batch_size: int) -> list[tuple[int, int]]:
@@ -405,11 +416,13 @@ def make_trainer(
     autocast_bf16: bool = False,
     torch_compile: bool = False,
     split_sizes: tuple[int, int] = (0, 0),
+    use_cpu: bool = True,
 ):
     """An HF Trainer with its defaults, except batch sizes, lr, no reports or saves, and the layout's sampler;
     ``autocast_bf16`` sets ``TrainingArguments(bf16=True)`` (CPU autocast in training and prediction),
     ``torch_compile`` its ``torch_compile=True``; ``split_sizes`` (train, dev) the sizes of the splits the
-    features were sampled from, so that length grouping works as on the whole split (``SplitSizedGrouping``)."""
+    features were sampled from, so that length grouping works as on the whole split (``SplitSizedGrouping``);
+    ``use_cpu=False`` lets the Trainer take the accelerator."""
     from transformers import TrainingArguments
 
     arguments = TrainingArguments(
@@ -423,7 +436,7 @@ def make_trainer(
         report_to="none",
         save_strategy="no",
         disable_tqdm=True,
-        use_cpu=True,
+        use_cpu=use_cpu,
         train_sampling_strategy="group_by_length" if layout.group_by_length else "random",
         bf16=autocast_bf16,
         torch_compile=torch_compile,
@@ -448,12 +461,14 @@ class PeftTrainerSystem:
         layout: TrainerLayout = TRAINER_LAYOUTS["peft-trainer"],
         precision: str = "fp32",  # "fp32" | "weights" (bf16 model) | "autocast" (TrainingArguments(bf16=True))
         torch_compile: bool = False,  # TrainingArguments(torch_compile=True)
+        device: str = "cpu",  # "cuda": the Trainer moves the model and its batches there
     ) -> None:
         if precision not in ("fp32", "weights", "autocast"):
             raise ValueError(f"precision must be fp32, weights or autocast; got {precision!r}")
         self.model = build_peft_model(folder, data, torch.bfloat16 if precision == "weights" else None)
         self.autocast_bf16 = precision == "autocast"
         self.torch_compile = torch_compile
+        self.use_cpu = device == "cpu"
         self.data = data
         self.workload = workload
         self.layout = layout
@@ -493,6 +508,7 @@ class PeftTrainerSystem:
             self.autocast_bf16,
             self.torch_compile,
             self.data.split_sizes,
+            self.use_cpu,
         )
 
     def train_round(self, seed: int) -> Round:
@@ -540,7 +556,9 @@ class PeftTrainerSystem:
                 handle.remove()
 
 
-def build_system(name: str, folder: str, data: Data, workload: Workload):
+def build_system(name: str, folder: str, data: Data, workload: Workload, device: str = "cpu"):
+    if device != "cpu":  # the systems the GPU table compares
+        return build_device_system(name, folder, data, workload, device)
     if name == "ours":
         return PromptSystem(folder, data, workload)
     if name == "ours-bf16":
@@ -572,6 +590,21 @@ def build_system(name: str, folder: str, data: Data, workload: Workload):
             folder, data, workload, layout, TRAINER_PRECISIONS[name], torch_compile=name in TRAINER_COMPILED
         )
     raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
+
+
+DEVICE_SYSTEMS = ("ours", "ours-bf16", BASELINE, BF16_BASELINE, "peft-trainer-grouped-autocast")
+
+
+def build_device_system(name: str, folder: str, data: Data, workload: Workload, device: str):
+    """``DEVICE_SYSTEMS`` on an accelerator: ours in fp32 or with a bf16 backbone, (a'') in fp32, in bf16
+    weights, or with fp32 weights under ``TrainingArguments(bf16=True)`` (autocast, the usual GPU recipe)."""
+    if name not in DEVICE_SYSTEMS:
+        raise ValueError(f"on {device} the systems are {', '.join(DEVICE_SYSTEMS)}; got {name!r}")
+    if name.startswith("ours"):
+        dtype = "bf16" if name == "ours-bf16" else "fp32"
+        return PromptSystem(folder, data, workload, backbone_dtype=dtype, device=device)
+    precision = TRAINER_PRECISIONS.get(name, "fp32")
+    return PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS[BASELINE], precision, device=device)
 
 
 def applicable_systems(names: list[str], data: Data) -> list[str]:
