@@ -5,8 +5,9 @@ Speed does not depend on the weights, so each shape is built from its config wit
 saved once as safetensors with MiniLM's tokenizer (vocabulary 30,522; only the embedding table's size
 depends on it, and every system shares it), and loaded by every system from that folder. Rounds interleave
 the systems as ``speed_throughput`` does (warm-up, then repeats in rotated order); a round trains on a fixed
-SST-2 sample (batch 32, P = 16, lr 1e-2) and predicts the first dev examples. Each system's peak accelerator
-memory per mode is recorded too.
+SST-2 sample (batch 32, P = 16, lr 1e-2) and predicts the first dev examples. Memory per system: its weights
+on the accelerator, and each mode's peak above everything resident when its round starts (every system's
+model stays loaded, so a plain peak would count the others' weights too).
 
     python benchmarks/speed_gpu.py --data-root DATA --tokenizer TOKENIZER_DIR --out DIR   # a CUDA machine
     python benchmarks/speed_gpu.py --device cpu --smoke --out DIR                          # dry run, tiny shapes
@@ -127,16 +128,19 @@ def measure(
     systems = {name: build_system(name, folder, data, workload, device) for name in names}
     rounds: dict[str, dict[str, list[dict[str, Any]]]] = {m: defaultdict(list) for m in ("train", "infer")}
     peaks: dict[str, dict[str, int]] = {m: defaultdict(int) for m in ("train", "infer")}
+    weights = {name: parameter_bytes(system.model) for name, system in systems.items()}
     for index in range(workload.warmup + workload.repeats):
         rotated = names[index % len(names) :] + names[: index % len(names)]
         for mode in ("train", "infer"):
             for name in rotated:
                 if device == "cuda":
                     torch.cuda.reset_peak_memory_stats()
+                    resident = torch.cuda.memory_allocated()
                 system = systems[name]
                 result = system.train_round(index) if mode == "train" else system.infer_round(index)
                 if device == "cuda":
-                    peaks[mode][name] = max(peaks[mode][name], torch.cuda.max_memory_allocated())
+                    extra = torch.cuda.max_memory_allocated() - resident
+                    peaks[mode][name] = max(peaks[mode][name], extra)
                 if index >= workload.warmup:
                     rounds[mode][name].append(
                         {
@@ -158,9 +162,14 @@ def measure(
         "dev_examples": len(data.dev),
         "mean_train_tokens": statistics.mean(feature_length(f) for f in data.train),
         "summary": {mode: summarize(rounds[mode], names) for mode in rounds},
-        "peak_memory_bytes": {mode: dict(p) for mode, p in peaks.items()},
+        "weights_bytes": weights,
+        "peak_extra_bytes": {mode: dict(p) for mode, p in peaks.items()},
         "rounds": {mode: dict(r) for mode, r in rounds.items()},
     }
+
+
+def parameter_bytes(model: torch.nn.Module) -> int:
+    return sum(p.numel() * p.element_size() for p in model.parameters())
 
 
 def device_description(device: str) -> dict[str, Any]:
@@ -193,19 +202,20 @@ def render(result: dict[str, Any]) -> list[str]:
             + "".join(f"{c} ÷ this (train) | " for c in contenders)
             + "infer ex/s | "
             + "".join(f"{c} ÷ this (infer) | " for c in contenders)
-            + "peak memory train / infer (GiB) |",
+            + "weights + peak train / infer (GiB) |",
             "|---|---|" + "---|" * len(contenders) + "---|" + "---|" * len(contenders) + "---|",
         ]
         for name in names:
             train, infer = entry["summary"]["train"][name], entry["summary"]["infer"][name]
-            memory = [entry["peak_memory_bytes"][m].get(name) for m in ("train", "infer")]
+            memory = [entry["peak_extra_bytes"][m].get(name) for m in ("train", "infer")]
             lines.append(
                 f"| {SYSTEM_LABELS[name].replace('CPU autocast', 'autocast')} | "
                 f"{train['examples_per_second']:.1f} | "
                 + "".join(f"{ratio(train, c, name)} | " for c in contenders)
                 + f"{infer['examples_per_second']:.1f} | "
                 + "".join(f"{ratio(infer, c, name)} | " for c in contenders)
-                + " / ".join("–" if m is None else f"{m / 2**30:.1f}" for m in memory)
+                + f"{entry['weights_bytes'][name] / 2**30:.2f} + "
+                + " / ".join("–" if m is None else f"{m / 2**30:.2f}" for m in memory)
                 + " |"
             )
         lines += [*headline(entry), ""]

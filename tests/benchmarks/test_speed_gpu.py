@@ -39,7 +39,9 @@ def test_dry_run_measures_every_system_on_both_shapes_and_renders(data_root, tmp
             rounds = entry["rounds"][mode]
             ratio = rounds["ours"][0]["examples_per_second"] / rounds["ours-bf16"][0]["examples_per_second"]
             assert entry["summary"][mode]["ours-bf16"]["ours_speedup"] == pytest.approx(ratio)
-            assert entry["peak_memory_bytes"][mode] == {}  # accelerator memory only
+            assert entry["peak_extra_bytes"][mode] == {}  # accelerator memory only
+        fp32, bf16 = entry["weights_bytes"]["ours"], entry["weights_bytes"]["ours-bf16"]
+        assert 0.5 < bf16 / fp32 < 0.6  # the backbone halves; prefix and head stay fp32
     table = capsys.readouterr().out
     assert "#### llama-1b-smoke: 2 layers x 32" in table and "| ours, backbone stored in bf16" in table
 
