@@ -25,7 +25,6 @@ import sys
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
@@ -45,57 +44,28 @@ from speed_throughput import summarize
 from ptuning.core.backbones import resolve_model_path
 from ptuning.training.inference import feature_length
 
-# (vocabulary size, pad id) -> config; "-smoke" shapes keep each family's structure at toy size (dry runs)
-GPU_SHAPES: dict[str, Callable[[int, int], Any]] = {}
+# name -> (transformers config class, its sizes); a "-smoke" shape keeps its family's structure at toy size
+GPU_SHAPES: dict[str, tuple[str, dict[str, Any]]] = {
+    "bert-large": ("BertConfig", {"hidden_size": 1024, "num_hidden_layers": 24, "num_attention_heads": 16,
+                                  "intermediate_size": 4096}),
+    "llama-1b": ("LlamaConfig", {  # Llama-3.2-1B's layers, heads and feed-forward
+        "hidden_size": 2048, "intermediate_size": 8192, "num_hidden_layers": 16, "num_attention_heads": 32,
+        "num_key_value_heads": 8, "head_dim": 64, "max_position_embeddings": 2048, "rope_theta": 500000.0,
+        "tie_word_embeddings": True}),
+    "bert-large-smoke": ("BertConfig", {"hidden_size": 32, "num_hidden_layers": 2, "num_attention_heads": 2,
+                                        "intermediate_size": 64}),
+    "llama-1b-smoke": ("LlamaConfig", {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2,
+                                       "num_attention_heads": 4, "num_key_value_heads": 2, "head_dim": 8,
+                                       "tie_word_embeddings": True}),
+}  # fmt: skip
 
 
-def shape(name: str) -> Callable[[Callable[[int, int], Any]], Callable[[int, int], Any]]:
-    def register(build: Callable[[int, int], Any]) -> Callable[[int, int], Any]:
-        GPU_SHAPES[name] = build
-        return build
+def shape_config(name: str, vocab: int, pad: int) -> Any:
+    """The config of shape ``name`` for a tokenizer of ``vocab`` tokens whose padding id is ``pad``."""
+    import transformers
 
-    return register
-
-
-@shape("bert-large")
-def bert_large(vocab: int, pad: int) -> Any:
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=vocab, hidden_size=1024, num_hidden_layers=24, num_attention_heads=16, intermediate_size=4096,
-        pad_token_id=pad,
-    )  # fmt: skip
-
-
-@shape("llama-1b")
-def llama_1b(vocab: int, pad: int) -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(  # Llama-3.2-1B's layers, heads and feed-forward
-        vocab_size=vocab, hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-        num_key_value_heads=8, head_dim=64, max_position_embeddings=2048, rope_theta=500000.0,
-        tie_word_embeddings=True, pad_token_id=pad,
-    )  # fmt: skip
-
-
-@shape("bert-large-smoke")
-def bert_smoke(vocab: int, pad: int) -> Any:
-    from transformers import BertConfig
-
-    return BertConfig(
-        vocab_size=vocab, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, intermediate_size=64,
-        pad_token_id=pad,
-    )  # fmt: skip
-
-
-@shape("llama-1b-smoke")
-def llama_smoke(vocab: int, pad: int) -> Any:
-    from transformers import LlamaConfig
-
-    return LlamaConfig(
-        vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
-        num_key_value_heads=2, head_dim=8, tie_word_embeddings=True, pad_token_id=pad,
-    )  # fmt: skip
+    family, sizes = GPU_SHAPES[name]
+    return getattr(transformers, family)(vocab_size=vocab, pad_token_id=pad, **sizes)
 
 
 def random_backbone(name: str, tokenizer_dir: str, work_dir: Path) -> str:
@@ -105,7 +75,7 @@ def random_backbone(name: str, tokenizer_dir: str, work_dir: Path) -> str:
         from transformers import AutoModel, AutoTokenizer
 
         tokenizer = AutoTokenizer.from_pretrained(tokenizer_dir)
-        config = GPU_SHAPES[name](len(tokenizer), tokenizer.pad_token_id)
+        config = shape_config(name, len(tokenizer), tokenizer.pad_token_id)
         torch.manual_seed(0)
         AutoModel.from_config(config).save_pretrained(folder)  # fp32: each system picks its own dtype
         tokenizer.save_pretrained(folder)

@@ -17,7 +17,7 @@ def test_full_shapes_are_bert_large_and_llama_3_2_1b():
     gpu = load_benchmark("speed_gpu")
     counts = {}
     for name in ("bert-large", "llama-1b"):
-        config = gpu.GPU_SHAPES[name](30522, 0)
+        config = gpu.shape_config(name, 30522, 0)
         with torch.device("meta"):
             model = AutoModel.from_config(config)
         counts[name] = sum(p.numel() for p in model.parameters())
