@@ -39,7 +39,7 @@ from speed_systems import (
     available_systems,
     build_system,
 )
-from speed_throughput import summarize
+from speed_throughput import speedup_cell, summarize
 
 from ptuning.core.backbones import resolve_model_path
 from ptuning.training.inference import feature_length
@@ -181,9 +181,9 @@ def render(result: dict[str, Any]) -> list[str]:
             lines.append(
                 f"| {SYSTEM_LABELS[name].replace('CPU autocast', 'autocast')} | "
                 f"{train['examples_per_second']:.1f} | "
-                + "".join(f"{ratio(train, c, name)} | " for c in contenders)
+                + "".join(f"{speedup_cell(train, c, name)} | " for c in contenders)
                 + f"{infer['examples_per_second']:.1f} | "
-                + "".join(f"{ratio(infer, c, name)} | " for c in contenders)
+                + "".join(f"{speedup_cell(infer, c, name)} | " for c in contenders)
                 + f"{entry['weights_bytes'][name] / 2**30:.2f} + "
                 + " / ".join("–" if m is None else f"{m / 2**30:.2f}" for m in memory)
                 + " |"
@@ -207,13 +207,6 @@ def headline(entry: dict[str, Any]) -> list[str]:
         best = max(trainers, key=lambda n: summary[n]["examples_per_second"])
         parts.append(f"{mode} **{summary[best]['ours-bf16_speedup']:.2f}x** (against {best})")
     return ["", "ours-bf16 against the faster bf16 (a''): " + ", ".join(parts) + " (target >= 1.3x)."]
-
-
-def ratio(entry: dict[str, Any], contender: str, name: str) -> str:
-    if name == contender:
-        return "1 (itself)"
-    key = f"{contender}_speedup"
-    return f"{entry[key]:.2f}x" if key in entry else "–"
 
 
 def main(argv: list[str] | None = None) -> None:

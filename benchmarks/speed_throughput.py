@@ -152,10 +152,10 @@ def render_throughput(result: dict[str, Any]) -> list[str]:
         train, infer = result["summary"]["train"][name], result["summary"]["infer"][name]
         lines.append(
             f"| {SYSTEM_LABELS[name]} | {train['examples_per_second']:.1f} | "
-            + "".join(f"{_ratio(train, c, name)} | " for c in contenders)
+            + "".join(f"{speedup_cell(train, c, name)} | " for c in contenders)
             + f"{_efficiency(train['gflops_per_second'], result['gemm_gflops'], bf16_gemm, name)} | "
             f"{infer['examples_per_second']:.1f} | "
-            + " | ".join(_ratio(infer, c, name) for c in contenders)
+            + " | ".join(speedup_cell(infer, c, name) for c in contenders)
             + " |"
         )
     return lines + [""]
@@ -174,7 +174,8 @@ def _efficiency(flops: float | None, fp32_gemm: float, bf16_gemm: float | None, 
     return f"{flops:.0f} ({fp32} / {bf16})"
 
 
-def _ratio(entry: dict[str, Any], contender: str, name: str) -> str:
+def speedup_cell(entry: dict[str, Any], contender: str, name: str) -> str:
+    """A table cell: the contender's median per-round speed-up over system ``name``."""
     if name == contender:
         return "1 (itself)"
     key = f"{contender}_speedup"
