@@ -116,7 +116,6 @@ def measure(
                         {
                             "seconds": result.seconds,
                             "examples_per_second": result.examples / result.seconds,
-                            "gflops_per_second": None,  # summarize's key; the FLOP model is BERT's only
                         }
                     )
         print(f"{shape_name}: round {index + 1}/{workload.warmup + workload.repeats} done", flush=True)

@@ -95,11 +95,12 @@ def measure_throughput(
 
 def summarize(rounds: dict[str, list[dict[str, Any]]], names: list[str]) -> dict[str, Any]:
     """Median throughput per system and the median per-round ratio of each contender (ours, ours-bf16) to
-    each other system: ``<contender>_speedup`` (``ours_speedup`` is the key older result files have)."""
+    each other system: ``<contender>_speedup`` (``ours_speedup`` is the key older result files have). A round
+    without ``gflops_per_second`` (no FLOP model for its shape, e.g. the GPU table's) leaves that median None."""
     out: dict[str, Any] = {}
     for name in names:
         rates = [r["examples_per_second"] for r in rounds[name]]
-        flops = [r["gflops_per_second"] for r in rounds[name] if r["gflops_per_second"]]
+        flops = [r["gflops_per_second"] for r in rounds[name] if r.get("gflops_per_second")]
         out[name] = {
             "examples_per_second": statistics.median(rates),
             "min": min(rates),
