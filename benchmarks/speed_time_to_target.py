@@ -51,6 +51,16 @@ SYSTEMS = ("ours", "peft-trainer-grouped")
 # the systems compared with (a'') at their own best learning rates
 TARGET_CONTENDERS = ("ours", "ours-bf16", "ours-mean-pooling")
 LEARNING_RATES = (3e-3, 1e-2, 3e-2)
+# Diagnoses, run only when named (``--systems``): ours with what (a'') does differently, one thing at a time.
+# PEFT's sequence classifier reads [CLS] through the checkpoint's pretrained pooler (dense + tanh, frozen, as
+# the reference P-tuning v2 code does too) and puts no dropout on the prefix; ours reads [CLS] directly and
+# drops 10 % of the prefix keys/values (the reference's default).
+DIAGNOSIS_LABELS = {
+    "ours-no-prefix-dropout": "ours, prefix dropout 0 (as PEFT)",
+    "ours-pretrained-pooler": "ours, [CLS] through the checkpoint's frozen pooler (as PEFT and the reference)",
+    "ours-pretrained-pooler-no-prefix-dropout": "ours, frozen pretrained pooler and prefix dropout 0 (as PEFT)",
+}
+LABELS = {**SYSTEM_LABELS, **DIAGNOSIS_LABELS}
 
 
 @dataclass(frozen=True)
@@ -202,16 +212,23 @@ def train_ours(
     recipe: Recipe,
     dtype: str = "fp32",
     pooling: str | None = None,
+    prefix_dropout: float = PrefixConfig.dropout,
+    pretrained_pooler: bool = False,
 ) -> TargetWatch:
     """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, AdamW with the
     recipe's weight decay and gradient clipping, linear decay; the frozen backbone stored in ``dtype``
-    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``."""
+    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``.
+    ``prefix_dropout`` and ``pretrained_pooler`` are the diagnoses' switches (``DIAGNOSIS_LABELS``)."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     backbone, _ = load_backbone(folder, dtype=dtype)
-    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX_LENGTH))
-    model.add_task("task", HeadSpec(data.kind, data.label_names, pooling))
+    prefix = PrefixConfig(prefix_length=PREFIX_LENGTH, dropout=prefix_dropout)
+    model = PromptModel(backbone, "ptuning-v2", prefix)
+    dense = "tanh" if pretrained_pooler else None
+    model.add_task("task", HeadSpec(data.kind, data.label_names, pooling, dense_activation=dense))
+    if pretrained_pooler:
+        load_pretrained_pooler(model.heads["task"].dense, folder)
     watch = TargetWatch(budget, lambda: dev.score(model, data.dev, data.pad_id, budget.eval_batch_size))
     lengths = [feature_length(f) for f in data.train]
     watch.start()
@@ -234,6 +251,21 @@ def train_ours(
                 return watch
         epoch += 1
     return watch
+
+
+def load_pretrained_pooler(dense: torch.nn.Linear, folder: str) -> None:
+    """Copy the checkpoint's BERT-style pooler (``pooler.dense``) into ``dense`` and freeze it, as PEFT's frozen
+    base model keeps it."""
+    from safetensors import safe_open
+
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as weights:
+        names = set(weights.keys())
+        if "pooler.dense.weight" not in names:
+            raise ValueError(f"{folder}/model.safetensors has no pooler.dense weights to read [CLS] through")
+        with torch.no_grad():
+            dense.weight.copy_(weights.get_tensor("pooler.dense.weight"))
+            dense.bias.copy_(weights.get_tensor("pooler.dense.bias"))
+    dense.requires_grad_(False)
 
 
 def train_peft_trainer(
@@ -279,6 +311,11 @@ TRAINERS = {
     "ours-bf16": functools.partial(train_ours, dtype="bf16"),
     "ours-mean-pooling": functools.partial(train_ours, pooling="mean"),
     "peft-trainer-grouped": train_peft_trainer,
+    "ours-no-prefix-dropout": functools.partial(train_ours, prefix_dropout=0.0),
+    "ours-pretrained-pooler": functools.partial(train_ours, pretrained_pooler=True),
+    "ours-pretrained-pooler-no-prefix-dropout": functools.partial(
+        train_ours, prefix_dropout=0.0, pretrained_pooler=True
+    ),
 }
 
 
@@ -425,7 +462,7 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
     shown = lambda value: f"{100 * value:.1f}"  # noqa: E731
     dates = sorted(r["measured_at"] for r in records)
     loads = [value for r in records for value in r["load_average"]]
-    recipes = dict.fromkeys(f"{SYSTEM_LABELS[r['system']]}: {describe_recipe(recipe_of(r))}" for r in records)
+    recipes = dict.fromkeys(f"{LABELS[r['system']]}: {describe_recipe(recipe_of(r))}" for r in records)
     lines = [
         f"#### Time to {shown(target)} dev {metric}: {budget['task']}",
         "",
@@ -442,7 +479,7 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
     for r in records:
         to_target = f"**{r['seconds_to_target']:.1f}**" if r["reached"] else "not reached within budget"
         lines.append(
-            f"| {SYSTEM_LABELS[r['system']]} | {r['learning_rate']:g} | {r['seed']} | {to_target} | "
+            f"| {LABELS[r['system']]} | {r['learning_rate']:g} | {r['seed']} | {to_target} | "
             f"{r['steps_to_target'] or '–'} | {shown(r['best_score'])} | {r['train_seconds']:.1f}, {r['steps']} |"
         )
     best = {}
@@ -451,7 +488,7 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
         runs = [r for r in records if r["system"] == system]
         best[system] = fastest(runs)
         steps = fastest(runs, "steps_to_target")
-        name = SYSTEM_LABELS[system]
+        name = LABELS[system]
         lines.append(
             f"* {name}: "
             + (
@@ -486,7 +523,7 @@ def render_other_recipes(records: list[dict[str, Any]]) -> list[str]:
             f"median {statistics.median(reached):.0f}" if len(reached) == len(steps) else "not all reached"
         )
         lines.append(
-            f"* not compared (another recipe): {SYSTEM_LABELS[system]}, {describe_recipe(json.loads(recipe))}, "
+            f"* not compared (another recipe): {LABELS[system]}, {describe_recipe(json.loads(recipe))}, "
             f"lr {rate:g}: steps to target by seed "
             + ", ".join(f"{r['seed']}: {r['steps_to_target'] or '–'}" for r in runs)
             + f" ({median}); best dev {metric_shown(runs)}"

@@ -1,0 +1,91 @@
+"""The time-to-target diagnoses train ours with one of (a'')'s differences at a time: [CLS] read through the
+checkpoint's pretrained pooler, kept frozen as in PEFT's base model, and no prefix dropout."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+from test_smoke import load_benchmark
+from tiny_models import minilm_tokenizer_dir
+from transformers import AutoTokenizer, BertConfig, BertModel
+
+from ptuning.core.model import PromptModel
+
+
+@pytest.fixture(scope="module")
+def tiny_bert_with_pooler(tmp_path_factory) -> tuple[str, BertModel]:
+    """A 2-layer random BERT saved with its pooler (dense + tanh), as BERT checkpoints ship."""
+    folder = tmp_path_factory.mktemp("tiny-bert-pooler")
+    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    tokenizer.save_pretrained(folder)
+    config = BertConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=512,
+    )
+    torch.manual_seed(0)
+    model = BertModel(config)  # add_pooling_layer=True
+    model.save_pretrained(folder)
+    return str(folder), model
+
+
+class RecordingPromptModel(PromptModel):
+    built: list[PromptModel] = []
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        RecordingPromptModel.built.append(self)
+
+
+def test_pooler_diagnosis_reads_the_checkpoint_pooler_frozen_and_no_prefix_dropout(
+    tiny_bert_with_pooler, data_root, monkeypatch
+):
+    folder, reference = tiny_bert_with_pooler
+    ttt = load_benchmark("speed_time_to_target")
+    RecordingPromptModel.built.clear()
+    monkeypatch.setattr(ttt, "PromptModel", RecordingPromptModel)
+    budget = replace(ttt.smoke_budget("sst2"), target=1.01)  # never reached: all 8 steps train
+    data, dev = ttt.load_target_data(budget, AutoTokenizer.from_pretrained(folder), data_root)
+    for system in ("ours", "ours-pretrained-pooler-no-prefix-dropout"):
+        ttt.TRAINERS[system](folder, data, dev, budget, 0.01, 42, ttt.engine_recipe())
+    ours, diagnosis = RecordingPromptModel.built
+    assert ours.prefix_config.dropout == 0.1 and ours.heads["task"].dense_activation is None
+    assert diagnosis.prefix_config.dropout == 0.0
+    dense = diagnosis.heads["task"].dense
+    assert not dense.weight.requires_grad and not dense.bias.requires_grad
+    # after 8 AdamW steps at lr 0.01 (which move any trained weight) the pooler is still the checkpoint's
+    torch.testing.assert_close(dense.weight, reference.pooler.dense.weight, rtol=0, atol=0)
+    torch.testing.assert_close(dense.bias, reference.pooler.dense.bias, rtol=0, atol=0)
+    assert diagnosis.heads["task"].linear.weight.requires_grad
+
+
+def test_pooler_diagnosis_refuses_a_checkpoint_without_a_pooler(tiny_model):
+    ttt = load_benchmark("speed_time_to_target")
+    with pytest.raises(ValueError, match="has no pooler.dense weights"):
+        ttt.load_pretrained_pooler(torch.nn.Linear(32, 32), tiny_model)
+
+
+def test_diagnoses_run_only_when_named_and_render_with_their_labels(
+    tiny_bert_with_pooler, data_root, tmp_path, capsys
+):
+    folder, _ = tiny_bert_with_pooler
+    speed = load_benchmark("speed")
+    results = tmp_path / "results"
+    common = ["--smoke", folder, "--data-root", str(data_root), "--results-dir", str(results)]
+    common += ["--work-dir", str(tmp_path / "work"), "--threads", "1", "--target-learning-rates", "0.01"]
+    names = ["ours-no-prefix-dropout", "ours-pretrained-pooler", "ours-pretrained-pooler-no-prefix-dropout"]
+    speed.main([*common, "--time-to-target", "sst2", "--target-score", "0", "--systems", *names, "--table"])
+    lines = Path(results / "time-to-target-sst2.jsonl").read_text().splitlines()
+    assert [json.loads(line)["system"] for line in lines] == names
+    tables = capsys.readouterr().out
+    ttt = load_benchmark("speed_time_to_target")
+    for name in names:
+        assert f"| {ttt.DIAGNOSIS_LABELS[name]} | 0.01 | 42 |" in tables
+    assert not set(names) & set(load_benchmark("speed_systems").SYSTEMS)  # never in a default run
