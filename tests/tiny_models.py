@@ -21,8 +21,9 @@ def minilm_tokenizer_dir() -> Path:
     return Path(spec.origin).parent / "model"
 
 
-def save_tiny_bert(folder: Path, seed: int = 0, dropout: float = 0.0) -> str:
-    """A random BERT (hidden 32, 2 layers, 512 positions) with the MiniLM tokenizer, saved in ``folder``."""
+def save_tiny_bert(folder: Path, seed: int = 0, dropout: float = 0.0, pooler: bool = False) -> str:
+    """A random BERT (hidden 32, 2 layers, 512 positions) with the MiniLM tokenizer, saved in ``folder``;
+    ``pooler``: with BERT's pooler (dense + tanh), as real BERT checkpoints ship."""
     folder.mkdir(parents=True, exist_ok=True)
     tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
     tokenizer.save_pretrained(folder)
@@ -37,5 +38,5 @@ def save_tiny_bert(folder: Path, seed: int = 0, dropout: float = 0.0) -> str:
         attention_probs_dropout_prob=dropout,
     )
     torch.manual_seed(seed)
-    BertModel(config, add_pooling_layer=False).save_pretrained(folder)
+    BertModel(config, add_pooling_layer=pooler).save_pretrained(folder)
     return str(folder)

@@ -9,31 +9,20 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import safe_open
 from test_smoke import load_benchmark
-from tiny_models import minilm_tokenizer_dir
-from transformers import AutoTokenizer, BertConfig, BertModel
+from tiny_models import save_tiny_bert
+from transformers import AutoTokenizer
 
 from ptuning.core.model import PromptModel
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_with_pooler(tmp_path_factory) -> tuple[str, BertModel]:
-    """A 2-layer random BERT saved with its pooler (dense + tanh), as BERT checkpoints ship."""
-    folder = tmp_path_factory.mktemp("tiny-bert-pooler")
-    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
-    tokenizer.save_pretrained(folder)
-    config = BertConfig(
-        vocab_size=len(tokenizer),
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=512,
-    )
-    torch.manual_seed(0)
-    model = BertModel(config)  # add_pooling_layer=True
-    model.save_pretrained(folder)
-    return str(folder), model
+def tiny_bert_with_pooler(tmp_path_factory) -> tuple[str, dict[str, torch.Tensor]]:
+    """A 2-layer random BERT saved with its pooler, and the pooler's saved weights."""
+    folder = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-pooler"), pooler=True)
+    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as weights:
+        return folder, {name: weights.get_tensor(f"pooler.dense.{name}") for name in ("weight", "bias")}
 
 
 class RecordingPromptModel(PromptModel):
@@ -47,7 +36,7 @@ class RecordingPromptModel(PromptModel):
 def test_pooler_diagnosis_reads_the_checkpoint_pooler_frozen_and_no_prefix_dropout(
     tiny_bert_with_pooler, data_root, monkeypatch
 ):
-    folder, reference = tiny_bert_with_pooler
+    folder, pooler = tiny_bert_with_pooler
     ttt = load_benchmark("speed_time_to_target")
     RecordingPromptModel.built.clear()
     monkeypatch.setattr(ttt, "PromptModel", RecordingPromptModel)
@@ -61,8 +50,8 @@ def test_pooler_diagnosis_reads_the_checkpoint_pooler_frozen_and_no_prefix_dropo
     dense = diagnosis.heads["task"].dense
     assert not dense.weight.requires_grad and not dense.bias.requires_grad
     # after 8 AdamW steps at lr 0.01 (which move any trained weight) the pooler is still the checkpoint's
-    torch.testing.assert_close(dense.weight, reference.pooler.dense.weight, rtol=0, atol=0)
-    torch.testing.assert_close(dense.bias, reference.pooler.dense.bias, rtol=0, atol=0)
+    torch.testing.assert_close(dense.weight, pooler["weight"], rtol=0, atol=0)
+    torch.testing.assert_close(dense.bias, pooler["bias"], rtol=0, atol=0)
     assert diagnosis.heads["task"].linear.weight.requires_grad
 
 
