@@ -41,6 +41,7 @@ from speed_systems import SYSTEM_LABELS, TRAINER_LAYOUTS, PeftTrainerSystem
 from ptuning.core.backbones import load_backbone
 from ptuning.core.config import PrefixConfig
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.pooler import PRETRAINED_POOLER, attach_pretrained_pooler, head_spec
 from ptuning.tasks.base import Task
 from ptuning.tasks.collate import collate, length_grouped_batches
 from ptuning.tasks.registry import get_task
@@ -57,8 +58,8 @@ LEARNING_RATES = (3e-3, 1e-2, 3e-2)
 # drops 10 % of the prefix keys/values (the reference's default).
 DIAGNOSIS_LABELS = {
     "ours-no-prefix-dropout": "ours, prefix dropout 0 (as PEFT)",
-    "ours-pretrained-pooler": "ours, [CLS] through the checkpoint's frozen pooler (as PEFT and the reference)",
-    "ours-pretrained-pooler-no-prefix-dropout": "ours, frozen pretrained pooler and prefix dropout 0 (as PEFT)",
+    "ours-pretrained-pooler": "ours with --pooling pooler ([CLS] through the checkpoint's frozen pooler, as PEFT)",
+    "ours-pretrained-pooler-no-prefix-dropout": "ours with --pooling pooler and prefix dropout 0 (as PEFT)",
 }
 LABELS = {**SYSTEM_LABELS, **DIAGNOSIS_LABELS}
 
@@ -213,22 +214,21 @@ def train_ours(
     dtype: str = "fp32",
     pooling: str | None = None,
     prefix_dropout: float = PrefixConfig.dropout,
-    pretrained_pooler: bool = False,
 ) -> TargetWatch:
     """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, AdamW with the
     recipe's weight decay and gradient clipping, linear decay; the frozen backbone stored in ``dtype``
-    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``.
-    ``prefix_dropout`` and ``pretrained_pooler`` are the diagnoses' switches (``DIAGNOSIS_LABELS``)."""
+    (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``
+    (``"pooler"``: the checkpoint's frozen pretrained pooler). ``prefix_dropout`` is a diagnosis' switch
+    (``DIAGNOSIS_LABELS``)."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     backbone, _ = load_backbone(folder, dtype=dtype)
     prefix = PrefixConfig(prefix_length=PREFIX_LENGTH, dropout=prefix_dropout)
     model = PromptModel(backbone, "ptuning-v2", prefix)
-    dense = "tanh" if pretrained_pooler else None
-    model.add_task("task", HeadSpec(data.kind, data.label_names, pooling, dense_activation=dense))
-    if pretrained_pooler:
-        load_pretrained_pooler(model.heads["task"].dense, folder)
+    model.add_task("task", head_spec(data.kind, data.label_names, pooling))
+    if pooling == PRETRAINED_POOLER:
+        attach_pretrained_pooler(model, "task", folder)
     watch = TargetWatch(budget, lambda: dev.score(model, data.dev, data.pad_id, budget.eval_batch_size))
     lengths = [feature_length(f) for f in data.train]
     watch.start()
@@ -251,21 +251,6 @@ def train_ours(
                 return watch
         epoch += 1
     return watch
-
-
-def load_pretrained_pooler(dense: torch.nn.Linear, folder: str) -> None:
-    """Copy the checkpoint's BERT-style pooler (``pooler.dense``) into ``dense`` and freeze it, as PEFT's frozen
-    base model keeps it."""
-    from safetensors import safe_open
-
-    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as weights:
-        names = set(weights.keys())
-        if "pooler.dense.weight" not in names:
-            raise ValueError(f"{folder}/model.safetensors has no pooler.dense weights to read [CLS] through")
-        with torch.no_grad():
-            dense.weight.copy_(weights.get_tensor("pooler.dense.weight"))
-            dense.bias.copy_(weights.get_tensor("pooler.dense.bias"))
-    dense.requires_grad_(False)
 
 
 def train_peft_trainer(
@@ -312,9 +297,9 @@ TRAINERS = {
     "ours-mean-pooling": functools.partial(train_ours, pooling="mean"),
     "peft-trainer-grouped": train_peft_trainer,
     "ours-no-prefix-dropout": functools.partial(train_ours, prefix_dropout=0.0),
-    "ours-pretrained-pooler": functools.partial(train_ours, pretrained_pooler=True),
+    "ours-pretrained-pooler": functools.partial(train_ours, pooling=PRETRAINED_POOLER),
     "ours-pretrained-pooler-no-prefix-dropout": functools.partial(
-        train_ours, prefix_dropout=0.0, pretrained_pooler=True
+        train_ours, prefix_dropout=0.0, pooling=PRETRAINED_POOLER
     ),
 }
 

@@ -14,9 +14,10 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_check
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.pooler import POOLER_ACTIVATION, load_pretrained_pooler
 from ptuning.interop.peft_export import export_peft
 
-from .peft_fixtures import adapter_dir, assert_peft_close, expected, fixture_backbone
+from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
 
 INPUT_IDS = torch.tensor([[5, 9, 14, 3, 22, 7], [8, 31, 2, 40, 0, 0]])
 ATTENTION_MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
@@ -131,6 +132,17 @@ def test_a_bert_classifier_without_the_pooler_layer_is_refused(tmp_path) -> None
         CheckpointError, match="one linear layer; transformers' bert sequence classifier is dense"
     ):
         export_peft(checkpoint, tmp_path / "adapter")
+
+
+def test_a_bert_classifier_read_through_the_frozen_pretrained_pooler_round_trips(tmp_path) -> None:
+    # what `ptuning train --pooling pooler` builds: the base's own pooler, frozen, before the linear layer
+    torch.manual_seed(0)
+    config = PrefixConfig(prefix_length=4, dropout=0.0, position_mode="shift")
+    model = PromptModel(fixture_backbone("bert-seq-cls"), "ptuning-v2", config, head_dropout=0.0)
+    model.add_task("task", HeadSpec(HeadKind.CLASSIFICATION, ["no", "yes"], "first", POOLER_ACTIVATION))
+    load_pretrained_pooler(model.heads["task"].dense, str(FIXTURES / "bert-seq-cls" / "base"))
+    again = _reimported(model.eval(), tmp_path)
+    assert torch.equal(_logits(again, "adapter"), _logits(model, "task"))
 
 
 def test_a_bert_classifier_whose_pooler_was_trained_is_refused(tmp_path) -> None:

@@ -22,9 +22,10 @@ from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
+from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
 from ptuning.interop.peft_format import MODULE_PREFIX, PEFT_VERSION, TABLE_KEY, PeftFormatError, write_adapter
-from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, base_pooler, mapping_for_ptuning
+from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_ptuning
 
 
 def export_peft(
@@ -157,12 +158,12 @@ def _head_tensors(
         {part: state[f"heads.{task}.dense.{part}"] for part in ("weight", "bias")} if mapping.dense else {}
     )
     if mapping.dense == BASE_POOLER:
-        pooler = base_pooler(base_path)
+        pooler = read_pretrained_pooler(base_path)
         if pooler is None or any(not torch.equal(dense[part], pooler[part]) for part in dense):
             raise PeftFormatError(
                 f"{checkpoint_dir}: head {task!r} has its own dense layer, but transformers' {mapping.module!r} "
-                f"reads the base model's pooler, which a PEFT adapter does not hold (it equals the pooler only "
-                f"when imported unchanged); export the prefix alone with --prefix-only"
+                f"reads the base model's pooler, which a PEFT adapter does not hold (it equals the pooler when "
+                f"trained with --pooling pooler or imported unchanged); export the prefix alone with --prefix-only"
             )
     elif mapping.dense is not None:
         tensors.update({f"{MODULE_PREFIX}{mapping.dense}.{part}": value for part, value in dense.items()})

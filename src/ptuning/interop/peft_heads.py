@@ -12,12 +12,7 @@ multiple choice), the mapping is refused with that reason rather than done appro
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-
-import torch
-from safetensors import safe_open
 
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
@@ -25,7 +20,6 @@ from ptuning.interop.peft_format import PeftFormatError
 
 DECODER_TYPES = ("llama", "qwen2", "mistral", "gpt2")
 BASE_POOLER = "<base pooler>"  # the dense layer is the base model's pooler, not an adapter tensor
-POOLER_KEY = "pooler.dense"
 # Encoder sequence classifiers: (linear tensor prefix, dense tensor prefix, activation).
 ENCODER_SEQ_CLS = {
     "bert": ("classifier", BASE_POOLER, "tanh"),  # classifier(tanh(pooler(h[CLS])))
@@ -127,27 +121,3 @@ def mapping_for_ptuning(
     raise PeftFormatError(
         f"PEFT has no task type for a {kind} head (transformers' *ForMultipleChoice is not one)"
     )
-
-
-def base_pooler(base_path: str) -> dict[str, torch.Tensor] | None:
-    """``{"weight", "bias"}`` of the pooler in the base model's local safetensors, or None if it has none.
-
-    Keys are ``pooler.dense.*`` in a BertModel checkpoint and ``bert.pooler.dense.*`` in a
-    BertFor*-checkpoint; sharded checkpoints are found through their index.
-    """
-    folder = Path(base_path)
-    index = folder / "model.safetensors.index.json"
-    if index.is_file():
-        files = sorted({folder / name for name in json.loads(index.read_text())["weight_map"].values()})
-    else:
-        files = [folder / "model.safetensors"]
-    found: dict[str, torch.Tensor] = {}
-    for file in files:
-        if not file.is_file():
-            return None
-        with safe_open(str(file), framework="pt") as weights:
-            for key in weights.keys():  # noqa: SIM118 - safe_open is not a mapping
-                for part in ("weight", "bias"):
-                    if key == f"{POOLER_KEY}.{part}" or key.endswith(f".{POOLER_KEY}.{part}"):
-                        found[part] = weights.get_tensor(key)
-    return found if set(found) == {"weight", "bias"} else None

@@ -21,9 +21,10 @@ from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
 from ptuning.interop.peft_format import PeftAdapter, PeftFormatError, read_adapter
-from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, base_pooler, mapping_for_peft, with_rows
+from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_peft, with_rows
 
 HEAD_NAME = "adapter"  # the one task of an imported adapter
 HEAD_DROPOUT = 0.1  # transformers' classifier dropout default; inactive in eval
@@ -205,7 +206,7 @@ def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping) -
     head = model.heads[HEAD_NAME]
     _copy_linear(head.linear, _linear_tensors(adapter, mapping.linear_prefix), adapter, mapping)
     if mapping.dense == BASE_POOLER:
-        pooler = base_pooler(_local_path(base_model_path(adapter)))
+        pooler = read_pretrained_pooler(base_model_path(adapter))
         if pooler is None:
             raise PeftFormatError(
                 f"{adapter.folder}: its {mapping.module!r} reads the base model's pooler, but the base checkpoint "
@@ -223,12 +224,6 @@ def _linear_tensors(adapter: PeftAdapter, prefix: str) -> dict[str, torch.Tensor
         for part in ("weight", "bias")
         if f"{prefix}.{part}" in adapter.modules
     }
-
-
-def _local_path(name: str) -> str:
-    from ptuning.core.backbones import resolve_model_path
-
-    return resolve_model_path(name)
 
 
 def _copy_linear(

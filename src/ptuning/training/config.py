@@ -56,9 +56,10 @@ class TrainConfig(BaseModel):
     """layers that get a prefix, e.g. 0,1,2 (default: every layer)"""
     position_mode: Literal["keep", "shift"] = "keep"
     """keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT)"""
-    pooling: Literal["first", "last", "mean"] | None = None
-    """how classification, regression and multiple-choice heads pool the tokens: first, last (real token) or
-    mean (default: first for encoders, last for decoders)"""
+    pooling: Literal["first", "last", "mean", "pooler"] | None = None
+    """how classification, regression and multiple-choice heads pool the tokens: first, last (real token),
+    mean, or pooler: [CLS] through the checkpoint's own pretrained pooler (dense + tanh, frozen, as
+    transformers' BERT classifiers and PEFT read it) (default: first for encoders, last for decoders)"""
     head_dropout: float = Field(0.1, ge=0, lt=1)
     """dropout before each task head"""
     learning_rate: float = Field(1e-2, gt=0)

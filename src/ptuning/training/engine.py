@@ -24,7 +24,8 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint
 from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
-from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.model import PromptModel
+from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
 from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
@@ -247,7 +248,9 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
     shared = SHARED_PREFIX if config.is_multitask else None
     for task in tasks:
-        model.add_task(task.name, HeadSpec(task.head, task.label_names, config.pooling), prefix_name=shared)
+        model.add_task(task.name, head_spec(task.head, task.label_names, config.pooling), prefix_name=shared)
+        if config.pooling == PRETRAINED_POOLER:
+            read_through_pretrained_pooler(model, task.name, config.model)
     if config.init_prefix_from:
         init_prefix(model, tasks[0].name, config.init_prefix_from)
     if config.gradient_checkpointing:
@@ -255,6 +258,13 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
     if config.compile:
         compile_backbone(model)
     return model, tokenizer
+
+
+def read_through_pretrained_pooler(model: PromptModel, task: str, model_name: str) -> None:
+    try:
+        attach_pretrained_pooler(model, task, model_name)
+    except PoolerNotFoundError as error:
+        raise ConfigError(f"--pooling pooler: {error}") from error
 
 
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
