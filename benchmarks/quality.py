@@ -216,7 +216,7 @@ ABLATIONS: dict[str, list[dict[str, Any]]] = {
     # Added for the scaling question (issue 15): the paper's long prefixes for hard sequence tasks, and the
     # head's pooling (mean pooling is how these sentence-embedding checkpoints were trained).
     "long-prefix": [{"prefix_length": 128}],
-    "pooling": [{"pooling": "mean"}],
+    "pooling": [{"pooling": "mean"}, {"pooling": "pooler"}],
     # Added when MPNet's every-layer prefix collapsed to chance in its first epoch (CoNLL-2004 seed 44 at the
     # chosen lr; SST-2 at P 64, no prefix dropout, shifted positions): a linear warmup over the first 10 % of
     # the updates is the usual cure for an early Adam blow-up.

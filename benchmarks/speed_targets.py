@@ -152,7 +152,7 @@ TARGETS = (
     ),
     # The frozen pooler adds one H x H product per row to ours' step: ours' idle rate stands for it.
     Target(
-        "the same, ours with --pooling pooler ([CLS] through the frozen pretrained pooler, as PEFT; SST-2 only)",
+        "the same, ours with --pooling pooler ([CLS] through the checkpoint's frozen pooler, as PEFT; SST-2 only)",
         time_to_target(2.0, "ours-pretrained-pooler", rates_from="ours"),
     ),
     Target(

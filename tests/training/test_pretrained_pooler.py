@@ -4,14 +4,17 @@ frozen with the backbone (and trains with it when fine-tuning), and a checkpoint
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 import torch
-from safetensors.torch import load_file
+from safetensors.torch import load_file, save_file
 from training_tiny import run_cli, save_tiny_bert, train_args
 from transformers import BertModel
 
 from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
 from ptuning.core.config import ConfigError
+from ptuning.core.pooler import load_pretrained_pooler
 from ptuning.tasks.registry import get_task
 from ptuning.training import engine
 from ptuning.training.config import TrainConfig
@@ -96,3 +99,20 @@ def test_a_tagging_head_has_no_pooled_vector(pooled_bert, conll_dir, tmp_path, c
     argv = train_args(pooled_bert, conll_dir, tmp_path / "run", "--pooling", "pooler", task="conll2003")
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--pooling applies to classification" in err
+
+
+def test_a_pooler_that_was_never_trained_gets_a_note(pooled_bert, tmp_path, caplog) -> None:
+    # BertModel starts its pooler's bias at 0, and only training moves it: the tiny model's was never trained
+    dense = torch.nn.Linear(32, 32)
+    with caplog.at_level(logging.WARNING, logger="ptuning.core.pooler"):
+        load_pretrained_pooler(dense, pooled_bert)
+    assert "pooler has an all-zero bias: it looks never trained" in caplog.text
+
+    weights = load_file(f"{pooled_bert}/model.safetensors")
+    weights["pooler.dense.bias"] = torch.full((32,), 0.01)
+    (tmp_path / "trained").mkdir()
+    save_file(weights, tmp_path / "trained" / "model.safetensors")
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="ptuning.core.pooler"):
+        load_pretrained_pooler(dense, str(tmp_path / "trained"))
+    assert caplog.text == "" and torch.equal(dense.bias, weights["pooler.dense.bias"])

@@ -1,16 +1,19 @@
-"""The backbone's own pretrained pooler as a head's dense layer: [CLS] -> dense -> tanh, frozen.
+"""The checkpoint's own pooler as a head's dense layer: [CLS] -> dense -> tanh, frozen.
 
-Why: BERT-family checkpoints ship a pooler (dense + tanh over [CLS], trained with next-sentence prediction)
-that transformers' ``*ForSequenceClassification``, and so PEFT's prefix tuning, reads through. ptuning's
-encoders load without it (``add_pooling_layer=False``), so its weights are read from the checkpoint's
-safetensors here. Frozen, as PEFT keeps it, the trainable parameters stay a plain [CLS] head's; saved with the
-head, a checkpoint loads without the base model's file. On SST-2 with prefix dropout 0 a pooled head reached
-80 % dev accuracy in 200 steps against a plain [CLS] head's 250 (docs/BENCHMARKS.md, time to a target score).
+Why: BERT-family checkpoints ship a pooler (dense + tanh over [CLS]) that transformers'
+``*ForSequenceClassification``, and so PEFT's prefix tuning, reads through. ptuning's encoders load without it
+(``add_pooling_layer=False``), so its weights are read from the checkpoint's safetensors here. Frozen, as PEFT
+keeps it, the trainable parameters stay a plain [CLS] head's; saved with the head, a checkpoint loads without
+the base model's file. BERT's pooler was trained (next-sentence prediction); many derived checkpoints carry one
+that never was (both packaged ones: biases exactly 0), a fixed random projection, which is what PEFT reads
+there too; a note says so. On SST-2 with prefix dropout 0 such a head reached 80 % dev accuracy in 200 steps
+against a plain [CLS] head's 250 (docs/BENCHMARKS.md, time to a target score).
 """
 
 from __future__ import annotations
 
 import json
+import logging
 from pathlib import Path
 
 import torch
@@ -24,6 +27,8 @@ from ptuning.core.model import HeadSpec, PromptModel
 PRETRAINED_POOLER = "pooler"  # the value of --pooling that asks for it
 POOLER_KEY = "pooler.dense"
 POOLER_ACTIVATION = "tanh"  # BertPooler, MPNetPooler, ErniePooler...
+
+logger = logging.getLogger(__name__)
 
 
 class PoolerNotFoundError(ValueError):
@@ -84,6 +89,13 @@ def load_pretrained_pooler(dense: torch.nn.Linear, name_or_path: str, trainable:
         raise PoolerNotFoundError(
             f"{name_or_path!r}: its pooler weight has shape {tuple(pooler['weight'].shape)}, expected "
             f"{tuple(dense.weight.shape)} (hidden size x hidden size)"
+        )
+    if not bool(pooler["bias"].any()):
+        logger.warning(
+            "note: %s's pooler has an all-zero bias: it looks never trained (a fixed random projection + tanh, "
+            "what transformers' classifiers and PEFT read too); --pooling first or mean reads [CLS] or the "
+            "tokens directly",
+            name_or_path,
         )
     with torch.no_grad():
         dense.weight.copy_(pooler["weight"])
