@@ -95,13 +95,14 @@ BACKBONES: dict[str, Backbone] = {
         Backbone("mpnet", "mpnet",
                  'packaged all-mpnet-base-v2 (`model="{model}"`, 12 layers x 768, 109.5 M parameters)',
                  num_layers=12, hidden_size=768, params_millions=109.5, results_subdir="mpnet", eval_batch_size=64,
-                 scaling_ablations=True, ablation_tasks=(*ABLATION_TASKS, "copa")),
+                 scaling_ablations=True, ablation_tasks=(*ABLATION_TASKS, "copa", "conll2003")),
     )
 }  # fmt: skip
 # MiniLM keeps its 1x table exactly as it was measured: the scaling ablations are cells there only with
 # --scaling-ablations (or by naming them with --cell), and rows of its table once they have run. MPNet adds COPA
 # to the ablation tasks: at 22 M every method stays at chance there, at 110 M fine-tuning learns it (74 % dev)
-# while P-tuning v2's curve was still rising at the budget's end, so epochs x2 / x4 ask "under-trained?".
+# while P-tuning v2's curve was still rising at the budget's end, so epochs x2 / x4 ask "under-trained?". And
+# CoNLL-2003: P-tuning v2's dev F1 rose at every epoch there too (79.2 -> 82.9 at the chosen lr, seeds 42-44).
 
 
 @dataclass(frozen=True)

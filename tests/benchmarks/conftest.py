@@ -10,8 +10,9 @@ from tiny_models import save_tiny_bert
 
 @pytest.fixture(scope="module")
 def tiny_model(tmp_path_factory) -> str:
-    """A 2-layer random BERT (hidden 32) with the packaged MiniLM tokenizer, saved as a model folder."""
-    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1)
+    """A 2-layer random BERT (hidden 32) with the packaged MiniLM tokenizer, saved as a model folder with its
+    pooler (``--pooling pooler`` reads it)."""
+    return save_tiny_bert(tmp_path_factory.mktemp("tiny-bert"), dropout=0.1, pooler=True)
 
 
 @pytest.fixture(scope="module")

@@ -206,13 +206,18 @@ def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
     records = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
     assert [(r["method"], r["setting"]) for r in records[2:]] == [
         ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 4, "pooling": "mean"}),
+        ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 4, "pooling": "pooler"}),
         ("finetune", {"learning_rate": 1e-4, "pooling": "mean"}),
+        ("finetune", {"learning_rate": 1e-4, "pooling": "pooler"}),
         ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 128}),
     ]
     bench = quality.Bench(results, data_root, tiny_model, "smoke", backbone="mpnet")
     assert {r["budget_id"] for r in records} == {bench.budget_id("sst2")}
     assert all(r["backbone"] == "mpnet" and r["eval_batch_size"] == 64 for r in records)
-    assert records[4]["trainable_params"] > records[0]["trainable_params"]  # P 128 against P 4
+    assert records[6]["trainable_params"] > records[0]["trainable_params"]  # P 128 against P 4
+    # the pooler is frozen with P-tuning v2's backbone and trained with fine-tuning's (32 x 32 + 32)
+    assert records[3]["trainable_params"] == records[0]["trainable_params"]
+    assert records[5]["trainable_params"] == records[1]["trainable_params"] + 32 * 32 + 32
 
     capsys.readouterr()
     quality.main([*common, "--table"])
@@ -220,6 +225,7 @@ def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
     assert "all-mpnet-base-v2" in tables
     assert "| SST-2 | pooling: pooling mean |" in tables
     assert "| SST-2 | pooling (fine-tuning): pooling mean |" in tables
+    assert "| SST-2 | pooling: pooling pooler |" in tables
     assert "| SST-2 | long-prefix: P 128 |" in tables
 
 
