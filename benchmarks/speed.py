@@ -76,6 +76,7 @@ from speed_time_to_target import (
     BUDGETS,
     LEARNING_RATES,
     TARGET_CONTENDERS,
+    TARGET_SYSTEMS,
     TRAINERS,
     engine_recipe,
     measure_time_to_target,
@@ -114,7 +115,12 @@ def main(argv: list[str] | None = None) -> int:
         type=float,
         help="ours: clip gradients to this norm (an A/B; default: ptuning train's); 0: no clipping",
     )
-    parser.add_argument("--systems", nargs="*", default=list(SYSTEMS), help="a subset of the systems")
+    parser.add_argument(
+        "--systems",
+        nargs="*",
+        help="a subset of the systems (default: every throughput system; for --time-to-target, ours, ours-bf16, "
+        "ours-mean-pooling and (a''), the diagnoses only when named)",
+    )
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
     parser.add_argument("--table", action="store_true")
     parser.add_argument("--update-doc", type=Path)
@@ -135,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
         workloads = {
             "smoke": Workload("smoke", "sst2", args.smoke, 8, 8, repeats=1, batch_size=4, eval_batch_size=4)
         }
-    names = available_systems(tuple(args.systems))
+    names = available_systems(tuple(args.systems or SYSTEMS))
 
     def chosen(requested: list[str] | None) -> list[Workload]:
         picked = [workloads[n] for n in (requested or list(workloads))]
@@ -214,7 +220,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.smoke or resolve_model_path("minilm"),
                 args.data_root,
                 args.results_dir / f"time-to-target-{task}.jsonl",
-                [n for n in TRAINERS if n in args.systems],  # ours, ours-bf16, ours-mean-pooling, (a'')
+                [n for n in TRAINERS if n in (args.systems or TARGET_SYSTEMS)],
                 args.target_learning_rates,
                 args.target_seeds,
                 {system: ours_recipe for system in TARGET_CONTENDERS},

@@ -51,15 +51,17 @@ from ptuning.training.inference import feature_length, predict_outputs
 SYSTEMS = ("ours", "peft-trainer-grouped")
 # the systems compared with (a'') at their own best learning rates
 TARGET_CONTENDERS = ("ours", "ours-bf16", "ours-mean-pooling")
+# what --time-to-target runs unless --systems names others
+TARGET_SYSTEMS = (*TARGET_CONTENDERS, "peft-trainer-grouped")
 LEARNING_RATES = (3e-3, 1e-2, 3e-2)
 # Diagnoses, run only when named (``--systems``): ours with what (a'') does differently, one thing at a time.
-# PEFT's sequence classifier reads [CLS] through the checkpoint's pretrained pooler (dense + tanh, frozen, as
-# the reference P-tuning v2 code does too) and puts no dropout on the prefix; ours reads [CLS] directly and
-# drops 10 % of the prefix keys/values (the reference's default).
+# PEFT's sequence classifier reads [CLS] through the checkpoint's pooler (dense + tanh, frozen, as the reference
+# P-tuning v2 code does too) and puts no dropout on the prefix; ours reads [CLS] directly and drops 10 % of the
+# prefix keys/values (the reference's default). A diagnosis that is a throughput system too has its name.
 DIAGNOSIS_LABELS = {
-    "ours-no-prefix-dropout": "ours, prefix dropout 0 (as PEFT)",
-    "ours-pretrained-pooler": "ours with --pooling pooler ([CLS] through the checkpoint's frozen pooler, as PEFT)",
-    "ours-pretrained-pooler-no-prefix-dropout": "ours with --pooling pooler and prefix dropout 0 (as PEFT)",
+    "ours-no-dropout": SYSTEM_LABELS["ours-no-dropout"],
+    "ours-pooler": "ours with --pooling pooler ([CLS] through the checkpoint's frozen pooler, as PEFT)",
+    "ours-pooler-no-dropout": "ours with --pooling pooler and without prefix dropout (both as PEFT)",
 }
 LABELS = {**SYSTEM_LABELS, **DIAGNOSIS_LABELS}
 
@@ -296,11 +298,9 @@ TRAINERS = {
     "ours-bf16": functools.partial(train_ours, dtype="bf16"),
     "ours-mean-pooling": functools.partial(train_ours, pooling="mean"),
     "peft-trainer-grouped": train_peft_trainer,
-    "ours-no-prefix-dropout": functools.partial(train_ours, prefix_dropout=0.0),
-    "ours-pretrained-pooler": functools.partial(train_ours, pooling=PRETRAINED_POOLER),
-    "ours-pretrained-pooler-no-prefix-dropout": functools.partial(
-        train_ours, prefix_dropout=0.0, pooling=PRETRAINED_POOLER
-    ),
+    "ours-no-dropout": functools.partial(train_ours, prefix_dropout=0.0),
+    "ours-pooler": functools.partial(train_ours, pooling=PRETRAINED_POOLER),
+    "ours-pooler-no-dropout": functools.partial(train_ours, prefix_dropout=0.0, pooling=PRETRAINED_POOLER),
 }
 
 

@@ -631,11 +631,14 @@ def test_time_to_target_cell_turns_steps_into_time_with_the_idle_rates():
     assert clock_only.met and clock_only.text.startswith("**2.40×**")
     assert not cell(None, [r for r in records if r["system"] == "ours"]).met  # (a'') missing: not measured
 
-    # a contender measured under another name in the throughput rounds takes that system's idle rate
-    twin = [{**r, "system": "ours-no-prefix-dropout"} for r in records if r["system"] == "ours"]
+    # a contender without throughput rounds of its own takes the named system's idle rate
+    twin = [{**r, "system": "ours-pooler-no-dropout"} for r in records if r["system"] == "ours"]
     throughput["systems"].append("ours-no-dropout")
     throughput["summary"]["train"]["ours-no-dropout"] = {"examples_per_second": 100.0}
-    renamed = targets.time_to_target(2.0, "ours-no-prefix-dropout", rates_from="ours-no-dropout")
+    assert targets.time_to_target(2.0, "ours-pooler-no-dropout")(
+        throughput, twin + records[2:]
+    ).text.startswith("**2.40×**")  # no rates for it: the clock alone
+    renamed = targets.time_to_target(2.0, "ours-pooler-no-dropout", rates_from="ours-no-dropout")
     # 200 x 32 / 100 = 64 s against 200 s: 3.12x
     assert renamed(throughput, twin + records[2:]).text.startswith(
         "**3.12×** (200 vs 500 steps at idle rates: 64"

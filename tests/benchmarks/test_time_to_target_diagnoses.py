@@ -42,7 +42,7 @@ def test_pooler_diagnosis_reads_the_checkpoint_pooler_frozen_and_no_prefix_dropo
     monkeypatch.setattr(ttt, "PromptModel", RecordingPromptModel)
     budget = replace(ttt.smoke_budget("sst2"), target=1.01)  # never reached: all 8 steps train
     data, dev = ttt.load_target_data(budget, AutoTokenizer.from_pretrained(folder), data_root)
-    for system in ("ours", "ours-pretrained-pooler-no-prefix-dropout"):
+    for system in ("ours", "ours-pooler-no-dropout"):
         ttt.TRAINERS[system](folder, data, dev, budget, 0.01, 42, ttt.engine_recipe())
     ours, diagnosis = RecordingPromptModel.built
     assert ours.prefix_config.dropout == 0.1 and ours.heads["task"].dense_activation is None
@@ -63,7 +63,7 @@ def test_diagnoses_run_only_when_named_and_render_with_their_labels(
     results = tmp_path / "results"
     common = ["--smoke", folder, "--data-root", str(data_root), "--results-dir", str(results)]
     common += ["--work-dir", str(tmp_path / "work"), "--threads", "1", "--target-learning-rates", "0.01"]
-    names = ["ours-no-prefix-dropout", "ours-pretrained-pooler", "ours-pretrained-pooler-no-prefix-dropout"]
+    names = ["ours-no-dropout", "ours-pooler", "ours-pooler-no-dropout"]
     speed.main([*common, "--time-to-target", "sst2", "--target-score", "0", "--systems", *names, "--table"])
     lines = Path(results / "time-to-target-sst2.jsonl").read_text().splitlines()
     assert [json.loads(line)["system"] for line in lines] == names
@@ -71,4 +71,16 @@ def test_diagnoses_run_only_when_named_and_render_with_their_labels(
     ttt = load_benchmark("speed_time_to_target")
     for name in names:
         assert f"| {ttt.DIAGNOSIS_LABELS[name]} | 0.01 | 42 |" in tables
-    assert not set(names) & set(load_benchmark("speed_systems").SYSTEMS)  # never in a default run
+    # one model, one name: the diagnosis without prefix dropout is the throughput rounds' ours-no-dropout
+    assert (
+        ttt.DIAGNOSIS_LABELS["ours-no-dropout"]
+        == load_benchmark("speed_systems").SYSTEM_LABELS["ours-no-dropout"]
+    )
+
+    # without --systems, time to target runs the contenders and (a''), never a diagnosis
+    speed.main(
+        [*common, "--time-to-target", "sst2", "--target-score", "0", "--results-dir", str(tmp_path / "d")]
+    )
+    lines = Path(tmp_path / "d" / "time-to-target-sst2.jsonl").read_text().splitlines()
+    default = {json.loads(line)["system"] for line in lines} - {"peft-trainer-grouped"}  # where PEFT runs
+    assert default == set(ttt.TARGET_CONTENDERS)
