@@ -215,7 +215,8 @@ ABLATIONS: dict[str, list[dict[str, Any]]] = {
     # (the layer lists depend on the backbone: see ablation_changes).
     "prefix-layers": [],
     # Added for the scaling question (issue 15): the paper's long prefixes for hard sequence tasks, and the
-    # head's pooling (mean pooling is how these sentence-embedding checkpoints were trained).
+    # head's pooling (mean pooling is how these sentence-embedding checkpoints were trained; the checkpoint's
+    # own pooler is what transformers' BERT classifiers and PEFT read).
     "long-prefix": [{"prefix_length": 128}],
     "pooling": [{"pooling": "mean"}, {"pooling": "pooler"}],
     # Added when MPNet's every-layer prefix collapsed to chance in its first epoch (CoNLL-2004 seed 44 at the

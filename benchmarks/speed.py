@@ -118,8 +118,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--systems",
         nargs="*",
-        help="a subset of the systems (default: every throughput system; for --time-to-target, ours, ours-bf16, "
-        "ours-mean-pooling and (a''), the diagnoses only when named)",
+        help="a subset of the systems (default: every throughput system; for --time-to-target "
+        f"{', '.join(TARGET_SYSTEMS)}, the diagnoses only when named)",
     )
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
     parser.add_argument("--table", action="store_true")

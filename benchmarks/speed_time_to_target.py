@@ -48,7 +48,6 @@ from ptuning.tasks.registry import get_task
 from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, predict_outputs
 
-SYSTEMS = ("ours", "peft-trainer-grouped")
 # the systems compared with (a'') at their own best learning rates
 TARGET_CONTENDERS = ("ours", "ours-bf16", "ours-mean-pooling")
 # what --time-to-target runs unless --systems names others
@@ -325,7 +324,7 @@ def measure_time_to_target(
     folder: str,
     data_root: Path,
     output: Path,
-    systems: Iterable[str] = SYSTEMS,
+    systems: Iterable[str] = TARGET_SYSTEMS,
     learning_rates: Iterable[float] = LEARNING_RATES,
     seeds: Iterable[int] = (42,),
     recipes: dict[str, Recipe] | None = None,

@@ -11,18 +11,16 @@ import pytest
 import torch
 from safetensors import safe_open
 from test_smoke import load_benchmark
-from tiny_models import save_tiny_bert
 from transformers import AutoTokenizer
 
 from ptuning.core.model import PromptModel
 
 
 @pytest.fixture(scope="module")
-def tiny_bert_with_pooler(tmp_path_factory) -> tuple[str, dict[str, torch.Tensor]]:
-    """A 2-layer random BERT saved with its pooler, and the pooler's saved weights."""
-    folder = save_tiny_bert(tmp_path_factory.mktemp("tiny-bert-pooler"), pooler=True)
-    with safe_open(str(Path(folder) / "model.safetensors"), "pt") as weights:
-        return folder, {name: weights.get_tensor(f"pooler.dense.{name}") for name in ("weight", "bias")}
+def tiny_bert_with_pooler(tiny_model) -> tuple[str, dict[str, torch.Tensor]]:
+    """The benchmarks' tiny BERT (saved with its pooler) and the pooler's saved weights."""
+    with safe_open(str(Path(tiny_model) / "model.safetensors"), "pt") as weights:
+        return tiny_model, {name: weights.get_tensor(f"pooler.dense.{name}") for name in ("weight", "bias")}
 
 
 class RecordingPromptModel(PromptModel):

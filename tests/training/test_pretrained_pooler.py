@@ -1,9 +1,10 @@
-"""``--pooling pooler``: [CLS] through the checkpoint's own pretrained pooler, as transformers' BERT classifiers
+"""``--pooling pooler``: [CLS] through the checkpoint's own pooler, as transformers' BERT classifiers
 (and so PEFT) read it. The logits equal transformers' pooled output through our linear layer, the pooler stays
 frozen with the backbone (and trains with it when fine-tuning), and a checkpoint keeps it."""
 
 from __future__ import annotations
 
+import json
 import logging
 
 import pytest
@@ -65,9 +66,7 @@ def test_the_pooler_is_frozen_with_the_backbone_and_trained_with_it(pooled_bert)
     assert finetune.heads["sst2"].dense.weight.requires_grad
 
 
-def test_a_trained_checkpoint_keeps_the_pooler_and_gives_the_same_logits(
-    pooled_bert, sst2_dir, tmp_path, capsys
-) -> None:
+def test_a_trained_checkpoint_keeps_the_pooler_bit_for_bit(pooled_bert, sst2_dir, tmp_path, capsys) -> None:
     argv = train_args(pooled_bert, sst2_dir, tmp_path / "run", "--max-steps", "2", "--pooling", "pooler")
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
@@ -76,7 +75,8 @@ def test_a_trained_checkpoint_keeps_the_pooler_and_gives_the_same_logits(
     assert (head["pooling"], head["dense_activation"]) == ("first", "tanh")
     saved = load_file(checkpoint / "prompt.safetensors")
     base = load_file(f"{pooled_bert}/model.safetensors")
-    # two updates at lr 3e-2 moved the prefix and the linear layer, not the frozen pooler
+    # two AdamW updates at lr 3e-2 (which move every weight with a gradient) left the frozen pooler as it was
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 2
     torch.testing.assert_close(saved["heads.sst2.dense.weight"], base["pooler.dense.weight"], rtol=0, atol=0)
 
     backbone = BertModel.from_pretrained(pooled_bert, add_pooling_layer=False)
