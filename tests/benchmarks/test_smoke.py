@@ -86,6 +86,16 @@ def test_quality_rejects_a_malformed_cell():
         quality.Cell.parse("sst2:ptuning-v2:ablation-more-layers")
 
 
+def test_ablations_that_set_the_pooling_apply_to_pooled_heads_only():
+    quality = load_benchmark("quality")
+    names = quality.SCALING_ABLATIONS
+    pooled = {"pooling", "pooling-warmup", "pooler-no-dropout"}
+    assert set(quality.ablations_for("sst2", names)) >= pooled
+    assert not pooled & set(quality.ablations_for("conll2004", names))
+    assert {"long-prefix", "warmup", "top-layers-warmup"} <= set(quality.ablations_for("conll2004", names))
+    assert quality.ablation_changes("pooler-no-dropout", 6) == [{"pooling": "pooler", "prefix_dropout": 0.0}]
+
+
 def test_quality_large_scale_has_its_own_budgets_cells_and_doc_section(tmp_path, capsys):
     quality = load_benchmark("quality")
     large = quality.Bench(tmp_path, tmp_path, "minilm", "large")
