@@ -59,6 +59,9 @@ def test_a_bert_classifier_takes_the_pooler_from_the_base_checkpoint() -> None:
     ]
     assert model.head_specs["adapter"].dense_activation == "tanh"
     assert torch.equal(model.heads["adapter"].dense.weight, pooler)
+    # frozen as PEFT keeps it: training the imported model goes on with PEFT's trainable parameters
+    assert not any(p.requires_grad for p in model.heads["adapter"].dense.parameters())
+    assert all(p.requires_grad for p in model.heads["adapter"].linear.parameters())
 
 
 def test_a_bert_classifier_over_a_base_without_pooler_weights_is_refused(tmp_path) -> None:

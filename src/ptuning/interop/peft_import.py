@@ -214,6 +214,7 @@ def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping) -
                 f"at random, so PEFT's logits cannot be reproduced); import the prefix alone (prefix_only=True)"
             )
         _copy_linear(head.dense, pooler, adapter, mapping)
+        head.dense.requires_grad_(False)  # a base weight, frozen in PEFT as under `--pooling pooler`
     elif mapping.dense is not None:
         _copy_linear(head.dense, _linear_tensors(adapter, mapping.dense), adapter, mapping)
 
