@@ -177,7 +177,11 @@ def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_p
 
 @pytest.mark.parametrize(
     ("preset_name", "task", "ablation"),
-    [("sst2-mpnet", "sst2", "pooling-warmup"), ("conll2004-mpnet", "conll2004", "warmup")],
+    [
+        ("sst2-mpnet", "sst2", "pooling-warmup"),
+        ("conll2004-mpnet", "conll2004", "warmup"),
+        ("conll2003-mpnet", "conll2003", "top-layers-warmup"),
+    ],
 )
 def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, ablation, tmp_path):
     """A preset that quotes a score must train exactly the runs that scored it, and quote what they scored."""
