@@ -228,3 +228,63 @@ def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp
     text = doc.read_text()
     assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
     assert "| SST-2 | -6.0 ± 2.2 |" in text and "**Learning curves**" in text
+
+
+def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_of_the_same_budget(tmp_path):
+    """MPNet SST-2: fine-tuning 92/91/93; P-tuning v2's chosen setting 88/86/87; warmup (three seeds) 89/90/91;
+    mean pooling better still but at one seed only; epochs x2 best of all over three seeds but trains longer
+    than fine-tuning. The best like-for-like setting is warmup: gap 90 − 92 = −2.0, moved +3.0 from −5.0."""
+    quality = load_benchmark("quality")
+    scaling = load_benchmark("quality_scaling")
+    (tmp_path / "mpnet").mkdir()
+    mpnet = quality.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    ft_chosen, pt2_chosen = quality.SWEEPS["finetune"][1], quality.SWEEPS["ptuning-v2"][1]
+    write_runs(quality, mpnet, "sst2", "finetune", sweep(quality, "finetune", [0.80, 0.92, 0.81, 0.79]))
+    write_runs(quality, mpnet, "sst2", "finetune", [
+        {"setting": ft_chosen, "seed": 43, "score": 0.91, "curve": [0.91]},
+        {"setting": ft_chosen, "seed": 44, "score": 0.93, "curve": [0.93]},
+    ])  # fmt: skip
+    write_runs(quality, mpnet, "sst2", "ptuning-v2", sweep(quality, "ptuning-v2", [0.80, 0.88, 0.70, 0.60]))
+
+    def three_seeds(setting, scores):
+        return [
+            {"setting": setting, "seed": seed, "score": score, "curve": [score]}
+            for seed, score in zip(quality.ALL_SEEDS, scores, strict=True)
+        ]
+
+    write_runs(quality, mpnet, "sst2", "ptuning-v2", three_seeds(pt2_chosen, [0.88, 0.86, 0.87])[1:])
+    assert scaling.best_measured(mpnet, "sst2") is not None  # only the chosen setting so far
+    write_runs(quality, mpnet, "sst2", "ptuning-v2", [
+        *three_seeds({**pt2_chosen, "warmup_ratio": 0.1}, [0.89, 0.90, 0.91]),
+        *three_seeds({**pt2_chosen, "epochs_factor": 2}, [0.95, 0.95, 0.95]),
+        {"setting": {**pt2_chosen, "pooling": "mean"}, "score": 0.99, "curve": [0.99]},
+    ])  # fmt: skip
+
+    best = scaling.best_measured(mpnet, "sst2")
+
+    assert best["change"] == "warmup" and best["changed"] == {"warmup_ratio": 0.1}
+    assert best["candidates"] == 2  # the chosen setting and warmup: x2 left out, mean pooling has one seed
+    assert best["scores"] == pytest.approx([89.0, 90.0, 91.0])
+    assert best["gap"] == pytest.approx(-2.0)
+    assert best["spread"] == pytest.approx(2**0.5)  # sample variances 1 and 1
+    points = {(name, scale): {} for name in quality.BACKBONES for scale in scaling.SCALES}
+    points[("mpnet", "full")]["sst2"] = scaling.gap(mpnet, "sst2")
+    rows = scaling.render_best(
+        {key: {t: points[key].get(t, {"status": "pending", "sweeps": {}}) for t in scaling.tasks_of("full")}
+         for key in points},
+        {name: {t: best if (name, t) == ("mpnet", "sst2") else None for t in scaling.tasks_of("full")}
+         for name in quality.BACKBONES},
+    )  # fmt: skip
+    assert (
+        "| SST-2 | 109.5 M (mpnet) | -5.0 ± 1.4 | warmup: warmup 0.1 | 2 | 90.0 (89.0–91.0) | -2.0 ± 1.4 | +3.0 |"
+        in rows
+    )
+
+
+def test_best_measured_waits_for_both_sides_seeds(results_root):
+    quality, root = results_root
+    scaling = load_benchmark("quality_scaling")
+    best = scaling.collect_best(root)
+    assert best["mpnet"]["sst2"] is None  # P-tuning v2 has one seed there
+    minilm = best["minilm"]["sst2"]  # the epochs x2 ablation is the best dev score but trains longer
+    assert minilm["change"] is None and minilm["gap"] == pytest.approx(-6.0)
