@@ -93,13 +93,14 @@ def gap(bench: quality.Bench, task: str) -> dict[str, Any]:
     ``status`` says what the number may be read as: "pending" (a side's sweep is unfinished, so its chosen
     setting is not known yet: no gap), "partial" (both chosen, fewer than all seeds on a side: gap of the means
     so far, no spread) or "complete" (all seeds on both sides). ``spread`` is the standard deviation of a
-    one-seed difference, sqrt(sd_PT2² + sd_FT²), given only when complete; ``ranges`` holds each side's
-    min..max over its seeds."""
+    one-seed difference (``one_seed_spread``), given only when complete; ``scores`` and ``ranges`` hold each
+    side's scores over its seeds and their min..max."""
     sides = {method: side_scores(bench, task, method) for method in COMPARED}
     ours, theirs = (sides[method]["scores"] for method in COMPARED)
     point: dict[str, Any] = {
         "sweeps": {method: sides[method]["sweep"] for method in COMPARED},
         "seeds": (len(ours), len(theirs)),
+        "scores": {method: sides[method]["scores"] for method in COMPARED},
         "ranges": {method: _range(sides[method]["scores"]) for method in COMPARED},
         "ptuning_v2": statistics.mean(ours) if ours else None,
         "finetune": statistics.mean(theirs) if theirs else None,
@@ -111,8 +112,13 @@ def gap(bench: quality.Bench, task: str) -> dict[str, Any]:
         **point,
         "status": "complete" if complete else "partial",
         "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": math.sqrt(statistics.variance(ours) + statistics.variance(theirs)) if complete else None,
+        "spread": one_seed_spread(ours, theirs) if complete else None,
     }
+
+
+def one_seed_spread(ours: list[float], theirs: list[float]) -> float:
+    """The standard deviation of a one-seed difference of the two sides, sqrt(sd_PT2² + sd_FT²)."""
+    return math.sqrt(statistics.variance(ours) + statistics.variance(theirs))
 
 
 def _range(scores: list[float]) -> tuple[float, float] | None:
@@ -122,20 +128,20 @@ def _range(scores: list[float]) -> tuple[float, float] | None:
 LONGER_TRAINING = "epochs_factor"  # a change that trains P-tuning v2 longer than fine-tuning was trained
 
 
-def best_measured(bench: quality.Bench, task: str) -> dict[str, Any] | None:
+def best_measured(bench: quality.Bench, task: str, point: dict[str, Any]) -> dict[str, Any] | None:
     """P-tuning v2's best setting measured like for like with fine-tuning: of the chosen setting and every
     ablation change that ran all three seeds (a confirmed change), the one with the highest mean dev score
     (never the reported split, which would pick the test set's favourite), leaving out the changes that
-    train longer than fine-tuning did. None until both sides' chosen settings have all their seeds.
+    train longer than fine-tuning did. ``point``: the task's ``gap``, whose fine-tuning side it is compared
+    with; None until that gap is complete (both sides' chosen settings have all their seeds).
 
     What the gap table cannot say on its own: how far the changes the ablations found move the gap at each
     size. ``change`` names the ablation (None: the chosen setting stayed best)."""
+    if point["status"] != "complete":
+        return None
     budget = bench.budgets[task]
     chosen = quality.chosen_setting(bench, task, "ptuning-v2")
-    finetune = quality.method_result(bench, task, "finetune")
-    theirs = finetune["scores"][budget.metrics[0]] if finetune else []
-    if chosen is None or len(theirs) < SEEDS_PER_SIDE:
-        return None
+    theirs = point["scores"]["finetune"]
     candidates: list[tuple[str | None, dict[str, Any]]] = [(None, {})]
     names = quality.ablations_for(task, quality.rendered_ablations(bench), bench.spec.ablation_tasks)
     for name in (n for n in names if "ptuning-v2" in quality.ablation_methods(n)):
@@ -152,8 +158,6 @@ def best_measured(bench: quality.Bench, task: str) -> dict[str, Any] | None:
             continue
         dev = statistics.mean(quality.dev_score(run, budget) for run in runs)
         measured.append({"change": name, "changed": change, "dev": dev, "scores": scores})
-    if not any(entry["change"] is None for entry in measured):
-        return None  # the chosen setting itself has not run all its seeds
     best = max(measured, key=lambda entry: entry["dev"])
     ours = best["scores"]
     return {
@@ -161,7 +165,7 @@ def best_measured(bench: quality.Bench, task: str) -> dict[str, Any] | None:
         "candidates": len(measured),
         "ptuning_v2": statistics.mean(ours),
         "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": math.sqrt(statistics.variance(ours) + statistics.variance(theirs)),
+        "spread": one_seed_spread(ours, theirs),
     }
 
 
@@ -182,12 +186,17 @@ def collect(results_root: Path = quality.RESULTS_DIR) -> dict[tuple[str, str], d
     return points
 
 
-def collect_best(results_root: Path = quality.RESULTS_DIR) -> dict[str, dict[str, dict[str, Any] | None]]:
-    """{backbone: {task: best_measured}} at the 1x budget (the only one with ablations)."""
-    return {
-        name: {task: best_measured(bench_of(name, "full", results_root), task) for task in tasks_of("full")}
-        for name in quality.BACKBONES
-    }
+def collect_best(
+    points: dict[tuple[str, str], dict[str, dict[str, Any]]], results_root: Path = quality.RESULTS_DIR
+) -> dict[str, dict[str, dict[str, Any] | None]]:
+    """{backbone: {task: best_measured}} at the 1x budget (the only one with ablations), beside ``points``."""
+    best = {}
+    for name in quality.BACKBONES:
+        bench = bench_of(name, "full", results_root)
+        best[name] = {
+            task: best_measured(bench, task, points[(name, "full")][task]) for task in tasks_of("full")
+        }
+    return best
 
 
 def tasks_of(scale: str) -> list[str]:
@@ -396,8 +405,11 @@ def render_figure(
                     color=colours[task], markerfacecolor=colours[task] if complete else "white",
                     label=quality.BUDGETS[task].label if index == 0 else None,
                 )  # fmt: skip
-            found = [(sizes[n], best[n][task]) for n in quality.BACKBONES if best and scale == "full"]
-            found = [(x, entry["gap"]) for x, entry in found if entry is not None]
+            found = [
+                (sizes[name], best[name][task]["gap"])
+                for name in quality.BACKBONES
+                if best and scale == "full" and best[name][task] is not None
+            ]
             if found:
                 axis.plot(*zip(*found, strict=True), marker="D", markersize=7, linestyle=":", linewidth=1.2,
                           color=colours[task], markerfacecolor="white")  # fmt: skip
@@ -490,7 +502,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     anchors = load_anchors()
     points = collect(args.results_root)
-    best = collect_best(args.results_root)
+    best = collect_best(points, args.results_root)
     table = render_table(points, anchors, best)
     render_figure(points, anchors, args.figure, best)
     curves = quality_curves.collect(args.results_root)

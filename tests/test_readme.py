@@ -36,3 +36,5 @@ def test_the_library_example_runs_and_prints_the_trainable_count_it_quotes(tmp_p
     with torch.no_grad():
         assert torch.equal(model(**batch).logits, restored(**batch).logits)
     assert restored.backbone is model.backbone  # one frozen backbone, shared
+    saved = sum(f.stat().st_size for f in (tmp_path / "outputs" / "sst2-prompt").rglob("*") if f.is_file())
+    assert saved < 1_000_000  # "prompt and head only: a few hundred KB"

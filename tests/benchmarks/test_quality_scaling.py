@@ -253,14 +253,15 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
         ]
 
     write_runs(quality, mpnet, "sst2", "ptuning-v2", three_seeds(pt2_chosen, [0.88, 0.86, 0.87])[1:])
-    assert scaling.best_measured(mpnet, "sst2") is not None  # only the chosen setting so far
+    alone = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))  # only the chosen setting so far
+    assert alone["change"] is None and alone["candidates"] == 1 and alone["gap"] == pytest.approx(-5.0)
     write_runs(quality, mpnet, "sst2", "ptuning-v2", [
         *three_seeds({**pt2_chosen, "warmup_ratio": 0.1}, [0.89, 0.90, 0.91]),
         *three_seeds({**pt2_chosen, "epochs_factor": 2}, [0.95, 0.95, 0.95]),
         {"setting": {**pt2_chosen, "pooling": "mean"}, "score": 0.99, "curve": [0.99]},
     ])  # fmt: skip
 
-    best = scaling.best_measured(mpnet, "sst2")
+    best = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))
 
     assert best["change"] == "warmup" and best["changed"] == {"warmup_ratio": 0.1}
     assert best["candidates"] == 2  # the chosen setting and warmup: x2 left out, mean pooling has one seed
@@ -284,7 +285,7 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
 def test_best_measured_waits_for_both_sides_seeds(results_root):
     quality, root = results_root
     scaling = load_benchmark("quality_scaling")
-    best = scaling.collect_best(root)
+    best = scaling.collect_best(scaling.collect(root), root)
     assert best["mpnet"]["sst2"] is None  # P-tuning v2 has one seed there
     minilm = best["minilm"]["sst2"]  # the epochs x2 ablation is the best dev score but trains longer
     assert minilm["change"] is None and minilm["gap"] == pytest.approx(-6.0)
