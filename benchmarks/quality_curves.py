@@ -16,10 +16,12 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import quality
+import quality_protocol as protocol
+import quality_results as results
+import quality_tables as tables
 from doc_tables import replace_between_markers
 
-FIGURE = quality.RESULTS_DIR / "curves.png"
+FIGURE = results.RESULTS_DIR / "curves.png"
 DOC_MARKERS = ("<!-- quality-curves:start -->", "<!-- quality-curves:end -->")
 SCALES = {"full": "1x budget", "large": "larger budget"}
 METHODS = ("finetune", "ptuning-v2")
@@ -30,15 +32,15 @@ LONGER_ABLATIONS = ("double-epochs", "quadruple-epochs")  # quality.py's ablatio
 MAX_SHOWN_EVALS = 6  # the table shows at most this many evaluations of a curve (first and last included)
 
 
-def seed_runs(bench: quality.Bench, task: str, method: str) -> dict[str, Any] | None:
+def seed_runs(bench: results.Bench, task: str, method: str) -> dict[str, Any] | None:
     """The runs of the method's chosen setting (all seeds that finished), or, while its sweep is unfinished,
     the best seed-42 sweep run so far (``provisional``); None when no sweep run has finished."""
-    sweep = quality.sweep_runs(bench, task, method)
+    sweep = results.sweep_runs(bench, task, method)
     done = [run for run in sweep if run is not None]
     if not done:
         return None
-    setting = dict(quality.best_run(done, bench.budgets[task])["setting"])
-    runs = quality.setting_runs(bench, task, method, setting)
+    setting = dict(results.best_run(done, bench.budgets[task])["setting"])
+    runs = results.setting_runs(bench, task, method, setting)
     return {
         "setting": setting,
         "runs": [r for r in runs if r is not None],
@@ -47,13 +49,15 @@ def seed_runs(bench: quality.Bench, task: str, method: str) -> dict[str, Any] | 
     }
 
 
-def mean_curve(runs: list[dict[str, Any]], budget: quality.Budget) -> list[tuple[float, float, float, float]]:
+def mean_curve(
+    runs: list[dict[str, Any]], budget: protocol.Budget
+) -> list[tuple[float, float, float, float]]:
     """[(epoch, mean, min, max)] of the dev score in percent over the runs, at each epoch every run reached."""
     by_epoch: dict[float, list[float]] = {}
     for run in runs:
         for point in run.get("curve") or []:
             if point.get("dev") is not None:
-                by_epoch.setdefault(float(point["epoch"]), []).append(quality._percent(point["dev"], budget))
+                by_epoch.setdefault(float(point["epoch"]), []).append(results._percent(point["dev"], budget))
     return [
         (epoch, statistics.mean(values), min(values), max(values))
         for epoch, values in sorted(by_epoch.items())
@@ -87,14 +91,14 @@ def shown_points(curve: list[tuple[float, float, float, float]]) -> str:
     return " · ".join(f"{epoch:g}: {mean:.1f}" for epoch, mean, _, _ in curve)
 
 
-def collect(results_root: Path = quality.RESULTS_DIR) -> list[dict[str, Any]]:
+def collect(results_root: Path = results.RESULTS_DIR) -> list[dict[str, Any]]:
     """One entry per (scale, task, backbone, method), pending ones included (``curve`` empty)."""
     entries = []
     for scale in SCALES:
-        budgets = quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS
-        for task in (t for t in quality.TASK_ORDER if t in budgets):
-            for name, spec in quality.BACKBONES.items():
-                bench = quality.Bench(
+        budgets = protocol.LARGE_BUDGETS if scale == "large" else protocol.BUDGETS
+        for task in (t for t in protocol.TASK_ORDER if t in budgets):
+            for name, spec in protocol.BACKBONES.items():
+                bench = results.Bench(
                     results_dir=results_root / spec.results_subdir,
                     model=spec.model,
                     scale=scale,
@@ -113,26 +117,26 @@ def collect(results_root: Path = quality.RESULTS_DIR) -> list[dict[str, Any]]:
 
 
 def longer_runs(
-    bench: quality.Bench, task: str, method: str, found: dict[str, Any] | None
+    bench: results.Bench, task: str, method: str, found: dict[str, Any] | None
 ) -> dict[int, dict[str, Any] | None] | None:
     """{epochs factor: run or None (pending)} of the longer-schedule ablations (epochs x2 / x4 of the chosen
     setting, seed 42): the direct test of under-training, since the learning rate decays linearly to zero over
     every budget and so flattens the end of any curve. None where those ablations are not cells (other
     methods, tasks and budgets); a run not there yet (or waiting for the sweep) is None."""
     names = [n for n in LONGER_ABLATIONS if n in bench.ablations(task)]
-    if bench.scale == "large" or not names or method not in quality.ablation_methods(names[0]):
+    if bench.scale == "large" or not names or method not in protocol.ablation_methods(names[0]):
         return None
     records = bench.records(task)
     budget_id = bench.budget_id(task)
     runs = {}
     for name in names:
-        for change in quality.ablation_changes(name, bench.spec.num_layers):
+        for change in protocol.ablation_changes(name, bench.spec.num_layers):
             if found is None or found["provisional"]:  # its cell waits for the sweep
                 runs[change["epochs_factor"]] = None
                 continue
             setting = {**found["setting"], **change}
-            key = quality.run_key(task, method, setting, quality.SWEEP_SEED, budget_id)
-            runs[change["epochs_factor"]] = quality.find_run(records, key)
+            key = results.run_key(task, method, setting, protocol.SWEEP_SEED, budget_id)
+            runs[change["epochs_factor"]] = results.find_run(records, key)
     return runs
 
 
@@ -141,20 +145,20 @@ def format_longer(entry: dict[str, Any]) -> str:
     seed-42 run of the chosen setting at the budget's own length."""
     if entry["longer"] is None:
         return "–"
-    budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
+    budget = (protocol.LARGE_BUDGETS if entry["scale"] == "large" else protocol.BUDGETS)[entry["task"]]
     parts = []
     for factor, run in sorted(entry["longer"].items()):
         if run is None:
             parts.append(f"x{factor}: pending")
             continue
-        base = next(r for r in entry["found"]["runs"] if r["seed"] == quality.SWEEP_SEED)
-        score = quality.dev_score(run, budget)
-        parts.append(f"x{factor}: {score:.1f} ({score - quality.dev_score(base, budget):+.1f})")
+        base = next(r for r in entry["found"]["runs"] if r["seed"] == protocol.SWEEP_SEED)
+        score = results.dev_score(run, budget)
+        parts.append(f"x{factor}: {score:.1f} ({score - results.dev_score(base, budget):+.1f})")
     return " · ".join(parts)
 
 
 def format_setting(found: dict[str, Any]) -> str:
-    text = quality.format_setting(found["setting"])
+    text = tables.format_setting(found["setting"])
     if found["provisional"]:
         done, total = found["sweep"]
         text += f" (provisional: best of sweep {done}/{total})"
@@ -178,11 +182,11 @@ def render_table(entries: list[dict[str, Any]]) -> str:
         "|---|---|---|---|---|---|---|---|---|",
     ]
     for entry in entries:
-        budget = (quality.LARGE_BUDGETS if entry["scale"] == "large" else quality.BUDGETS)[entry["task"]]
-        spec = quality.BACKBONES[entry["backbone"]]
+        budget = (protocol.LARGE_BUDGETS if entry["scale"] == "large" else protocol.BUDGETS)[entry["task"]]
+        spec = protocol.BACKBONES[entry["backbone"]]
         head = (
             f"| {budget.label} | {SCALES[entry['scale']]} | {spec.params_millions:g} M ({entry['backbone']}) | "
-            f"{quality.METHOD_LABELS[entry['method']]} |"
+            f"{protocol.METHOD_LABELS[entry['method']]} |"
         )
         found = entry["found"]
         if found is None:
@@ -217,7 +221,7 @@ def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
                ("mpnet", "finetune"): "C2", ("mpnet", "ptuning-v2"): "C3"}  # fmt: skip
     for axis, (scale, task) in zip(axes.flat, panels, strict=False):
         pending = []
-        budget = (quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS)[task]
+        budget = (protocol.LARGE_BUDGETS if scale == "large" else protocol.BUDGETS)[task]
         for entry in (e for e in entries if (e["scale"], e["task"]) == (scale, task)):
             label = f"{entry['backbone']} {'FT' if entry['method'] == 'finetune' else 'PT-2'}"
             if not entry["curve"]:
@@ -273,7 +277,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--results-root", type=Path, default=quality.RESULTS_DIR)
+    parser.add_argument("--results-root", type=Path, default=results.RESULTS_DIR)
     parser.add_argument("--figure", type=Path, default=FIGURE, help=f"PNG to write (default {FIGURE.name})")
     parser.add_argument("--update-doc", type=Path, help="write the table between the curves markers")
     args = parser.parse_args(argv)
@@ -289,5 +293,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(quality.REPO / "src"))
+    sys.path.insert(0, str(results.REPO / "src"))
     raise SystemExit(main())

@@ -36,22 +36,23 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-import quality
+import quality_protocol as protocol
+import quality_results as results
 
-TOKENS_FILE = quality.RESULTS_DIR / "token_counts.json"
+TOKENS_FILE = results.RESULTS_DIR / "token_counts.json"
 EVAL_COST = 1 / 3  # a scoring pass per token, relative to a training step per token
 CPU_CONCURRENT = 2  # runs at a time on the 2-core CPU (one thread each)
 DEFAULT_GPU_JOBS = 12
 
 
-def flops_ratio(backbone: quality.Backbone) -> float:
+def flops_ratio(backbone: protocol.Backbone) -> float:
     """Per-token matmul FLOPs of ``backbone`` over MiniLM's (layers x hidden^2)."""
-    minilm = quality.BACKBONES["minilm"]
+    minilm = protocol.BACKBONES["minilm"]
     return (backbone.num_layers * backbone.hidden_size**2) / (minilm.num_layers * minilm.hidden_size**2)
 
 
 # ------------------------------------------------------------------------------------------- tokens
-def measure_tokens(data_root: Path = quality.DATA_ROOT, path: Path = TOKENS_FILE) -> dict[str, Any]:
+def measure_tokens(data_root: Path = results.DATA_ROOT, path: Path = TOKENS_FILE) -> dict[str, Any]:
     """Real tokens per split for every budget (1x and large), with the MiniLM tokenizer; written to ``path``."""
     from transformers import AutoTokenizer
 
@@ -61,7 +62,7 @@ def measure_tokens(data_root: Path = quality.DATA_ROOT, path: Path = TOKENS_FILE
 
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_path("minilm"))
     counts: dict[str, Any] = {}
-    for scale, budgets in (("full", quality.BUDGETS), ("large", quality.LARGE_BUDGETS)):
+    for scale, budgets in (("full", protocol.BUDGETS), ("large", protocol.LARGE_BUDGETS)):
         for task, budget in budgets.items():
             config = TrainConfig(**budget.train_options(), data_dir=str(data_root / budget.data))
             (plan,) = plan_tasks(config)
@@ -105,7 +106,7 @@ def work(tokens: dict[str, Any], epochs: float) -> float:
 # ------------------------------------------------------------------------------------------- rates
 def minilm_records(scale: str) -> dict[str, list[dict[str, Any]]]:
     """MiniLM's runs per task under the current budgets of ``scale`` (full or large)."""
-    bench = quality.Bench(scale=scale)
+    bench = results.Bench(scale=scale)
     return {task: bench.records(task) for task in bench.budgets}
 
 
@@ -139,7 +140,7 @@ def gpu_seconds(scale: str) -> dict[tuple[str, str], float]:
     return {key: statistics.median(values) for key, values in found.items()}
 
 
-def measured_rates(bench: quality.Bench, tokens: dict[str, Any]) -> dict[tuple[str, str], float]:
+def measured_rates(bench: results.Bench, tokens: dict[str, Any]) -> dict[tuple[str, str], float]:
     """``bench``'s own CPU seconds per unit of work from its results files (step 5 of the module docstring):
     {(task, method): median over that task's runs, ("*", method): median over all the method's runs}."""
     found: dict[tuple[str, str], list[float]] = {}
@@ -172,7 +173,7 @@ def cpu_rate(
 
 
 # ------------------------------------------------------------------------------------------- plan
-def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
+def cell_estimates(bench: results.Bench) -> list[dict[str, Any]]:
     """Every cell of ``bench`` with its runs, estimated CPU and GPU seconds and where the CPU time came from
     (``time_from``, one of ``TIME_SOURCES``; see the module docstring)."""
     tokens = load_tokens()[bench.scale]
@@ -181,16 +182,16 @@ def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
     gpu = gpu_seconds(bench.scale)
     ratio = flops_ratio(bench.spec)
     rows = []
-    for cell in quality.all_cells(bench):
+    for cell in results.all_cells(bench):
         budget = bench.budgets[cell.task]
         if cell.phase == "sweep":
             settings = list(bench.sweeps[cell.method])
         elif cell.phase == "seeds":
-            settings = [{}] * len(quality.EXTRA_SEEDS)
+            settings = [{}] * len(protocol.EXTRA_SEEDS)
         else:
-            settings = quality.ablation_changes(quality.ablation_of(cell.phase), bench.spec.num_layers)
+            settings = protocol.ablation_changes(protocol.ablation_of(cell.phase), bench.spec.num_layers)
             if cell.phase.startswith("confirm-"):  # at most every change, with each extra seed
-                settings = [s for s in settings for _ in quality.EXTRA_SEEDS]
+                settings = [s for s in settings for _ in protocol.EXTRA_SEEDS]
         factors = [setting.get("epochs_factor", 1) for setting in settings]
         rate, time_from = cpu_rate(cell.task, cell.method, measured, rates, ratio)
         units = sum(work(tokens[cell.task], budget.epochs * f) for f in factors)
@@ -203,7 +204,7 @@ def cell_estimates(bench: quality.Bench) -> list[dict[str, Any]]:
                 "flops_cpu_seconds": rates[cell.method] * ratio * units,  # step 3's estimate, for comparison
                 "gpu_seconds": sum(per_gpu_run * f for f in factors),  # x1; x ratio is the upper bound
                 "time_from": time_from,
-                "status": quality.cell_status(bench, cell),
+                "status": results.cell_status(bench, cell),
             }
         )
     return rows
@@ -220,7 +221,7 @@ def calibration(rows: list[dict[str, Any]]) -> str:
     )
 
 
-def render_plan(bench: quality.Bench, gpu_jobs: int = 1) -> str:
+def render_plan(bench: results.Bench, gpu_jobs: int = 1) -> str:
     """The campaign for ``bench``: cells, estimates, totals, commands (Markdown)."""
     gpu_jobs = gpu_jobs if gpu_jobs > 1 else DEFAULT_GPU_JOBS
     rows = cell_estimates(bench)
@@ -306,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--measure-tokens", action="store_true", help=f"(re)write {TOKENS_FILE.name}")
-    parser.add_argument("--data-root", type=Path, default=quality.DATA_ROOT)
+    parser.add_argument("--data-root", type=Path, default=results.DATA_ROOT)
     args = parser.parse_args(argv)
     if args.measure_tokens:
         measure_tokens(args.data_root)
@@ -318,5 +319,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(quality.REPO / "src"))
+    sys.path.insert(0, str(results.REPO / "src"))
     raise SystemExit(main())

@@ -22,15 +22,17 @@ import textwrap
 from pathlib import Path
 from typing import Any
 
-import quality
 import quality_curves
+import quality_protocol as protocol
+import quality_results as results
+import quality_tables as tables
 from doc_tables import replace_between_markers
 
-FIGURE = quality.RESULTS_DIR / "scaling.png"
+FIGURE = results.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
 SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
 COMPARED = ("ptuning-v2", "finetune")
-SEEDS_PER_SIDE = 1 + len(quality.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
+SEEDS_PER_SIDE = 1 + len(protocol.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
 ANCHORS_FILE = Path(__file__).with_name("quality_anchors.json")
 ANCHOR_MODELS = ("BERT-large", "RoBERTa-large")
 ANCHOR_METHODS = ("finetune", "ptuning-v2")
@@ -70,24 +72,24 @@ def format_anchor(anchors: dict[tuple[str, str, str], dict[str, Any]], model: st
     return "–"
 
 
-def sweep_progress(bench: quality.Bench, task: str, method: str) -> tuple[int, int]:
+def sweep_progress(bench: results.Bench, task: str, method: str) -> tuple[int, int]:
     """(finished, total) runs of the method's seed-42 sweep at the bench's scale."""
-    runs = quality.sweep_runs(bench, task, method)
+    runs = results.sweep_runs(bench, task, method)
     return sum(r is not None for r in runs), len(runs)
 
 
-def side_scores(bench: quality.Bench, task: str, method: str) -> dict[str, Any]:
+def side_scores(bench: results.Bench, task: str, method: str) -> dict[str, Any]:
     """One side of the gap: its chosen setting's primary scores over the seeds that finished (``scores``, empty
     while the sweep is unfinished) and how far its sweep is (``sweep``: finished, total)."""
     metric = bench.budgets[task].metrics[0]
-    result = quality.method_result(bench, task, method)
+    result = results.method_result(bench, task, method)
     return {
         "scores": list(result["scores"][metric]) if result else [],
         "sweep": sweep_progress(bench, task, method),
     }
 
 
-def gap(bench: quality.Bench, task: str) -> dict[str, Any]:
+def gap(bench: results.Bench, task: str) -> dict[str, Any]:
     """P-tuning v2 − fine-tuning (primary metric, points) at each side's chosen setting.
 
     ``status`` says what the number may be read as: "pending" (a side's sweep is unfinished, so its chosen
@@ -128,7 +130,7 @@ def _range(scores: list[float]) -> tuple[float, float] | None:
 LONGER_TRAINING = "epochs_factor"  # a change that trains P-tuning v2 longer than fine-tuning was trained
 
 
-def best_measured(bench: quality.Bench, task: str, point: dict[str, Any]) -> dict[str, Any] | None:
+def best_measured(bench: results.Bench, task: str, point: dict[str, Any]) -> dict[str, Any] | None:
     """P-tuning v2's best setting measured like for like with fine-tuning: of the chosen setting and every
     ablation change that ran all three seeds (a confirmed change), the one with the highest mean dev score
     (never the reported split, which would pick the test set's favourite), leaving out the changes that
@@ -140,23 +142,23 @@ def best_measured(bench: quality.Bench, task: str, point: dict[str, Any]) -> dic
     if point["status"] != "complete":
         return None
     budget = bench.budgets[task]
-    chosen = quality.chosen_setting(bench, task, "ptuning-v2")
+    chosen = results.chosen_setting(bench, task, "ptuning-v2")
     theirs = point["scores"]["finetune"]
     candidates: list[tuple[str | None, dict[str, Any]]] = [(None, {})]
-    names = quality.ablations_for(task, quality.rendered_ablations(bench), bench.spec.ablation_tasks)
-    for name in (n for n in names if "ptuning-v2" in quality.ablation_methods(n)):
+    names = protocol.ablations_for(task, tables.rendered_ablations(bench), bench.spec.ablation_tasks)
+    for name in (n for n in names if "ptuning-v2" in protocol.ablation_methods(n)):
         candidates += [
             (name, change)
-            for change in quality.ablation_changes(name, bench.spec.num_layers)
+            for change in protocol.ablation_changes(name, bench.spec.num_layers)
             if LONGER_TRAINING not in change
         ]
     measured = []
     for name, change in candidates:
-        runs = quality.setting_runs(bench, task, "ptuning-v2", {**chosen, **change})
-        scores = [quality.primary(run, budget) if run else None for run in runs]
+        runs = results.setting_runs(bench, task, "ptuning-v2", {**chosen, **change})
+        scores = [results.primary(run, budget) if run else None for run in runs]
         if None in scores:
             continue
-        dev = statistics.mean(quality.dev_score(run, budget) for run in runs)
+        dev = statistics.mean(results.dev_score(run, budget) for run in runs)
         measured.append({"change": name, "changed": change, "dev": dev, "scores": scores})
     best = max(measured, key=lambda entry: entry["dev"])
     ours = best["scores"]
@@ -169,17 +171,17 @@ def best_measured(bench: quality.Bench, task: str, point: dict[str, Any]) -> dic
     }
 
 
-def bench_of(name: str, scale: str, results_root: Path = quality.RESULTS_DIR) -> quality.Bench:
-    spec = quality.BACKBONES[name]
-    return quality.Bench(
+def bench_of(name: str, scale: str, results_root: Path = results.RESULTS_DIR) -> results.Bench:
+    spec = protocol.BACKBONES[name]
+    return results.Bench(
         results_dir=results_root / spec.results_subdir, model=spec.model, scale=scale, backbone=name
     )
 
 
-def collect(results_root: Path = quality.RESULTS_DIR) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
+def collect(results_root: Path = results.RESULTS_DIR) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
     """{(backbone, scale): {task: gap}} for every backbone and budget scale (pending ones included)."""
     points = {}
-    for name in quality.BACKBONES:
+    for name in protocol.BACKBONES:
         for scale in SCALES:
             bench = bench_of(name, scale, results_root)
             points[(name, scale)] = {task: gap(bench, task) for task in tasks_of(scale)}
@@ -187,11 +189,11 @@ def collect(results_root: Path = quality.RESULTS_DIR) -> dict[tuple[str, str], d
 
 
 def collect_best(
-    points: dict[tuple[str, str], dict[str, dict[str, Any]]], results_root: Path = quality.RESULTS_DIR
+    points: dict[tuple[str, str], dict[str, dict[str, Any]]], results_root: Path = results.RESULTS_DIR
 ) -> dict[str, dict[str, dict[str, Any] | None]]:
     """{backbone: {task: best_measured}} at the 1x budget (the only one with ablations), beside ``points``."""
     best = {}
-    for name in quality.BACKBONES:
+    for name in protocol.BACKBONES:
         bench = bench_of(name, "full", results_root)
         best[name] = {
             task: best_measured(bench, task, points[(name, "full")][task]) for task in tasks_of("full")
@@ -200,8 +202,8 @@ def collect_best(
 
 
 def tasks_of(scale: str) -> list[str]:
-    budgets = quality.LARGE_BUDGETS if scale == "large" else quality.BUDGETS
-    return [t for t in quality.TASK_ORDER if t in budgets]
+    budgets = protocol.LARGE_BUDGETS if scale == "large" else protocol.BUDGETS
+    return [t for t in protocol.TASK_ORDER if t in budgets]
 
 
 def format_pending(point: dict[str, Any]) -> str:
@@ -250,8 +252,8 @@ def render_table(
     """The summary (gap per task, backbone and budget, and its change with size), the detail behind it (each
     side's mean and min–max over seeds), the gap at P-tuning v2's best measured setting (``best``, from
     ``collect_best``) and the authors' anchors (P-tuning v2 only: no gap)."""
-    small, large = quality.BACKBONES  # the two scale points, smaller first
-    names = {name: f"{spec.params_millions:g} M ({name})" for name, spec in quality.BACKBONES.items()}
+    small, large = protocol.BACKBONES  # the two scale points, smaller first
+    names = {name: f"{spec.params_millions:g} M ({name})" for name, spec in protocol.BACKBONES.items()}
     header = ["task"]
     for scale in SCALES:
         header += [f"{names[small]}, {SCALES[scale]}", f"{names[large]}, {SCALES[scale]}", "change"]
@@ -266,8 +268,8 @@ def render_table(
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for task in quality.TASK_ORDER:
-        row = [quality.BUDGETS[task].label]
+    for task in protocol.TASK_ORDER:
+        row = [protocol.BUDGETS[task].label]
         for scale in SCALES:
             if task not in points[(small, scale)]:
                 row += ["–", "–", "–"]
@@ -299,9 +301,9 @@ def render_best(
         "|---|---|---|---|---|---|---|---|",
     ]
     for task in tasks_of("full"):
-        for name, spec in quality.BACKBONES.items():
+        for name, spec in protocol.BACKBONES.items():
             point, found = points[(name, "full")][task], best[name][task]
-            label = f"{quality.BUDGETS[task].label} | {spec.params_millions:g} M ({name})"
+            label = f"{protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name})"
             if found is None:
                 lines.append(
                     f"| {label} | {format_gap(point)} | pending (both sides' seeds) | – | – | – | – |"
@@ -310,7 +312,7 @@ def render_best(
             change = (
                 "the chosen setting"
                 if found["change"] is None
-                else f"{found['change']}: {quality.format_setting(found['changed'])}"
+                else f"{found['change']}: {tables.format_setting(found['changed'])}"
             )
             low, high = min(found["scores"]), max(found["scores"])
             lines.append(
@@ -328,14 +330,14 @@ def render_detail(points: dict[tuple[str, str], dict[str, dict[str, Any]]]) -> l
         "| task | backbone | budget | P-tuning v2 | fine-tuning | seeds (PT-2/FT) |",
         "|---|---|---|---|---|---|",
     ]
-    for task in quality.TASK_ORDER:
+    for task in protocol.TASK_ORDER:
         for scale in SCALES:
-            for name, spec in quality.BACKBONES.items():
+            for name, spec in protocol.BACKBONES.items():
                 point = points[(name, scale)].get(task)
                 if point is None:
                     continue
                 lines.append(
-                    f"| {quality.BUDGETS[task].label} | {spec.params_millions:g} M ({name}) | {SCALES[scale]} | "
+                    f"| {protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name}) | {SCALES[scale]} | "
                     f"{format_side(point, 'ptuning-v2')} | {format_side(point, 'finetune')} | "
                     f"{'/'.join(map(str, point['seeds']))} |"
                 )
@@ -352,8 +354,10 @@ def render_anchors(anchors: dict[tuple[str, str, str], dict[str, Any]]) -> list[
         "| " + " | ".join(header) + " |",
         "|" + "---|" * len(header),
     ]
-    for task in quality.TASK_ORDER:
-        row = [quality.BUDGETS[task].label] + [format_anchor(anchors, model, task) for model in ANCHOR_MODELS]
+    for task in protocol.TASK_ORDER:
+        row = [protocol.BUDGETS[task].label] + [
+            format_anchor(anchors, model, task) for model in ANCHOR_MODELS
+        ]
         lines.append("| " + " | ".join(row) + " |")
     sources = sorted({anchor["source"] for anchor in anchors.values()})
     methods = {method for _, _, method in anchors}
@@ -384,14 +388,14 @@ def render_figure(
     from matplotlib import pyplot as plt
     from matplotlib.ticker import NullLocator
 
-    sizes = {name: spec.params_millions for name, spec in quality.BACKBONES.items()}
-    colours = {task: f"C{index}" for index, task in enumerate(quality.TASK_ORDER)}  # the same in every panel
+    sizes = {name: spec.params_millions for name, spec in protocol.BACKBONES.items()}
+    colours = {task: f"C{index}" for index, task in enumerate(protocol.TASK_ORDER)}  # the same in every panel
     figure, axes = plt.subplots(1, len(SCALES) + 1, figsize=(17, 5.4))
     for axis, scale in zip(axes, SCALES, strict=False):
         for task in tasks_of(scale):
             measured = [
                 (sizes[name], points[(name, scale)][task])
-                for name in quality.BACKBONES
+                for name in protocol.BACKBONES
                 if points[(name, scale)][task]["gap"] is not None
             ]
             if not measured:
@@ -403,11 +407,11 @@ def render_figure(
                 axis.errorbar(
                     [x], [point["gap"]], yerr=[point["spread"] or 0.0], marker="o", capsize=3,
                     color=colours[task], markerfacecolor=colours[task] if complete else "white",
-                    label=quality.BUDGETS[task].label if index == 0 else None,
+                    label=protocol.BUDGETS[task].label if index == 0 else None,
                 )  # fmt: skip
             found = [
                 (sizes[name], best[name][task]["gap"])
-                for name in quality.BACKBONES
+                for name in protocol.BACKBONES
                 if best and scale == "full" and best[name][task] is not None
             ]
             if found:
@@ -415,7 +419,7 @@ def render_figure(
                           color=colours[task], markerfacecolor="white")  # fmt: skip
         for name, size in sizes.items():
             pending = [
-                quality.BUDGETS[task].label
+                protocol.BUDGETS[task].label
                 for task in tasks_of(scale)
                 if points[(name, scale)][task]["status"] == "pending"
             ]
@@ -453,31 +457,31 @@ def render_figure(
 def render_anchor_panel(axis, points, anchors, colours) -> None:
     """P-tuning v2's absolute 1x score on our backbones (mean over its seeds so far, once its sweep is done),
     and the authors' P-tuning v2 scores (their protocol) on theirs, in order of size: what the anchors are, with no fine-tuning side invented."""
-    positions = list(quality.BACKBONES) + list(ANCHOR_MODELS)
-    for task in quality.TASK_ORDER:
+    positions = list(protocol.BACKBONES) + list(ANCHOR_MODELS)
+    for task in protocol.TASK_ORDER:
         ours = [
             (index, points[(name, "full")][task]["ptuning_v2"])
-            for index, name in enumerate(quality.BACKBONES)
+            for index, name in enumerate(protocol.BACKBONES)
             if points[(name, "full")][task]["ptuning_v2"] is not None
         ]
         theirs = [
-            (len(quality.BACKBONES) + index, anchors[(model, task, "ptuning-v2")]["value"])
+            (len(protocol.BACKBONES) + index, anchors[(model, task, "ptuning-v2")]["value"])
             for index, model in enumerate(ANCHOR_MODELS)
             if (model, task, "ptuning-v2") in anchors
         ]
         if ours:
             axis.plot(
-                *zip(*ours, strict=True), marker="o", color=colours[task], label=quality.BUDGETS[task].label
+                *zip(*ours, strict=True), marker="o", color=colours[task], label=protocol.BUDGETS[task].label
             )
         if theirs:
             axis.plot(*zip(*theirs, strict=True), marker="*", markersize=10, linestyle="none",
                       markerfacecolor="white", color=colours[task])  # fmt: skip
     axis.set_xticks(range(len(positions)))
     axis.set_xticklabels(
-        [f"{quality.BACKBONES[n].params_millions:g} M\n{n}" for n in quality.BACKBONES]
+        [f"{protocol.BACKBONES[n].params_millions:g} M\n{n}" for n in protocol.BACKBONES]
         + [f"{model}\n(authors)" for model in ANCHOR_MODELS]
     )
-    axis.axvline(len(quality.BACKBONES) - 0.5, color="grey", linewidth=0.8)
+    axis.axvline(len(protocol.BACKBONES) - 0.5, color="grey", linewidth=0.8)
     axis.set_title("P-tuning v2 score: ours (1x budget) | authors' protocol (stars)")
     axis.set_ylabel("P-tuning v2, primary metric (%)")
     if axis.get_legend_handles_labels()[0]:
@@ -488,7 +492,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--results-root", type=Path, default=quality.RESULTS_DIR)
+    parser.add_argument("--results-root", type=Path, default=results.RESULTS_DIR)
     parser.add_argument("--figure", type=Path, default=FIGURE, help=f"PNG to write (default {FIGURE.name})")
     parser.add_argument(
         "--curves-figure",
@@ -519,5 +523,5 @@ def main(argv: list[str] | None = None) -> int:
 if __name__ == "__main__":
     import sys
 
-    sys.path.insert(0, str(quality.REPO / "src"))
+    sys.path.insert(0, str(results.REPO / "src"))
     raise SystemExit(main())

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
 from tiny_models import save_tiny_bert
+
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+if str(BENCHMARKS) not in sys.path:  # the benchmark scripts are a folder of sibling modules, not a package
+    sys.path.insert(0, str(BENCHMARKS))
 
 
 @pytest.fixture(scope="module")

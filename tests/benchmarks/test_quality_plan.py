@@ -6,13 +6,17 @@ from __future__ import annotations
 import json
 
 import pytest
+import quality
+import quality_protocol
+import quality_results
+import quality_tables
 from test_smoke import load_benchmark
 
 SWEEP_SECONDS = 900.0  # one synthetic MPNet SST-2 P-tuning v2 run on the CPU
 
 
-def write_records(quality, bench, task: str, runs: list[dict]) -> None:
-    """Append results lines shaped like quality.run_one's, with only the fields the readers use."""
+def write_records(bench, task: str, runs: list[dict]) -> None:
+    """Append results lines shaped like quality_runner.run_one's, with only the fields the readers use."""
     budget_id = bench.budget_id(task)
     with bench.results_file(task).open("a") as file:
         for run in runs:
@@ -20,7 +24,7 @@ def write_records(quality, bench, task: str, runs: list[dict]) -> None:
                 "task": task,
                 "method": run["method"],
                 "setting": run["setting"],
-                "seed": run.get("seed", quality.SWEEP_SEED),
+                "seed": run.get("seed", quality_protocol.SWEEP_SEED),
                 "backbone": bench.backbone,
                 "budget": {"epochs": bench.budgets[task].epochs},
                 "dev": {bench.budgets[task].metrics[0]: run["dev"]},
@@ -31,7 +35,9 @@ def write_records(quality, bench, task: str, runs: list[dict]) -> None:
                 "device": run.get("device", "cpu"),
                 "threads": run.get("threads", 1),
                 "budget_id": budget_id,
-                "key": quality.run_key(task, run["method"], run["setting"], run.get("seed", 42), budget_id),
+                "key": quality_results.run_key(
+                    task, run["method"], run["setting"], run.get("seed", 42), budget_id
+                ),
             }
             file.write(json.dumps(record) + "\n")
 
@@ -41,33 +47,32 @@ def partial_mpnet(tmp_path):
     """An MPNet results folder where only SST-2's P-tuning v2 sweep is done (four CPU runs of 900 s, dev
     accuracy 0.78/0.80/0.79/0.77), one fine-tuning sweep run ran on a GPU, one prompt-tuning run on two CPU
     threads, and nothing else has run."""
-    quality = load_benchmark("quality")
     results = tmp_path / "mpnet"
     results.mkdir()
-    bench = quality.Bench(results_dir=results, model="mpnet", backbone="mpnet")
-    sweep = quality.SWEEPS["ptuning-v2"]
+    bench = quality_results.Bench(results_dir=results, model="mpnet", backbone="mpnet")
+    sweep = quality_protocol.SWEEPS["ptuning-v2"]
     runs = [
         {"method": "ptuning-v2", "setting": s, "dev": d}
         for s, d in zip(sweep, (0.78, 0.80, 0.79, 0.77), strict=True)
     ]
     gpu_run = {
         "method": "finetune",
-        "setting": quality.SWEEPS["finetune"][0],
+        "setting": quality_protocol.SWEEPS["finetune"][0],
         "dev": 0.85,
         "device": "NVIDIA H200",
     }
     two_threads = {
         "method": "prompt-tuning",
-        "setting": quality.SWEEPS["prompt-tuning"][0],
+        "setting": quality_protocol.SWEEPS["prompt-tuning"][0],
         "dev": 0.7,
         "threads": 2,
     }
-    write_records(quality, bench, "sst2", [*runs, {**gpu_run, "wall_seconds": 10.0}, two_threads])
-    return quality, bench
+    write_records(bench, "sst2", [*runs, {**gpu_run, "wall_seconds": 10.0}, two_threads])
+    return bench
 
 
 def test_plan_takes_measured_cpu_time_and_falls_back_to_the_flop_estimate(partial_mpnet, capsys):
-    quality, bench = partial_mpnet
+    bench = partial_mpnet
     plan = load_benchmark("quality_plan")
     rows = {r["cell"]: r for r in plan.cell_estimates(bench)}
 
@@ -78,7 +83,7 @@ def test_plan_takes_measured_cpu_time_and_falls_back_to_the_flop_estimate(partia
     assert double["time_from"] == "measured" and double["cpu_seconds"] == pytest.approx(2 * SWEEP_SECONDS)
 
     tokens = plan.load_tokens()["full"]  # another task: the method's measured rate x that task's work
-    rate = SWEEP_SECONDS / plan.work(tokens["sst2"], quality.BUDGETS["sst2"].epochs)
+    rate = SWEEP_SECONDS / plan.work(tokens["sst2"], quality_protocol.BUDGETS["sst2"].epochs)
     conll = rows["conll2004:ptuning-v2:sweep"]
     assert conll["time_from"] == "measured, other tasks"
     assert conll["cpu_seconds"] == pytest.approx(4 * rate * plan.work(tokens["conll2004"], 5))
@@ -100,7 +105,7 @@ def test_plan_takes_measured_cpu_time_and_falls_back_to_the_flop_estimate(partia
 
 
 def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_mpnet, tmp_path, capsys):
-    quality, bench = partial_mpnet
+    bench = partial_mpnet
     capsys.readouterr()
     assert quality.main(["--backbone", "mpnet", "--results-dir", str(bench.results_dir), "--table"]) == 0
     tables = capsys.readouterr().out
@@ -154,29 +159,31 @@ def test_an_ablation_change_that_beats_the_chosen_setting_gets_seeds_43_44_and_r
     partial_mpnet,
 ):
     """confirm-NAME: only the changes whose seed-42 run beat the chosen setting's, once every change ran."""
-    quality, bench = partial_mpnet
-    chosen = quality.SWEEPS["ptuning-v2"][1]  # the sweep's best: dev 0.80
-    confirm = quality.Cell.parse("sst2:ptuning-v2:confirm-prefix-length")
-    assert confirm in quality.all_cells(bench)
-    assert not any(c.phase.startswith("confirm-") for c in quality.all_cells(quality.Bench()))  # MiniLM
+    bench = partial_mpnet
+    chosen = quality_protocol.SWEEPS["ptuning-v2"][1]  # the sweep's best: dev 0.80
+    confirm = quality_protocol.Cell.parse("sst2:ptuning-v2:confirm-prefix-length")
+    assert confirm in quality_results.all_cells(bench)
+    assert not any(
+        c.phase.startswith("confirm-") for c in quality_results.all_cells(quality_results.Bench())
+    )  # MiniLM
     with pytest.raises(ValueError, match="confirm-NAME"):
-        quality.Cell.parse("sst2:finetune:confirm-pooling")
+        quality_protocol.Cell.parse("sst2:finetune:confirm-pooling")
     short, long = ({**chosen, "prefix_length": p} for p in (4, 64))
-    write_records(quality, bench, "sst2", [{"method": "ptuning-v2", "setting": short, "dev": 0.90}])
-    assert quality.cell_status(bench, confirm) == "waiting for its ablation"  # P 64 has not run
-    write_records(quality, bench, "sst2", [{"method": "ptuning-v2", "setting": long, "dev": 0.70}])
-    assert quality.cell_runs(bench, confirm) == [(short, 43), (short, 44)]  # P 4 won, P 64 lost
-    assert quality.cell_status(bench, confirm) == "0/2 runs"
-    rows = [line for line in quality.render_ablations(bench) if "prefix-length" in line]
+    write_records(bench, "sst2", [{"method": "ptuning-v2", "setting": short, "dev": 0.90}])
+    assert quality_results.cell_status(bench, confirm) == "waiting for its ablation"  # P 64 has not run
+    write_records(bench, "sst2", [{"method": "ptuning-v2", "setting": long, "dev": 0.70}])
+    assert quality_results.cell_runs(bench, confirm) == [(short, 43), (short, 44)]  # P 4 won, P 64 lost
+    assert quality_results.cell_status(bench, confirm) == "0/2 runs"
+    rows = [line for line in quality_tables.render_ablations(bench) if "prefix-length" in line]
     assert rows[0].startswith("| SST-2 | prefix-length: P 4 | 80.0 | 90.0 | +10.0 |")
     seeds = [
         {"method": "ptuning-v2", "setting": setting, "seed": seed, "dev": dev}
         for setting, devs in ((short, (0.88, 0.89)), (chosen, (0.78, 0.79)))
-        for seed, dev in zip(quality.EXTRA_SEEDS, devs, strict=True)
+        for seed, dev in zip(quality_protocol.EXTRA_SEEDS, devs, strict=True)
     ]
-    write_records(quality, bench, "sst2", seeds)
-    assert quality.cell_status(bench, confirm) == "done"
-    rows = [line for line in quality.render_ablations(bench) if "prefix-length" in line]
+    write_records(bench, "sst2", seeds)
+    assert quality_results.cell_status(bench, confirm) == "done"
+    rows = [line for line in quality_tables.render_ablations(bench) if "prefix-length" in line]
     assert rows[0].startswith(
         "| SST-2 | prefix-length: P 4 | 80.0 (seeds 42-44: 79.0 ± 1.0) | 90.0 (seeds 42-44: 89.0 ± 1.0) |"
     )
@@ -185,8 +192,8 @@ def test_an_ablation_change_that_beats_the_chosen_setting_gets_seeds_43_44_and_r
 
 def test_confirmed_changes_are_picked_on_dev_not_on_the_reported_test_score(partial_mpnet):
     """CoNLL-2004 reports test F1: a change ahead on test but behind on dev is not what the sweep would pick."""
-    quality, bench = partial_mpnet
-    sweep = quality.SWEEPS["ptuning-v2"]
+    bench = partial_mpnet
+    sweep = quality_protocol.SWEEPS["ptuning-v2"]
     scores = [(0.70, 0.71), (0.75, 0.74), (0.60, 0.61), (0.10, 0.11)]  # (dev, test): the second is chosen
     runs = [
         {"method": "ptuning-v2", "setting": s, "dev": d, "test": t}
@@ -198,7 +205,7 @@ def test_confirmed_changes_are_picked_on_dev_not_on_the_reported_test_score(part
         {"method": "ptuning-v2", "setting": short, "dev": 0.74, "test": 0.80},  # behind on dev, ahead on test
         {"method": "ptuning-v2", "setting": long, "dev": 0.76, "test": 0.70},  # ahead on dev
     ]
-    write_records(quality, bench, "conll2004", runs)
+    write_records(bench, "conll2004", runs)
     assert bench.budgets["conll2004"].report_split == "test"
-    confirm = quality.Cell.parse("conll2004:ptuning-v2:confirm-prefix-length")
-    assert quality.cell_runs(bench, confirm) == [(long, 43), (long, 44)]
+    confirm = quality_protocol.Cell.parse("conll2004:ptuning-v2:confirm-prefix-length")
+    assert quality_results.cell_runs(bench, confirm) == [(long, 43), (long, 44)]

@@ -8,13 +8,15 @@ import json
 from pathlib import Path
 
 import pytest
+import quality_protocol
+import quality_results
 from test_smoke import load_benchmark
 
 PNG = b"\x89PNG\r\n\x1a\n"
 
 
-def write_runs(quality, bench, task: str, method: str, runs: list[dict]) -> None:
-    """Append results lines shaped like quality.run_one's (the fields the readers use). Each run: ``setting``,
+def write_runs(bench, task: str, method: str, runs: list[dict]) -> None:
+    """Append results lines shaped like quality_runner.run_one's (the fields the readers use). Each run: ``setting``,
     ``seed`` (42 unless given), ``score`` (the primary metric as the task stores it) and ``curve`` (dev
     after each epoch, same scale)."""
     budget = bench.budgets[task]
@@ -22,7 +24,7 @@ def write_runs(quality, bench, task: str, method: str, runs: list[dict]) -> None
     budget_id = bench.budget_id(task)
     with bench.results_file(task).open("a") as file:
         for run in runs:
-            seed = run.get("seed", quality.SWEEP_SEED)
+            seed = run.get("seed", quality_protocol.SWEEP_SEED)
             scores = {metric: run["score"]}
             record = {
                 "task": task,
@@ -38,16 +40,16 @@ def write_runs(quality, bench, task: str, method: str, runs: list[dict]) -> None
                 ],
                 "trainable_params": 1,
                 "trainable_percent": 1.0,
-                "phase": "sweep" if seed == quality.SWEEP_SEED else "seeds",
+                "phase": "sweep" if seed == quality_protocol.SWEEP_SEED else "seeds",
                 "budget_id": budget_id,
-                "key": quality.run_key(task, method, run["setting"], seed, budget_id),
+                "key": quality_results.run_key(task, method, run["setting"], seed, budget_id),
             }
             file.write(json.dumps(record) + "\n")
 
 
-def sweep(quality, method: str, scores: list[float], curves: list[list[float]] | None = None) -> list[dict]:
+def sweep(method: str, scores: list[float], curves: list[list[float]] | None = None) -> list[dict]:
     """The method's seed-42 sweep runs with these scores (the first ``len(scores)`` settings)."""
-    settings = quality.SWEEPS[method][: len(scores)]
+    settings = quality_protocol.SWEEPS[method][: len(scores)]
     curves = curves or [[score] * 3 for score in scores]
     return [
         {"setting": setting, "score": score, "curve": curve}
@@ -56,61 +58,53 @@ def sweep(quality, method: str, scores: list[float], curves: list[list[float]] |
 
 
 @pytest.fixture
-def results_root(tmp_path) -> tuple[object, Path]:
+def results_root(tmp_path) -> Path:
     """MiniLM (the root): SST-2 complete, FT 86/85/87 and PT-2 80/78/82 at their chosen settings (so a gap of
     -6.0, spread sqrt(1 + 4)), and PT-2's epochs x2 ablation at 84. MPNet: SST-2 partial, FT 93/91/92 and PT-2 88 (one seed: gap -4.0);
     CoNLL-2004 half-swept (P-tuning v2 2 of 4 settings, fine-tuning none); RTE one-sided (P-tuning v2's sweep
     done, best 60, fine-tuning none). Nothing else has run."""
-    quality = load_benchmark("quality")
     (tmp_path / "mpnet").mkdir()
-    minilm = quality.Bench(results_dir=tmp_path, model="minilm", backbone="minilm")
-    mpnet = quality.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
-    ft_chosen, pt2_chosen = quality.SWEEPS["finetune"][2], quality.SWEEPS["ptuning-v2"][2]
+    minilm = quality_results.Bench(results_dir=tmp_path, model="minilm", backbone="minilm")
+    mpnet = quality_results.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    ft_chosen, pt2_chosen = quality_protocol.SWEEPS["finetune"][2], quality_protocol.SWEEPS["ptuning-v2"][2]
 
     ft_curves = [[0.8] * 3, [0.84] * 3, [0.80, 0.85, 0.86], [0.83] * 3]
-    write_runs(
-        quality, minilm, "sst2", "finetune", sweep(quality, "finetune", [0.80, 0.84, 0.86, 0.83], ft_curves)
-    )
-    write_runs(quality, minilm, "sst2", "finetune", [
+    write_runs(minilm, "sst2", "finetune", sweep("finetune", [0.80, 0.84, 0.86, 0.83], ft_curves))
+    write_runs(minilm, "sst2", "finetune", [
         {"setting": ft_chosen, "seed": 43, "score": 0.85, "curve": [0.79, 0.84, 0.85]},
         {"setting": ft_chosen, "seed": 44, "score": 0.87, "curve": [0.81, 0.86, 0.87]},
     ])  # fmt: skip
     pt2_curves = [[0.7, 0.7, 0.7], [0.7, 0.7, 0.7], [0.74, 0.80, 0.80], [0.7, 0.7, 0.7]]
     write_runs(
-        quality,
         minilm,
         "sst2",
         "ptuning-v2",
-        sweep(quality, "ptuning-v2", [0.70, 0.75, 0.80, 0.72], pt2_curves),
+        sweep("ptuning-v2", [0.70, 0.75, 0.80, 0.72], pt2_curves),
     )
-    write_runs(quality, minilm, "sst2", "ptuning-v2", [
+    write_runs(minilm, "sst2", "ptuning-v2", [
         {"setting": pt2_chosen, "seed": 43, "score": 0.78, "curve": [0.72, 0.78, 0.78]},
         {"setting": pt2_chosen, "seed": 44, "score": 0.82, "curve": [0.76, 0.82, 0.82]},
     ])  # fmt: skip
 
     longer = {**pt2_chosen, "epochs_factor": 2}  # the epochs x2 ablation; x4 has not run
-    write_runs(quality, minilm, "sst2", "ptuning-v2", [
+    write_runs(minilm, "sst2", "ptuning-v2", [
         {"setting": longer, "score": 0.84, "curve": [0.74, 0.80, 0.82, 0.84, 0.84, 0.84]},
     ])  # fmt: skip
 
-    write_runs(quality, mpnet, "sst2", "finetune", sweep(quality, "finetune", [0.90, 0.93, 0.89, 0.88]))
-    write_runs(quality, mpnet, "sst2", "finetune", [
-        {"setting": quality.SWEEPS["finetune"][1], "seed": 43, "score": 0.91, "curve": [0.9, 0.91, 0.91]},
-        {"setting": quality.SWEEPS["finetune"][1], "seed": 44, "score": 0.92, "curve": [0.9, 0.92, 0.92]},
+    write_runs(mpnet, "sst2", "finetune", sweep("finetune", [0.90, 0.93, 0.89, 0.88]))
+    write_runs(mpnet, "sst2", "finetune", [
+        {"setting": quality_protocol.SWEEPS["finetune"][1], "seed": 43, "score": 0.91, "curve": [0.9, 0.91, 0.91]},
+        {"setting": quality_protocol.SWEEPS["finetune"][1], "seed": 44, "score": 0.92, "curve": [0.9, 0.92, 0.92]},
     ])  # fmt: skip
-    write_runs(quality, mpnet, "sst2", "ptuning-v2", sweep(quality, "ptuning-v2", [0.87, 0.88, 0.51, 0.50]))
-    write_runs(
-        quality, mpnet, "superglue-rte", "ptuning-v2", sweep(quality, "ptuning-v2", [0.55, 0.60, 0.52, 0.50])
-    )
+    write_runs(mpnet, "sst2", "ptuning-v2", sweep("ptuning-v2", [0.87, 0.88, 0.51, 0.50]))
+    write_runs(mpnet, "superglue-rte", "ptuning-v2", sweep("ptuning-v2", [0.55, 0.60, 0.52, 0.50]))
     conll_curves = [[0.5, 0.6, 0.7, 0.72, 0.71], [0.4, 0.5, 0.5, 0.5, 0.5]]
-    write_runs(
-        quality, mpnet, "conll2004", "ptuning-v2", sweep(quality, "ptuning-v2", [0.71, 0.5], conll_curves)
-    )
-    return quality, tmp_path
+    write_runs(mpnet, "conll2004", "ptuning-v2", sweep("ptuning-v2", [0.71, 0.5], conll_curves))
+    return tmp_path
 
 
 def test_gap_is_the_difference_of_seed_means_with_spread_only_when_both_sides_have_three_seeds(results_root):
-    quality, root = results_root
+    root = results_root
     scaling = load_benchmark("quality_scaling")
     points = scaling.collect(root)
 
@@ -133,7 +127,7 @@ def test_gap_is_the_difference_of_seed_means_with_spread_only_when_both_sides_ha
 
 
 def test_table_marks_partial_and_pending_cells_and_drops_none(results_root):
-    quality, root = results_root
+    root = results_root
     scaling = load_benchmark("quality_scaling")
     table = scaling.render_table(scaling.collect(root), scaling.load_anchors())
 
@@ -149,7 +143,9 @@ def test_table_marks_partial_and_pending_cells_and_drops_none(results_root):
         "| COPA | pending (sweeps: PT-2 0/4, FT 0/4) | pending (sweeps: PT-2 0/4, FT 0/4) | pending | – | – | – |"
         in table
     )
-    for budget in quality.BUDGETS.values():  # every task has its summary row, its anchors row and detail rows
+    for (
+        budget
+    ) in quality_protocol.BUDGETS.values():  # every task has its summary row, its anchors row and detail rows
         assert table.count(f"| {budget.label} |") >= 4, budget.label
     assert "| SST-2 | 22.6 M (minilm) | 1x budget | 80.0 (78.0–82.0) | 86.0 (85.0–87.0) | 3/3 |" in table
     assert "| SST-2 | 109.5 M (mpnet) | 1x budget | 88.0 | 92.0 (91.0–93.0) | 1/3 |" in table
@@ -179,7 +175,7 @@ def test_curve_verdicts_tell_rising_from_flat_and_peaked():
 
 
 def test_curves_average_the_chosen_setting_over_seeds_and_mark_provisional_settings(results_root):
-    quality, root = results_root
+    root = results_root
     curves = load_benchmark("quality_curves")
     entries = {(e["scale"], e["task"], e["backbone"], e["method"]): e for e in curves.collect(root)}
 
@@ -208,11 +204,13 @@ def test_curves_average_the_chosen_setting_over_seeds_and_mark_provisional_setti
         in table
     )
     rows = [line for line in table.splitlines() if line.startswith("| ") and "---" not in line][1:]
-    assert len(rows) == 2 * 2 * (len(quality.BUDGETS) + len(quality.LARGE_BUDGETS))  # none dropped
+    assert len(rows) == 2 * 2 * (
+        len(quality_protocol.BUDGETS) + len(quality_protocol.LARGE_BUDGETS)
+    )  # none dropped
 
 
 def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp_path):
-    _, root = results_root
+    root = results_root
     scaling = load_benchmark("quality_scaling")
     doc = tmp_path / "RESULTS.md"
     doc.write_text(
@@ -234,28 +232,27 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
     """MPNet SST-2: fine-tuning 92/91/93; P-tuning v2's chosen setting 88/86/87; warmup (three seeds) 89/90/91;
     mean pooling better still but at one seed only; epochs x2 best of all over three seeds but trains longer
     than fine-tuning. The best like-for-like setting is warmup: gap 90 − 92 = −2.0, moved +3.0 from −5.0."""
-    quality = load_benchmark("quality")
     scaling = load_benchmark("quality_scaling")
     (tmp_path / "mpnet").mkdir()
-    mpnet = quality.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
-    ft_chosen, pt2_chosen = quality.SWEEPS["finetune"][1], quality.SWEEPS["ptuning-v2"][1]
-    write_runs(quality, mpnet, "sst2", "finetune", sweep(quality, "finetune", [0.80, 0.92, 0.81, 0.79]))
-    write_runs(quality, mpnet, "sst2", "finetune", [
+    mpnet = quality_results.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    ft_chosen, pt2_chosen = quality_protocol.SWEEPS["finetune"][1], quality_protocol.SWEEPS["ptuning-v2"][1]
+    write_runs(mpnet, "sst2", "finetune", sweep("finetune", [0.80, 0.92, 0.81, 0.79]))
+    write_runs(mpnet, "sst2", "finetune", [
         {"setting": ft_chosen, "seed": 43, "score": 0.91, "curve": [0.91]},
         {"setting": ft_chosen, "seed": 44, "score": 0.93, "curve": [0.93]},
     ])  # fmt: skip
-    write_runs(quality, mpnet, "sst2", "ptuning-v2", sweep(quality, "ptuning-v2", [0.80, 0.88, 0.70, 0.60]))
+    write_runs(mpnet, "sst2", "ptuning-v2", sweep("ptuning-v2", [0.80, 0.88, 0.70, 0.60]))
 
     def three_seeds(setting, scores):
         return [
             {"setting": setting, "seed": seed, "score": score, "curve": [score]}
-            for seed, score in zip(quality.ALL_SEEDS, scores, strict=True)
+            for seed, score in zip(quality_protocol.ALL_SEEDS, scores, strict=True)
         ]
 
-    write_runs(quality, mpnet, "sst2", "ptuning-v2", three_seeds(pt2_chosen, [0.88, 0.86, 0.87])[1:])
+    write_runs(mpnet, "sst2", "ptuning-v2", three_seeds(pt2_chosen, [0.88, 0.86, 0.87])[1:])
     alone = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))  # only the chosen setting so far
     assert alone["change"] is None and alone["candidates"] == 1 and alone["gap"] == pytest.approx(-5.0)
-    write_runs(quality, mpnet, "sst2", "ptuning-v2", [
+    write_runs(mpnet, "sst2", "ptuning-v2", [
         *three_seeds({**pt2_chosen, "warmup_ratio": 0.1}, [0.89, 0.90, 0.91]),
         *three_seeds({**pt2_chosen, "epochs_factor": 2}, [0.95, 0.95, 0.95]),
         {"setting": {**pt2_chosen, "pooling": "mean"}, "score": 0.99, "curve": [0.99]},
@@ -268,13 +265,13 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
     assert best["scores"] == pytest.approx([89.0, 90.0, 91.0])
     assert best["gap"] == pytest.approx(-2.0)
     assert best["spread"] == pytest.approx(2**0.5)  # sample variances 1 and 1
-    points = {(name, scale): {} for name in quality.BACKBONES for scale in scaling.SCALES}
+    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in scaling.SCALES}
     points[("mpnet", "full")]["sst2"] = scaling.gap(mpnet, "sst2")
     rows = scaling.render_best(
         {key: {t: points[key].get(t, {"status": "pending", "sweeps": {}}) for t in scaling.tasks_of("full")}
          for key in points},
         {name: {t: best if (name, t) == ("mpnet", "sst2") else None for t in scaling.tasks_of("full")}
-         for name in quality.BACKBONES},
+         for name in quality_protocol.BACKBONES},
     )  # fmt: skip
     assert (
         "| SST-2 | 109.5 M (mpnet) | -5.0 ± 1.4 | warmup: warmup 0.1 | 2 | 90.0 (89.0–91.0) | -2.0 ± 1.4 | +3.0 |"
@@ -283,7 +280,7 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
 
 
 def test_best_measured_waits_for_both_sides_seeds(results_root):
-    quality, root = results_root
+    root = results_root
     scaling = load_benchmark("quality_scaling")
     best = scaling.collect_best(scaling.collect(root), root)
     assert best["mpnet"]["sst2"] is None  # P-tuning v2 has one seed there

@@ -10,6 +10,11 @@ import sys
 from pathlib import Path
 
 import pytest
+import quality
+import quality_protocol
+import quality_results
+import quality_runner
+import quality_tables
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -26,9 +31,8 @@ def load_benchmark(name: str):
 
 
 def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, monkeypatch, capsys):
-    quality = load_benchmark("quality")
-    monkeypatch.setitem(quality.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
-    monkeypatch.setattr(quality, "EXTRA_SEEDS", (43,))
+    monkeypatch.setitem(quality_protocol.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
+    monkeypatch.setattr(quality_results, "EXTRA_SEEDS", (43,))  # where cell_runs reads it
     results = tmp_path / "results"
     common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
     common += ["--model", tiny_model]
@@ -53,16 +57,15 @@ def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, mo
 def test_quality_run_all_runs_jobs_in_parallel_and_waits_for_sweeps(
     tiny_model, data_root, tmp_path, monkeypatch
 ):
-    quality = load_benchmark("quality")
     # run_all starts each run as a subprocess of this script, which reads the real SWEEPS: restrict by task
     # and method through the results instead, and check what the subprocesses appended.
     results = tmp_path / "results"
     common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
     common += ["--model", tiny_model]
     monkeypatch.setattr(
-        quality,
+        quality_runner,
         "all_cells",
-        lambda bench: [quality.Cell("sst2", "linear-probe", p) for p in ("sweep", "seeds")],
+        lambda bench: [quality_protocol.Cell("sst2", "linear-probe", p) for p in ("sweep", "seeds")],
     )
 
     assert quality.main([*common, "--run-all", "--jobs", "2"]) == 0
@@ -70,44 +73,50 @@ def test_quality_run_all_runs_jobs_in_parallel_and_waits_for_sweeps(
     records = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
     sweep = [r for r in records if r["phase"] == "sweep"]
     seeds = [r for r in records if r["phase"] == "seeds"]
-    assert len(sweep) == len(quality.SWEEPS["linear-probe"]) and len(seeds) == len(quality.EXTRA_SEEDS)
+    assert len(sweep) == len(quality_protocol.SWEEPS["linear-probe"]) and len(seeds) == len(
+        quality_protocol.EXTRA_SEEDS
+    )
     assert max(r["finished_at"] for r in sweep) <= min(r["finished_at"] for r in seeds)
     assert all(r["device"] == "cpu" for r in records)
-    assert quality.pending_runs(quality.Bench(results, data_root, tiny_model, "smoke"), None) == []
+    assert (
+        quality_runner.pending_runs(quality_results.Bench(results, data_root, tiny_model, "smoke"), None)
+        == []
+    )
 
 
 def test_quality_rejects_a_malformed_cell():
-    quality = load_benchmark("quality")
     with pytest.raises(ValueError, match="task:method:phase"):
-        quality.Cell.parse("sst2:ptuning-v2")
+        quality_protocol.Cell.parse("sst2:ptuning-v2")
     with pytest.raises(ValueError, match="unknown method"):
-        quality.Cell.parse("sst2:adapters:sweep")
+        quality_protocol.Cell.parse("sst2:adapters:sweep")
     with pytest.raises(ValueError, match="unknown ablation"):
-        quality.Cell.parse("sst2:ptuning-v2:ablation-more-layers")
+        quality_protocol.Cell.parse("sst2:ptuning-v2:ablation-more-layers")
 
 
 def test_ablations_that_set_the_pooling_apply_to_pooled_heads_only():
-    quality = load_benchmark("quality")
-    names = quality.SCALING_ABLATIONS
+    names = quality_protocol.SCALING_ABLATIONS
     pooled = {"pooling", "pooling-warmup", "pooler-no-dropout"}
-    assert set(quality.ablations_for("sst2", names)) >= pooled
-    assert not pooled & set(quality.ablations_for("conll2004", names))
-    assert {"long-prefix", "warmup", "top-layers-warmup"} <= set(quality.ablations_for("conll2004", names))
-    assert quality.ablation_changes("pooler-no-dropout", 6) == [{"pooling": "pooler", "prefix_dropout": 0.0}]
+    assert set(quality_protocol.ablations_for("sst2", names)) >= pooled
+    assert not pooled & set(quality_protocol.ablations_for("conll2004", names))
+    assert {"long-prefix", "warmup", "top-layers-warmup"} <= set(
+        quality_protocol.ablations_for("conll2004", names)
+    )
+    assert quality_protocol.ablation_changes("pooler-no-dropout", 6) == [
+        {"pooling": "pooler", "prefix_dropout": 0.0}
+    ]
 
 
 def test_quality_large_scale_has_its_own_budgets_cells_and_doc_section(tmp_path, capsys):
-    quality = load_benchmark("quality")
-    large = quality.Bench(tmp_path, tmp_path, "minilm", "large")
-    full = quality.Bench(tmp_path, tmp_path, "minilm", "full")
-    cells = quality.all_cells(large)
-    assert {c.task for c in cells} == set(quality.LARGE_BUDGETS)
-    assert {c.method for c in cells} == set(quality.LARGE_SWEEPS) and all(
+    large = quality_results.Bench(tmp_path, tmp_path, "minilm", "large")
+    full = quality_results.Bench(tmp_path, tmp_path, "minilm", "full")
+    cells = quality_results.all_cells(large)
+    assert {c.task for c in cells} == set(quality_protocol.LARGE_BUDGETS)
+    assert {c.method for c in cells} == set(quality_protocol.LARGE_SWEEPS) and all(
         c.phase in ("sweep", "seeds") for c in cells
     )
-    for task, budget in quality.LARGE_BUDGETS.items():  # a different budget, so results never mix
-        assert budget.fingerprint("minilm") != quality.BUDGETS[task].fingerprint("minilm")
-    assert any(c.phase == "ablation-prefix-layers" for c in quality.all_cells(full))
+    for task, budget in quality_protocol.LARGE_BUDGETS.items():  # a different budget, so results never mix
+        assert budget.fingerprint("minilm") != quality_protocol.BUDGETS[task].fingerprint("minilm")
+    assert any(c.phase == "ablation-prefix-layers" for c in quality_results.all_cells(full))
     with pytest.raises(SystemExit):
         quality.main(
             ["--scale", "large", "--results-dir", str(tmp_path), "--cell", "sst2:linear-probe:sweep"]
@@ -125,43 +134,47 @@ def test_quality_large_scale_has_its_own_budgets_cells_and_doc_section(tmp_path,
 
 
 def test_quality_minilm_tables_cells_and_budget_ids_are_unchanged_by_backbones():
-    quality = load_benchmark("quality")
     doc = (REPO / "docs" / "RESULTS.md").read_text()
     for scale in ("full", "large"):  # what docs/RESULTS.md holds is what --table renders, to the character
-        start, end = quality.TABLE_MARKERS[scale]
+        start, end = quality_tables.TABLE_MARKERS[scale]
         committed = doc.split(start)[1].split(end)[0]
-        assert committed == "\n" + quality.render_tables(quality.Bench(scale=scale))
-    real = [json.loads(line) for line in (quality.RESULTS_DIR / "sst2.jsonl").read_text().splitlines()]
-    assert quality.Bench().budget_id("sst2") in {r["budget_id"] for r in real}
-    cells = [c.name for c in quality.all_cells(quality.Bench())]
+        assert committed == "\n" + quality_tables.render_tables(quality_results.Bench(scale=scale))
+    real = [
+        json.loads(line) for line in (quality_results.RESULTS_DIR / "sst2.jsonl").read_text().splitlines()
+    ]
+    assert quality_results.Bench().budget_id("sst2") in {r["budget_id"] for r in real}
+    cells = [c.name for c in quality_results.all_cells(quality_results.Bench())]
     assert len(cells) == 88 and not any("pooling" in c or "long-prefix" in c for c in cells)
-    assert quality.ablation_changes("prefix-layers", 6) == [
+    assert quality_protocol.ablation_changes("prefix-layers", 6) == [
         {"prefix_layers": [3, 4, 5]},
         {"prefix_layers": [0, 1, 2]},
     ]
 
 
 def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_path, capsys, monkeypatch):
-    quality = load_benchmark("quality")
-    mpnet = quality.Bench(results_dir=tmp_path, model="minilm", backbone="mpnet")
-    assert mpnet.budget_id("sst2") != quality.Bench().budget_id("sst2")  # even with the same model string
-    assert quality.ablation_changes("prefix-layers", mpnet.spec.num_layers) == [
+    mpnet = quality_results.Bench(results_dir=tmp_path, model="minilm", backbone="mpnet")
+    assert mpnet.budget_id("sst2") != quality_results.Bench().budget_id(
+        "sst2"
+    )  # even with the same model string
+    assert quality_protocol.ablation_changes("prefix-layers", mpnet.spec.num_layers) == [
         {"prefix_layers": list(range(6, 12))},
         {"prefix_layers": list(range(6))},
     ]
-    cells = {c.name for c in quality.all_cells(mpnet)}
+    cells = {c.name for c in quality_results.all_cells(mpnet)}
     assert {"sst2:finetune:ablation-pooling", "superglue-rte:ptuning-v2:ablation-pooling"} <= cells
     assert "conll2004:ptuning-v2:ablation-long-prefix" in cells
     assert "conll2004:ptuning-v2:ablation-pooling" not in cells  # a tagging head reads every token
     # COPA is an ablation task at 110 M only (every method is at chance on it at 22 M)
     assert {"copa:ptuning-v2:ablation-quadruple-epochs", "copa:ptuning-v2:confirm-warmup"} <= cells
-    assert not any(c.task == "copa" and "ablation" in c.phase for c in quality.all_cells(quality.Bench()))
+    assert not any(
+        c.task == "copa" and "ablation" in c.phase for c in quality_results.all_cells(quality_results.Bench())
+    )
     with pytest.raises(ValueError, match="pooled head"):
-        quality.Cell.parse("conll2004:ptuning-v2:ablation-pooling")
+        quality_protocol.Cell.parse("conll2004:ptuning-v2:ablation-pooling")
     with pytest.raises(ValueError, match="pooling also for finetune"):
-        quality.Cell.parse("sst2:finetune:ablation-long-prefix")
-    minilm_with = quality.Bench(scaling_ablations=True)
-    assert "sst2:finetune:ablation-pooling" in {c.name for c in quality.all_cells(minilm_with)}
+        quality_protocol.Cell.parse("sst2:finetune:ablation-long-prefix")
+    minilm_with = quality_results.Bench(scaling_ablations=True)
+    assert "sst2:finetune:ablation-pooling" in {c.name for c in quality_results.all_cells(minilm_with)}
 
     from ptuning.core import backbones  # the runner refuses before any run when the package is absent
 
@@ -188,27 +201,27 @@ def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, abl
     from ptuning.training.config import TrainConfig
     from ptuning.training.presets import get_preset
 
-    quality = load_benchmark("quality")
-    spec = quality.BACKBONES["mpnet"]
-    bench = quality.Bench(quality.RESULTS_DIR / spec.results_subdir, model=spec.model, backbone="mpnet")
+    spec = quality_protocol.BACKBONES["mpnet"]
+    bench = quality_results.Bench(
+        quality_results.RESULTS_DIR / spec.results_subdir, model=spec.model, backbone="mpnet"
+    )
     preset = get_preset(preset_name)
-    chosen = quality.chosen_setting(bench, task, "ptuning-v2")
-    measured = {**chosen, **quality.ablation_changes(ablation, spec.num_layers)[0]}
-    runner = quality.run_config(bench, bench.budgets[task], "ptuning-v2", measured, 42, tmp_path)
+    chosen = quality_results.chosen_setting(bench, task, "ptuning-v2")
+    measured = {**chosen, **quality_protocol.ablation_changes(ablation, spec.num_layers)[0]}
+    runner = quality_runner.run_config(bench, bench.budgets[task], "ptuning-v2", measured, 42, tmp_path)
     user = TrainConfig(**preset.options, data_dir=runner.data_dir, output_dir=str(tmp_path))
     runner_only = {"eval_batch_size", "save_every_steps", "log_tensorboard"}  # speed and logging, not scores
     assert user.model_dump(exclude=runner_only) == runner.model_dump(exclude=runner_only)
     for setting in (measured, chosen):
-        scores = quality.seed_scores(bench, task, "ptuning-v2", setting)
-        assert scores is not None and quality.mean_std(scores) in preset.note
+        scores = quality_results.seed_scores(bench, task, "ptuning-v2", setting)
+        assert scores is not None and quality_tables.mean_std(scores) in preset.note
 
 
 def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
     tiny_model, data_root, tmp_path, monkeypatch, capsys
 ):
-    quality = load_benchmark("quality")
-    monkeypatch.setitem(quality.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
-    monkeypatch.setitem(quality.SWEEPS, "finetune", [{"learning_rate": 1e-4}])
+    monkeypatch.setitem(quality_protocol.SWEEPS, "ptuning-v2", [{"learning_rate": 1e-2, "prefix_length": 4}])
+    monkeypatch.setitem(quality_protocol.SWEEPS, "finetune", [{"learning_rate": 1e-4}])
     results = tmp_path / "results"
     common = ["--backbone", "mpnet", "--scale", "smoke", "--results-dir", str(results)]
     common += ["--data-root", str(data_root), "--model", tiny_model]
@@ -225,7 +238,7 @@ def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
         ("finetune", {"learning_rate": 1e-4, "pooling": "pooler"}),
         ("ptuning-v2", {"learning_rate": 1e-2, "prefix_length": 128}),
     ]
-    bench = quality.Bench(results, data_root, tiny_model, "smoke", backbone="mpnet")
+    bench = quality_results.Bench(results, data_root, tiny_model, "smoke", backbone="mpnet")
     assert {r["budget_id"] for r in records} == {bench.budget_id("sst2")}
     assert all(r["backbone"] == "mpnet" and r["eval_batch_size"] == 64 for r in records)
     assert records[6]["trainable_params"] > records[0]["trainable_params"]  # P 128 against P 4
@@ -244,17 +257,18 @@ def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
 
 
 def test_quality_plan_estimates_every_mpnet_cell_from_minilm_runs(tmp_path, capsys):
-    quality = load_benchmark("quality")
     plan = load_benchmark("quality_plan")
-    mpnet = quality.Bench(results_dir=tmp_path, model="mpnet", backbone="mpnet")  # no MPNet run measured yet
+    mpnet = quality_results.Bench(
+        results_dir=tmp_path, model="mpnet", backbone="mpnet"
+    )  # no MPNet run measured yet
     assert plan.flops_ratio(mpnet.spec) == 8.0
     rows = {r["cell"]: r for r in plan.cell_estimates(mpnet)}
-    assert set(rows) == {c.name for c in quality.all_cells(mpnet)}
+    assert set(rows) == {c.name for c in quality_results.all_cells(mpnet)}
     # one MPNet SST-2 P-tuning v2 run: 8x MiniLM's median CPU rate (its SST-2 runs took 92-946 s)
     per_run = rows["sst2:ptuning-v2:sweep"]["cpu_seconds"] / rows["sst2:ptuning-v2:sweep"]["runs"]
     tokens = plan.load_tokens()
     minilm_rate = plan.cpu_rates(tokens)["ptuning-v2"]
-    units = plan.work(tokens["full"]["sst2"], quality.BUDGETS["sst2"].epochs)
+    units = plan.work(tokens["full"]["sst2"], quality_protocol.BUDGETS["sst2"].epochs)
     assert rows["sst2:ptuning-v2:sweep"]["time_from"] == "FLOP estimate"  # no MPNet run in tmp_path
     assert per_run == pytest.approx(8 * minilm_rate * units)
     assert 8 * 90 < per_run < 8 * 1000
@@ -660,17 +674,19 @@ def test_time_to_target_cell_turns_steps_into_time_with_the_idle_rates():
 
 
 def test_quality_only_patterns_pick_cells_and_order_them(tiny_model, data_root, tmp_path):
-    quality = load_benchmark("quality")
-    bench = quality.Bench(tmp_path / "results", data_root, tiny_model, "smoke")
+    bench = quality_results.Bench(tmp_path / "results", data_root, tiny_model, "smoke")
     only = ["sst2:ptuning-v2:*", "sst2:finetune:sweep"]
 
-    pending = quality.pending_runs(bench, None, only)
+    pending = quality_runner.pending_runs(bench, None, only)
 
     # Only sweeps can run before any result exists; seeds and ablations wait for them.
     assert {cell.name for cell, _ in pending} == {"sst2:ptuning-v2:sweep", "sst2:finetune:sweep"}
-    first, second = quality.Cell.parse("sst2:finetune:sweep"), quality.Cell.parse("sst2:ptuning-v2:seeds")
-    assert quality.only_rank(first, only) == 1 and quality.only_rank(second, only) == 0
-    assert quality.only_rank(quality.Cell.parse("conll2003:finetune:sweep"), only) is None
+    first, second = (
+        quality_protocol.Cell.parse("sst2:finetune:sweep"),
+        quality_protocol.Cell.parse("sst2:ptuning-v2:seeds"),
+    )
+    assert quality_runner.only_rank(first, only) == 1 and quality_runner.only_rank(second, only) == 0
+    assert quality_runner.only_rank(quality_protocol.Cell.parse("conll2003:finetune:sweep"), only) is None
 
 
 def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_compile(

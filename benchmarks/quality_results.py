@@ -1,0 +1,235 @@
+"""What the quality benchmark has measured: a ``Bench`` (where results, data and model live, at which scale) reads
+its results files, and from them which setting each sweep chose, what each cell consists of and whether it is
+done. ``quality_runner`` appends to those files; ``quality_tables``, ``quality_scaling`` and ``quality_curves``
+read them through here."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from quality_protocol import (
+    ALL_SEEDS,
+    BACKBONES,
+    BUDGETS,
+    CORE_METHODS,
+    EXTRA_SEEDS,
+    LARGE_BUDGETS,
+    LARGE_SWEEPS,
+    ORIGINAL_ABLATIONS,
+    SCALING_ABLATIONS,
+    SWEEP_SEED,
+    SWEEPS,
+    TASK_ORDER,
+    Backbone,
+    Budget,
+    Cell,
+    ablation_changes,
+    ablation_methods,
+    ablation_of,
+    ablations_for,
+    smoke_budgets,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+RESULTS_DIR = REPO / "benchmarks" / "results" / "quality"
+DATA_ROOT = REPO.parent / "shared" / "data"
+MODEL = "minilm"
+# One thread: on this shared 2-core machine other jobs keep the load at 4-8; two OpenMP threads then spin at
+# every barrier waiting for each other and a MiniLM step ran 4-5x slower than with one thread (measured).
+
+
+@dataclass
+class Bench:
+    """Where data, model and results live; the smoke test points these at a tiny model and tmp files."""
+
+    results_dir: Path = RESULTS_DIR
+    data_root: Path = DATA_ROOT
+    model: str = MODEL
+    scale: str = "full"  # full | large | smoke
+    threads: int = 1  # torch threads per run (see the note above Bench)
+    backbone: str = "minilm"  # a BACKBONES name: layer lists, fingerprints, table text, recorded settings
+    scaling_ablations: bool = False  # MiniLM: also make the scaling ablations cells (other backbones: always)
+
+    @property
+    def spec(self) -> Backbone:
+        return BACKBONES[self.backbone]
+
+    @property
+    def ablation_names(self) -> tuple[str, ...]:
+        """The ablations that are cells of this bench (and rows of its table)."""
+        return ORIGINAL_ABLATIONS + (SCALING_ABLATIONS if self.confirms_ablations else ())
+
+    def ablations(self, task: str) -> list[str]:
+        """The ablations that are cells of this bench for ``task``."""
+        return ablations_for(task, self.ablation_names, self.spec.ablation_tasks)
+
+    @property
+    def confirms_ablations(self) -> bool:
+        """The scaling question's benches: its ablations are cells, and a winning change gets 3 seeds."""
+        return self.scaling_ablations or self.spec.scaling_ablations
+
+    def budget_id(self, task: str) -> str:
+        return self.budgets[task].fingerprint(self.model, self.backbone)
+
+    @property
+    def budgets(self) -> dict[str, Budget]:
+        if self.scale == "smoke":
+            return smoke_budgets()
+        return dict(LARGE_BUDGETS if self.scale == "large" else BUDGETS)
+
+    @property
+    def sweeps(self) -> dict[str, list[dict[str, Any]]]:
+        """Each method's sweep at this scale; the methods it lists are the ones this scale runs."""
+        return LARGE_SWEEPS if self.scale == "large" else SWEEPS
+
+    def results_file(self, task: str) -> Path:
+        return self.results_dir / f"{task}.jsonl"
+
+    def records(self, task: str) -> list[dict[str, Any]]:
+        """This task's runs under the current budget and model (older budgets are ignored)."""
+        path = self.results_file(task)
+        if not path.is_file():
+            return []
+        budget_id = self.budget_id(task)
+        text = path.read_text()
+        if not text.endswith("\n"):  # a run is appending its line right now (the writer locks, readers don't)
+            text = text[: text.rfind("\n") + 1]
+        records = [json.loads(line) for line in text.splitlines() if line.strip()]
+        return [r for r in records if r["budget_id"] == budget_id]
+
+
+def run_key(task: str, method: str, setting: dict[str, Any], seed: int, budget_id: str) -> str:
+    return json.dumps([task, method, sorted(setting.items()), seed, budget_id])
+
+
+def find_run(records: list[dict[str, Any]], key: str) -> dict[str, Any] | None:
+    return next((r for r in records if r["key"] == key), None)
+
+
+def primary(record: dict[str, Any], budget: Budget) -> float | None:
+    """The reported score in percent: dev or test (at the best dev epoch), first metric of the budget."""
+    scores = record.get(budget.report_split) or {}
+    value = scores.get(budget.metrics[0])
+    return None if value is None else _percent(value, budget)
+
+
+def dev_score(record: dict[str, Any], budget: Budget) -> float:
+    value = (record.get("dev") or {}).get(budget.metrics[0])
+    return float("-inf") if value is None else _percent(value, budget)
+
+
+def _percent(value: float, budget: Budget) -> float:
+    return float(value) if budget.in_percent else 100.0 * float(value)
+
+
+def sweep_runs(bench: Bench, task: str, method: str) -> list[dict[str, Any] | None]:
+    """The method's seed-42 sweep runs at the bench's scale, one per setting (None: not run yet)."""
+    records = bench.records(task)
+    budget_id = bench.budget_id(task)
+    return [find_run(records, run_key(task, method, s, SWEEP_SEED, budget_id)) for s in bench.sweeps[method]]
+
+
+def setting_runs(
+    bench: Bench, task: str, method: str, setting: dict[str, Any], seeds: tuple[int, ...] = ALL_SEEDS
+) -> list[dict[str, Any] | None]:
+    """The setting's runs at these seeds, in order (None: not run yet)."""
+    records, budget_id = bench.records(task), bench.budget_id(task)
+    return [find_run(records, run_key(task, method, setting, seed, budget_id)) for seed in seeds]
+
+
+def best_run(runs: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
+    return max(runs, key=lambda r: dev_score(r, budget))
+
+
+def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | None:
+    """The sweep setting with the best dev score (seed 42); None until the whole sweep is done."""
+    runs = sweep_runs(bench, task, method)
+    if any(r is None for r in runs):
+        return None
+    return dict(best_run(runs, bench.budgets[task])["setting"])
+
+
+def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | None:
+    """(setting, seed) pairs the cell consists of; None while the sweep it depends on is unfinished."""
+    if cell.phase == "sweep":
+        return [(dict(setting), SWEEP_SEED) for setting in bench.sweeps[cell.method]]
+    chosen = chosen_setting(bench, cell.task, cell.method)
+    if chosen is None:
+        return None
+    if cell.phase == "seeds":
+        return [(chosen, seed) for seed in EXTRA_SEEDS]
+    changes = ablation_changes(ablation_of(cell.phase), bench.spec.num_layers)
+    if cell.phase.startswith("confirm-"):
+        winners = winning_changes(bench, cell.task, chosen, changes)
+        return None if winners is None else [(w, seed) for w in winners for seed in EXTRA_SEEDS]
+    return [({**chosen, **change}, SWEEP_SEED) for change in changes]
+
+
+def winning_changes(
+    bench: Bench, task: str, chosen: dict[str, Any], changes: list[dict[str, Any]]
+) -> list[dict[str, Any]] | None:
+    """The changed settings whose seed-42 run beat the chosen setting's on dev, as the sweep chose it (a
+    reported test score must not pick what gets confirmed); None while one has not run."""
+    budget = bench.budgets[task]
+    settings = [chosen] + [{**chosen, **change} for change in changes]
+    base, *runs = (setting_runs(bench, task, "ptuning-v2", s, (SWEEP_SEED,))[0] for s in settings)
+    if base is None or any(r is None for r in runs):
+        return None
+    return [
+        s for s, r in zip(settings[1:], runs, strict=True) if dev_score(r, budget) > dev_score(base, budget)
+    ]
+
+
+def cell_status(bench: Bench, cell: Cell) -> str:
+    runs = cell_runs(bench, cell)
+    if runs is None:
+        return "waiting for its ablation" if cell.phase.startswith("confirm-") else "waiting for its sweep"
+    budget_id = bench.budget_id(cell.task)
+    records = bench.records(cell.task)
+    done = sum(
+        find_run(records, run_key(cell.task, cell.method, s, seed, budget_id)) is not None for s, seed in runs
+    )
+    return "done" if done == len(runs) else f"{done}/{len(runs)} runs"
+
+
+def all_cells(bench: Bench) -> list[Cell]:
+    """Every cell of the bench's scale, in the order --run-all runs them. Per task: every sweep, then the
+    seeds of the methods the targets compare, then P-tuning v2's ablations, then the other seeds."""
+    cells = []
+    methods = bench.sweeps
+    for task in (t for t in TASK_ORDER if t in bench.budgets):
+        cells += [Cell(task, method, "sweep") for method in methods]
+        cells += [Cell(task, method, "seeds") for method in CORE_METHODS if method in methods]
+        if bench.scale != "large":
+            cells += [
+                Cell(task, method, f"ablation-{name}")
+                for name in bench.ablations(task)
+                for method in ablation_methods(name)
+            ]
+            if bench.confirms_ablations:
+                cells += [Cell(task, "ptuning-v2", f"confirm-{n}") for n in bench.ablations(task)]
+        cells += [Cell(task, method, "seeds") for method in methods if method not in CORE_METHODS]
+    return cells
+
+
+def method_result(bench: Bench, task: str, method: str) -> dict[str, Any] | None:
+    """The chosen setting's scores over seeds (all metrics), params; None before the sweep is done."""
+    budget = bench.budgets[task]
+    chosen = chosen_setting(bench, task, method)
+    if chosen is None:
+        return None
+    runs = [r for r in setting_runs(bench, task, method, chosen) if r is not None]
+    scores = {
+        metric: [_percent((r.get(budget.report_split) or {})[metric], budget) for r in runs]
+        for metric in budget.metrics
+    }
+    return {"setting": chosen, "runs": runs, "scores": scores}
+
+
+def seed_scores(bench: Bench, task: str, method: str, setting: dict[str, Any]) -> list[float] | None:
+    """The primary metric of ``setting`` over seeds 42-44, or None unless all three have run."""
+    runs = setting_runs(bench, task, method, setting)
+    return None if None in runs else [primary(r, bench.budgets[task]) for r in runs]
