@@ -30,6 +30,8 @@ from doc_tables import replace_between_markers
 
 FIGURE = results.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
+STANDING_MARKERS = ("<!-- quality-standing:start -->", "<!-- quality-standing:end -->")
+STANDING_METHODS = ("finetune", "ptuning-v2", "prompt-tuning", "linear-probe")  # the columns of the standing
 SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
 COMPARED = ("ptuning-v2", "finetune")
 SEEDS_PER_SIDE = 1 + len(protocol.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
@@ -309,11 +311,7 @@ def render_best(
                     f"| {label} | {format_gap(point)} | pending (both sides' seeds) | – | – | – | – |"
                 )
                 continue
-            change = (
-                "the chosen setting"
-                if found["change"] is None
-                else f"{found['change']}: {tables.format_setting(found['changed'])}"
-            )
+            change = format_best_change(found)
             low, high = min(found["scores"]), max(found["scores"])
             lines.append(
                 f"| {label} | {format_gap(point)} | {change} | {found['candidates']} | "
@@ -321,6 +319,58 @@ def render_best(
                 f"{found['gap']:+.1f} ± {found['spread']:.1f} | {found['gap'] - point['gap']:+.1f} |"
             )
     return lines
+
+
+def render_standing(
+    best: dict[str, dict[str, dict[str, Any] | None]], results_root: Path = results.RESULTS_DIR
+) -> str:
+    """Where each backbone stands at the 1x budget: every compared method at its chosen setting (mean ± sd over
+    the seeds that finished) and P-tuning v2 at its best measured setting (``best``, from ``collect_best``),
+    one row per task and backbone that has a run; the tasks with none are named below the table."""
+    lines = [
+        "| task | backbone | fine-tuning | P-tuning v2, chosen setting | P-tuning v2, best measured setting "
+        "| prompt tuning | linear probe |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    not_run = []
+    for task in tasks_of("full"):
+        budget = protocol.BUDGETS[task]
+        for name, spec in protocol.BACKBONES.items():
+            bench = bench_of(name, "full", results_root)
+            scores = {method: chosen_scores(bench, task, method) for method in STANDING_METHODS}
+            if not any(scores.values()):
+                not_run.append(f"{budget.label} at {spec.params_millions:g} M")
+                continue
+            cells = {method: tables.mean_std(values) for method, values in scores.items()}
+            found = best[name][task]
+            best_cell = (
+                "pending (both sides' seeds)"
+                if found is None
+                else f"{tables.mean_std(found['scores'])} ({format_best_change(found, named=False)})"
+            )
+            lines.append(
+                f"| {budget.label} ({budget.report_split} {tables.metric_name(budget)}) | "
+                f"{spec.params_millions:g} M ({name}) | {cells['finetune']} | {cells['ptuning-v2']} | {best_cell} | "
+                f"{cells['prompt-tuning']} | {cells['linear-probe']} |"
+            )
+    if not_run:
+        lines += ["", f"No finished sweep yet: {', '.join(not_run)}."]
+    return "\n".join(lines) + "\n"
+
+
+def chosen_scores(bench: results.Bench, task: str, method: str) -> list[float]:
+    """The primary metric of the method's chosen setting over its seeds so far (empty before its sweep is done)."""
+    result = results.method_result(bench, task, method)
+    return result["scores"][bench.budgets[task].metrics[0]] if result else []
+
+
+def format_best_change(found: dict[str, Any], named: bool = True) -> str:
+    """'the chosen setting', or the change (e.g. 'prefix on layers 6-11, warmup 0.1'), ``named`` by its ablation
+    ('top-layers-warmup: ...')."""
+    if found["change"] is None:
+        return "the chosen setting"
+    change = tables.format_setting(found["changed"])
+    return f"{found['change']}: {change}" if named else change
 
 
 def render_detail(points: dict[tuple[str, str], dict[str, dict[str, Any]]]) -> list[str]:
@@ -501,7 +551,9 @@ def main(argv: list[str] | None = None) -> int:
         help=f"learning-curves PNG to write (default {quality_curves.FIGURE.name})",
     )
     parser.add_argument(
-        "--update-doc", type=Path, help="write the gap table and the learning curves between their markers"
+        "--update-doc",
+        type=Path,
+        help="write the standing, the gap table and the learning curves between their markers",
     )
     args = parser.parse_args(argv)
     anchors = load_anchors()
@@ -512,9 +564,12 @@ def main(argv: list[str] | None = None) -> int:
     curves = quality_curves.collect(args.results_root)
     curves_table = quality_curves.render_table(curves)
     quality_curves.render_figure(curves, args.curves_figure)
+    standing = render_standing(best, args.results_root)
     if args.update_doc:
+        replace_between_markers(args.update_doc, *STANDING_MARKERS, standing)
         replace_between_markers(args.update_doc, *DOC_MARKERS, table)
         replace_between_markers(args.update_doc, *quality_curves.DOC_MARKERS, curves_table)
+    print(standing)
     print(table)
     print(curves_table)
     return 0

@@ -214,7 +214,8 @@ def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp
     scaling = load_benchmark("quality_scaling")
     doc = tmp_path / "RESULTS.md"
     doc.write_text(
-        "a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
+        "a\n<!-- quality-standing:start -->\nold\n<!-- quality-standing:end -->\n"
+        "<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
         "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
     )
     figure, curves = tmp_path / "gap.png", tmp_path / "curves.png"
@@ -226,6 +227,34 @@ def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp
     text = doc.read_text()
     assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
     assert "| SST-2 | -6.0 ± 2.2 |" in text and "**Learning curves**" in text
+    assert "| SST-2 (dev acc.) | 22.6 M (minilm) | 86.0 ± 1.0 |" in text  # the standing
+
+
+def test_standing_shows_every_method_at_its_chosen_setting_and_names_tasks_without_a_finished_sweep(
+    results_root,
+):
+    """MiniLM SST-2: fine-tuning 86/85/87, P-tuning v2 80/78/82 (its epochs x2 ablation trains longer: never the
+    best like-for-like setting), prompt tuning and the probe not run. MPNet: SST-2 fine-tuning complete and
+    P-tuning v2 at one seed (no best setting before both sides have three), RTE P-tuning v2's sweep only,
+    CoNLL-2004 half a sweep (no chosen setting: no row)."""
+    scaling = load_benchmark("quality_scaling")
+    root = results_root
+    points = scaling.collect(root)
+    rows = {
+        tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
+        for line in scaling.render_standing(scaling.collect_best(points, root), root).splitlines()
+        if line.startswith("| ") and "---" not in line and not line.startswith("| task")
+    }
+    assert rows[("SST-2 (dev acc.)", "22.6 M (minilm)")] == [
+        "86.0 ± 1.0", "80.0 ± 2.0", "80.0 ± 2.0 (the chosen setting)", "pending", "pending"
+    ]  # fmt: skip
+    assert rows[("SST-2 (dev acc.)", "109.5 M (mpnet)")] == [
+        "92.0 ± 1.0", "88.0 (1 seed)", "pending (both sides' seeds)", "pending", "pending"
+    ]  # fmt: skip
+    assert rows[("RTE (dev acc.)", "109.5 M (mpnet)")][:2] == ["pending", "60.0 (1 seed)"]
+    assert len(rows) == 3
+    text = scaling.render_standing(scaling.collect_best(points, root), root)
+    assert "No finished sweep yet: " in text and "CoNLL-2004 at 109.5 M" in text and "SST-2 at" not in text
 
 
 def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_of_the_same_budget(tmp_path):
