@@ -512,6 +512,8 @@ def _print_result(summary: dict[str, Any], output_dir: str) -> None:
         f"{scores or 'no dev/test scores'}  (best epoch {summary.get('best_epoch')}{together}); "
         f"reports in {output_dir}"
     )
+    for warning in summary.get("warnings", []):
+        print(f"warning: {warning}")
 
 
 def _log(message: str) -> None:

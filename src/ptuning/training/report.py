@@ -65,6 +65,9 @@ def summary_markdown(summary: dict[str, Any], has_plot: bool = False) -> str:
             )
         )
     lines += ["| | |", "|---|---|", *(f"| {name} | {value} |" for name, value in facts), ""]
+    warnings = summary.get("warnings") or []
+    if warnings:
+        lines += ["## Warnings", "", *(f"- {warning}" for warning in warnings), ""]
     scores = [(split, summary.get(split)) for split in ("dev", "test") if summary.get(split)]
     if scores:
         names = list(scores[0][1])

@@ -34,6 +34,7 @@ from ptuning.tasks.collate import collate
 from ptuning.training.config import TrainConfig
 from ptuning.training.data import Split, TaskData
 from ptuning.training.inference import feature_length, predict_outputs
+from ptuning.training.learning_check import label_prior_loss, not_learning
 from ptuning.training.schedule import apportion, mixed_schedule, shard_batches, task_probabilities
 from ptuning.training.sharding import average_replicated_gradients, reshard_backbone
 from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
@@ -73,6 +74,10 @@ class Trainer:
         self._prepare(model)
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
         self.seen_examples, self.train_seconds = 0, 0.0
+        # what a model that ignores its input scores: the yardstick of "has it learned anything?"
+        self.prior_losses = {
+            name: label_prior_loss(item.task, item.train.features) for name, item in self.data.items()
+        }
 
     @property
     def _names(self) -> list[str]:
@@ -264,12 +269,25 @@ class Trainer:
             if scores is None:
                 scores = {name: self._score(item) for name, item in self.data.items()}
             entry = self._single_entry(epoch, scores) if self.single else self._multi_entry(epoch, scores)
+            warnings = self._learning_warnings()
+            if warnings:
+                entry["warnings"] = warnings
             progress["history"].append(entry)
             progress["losses"] = {name: [] for name in self._names}
             score = entry["mean_primary"] if not self.single else entry.get("dev", {}).get(self._primary)
             self._keep_if_best(entry, epoch, score)
             self._log_scores(entry, epoch, score)
         self.accelerator.wait_for_everyone()
+
+    def _learning_warnings(self) -> list[str]:
+        """A warning per task whose mean training loss since the last evaluation is no lower than the label
+        frequencies alone give (``learning_check``)."""
+        warnings = []
+        for name, losses in self.progress["losses"].items():
+            warning = not_learning(name, _mean(losses), self.prior_losses[name]) if losses else None
+            if warning:
+                warnings.append(warning)
+        return warnings
 
     def _score(self, item: TaskData) -> dict[str, dict[str, float]]:
         return {
@@ -336,6 +354,8 @@ class Trainer:
             self.accelerator.print(f"epoch {epoch:.2f}: dev {entry.get('dev')} test {entry.get('test')}")
         else:
             self.accelerator.print(f"update {entry['update']}: mean dev {score} {entry['dev']}")
+        for warning in entry.get("warnings", []):
+            self.accelerator.print(f"warning: {warning}")
 
     # ----------------------------------------------------------------------------------- finite numbers
     def _check_finite_weights(self) -> None:
@@ -429,6 +449,8 @@ class Trainer:
             "checkpoint": str(self.output_dir / BEST_DIR),
             "data": data_report,
             "history": progress["history"],
+            # the last evaluation's: a run that ends having learned nothing says so in its summary
+            "warnings": progress["history"][-1].get("warnings", []) if progress["history"] else [],
         }
         if self.single:
             return {

@@ -1,0 +1,52 @@
+"""Say when a run has learned nothing: its training loss no lower than the label frequencies alone give.
+
+On all-mpnet-base-v2 the every-layer prefix sometimes collapsed in its first epoch (docs/RESULTS.md, second
+scale point): dev scores at chance, the training loss at the entropy of the labels or rising, with nothing in
+the log to say so. The yardstick is the cross-entropy of a model that ignores its input and predicts each label with its
+training frequency; a run whose loss is no lower than that has learned nothing from the text.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from collections.abc import Iterable
+
+from ptuning.core.kinds import HeadKind
+from ptuning.tasks.base import Features, Task
+
+IGNORED_LABEL = -100  # token positions the loss skips (special tokens, sub-words after the first)
+ADVICE = (
+    "lower --learning-rate, add --warmup-ratio 0.1 or put the prefix on the top half of the layers "
+    "(--prefix-layers): what stopped all-mpnet-base-v2's every-layer prefix from collapsing (docs/RESULTS.md)"
+)
+
+
+def label_prior_loss(task: Task, features: Features) -> float | None:
+    """The cross-entropy (nats) of always predicting the training labels' frequencies, i.e. their entropy;
+    None for heads without one label set per prediction (regression, QA, language models) or without labels."""
+    if task.head in (HeadKind.CLASSIFICATION, HeadKind.MULTIPLE_CHOICE):
+        labels: Iterable[int] = (feature["labels"] for feature in features if "labels" in feature)
+    elif task.head is HeadKind.TOKEN_CLASSIFICATION:
+        labels = (
+            label for feature in features for label in feature.get("labels", ()) if label != IGNORED_LABEL
+        )
+    else:
+        return None
+    counts = Counter(labels)
+    total = sum(counts.values())
+    if not total:
+        return None
+    return -sum(count / total * math.log(count / total) for count in counts.values())
+
+
+def not_learning(task_name: str, train_loss: float, prior_loss: float | None) -> str | None:
+    """A warning when ``train_loss`` (the mean since the last evaluation) is no lower than ``prior_loss``,
+    else None."""
+    if prior_loss is None or train_loss < prior_loss:
+        return None
+    return (
+        f"{task_name}: the training loss since the last evaluation ({train_loss:.4f}) is no lower than always "
+        f"predicting the training labels' frequencies ({prior_loss:.4f}): the model has learned nothing of "
+        f"{task_name} yet. If this lasts, {ADVICE}"
+    )
