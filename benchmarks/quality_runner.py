@@ -124,6 +124,7 @@ def run_one(bench: Bench, budget: Budget, method: str, setting: dict[str, Any], 
         "trainable_percent": summary["trainable_percent"],
         "train_examples_per_second": summary["train_examples_per_second"],
         "wall_seconds": summary["wall_seconds"],
+        "warnings": summary.get("warnings", []),  # e.g. the run learned nothing (training/learning_check.py)
         "curve": [
             {
                 "epoch": h["epoch"],
