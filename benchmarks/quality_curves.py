@@ -57,7 +57,9 @@ def mean_curve(
     for run in runs:
         for point in run.get("curve") or []:
             if point.get("dev") is not None:
-                by_epoch.setdefault(float(point["epoch"]), []).append(results._percent(point["dev"], budget))
+                by_epoch.setdefault(float(point["epoch"]), []).append(
+                    results.as_percent(point["dev"], budget)
+                )
     return [
         (epoch, statistics.mean(values), min(values), max(values))
         for epoch, values in sorted(by_epoch.items())

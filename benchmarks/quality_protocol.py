@@ -279,6 +279,8 @@ def smoke_budgets() -> dict[str, Budget]:
 # ------------------------------------------------------------------------------------------- cells
 @dataclass(frozen=True)
 class Cell:
+    """One unit of a campaign (minutes to an hour on a CPU): the runs of one phase of one method on one task."""
+
     task: str
     method: str
     phase: str  # sweep | seeds | ablation-NAME | confirm-NAME

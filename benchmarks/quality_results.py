@@ -37,8 +37,6 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS_DIR = REPO / "benchmarks" / "results" / "quality"
 DATA_ROOT = REPO.parent / "shared" / "data"
 MODEL = "minilm"
-# One thread: on this shared 2-core machine other jobs keep the load at 4-8; two OpenMP threads then spin at
-# every barrier waiting for each other and a MiniLM step ran 4-5x slower than with one thread (measured).
 
 
 @dataclass
@@ -49,7 +47,9 @@ class Bench:
     data_root: Path = DATA_ROOT
     model: str = MODEL
     scale: str = "full"  # full | large | smoke
-    threads: int = 1  # torch threads per run (see the note above Bench)
+    # torch threads per run. One: on a shared 2-core machine two OpenMP threads spin at every barrier waiting
+    # for each other, and a MiniLM step ran 4-5x slower than with one thread (measured at a load of 4-8).
+    threads: int = 1
     backbone: str = "minilm"  # a BACKBONES name: layer lists, fingerprints, table text, recorded settings
     scaling_ablations: bool = False  # MiniLM: also make the scaling ablations cells (other backbones: always)
 
@@ -113,15 +113,16 @@ def primary(record: dict[str, Any], budget: Budget) -> float | None:
     """The reported score in percent: dev or test (at the best dev epoch), first metric of the budget."""
     scores = record.get(budget.report_split) or {}
     value = scores.get(budget.metrics[0])
-    return None if value is None else _percent(value, budget)
+    return None if value is None else as_percent(value, budget)
 
 
 def dev_score(record: dict[str, Any], budget: Budget) -> float:
     value = (record.get("dev") or {}).get(budget.metrics[0])
-    return float("-inf") if value is None else _percent(value, budget)
+    return float("-inf") if value is None else as_percent(value, budget)
 
 
-def _percent(value: float, budget: Budget) -> float:
+def as_percent(value: float, budget: Budget) -> float:
+    """A stored score as a percentage (most tasks store fractions; SQuAD's are percentages already)."""
     return float(value) if budget.in_percent else 100.0 * float(value)
 
 
@@ -223,7 +224,7 @@ def method_result(bench: Bench, task: str, method: str) -> dict[str, Any] | None
         return None
     runs = [r for r in setting_runs(bench, task, method, chosen) if r is not None]
     scores = {
-        metric: [_percent((r.get(budget.report_split) or {})[metric], budget) for r in runs]
+        metric: [as_percent((r.get(budget.report_split) or {})[metric], budget) for r in runs]
         for metric in budget.metrics
     }
     return {"setting": chosen, "runs": runs, "scores": scores}
