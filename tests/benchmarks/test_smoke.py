@@ -287,7 +287,8 @@ def test_scaling_figure_renders_the_minilm_gaps_and_marks_the_rest(tmp_path, cap
     figure, curves = tmp_path / "scaling.png", tmp_path / "curves.png"
     doc = tmp_path / "RESULTS.md"
     doc.write_text(
-        "a\n<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
+        "a\n<!-- quality-standing:start -->\nold\n<!-- quality-standing:end -->\n"
+        "<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
         "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
     )
 
