@@ -31,7 +31,7 @@ from doc_tables import replace_between_markers
 FIGURE = results.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
 STANDING_MARKERS = ("<!-- quality-standing:start -->", "<!-- quality-standing:end -->")
-STANDING_METHODS = ("finetune", "ptuning-v2", "prompt-tuning", "linear-probe")  # the columns of the standing
+OTHER_METHODS = ("prefix-mlp", "prompt-tuning", "linear-probe")  # the standing's columns after P-tuning v2's
 SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
 COMPARED = ("ptuning-v2", "finetune")
 SEEDS_PER_SIDE = 1 + len(protocol.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
@@ -327,17 +327,22 @@ def render_standing(
     """Where each backbone stands at the 1x budget: every compared method at its chosen setting (mean ± sd over
     the seeds that finished) and P-tuning v2 at its best measured setting (``best``, from ``collect_best``),
     one row per task and backbone that has a run; the tasks with none are named below the table."""
-    lines = [
-        "| task | backbone | fine-tuning | P-tuning v2, chosen setting | P-tuning v2, best measured setting "
-        "| prompt tuning | linear probe |",
-        "|---|---|---|---|---|---|---|",
+    header = [
+        "task",
+        "backbone",
+        "fine-tuning",
+        "P-tuning v2, chosen setting",
+        "P-tuning v2, best measured setting",
     ]
+    header += [protocol.METHOD_LABELS[method] for method in OTHER_METHODS]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     not_run = []
     for task in tasks_of("full"):
         budget = protocol.BUDGETS[task]
         for name, spec in protocol.BACKBONES.items():
             bench = bench_of(name, "full", results_root)
-            scores = {method: chosen_scores(bench, task, method) for method in STANDING_METHODS}
+            methods = ("finetune", "ptuning-v2", *OTHER_METHODS)
+            scores = {method: chosen_scores(bench, task, method) for method in methods}
             if not any(scores.values()):
                 not_run.append(f"{budget.label} at {spec.params_millions:g} M")
                 continue
@@ -348,11 +353,10 @@ def render_standing(
                 if found is None
                 else f"{tables.mean_std(found['scores'])} ({format_best_change(found, named=False)})"
             )
-            lines.append(
-                f"| {budget.label} ({budget.report_split} {tables.metric_name(budget)}) | "
-                f"{spec.params_millions:g} M ({name}) | {cells['finetune']} | {cells['ptuning-v2']} | {best_cell} | "
-                f"{cells['prompt-tuning']} | {cells['linear-probe']} |"
-            )
+            row = [f"{budget.label} ({budget.report_split} {tables.metric_name(budget)})"]
+            row += [f"{spec.params_millions:g} M ({name})", cells["finetune"], cells["ptuning-v2"], best_cell]
+            row += [cells[method] for method in OTHER_METHODS]
+            lines.append("| " + " | ".join(row) + " |")
     if not_run:
         lines += ["", f"No finished sweep yet: {', '.join(not_run)}."]
     return "\n".join(lines) + "\n"
