@@ -37,11 +37,12 @@ def test_the_prior_loss_is_the_entropy_of_the_labels_the_loss_sees() -> None:
         assert label_prior_loss(Stub(head), rows) is None
 
 
-def test_the_warning_fires_only_at_or_above_the_prior() -> None:
-    assert not_learning("sst2", 0.60, 0.6931) is None
+def test_the_warning_fires_unless_the_loss_is_more_than_five_percent_under_the_prior() -> None:
+    assert not_learning("sst2", 0.65, 0.6931) is None  # 0.65 < 0.95 * 0.6931 = 0.6584
     assert not_learning("sst2", 0.70, None) is None  # no yardstick for this head
-    warning = not_learning("sst2", 0.6931, 0.6931)
-    assert warning is not None and "(0.6931)" in warning and "--warmup-ratio 0.1" in warning
+    for loss in (0.6600, 0.6931, 0.75):  # a collapsed run hovers around the prior, a little below it at times
+        warning = not_learning("sst2", loss, 0.6931)
+        assert warning is not None and "(0.6931)" in warning and "--warmup-ratio 0.1" in warning
 
 
 def write_skewed_sst2(folder: Path) -> str:
@@ -84,7 +85,7 @@ def test_a_run_that_learns_nothing_warns_in_its_log_summary_and_report(
     if warns:  # logits stay near 0: a loss near ln 2 = 0.693, above the prior 0.562 at every evaluation
         assert len(summary["warnings"]) == 1 and "(0.5623)" in summary["warnings"][0]
         assert all(len(entry["warnings"]) == 1 for entry in summary["history"])
-        assert "warning: sst2: the training loss since the last evaluation" in out
+        assert "warning: sst2: the training loss since the last evaluation" in out and "not even 5%" in out
         assert "## Warnings" in report
     else:  # the last epoch's loss is far under the prior: nothing to say at the end
         assert summary["dev"]["accuracy"] == 1.0

@@ -3,7 +3,10 @@
 On all-mpnet-base-v2 the every-layer prefix sometimes collapsed in its first epoch (docs/RESULTS.md, second
 scale point): dev scores at chance, the training loss at the entropy of the labels or rising, with nothing in
 the log to say so. The yardstick is the cross-entropy of a model that ignores its input and predicts each label with its
-training frequency; a run whose loss is no lower than that has learned nothing from the text.
+training frequency; a run whose loss is not clearly lower than that has learned nothing from the text. Not
+"no lower": a collapsed run predicts just those frequencies, so its loss sits at the yardstick, a little below
+it at times (an MPNet SST-2 run at chance ended its three epochs on batch losses of 0.688 / 0.697 / 0.677;
+the yardstick of its 4,000 training sentences, 2,193 positive, is 0.688).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.tasks.base import Features, Task
 
 IGNORED_LABEL = -100  # token positions the loss skips (special tokens, sub-words after the first)
+MARGIN = 0.05  # a loss must be more than 5 % under the yardstick to count as having learned something
 ADVICE = (
     "lower --learning-rate, add --warmup-ratio 0.1 or put the prefix on the top half of the layers "
     "(--prefix-layers): what stopped all-mpnet-base-v2's every-layer prefix from collapsing (docs/RESULTS.md)"
@@ -41,12 +45,12 @@ def label_prior_loss(task: Task, features: Features) -> float | None:
 
 
 def not_learning(task_name: str, train_loss: float, prior_loss: float | None) -> str | None:
-    """A warning when ``train_loss`` (the mean since the last evaluation) is no lower than ``prior_loss``,
-    else None."""
-    if prior_loss is None or train_loss < prior_loss:
+    """A warning when ``train_loss`` (the mean since the last evaluation) is not more than ``MARGIN`` under
+    ``prior_loss``, else None."""
+    if prior_loss is None or train_loss < (1 - MARGIN) * prior_loss:
         return None
     return (
-        f"{task_name}: the training loss since the last evaluation ({train_loss:.4f}) is no lower than always "
-        f"predicting the training labels' frequencies ({prior_loss:.4f}): the model has learned nothing of "
-        f"{task_name} yet. If this lasts, {ADVICE}"
+        f"{task_name}: the training loss since the last evaluation ({train_loss:.4f}) is not even "
+        f"{MARGIN:.0%} under always predicting the training labels' frequencies ({prior_loss:.4f}): the model "
+        f"has learned next to nothing of {task_name} yet. If this lasts, {ADVICE}"
     )
