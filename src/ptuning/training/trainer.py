@@ -449,7 +449,7 @@ class Trainer:
             "checkpoint": str(self.output_dir / BEST_DIR),
             "data": data_report,
             "history": progress["history"],
-            # the last evaluation's: a run that ends having learned nothing says so in its summary
+            # the last evaluation's: a run that ends no better fit than the label frequencies says so
             "warnings": progress["history"][-1].get("warnings", []) if progress["history"] else [],
         }
         if self.single:
