@@ -217,6 +217,26 @@ def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, abl
         assert scores is not None and quality_tables.mean_std(scores) in preset.note
 
 
+@pytest.mark.parametrize(("preset_name", "task"), [("sst2-mpnet-mlp", "sst2"), ("copa-mpnet-mlp", "copa")])
+def test_mpnet_prefix_mlp_presets_are_the_method_s_chosen_runs(preset_name, task, tmp_path):
+    """The same for the prefix-tuning (MLP) presets: its sweep's chosen setting, over its three seeds."""
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.presets import get_preset
+
+    spec = quality_protocol.BACKBONES["mpnet"]
+    bench = quality_results.Bench(
+        quality_results.RESULTS_DIR / spec.results_subdir, model=spec.model, backbone="mpnet"
+    )
+    preset = get_preset(preset_name)
+    chosen = quality_results.chosen_setting(bench, task, "prefix-mlp")
+    runner = quality_runner.run_config(bench, bench.budgets[task], "prefix-mlp", chosen, 42, tmp_path)
+    user = TrainConfig(**preset.options, data_dir=runner.data_dir, output_dir=str(tmp_path))
+    runner_only = {"eval_batch_size", "save_every_steps", "log_tensorboard"}
+    assert user.model_dump(exclude=runner_only) == runner.model_dump(exclude=runner_only)
+    scores = quality_results.seed_scores(bench, task, "prefix-mlp", chosen)
+    assert scores is not None and quality_tables.mean_std(scores) in preset.note
+
+
 def test_quality_scaling_ablations_run_and_render_on_a_tiny_model(
     tiny_model, data_root, tmp_path, monkeypatch, capsys
 ):

@@ -9,7 +9,8 @@ sst2-minilm has a measured score, the others are untuned starting points. MPNet 
 110 M quality campaign measured over three seeds (docs/RESULTS.md, second scale point), warmup included: without
 it the every-layer prefix of that backbone can collapse to chance in its first epoch. SST-2 reads the mean of the
 tokens, the pooling this sentence-embedding checkpoint was trained with; CoNLL-2003 puts the prefix on the top
-half of the layers only.
+half of the layers only. The ``-mlp`` presets are prefix-tuning's MLP reparameterization at its own measured
+rate, no warmup: on SST-2 and COPA the closest any prompt method came to fine-tuning at 110 M.
 """
 
 from __future__ import annotations
@@ -163,6 +164,16 @@ _ALL = (
            "every layer and no warmup)",
            learning_rate=3e-2, prefix_length=16, prefix_layers=list(range(6, 12)), epochs=3.0, batch_size=16,
            max_length=128, max_train_samples=3000, max_eval_samples=1000, test_split="test"),
+    # The prefix through a 2-layer MLP (prefix-tuning's reparameterization), the method's own sweep, no warmup:
+    # 9.9 M parameters train (8.3 %), the 0.3 M-parameter table it produces is what the checkpoint keeps.
+    _mpnet("sst2-mpnet-mlp", "sst2",
+           "dev accuracy 92.0 ± 0.4 % over seeds 42-44, fine-tuning 92.8 ± 0.4; lr 1e-3 and 3e-3 stayed at chance",
+           method="prefix-mlp", learning_rate=3e-4, prefix_length=16, warmup_ratio=0.0, epochs=3.0,
+           batch_size=32, max_length=64, max_train_samples=4000, test_split="none"),
+    _mpnet("copa-mpnet-mlp", "copa",
+           "dev accuracy 74.3 ± 6.0 % over seeds 42-44 (100 questions), fine-tuning 75.7 ± 1.5",
+           method="prefix-mlp", learning_rate=3e-4, prefix_length=16, warmup_ratio=0.0, epochs=10.0,
+           batch_size=16, max_length=64, test_split="none"),
 )  # fmt: skip
 
 PRESETS: dict[str, Preset] = {preset.name: preset for preset in _ALL}
