@@ -308,6 +308,41 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
     )
 
 
+def test_the_mlp_reparameterization_competes_for_the_best_setting_at_its_own_chosen_setting(tmp_path):
+    """MPNet SST-2: fine-tuning 92/91/93, P-tuning v2's chosen setting 88/86/87. Prefix-tuning's MLP, swept
+    88 / 91 / 70 (lr 1e-3 chosen), scores 91/92/90 over its three seeds: the best measured setting, gap
+    91 − 92 = −1.0. Until its seeds run, the chosen P-tuning v2 setting stays best."""
+    scaling = load_benchmark("quality_scaling")
+    (tmp_path / "mpnet").mkdir()
+    mpnet = quality_results.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    ft_chosen, pt2_chosen = quality_protocol.SWEEPS["finetune"][1], quality_protocol.SWEEPS["ptuning-v2"][1]
+    mlp_chosen = quality_protocol.SWEEPS["prefix-mlp"][1]
+    write_runs(mpnet, "sst2", "finetune", sweep("finetune", [0.80, 0.92, 0.81, 0.79]))
+    write_runs(mpnet, "sst2", "ptuning-v2", sweep("ptuning-v2", [0.80, 0.88, 0.70, 0.60]))
+    write_runs(mpnet, "sst2", "prefix-mlp", sweep("prefix-mlp", [0.88, 0.91, 0.70]))
+    for method, setting, scores in [
+        ("finetune", ft_chosen, [0.91, 0.93]),
+        ("ptuning-v2", pt2_chosen, [0.86, 0.87]),
+    ]:
+        write_runs(mpnet, "sst2", method, [
+            {"setting": setting, "seed": seed, "score": score, "curve": [score]}
+            for seed, score in zip((43, 44), scores, strict=True)
+        ])  # fmt: skip
+    assert scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))["change"] is None
+
+    write_runs(mpnet, "sst2", "prefix-mlp", [
+        {"setting": mlp_chosen, "seed": 43, "score": 0.92, "curve": [0.92]},
+        {"setting": mlp_chosen, "seed": 44, "score": 0.90, "curve": [0.90]},
+    ])  # fmt: skip
+    best = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))
+
+    assert best["change"] == "reparameterization" and best["method"] == "prefix-mlp"
+    assert best["changed"] == mlp_chosen and best["candidates"] == 2
+    assert best["scores"] == pytest.approx([91.0, 92.0, 90.0])
+    assert best["gap"] == pytest.approx(-1.0)
+    assert scaling.format_best_change(best) == "MLP reparameterization (prefix-tuning), lr 0.001, P 16"
+
+
 def test_best_measured_waits_for_both_sides_seeds(results_root):
     root = results_root
     scaling = load_benchmark("quality_scaling")
