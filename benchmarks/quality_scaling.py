@@ -180,6 +180,7 @@ def best_measured(bench: results.Bench, task: str, point: dict[str, Any]) -> dic
         "ptuning_v2": statistics.mean(ours),
         "gap": statistics.mean(ours) - statistics.mean(theirs),
         "spread": one_seed_spread(ours, theirs),
+        "measured": measured,
     }
 
 
@@ -290,7 +291,7 @@ def render_table(
             row += [format_gap(one), format_gap(two), format_change(one, two)]
         lines.append("| " + " | ".join(row) + " |")
     if best is not None:
-        lines += ["", *render_best(points, best)]
+        lines += ["", *render_best(points, best), "", *render_three_seed_settings(points, best)]
     lines += ["", *render_detail(points), "", *render_anchors(anchors)]
     return "\n".join(lines) + "\n"
 
@@ -330,6 +331,36 @@ def render_best(
                 f"{found['ptuning_v2']:.1f} ({low:.1f}–{high:.1f}) | "
                 f"{found['gap']:+.1f} ± {found['spread']:.1f} | {found['gap'] - point['gap']:+.1f} |"
             )
+    return lines
+
+
+def render_three_seed_settings(
+    points: dict[tuple[str, str], dict[str, dict[str, Any]]],
+    best: dict[str, dict[str, dict[str, Any] | None]],
+) -> list[str]:
+    """Every setting the best one was picked from, with its own gap: what each change moved, over three seeds."""
+    lines = [
+        "**Every P-tuning v2 setting with three seeds** (1x budget; the candidates of the table above, so none "
+        "that trains longer than fine-tuning; best mean dev first): each setting's score over seeds 42-44, its "
+        "mean dev score (what picks) and its gap to fine-tuning's chosen setting.",
+        "",
+        "| task | backbone | setting | P-tuning v2 | mean dev | gap |",
+        "|---|---|---|---|---|---|",
+    ]
+    for task in tasks_of("full"):
+        for name, spec in protocol.BACKBONES.items():
+            found = best[name][task]
+            if found is None:
+                continue
+            theirs = points[(name, "full")][task]["scores"]["finetune"]
+            label = f"{protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name})"
+            for entry in sorted(found["measured"], key=lambda entry: -entry["dev"]):
+                lines.append(
+                    f"| {label} | {format_best_change(entry)} | {tables.mean_std(entry['scores'])} | "
+                    f"{entry['dev']:.1f} | "
+                    f"{statistics.mean(entry['scores']) - statistics.mean(theirs):+.1f} ± "
+                    f"{one_seed_spread(entry['scores'], theirs):.1f} |"
+                )
     return lines
 
 

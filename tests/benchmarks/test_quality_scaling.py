@@ -341,6 +341,21 @@ def test_the_mlp_reparameterization_competes_for_the_best_setting_at_its_own_cho
     assert best["scores"] == pytest.approx([91.0, 92.0, 90.0])
     assert best["gap"] == pytest.approx(-1.0)
     assert scaling.format_best_change(best) == "MLP reparameterization (prefix-tuning), lr 0.001, P 16"
+    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in scaling.SCALES}
+    points[("mpnet", "full")]["sst2"] = scaling.gap(mpnet, "sst2")
+    rows = scaling.render_three_seed_settings(
+        points, {name: {t: best if name == "mpnet" and t == "sst2" else None for t in scaling.tasks_of("full")}
+                 for name in quality_protocol.BACKBONES},
+    )  # fmt: skip
+    settings = [row for row in rows if row.startswith("| SST-2")]
+    assert (
+        settings
+        == [  # best mean dev first; gaps against fine-tuning's 92.0, spreads sqrt(1 + 1) and sqrt(1 + 1)
+            "| SST-2 | 109.5 M (mpnet) | MLP reparameterization (prefix-tuning), lr 0.001, P 16 | 91.0 ± 1.0 | 91.0 "
+            "| -1.0 ± 1.4 |",
+            "| SST-2 | 109.5 M (mpnet) | the chosen setting | 87.0 ± 1.0 | 87.0 | -5.0 ± 1.4 |",
+        ]
+    )
 
 
 def test_best_measured_waits_for_both_sides_seeds(results_root):
