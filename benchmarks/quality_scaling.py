@@ -2,11 +2,11 @@
 
 Reads the quality results of every backbone (``benchmarks/quality.py --backbone ...``), at both budgets, and
 renders the gap P-tuning v2 − fine-tuning per task (mean over seeds of each side's chosen setting) against
-the backbone's size: a PNG and Markdown tables. A gap needs both sides' sweeps finished (the chosen setting
-is fixed only then); until each side has all its seeds it is marked partial and has no spread, and a cell
-without it says which sweeps are unfinished. Beside them, the anchors from the P-tuning v2 authors
-(BERT-large, RoBERTa-large) that a citable source gives: ``benchmarks/quality_anchors.json``, each number with
-its source. The same command renders the learning curves behind the gaps (``quality_curves.py``).
+the backbone's size: a PNG and Markdown tables. A cell without a gap says which sweeps are unfinished, and
+a partial gap (fewer than all seeds on a side) has no spread. Beside them, the anchors from the P-tuning v2
+authors (BERT-large, RoBERTa-large) that a citable source gives: ``benchmarks/quality_anchors.json``, each
+number with its source. The same command renders the learning curves behind the gaps (``quality_curves.py``).
+The gaps come from ``quality_gaps.py``, the anchors from ``quality_anchors.py``; this file renders them.
 
     python benchmarks/quality_scaling.py                                   # tables to stdout, PNGs written
     python benchmarks/quality_scaling.py --update-doc docs/RESULTS.md      # and into the doc
@@ -15,14 +15,14 @@ its source. The same command renders the learning curves behind the gaps (``qual
 from __future__ import annotations
 
 import argparse
-import json
-import math
 import statistics
 import textwrap
 from pathlib import Path
 from typing import Any
 
+import quality_anchors as anchors_module
 import quality_curves
+import quality_gaps as gaps
 import quality_protocol as protocol
 import quality_results as results
 import quality_tables as tables
@@ -32,191 +32,6 @@ FIGURE = results.RESULTS_DIR / "scaling.png"
 DOC_MARKERS = ("<!-- quality-scaling:start -->", "<!-- quality-scaling:end -->")
 STANDING_MARKERS = ("<!-- quality-standing:start -->", "<!-- quality-standing:end -->")
 OTHER_METHODS = ("prefix-mlp", "prompt-tuning", "linear-probe")  # the standing's columns after P-tuning v2's
-SCALES = quality_curves.SCALES  # budget scale -> how the tables name it
-COMPARED = ("ptuning-v2", "finetune")
-SEEDS_PER_SIDE = 1 + len(protocol.EXTRA_SEEDS)  # the chosen setting's seed-42 sweep run and the extra seeds
-ANCHORS_FILE = Path(__file__).with_name("quality_anchors.json")
-ANCHOR_MODELS = ("BERT-large", "RoBERTa-large")
-ANCHOR_METHODS = ("finetune", "ptuning-v2")
-ANCHOR_FIELDS = ("model", "task", "method", "value", "metric", "source")
-
-
-def load_anchors(path: Path = ANCHORS_FILE) -> dict[tuple[str, str, str], dict[str, Any]]:
-    """{(model, task, method): anchor} from ``path``. Every anchor must carry its source: a number without one
-    is refused, so nothing written from memory can slip into the table."""
-    entries = json.loads(path.read_text())["anchors"]
-    anchors = {}
-    for index, entry in enumerate(entries):
-        where = f"{path}: anchors[{index}]"
-        missing = [name for name in ANCHOR_FIELDS if not entry.get(name)]
-        if missing:
-            raise ValueError(f"{where}: missing {', '.join(missing)} (every anchor needs {ANCHOR_FIELDS})")
-        if entry["method"] not in ANCHOR_METHODS:
-            raise ValueError(f"{where}: method {entry['method']!r}, expected one of {ANCHOR_METHODS}")
-        if not isinstance(entry["value"], int | float):
-            raise ValueError(f"{where}: value {entry['value']!r}, expected a number (percent)")
-        key = (entry["model"], entry["task"], entry["method"])
-        if key in anchors:
-            raise ValueError(f"{where}: a second anchor for {key}")
-        anchors[key] = entry
-    return anchors
-
-
-def format_anchor(anchors: dict[tuple[str, str, str], dict[str, Any]], model: str, task: str) -> str:
-    """The gap where both sides have a source; otherwise the side that has one, named as such."""
-    pt2, ft = (anchors.get((model, task, method)) for method in ("ptuning-v2", "finetune"))
-    if pt2 and ft:
-        return f"{pt2['value'] - ft['value']:+.1f} ({pt2['value']:.1f} vs {ft['value']:.1f})"
-    if pt2:
-        return f"PT-2 {pt2['value']:.1f} (no FT anchor)"
-    if ft:
-        return f"FT {ft['value']:.1f} (no PT-2 anchor)"
-    return "–"
-
-
-def sweep_progress(bench: results.Bench, task: str, method: str) -> tuple[int, int]:
-    """(finished, total) runs of the method's seed-42 sweep at the bench's scale."""
-    runs = results.sweep_runs(bench, task, method)
-    return sum(r is not None for r in runs), len(runs)
-
-
-def side_scores(bench: results.Bench, task: str, method: str) -> dict[str, Any]:
-    """One side of the gap: its chosen setting's primary scores over the seeds that finished (``scores``, empty
-    while the sweep is unfinished) and how far its sweep is (``sweep``: finished, total)."""
-    metric = bench.budgets[task].metrics[0]
-    result = results.method_result(bench, task, method)
-    return {
-        "scores": list(result["scores"][metric]) if result else [],
-        "sweep": sweep_progress(bench, task, method),
-    }
-
-
-def gap(bench: results.Bench, task: str) -> dict[str, Any]:
-    """P-tuning v2 − fine-tuning (primary metric, points) at each side's chosen setting.
-
-    ``status`` says what the number may be read as: "pending" (a side's sweep is unfinished, so its chosen
-    setting is not known yet: no gap), "partial" (both chosen, fewer than all seeds on a side: gap of the means
-    so far, no spread) or "complete" (all seeds on both sides). ``spread`` is the standard deviation of a
-    one-seed difference (``one_seed_spread``), given only when complete; ``scores`` and ``ranges`` hold each
-    side's scores over its seeds and their min..max."""
-    sides = {method: side_scores(bench, task, method) for method in COMPARED}
-    ours, theirs = (sides[method]["scores"] for method in COMPARED)
-    point: dict[str, Any] = {
-        "sweeps": {method: sides[method]["sweep"] for method in COMPARED},
-        "seeds": (len(ours), len(theirs)),
-        "scores": {method: sides[method]["scores"] for method in COMPARED},
-        "ranges": {method: _range(sides[method]["scores"]) for method in COMPARED},
-        "ptuning_v2": statistics.mean(ours) if ours else None,
-        "finetune": statistics.mean(theirs) if theirs else None,
-    }
-    if not ours or not theirs:
-        return {**point, "status": "pending", "gap": None, "spread": None}
-    complete = len(ours) >= SEEDS_PER_SIDE and len(theirs) >= SEEDS_PER_SIDE
-    return {
-        **point,
-        "status": "complete" if complete else "partial",
-        "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": one_seed_spread(ours, theirs) if complete else None,
-    }
-
-
-def one_seed_spread(ours: list[float], theirs: list[float]) -> float:
-    """The standard deviation of a one-seed difference of the two sides, sqrt(sd_PT2² + sd_FT²)."""
-    return math.sqrt(statistics.variance(ours) + statistics.variance(theirs))
-
-
-def _range(scores: list[float]) -> tuple[float, float] | None:
-    return (min(scores), max(scores)) if scores else None
-
-
-LONGER_TRAINING = "epochs_factor"  # a change that trains P-tuning v2 longer than fine-tuning was trained
-# P-tuning v2 with its prompts reparameterized by prefix-tuning's 2-layer MLP (one of the paper's design choices,
-# "useful depending on the task"): a method with its own lr sweep here, so its chosen setting is the candidate.
-REPARAMETERIZED = "prefix-mlp"
-
-
-def best_measured(bench: results.Bench, task: str, point: dict[str, Any]) -> dict[str, Any] | None:
-    """P-tuning v2's best setting measured like for like with fine-tuning: of the chosen setting, every
-    ablation change that ran all three seeds (a confirmed change) and the MLP reparameterization at its own
-    chosen setting, the one with the highest mean dev score (never the reported split, which would pick the
-    test set's favourite), leaving out the changes that train longer than fine-tuning did. ``point``: the
-    task's ``gap``, whose fine-tuning side it is compared with; None until that gap is complete (both sides'
-    chosen settings have all their seeds).
-
-    What the gap table cannot say on its own: how far the changes the ablations found move the gap at each
-    size. ``change`` names the ablation (None: the chosen setting stayed best; "reparameterization": the MLP),
-    ``method`` the results' method and ``changed`` what differs from P-tuning v2's chosen setting (for the MLP,
-    its own chosen setting)."""
-    if point["status"] != "complete":
-        return None
-    budget = bench.budgets[task]
-    chosen = results.chosen_setting(bench, task, "ptuning-v2")
-    theirs = point["scores"]["finetune"]
-    candidates: list[tuple[str | None, str, dict[str, Any]]] = [(None, "ptuning-v2", {})]
-    names = protocol.ablations_for(task, tables.rendered_ablations(bench), bench.spec.ablation_tasks)
-    for name in (n for n in names if "ptuning-v2" in protocol.ablation_methods(n)):
-        candidates += [
-            (name, "ptuning-v2", change)
-            for change in protocol.ablation_changes(name, bench.spec.num_layers)
-            if LONGER_TRAINING not in change
-        ]
-    reparameterized = results.chosen_setting(bench, task, REPARAMETERIZED)
-    if reparameterized is not None:
-        candidates.append(("reparameterization", REPARAMETERIZED, reparameterized))
-    measured = []
-    for name, method, change in candidates:
-        setting = change if method == REPARAMETERIZED else {**chosen, **change}
-        runs = results.setting_runs(bench, task, method, setting)
-        scores = [results.primary(run, budget) if run else None for run in runs]
-        if None in scores:
-            continue
-        dev = statistics.mean(results.dev_score(run, budget) for run in runs)
-        measured.append({"change": name, "method": method, "changed": change, "dev": dev, "scores": scores})
-    best = max(measured, key=lambda entry: entry["dev"])
-    ours = best["scores"]
-    return {
-        **best,
-        "candidates": len(measured),
-        "ptuning_v2": statistics.mean(ours),
-        "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": one_seed_spread(ours, theirs),
-        "measured": measured,
-    }
-
-
-def bench_of(name: str, scale: str, results_root: Path = results.RESULTS_DIR) -> results.Bench:
-    spec = protocol.BACKBONES[name]
-    return results.Bench(
-        results_dir=results_root / spec.results_subdir, model=spec.model, scale=scale, backbone=name
-    )
-
-
-def collect(results_root: Path = results.RESULTS_DIR) -> dict[tuple[str, str], dict[str, dict[str, Any]]]:
-    """{(backbone, scale): {task: gap}} for every backbone and budget scale (pending ones included)."""
-    points = {}
-    for name in protocol.BACKBONES:
-        for scale in SCALES:
-            bench = bench_of(name, scale, results_root)
-            points[(name, scale)] = {task: gap(bench, task) for task in tasks_of(scale)}
-    return points
-
-
-def collect_best(
-    points: dict[tuple[str, str], dict[str, dict[str, Any]]], results_root: Path = results.RESULTS_DIR
-) -> dict[str, dict[str, dict[str, Any] | None]]:
-    """{backbone: {task: best_measured}} at the 1x budget (the only one with ablations), beside ``points``."""
-    best = {}
-    for name in protocol.BACKBONES:
-        bench = bench_of(name, "full", results_root)
-        best[name] = {
-            task: best_measured(bench, task, points[(name, "full")][task]) for task in tasks_of("full")
-        }
-    return best
-
-
-def tasks_of(scale: str) -> list[str]:
-    budgets = protocol.LARGE_BUDGETS if scale == "large" else protocol.BUDGETS
-    return [t for t in protocol.TASK_ORDER if t in budgets]
 
 
 def format_pending(point: dict[str, Any]) -> str:
@@ -253,7 +68,7 @@ def format_side(point: dict[str, Any], method: str) -> str:
         done, total = point["sweeps"][method]
         return f"pending (sweep {done}/{total})"
     low, high = point["ranges"][method]
-    seeds = point["seeds"][COMPARED.index(method)]
+    seeds = point["seeds"][gaps.COMPARED.index(method)]
     return f"{mean:.1f}" if seeds == 1 else f"{mean:.1f} ({low:.1f}–{high:.1f})"
 
 
@@ -264,16 +79,16 @@ def render_table(
 ) -> str:
     """The summary (gap per task, backbone and budget, and its change with size), the detail behind it (each
     side's mean and min–max over seeds), the gap at P-tuning v2's best measured setting (``best``, from
-    ``collect_best``) and the authors' anchors (P-tuning v2 only: no gap)."""
+    ``gaps.collect_best``) and the authors' anchors (P-tuning v2 only: no gap)."""
     small, large = protocol.BACKBONES  # the two scale points, smaller first
     names = {name: f"{spec.params_millions:g} M ({name})" for name, spec in protocol.BACKBONES.items()}
     header = ["task"]
-    for scale in SCALES:
-        header += [f"{names[small]}, {SCALES[scale]}", f"{names[large]}, {SCALES[scale]}", "change"]
+    for scale in gaps.SCALES:
+        header += [f"{names[small]}, {gaps.SCALES[scale]}", f"{names[large]}, {gaps.SCALES[scale]}", "change"]
     lines = [
         "**Gap P-tuning v2 − fine-tuning** (primary metric, points; mean over seeds of each side's chosen "
         f"setting). ± is the standard deviation of a one-seed difference, sqrt(sd_PT2² + sd_FT²), given only when "
-        f"both sides have all {SEEDS_PER_SIDE} seeds; '(1/1 seeds)' marks a partial gap (seeds of each side so "
+        f"both sides have all {gaps.SEEDS_PER_SIDE} seeds; '(1/1 seeds)' marks a partial gap (seeds of each side so "
         "far, no spread). 'pending' names the unfinished sweeps (no side is compared before its setting is "
         f"chosen). 'change' = gap at {names[large]} − gap at {names[small]}: positive means the gap closed with "
         "size. The larger budget covers the four tasks MiniLM can learn ('–': not part of that budget).",
@@ -283,7 +98,7 @@ def render_table(
     ]
     for task in protocol.TASK_ORDER:
         row = [protocol.BUDGETS[task].label]
-        for scale in SCALES:
+        for scale in gaps.SCALES:
             if task not in points[(small, scale)]:
                 row += ["–", "–", "–"]
                 continue
@@ -292,7 +107,7 @@ def render_table(
         lines.append("| " + " | ".join(row) + " |")
     if best is not None:
         lines += ["", *render_best(points, best), "", *render_three_seed_settings(points, best)]
-    lines += ["", *render_detail(points), "", *render_anchors(anchors)]
+    lines += ["", *render_detail(points), "", *anchors_module.render_anchors(anchors)]
     return "\n".join(lines) + "\n"
 
 
@@ -315,7 +130,7 @@ def render_best(
         "| gap | moved |",
         "|---|---|---|---|---|---|---|---|",
     ]
-    for task in tasks_of("full"):
+    for task in gaps.tasks_of("full"):
         for name, spec in protocol.BACKBONES.items():
             point, found = points[(name, "full")][task], best[name][task]
             label = f"{protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name})"
@@ -347,7 +162,7 @@ def render_three_seed_settings(
         "| task | backbone | setting | P-tuning v2 | mean dev | gap |",
         "|---|---|---|---|---|---|",
     ]
-    for task in tasks_of("full"):
+    for task in gaps.tasks_of("full"):
         for name, spec in protocol.BACKBONES.items():
             found = best[name][task]
             if found is None:
@@ -359,7 +174,7 @@ def render_three_seed_settings(
                     f"| {label} | {format_best_change(entry)} | {tables.mean_std(entry['scores'])} | "
                     f"{entry['dev']:.1f} | "
                     f"{statistics.mean(entry['scores']) - statistics.mean(theirs):+.1f} ± "
-                    f"{one_seed_spread(entry['scores'], theirs):.1f} |"
+                    f"{gaps.one_seed_spread(entry['scores'], theirs):.1f} |"
                 )
     return lines
 
@@ -368,7 +183,7 @@ def render_standing(
     best: dict[str, dict[str, dict[str, Any] | None]], results_root: Path = results.RESULTS_DIR
 ) -> str:
     """Where each backbone stands at the 1x budget: every compared method at its chosen setting (mean ± sd over
-    the seeds that finished) and P-tuning v2 at its best measured setting (``best``, from ``collect_best``),
+    the seeds that finished) and P-tuning v2 at its best measured setting (``best``, from ``gaps.collect_best``),
     one row per task and backbone that has a run; the tasks with none are named below the table."""
     header = [
         "task",
@@ -380,10 +195,10 @@ def render_standing(
     header += [protocol.METHOD_LABELS[method] for method in OTHER_METHODS]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     not_run = []
-    for task in tasks_of("full"):
+    for task in gaps.tasks_of("full"):
         budget = protocol.BUDGETS[task]
         for name, spec in protocol.BACKBONES.items():
-            bench = bench_of(name, "full", results_root)
+            bench = gaps.bench_of(name, "full", results_root)
             methods = ("finetune", "ptuning-v2", *OTHER_METHODS)
             scores = {method: chosen_scores(bench, task, method) for method in methods}
             if not any(scores.values()):
@@ -417,7 +232,7 @@ def format_best_change(found: dict[str, Any], named: bool = True) -> str:
     if found["change"] is None:
         return "the chosen setting"
     change = tables.format_setting(found["changed"])
-    if found["method"] == REPARAMETERIZED:
+    if found["method"] == gaps.REPARAMETERIZED:
         return f"MLP reparameterization (prefix-tuning), {change}"
     return f"{found['change']}: {change}" if named else change
 
@@ -430,46 +245,17 @@ def render_detail(points: dict[tuple[str, str], dict[str, dict[str, Any]]]) -> l
         "|---|---|---|---|---|---|",
     ]
     for task in protocol.TASK_ORDER:
-        for scale in SCALES:
+        for scale in gaps.SCALES:
             for name, spec in protocol.BACKBONES.items():
                 point = points[(name, scale)].get(task)
                 if point is None:
                     continue
                 lines.append(
-                    f"| {protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name}) | {SCALES[scale]} | "
+                    f"| {protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name}) | {gaps.SCALES[scale]} | "
                     f"{format_side(point, 'ptuning-v2')} | {format_side(point, 'finetune')} | "
                     f"{'/'.join(map(str, point['seeds']))} |"
                 )
     return lines
-
-
-def render_anchors(anchors: dict[tuple[str, str, str], dict[str, Any]]) -> list[str]:
-    header = ["task"] + [f"authors: {model}" for model in ANCHOR_MODELS]
-    lines = [
-        "**The authors' anchors** (P-tuning v2 authors' reimplementation on BERT-large / RoBERTa-large under "
-        "their own protocol, 10 to 120 epochs per task: far from our budgets, so compare trends, not absolute "
-        "scores):",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|" + "---|" * len(header),
-    ]
-    for task in protocol.TASK_ORDER:
-        row = [protocol.BUDGETS[task].label] + [
-            format_anchor(anchors, model, task) for model in ANCHOR_MODELS
-        ]
-        lines.append("| " + " | ".join(row) + " |")
-    sources = sorted({anchor["source"] for anchor in anchors.values()})
-    methods = {method for _, _, method in anchors}
-    note = f"{ANCHORS_FILE.name}: every number beside its source. '–': no anchor for that task and model."
-    if "finetune" not in methods:
-        note += (
-            " No fine-tuning (FT) anchor was found in a source readable from this machine (the paper's tables, "
-            "arXiv 2110.07602, could not be read here, and none is written from memory), so these columns "
-            "give P-tuning v2's (PT-2) score, not a gap."
-        )
-    if sources:
-        note += " Sources: " + "; ".join(sources) + "."
-    return [*lines, "", note]
 
 
 def render_figure(
@@ -489,9 +275,9 @@ def render_figure(
 
     sizes = {name: spec.params_millions for name, spec in protocol.BACKBONES.items()}
     colours = {task: f"C{index}" for index, task in enumerate(protocol.TASK_ORDER)}  # the same in every panel
-    figure, axes = plt.subplots(1, len(SCALES) + 1, figsize=(17, 5.4))
-    for axis, scale in zip(axes, SCALES, strict=False):
-        for task in tasks_of(scale):
+    figure, axes = plt.subplots(1, len(gaps.SCALES) + 1, figsize=(17, 5.4))
+    for axis, scale in zip(axes, gaps.SCALES, strict=False):
+        for task in gaps.tasks_of(scale):
             measured = [
                 (sizes[name], points[(name, scale)][task])
                 for name in protocol.BACKBONES
@@ -519,7 +305,7 @@ def render_figure(
         for name, size in sizes.items():
             pending = [
                 protocol.BUDGETS[task].label
-                for task in tasks_of(scale)
+                for task in gaps.tasks_of(scale)
                 if points[(name, scale)][task]["status"] == "pending"
             ]
             if pending:
@@ -535,12 +321,12 @@ def render_figure(
         axis.xaxis.set_minor_locator(NullLocator())
         axis.set_xticks(list(sizes.values()))
         axis.set_xticklabels([f"{size:g} M\n{name}" for name, size in sizes.items()])
-        axis.set_title(f"PT-2 − FT, {SCALES[scale]}")
+        axis.set_title(f"PT-2 − FT, {gaps.SCALES[scale]}")
         axis.set_xlabel("backbone parameters")
         axis.set_ylabel("P-tuning v2 − fine-tuning (points)")
         if axis.get_legend_handles_labels()[0]:
             axis.legend(fontsize=7, loc="best")
-    render_anchor_panel(axes[-1], points, anchors, colours)
+    anchors_module.render_anchor_panel(axes[-1], points, anchors, colours)
     note = (
         "dashed: the target (within 1 point); filled: all seeds, bar = sd of a one-seed difference; hollow: "
         "partial (fewer seeds, no bar); diamonds (1x): the gap at P-tuning v2's best measured setting; the authors' anchors are P-tuning v2 scores only (no fine-tuning anchor "
@@ -551,40 +337,6 @@ def render_figure(
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)
     plt.close(figure)
-
-
-def render_anchor_panel(axis, points, anchors, colours) -> None:
-    """P-tuning v2's absolute 1x score on our backbones (mean over its seeds so far, once its sweep is done),
-    and the authors' P-tuning v2 scores (their protocol) on theirs, in order of size: what the anchors are, with no fine-tuning side invented."""
-    positions = list(protocol.BACKBONES) + list(ANCHOR_MODELS)
-    for task in protocol.TASK_ORDER:
-        ours = [
-            (index, points[(name, "full")][task]["ptuning_v2"])
-            for index, name in enumerate(protocol.BACKBONES)
-            if points[(name, "full")][task]["ptuning_v2"] is not None
-        ]
-        theirs = [
-            (len(protocol.BACKBONES) + index, anchors[(model, task, "ptuning-v2")]["value"])
-            for index, model in enumerate(ANCHOR_MODELS)
-            if (model, task, "ptuning-v2") in anchors
-        ]
-        if ours:
-            axis.plot(
-                *zip(*ours, strict=True), marker="o", color=colours[task], label=protocol.BUDGETS[task].label
-            )
-        if theirs:
-            axis.plot(*zip(*theirs, strict=True), marker="*", markersize=10, linestyle="none",
-                      markerfacecolor="white", color=colours[task])  # fmt: skip
-    axis.set_xticks(range(len(positions)))
-    axis.set_xticklabels(
-        [f"{protocol.BACKBONES[n].params_millions:g} M\n{n}" for n in protocol.BACKBONES]
-        + [f"{model}\n(authors)" for model in ANCHOR_MODELS]
-    )
-    axis.axvline(len(protocol.BACKBONES) - 0.5, color="grey", linewidth=0.8)
-    axis.set_title("P-tuning v2 score: ours (1x budget) | authors' protocol (stars)")
-    axis.set_ylabel("P-tuning v2, primary metric (%)")
-    if axis.get_legend_handles_labels()[0]:
-        axis.legend(fontsize=7, loc="lower right")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -605,9 +357,9 @@ def main(argv: list[str] | None = None) -> int:
         help="write the standing, the gap table and the learning curves between their markers",
     )
     args = parser.parse_args(argv)
-    anchors = load_anchors()
-    points = collect(args.results_root)
-    best = collect_best(points, args.results_root)
+    anchors = anchors_module.load_anchors()
+    points = gaps.collect(args.results_root)
+    best = gaps.collect_best(points, args.results_root)
     table = render_table(points, anchors, best)
     render_figure(points, anchors, args.figure, best)
     curves = quality_curves.collect(args.results_root)

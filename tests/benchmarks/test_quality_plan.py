@@ -7,6 +7,8 @@ import json
 
 import pytest
 import quality
+import quality_anchors
+import quality_gaps
 import quality_protocol
 import quality_results
 import quality_tables
@@ -119,9 +121,9 @@ def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_m
     assert capsys.readouterr().out == tables
 
     scaling = load_benchmark("quality_scaling")
-    points = scaling.collect(tmp_path)  # MiniLM (the root itself) has no runs here either
+    points = quality_gaps.collect(tmp_path)  # MiniLM (the root itself) has no runs here either
     assert all(point["gap"] is None for point in points[("mpnet", "full")].values())
-    table = scaling.render_table(points, scaling.load_anchors())
+    table = scaling.render_table(points, quality_anchors.load_anchors())
     assert (
         "| SST-2 | pending (sweeps: PT-2 0/4, FT 0/4) | pending (sweeps: FT 1/4) | pending | "
         "pending (sweeps: PT-2 0/3, FT 0/3) | pending (sweeps: PT-2 0/3, FT 0/3) | pending |"
@@ -129,18 +131,19 @@ def test_mpnet_tables_and_scaling_render_from_a_partial_results_folder(partial_m
 
 
 def test_scaling_anchors_carry_their_source_and_fill_the_authors_columns(tmp_path):
-    scaling = load_benchmark("quality_scaling")
-    anchors = scaling.load_anchors()
+    anchors = quality_anchors.load_anchors()
     assert all("THUDM/P-tuning-v2 README.md @" in a["source"] for a in anchors.values())
     assert anchors[("RoBERTa-large", "superglue-rte", "ptuning-v2")]["value"] == 86.6
     assert not any(method == "finetune" for _, _, method in anchors)  # none found: no gap is made up
-    assert scaling.format_anchor(anchors, "RoBERTa-large", "superglue-rte") == "PT-2 86.6 (no FT anchor)"
-    assert scaling.format_anchor(anchors, "BERT-large", "squad") == "–"
+    assert (
+        quality_anchors.format_anchor(anchors, "RoBERTa-large", "superglue-rte") == "PT-2 86.6 (no FT anchor)"
+    )
+    assert quality_anchors.format_anchor(anchors, "BERT-large", "squad") == "–"
     both = {
         ("m", "t", "ptuning-v2"): {"value": 80.0},
         ("m", "t", "finetune"): {"value": 81.5},
     }
-    assert scaling.format_anchor(both, "m", "t") == "-1.5 (80.0 vs 81.5)"
+    assert quality_anchors.format_anchor(both, "m", "t") == "-1.5 (80.0 vs 81.5)"
 
     unsourced = tmp_path / "anchors.json"
     entry = {
@@ -152,7 +155,7 @@ def test_scaling_anchors_carry_their_source_and_fill_the_authors_columns(tmp_pat
     }
     unsourced.write_text(json.dumps({"anchors": [entry]}))
     with pytest.raises(ValueError, match=r"anchors\[0\]: missing source"):
-        scaling.load_anchors(unsourced)
+        quality_anchors.load_anchors(unsourced)
 
 
 def test_an_ablation_change_that_beats_the_chosen_setting_gets_seeds_43_44_and_renders_over_three(

@@ -8,6 +8,8 @@ import json
 from pathlib import Path
 
 import pytest
+import quality_anchors
+import quality_gaps
 import quality_protocol
 import quality_results
 from test_smoke import load_benchmark
@@ -105,8 +107,7 @@ def results_root(tmp_path) -> Path:
 
 def test_gap_is_the_difference_of_seed_means_with_spread_only_when_both_sides_have_three_seeds(results_root):
     root = results_root
-    scaling = load_benchmark("quality_scaling")
-    points = scaling.collect(root)
+    points = quality_gaps.collect(root)
 
     complete = points[("minilm", "full")]["sst2"]
     assert complete["status"] == "complete" and complete["seeds"] == (3, 3)
@@ -129,7 +130,7 @@ def test_gap_is_the_difference_of_seed_means_with_spread_only_when_both_sides_ha
 def test_table_marks_partial_and_pending_cells_and_drops_none(results_root):
     root = results_root
     scaling = load_benchmark("quality_scaling")
-    table = scaling.render_table(scaling.collect(root), scaling.load_anchors())
+    table = scaling.render_table(quality_gaps.collect(root), quality_anchors.load_anchors())
 
     assert (
         "| SST-2 | -6.0 ± 2.2 | -4.0 (1/3 seeds) | +2.0 (partial) | pending (sweeps: PT-2 0/3, FT 0/3) | "
@@ -239,10 +240,10 @@ def test_standing_shows_every_method_at_its_chosen_setting_and_names_tasks_witho
     CoNLL-2004 half a sweep (no chosen setting: no row)."""
     scaling = load_benchmark("quality_scaling")
     root = results_root
-    points = scaling.collect(root)
+    points = quality_gaps.collect(root)
     rows = {
         tuple(cell.strip() for cell in line.split("|")[1:3]): [cell.strip() for cell in line.split("|")[3:-1]]
-        for line in scaling.render_standing(scaling.collect_best(points, root), root).splitlines()
+        for line in scaling.render_standing(quality_gaps.collect_best(points, root), root).splitlines()
         if line.startswith("| ") and "---" not in line and not line.startswith("| task")
     }
     assert rows[("SST-2 (dev acc.)", "22.6 M (minilm)")] == [
@@ -253,7 +254,7 @@ def test_standing_shows_every_method_at_its_chosen_setting_and_names_tasks_witho
     ]  # fmt: skip
     assert rows[("RTE (dev acc.)", "109.5 M (mpnet)")][:2] == ["pending", "60.0 (1 seed)"]
     assert len(rows) == 3
-    text = scaling.render_standing(scaling.collect_best(points, root), root)
+    text = scaling.render_standing(quality_gaps.collect_best(points, root), root)
     assert "No finished sweep yet: " in text and "CoNLL-2004 at 109.5 M" in text and "SST-2 at" not in text
 
 
@@ -279,7 +280,8 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
         ]
 
     write_runs(mpnet, "sst2", "ptuning-v2", three_seeds(pt2_chosen, [0.88, 0.86, 0.87])[1:])
-    alone = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))  # only the chosen setting so far
+    # only the chosen setting so far
+    alone = quality_gaps.best_measured(mpnet, "sst2", quality_gaps.gap(mpnet, "sst2"))
     assert alone["change"] is None and alone["candidates"] == 1 and alone["gap"] == pytest.approx(-5.0)
     write_runs(mpnet, "sst2", "ptuning-v2", [
         *three_seeds({**pt2_chosen, "warmup_ratio": 0.1}, [0.89, 0.90, 0.91]),
@@ -287,19 +289,19 @@ def test_best_measured_setting_is_picked_by_mean_dev_among_three_seed_settings_o
         {"setting": {**pt2_chosen, "pooling": "mean"}, "score": 0.99, "curve": [0.99]},
     ])  # fmt: skip
 
-    best = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))
+    best = quality_gaps.best_measured(mpnet, "sst2", quality_gaps.gap(mpnet, "sst2"))
 
     assert best["change"] == "warmup" and best["changed"] == {"warmup_ratio": 0.1}
     assert best["candidates"] == 2  # the chosen setting and warmup: x2 left out, mean pooling has one seed
     assert best["scores"] == pytest.approx([89.0, 90.0, 91.0])
     assert best["gap"] == pytest.approx(-2.0)
     assert best["spread"] == pytest.approx(2**0.5)  # sample variances 1 and 1
-    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in scaling.SCALES}
-    points[("mpnet", "full")]["sst2"] = scaling.gap(mpnet, "sst2")
+    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in quality_gaps.SCALES}
+    points[("mpnet", "full")]["sst2"] = quality_gaps.gap(mpnet, "sst2")
     rows = scaling.render_best(
-        {key: {t: points[key].get(t, {"status": "pending", "sweeps": {}}) for t in scaling.tasks_of("full")}
+        {key: {t: points[key].get(t, {"status": "pending", "sweeps": {}}) for t in quality_gaps.tasks_of("full")}
          for key in points},
-        {name: {t: best if (name, t) == ("mpnet", "sst2") else None for t in scaling.tasks_of("full")}
+        {name: {t: best if (name, t) == ("mpnet", "sst2") else None for t in quality_gaps.tasks_of("full")}
          for name in quality_protocol.BACKBONES},
     )  # fmt: skip
     assert (
@@ -328,23 +330,23 @@ def test_the_mlp_reparameterization_competes_for_the_best_setting_at_its_own_cho
             {"setting": setting, "seed": seed, "score": score, "curve": [score]}
             for seed, score in zip((43, 44), scores, strict=True)
         ])  # fmt: skip
-    assert scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))["change"] is None
+    assert quality_gaps.best_measured(mpnet, "sst2", quality_gaps.gap(mpnet, "sst2"))["change"] is None
 
     write_runs(mpnet, "sst2", "prefix-mlp", [
         {"setting": mlp_chosen, "seed": 43, "score": 0.92, "curve": [0.92]},
         {"setting": mlp_chosen, "seed": 44, "score": 0.90, "curve": [0.90]},
     ])  # fmt: skip
-    best = scaling.best_measured(mpnet, "sst2", scaling.gap(mpnet, "sst2"))
+    best = quality_gaps.best_measured(mpnet, "sst2", quality_gaps.gap(mpnet, "sst2"))
 
     assert best["change"] == "reparameterization" and best["method"] == "prefix-mlp"
     assert best["changed"] == mlp_chosen and best["candidates"] == 2
     assert best["scores"] == pytest.approx([91.0, 92.0, 90.0])
     assert best["gap"] == pytest.approx(-1.0)
     assert scaling.format_best_change(best) == "MLP reparameterization (prefix-tuning), lr 0.001, P 16"
-    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in scaling.SCALES}
-    points[("mpnet", "full")]["sst2"] = scaling.gap(mpnet, "sst2")
+    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in quality_gaps.SCALES}
+    points[("mpnet", "full")]["sst2"] = quality_gaps.gap(mpnet, "sst2")
     rows = scaling.render_three_seed_settings(
-        points, {name: {t: best if name == "mpnet" and t == "sst2" else None for t in scaling.tasks_of("full")}
+        points, {name: {t: best if name == "mpnet" and t == "sst2" else None for t in quality_gaps.tasks_of("full")}
                  for name in quality_protocol.BACKBONES},
     )  # fmt: skip
     settings = [row for row in rows if row.startswith("| SST-2")]
@@ -360,8 +362,7 @@ def test_the_mlp_reparameterization_competes_for_the_best_setting_at_its_own_cho
 
 def test_best_measured_waits_for_both_sides_seeds(results_root):
     root = results_root
-    scaling = load_benchmark("quality_scaling")
-    best = scaling.collect_best(scaling.collect(root), root)
+    best = quality_gaps.collect_best(quality_gaps.collect(root), root)
     assert best["mpnet"]["sst2"] is None  # P-tuning v2 has one seed there
     minilm = best["minilm"]["sst2"]  # the epochs x2 ablation is the best dev score but trains longer
     assert minilm["change"] is None and minilm["gap"] == pytest.approx(-6.0)
