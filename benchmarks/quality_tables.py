@@ -173,6 +173,13 @@ def render_task(bench: Bench, task: str) -> list[str]:
 
 def render_ablations(bench: Bench) -> list[str]:
     names = rendered_ablations(bench)
+    # a scaling ablation that is not a cell of this bench (MiniLM's, run with --cell) gets rows only for the
+    # methods that ran it
+    ran_by_hand = {
+        (r.get("phase", "").removeprefix("ablation-"), r["method"])
+        for t in bench.budgets
+        for r in bench.records(t)
+    }
     lines = [
         "### P-tuning v2 ablations",
         "",
@@ -201,7 +208,10 @@ def render_ablations(bench: Bench) -> list[str]:
         budget_id = bench.budget_id(task)
         records = bench.records(task)
         for name, method in (
-            (n, m) for n in ablations_for(task, names, bench.spec.ablation_tasks) for m in ablation_methods(n)
+            (n, m)
+            for n in ablations_for(task, names, bench.spec.ablation_tasks)
+            for m in ablation_methods(n)
+            if n in bench.ablation_names or (n, m) in ran_by_hand
         ):
             chosen = chosen_setting(bench, task, method)
             base = find_run(records, run_key(task, method, chosen, SWEEP_SEED, budget_id)) if chosen else None
