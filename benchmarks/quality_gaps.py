@@ -105,8 +105,8 @@ def best_measured(bench: results.Bench, task: str, point: dict[str, Any]) -> dic
     chosen = results.chosen_setting(bench, task, "ptuning-v2")
     theirs = point["scores"]["finetune"]
     candidates: list[tuple[str | None, str, dict[str, Any]]] = [(None, "ptuning-v2", {})]
-    names = protocol.ablations_for(task, tables.rendered_ablations(bench), bench.spec.ablation_tasks)
-    for name in (n for n in names if "ptuning-v2" in protocol.ablation_methods(n)):
+    rows = tables.ablation_rows(bench, task, tables.ablations_run(bench))
+    for name in (name for name, method in rows if method == "ptuning-v2"):
         candidates += [
             (name, "ptuning-v2", change)
             for change in protocol.ablation_changes(name, bench.spec.num_layers)
@@ -122,18 +122,18 @@ def best_measured(bench: results.Bench, task: str, point: dict[str, Any]) -> dic
         scores = [results.primary(run, budget) if run else None for run in runs]
         if None in scores:
             continue
-        dev = statistics.mean(results.dev_score(run, budget) for run in runs)
-        measured.append({"change": name, "method": method, "changed": change, "dev": dev, "scores": scores})
+        measured.append({
+            "change": name,
+            "method": method,
+            "changed": change,
+            "dev": statistics.mean(results.dev_score(run, budget) for run in runs),
+            "scores": scores,
+            "ptuning_v2": statistics.mean(scores),
+            "gap": statistics.mean(scores) - statistics.mean(theirs),
+            "spread": one_seed_spread(scores, theirs),
+        })  # fmt: skip
     best = max(measured, key=lambda entry: entry["dev"])
-    ours = best["scores"]
-    return {
-        **best,
-        "candidates": len(measured),
-        "ptuning_v2": statistics.mean(ours),
-        "gap": statistics.mean(ours) - statistics.mean(theirs),
-        "spread": one_seed_spread(ours, theirs),
-        "measured": measured,
-    }
+    return {**best, "candidates": len(measured), "measured": measured}
 
 
 def bench_of(name: str, scale: str, results_root: Path = results.RESULTS_DIR) -> results.Bench:

@@ -193,8 +193,8 @@ SCALING_ABLATIONS = (
 )  # fmt: skip
 # Which methods an ablation changes (P-tuning v2 unless listed): pooling is a head choice, so fine-tuning gets
 # it too, or a gain could not be told apart from one that both sides would have.
-# Warmup also runs on prefix-tuning (MLP): at 110 M its every-layer MLP collapsed to chance on both NER tasks
-# at every rate of its sweep (and on CoNLL-2004 seed 44 at its chosen one), the failure warmup cured for the table.
+# Warmup also runs on prefix-tuning (MLP): at 110 M its MLP collapsed to chance on CoNLL-2003 at every rate of its
+# sweep and on CoNLL-2004 at 1e-3 and 3e-3, the failure warmup had cured for P-tuning v2's table.
 ABLATION_METHODS: dict[str, tuple[str, ...]] = {
     "pooling": ("ptuning-v2", "finetune"),
     "warmup": ("ptuning-v2", "prefix-mlp"),

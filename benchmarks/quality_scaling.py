@@ -15,7 +15,6 @@ The gaps come from ``quality_gaps.py``, the anchors from ``quality_anchors.py``;
 from __future__ import annotations
 
 import argparse
-import statistics
 import textwrap
 from pathlib import Path
 from typing import Any
@@ -106,7 +105,7 @@ def render_table(
             row += [format_gap(one), format_gap(two), format_change(one, two)]
         lines.append("| " + " | ".join(row) + " |")
     if best is not None:
-        lines += ["", *render_best(points, best), "", *render_three_seed_settings(points, best)]
+        lines += ["", *render_best(points, best), "", *render_three_seed_settings(best)]
     lines += ["", *render_detail(points), "", *anchors_module.render_anchors(anchors)]
     return "\n".join(lines) + "\n"
 
@@ -149,10 +148,7 @@ def render_best(
     return lines
 
 
-def render_three_seed_settings(
-    points: dict[tuple[str, str], dict[str, dict[str, Any]]],
-    best: dict[str, dict[str, dict[str, Any] | None]],
-) -> list[str]:
+def render_three_seed_settings(best: dict[str, dict[str, dict[str, Any] | None]]) -> list[str]:
     """Every setting the best one was picked from, with its own gap: what each change moved, over three seeds."""
     lines = [
         "**Every P-tuning v2 setting with three seeds** (1x budget; the candidates of the table above, so none "
@@ -167,14 +163,11 @@ def render_three_seed_settings(
             found = best[name][task]
             if found is None:
                 continue
-            theirs = points[(name, "full")][task]["scores"]["finetune"]
             label = f"{protocol.BUDGETS[task].label} | {spec.params_millions:g} M ({name})"
             for entry in sorted(found["measured"], key=lambda entry: -entry["dev"]):
                 lines.append(
                     f"| {label} | {format_best_change(entry)} | {tables.mean_std(entry['scores'])} | "
-                    f"{entry['dev']:.1f} | "
-                    f"{statistics.mean(entry['scores']) - statistics.mean(theirs):+.1f} ± "
-                    f"{gaps.one_seed_spread(entry['scores'], theirs):.1f} |"
+                    f"{entry['dev']:.1f} | {entry['gap']:+.1f} ± {entry['spread']:.1f} |"
                 )
     return lines
 

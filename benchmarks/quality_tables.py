@@ -172,14 +172,8 @@ def render_task(bench: Bench, task: str) -> list[str]:
 
 
 def render_ablations(bench: Bench) -> list[str]:
-    names = rendered_ablations(bench)
-    # a scaling ablation that is not a cell of this bench (MiniLM's, run with --cell) gets rows only for the
-    # methods that ran it
-    ran_by_hand = {
-        (r.get("phase", "").removeprefix("ablation-"), r["method"])
-        for t in bench.budgets
-        for r in bench.records(t)
-    }
+    ran = ablations_run(bench)
+    names = rendered_ablations(bench, ran)
     lines = [
         "### P-tuning v2 ablations",
         "",
@@ -207,12 +201,7 @@ def render_ablations(bench: Bench) -> list[str]:
         budget = bench.budgets[task]
         budget_id = bench.budget_id(task)
         records = bench.records(task)
-        for name, method in (
-            (n, m)
-            for n in ablations_for(task, names, bench.spec.ablation_tasks)
-            for m in ablation_methods(n)
-            if n in bench.ablation_names or (n, m) in ran_by_hand
-        ):
+        for name, method in ablation_rows(bench, task, ran):
             chosen = chosen_setting(bench, task, method)
             base = find_run(records, run_key(task, method, chosen, SWEEP_SEED, budget_id)) if chosen else None
             label = name if method == "ptuning-v2" else f"{name} ({METHOD_LABELS[method]})"
@@ -245,12 +234,33 @@ def render_ablations(bench: Bench) -> list[str]:
     return lines + [""]
 
 
-def rendered_ablations(bench: Bench) -> tuple[str, ...]:
+def ablations_run(bench: Bench) -> set[tuple[str, str]]:
+    """(ablation, method) of every ablation run in the bench's results files."""
+    return {
+        (r["phase"].removeprefix("ablation-"), r["method"])
+        for task in bench.budgets
+        for r in bench.records(task)
+        if r.get("phase", "").startswith("ablation-")
+    }
+
+
+def rendered_ablations(bench: Bench, ran: set[tuple[str, str]]) -> tuple[str, ...]:
     """The bench's ablations, plus any scaling ablation that has a run (MiniLM's named with --cell)."""
-    ran = {r.get("phase", "").removeprefix("ablation-") for t in bench.budgets for r in bench.records(t)}
+    by_hand = {name for name, _ in ran}
     return bench.ablation_names + tuple(
-        n for n in SCALING_ABLATIONS if n in ran and n not in bench.ablation_names
+        n for n in SCALING_ABLATIONS if n in by_hand and n not in bench.ablation_names
     )
+
+
+def ablation_rows(bench: Bench, task: str, ran: set[tuple[str, str]]) -> list[tuple[str, str]]:
+    """The task's (ablation, method) rows: every pair that is a cell of the bench, and a scaling ablation run by
+    hand (``ran``, from ``ablations_run``) only for the methods that ran it."""
+    return [
+        (name, method)
+        for name in ablations_for(task, rendered_ablations(bench, ran), bench.spec.ablation_tasks)
+        for method in ablation_methods(name)
+        if name in bench.ablation_names or (name, method) in ran
+    ]
 
 
 def render_pending(bench: Bench) -> list[str]:

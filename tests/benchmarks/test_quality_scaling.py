@@ -12,6 +12,7 @@ import quality_anchors
 import quality_gaps
 import quality_protocol
 import quality_results
+import quality_tables
 from test_smoke import load_benchmark
 
 PNG = b"\x89PNG\r\n\x1a\n"
@@ -20,7 +21,7 @@ PNG = b"\x89PNG\r\n\x1a\n"
 def write_runs(bench, task: str, method: str, runs: list[dict]) -> None:
     """Append results lines shaped like quality_runner.run_one's (the fields the readers use). Each run: ``setting``,
     ``seed`` (42 unless given), ``score`` (the primary metric as the task stores it) and ``curve`` (dev
-    after each epoch, same scale)."""
+    after each epoch, same scale); ``phase`` too where it is not the sweep's or the seeds'."""
     budget = bench.budgets[task]
     metric = budget.metrics[0]
     budget_id = bench.budget_id(task)
@@ -42,7 +43,7 @@ def write_runs(bench, task: str, method: str, runs: list[dict]) -> None:
                 ],
                 "trainable_params": 1,
                 "trainable_percent": 1.0,
-                "phase": "sweep" if seed == quality_protocol.SWEEP_SEED else "seeds",
+                "phase": run.get("phase", "sweep" if seed == quality_protocol.SWEEP_SEED else "seeds"),
                 "budget_id": budget_id,
                 "key": quality_results.run_key(task, method, run["setting"], seed, budget_id),
             }
@@ -343,11 +344,9 @@ def test_the_mlp_reparameterization_competes_for_the_best_setting_at_its_own_cho
     assert best["scores"] == pytest.approx([91.0, 92.0, 90.0])
     assert best["gap"] == pytest.approx(-1.0)
     assert scaling.format_best_change(best) == "MLP reparameterization (prefix-tuning), lr 0.001, P 16"
-    points = {(name, scale): {} for name in quality_protocol.BACKBONES for scale in quality_gaps.SCALES}
-    points[("mpnet", "full")]["sst2"] = quality_gaps.gap(mpnet, "sst2")
     rows = scaling.render_three_seed_settings(
-        points, {name: {t: best if name == "mpnet" and t == "sst2" else None for t in quality_gaps.tasks_of("full")}
-                 for name in quality_protocol.BACKBONES},
+        {name: {t: best if name == "mpnet" and t == "sst2" else None for t in quality_gaps.tasks_of("full")}
+         for name in quality_protocol.BACKBONES},
     )  # fmt: skip
     settings = [row for row in rows if row.startswith("| SST-2")]
     assert (
@@ -366,3 +365,24 @@ def test_best_measured_waits_for_both_sides_seeds(results_root):
     assert best["mpnet"]["sst2"] is None  # P-tuning v2 has one seed there
     minilm = best["minilm"]["sst2"]  # the epochs x2 ablation is the best dev score but trains longer
     assert minilm["change"] is None and minilm["gap"] == pytest.approx(-6.0)
+
+
+def test_a_scaling_ablation_run_by_hand_gets_rows_only_for_the_methods_that_ran_it(tmp_path):
+    """On MiniLM the warmup ablation is no cell: run by hand for P-tuning v2, it gets P-tuning v2's row and not
+    prefix-tuning's (which warmup also names). On MPNet it is a cell, so both rows stand, run or not."""
+    (tmp_path / "mpnet").mkdir()
+    minilm = quality_results.Bench(results_dir=tmp_path, model="minilm", backbone="minilm")
+    mpnet = quality_results.Bench(results_dir=tmp_path / "mpnet", model="mpnet", backbone="mpnet")
+    setting = {**quality_protocol.SWEEPS["ptuning-v2"][0], "warmup_ratio": 0.1}
+    for bench in (minilm, mpnet):
+        write_runs(bench, "sst2", "ptuning-v2", [
+            {"setting": setting, "score": 0.8, "curve": [0.8], "phase": "ablation-warmup"},
+        ])  # fmt: skip
+
+    def warmup_rows(bench):
+        ran = quality_tables.ablations_run(bench)
+        return [row for row in quality_tables.ablation_rows(bench, "sst2", ran) if row[0] == "warmup"]
+
+    assert quality_tables.ablations_run(minilm) == {("warmup", "ptuning-v2")}
+    assert warmup_rows(minilm) == [("warmup", "ptuning-v2")]
+    assert warmup_rows(mpnet) == [("warmup", "ptuning-v2"), ("warmup", "prefix-mlp")]
