@@ -121,3 +121,13 @@ def test_peft_prefix_tuning_trains_the_small_shape_and_its_checkpointing_refusal
     assert bench.main(["--small", "--configs", "peft-fp32+checkpointing", "--output", str(output)]) == 0
     (failed,) = json.loads(output.read_text())["runs"]
     assert failed["error"] == "ValueError: PREFIX_TUNING does not work with gradient checkpointing."
+
+
+def test_decoder_cache_benchmark_runs_both_variants_in_fresh_processes(tmp_path: Path) -> None:
+    output = tmp_path / "decoder-cache.json"
+    load("bench_decoder_cache").main(["--small", "--output", str(output)])
+    result = json.loads(output.read_text())
+    assert result["shape"] == "small" and result["layers"] == 2
+    peaks = result["peak_above_resident_mb"]
+    assert set(peaks) == {"default-cache", "ours"} and all(len(p) == 2 for p in peaks.values())
+    assert all(peak >= 0 for p in peaks.values() for peak in p)

@@ -56,6 +56,7 @@ class PrefixGeometry:
     position_table: bool = False  # a learned absolute table: it bounds how many positions tokens can use
     position_padding_idx: int | None = None  # RoBERTa-style tables number real tokens from padding_idx + 1
     takes_position_ids: bool = True
+    takes_use_cache: bool = False  # a decoder's forward that builds a generation cache unless told not to
     sliding_window: int | None = None  # the narrowest window of any sliding-window layer
     softcapping: float | None = (
         None  # Gemma-style tanh cap on attention scores (applies to prefix scores too)
@@ -142,6 +143,7 @@ class PrefixGeometry:
             position_table=table is not None,
             position_padding_idx=table.padding_idx if table is not None else None,
             takes_position_ids="position_ids" in forward_parameters,
+            takes_use_cache="use_cache" in forward_parameters,
             qk_norm=qk_norm,
         )
 

@@ -498,9 +498,13 @@ class PromptModel(nn.Module):
         return self._without_unsupported(kwargs)
 
     def _without_unsupported(self, kwargs: dict) -> dict:
-        """Drop ``position_ids`` for the few families whose forward numbers positions itself."""
+        """Drop ``position_ids`` for the few families whose forward numbers positions itself, and ask for no
+        generation cache: a head's forward is one pass, and a decoder left to its default keeps every
+        layer's keys and values alive until the pass ends (``generate`` has its own path)."""
         if not self.geometry.takes_position_ids:
             kwargs.pop("position_ids", None)
+        if self.geometry.takes_use_cache:
+            kwargs["use_cache"] = False
         return kwargs
 
     def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
