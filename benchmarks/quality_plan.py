@@ -293,6 +293,10 @@ def render_plan(bench: results.Bench, gpu_jobs: int = 1) -> str:
         f"python benchmarks/quality.py {backbone} --scale large --run-all --jobs {gpu_jobs} --deadline 300",
         "```",
         "",
+        "A backbone larger than one device call's transfer (MPNet's 438 MB) travels in parts first: "
+        '`scripts/prepare_gpu_quality.sh` here, then the call sequence in docs/RESULTS.md, "Before asking for '
+        'the accelerator".',
+        "",
         "Then: `python benchmarks/quality.py "
         f"{backbone}{scale} --table --update-doc docs/RESULTS.md` and `python benchmarks/quality_scaling.py "
         "--update-doc docs/RESULTS.md`.",
