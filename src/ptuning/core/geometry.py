@@ -56,7 +56,7 @@ class PrefixGeometry:
     position_table: bool = False  # a learned absolute table: it bounds how many positions tokens can use
     position_padding_idx: int | None = None  # RoBERTa-style tables number real tokens from padding_idx + 1
     takes_position_ids: bool = True
-    takes_use_cache: bool = False  # a decoder's forward that builds a generation cache unless told not to
+    takes_use_cache: bool = False  # the forward has ``use_cache`` (decoders, BERT-likes): heads pass False
     sliding_window: int | None = None  # the narrowest window of any sliding-window layer
     softcapping: float | None = (
         None  # Gemma-style tanh cap on attention scores (applies to prefix scores too)

@@ -466,7 +466,7 @@ class PromptModel(nn.Module):
             kwargs["position_ids"] = (
                 position_ids if position_ids is not None else self._position_ids(attention_mask, shift=0)
             )
-            return self._without_unsupported(kwargs)
+            return self._fitted_to_backbone(kwargs)
         table, slot_mask = self._row_tables(prefix_names)  # (B, P, width), (B, P) | None
         prefix_length = table.shape[1]
         if self.method is Method.PROMPT_TUNING:
@@ -483,7 +483,7 @@ class PromptModel(nn.Module):
                 kwargs["token_type_ids"] = torch.cat(
                     [token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1
                 )
-            return self._without_unsupported(kwargs)
+            return self._fitted_to_backbone(kwargs)
         shift: int | torch.Tensor = 0
         if self.prefix_config.position_mode == "shift":  # each row by its own prefix's length, (B, 1)
             shift = slot_mask.sum(-1, keepdim=True) if slot_mask is not None else prefix_length
@@ -495,12 +495,13 @@ class PromptModel(nn.Module):
         prefix.mask = slot_mask
         prefix.first_token_only = first_token_only
         kwargs.update(self.injector.forward_kwargs(prefix))
-        return self._without_unsupported(kwargs)
+        return self._fitted_to_backbone(kwargs)
 
-    def _without_unsupported(self, kwargs: dict) -> dict:
-        """Drop ``position_ids`` for the few families whose forward numbers positions itself, and ask for no
-        generation cache: a head's forward is one pass, and a decoder left to its default keeps every
-        layer's keys and values alive until the pass ends (``generate`` has its own path)."""
+    def _fitted_to_backbone(self, kwargs: dict) -> dict:
+        """``kwargs`` as this backbone's forward takes them: no ``position_ids`` for the few families that number
+        positions themselves, and no generation cache wherever the forward offers one (a head's forward is one
+        pass, and a decoder left to its default keeps every layer's keys and values alive until the pass ends;
+        ``generate`` has its own path)."""
         if not self.geometry.takes_position_ids:
             kwargs.pop("position_ids", None)
         if self.geometry.takes_use_cache:
