@@ -7,6 +7,7 @@ from __future__ import annotations
 import pytest
 import torch
 from core_tiny import build, family_available, random_ids, tiny_config
+from seq2seq_tiny import random_tokens, tiny_seq2seq
 from transformers import AutoModel, cache_utils
 
 from ptuning.core.config import PrefixConfig
@@ -64,3 +65,16 @@ def test_the_causal_lm_head_builds_no_cache_but_generation_does(
     assert caches_built == []
     built.model.generate(ids, mask, task="t", max_new_tokens=2, do_sample=False)
     assert caches_built, "generation must still cache"
+
+
+@pytest.mark.parametrize("family", ["t5", "bart"])
+def test_encoder_decoder_heads_and_seq2seq_loss_build_no_cache(family: str, caches_built: list[str]) -> None:
+    model = PromptModel(tiny_seq2seq(family), "ptuning-v2", PrefixConfig(prefix_length=4))
+    model.add_task("c", HeadSpec(HeadKind.CLASSIFICATION, ["neg", "pos"]))  # reads the encoder alone
+    model.add_task("s", HeadSpec(HeadKind.SEQ2SEQ_LM))
+    caches_built.clear()  # attaching the prefix ran one probe forward of the bare backbone
+    ids = random_tokens(2, 5)
+    with torch.no_grad():
+        model.eval()(ids, torch.ones_like(ids), task="c")
+        model(ids, torch.ones_like(ids), task="s", labels=ids)
+    assert caches_built == []
