@@ -189,9 +189,12 @@ def cell_estimates(bench: results.Bench) -> list[dict[str, Any]]:
         elif cell.phase == "seeds":
             settings = [{}] * len(protocol.EXTRA_SEEDS)
         else:
-            settings = protocol.ablation_changes(protocol.ablation_of(cell.phase), bench.spec.num_layers)
+            name = protocol.ablation_of(cell.phase)
+            settings = protocol.ablation_changes(name, bench.spec.num_layers)
             if cell.phase.startswith("confirm-"):  # at most every change, with each extra seed
                 settings = [s for s in settings for _ in protocol.EXTRA_SEEDS]
+            elif name in protocol.ALL_SEEDS_ABLATIONS:
+                settings = [s for s in settings for _ in protocol.ALL_SEEDS]
         factors = [setting.get("epochs_factor", 1) for setting in settings]
         rate, time_from = cpu_rate(cell.task, cell.method, measured, rates, ratio)
         units = sum(work(tokens[cell.task], budget.epochs * f) for f in factors)

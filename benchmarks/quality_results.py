@@ -12,6 +12,7 @@ from typing import Any
 
 from quality_protocol import (
     ALL_SEEDS,
+    ALL_SEEDS_ABLATIONS,
     BACKBONES,
     BUDGETS,
     CORE_METHODS,
@@ -166,7 +167,8 @@ def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | No
     if cell.phase.startswith("confirm-"):
         winners = winning_changes(bench, cell.task, chosen, changes)
         return None if winners is None else [(w, seed) for w in winners for seed in EXTRA_SEEDS]
-    return [({**chosen, **change}, SWEEP_SEED) for change in changes]
+    seeds = ALL_SEEDS if ablation_of(cell.phase) in ALL_SEEDS_ABLATIONS else (SWEEP_SEED,)
+    return [({**chosen, **change}, seed) for change in changes for seed in seeds]
 
 
 def winning_changes(
@@ -211,7 +213,11 @@ def all_cells(bench: Bench) -> list[Cell]:
                 for method in ablation_methods(name)
             ]
             if bench.confirms_ablations:
-                cells += [Cell(task, "ptuning-v2", f"confirm-{n}") for n in bench.ablations(task)]
+                cells += [
+                    Cell(task, "ptuning-v2", f"confirm-{n}")
+                    for n in bench.ablations(task)
+                    if n not in ALL_SEEDS_ABLATIONS
+                ]
         cells += [Cell(task, method, "seeds") for method in methods if method not in CORE_METHODS]
     return cells
 

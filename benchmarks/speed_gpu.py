@@ -235,7 +235,24 @@ def main(argv: list[str] | None = None) -> None:
     sizes = (16, 16, 1) if args.smoke else (args.train_examples, args.eval_examples, args.repeats)
     tokenizer = args.tokenizer or resolve_model_path("minilm")
     names = available_systems(tuple(args.systems))  # the PEFT rows need transformers <= 5.23
-    work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-gpu-"))
+    with tempfile.TemporaryDirectory(prefix="ptuning-speed-gpu-") as work_dir:  # the random backbones
+        result = measure_shapes(args, shapes, sizes, tokenizer, names, Path(work_dir))
+    print("\n".join(render(result)))
+    if args.out is not None:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "speed_gpu.json").write_text(json.dumps(result, indent=1) + "\n")
+        print(f"wrote {args.out / 'speed_gpu.json'}", flush=True)
+
+
+def measure_shapes(
+    args: argparse.Namespace,
+    shapes: list[str],
+    sizes: tuple[int, int, int],
+    tokenizer: str,
+    names: list[str],
+    work_dir: Path,
+) -> dict[str, Any]:
+    """Every shape's systems, with the run's device and versions."""
     started = time.perf_counter()
     result = {
         "prefix_length": PREFIX_LENGTH,
@@ -250,11 +267,7 @@ def main(argv: list[str] | None = None) -> None:
         workload = workload_for(name, *sizes)
         result["shapes"].append(measure(name, workload, names, folder, args.data_root, args.device))
     result["wall_seconds"] = round(time.perf_counter() - started, 1)
-    print("\n".join(render(result)))
-    if args.out is not None:
-        args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "speed_gpu.json").write_text(json.dumps(result, indent=1) + "\n")
-        print(f"wrote {args.out / 'speed_gpu.json'}", flush=True)
+    return result
 
 
 if __name__ == "__main__":

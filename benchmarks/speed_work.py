@@ -15,6 +15,7 @@ Writes benchmarks/results/speed/work-<workload>.json; ``speed.py --table`` rende
 
 from __future__ import annotations
 
+import shutil
 import statistics
 import tempfile
 from dataclasses import replace
@@ -120,7 +121,7 @@ def trainer_batches(
             pad_features(data.dev, data.pad_id),
         )
     collator = trainer_collator(layout, folder, data.kind)
-    work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-work-"))
+    work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-work-"))  # the Trainer's output_dir; never written
 
     def shapes(batches: Any) -> Batches:
         return [tuple(batch["input_ids"].shape[:2]) for batch in batches]
@@ -136,6 +137,7 @@ def trainer_batches(
         size: shapes(trainer(seeds[0], size).get_test_dataloader(dev_features))
         for size in TRAINER_EVAL_BATCH_SIZES
     }
+    shutil.rmtree(work_dir, ignore_errors=True)
     return train, infer
 
 

@@ -188,6 +188,29 @@ def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_p
     assert list(tmp_path.iterdir()) == []
 
 
+def test_a_cure_for_collapses_runs_every_seed_in_its_ablation_cell_and_has_no_confirm_cell(
+    tmp_path, monkeypatch
+):
+    mpnet = quality_results.Bench(results_dir=tmp_path, backbone="mpnet")
+    chosen = {"learning_rate": 0.03, "prefix_length": 16}
+    monkeypatch.setattr(quality_results, "chosen_setting", lambda bench, task, method: dict(chosen))
+    clipped = {**chosen, "max_grad_norm": 1.0}
+    runs = quality_results.cell_runs(
+        mpnet, quality_protocol.Cell.parse("conll2004:ptuning-v2:ablation-grad-clip")
+    )
+    assert runs == [(clipped, 42), (clipped, 43), (clipped, 44)]
+    warmup = quality_results.cell_runs(
+        mpnet, quality_protocol.Cell.parse("conll2004:ptuning-v2:ablation-warmup")
+    )
+    assert warmup == [
+        ({**chosen, "warmup_ratio": 0.1}, 42)
+    ]  # the other ablations: seed 42, then confirm-NAME
+    cells = {c.name for c in quality_results.all_cells(mpnet)}
+    assert {"conll2004:ptuning-v2:ablation-grad-clip", "conll2004:prefix-mlp:ablation-grad-clip"} <= cells
+    assert "conll2004:ptuning-v2:confirm-grad-clip" not in cells
+    assert "conll2004:ptuning-v2:confirm-warmup" in cells
+
+
 @pytest.mark.parametrize(
     ("preset_name", "task", "ablation"),
     [

@@ -31,8 +31,13 @@ BOUNDED = settings(max_examples=60, deadline=None, derandomize=True)
 TYPES = ["LOC", "ORG", "PER"]
 
 
+# One folder for every generated file, removed when the test process exits (a folder per example was left
+# behind: 3,000 of them in /tmp after a few dozen runs).
+_FILES = tempfile.TemporaryDirectory(prefix="ptuning-properties-")
+
+
 def write_bytes(name: str, data: bytes) -> Path:
-    folder = Path(tempfile.mkdtemp(prefix="ptuning-properties-"))
+    folder = Path(tempfile.mkdtemp(dir=_FILES.name))
     path = folder / name
     path.write_bytes(data)
     return path

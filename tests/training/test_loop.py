@@ -13,6 +13,7 @@ import sys
 import pytest
 import torch
 from safetensors.torch import load_file
+from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_tiny import run_cli, train_args
 from transformers import get_linear_schedule_with_warmup
 
@@ -64,6 +65,37 @@ def test_backbone_dtype_is_passed_to_the_loader(tiny_bert, sst2_dir, tmp_path, c
         train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "bf16"), capsys
     )
     assert code == 2 and seen["dtype"] is torch.bfloat16
+
+
+def _gradient_norms_at_each_update(argv, capsys) -> list[float]:
+    """Train with ``argv`` and return the trainable gradients' norm as each optimizer update saw it."""
+    norms: list[float] = []
+
+    def record(optimizer, args, kwargs) -> None:
+        grads = [p.grad for group in optimizer.param_groups for p in group["params"] if p.grad is not None]
+        norms.append(float(torch.linalg.vector_norm(torch.stack([g.norm() for g in grads]))))
+
+    handle = register_optimizer_step_pre_hook(record)
+    try:
+        code, _, err = run_cli(argv, capsys)
+    finally:
+        handle.remove()
+    assert code == 0, err
+    return norms
+
+
+def test_max_grad_norm_clips_every_update_and_is_off_by_default(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    args = train_args(tiny_bert, sst2_dir, tmp_path / "plain", "--max-steps", "3")
+    plain = _gradient_norms_at_each_update(args, capsys)
+    assert len(plain) == 3 and min(plain) > 1e-3  # the bound below would bite on every update
+    args = train_args(
+        tiny_bert, sst2_dir, tmp_path / "clipped", "--max-steps", "3", "--max-grad-norm", "1e-3"
+    )
+    clipped = _gradient_norms_at_each_update(args, capsys)
+    assert len(clipped) == 3 and max(clipped) == pytest.approx(1e-3, rel=1e-3)
+    assert json.loads((tmp_path / "clipped" / "config.json").read_text())["max_grad_norm"] == 1e-3
 
 
 def small_optimizer():

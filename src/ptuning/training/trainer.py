@@ -201,6 +201,8 @@ class Trainer:
         """One optimizer update from the gradients accumulated over the window that just closed."""
         if self.sharded:  # what DDP's reducer does otherwise: the global batch's mean gradient
             average_replicated_gradients(self.unwrapped)
+        if self.config.max_grad_norm is not None:
+            self._clip_gradients(self.config.max_grad_norm)
         try:
             self.optimizer.step()
         except RuntimeError as error:  # e.g. a step size beyond float32 range
@@ -209,6 +211,14 @@ class Trainer:
             self._diverged(f"the optimizer step overflowed ({error})")
         self.scheduler.step()
         self.optimizer.zero_grad()
+
+    def _clip_gradients(self, max_norm: float) -> None:
+        """Scale the window's gradients down to ``max_norm`` (accelerate unscales fp16 first); the norm before
+        clipping goes to tensorboard, where an early blow-up shows."""
+        trainable = [p for p in self.unwrapped.parameters() if p.requires_grad]
+        norm = float(self.accelerator.clip_grad_norm_(trainable, max_norm))
+        if self.writer is not None:
+            self.writer.add_scalar("train/grad_norm", norm, self.progress["update"] + 1)
 
     def _batch(self, name: str, chosen: list[dict[str, Any]]) -> dict[str, Any]:
         """Model inputs of one micro-batch on the device: padded rows, or packed ones (--pack-sequences)."""
