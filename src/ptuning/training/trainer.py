@@ -378,9 +378,10 @@ class Trainer:
         kept = (
             f"the best checkpoint so far (update {best}) is kept" if best is not None else "nothing was saved"
         )
+        clip = ", clip the gradients (--max-grad-norm 1.0)" if self.config.max_grad_norm is None else ""
         raise TrainingDivergedError(
             f"training diverged at update {self.progress['update'] + 1}: {what}; {kept}. Lower --learning-rate "
-            f"(now {self.config.learning_rate:g}) or check the data"
+            f"(now {self.config.learning_rate:g}){clip} or check the data"
         )
 
     # ----------------------------------------------------------------------------------- resumable state
