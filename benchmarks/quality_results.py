@@ -83,8 +83,15 @@ class Bench:
 
     @property
     def sweeps(self) -> dict[str, list[dict[str, Any]]]:
-        """Each method's sweep at this scale; the methods it lists are the ones this scale runs."""
-        return LARGE_SWEEPS if self.scale == "large" else SWEEPS
+        """Each method's sweep at this scale (with the backbone's additions at 1x); the methods it lists are the
+        ones this scale runs."""
+        if self.scale == "large":
+            return LARGE_SWEEPS
+        sweeps = {method: list(settings) for method, settings in SWEEPS.items()}
+        if self.scale == "full":
+            for method, rate in self.spec.sweep_additions:
+                sweeps[method].append({**sweeps[method][0], "learning_rate": rate})
+        return sweeps
 
     def results_file(self, task: str) -> Path:
         return self.results_dir / f"{task}.jsonl"

@@ -160,6 +160,10 @@ def test_quality_mpnet_backbone_has_its_own_results_cells_and_layer_halves(tmp_p
         {"prefix_layers": list(range(6, 12))},
         {"prefix_layers": list(range(6))},
     ]
+    # MPNet's MLP sweep has one rate more, below the grid (its best was the lowest); MiniLM's is as measured
+    assert [s["learning_rate"] for s in mpnet.sweeps["prefix-mlp"]] == [3e-4, 1e-3, 3e-3, 1e-4]
+    assert [s["learning_rate"] for s in quality_results.Bench().sweeps["prefix-mlp"]] == [3e-4, 1e-3, 3e-3]
+    assert mpnet.sweeps["ptuning-v2"] == quality_results.Bench().sweeps["ptuning-v2"]
     cells = {c.name for c in quality_results.all_cells(mpnet)}
     assert {"sst2:finetune:ablation-pooling", "superglue-rte:ptuning-v2:ablation-pooling"} <= cells
     assert "conll2004:ptuning-v2:ablation-long-prefix" in cells
