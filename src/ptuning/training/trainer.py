@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.checkpoint import save_checkpoint
+from ptuning.core.config import ConfigError
 from ptuning.core.model import PromptModel
 from ptuning.core.packing import pack_features, segment_labels
 from ptuning.generation import generate_task_outputs, is_generative
@@ -86,9 +87,9 @@ class Trainer:
     def _build_optimizer(self, model: PromptModel) -> None:
         """AdamW over the trainable parameters, with linear warmup then decay over the run's updates."""
         config = self.config
-        trainable = [p for p in model.parameters() if p.requires_grad]
+        self.trainable = [p for p in model.parameters() if p.requires_grad]  # also what --max-grad-norm clips
         self.optimizer = torch.optim.AdamW(
-            trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
         )
         self.scheduler = get_linear_schedule_with_warmup(
             self.optimizer, int(config.warmup_ratio * self.total_updates), self.total_updates
@@ -215,10 +216,13 @@ class Trainer:
     def _clip_gradients(self, max_norm: float) -> None:
         """Scale the window's gradients down to ``max_norm`` (accelerate unscales fp16 first); the norm before
         clipping goes to tensorboard, where an early blow-up shows."""
-        trainable = [p for p in self.unwrapped.parameters() if p.requires_grad]
-        norm = float(self.accelerator.clip_grad_norm_(trainable, max_norm))
+        norm = self.accelerator.clip_grad_norm_(self.trainable, max_norm)
+        if norm is None:  # DeepSpeed clips inside its engine, by its own config, and returns no norm
+            raise ConfigError(
+                "--max-grad-norm: under DeepSpeed set gradient_clipping in its config (accelerate config) instead"
+            )
         if self.writer is not None:
-            self.writer.add_scalar("train/grad_norm", norm, self.progress["update"] + 1)
+            self.writer.add_scalar("train/grad_norm", float(norm), self.progress["update"] + 1)
 
     def _batch(self, name: str, chosen: list[dict[str, Any]]) -> dict[str, Any]:
         """Model inputs of one micro-batch on the device: padded rows, or packed ones (--pack-sequences)."""
