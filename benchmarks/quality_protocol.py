@@ -110,6 +110,11 @@ class Budget:
         )
 
 
+# Engine defaults that changed after the campaigns began, pinned to their old value for every run (a setting
+# may still change them) so that one table never mixes two recipes: gradient clipping became `ptuning train`'s
+# default (norm 1.0) on 2026-12-05; every run here is unclipped unless its ablation says otherwise.
+PINNED_OPTIONS: dict[str, Any] = {"max_grad_norm": None}
+
 BUDGETS: dict[str, Budget] = {
     b.task: b
     for b in (

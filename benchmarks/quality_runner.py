@@ -17,7 +17,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quality_protocol import CORE_METHODS, Budget, Cell, ablation_of
+from quality_protocol import CORE_METHODS, PINNED_OPTIONS, Budget, Cell, ablation_of
 from quality_results import Bench, all_cells, cell_runs, find_run, run_key
 
 if TYPE_CHECKING:
@@ -75,7 +75,7 @@ def run_config(
     is checked against this, tests/benchmarks/test_smoke.py)."""
     from ptuning.training.config import TrainConfig
 
-    options = {**budget.train_options(), **setting}
+    options = {**PINNED_OPTIONS, **budget.train_options(), **setting}
     factor = options.pop("epochs_factor", 1)
     options["epochs"] = budget.epochs * factor
     return TrainConfig(

@@ -132,12 +132,14 @@ def trainer_batches(
             model, layout, collator, train_features, work_dir, sized, seed, split_sizes=data.split_sizes
         )
 
-    train = {seed: shapes(trainer(seed).get_train_dataloader()) for seed in seeds}
-    infer = {
-        size: shapes(trainer(seeds[0], size).get_test_dataloader(dev_features))
-        for size in TRAINER_EVAL_BATCH_SIZES
-    }
-    shutil.rmtree(work_dir, ignore_errors=True)
+    try:
+        train = {seed: shapes(trainer(seed).get_train_dataloader()) for seed in seeds}
+        infer = {
+            size: shapes(trainer(seeds[0], size).get_test_dataloader(dev_features))
+            for size in TRAINER_EVAL_BATCH_SIZES
+        }
+    finally:  # also when a Trainer fails to build
+        shutil.rmtree(work_dir, ignore_errors=True)
     return train, infer
 
 

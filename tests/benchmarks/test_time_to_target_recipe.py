@@ -4,7 +4,7 @@ compares runs of two recipes (issue 16: the old loop had torch's AdamW weight_de
 from __future__ import annotations
 
 import json
-from dataclasses import replace
+from dataclasses import asdict, replace
 from pathlib import Path
 
 import torch
@@ -31,9 +31,7 @@ def run_ours(ttt, tiny_model: str, data_root: Path, recipe) -> None:
     ttt.train_ours(tiny_model, data, dev, budget, 0.01, 42, recipe)
 
 
-def test_ours_trains_with_the_engine_weight_decay_and_records_it(
-    tiny_model, data_root, tmp_path, monkeypatch
-):
+def test_ours_trains_with_the_engine_recipe_and_records_it(tiny_model, data_root, tmp_path, monkeypatch):
     ttt = load_benchmark("speed_time_to_target")
     SpyAdamW.built.clear()
     monkeypatch.setattr(torch.optim, "AdamW", SpyAdamW)
@@ -44,7 +42,8 @@ def test_ours_trains_with_the_engine_weight_decay_and_records_it(
     assert [group["weight_decay"] for group in SpyAdamW.built[0].param_groups] == [TrainConfig().weight_decay]
     assert TrainConfig().weight_decay == 0.0
     (record,) = [json.loads(line) for line in output.read_text().splitlines()]
-    assert record["recipe"] == {"weight_decay": 0.0, "max_grad_norm": None}
+    assert TrainConfig().max_grad_norm == 1.0  # clipping is ptuning train's default, as the Trainer's
+    assert record["recipe"] == {"weight_decay": 0.0, "max_grad_norm": 1.0} == asdict(ttt.TRAINER_RECIPE)
 
 
 def test_gradient_clipping_applies_the_recipe_norm(tiny_model, data_root, monkeypatch):

@@ -12,6 +12,7 @@ import sys
 
 import pytest
 import torch
+from accelerate import Accelerator
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_tiny import run_cli, train_args
@@ -84,12 +85,27 @@ def _gradient_norms_at_each_update(argv, capsys) -> list[float]:
     return norms
 
 
-def test_max_grad_norm_clips_every_update_and_is_off_by_default(
-    tiny_bert, sst2_dir, tmp_path, capsys
+def test_max_grad_norm_clips_every_update_at_1_by_default_and_0_turns_it_off(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
 ) -> None:
-    args = train_args(tiny_bert, sst2_dir, tmp_path / "plain", "--max-steps", "3")
-    plain = _gradient_norms_at_each_update(args, capsys)
-    assert len(plain) == 3 and min(plain) > 1e-3  # the bound below would bite on every update
+    bounds: list[float] = []
+    clip = Accelerator.clip_grad_norm_
+
+    def spy(self, parameters, max_norm, *args, **kwargs):
+        bounds.append(max_norm)
+        return clip(self, parameters, max_norm, *args, **kwargs)
+
+    monkeypatch.setattr(Accelerator, "clip_grad_norm_", spy)
+    args = train_args(tiny_bert, sst2_dir, tmp_path / "off", "--max-steps", "3", "--max-grad-norm", "0")
+    unclipped = _gradient_norms_at_each_update(args, capsys)
+    assert (
+        len(unclipped) == 3 and min(unclipped) > 1e-3 and bounds == []
+    )  # the bound below bites every update
+    _gradient_norms_at_each_update(
+        train_args(tiny_bert, sst2_dir, tmp_path / "default", "--max-steps", "3"), capsys
+    )
+    assert bounds == [1.0] * 3  # the HF Trainer's and the reference code's bound, before every update
+    assert json.loads((tmp_path / "default" / "config.json").read_text())["max_grad_norm"] == 1.0
     args = train_args(
         tiny_bert, sst2_dir, tmp_path / "clipped", "--max-steps", "3", "--max-grad-norm", "1e-3"
     )

@@ -68,9 +68,9 @@ class TrainConfig(BaseModel):
     """AdamW weight decay"""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
     """share of the updates with a linear warm-up"""
-    max_grad_norm: float | None = Field(None, gt=0)
-    """clip the trainable parameters' gradient norm to this before each update (default: no clipping; the HF
-    Trainer and the reference code clip at 1.0)"""
+    max_grad_norm: float | None = Field(1.0, ge=0)
+    """clip the trainable parameters' gradient norm to this before each update, as the HF Trainer and the
+    reference code do; 0 (or null in a file) turns clipping off"""
     epochs: float = Field(3.0, gt=0)
     """training length in (nominal) epochs; may be fractional"""
     max_steps: int | None = Field(None, gt=0)

@@ -24,9 +24,9 @@ from ptuning.tasks.base import Features, Task
 IGNORED_LABEL = -100  # token positions the loss skips (special tokens, sub-words after the first)
 MARGIN = 0.05  # a loss must be more than 5 % under the yardstick to count as having learned something
 ADVICE = (
-    "lower --learning-rate, add --max-grad-norm 1.0 or --warmup-ratio 0.1, or put the prefix on the top half of "
-    "the layers (--prefix-layers): what stopped all-mpnet-base-v2's every-layer prefix from collapsing "
-    "(docs/RESULTS.md)"
+    "lower --learning-rate, add --warmup-ratio 0.1 (and --max-grad-norm 1.0 if clipping was turned off), or put "
+    "the prefix on the top half of the layers (--prefix-layers): what stopped all-mpnet-base-v2's every-layer "
+    "prefix from collapsing (docs/RESULTS.md)"
 )
 
 

@@ -78,7 +78,9 @@ def _cpu(name: str, task: str, note: str = "", **options: Any) -> Preset:
 
 
 def _mpnet(name: str, task: str, note: str, **options: Any) -> Preset:
-    return Preset(name, {"task": task, "model": "mpnet", "warmup_ratio": 0.1, **options}, "cpu", MPNET, note)
+    # the campaign's runs were not clipped (clipping became the default after them): the preset trains what scored
+    measured = {"task": task, "model": "mpnet", "warmup_ratio": 0.1, "max_grad_norm": None}
+    return Preset(name, {**measured, **options}, "cpu", MPNET, note)
 
 
 _ALL = (
@@ -126,7 +128,8 @@ _ALL = (
                batch_size=8, learning_rate=5e-3, prefix_length=8, epochs=10, dropout=0.2, max_length=384,
                note="the script sets no max_seq_length; 384 with doc stride 128 as in the reference QA reader"),
     # --- CPU runs on the packaged MiniLM (6 layers x 384) ------------------------------------------------
-    _cpu("sst2-minilm", "sst2", "dev accuracy 0.796 (seed 42, 2 threads; 0.805 +- 0.006 over 3 seeds, docs/RESULTS.md)",
+    _cpu("sst2-minilm", "sst2", "dev accuracy 0.810 (seed 42; 0.808 +- 0.007 over 3 seeds, gradients clipped at 1.0 "
+         "as by default, docs/RESULTS.md)",
          learning_rate=3e-2, prefix_length=16, epochs=3.0, batch_size=32, max_length=64,
          max_train_samples=4000, test_split="none"),
     _cpu("superglue-rte-minilm", "superglue-rte", "RTE is hard for a 22M-parameter model: expect near chance",

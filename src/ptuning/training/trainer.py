@@ -22,11 +22,11 @@ from typing import Any
 import numpy as np
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.checkpoint import save_checkpoint
-from ptuning.core.config import ConfigError
 from ptuning.core.model import PromptModel
 from ptuning.core.packing import pack_features, segment_labels
 from ptuning.generation import generate_task_outputs, is_generative
@@ -73,6 +73,7 @@ class Trainer:
             self._resume(model)
         self.sharded = config.shard_backbone
         self._prepare(model)
+        self.clip_norm = self._clip_norm()
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
         self.seen_examples, self.train_seconds = 0, 0.0
         # what a model that ignores its input scores: the yardstick of "has it learned anything?"
@@ -202,8 +203,8 @@ class Trainer:
         """One optimizer update from the gradients accumulated over the window that just closed."""
         if self.sharded:  # what DDP's reducer does otherwise: the global batch's mean gradient
             average_replicated_gradients(self.unwrapped)
-        if self.config.max_grad_norm is not None:
-            self._clip_gradients(self.config.max_grad_norm)
+        if self.clip_norm:
+            self._clip_gradients(self.clip_norm)
         try:
             self.optimizer.step()
         except RuntimeError as error:  # e.g. a step size beyond float32 range
@@ -213,14 +214,24 @@ class Trainer:
         self.scheduler.step()
         self.optimizer.zero_grad()
 
+    def _clip_norm(self) -> float | None:
+        """The norm this loop clips to: --max-grad-norm (0: none), except under DeepSpeed, whose engine clips by
+        its own config's gradient_clipping; a difference is printed, not dropped in silence."""
+        wanted = self.config.max_grad_norm or None
+        if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
+            return wanted
+        engine = self.accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_clipping") or None
+        if engine != wanted:
+            self.accelerator.print(
+                f"note: --max-grad-norm {wanted or 0:g} is not applied under DeepSpeed: its engine clips to its "
+                f"config's gradient_clipping ({engine or 'none'}); set that in the DeepSpeed config instead"
+            )
+        return None
+
     def _clip_gradients(self, max_norm: float) -> None:
         """Scale the window's gradients down to ``max_norm`` (accelerate unscales fp16 first); the norm before
         clipping goes to tensorboard, where an early blow-up shows."""
         norm = self.accelerator.clip_grad_norm_(self.trainable, max_norm)
-        if norm is None:  # DeepSpeed clips inside its engine, by its own config, and returns no norm
-            raise ConfigError(
-                "--max-grad-norm: under DeepSpeed set gradient_clipping in its config (accelerate config) instead"
-            )
         if self.writer is not None:
             self.writer.add_scalar("train/grad_norm", float(norm), self.progress["update"] + 1)
 
@@ -382,7 +393,7 @@ class Trainer:
         kept = (
             f"the best checkpoint so far (update {best}) is kept" if best is not None else "nothing was saved"
         )
-        clip = ", clip the gradients (--max-grad-norm 1.0)" if self.config.max_grad_norm is None else ""
+        clip = "" if self.clip_norm else ", clip the gradients (--max-grad-norm 1.0)"
         raise TrainingDivergedError(
             f"training diverged at update {self.progress['update'] + 1}: {what}; {kept}. Lower --learning-rate "
             f"(now {self.config.learning_rate:g}){clip} or check the data"
