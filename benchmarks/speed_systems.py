@@ -30,6 +30,7 @@ from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import FIRST_TOKEN_KINDS, HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
+from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, inference_batches, predict_outputs
 
 SYSTEMS = (
@@ -144,9 +145,9 @@ class PromptSystem:
         self.compile_backend = compile_backend
         if compile_backend is not None:
             compile_backbone(self.model, compile_backend)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
-        )
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=LEARNING_RATE, weight_decay=0.0)
+        self.max_grad_norm = TrainConfig().max_grad_norm  # what ptuning train clips to (the Trainer does too)
         self.reference = reference
         self.data = data
         self.workload = workload
@@ -166,6 +167,8 @@ class PromptSystem:
             with torch.profiler.record_function("backward"):
                 loss.backward()
             with torch.profiler.record_function("optimizer"):
+                if self.max_grad_norm:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         synchronize(self.device)

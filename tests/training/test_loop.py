@@ -9,10 +9,12 @@ import os
 import re
 import subprocess
 import sys
+from types import SimpleNamespace
 
 import pytest
 import torch
 from accelerate import Accelerator
+from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_tiny import run_cli, train_args
@@ -20,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.checkpoint import read_checkpoint_config
 from ptuning.training import engine, state
+from ptuning.training.config import TrainConfig
 
 
 @pytest.mark.parametrize("rate", ["1e30", "1e38"])
@@ -181,3 +184,27 @@ def test_tqdm_disable_silences_the_progress_bar(disabled, tiny_bert, sst2_dir, t
     run = subprocess.run([sys.executable, "-c", code, *argv], env=env, capture_output=True, text=True)
     assert run.returncode == 0, run.stderr
     assert (re.search(r"train: +100%", run.stderr) is not None) is not disabled  # our bar, not a loader's
+
+
+@pytest.mark.parametrize(("engine_clipping", "note"), [(1.0, False), (0.0, True), ("auto", True)])
+def test_under_deepspeed_its_engine_clips_and_a_different_bound_is_printed(engine_clipping, note) -> None:
+    """DeepSpeed's engine clips by its own config's gradient_clipping (accelerate's clip_grad_norm_ does not clip
+    there), so the loop does not clip, and a --max-grad-norm the engine does not apply is printed."""
+    from ptuning.training.trainer import Trainer
+
+    printed: list[str] = []
+    plugin = SimpleNamespace(deepspeed_config={"gradient_clipping": engine_clipping})
+    accelerator = SimpleNamespace(
+        distributed_type=DistributedType.DEEPSPEED,
+        state=SimpleNamespace(deepspeed_plugin=plugin),
+        print=printed.append,
+    )
+    loop = SimpleNamespace(config=TrainConfig(), accelerator=accelerator)
+    assert Trainer._clip_norm(loop) is None
+    assert bool(printed) is note and all(
+        "--max-grad-norm 1 is not applied under DeepSpeed" in p for p in printed
+    )
+    loop.accelerator = SimpleNamespace(distributed_type=DistributedType.NO, print=printed.append)
+    assert Trainer._clip_norm(loop) == 1.0
+    loop.config = TrainConfig(max_grad_norm=0)
+    assert Trainer._clip_norm(loop) is None
