@@ -167,7 +167,7 @@ class PromptSystem:
             with torch.profiler.record_function("backward"):
                 loss.backward()
             with torch.profiler.record_function("optimizer"):
-                if self.max_grad_norm:
+                if self.max_grad_norm is not None:
                     torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()

@@ -99,7 +99,7 @@ class Recipe:
 def engine_recipe() -> Recipe:
     """What ``ptuning train`` uses by default (TrainConfig), so that ``ours`` cannot drift from it."""
     defaults = TrainConfig()
-    return Recipe(defaults.weight_decay, defaults.max_grad_norm or None)
+    return Recipe(defaults.weight_decay, defaults.max_grad_norm)
 
 
 # HF TrainingArguments' defaults, which (a'') keeps (make_trainer sets neither).

@@ -101,12 +101,13 @@ def test_max_grad_norm_clips_every_update_at_1_by_default_and_0_turns_it_off(
     monkeypatch.setattr(Accelerator, "clip_grad_norm_", spy)
     args = train_args(tiny_bert, sst2_dir, tmp_path / "off", "--max-steps", "3", "--max-grad-norm", "0")
     unclipped = _gradient_norms_at_each_update(args, capsys)
+    assert bounds == [] and len(unclipped) == 3
+    assert min(unclipped) > 1e-3  # so the 1e-3 bound below bites at every update
     assert (
-        len(unclipped) == 3 and min(unclipped) > 1e-3 and bounds == []
-    )  # the bound below bites every update
-    _gradient_norms_at_each_update(
-        train_args(tiny_bert, sst2_dir, tmp_path / "default", "--max-steps", "3"), capsys
-    )
+        json.loads((tmp_path / "off" / "config.json").read_text())["max_grad_norm"] is None
+    )  # 0 is stored null
+    args = train_args(tiny_bert, sst2_dir, tmp_path / "default", "--max-steps", "3")
+    _gradient_norms_at_each_update(args, capsys)
     assert bounds == [1.0] * 3  # the HF Trainer's and the reference code's bound, before every update
     assert json.loads((tmp_path / "default" / "config.json").read_text())["max_grad_norm"] == 1.0
     args = train_args(

@@ -154,6 +154,12 @@ class TrainConfig(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("max_grad_norm")
+    @classmethod
+    def _zero_is_no_clipping(cls, value: float | None) -> float | None:
+        """One spelling of "off" downstream: 0 (the CLI's) becomes None (a file's null)."""
+        return value or None
+
     @field_validator("tasks", mode="before")
     @classmethod
     def _comma_names(cls, value: Any) -> Any:

@@ -217,7 +217,7 @@ class Trainer:
     def _clip_norm(self) -> float | None:
         """The norm this loop clips to: --max-grad-norm (0: none), except under DeepSpeed, whose engine clips by
         its own config's gradient_clipping; a difference is printed, not dropped in silence."""
-        wanted = self.config.max_grad_norm or None
+        wanted = self.config.max_grad_norm
         if self.accelerator.distributed_type != DistributedType.DEEPSPEED:
             return wanted
         engine = self.accelerator.state.deepspeed_plugin.deepspeed_config.get("gradient_clipping") or None
