@@ -17,7 +17,7 @@ from pathlib import Path
 
 import torch
 from safetensors.torch import load_file
-from training_tiny import subprocess_env, train_args
+from training_tiny import run_cli, subprocess_env, train_args
 
 from ptuning.cli import main
 
@@ -85,3 +85,39 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_bert, s
         assert torch.equal(final_expected[name], final_resumed[name]), name
     summaries = [json.loads((d / "summary.json").read_text()) for d in (reference_dir, killed_dir)]
     assert comparable(summaries[0]) == comparable(summaries[1])
+
+
+def test_resume_refuses_a_run_saved_under_other_options_and_keeps_its_record(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """A resumed half under another recipe would leave config.json describing only that half."""
+    output_dir = tmp_path / "run"
+    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
+    assert main(args) == 0
+    recorded = (output_dir / "config.json").read_text()
+
+    code, _, err = run_cli([*args, "--resume", "--learning-rate", "1e-2", "--max-grad-norm", "0"], capsys)
+    assert code == 2
+    assert str(output_dir / "config.json") in err
+    assert "learning_rate: 0.03 there, 0.01 now" in err and "max_grad_norm: 1.0 there, null now" in err
+    assert (output_dir / "config.json").read_text() == recorded  # the record of the saved half is kept
+
+    # how a run computes or reports may change: evaluation batch, state saving, logging
+    code, _, err = run_cli([*args, "--resume", "--eval-batch-size", "16", "--save-every-steps", "5"], capsys)
+    assert code == 0, err
+
+
+def test_resume_names_the_options_an_older_config_did_not_record(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    output_dir = tmp_path / "run"
+    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
+    assert main(args) == 0
+    config_path = output_dir / "config.json"
+    older = json.loads(config_path.read_text())
+    del older["max_grad_norm"]  # as ptuning wrote it before the option existed
+    config_path.write_text(json.dumps(older))
+
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert "predates 1 option(s): the rest of it runs with max_grad_norm = 1.0" in out

@@ -47,6 +47,7 @@ from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
 from ptuning.training.sharding import shard_backbone
+from ptuning.training.state import check_resume_options
 from ptuning.training.trainer import (
     Trainer,
     TrainingDivergedError,  # noqa: F401 (public here: the CLI and callers catch it from the engine)
@@ -80,8 +81,11 @@ def train(config: TrainConfig) -> RunResult:
     )
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
+    options = _run_config(config, plans)
+    if config.resume:  # before config.json is rewritten: it records what the saved half was trained with
+        check_resume_options(output_dir, options, accelerator.print)
     if accelerator.is_main_process:
-        (output_dir / "config.json").write_text(json.dumps(_run_config(config, plans), indent=2) + "\n")
+        (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
     model, tokenizer = build_prompt_model(config, [item.task for item in data])

@@ -19,8 +19,21 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ptuning.core.checkpoint import recover_dir, replace_dir
+from ptuning.core.config import ConfigError
 
 STATE_DIR = "training_state"
+# Options that change how a run computes or reports, not what it trains: a resumed run may set them anew.
+RESUMABLE_WITH_OTHER = frozenset(
+    {
+        "resume",
+        "eval_batch_size",
+        "save_every_steps",
+        "log_tensorboard",
+        "compile",
+        "attn_implementation",
+        "gradient_checkpointing",
+    }
+)
 
 
 def _flatten_optimizer(state: dict[str, Any]) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
@@ -74,6 +87,43 @@ def save_training_state(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+
+
+def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = print) -> None:
+    """Refuse to continue a saved run under other training options than the ones it started with.
+
+    Why: the resumed half would follow another recipe (learning rate, clipping, data...) while the run's
+    config.json, rewritten at start, recorded only the new one. Options an older ptuning did not record are
+    printed, not refused, since their value then is unknown. A folder with no saved state trains afresh.
+    """
+    state = output_dir / STATE_DIR
+    recover_dir(state)
+    path = output_dir / "config.json"
+    if not (state / "state.json").is_file() or not path.is_file():
+        return
+    try:
+        saved = json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path}: not valid JSON ({error}); it records the options of the run to resume"
+        ) from None
+    wanted = json.loads(json.dumps(options))  # the types config.json holds (lists, not tuples)
+    compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER)
+    differ = [key for key in compared if key in saved and saved[key] != wanted[key]]
+    if differ:
+        changes = "; ".join(
+            f"{key}: {json.dumps(saved[key])} there, {json.dumps(wanted[key])} now" for key in differ
+        )
+        raise ConfigError(
+            f"{path}: --resume would continue the run saved in {state} under other options ({changes}); "
+            "pass the options it was started with, or train in a new --output-dir"
+        )
+    unrecorded = [key for key in compared if key not in saved]
+    if unrecorded:
+        now = ", ".join(f"{key} = {json.dumps(wanted[key])}" for key in unrecorded)
+        log(
+            f"resuming a run whose {path.name} predates {len(unrecorded)} option(s): the rest of it runs with {now}"
+        )
 
 
 def load_training_state(
