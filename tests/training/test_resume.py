@@ -87,13 +87,19 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_bert, s
     assert comparable(summaries[0]) == comparable(summaries[1])
 
 
+def saved_run(tiny_bert: str, sst2_dir: str, tmp_path: Path) -> tuple[Path, list[str]]:
+    """A two-update run with a saved state, and the arguments that trained it."""
+    output_dir = tmp_path / "run"
+    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
+    assert main(args) == 0
+    return output_dir, args
+
+
 def test_resume_refuses_a_run_saved_under_other_options_and_keeps_its_record(
     tiny_bert, sst2_dir, tmp_path, capsys
 ) -> None:
     """A resumed half under another recipe would leave config.json describing only that half."""
-    output_dir = tmp_path / "run"
-    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
-    assert main(args) == 0
+    output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
     recorded = (output_dir / "config.json").read_text()
 
     code, _, err = run_cli([*args, "--resume", "--learning-rate", "1e-2", "--max-grad-norm", "0"], capsys)
@@ -110,9 +116,7 @@ def test_resume_refuses_a_run_saved_under_other_options_and_keeps_its_record(
 def test_resume_names_the_options_an_older_config_did_not_record(
     tiny_bert, sst2_dir, tmp_path, capsys
 ) -> None:
-    output_dir = tmp_path / "run"
-    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
-    assert main(args) == 0
+    output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
     config_path = output_dir / "config.json"
     older = json.loads(config_path.read_text())
     del older["max_grad_norm"]  # as ptuning wrote it before the option existed
