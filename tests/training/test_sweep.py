@@ -90,3 +90,15 @@ def test_a_cell_trained_with_other_options_is_trained_again(tmp_path) -> None:
     again = FakeTrain()
     runs = run_variants(changed, again, log=lambda _: None, is_main=False)
     assert len(again.seen) == 1 and again.seen[0].resume is False and not runs[0].reused
+
+
+def test_a_cell_that_differs_only_in_how_it_evaluates_is_reused(tmp_path) -> None:
+    """The sweep judges 'same options' as --resume does: the evaluation batch changes no trained weight."""
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2])
+    run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)
+    changed = grid_variants(
+        TrainConfig(**{**base_config(tmp_path).to_dict(), "eval_batch_size": 16}), [4], [1e-2]
+    )
+    again = FakeTrain()
+    runs = run_variants(changed, again, log=lambda _: None, is_main=False)
+    assert again.seen == [] and runs[0].reused

@@ -89,6 +89,27 @@ def save_training_state(
         raise
 
 
+def saved_options(output_dir: Path) -> dict[str, Any] | None:
+    """The options the run in ``output_dir`` was started with (its config.json), or None if it has none."""
+    path = output_dir / "config.json"
+    if not path.is_file():
+        return None
+    try:
+        return json.loads(path.read_text())
+    except json.JSONDecodeError as error:
+        raise ConfigError(
+            f"{path}: not valid JSON ({error}); it records the options of the run there"
+        ) from None
+
+
+def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list[str]]:
+    """(options ``saved`` set otherwise, options it does not record), leaving out ``RESUMABLE_WITH_OTHER``."""
+    wanted = json.loads(json.dumps(options))  # the types config.json holds (lists, not tuples)
+    compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER)
+    differ = [key for key in compared if key in saved and saved[key] != wanted[key]]
+    return differ, [key for key in compared if key not in saved]
+
+
 def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = print) -> None:
     """Refuse to continue a saved run under other training options than the ones it started with.
 
@@ -98,29 +119,21 @@ def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = p
     """
     state = output_dir / STATE_DIR
     recover_dir(state)
-    path = output_dir / "config.json"
-    if not (state / "state.json").is_file() or not path.is_file():
+    saved = saved_options(output_dir) if (state / "state.json").is_file() else None
+    if saved is None:
         return
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError as error:
-        raise ConfigError(
-            f"{path}: not valid JSON ({error}); it records the options of the run to resume"
-        ) from None
-    wanted = json.loads(json.dumps(options))  # the types config.json holds (lists, not tuples)
-    compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER)
-    differ = [key for key in compared if key in saved and saved[key] != wanted[key]]
+    differ, unrecorded = option_changes(saved, options)
+    path = output_dir / "config.json"
     if differ:
         changes = "; ".join(
-            f"{key}: {json.dumps(saved[key])} there, {json.dumps(wanted[key])} now" for key in differ
+            f"{key}: {json.dumps(saved[key])} there, {json.dumps(options[key])} now" for key in differ
         )
         raise ConfigError(
             f"{path}: --resume would continue the run saved in {state} under other options ({changes}); "
             "pass the options it was started with, or train in a new --output-dir"
         )
-    unrecorded = [key for key in compared if key not in saved]
     if unrecorded:
-        now = ", ".join(f"{key} = {json.dumps(wanted[key])}" for key in unrecorded)
+        now = ", ".join(f"{key} = {json.dumps(options[key])}" for key in unrecorded)
         log(
             f"resuming a run whose {path.name} predates {len(unrecorded)} option(s): the rest of it runs with {now}"
         )

@@ -16,6 +16,7 @@ from typing import Any
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
 from ptuning.training.report import write_json_and_markdown, write_run_report
+from ptuning.training.state import option_changes, saved_options
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
@@ -58,18 +59,10 @@ def run_variants(
 
 
 def _same_options(output_dir: Path, config: TrainConfig) -> bool:
-    """Whether output_dir's config.json (written when a run starts) asks for what ``config`` does."""
-    path = output_dir / "config.json"
-    if not path.is_file():
-        return False
-    try:
-        saved = json.loads(path.read_text())
-    except json.JSONDecodeError:
-        return False
-    wanted = json.loads(json.dumps(config.to_dict()))
-    return {k: v for k, v in saved.items() if k != "resume"} == {
-        k: v for k, v in wanted.items() if k != "resume"
-    }
+    """Whether output_dir's config.json (written when a run starts) asks for what ``config`` does, as
+    ``--resume`` judges it (options of how a run computes or reports may differ)."""
+    saved = saved_options(output_dir)
+    return saved is not None and option_changes(saved, config.to_dict()) == ([], [])
 
 
 # --- prefix length x learning rate grid ------------------------------------------------------------------
