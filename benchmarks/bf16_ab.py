@@ -49,6 +49,7 @@ def run_one(preset: str, dtype: str, seed: int, data_root: Path, overrides: dict
         summary = train(config).summary
     return {
         "metric": metric,
+        "max_grad_norm": config.max_grad_norm,  # the recipe: ptuning train clips by default since 2026-12-05
         "dev": summary["dev"][metric],
         "train_examples_per_second": summary["train_examples_per_second"],
     }
@@ -95,7 +96,14 @@ def main(argv: list[str] | None = None) -> int:
         preset, dtype, seed = args.one
         print(json.dumps(run_one(preset, dtype, int(seed), args.data_root, overrides)))
         return 0
-    result: dict[str, Any] = {"overrides": overrides, "seeds": args.seeds, "presets": {}}
+    from speed_common import environment  # benchmarks/ is on the path when this file runs as a script
+
+    result: dict[str, Any] = {
+        "environment": environment(),
+        "overrides": overrides,
+        "seeds": args.seeds,
+        "presets": {},
+    }
     for preset in args.presets:
         runs: dict[str, list[dict[str, Any]]] = {dtype: [] for dtype in DTYPES}
         for seed in args.seeds:

@@ -15,6 +15,9 @@ import quality_protocol
 import quality_results
 import quality_runner
 import quality_tables
+import torch
+
+from ptuning.training.config import TrainConfig
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -614,11 +617,14 @@ def test_bf16_ab_trains_both_backbone_dtypes_per_seed(tiny_model, data_root, tmp
     options = ["--set", f"model={tiny_model}", "--set", "epochs=1", "--set", "max_train_samples=8"]
     arguments = ["--presets", "sst2-minilm", "--seeds", "42", "--data-root", str(data_root), "--in-process"]
     assert bf16_ab.main([*arguments, "--output", str(output), *options]) == 0
-    result = json.loads(output.read_text())["presets"]["sst2-minilm"]
+    written = json.loads(output.read_text())
+    assert written["environment"]["versions"]["torch"] == torch.__version__  # which machine and versions
+    result = written["presets"]["sst2-minilm"]
     assert result["metric"] == "accuracy" and set(result["runs"]) == {"fp32", "bf16"}
     for runs in result["runs"].values():
         assert [r["seed"] for r in runs] == [42]
         assert 0.0 <= runs[0]["dev"] <= 1.0 and runs[0]["train_examples_per_second"] > 0
+        assert runs[0]["max_grad_norm"] == TrainConfig().max_grad_norm  # the recipe it ran: the CLI's default
     comparison = result["bf16_vs_fp32"]
     assert comparison["holds"] == (comparison["dev_difference"] >= 0)  # one seed: min == mean
     assert comparison["train_speedup"] > 0
