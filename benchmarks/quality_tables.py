@@ -5,6 +5,7 @@ task with each method's sweep, the ablations, and the cells still pending. Reads
 from __future__ import annotations
 
 import statistics
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -263,15 +264,37 @@ def ablation_rows(bench: Bench, task: str, ran: set[tuple[str, str]]) -> list[tu
     ]
 
 
+def pending_cells(bench: Bench) -> dict[str, str]:
+    """Each unfinished cell's name and status, in the order --run-all runs them."""
+    statuses = {cell.name: cell_status(bench, cell) for cell in all_cells(bench)}
+    return {name: status for name, status in statuses.items() if status != "done"}
+
+
+def listed(pending: dict[str, str]) -> str:
+    return ", ".join(f"`{name}` ({status})" for name, status in pending.items()) + "."
+
+
 def render_pending(bench: Bench) -> list[str]:
-    pending = [
-        f"`{cell.name}` ({cell_status(bench, cell)})"
-        for cell in all_cells(bench)
-        if cell_status(bench, cell) != "done"
-    ]
+    """The bench's unfinished cells; on a bench without the scaling ablations as cells (MiniLM's), theirs too,
+    since its ablation table shows those run by hand and their unfinished rows read "pending"."""
+    pending = pending_cells(bench)
+    if pending:
+        lines = [f"**Pending cells ({len(pending)} of {len(all_cells(bench))}):** " + listed(pending)]
+    else:
+        lines = ["All cells are done."]
+    if bench.confirms_ablations:
+        return lines
+    with_scaling = pending_cells(replace(bench, scaling_ablations=True))
+    scaling_only = {name: status for name, status in with_scaling.items() if name not in pending}
+    if not scaling_only:
+        return lines
     if not pending:
-        return ["All cells are done."]
-    return [f"**Pending cells ({len(pending)} of {len(all_cells(bench))}):** " + ", ".join(pending) + "."]
+        lines = ["All cells of the protocol are done."]
+    return lines + [
+        "",
+        f"**Pending scaling-ablation cells ({len(scaling_only)}, cells only with `--scaling-ablations`):** "
+        + listed(scaling_only),
+    ]
 
 
 def table_markers(backbone: str, scale: str) -> tuple[str, str]:

@@ -212,3 +212,31 @@ def test_confirmed_changes_are_picked_on_dev_not_on_the_reported_test_score(part
     assert bench.budgets["conll2004"].report_split == "test"
     confirm = quality_protocol.Cell.parse("conll2004:ptuning-v2:confirm-prefix-length")
     assert quality_results.cell_runs(bench, confirm) == [(long, 43), (long, 44)]
+
+
+def test_minilm_pending_cells_name_the_scaling_ablations_it_shows_as_pending(tmp_path, monkeypatch):
+    """MiniLM's protocol has no scaling ablations as cells, yet its table shows those run by hand, some as
+    "pending": its list of pending cells must name them rather than say that everything is done."""
+    scaling_phases = {f"{p}-{n}" for n in quality_protocol.SCALING_ABLATIONS for p in ("ablation", "confirm")}
+    monkeypatch.setattr(
+        quality_tables,
+        "cell_status",
+        lambda bench, cell: "0/1 runs" if cell.phase in scaling_phases else "done",
+    )
+    minilm = quality_results.Bench(results_dir=tmp_path)
+    lines = quality_tables.render_pending(minilm)
+    with_scaling = quality_results.Bench(results_dir=tmp_path, scaling_ablations=True)
+    scaling_cells = [c.name for c in quality_results.all_cells(with_scaling) if c.phase in scaling_phases]
+    assert scaling_cells and lines[0] == "All cells of the protocol are done."
+    assert lines[2].startswith(f"**Pending scaling-ablation cells ({len(scaling_cells)}, cells only with")
+    assert all(f"`{name}` (0/1 runs)" in lines[2] for name in scaling_cells)
+
+    lines = quality_tables.render_pending(with_scaling)  # there they are cells: one list, no second paragraph
+    assert lines == [
+        f"**Pending cells ({len(scaling_cells)} of {len(quality_results.all_cells(with_scaling))}):** "
+        + ", ".join(f"`{name}` (0/1 runs)" for name in scaling_cells)
+        + "."
+    ]
+
+    monkeypatch.setattr(quality_tables, "cell_status", lambda bench, cell: "done")
+    assert quality_tables.render_pending(minilm) == ["All cells are done."]
