@@ -11,6 +11,7 @@ from typing import Any
 
 from doc_tables import replace_between_markers
 from quality_protocol import (
+    ALL_SEEDS_ABLATIONS,
     EXTRA_SEEDS,
     METHOD_LABELS,
     SCALING_ABLATIONS,
@@ -187,11 +188,13 @@ def render_ablations(bench: Bench) -> list[str]:
             else ""
         )
         + (
-            " A change that beat the chosen setting runs seeds 43 and 44 as well (`confirm-NAME` cells); its row"
-            " then shows both settings over seeds 42-44."
+            " A change that beat the chosen setting runs seeds 43 and 44 as well (`confirm-NAME` cells)."
             if bench.confirms_ablations
             else ""
-        ),
+        )
+        + " A row whose change ran over seeds 42-44 (a confirmed change, or "
+        + ", ".join(f"`{name}`" for name in ALL_SEEDS_ABLATIONS)
+        + ", which runs all three at once) shows both settings over those seeds.",
         "",
         "| task | change | chosen setting (seed 42) | with the change | difference |",
         "|---|---|---|---|---|",
@@ -214,11 +217,12 @@ def render_ablations(bench: Bench) -> list[str]:
                 )
                 base_score = primary(base, budget) if base else None
                 score = primary(run, budget) if run else None
-                # a confirmed change (confirm-NAME ran its seeds 43-44): both settings over seeds 42-44
-                confirmed = chosen and method == "ptuning-v2"
+                # a change run over seeds 42-44 (a confirm-NAME cell, or an ablation such as grad-clip that runs
+                # all three at once, for any method): both settings over the three seeds, so that one seed's
+                # score cannot hide another's collapse
                 three = (
                     [seed_scores(bench, task, method, s) for s in (chosen, {**chosen, **change})]
-                    if confirmed
+                    if chosen
                     else []
                 )
                 base_seeds, change_seeds = (

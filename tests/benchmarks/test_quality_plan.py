@@ -240,3 +240,33 @@ def test_minilm_pending_cells_name_the_scaling_ablations_it_shows_as_pending(tmp
 
     monkeypatch.setattr(quality_tables, "cell_status", lambda bench, cell: "done")
     assert quality_tables.render_pending(minilm) == ["All cells are done."]
+
+
+def test_an_ablation_run_over_three_seeds_renders_them_for_any_method(partial_mpnet):
+    """grad-clip runs seeds 42-44 at once, for the MLP too: its row must show the three seeds, or a seed-42
+    score would hide the other seeds' collapse."""
+    bench = partial_mpnet
+    sweep = bench.sweeps["prefix-mlp"]
+    devs = [0.91] + [0.50] * (len(sweep) - 1)  # the first rate wins
+    write_records(
+        bench,
+        "sst2",
+        [{"method": "prefix-mlp", "setting": s, "dev": d} for s, d in zip(sweep, devs, strict=True)],
+    )
+    chosen, clipped = sweep[0], {**sweep[0], "max_grad_norm": 1.0}
+    write_records(
+        bench,
+        "sst2",
+        [
+            {"method": "prefix-mlp", "setting": setting, "seed": seed, "dev": dev}
+            for setting, seeds in ((chosen, {43: 0.89, 44: 0.90}), (clipped, {42: 0.92, 43: 0.50, 44: 0.50}))
+            for seed, dev in seeds.items()
+        ],
+    )
+    row = next(
+        line for line in quality_tables.render_ablations(bench) if "grad-clip (prefix-tuning (MLP))" in line
+    )
+    assert row == (
+        "| SST-2 | grad-clip (prefix-tuning (MLP)): max_grad_norm 1 | 91.0 (seeds 42-44: 90.0 ± 1.0) | "
+        "92.0 (seeds 42-44: 64.0 ± 24.2) | +1.0 |"
+    )
