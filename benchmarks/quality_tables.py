@@ -281,19 +281,17 @@ def listed(pending: dict[str, str]) -> str:
 def render_pending(bench: Bench) -> list[str]:
     """The bench's unfinished cells; on a bench without the scaling ablations as cells (MiniLM's), theirs too,
     since its ablation table shows those run by hand and their unfinished rows read "pending"."""
-    pending = pending_cells(bench)
-    if pending:
-        lines = [f"**Pending cells ({len(pending)} of {len(all_cells(bench))}):** " + listed(pending)]
+    cells = {cell.name for cell in all_cells(bench)}
+    listed_bench = bench if bench.confirms_ablations else replace(bench, scaling_ablations=True)
+    pending = pending_cells(listed_bench)  # one status per cell: the protocol's and, for MiniLM, the rest
+    protocol = {name: status for name, status in pending.items() if name in cells}
+    scaling_only = {name: status for name, status in pending.items() if name not in cells}
+    if protocol:
+        lines = [f"**Pending cells ({len(protocol)} of {len(cells)}):** " + listed(protocol)]
     else:
-        lines = ["All cells are done."]
-    if bench.confirms_ablations:
-        return lines
-    with_scaling = pending_cells(replace(bench, scaling_ablations=True))
-    scaling_only = {name: status for name, status in with_scaling.items() if name not in pending}
+        lines = ["All cells of the protocol are done." if scaling_only else "All cells are done."]
     if not scaling_only:
         return lines
-    if not pending:
-        lines = ["All cells of the protocol are done."]
     return lines + [
         "",
         f"**Pending scaling-ablation cells ({len(scaling_only)}, cells only with `--scaling-ablations`):** "
