@@ -21,7 +21,7 @@ from training_tiny import run_cli, train_args
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.checkpoint import read_checkpoint_config
-from ptuning.training import engine, state
+from ptuning.training import engine, state, trainer
 from ptuning.training.config import TrainConfig
 
 
@@ -47,6 +47,27 @@ def test_max_steps_records_the_fraction_of_the_epoch(tiny_bert, sst2_dir, tmp_pa
     assert code == 0, err
     summary = json.loads((tmp_path / "run" / "summary.json").read_text())
     assert [entry["epoch"] for entry in summary["history"]] == [0.25] and summary["best_epoch"] == 0.25
+
+
+def test_the_history_records_the_mean_loss_since_the_previous_evaluation(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    # 4 updates an epoch, evaluated after each epoch: each entry is the mean of its epoch's 4 losses, not the last
+    logged = []
+    original = trainer.Trainer._log_loss
+    monkeypatch.setattr(
+        trainer.Trainer,
+        "_log_loss",
+        lambda self, name, loss: (logged.append(loss), original(self, name, loss)),
+    )
+    args = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--epochs", "2")
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    history = json.loads((tmp_path / "run" / "summary.json").read_text())["history"]
+    assert len(logged) == 8 and len(history) == 2
+    for entry, epoch_losses in zip(history, (logged[:4], logged[4:]), strict=True):
+        assert entry["train_loss"] == pytest.approx(sum(epoch_losses) / 4, rel=1e-6)
+        assert entry["train_loss"] != pytest.approx(epoch_losses[-1], rel=1e-6)  # the losses do differ
 
 
 def test_pooling_reaches_the_head_and_the_checkpoint(tiny_bert, sst2_dir, tmp_path, capsys) -> None:

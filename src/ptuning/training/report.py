@@ -118,7 +118,7 @@ def plot_curves(
     """Train loss and dev (and test) ``metric`` against optimizer updates; False when there is nothing to plot.
 
     The loss curve uses every update's loss when ``step_losses`` has them (the tensorboard log), else the
-    last batch's loss before each evaluation (the history).
+    mean loss since the previous evaluation (the history).
     """
     if not history:
         return False
@@ -136,7 +136,7 @@ def plot_curves(
     else:
         losses = [entry.get("train_loss") for entry in history]
         loss_axis.plot(*_present(updates, losses), marker="o")
-        loss_axis.set(title="train loss (last batch before each evaluation)", xlabel="update", ylabel="loss")
+        loss_axis.set(title="train loss (mean since the previous evaluation)", xlabel="update", ylabel="loss")
     for split in ("dev", "test"):
         values = [(entry.get(split) or {}).get(metric) for entry in history]
         if any(value is not None for value in values):

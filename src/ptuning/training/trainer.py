@@ -258,7 +258,6 @@ class Trainer:
         config, progress = self.config, self.progress
         progress["micro"] = micro
         progress["epoch"], progress["batch_in_epoch"] = divmod(micro, self.epoch_steps)
-        progress["last_loss"] = loss
         progress["losses"][name].append(loss)
         sync = self._closes_window(micro)
         if sync:
@@ -328,7 +327,7 @@ class Trainer:
     def _single_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
         entry: dict[str, Any] = {"epoch": epoch, "update": self.progress["update"]}
         entry.update(scores[self._names[0]])
-        entry["train_loss"] = self.progress["last_loss"]
+        entry["train_loss"] = _mean(self.progress["losses"][self._names[0]])  # since the last evaluation
         return entry
 
     def _multi_entry(self, epoch: float, scores: dict[str, dict[str, Any]]) -> dict[str, Any]:
@@ -450,7 +449,7 @@ class Trainer:
         restored.setdefault("losses", {})
         for name in self._names:
             restored["losses"].setdefault(name, [])
-        for key in ("best_epoch", "best_update", "last_loss"):
+        for key in ("best_epoch", "best_update"):
             restored.setdefault(key, None)
         history = restored.get("history") or [{}]
         restored.setdefault("evaluated_update", history[-1].get("update"))
@@ -543,7 +542,6 @@ def _fresh_progress(names: list[str]) -> dict[str, Any]:
         "best_update": None,
         "history": [],
         "losses": {name: [] for name in names},
-        "last_loss": None,
         "evaluated_update": None,
     }
 
