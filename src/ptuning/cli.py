@@ -80,12 +80,37 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     _quiet_transformers()
+    inherited_group = _process_group_open()
     try:
         return args.handler(args)
     except _user_errors() as error:  # evaluated only when an exception arrives here
         message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
         print(f"ptuning {args.command}: error: {message}", file=sys.stderr)
         return 2
+    finally:
+        if not inherited_group and _process_group_open():
+            _close_process_group()
+
+
+def _process_group_open() -> bool:
+    """Whether a torch.distributed default group exists; never imports torch for a command that did not."""
+    if "torch" not in sys.modules:
+        return False
+    import torch.distributed
+
+    return torch.distributed.is_available() and torch.distributed.is_initialized()
+
+
+def _close_process_group() -> None:
+    """Destroy the group a torchrun command opened (through accelerate) before the interpreter exits.
+
+    Left to the interpreter's teardown, gloo's threads can abort a rank after its work is done ("terminate
+    called without an active exception", exit code -6), failing a run that trained correctly; PyTorch asks
+    every script to call ``destroy_process_group`` at its end. A group the caller opened is left alone.
+    """
+    import torch.distributed
+
+    torch.distributed.destroy_process_group()
 
 
 def _user_errors() -> tuple[type[Exception], ...]:

@@ -50,7 +50,13 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
 
     started = time.perf_counter()
     result = subprocess.run(
-        [torchrun, "--standalone", "--nproc_per_node", "2", "-m", "ptuning.cli"]
+        [
+            torchrun,
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(Path(__file__).parent / "cli_under_torchrun.py"),
+        ]
         + run_args(tiny_bert_no_dropout, sst2_dir, two),
         capture_output=True,
         text=True,
@@ -60,6 +66,11 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
     seconds = time.perf_counter() - started
     assert result.returncode == 0, result.stderr[-3000:]
     assert "2 processes" in result.stdout  # one gloo group, not two processes each training alone
+    # the CLI destroys the group before exiting: left to interpreter teardown, gloo could abort a rank (SIGABRT)
+    for rank in (0, 1):
+        assert f"rank {rank}: process group open after the CLI returned: False" in result.stdout, (
+            result.stdout
+        )
     print(f"2-process run: {seconds:.1f} s")
 
     summaries = [json.loads((folder / "summary.json").read_text()) for folder in (one, two)]
