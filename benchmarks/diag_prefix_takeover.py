@@ -7,8 +7,8 @@ defaults. At chosen steps it scores a fixed batch of 16 dev sentences, eval mode
 - ``value_ratio`` / ``key_ratio``: the prefix values' (keys') RMS over the real tokens' values (keys),
   averaged over the 12 layers;
 - ``prefix_attention``: per layer, the attention share the real tokens give the 16 prefix slots, recomputed
-  from the captured queries and keys (MPNet's relative position bias on token-token scores is left out, so
-  it is an approximation);
+  from the captured queries, keys and MPNet's relative position bias exactly as the injected attention
+  computes it (``core/injection/mpnet.py``: the bias on token-token scores, none on prefix columns);
 - ``token_specific``: for the last layer's states of the real tokens, the mean of |h - mean(h)| / |h|, the
   share of a state that is not common to every token (0.86 for the backbone without a prefix); a tagging head
   reads only that share, so near 0 it can predict the label frequencies and nothing more;
@@ -82,6 +82,12 @@ class Probe:
             for index, layer in enumerate(layers)
             for part in ("q", "k", "v")
         ]
+        hooks += [  # MPNetAttention calls attn(hidden_states, attention_mask, position_bias, ...)
+            layer.attention.attn.register_forward_pre_hook(
+                lambda _module, inputs, key=(index, "bias"): captured.__setitem__(key, inputs[2])
+            )
+            for index, layer in enumerate(layers)
+        ]
         model.eval()
         rows = self.batch["input_ids"].shape[0]
         try:
@@ -108,9 +114,10 @@ class Probe:
             key_ratios.append(rms(prefix_key) / rms(key[real]))
             value_ratios.append(rms(prefix_value) / rms(value[real]))
             scale = geometry.head_dim**-0.5
-            token_scores = (query @ key.transpose(-1, -2) * scale).masked_fill(
-                ~self.real[:, None, None, :], float("-inf")
-            )
+            token_scores = query @ key.transpose(-1, -2) * scale
+            if captured[(index, "bias")] is not None:
+                token_scores = token_scores + captured[(index, "bias")]
+            token_scores = token_scores.masked_fill(~self.real[:, None, None, :], float("-inf"))
             prefix_scores = query @ prefix_key.expand(rows, -1, -1, -1).transpose(-1, -2) * scale
             probabilities = torch.cat([prefix_scores, token_scores], -1).softmax(-1)
             on_prefix = probabilities[..., : prefix_key.shape[2]].sum(-1)  # (B, heads, T)

@@ -1,5 +1,6 @@
-"""The prefix-takeover probe (benchmarks/diag_prefix_takeover.py): its token-specific share worked by hand, and
-a two-step run on a tiny random MPNet that records every field at every check."""
+"""The prefix-takeover probe (benchmarks/diag_prefix_takeover.py): its token-specific share worked by hand, its
+attention share against the injected attention's own probabilities, and a two-step run on a tiny random MPNet
+that records every field at every check."""
 
 from __future__ import annotations
 
@@ -10,6 +11,10 @@ import pytest
 import torch
 from tiny_models import minilm_tokenizer_dir
 from transformers import AutoTokenizer, MPNetConfig, MPNetModel
+
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 
 SENTENCES = [
     "EU B-ORG\nrejects O\nGerman B-MISC\ncall O",
@@ -28,16 +33,44 @@ def test_the_token_specific_share_is_what_is_left_after_the_common_part() -> Non
     assert probe.token_specific_share(shifted) == pytest.approx((1.0 + 5**-0.5) / 2)
 
 
-def test_a_short_run_records_every_field_at_each_check(tmp_path) -> None:
-    model_dir = tmp_path / "mpnet"
-    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
-    tokenizer.save_pretrained(model_dir)
+def tiny_mpnet(tokenizer) -> MPNetModel:
     config = MPNetConfig(
         vocab_size=len(tokenizer), hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
         intermediate_size=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
     )  # fmt: skip
     torch.manual_seed(0)
-    MPNetModel(config).save_pretrained(model_dir)
+    return MPNetModel(config)
+
+
+def test_the_attention_share_is_the_injected_attentions_own(tmp_path) -> None:
+    """Recomputed from captured q, k, v and the relative position bias, the share the real tokens give the
+    prefix equals what MPNet's prefixed attention itself puts there (its probabilities, output_attentions)."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    backbone = tiny_mpnet(tokenizer).eval()
+    with torch.no_grad():  # a bias large enough that leaving it out would move every share
+        backbone.encoder.relative_attention_bias.weight.normal_(0.0, 3.0)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, dropout=0.0))
+    model.add_task(probe.TASK, HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["O", "B-PER"]))
+    texts = ["peter visits london today", "the european commission said so on monday", "eu"]
+    features = [{"input_ids": tokenizer(text)["input_ids"]} for text in texts]
+    batch_probe = probe.Probe(features, tokenizer.pad_token_id)
+
+    shares = batch_probe.measure(model)["prefix_attention"]
+
+    ids, mask = batch_probe.batch["input_ids"], batch_probe.batch["attention_mask"]
+    inputs = model._backbone_inputs(ids, mask, None, [probe.TASK] * len(texts))
+    with torch.no_grad():
+        attentions = model.backbone(**inputs, output_attentions=True).attentions
+    real = mask.bool()
+    expected = [layer[..., :4].sum(-1).permute(0, 2, 1)[real].mean().item() for layer in attentions]
+    assert shares == pytest.approx(expected, abs=6e-4)  # the probe rounds to 3 decimals
+
+
+def test_a_short_run_records_every_field_at_each_check(tmp_path) -> None:
+    model_dir = tmp_path / "mpnet"
+    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
+    tokenizer.save_pretrained(model_dir)
+    tiny_mpnet(tokenizer).save_pretrained(model_dir)
     data = tmp_path / "conll2003"
     data.mkdir()
     for name in ("train.txt", "valid.txt"):
