@@ -26,6 +26,14 @@ fingerprint in the key names the backbone too, so two backbones' runs never mix 
     python benchmarks/quality.py --table --update-doc docs/RESULTS.md
     python benchmarks/quality.py --backbone mpnet --plan  # every cell, estimated CPU/GPU time, commands
 
+A run outside the grid (a longer schedule, another dtype) takes a task's budget and changes it by a setting;
+it is appended to its own file, never to the tables' (``epochs_factor`` multiplies the budget's epochs):
+
+    python benchmarks/quality.py --backbone mpnet --extra superglue-rte:ptuning-v2 --seed 42 \
+        --setting '{"learning_rate": 0.01, "prefix_length": 16, "warmup_ratio": 0.1, "epochs_factor": 4,
+                    "backbone_dtype": "bf16"}' \
+        --record benchmarks/results/quality/mpnet/reruns/superglue-rte-ptuning-v2-long-bf16.jsonl
+
 The code is split by question: ``quality_protocol`` (what is measured: budgets, sweeps, ablations, cells),
 ``quality_results`` (what has run: the results files, chosen settings, cell status), ``quality_runner``
 (running the pending runs), ``quality_tables`` (the Markdown tables); ``quality_plan``, ``quality_curves`` and
@@ -35,12 +43,13 @@ The code is split by question: ``quality_protocol`` (what is measured: budgets, 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
 from quality_protocol import BACKBONES, SCALES, Cell
 from quality_results import DATA_ROOT, REPO, RESULTS_DIR, Bench, all_cells, cell_status
-from quality_runner import backbone_problem, run_all, run_cell
+from quality_runner import backbone_problem, run_all, run_cell, run_extra
 from quality_tables import render_tables, update_doc
 
 
@@ -79,6 +88,12 @@ def main(argv: list[str] | None = None) -> int:
         action="store_true",
         help="minilm: make the scaling ablations (long-prefix, pooling, warmup) cells too (other backbones: always)",
     )
+    parser.add_argument("--extra", metavar="TASK:METHOD", help="one run outside the grid (with --setting)")
+    parser.add_argument(
+        "--setting", type=json.loads, default={}, help="with --extra: a JSON object of changes"
+    )
+    parser.add_argument("--seed", type=int, default=42, help="with --extra: the seed (default 42)")
+    parser.add_argument("--record", type=Path, help="with --extra: the JSON-lines file to append the run to")
     parser.add_argument("--results-dir", type=Path, help="default: benchmarks/results/quality[/<backbone>]")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--model", help="default: the backbone's packaged short name (a folder for tests)")
@@ -96,7 +111,7 @@ def main(argv: list[str] | None = None) -> int:
     bench = Bench(
         results_dir, args.data_root, model, args.scale, args.threads, args.backbone, args.scaling_ablations
     )
-    if args.cell or args.run_all:
+    if args.cell or args.run_all or args.extra:
         problem = backbone_problem(bench.model)
         if problem:
             parser.exit(2, f"quality.py: {problem}\n")
@@ -114,6 +129,13 @@ def main(argv: list[str] | None = None) -> int:
         if cell.method not in bench.sweeps:
             parser.error(f"scale {bench.scale} runs only {', '.join(bench.sweeps)}; got {cell.method}")
         run_cell(bench, cell, args.run)
+    if args.extra:
+        task, _, method = args.extra.partition(":")
+        if task not in bench.budgets or method not in bench.sweeps or args.record is None:
+            parser.error(
+                f"--extra takes TASK:METHOD of this scale's grid and needs --record; got {args.extra}"
+            )
+        run_extra(bench, task, method, args.setting, args.seed, args.record)
     if args.run_all:
         return run_all(bench, args.tasks, args.jobs, args.deadline, args.only)
     if args.table:
@@ -121,7 +143,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.update_doc:
             update_doc(args.update_doc, tables, args.scale, args.backbone)
         print(tables)
-    if not (args.list or args.cell or args.run_all or args.table or args.plan):
+    if not (args.list or args.cell or args.run_all or args.table or args.plan or args.extra):
         parser.print_help()
     return 0
 

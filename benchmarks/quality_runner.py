@@ -58,6 +58,18 @@ def run_cell(bench: Bench, cell: Cell, only: int | None = None) -> None:
         )
 
 
+def run_extra(bench: Bench, task: str, method: str, setting: dict[str, Any], seed: int, path: Path) -> None:
+    """One run outside the grid (a longer schedule, another backbone dtype...): the task's budget with
+    ``setting``'s changes, appended to ``path``, never to the table's results file (its key would not be the
+    grid's, and the tables must show only what the protocol ran)."""
+    if path.resolve().parent == bench.results_dir.resolve():
+        raise SystemExit(f"--record {path}: write runs outside the grid to another folder (e.g. reruns/)")
+    print(f"{task}:{method} outside the grid: {setting} seed {seed} ...", flush=True)
+    record = run_one(bench, bench.budgets[task], method, setting, seed)
+    append_record(path, record)
+    print(f"{task}:{method}: {setting} seed {seed}: dev {record['dev']} ({record['wall_seconds']:.0f} s)")
+
+
 def append_record(path: Path, record: dict[str, Any]) -> None:
     """One JSON line, under an exclusive lock: parallel runs share the per-task results file."""
     path.parent.mkdir(parents=True, exist_ok=True)

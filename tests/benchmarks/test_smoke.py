@@ -57,6 +57,27 @@ def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, mo
     assert "Pending cells" in tables and "`sst2:finetune:sweep`" in tables
 
 
+def test_a_run_outside_the_grid_changes_the_budget_and_keeps_out_of_the_tables(
+    tiny_model, data_root, tmp_path
+):
+    results = tmp_path / "results"
+    common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
+    common += ["--model", tiny_model]
+    record_file = tmp_path / "reruns" / "long.jsonl"
+    setting = {"learning_rate": 0.01, "prefix_length": 4, "epochs_factor": 2, "warmup_ratio": 0.1}
+    extra = ["--extra", "sst2:ptuning-v2", "--seed", "43", "--setting", json.dumps(setting)]
+
+    assert quality.main([*common, *extra, "--record", str(record_file)]) == 0
+
+    (record,) = [json.loads(line) for line in record_file.read_text().splitlines()]
+    budget = quality_protocol.smoke_budgets()["sst2"]
+    assert record["setting"] == setting and record["seed"] == 43
+    assert len(record["curve"]) == 2 * budget.epochs  # evaluated every epoch of twice the budget
+    assert not results.exists() or not list(results.glob("*.jsonl"))  # the tables' files are untouched
+    with pytest.raises(SystemExit):  # nor may --record point into them
+        quality.main([*common, *extra, "--record", str(results / "sst2.jsonl")])
+
+
 def test_quality_run_all_runs_jobs_in_parallel_and_waits_for_sweeps(
     tiny_model, data_root, tmp_path, monkeypatch
 ):
