@@ -6,9 +6,9 @@ defaults. At chosen steps it scores a fixed batch of 16 dev sentences, eval mode
 
 - ``value_ratio`` / ``key_ratio``: the prefix values' (keys') RMS over the real tokens' values (keys),
   averaged over the 12 layers;
-- ``prefix_attention``: per layer, the attention share the real tokens give the 16 prefix slots, recomputed
-  from the captured queries, keys and MPNet's relative position bias exactly as the injected attention
-  computes it (``core/injection/mpnet.py``: the bias on token-token scores, none on prefix columns);
+- ``prefix_attention``: per layer, the attention share the real tokens give the 16 prefix slots, read from
+  the injected attention's own probabilities (``output_attentions``; ``core/injection/mpnet.py`` puts the
+  prefix columns first);
 - ``token_specific``: for the last layer's states of the real tokens, the mean of |h - mean(h)| / |h|, the
   share of a state that is not common to every token (0.86 for the backbone without a prefix); a tagging head
   reads only that share, so near 0 it can predict the label frequencies and nothing more;
@@ -74,20 +74,21 @@ class Probe:
 
     def measure(self, model: PromptModel) -> dict[str, Any]:
         layers = model.backbone.encoder.layer
-        captured: dict[tuple[int, str], torch.Tensor] = {}
+        captured: dict[Any, Any] = {}
         hooks = [
             getattr(layer.attention.attn, part).register_forward_hook(
                 lambda _module, _inputs, out, key=(index, part): captured.__setitem__(key, out.detach())
             )
             for index, layer in enumerate(layers)
-            for part in ("q", "k", "v")
+            for part in ("k", "v")
         ]
-        hooks += [  # MPNetAttention calls attn(hidden_states, attention_mask, position_bias, ...)
-            layer.attention.attn.register_forward_pre_hook(
-                lambda _module, inputs, key=(index, "bias"): captured.__setitem__(key, inputs[2])
+        hooks.append(  # the attention probabilities the backbone returns when asked (see output_attentions)
+            model.backbone.register_forward_hook(
+                lambda _module, _inputs, out: captured.__setitem__("attentions", out.attentions)
             )
-            for index, layer in enumerate(layers)
-        ]
+        )
+        config = model.backbone.config
+        asked_before, config.output_attentions = config.output_attentions, True
         model.eval()
         rows = self.batch["input_ids"].shape[0]
         try:
@@ -97,29 +98,23 @@ class Probe:
                 )
                 prefix = model.prefix_kv([TASK])
         finally:
+            config.output_attentions = asked_before
             for hook in hooks:
                 hook.remove()
         geometry = model.geometry
         key_ratios, value_ratios, shares = [], [], []
         for index in range(len(layers)):
-            heads = [
+            key, value = (
                 captured[(index, part)]
                 .view(rows, -1, geometry.num_kv_heads, geometry.head_dim)
                 .transpose(1, 2)
-                for part in ("q", "k", "v")
-            ]
-            query, key, value = heads
+                for part in ("k", "v")
+            )
             prefix_key, prefix_value = prefix.layers[index]
             real = self.real[:, None, :, None].expand_as(key)
             key_ratios.append(rms(prefix_key) / rms(key[real]))
             value_ratios.append(rms(prefix_value) / rms(value[real]))
-            scale = geometry.head_dim**-0.5
-            token_scores = query @ key.transpose(-1, -2) * scale
-            if captured[(index, "bias")] is not None:
-                token_scores = token_scores + captured[(index, "bias")]
-            token_scores = token_scores.masked_fill(~self.real[:, None, None, :], float("-inf"))
-            prefix_scores = query @ prefix_key.expand(rows, -1, -1, -1).transpose(-1, -2) * scale
-            probabilities = torch.cat([prefix_scores, token_scores], -1).softmax(-1)
+            probabilities = captured["attentions"][index]  # (B, heads, T, P + T), prefix columns first
             on_prefix = probabilities[..., : prefix_key.shape[2]].sum(-1)  # (B, heads, T)
             shares.append(round(on_prefix.permute(0, 2, 1)[self.real].mean().item(), 3))
         return {

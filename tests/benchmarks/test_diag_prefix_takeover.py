@@ -43,8 +43,8 @@ def tiny_mpnet(tokenizer) -> MPNetModel:
 
 
 def test_the_attention_share_is_the_injected_attentions_own(tmp_path) -> None:
-    """Recomputed from captured q, k, v and the relative position bias, the share the real tokens give the
-    prefix equals what MPNet's prefixed attention itself puts there (its probabilities, output_attentions)."""
+    """The share the probe reports is the prefix columns of the real tokens' rows in MPNet's prefixed attention
+    (its probabilities, asked for in a separate forward here), and the probe leaves the config as it was."""
     tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir())
     backbone = tiny_mpnet(tokenizer).eval()
     with torch.no_grad():  # a bias large enough that leaving it out would move every share
@@ -64,6 +64,7 @@ def test_the_attention_share_is_the_injected_attentions_own(tmp_path) -> None:
     real = mask.bool()
     expected = [layer[..., :4].sum(-1).permute(0, 2, 1)[real].mean().item() for layer in attentions]
     assert shares == pytest.approx(expected, abs=6e-4)  # the probe rounds to 3 decimals
+    assert not backbone.config.output_attentions
 
 
 def test_a_short_run_records_every_field_at_each_check(tmp_path) -> None:
