@@ -40,7 +40,7 @@ def run_one(kind: str, seed: int, data: Path, overrides: dict[str, Any]) -> dict
         from ptuning.core.injection import attention_interface
 
         dropout.FastDropout.forward = torch.nn.Dropout.forward
-        attention_interface._takes_cheap_dropout = lambda *args, **kwargs: False
+        attention_interface._takes_math_attention = lambda *args, **kwargs: False
     with tempfile.TemporaryDirectory(prefix="ptuning-dropout-ab-") as output:
         options = {
             **get_preset("sst2-minilm").options,

@@ -784,3 +784,19 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
     if common.peft_available():
         trainer = systems.build_system(systems.BF16_COMPILED_BASELINE, tiny_model, data, workload).trainer(0)
         assert trainer.args.torch_compile and next(trainer.model.parameters()).dtype == torch.bfloat16
+
+
+def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_model, data_root, tmp_path):
+    ab = load_benchmark("attention_path_ab")
+    arguments = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(tmp_path)]
+    assert ab.main([*arguments, "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "attention-path-ab.json").read_text())
+    assert {(row["head_size"], row["dtype"]) for row in result["kernels"]} == {
+        (32, "float32"), (32, "bfloat16"), (64, "float32"), (64, "bfloat16")
+    }  # fmt: skip
+    assert all(row["sdpa_ms"] > 0 and row["math_ms"] > 0 for row in result["kernels"])
+    (workload,) = result["workloads"]
+    assert set(workload["examples_per_second"]) == {"sdpa", "math"}
+    agreement = workload["agreement"]
+    assert agreement["math"]["labels"] == 8 and agreement["math"]["max_abs_logit_difference"] < 0.1
+    assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"  # restored

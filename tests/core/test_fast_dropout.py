@@ -136,7 +136,7 @@ def test_cpu_attention_dropout_matches_a_by_hand_computation(monkeypatch) -> Non
     mask[1, :, :, -1] = False
     pattern = (torch.arange(2 * 3 * 4 * 4).view(2, 3, 4, 4) % 3 != 0).float() * 1.5
     monkeypatch.setattr(attention_interface, "keep_mask", lambda like, p: pattern)
-    got, _ = attention_interface._attention_with_cheap_dropout(
+    got, _ = attention_interface._math_attention(
         query, key, value, mask, dropout=1 / 3, scaling=0.5
     )
     scores = (query @ key.transpose(-1, -2)) * 0.5
@@ -153,10 +153,10 @@ def test_attention_dropout_is_applied_in_training_and_left_to_sdpa_for_decoders(
     assert not torch.allclose(model.train()(**batch).logits, expected, atol=1e-3)
 
     taken = []
-    original = attention_interface._attention_with_cheap_dropout
+    original = attention_interface._math_attention
     monkeypatch.setattr(
         attention_interface,
-        "_attention_with_cheap_dropout",
+        "_math_attention",
         lambda *args, **kwargs: taken.append(1) or original(*args, **kwargs),
     )
     decoder = GPT2LMHeadModel(GPT2Config(vocab_size=50, n_embd=16, n_layer=2, n_head=2, attn_pdrop=0.3))

@@ -74,8 +74,8 @@ def _with_prefix(base: str) -> Callable[..., Any]:
                 kwargs["position_bias"] = torch.cat([zeros, bias], dim=-1)
             if base == "sdpa" and attention_mask is not None:
                 kwargs["is_causal"] = False
-        if base == "sdpa" and _takes_cheap_dropout(module, query, attention_mask, kwargs):
-            return _attention_with_cheap_dropout(query, key, value, attention_mask, **kwargs)
+        if base == "sdpa" and _takes_math_attention(module, query, attention_mask, kwargs):
+            return _math_attention(query, key, value, attention_mask, **kwargs)
         function = ALL_ATTENTION_FUNCTIONS["sdpa"] if base == "sdpa" else _eager_of(module)
         return function(module, query, key, value, attention_mask, **kwargs)
 
@@ -98,38 +98,44 @@ def _prefix_of_call(module: nn.Module, keyword: Any) -> PrefixKV | None:
     return current_prefix()
 
 
-def _takes_cheap_dropout(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
-    """Training an encoder on CPU with attention dropout: sdpa would run its math path with a Bernoulli
-    mask per element (part of the dropout-mask cost in docs/BENCHMARKS.md, profile); the same math with
-    ``core.dropout``'s cheaper mask is exact otherwise. Anything less plain (causal, GQA, position bias,
-    float masks) stays with sdpa."""
-    return (
-        module.training
-        and kwargs.get("dropout", 0.0) > 0
-        and query.device.type == "cpu"
+def _takes_math_attention(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
+    """Where plain math (two matmuls and a softmax) beats sdpa's CPU kernels for an encoder's attention.
+
+    Measured (docs/BENCHMARKS.md, "Attention on CPU"): training with attention dropout, where sdpa would run
+    its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; and any bf16
+    attention, where sdpa's CPU flash kernel ran 1.15-2.3x slower than the plain math at every length from 8
+    to 240 tokens (16 prefix slots, head size 32 and 64). fp32 without dropout stays with sdpa, whose kernel
+    wins from 48 tokens on. Anything less plain (causal, GQA, position bias, float masks) stays with sdpa.
+    """
+    plain = (
+        query.device.type == "cpu"
         and not getattr(module, "is_causal", False)
         and getattr(module, "num_key_value_groups", 1) == 1
         and kwargs.get("position_bias") is None
         and (mask is None or mask.dtype == torch.bool)
     )
+    dropping = module.training and kwargs.get("dropout", 0.0) > 0
+    return plain and (dropping or query.dtype == torch.bfloat16)
 
 
-def _attention_with_cheap_dropout(
+def _math_attention(
     query: torch.Tensor,
     key: torch.Tensor,
     value: torch.Tensor,
     mask: torch.Tensor | None,
-    dropout: float,
+    dropout: float = 0.0,
     scaling: float | None = None,
     **_: Any,
 ) -> tuple[torch.Tensor, None]:
-    """softmax(q k^T * scale, masked) with inverted dropout, times v; (B, T, heads, head_dim) like sdpa's."""
+    """softmax(q k^T * scale, masked) times v, with inverted dropout where ``dropout`` > 0 (callers pass 0
+    outside training, as transformers' attention modules do); (B, T, heads, head_dim) like sdpa's output."""
     scale = scaling if scaling is not None else query.shape[-1] ** -0.5
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
     probabilities = scores.softmax(dim=-1)
-    probabilities = probabilities * keep_mask(probabilities, dropout)
+    if dropout > 0:
+        probabilities = probabilities * keep_mask(probabilities, dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
 
 

@@ -1,0 +1,70 @@
+"""Which attention a prefixed encoder runs on CPU: the plain math for bf16 (faster than sdpa's CPU kernel,
+docs/BENCHMARKS.md "Attention on CPU"), sdpa for fp32 and for decoders; both compute the same thing."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from core_tiny import build, random_ids
+
+from ptuning.core.injection import attention_interface
+
+
+def test_math_attention_without_dropout_is_masked_softmax_attention_by_hand() -> None:
+    torch.manual_seed(7)
+    query, key, value = torch.randn(2, 3, 4, 8), torch.randn(2, 3, 6, 8), torch.randn(2, 3, 6, 8)
+    mask = torch.ones(2, 1, 4, 6, dtype=torch.bool)
+    mask[0, :, :, -2:] = False  # padding keys of the first row
+    got, weights = attention_interface._math_attention(query, key, value, mask, dropout=0.0, scaling=0.3)
+    scores = (query @ key.transpose(-1, -2)) * 0.3
+    expected = (scores.masked_fill(~mask, float("-inf")).softmax(-1) @ value).transpose(1, 2)
+    assert weights is None and got.shape == (2, 4, 3, 8)
+    torch.testing.assert_close(got, expected)
+    sdpa = torch.nn.functional.scaled_dot_product_attention(query, key, value, mask, scale=0.3)
+    torch.testing.assert_close(got, sdpa.transpose(1, 2))
+
+
+def _count_math_calls(monkeypatch) -> list[torch.dtype]:
+    calls: list[torch.dtype] = []
+    original = attention_interface._math_attention
+
+    def counted(query, *args, **kwargs):
+        calls.append(query.dtype)
+        return original(query, *args, **kwargs)
+
+    monkeypatch.setattr(attention_interface, "_math_attention", counted)
+    return calls
+
+
+def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_tolerance_of_sdpa(monkeypatch) -> None:
+    reference = build("bert").model.eval()
+    half = copy.deepcopy(reference)
+    half.backbone.to(torch.bfloat16)
+    ids = random_ids(3, 7)
+    mask = torch.ones_like(ids)
+    mask[0, 5:] = 0  # a padded row: its padding keys stay masked on both paths
+    with torch.no_grad():
+        fp32 = reference(ids, mask).logits
+        calls = _count_math_calls(monkeypatch)
+        math = half(ids, mask).logits
+        assert calls == [torch.bfloat16] * reference.backbone.config.num_hidden_layers
+        monkeypatch.setattr(attention_interface, "_takes_math_attention", lambda *args: False)
+        sdpa = half(ids, mask).logits
+    assert len(calls) == reference.backbone.config.num_hidden_layers  # the forced run took sdpa
+    # bf16 keeps 8 mantissa bits: both paths sit within the bf16 bound of test_precision.py from fp32 ...
+    torch.testing.assert_close(math, fp32, rtol=0, atol=0.03)
+    torch.testing.assert_close(sdpa, fp32, rtol=0, atol=0.03)
+    # ... and the math path is not a different computation: it differs from sdpa by rounding only
+    torch.testing.assert_close(math, sdpa, rtol=0, atol=0.03)
+
+
+@pytest.mark.parametrize("family, dtype", [("bert", torch.float32), ("llama", torch.bfloat16)])
+def test_fp32_encoders_and_causal_decoders_keep_sdpa(monkeypatch, family: str, dtype: torch.dtype) -> None:
+    model = build(family).model.eval()
+    model.backbone.to(dtype)
+    calls = _count_math_calls(monkeypatch)
+    with torch.no_grad():
+        model(random_ids(2, 5), torch.ones(2, 5, dtype=torch.long))
+    assert calls == []
