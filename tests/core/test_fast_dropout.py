@@ -136,9 +136,7 @@ def test_cpu_attention_dropout_matches_a_by_hand_computation(monkeypatch) -> Non
     mask[1, :, :, -1] = False
     pattern = (torch.arange(2 * 3 * 4 * 4).view(2, 3, 4, 4) % 3 != 0).float() * 1.5
     monkeypatch.setattr(attention_interface, "keep_mask", lambda like, p: pattern)
-    got, _ = attention_interface._math_attention(
-        query, key, value, mask, dropout=1 / 3, scaling=0.5
-    )
+    got, _ = attention_interface._math_attention(query, key, value, mask, dropout=1 / 3, scaling=0.5)
     scores = (query @ key.transpose(-1, -2)) * 0.5
     scores = scores.masked_fill(~mask, float("-inf"))
     expected = ((scores.softmax(-1) * pattern) @ value).transpose(1, 2)
