@@ -23,6 +23,8 @@ from doc_tables import replace_between_markers
 
 FIGURE = results.RESULTS_DIR / "curves.png"
 DOC_MARKERS = ("<!-- quality-curves:start -->", "<!-- quality-curves:end -->")
+OUTSIDE_GRID_MARKERS = ("<!-- quality-outside-grid:start -->", "<!-- quality-outside-grid:end -->")
+OUTSIDE_GRID_DIR = "reruns"  # under each backbone's results folder: ``quality.py --extra ... --record`` files
 SCALES = {"full": "1x budget", "large": "larger budget"}
 METHODS = ("finetune", "ptuning-v2")
 # A change of less than this many points between evaluations is read as no change: SST-2's dev set has 872
@@ -207,6 +209,50 @@ def render_table(entries: list[dict[str, Any]]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def outside_grid_runs(results_root: Path = results.RESULTS_DIR) -> list[dict[str, Any]]:
+    """Every run recorded outside the grid (``<backbone results>/reruns/*.jsonl``, written by ``quality.py
+    --extra``): changed schedules, dtypes and re-runs that the tables leave out, each with its curve."""
+    runs = []
+    for name, spec in protocol.BACKBONES.items():
+        folder = results_root / spec.results_subdir / OUTSIDE_GRID_DIR
+        for path in sorted(folder.glob("*.jsonl")):
+            for record in results.read_jsonl(path):
+                runs.append({**record, "backbone": name, "file": path.name})
+    return sorted(runs, key=lambda r: (r["backbone"], r["task"], r["method"], str(r["setting"]), r["seed"]))
+
+
+def render_outside_grid(runs: list[dict[str, Any]]) -> str:
+    """One row per run outside the grid: its setting, the dev curve, where it peaked, how it ended and the
+    training loss (mean over each epoch) at its first and last evaluation."""
+    lines = [
+        "**Runs outside the grid** (`python benchmarks/quality.py --backbone B --extra TASK:METHOD --setting JSON "
+        "--seed N --record FILE`, files under `<results>/reruns/`; not in the tables: the setting is off the "
+        f"protocol). Dev in percent after each epoch (up to {MAX_SHOWN_EVALS} evenly spaced shown), the best "
+        "epoch, the last, how the curve ends (as above), and the training loss (mean since the previous "
+        "evaluation) at the first and last epoch.",
+        "",
+        "| task | backbone | method | setting | seed | dev by epoch | best (epoch) | last | end of curve | "
+        "train loss first → last | file |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for run in runs:
+        budget = protocol.BUDGETS[run["task"]]
+        curve = mean_curve([run], budget)
+        losses = [p["train_loss"] for p in run.get("curve") or [] if p.get("train_loss") is not None]
+        loss = f"{losses[0]:.3f} → {losses[-1]:.3f}" if losses else "–"
+        best = max(curve, key=lambda point: point[1]) if curve else None
+        lines.append(
+            f"| {budget.label} | {protocol.BACKBONES[run['backbone']].params_millions:g} M ({run['backbone']}) | "
+            f"{protocol.METHOD_LABELS[run['method']]} | {tables.format_setting(run['setting'])} | {run['seed']} | "
+            f"{shown_points(curve) if curve else '–'} | "
+            f"{f'{best[1]:.1f} ({best[0]:g})' if best else '–'} | {f'{curve[-1][1]:.1f}' if curve else '–'} | "
+            f"{verdict(curve) if curve else '–'} | {loss} | `{run['file']}` |"
+        )
+    if not runs:
+        lines.append("| none yet | | | | | | | | | | |")
+    return "\n".join(lines) + "\n"
+
+
 def render_figure(entries: list[dict[str, Any]], path: Path) -> None:
     """One panel per (budget, task): each backbone's fine-tuning and P-tuning v2 mean dev curve, the band
     min..max over seeds; dashed: a provisional setting; a panel says which curves are pending."""
@@ -286,8 +332,10 @@ def main(argv: list[str] | None = None) -> int:
     entries = collect(args.results_root)
     table = render_table(entries)
     render_figure(entries, args.figure)
+    outside = render_outside_grid(outside_grid_runs(args.results_root))
     if args.update_doc:
         replace_between_markers(args.update_doc, *DOC_MARKERS, table)
+        replace_between_markers(args.update_doc, *OUTSIDE_GRID_MARKERS, outside)
     print(table)
     return 0
 

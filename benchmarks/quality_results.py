@@ -98,15 +98,18 @@ class Bench:
 
     def records(self, task: str) -> list[dict[str, Any]]:
         """This task's runs under the current budget and model (older budgets are ignored)."""
-        path = self.results_file(task)
-        if not path.is_file():
-            return []
         budget_id = self.budget_id(task)
-        text = path.read_text()
-        if not text.endswith("\n"):  # a run is appending its line right now (the writer locks, readers don't)
-            text = text[: text.rfind("\n") + 1]
-        records = [json.loads(line) for line in text.splitlines() if line.strip()]
-        return [r for r in records if r["budget_id"] == budget_id]
+        return [r for r in read_jsonl(self.results_file(task)) if r["budget_id"] == budget_id]
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """The complete lines of a results file ([] if there is none yet)."""
+    if not path.is_file():
+        return []
+    text = path.read_text()
+    if not text.endswith("\n"):  # a run is appending its line right now (the writer locks, readers don't)
+        text = text[: text.rfind("\n") + 1]
+    return [json.loads(line) for line in text.splitlines() if line.strip()]
 
 
 def run_key(task: str, method: str, setting: dict[str, Any], seed: int, budget_id: str) -> str:

@@ -358,11 +358,13 @@ def main(argv: list[str] | None = None) -> int:
     curves = quality_curves.collect(args.results_root)
     curves_table = quality_curves.render_table(curves)
     quality_curves.render_figure(curves, args.curves_figure)
+    outside = quality_curves.render_outside_grid(quality_curves.outside_grid_runs(args.results_root))
     standing = render_standing(best, args.results_root)
     if args.update_doc:
         replace_between_markers(args.update_doc, *STANDING_MARKERS, standing)
         replace_between_markers(args.update_doc, *DOC_MARKERS, table)
         replace_between_markers(args.update_doc, *quality_curves.DOC_MARKERS, curves_table)
+        replace_between_markers(args.update_doc, *quality_curves.OUTSIDE_GRID_MARKERS, outside)
     print(standing)
     print(table)
     print(curves_table)

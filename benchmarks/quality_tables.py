@@ -59,6 +59,7 @@ def format_setting(setting: dict[str, Any]) -> str:
         "prefix_layers": "prefix on layers",
         "pooling": "pooling",
         "warmup_ratio": "warmup",
+        "backbone_dtype": "backbone",
     }
     parts = []
     for key, value in setting.items():

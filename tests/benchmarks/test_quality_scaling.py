@@ -224,7 +224,8 @@ def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp
     doc.write_text(
         "a\n<!-- quality-standing:start -->\nold\n<!-- quality-standing:end -->\n"
         "<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
-        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
+        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\n"
+        "<!-- quality-outside-grid:start -->\nold\n<!-- quality-outside-grid:end -->\nb\n"
     )
     figure, curves = tmp_path / "gap.png", tmp_path / "curves.png"
     arguments = ["--results-root", str(root), "--figure", str(figure), "--curves-figure", str(curves)]
@@ -236,6 +237,33 @@ def test_one_command_writes_both_figures_and_both_doc_sections(results_root, tmp
     assert "old" not in text and text.startswith("a\n") and text.endswith("b\n")
     assert "| SST-2 | -6.0 ± 2.2 |" in text and "**Learning curves**" in text
     assert "| SST-2 (dev acc.) | 22.6 M (minilm) | 86.0 ± 1.0 |" in text  # the standing
+    assert "**Runs outside the grid**" in text and "| none yet |" in text
+
+
+def test_runs_outside_the_grid_get_a_row_each_with_their_curve_peak_end_and_loss(results_root):
+    curves = load_benchmark("quality_curves")
+    reruns = results_root / "mpnet" / "reruns"
+    reruns.mkdir()
+    points = [(0.52, 0.71), (0.60, 0.65), (0.66, 0.58), (0.64, 0.55)]
+    record = {
+        "task": "superglue-rte",
+        "method": "ptuning-v2",
+        "setting": {"learning_rate": 0.01, "epochs_factor": 4, "backbone_dtype": "bf16"},
+        "seed": 43,
+        "curve": [
+            {"epoch": float(epoch), "dev": dev, "test": None, "train_loss": loss}
+            for epoch, (dev, loss) in enumerate(points, start=1)
+        ],
+    }
+    (reruns / "rte-long.jsonl").write_text(json.dumps(record) + "\n" + '{"partial')  # a line being written
+    runs = curves.outside_grid_runs(results_root)
+    assert [(r["backbone"], r["seed"], r["file"]) for r in runs] == [("mpnet", 43, "rte-long.jsonl")]
+    row = curves.render_outside_grid(runs).splitlines()[-1]
+    assert row == (
+        "| RTE | 109.5 M (mpnet) | P-tuning v2 | lr 0.01, epochs x4, backbone bf16 | 43 | "
+        "1: 52.0 · 2: 60.0 · 3: 66.0 · 4: 64.0 | 66.0 (3) | 64.0 | peaked at epoch 3 (-2.0 at the end) | "
+        "0.710 → 0.550 | `rte-long.jsonl` |"
+    )
 
 
 def test_standing_shows_every_method_at_its_chosen_setting_and_names_tasks_without_a_finished_sweep(
