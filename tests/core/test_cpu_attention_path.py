@@ -1,5 +1,6 @@
-"""Which attention a prefixed encoder runs on CPU: the plain math for bf16 (faster than sdpa's CPU kernel,
-docs/BENCHMARKS.md "Attention on CPU"), sdpa for fp32 and for decoders; both compute the same thing."""
+"""Which attention a prefixed encoder runs on CPU: the plain math for bf16 inference (faster than sdpa's CPU
+kernel, docs/BENCHMARKS.md "Attention on CPU"), sdpa for fp32, for bf16 with autograd on and for decoders;
+both compute the same thing."""
 
 from __future__ import annotations
 
@@ -53,6 +54,10 @@ def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_tolerance_of_
         monkeypatch.setattr(attention_interface, "_takes_math_attention", lambda *args: False)
         sdpa = half(ids, mask).logits
     assert len(calls) == reference.backbone.config.num_hidden_layers  # the forced run took sdpa
+    monkeypatch.undo()
+    calls = _count_math_calls(monkeypatch)
+    half(ids, mask)  # with autograd on (a training step without attention dropout): sdpa, not the math
+    assert calls == []
     # bf16 keeps 8 mantissa bits: both paths sit within the bf16 bound of test_precision.py from fp32 ...
     torch.testing.assert_close(math, fp32, rtol=0, atol=0.03)
     torch.testing.assert_close(sdpa, fp32, rtol=0, atol=0.03)

@@ -102,10 +102,12 @@ def _takes_math_attention(module: nn.Module, query: torch.Tensor, mask: torch.Te
     """Where plain math (two matmuls and a softmax) beats sdpa's CPU kernels for an encoder's attention.
 
     Measured (docs/BENCHMARKS.md, "Attention on CPU"): training with attention dropout, where sdpa would run
-    its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; and any bf16
-    attention, where sdpa's CPU flash kernel ran 1.15-2.3x slower than the plain math at every length from 8
-    to 240 tokens (16 prefix slots, head size 32 and 64). fp32 without dropout stays with sdpa, whose kernel
-    wins from 48 tokens on. Anything less plain (causal, GQA, position bias, float masks) stays with sdpa.
+    its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; and bf16
+    inference (no autograd), where sdpa's CPU flash kernel ran 1.15-2.3x slower than the plain math at every
+    length from 8 to 240 tokens (16 prefix slots, head size 32 and 64). Not bf16 training without dropout
+    (not measured, and the math keeps every score matrix for the backward pass where sdpa's kernel does
+    not), nor fp32 without dropout, where sdpa's kernel wins from 48 tokens on. Anything less plain (causal,
+    GQA, position bias, float masks) stays with sdpa.
     """
     plain = (
         query.device.type == "cpu"
@@ -115,7 +117,8 @@ def _takes_math_attention(module: nn.Module, query: torch.Tensor, mask: torch.Te
         and (mask is None or mask.dtype == torch.bool)
     )
     dropping = module.training and kwargs.get("dropout", 0.0) > 0
-    return plain and (dropping or query.dtype == torch.bfloat16)
+    inferring_in_bf16 = query.dtype == torch.bfloat16 and not torch.is_grad_enabled()
+    return plain and (dropping or inferring_in_bf16)
 
 
 def _math_attention(
