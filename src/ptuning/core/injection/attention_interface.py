@@ -136,7 +136,9 @@ def _math_attention(
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    probabilities = scores.softmax(dim=-1)
+    # The softmax in fp32, cast back: more exact for bf16 scores, and torch's CPU softmax is 2-4x faster
+    # writing fp32 than bf16 (docs/BENCHMARKS.md, "Attention on CPU"); a no-op for fp32.
+    probabilities = scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype)
     if dropout > 0:
         probabilities = probabilities * keep_mask(probabilities, dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
