@@ -6,10 +6,12 @@ Two parts, each interleaved in one process:
 * kernels: one attention call at the shapes an inference batch has (a budget of 2,048 query tokens, 16 prefix
   keys, 12 heads, head size 32 and 64, lengths 8-240, the last 3 keys masked), fp32 and bf16, fastest of
   ``--rounds`` timings each;
-* model: ours with a bf16 backbone predicting a speed workload's dev examples with the math path (the
-  default) and with sdpa forced, median of per-round ratios; and how far each path's logits fall from the
+* model: ours with a bf16 backbone predicting a speed workload's dev examples with the default path (the
+  math up to ``MATH_ATTENTION_MAX_KEYS`` keys) and with sdpa forced, median of per-round ratios; and how far each path's logits fall from the
   same prompt on the fp32 backbone (an untrained prompt: what the rounding does, not an accuracy —
-  ``bench_precision.py`` scores a trained one).
+  ``bench_precision.py`` scores a trained one);
+* lengths: whole-model bf16 inference on synthetic rows of 12-250 tokens, sdpa vs the math at every length vs
+  the default: where the key cap comes from.
 
     python benchmarks/attention_path_ab.py --threads 2    # ~3 minutes idle
 
@@ -105,6 +107,17 @@ def kernel_row(head_size: int, dtype: torch.dtype, length: int, rounds: int) -> 
 
 
 @contextlib.contextmanager
+def math_forced() -> Iterator[None]:
+    """Within the block bf16 inference takes the math at every length (no key cap)."""
+    saved = attention_interface.MATH_ATTENTION_MAX_KEYS
+    attention_interface.MATH_ATTENTION_MAX_KEYS = 1 << 30
+    try:
+        yield
+    finally:
+        attention_interface.MATH_ATTENTION_MAX_KEYS = saved
+
+
+@contextlib.contextmanager
 def sdpa_forced() -> Iterator[None]:
     """Within the block every attention call goes to sdpa, as before the bf16 math path."""
     saved = attention_interface._takes_math_attention
@@ -131,14 +144,14 @@ def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> d
         system.model, "task", data.dev, data.pad_id, workload.eval_batch_size
     )
     reference = predict(full)
-    outputs = {"math": predict(half)}
+    outputs = {"default": predict(half)}
     with sdpa_forced():
         outputs["sdpa"] = predict(half)
     agreement = {name: distance(found, reference) for name, found in outputs.items()}
-    agreement["math vs sdpa"] = distance(outputs["math"], outputs["sdpa"])
-    seconds: dict[str, list[float]] = {"sdpa": [], "math": []}
+    agreement["default vs sdpa"] = distance(outputs["default"], outputs["sdpa"])
+    seconds: dict[str, list[float]] = {"sdpa": [], "default": []}
     for index in range(rounds + 1):  # the first round warms up
-        for name in ("sdpa", "math") if index % 2 else ("math", "sdpa"):
+        for name in ("sdpa", "default") if index % 2 else ("default", "sdpa"):
             with sdpa_forced() if name == "sdpa" else contextlib.nullcontext():
                 start = time.perf_counter()
                 predict(half)
@@ -148,11 +161,68 @@ def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> d
         "workload": workload.name,
         "dev_examples": len(data.dev),
         "examples_per_second": {name: len(data.dev) / statistics.median(s) for name, s in seconds.items()},
-        "math_speedup": statistics.median(
-            s / m for s, m in zip(seconds["sdpa"], seconds["math"], strict=True)
+        "default_speedup": statistics.median(
+            s / d for s, d in zip(seconds["sdpa"], seconds["default"], strict=True)
         ),
         "agreement": agreement,
     }
+
+
+SYNTHETIC_LENGTHS = (12, 24, 48, 96, 250)  # tokens per row; the prefix adds 16 keys
+
+
+def lengths(folder: str, rounds: int) -> list[dict[str, Any]]:
+    """Whole-model bf16 inference on rows of one length each (random ids, a tagging head, batches of about
+    2,048 tokens as ``predict_outputs`` cuts them): sdpa forced, the math forced at every length, and the
+    default (the math up to ``MATH_ATTENTION_MAX_KEYS`` keys, sdpa beyond). Median of per-round ratios."""
+    from ptuning.core.backbones import load_backbone
+    from ptuning.core.config import PrefixConfig
+    from ptuning.core.kinds import HeadKind
+    from ptuning.core.model import HeadSpec, PromptModel
+
+    backbone, _ = load_backbone(folder, attn_implementation="sdpa", dtype="bf16")
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX)).eval()
+    model.add_task("tags", HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["O", "B", "I"]))
+    generator = torch.Generator().manual_seed(0)
+    paths = {"sdpa": sdpa_forced, "math": math_forced, "default": contextlib.nullcontext}
+    rows = []
+    for length in SYNTHETIC_LENGTHS:
+        ids = torch.randint(1000, 20000, (max(1, QUERY_TOKENS // length), length), generator=generator)
+        mask = torch.ones_like(ids)
+        mask[0, length // 2 :] = 0  # one padded row
+        seconds: dict[str, list[float]] = {name: [] for name in paths}
+        with torch.no_grad():
+            for index in range(rounds + 1):  # the first round warms up
+                for name in list(paths)[index % 3 :] + list(paths)[: index % 3]:
+                    with paths[name]():
+                        start = time.perf_counter()
+                        model(ids, mask, task="tags")
+                        if index:
+                            seconds[name].append(time.perf_counter() - start)
+        rows.append(
+            {
+                "length": length,
+                "rows": ids.shape[0],
+                "keys": length + PREFIX,
+                "ms": {name: 1e3 * statistics.median(s) for name, s in seconds.items()},
+                "math_speedup": speedup(seconds, "math"),
+                "default_speedup": speedup(seconds, "default"),
+                "default_path": "math"
+                if length + PREFIX <= attention_interface.MATH_ATTENTION_MAX_KEYS
+                else "sdpa",
+            }
+        )
+        print(
+            f"length {length}: math x{rows[-1]['math_speedup']:.2f}, default ({rows[-1]['default_path']}) "
+            f"x{rows[-1]['default_speedup']:.2f} over sdpa",
+            flush=True,
+        )
+    return rows
+
+
+def speedup(seconds: dict[str, list[float]], name: str) -> float:
+    """The median over rounds of sdpa's time over ``name``'s."""
+    return statistics.median(s / n for s, n in zip(seconds["sdpa"], seconds[name], strict=True))
 
 
 def distance(found: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, float]:
@@ -185,6 +255,7 @@ def main(argv: list[str] | None = None) -> int:
     loads = [load_average()]
     kernel_rows = kernels(args.kernel_rounds)
     results = [model(workload, args.data_root, work_dir, args.rounds) for workload in workloads]
+    length_rows = lengths(model_folder(workloads[0].backbone, work_dir), args.rounds)
     loads.append(load_average())
     write(
         args.results_dir / "attention-path-ab.json",
@@ -194,14 +265,15 @@ def main(argv: list[str] | None = None) -> int:
             "load_average": loads,
             "kernels": kernel_rows,
             "workloads": results,
+            "lengths": length_rows,
             **environment(),
         },
     )
     for result in results:
         rates = result["examples_per_second"]
         print(
-            f"{result['workload']} bf16 inference: sdpa {rates['sdpa']:.1f} ex/s, math {rates['math']:.1f} ex/s "
-            f"(x{result['math_speedup']:.3f}); agreement {result['agreement']}"
+            f"{result['workload']} bf16 inference: sdpa {rates['sdpa']:.1f} ex/s, default {rates['default']:.1f} "
+            f"ex/s (x{result['default_speedup']:.3f}); agreement {result['agreement']}"
         )
     return 0
 

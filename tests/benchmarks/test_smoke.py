@@ -796,7 +796,15 @@ def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_mod
     }  # fmt: skip
     assert all(row["sdpa_ms"] > 0 and row["math_ms"] > 0 for row in result["kernels"])
     (workload,) = result["workloads"]
-    assert set(workload["examples_per_second"]) == {"sdpa", "math"}
+    assert set(workload["examples_per_second"]) == {"sdpa", "default"}
     agreement = workload["agreement"]
-    assert agreement["math"]["labels"] == 8 and agreement["math"]["max_abs_logit_difference"] < 0.1
-    assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"  # restored
+    assert agreement["default"]["labels"] == 8 and agreement["default"]["max_abs_logit_difference"] < 0.1
+    assert [row["length"] for row in result["lengths"]] == list(ab.SYNTHETIC_LENGTHS)
+    cap = ab.attention_interface.MATH_ATTENTION_MAX_KEYS
+    assert [row["default_path"] for row in result["lengths"]] == [
+        "math" if row["keys"] <= cap else "sdpa" for row in result["lengths"]
+    ]
+    assert all(set(row["ms"]) == {"sdpa", "math", "default"} for row in result["lengths"])
+    # both switches put back
+    assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"
+    assert cap == 64

@@ -65,6 +65,21 @@ def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_tolerance_of_
     torch.testing.assert_close(math, sdpa, rtol=0, atol=0.03)
 
 
+def test_bf16_inference_over_more_keys_than_the_cap_keeps_sdpa(monkeypatch) -> None:
+    model = build("bert").model.eval()
+    model.backbone.to(torch.bfloat16)
+    ids, mask = random_ids(2, 6), torch.ones(2, 6, dtype=torch.long)
+    keys = 6 + model.prefix_config.prefix_length
+    calls = _count_math_calls(monkeypatch)
+    with torch.no_grad():
+        monkeypatch.setattr(attention_interface, "MATH_ATTENTION_MAX_KEYS", keys)
+        model(ids, mask)
+        assert len(calls) == model.backbone.config.num_hidden_layers  # at the cap: the math
+        monkeypatch.setattr(attention_interface, "MATH_ATTENTION_MAX_KEYS", keys - 1)
+        model(ids, mask)
+    assert len(calls) == model.backbone.config.num_hidden_layers  # one key over: sdpa
+
+
 @pytest.mark.parametrize("family, dtype", [("bert", torch.float32), ("llama", torch.bfloat16)])
 def test_fp32_encoders_and_causal_decoders_keep_sdpa(monkeypatch, family: str, dtype: torch.dtype) -> None:
     model = build(family).model.eval()

@@ -34,6 +34,9 @@ _PROBE: ContextVar[dict[int, bool] | None] = ContextVar("ptuning_probe", default
 PROBED_ATTRIBUTE = "_ptuning_probed"
 
 LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
+# bf16 inference on CPU runs attention as plain math up to this many keys (prefix included), sdpa beyond
+# (``_takes_math_attention``; measured in docs/BENCHMARKS.md, "Attention on CPU").
+MATH_ATTENTION_MAX_KEYS = 64
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
 __all__ = ["AttentionInterfaceInjector", "active_prefix", "PREFIX_KWARG", "UnsupportedAttentionError"]
 
@@ -74,7 +77,7 @@ def _with_prefix(base: str) -> Callable[..., Any]:
                 kwargs["position_bias"] = torch.cat([zeros, bias], dim=-1)
             if base == "sdpa" and attention_mask is not None:
                 kwargs["is_causal"] = False
-        if base == "sdpa" and _takes_math_attention(module, query, attention_mask, kwargs):
+        if base == "sdpa" and _takes_math_attention(module, query, key, attention_mask, kwargs):
             return _math_attention(query, key, value, attention_mask, **kwargs)
         function = ALL_ATTENTION_FUNCTIONS["sdpa"] if base == "sdpa" else _eager_of(module)
         return function(module, query, key, value, attention_mask, **kwargs)
@@ -98,16 +101,20 @@ def _prefix_of_call(module: nn.Module, keyword: Any) -> PrefixKV | None:
     return current_prefix()
 
 
-def _takes_math_attention(module: nn.Module, query: torch.Tensor, mask: torch.Tensor | None, kwargs) -> bool:
+def _takes_math_attention(
+    module: nn.Module, query: torch.Tensor, key: torch.Tensor, mask: torch.Tensor | None, kwargs
+) -> bool:
     """Where plain math (two matmuls and a softmax) beats sdpa's CPU kernels for an encoder's attention.
 
     Measured (docs/BENCHMARKS.md, "Attention on CPU"): training with attention dropout, where sdpa would run
     its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; and bf16
-    inference (no autograd), where sdpa's CPU flash kernel ran 1.15-2.3x slower than the plain math at every
-    length from 8 to 240 tokens (16 prefix slots, head size 32 and 64). Not bf16 training without dropout
-    (not measured, and the math keeps every score matrix for the backward pass where sdpa's kernel does
-    not), nor fp32 without dropout, where sdpa's kernel wins from 48 tokens on. Anything less plain (causal,
-    GQA, position bias, float masks) stays with sdpa.
+    inference (no autograd) over at most ``MATH_ATTENTION_MAX_KEYS`` keys (prefix included), where the whole
+    model predicted SST-2 and CoNLL-2003 1.11x faster than with sdpa's CPU flash kernel; over long keys the
+    math's large score matrices made the model slower (x0.61 at 250 tokens idle, x0.56-0.74 from 64 tokens
+    on a shared machine). Not bf16
+    training without dropout (not measured, and the math keeps every score matrix for the backward pass),
+    nor fp32 without dropout, where sdpa's kernel wins from 48 tokens on. Anything less plain (causal, GQA,
+    position bias, float masks) stays with sdpa.
     """
     plain = (
         query.device.type == "cpu"
@@ -117,8 +124,12 @@ def _takes_math_attention(module: nn.Module, query: torch.Tensor, mask: torch.Te
         and (mask is None or mask.dtype == torch.bool)
     )
     dropping = module.training and kwargs.get("dropout", 0.0) > 0
-    inferring_in_bf16 = query.dtype == torch.bfloat16 and not torch.is_grad_enabled()
-    return plain and (dropping or inferring_in_bf16)
+    short_bf16_inference = (
+        query.dtype == torch.bfloat16
+        and not torch.is_grad_enabled()
+        and key.shape[2] <= MATH_ATTENTION_MAX_KEYS
+    )
+    return plain and (dropping or short_bf16_inference)
 
 
 def _math_attention(
