@@ -1,7 +1,8 @@
 """A/B of the attention a prefixed encoder runs on CPU: sdpa's kernel against the plain math (two matmuls and
-a softmax, ``core.injection.attention_interface._math_attention``), which a bf16 backbone now takes.
+a softmax, ``core.injection.attention_interface._math_attention``), which bf16 inference over at most
+``MATH_ATTENTION_MAX_KEYS`` keys now takes.
 
-Two parts, each interleaved in one process:
+Three parts, each interleaved in one process:
 
 * kernels: one attention call at the shapes an inference batch has (a budget of 2,048 query tokens, 16 prefix
   keys, 12 heads, head size 32 and 64, lengths 8-240, the last 3 keys masked), fp32 and bf16, fastest of
