@@ -25,6 +25,9 @@ FIGURE = results.RESULTS_DIR / "curves.png"
 DOC_MARKERS = ("<!-- quality-curves:start -->", "<!-- quality-curves:end -->")
 OUTSIDE_GRID_MARKERS = ("<!-- quality-outside-grid:start -->", "<!-- quality-outside-grid:end -->")
 OUTSIDE_GRID_DIR = "reruns"  # under each backbone's results folder: ``quality.py --extra ... --record`` files
+# The order a run's setting is written in (records written by different tools list keys differently).
+SETTING_ORDER = ("learning_rate", "prefix_length", "prefix_layers", "pooling", "prefix_dropout", "warmup_ratio",
+                 "epochs_factor", "backbone_dtype")  # fmt: skip
 SCALES = {"full": "1x budget", "large": "larger budget"}
 METHODS = ("finetune", "ptuning-v2")
 # A change of less than this many points between evaluations is read as no change: SST-2's dev set has 872
@@ -218,7 +221,14 @@ def outside_grid_runs(results_root: Path = results.RESULTS_DIR) -> list[dict[str
         for path in sorted(folder.glob("*.jsonl")):
             for record in results.read_jsonl(path):
                 runs.append({**record, "backbone": name, "file": path.name})
-    return sorted(runs, key=lambda r: (r["backbone"], r["task"], r["method"], str(r["setting"]), r["seed"]))
+    return sorted(runs, key=lambda r: (r["backbone"], r["task"], r["method"], setting_text(r), r["seed"]))
+
+
+def setting_text(run: dict[str, Any]) -> str:
+    """The run's setting in ``SETTING_ORDER`` (other keys after, by name)."""
+    rank = {key: index for index, key in enumerate(SETTING_ORDER)}
+    ordered = sorted(run["setting"].items(), key=lambda item: (rank.get(item[0], len(rank)), item[0]))
+    return tables.format_setting(dict(ordered))
 
 
 def render_outside_grid(runs: list[dict[str, Any]]) -> str:
@@ -243,7 +253,7 @@ def render_outside_grid(runs: list[dict[str, Any]]) -> str:
         best = max(curve, key=lambda point: point[1]) if curve else None
         lines.append(
             f"| {budget.label} | {protocol.BACKBONES[run['backbone']].params_millions:g} M ({run['backbone']}) | "
-            f"{protocol.METHOD_LABELS[run['method']]} | {tables.format_setting(run['setting'])} | {run['seed']} | "
+            f"{protocol.METHOD_LABELS[run['method']]} | {setting_text(run)} | {run['seed']} | "
             f"{shown_points(curve) if curve else '–'} | "
             f"{f'{best[1]:.1f} ({best[0]:g})' if best else '–'} | {f'{curve[-1][1]:.1f}' if curve else '–'} | "
             f"{verdict(curve) if curve else '–'} | {loss} | `{run['file']}` |"

@@ -360,7 +360,8 @@ def test_scaling_figure_renders_the_minilm_gaps_and_marks_the_rest(tmp_path, cap
     doc.write_text(
         "a\n<!-- quality-standing:start -->\nold\n<!-- quality-standing:end -->\n"
         "<!-- quality-scaling:start -->\nold\n<!-- quality-scaling:end -->\n"
-        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\nb\n"
+        "<!-- quality-curves:start -->\nold\n<!-- quality-curves:end -->\n"
+        "<!-- quality-outside-grid:start -->\nold\n<!-- quality-outside-grid:end -->\nb\n"
     )
 
     scaling.main(["--figure", str(figure), "--curves-figure", str(curves), "--update-doc", str(doc)])
@@ -370,6 +371,10 @@ def test_scaling_figure_renders_the_minilm_gaps_and_marks_the_rest(tmp_path, cap
     assert "| SST-2 | -5.4 ± 1.2 | " in table and "| -3.8 (1/1 seeds) |" in table  # MiniLM's committed runs
     assert "| SST-2 | 1x budget | 22.6 M (minilm) | P-tuning v2 | lr 0.03, P 16 | 3 | " in table
     assert "pending (sweeps: " in table and "PT-2 86.6 (no FT anchor)" in table and "old" not in table
+    assert (
+        "| RTE | 109.5 M (mpnet) | P-tuning v2 | lr 0.01, P 16, warmup 0.1, epochs x4, backbone bf16 | 42 |"
+        in table
+    )
 
 
 def test_speed_benchmarks_produce_every_result(tiny_model, data_root, tmp_path):
