@@ -147,9 +147,12 @@ def _math_attention(
     scores = torch.matmul(query, key.transpose(-1, -2)) * scale
     if mask is not None:
         scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min)
-    # The softmax in fp32, cast back: more exact for bf16 scores, and torch's CPU softmax is 2-4x faster
-    # writing fp32 than bf16 (docs/BENCHMARKS.md, "Attention on CPU"); a no-op for fp32.
-    probabilities = scores.softmax(dim=-1, dtype=torch.float32).to(value.dtype)
+    if scores.dtype != torch.float32 and scores.shape[-1] <= MATH_ATTENTION_MAX_KEYS:
+        # in fp32, cast back: more exact, and torch's CPU softmax writes fp32 2-4x faster than bf16 at these
+        # sizes (docs/BENCHMARKS.md, "Attention on CPU"); over longer keys the fp32 copy was not measured
+        probabilities = scores.softmax(dim=-1, dtype=torch.float32).to(scores.dtype)
+    else:
+        probabilities = scores.softmax(dim=-1)
     if dropout > 0:
         probabilities = probabilities * keep_mask(probabilities, dropout)
     return torch.matmul(probabilities, value).transpose(1, 2).contiguous(), None
