@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import functools
 import statistics
 import tempfile
 import time
@@ -38,6 +39,7 @@ from speed_common import (
     WORKLOADS,
     Workload,
     environment,
+    interleaved,
     load_average,
     load_data,
     model_folder,
@@ -150,21 +152,13 @@ def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> d
         outputs["sdpa"] = predict(half)
     agreement = {name: distance(found, reference) for name, found in outputs.items()}
     agreement["default vs sdpa"] = distance(outputs["default"], outputs["sdpa"])
-    seconds: dict[str, list[float]] = {"sdpa": [], "default": []}
-    for index in range(rounds + 1):  # the first round warms up
-        for name in ("sdpa", "default") if index % 2 else ("default", "sdpa"):
-            with sdpa_forced() if name == "sdpa" else contextlib.nullcontext():
-                start = time.perf_counter()
-                predict(half)
-                if index:
-                    seconds[name].append(time.perf_counter() - start)
+    run = functools.partial(predict, half)
+    seconds = interleaved({"sdpa": under(sdpa_forced, run), "default": run}, rounds)
     return {
         "workload": workload.name,
         "dev_examples": len(data.dev),
         "examples_per_second": {name: len(data.dev) / statistics.median(s) for name, s in seconds.items()},
-        "default_speedup": statistics.median(
-            s / d for s, d in zip(seconds["sdpa"], seconds["default"], strict=True)
-        ),
+        "default_speedup": speedup(seconds, "default"),
         "agreement": agreement,
     }
 
@@ -191,15 +185,9 @@ def lengths(folder: str, rounds: int) -> list[dict[str, Any]]:
         ids = torch.randint(1000, 20000, (max(1, QUERY_TOKENS // length), length), generator=generator)
         mask = torch.ones_like(ids)
         mask[0, length // 2 :] = 0  # one padded row
-        seconds: dict[str, list[float]] = {name: [] for name in paths}
+        forward = functools.partial(model, ids, mask, task="tags")
         with torch.no_grad():
-            for index in range(rounds + 1):  # the first round warms up
-                for name in list(paths)[index % 3 :] + list(paths)[: index % 3]:
-                    with paths[name]():
-                        start = time.perf_counter()
-                        model(ids, mask, task="tags")
-                        if index:
-                            seconds[name].append(time.perf_counter() - start)
+            seconds = interleaved({name: under(context, forward) for name, context in paths.items()}, rounds)
         rows.append(
             {
                 "length": length,
@@ -221,13 +209,23 @@ def lengths(folder: str, rounds: int) -> list[dict[str, Any]]:
     return rows
 
 
+def under(context: Callable[[], Any], function: Callable[[], Any]) -> Callable[[], None]:
+    """``function`` run inside a fresh ``context()`` (a path switch) on every call."""
+
+    def run() -> None:
+        with context():
+            function()
+
+    return run
+
+
 def speedup(seconds: dict[str, list[float]], name: str) -> float:
     """The median over rounds of sdpa's time over ``name``'s."""
     return statistics.median(s / n for s, n in zip(seconds["sdpa"], seconds[name], strict=True))
 
 
 def distance(found: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, float]:
-    """Largest |logit difference| and the share of predicted labels (per example or per token) that differ."""
+    """Largest |logit difference|, and how many predicted labels (per example or per token) differ, of how many."""
     worst = max(float(np.abs(a - b).max()) for a, b in zip(found, reference, strict=True))
     changed = sum(int((a.argmax(-1) != b.argmax(-1)).sum()) for a, b in zip(found, reference, strict=True))
     labels = sum(int(np.prod(a.shape[:-1])) for a in reference)

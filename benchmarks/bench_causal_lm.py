@@ -25,12 +25,12 @@ import json
 import statistics
 import subprocess
 import sys
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
+from speed_common import interleaved
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.config import PrefixConfig
@@ -108,21 +108,6 @@ def generate_fn(model: torch.nn.Module, batch: dict, new_tokens: int, pad_id: in
         return float(output[:, -new_tokens:].float().sum())  # a checksum: different prefixes, different text
 
     return run
-
-
-def interleaved(functions: dict[str, Callable[[], float]], repeats: int) -> dict[str, list[float]]:
-    """Seconds per call for each function: one warm-up each, then ``repeats`` rounds in rotating order."""
-    for function in functions.values():
-        function()
-    names = list(functions)
-    seconds: dict[str, list[float]] = {name: [] for name in names}
-    for round_index in range(repeats):
-        for offset in range(len(names)):
-            name = names[(round_index + offset) % len(names)]
-            start = time.perf_counter()
-            functions[name]()
-            seconds[name].append(time.perf_counter() - start)
-    return seconds
 
 
 def rss_mb(field: str = "VmRSS") -> float:

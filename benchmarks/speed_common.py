@@ -7,6 +7,7 @@ import inspect
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -191,6 +192,21 @@ def cold_compile_start(work_dir: Path) -> None:
 
     torch._dynamo.reset()
     os.environ["TORCHINDUCTOR_CACHE_DIR"] = tempfile.mkdtemp(prefix="inductor-", dir=work_dir)
+
+
+def interleaved(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[str, list[float]]:
+    """Seconds per call for each function: one warm-up each, then ``repeats`` rounds in rotating order."""
+    for function in functions.values():
+        function()
+    names = list(functions)
+    seconds: dict[str, list[float]] = {name: [] for name in names}
+    for round_index in range(repeats):
+        for offset in range(len(names)):
+            name = names[(round_index + offset) % len(names)]
+            start = time.perf_counter()
+            functions[name]()
+            seconds[name].append(time.perf_counter() - start)
+    return seconds
 
 
 def write(path: Path, result: dict[str, Any]) -> None:

@@ -793,6 +793,7 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
 
 def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_model, data_root, tmp_path):
     ab = load_benchmark("attention_path_ab")
+    cap = ab.attention_interface.MATH_ATTENTION_MAX_KEYS
     arguments = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(tmp_path)]
     assert ab.main([*arguments, "--threads", "1"]) == 0
     result = json.loads((tmp_path / "attention-path-ab.json").read_text())
@@ -805,11 +806,10 @@ def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_mod
     agreement = workload["agreement"]
     assert agreement["default"]["labels"] == 8 and agreement["default"]["max_abs_logit_difference"] < 0.1
     assert [row["length"] for row in result["lengths"]] == list(ab.SYNTHETIC_LENGTHS)
-    cap = ab.attention_interface.MATH_ATTENTION_MAX_KEYS
     assert [row["default_path"] for row in result["lengths"]] == [
         "math" if row["keys"] <= cap else "sdpa" for row in result["lengths"]
     ]
     assert all(set(row["ms"]) == {"sdpa", "math", "default"} for row in result["lengths"])
     # both switches put back
     assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"
-    assert cap == 64
+    assert cap == ab.attention_interface.MATH_ATTENTION_MAX_KEYS

@@ -111,10 +111,9 @@ def _takes_math_attention(
     inference (no autograd) over at most ``MATH_ATTENTION_MAX_KEYS`` keys (prefix included), where the whole
     model predicted SST-2 and CoNLL-2003 1.11-1.13x faster than with sdpa's CPU flash kernel; over long keys
     the math's large score matrices made the model slower (x0.54 at 250 tokens idle, x0.56-0.74 from 64
-    tokens on a shared machine). Not bf16
-    training without dropout (not measured, and the math keeps every score matrix for the backward pass),
-    nor fp32 without dropout, where sdpa's kernel wins from 48 tokens on. Anything less plain (causal, GQA,
-    position bias, float masks) stays with sdpa.
+    tokens on a shared machine). Not bf16 training without dropout (not measured, and the math keeps every
+    score matrix for the backward pass), nor fp32 without dropout (sdpa's kernel won from 48 tokens on; not
+    measured whole-model). Anything less plain (causal, GQA, position bias, float masks) stays with sdpa.
     """
     plain = (
         query.device.type == "cpu"
