@@ -12,9 +12,12 @@ Three parts, each interleaved in one process:
   same prompt on the fp32 backbone (an untrained prompt: what the rounding does, not an accuracy —
   ``bench_precision.py`` scores a trained one);
 * lengths: whole-model bf16 inference on synthetic rows of 12-250 tokens, sdpa vs the math at every length vs
-  the default: where the key cap comes from.
+  the default: where the key cap comes from;
+* fp32 (``--fp32``): the same model and lengths parts with an fp32 backbone, sdpa (its default) against the
+  math up to the key cap (dev sets) and at every length (synthetic rows): why fp32 stays on sdpa.
 
-    python benchmarks/attention_path_ab.py --threads 2    # ~3 minutes idle
+    python benchmarks/attention_path_ab.py --threads 2           # ~3 minutes idle
+    python benchmarks/attention_path_ab.py --threads 2 --fp32    # the fp32 parts too, ~5 minutes
 
 Writes benchmarks/results/speed/attention-path-ab.json.
 """
@@ -121,6 +124,24 @@ def math_forced() -> Iterator[None]:
 
 
 @contextlib.contextmanager
+def fp32_math() -> Iterator[None]:
+    """Within the block fp32 inference takes the math as bf16's does (up to the key cap unless widened)."""
+    saved = attention_interface.MATH_ATTENTION_INFERENCE_DTYPES
+    attention_interface.MATH_ATTENTION_INFERENCE_DTYPES = (*saved, torch.float32)
+    try:
+        yield
+    finally:
+        attention_interface.MATH_ATTENTION_INFERENCE_DTYPES = saved
+
+
+@contextlib.contextmanager
+def fp32_math_forced() -> Iterator[None]:
+    """fp32 inference takes the math at every length."""
+    with fp32_math(), math_forced():
+        yield
+
+
+@contextlib.contextmanager
 def sdpa_forced() -> Iterator[None]:
     """Within the block every attention call goes to sdpa, as before the bf16 math path."""
     saved = attention_interface._takes_math_attention
@@ -163,23 +184,52 @@ def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> d
     }
 
 
+def fp32_model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> dict[str, Any]:
+    """ours with an fp32 backbone predicting the dev examples: sdpa (the fp32 default) against the math up to
+    ``MATH_ATTENTION_MAX_KEYS`` keys as bf16 takes it; median of per-round ratios, and the logits' distance."""
+    from transformers import AutoTokenizer
+
+    folder = model_folder(workload.backbone, work_dir)
+    data = load_data(workload, AutoTokenizer.from_pretrained(folder), data_root)
+    torch.manual_seed(0)
+    system = PromptSystem(folder, data, workload, backbone_dtype="fp32")
+    run = functools.partial(
+        predict_outputs, system.model, "task", data.dev, data.pad_id, workload.eval_batch_size
+    )
+    reference = run()
+    with fp32_math():
+        agreement = distance(run(), reference)
+    seconds = interleaved({"sdpa": run, "math": under(fp32_math, run)}, rounds)
+    return {
+        "workload": workload.name,
+        "dev_examples": len(data.dev),
+        "examples_per_second": {name: len(data.dev) / statistics.median(s) for name, s in seconds.items()},
+        "math_speedup": speedup(seconds, "math"),
+        "agreement": agreement,
+    }
+
+
 SYNTHETIC_LENGTHS = (12, 24, 48, 96, 250)  # tokens per row; the prefix adds 16 keys
+LENGTH_PATHS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[None]]]] = {
+    "bf16": {"sdpa": sdpa_forced, "math": math_forced, "default": contextlib.nullcontext},
+    "fp32": {"sdpa": sdpa_forced, "math": fp32_math_forced},  # the fp32 default is sdpa
+}
 
 
-def lengths(folder: str, rounds: int) -> list[dict[str, Any]]:
-    """Whole-model bf16 inference on rows of one length each (random ids, a tagging head, batches of about
-    2,048 tokens as ``predict_outputs`` cuts them): sdpa forced, the math forced at every length, and the
-    default (the math up to ``MATH_ATTENTION_MAX_KEYS`` keys, sdpa beyond). Median of per-round ratios."""
+def lengths(folder: str, rounds: int, dtype: str = "bf16") -> list[dict[str, Any]]:
+    """Whole-model inference on rows of one length each (random ids, a tagging head, batches of about
+    2,048 tokens as ``predict_outputs`` cuts them): sdpa forced, the math forced at every length, and (bf16)
+    the default (the math up to ``MATH_ATTENTION_MAX_KEYS`` keys, sdpa beyond). Median of per-round ratios."""
     from ptuning.core.backbones import load_backbone
     from ptuning.core.config import PrefixConfig
     from ptuning.core.kinds import HeadKind
     from ptuning.core.model import HeadSpec, PromptModel
 
-    backbone, _ = load_backbone(folder, attn_implementation="sdpa", dtype="bf16")
+    backbone, _ = load_backbone(folder, attn_implementation="sdpa", dtype=dtype)
     model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=PREFIX)).eval()
     model.add_task("tags", HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["O", "B", "I"]))
     generator = torch.Generator().manual_seed(0)
-    paths = {"sdpa": sdpa_forced, "math": math_forced, "default": contextlib.nullcontext}
+    paths = LENGTH_PATHS[dtype]
     rows = []
     for length in SYNTHETIC_LENGTHS:
         ids = torch.randint(1000, 20000, (max(1, QUERY_TOKENS // length), length), generator=generator)
@@ -188,21 +238,21 @@ def lengths(folder: str, rounds: int) -> list[dict[str, Any]]:
         forward = functools.partial(model, ids, mask, task="tags")
         with torch.no_grad():
             seconds = interleaved({name: under(context, forward) for name, context in paths.items()}, rounds)
+        takes_math = dtype == "bf16" and length + PREFIX <= attention_interface.MATH_ATTENTION_MAX_KEYS
         rows.append(
             {
+                "dtype": dtype,
                 "length": length,
                 "rows": ids.shape[0],
                 "keys": length + PREFIX,
                 "ms": {name: 1e3 * statistics.median(s) for name, s in seconds.items()},
                 "math_speedup": speedup(seconds, "math"),
-                "default_speedup": speedup(seconds, "default"),
-                "default_path": "math"
-                if length + PREFIX <= attention_interface.MATH_ATTENTION_MAX_KEYS
-                else "sdpa",
+                "default_speedup": speedup(seconds, "default") if "default" in seconds else 1.0,
+                "default_path": "math" if takes_math else "sdpa",
             }
         )
         print(
-            f"length {length}: math x{rows[-1]['math_speedup']:.2f}, default ({rows[-1]['default_path']}) "
+            f"{dtype} length {length}: math x{rows[-1]['math_speedup']:.2f}, default ({rows[-1]['default_path']}) "
             f"x{rows[-1]['default_speedup']:.2f} over sdpa",
             flush=True,
         )
@@ -242,6 +292,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--fp32", action="store_true", help="also the fp32 parts (dev sets, lengths)")
     parser.add_argument("--smoke", metavar="MODEL_DIR", help="tiny model folder: a seconds-long run (CI)")
     args = parser.parse_args(argv)
     workloads = [WORKLOADS[name] for name in args.workloads]
@@ -254,7 +305,14 @@ def main(argv: list[str] | None = None) -> int:
     loads = [load_average()]
     kernel_rows = kernels(args.kernel_rounds)
     results = [model(workload, args.data_root, work_dir, args.rounds) for workload in workloads]
-    length_rows = lengths(model_folder(workloads[0].backbone, work_dir), args.rounds)
+    folder = model_folder(workloads[0].backbone, work_dir)
+    length_rows = lengths(folder, args.rounds)
+    fp32 = {}
+    if args.fp32:
+        fp32 = {
+            "fp32_workloads": [fp32_model(w, args.data_root, work_dir, args.rounds) for w in workloads],
+            "fp32_lengths": lengths(folder, args.rounds, dtype="fp32"),
+        }
     loads.append(load_average())
     write(
         args.results_dir / "attention-path-ab.json",
@@ -265,6 +323,7 @@ def main(argv: list[str] | None = None) -> int:
             "kernels": kernel_rows,
             "workloads": results,
             "lengths": length_rows,
+            **fp32,
             **environment(),
         },
     )
@@ -273,6 +332,12 @@ def main(argv: list[str] | None = None) -> int:
         print(
             f"{result['workload']} bf16 inference: sdpa {rates['sdpa']:.1f} ex/s, default {rates['default']:.1f} "
             f"ex/s (x{result['default_speedup']:.3f}); agreement {result['agreement']}"
+        )
+    for result in fp32.get("fp32_workloads", []):
+        rates = result["examples_per_second"]
+        print(
+            f"{result['workload']} fp32 inference: sdpa {rates['sdpa']:.1f} ex/s, math up to the key cap "
+            f"{rates['math']:.1f} ex/s (x{result['math_speedup']:.3f}); agreement {result['agreement']}"
         )
     return 0
 

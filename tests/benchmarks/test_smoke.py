@@ -793,9 +793,12 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
 
 def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_model, data_root, tmp_path):
     ab = load_benchmark("attention_path_ab")
-    cap = ab.attention_interface.MATH_ATTENTION_MAX_KEYS
+    cap, dtypes = (
+        ab.attention_interface.MATH_ATTENTION_MAX_KEYS,
+        ab.attention_interface.MATH_ATTENTION_INFERENCE_DTYPES,
+    )
     arguments = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(tmp_path)]
-    assert ab.main([*arguments, "--threads", "1"]) == 0
+    assert ab.main([*arguments, "--threads", "1", "--fp32"]) == 0
     result = json.loads((tmp_path / "attention-path-ab.json").read_text())
     assert {(row["head_size"], row["dtype"]) for row in result["kernels"]} == {
         (32, "float32"), (32, "bfloat16"), (64, "float32"), (64, "bfloat16")
@@ -810,6 +813,13 @@ def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_mod
         "math" if row["keys"] <= cap else "sdpa" for row in result["lengths"]
     ]
     assert all(set(row["ms"]) == {"sdpa", "math", "default"} for row in result["lengths"])
-    # both switches put back
+    (fp32,) = result["fp32_workloads"]
+    assert set(fp32["examples_per_second"]) == {"sdpa", "math"}
+    assert fp32["agreement"]["labels_changed"] == 0 and fp32["agreement"]["max_abs_logit_difference"] < 1e-4
+    assert all(
+        row["dtype"] == "fp32" and set(row["ms"]) == {"sdpa", "math"} for row in result["fp32_lengths"]
+    )
+    # every switch put back
     assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"
     assert cap == ab.attention_interface.MATH_ATTENTION_MAX_KEYS
+    assert dtypes == ab.attention_interface.MATH_ATTENTION_INFERENCE_DTYPES

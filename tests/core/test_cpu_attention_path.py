@@ -85,6 +85,13 @@ def test_fp32_encoders_and_causal_decoders_keep_sdpa(monkeypatch, family: str, d
     model = build(family).model.eval()
     model.backbone.to(dtype)
     calls = _count_math_calls(monkeypatch)
+    ids, mask = random_ids(2, 5), torch.ones(2, 5, dtype=torch.long)
     with torch.no_grad():
-        model(random_ids(2, 5), torch.ones(2, 5, dtype=torch.long))
-    assert calls == []
+        model(ids, mask)
+        assert calls == []
+        # fp32 joins the math only through the dtypes' list (attention_path_ab's --fp32 switch); a decoder never
+        monkeypatch.setattr(
+            attention_interface, "MATH_ATTENTION_INFERENCE_DTYPES", (torch.bfloat16, torch.float32)
+        )
+        model(ids, mask)
+    assert calls == ([torch.float32] * model.backbone.config.num_hidden_layers if family == "bert" else [])

@@ -37,6 +37,9 @@ LAYER_INDEX_ATTRIBUTE = "ptuning_layer_index"
 # bf16 inference on CPU runs attention as plain math up to this many keys (prefix included), sdpa beyond
 # (``_takes_math_attention``; measured in docs/BENCHMARKS.md, "Attention on CPU").
 MATH_ATTENTION_MAX_KEYS = 64
+# The dtypes whose inference takes the math up to that cap. fp32 was measured whole-model and left on sdpa:
+# x1.02 / x1.04 on SST-2 / CoNLL-2003 dev, x1.07 at 12 tokens down to x0.97 at 96 (docs/BENCHMARKS.md).
+MATH_ATTENTION_INFERENCE_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
 __all__ = ["AttentionInterfaceInjector", "active_prefix", "PREFIX_KWARG", "UnsupportedAttentionError"]
 
@@ -112,8 +115,9 @@ def _takes_math_attention(
     model predicted SST-2 and CoNLL-2003 1.11-1.13x faster than with sdpa's CPU flash kernel; over long keys
     the math's large score matrices made the model slower (x0.54 at 250 tokens idle, x0.56-0.74 from 64
     tokens on a shared machine). Not bf16 training without dropout (not measured, and the math keeps every
-    score matrix for the backward pass), nor fp32 without dropout (sdpa's kernel won from 48 tokens on; not
-    measured whole-model). Anything less plain (causal, GQA, position bias, float masks) stays with sdpa.
+    score matrix for the backward pass), nor fp32 inference (measured whole-model: at most x1.07, slower from
+    48 tokens on; ``MATH_ATTENTION_INFERENCE_DTYPES``). Anything less plain (causal, GQA, position bias, float
+    masks) stays with sdpa.
     """
     plain = (
         query.device.type == "cpu"
@@ -123,12 +127,12 @@ def _takes_math_attention(
         and (mask is None or mask.dtype == torch.bool)
     )
     dropping = module.training and kwargs.get("dropout", 0.0) > 0
-    short_bf16_inference = (
-        query.dtype == torch.bfloat16
+    short_inference = (
+        query.dtype in MATH_ATTENTION_INFERENCE_DTYPES
         and not torch.is_grad_enabled()
         and key.shape[2] <= MATH_ATTENTION_MAX_KEYS
     )
-    return plain and (dropping or short_bf16_inference)
+    return plain and (dropping or short_inference)
 
 
 def _math_attention(
