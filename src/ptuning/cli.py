@@ -18,7 +18,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ptuning.core.config import ConfigError
+from ptuning.core.config import BACKBONE_DTYPE_CHOICES, ConfigError
 from ptuning.training.config import (
     MULTITASK_FIELDS,
     TrainConfig,
@@ -474,7 +474,9 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--max-length", type=_positive_int, help="default: the training run's max_length")
     parser.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
     parser.add_argument(
-        "--backbone-dtype", choices=("fp32", "bf16", "fp16"), help="store the frozen backbone in this dtype"
+        "--backbone-dtype",
+        choices=BACKBONE_DTYPE_CHOICES,
+        help="store the frozen backbone in this dtype (auto: bf16 where the machine computes it natively)",
     )
     parser.add_argument(
         "--backbone-quantization",

@@ -14,6 +14,7 @@ import torch
 from core_tiny import DECODERS, build, random_ids
 from tiny_models import save_tiny_bert
 
+from ptuning.core import precision
 from ptuning.core.backbones import load_backbone
 from ptuning.core.config import ConfigError
 from ptuning.core.fingerprint import base_fingerprint
@@ -165,5 +166,29 @@ def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -
     # copy and back. An fp16 copy rounds twice (fp32 -> fp16 -> bf16), which moves about 6 % of the samples
     # by one bf16 step: its fingerprint differs and loading onto it is refused (docs/ARCHITECTURE.md).
     assert base_fingerprint(fp32) == base_fingerprint(bf16) != base_fingerprint(fp16)
-    with pytest.raises(ConfigError, match=r"backbone dtype must be one of fp32, bf16, fp16; got 'int4'"):
+    with pytest.raises(
+        ConfigError, match=r"backbone dtype must be one of fp32, bf16, fp16, auto; got 'int4'"
+    ):
         load_backbone(folder, dtype="int4")
+
+
+@pytest.mark.parametrize(
+    "cuda, cuda_bf16, avx512_bf16, amx, picked",
+    [
+        (False, False, True, False, "bf16"),  # this project's CPU: AVX512-BF16, no AMX
+        (False, False, False, True, "bf16"),  # AMX without the AVX512 instructions
+        (False, False, False, False, "fp32"),  # bf16 would be emulated: slower than fp32
+        (True, True, False, False, "bf16"),  # a GPU with bf16
+        (True, False, True, True, "fp32"),  # a GPU without it: the CPU's units do not count
+    ],
+)
+def test_auto_backbone_dtype_is_bf16_only_where_the_machine_computes_it_natively(
+    monkeypatch, cuda: bool, cuda_bf16: bool, avx512_bf16: bool, amx: bool, picked: str
+) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: cuda_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
+    assert precision.resolve_auto("auto") == picked
+    assert precision.backbone_dtype("auto") is precision.BACKBONE_DTYPES[picked]
+    assert precision.resolve_auto("fp16") == "fp16"  # a named dtype is never second-guessed

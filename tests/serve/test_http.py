@@ -11,6 +11,7 @@ import pytest
 import uvicorn
 from fastapi.testclient import TestClient
 
+from ptuning.core import precision
 from ptuning.core.config import ConfigError
 from ptuning.serve.app import Limits, create_app
 from ptuning.serve.command import add_serve_arguments, run_serve
@@ -186,3 +187,12 @@ def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir
     differences = [abs(a - b) for a, b in zip(*positives, strict=True)]
     assert max(differences) < 0.02  # bf16 storage moves the answer a little...
     assert max(differences) > 0  # ...so it really ran in bf16
+
+
+@pytest.mark.parametrize("native, stored", [(True, "bf16"), (False, "fp32")])
+def test_an_auto_backbone_dtype_is_bf16_only_where_the_machine_computes_it(
+    root, base_dir, monkeypatch, native: bool, stored: str
+) -> None:
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_dtype="auto")) as http:
+        assert http.get("/health").json()["backbone"]["dtype"] == stored

@@ -103,6 +103,7 @@ def test_jsonable_turns_numpy_and_infinity_into_json() -> None:
     "backbone",
     [
         ["--backbone-dtype", "bf16"],
+        ["--backbone-dtype", "auto"],  # bf16 or fp32, as this machine computes
         ["--backbone-quantization", "int8"],
         ["--backbone-quantization", "int8-dynamic"],
     ],

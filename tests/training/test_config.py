@@ -6,8 +6,9 @@ from __future__ import annotations
 import pytest
 from training_tiny import run_cli, train_args
 
+from ptuning.core import precision
 from ptuning.core.config import ConfigError
-from ptuning.training import engine
+from ptuning.training import engine, preflight
 from ptuning.training.config import TrainConfig, build_config
 from ptuning.training.presets import PRESETS
 
@@ -42,7 +43,7 @@ BAD_VALUES = {
     ),
     "choice": (
         ("flags", {"backbone_dtype": "fp8"}),
-        "--backbone-dtype must be one of fp32, bf16, fp16; got 'fp8'",
+        "--backbone-dtype must be one of fp32, bf16, fp16, auto; got 'fp8'",
     ),
     "fraction": (("run.yaml", {"dev_from_train": 1.5}), "run.yaml: dev_from_train must be < 1; got 1.5"),
     "negative layer": (("flags", {"prefix_layers": "0,-1"}), "--prefix-layers must be >= 0; got '-1'"),
@@ -111,6 +112,14 @@ def test_bf16_backbone_under_fp16_autocast_is_refused(
     )
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--backbone-dtype bf16 with --mixed-precision fp16 cannot run" in err
+    monkeypatch.setattr(
+        precision, "native_bf16", lambda: True
+    )  # auto is refused where it would pick bf16 ...
+    argv[argv.index("bf16")] = "auto"
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--backbone-dtype auto (bf16 on this machine) with --mixed-precision fp16" in err
+    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # ... and passes where it picks fp32
+    preflight.check_backbone_options(TrainConfig(backbone_dtype="auto", mixed_precision="fp16"))
 
 
 def _no_loading(*args, **kwargs):

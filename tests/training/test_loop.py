@@ -20,6 +20,7 @@ from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_tiny import run_cli, train_args
 from transformers import get_linear_schedule_with_warmup
 
+from ptuning.core import precision
 from ptuning.core.checkpoint import read_checkpoint_config
 from ptuning.training import engine, state, trainer
 from ptuning.training.config import TrainConfig
@@ -78,7 +79,19 @@ def test_pooling_reaches_the_head_and_the_checkpoint(tiny_bert, sst2_dir, tmp_pa
     assert saved["tasks"]["sst2"]["head"]["pooling"] == "mean"
 
 
-def test_backbone_dtype_is_passed_to_the_loader(tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch) -> None:
+@pytest.mark.parametrize(
+    "flag, native, loaded",
+    [
+        ("bf16", False, torch.bfloat16),
+        ("auto", True, torch.bfloat16),
+        ("auto", False, None),
+        ("fp32", True, None),
+    ],
+)
+def test_backbone_dtype_is_passed_to_the_loader(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch, flag, native, loaded
+) -> None:
+    """auto stores the backbone in bf16 only where the machine computes bf16 natively (None: as saved, fp32)."""
     seen = {}
 
     def record(*args, **kwargs):
@@ -86,10 +99,9 @@ def test_backbone_dtype_is_passed_to_the_loader(tiny_bert, sst2_dir, tmp_path, c
         raise KeyError("stop here")  # a user error: the CLI ends with exit code 2
 
     monkeypatch.setattr(engine, "load_backbone", record)
-    code, _, _ = run_cli(
-        train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "bf16"), capsys
-    )
-    assert code == 2 and seen["dtype"] is torch.bfloat16
+    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    code, _, _ = run_cli(train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", flag), capsys)
+    assert code == 2 and seen["dtype"] is loaded
 
 
 def _gradient_norms_at_each_update(argv, capsys) -> list[float]:

@@ -46,6 +46,12 @@ class PositionMode(StrEnum):
     SHIFT = "shift"
 
 
+# The dtypes a frozen backbone can be stored in (``core.precision``); "auto" picks bf16 where the machine
+# computes it natively and fp32 elsewhere. Here, without torch, so the CLI's --help stays fast.
+AUTO_DTYPE = "auto"
+BACKBONE_DTYPE_CHOICES = ("fp32", "bf16", "fp16", AUTO_DTYPE)
+
+
 class ConfigError(ValueError):
     """A configuration value is out of range; the message names the field and what was expected."""
 

@@ -6,7 +6,7 @@ import argparse
 import os
 from pathlib import Path
 
-from ptuning.core.config import ConfigError
+from ptuning.core.config import BACKBONE_DTYPE_CHOICES, ConfigError
 
 API_KEY_ENV = "PTUNING_API_KEY"
 
@@ -17,8 +17,9 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     add("--model", default="minilm", help="base model: folder, hub id or packaged name (default: minilm)")
     add(
         "--backbone-dtype",
-        choices=("fp32", "bf16", "fp16"),
-        help="store the shared frozen backbone in this dtype (prefixes and heads stay fp32)",
+        choices=BACKBONE_DTYPE_CHOICES,
+        help="store the shared frozen backbone in this dtype (prefixes and heads stay fp32; auto: bf16 where "
+        "the machine computes it natively)",
     )
     add(
         "--backbone-quantization",

@@ -99,8 +99,9 @@ class TrainConfig(BaseModel):
     printed once; whether it pays is measured in docs/BENCHMARKS.md"""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
     """autocast precision (where the device supports it); the prefix stays fp32"""
-    backbone_dtype: Literal["fp32", "bf16", "fp16"] = "fp32"
-    """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32"""
+    backbone_dtype: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
+    """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32. auto: bf16 where the
+    machine computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere"""
     backbone_quantization: Literal["int8", "nf4"] | None = None
     """quantize the frozen backbone through bitsandbytes (CUDA only; nf4 = QLoRA's 4-bit, bf16 compute)"""
     shard_backbone: bool = False

@@ -26,6 +26,7 @@ from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
+from ptuning.core.precision import AUTO_DTYPE, resolve_auto
 from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
@@ -89,6 +90,8 @@ def train(config: TrainConfig) -> RunResult:
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
     model, tokenizer = build_prompt_model(config, [item.task for item in data])
+    if config.backbone_dtype == AUTO_DTYPE:
+        accelerator.print(f"backbone dtype auto: {resolve_auto(AUTO_DTYPE)} on this machine")
     if config.pack_sequences:  # refuse before tokenizing what packing cannot reproduce (core/packing.py)
         for item in data:
             model.check_packable(item.task.name)
@@ -246,7 +249,7 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
         config.model,
         causal_lm=causal,
         attn_implementation=config.attn_implementation,
-        dtype=BACKBONE_DTYPES[config.backbone_dtype],
+        dtype=BACKBONE_DTYPES[resolve_auto(config.backbone_dtype)],
         quantization=config.backbone_quantization,  # bitsandbytes on CUDA (checked before loading)
     )
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)

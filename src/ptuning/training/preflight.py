@@ -17,6 +17,7 @@ import torch
 from ptuning.core.config import ConfigError
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
 from ptuning.core.kinds import HeadKind
+from ptuning.core.precision import resolve_auto
 from ptuning.core.quantization import loading_kwargs
 from ptuning.training.config import TrainConfig, flag_name
 
@@ -71,9 +72,10 @@ def check_backbone_options(config: TrainConfig) -> None:
             raise ConfigError(
                 f"{flag_name('backbone_quantization')} {config.backbone_quantization}: {error}"
             ) from None
-    if config.backbone_dtype == "bf16" and config.mixed_precision == "fp16":
+    if resolve_auto(config.backbone_dtype) == "bf16" and config.mixed_precision == "fp16":
+        chosen = "bf16" if config.backbone_dtype == "bf16" else "auto (bf16 on this machine)"
         raise ConfigError(
-            f"{flag_name('backbone_dtype')} bf16 with {flag_name('mixed_precision')} fp16 cannot run (LayerNorm "
+            f"{flag_name('backbone_dtype')} {chosen} with {flag_name('mixed_precision')} fp16 cannot run (LayerNorm "
             "gets bf16 weights and fp16 inputs); use --mixed-precision bf16 or no"
         )
 
