@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
+from unittest import mock
 
 import numpy as np
 import torch
@@ -112,26 +113,15 @@ def kernel_row(head_size: int, dtype: torch.dtype, length: int, rounds: int) -> 
     }
 
 
-@contextlib.contextmanager
-def math_forced() -> Iterator[None]:
+def math_forced() -> contextlib.AbstractContextManager[Any]:
     """Within the block bf16 inference takes the math at every length (no key cap)."""
-    saved = attention_interface.MATH_ATTENTION_MAX_KEYS
-    attention_interface.MATH_ATTENTION_MAX_KEYS = 1 << 30
-    try:
-        yield
-    finally:
-        attention_interface.MATH_ATTENTION_MAX_KEYS = saved
+    return mock.patch.object(attention_interface, "MATH_ATTENTION_MAX_KEYS", 1 << 30)
 
 
-@contextlib.contextmanager
-def fp32_math() -> Iterator[None]:
+def fp32_math() -> contextlib.AbstractContextManager[Any]:
     """Within the block fp32 inference takes the math as bf16's does (up to the key cap unless widened)."""
-    saved = attention_interface.MATH_ATTENTION_INFERENCE_DTYPES
-    attention_interface.MATH_ATTENTION_INFERENCE_DTYPES = (*saved, torch.float32)
-    try:
-        yield
-    finally:
-        attention_interface.MATH_ATTENTION_INFERENCE_DTYPES = saved
+    widened = (*attention_interface.MATH_ATTENTION_INFERENCE_DTYPES, torch.float32)
+    return mock.patch.object(attention_interface, "MATH_ATTENTION_INFERENCE_DTYPES", widened)
 
 
 @contextlib.contextmanager
@@ -141,15 +131,9 @@ def fp32_math_forced() -> Iterator[None]:
         yield
 
 
-@contextlib.contextmanager
-def sdpa_forced() -> Iterator[None]:
+def sdpa_forced() -> contextlib.AbstractContextManager[Any]:
     """Within the block every attention call goes to sdpa, as before the bf16 math path."""
-    saved = attention_interface._takes_math_attention
-    attention_interface._takes_math_attention = lambda *args: False
-    try:
-        yield
-    finally:
-        attention_interface._takes_math_attention = saved
+    return mock.patch.object(attention_interface, "_takes_math_attention", lambda *args: False)
 
 
 def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> dict[str, Any]:
@@ -175,13 +159,7 @@ def model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> d
     agreement["default vs sdpa"] = distance(outputs["default"], outputs["sdpa"])
     run = functools.partial(predict, half)
     seconds = interleaved({"sdpa": under(sdpa_forced, run), "default": run}, rounds)
-    return {
-        "workload": workload.name,
-        "dev_examples": len(data.dev),
-        "examples_per_second": {name: len(data.dev) / statistics.median(s) for name, s in seconds.items()},
-        "default_speedup": speedup(seconds, "default"),
-        "agreement": agreement,
-    }
+    return dev_result(workload, len(data.dev), seconds, "default", agreement)
 
 
 def fp32_model(workload: Workload, data_root: Path, work_dir: Path, rounds: int) -> dict[str, Any]:
@@ -200,17 +178,24 @@ def fp32_model(workload: Workload, data_root: Path, work_dir: Path, rounds: int)
     with fp32_math():
         agreement = distance(run(), reference)
     seconds = interleaved({"sdpa": run, "math": under(fp32_math, run)}, rounds)
+    return dev_result(workload, len(data.dev), seconds, "math", agreement)
+
+
+def dev_result(
+    workload: Workload, examples: int, seconds: dict[str, list[float]], path: str, agreement: dict[str, Any]
+) -> dict[str, Any]:
+    """One dev-set A/B's record: examples/s of each path (median round), ``path``'s speed-up over sdpa."""
     return {
         "workload": workload.name,
-        "dev_examples": len(data.dev),
-        "examples_per_second": {name: len(data.dev) / statistics.median(s) for name, s in seconds.items()},
-        "math_speedup": speedup(seconds, "math"),
+        "dev_examples": examples,
+        "examples_per_second": {name: examples / statistics.median(s) for name, s in seconds.items()},
+        f"{path}_speedup": speedup(seconds, path),
         "agreement": agreement,
     }
 
 
 SYNTHETIC_LENGTHS = (12, 24, 48, 96, 250)  # tokens per row; the prefix adds 16 keys
-LENGTH_PATHS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[None]]]] = {
+LENGTH_PATHS: dict[str, dict[str, Callable[[], contextlib.AbstractContextManager[Any]]]] = {
     "bf16": {"sdpa": sdpa_forced, "math": math_forced, "default": contextlib.nullcontext},
     "fp32": {"sdpa": sdpa_forced, "math": fp32_math_forced},  # the fp32 default is sdpa
 }
