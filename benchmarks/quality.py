@@ -47,7 +47,7 @@ import json
 import sys
 from pathlib import Path
 
-from quality_protocol import BACKBONES, SCALES, Cell
+from quality_protocol import BACKBONES, SCALES, SWEEP_SEED, Cell
 from quality_results import DATA_ROOT, REPO, RESULTS_DIR, Bench, all_cells, cell_status
 from quality_runner import backbone_problem, run_all, run_cell, run_extra
 from quality_tables import render_tables, update_doc
@@ -92,7 +92,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--setting", type=json.loads, default={}, help="with --extra: a JSON object of changes"
     )
-    parser.add_argument("--seed", type=int, default=42, help="with --extra: the seed (default 42)")
+    parser.add_argument(
+        "--seed",
+        type=int,
+        default=SWEEP_SEED,
+        help=f"with --extra: the seed (default {SWEEP_SEED}, the sweeps')",
+    )
     parser.add_argument("--record", type=Path, help="with --extra: the JSON-lines file to append the run to")
     parser.add_argument("--results-dir", type=Path, help="default: benchmarks/results/quality[/<backbone>]")
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
