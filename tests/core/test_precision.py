@@ -186,7 +186,10 @@ def test_auto_backbone_dtype_is_bf16_only_where_the_machine_computes_it_natively
     monkeypatch, cuda: bool, cuda_bf16: bool, avx512_bf16: bool, amx: bool, picked: str
 ) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
-    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda *args, **kwargs: cuda_bf16)
+    # torch's default counts emulated bf16 too (any CUDA GPU): auto must ask for native support only
+    monkeypatch.setattr(
+        torch.cuda, "is_bf16_supported", lambda including_emulation=True: cuda_bf16 or including_emulation
+    )
     monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: avx512_bf16)
     monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: amx)
     assert precision.resolve_auto("auto") == picked

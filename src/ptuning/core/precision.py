@@ -33,7 +33,7 @@ def native_bf16() -> bool:
     project's avx512_bf16 CPU a frozen bf16 backbone trained 3.4-3.7x faster than PEFT + Trainer in fp32 at
     the same dev scores (docs/BENCHMARKS.md)."""
     if torch.cuda.is_available():
-        return torch.cuda.is_bf16_supported()
+        return torch.cuda.is_bf16_supported(including_emulation=False)  # pre-Ampere GPUs only emulate it
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in _CPU_BF16_PROBES)
 
 
