@@ -101,7 +101,7 @@ def exit_without_teardown() -> None:
 
     Why: even after ``destroy_process_group`` a spawned gloo rank sometimes aborts while the interpreter
     finalizes ("terminate called without an active exception", SIGABRT), failing a run whose results were
-    already checked in: seen in CI on 2026-12-06 in this file and on 2026-12-05 in test_shard_backbone.py,
+    already written: seen on 2026-12-06 in CI in this file and in a local run of test_shard_backbone.py,
     1 run in 10-20. The callers drop and collect the FSDP2 objects before destroying the group; then the
     process ends here at once.
     """
