@@ -112,9 +112,8 @@ def test_bf16_backbone_under_fp16_autocast_is_refused(
     )
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--backbone-dtype bf16 with --mixed-precision fp16 cannot run" in err
-    monkeypatch.setattr(
-        precision, "native_bf16", lambda: True
-    )  # auto is refused where it would pick bf16 ...
+    # auto is refused where it would pick bf16 ...
+    monkeypatch.setattr(precision, "native_bf16", lambda: True)
     argv[argv.index("bf16")] = "auto"
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--backbone-dtype auto (bf16 on this machine) with --mixed-precision fp16" in err
