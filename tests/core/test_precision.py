@@ -172,6 +172,19 @@ def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -
         load_backbone(folder, dtype="int4")
 
 
+def test_a_checkpoint_stored_in_bf16_loads_as_fp32_unless_asked(tmp_path) -> None:
+    """transformers 5 loads a checkpoint in its stored dtype by default (bf16 for most LLMs); ``--backbone-dtype
+    fp32``, the default of train, predict and serve, must mean fp32 all the same."""
+    folder = save_tiny_bert(tmp_path / "tiny-bert")
+    stored, _ = load_backbone(folder, dtype="bf16")
+    stored.save_pretrained(folder)  # the weights and config.json now say bf16
+    for asked in (None, "fp32"):
+        loaded, _ = load_backbone(folder, dtype=asked)
+        assert {p.dtype for p in loaded.parameters()} == {torch.float32}, asked
+    half, _ = load_backbone(folder, dtype="bf16")
+    assert {p.dtype for p in half.parameters()} == {torch.bfloat16}
+
+
 @pytest.mark.parametrize(
     "cuda, cuda_bf16, avx512_bf16, amx, picked",
     [

@@ -66,10 +66,11 @@ def load_backbone(
     """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head.
 
     ``causal_lm`` asks for the model with its LM head: an encoder-decoder (T5, BART) then loads as
-    ``*ForConditionalGeneration`` (seq2seq-lm tasks). ``dtype`` (``"fp32" | "bf16" | "fp16"`` or a torch
-    dtype) is the dtype the frozen backbone is stored in; prefixes and heads stay fp32 whatever it is
-    (``core.precision``). ``quantization`` (``"int8" | "nf4"``) loads it through bitsandbytes on CUDA and is
-    refused elsewhere (``core.quantization``).
+    ``*ForConditionalGeneration`` (seq2seq-lm tasks). ``dtype`` (``"fp32" | "bf16" | "fp16" | "auto"`` or a
+    torch dtype) is the dtype the frozen backbone is stored in; prefixes and heads stay fp32 whatever it is
+    (``core.precision``). None means fp32, not transformers 5's default (the checkpoint's stored dtype, which
+    would silently give most LLM checkpoints a bf16 backbone), or bf16 under bitsandbytes. ``quantization``
+    (``"int8" | "nf4"``) loads it through bitsandbytes on CUDA and is refused elsewhere (``core.quantization``).
     """
     path = resolve_model_path(name_or_path)
     loader = AutoModelForCausalLM if causal_lm else AutoModel
@@ -78,6 +79,7 @@ def load_backbone(
         kwargs["dtype"] = backbone_dtype(dtype)
     for key, value in loading_kwargs(quantization).items():
         kwargs.setdefault(key, value)
+    kwargs.setdefault("dtype", torch.float32)
     if not causal_lm:
         kwargs["add_pooling_layer"] = False
     try:

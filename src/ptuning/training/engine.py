@@ -56,7 +56,6 @@ from ptuning.training.trainer import (
 )
 
 SHARED_PREFIX = "shared"  # the one prefix every task's head sits on in a multi-task run
-BACKBONE_DTYPES = {"fp32": None, "bf16": torch.bfloat16, "fp16": torch.float16}  # fp32: as loaded today
 
 
 @dataclass
@@ -249,7 +248,7 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
         config.model,
         causal_lm=causal,
         attn_implementation=config.attn_implementation,
-        dtype=BACKBONE_DTYPES[resolve_auto(config.backbone_dtype)],
+        dtype=_loader_dtype(config.backbone_dtype),
         quantization=config.backbone_quantization,  # bitsandbytes on CUDA (checked before loading)
     )
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
@@ -265,6 +264,13 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
     if config.compile:
         compile_backbone(model)
     return model, tokenizer
+
+
+def _loader_dtype(name: str) -> str | None:
+    """The ``load_backbone`` dtype for ``--backbone-dtype``: None for fp32, the loader's default (fp32, or the
+    bf16 that a bitsandbytes-quantized backbone needs), else the resolved name."""
+    resolved = resolve_auto(name)
+    return None if resolved == "fp32" else resolved
 
 
 def read_through_pretrained_pooler(model: PromptModel, task: str, model_name: str) -> None:
