@@ -397,8 +397,11 @@ def cmd_eval(args: argparse.Namespace) -> int:
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
     loaded = _load_checkpoint(args)
+    notes: list[str] = []
     with _compile_cost(args):
-        scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples)
+        scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     text = json.dumps(scores, indent=2)
     print(text)
     if args.output:
@@ -421,8 +424,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
         raise DataError(f"{args.input}: input file not found")
     loaded = _load_checkpoint(args)
     examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
+    notes: list[str] = []
     with _compile_cost(args):
-        predictions = predict(loaded, examples, args.batch_size)
+        predictions = predict(loaded, examples, args.batch_size, notes)
+    for note in notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.output:
         with open(args.output, "w", encoding="utf-8") as stream:
             count = write_jsonl(predictions, stream)

@@ -76,6 +76,26 @@ def test_eval_scores_the_checkpoint_like_training_did(sst2_run, sst2_dir, capsys
     assert scores["examples"] == 16 and scores["accuracy"] == summary["dev"]["accuracy"]
 
 
+def test_eval_and_predict_count_the_inputs_they_cut(sst2_run, sst2_dir, tmp_path, capsys) -> None:
+    """Nothing is cut silently: a --max-length shorter than the inputs is a count in eval's scores and a
+    note on stderr for both commands."""
+    checkpoint = str(sst2_run / "checkpoint")
+    code, out, err = run_cli(["eval", "--checkpoint", checkpoint, "--data", sst2_dir], capsys)
+    assert code == 0 and json.loads(out)["truncated"] == 0 and "truncated" not in err
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", sst2_dir, "--max-length", "6"], capsys
+    )
+    scores = json.loads(out)
+    assert code == 0 and 0 < scores["truncated"] <= scores["examples"] == 16
+    assert f"{scores['truncated']} of 16 examples" in err and "max_length=6" in err
+    source = tmp_path / "in.txt"
+    source.write_text("ok\nthis sentence is surely longer than six tokens\n")
+    code, out, err = run_cli(
+        ["predict", "--checkpoint", checkpoint, "--input", str(source), "--max-length", "6"], capsys
+    )
+    assert code == 0 and len(out.splitlines()) == 2 and "1 of 2 examples" in err
+
+
 def test_predict_reads_text_lines_from_stdin(sst2_run, capsys, monkeypatch) -> None:
     monkeypatch.setattr(sys, "stdin", io.StringIO("great fun indeed\n\nawful acting really\n"))
     code, out, _ = run_cli(["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", "-"], capsys)

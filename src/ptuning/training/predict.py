@@ -196,9 +196,17 @@ def _qa_example(table: Table, row: int) -> dict[str, Any]:
 # --- predictions and scores ----------------------------------------------------------------------------------
 
 
-def predict(loaded: LoadedCheckpoint, examples: list[dict[str, Any]], batch_size: int = 64) -> list[dict]:
-    """One decoded prediction per example, with the example's id first."""
-    features, _ = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+def predict(
+    loaded: LoadedCheckpoint,
+    examples: list[dict[str, Any]],
+    batch_size: int = 64,
+    notes: list[str] | None = None,
+) -> list[dict]:
+    """One decoded prediction per example, with the example's id first. ``notes``, when given, receives what
+    featurizing cut (inputs longer than ``max_length``, with counts), so a caller can say so."""
+    features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    if notes is not None:
+        notes.extend(report.notes)
     decoded = loaded.task.decode(examples, features, _outputs(loaded, features, batch_size))
     return [
         prediction if "id" in prediction else {"id": example.get("id"), **prediction}
@@ -207,15 +215,23 @@ def predict(loaded: LoadedCheckpoint, examples: list[dict[str, Any]], batch_size
 
 
 def score_split(
-    loaded: LoadedCheckpoint, data_dir: str, split: str, batch_size: int = 64, max_samples: int | None = None
+    loaded: LoadedCheckpoint,
+    data_dir: str,
+    split: str,
+    batch_size: int = 64,
+    max_samples: int | None = None,
+    notes: list[str] | None = None,
 ) -> dict[str, Any]:
-    """The task's metrics of the checkpoint on one split of ``data_dir``, with the example count."""
-    examples, _ = loaded.task.read(data_dir, split)
+    """The task's metrics of the checkpoint on one split of ``data_dir``, with the example count and how
+    many inputs were cut at ``max_length`` (``notes``, when given, receives what reading and featurizing said)."""
+    examples, read_report = loaded.task.read(data_dir, split)
     if max_samples is not None:
         examples = examples[:max_samples]
-    features, _ = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    if notes is not None:
+        notes.extend(read_report.notes + report.notes)
     scores = loaded.task.score(examples, features, _outputs(loaded, features, batch_size))
-    return {"split": split, "examples": len(examples), **scores}
+    return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
 
 
 def _outputs(loaded: LoadedCheckpoint, features: Features, batch_size: int) -> list[Any]:
