@@ -5,8 +5,11 @@ examples for 1 epoch), then loads the same prompt checkpoint onto the backbone s
 the dev split with each: fp32 (as trained), bf16 (``load_backbone(dtype="bf16")``), int8 weight-only
 (``quantize_backbone(model, "int8")``: int8 weights with one scale per output channel, activations in fp32)
 and int8-dynamic (torch dynamic quantization: int8 weights and per-batch int8 activations; weight scales
-per output channel, the library's default, and one per tensor, torch's default). Reports the metric, its
-change from fp32, the number of predictions that changed, dev examples/s and the backbone's size.
+per output channel, the library's default, and one per tensor, torch's default); then fp32 and bf16 again
+with the backbone compiled as ``--compile`` compiles it for inference (``core.compilation``: the frozen
+weights folded into the graph), the pairing that earns the inference speed-up (docs/BENCHMARKS.md). Reports
+the metric, its change from fp32, the number of predictions that changed, dev examples/s (a compiled
+variant is scored once untimed first, so its compiling is not counted) and the backbone's size.
 Writes benchmarks/results/precision/<preset>.json.
 
     python benchmarks/bench_precision.py                                   # ~2-4 minutes on 2 cores
@@ -29,6 +32,7 @@ import torch
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import load_checkpoint
+from ptuning.core.compilation import compile_backbone
 from ptuning.core.quantization import backbone_storage, quantize_backbone
 from ptuning.training.config import TrainConfig
 from ptuning.training.data import DEV_SPLITS, choose_split
@@ -40,7 +44,16 @@ from ptuning.training.presets import get_preset
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
 RESULTS = REPO / "benchmarks" / "results" / "precision"
-VARIANTS = ("fp32", "bf16", "int8", "int8-dynamic", "int8-dynamic-per-tensor")
+VARIANTS = (
+    "fp32",
+    "bf16",
+    "int8",
+    "int8-dynamic",
+    "int8-dynamic-per-tensor",
+    "fp32-compiled",
+    "bf16-compiled",
+)
+COMPILED = "-compiled"
 
 
 def backbone_megabytes(backbone: torch.nn.Module) -> float:
@@ -48,14 +61,19 @@ def backbone_megabytes(backbone: torch.nn.Module) -> float:
     return backbone_storage(backbone)["bytes"] / 2**20
 
 
-def variant(loaded: LoadedCheckpoint, checkpoint: Path, name: str) -> LoadedCheckpoint:
-    """The same prompt on the backbone stored as ``name``."""
+def variant(
+    loaded: LoadedCheckpoint, checkpoint: Path, name: str, compile_backend: str = "inductor"
+) -> LoadedCheckpoint:
+    """The same prompt on the backbone stored as ``name`` (and compiled, for a ``-compiled`` name)."""
     base = json.loads((checkpoint / "prompt_config.json").read_text())["base_model"]["name_or_path"]
-    backbone, _ = load_backbone(base, dtype="bf16" if name == "bf16" else "fp32")
+    stored = name.removesuffix(COMPILED)
+    backbone, _ = load_backbone(base, dtype="bf16" if stored == "bf16" else "fp32")
     model = load_checkpoint(checkpoint, backbone=backbone).eval()
-    if name.startswith("int8"):
-        kind = name.removesuffix("-per-tensor")
-        quantize_backbone(model, kind, per_channel=not name.endswith("-per-tensor"))
+    if stored.startswith("int8"):
+        kind = stored.removesuffix("-per-tensor")
+        quantize_backbone(model, kind, per_channel=not stored.endswith("-per-tensor"))
+    if name.endswith(COMPILED):
+        compile_backbone(model, backend=compile_backend)
     return dataclasses.replace(loaded, model=model)
 
 
@@ -90,6 +108,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--model", default=None, help="override the preset's model (the smoke test)")
     parser.add_argument("--output", type=Path, default=None)
     parser.add_argument("--keep-checkpoint", type=Path, default=None, help="copy the trained prompt here")
+    parser.add_argument(
+        "--compile-backend",
+        default="inductor",
+        help="torch.compile backend of the -compiled variants (the smoke test's 'eager' builds no kernels)",
+    )
     args = parser.parse_args(argv)
     preset = get_preset(args.preset)
     options = dict(preset.options)
@@ -122,7 +145,9 @@ def main(argv: list[str] | None = None) -> int:
         results: dict[str, Any] = {}
         reference_outputs = None
         for name in VARIANTS:
-            current = variant(loaded, checkpoint, name)
+            current = variant(loaded, checkpoint, name, args.compile_backend)
+            if name.endswith(COMPILED):
+                score(current, data_dir, dev, config.max_eval_samples)  # compiles: not timed
             scores, outputs = score(current, data_dir, dev, config.max_eval_samples)
             reference_outputs = reference_outputs or outputs
             scores["predictions_changed_vs_fp32"] = argmax_changes(reference_outputs, outputs)
