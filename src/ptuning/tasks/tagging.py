@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
+from ptuning.tasks.pretokenized import as_in_running_text, needs_prefix_space
 from ptuning.tasks.readers import split_file
 from ptuning.tasks.tag_files import (
     Sentence,
@@ -149,8 +150,9 @@ class TaggingTask(Task):
     # features
 
     def _encode(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> Any:
+        space = needs_prefix_space(tokenizer)
         return tokenizer(
-            [example["tokens"] for example in examples],
+            [as_in_running_text(example["tokens"], space) for example in examples],
             is_split_into_words=True,
             truncation=True,
             max_length=max_length,

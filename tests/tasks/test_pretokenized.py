@@ -1,0 +1,89 @@
+"""Tagging and SRL words reach a byte-level BPE tokenizer (RoBERTa, GPT-2, Llama 3) as in running text."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
+from transformers import BertTokenizerFast, PreTrainedTokenizerFast
+
+from ptuning.tasks.pretokenized import needs_prefix_space
+from ptuning.tasks.srl import Conll2005SrlTask
+from ptuning.tasks.tagging import Conll2003Task
+
+CORPUS = [
+    "EU rejects German call to boycott British lamb .",
+    "Peter Blackburn rejects the call .",
+    "The cat sat on the mat .",
+] * 20
+WORDS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
+
+
+def byte_level_bpe(add_prefix_space: bool = False, wrapped: bool = False) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style tokenizer trained here (no hub): byte-level BPE, <s> ... </s> around a sequence."""
+    backend = Tokenizer(models.BPE())
+    backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    trainer = trainers.BpeTrainer(
+        vocab_size=400,
+        special_tokens=["<s>", "</s>", "<pad>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+    )
+    backend.train_from_iterator(CORPUS, trainer)
+    backend.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0))
+    byte_level = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
+    if wrapped:  # Llama 3 / SmolLM2 layout: a regex split, then bytes
+        byte_level = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "merged_with_next"), byte_level])
+    backend.pre_tokenizer = byte_level
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, bos_token="<s>", eos_token="</s>", pad_token="<pad>"
+    )
+
+
+def tokens_of_each_word(tokenizer, feature: dict) -> list[list[str]]:
+    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
+    words: dict[int, list[str]] = {}
+    for piece, word in zip(pieces, feature["word_ids"], strict=True):
+        if word is not None:
+            words.setdefault(word, []).append(piece)
+    return [words[i] for i in sorted(words)]
+
+
+def test_byte_level_tokenizers_without_a_prefix_space_are_recognized(tmp_path) -> None:
+    assert needs_prefix_space(byte_level_bpe())
+    assert needs_prefix_space(byte_level_bpe(wrapped=True))
+    assert not needs_prefix_space(byte_level_bpe(add_prefix_space=True))
+    (tmp_path / "vocab.txt").write_text("\n".join(["[PAD]", "[UNK]", "[CLS]", "[SEP]", *WORDS]) + "\n")
+    assert not needs_prefix_space(BertTokenizerFast(str(tmp_path / "vocab.txt")))  # WordPiece marks words
+
+
+@pytest.mark.parametrize("wrapped", [False, True])
+def test_tagging_words_are_encoded_as_in_running_text(wrapped: bool) -> None:
+    tokenizer = byte_level_bpe(wrapped=wrapped)
+    example = {"id": "0", "tokens": WORDS, "tags": ["B-ORG"] + ["O"] * 8, "doc_id": None}
+    features, _ = Conll2003Task().featurize([example], tokenizer, 64)
+    words = tokens_of_each_word(tokenizer, features[0])
+    assert words == [tokenizer.tokenize(" " + word) for word in WORDS]
+    assert words[1] == ["Ġrejects"] != tokenizer.tokenize("rejects")  # what the words got before the fix
+    # The same ids as the tokenizer configured the reference's way (add_prefix_space=True)
+    spaced = copy.deepcopy(tokenizer)
+    spaced.backend_tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True)
+    reference, _ = Conll2003Task().featurize([example], spaced, 64)
+    assert features[0]["input_ids"] == reference[0]["input_ids"]
+    assert features[0]["labels"] == reference[0]["labels"]
+
+
+def test_srl_words_and_predicate_are_encoded_as_in_running_text() -> None:
+    tokenizer = byte_level_bpe()
+    example = {
+        "id": "0",
+        "tokens": WORDS,
+        "tags": ["B-A0", "B-V"] + ["O"] * 7,
+        "doc_id": None,
+        "predicate_index": 1,
+        "predicate": "rejects",
+    }
+    features, _ = Conll2005SrlTask().featurize([example], tokenizer, 64)
+    pieces = tokenizer.convert_ids_to_tokens(features[0]["input_ids"])
+    assert pieces[:3] == ["<s>", *tokenizer.tokenize(" EU"), "Ġrejects"][:3]
+    assert pieces[-3:] == ["</s>", "Ġrejects", "</s>"]  # the predicate segment, spaced like the sentence
