@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 from generative_tiny import BOS, EOS, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
+from tokenizers import processors
 
 from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError
@@ -76,6 +77,27 @@ def test_long_prompts_are_cut_from_the_left_and_reported(tmp_path) -> None:
     assert report.truncated == 2
     assert "2 of 2 prompts" in report.notes[0] and "cut from the left" in report.notes[0]
     assert "6 tokens dropped" in report.notes[0]
+
+
+def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:
+    """Llama-style tokenizers add BOS; a left cut keeps it at position 0 and drops text after it instead."""
+    tokenizer = tiny_tokenizer()
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", BOS)]
+    )
+    task, examples = read(tmp_path)
+    features, report = task.featurize(examples[:1], tokenizer, max_length=6)
+    # "<s> what is the capital of france" + "paris" + EOS = 9 tokens -> BOS + the last 3 prompt tokens
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == [
+        "<s>",
+        "capital",
+        "of",
+        "france",
+        "paris",
+        "</s>",
+    ]
+    assert features[0]["prompt_length"] == 4 and features[0]["labels"][:4] == [IGNORE_INDEX] * 4
+    assert report.truncated == 1 and "3 tokens dropped" in report.notes[0]
 
 
 def test_truncation_error_refuses_long_prompts_naming_the_line(tmp_path) -> None:

@@ -136,7 +136,7 @@ class GenerativeTask(Task):
                     cut_responses += 1
                 keep = max_length - len(response)
                 cut_tokens += len(prompt) - keep
-                prompt = prompt[len(prompt) - keep :]
+                prompt = cut_from_the_left(prompt, keep, tokenizer.bos_token_id)
                 cut_prompts += 1
             features.append(
                 {
@@ -245,6 +245,15 @@ class CausalLmTask(GenerativeTask):
         return examples, report
 
 
+def cut_from_the_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:
+    """The last ``keep`` of a prompt's ``ids``, behind its BOS when it starts with one: a model sees a BOS at
+    position 0 whether or not its prompt was cut (Llama-style tokenizers and BART add one; left alone, every
+    cut prompt would start mid-text without it)."""
+    if bos_id is not None and keep > 1 and ids and ids[0] == bos_id:
+        return ids[:1] + ids[len(ids) - keep + 1 :]
+    return ids[len(ids) - keep :]
+
+
 def _text(value: Any, field: str, where: str) -> str:
     """A required, non-empty text field."""
     if not isinstance(value, str):
@@ -313,7 +322,7 @@ class Seq2SeqLmTask(CausalLmTask):
                         f"{example['source']}: prompt ({len(prompt)} tokens) is longer than "
                         f"max_length={max_length}; raise max_length or use truncation='left'"
                     )
-                prompt = prompt[len(prompt) - max_length :]
+                prompt = cut_from_the_left(prompt, max_length, tokenizer.bos_token_id)
                 cut_prompts += 1
             if len(response) > max_length:
                 response = response[:max_length]
