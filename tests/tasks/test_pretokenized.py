@@ -1,4 +1,5 @@
-"""Tagging and SRL words reach a byte-level BPE tokenizer (RoBERTa, GPT-2, Llama 3) as in running text."""
+"""Texts reach byte-level BPE tokenizers (RoBERTa, GPT-2, Llama 3) as a model read them in pretraining: tagging
+and SRL words as in running text, and a pair's two texts apart where the tokenizer would glue them (decoders)."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
+from ptuning.tasks.classification import PAIR_SEPARATOR, encode_pairs, joins_pairs_bare
 from ptuning.tasks.pretokenized import needs_prefix_space
 from ptuning.tasks.srl import Conll2005SrlTask
 from ptuning.tasks.tagging import Conll2003Task
@@ -20,8 +22,11 @@ CORPUS = [
 WORDS = ["EU", "rejects", "German", "call", "to", "boycott", "British", "lamb", "."]
 
 
-def byte_level_bpe(add_prefix_space: bool = False, wrapped: bool = False) -> PreTrainedTokenizerFast:
-    """A RoBERTa-style tokenizer trained here (no hub): byte-level BPE, <s> ... </s> around a sequence."""
+def byte_level_bpe(
+    add_prefix_space: bool = False, wrapped: bool = False, decoder: bool = False
+) -> PreTrainedTokenizerFast:
+    """A RoBERTa-style tokenizer trained here (no hub): byte-level BPE, <s> ... </s> around a sequence
+    (``decoder``: no special tokens at all, as GPT-2's and SmolLM2's)."""
     backend = Tokenizer(models.BPE())
     backend.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
     trainer = trainers.BpeTrainer(
@@ -30,7 +35,8 @@ def byte_level_bpe(add_prefix_space: bool = False, wrapped: bool = False) -> Pre
         initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
     )
     backend.train_from_iterator(CORPUS, trainer)
-    backend.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0))
+    if not decoder:
+        backend.post_processor = processors.RobertaProcessing(("</s>", 1), ("<s>", 0))
     byte_level = pre_tokenizers.ByteLevel(add_prefix_space=add_prefix_space)
     if wrapped:  # Llama 3 / SmolLM2 layout: a regex split, then bytes
         byte_level = pre_tokenizers.Sequence([pre_tokenizers.Split(" ", "merged_with_next"), byte_level])
@@ -87,3 +93,34 @@ def test_srl_words_and_predicate_are_encoded_as_in_running_text() -> None:
     pieces = tokenizer.convert_ids_to_tokens(features[0]["input_ids"])
     assert pieces[:3] == ["<s>", *tokenizer.tokenize(" EU"), "Ġrejects"][:3]
     assert pieces[-3:] == ["</s>", "Ġrejects", "</s>"]  # the predicate segment, spaced like the sentence
+
+
+def test_a_decoder_tokenizer_gets_a_separator_between_the_texts_of_a_pair(tmp_path) -> None:
+    decoder, encoder = byte_level_bpe(decoder=True), byte_level_bpe()
+    assert joins_pairs_bare(decoder) and not joins_pairs_bare(encoder)
+    pair = ("The cat sat on the mat .", "Peter Blackburn rejects the call .")
+    (glued,), _ = encode_pairs(decoder, [pair], 64)
+    first, second = (decoder(text, add_special_tokens=False)["input_ids"] for text in pair)
+    newline = decoder(PAIR_SEPARATOR, add_special_tokens=False)["input_ids"]
+    assert (
+        glued["input_ids"] == first + decoder(PAIR_SEPARATOR + pair[1], add_special_tokens=False)["input_ids"]
+    )
+    assert glued["input_ids"][len(first) : len(first) + len(newline)] == newline
+    # Cut to fit, each text loses its end: the separator stays between them.
+    (cut,), (was_cut,) = encode_pairs(decoder, [pair], len(first) + 3)
+    assert was_cut and cut["input_ids"][: len(first) - 2] == first[: len(first) - 2]
+    assert newline[0] in cut["input_ids"][len(first) - 2 :]
+    # An encoder's pair template already separates the texts: unchanged.
+    (kept,), _ = encode_pairs(encoder, [pair], 64)
+    assert kept["input_ids"] == encoder(*pair)["input_ids"] and len(second) > 0
+
+
+def test_srl_puts_the_separator_before_a_decoders_predicate_segment() -> None:
+    tokenizer = byte_level_bpe(decoder=True)
+    example = {"id": "0", "tokens": WORDS, "tags": ["B-A0", "B-V"] + ["O"] * 7, "doc_id": None}
+    example.update(predicate_index=1, predicate="rejects")
+    features, _ = Conll2005SrlTask().featurize([example], tokenizer, 64)
+    pieces = tokenizer.convert_ids_to_tokens(features[0]["input_ids"])
+    newline = tokenizer.tokenize(PAIR_SEPARATOR)
+    assert pieces[-1 - len(newline) :] == [*newline, "Ġrejects"]
+    assert features[0]["labels"][-1 - len(newline) :] == [-100] * (1 + len(newline))  # not labelled

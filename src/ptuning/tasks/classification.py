@@ -295,6 +295,15 @@ class MultipleChoiceTask(ClassificationTask):
 
 # --- shared helpers -----------------------------------------------------------------------------------
 
+PAIR_SEPARATOR = "\n"  # between the two texts of a pair where the tokenizer puts nothing (decoders)
+
+
+def joins_pairs_bare(tokenizer: Any) -> bool:
+    """Whether ``tokenizer`` encodes a pair as the two texts glued together, with nothing between them (GPT-2,
+    Llama 3, SmolLM2, Qwen: no special tokens at all; BERT puts [SEP] there, T5 </s>, Llama 2 <s>). Left so,
+    "on the mat.A cat is" would reach the model: pairs then get ``PAIR_SEPARATOR`` between the texts."""
+    return tokenizer.num_special_tokens_to_add(pair=True) == tokenizer.num_special_tokens_to_add(pair=False)
+
 
 def encode_pairs(
     tokenizer: Any, pairs: list[TextPair], max_length: int
@@ -302,7 +311,9 @@ def encode_pairs(
     """Token ids of each (text, optional second text), cut to ``max_length``, and which ones were cut.
 
     Everything is encoded once without truncation (so the cut is counted, never silent), and only the
-    inputs that are too long are encoded again with 'longest_first' truncation.
+    inputs that are too long are encoded again with 'longest_first' truncation. Where the tokenizer would
+    glue a pair's texts together (``joins_pairs_bare``), the second starts with ``PAIR_SEPARATOR``, which
+    truncation (from each text's end) never cuts.
     """
     if max_length < tokenizer.num_special_tokens_to_add(pair=True) + 2:
         raise ConfigError(f"max_length={max_length} leaves no room for text after the special tokens")
@@ -313,6 +324,8 @@ def encode_pairs(
     is_pair = seconds[0] is not None
     if any((second is not None) != is_pair for second in seconds):
         raise ValueError("encode_pairs: either every input is a pair or none is")
+    if is_pair and joins_pairs_bare(tokenizer):
+        seconds = [PAIR_SEPARATOR + second for second in seconds]
     full = tokenizer(firsts, seconds if is_pair else None, truncation=False, verbose=False)
     keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in full]
     encodings = [{key: full[key][i] for key in keys} for i in range(len(pairs))]

@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.tasks.base import DataReport, Features, Task
+from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
 from ptuning.tasks.pretokenized import as_in_running_text, needs_prefix_space
 from ptuning.tasks.tag_files import Sentence, read_srl_file
 from ptuning.tasks.tag_schemes import Scheme, entity_scores
@@ -43,9 +44,10 @@ class SrlTask(TaggingTask):
 
     def _encode(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> Any:
         space = needs_prefix_space(tokenizer)
+        separator = [PAIR_SEPARATOR] if joins_pairs_bare(tokenizer) else []  # a decoder's bare pair
         return tokenizer(
             [as_in_running_text(example["tokens"], space) for example in examples],
-            [as_in_running_text([example["predicate"]], space) for example in examples],
+            [separator + as_in_running_text([example["predicate"]], space) for example in examples],
             is_split_into_words=True,
             truncation="only_first",
             max_length=max_length,
