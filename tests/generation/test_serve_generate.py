@@ -13,6 +13,7 @@ import torch
 from fastapi.testclient import TestClient
 from generative_tiny import tiny_causal_lm, tiny_tokenizer, write_jsonl
 
+from ptuning.cli import main
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import PrefixConfig
@@ -57,11 +58,37 @@ def serve(root: Path, backbone_quantization: str | None = None, **limits) -> Tes
 def predicted(
     root: Path, name: str, prompts: list[str], tmp_path: Path, quantization: str | None = None
 ) -> list[str]:
-    """What ``ptuning predict`` (load_for_inference + predict) answers for these prompts."""
-    loaded = load_for_inference(root / name, quantization=quantization)
-    rows = [{"prompt": prompt, "response": "-"} for prompt in prompts]
-    examples, _ = loaded.task.read(str(write_jsonl(tmp_path / f"{name}.jsonl", rows)), "dev")
-    return [record["prediction"] for record in predict(loaded, examples)]
+    """What ``ptuning predict`` answers for these prompts, given as text lines."""
+    source, output = tmp_path / f"{name}.txt", tmp_path / f"{name}-predictions.jsonl"
+    source.write_text("\n".join(prompts) + "\n")
+    argv = ["predict", "--checkpoint", str(root / name), "--input", str(source), "--output", str(output)]
+    assert main(argv + (["--backbone-quantization", quantization] if quantization else [])) == 0
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [record["prompt"] for record in records] == prompts
+    return [record["prediction"] for record in records]
+
+
+def test_predict_reads_prompts_from_jsonl_with_a_history_as_from_the_task_files(root, tmp_path) -> None:
+    """``ptuning predict`` on JSONL inputs (a prompt, optionally a history; no response) answers as the task's
+    own reader would have it, and says what it answered."""
+    rows = [
+        {"id": "a", "prompt": "say one two three"},
+        {"prompt": "how are you", "history": [["hi", "hello"]]},
+    ]
+    source, output = write_jsonl(tmp_path / "in.jsonl", rows), tmp_path / "out.jsonl"
+    assert (
+        main(["predict", "--checkpoint", str(root / "chat"), "--input", str(source), "--output", str(output)])
+        == 0
+    )
+    records = [json.loads(line) for line in output.read_text().splitlines()]
+    assert [(r["id"], r["prompt"], r["references"]) for r in records] == [
+        ("a", "say one two three", []),
+        (1, "how are you", []),
+    ]
+    loaded = load_for_inference(root / "chat")
+    labelled = [{**row, "response": "-"} for row in rows]
+    examples, _ = loaded.task.read(str(write_jsonl(tmp_path / "labelled.jsonl", labelled)), "dev")
+    assert [r["prediction"] for r in records] == [r["prediction"] for r in predict(loaded, examples)]
 
 
 def test_greedy_answers_equal_ptuning_predict(root, tmp_path) -> None:

@@ -26,7 +26,7 @@ from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.collate import IGNORE_INDEX
 from ptuning.tasks.metrics import exact_match as squad_exact_match
 from ptuning.tasks.metrics import token_f1
-from ptuning.tasks.readers import read_table
+from ptuning.tasks.readers import Table, read_table
 from ptuning.tasks.tag_schemes import entity_spans
 
 Example = dict[str, Any]
@@ -177,7 +177,12 @@ class GenerativeTask(Task):
     def decode(self, examples: list[Example], features: Features, outputs: list[str]) -> list[dict[str, Any]]:
         predictions = self.predictions(examples, features, outputs)
         return [
-            {"id": example["id"], "prediction": text, "references": example["references"]}
+            {
+                "id": example["id"],
+                "prompt": example["prompt"],
+                "prediction": text,
+                "references": example["references"],
+            }
             for example, text in zip(examples, predictions, strict=True)
         ]
 
@@ -220,29 +225,31 @@ class CausalLmTask(GenerativeTask):
         source = Path(data_dir).expanduser()
         path = source if source.is_file() else source / self.splits[self.split_name(split)]
         table = read_table(path)
-        examples: list[Example] = []
-        for row in range(len(table.rows)):
-            where = table.where(row)
-            prompt = _text(table.value(row, self.prompt_field), self.prompt_field, where)
-            response = _text(table.value(row, self.response_field), self.response_field, where)
-            history = []
-            if self.history_field and table.rows[row].get(self.history_field) not in (None, ""):
-                history = parse_history(table.rows[row][self.history_field], self.history_field, where)
-            identifier = table.rows[row].get("id", row)
-            examples.append(
-                {
-                    "id": identifier,
-                    "source": where,
-                    "prompt": prompt,
-                    "response": response,
-                    "history": history,
-                    "references": [response],
-                }
-            )
+        examples = [self.example(table, row) for row in range(len(table.rows))]
         report = DataReport(examples=len(examples), skipped=table.blank_lines, notes=list(table.notes))
         turns = sum(len(example["history"]) for example in examples)
         report.notes.append(f"{path}: {len(examples)} examples, {turns} earlier turns in their histories")
         return examples, report
+
+    def example(self, table: Table, row: int, labelled: bool = True) -> Example:
+        """Row ``row`` of ``table`` as an example; unlabelled (``ptuning predict``'s inputs), it has no response
+        and no references, and only the prompt field (and an optional history) is read."""
+        where = table.where(row)
+        prompt = _text(table.value(row, self.prompt_field), self.prompt_field, where)
+        response = (
+            _text(table.value(row, self.response_field), self.response_field, where) if labelled else ""
+        )
+        history = []
+        if self.history_field and table.rows[row].get(self.history_field) not in (None, ""):
+            history = parse_history(table.rows[row][self.history_field], self.history_field, where)
+        return {
+            "id": table.rows[row].get("id", row),
+            "source": where,
+            "prompt": prompt,
+            "response": response,
+            "history": history,
+            "references": [response] if labelled else [],
+        }
 
 
 def cut_from_the_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:

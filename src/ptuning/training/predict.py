@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -24,6 +24,7 @@ from ptuning.core.quantization import loading_kwargs, quantize_backbone, quantiz
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
+from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
 from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines
 from ptuning.tasks.rebuild import rebuild_task
@@ -130,6 +131,11 @@ def examples_from_records(task: Task, table: Table, fmt: str) -> list[dict[str, 
         if fmt == "txt":
             raise DataError(f"{task.name} needs a question and a context: give JSONL lines (--format jsonl)")
         return [_qa_example(table, row) for row in range(len(table.rows))]
+    if isinstance(task, CausalLmTask):  # and seq2seq-lm: a prompt (JSONL: its field, and a history) to answer
+        if fmt == "txt":
+            rows = [{task.prompt_field: row["text"]} for row in table.rows]
+            table = replace(table, columns=[task.prompt_field], rows=rows)
+        return [task.example(table, row, labelled=False) for row in range(len(table.rows))]
     raise DataError(f"predicting from raw input is not supported for task {task.name!r}")
 
 
