@@ -68,6 +68,12 @@ def predicted(
     return [record["prediction"] for record in records]
 
 
+def test_the_predict_route_sends_a_generating_task_to_generate(root) -> None:
+    response = serve(root).post("/tasks/capitals/predict", json={"input": "what is the capital of france"})
+    assert response.status_code == 422
+    assert response.json()["detail"] == "'capitals' generates text: POST /tasks/capitals/generate"
+
+
 def test_predict_reads_prompts_from_jsonl_with_a_history_as_from_the_task_files(root, tmp_path) -> None:
     """``ptuning predict`` on JSONL inputs (a prompt, optionally a history; no response) answers as the task's
     own reader would have it, and says what it answered."""

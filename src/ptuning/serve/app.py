@@ -33,6 +33,7 @@ from ptuning import __version__
 from ptuning.core.backbones import load_backbone
 from ptuning.core.compilation import CompileStats, compile_backbone, is_compiled
 from ptuning.core.config import ConfigError
+from ptuning.core.kinds import HeadKind
 from ptuning.core.quantization import (
     backbone_storage,
     loading_kwargs,
@@ -311,6 +312,8 @@ def create_app(
         }
 
     async def _predict(served, inputs: list[Any]) -> dict[str, Any]:
+        if served.kind in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):
+            raise HTTPException(422, f"{served.name!r} generates text: POST /tasks/{served.name}/generate")
         if not inputs:
             raise HTTPException(422, "inputs is empty")
         if len(inputs) > limits.max_items:
