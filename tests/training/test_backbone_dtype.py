@@ -1,8 +1,8 @@
 """The engine, evaluation, checkpoints and ``ptuning predict`` on a backbone stored in bf16.
 
-A model folder saved in bf16 loads in bf16 (transformers' ``dtype="auto"``), so this runs the whole command
-line over a bf16 backbone without a flag (before the heads cast to fp32 it failed at the first batch:
-"mat1 and mat2 must have the same dtype").
+A model folder saved in bf16 (as most LLM checkpoints are) with ``--backbone-dtype bf16``: the whole command
+line over a bf16 backbone (before the heads cast to fp32 it failed at the first batch: "mat1 and mat2 must
+have the same dtype"). Without the flag it would load as fp32 (tests/core/test_precision.py).
 """
 
 from __future__ import annotations
@@ -23,14 +23,24 @@ def tiny_bert_bf16(tmp_path_factory) -> str:
     folder = tmp_path_factory.mktemp("tiny-bert-bf16")
     save_tiny_bert(folder)
     AutoModel.from_pretrained(folder).to(torch.bfloat16).save_pretrained(folder)
-    backbone, _ = load_backbone(str(folder))
+    backbone, _ = load_backbone(str(folder), dtype="bf16")
     assert next(backbone.parameters()).dtype == torch.bfloat16
     return str(folder)
 
 
 def test_train_eval_and_predict_on_a_bf16_backbone(tiny_bert_bf16, sst2_dir, tmp_path, capsys):
     output_dir = tmp_path / "run"
-    argv = train_args(tiny_bert_bf16, sst2_dir, output_dir, "--epochs", "2", "--test-split", "none")
+    argv = train_args(
+        tiny_bert_bf16,
+        sst2_dir,
+        output_dir,
+        "--epochs",
+        "2",
+        "--test-split",
+        "none",
+        "--backbone-dtype",
+        "bf16",
+    )
     code, out, err = run_cli(argv, capsys)  # (autocast on top: tests/core/test_precision.py)
     assert code == 0, err
     summary = json.loads((output_dir / "summary.json").read_text())
@@ -41,7 +51,9 @@ def test_train_eval_and_predict_on_a_bf16_backbone(tiny_bert_bf16, sst2_dir, tmp
     source = tmp_path / "in.txt"
     source.write_text("a gripping , funny film\nthe dullest hour of my life\n")
     code, out, err = run_cli(
-        ["predict", "--checkpoint", str(output_dir / "checkpoint"), "--input", str(source)], capsys
+        ["predict", "--checkpoint", str(output_dir / "checkpoint"), "--input", str(source)]
+        + ["--backbone-dtype", "bf16"],
+        capsys,
     )
     assert code == 0, err
     predictions = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
