@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import shutil
 import sys
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -47,7 +46,7 @@ def saved(tmp_path):
         new.prefixes["t"].embedding.weight.add_(1.0)
     target = save_checkpoint(old, tmp_path / "ckpt")
     save_checkpoint(new, tmp_path / "elsewhere" / "new")
-    staging = Path(tempfile.mkdtemp(prefix=checkpoint._staging_prefix(target), dir=tmp_path))
+    staging = checkpoint.staging_dir(target)
     for file in (tmp_path / "elsewhere" / "new").iterdir():
         shutil.copy(file, staging / file.name)
     shutil.rmtree(tmp_path / "elsewhere")

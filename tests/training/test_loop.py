@@ -173,6 +173,33 @@ def test_the_state_holds_and_restores_the_cuda_random_state(tmp_path, monkeypatc
     assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
 
 
+def test_a_state_save_killed_mid_write_leaves_nothing_once_the_next_run_loads(tmp_path, monkeypatch) -> None:
+    """A kill while the state is written leaves its staging folder (the cleanup never runs); it is named for
+    its writer, so the next run's load deletes it: a fine-tuning state is a whole model's size."""
+    optimizer, scheduler = small_optimizer()
+    state.save_training_state(tmp_path, {}, optimizer, scheduler, {"micro": 0})
+
+    def killed(*args, **kwargs):
+        raise RuntimeError("killed")
+
+    monkeypatch.setattr(state, "save_file", killed)
+    monkeypatch.setattr(
+        state.shutil, "rmtree", lambda *args, **kwargs: None
+    )  # a killed process cleans nothing
+    with pytest.raises(RuntimeError):
+        state.save_training_state(tmp_path, {}, optimizer, scheduler, {"micro": 1})
+    monkeypatch.undo()
+    (leftover,) = [entry for entry in tmp_path.iterdir() if entry.name != "training_state"]
+    assert leftover.name.startswith(f".training_state.new-{os.getpid()}-")
+    finished = subprocess.Popen(["true"])  # a process that has ended: the writer that was killed
+    finished.wait()
+    leftover.rename(leftover.with_name(leftover.name.replace(f"-{os.getpid()}-", f"-{finished.pid}-")))
+    _, _, meta = state.load_training_state(tmp_path)
+    assert meta["progress"] == {"micro": 0} and sorted(p.name for p in tmp_path.iterdir()) == [
+        "training_state"
+    ]
+
+
 def test_each_process_restores_its_own_torch_random_state() -> None:
     torch.manual_seed(1)
     first = torch.get_rng_state()

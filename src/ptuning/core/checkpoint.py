@@ -135,7 +135,7 @@ def save_checkpoint(
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{directory}: the checkpoint config is not plain JSON: {error}") from None
     recover_dir(directory)
-    staging = Path(tempfile.mkdtemp(prefix=_staging_prefix(directory), dir=directory.parent))
+    staging = staging_dir(directory)
     try:
         weights = staging / config["weights_file"]
         save_file(_trainable_state(model), str(weights), metadata={"format": FORMAT})
@@ -166,9 +166,10 @@ def _sync(path: Path) -> None:
             os.close(descriptor)
 
 
-def _staging_prefix(target: Path) -> str:
-    """Staging folders are hidden siblings that name their writer, so recovery knows whose they are."""
-    return f".{target.name}.new-{os.getpid()}-"
+def staging_dir(target: Path) -> Path:
+    """A new folder to write ``target``'s next version in, for ``replace_dir``: a hidden sibling that names its
+    writer, so that ``recover_dir`` deletes it once that process is gone (a save killed mid-write)."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
 
 
 def _old_name(target: Path) -> Path:

@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +21,7 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import CheckpointError, replace_dir
+from ptuning.core.checkpoint import CheckpointError, replace_dir, staging_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -144,7 +143,7 @@ def write_adapter(folder: str | Path, config: dict[str, Any], tensors: dict[str,
     """Write an adapter folder atomically (staged in a sibling, swapped in with ``os.replace``)."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{folder.name}.", dir=folder.parent))
+    staging = staging_dir(folder)
     try:
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})

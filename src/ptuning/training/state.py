@@ -10,7 +10,6 @@ from __future__ import annotations
 import json
 import random
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +17,7 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import recover_dir, replace_dir
+from ptuning.core.checkpoint import recover_dir, replace_dir, staging_dir
 from ptuning.core.config import ConfigError
 
 STATE_DIR = "training_state"
@@ -79,7 +78,7 @@ def save_training_state(
         "rng_python": _jsonable(random.getstate()),
         "rng_numpy": _jsonable(np.random.get_state()),
     }
-    staging = Path(tempfile.mkdtemp(prefix=".state.", dir=output_dir))
+    staging = staging_dir(output_dir / STATE_DIR)  # swept by recover_dir if this process dies mid-write
     try:
         save_file(tensors, str(staging / "state.safetensors"))
         (staging / "state.json").write_text(json.dumps(meta))
