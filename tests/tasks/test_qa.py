@@ -197,6 +197,18 @@ def test_answer_start_that_misses_its_text_names_article_and_question(tmp_path):
         read_squad(path, allow_impossible=False)
 
 
+def test_a_repeated_question_id_is_an_error_naming_both_questions(tmp_path):
+    """Answers are matched to questions by id: a repeat (ids restarting per paragraph in a user's own file)
+    would score one question's answer against another's gold, silently."""
+    questions = [qa(1, "Who won?", "Denver Broncos"), qa(1, "Who lost?", "Carolina Panthers")]
+    path = squad_file(tmp_path / "d.json", [article("Super_Bowl", CONTEXT, questions)])
+    with pytest.raises(
+        DataError,
+        match=r"paragraph 0, question 1: id '1' is already the id of .*paragraph 0, question 0; give every",
+    ):
+        read_squad(path, allow_impossible=False)
+
+
 @pytest.mark.parametrize(
     ("question", "allow_impossible", "message"),
     [

@@ -55,6 +55,7 @@ def read_squad(
     selected = range(len(data))[articles] if articles is not None else range(len(data))
     examples: list[dict[str, Any]] = []
     paragraphs = answers = impossible = 0
+    seen: dict[str, str] = {}  # id -> where: predictions and scores are keyed by id
     for article_index in selected:
         article = data[article_index]
         title = _field(article, "title", str, f"{path}: article {article_index}")
@@ -67,6 +68,13 @@ def read_squad(
                 where_question = f"{where_paragraph}, question {question_index}"
                 question_id = str(_field(qa, "id", (str, int), where_question))
                 where = f"{where_article}, question id {question_id}"
+                if question_id in seen:
+                    raise DataError(
+                        f"{where_paragraph}, question {question_index}: id {question_id!r} is already the id of "
+                        f"{seen[question_id]}; give every question its own id (answers are matched to questions "
+                        "by id, so a repeat would score one question's answer against another's)"
+                    )
+                seen[question_id] = f"{where_paragraph}, question {question_index}"
                 example = _example(qa, context, title, article_index, question_id, allow_impossible, where)
                 answers += len(example["answers"]["text"])
                 impossible += example["is_impossible"]
