@@ -256,6 +256,40 @@ def test_label_keys_normalise_json_and_text_values():
     assert label_key(True) == "True" and label_key(1) == "1" and label_key(1.0) == "1"
     assert label_key(" entailment ") == "entailment"
     assert label_key("") is None and label_key(None) is None
+    # CSV/TSV text gives the same keys as the JSON values it spells
+    assert label_key("true") == label_key("TRUE") == "True" and label_key("false") == "False"
+    assert label_key("1.0") == label_key("1.00") == "1" and label_key("-1.0") == "-1"
+    assert label_key("1.5") == "1.5" and label_key("10") == "10" and label_key("1.0.0") == "1.0.0"
+
+
+def test_text_labels_written_as_decimals_or_lower_case_booleans_are_read(tmp_path):
+    write(tmp_path / "dev.tsv", "label\tsentence\n1.0\tgood\n0.0\tbad\n")
+    examples, _ = get_task("sst2").read(str(tmp_path), "dev")
+    assert [example["label"] for example in examples] == ["positive", "negative"]
+    write(tmp_path / "val.csv", "passage,question,label\nsky,is it blue,true\nsea,is it dry,False\n")
+    examples, _ = get_task("boolq").read(str(tmp_path / "val.csv"), "dev")
+    assert [example["label"] for example in examples] == ["True", "False"]
+    # A spreadsheet's 1.0 beside a script's 1 is one class, not two
+    write(tmp_path / "train.csv", "text,label\nfine,1\nawful,0\ngreat,1.0\nbad,0.0\n")
+    task = get_task("csv-classification")
+    task.read(str(tmp_path), "train")
+    assert task.label_names == ["0", "1"]
+
+
+def test_a_repeated_column_name_is_an_error_naming_the_header_line(tmp_path):
+    path = write(tmp_path / "train.csv", "text,label,Text\nfirst,pos,second\n")
+    with pytest.raises(
+        DataError, match=r"train\.csv, line 1: the header names \['Text', 'text'\] more than once"
+    ):
+        read_table(path)
+
+
+def test_a_repeated_json_key_is_an_error_naming_the_line(tmp_path):
+    path = write(
+        tmp_path / "train.jsonl", '{"text": "a", "label": 1}\n{"text": "b", "label": 0, "text": "c"}\n'
+    )
+    with pytest.raises(DataError, match=r"train\.jsonl, line 2: the key 'text' appears twice"):
+        read_table(path)
 
 
 def test_hub_rows_turn_class_labels_into_names(monkeypatch):

@@ -28,6 +28,7 @@ from ptuning.tasks.base import DataError
 TEXT_FORMATS = ("jsonl", "json", "csv", "tsv", "txt")
 FORMATS = (*TEXT_FORMATS, "parquet")
 _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
+_INTEGRAL_DECIMAL = re.compile(r"[+-]?\d+\.0+")  # "1.0", the way a spreadsheet writes the label 1
 _TRUTHY = {"1", "true", "yes", "on"}
 DEV_FILE_STEMS = ("dev", "valid", "validation", "val", "eval")  # names a held-out split's file goes by
 
@@ -183,6 +184,17 @@ def split_lines(text: str) -> list[str]:
     return [line.removesuffix("\r") for line in lines]
 
 
+class _RepeatedKey(ValueError):
+    pass
+
+
+def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+    record = dict(pairs)
+    if len(record) < len(pairs):
+        raise _RepeatedKey(next(key for index, (key, _) in enumerate(pairs) if key in dict(pairs[:index])))
+    return record
+
+
 def parse_jsonl(path: Path | str, text: str) -> Table:
     """One JSON object per non-blank line; blank lines are skipped and counted. ``path`` names the source."""
     rows: list[dict[str, Any]] = []
@@ -194,11 +206,16 @@ def parse_jsonl(path: Path | str, text: str) -> Table:
             blank += 1
             continue
         try:
-            record = json.loads(line)
+            record = json.loads(line, object_pairs_hook=_object_without_repeats)
         except json.JSONDecodeError as error:
             raise DataError(
                 f"{path}, line {number}: invalid JSON ({error.msg} at column {error.colno}); "
                 "expected one JSON object per line"
+            ) from None
+        except _RepeatedKey as error:
+            raise DataError(
+                f"{path}, line {number}: the key {error.args[0]!r} appears twice in one object (JSON keeps only "
+                "the last, so the first value would be lost); give each field once"
             ) from None
         if not isinstance(record, dict):
             raise DataError(
@@ -272,6 +289,12 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
         header, body = list(headerless_columns), records
         notes.append(f"{path}: no header row; columns taken as {header}")
     header = [name.strip() for name in header]
+    repeated = sorted({name for name in header if [h.lower() for h in header].count(name.lower()) > 1})
+    if repeated:
+        raise DataError(
+            f"{path}, line {header_line}: the header names {repeated} more than once (columns are found by "
+            "name, case-insensitively, so one of them would be lost); give every column its own name"
+        )
     rows, locations = [], []
     for line, fields in body:
         if len(fields) != len(header):
@@ -305,7 +328,8 @@ def _read_parquet(path: Path) -> Table:
 
 
 def label_key(raw: Any) -> str | None:
-    """A raw label as a string key: JSON true -> 'True', 1 or 1.0 -> '1', '' or None -> None (no label)."""
+    """A raw label as a string key, the same whether a JSON value or CSV/TSV text: true / "true" -> 'True',
+    1 / 1.0 / "1.0" -> '1', '' or None -> None (no label)."""
     if raw is None:
         return None
     if isinstance(raw, bool):
@@ -313,6 +337,10 @@ def label_key(raw: Any) -> str | None:
     if isinstance(raw, float) and raw.is_integer():
         return str(int(raw))
     key = str(raw).strip()
+    if key.lower() in ("true", "false"):
+        return key.capitalize()
+    if _INTEGRAL_DECIMAL.fullmatch(key):
+        return str(int(key.split(".")[0]))
     return key or None
 
 
