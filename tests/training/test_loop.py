@@ -173,6 +173,23 @@ def test_the_state_holds_and_restores_the_cuda_random_state(tmp_path, monkeypatc
     assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
 
 
+def test_fp16_loss_scale_is_saved_and_restored_with_the_state(tmp_path) -> None:
+    """fp16 training's loss scale moves with overflows; a resume that restarted it at 65536 would skip other
+    updates than the uninterrupted run (CPU GradScaler here: accelerate makes its scaler on CUDA only)."""
+    optimizer, scheduler = small_optimizer()
+    scaler = torch.amp.GradScaler("cpu")
+    scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 37})
+    state.save_training_state(
+        tmp_path, {}, optimizer, scheduler, {"micro": 3}, grad_scaler=scaler.state_dict()
+    )
+    fresh = torch.amp.GradScaler("cpu")
+    progress = trainer.restore_training(
+        tmp_path, torch.nn.Linear(1, 1), optimizer, scheduler, grad_scaler=fresh
+    )
+    assert progress == {"micro": 3} and fresh.state_dict() == scaler.state_dict()
+    assert fresh.get_scale() == 1024.0
+
+
 def test_a_state_save_killed_mid_write_leaves_nothing_once_the_next_run_loads(tmp_path, monkeypatch) -> None:
     """A kill while the state is written leaves its staging folder (the cleanup never runs); it is named for
     its writer, so the next run's load deletes it: a fine-tuning state is a whole model's size."""

@@ -65,9 +65,11 @@ def save_training_state(
     scheduler: Any,
     progress: dict[str, Any],
     rng: dict[str, torch.Tensor] | None = None,
+    grad_scaler: dict[str, Any] | None = None,
 ) -> None:
     """Atomically replace ``output_dir/training_state``; ``rng`` from ``rng_states`` (default: this
-    process's)."""
+    process's); ``grad_scaler``, fp16 training's loss-scale state (its scale moves with overflows, so a
+    resumed run that restarted it would skip other updates than the uninterrupted one)."""
     tensors, optimizer_meta = _flatten_optimizer(optimizer.state_dict())
     tensors.update({f"model.{k}": v.detach().contiguous().clone() for k, v in model_state.items()})
     tensors.update(rng if rng is not None else rng_states())
@@ -78,6 +80,8 @@ def save_training_state(
         "rng_python": _jsonable(random.getstate()),
         "rng_numpy": _jsonable(np.random.get_state()),
     }
+    if grad_scaler is not None:
+        meta["grad_scaler"] = grad_scaler
     staging = staging_dir(output_dir / STATE_DIR)  # swept by recover_dir if this process dies mid-write
     try:
         save_file(tensors, str(staging / "state.safetensors"))

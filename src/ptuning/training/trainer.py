@@ -414,6 +414,7 @@ class Trainer:
                 self.scheduler,
                 dict(self.progress),
                 rng,
+                scaler.state_dict() if (scaler := getattr(accelerator, "scaler", None)) is not None else None,
             )
         accelerator.wait_for_everyone()
 
@@ -434,6 +435,7 @@ class Trainer:
             self.scheduler,
             self.accelerator.process_index,
             self.accelerator.num_processes,
+            getattr(self.accelerator, "scaler", None),  # fp16 on CUDA only
         )
         if restored is None:
             return
@@ -547,9 +549,16 @@ def _fresh_progress(names: list[str]) -> dict[str, Any]:
 
 
 def restore_training(
-    output_dir: Path, model: torch.nn.Module, optimizer, scheduler, rank: int = 0, world: int = 1
+    output_dir: Path,
+    model: torch.nn.Module,
+    optimizer,
+    scheduler,
+    rank: int = 0,
+    world: int = 1,
+    grad_scaler: Any = None,
 ) -> dict[str, Any] | None:
-    """Load the saved model, optimizer, scheduler and RNG states; the saved progress, or None if none."""
+    """Load the saved model, optimizer, scheduler, RNG and (fp16) loss-scaler states; the saved progress, or
+    None if none."""
     resumed = load_training_state(output_dir)
     if resumed is None:
         return None
@@ -558,6 +567,8 @@ def restore_training(
     optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(meta["scheduler"])
     restore_rng(meta, rank, world)
+    if grad_scaler is not None and meta.get("grad_scaler"):
+        grad_scaler.load_state_dict(meta["grad_scaler"])
     return meta["progress"]
 
 
