@@ -60,17 +60,11 @@ def test_bench_precision_scores_one_prompt_on_every_backbone_variant(tmp_path) -
         "--compile-backend",
         "eager",  # Dynamo traces the compiled variants; no kernels are built
     ]
-    assert load("bench_precision").main(argv) == 0
+    bench = load("bench_precision")
+    assert bench.main(argv) == 0
     results = json.loads(output.read_text())["results"]
-    assert list(results) == [
-        "fp32",
-        "bf16",
-        "int8",
-        "int8-dynamic",
-        "int8-dynamic-per-tensor",
-        "fp32-compiled",
-        "bf16-compiled",
-    ]
+    assert list(results) == list(bench.VARIANTS)
+    assert {"fp32-compiled", "bf16-compiled"} < set(results) and "int8-dynamic-per-tensor" in results
     assert results["fp32"]["predictions_changed_vs_fp32"] == 0
     assert results["fp32-compiled"]["predictions_changed_vs_fp32"] == 0
     assert results["bf16-compiled"]["backbone_mb"] == results["bf16"]["backbone_mb"]

@@ -88,14 +88,8 @@ def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:
     task, examples = read(tmp_path)
     features, report = task.featurize(examples[:1], tokenizer, max_length=6)
     # "<s> what is the capital of france" + "paris" + EOS = 9 tokens -> BOS + the last 3 prompt tokens
-    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == [
-        "<s>",
-        "capital",
-        "of",
-        "france",
-        "paris",
-        "</s>",
-    ]
+    expected = ["<s>", "capital", "of", "france", "paris", "</s>"]
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == expected
     assert features[0]["prompt_length"] == 4 and features[0]["labels"][:4] == [IGNORE_INDEX] * 4
     assert report.truncated == 1 and "3 tokens dropped" in report.notes[0]
 
