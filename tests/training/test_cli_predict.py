@@ -46,6 +46,16 @@ def test_ner_predictions_are_tags_and_entity_spans(ner_checkpoint, tmp_path, cap
         assert set(entity) == {"type", "start_word", "end_word", "text"}
 
 
+def test_every_task_kind_takes_the_id_from_idx_or_id(ner_checkpoint, tmp_path, capsys) -> None:
+    """GLUE-style files say idx, users' own files id: both are the prediction's id, as for classification."""
+    source = tmp_path / "in.jsonl"
+    source.write_text(
+        '{"idx": 7, "tokens": ["EU", "rejects"]}\n{"id": "b", "text": "Japan"}\n{"text": "x"}\n'
+    )
+    code, out, _ = run_cli(["predict", "--checkpoint", ner_checkpoint, "--input", str(source)], capsys)
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [7, "b", 2]
+
+
 def test_ner_text_lines_are_whitespace_tokenized(ner_checkpoint, tmp_path, capsys) -> None:
     source = tmp_path / "in.txt"
     source.write_text("Peter Blackburn visits London\n")

@@ -28,6 +28,7 @@ from ptuning.tasks.readers import (
     load_hub_table,
     map_label,
     read_table,
+    row_id,
     split_file,
 )
 
@@ -121,7 +122,7 @@ class ClassificationTask(Task):
         examples: list[Example] = []
         report = DataReport(skipped=table.blank_lines, notes=list(table.notes))
         for row in range(len(table.rows)):
-            example: Example = {"id": self.example_id(table.rows[row], row), "source": table.where(row)}
+            example: Example = {"id": row_id(table.rows[row], row), "source": table.where(row)}
             for name, column in columns.items():
                 example[name] = self.check_field(name, table.value(row, column), table.where(row))
             example["label"] = self.read_label(table, row, label_column, split)
@@ -140,12 +141,6 @@ class ClassificationTask(Task):
                 raise DataError(f"{table.where(row)}: no label in column {column!r}; a train split needs one")
             return None
         return self.parse_label(key, table.where(row))
-
-    def example_id(self, row: Mapping[str, Any], position: int) -> Any:
-        for key in ("idx", "id", "index"):
-            if key in row and row[key] not in (None, ""):
-                return row[key]
-        return position
 
     def check_field(self, name: str, value: Any, where: str) -> Any:
         """Input fields are text unless a task says otherwise."""

@@ -26,7 +26,7 @@ from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.collate import IGNORE_INDEX
 from ptuning.tasks.metrics import exact_match as squad_exact_match
 from ptuning.tasks.metrics import token_f1
-from ptuning.tasks.readers import Table, read_table
+from ptuning.tasks.readers import Table, read_table, row_id
 from ptuning.tasks.tag_schemes import entity_spans
 
 Example = dict[str, Any]
@@ -243,7 +243,7 @@ class CausalLmTask(GenerativeTask):
         if self.history_field and table.rows[row].get(self.history_field) not in (None, ""):
             history = parse_history(table.rows[row][self.history_field], self.history_field, where)
         return {
-            "id": table.rows[row].get("id", row),
+            "id": row_id(table.rows[row], row),
             "source": where,
             "prompt": prompt,
             "response": response,

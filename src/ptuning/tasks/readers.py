@@ -324,6 +324,19 @@ def _read_parquet(path: Path) -> Table:
     return Table(str(path), list(rows[0]), rows, [f"record {i}" for i in range(len(rows))])
 
 
+# --- ids ----------------------------------------------------------------------------------------------
+
+ID_FIELDS = ("idx", "id", "index")  # GLUE/SuperGLUE files say idx; users' own files id
+
+
+def row_id(row: Mapping[str, Any], position: int) -> Any:
+    """A row's own id (the first of ``ID_FIELDS`` it has, with its JSON type), else its position."""
+    for key in ID_FIELDS:
+        if key in row and row[key] not in (None, ""):
+            return row[key]
+    return position
+
+
 # --- labels -------------------------------------------------------------------------------------------
 
 

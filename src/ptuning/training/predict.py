@@ -26,7 +26,7 @@ from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
-from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines
+from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines, row_id
 from ptuning.tasks.rebuild import rebuild_task
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
@@ -176,10 +176,11 @@ def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dic
 
 
 def record_id(table: Table, row: int) -> Any:
-    """The record's own ``id`` with its JSON type (an integer stays an integer), else its position."""
-    value = table.rows[row].get("id", row)
-    if value is not None and not isinstance(value, str | int | float):
-        raise DataError(f"{table.where(row)}: 'id' should be a string or a number, found {value!r}")
+    """The record's own ``idx``/``id``/``index`` with its JSON type (an integer stays an integer), else its
+    position: the same rule as the tasks' files (``readers.row_id``)."""
+    value = row_id(table.rows[row], row)
+    if not isinstance(value, str | int | float):
+        raise DataError(f"{table.where(row)}: the id should be a string or a number, found {value!r}")
     return value
 
 
