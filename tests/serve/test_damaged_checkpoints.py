@@ -5,6 +5,7 @@ other folders are still loaded."""
 from __future__ import annotations
 
 import json
+import shutil
 
 import httpx
 import pytest
@@ -92,6 +93,25 @@ async def test_hot_add_reload_and_rescan_of_a_damaged_folder_answer_422_and_keep
         listing = (await http.get("/checkpoints")).json()
     assert sorted(listing["loaded"]) == ["good", "zz-new"]
     assert sorted(listing["failed"]) == sorted([*DAMAGES, "good"])
+
+
+@pytest.mark.anyio
+async def test_a_misnamed_folder_is_listed_as_failed_and_a_vanished_failure_is_forgotten(
+    root, base, base_dir
+) -> None:
+    backbone, tokenizer = base
+    build_checkpoint(base_dir, root / "sst2.v2", {"sst2": "sst2"})  # a dot: not a task name in a URL
+    app = create_app(root, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
+    async with client(app) as http:
+        listing = (await http.get("/checkpoints")).json()
+        assert (
+            "is not a checkpoint name" in listing["failed"]["sst2.v2"] and "sst2.v2" not in listing["loaded"]
+        )
+        for name in ("sst2.v2", "a-truncated"):
+            shutil.rmtree(root / name)
+        rescan = (await http.post("/rescan")).json()
+        listing = (await http.get("/checkpoints")).json()
+    assert sorted(rescan["failed"]) == sorted(set(DAMAGES) - {"a-truncated"}) == sorted(listing["failed"])
 
 
 @pytest.mark.anyio

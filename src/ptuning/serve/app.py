@@ -386,7 +386,7 @@ def create_app(
     async def rescan() -> dict[str, Any]:
         """Load new and changed checkpoint folders, unload those that disappeared."""
         changed, gone = registry.changes()
-        result: dict[str, Any] = {"loaded": [], "removed": [], "failed": {}}
+        result: dict[str, Any] = {"loaded": [], "removed": [], "failed": registry.refresh_failures()}
         for name in gone:
             try:
                 await on_model_thread(registry.unload, name)

@@ -183,11 +183,21 @@ class PromptRegistry:
 
     def names_on_disk(self) -> list[str]:
         """Subfolders that look like checkpoints (hidden ones, e.g. save_checkpoint's staging, skipped)."""
+        return [name for name in self._checkpoint_folders() if CHECKPOINT_NAME.match(name)]
+
+    def misnamed_on_disk(self) -> list[str]:
+        """Checkpoint folders whose name cannot be a task's name (``sst2.v2``): listed as failed, not skipped."""
+        return [
+            name
+            for name in self._checkpoint_folders()
+            if not CHECKPOINT_NAME.match(name) and not name.startswith(".")
+        ]
+
+    def _checkpoint_folders(self) -> list[str]:
         return sorted(
             entry.name
             for entry in self.root.iterdir()
-            if CHECKPOINT_NAME.match(entry.name)
-            and ((entry / CONFIG_FILE).is_file() or (entry / PEFT_ADAPTER_FILES[0]).is_file())
+            if (entry / CONFIG_FILE).is_file() or (entry / PEFT_ADAPTER_FILES[0]).is_file()
         )
 
     # ------------------------------------------------------------------------------------------ loading
@@ -365,10 +375,23 @@ class PromptRegistry:
                 changed.append(name)
         return changed, [name for name in self.checkpoints if name not in on_disk]
 
+    def refresh_failures(self) -> dict[str, str]:
+        """Before a scan: forget the failures whose folder is gone, and list checkpoint folders whose name
+        cannot name a task as failed (rather than skip them unsaid). Returns those."""
+        misnamed = {
+            name: f"folder {name!r} is not a checkpoint name: letters, digits, '_' and '-' (up to 100, starting "
+            "with a letter or digit), since it names the task in URLs; rename it"
+            for name in self.misnamed_on_disk()
+        }
+        for name in set(self.failed) - set(self.names_on_disk()) - set(misnamed):
+            del self.failed[name]
+        self.failed.update(misnamed)
+        return misnamed
+
     def scan(self) -> dict[str, Any]:
         """Bring the served set in line with the folder (startup and rescan on one thread)."""
         changed, gone = self.changes()
-        report: dict[str, Any] = {"loaded": [], "removed": [], "failed": {}}
+        report: dict[str, Any] = {"loaded": [], "removed": [], "failed": self.refresh_failures()}
         for name in gone:
             self.unload(name)
             report["removed"].append(name)
