@@ -15,11 +15,13 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
 import torch
 from safetensors.torch import load_file
 from training_tiny import run_cli, subprocess_env, train_args
 
 from ptuning.cli import main
+from ptuning.training import engine
 
 KILL_AT_SAVE = 3
 WRAPPER = f"""
@@ -111,6 +113,29 @@ def test_resume_refuses_a_run_saved_under_other_options_and_keeps_its_record(
     # how a run computes or reports may change: evaluation batch, state saving, logging
     code, _, err = run_cli([*args, "--resume", "--eval-batch-size", "16", "--save-every-steps", "5"], capsys)
     assert code == 0, err
+
+
+def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """Otherwise a run with other options that dies before its first save would, with --resume, continue the
+    previous run's weights and optimizer under its own options (and a sweep would reuse the old summary)."""
+    output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
+    assert (output_dir / "training_state").is_dir() and (output_dir / "summary.json").is_file()
+
+    def dies(*args, **kwargs):
+        raise KeyboardInterrupt  # the new run is killed after config.json, before anything is saved
+
+    monkeypatch.setattr(engine, "read_task_data", dies)
+    with pytest.raises(KeyboardInterrupt):
+        main([*args, "--learning-rate", "1e-3"])
+    monkeypatch.undo()
+    assert json.loads((output_dir / "config.json").read_text())["learning_rate"] == 1e-3
+    assert not (output_dir / "training_state").exists() and not (output_dir / "summary.json").exists()
+    assert "removed the previous run's training_state, summary.json" in capsys.readouterr().out
+    code, out, err = run_cli([*args, "--learning-rate", "1e-3", "--resume"], capsys)
+    assert code == 0, err
+    assert "resumed after" not in out  # nothing of the old run to continue: it trains from the start
 
 
 def test_resume_names_the_options_an_older_config_did_not_record(

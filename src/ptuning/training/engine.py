@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -48,7 +49,7 @@ from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
 from ptuning.training.sharding import shard_backbone
-from ptuning.training.state import check_resume_options
+from ptuning.training.state import STATE_DIR, check_resume_options
 from ptuning.training.trainer import (
     Trainer,
     TrainingDivergedError,  # noqa: F401 (public here: the CLI and callers catch it from the engine)
@@ -85,6 +86,8 @@ def train(config: TrainConfig) -> RunResult:
     if config.resume:  # before config.json is rewritten: it records what the saved half was trained with
         check_resume_options(output_dir, options, accelerator.print)
     if accelerator.is_main_process:
+        if not config.resume:
+            forget_previous_run(output_dir, accelerator.print)
         (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
@@ -119,6 +122,19 @@ def train(config: TrainConfig) -> RunResult:
 
 
 # ============================================================================================ 1. plan
+def forget_previous_run(output_dir: Path, say: Any = print) -> None:
+    """A fresh run (no --resume) in a folder that held another: its resumable state and summary go, since
+    config.json is about to describe this run. Kept, a later --resume would continue the old run's weights
+    and optimizer under this run's options, and a sweep would take the old summary for this run's."""
+    stale = [path for path in (output_dir / STATE_DIR, output_dir / "summary.json") if path.exists()]
+    for path in stale:
+        shutil.rmtree(path) if path.is_dir() else path.unlink()
+    if stale:
+        say(
+            f"{output_dir}: a new run (not --resume): removed the previous run's {', '.join(p.name for p in stale)}"
+        )
+
+
 def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
     """The run's tasks with their data folders and split names, checked; nothing is read yet."""
     names = config.task_names
