@@ -62,6 +62,17 @@ def test_a_bad_value_names_its_source_field_and_the_expected_type(layer, message
     assert str(error.value) == message
 
 
+def test_a_flag_changes_one_tasks_folder_of_a_files_map_and_keeps_the_others() -> None:
+    config = build_config(
+        [("run.yaml", {"tasks": "sst2,conll2003", "task_data": {"sst2": "a", "conll2003": "c"},
+                       "task_splits": ["sst2=train:dev"]}),
+         ("flags", {"task_data": ["sst2=b"], "task_splits": ["conll2003=train:valid"]})]
+    )  # fmt: skip
+    assert config.task_data == {"sst2": "b", "conll2003": "c"}
+    assert config.task_splits == {"sst2": "train:dev", "conll2003": "train:valid"}
+    assert TrainConfig(task_data={"sst2": "a"}).replace(task_data={"copa": "d"}).task_data == {"copa": "d"}
+
+
 def test_the_new_fields_default_to_todays_behaviour() -> None:
     config = TrainConfig()
     assert (config.backbone_dtype, config.backbone_quantization, config.pooling) == ("fp32", None, None)

@@ -11,6 +11,7 @@ expected. Each field's docstring is its ``--help`` text.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import types
@@ -24,6 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
 
 MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe", "finetune"]
+PER_TASK_MAPS = ("task_data", "task_splits")  # TASK -> value: layered sources merge them task by task
 
 
 class TrainConfig(BaseModel):
@@ -180,23 +182,10 @@ class TrainConfig(BaseModel):
                 ) from None
         return value
 
-    @field_validator("task_data", "task_splits", mode="before")
+    @field_validator(*PER_TASK_MAPS, mode="before")
     @classmethod
     def _pairs(cls, value: Any) -> Any:
-        """TASK=VALUE items (a list of them from repeated flags, or comma-separated) into a mapping."""
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple):
-            return value
-        pairs: dict[str, str] = {}
-        for text in value:
-            for item in str(text).split(","):
-                name, sep, rest = item.strip().partition("=")
-                if item.strip() and (not sep or not name or not rest):
-                    raise ValueError(f"expected TASK=VALUE, got {item.strip()!r}")
-                if sep:
-                    pairs[name.strip()] = rest.strip()
-        return pairs
+        return task_pairs(value)
 
     @model_validator(mode="after")
     def _prefix_fields_fit(self) -> TrainConfig:
@@ -238,17 +227,41 @@ class TrainConfig(BaseModel):
 # --- building a config from layered sources ---------------------------------------------------------------------
 
 
+def task_pairs(value: Any) -> Any:
+    """TASK=VALUE items (a list of them from repeated flags, or comma-separated) into a mapping; a mapping (a
+    config file's) as it is."""
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple):
+        return value
+    pairs: dict[str, str] = {}
+    for text in value:
+        for item in str(text).split(","):
+            name, sep, rest = item.strip().partition("=")
+            if item.strip() and (not sep or not name or not rest):
+                raise ValueError(f"expected TASK=VALUE, got {item.strip()!r}")
+            if sep:
+                pairs[name.strip()] = rest.strip()
+    return pairs
+
+
 def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] | None = None) -> TrainConfig:
     """``TrainConfig`` from (source name, options) layers, later layers winning.
 
     A validation error names the layer the offending value came from (a file, a preset, a flag), the field,
-    what was expected and what was given, in one line.
+    what was expected and what was given, in one line. The per-task maps (``task_data``, ``task_splits``)
+    merge task by task: ``--task-data sst2=DIR`` over a file's map changes sst2's folder, not the others'.
     """
     merged: dict[str, Any] = dict(base or {})
     origin: dict[str, str] = {}
     for where, options in layers:
         for key, value in options.items():
             key = str(key).replace("-", "_")
+            if key in PER_TASK_MAPS and key in origin:
+                with contextlib.suppress(ValueError):  # a bad item is reported by validation, named
+                    earlier, later = task_pairs(merged[key]), task_pairs(value)
+                    if isinstance(earlier, dict) and isinstance(later, dict):
+                        value = {**earlier, **later}
             merged[key] = value
             origin[key] = where
     try:
