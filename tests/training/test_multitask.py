@@ -17,7 +17,7 @@ from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
 from ptuning.core.config import ConfigError
 from ptuning.tasks.registry import get_task
 from ptuning.training.config import TrainConfig
-from ptuning.training.engine import build_model
+from ptuning.training.engine import build_model, plan_tasks
 from ptuning.training.inference import predict_outputs
 from ptuning.training.multitask import (
     SHARED_PREFIX,
@@ -306,6 +306,16 @@ def test_bad_task_lists_are_config_errors_before_any_loading(tmp_path) -> None:
     with pytest.raises(ConfigError, match="shares a prefix"):
         train_multitask(TrainConfig(method="finetune"), ["copa"], {"copa": "x"})
     assert not (tmp_path / "x").exists()
+
+
+def test_task_options_that_no_task_takes_are_one_config_error_naming_the_key(tmp_path) -> None:
+    both = {"tasks": ["sst2", "conll2003"], "data_dir": str(tmp_path)}
+    misspelled = TrainConfig(**both, task_options={"sst-2": {}, "conll2003": {}})
+    with pytest.raises(ConfigError, match=r"\['sst-2'\] is not in --tasks \['sst2', 'conll2003'\]"):
+        plan_tasks(misspelled)
+    unknown = TrainConfig(**both, task_options={"sst2": {"stride": 3}})
+    with pytest.raises(ConfigError, match=r"task_options \{'stride': 3\} for task 'sst2': .*'stride'"):
+        plan_tasks(unknown)
 
 
 def test_multitask_command_reads_the_documented_yaml(tiny_model_dir, data_dirs, tmp_path) -> None:

@@ -141,10 +141,19 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
     if config.is_multitask:
         _check_multitask(config, names)
     keyed = config.is_multitask and bool(config.task_options) and set(config.task_options) <= set(names)
+    if config.is_multitask and not keyed and set(config.task_options) & set(names):
+        strays = sorted(set(config.task_options) - set(names))
+        raise ConfigError(
+            f"task_options is keyed by task, but {strays} {'is' if len(strays) == 1 else 'are'} not in --tasks "
+            f"{names}; key every entry by one of them"
+        )
     plans = []
     for name in names:
         options = config.task_options.get(name, {}) if keyed else config.task_options
-        task = get_task(name, **options)  # options are the task's constructor keywords
+        try:
+            task = get_task(name, **options)  # options are the task's constructor keywords
+        except TypeError as error:  # an option the task does not take
+            raise ConfigError(f"task_options {options} for task {name!r}: {error}") from None
         data_dir, notes = _data_dir(config, name), []
         train_name, dev_name = _own_splits(config, name)
         train_name = train_name or config.train_split or ("train" if "train" in task.splits else None)
