@@ -8,6 +8,7 @@ import warnings
 import pytest
 import torch
 from safetensors.torch import load_file
+from transformers import AutoModel, Qwen3Config, Qwen3Model
 
 from ptuning.cli import main
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
@@ -16,6 +17,8 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.pooler import POOLER_ACTIVATION, load_pretrained_pooler
 from ptuning.interop.peft_export import export_peft
+from ptuning.interop.peft_format import PeftFormatError
+from ptuning.interop.peft_heads import mapping_for_peft
 
 from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
 
@@ -79,6 +82,29 @@ def test_a_decoder_classifier_with_a_bias_is_refused_with_the_reason(tmp_path) -
     export_peft(checkpoint, tmp_path / "adapter", prefix_only=True)  # the prefix alone still goes
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["task_type"] == "FEATURE_EXTRACTION" and config["modules_to_save"] is None
+
+
+def test_decoders_are_recognised_by_what_transformers_builds_not_by_a_list(tmp_path) -> None:
+    """Qwen3 (like Gemma, Phi-3...): a decoder, whose token classifier is transformers' ``score``."""
+    config = Qwen3Config(
+        vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4,
+        num_key_value_heads=2, head_dim=8, max_position_embeddings=64, pad_token_id=0,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    prefix = PrefixConfig(prefix_length=4, dropout=0.0, position_mode="shift")  # PEFT numbers them so
+    Qwen3Model(config).save_pretrained(tmp_path / "qwen3")  # export reads the base's config from its folder
+    backbone = AutoModel.from_pretrained(tmp_path / "qwen3", attn_implementation="sdpa")
+    model = PromptModel(backbone, "ptuning-v2", prefix, 0.0)
+    model.add_task("task", HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["O", "B", "I"]))
+    again = _reimported(model.eval(), tmp_path)
+    assert torch.equal(_logits(again, "adapter"), _logits(model, "task"))
+    adapter = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
+    assert adapter["task_type"] == "TOKEN_CLS" and adapter["modules_to_save"] == ["score"]
+    assert mapping_for_peft("CAUSAL_LM", "qwen3").kind is HeadKind.CAUSAL_LM
+    assert mapping_for_peft("SEQ_CLS", "gemma").module == "score"  # not DeBERTa's refused ContextPooler
+    assert mapping_for_peft("TOKEN_CLS", "gpt2").module == "classifier"
+    with pytest.raises(PeftFormatError, match="ptuning generates with decoders"):
+        mapping_for_peft("CAUSAL_LM", "bert")  # BERT has a causal-LM class, but it is an encoder
 
 
 def test_a_keep_mode_prefix_is_refused_unless_the_position_change_is_accepted(tmp_path) -> None:

@@ -14,11 +14,19 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 
+import transformers
+from transformers.modeling_layers import GenericForTokenClassification
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+)
+
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.interop.peft_format import PeftFormatError
 
-DECODER_TYPES = ("llama", "qwen2", "mistral", "gpt2")
 BASE_POOLER = "<base pooler>"  # the dense layer is the base model's pooler, not an adapter tensor
 # Encoder sequence classifiers: (linear tensor prefix, dense tensor prefix, activation).
 ENCODER_SEQ_CLS = {
@@ -29,6 +37,30 @@ ENCODER_SEQ_CLS = {
     "camembert": ("classifier.out_proj", "classifier.dense", "tanh"),
     "electra": ("classifier.out_proj", "classifier.dense", "gelu"),  # ElectraClassificationHead
 }
+
+
+def is_decoder_family(model_type: str) -> bool:
+    """Decoder-only: transformers builds a causal LM of the family and neither a masked LM nor a seq2seq model
+    (BERT-likes have a causal-LM class too). Asked of transformers, so every decoder it knows counts (Qwen3,
+    Gemma, Phi-3...), not a list of names kept here."""
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+    )
+
+
+def token_classifier_module(model_type: str) -> str:
+    """The module of transformers' ``*ForTokenClassification`` head that PEFT saves: ``score`` on the classes
+    built on ``GenericForTokenClassification`` (Llama, Qwen, Mistral, Gemma...), ``classifier`` on the rest
+    (encoders, GPT-2, Falcon, BLOOM)."""
+    name = MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES.get(model_type)
+    head = getattr(transformers, name, None) if name else None
+    return (
+        "score"
+        if isinstance(head, type) and issubclass(head, GenericForTokenClassification)
+        else "classifier"
+    )
 
 
 @dataclass(frozen=True)
@@ -54,7 +86,7 @@ def mapping_for_peft(task_type: str | None, model_type: str) -> HeadMapping:
 
     Sequence classification maps to ``classification``; ``with_rows`` turns a one-row head into regression.
     """
-    decoder = model_type in DECODER_TYPES
+    decoder = is_decoder_family(model_type)
     if task_type == "CAUSAL_LM":
         if not decoder:
             raise PeftFormatError(
@@ -74,8 +106,9 @@ def mapping_for_peft(task_type: str | None, model_type: str) -> HeadMapping:
             "SEQ_CLS", "classifier", HeadKind.CLASSIFICATION, Pooling.FIRST, True, linear, dense, activation
         )
     if task_type == "TOKEN_CLS":
-        module = "score" if decoder and model_type != "gpt2" else "classifier"
-        return HeadMapping("TOKEN_CLS", module, HeadKind.TOKEN_CLASSIFICATION, None, True)
+        return HeadMapping(
+            "TOKEN_CLS", token_classifier_module(model_type), HeadKind.TOKEN_CLASSIFICATION, None, True
+        )
     if task_type == "QUESTION_ANS":
         return HeadMapping("QUESTION_ANS", "qa_outputs", HeadKind.QUESTION_ANSWERING, None, True)
     raise PeftFormatError(
@@ -95,7 +128,7 @@ def mapping_for_ptuning(
     kind: HeadKind, pooling: Pooling | None, dense_activation: str | None, model_type: str
 ) -> HeadMapping:
     """The PEFT task type + module that holds a ptuning head; raises with the reason if none."""
-    decoder = model_type in DECODER_TYPES
+    decoder = is_decoder_family(model_type)
     if kind is HeadKind.CAUSAL_LM:
         return mapping_for_peft("CAUSAL_LM", model_type)
     if kind in (HeadKind.CLASSIFICATION, HeadKind.REGRESSION):
