@@ -16,11 +16,12 @@ from tiny_models import save_tiny_bert
 
 from ptuning.core import precision
 from ptuning.core.backbones import load_backbone
-from ptuning.core.config import ConfigError
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.heads import Head, Pooling
 from ptuning.core.kinds import HeadKind
-from ptuning.core.model import PromptModel
+from ptuning.core.model import HeadSpec, PromptModel
 
 TOLERANCE = {torch.bfloat16: 0.03, torch.float16: 0.006}
 
@@ -166,6 +167,12 @@ def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -
     # copy and back. An fp16 copy rounds twice (fp32 -> fp16 -> bf16), which moves about 6 % of the samples
     # by one bf16 step: its fingerprint differs and loading onto it is refused (docs/ARCHITECTURE.md).
     assert base_fingerprint(fp32) == base_fingerprint(bf16) != base_fingerprint(fp16)
+    model = PromptModel(fp32, "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
+    saved = save_checkpoint(model, tmp_path / "prompt")
+    assert load_checkpoint(saved, backbone=bf16).task_prefix["t"]  # bf16: the same base
+    with pytest.raises(CheckpointError, match="the backbone is stored in fp16, whose rounding changes"):
+        load_checkpoint(saved, backbone=fp16)  # the refusal says why and what to do
     with pytest.raises(
         ConfigError, match=r"backbone dtype must be one of fp32, bf16, fp16, auto; got 'int4'"
     ):

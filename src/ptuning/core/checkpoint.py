@@ -32,7 +32,7 @@ from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
 from ptuning.core.config import ConfigError, Method, PrefixConfig
-from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint, dtype_hint
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -509,5 +509,5 @@ def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Pat
         raise CheckpointError(
             f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base.get('model_type')}, "
             f"fingerprint {base['fingerprint']}) but the given base model is {source!r} "
-            f"({backbone.config.model_type}, fingerprint {actual})"
+            f"({backbone.config.model_type}, fingerprint {actual}){dtype_hint(backbone)}"
         )

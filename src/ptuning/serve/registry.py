@@ -34,7 +34,7 @@ from ptuning.core.checkpoint import (
     read_checkpoint_config,
 )
 from ptuning.core.config import Method, PrefixConfig
-from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint, dtype_hint
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.serve.mixed import Group, mixed_outputs
@@ -230,7 +230,7 @@ class PromptRegistry:
                 raise BaseMismatch(
                     f"checkpoint {name!r} was trained on {base['name_or_path']!r} (fingerprint "
                     f"{base['fingerprint']}) but this server's base model is {self.base_name!r} (fingerprint "
-                    f"{self._fingerprint(version)}); serve it with that base model"
+                    f"{self._fingerprint(version)}); serve it with that base model{dtype_hint(self.model.backbone)}"
                 )
             if method not in SERVED_METHODS:
                 raise Incompatible(
