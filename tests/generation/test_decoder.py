@@ -33,6 +33,17 @@ def test_a_mixed_prefix_batch_decodes_what_each_prompt_decodes_alone(family, see
     assert {s.finish_reason for s in done} == {"length"} and decoder.rows == []
 
 
+def test_a_sliding_window_model_keeps_the_whole_prefix_beside_its_window() -> None:
+    """Prefixes of 3-8 slots, prompts of 1-7 tokens and 8 new ones against an 8-token window: the prefix travels
+    beside every step (seeded into the cache it would slide out of the window; the model keeps it)."""
+    model = multi_prefix_model("mistral-window")
+    assert model.geometry.sliding_window == 8
+    done = ContinuousDecoder(model, tiny_tokenizer()).run(sequences())
+    assert [s.tokens for s in done] == [alone(model, s.prefix, s.prompt, STEPS) for s in done]
+    with pytest.raises(ConfigError, match="sliding-window"):
+        ContinuousDecoder(model, tiny_tokenizer(), seed_prefix=True).run(sequences()[:1])
+
+
 def test_rows_joining_and_leaving_between_steps_decode_what_they_decode_alone() -> None:
     model = multi_prefix_model("llama")
     decoder = ContinuousDecoder(model, tiny_tokenizer())

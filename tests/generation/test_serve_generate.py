@@ -109,6 +109,15 @@ def test_greedy_answers_equal_ptuning_predict(root, tmp_path) -> None:
     )
 
 
+def test_a_prompt_longer_than_the_checkpoints_max_length_is_cut_as_predict_cuts_it(root, tmp_path) -> None:
+    long = " ".join(["what is the capital of france"] * 30)  # 180 tokens: over the checkpoints' 128
+    answer = serve(root).post("/tasks/capitals/generate", json={"prompt": long}).json()
+    assert answer["text"] == predicted(root, "capitals", [long], tmp_path)[0]
+    assert answer["prompt_tokens"] + answer["prompt_cut_tokens"] == 180 and answer["prompt_cut_tokens"] > 0
+    short = serve(root).post("/tasks/capitals/generate", json={"prompt": PROMPTS[0]}).json()
+    assert short["prompt_cut_tokens"] == 0
+
+
 def test_an_int8_server_generates_what_predict_generates_on_int8(root, tmp_path) -> None:
     """--backbone-quantization int8 (weight-only, CPU): the shared backbone is quantized once and both causal-LM
     checkpoints load onto it; greedy answers equal ``ptuning predict --backbone-quantization int8``'s."""

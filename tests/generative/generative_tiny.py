@@ -11,7 +11,15 @@ from pathlib import Path
 
 import torch
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import GPT2Config, GPT2LMHeadModel, LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
+from transformers import (
+    GPT2Config,
+    GPT2LMHeadModel,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MistralConfig,
+    MistralForCausalLM,
+    PreTrainedTokenizerFast,
+)
 
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
@@ -75,6 +83,18 @@ def tiny_causal_lm(family: str, seed: int = 0, dtype: torch.dtype = torch.float3
             **ids,
         )
         model_class = LlamaForCausalLM
+    elif family == "mistral-window":  # every layer slides an 8-token window: shorter than prefix + prompt
+        config = MistralConfig(
+            hidden_size=32,
+            intermediate_size=64,
+            num_hidden_layers=2,
+            num_attention_heads=4,
+            num_key_value_heads=2,
+            max_position_embeddings=128,
+            sliding_window=8,
+            **ids,
+        )
+        model_class = MistralForCausalLM
     else:
         raise ValueError(family)
     config._attn_implementation = "sdpa"

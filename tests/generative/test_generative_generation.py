@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
-from generative_tiny import EOS, FAMILIES, QA_ROWS, prompt_model, tiny_tokenizer, write_jsonl
+from generative_tiny import EOS, FAMILIES, QA_ROWS, prompt_model, tiny_causal_lm, tiny_tokenizer, write_jsonl
 
+from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.generation import decode_until_eos, generate_task_outputs, generate_texts
 from ptuning.tasks.generative import CausalLmTask
 
@@ -50,6 +53,32 @@ def test_greedy_generation_equals_a_manual_argmax_loop(family) -> None:
     model = prompt_model(family)
     generated = generate_ids(model, PROMPTS, batch_size=2)
     assert generated == [manual_greedy(model, prompt, 6) for prompt in PROMPTS]
+
+
+def test_a_shift_mode_prefix_generates_by_the_default_greedy_path() -> None:
+    """PEFT's numbering (real tokens at P..P+T-1, what an imported PEFT prefix keeps): greedy eval and predict
+    take PromptModel.generate, which continues that numbering, instead of refusing."""
+    model = PromptModel(
+        tiny_causal_lm("llama"),
+        "ptuning-v2",
+        PrefixConfig(prefix_length=4, dropout=0.0, position_mode="shift"),
+    )
+    model.add_task("t", HeadSpec(HeadKind.CAUSAL_LM))
+    model.prefixes["t"].embedding.weight.data.normal_(0.0, 1.0)
+    model.eval()
+    assert generate_ids(model, PROMPTS, batch_size=2) == [
+        manual_greedy(model, prompt, 6) for prompt in PROMPTS
+    ]
+
+
+def test_generate_kwargs_choose_the_stop_ids_and_one_text_per_prompt_is_kept() -> None:
+    model = prompt_model("llama")
+    free = generate_ids(model, PROMPTS[:1], batch_size=1)[0]  # greedy: stopping cannot change earlier tokens
+    stop = free[2]  # a token this prompt generates third: as a second stop id it ends the answer there
+    stopped = generate_ids(model, PROMPTS[:1], batch_size=1, eos_token_id=[10_000, stop])[0]
+    assert stopped == free[: free.index(stop)] and len(stopped) < len(free)
+    with pytest.raises(ConfigError, match="num_return_sequences must be 1"):
+        generate_ids(model, PROMPTS, batch_size=2, num_beams=2, num_return_sequences=2)
 
 
 def test_the_prefix_changes_what_is_generated() -> None:

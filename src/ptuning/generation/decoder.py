@@ -228,10 +228,17 @@ class ContinuousDecoder:
         return prefix.expanded_to(len(names))
 
     def _seeds(self, prefix: PrefixKV) -> bool:
+        """Whether the prefix goes into the KV cache once, as its first columns, instead of beside every step.
+        Only where every layer has one and no layer slides a window: a sliding layer counts its window in
+        cache columns, so prefix slots there would fall out of it once prompt + padding + tokens outgrow it,
+        where the model itself keeps the whole prefix beside every window (docs/ARCHITECTURES.md)."""
         covers_all = set(prefix.layers) == set(range(self.model.geometry.num_layers))
+        sliding = self.model.geometry.sliding_window is not None
         if self.seed_prefix and not covers_all:
             raise ConfigError("a prefix can be seeded into the cache only when it covers every layer")
-        return covers_all if self.seed_prefix is None else self.seed_prefix
+        if self.seed_prefix and sliding:
+            raise ConfigError("a prefix cannot be seeded into the cache of a sliding-window model")
+        return covers_all and not sliding if self.seed_prefix is None else self.seed_prefix
 
     # ------------------------------------------------------------------------------------------ rows
     def _merge(self, joining: list[Sequence], cache, mask, positions, prefix: PrefixKV | None) -> None:

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from ptuning.core.config import ConfigError, Method
+from ptuning.core.config import ConfigError, Method, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation.decoder import ContinuousDecoder
 from ptuning.generation.decoder import Sequence as DecoderSequence
@@ -68,15 +68,28 @@ def generate_texts(
     if eos_id is None:
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
-    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
+    shifted = model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
+    if (
+        _plain_greedy(generate_kwargs)
+        and model.method is not Method.PROMPT_TUNING
+        and not seq2seq
+        and not shifted  # PEFT's numbering: PromptModel.generate continues it, the decoder keeps positions
+    ):
         return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
-    settings = {"do_sample": False, "num_beams": 1, **generate_kwargs}
-    config = GenerationConfig(
-        max_new_tokens=max_new_tokens,
-        eos_token_id=eos_id,
-        pad_token_id=pad_id if pad_id is not None else eos_id,
-        **settings,
-    )
+    if generate_kwargs.get("num_return_sequences", 1) != 1:
+        raise ConfigError(
+            "generate_kwargs num_return_sequences must be 1: a task scores and predict writes one text per prompt"
+        )
+    settings = {
+        "do_sample": False,
+        "num_beams": 1,
+        "max_new_tokens": max_new_tokens,
+        "eos_token_id": eos_id,
+        "pad_token_id": pad_id if pad_id is not None else eos_id,
+        **generate_kwargs,  # the task's own generate_kwargs win (e.g. several stop ids)
+    }
+    config = GenerationConfig(**settings)
+    stop_ids = settings["eos_token_id"]
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no prefix dropout while decoding
@@ -96,7 +109,7 @@ def generate_texts(
                 generation_config=config,
             )
             for row, index in enumerate(rows):
-                texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), eos_id)
+                texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), stop_ids)
     finally:
         model.train(was_training)
     return texts
@@ -144,8 +157,9 @@ def _decode_continuously(
     return texts
 
 
-def decode_until_eos(tokenizer: Any, token_ids: list[int], eos_id: int) -> str:
-    """The text of ``token_ids`` up to (not including) the first EOS, without special tokens."""
-    if eos_id in token_ids:
-        token_ids = token_ids[: token_ids.index(eos_id)]
-    return tokenizer.decode(token_ids, skip_special_tokens=True).strip()
+def decode_until_eos(tokenizer: Any, token_ids: list[int], eos_id: int | Sequence[int]) -> str:
+    """The text of ``token_ids`` up to (not including) the first EOS (any of several ids), without special
+    tokens."""
+    stops = {eos_id} if isinstance(eos_id, int) else set(eos_id)
+    end = next((i for i, token in enumerate(token_ids) if token in stops), len(token_ids))
+    return tokenizer.decode(token_ids[:end], skip_special_tokens=True).strip()

@@ -82,7 +82,11 @@ class GenerateResponse(BaseModel):
     text: str = Field(description="the answer, cut at EOS or a stop string and stripped")
     finish_reason: str = Field(description="eos, length, stop or time")
     tokens: int = Field(description="new tokens generated (EOS not counted)")
-    prompt_tokens: int
+    prompt_tokens: int = Field(description="the prompt's tokens the answer was generated from")
+    prompt_cut_tokens: int = Field(
+        0,
+        description="tokens cut from the prompt's left to fit the checkpoint's max_length, as ptuning predict cuts",
+    )
     seed: int | None = Field(description="the sampling seed used (null when greedy)")
 
 
@@ -184,8 +188,9 @@ class GenerationService:
         return events, gone
 
 
-def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) -> list[int]:
-    """The prompt's tokens exactly as the task builds them for training and ``ptuning predict``."""
+def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) -> tuple[list[int], int]:
+    """The prompt's tokens exactly as the task builds them for training and ``ptuning predict`` (cut from the
+    left to the checkpoint's ``max_length``), and how many tokens that cut."""
     if body.messages is not None:
         turns = [(m.role, m.content) for m in body.messages]
         roles = [role for role, _ in turns]
@@ -200,11 +205,15 @@ def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) 
     example = {"id": 0, "source": "request", "prompt": prompt, "response": "", "history": history}
     example["references"] = [""]
     try:
-        features, _ = served.task.featurize([example], tokenizer, max_length=1 << 30)
+        whole, fitted = (
+            served.task.featurize([example], tokenizer, max_length=length)[0][0]
+            for length in (1 << 30, served.max_length)
+        )
     except (ValueError, KeyError, TypeError) as error:
         raise HTTPException(422, f"task {served.name!r}: {error}") from None
-    feature = features[0]
-    return list(feature["input_ids"][: feature["prompt_length"]])
+    return list(fitted["input_ids"][: fitted["prompt_length"]]), whole["prompt_length"] - fitted[
+        "prompt_length"
+    ]
 
 
 def add_generate_routes(
@@ -231,7 +240,7 @@ def add_generate_routes(
         started = time.perf_counter()
         metrics = service.metrics
         try:
-            sequence, served = _sequence(task, body)
+            sequence, served, cut = _sequence(task, body)
             queue = service.submit(sequence)
         except HTTPException as error:
             metrics.record_request(
@@ -239,7 +248,7 @@ def add_generate_routes(
             )
             raise
         if body.stream:
-            events = _server_sent_events(service, sequence, queue, task, started)
+            events = _server_sent_events(service, sequence, queue, task, started, cut)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
             while True:
@@ -254,9 +263,9 @@ def add_generate_routes(
         finally:
             service.cancel(sequence)  # no-op once finished; stops decoding if the request was abandoned
         metrics.record_request(task, 200, time.perf_counter() - started, 1)
-        return _summary(task, sequence)
+        return _summary(task, sequence, cut)
 
-    def _sequence(task: str, body: GenerateRequest) -> tuple[Sequence, ServedTask]:
+    def _sequence(task: str, body: GenerateRequest) -> tuple[Sequence, ServedTask, int]:
         served = registry.tasks.get(task)
         if served is None:
             raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
@@ -274,7 +283,7 @@ def add_generate_routes(
             params = SamplingParams(wanted, body.temperature, body.top_p, body.seed, stops)
         except ConfigError as error:
             raise HTTPException(422, str(error)) from None
-        prompt = prompt_token_ids(served, registry.tokenizer, body)
+        prompt, cut = prompt_token_ids(served, registry.tokenizer, body)
         if not prompt:
             raise HTTPException(422, "the prompt is empty after tokenization; give at least one token")
         if len(prompt) > limits.max_prompt_tokens:
@@ -290,13 +299,13 @@ def add_generate_routes(
                 "positions",
             )
         deadline = time.monotonic() + limits.max_seconds
-        return Sequence(prompt, served.prefix, params, deadline=deadline), served
+        return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut
 
     return service
 
 
 async def _server_sent_events(
-    service: GenerationService, sequence: Sequence, queue: asyncio.Queue, task: str, started: float
+    service: GenerationService, sequence: Sequence, queue: asyncio.Queue, task: str, started: float, cut: int
 ) -> AsyncIterator[str]:
     """``data: {"token", "text"}`` per new token, then ``data: {...summary, "done": true}``; errors as
     ``event: error``. A client that disconnects cancels its sequence."""
@@ -314,7 +323,7 @@ async def _server_sent_events(
             if token is not None or item.delta:
                 yield f"data: {json.dumps({'token': token, 'text': item.delta})}\n\n"
             if item.finished:
-                yield f"data: {json.dumps({**_summary(task, sequence), 'done': True})}\n\n"
+                yield f"data: {json.dumps({**_summary(task, sequence, cut), 'done': True})}\n\n"
                 return
     finally:
         service.cancel(sequence)
@@ -324,13 +333,14 @@ async def _server_sent_events(
             service.metrics.record_request(task, status, time.perf_counter() - started, 1)
 
 
-def _summary(task: str, sequence: Sequence) -> dict[str, Any]:
+def _summary(task: str, sequence: Sequence, cut: int) -> dict[str, Any]:
     return {
         "task": task,
         "text": sequence.answer,
         "finish_reason": sequence.finish_reason,
         "tokens": len(sequence.tokens),
         "prompt_tokens": len(sequence.prompt),
+        "prompt_cut_tokens": cut,
         "seed": sequence.seed,
     }
 
