@@ -73,12 +73,23 @@ def test_a_shift_mode_prefix_generates_by_the_default_greedy_path() -> None:
 
 def test_generate_kwargs_choose_the_stop_ids_and_one_text_per_prompt_is_kept() -> None:
     model = prompt_model("llama")
-    free = generate_ids(model, PROMPTS[:1], batch_size=1)[0]  # greedy: stopping cannot change earlier tokens
+    # greedy through PromptModel.generate both times (a stop id never generated, then one that is): stopping
+    # cannot change the tokens before it
+    free = generate_ids(model, PROMPTS[:1], batch_size=1, eos_token_id=[10_000])[0]
     stop = free[2]  # a token this prompt generates third: as a second stop id it ends the answer there
     stopped = generate_ids(model, PROMPTS[:1], batch_size=1, eos_token_id=[10_000, stop])[0]
     assert stopped == free[: free.index(stop)] and len(stopped) < len(free)
     with pytest.raises(ConfigError, match="num_return_sequences must be 1"):
         generate_ids(model, PROMPTS, batch_size=2, num_beams=2, num_return_sequences=2)
+
+
+def test_a_prompt_and_answer_past_the_position_table_are_refused_naming_the_numbers() -> None:
+    model = prompt_model("gpt2")  # a learned table of 128 positions
+    with pytest.raises(
+        ConfigError, match=r"longest prompt \(120 tokens\) \+ max_new_tokens \(10\) exceed .* 128"
+    ):
+        generate_ids(model, [[4] * 120], batch_size=1, steps=10)
+    assert len(generate_ids(model, [[4] * 118], batch_size=1, steps=10)[0]) == 10
 
 
 def test_the_prefix_changes_what_is_generated() -> None:

@@ -69,6 +69,7 @@ def generate_texts(
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
     shifted = model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
+    _check_positions(model, prompts, max_new_tokens, shifted)
     if (
         _plain_greedy(generate_kwargs)
         and model.method is not Method.PROMPT_TUNING
@@ -119,6 +120,24 @@ def _is_seq2seq(model: Any, task: str | None) -> bool:
     specs = getattr(model, "head_specs", {})
     spec = specs.get(task) if task is not None else (next(iter(specs.values())) if len(specs) == 1 else None)
     return spec is not None and spec.kind is HeadKind.SEQ2SEQ_LM
+
+
+def _check_positions(
+    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, shifted: bool
+) -> None:
+    """A learned position table ends (GPT-2: 1,024): refuse, naming the numbers, what would index past it
+    (an IndexError deep inside the model otherwise). Prompt tuning's and a shifted prefix's slots take
+    positions too."""
+    positions = model.geometry.usable_positions
+    if positions is None or not prompts:
+        return
+    slots = model.prefix_config.prefix_length if shifted or model.method is Method.PROMPT_TUNING else 0
+    longest = max(len(prompt) for prompt in prompts)
+    if slots + longest + max_new_tokens > positions:
+        raise ConfigError(
+            f"the longest prompt ({longest} tokens){f' + {slots} prefix slots' if slots else ''} + max_new_tokens "
+            f"({max_new_tokens}) exceed the model's {positions} positions; lower max_length or max_new_tokens"
+        )
 
 
 def _plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
