@@ -121,7 +121,8 @@ def render_best(
         "the paper's P-tuning v2 options, at its own chosen setting), the one with the highest mean dev score; "
         "changes that train "
         "longer than fine-tuning (epochs x2, x4) are left out, so both sides keep the same budget. Fine-tuning "
-        "stays at its chosen setting. Only changes that beat the chosen setting at seed 42 on dev get seeds "
+        "stays at its chosen setting: the pick is one-sided, and on the tasks that report dev (all but the "
+        "CoNLL sets) it is made on the reported split, so read it as an upper bound. Only changes that beat the chosen setting at seed 42 on dev get seeds "
         "43-44 (the `confirm-NAME` cells), so 'settings with 3 seeds' says how wide each pick was. 'moved' = best gap − the "
         "protocol's gap. The figure marks these gaps with diamonds.",
         "",
