@@ -211,9 +211,8 @@ def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) 
         )
     except (ValueError, KeyError, TypeError) as error:
         raise HTTPException(422, f"task {served.name!r}: {error}") from None
-    return list(fitted["input_ids"][: fitted["prompt_length"]]), whole["prompt_length"] - fitted[
-        "prompt_length"
-    ]
+    prompt = list(fitted["input_ids"][: fitted["prompt_length"]])
+    return prompt, whole["prompt_length"] - len(prompt)
 
 
 def add_generate_routes(

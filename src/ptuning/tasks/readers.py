@@ -17,6 +17,7 @@ import os
 import re
 import socket
 import sys
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -189,9 +190,12 @@ class _RepeatedKey(ValueError):
 
 
 def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
-    record = dict(pairs)
-    if len(record) < len(pairs):
-        raise _RepeatedKey(next(key for index, (key, _) in enumerate(pairs) if key in dict(pairs[:index])))
+    """``json.loads`` hook: a key given twice is an error (JSON would keep the last value, losing the first)."""
+    record: dict[str, Any] = {}
+    for key, value in pairs:
+        if key in record:
+            raise _RepeatedKey(key)
+        record[key] = value
     return record
 
 
@@ -289,7 +293,8 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
         header, body = list(headerless_columns), records
         notes.append(f"{path}: no header row; columns taken as {header}")
     header = [name.strip() for name in header]
-    repeated = sorted({name for name in header if [h.lower() for h in header].count(name.lower()) > 1})
+    counts = Counter(name.lower() for name in header)
+    repeated = sorted(name for name in header if counts[name.lower()] > 1)
     if repeated:
         raise DataError(
             f"{path}, line {header_line}: the header names {repeated} more than once (columns are found by "
