@@ -128,7 +128,10 @@ def forget_previous_run(output_dir: Path, say: Any = print) -> None:
     and optimizer under this run's options, and a sweep would take the old summary for this run's."""
     stale = [path for path in (output_dir / STATE_DIR, output_dir / "summary.json") if path.exists()]
     for path in stale:
-        shutil.rmtree(path) if path.is_dir() else path.unlink()
+        if path.is_dir():
+            shutil.rmtree(path)
+        else:
+            path.unlink()
     if stale:
         say(
             f"{output_dir}: a new run (not --resume): removed the previous run's {', '.join(p.name for p in stale)}"
