@@ -12,6 +12,7 @@ from core_tiny import build, tiny_backbone
 from test_precision_minilm import minilm_model, sst2_rows
 
 from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.geometry import PositionKind
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -182,6 +183,16 @@ def test_packing_refuses_what_it_cannot_reproduce_naming_it(family, kind, method
         model.check_packable("t")
     with pytest.raises(ConfigError, match="pack"):
         model(input_ids=None, packed=pack_features(random_features(2), 32, 0), task="t")
+
+
+def test_packing_refuses_a_family_with_its_own_attention_patch_even_with_absolute_positions() -> None:
+    """DeBERTa-v2 without relative attention reads as absolute, but its attention is ptuning's own patch,
+    whose mask packing's 4-D mask is not (it crashed inside DeBERTa's embeddings)."""
+    backbone = tiny_backbone("deberta-v2", None, relative_attention=False, position_biased_input=True)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, dropout=0.0)).eval()
+    assert model.geometry.position_kind is PositionKind.ABSOLUTE
+    with pytest.raises(ConfigError, match="deberta-v2, whose attention ptuning patches itself"):
+        check_packable(model.method, model.geometry, HeadKind.CLASSIFICATION, "eager")
 
 
 def test_packing_refuses_decoders_and_multiple_choice_features() -> None:

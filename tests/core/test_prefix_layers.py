@@ -7,6 +7,7 @@ import torch
 from core_tiny import assert_close, build, random_ids
 
 from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.prefix import PrefixEncoder
 
 
 def layer_outputs(backbone, run) -> list[torch.Tensor]:
@@ -35,6 +36,29 @@ def test_only_the_chosen_layers_receive_a_prefix() -> None:
         plain = layer_outputs(built.reference_backbone, lambda: built.reference_backbone(ids, mask))
     assert_close(prompted[0], plain[0])  # layer 0 has no prefix: identical
     assert (prompted[1] - plain[1]).abs().max() > 1e-3  # layer 1 attends to its prefix
+
+
+def test_each_prefix_reaches_its_own_layers_when_a_model_holds_several_subsets() -> None:
+    """A batch of prefix 'u' (layer 1) on a model whose first prefix sits on layer 0: u's key/values go to layer
+    1 (they were split by the first prefix's layers and landed on layer 0)."""
+    built = build("bert", prefix_length=4, layers=(0,), init_std=1.0)
+    model = built.model
+    model.prefixes["u"] = PrefixEncoder(
+        PrefixConfig(prefix_length=4, dropout=0.0, init_std=1.0, layers=(1,)), model.geometry
+    ).eval()
+    assert sorted(model.prefix_kv(["u"]).layers) == [1]
+    ids = random_ids(2, 5)
+    mask = torch.ones_like(ids)
+
+    def run_u():
+        inputs = model._backbone_inputs(ids, mask, None, ["u", "u"])
+        model.backbone(**inputs)
+
+    with torch.no_grad():
+        prompted = layer_outputs(model.backbone, run_u)
+        plain = layer_outputs(built.reference_backbone, lambda: built.reference_backbone(ids, mask))
+    assert_close(prompted[0], plain[0])  # layer 0: u has no prefix there
+    assert (prompted[1] - plain[1]).abs().max() > 1e-3
 
 
 def test_a_layer_subset_trains_only_its_own_key_values() -> None:

@@ -367,7 +367,7 @@ class PromptModel(nn.Module):
         if not self.method.is_deep:
             raise ConfigError(f"method {self.method} has no per-layer prefix")
         table, slot_mask = self._row_tables(prefix_names)
-        prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
+        prefix = split_table(table, self._layers_of(prefix_names), self.geometry)
         prefix.mask = slot_mask
         return prefix
 
@@ -491,7 +491,7 @@ class PromptModel(nn.Module):
         kwargs["position_ids"] = (
             position_ids if position_ids is not None else self._position_ids(attention_mask, shift=shift)
         )
-        prefix = split_table(table, next(iter(self.prefixes.values())).layer_indices, self.geometry)
+        prefix = split_table(table, self._layers_of(prefix_names), self.geometry)
         prefix.mask = slot_mask
         prefix.first_token_only = first_token_only
         kwargs.update(self.injector.forward_kwargs(prefix))
@@ -507,6 +507,11 @@ class PromptModel(nn.Module):
         if self.geometry.takes_use_cache:
             kwargs["use_cache"] = False
         return kwargs
+
+    def _layers_of(self, prefix_names: Sequence[str]) -> tuple[int, ...]:
+        """The layers the batch's prefixes sit on (``_row_tables`` checked that they agree), not the first
+        prefix the model happens to hold: prefixes over other layer subsets may share a model."""
+        return self.prefixes[prefix_names[0]].layer_indices
 
     def _row_tables(self, prefix_names: Sequence[str]) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Each row's prefix rows (after dropout), padded to the longest prefix in the batch.

@@ -29,6 +29,7 @@ import torch
 
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.geometry import PositionKind, PrefixGeometry
+from ptuning.core.injection import REGISTERED_INJECTORS
 from ptuning.core.kinds import HeadKind
 
 PACKABLE_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.TOKEN_CLASSIFICATION)
@@ -212,6 +213,8 @@ def check_packable(
         problem = "prompt-tuning (its prompts are input tokens, one set per row)"
     elif geometry.is_decoder or geometry.is_encoder_decoder:
         problem = f"{geometry.model_type}, a decoder or encoder-decoder (packing covers encoders)"
+    elif geometry.model_type in REGISTERED_INJECTORS:  # DeBERTa-v2 and MPNet: their own attention patch
+        problem = f"{geometry.model_type}, whose attention ptuning patches itself (its mask is not packing's)"
     elif geometry.position_kind is not PositionKind.ABSOLUTE or not geometry.takes_position_ids:
         problem = (
             f"{geometry.model_type}, whose positions are {geometry.position_kind} or not given as position_ids "
