@@ -46,6 +46,14 @@ def test_an_output_dir_that_is_a_file(tiny_bert, sst2_dir, tmp_path, capsys) -> 
     assert f"--output-dir {target} is a file; expected a folder" in err
 
 
+def test_an_output_dir_that_holds_a_model_is_refused_and_left_alone(tiny_bert, sst2_dir, capsys) -> None:
+    """The run's config.json would overwrite the model's: --output-dir the --model folder destroyed it."""
+    before = (Path(tiny_bert) / "config.json").read_text()
+    err = one_line_error(train_args(tiny_bert, sst2_dir, Path(tiny_bert)), capsys)
+    assert f"--output-dir {tiny_bert} holds a model" in err
+    assert (Path(tiny_bert) / "config.json").read_text() == before
+
+
 def test_an_output_dir_inside_a_file(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
     blocker = tmp_path / "taken"
     blocker.write_text("x")

@@ -123,10 +123,15 @@ def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
     output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
     assert (output_dir / "training_state").is_dir() and (output_dir / "summary.json").is_file()
 
+    recorded = (output_dir / "config.json").read_text()
+    code, _, err = run_cli([*args, "--learning-rate", "1e-3", "--data", str(output_dir / "nowhere")], capsys)
+    assert code == 2 and "nowhere" in err  # a command that fails before training changes nothing
+    assert (output_dir / "config.json").read_text() == recorded and (output_dir / "training_state").is_dir()
+
     def dies(*args, **kwargs):
         raise KeyboardInterrupt  # the new run is killed after config.json, before anything is saved
 
-    monkeypatch.setattr(engine, "read_task_data", dies)
+    monkeypatch.setattr(engine, "Trainer", dies)
     with pytest.raises(KeyboardInterrupt):
         main([*args, "--learning-rate", "1e-3"])
     monkeypatch.undo()

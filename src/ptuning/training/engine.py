@@ -85,10 +85,6 @@ def train(config: TrainConfig) -> RunResult:
     options = _run_config(config, plans)
     if config.resume:  # before config.json is rewritten: it records what the saved half was trained with
         check_resume_options(output_dir, options, accelerator.print)
-    if accelerator.is_main_process:
-        if not config.resume:
-            forget_previous_run(output_dir, accelerator.print)
-        (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
     model, tokenizer = build_prompt_model(config, [item.task for item in data])
@@ -106,6 +102,12 @@ def train(config: TrainConfig) -> RunResult:
     data_report = _data_report(config, data)
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
+    if (
+        accelerator.is_main_process
+    ):  # only now that data and model loaded: a command that fails keeps the folder
+        if not config.resume:
+            forget_previous_run(output_dir, accelerator.print)
+        (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
     trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
     compiling = CompileStats.now()
     trainer.run()

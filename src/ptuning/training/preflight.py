@@ -8,6 +8,7 @@ reads only the file system, the installed packages and the model's config.json.
 from __future__ import annotations
 
 import importlib.util
+import json
 import os
 import tempfile
 from pathlib import Path
@@ -51,6 +52,21 @@ def check_output_dir(output_dir: Path) -> None:
         raise ConfigError(f"--output-dir {output_dir} is not writable ({error.strerror})") from None
     if not os.access(output_dir, os.W_OK | os.X_OK):
         raise ConfigError(f"--output-dir {output_dir} is not writable (permission denied)")
+    if _holds_a_model(output_dir):
+        raise ConfigError(
+            f"--output-dir {output_dir} holds a model (a config.json with a model_type, or weights): a run "
+            "writes its own config.json and checkpoint there; choose another folder"
+        )
+
+
+def _holds_a_model(folder: Path) -> bool:
+    """A Hugging Face model folder, which a run's config.json would overwrite (a run's own has no model_type)."""
+    if any(folder.glob("*.safetensors")) or any(folder.glob("*.gguf")):
+        return True
+    try:
+        return "model_type" in json.loads((folder / "config.json").read_text())
+    except (OSError, ValueError, TypeError):
+        return False
 
 
 def check_attention(implementation: str) -> None:
