@@ -11,6 +11,7 @@ import argparse
 import contextlib
 import difflib
 import importlib.util
+import io
 import json
 import os
 import sys
@@ -396,6 +397,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
 
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
+    _check_output_file(args.output)  # before the work, which a bad path would throw away
     loaded = _load_checkpoint(args)
     notes: list[str] = []
     with _compile_cost(args):
@@ -405,7 +407,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(scores, indent=2)
     print(text)
     if args.output:
-        Path(args.output).write_text(text + "\n")
+        _write_whole(args.output, text + "\n")
     return 0
 
 
@@ -422,6 +424,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = input_format(args.input, args.format)
     if args.input != "-" and not Path(args.input).is_file():
         raise DataError(f"{args.input}: input file not found")
+    _check_output_file(args.output)
     loaded = _load_checkpoint(args)
     examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
     notes: list[str] = []
@@ -430,12 +433,34 @@ def cmd_predict(args: argparse.Namespace) -> int:
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     if args.output:
-        with open(args.output, "w", encoding="utf-8") as stream:
-            count = write_jsonl(predictions, stream)
+        stream = io.StringIO()
+        count = write_jsonl(predictions, stream)
+        _write_whole(args.output, stream.getvalue())
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     else:
         write_jsonl(predictions, sys.stdout)
     return 0
+
+
+def _check_output_file(output: str | None) -> None:
+    """An --output path that can be written: not a folder, in a folder that exists."""
+    from ptuning.tasks.base import DataError
+
+    if output is None:
+        return
+    path = Path(output)
+    if path.is_dir():
+        raise DataError(f"--output {output} is a folder; give a file path")
+    if not path.parent.is_dir():
+        raise DataError(f"--output {output}: folder {path.parent} does not exist")
+
+
+def _write_whole(output: str, text: str) -> None:
+    """Write ``text`` beside ``output`` and swap it in, so a failed write never leaves a half-written file."""
+    path = Path(output)
+    staging = path.with_name(f".{path.name}.partial")
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

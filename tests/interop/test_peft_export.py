@@ -197,6 +197,30 @@ def test_the_cli_exports_one_task_of_a_multi_task_checkpoint(tmp_path, capsys) -
     assert torch.equal(table, model.prefixes["other"].embedding.weight)
 
 
+def test_export_never_replaces_a_file_its_checkpoint_or_a_folder_of_other_files(tmp_path, capsys) -> None:
+    """The adapter folder is swapped in whole: a run folder given as OUT lost its checkpoint and state."""
+    run = tmp_path / "run"
+    checkpoint = save_checkpoint(_model("llama-gqa-causal-lm", HeadKind.CAUSAL_LM), run / "checkpoint")
+    (run / "summary.json").write_text("{}")
+    (tmp_path / "notes.txt").write_text("keep me")
+    for out, reason in [
+        (tmp_path / "notes.txt", "is a file"),
+        (checkpoint, "holds the checkpoint"),
+        (run, "holds the checkpoint"),
+    ]:
+        assert main(["export", "--format", "peft", str(checkpoint), str(out)]) == 2
+        assert reason in capsys.readouterr().err
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "data.csv").write_text("a,b\n")
+    assert main(["export", "--format", "peft", str(checkpoint), str(tmp_path / "other")]) == 2
+    assert "holds other files and no adapter_config.json" in capsys.readouterr().err
+    assert (tmp_path / "notes.txt").read_text() == "keep me" and (run / "summary.json").is_file()
+    assert (tmp_path / "other" / "data.csv").is_file() and (checkpoint / "prompt_config.json").is_file()
+    adapter = tmp_path / "adapter"
+    for _ in range(2):  # a new folder, then the adapter itself again: replaced
+        assert main(["export", "--format", "peft", str(checkpoint), str(adapter)]) == 0
+
+
 def test_an_encoder_decoder_prefix_is_refused_naming_its_base(tmp_path) -> None:
     from transformers import T5Config, T5ForConditionalGeneration
 

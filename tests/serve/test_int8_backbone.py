@@ -113,3 +113,19 @@ def test_serve_refuses_combinations_that_cannot_work_in_one_line(root, base_dir,
     code = main(["serve", "--checkpoints", str(root), "--model", base_dir, *flags])
     error = capsys.readouterr().err
     assert code == 2 and message in error and error.count("\n") == 1, error
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--max-batch-size", "0"], "--max-batch-size: expected a positive integer, got '0'"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms: expected a number >= 0, got '-1'"),
+        (["--port", "99999"], "--port: expected a port number 0-65535, got '99999'"),
+        (["--max-length", "-5"], "--max-length: expected a positive integer, got '-5'"),
+    ],
+)
+def test_serve_flags_out_of_range_are_one_line_before_the_model_loads(root, capsys, flags, message) -> None:
+    with pytest.raises(SystemExit) as exit_code:
+        main(["serve", "--checkpoints", str(root), "--model", "/nowhere", *flags])
+    error = capsys.readouterr().err
+    assert exit_code.value.code == 2 and message in error, error

@@ -52,6 +52,11 @@ BAD_VALUES = {
         "--prefix-layers must be comma-separated integers (e.g. 0,1,2); got 'x'",
     ),
     "pair": (("flags", {"task_data": ["copa"]}), "--task-data: expected TASK=VALUE, got 'copa'"),
+    "negative seed": (("flags", {"seed": "-1"}), "--seed must be >= 0; got '-1'"),
+    "seed past numpy's range": (
+        ("run.yaml", {"seed": 2**32}),
+        "run.yaml: seed must be <= 4294967295; got 4294967296",
+    ),
 }
 
 

@@ -73,6 +73,11 @@ def load_backbone(
     (``"int8" | "nf4"``) loads it through bitsandbytes on CUDA and is refused elsewhere (``core.quantization``).
     """
     path = resolve_model_path(name_or_path)
+    if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
+        raise BackboneNotFoundError(
+            f"model folder {path} holds no config.json; expected a Hugging Face model folder (a prompt "
+            "checkpoint, a run or a data folder is not one)"
+        )
     loader = AutoModelForCausalLM if causal_lm else AutoModel
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
     if dtype is not None:
@@ -96,6 +101,12 @@ def load_backbone(
             f"model {name_or_path!r} is not a local folder and could not be loaded from the hub"
             f"{' (offline mode is on)' if offline else ''}; pass a local folder, or '{PACKAGED_MINILM}' for the "
             f"packaged all-MiniLM-L6-v2 ({error.__class__.__name__}: {str(error).splitlines()[0]})"
+        ) from error
+    except ValueError as error:  # a local folder transformers cannot read as a model (a run's config.json)
+        if not Path(path).exists():
+            raise
+        raise BackboneNotFoundError(
+            f"{path} is not a model folder transformers can load ({str(error).splitlines()[0][:200]})"
         ) from error
     if tokenizer.pad_token is None:
         # Decoders often ship without a pad token; padding positions are masked, so EOS is a safe stand-in.

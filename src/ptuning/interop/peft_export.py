@@ -28,6 +28,23 @@ from ptuning.interop.peft_format import MODULE_PREFIX, PEFT_VERSION, TABLE_KEY, 
 from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_ptuning
 
 
+def _check_out_dir(out_dir: Path, checkpoint_dir: Path) -> None:
+    """The adapter folder is replaced whole, so it may only be new, empty or an adapter already: never a file,
+    the checkpoint or a folder holding it, or a folder of other files (a run folder lost everything)."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise PeftFormatError(f"{out_dir} is a file; the adapter is a folder: give a new folder's path")
+    out, source = out_dir.resolve(), checkpoint_dir.resolve()
+    if out == source or out in source.parents:
+        raise PeftFormatError(
+            f"{out_dir} holds the checkpoint {checkpoint_dir} that is being exported; give another folder"
+        )
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_peft_adapter(out_dir):
+        raise PeftFormatError(
+            f"{out_dir} holds other files and no adapter_config.json; the adapter replaces its folder whole, so "
+            "give a new (or empty) folder, or an adapter folder to replace"
+        )
+
+
 def export_peft(
     checkpoint_dir: str | Path,
     out_dir: str | Path,
@@ -43,6 +60,7 @@ def export_peft(
     checkpoint_dir = Path(checkpoint_dir)
     if is_peft_adapter(checkpoint_dir):
         raise PeftFormatError(f"{checkpoint_dir} is already a PEFT adapter folder")
+    _check_out_dir(Path(out_dir), checkpoint_dir)
     config = read_checkpoint_config(checkpoint_dir)
     method = Method(config["method"])
     if not method.is_deep:

@@ -4,11 +4,33 @@ from __future__ import annotations
 
 import argparse
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 from ptuning.core.config import BACKBONE_DTYPE_CHOICES, ConfigError
 
 API_KEY_ENV = "PTUNING_API_KEY"
+
+
+def _bounded(kind: type, low: float, high: float | None = None, what: str = "") -> Callable[[str], float]:
+    """An argparse type: ``kind`` between ``low`` and ``high``, else a one-line usage error naming the range."""
+
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            value = None
+        if value is None or value < low or (high is not None and value > high):
+            raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
+        return value
+
+    return parse
+
+
+POSITIVE = _bounded(int, 1, what="a positive integer")
+PORT = _bounded(int, 0, 65535, what="a port number 0-65535")
+NON_NEGATIVE = _bounded(float, 0.0, what="a number >= 0")
+POSITIVE_SECONDS = _bounded(float, 1e-3, what="a positive number of seconds")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,23 +56,40 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "only; the first requests pay the start-up, tens of seconds; docs/BENCHMARKS.md says when it pays)",
     )
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
-    add("--port", type=int, default=8000, help="(default: 8000)")
-    add("--max-batch-size", type=int, default=32, help="backbone rows per pass (default: 32)")
-    add("--max-wait-ms", type=float, default=5.0, help="longest wait for batch companions (default: 5)")
+    add("--port", type=PORT, default=8000, help="(default: 8000)")
+    add("--max-batch-size", type=POSITIVE, default=32, help="backbone rows per pass (default: 32)")
+    add(
+        "--max-wait-ms", type=NON_NEGATIVE, default=5.0, help="longest wait for batch companions (default: 5)"
+    )
     add(
         "--max-length",
-        type=int,
+        type=POSITIVE,
         default=None,
         help="tokens per input, longer ones are cut (default: what each checkpoint was trained with, else 128)",
     )
-    add("--max-items", type=int, default=64, help="inputs per request, 422 above (default: 64)")
-    add("--max-text-length", type=int, default=4000, help="characters per text, 422 above (default: 4000)")
-    add("--max-body-bytes", type=int, default=1_000_000, help="request body, 413 above (default: 1000000)")
+    add("--max-items", type=POSITIVE, default=64, help="inputs per request, 422 above (default: 64)")
+    add(
+        "--max-text-length",
+        type=POSITIVE,
+        default=4000,
+        help="characters per text, 422 above (default: 4000)",
+    )
+    add(
+        "--max-body-bytes",
+        type=POSITIVE,
+        default=1_000_000,
+        help="request body, 413 above (default: 1000000)",
+    )
     # generation (causal-LM checkpoints, POST /tasks/{task}/generate): see serve/generate.py
-    add("--max-new-tokens", type=int, default=256, help="new tokens per generation, 422 above (default: 256)")
-    add("--max-prompt-tokens", type=int, default=1024, help="prompt tokens, 413 above (default: 1024)")
-    add("--max-sequences", type=int, default=16, help="generations in flight, 429 above (default: 16)")
-    add("--max-seconds", type=float, default=60.0, help="seconds per generation (default: 60)")
+    add(
+        "--max-new-tokens",
+        type=POSITIVE,
+        default=256,
+        help="new tokens per generation, 422 above (default: 256)",
+    )
+    add("--max-prompt-tokens", type=POSITIVE, default=1024, help="prompt tokens, 413 above (default: 1024)")
+    add("--max-sequences", type=POSITIVE, default=16, help="generations in flight, 429 above (default: 16)")
+    add("--max-seconds", type=POSITIVE_SECONDS, default=60.0, help="seconds per generation (default: 60)")
     add(
         "--api-key-env",
         default=API_KEY_ENV,

@@ -112,7 +112,7 @@ class TrainConfig(BaseModel):
     launch) and a frozen-backbone method"""
     attn_implementation: Literal["sdpa", "eager", "flash_attention_2"] = "sdpa"
     """attention kernel the backbone is loaded with"""
-    seed: int = 42
+    seed: int = Field(42, ge=0, le=2**32 - 1)  # numpy's seed range (accelerate seeds numpy too)
     """seed of every random draw (initialisation, data order, dropout)"""
     eval_every_steps: int | None = Field(None, gt=0)
     """evaluate every N updates (default: at the end of every epoch)"""
@@ -311,7 +311,8 @@ def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
     bounds["less_than_equal"] = ("<=", "le")
     if kind in bounds:
         operator, key = bounds[kind]
-        expected = f"{operator} {context[key]:g}"
+        limit = context[key]
+        expected = f"{operator} {limit}" if isinstance(limit, int) else f"{operator} {limit:g}"
         if expected == "> 0" and _base_type(field) is int:
             expected = "a positive integer"
     elif kind == "literal_error":
