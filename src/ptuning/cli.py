@@ -183,7 +183,9 @@ def build_parser() -> argparse.ArgumentParser:
     export = _command(commands, "export", "write a prompt checkpoint in another format", EXPORT_EXAMPLES)
     export.add_argument("--format", required=True, choices=("peft",), help="peft: a PEFT adapter folder")
     export.add_argument("checkpoint", help="prompt checkpoint folder (OUTPUT_DIR/checkpoint)")
-    export.add_argument("out", help="folder to write (replaced atomically if it exists)")
+    export.add_argument(
+        "out", help="adapter folder to write: new, empty, or an adapter to replace (atomically)"
+    )
     export.add_argument("--task", help="which task of a multi-task checkpoint")
     export.add_argument("--prefix-only", action="store_true", help="the prefix alone (FEATURE_EXTRACTION)")
     export.add_argument(
