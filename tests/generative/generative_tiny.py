@@ -39,6 +39,14 @@ CHAT_TEMPLATE = (
     "{% if add_generation_prompt %}<s> assistant : {% endif %}"
 )
 FAMILIES = ("gpt2", "llama")
+GQA_SHAPE = dict(  # 4 query heads over 2 KV heads
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=2,
+    num_attention_heads=4,
+    num_key_value_heads=2,
+    max_position_embeddings=128,
+)
 
 
 def tiny_tokenizer(chat_template: bool = False) -> PreTrainedTokenizerFast:
@@ -73,27 +81,10 @@ def tiny_causal_lm(family: str, seed: int = 0, dtype: torch.dtype = torch.float3
         )
         model_class = GPT2LMHeadModel
     elif family == "llama":
-        config = LlamaConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            **ids,
-        )
+        config = LlamaConfig(**GQA_SHAPE, **ids)
         model_class = LlamaForCausalLM
     elif family == "mistral-window":  # every layer slides an 8-token window: shorter than prefix + prompt
-        config = MistralConfig(
-            hidden_size=32,
-            intermediate_size=64,
-            num_hidden_layers=2,
-            num_attention_heads=4,
-            num_key_value_heads=2,
-            max_position_embeddings=128,
-            sliding_window=8,
-            **ids,
-        )
+        config = MistralConfig(**GQA_SHAPE, sliding_window=8, **ids)
         model_class = MistralForCausalLM
     else:
         raise ValueError(family)

@@ -96,31 +96,24 @@ def test_eval_and_predict_count_the_inputs_they_cut(sst2_run, sst2_dir, tmp_path
     assert code == 0 and len(out.splitlines()) == 2 and "1 of 2 examples" in err
 
 
+def eval_and_predict(sst2_run, sst2_dir, tmp_path) -> list[list[str]]:
+    """``eval`` and ``predict`` (one input line) on the run's checkpoint, to which a test adds flags."""
+    source = tmp_path / "in.txt"
+    source.write_text("fine\n")
+    checkpoint = ["--checkpoint", str(sst2_run / "checkpoint")]
+    return [["eval", "--data", sst2_dir, *checkpoint], ["predict", "--input", str(source), *checkpoint]]
+
+
 def test_an_output_path_that_cannot_be_written_is_refused_before_the_work(
     sst2_run, sst2_dir, tmp_path, capsys
 ):
-    checkpoint = str(sst2_run / "checkpoint")
-    source = tmp_path / "in.txt"
-    source.write_text("fine\n")
-    for command in (["eval", "--data", sst2_dir], ["predict", "--input", str(source)]):
-        code, _, err = run_cli([*command, "--checkpoint", checkpoint, "--output", str(tmp_path)], capsys)
+    commands = eval_and_predict(sst2_run, sst2_dir, tmp_path)
+    for command in commands:
+        code, _, err = run_cli([*command, "--output", str(tmp_path)], capsys)
         assert code == 2 and f"--output {tmp_path} is a folder" in err
-        code, _, err = run_cli(
-            [*command, "--checkpoint", checkpoint, "--output", str(tmp_path / "no" / "x")], capsys
-        )
+        code, _, err = run_cli([*command, "--output", str(tmp_path / "no" / "x")], capsys)
         assert code == 2 and f"folder {tmp_path / 'no'} does not exist" in err
-    code, _, _ = run_cli(
-        [
-            "predict",
-            "--input",
-            str(source),
-            "--checkpoint",
-            checkpoint,
-            "--output",
-            str(tmp_path / "p.jsonl"),
-        ],
-        capsys,
-    )
+    code, _, _ = run_cli([*commands[1], "--output", str(tmp_path / "p.jsonl")], capsys)
     assert code == 0 and len((tmp_path / "p.jsonl").read_text().splitlines()) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.txt", "p.jsonl"]  # no staging file left
 
@@ -130,13 +123,11 @@ def test_a_model_folder_that_is_not_one_is_a_one_line_error_for_eval_and_predict
 ):
     """--model given a checkpoint or data folder: the tokenizer loader's ValueError was a traceback, exit 1."""
     checkpoint = str(sst2_run / "checkpoint")
-    source = tmp_path / "in.txt"
-    source.write_text("fine\n")
-    for command in (["eval", "--data", sst2_dir], ["predict", "--input", str(source)]):
+    for command in eval_and_predict(sst2_run, sst2_dir, tmp_path):
         for wrong in (checkpoint, sst2_dir):
-            code, _, err = run_cli([*command, "--checkpoint", checkpoint, "--model", wrong], capsys)
+            code, _, err = run_cli([*command, "--model", wrong], capsys)
             assert code == 2 and f"model folder {wrong} holds no config.json" in err, err
-        code, _, err = run_cli([*command, "--checkpoint", checkpoint, "--model", str(sst2_run)], capsys)
+        code, _, err = run_cli([*command, "--model", str(sst2_run)], capsys)
         assert code == 2 and f"{sst2_run} is not a model folder transformers can load" in err, err
 
 
