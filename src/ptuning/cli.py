@@ -243,16 +243,22 @@ def _add_config_options(parser: argparse.ArgumentParser, multitask: bool = False
 
 def _int_list(text: str) -> list[int]:
     try:
-        return [int(item) for item in text.split(",") if item.strip()]
+        values = [int(item) for item in text.split(",") if item.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}") from None
+        values = []
+    if not values:  # ',' alone would run nothing (or one default run) without a word
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {text!r}")
+    return values
 
 
 def _float_list(text: str) -> list[float]:
     try:
-        return [float(item) for item in text.split(",") if item.strip()]
+        values = [float(item) for item in text.split(",") if item.strip()]
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}") from None
+        values = []
+    if not values:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers, got {text!r}")
+    return values
 
 
 def _positive_int(text: str) -> int:

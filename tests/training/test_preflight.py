@@ -30,6 +30,21 @@ def one_line_error(argv: list[str], capsys) -> str:
     return err
 
 
+def test_a_config_file_that_is_not_utf8_names_the_line(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    config = tmp_path / "run.yaml"
+    config.write_bytes(b"epochs: 1\nnote: caf\xe9\n")
+    err = one_line_error(
+        [*train_args(tiny_bert, sst2_dir, tmp_path / "run"), "--config", str(config)], capsys
+    )
+    assert f"{config}" in err and "line 2" in err
+
+
+def test_an_empty_seed_list_is_refused_not_run_once(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    code, _, err = run_cli([*train_args(tiny_bert, sst2_dir, tmp_path / "run"), "--seeds", ","], capsys)
+    assert code == 2 and "--seeds: expected comma-separated integers, got ','" in err
+    assert not (tmp_path / "run").exists()
+
+
 @pytest.mark.parametrize("value", ["inf", "nan", "-inf"])
 def test_a_non_finite_learning_rate_is_refused(value, tiny_bert, sst2_dir, tmp_path, capsys) -> None:
     err = one_line_error(

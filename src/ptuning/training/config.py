@@ -23,6 +23,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
+from ptuning.tasks.readers import decode_utf8
 
 MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe", "finetune"]
 PER_TASK_MAPS = ("task_data", "task_splits")  # TASK -> value: layered sources merge them task by task
@@ -275,7 +276,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"config file {path} does not exist")
-    text = path.read_text()
+    text = decode_utf8(path)  # bytes that are not UTF-8: an error naming the line, not a traceback
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
     except (json.JSONDecodeError, yaml.YAMLError) as error:
