@@ -91,6 +91,32 @@ class TrainableReport:
         return f"trainable params: {self.trainable:,} / {self.total:,} ({self.percent:.3f} %)"
 
 
+def prompt_then_tokens(full_mask: torch.Tensor, prompt_length: int) -> torch.Tensor | None:
+    """How to reorder ``[prompt slots][tokens]`` so that each row's real prompt slots sit right before its real
+    tokens: padding between them (a left-padded row, or a shorter prompt in a mixed batch) moves in front.
+    Positions come from the mask either way, but sliding windows and index-based relative positions
+    (DeBERTa, MPNet) count the slots in between, so a padded row would not equal the row alone. Returns the
+    gather index (B, P + T), or None when every row is already contiguous. Positions from the first real token
+    on keep their places, so the last T columns still hold the real tokens where the input had them."""
+    batch, total = full_mask.shape
+    leading_pads = (full_mask[:, prompt_length:].cumsum(-1) == 0).sum(-1)  # token padding before the text
+    index = torch.arange(total, device=full_mask.device).expand(batch, total)
+    before_text = index < (prompt_length + leading_pads)[:, None]
+    if bool(full_mask[before_text].all()):
+        return None
+    # before the first real token: padding first, then the real slots, each in their order; the rest stays
+    key = torch.where(before_text, full_mask.long() * total + index, 2 * total + index)
+    return key.argsort(dim=-1)
+
+
+def reorder(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
+    """``values`` (B, L, ...) gathered along dim 1 by ``order`` (``prompt_then_tokens``)."""
+    if order is None:
+        return values
+    index = order.view(*order.shape, *([1] * (values.dim() - 2))).expand(*order.shape, *values.shape[2:])
+    return values.gather(1, index)
+
+
 class PromptModel(nn.Module):
     """Frozen backbone + prefixes + heads, for every method in ``Method``.
 
@@ -403,9 +429,11 @@ class PromptModel(nn.Module):
             prompts = self.prefixes[name](input_ids.shape[0])
             embeds = self.backbone.get_input_embeddings()(input_ids)
             prompt_mask = attention_mask.new_ones(input_ids.shape[0], prompts.shape[1])
+            full_mask = torch.cat([prompt_mask, attention_mask], dim=1)
+            order = prompt_then_tokens(full_mask, prompts.shape[1])
             return self.backbone.generate(
-                inputs_embeds=torch.cat([prompts.to(embeds.dtype), embeds], dim=1),
-                attention_mask=torch.cat([prompt_mask, attention_mask], dim=1),
+                inputs_embeds=reorder(torch.cat([prompts.to(embeds.dtype), embeds], dim=1), order),
+                attention_mask=reorder(full_mask, order),
                 **generate_kwargs,
             )
         prefix = self.prefix_kv([name]) if self.method.is_deep else None
@@ -472,16 +500,17 @@ class PromptModel(nn.Module):
         if self.method is Method.PROMPT_TUNING:
             # Shallow prompts are input tokens: they come first and push real tokens' positions by P.
             embeds = self.backbone.get_input_embeddings()(input_ids)
-            kwargs["inputs_embeds"] = torch.cat([table.to(embeds.dtype), embeds], dim=1)
             prompt_mask = (
                 slot_mask.long() if slot_mask is not None else attention_mask.new_ones(batch, prefix_length)
             )
             full_mask = torch.cat([prompt_mask.to(attention_mask.dtype), attention_mask], dim=1)
-            kwargs["attention_mask"] = full_mask
+            order = prompt_then_tokens(full_mask, prefix_length)
+            kwargs["inputs_embeds"] = reorder(torch.cat([table.to(embeds.dtype), embeds], dim=1), order)
+            kwargs["attention_mask"] = full_mask = reorder(full_mask, order)
             kwargs["position_ids"] = self._position_ids(full_mask, shift=0, total=prefix_length + length)
             if token_type_ids is not None:
-                kwargs["token_type_ids"] = torch.cat(
-                    [token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1
+                kwargs["token_type_ids"] = reorder(
+                    torch.cat([token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1), order
                 )
             return self._fitted_to_backbone(kwargs)
         shift: int | torch.Tensor = 0
