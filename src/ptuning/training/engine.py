@@ -102,9 +102,8 @@ def train(config: TrainConfig) -> RunResult:
     data_report = _data_report(config, data)
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
-    if (
-        accelerator.is_main_process
-    ):  # only now that data and model loaded: a command that fails keeps the folder
+    # only now that data and model have loaded: a command that fails before leaves the folder as it was
+    if accelerator.is_main_process:
         if not config.resume:
             forget_previous_run(output_dir, accelerator.print)
         (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
