@@ -122,6 +122,10 @@ def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
     previous run's weights and optimizer under its own options (and a sweep would reuse the old summary)."""
     output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
     assert (output_dir / "training_state").is_dir() and (output_dir / "summary.json").is_file()
+    (output_dir / "tensorboard").mkdir()  # as an earlier run that logged would have left
+    (output_dir / "tensorboard" / "events.out.tfevents.1").write_bytes(b"")
+    report = [output_dir / name for name in ("summary.md", "curves.png", "tensorboard")]
+    assert all(path.exists() for path in report)
 
     recorded = (output_dir / "config.json").read_text()
     code, _, err = run_cli([*args, "--learning-rate", "1e-3", "--data", str(output_dir / "nowhere")], capsys)
@@ -137,7 +141,11 @@ def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
     monkeypatch.undo()
     assert json.loads((output_dir / "config.json").read_text())["learning_rate"] == 1e-3
     assert not (output_dir / "training_state").exists() and not (output_dir / "summary.json").exists()
-    assert "removed the previous run's training_state, summary.json" in capsys.readouterr().out
+    assert not any(path.exists() for path in report)  # no old numbers shown as this run's
+    assert (
+        "removed the previous run's training_state, summary.json, summary.md, curves.png, tensorboard"
+        in capsys.readouterr().out
+    )
     code, out, err = run_cli([*args, "--learning-rate", "1e-3", "--resume"], capsys)
     assert code == 0, err
     assert "resumed after" not in out  # nothing of the old run to continue: it trains from the start

@@ -45,6 +45,7 @@ from ptuning.training.data import (
     read_split,
 )
 from ptuning.training.preflight import check_run
+from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR
 from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
@@ -124,10 +125,12 @@ def train(config: TrainConfig) -> RunResult:
 
 # ============================================================================================ 1. plan
 def forget_previous_run(output_dir: Path, say: Any = print) -> None:
-    """A fresh run (no --resume) in a folder that held another: its resumable state and summary go, since
-    config.json is about to describe this run. Kept, a later --resume would continue the old run's weights
-    and optimizer under this run's options, and a sweep would take the old summary for this run's."""
-    stale = [path for path in (output_dir / STATE_DIR, output_dir / "summary.json") if path.exists()]
+    """A fresh run (no --resume) in a folder that held another: its resumable state, summary, report and
+    loss log go, since config.json is about to describe this run. Kept, a later --resume would continue the
+    old run's weights and optimizer under this run's options, a sweep would take the old summary for this
+    run's, and summary.md, curves.png and tensorboard would show the old run's numbers as this one's."""
+    names = (STATE_DIR, "summary.json", SUMMARY_MD, CURVES_PNG, TENSORBOARD_DIR)
+    stale = [output_dir / name for name in names if (output_dir / name).exists()]
     for path in stale:
         if path.is_dir():
             shutil.rmtree(path)

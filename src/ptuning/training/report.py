@@ -13,6 +13,7 @@ from typing import Any
 
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "curves.png"
+TENSORBOARD_DIR = "tensorboard"  # the trainer's loss log, read back for the curves
 SEEDS_JSON = "seeds.json"
 SEEDS_MD = "seeds.md"
 
@@ -22,7 +23,7 @@ def write_run_report(output_dir: str | Path, summary: dict[str, Any]) -> list[Pa
     output_dir = Path(output_dir)
     written = []
     history, metric = summary.get("history") or [], summary.get("primary_metric", "")
-    if plot_curves(history, metric, output_dir / CURVES_PNG, logged_losses(output_dir / "tensorboard")):
+    if plot_curves(history, metric, output_dir / CURVES_PNG, logged_losses(output_dir / TENSORBOARD_DIR)):
         written.append(output_dir / CURVES_PNG)
     (output_dir / SUMMARY_MD).write_text(summary_markdown(summary, has_plot=bool(written)))
     written.insert(0, output_dir / SUMMARY_MD)

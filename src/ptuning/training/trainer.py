@@ -36,6 +36,7 @@ from ptuning.training.config import TrainConfig
 from ptuning.training.data import Split, TaskData
 from ptuning.training.inference import feature_length, predict_outputs
 from ptuning.training.learning_check import label_prior_loss, not_learning
+from ptuning.training.report import TENSORBOARD_DIR
 from ptuning.training.schedule import apportion, mixed_schedule, shard_batches, task_probabilities
 from ptuning.training.sharding import average_replicated_gradients, reshard_backbone
 from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
@@ -592,4 +593,4 @@ def tensorboard_writer(output_dir: Path, config: TrainConfig):
         from torch.utils.tensorboard import SummaryWriter
     except ImportError:  # tensorboard not installed: logging is optional
         return None
-    return SummaryWriter(log_dir=str(output_dir / "tensorboard"))
+    return SummaryWriter(log_dir=str(output_dir / TENSORBOARD_DIR))
