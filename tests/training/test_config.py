@@ -119,7 +119,7 @@ def test_a_quantized_backbone_without_cuda_is_refused_before_loading(
         assert f"--backbone-quantization {quantization}: " in err and "needs CUDA and bitsandbytes" in err
 
 
-def test_bf16_backbone_under_fp16_autocast_is_refused(
+def test_half_backbone_under_the_other_half_autocast_is_refused(
     tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
 ) -> None:
     monkeypatch.setattr(engine, "load_backbone", _no_loading)
@@ -135,6 +135,12 @@ def test_bf16_backbone_under_fp16_autocast_is_refused(
     assert code == 2 and "--backbone-dtype auto (bf16 on this machine) with --mixed-precision fp16" in err
     monkeypatch.setattr(precision, "native_bf16", lambda: False)  # ... and passes where it picks fp32
     preflight.check_backbone_options(TrainConfig(backbone_dtype="auto", mixed_precision="fp16"))
+    # the mirror pair fails the same way in LayerNorm (fp16 weights, bf16 inputs), so it is refused alike
+    argv[argv.index("--backbone-dtype") + 1] = "fp16"
+    argv[argv.index("--mixed-precision") + 1] = "bf16"
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "--backbone-dtype fp16 with --mixed-precision bf16 cannot run" in err, err
+    preflight.check_backbone_options(TrainConfig(backbone_dtype="fp16", mixed_precision="fp16"))
 
 
 def _no_loading(*args, **kwargs):

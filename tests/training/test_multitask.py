@@ -13,7 +13,7 @@ from tiny_models import save_tiny_bert
 from transformers import AutoTokenizer, BertModel
 
 from ptuning.cli import main
-from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
 from ptuning.core.config import ConfigError
 from ptuning.tasks.registry import get_task
 from ptuning.training.config import TrainConfig
@@ -28,6 +28,7 @@ from ptuning.training.multitask import (
     task_probabilities,
     train_multitask,
 )
+from ptuning.training.preflight import check_init_prefix
 
 TASKS = ["superglue-rte", "copa"]
 
@@ -220,6 +221,73 @@ def test_single_task_run_starts_from_the_mpt2_prefix_with_a_new_head(
         source.heads["superglue-rte"].linear.weight,
     )
     assert new_head.shape == old_head.shape and not torch.equal(new_head, old_head)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "expected"),
+    [
+        ({"prefix_layers": [1]}, "prefix layers: [0, 1] there, [1] now"),
+        ({"position_mode": "shift"}, "position_mode: keep there, shift now"),
+        ({"prefix_length": 8}, "prefix_length: 4 there, 8 now"),
+        ({"method": "prefix-mlp"}, "a table there, an MLP now"),
+        (
+            {"method": "prompt-tuning"},
+            "holds a deep prefix (ptuning-v2 / prefix-mlp), this run trains input prompts",
+        ),
+    ],
+)
+def test_a_prefix_that_would_land_elsewhere_is_refused_naming_both_sides(
+    mpt2_run, tiny_model_dir, tmp_path, overrides, expected
+) -> None:
+    """Same table width is not enough: layer 0's keys must not silently become layer 1's."""
+    config, _ = mpt2_run
+    checkpoint = str(Path(config.output_dir) / "checkpoint")
+    target = tiny_config(
+        tiny_model_dir, tmp_path / "t", task="copa", init_prefix_from=checkpoint, **overrides
+    )
+    with pytest.raises(CheckpointError) as refused:
+        build_model(target, get_task("copa"))
+    assert checkpoint in str(refused.value) and expected in str(refused.value)
+
+
+def test_a_method_without_a_prefix_cannot_be_seeded(mpt2_run, tmp_path) -> None:
+    config, _ = mpt2_run
+    for method in ("finetune", "linear-probe"):
+        seeded = TrainConfig(
+            method=method, init_prefix_from=config.output_dir, output_dir=str(tmp_path / method)
+        )
+        with pytest.raises(ConfigError, match=f"method '{method}' has none"):
+            check_init_prefix(seeded)
+
+
+def test_a_prefix_mlp_donor_seeds_a_table_with_its_collapsed_output(tiny_model_dir, tmp_path) -> None:
+    donor_config = tiny_config(tiny_model_dir, tmp_path / "mlp", task="copa", method="prefix-mlp")
+    donor, _ = build_model(donor_config, get_task("copa"))
+    save_checkpoint(donor, tmp_path / "mlp-checkpoint")
+    target_config = tiny_config(
+        tiny_model_dir, tmp_path / "t", task="copa", init_prefix_from=str(tmp_path / "mlp-checkpoint")
+    )
+    model, _ = build_model(target_config, get_task("copa"))
+    with torch.no_grad():
+        expected = donor.prefixes["copa"].table()
+    assert model.prefixes["copa"].mlp is None
+    assert torch.allclose(model.prefixes["copa"].table(), expected, atol=1e-6)
+
+
+def test_seeding_a_prefix_leaves_the_backbone_restorable(mpt2_run, tiny_model_dir, tmp_path) -> None:
+    """The donor model shares the backbone only while its prefix is copied."""
+    config, _ = mpt2_run
+    seeded = tiny_config(
+        tiny_model_dir,
+        tmp_path / "t",
+        task="copa",
+        init_prefix_from=str(Path(config.output_dir) / "checkpoint"),
+    )
+    model, _ = build_model(seeded, get_task("copa"))
+    attention = model.backbone.config._attn_implementation
+    backbone = model.detach_backbone()
+    assert all(parameter.requires_grad for parameter in backbone.parameters())  # unfrozen, as loaded
+    assert backbone.config._attn_implementation != attention  # the prefix-aware attention is gone
 
 
 def test_resumed_multitask_run_ends_where_the_uninterrupted_one_does(

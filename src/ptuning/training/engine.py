@@ -19,15 +19,17 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.utils import set_seed
+from torch import nn
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint
 from ptuning.core.compilation import CompileStats, compile_backbone
-from ptuning.core.config import ConfigError, Method
+from ptuning.core.config import ConfigError, Method, PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
 from ptuning.core.precision import AUTO_DTYPE, resolve_auto
+from ptuning.core.prefix import PrefixEncoder, PromptEmbedding
 from ptuning.tasks.base import DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
@@ -313,20 +315,63 @@ def read_through_pretrained_pooler(model: PromptModel, task: str, model_name: st
 
 
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
-    """Start from a trained prefix (e.g. multi-task pre-training); the head stays new."""
+    """Start from a trained prefix (e.g. multi-task pre-training); the head stays new.
+
+    The donor must put its numbers where this run reads them: the same kind of prefix, length, layers and
+    position numbering; a prefix-mlp donor seeds a ptuning-v2 run through its collapsed table. The donor model
+    shares the backbone only while the prefix is copied, so that ``detach_backbone`` can still restore it.
+    """
     source = load_checkpoint(checkpoint_dir, backbone=model.backbone, prefix_only=True)
-    names = set(source.prefixes)
-    if len(names) != 1:
+    try:
+        names = set(source.prefixes)
+        if len(names) != 1:
+            raise CheckpointError(
+                f"{checkpoint_dir} holds prefixes {sorted(names)}; --init-prefix-from needs exactly one"
+            )
+        donor = source.prefixes[names.pop()]
+        target = model.prefixes[model.task_prefix[task]]
+        donor = _fitting_donor(donor, target, source.prefix_config, model.prefix_config, checkpoint_dir)
+        target.load_state_dict(donor.state_dict())
+    finally:
+        source.detach_backbone()
+
+
+def _fitting_donor(
+    donor: nn.Module, target: nn.Module, given: PrefixConfig, wanted: PrefixConfig, where: str
+):
+    """``donor`` in the form ``target`` loads, or a CheckpointError naming what differs (there vs this run)."""
+    kinds = {
+        PrefixEncoder: "a deep prefix (ptuning-v2 / prefix-mlp)",
+        PromptEmbedding: "input prompts (prompt-tuning)",
+    }
+    if type(donor) is not type(target):
         raise CheckpointError(
-            f"{checkpoint_dir} holds prefixes {sorted(names)}; --init-prefix-from needs exactly one"
+            f"--init-prefix-from {where}: it holds {kinds[type(donor)]}, this run trains {kinds[type(target)]}"
         )
-    donor = source.prefixes[names.pop()]
-    target = model.prefixes[model.task_prefix[task]]
-    if type(donor) is not type(target) or donor.prefix_length != target.prefix_length:
+    differences = [f"prefix_length: {donor.prefix_length} there, {target.prefix_length} now"]
+    differences = differences if donor.prefix_length != target.prefix_length else []
+    if isinstance(donor, PrefixEncoder):
+        if donor.layer_indices != target.layer_indices:
+            differences.append(
+                f"prefix layers: {list(donor.layer_indices)} there, {list(target.layer_indices)} now"
+            )
+        if given.position_mode is not wanted.position_mode:
+            differences.append(f"position_mode: {given.position_mode} there, {wanted.position_mode} now")
+        if donor.width != target.width:
+            differences.append(f"key/value width per position: {donor.width} there, {target.width} now")
+        if donor.mlp is not None and target.mlp is None:
+            donor = donor.collapse()  # the MLP's output is the table a ptuning-v2 run trains
+        elif donor.mlp is None and target.mlp is not None:
+            differences.append("reparameterization: a table there, an MLP now (a table cannot seed an MLP)")
+        elif donor.mlp is not None and donor.config.mlp_hidden_size != target.config.mlp_hidden_size:
+            differences.append(
+                f"mlp_hidden_size: {donor.config.mlp_hidden_size} there, {target.config.mlp_hidden_size} now"
+            )
+    if differences:
         raise CheckpointError(
-            f"{checkpoint_dir}: its prefix ({donor.prefix_length} slots) does not fit this run's"
+            f"--init-prefix-from {where}: its prefix does not fit this run's ({'; '.join(differences)})"
         )
-    target.load_state_dict(donor.state_dict())
+    return donor
 
 
 # ============================================================================================ helpers

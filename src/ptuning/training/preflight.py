@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from ptuning.core.config import ConfigError
+from ptuning.core.config import ConfigError, Method
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
 from ptuning.core.kinds import HeadKind
 from ptuning.core.precision import resolve_auto
@@ -34,6 +34,7 @@ def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
     check_sharding(config)
     check_pooling(config, head_kinds)
     check_positions(config)
+    check_init_prefix(config)
 
 
 def check_output_dir(output_dir: Path) -> None:
@@ -80,7 +81,8 @@ def check_attention(implementation: str) -> None:
 
 def check_backbone_options(config: TrainConfig) -> None:
     """A quantized backbone trains only through bitsandbytes on CUDA (int8 on CPU is for inference:
-    ``ptuning predict/serve --backbone-quantization int8``); bf16 weights cannot run under fp16 autocast."""
+    ``ptuning predict/serve --backbone-quantization int8``); bf16 weights cannot run under fp16 autocast, nor
+    fp16 weights under bf16 autocast."""
     if config.backbone_quantization is not None:
         try:
             loading_kwargs(config.backbone_quantization)  # refuses without CUDA or bitsandbytes
@@ -88,11 +90,26 @@ def check_backbone_options(config: TrainConfig) -> None:
             raise ConfigError(
                 f"{flag_name('backbone_quantization')} {config.backbone_quantization}: {error}"
             ) from None
-    if resolve_auto(config.backbone_dtype) == "bf16" and config.mixed_precision == "fp16":
-        chosen = "bf16" if config.backbone_dtype == "bf16" else "auto (bf16 on this machine)"
+    stored = resolve_auto(config.backbone_dtype)
+    if (
+        stored in ("bf16", "fp16")
+        and config.mixed_precision in ("bf16", "fp16")
+        and stored != config.mixed_precision
+    ):
+        chosen = stored if config.backbone_dtype == stored else f"auto ({stored} on this machine)"
         raise ConfigError(
-            f"{flag_name('backbone_dtype')} {chosen} with {flag_name('mixed_precision')} fp16 cannot run (LayerNorm "
-            "gets bf16 weights and fp16 inputs); use --mixed-precision bf16 or no"
+            f"{flag_name('backbone_dtype')} {chosen} with {flag_name('mixed_precision')} {config.mixed_precision} "
+            f"cannot run (LayerNorm gets {stored} weights and {config.mixed_precision} inputs); use "
+            f"--mixed-precision {stored} or no"
+        )
+
+
+def check_init_prefix(config: TrainConfig) -> None:
+    """--init-prefix-from seeds this run's prefix: a method without one has nothing to seed."""
+    if config.init_prefix_from and not Method(config.method).uses_prefix:
+        raise ConfigError(
+            f"{flag_name('init_prefix_from')} seeds the prefix; method {config.method!r} has none (use "
+            "ptuning-v2, prefix-mlp or prompt-tuning)"
         )
 
 
