@@ -6,6 +6,7 @@ import argparse
 import importlib.util
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -29,6 +30,7 @@ from ptuning.training.multitask import (
     train_multitask,
 )
 from ptuning.training.preflight import check_init_prefix
+from ptuning.training.trainer import Trainer, primary_fraction
 
 TASKS = ["superglue-rte", "copa"]
 
@@ -409,3 +411,25 @@ def test_multitask_file_errors_name_the_file_and_field(tiny_model_dir, data_dirs
     argv = ["train", "--tasks", "copa", "--config", str(config_file), f"--task-data=copa={data_dirs['copa']}"]
     assert main(argv) == 2
     assert f"{config_file}: learning_rate must be a number (float); got 'fast'" in capsys.readouterr().err
+
+
+def test_the_best_mean_compares_tasks_as_fractions_and_a_nan_counts_as_zero() -> None:
+    """SQuAD's F1 is in percent: half a point of it must not outweigh an SST-2 collapse to chance."""
+    squad, sst2, stsb = get_task("squad"), get_task("sst2"), get_task("stsb")
+    assert primary_fraction(squad, {"f1": 40.5, "exact_match": 30.0}) == pytest.approx(0.405)
+    assert primary_fraction(sst2, {"accuracy": 0.91}) == 0.91
+    assert primary_fraction(stsb, {"pearson": float("nan")}) == 0.0  # a constant prediction
+    assert primary_fraction(sst2, {"loss": 0.3}) is None
+    before = (primary_fraction(squad, {"f1": 40.0}) + primary_fraction(sst2, {"accuracy": 0.91})) / 2
+    after = (primary_fraction(squad, {"f1": 40.5}) + primary_fraction(sst2, {"accuracy": 0.52})) / 2
+    assert after < before
+
+
+def test_a_nan_score_does_not_freeze_the_kept_checkpoint() -> None:
+    kept = []
+    trainer = SimpleNamespace(
+        progress={"best": None, "best_epoch": None, "best_update": None}, _save_best=kept.append
+    )
+    for update, score in ((1, float("nan")), (2, 0.6), (3, 0.8), (4, float("nan"))):
+        Trainer._keep_if_best(trainer, {"update": update}, float(update), score)
+    assert [entry["update"] for entry in kept] == [1, 2, 3] and trainer.progress["best_update"] == 3

@@ -62,6 +62,7 @@ class Task:
     head: HeadKind
     label_names: list[str] | None = None  # None for regression, QA and causal LM
     primary_metric: str  # the metric that selects the best checkpoint, e.g. "accuracy", "f1"
+    primary_scale: float = 1.0  # 100.0 where scores are percentages: tasks' scores are compared as fractions
     splits: dict[str, str] = {}  # split name -> default file name inside the data directory
     description: str = ""
 

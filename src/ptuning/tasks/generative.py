@@ -51,6 +51,7 @@ class GenerativeTask(Task):
     head = HeadKind.CAUSAL_LM
     label_names = None
     primary_metric = "rougeL"
+    primary_scale = 100.0  # every generative task scores in percent (text_metrics)
     default_max_new_tokens = 64
 
     def __init__(

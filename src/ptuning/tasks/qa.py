@@ -141,6 +141,7 @@ class QaTask(Task):
     head = HeadKind.QUESTION_ANSWERING
     label_names = None
     primary_metric = "f1"
+    primary_scale = 100.0
     version_2 = False  # SQuAD 2.0: unanswerable questions, null answers
 
     def __init__(

@@ -341,14 +341,14 @@ class Trainer:
         tests = {name: s["test"] for name, s in scores.items() if "test" in s}
         if tests:
             entry["test"] = tests
-        primaries = [entry["dev"][name].get(self.data[name].task.primary_metric) for name in entry["dev"]]
-        primaries = [p for p in primaries if p is not None]
-        entry["mean_primary"] = _mean(primaries)
+        fractions = [primary_fraction(self.data[name].task, scores) for name, scores in entry["dev"].items()]
+        entry["mean_primary"] = _mean([fraction for fraction in fractions if fraction is not None])
         return entry
 
     def _keep_if_best(self, entry: dict[str, Any], epoch: float, score: float | None) -> None:
         """Save the checkpoint if this evaluation beats the best so far (the first one always counts)."""
         progress = self.progress
+        score = None if score is None or math.isnan(score) else score  # a NaN would win no later comparison
         if progress["best"] is None or (score is not None and score > progress["best"]):
             progress["best"], progress["best_epoch"], progress["best_update"] = score, epoch, entry["update"]
             self._save_best(entry)
@@ -580,6 +580,16 @@ def _mixing(config: TrainConfig, data: dict[str, TaskData]) -> dict[str, Any]:
         "sampling": config.sampling,
         "temperature": config.temperature,
     }
+
+
+def primary_fraction(task: Task, scores: dict[str, Any]) -> float | None:
+    """A task's primary dev score as a fraction, so that in a multi-task mean SQuAD's F1 in percent does not
+    outweigh an accuracy. NaN (the Pearson of a constant prediction) counts as 0, as MCC scores a constant
+    prediction: a NaN mean would win no comparison and freeze the checkpoint."""
+    score = scores.get(task.primary_metric)
+    if score is None:
+        return None
+    return 0.0 if math.isnan(score) else score / task.primary_scale
 
 
 def _mean(values: list[float]) -> float | None:
