@@ -375,6 +375,11 @@ def test_bad_task_lists_are_config_errors_before_any_loading(tmp_path) -> None:
         train_multitask(config, ["copa", "copa"], {"copa": "x"})
     with pytest.raises(ConfigError, match="shares a prefix"):
         train_multitask(TrainConfig(method="finetune"), ["copa"], {"copa": "x"})
+    for generative in ("seq2seq-lm", "causal-lm"):  # an LM head model cannot serve an encoder head too
+        with pytest.raises(
+            ConfigError, match=f"{generative} tasks cannot share a prefix with tasks of another"
+        ):
+            train_multitask(config, [generative, "sst2"], {generative: "x", "sst2": "x"})
     assert not (tmp_path / "x").exists()
 
 

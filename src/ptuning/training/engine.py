@@ -209,8 +209,10 @@ def _check_multitask(config: TrainConfig, names: list[str]) -> None:
             f"prompt-tuning, got {config.method!r}"
         )
     heads = {get_task(name).head for name in names}
-    if HeadKind.CAUSAL_LM in heads and heads != {HeadKind.CAUSAL_LM}:
-        raise ConfigError("causal-lm tasks cannot share a prefix with encoder tasks in one run")
+    generative = heads & {HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM}
+    if generative and len(heads) > 1:  # each needs its own model class (an LM head), the others none
+        kind = " and ".join(sorted(generative))
+        raise ConfigError(f"{kind} tasks cannot share a prefix with tasks of another kind in one run")
     if int(os.environ.get("WORLD_SIZE", "1")) > 1:
         # the heads a batch does not use would stall DDP's gradient reduction
         raise ConfigError("multi-task training runs in one process; launch it without accelerate/torchrun")
