@@ -311,10 +311,10 @@ def _check_task(name: str | None, task_options: dict[str, Any]) -> None:
 def _check_model(name: str | None) -> None:
     """Fail in seconds, not after minutes of hub retries: a folder must hold a model, a path must exist, and
     a hub id needs the hub or the local Hugging Face cache."""
-    from ptuning.core.backbones import PACKAGED_MINILM, PACKAGED_SMOLLM2, BackboneNotFoundError
+    from ptuning.core.backbones import PACKAGED_MINILM, PACKAGED_MODELS, BackboneNotFoundError
     from ptuning.tasks.readers import hub_offline, hub_reachable
 
-    if not name or name in (PACKAGED_MINILM, PACKAGED_SMOLLM2):
+    if not name or name in PACKAGED_MODELS:
         return
     path = Path(name).expanduser()
     if path.is_dir():

@@ -20,6 +20,7 @@ from ptuning.core.quantization import loading_kwargs
 PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
 PACKAGED_MPNET = "mpnet"
+PACKAGED_MODELS = (PACKAGED_MINILM, PACKAGED_SMOLLM2, PACKAGED_MPNET)
 # transformers' refusal of an attention implementation a model class does not have (DeBERTa-v2, MPNet and
 # Gemma 2 have no sdpa): the model then loads with its own eager attention.
 _NO_SDPA = "does not support an attention implementation through torch.nn.functional.scaled_dot_product"
@@ -42,7 +43,7 @@ def packaged_minilm_path() -> Path:
 
 
 def resolve_model_path(name_or_path: str) -> str:
-    """Map packaged short names to folders; leave paths and hub ids as they are."""
+    """Map packaged short names to folders and expand ``~``; leave other paths and hub ids as they are."""
     if name_or_path == PACKAGED_MINILM:
         return str(packaged_minilm_path())
     if name_or_path == PACKAGED_SMOLLM2:
@@ -53,7 +54,16 @@ def resolve_model_path(name_or_path: str) -> str:
         from ptuning.core.packaged import mpnet_path  # split zip, unpacked once
 
         return str(mpnet_path())
-    return name_or_path
+    return str(Path(name_or_path).expanduser()) if name_or_path.startswith("~") else name_or_path
+
+
+def recorded_name(name_or_path: str) -> str:
+    """What a checkpoint records as its base model: a packaged name or hub id as given, a local folder as an
+    absolute path (a relative one would load only from the folder the run was started in)."""
+    if name_or_path in PACKAGED_MODELS:
+        return name_or_path
+    path = Path(resolve_model_path(name_or_path))
+    return str(path.resolve()) if path.is_dir() else name_or_path
 
 
 def load_backbone(
@@ -78,8 +88,14 @@ def load_backbone(
             f"model folder {path} holds no config.json; expected a Hugging Face model folder (a prompt "
             "checkpoint, a run or a data folder is not one)"
         )
+    if Path(path).is_dir() and not any(Path(path).glob("*.safetensors")) and any(Path(path).glob("*.bin")):
+        raise BackboneNotFoundError(
+            f"model folder {path} holds only pickled weights (*.bin); loading never unpickles: re-save the model "
+            "with save_pretrained (safetensors)"
+        )
     loader = AutoModelForCausalLM if causal_lm else AutoModel
-    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation}
+    # safetensors only, from a folder or the hub: a .bin fallback would unpickle
+    kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = backbone_dtype(dtype)
     for key, value in loading_kwargs(quantization).items():
@@ -89,7 +105,9 @@ def load_backbone(
         kwargs["add_pooling_layer"] = False
     try:
         tokenizer = AutoTokenizer.from_pretrained(path)
-        if causal_lm and getattr(AutoConfig.from_pretrained(path), "is_encoder_decoder", False):
+        config = AutoConfig.from_pretrained(path)
+        _check_tokenizer(path, tokenizer, config)
+        if causal_lm and getattr(config, "is_encoder_decoder", False):
             loader = AutoModelForSeq2SeqLM
         with _without_load_report():
             model, loading = _from_pretrained(loader, path, kwargs)
@@ -114,9 +132,21 @@ def load_backbone(
     model.config.pad_token_id = (
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
-    model.ptuning_source = name_or_path
+    model.ptuning_source = recorded_name(name_or_path)
     _report_missing(name_or_path, loading.get("missing_keys") or [])
     return model, tokenizer
+
+
+def _check_tokenizer(path: str, tokenizer: Any, config: Any) -> None:
+    """A folder saved without its tokenizer files still yields a tokenizer (transformers 5 builds an empty one
+    from the config's class), which turns every word into [UNK]; every score would then be quietly wrong."""
+    vocabulary = getattr(config, "vocab_size", None)
+    if isinstance(vocabulary, int) and len(tokenizer) < vocabulary // 2:
+        raise BackboneNotFoundError(
+            f"{path}: its tokenizer has {len(tokenizer)} tokens for the model's {vocabulary}, so the folder lacks "
+            "its tokenizer files (tokenizer.json, vocab.txt, ...); save them beside the model with "
+            "tokenizer.save_pretrained(folder)"
+        )
 
 
 class _NoLoadReport(logging.Filter):
