@@ -229,7 +229,6 @@ def test_single_task_run_starts_from_the_mpt2_prefix_with_a_new_head(
     ("overrides", "expected"),
     [
         ({"prefix_layers": [1]}, "prefix layers: [0, 1] there, [1] now"),
-        ({"position_mode": "shift"}, "position_mode: keep there, shift now"),
         ({"prefix_length": 8}, "prefix_length: 4 there, 8 now"),
         ({"method": "prefix-mlp"}, "a table there, an MLP now"),
         (
@@ -250,6 +249,18 @@ def test_a_prefix_that_would_land_elsewhere_is_refused_naming_both_sides(
     with pytest.raises(CheckpointError) as refused:
         build_model(target, get_task("copa"))
     assert checkpoint in str(refused.value) and expected in str(refused.value)
+
+
+def test_a_prefix_learnt_for_other_positions_seeds_with_a_warning(mpt2_run, tiny_model_dir, tmp_path) -> None:
+    config, _ = mpt2_run
+    checkpoint = str(Path(config.output_dir) / "checkpoint")
+    target = tiny_config(
+        tiny_model_dir, tmp_path / "t", task="copa", init_prefix_from=checkpoint, position_mode="shift"
+    )
+    with pytest.warns(UserWarning, match="trained with position_mode 'keep', this run uses 'shift'"):
+        model, _ = build_model(target, get_task("copa"))
+    shared = load_checkpoint(checkpoint).prefixes[SHARED_PREFIX].embedding.weight
+    assert torch.equal(model.prefixes["copa"].embedding.weight, shared)
 
 
 def test_a_method_without_a_prefix_cannot_be_seeded(mpt2_run, tmp_path) -> None:

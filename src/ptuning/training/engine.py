@@ -12,6 +12,7 @@ import json
 import os
 import shutil
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -320,7 +321,8 @@ def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
     """Start from a trained prefix (e.g. multi-task pre-training); the head stays new.
 
     The donor must put its numbers where this run reads them: the same kind of prefix, length, layers and
-    position numbering; a prefix-mlp donor seeds a ptuning-v2 run through its collapsed table. The donor model
+    width; a prefix-mlp donor seeds a ptuning-v2 run through its collapsed table. Another position numbering
+    (a PEFT adapter's shifted positions in a keep run) is a warning: training adapts a start. The donor model
     shares the backbone only while the prefix is copied, so that ``detach_backbone`` can still restore it.
     """
     source = load_checkpoint(checkpoint_dir, backbone=model.backbone, prefix_only=True)
@@ -357,8 +359,13 @@ def _fitting_donor(
             differences.append(
                 f"prefix layers: {list(donor.layer_indices)} there, {list(target.layer_indices)} now"
             )
-        if given.position_mode is not wanted.position_mode:
-            differences.append(f"position_mode: {given.position_mode} there, {wanted.position_mode} now")
+        if given.position_mode is not wanted.position_mode:  # a start that training adapts, so not refused
+            warnings.warn(
+                f"--init-prefix-from {where}: its prefix was trained with position_mode '{given.position_mode}', "
+                f"this run uses '{wanted.position_mode}': it starts from keys and values learnt for other "
+                f"positions (--position-mode {given.position_mode} would match them)",
+                stacklevel=2,
+            )
         if donor.width != target.width:
             differences.append(f"key/value width per position: {donor.width} there, {target.width} now")
         if donor.mlp is not None and target.mlp is None:
