@@ -5,7 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from training_tiny import save_tiny_bert, train_args, write_conll2003, write_squad, write_sst2
+from training_tiny import (
+    save_tiny_bert,
+    train_args,
+    uneven_sentences,
+    write_conll2003,
+    write_squad,
+    write_sst2,
+)
 
 from ptuning.cli import main
 
@@ -33,6 +40,11 @@ def sst2_dir(tmp_path_factory) -> str:
 @pytest.fixture(scope="session")
 def conll_dir(tmp_path_factory) -> str:
     return write_conll2003(tmp_path_factory.mktemp("conll2003"))
+
+
+@pytest.fixture(scope="session")
+def uneven_conll_dir(tmp_path_factory) -> str:
+    return write_conll2003(tmp_path_factory.mktemp("conll2003-uneven"), uneven_sentences())
 
 
 @pytest.fixture(scope="session")

@@ -22,7 +22,7 @@ from safetensors.torch import load_file
 from training_tiny import subprocess_env, train_args
 
 from ptuning.cli import main
-from ptuning.training.schedule import shard_batches
+from ptuning.training.schedule import process_share, window_weight
 
 pytestmark = pytest.mark.skipif(
     not torch.distributed.is_available() or not torch.distributed.is_gloo_available(),
@@ -30,23 +30,33 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def run_args(model: str, data: str, output_dir) -> list[str]:
+def run_args(model: str, data: str, output_dir, task: str = "sst2") -> list[str]:
     return train_args(
         model,
         data,
         output_dir,
         *("--epochs", "2", "--max-train-samples", "29", "--test-split", "none"),
         *("--prefix-dropout", "0", "--head-dropout", "0", "--seed", "5", "--save-every-steps", "1000"),
+        task=task,
     )
 
 
 @pytest.mark.ddp
-def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_dir, tmp_path) -> None:
+@pytest.mark.parametrize(
+    ("task", "data", "updates"),
+    [("sst2", "sst2_dir", 8), ("conll2003", "uneven_conll_dir", 4)],  # a mean over examples, over tokens
+)
+def test_two_processes_train_the_same_prefix_as_one(
+    tiny_bert_no_dropout, task, data, updates, tmp_path, request
+) -> None:
+    """For tagging, shares of one batch hold different numbers of labelled tokens: each token must count
+    alike, as in one process's mean over the whole batch."""
     torchrun = shutil.which("torchrun", path=str(Path(sys.executable).parent))
     if torchrun is None:
         pytest.skip("torchrun is not installed next to this Python")
+    data = request.getfixturevalue(data)
     one, two = tmp_path / "one-process", tmp_path / "two-processes"
-    assert main(run_args(tiny_bert_no_dropout, sst2_dir, one)) == 0
+    assert main(run_args(tiny_bert_no_dropout, data, one, task)) == 0
 
     started = time.perf_counter()
     result = subprocess.run(
@@ -57,7 +67,7 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
             "2",
             str(Path(__file__).parent / "cli_under_torchrun.py"),
         ]
-        + run_args(tiny_bert_no_dropout, sst2_dir, two),
+        + run_args(tiny_bert_no_dropout, data, two, task),
         capture_output=True,
         text=True,
         env=subprocess_env(),
@@ -74,7 +84,7 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
     print(f"2-process run: {seconds:.1f} s")
 
     summaries = [json.loads((folder / "summary.json").read_text()) for folder in (one, two)]
-    assert summaries[0]["updates"] == summaries[1]["updates"] == 8  # 4 global batches per epoch
+    assert summaries[0]["updates"] == summaries[1]["updates"] == updates  # global batches of 8, 2 epochs
     expected = load_file(one / "checkpoint" / "prompt.safetensors")
     parallel = load_file(two / "checkpoint" / "prompt.safetensors")
     assert expected.keys() == parallel.keys()
@@ -90,8 +100,9 @@ def test_two_processes_train_the_same_prefix_as_one(tiny_bert_no_dropout, sst2_d
 
 def test_shards_split_every_global_batch_and_weight_uneven_shares() -> None:
     batches = [[0, 1, 2, 3], [4, 5, 6], [7]]
-    shards0, weights0 = shard_batches(batches, rank=0, world=2)
-    shards1, weights1 = shard_batches(batches, rank=1, world=2)
-    assert shards0 == [[0, 2], [4, 6], [7]] and shards1 == [[1, 3], [5], [7]]
-    assert weights0 == [1.0, 4 / 3, 2.0] and weights1 == [1.0, 2 / 3, 0.0]  # rank 1 runs [7] with weight 0
-    assert shard_batches(batches, rank=0, world=1) == (batches, [1.0, 1.0, 1.0])
+    assert [process_share(batch, 0, 2) for batch in batches] == [[0, 2], [4, 6], [7]]
+    assert [process_share(batch, 1, 2) for batch in batches] == [[1, 3], [5], [7]]  # [7] again, weighted 0
+    # per-example losses: a share of n of N examples weighs n * world / N (each batch its own window)
+    weights = [[window_weight(n, "t", [("t", len(batch))], 2, 1) for n in shares] for batch, shares in
+               zip(batches, ([2, 2], [2, 1], [1, 0]), strict=True)]  # fmt: skip
+    assert weights == [[1.0, 1.0], [4 / 3, 2 / 3], [2.0, 0.0]]

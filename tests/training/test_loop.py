@@ -22,8 +22,10 @@ from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core import precision
 from ptuning.core.checkpoint import read_checkpoint_config
+from ptuning.core.kinds import HeadKind
 from ptuning.training import engine, state, trainer
 from ptuning.training.config import TrainConfig
+from ptuning.training.schedule import loss_units, window_weight
 
 
 @pytest.mark.parametrize("rate", ["1e30", "1e38"])
@@ -286,3 +288,45 @@ def test_under_deepspeed_its_engine_clips_and_a_different_bound_is_printed(engin
     assert Trainer._clip_norm(loop) == 1.0
     loop.config = TrainConfig(max_grad_norm=0)
     assert Trainer._clip_norm(loop) is None
+
+
+def test_an_accumulated_tagging_update_is_the_token_mean_of_the_whole_window(
+    tiny_bert_no_dropout, uneven_conll_dir, tmp_path, capsys
+) -> None:
+    """Two micro-batches of 4 sentences make the update one batch of 8 makes: every labelled token counts
+    the same, not each micro-batch's mean (sentences of 1 to 9 words make the two differ)."""
+    common = ("--epochs", "2", "--test-split", "none", "--no-group-by-length", "--max-grad-norm", "0")
+    common += ("--prefix-dropout", "0", "--head-dropout", "0", "--seed", "3", "--save-every-steps", "1000")
+    states = []
+    for name, sizes in (
+        ("one", ("--batch-size", "8")),
+        ("two", ("--batch-size", "4", "--gradient-accumulation-steps", "2")),
+    ):
+        output_dir = tmp_path / name
+        args = train_args(tiny_bert_no_dropout, uneven_conll_dir, output_dir, *common, task="conll2003")
+        code, _, err = run_cli([*args, *sizes], capsys)  # sizes last: they replace train_args' batch size
+        assert code == 0, err
+        assert json.loads((output_dir / "summary.json").read_text())["updates"] == 4  # 12 sentences, 2 epochs
+        states.append(load_file(output_dir / "training_state" / "state.safetensors"))
+    trained = [name for name in states[0] if name.startswith("model.")]
+    assert trained
+    for name in trained:
+        torch.testing.assert_close(states[1][name], states[0][name], rtol=0, atol=1e-5, msg=name)
+
+
+def test_window_weights_count_every_labelled_unit_alike() -> None:
+    # a window of two micro-batches holding 10 and 30 tokens, accumulation 2, one process
+    first, second = (window_weight(units, "t", [("t", 10), ("t", 30)], 1, 2) for units in (10, 30))
+    assert (first, second) == (0.5, 1.5)  # (0.5 m1 + 1.5 m2) / 2 = (10 m1 + 30 m2) / 40, the token mean
+    # a mixed multi-task window: each task keeps its share of micro-batches, whatever its units are
+    assert [window_weight(u, t, [("a", 10), ("b", 4)], 1, 2) for t, u in (("a", 10), ("b", 4))] == [
+        1,
+        1,
+    ]
+    # two processes splitting 30 tokens 20 + 10
+    assert [window_weight(u, "t", [("t", 30)], 2, 1) for u in (20, 10)] == [4 / 3, 2 / 3]
+    # a causal LM scores every label but the first (nothing predicts it); a tagger every label
+    features = [{"labels": [-100, -100, 5, 6]}, {"labels": [7, 8, -100]}]
+    assert loss_units(features, HeadKind.CAUSAL_LM) == 3
+    assert loss_units(features, HeadKind.TOKEN_CLASSIFICATION) == 4
+    assert loss_units(features, HeadKind.CLASSIFICATION) == 2

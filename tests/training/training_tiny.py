@@ -35,14 +35,22 @@ def write_sst2(folder: Path) -> str:
     return str(folder)
 
 
-def write_conll2003(folder: Path) -> str:
+SENTENCES = [
+    [("EU", "B-ORG"), ("rejects", "O"), ("German", "B-MISC"), ("call", "O")],
+    [("Peter", "B-PER"), ("Blackburn", "I-PER"), ("visits", "O"), ("London", "B-LOC")],
+    [("Japan", "B-LOC"), ("beat", "O"), ("Syria", "B-LOC")],
+    [("Reuters", "B-ORG"), ("reports", "O"), ("from", "O"), ("Paris", "B-LOC")],
+]
+
+
+def uneven_sentences(count: int = 12) -> list[list[tuple[str, str]]]:
+    """Sentences of 1 to 9 words: batches then hold very different numbers of labelled tokens."""
+    words = [word for sentence in SENTENCES for word in sentence]
+    return [[words[(i + j) % len(words)] for j in range(1 + (i * 5) % 9)] for i in range(count)]
+
+
+def write_conll2003(folder: Path, sentences: list[list[tuple[str, str]]] = SENTENCES) -> str:
     """CoNLL-2003 layout: 'token POS chunk NER' lines, a blank line between sentences."""
-    sentences = [
-        [("EU", "B-ORG"), ("rejects", "O"), ("German", "B-MISC"), ("call", "O")],
-        [("Peter", "B-PER"), ("Blackburn", "I-PER"), ("visits", "O"), ("London", "B-LOC")],
-        [("Japan", "B-LOC"), ("beat", "O"), ("Syria", "B-LOC")],
-        [("Reuters", "B-ORG"), ("reports", "O"), ("from", "O"), ("Paris", "B-LOC")],
-    ]
     body = "\n\n".join("\n".join(f"{word} NN O {tag}" for word, tag in sentence) for sentence in sentences)
     folder.mkdir(parents=True, exist_ok=True)
     for name in ("train.txt", "valid.txt", "test.txt"):

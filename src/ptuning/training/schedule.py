@@ -22,6 +22,7 @@ from collections.abc import Iterator
 import numpy as np
 
 from ptuning.core.config import ConfigError
+from ptuning.core.kinds import HeadKind
 from ptuning.tasks.collate import length_grouped_batches
 
 SAMPLING_RULES = ("proportional", "temperature")
@@ -96,17 +97,40 @@ def mixed_schedule(
     return [(name, next(sources[name])) for name in order]
 
 
-def shard_batches(batches: list[list[int]], rank: int, world: int) -> tuple[list[list[int]], list[float]]:
-    """This process's share of every global batch, and the weight that makes DDP's gradient average equal the
-    one-process gradient of the whole batch (for losses that are means over examples).
+def process_share(batch: list[int], rank: int, world: int) -> list[int]:
+    """What process ``rank`` of ``world`` runs of a global batch: every world-th example from its rank. A
+    process left without examples (a batch smaller than the world) runs the batch's first example, weighted 0
+    (``window_weight`` of no units), so that every process still joins the gradient all-reduce."""
+    return batch[rank::world] or batch[:1]
 
-    A share of n of the batch's N examples is weighted n * world / N; a process left without examples (a
-    batch smaller than the world) runs the batch's first example with weight 0, so that every process still
-    joins the gradient all-reduce.
+
+# Heads whose loss is a mean over labelled tokens (transformers' LM losses, token classification), not examples.
+TOKEN_LOSSES = (HeadKind.TOKEN_CLASSIFICATION, HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM)
+
+
+def loss_units(features: list[dict], head: HeadKind) -> int:
+    """How many terms a head's mean loss over these features averages: labelled tokens for token-level losses
+    (a causal LM scores each label but the first, which nothing predicts), examples otherwise."""
+    if head not in TOKEN_LOSSES:
+        return len(features)
+    skip = 1 if head is HeadKind.CAUSAL_LM else 0
+    return sum(sum(label != -100 for label in feature["labels"][skip:]) for feature in features)
+
+
+def window_weight(
+    share_units: int, task: str, window: list[tuple[str, int]], world: int, accumulation: int
+) -> float:
+    """The factor on one process's mean loss over its ``share_units`` so that DDP's average over ``world``
+    processes and the division by ``accumulation`` leave the mean that one process would take over the whole
+    accumulation window at once: within a task every labelled unit (token or example, ``loss_units``) counts
+    the same, whichever micro-batch or process holds it, and each task's share of a mixed window is its share
+    of the window's micro-batches. ``window`` lists (task, units of the whole global batch) per micro-batch.
+
+    Weighting shares by examples instead (a mean of means) is right only for per-example losses in equal
+    batches: tagging and LM losses would weigh a token in a short batch above one in a long batch.
     """
-    shards, weights = [], []
-    for batch in batches:
-        share = batch[rank::world]
-        shards.append(share or batch[:1])
-        weights.append(len(share) * world / len(batch))
-    return shards, weights
+    task_units = sum(units for name, units in window if name == task)
+    if not task_units:
+        return 0.0
+    task_batches = sum(1 for name, _ in window if name == task)
+    return share_units * world * accumulation * task_batches / (len(window) * task_units)

@@ -37,7 +37,14 @@ from ptuning.training.data import Split, TaskData
 from ptuning.training.inference import feature_length, predict_outputs
 from ptuning.training.learning_check import label_prior_loss, not_learning
 from ptuning.training.report import TENSORBOARD_DIR
-from ptuning.training.schedule import apportion, mixed_schedule, shard_batches, task_probabilities
+from ptuning.training.schedule import (
+    apportion,
+    loss_units,
+    mixed_schedule,
+    process_share,
+    task_probabilities,
+    window_weight,
+)
 from ptuning.training.sharding import average_replicated_gradients, reshard_backbone
 from ptuning.training.state import load_training_state, restore_rng, rng_states, save_training_state
 
@@ -168,7 +175,7 @@ class Trainer:
         ) as bar:  # closed (its line ended) before any error is printed
             for micro in range(start + 1, self.total_micro + 1):
                 name, indices = self.schedule[micro - 1]
-                loss = self._step(name, indices, sync=self._closes_window(micro))
+                loss = self._step(micro, name, indices, sync=self._closes_window(micro))
                 self._advance(micro, name, loss)
                 bar.update(1)
                 bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
@@ -177,12 +184,34 @@ class Trainer:
             self._save_state()
         self.accelerator.wait_for_everyone()
 
-    def _step(self, name: str, indices: list[int], sync: bool) -> float:
-        """Forward and backward of this process's share of one global batch; an optimizer update if ``sync``."""
-        accelerator = self.accelerator
-        shards, weights = shard_batches([indices], accelerator.process_index, accelerator.num_processes)
+    def _window(self, micro: int) -> range:
+        """The micro-batches (1-based) of the accumulation window that holds micro-batch ``micro``."""
+        first, last = micro, micro
+        while first > 1 and not self._closes_window(first - 1):
+            first -= 1
+        while not self._closes_window(last):
+            last += 1
+        return range(first, last + 1)
+
+    def _units(self, name: str, indices: list[int]) -> int:
         features = self.data[name].train.features
-        batch = self._batch(name, [features[i] for i in shards[0]])
+        return loss_units([features[i] for i in indices], self.data[name].task.head)
+
+    def _step(self, micro: int, name: str, indices: list[int], sync: bool) -> float:
+        """Forward and backward of this process's share of one global batch; an optimizer update if ``sync``.
+
+        The loss is weighted so that the window's update is the one-process mean over all its labelled units
+        (``window_weight``); the number returned is the global batch's own mean, for the history."""
+        accelerator = self.accelerator
+        rank, world = accelerator.process_index, accelerator.num_processes
+        own = self._units(name, indices[rank::world])
+        window = [(self.schedule[m - 1][0], self._units(*self.schedule[m - 1])) for m in self._window(micro)]
+        weight = window_weight(own, name, window, world, self.config.gradient_accumulation_steps)
+        shown = (
+            own * world / self._units(name, indices) if own else 0.0
+        )  # this share's part of the batch mean
+        features = self.data[name].train.features
+        batch = self._batch(name, [features[i] for i in process_share(indices, rank, world)])
         tick = time.perf_counter()
         # DDP averages gradients across processes only when a window closes
         quiet = accelerator.no_sync(self.model) if not sync else contextlib.nullcontext()
@@ -190,10 +219,12 @@ class Trainer:
         with quiet:
             with autocast:
                 loss = self.model(**batch, task=name).loss
-            value = self._global_loss(loss.detach() * weights[0])
+            if not own:  # a share without labelled units still joins the all-reduce; its mean is 0/0
+                loss = loss.nan_to_num(0.0)
+            value = self._global_loss(loss.detach() * shown)
             if not math.isfinite(value):
                 self._diverged(f"the {name} training loss is {value}")
-            accelerator.backward(loss * weights[0])  # accelerate divides by the accumulation steps
+            accelerator.backward(loss * weight)  # accelerate divides by the accumulation steps
         if sync:
             self._update()
         self.train_seconds += time.perf_counter() - tick
@@ -246,8 +277,8 @@ class Trainer:
         return {key: value.to(device) for key, value in collate(chosen, pad).items()}
 
     def _global_loss(self, weighted: torch.Tensor) -> float:
-        """The global batch's mean loss from each process's weighted share (shard_batches' weights make the
-        shares' sum over processes equal to ``world`` times the global mean): the same number on every process,
+        """The global batch's mean loss from each process's weighted share (weighted so that the shares' sum
+        over processes is ``world`` times the global mean): the same number on every process,
         so the history matches one process and every process sees a divergence alike."""
         if self.accelerator.num_processes == 1:
             return float(weighted)
