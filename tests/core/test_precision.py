@@ -16,7 +16,7 @@ from tiny_models import save_tiny_bert
 
 from ptuning.core import precision
 from ptuning.core.backbones import load_backbone
-from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.heads import Head, Pooling
@@ -173,6 +173,15 @@ def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -
     assert load_checkpoint(saved, backbone=bf16).task_prefix["t"]  # bf16: the same base
     with pytest.raises(CheckpointError, match="the backbone is stored in fp16, whose rounding changes"):
         load_checkpoint(saved, backbone=fp16)  # the refusal says why and what to do
+    # the other way round: the checkpoint records the dtype it was trained on, so the refusal says it too
+    on_fp16 = PromptModel(fp16, "ptuning-v2", PrefixConfig(prefix_length=2))
+    on_fp16.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
+    saved_on_fp16 = save_checkpoint(on_fp16, tmp_path / "prompt-fp16")
+    assert read_checkpoint_config(saved_on_fp16)["base_model"]["dtype"] == "fp16"
+    with pytest.raises(
+        CheckpointError, match=r"trained on the backbone stored in fp16.*--backbone-dtype fp16"
+    ):
+        load_checkpoint(saved_on_fp16, backbone=fp32)
     with pytest.raises(
         ConfigError, match=r"backbone dtype must be one of fp32, bf16, fp16, auto; got 'int4'"
     ):

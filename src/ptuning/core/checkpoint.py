@@ -36,6 +36,7 @@ from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint, dtyp
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.precision import dtype_name, floating_dtype
 from ptuning.core.prefix import PrefixEncoder
 
 FORMAT = "ptuning-prompt-checkpoint/1"
@@ -126,6 +127,7 @@ def save_checkpoint(
             "causal_lm": any(s.kind in ("causal-lm", "seq2seq-lm") for s in model.head_specs.values()),
             "fingerprint": model.base_fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
+            "dtype": dtype_name(floating_dtype(model.backbone)),  # an fp16 copy is another base (fingerprint)
         },
         "weights_file": weights_file_name(model.method),
         "extra": extra or {},
@@ -362,6 +364,7 @@ def validate_config(config: Any, path: Path | str) -> None:
     check.required(base, "base_model", "fingerprint", str, "the base model's fingerprint")
     check.type(base.get("model_type", ""), "base_model.model_type", str, "a model type")
     check.type(base.get("causal_lm", False), "base_model.causal_lm", bool, "true or false")
+    check.type(base.get("dtype", ""), "base_model.dtype", str, "a dtype name such as 'fp32'")
     version = base.get("fingerprint_version", 1)
     if version not in (1, FINGERPRINT_VERSION) or isinstance(version, bool):
         check.fail("base_model.fingerprint_version", f"1 or {FINGERPRINT_VERSION}", version)
@@ -509,5 +512,5 @@ def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Pat
         raise CheckpointError(
             f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base.get('model_type')}, "
             f"fingerprint {base['fingerprint']}) but the given base model is {source!r} "
-            f"({backbone.config.model_type}, fingerprint {actual}){dtype_hint(backbone)}"
+            f"({backbone.config.model_type}, fingerprint {actual}){dtype_hint(backbone, base.get('dtype'))}"
         )

@@ -114,11 +114,17 @@ def base_fingerprint(backbone: torch.nn.Module, version: int = FINGERPRINT_VERSI
     return digest.hexdigest()[:16]
 
 
-def dtype_hint(backbone: torch.nn.Module) -> str:
-    """What to add to a fingerprint refusal when the backbone is stored in fp16 (module docstring)."""
-    if not any(p.dtype is torch.float16 for p in backbone.parameters()):
-        return ""
-    return (
-        "; the backbone is stored in fp16, whose rounding changes the fingerprint of the fp32/bf16 weights a "
-        "prompt is usually trained on: load it in bf16 or fp32, or train the prompt on the fp16 backbone"
-    )
+def dtype_hint(backbone: torch.nn.Module, trained_on: str | None = None) -> str:
+    """What to add to a fingerprint refusal when fp16 is on one side (module docstring): the backbone given
+    is stored in fp16, or the checkpoint says (``base_model.dtype``) that the prompt was trained on an fp16 one."""
+    if any(p.dtype is torch.float16 for p in backbone.parameters()):
+        return (
+            "; the backbone is stored in fp16, whose rounding changes the fingerprint of the fp32/bf16 weights a "
+            "prompt is usually trained on: load it in bf16 or fp32, or train the prompt on the fp16 backbone"
+        )
+    if trained_on == "fp16":
+        return (
+            "; the prompt was trained on the backbone stored in fp16, whose rounding changes the fingerprint: "
+            "load it in fp16 too (--backbone-dtype fp16)"
+        )
+    return ""

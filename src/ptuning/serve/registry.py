@@ -230,7 +230,8 @@ class PromptRegistry:
                 raise BaseMismatch(
                     f"checkpoint {name!r} was trained on {base['name_or_path']!r} (fingerprint "
                     f"{base['fingerprint']}) but this server's base model is {self.base_name!r} (fingerprint "
-                    f"{self._fingerprint(version)}); serve it with that base model{dtype_hint(self.model.backbone)}"
+                    f"{self._fingerprint(version)}); serve it with that base model"
+                    f"{dtype_hint(self.model.backbone, base.get('dtype'))}"
                 )
             if method not in SERVED_METHODS:
                 raise Incompatible(
