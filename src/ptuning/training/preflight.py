@@ -121,8 +121,13 @@ def check_sharding(config: TrainConfig) -> None:
     flag = flag_name("shard_backbone")
     if config.method == "finetune":
         raise ConfigError(
-            f"{flag} shards a frozen backbone; method finetune trains it (use ptuning-v2, prefix-mlp, "
-            "prompt-tuning or linear-probe)"
+            f"{flag} shards a frozen backbone; method finetune trains it (use ptuning-v2, prefix-mlp or "
+            "linear-probe)"
+        )
+    if config.method == "prompt-tuning":  # the prompt is spliced into the embeddings outside the sharded root
+        raise ConfigError(
+            f"{flag} does not take method prompt-tuning (its prompts enter the input embeddings, which a "
+            "process holds only a shard of); use ptuning-v2, prefix-mlp or linear-probe"
         )
     if config.backbone_quantization is not None:
         raise ConfigError(
