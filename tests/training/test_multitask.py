@@ -449,3 +449,13 @@ def test_a_nan_score_does_not_freeze_the_kept_checkpoint() -> None:
     for update, score in ((1, float("nan")), (2, 0.6), (3, 0.8), (4, float("nan"))):
         Trainer._keep_if_best(trainer, {"update": update}, float(update), score)
     assert [entry["update"] for entry in kept] == [1, 2, 3] and trainer.progress["best_update"] == 3
+
+
+def test_a_task_the_mixing_gives_no_batch_is_named(tiny_model_dir, data_dirs, tmp_path, capsys) -> None:
+    """One micro-batch for two tasks: one of them trains nothing, which the mixing line alone hid."""
+    config = tiny_config(tiny_model_dir, tmp_path / "short", max_steps=1)
+    result = train_multitask(config, TASKS, data_dirs, sampling="proportional")
+    starved = [name for name, count in result.summary["batches"].items() if count == 0]
+    assert len(starved) == 1
+    out = capsys.readouterr().out
+    assert f"warning: task {starved[0]} gets no training batch in these 1 micro-batches" in out

@@ -155,6 +155,11 @@ class Trainer:
                     for n in self._names
                 )
             )
+            for name in [n for n in self._names if not self.counts[n]]:
+                self.accelerator.print(
+                    f"warning: task {name} gets no training batch in these {self.total_micro} micro-batches: its "
+                    "head stays as initialised; train longer or raise --temperature"
+                )
 
     def _closes_window(self, micro: int) -> bool:
         """Whether micro-batch number ``micro`` (1-based) ends an accumulation window (an optimizer update)."""
