@@ -6,6 +6,7 @@ import pytest
 import torch
 from generative_tiny import EOS, FAMILIES, QA_ROWS, prompt_model, tiny_causal_lm, tiny_tokenizer, write_jsonl
 
+from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -137,3 +138,19 @@ def test_task_generate_outputs_start_from_the_prompt_tokens_only(tmp_path) -> No
     assert set(scores) == {"rouge1", "rouge2", "rougeL", "bleu4", "exact_match"}
     decoded = task.decode(examples, features, outputs)
     assert decoded[0]["references"] == ["paris"] and decoded[0]["prediction"] == outputs[0]
+
+
+def test_a_compiled_backbone_decodes_eagerly_without_compiling_a_graph_per_length() -> None:
+    """Training and scoring graphs stay compiled; decoding lengths would only recompile to the same tokens."""
+    eager = prompt_model("gpt2")
+    compiled = prompt_model("gpt2")
+    compiled.load_state_dict(eager.state_dict())
+    compile_backbone(compiled, backend="eager")  # Dynamo tracing only: fast, and it counts graphs alike
+    prompts = [[5, 6, 7, 8, 9], [10, 11, 12]]
+    before = CompileStats.now()
+    tokens = generate_ids(compiled, prompts, 2)
+    assert CompileStats.now().since(before).graphs == 0
+    assert tokens == generate_ids(eager, prompts, 2)
+    with torch.no_grad():  # outside decoding the backbone is still compiled
+        compiled(torch.tensor([prompts[0]]), task="t")
+    assert CompileStats.now().since(before).graphs > 0

@@ -45,6 +45,7 @@ def generate_task_outputs(
     )
 
 
+@torch.compiler.set_stance("force_eager")  # each decoding length would recompile a compiled backbone
 @torch.no_grad()
 def generate_texts(
     model: Any,
@@ -62,7 +63,9 @@ def generate_texts(
     once; the prefix is written into the cache once. Anything else (``generate_kwargs`` such as beams,
     sampling or a static cache; shallow prompt tuning; encoder-decoders) runs through ``PromptModel.generate``
     in batches padded on the LEFT (encoder-decoders: on the right, as they were trained). Both give each prompt what it gets alone. Each text is cut at the first EOS and stripped.
-    ``model`` is a PromptModel; its train/eval mode is restored afterwards.
+    ``model`` is a PromptModel; its train/eval mode is restored afterwards. A ``--compile``d backbone
+    decodes eagerly: every new cache length is a new shape, and compiling them (16 graphs on a tiny GPT-2,
+    then Dynamo's recompile limit) cost tens of seconds for the same tokens.
     """
     eos_id, pad_id = tokenizer.eos_token_id, tokenizer.pad_token_id
     if eos_id is None:
