@@ -39,7 +39,7 @@ class TrainConfig(BaseModel):
     task: str = ""
     """registry task name, e.g. sst2, conll2003, squad (`ptuning tasks` lists them)"""
     model: str = "minilm"
-    """local folder, hub id (online), or a packaged short name: minilm, smollm2"""
+    """local folder, hub id (online), or a packaged short name: minilm, smollm2, mpnet"""
     data_dir: str = ""
     """folder holding the task's files (or one data file); with --tasks, the folder holding one sub-folder
     per task"""
