@@ -342,7 +342,7 @@ def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:
 
 def _fitting_donor(
     donor: nn.Module, target: nn.Module, given: PrefixConfig, wanted: PrefixConfig, where: str
-):
+) -> nn.Module:
     """``donor`` in the form ``target`` loads, or a CheckpointError naming what differs (there vs this run)."""
     kinds = {
         PrefixEncoder: "a deep prefix (ptuning-v2 / prefix-mlp)",
@@ -352,8 +352,9 @@ def _fitting_donor(
         raise CheckpointError(
             f"--init-prefix-from {where}: it holds {kinds[type(donor)]}, this run trains {kinds[type(target)]}"
         )
-    differences = [f"prefix_length: {donor.prefix_length} there, {target.prefix_length} now"]
-    differences = differences if donor.prefix_length != target.prefix_length else []
+    differences = []
+    if donor.prefix_length != target.prefix_length:
+        differences.append(f"prefix_length: {donor.prefix_length} there, {target.prefix_length} now")
     if isinstance(donor, PrefixEncoder):
         if donor.layer_indices != target.layer_indices:
             differences.append(
