@@ -212,9 +212,8 @@ class Trainer:
         own = self._units(name, indices[rank::world])
         window = [(self.schedule[m - 1][0], self._units(*self.schedule[m - 1])) for m in self._window(micro)]
         weight = window_weight(own, name, window, world, self.config.gradient_accumulation_steps)
-        shown = (
-            own * world / self._units(name, indices) if own else 0.0
-        )  # this share's part of the batch mean
+        # this share's part of the global batch's own mean, which the history and the progress bar show
+        shown = own * world / self._units(name, indices) if own else 0.0
         features = self.data[name].train.features
         batch = self._batch(name, [features[i] for i in process_share(indices, rank, world)])
         tick = time.perf_counter()
