@@ -283,6 +283,11 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     if config.is_multitask:
         if "preset" in args or getattr(args, "seeds", None):
             raise ConfigError("--tasks (multi-task pre-training) takes neither --preset nor --seeds")
+        if config.task:  # one of them would be ignored, whichever the user meant
+            raise ConfigError(
+                f"--task {config.task} and --tasks {','.join(config.tasks or [])} both given: --task trains one "
+                "task, --tasks several sharing one prefix; drop one (a config file may hold either)"
+            )
     else:
         _check_task(config.task, config.task_options)
         if not config.data_dir:

@@ -459,3 +459,11 @@ def test_a_task_the_mixing_gives_no_batch_is_named(tiny_model_dir, data_dirs, tm
     assert len(starved) == 1
     out = capsys.readouterr().out
     assert f"warning: task {starved[0]} gets no training batch in these 1 micro-batches" in out
+
+
+def test_train_refuses_task_and_tasks_together(tmp_path, capsys) -> None:
+    """`--task copa --tasks superglue-rte,copa` ran the multi-task run and dropped --task without a word."""
+    argv = ["train", "--task", "copa", "--tasks", "superglue-rte,copa", "--data", str(tmp_path)]
+    assert main([*argv, "--output-dir", str(tmp_path / "run")]) == 2
+    assert "--task copa and --tasks superglue-rte,copa both given" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
