@@ -5,8 +5,17 @@ from __future__ import annotations
 import math
 
 import pytest
+from rouge_score import tokenize
 
-from ptuning.tasks.text_metrics import bleu4, exact_match, is_unspaced_text, resolve_level, rouge, text_scores
+from ptuning.tasks.text_metrics import (
+    _WordTokenizer,
+    bleu4,
+    exact_match,
+    is_unspaced_text,
+    resolve_level,
+    rouge,
+    text_scores,
+)
 
 
 def test_rouge_word_level_by_hand() -> None:
@@ -21,6 +30,20 @@ def test_rouge_word_level_by_hand() -> None:
 
 def test_rouge_lowercases_and_ignores_punctuation_at_word_level() -> None:
     assert rouge(["The Cat!"], ["the cat"])["rouge1"] == pytest.approx(100.0)
+
+
+def test_rouge_counts_words_of_every_script_and_matches_rouge_score_on_ascii() -> None:
+    """rouge-score's default tokenizer keeps runs of [a-z0-9] only: Russian, Korean or Greek had no words."""
+    for text in ("Москва столица России", "서울은 한국의 수도", "η Αθήνα είναι πρωτεύουσα", "मेरा नाम राम है"):
+        assert rouge([text], [text]) == {"rouge1": 100.0, "rouge2": 100.0, "rougeL": 100.0}
+    # one word of three wrong: ROUGE-1 2/3 with P = R
+    assert rouge(["Москва столица Франции"], ["Москва столица России"])["rouge1"] == pytest.approx(
+        100 * 2 / 3
+    )
+    assert rouge(["un café"], ["un cafe"])["rouge1"] == pytest.approx(50.0)  # "café" stays one word
+    ascii_text = "Don't stop: the 2nd run_of 3 cats, e.g. x-ray!"
+    assert _WordTokenizer().tokenize(ascii_text) == tokenize.tokenize(ascii_text, None)
+    assert is_unspaced_text(["ภาษาไทยเขียนติดกัน"])  # Thai: no spaces between words, so characters count
 
 
 def test_rouge_character_level_for_chinese_by_hand() -> None:

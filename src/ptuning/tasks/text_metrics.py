@@ -2,13 +2,14 @@
 
 ROUGE comes from Google's ``rouge-score`` (the reimplementation of ROUGE-1.5.5) and BLEU from
 ``sacrebleu``, so numbers compare with published ones. Both count words for space-separated languages
-and characters for text written without spaces (Chinese, Japanese), where splitting on spaces would see
+and characters for text written without spaces (Chinese, Japanese, Thai...), where splitting on spaces would see
 one "word" per sentence; ``level="auto"`` picks by looking at the references.
 """
 
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from typing import Literal
 
@@ -20,9 +21,26 @@ Level = Literal["word", "char", "auto"]
 References = Sequence[str | Sequence[str]]  # one reference, or several, per prediction
 
 ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
-# Han ideographs (with extension A and compatibility forms) and kana: scripts written without spaces.
-_UNSPACED = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
-UNSPACED_SHARE = 0.3  # 'auto' counts characters once this share of non-space characters is Han/kana
+# Scripts written without spaces between words: Han ideographs (with extension A and compatibility forms),
+# kana, Thai, Lao, Myanmar and Khmer.
+_UNSPACED = re.compile(
+    r"[\u0e00-\u0eff\u1000-\u109f\u1780-\u17ff\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+)
+UNSPACED_SHARE = 0.3  # 'auto' counts characters once this share of non-space characters is unspaced
+
+
+class _WordTokenizer:
+    """rouge-score tokenizer interface: lower-cased runs of letters, digits and combining marks in any script.
+
+    On ASCII text these are rouge-score's own tokens (runs of ``[a-z0-9]``); its default tokenizer keeps only
+    those, so Cyrillic, Greek, Hangul or Arabic text had no token at all (ROUGE 0 for a perfect answer) and
+    "café" lost its last letter."""
+
+    def tokenize(self, text: str) -> list[str]:
+        kept = (
+            char if char.isalnum() or unicodedata.category(char).startswith("M") else " " for char in text
+        )
+        return "".join(kept).lower().split()
 
 
 class _CharacterTokenizer:
@@ -50,11 +68,11 @@ def resolve_level(level: Level, references: References) -> Literal["word", "char
 def rouge(predictions: Sequence[str], references: References, level: Level = "auto") -> dict[str, float]:
     """Mean ROUGE-1, ROUGE-2 and ROUGE-L F-measures; with several references, the best one per prediction.
 
-    Word level uses rouge-score's tokenizer (lower case, runs of ``[a-z0-9]``, no stemming); character
-    level counts every non-space character.
+    Word level counts lower-cased runs of letters and digits in any script (``_WordTokenizer``: on ASCII,
+    rouge-score's own tokens; no stemming); character level counts every non-space character.
     """
     reference_lists = _checked(predictions, references)
-    tokenizer = _CharacterTokenizer() if resolve_level(level, references) == "char" else None
+    tokenizer = _CharacterTokenizer() if resolve_level(level, references) == "char" else _WordTokenizer()
     scorer = rouge_scorer.RougeScorer(list(ROUGE_TYPES), use_stemmer=False, tokenizer=tokenizer)
     totals = dict.fromkeys(ROUGE_TYPES, 0.0)
     for prediction, refs in zip(predictions, reference_lists, strict=True):
