@@ -11,6 +11,7 @@ from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from ptuning.tasks.classification import PAIR_SEPARATOR, encode_pairs, joins_pairs_bare
 from ptuning.tasks.pretokenized import needs_prefix_space
+from ptuning.tasks.qa import SquadTask
 from ptuning.tasks.srl import Conll2005SrlTask
 from ptuning.tasks.tagging import Conll2003Task
 
@@ -124,3 +125,19 @@ def test_srl_puts_the_separator_before_a_decoders_predicate_segment() -> None:
     newline = tokenizer.tokenize(PAIR_SEPARATOR)
     assert pieces[-1 - len(newline) :] == [*newline, "Ġrejects"]
     assert features[0]["labels"][-1 - len(newline) :] == [-100] * (1 + len(newline))  # not labelled
+
+
+def test_extractive_qa_puts_the_separator_after_a_decoders_question() -> None:
+    """Glued, "...mat?Peter Blackburn" would reach the model; the answer's offsets must not move."""
+    decoder = byte_level_bpe(decoder=True)
+    context = "Peter Blackburn rejects the call ."
+    example = {
+        "id": "q", "question": "Who sat on the mat?", "context": context, "is_impossible": False,
+        "answers": {"text": ["Peter Blackburn"], "answer_start": [0]},
+    }  # fmt: skip
+    (feature,), _ = SquadTask(doc_stride=16).featurize([example], decoder, 64)
+    question = decoder(example["question"] + PAIR_SEPARATOR, add_special_tokens=False)["input_ids"]
+    assert feature["input_ids"][: len(question)] == question
+    start, end = feature["start_positions"], feature["end_positions"]
+    offsets = feature["offset_mapping"]
+    assert context[offsets[start][0] : offsets[end][1]] == "Peter Blackburn"

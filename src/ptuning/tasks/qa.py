@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
+from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
 from ptuning.tasks.qa_postprocess import postprocess_qa, squad_v1_scores, squad_v2_scores
 from ptuning.tasks.readers import check_file, decode_utf8, split_file
 
@@ -195,8 +196,9 @@ class QaTask(Task):
     def featurize(
         self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int
     ) -> tuple[Features, DataReport]:
-        """Windows of ``question [SEP] context``; each keeps example_index, cls_index and the context-only
-        offset_mapping (None outside the context) for post-processing."""
+        """Windows of ``question [SEP] context`` (a decoder's tokenizer, which puts nothing between a pair's
+        texts, gets ``PAIR_SEPARATOR`` after the question); each keeps example_index, cls_index and the
+        context-only offset_mapping (None outside the context) for post-processing."""
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"{self.name} needs a fast tokenizer (offset mappings locate answers)")
         if not examples:
@@ -204,6 +206,9 @@ class QaTask(Task):
         questions, cut, longest = self._cut_questions(
             [example["question"] for example in examples], tokenizer
         )
+        if joins_pairs_bare(tokenizer):  # a decoder's tokenizer glues the pair: "...Chicago?The University"
+            questions = [question + PAIR_SEPARATOR for question in questions]  # the context's offsets stay
+            longest = max(len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"])
         room = max_length - longest - tokenizer.num_special_tokens_to_add(pair=True)
         if self.doc_stride >= room:
             raise ValueError(
