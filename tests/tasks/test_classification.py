@@ -307,6 +307,23 @@ def test_stsb_label_must_be_a_number(tmp_path):
         get_task("stsb").read(str(tmp_path), "train")
 
 
+def test_a_hub_export_of_a_test_split_reads_its_minus_one_labels_as_none(tmp_path):
+    """`load_dataset("nyu-mll/glue", "sst2")["test"].to_json(...)` keeps ClassLabel's -1: no label, not a class."""
+    rows = {
+        "sst2": {"sentence": "fun", "label": -1, "idx": 0},
+        "stsb": {"sentence1": "a", "sentence2": "b", "label": -1.0, "idx": 0},
+        "boolq": {"question": "q", "passage": "p", "label": -1, "idx": 0},
+        "copa": {"premise": "p", "choice1": "a", "choice2": "b", "question": "cause", "label": -1, "idx": 0},
+    }
+    for name, row in rows.items():
+        export = tmp_path / f"{name}-test.jsonl"
+        export.write_text(json.dumps(row) + "\n")
+        examples, report = get_task(name).read(str(export), "test")
+        assert examples[0]["label"] is None and report.unlabelled == 1, name
+    with pytest.raises(DataError, match="a train split needs one"):  # train rows still need a label
+        get_task("sst2").read(str(tmp_path / "sst2-test.jsonl"), "train")
+
+
 # --- features, truncation, decoding -------------------------------------------------------------------
 
 

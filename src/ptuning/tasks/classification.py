@@ -38,6 +38,7 @@ TextPair = tuple[str, str | None]
 SPLIT_ALIASES = {"validation": "dev", "val": "dev", "eval": "dev"}
 FROM_VAL_SEED = 42  # the 'seed' of the from-val split: it salts the SHA-256 rank of each example id
 FROM_VAL_SPLITS = {"train-from-val": "train", "eval-from-val": "eval"}
+HUB_UNLABELLED = "-1"  # datasets' ClassLabel value for "no label" (GLUE/SuperGLUE test splits)
 
 
 class ClassificationTask(Task):
@@ -134,8 +135,12 @@ class ClassificationTask(Task):
         return examples, report
 
     def read_label(self, table: Table, row: int, column: str | None, split: str) -> Any:
-        """The row's label (a name here), or None when it has none; train rows must have one."""
+        """The row's label (a name here), or None when it has none; train rows must have one. In a benchmark
+        with a hub dataset (GLUE, SuperGLUE), -1 is the hub's mark of an unlabelled test row, kept as such by
+        ``Dataset.to_json`` exports (``load_hub_table`` reads it as none too)."""
         key = label_key(table.rows[row].get(column)) if column else None
+        if key == HUB_UNLABELLED and self.hub_dataset:
+            key = None
         if key is None:
             if split.startswith("train"):
                 raise DataError(f"{table.where(row)}: no label in column {column!r}; a train split needs one")
