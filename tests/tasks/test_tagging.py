@@ -468,3 +468,13 @@ def test_gold_round_trip_scores_one(tokenizer, task_class, folder, split, limit,
     assert scores["f1"] == scores["precision"] == scores["recall"] == scores["accuracy"] == 1.0
     decoded = task.decode(examples, features, gold_logits(task, features))
     assert [d["tags"] for d in decoded] == [example["tags"] for example in examples]
+
+
+def test_a_last_word_without_sub_tokens_is_not_counted_as_truncation(tokenizer, tmp_path):
+    """A zero-width space at a sentence's end gives no token: not 'cut at max_length', one word without tokens."""
+    write(tmp_path / "train.txt", "Peter NNP B-NP B-PER\nslept VBD B-VP O\n\u200b SYM O O\n")
+    task = Conll2003Task()
+    examples, _ = task.read(str(tmp_path), "train")
+    _, report = task.featurize(examples, tokenizer, 512)
+    assert report.truncated == 0
+    assert report.notes == ["conll2003: 1 words produced no sub-token (predicted O)"]

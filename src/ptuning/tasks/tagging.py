@@ -177,11 +177,12 @@ class TaggingTask(Task):
                 word_ids = self._first_segment_word_ids(encoding, offset)
                 seen = {word for word in word_ids if word is not None}
                 last = max(seen, default=-1)
-                lost = len(example["tokens"]) - 1 - last
-                if lost:
+                trailing = len(example["tokens"]) - 1 - last  # words after the last one with a token
+                if trailing and len(encoding["input_ids"][offset]) >= max_length:  # cut by max_length
                     report.truncated += 1
-                    words_lost += lost
-                no_subtokens += last + 1 - len(seen)
+                    words_lost += trailing
+                    trailing = 0
+                no_subtokens += last + 1 - len(seen) + trailing  # e.g. a zero-width space at the end
                 feature = {key: encoding[key][offset] for key in encoding}
                 feature["labels"] = self._labels(example, word_ids, label_ids)
                 feature["word_ids"] = word_ids
