@@ -77,6 +77,7 @@ class Trainer:
         self._plan_schedule()
         self._build_optimizer(model)
         self.progress = _fresh_progress(self._names)
+        self._counted_window: tuple[int, list[tuple[str, int]]] = (0, [])  # _window_units' last window
         if config.resume:
             self._resume(model)
         self.sharded = config.shard_backbone
@@ -189,14 +190,19 @@ class Trainer:
             self._save_state()
         self.accelerator.wait_for_everyone()
 
-    def _window(self, micro: int) -> range:
-        """The micro-batches (1-based) of the accumulation window that holds micro-batch ``micro``."""
-        first, last = micro, micro
+    def _window_units(self, micro: int) -> tuple[int, list[tuple[str, int]]]:
+        """The first micro-batch (1-based) of the accumulation window holding ``micro``, and (task, labelled
+        units of the whole global batch) for each of its micro-batches: counted once per window, not per step."""
+        first = micro
         while first > 1 and not self._closes_window(first - 1):
             first -= 1
-        while not self._closes_window(last):
-            last += 1
-        return range(first, last + 1)
+        if self._counted_window[0] != first:
+            last = micro
+            while not self._closes_window(last):
+                last += 1
+            units = [(name, self._units(name, indices)) for name, indices in self.schedule[first - 1 : last]]
+            self._counted_window = (first, units)
+        return self._counted_window
 
     def _units(self, name: str, indices: list[int]) -> int:
         features = self.data[name].train.features
@@ -209,11 +215,11 @@ class Trainer:
         (``window_weight``); the number returned is the global batch's own mean, for the history."""
         accelerator = self.accelerator
         rank, world = accelerator.process_index, accelerator.num_processes
-        own = self._units(name, indices[rank::world])
-        window = [(self.schedule[m - 1][0], self._units(*self.schedule[m - 1])) for m in self._window(micro)]
+        first, window = self._window_units(micro)
+        total = window[micro - first][1]
+        own = total if world == 1 else self._units(name, indices[rank::world])
         weight = window_weight(own, name, window, world, self.config.gradient_accumulation_steps)
-        # this share's part of the global batch's own mean, which the history and the progress bar show
-        shown = own * world / self._units(name, indices) if own else 0.0
+        shown = own * world / total if own else 0.0  # this share's part of the batch's own mean (history)
         features = self.data[name].train.features
         batch = self._batch(name, [features[i] for i in process_share(indices, rank, world)])
         tick = time.perf_counter()
