@@ -16,7 +16,9 @@ interruptions and a shared machine:
 Each finished run is one JSON line in ``benchmarks/results/quality/<task>.jsonl`` (``--backbone minilm``,
 the default) or ``benchmarks/results/quality/<backbone>/<task>.jsonl`` (any other backbone); a run whose key
 (task, method, setting, seed, budget) is already there is skipped, so any command can be repeated. The budget
-fingerprint in the key names the backbone too, so two backbones' runs never mix even in one file.
+fingerprint in the key names the backbone too, so two backbones' runs never mix even in one file. A run that is
+killed continues from its last saved state (every 50 updates and every epoch end, in the results folder's
+``.in-progress/``) when the same command is started again; its record says after how many batches.
 
     python benchmarks/quality.py --list                  # every cell and whether it is done
     python benchmarks/quality.py --cell sst2:ptuning-v2:sweep

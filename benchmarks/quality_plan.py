@@ -148,6 +148,8 @@ def measured_rates(bench: results.Bench, tokens: dict[str, Any]) -> dict[tuple[s
         for record in bench.records(task):
             if not on_cpu(record) or record.get("threads", 1) != 1:  # the plan's CPU hours are one thread's
                 continue
+            if record.get("resumed_at_batch") is not None:  # its wall time covers only its last part
+                continue
             rate = record["wall_seconds"] / work(tokens[task], epochs_of(record))
             found.setdefault((task, record["method"]), []).append(rate)
             found.setdefault(("*", record["method"]), []).append(rate)

@@ -57,6 +57,57 @@ def test_quality_cells_run_resume_and_render(tiny_model, data_root, tmp_path, mo
     assert "Pending cells" in tables and "`sst2:finetune:sweep`" in tables
 
 
+def test_a_killed_run_continues_where_its_state_was_saved_and_scores_as_if_uninterrupted(
+    tiny_model, data_root, tmp_path, monkeypatch, capsys
+):
+    """An MPNet run on SQuAD outlives the machine's loan: started again, it must pick up its saved state and
+    end with the record an uninterrupted run writes (the engine restores optimizer, RNG and data order)."""
+    from ptuning.training.trainer import Trainer
+
+    longer = {"learning_rate": 1e-2, "prefix_length": 4, "epochs_factor": 3}  # 3 epochs of 2 batches
+    monkeypatch.setitem(quality_protocol.SWEEPS, "ptuning-v2", [longer])
+    monkeypatch.setattr(quality_runner, "SAVE_EVERY_UPDATES", 1)
+
+    def command(results: Path) -> list[str]:
+        common = ["--scale", "smoke", "--results-dir", str(results), "--data-root", str(data_root)]
+        return [*common, "--model", tiny_model, "--cell", "sst2:ptuning-v2:sweep"]
+
+    quality.main(command(tmp_path / "whole"))
+    (whole,) = [json.loads(line) for line in (tmp_path / "whole" / "sst2.jsonl").read_text().splitlines()]
+
+    advance = Trainer._advance
+
+    def killed_after_three(self, micro, name, loss):
+        advance(self, micro, name, loss)
+        if micro == 3:
+            raise KeyboardInterrupt  # as a kill would, mid-epoch, after the state of batch 3 was saved
+
+    results = tmp_path / "halves"
+    monkeypatch.setattr(Trainer, "_advance", killed_after_three)
+    with pytest.raises(KeyboardInterrupt):
+        quality.main(command(results))
+    assert not (results / "sst2.jsonl").exists()
+    (folder,) = (results / quality_runner.IN_PROGRESS).iterdir()
+    assert folder.name.startswith("sst2-ptuning-v2-seed42-")
+
+    monkeypatch.setattr(Trainer, "_advance", advance)
+    capsys.readouterr()
+    quality.main(command(results))
+    assert "after 3 batches" in capsys.readouterr().out
+    (resumed,) = [json.loads(line) for line in (results / "sst2.jsonl").read_text().splitlines()]
+    assert resumed["resumed_at_batch"] == 3 and whole["resumed_at_batch"] is None
+    assert resumed["updates"] == whole["updates"] > 3
+    assert resumed["curve"] == whole["curve"] and resumed["dev"] == whole["dev"]
+    assert list((results / quality_runner.IN_PROGRESS).iterdir()) == []  # removed once recorded
+
+
+def test_a_run_already_training_in_another_process_is_refused(tmp_path):
+    folder = tmp_path / "run"
+    held = quality_runner.claimed(folder)
+    with held, pytest.raises(SystemExit, match="already training"), quality_runner.claimed(folder):
+        pass
+
+
 def test_a_run_outside_the_grid_changes_the_budget_and_keeps_out_of_the_tables(
     tiny_model, data_root, tmp_path
 ):
@@ -261,7 +312,7 @@ def test_mpnet_presets_are_the_runs_the_campaign_measured(preset_name, task, abl
     measured = {**chosen, **quality_protocol.ablation_changes(ablation, spec.num_layers)[0]}
     runner = quality_runner.run_config(bench, bench.budgets[task], "ptuning-v2", measured, 42, tmp_path)
     user = TrainConfig(**preset.options, data_dir=runner.data_dir, output_dir=str(tmp_path))
-    runner_only = {"eval_batch_size", "save_every_steps", "log_tensorboard"}  # speed and logging, not scores
+    runner_only = {"eval_batch_size", "save_every_steps", "resume", "log_tensorboard"}  # not scores
     assert user.model_dump(exclude=runner_only) == runner.model_dump(exclude=runner_only)
     for setting in (measured, chosen):
         scores = quality_results.seed_scores(bench, task, "ptuning-v2", setting)
@@ -282,7 +333,7 @@ def test_mpnet_prefix_mlp_presets_are_the_method_s_chosen_runs(preset_name, task
     chosen = quality_results.chosen_setting(bench, task, "prefix-mlp")
     runner = quality_runner.run_config(bench, bench.budgets[task], "prefix-mlp", chosen, 42, tmp_path)
     user = TrainConfig(**preset.options, data_dir=runner.data_dir, output_dir=str(tmp_path))
-    runner_only = {"eval_batch_size", "save_every_steps", "log_tensorboard"}
+    runner_only = {"eval_batch_size", "save_every_steps", "resume", "log_tensorboard"}
     assert user.model_dump(exclude=runner_only) == runner.model_dump(exclude=runner_only)
     scores = quality_results.seed_scores(bench, task, "prefix-mlp", chosen)
     assert scores is not None and quality_tables.mean_std(scores) in preset.note
