@@ -39,3 +39,16 @@ def test_the_longest_held_tail_over_all_stop_strings_is_held() -> None:
 def test_bad_settings_are_refused(bad) -> None:
     with pytest.raises(ConfigError):
         SamplingParams(**bad)
+
+
+@pytest.mark.parametrize("top_p", [1.0, 0.9])
+def test_a_tiny_temperature_picks_the_best_token_instead_of_failing(top_p) -> None:
+    """logits / 1e-40 overflow to inf, and a softmax of infinities is NaN, which multinomial refuses."""
+    import torch
+
+    from ptuning.generation.sampling import choose_token
+
+    logits = torch.tensor([3.0, -2.0, 7.5, 7.0, 0.0])
+    params = SamplingParams(temperature=1e-40, top_p=top_p, seed=0)
+    generator, _ = params.generator(torch.device("cpu"))
+    assert [choose_token(logits, params, generator) for _ in range(5)] == [2] * 5

@@ -223,6 +223,34 @@ def test_a_seeded_sample_repeats_and_reports_its_seed(root) -> None:
     assert isinstance(unseeded["seed"], int)
 
 
+def test_a_tiny_temperature_answers_greedily_beside_a_greedy_request(root) -> None:
+    client = serve(root)
+    greedy = client.post("/tasks/chat/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 8})
+    tiny = client.post(
+        "/tasks/chat/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 8, "temperature": 1e-40}
+    )
+    assert greedy.status_code == tiny.status_code == 200
+    assert tiny.json()["text"] == greedy.json()["text"]
+
+
+def test_a_streamed_generation_that_fails_is_counted_as_a_failure_not_a_client_that_left(
+    root, monkeypatch
+) -> None:
+    client = serve(root)
+    service = client.app.state.generation
+
+    def failing_step(admit, cancel):
+        raise RuntimeError("the model failed")
+
+    monkeypatch.setattr(service, "_step", failing_step)
+    with client.stream(
+        "POST", "/tasks/capitals/generate", json={"prompt": "hello", "stream": True}
+    ) as response:
+        body = "".join(response.iter_lines())
+    assert "event: error" in body and '"status": 500' in body and "failed with it" in body
+    assert client.get("/metrics").json()["requests"] == {"capitals": {"500": 1}}
+
+
 def test_causal_lm_checkpoints_are_listed_unloaded_and_kept_off_predict(root) -> None:
     client = serve(root)
     tasks = {task["name"]: task for task in client.get("/tasks").json()["tasks"]}

@@ -55,8 +55,10 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     """The next token of one row from its last-position logits (V,)."""
     if params.greedy:
         return int(logits.argmax())
-    scores = logits.float() / params.temperature
-    probabilities = scores.softmax(dim=-1)
+    scores = logits.float()
+    # the best token's score is 0 before the division: a tiny temperature sends the others to -inf (the answer
+    # tends to greedy) instead of every score to +inf, whose softmax is NaN and fails multinomial
+    probabilities = ((scores - scores.max()) / params.temperature).softmax(dim=-1)
     if params.top_p < 1:
         sorted_probabilities, order = probabilities.sort(descending=True)
         before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities  # mass of the better tokens

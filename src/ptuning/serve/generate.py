@@ -326,8 +326,8 @@ async def _server_sent_events(
                 return
     finally:
         service.cancel(sequence)
-        if sequence.finish_reason == "cancelled" or not sequence.finished:
-            status = 499  # the client went away (nginx's code; never sent)
+        if status == 200 and (sequence.finish_reason == "cancelled" or not sequence.finished):
+            status = 499  # the client went away (nginx's code; never sent); an error sent keeps its status
         if service.metrics is not None:
             service.metrics.record_request(task, status, time.perf_counter() - started, 1)
 
@@ -347,4 +347,8 @@ def _summary(task: str, sequence: Sequence, cut: int) -> dict[str, Any]:
 def _http_error(error: Exception) -> HTTPException:
     if isinstance(error, HTTPException):
         return error
-    return HTTPException(500, f"generation failed ({type(error).__name__}); other requests are unaffected")
+    return HTTPException(
+        500,
+        f"generation failed ({type(error).__name__}); the sequences decoding beside it failed with it, "
+        "later requests start afresh",
+    )
