@@ -395,7 +395,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     for rate in args.learning_rates:
         config.replace(learning_rate=rate)
     variants = grid_variants(config, args.prefix_lengths, args.learning_rates)
-    runs = run_variants(variants, train, _log, _is_main_process())
+    runs = run_variants(variants, train, _log, _is_main_process(), record_divergence=True)
     if _is_main_process():
         table = sweep_table(runs)
         paths = write_sweep_report(config.output_dir, table)

@@ -4,6 +4,7 @@ best cell by dev score; and the variant runner's rules for reusing and resuming.
 from __future__ import annotations
 
 import json
+import math
 from pathlib import Path
 
 import pytest
@@ -11,7 +12,8 @@ from training_tiny import run_cli, train_args
 
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult
-from ptuning.training.sweep import grid_variants, run_variants, sweep_table
+from ptuning.training.sweep import VariantRun, grid_variants, run_variants, sweep_markdown, sweep_table
+from ptuning.training.trainer import TrainingDivergedError
 
 
 def test_sweep_runs_every_cell_then_skips_finished_ones(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
@@ -102,3 +104,57 @@ def test_a_cell_that_differs_only_in_how_it_evaluates_is_reused(tmp_path) -> Non
     again = FakeTrain()
     runs = run_variants(changed, again, log=lambda _: None, is_main=False)
     assert again.seen == [] and runs[0].reused
+
+
+class DivergingTrain(FakeTrain):
+    """Diverges in the cell named ``diverge_at`` (a learning rate too high), trains the others."""
+
+    def __init__(self, diverge_at: str) -> None:
+        super().__init__()
+        self.diverge_at = diverge_at
+
+    def __call__(self, config: TrainConfig) -> RunResult:
+        if Path(config.output_dir).name == self.diverge_at:
+            self.seen.append(config)
+            Path(config.output_dir).mkdir(parents=True, exist_ok=True)
+            (Path(config.output_dir) / "config.json").write_text(json.dumps(config.to_dict()))
+            raise TrainingDivergedError("training diverged at update 2: the sst2 training loss is nan")
+        return super().__call__(config)
+
+
+def test_a_diverging_cell_is_recorded_and_the_sweep_goes_on_and_skips_it_on_a_rerun(tmp_path) -> None:
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2, 1e37, 2e-2])
+    first = DivergingTrain(diverge_at="p4-lr1e+37")
+    runs = run_variants(variants, first, log=lambda _: None, record_divergence=True)
+    assert len(first.seen) == 3 and [run.diverged is not None for run in runs] == [False, True, False]
+    table = sweep_table(runs)
+    assert table["best"] == "p4-lr0.02" and table["primary_metric"] == "accuracy"
+    assert "| p4-lr1e+37 | 4 | 1e+37 | – | – | None | diverged |" in sweep_markdown(table)
+
+    again = DivergingTrain(diverge_at="p4-lr1e+37")
+    runs = run_variants(variants, again, log=lambda _: None, record_divergence=True)
+    assert again.seen == [] and "loss is nan" in runs[1].diverged  # not trained into the same NaN again
+    with pytest.raises(TrainingDivergedError):  # seeds of one setting: a divergence ends the command
+        run_variants(grid_variants(base_config(tmp_path / "seeds"), [4], [1e37]), again, log=lambda _: None)
+
+
+def test_a_nan_dev_score_is_never_the_best_cell(tmp_path) -> None:
+    """Pearson of constant predictions is NaN; max() keeps a leading NaN, as nothing compares above it."""
+    config = base_config(tmp_path)
+    runs = [
+        VariantRun(name, config, {"primary_metric": "pearson", "dev": {"pearson": score}}, reused=False)
+        for name, score in (("a", math.nan), ("b", 0.62), ("c", 0.71))
+    ]
+    assert sweep_table(runs)["best"] == "c"
+
+
+def test_ptuning_sweep_finishes_its_grid_past_a_diverging_learning_rate(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    output_dir = tmp_path / "sweep"
+    argv = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--test-split", "none")
+    argv = ["sweep", *argv[1:], "--prefix-lengths", "4", "--learning-rates", "1e37,1e-2"]
+    code, out, _ = run_cli(argv, capsys)
+    assert code == 0 and "best: p4-lr0.01" in out
+    table = json.loads((output_dir / "sweep.json").read_text())
+    assert "diverged" in table["cells"][0]["diverged"] and table["cells"][1]["dev"] is not None

@@ -2,12 +2,15 @@
 
 Each variant trains into its own subdirectory of the base output_dir, so that an interrupted sweep can be
 started again with the same command: a variant whose summary.json exists under the same options is not run
-again, and one that was cut off continues from its training_state.
+again, and one that was cut off continues from its training_state. In a sweep a learning rate that diverges is
+a result, not a failure: the cell is recorded as diverged (``diverged.json``, skipped on a rerun) and the
+other cells still train.
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,9 +20,11 @@ from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
 from ptuning.training.report import write_json_and_markdown, write_run_report
 from ptuning.training.state import option_changes, saved_options
+from ptuning.training.trainer import TrainingDivergedError
 
 SWEEP_JSON = "sweep.json"
 SWEEP_MD = "sweep.md"
+DIVERGED_JSON = "diverged.json"  # in a cell's folder: why it stopped (a rerun does not train it again)
 
 TrainFn = Callable[[TrainConfig], RunResult]
 
@@ -30,6 +35,7 @@ class VariantRun:
     config: TrainConfig
     summary: dict[str, Any]
     reused: bool  # True when an earlier run had finished it
+    diverged: str | None = None  # why training stopped (record_divergence): the cell has no score
 
 
 def run_variants(
@@ -37,21 +43,40 @@ def run_variants(
     train_fn: TrainFn = train,
     log: Callable[[str], None] = print,
     is_main: bool = True,
+    record_divergence: bool = False,
 ) -> list[VariantRun]:
-    """Train every variant whose output_dir holds no finished run of the same options; reports per run."""
+    """Train every variant whose output_dir holds no finished run of the same options; reports per run.
+
+    ``record_divergence``: a variant whose training diverges is recorded as such and the next one trains
+    (a sweep's too-high learning rate); otherwise the divergence ends the command (seeds of one setting)."""
     runs = []
     for name, config in variants.items():
         output_dir = Path(config.output_dir)
         same_options = _same_options(output_dir, config)
-        summary_path = output_dir / "summary.json"
+        summary_path, diverged_path = output_dir / "summary.json", output_dir / DIVERGED_JSON
         if same_options and summary_path.is_file():
             log(f"{name}: finished earlier, reusing {summary_path}")
             runs.append(VariantRun(name, config, json.loads(summary_path.read_text()), reused=True))
             continue
+        if record_divergence and same_options and diverged_path.is_file():
+            why = json.loads(diverged_path.read_text())["error"]
+            log(f"{name}: diverged earlier ({diverged_path}), not trained again")
+            runs.append(VariantRun(name, config, {}, reused=True, diverged=why))
+            continue
+        diverged_path.unlink(missing_ok=True)
         # continue a run that was cut off, but never one trained with other options
         config = config.replace(resume=same_options)
         log(f"{name}: {'resuming' if same_options else 'training'} in {output_dir}")
-        summary = train_fn(config).summary
+        try:
+            summary = train_fn(config).summary
+        except TrainingDivergedError as error:
+            if not record_divergence:
+                raise
+            log(f"{name}: {error}")
+            if is_main:
+                diverged_path.write_text(json.dumps({"error": str(error)}) + "\n")
+            runs.append(VariantRun(name, config, {}, reused=False, diverged=str(error)))
+            continue
         if is_main:
             write_run_report(output_dir, summary)
         runs.append(VariantRun(name, config, summary, reused=False))
@@ -99,11 +124,13 @@ def sweep_table(runs: list[VariantRun]) -> dict[str, Any]:
                 "best_epoch": run.summary.get("best_epoch"),
                 "output_dir": run.config.output_dir,
                 "reused": run.reused,
+                "diverged": run.diverged,
             }
         )
-    scored = [row for row in rows if row["dev"] is not None]
+    # a NaN dev score (a correlation of constant predictions) is no score: max() would keep a leading NaN
+    scored = [row for row in rows if row["dev"] is not None and math.isfinite(row["dev"])]
     best = max(scored, key=lambda row: row["dev"])["name"] if scored else None
-    metric = runs[0].summary.get("primary_metric") if runs else None
+    metric = next((run.summary["primary_metric"] for run in runs if run.summary.get("primary_metric")), None)
     return {"primary_metric": metric, "best": best, "cells": rows}
 
 
@@ -115,6 +142,7 @@ def sweep_markdown(table: dict[str, Any]) -> str:
     ]
     for row in table["cells"]:
         mark = "**best**" if row["name"] == table["best"] else ("reused" if row["reused"] else "")
+        mark = "diverged" if row.get("diverged") else mark
         dev, test = (f"{row[k]:.4f}" if row[k] is not None else "–" for k in ("dev", "test"))
         lines.append(
             f"| {row['name']} | {row['prefix_length']} | {row['learning_rate']:g} | {dev} | {test} | "
