@@ -109,6 +109,25 @@ async def test_single_request_equals_ptuning_predict(app, root, base_dir, served
 
 
 @pytest.mark.anyio
+async def test_a_question_cut_to_max_question_length_is_counted_as_truncated(app) -> None:
+    long = {**INPUTS["qa"][0], "question": "When " + "exactly " * 80 + "was the tower finished?"}
+    async with client(app) as http:
+        response = await http.post("/tasks/qa/predict", json={"inputs": [INPUTS["qa"][0], long]})
+    assert response.status_code == 200 and response.json()["truncated"] == 1
+
+
+@pytest.mark.anyio
+async def test_a_qa_input_may_be_a_question_context_list_as_get_tasks_lists_its_fields(app) -> None:
+    item = INPUTS["qa"][0]
+    async with client(app) as http:
+        listed = {t["name"]: t for t in (await http.get("/tasks")).json()["tasks"]}["qa"]
+        as_list = await http.post("/tasks/qa/predict", json={"input": [item["question"], item["context"]]})
+        as_object = await http.post("/tasks/qa/predict", json={"input": item})
+    assert listed["fields"] == ["question", "context"]
+    assert as_list.status_code == 200 and as_list.json()["prediction"] == as_object.json()["prediction"]
+
+
+@pytest.mark.anyio
 async def test_one_input_is_answered_by_one_prediction(app, root, base_dir) -> None:
     async with client(app) as http:
         response = await http.post("/tasks/sentiment/predict", json={"input": "dull"})

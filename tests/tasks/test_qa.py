@@ -290,6 +290,9 @@ def test_long_questions_are_cut_and_counted(tokenizer, tmp_path):
     examples, _ = task.read(str(tmp_path), "d.json")
     features, report = task.featurize(examples, tokenizer, 64)
     assert "1 questions cut to 16 tokens" in report.notes[-1]
+    assert (
+        report.truncated == 1
+    )  # its answer is in a window; the question's end is what the model never reads
     assert task.score(examples, features, gold_outputs(features))["exact_match"] == 100.0
 
 

@@ -144,6 +144,8 @@ class QaTask(Task):
     primary_metric = "f1"
     primary_scale = 100.0
     version_2 = False  # SQuAD 2.0: unanswerable questions, null answers
+    # what one raw input holds (``ptuning predict`` JSONL, the server's inputs and its GET /tasks listing)
+    fields: dict[str, tuple[str, ...]] = {"question": ("question",), "context": ("context",)}
 
     def __init__(
         self,
@@ -235,23 +237,25 @@ class QaTask(Task):
                     self._window(encoding, window, example_index, examples[example_index], tokenizer)
                 )
         answered = {f["example_index"] for f in features if f["start_positions"] != f["cls_index"]}
-        report.truncated = sum(
-            1 for i, example in enumerate(examples) if not example["is_impossible"] and i not in answered
-        )
+        unanswerable = {
+            i for i, example in enumerate(examples) if not example["is_impossible"] and i not in answered
+        }
+        # what lost text: a question cut short (the model never reads its end) or a gold answer no window holds
+        report.truncated = len(unanswerable | cut)
         report.notes.append(f"{self.name}: {len(features)} windows for {len(examples)} questions")
-        if report.truncated:
+        if unanswerable:
             report.notes.append(
-                f"{self.name}: {report.truncated} answers lie in no single window (labelled CLS)"
+                f"{self.name}: {len(unanswerable)} answers lie in no single window (labelled CLS)"
             )
         if cut:
-            report.notes.append(f"{self.name}: {cut} questions cut to {self.max_question_length} tokens")
+            report.notes.append(f"{self.name}: {len(cut)} questions cut to {self.max_question_length} tokens")
         return features, report
 
-    def _cut_questions(self, questions: list[str], tokenizer: Any) -> tuple[list[str], int, int]:
-        """Questions cut at a token boundary to ``max_question_length`` tokens; also how many were cut and
+    def _cut_questions(self, questions: list[str], tokenizer: Any) -> tuple[list[str], set[int], int]:
+        """Questions cut at a token boundary to ``max_question_length`` tokens; also which were cut and
         the longest length left, which bounds the context room of every window."""
         encoding = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-        limit, cut, result = self.max_question_length, 0, list(questions)
+        limit, cut, result = self.max_question_length, set(), list(questions)
         lengths = [len(offsets) for offsets in encoding["offset_mapping"]]
         for index, offsets in enumerate(encoding["offset_mapping"]):
             keep = limit
@@ -259,7 +263,8 @@ class QaTask(Task):
                 result[index] = questions[index][: offsets[keep - 1][1]]
                 lengths[index] = len(tokenizer(result[index], add_special_tokens=False)["input_ids"])
                 keep -= 1  # re-tokenising a cut word may take more tokens than before; then cut earlier
-            cut += result[index] != questions[index]
+            if result[index] != questions[index]:
+                cut.add(index)
         return result, cut, max(lengths, default=0)
 
     def _window(
