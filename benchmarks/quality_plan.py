@@ -114,6 +114,11 @@ def on_cpu(record: dict[str, Any]) -> bool:
     return record.get("device", "cpu") == "cpu"  # the first CPU runs predate the device field
 
 
+def timed_whole(record: dict[str, Any]) -> bool:
+    """Whether the record's wall_seconds is the whole run's: a run continued after a kill timed its last part."""
+    return record.get("resumed_at_batch") is None
+
+
 def epochs_of(record: dict[str, Any]) -> float:
     return record["budget"]["epochs"] * record["setting"].get("epochs_factor", 1)
 
@@ -122,7 +127,7 @@ def cpu_rates(tokens: dict[str, Any]) -> dict[str, float]:
     """MiniLM CPU seconds per unit of work, per method (median over its CPU runs at the 1x budget)."""
     per_method: dict[str, list[float]] = {}
     for task, records in minilm_records("full").items():
-        for record in filter(on_cpu, records):
+        for record in filter(timed_whole, filter(on_cpu, records)):
             units = work(tokens["full"][task], epochs_of(record))
             per_method.setdefault(record["method"], []).append(record["wall_seconds"] / units)
     return {method: statistics.median(values) for method, values in per_method.items()}
@@ -132,7 +137,7 @@ def gpu_seconds(scale: str) -> dict[tuple[str, str], float]:
     """MiniLM GPU seconds per (task, method) at ``scale`` (median); ("*", method) is the method's median."""
     found: dict[tuple[str, str], list[float]] = {}
     for task, records in minilm_records(scale).items():
-        for record in records:
+        for record in filter(timed_whole, records):
             if not on_cpu(record):
                 seconds = record["wall_seconds"] / record["setting"].get("epochs_factor", 1)
                 found.setdefault((task, record["method"]), []).append(seconds)
@@ -148,7 +153,7 @@ def measured_rates(bench: results.Bench, tokens: dict[str, Any]) -> dict[tuple[s
         for record in bench.records(task):
             if not on_cpu(record) or record.get("threads", 1) != 1:  # the plan's CPU hours are one thread's
                 continue
-            if record.get("resumed_at_batch") is not None:  # its wall time covers only its last part
+            if not timed_whole(record):
                 continue
             rate = record["wall_seconds"] / work(tokens[task], epochs_of(record))
             found.setdefault((task, record["method"]), []).append(rate)

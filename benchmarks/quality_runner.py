@@ -25,8 +25,8 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from quality_protocol import CORE_METHODS, PINNED_OPTIONS, Budget, Cell, ablation_of
-from quality_results import Bench, all_cells, cell_runs, find_run, run_key
+from quality_protocol import BACKBONES, CORE_METHODS, PINNED_OPTIONS, Budget, Cell, ablation_of
+from quality_results import RESULTS_DIR, Bench, all_cells, cell_runs, find_run, run_key
 
 if TYPE_CHECKING:
     from ptuning.training.config import TrainConfig
@@ -74,7 +74,10 @@ def run_extra(bench: Bench, task: str, method: str, setting: dict[str, Any], see
     """One run outside the grid (a longer schedule, another backbone dtype...): the task's budget with
     ``setting``'s changes, appended to ``path``, never to the table's results file (its key would not be the
     grid's, and the tables must show only what the protocol ran)."""
-    if path.resolve().parent == bench.results_dir.resolve():
+    grid_folders = {bench.results_dir.resolve(), *(folder.resolve() for folder in grid_results_dirs())}
+    if (
+        path.resolve().parent in grid_folders
+    ):  # any backbone's: its tables would read a line with no budget_id
         raise SystemExit(f"--record {path}: write runs outside the grid to another folder (e.g. reruns/)")
     print(f"{task}:{method} outside the grid: {setting} seed {seed} ...", flush=True)
     budget = bench.budgets[task]
@@ -82,6 +85,11 @@ def run_extra(bench: Bench, task: str, method: str, setting: dict[str, Any], see
     record = run_one(bench, budget, method, setting, seed, run_folder(path.parent, key, path.name))
     append_record(path, record)
     print(f"{task}:{method}: {setting} seed {seed}: dev {record['dev']} ({record['wall_seconds']:.0f} s)")
+
+
+def grid_results_dirs() -> list[Path]:
+    """Every backbone's default results folder (MiniLM's is the parent of the others')."""
+    return [RESULTS_DIR / spec.results_subdir for spec in BACKBONES.values()]
 
 
 def append_record(path: Path, record: dict[str, Any]) -> None:

@@ -47,7 +47,15 @@ def mean_std(values: list[float]) -> str:
         return "pending"
     if len(values) == 1:
         return f"{values[0]:.1f} (1 seed)"
-    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}"
+    seeds = "" if len(values) == 1 + len(EXTRA_SEEDS) else f" ({len(values)} seeds)"  # not yet all three
+    return f"{statistics.mean(values):.1f} ± {statistics.stdev(values):.1f}{seeds}"
+
+
+def format_difference(ours: list[float], theirs: list[float]) -> str:
+    """Mean minus mean; '(3/2 seeds)' when the two sides ran different numbers of seeds (as the scaling table
+    marks a partial gap), since the difference then compares different sets of runs."""
+    difference = f"{statistics.mean(ours) - statistics.mean(theirs):+.1f}"
+    return difference if len(ours) == len(theirs) else f"{difference} ({len(ours)}/{len(theirs)} seeds)"
 
 
 def format_setting(setting: dict[str, Any]) -> str:
@@ -109,7 +117,7 @@ def render_summary(bench: Bench) -> list[str]:
         for t in tasks
     ]
     lines = ["### Summary", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    means: dict[str, dict[str, float]] = {}
+    scores: dict[str, dict[str, list[float]]] = {}
     for method in bench.sweeps:
         row = [METHOD_LABELS[method]]
         for task in tasks:
@@ -117,13 +125,13 @@ def render_summary(bench: Bench) -> list[str]:
             values = result["scores"][bench.budgets[task].metrics[0]] if result else []
             row.append(mean_std(values))
             if values:
-                means.setdefault(method, {})[task] = statistics.mean(values)
+                scores.setdefault(method, {})[task] = values
         lines.append("| " + " | ".join(row) + " |")
     for other in ("finetune", "prompt-tuning"):
         row = [f"P-tuning v2 − {METHOD_LABELS[other]}"]
         for task in tasks:
-            ours, theirs = means.get("ptuning-v2", {}).get(task), means.get(other, {}).get(task)
-            row.append("pending" if ours is None or theirs is None else f"{ours - theirs:+.1f}")
+            ours, theirs = scores.get("ptuning-v2", {}).get(task), scores.get(other, {}).get(task)
+            row.append("pending" if ours is None or theirs is None else format_difference(ours, theirs))
         lines.append("| " + " | ".join(row) + " |")
     lines += [
         "",
@@ -197,7 +205,8 @@ def render_ablations(bench: Bench) -> list[str]:
         + ", ".join(f"`{name}`" for name in ALL_SEEDS_ABLATIONS)
         + ", which runs all three at once) shows both settings over those seeds.",
         "",
-        "| task | change | chosen setting (seed 42) | with the change | difference |",
+        "| task | change | chosen setting (seed 42) | with the change | difference (of the seeds 42-44 means where "
+        "both ran them, else seed 42's) |",
         "|---|---|---|---|---|",
     ]
     for task in bench.spec.ablation_tasks:
@@ -231,11 +240,14 @@ def render_ablations(bench: Bench) -> list[str]:
                     if three and None not in three
                     else ["", ""]
                 )
+                difference = "–" if base_score is None or score is None else f"{score - base_score:+.1f}"
+                if three and None not in three:  # the row's summary must agree with the means it shows
+                    over_seeds = statistics.mean(three[1]) - statistics.mean(three[0])
+                    difference = f"{over_seeds:+.1f} (seeds 42-44; seed 42 {difference})"
                 lines.append(
                     f"| {budget.label} | {label}: {format_setting(change)} | "
                     f"{'pending' if base_score is None else f'{base_score:.1f}'}{base_seeds} | "
-                    f"{'pending' if score is None else f'{score:.1f}'}{change_seeds} | "
-                    f"{'–' if base_score is None or score is None else f'{score - base_score:+.1f}'} |"
+                    f"{'pending' if score is None else f'{score:.1f}'}{change_seeds} | {difference} |"
                 )
     return lines + [""]
 

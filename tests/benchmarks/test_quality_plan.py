@@ -268,5 +268,5 @@ def test_an_ablation_run_over_three_seeds_renders_them_for_any_method(partial_mp
     )
     assert row == (
         "| SST-2 | grad-clip (prefix-tuning (MLP)): max_grad_norm 1 | 91.0 (seeds 42-44: 90.0 ± 1.0) | "
-        "92.0 (seeds 42-44: 64.0 ± 24.2) | +1.0 |"
+        "92.0 (seeds 42-44: 64.0 ± 24.2) | -26.0 (seeds 42-44; seed 42 +1.0) |"
     )

@@ -874,3 +874,52 @@ def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_mod
     assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"
     assert cap == ab.attention_interface.MATH_ATTENTION_MAX_KEYS
     assert dtypes == ab.attention_interface.MATH_ATTENTION_INFERENCE_DTYPES
+
+
+def test_an_ablation_row_s_difference_agrees_with_the_three_seed_means_it_shows():
+    """MPNet SST-2, P = 128: +0.9 at seed 42, but seed 43 collapsed (51.9): over seeds 42-44 it is -11.8."""
+    spec = quality_protocol.BACKBONES["mpnet"]
+    bench = quality_results.Bench(
+        quality_results.RESULTS_DIR / spec.results_subdir, model=spec.model, backbone="mpnet"
+    )
+    (row,) = [
+        line for line in quality_tables.render_ablations(bench) if "| SST-2 | long-prefix: P 128 |" in line
+    ]
+    assert row.endswith("| -11.8 (seeds 42-44; seed 42 +0.9) |")
+
+
+def test_a_summary_difference_over_unequal_seed_counts_says_so():
+    assert quality_tables.format_difference([80.0, 81.0, 82.0], [70.0, 71.0]) == "+10.5 (3/2 seeds)"
+    assert quality_tables.format_difference([80.0, 82.0, 84.0], [70.0, 71.0, 72.0]) == "+11.0"
+    assert quality_tables.mean_std([70.0, 71.0]) == "70.5 ± 0.7 (2 seeds)"
+    assert quality_tables.mean_std([70.0, 71.0, 72.0]) == "71.0 ± 1.0"
+
+
+def test_an_outside_the_grid_run_may_not_land_in_any_backbone_s_grid_file(tiny_model, tmp_path, monkeypatch):
+    """MiniLM's results folder is the parent of MPNet's: both must be refused, whichever backbone runs (a
+    line without budget_id in a grid file breaks that backbone's every table)."""
+    grid = tmp_path / "quality"  # stands for benchmarks/results/quality: a regression must not write there
+    monkeypatch.setattr(quality_runner, "RESULTS_DIR", grid)
+    monkeypatch.setattr(quality_runner, "run_one", lambda *args: pytest.fail("the run started"))
+    setting = json.dumps({"learning_rate": 0.01, "prefix_length": 4})
+    for backbone, folder in (("mpnet", ""), ("minilm", "mpnet")):
+        argv = [
+            "--backbone",
+            backbone,
+            "--scale",
+            "smoke",
+            "--model",
+            tiny_model,
+            "--results-dir",
+            str(tmp_path),
+        ]
+        argv += [
+            "--extra",
+            "sst2:ptuning-v2",
+            "--setting",
+            setting,
+            "--record",
+            str(grid / folder / "sst2.jsonl"),
+        ]
+        with pytest.raises(SystemExit, match="outside the grid"):
+            quality.main(argv)
