@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
-from ptuning.interop.peft_import import PeftPositionNote
+from ptuning.interop.peft_import import PeftPositionNote, PeftRevisionNote
 
 from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
 
@@ -166,4 +166,15 @@ def test_an_unreadable_base_model_is_named_in_the_error(tmp_path) -> None:
         json.dumps({**config, "base_model_name_or_path": "no/such-model"})
     )
     with pytest.raises(CheckpointError, match="cannot read the config of its base model 'no/such-model'"):
+        read_checkpoint_config(folder)
+
+
+def test_a_pinned_base_revision_is_warned_about_since_the_base_loads_unpinned(tmp_path) -> None:
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    pinned = {**config, "base_model_name_or_path": "no/such-model", "revision": "0123abc"}
+    (folder / "adapter_config.json").write_text(json.dumps(pinned))
+    with (
+        pytest.warns(PeftRevisionNote, match="revision '0123abc' of no/such-model"),
+        pytest.raises(CheckpointError),
+    ):
         read_checkpoint_config(folder)

@@ -42,6 +42,10 @@ class PeftPositionNote(UserWarning):
     """An imported PEFT prefix keeps PEFT's shifted positions (position_mode='shift')."""
 
 
+class PeftRevisionNote(UserWarning):
+    """The adapter pins a hub revision of its base model, which ptuning does not load by revision."""
+
+
 def base_model_path(adapter: PeftAdapter) -> str:
     """``base_model_name_or_path``; a relative path that exists next to the adapter is taken from there."""
     name = adapter.config.get("base_model_name_or_path")
@@ -52,6 +56,15 @@ def base_model_path(adapter: PeftAdapter) -> str:
     local = adapter.folder / name
     if not Path(name).is_absolute() and not Path(name).exists() and local.exists():
         return str(local.resolve())
+    revision = adapter.config.get("revision")
+    if revision and not Path(name).expanduser().exists():  # a hub name: a folder has no revisions
+        warnings.warn(
+            f"{adapter.folder}: the adapter was trained on revision {revision!r} of {name}, but ptuning loads "
+            f"{name} as the hub (or its cache) serves it by default; if that revision differs, pass a folder "
+            "holding that revision as the base model",
+            PeftRevisionNote,
+            stacklevel=2,
+        )
     return name
 
 
