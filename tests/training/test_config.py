@@ -145,3 +145,10 @@ def test_half_backbone_under_the_other_half_autocast_is_refused(
 
 def _no_loading(*args, **kwargs):
     raise AssertionError("a model was loaded before the options were checked")
+
+
+def test_a_task_folder_may_hold_a_comma() -> None:
+    config = build_config(
+        [("flags", {"tasks": "sst2,copa", "task_data": ["sst2=/data/runs,v2,copa=/data/c"]})]
+    )
+    assert config.task_data == {"sst2": "/data/runs,v2", "copa": "/data/c"}

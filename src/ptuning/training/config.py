@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import difflib
 import json
+import re
 import types
 import typing
 from pathlib import Path
@@ -228,6 +229,9 @@ class TrainConfig(BaseModel):
 # --- building a config from layered sources ---------------------------------------------------------------------
 
 
+_NEXT_PAIR = re.compile(r",(?=\s*[\w.-]+=)")
+
+
 def task_pairs(value: Any) -> Any:
     """TASK=VALUE items (a list of them from repeated flags, or comma-separated) into a mapping; a mapping (a
     config file's) as it is."""
@@ -237,7 +241,8 @@ def task_pairs(value: Any) -> Any:
         return value
     pairs: dict[str, str] = {}
     for text in value:
-        for item in str(text).split(","):
+        # a comma starts a new pair only where TASK= follows it: a path may hold commas ("/data/a,b")
+        for item in _NEXT_PAIR.split(str(text)):
             name, sep, rest = item.strip().partition("=")
             if item.strip() and (not sep or not name or not rest):
                 raise ValueError(f"expected TASK=VALUE, got {item.strip()!r}")
