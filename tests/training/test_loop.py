@@ -52,25 +52,61 @@ def test_max_steps_records_the_fraction_of_the_epoch(tiny_bert, sst2_dir, tmp_pa
     assert [entry["epoch"] for entry in summary["history"]] == [0.25] and summary["best_epoch"] == 0.25
 
 
+class RecordingWriter:
+    """Stands for tensorboard's SummaryWriter: keeps every scalar."""
+
+    def __init__(self) -> None:
+        self.scalars: list[tuple[str, float, int]] = []
+
+    def add_scalar(self, tag: str, value: float, step: int) -> None:
+        self.scalars.append((tag, float(value), step))
+
+    def close(self) -> None:
+        pass
+
+    def losses(self) -> list[float]:
+        return [value for tag, value, _ in self.scalars if tag == "train/loss"]
+
+
 def test_the_history_records_the_mean_loss_since_the_previous_evaluation(
     tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
 ) -> None:
     # 4 updates an epoch, evaluated after each epoch: each entry is the mean of its epoch's 4 losses, not the last
-    logged = []
-    original = trainer.Trainer._log_loss
-    monkeypatch.setattr(
-        trainer.Trainer,
-        "_log_loss",
-        lambda self, name, loss: (logged.append(loss), original(self, name, loss)),
-    )
+    writer = RecordingWriter()
+    monkeypatch.setattr(trainer, "tensorboard_writer", lambda output_dir, config: writer)
     args = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--epochs", "2")
     code, _, err = run_cli(args, capsys)
     assert code == 0, err
     history = json.loads((tmp_path / "run" / "summary.json").read_text())["history"]
+    logged = writer.losses()
     assert len(logged) == 8 and len(history) == 2
     for entry, epoch_losses in zip(history, (logged[:4], logged[4:]), strict=True):
         assert entry["train_loss"] == pytest.approx(sum(epoch_losses) / 4, rel=1e-6)
         assert entry["train_loss"] != pytest.approx(epoch_losses[-1], rel=1e-6)  # the losses do differ
+
+
+def test_with_accumulation_the_logged_loss_is_the_whole_update_s(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """4 micro-batches of 8 per update: the plotted train/loss is their mean (equal units here), not the last one's."""
+    writer = RecordingWriter()
+    monkeypatch.setattr(trainer, "tensorboard_writer", lambda output_dir, config: writer)
+    micro_losses = []
+    original = trainer.Trainer._step
+    monkeypatch.setattr(
+        trainer.Trainer,
+        "_step",
+        lambda self, *a, **k: micro_losses.append(original(self, *a, **k)) or micro_losses[-1],
+    )
+    args = train_args(
+        tiny_bert, sst2_dir, tmp_path / "run", "--epochs", "2", "--gradient-accumulation-steps", "4"
+    )
+    code, _, err = run_cli(args, capsys)
+    assert code == 0, err
+    assert len(micro_losses) == 8 and len(writer.losses()) == 2
+    for logged, window in zip(writer.losses(), (micro_losses[:4], micro_losses[4:]), strict=True):
+        assert logged == pytest.approx(sum(window) / 4, rel=1e-5)
+        assert logged != pytest.approx(window[-1], rel=1e-3)
 
 
 def test_pooling_reaches_the_head_and_the_checkpoint(tiny_bert, sst2_dir, tmp_path, capsys) -> None:

@@ -278,3 +278,66 @@ def test_multitask_training_on_one_data_file_has_no_dev_instead_of_scoring_train
     options.update(max_length=32, max_steps=1, test_split="none", log_tensorboard=False)
     result = train_multitask(TrainConfig(**options), ["sst2"], {"sst2": str(Path(sst2_dir) / "train.tsv")})
     assert sorted(result.summary["data"]) == ["sst2/train"]
+
+
+def test_a_train_split_of_another_name_is_where_labels_are_learned_and_required(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    """--train-split full: its labels (not a train.csv's beside it) are the label set, and its rows must be
+    labelled (an unlabelled row used to reach the collate function mid-training)."""
+    data = tmp_path / "data"
+    write_csv(data / "full.csv", 24, 0)
+    write_csv(data / "train.csv", 6, 2)  # another file, whose labels must not decide
+    (data / "train.csv").write_text("text,label\ngoal team,sport\n")
+    write_csv(data / "dev.csv", 9, 1)
+    options = json.dumps({"splits": {"full": "full.csv", "dev": "dev.csv"}})
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", "--max-steps", "1", task="csv-classification")
+    argv += ["--train-split", "full", "--task-options", options]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert labels_of(tmp_path / "run") == ["art", "sport", "tech"]
+
+    write_csv(data / "full.csv", 24, 0, extra="so so,\n")
+    labelled = json.dumps(
+        {"splits": {"full": "full.csv", "dev": "dev.csv"}, "label_names": ["art", "sport", "tech"]}
+    )
+    argv[argv.index(options)] = labelled
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "full.csv, line 26: no label" in err
+
+
+def test_a_dev_split_without_any_label_is_refused_before_training(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 12, 0)
+    (data / "dev.csv").write_text("text\ngoal match\npaint poem\n")
+    output = tmp_path / "run"
+    code, _, err = run_cli(train_args(tiny_bert, str(data), output, task="csv-classification"), capsys)
+    assert code == 2 and "none of the 2 examples of the dev split 'dev'" in err and "--dev-split none" in err
+    assert not (output / "training_state").exists()  # refused before a whole epoch was trained
+
+
+@pytest.mark.parametrize("label", ["NaN", "null"])
+def test_a_missing_label_written_as_nan_is_no_label_not_a_class(tiny_bert, tmp_path, capsys, label) -> None:
+    """pandas writes a gap in a labelled column as NaN (and json.dumps writes that as a bare NaN)."""
+    data = tmp_path / "data"
+    lines = [json.dumps({"text": "goal match", "label": 1}), json.dumps({"text": "paint poem", "label": 0})]
+    (data).mkdir()
+    (data / "train.jsonl").write_text("\n".join([*lines * 4, f'{{"text": "meh", "label": {label}}}']) + "\n")
+    argv = train_args(tiny_bert, str(data / "train.jsonl"), tmp_path / "run", "--max-steps", "1")
+    code, _, err = run_cli(argv + ["--task", "csv-classification", "--dev-split", "none"], capsys)
+    assert code == 2 and "train.jsonl, line 9: no label" in err
+
+
+def test_numeric_label_names_name_the_labels_the_files_hold(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    data.mkdir()
+    rows = [
+        json.dumps({"text": t, "label": label}) for t, label in (("goal match", 1), ("paint poem", 0))
+    ] * 4
+    (data / "train.jsonl").write_text("\n".join(rows) + "\n")
+    options = json.dumps({"label_names": [0, 1]})
+    argv = train_args(tiny_bert, str(data / "train.jsonl"), tmp_path / "run", "--max-steps", "1")
+    argv += ["--task", "csv-classification", "--dev-split", "none", "--task-options", options]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    assert labels_of(tmp_path / "run") == ["0", "1"]

@@ -110,8 +110,16 @@ def test_resume_refuses_a_run_saved_under_other_options_and_keeps_its_record(
     assert "learning_rate: 0.03 there, 0.01 now" in err and "max_grad_norm: 1.0 there, null now" in err
     assert (output_dir / "config.json").read_text() == recorded  # the record of the saved half is kept
 
-    # how a run computes or reports may change: evaluation batch, state saving, logging
-    code, _, err = run_cli([*args, "--resume", "--eval-batch-size", "16", "--save-every-steps", "5"], capsys)
+    # how a run computes or reports may change: evaluation batch, state saving, logging; and how the folder
+    # resumed is spelled (a restarted job's relative path, a trailing slash)
+    spelled = [
+        *args[: args.index("--output-dir") + 1],
+        f"{output_dir}/",
+        *args[args.index("--output-dir") + 2 :],
+    ]
+    code, _, err = run_cli(
+        [*spelled, "--resume", "--eval-batch-size", "16", "--save-every-steps", "5"], capsys
+    )
     assert code == 0, err
 
 

@@ -65,6 +65,13 @@ class Task:
     primary_scale: float = 1.0  # 100.0 where scores are percentages: tasks' scores are compared as fractions
     splits: dict[str, str] = {}  # split name -> default file name inside the data directory
     description: str = ""
+    # the split a run trains on (``--train-split``; the engine sets it): its rows must be labelled, and a task
+    # that learns its label set from its data learns it there
+    train_split: str = "train"
+
+    def is_train_split(self, split: str) -> bool:
+        """Whether ``split`` is read as training data ("train", "train-from-val"..., or the run's own)."""
+        return split == self.train_split or split.startswith("train")
 
     def read(self, data_dir: str, split: str) -> tuple[list[dict[str, Any]], DataReport]:
         raise NotImplementedError

@@ -118,7 +118,7 @@ class ClassificationTask(Task):
             for name, aliases in self.fields.items()
         }
         label_column = table.find_column(
-            self.label_columns, required=split.startswith("train"), what="the label"
+            self.label_columns, required=self.is_train_split(split), what="the label"
         )
         examples: list[Example] = []
         report = DataReport(skipped=table.blank_lines, notes=list(table.notes))
@@ -142,7 +142,7 @@ class ClassificationTask(Task):
         if key == HUB_UNLABELLED and self.hub_dataset:
             key = None
         if key is None:
-            if split.startswith("train"):
+            if self.is_train_split(split):
                 raise DataError(f"{table.where(row)}: no label in column {column!r}; a train split needs one")
             return None
         return self.parse_label(key, table.where(row))

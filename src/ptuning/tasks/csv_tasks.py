@@ -36,17 +36,18 @@ class CsvClassification(ClassificationTask):
         if pair:
             self.fields["text_pair"] = pair
         self.label_columns = as_aliases(label_field)
-        self.label_names = list(label_names) if label_names else None
+        # as keys, like the labels read from the files: [0, 1] in a config means the labels '0' and '1'
+        self.label_names = [label_key(name) or str(name) for name in label_names] if label_names else None
         super().__init__(label_map=label_map, splits=splits)
 
     def read(self, data_dir: str, split: str) -> tuple[list[Example], DataReport]:
-        if self.label_names is None and self.split_name(split) != "train":
+        if self.label_names is None and not self.is_train_split(self.split_name(split)):
             if not Path(data_dir).expanduser().is_dir():
                 raise DataError(
                     f"{self.name}: the label set is unknown; "
                     "read the train split first or pass label_names=[...]"
                 )
-            self.read(data_dir, "train")  # learns the label set
+            self.read(data_dir, self.train_split)  # learns the label set
         return super().read(data_dir, split)
 
     def examples_from_table(self, table: Table, split: str) -> tuple[list[Example], DataReport]:

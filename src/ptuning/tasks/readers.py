@@ -13,6 +13,7 @@ import csv
 import difflib
 import io
 import json
+import math
 import os
 import re
 import socket
@@ -348,7 +349,7 @@ def row_id(row: Mapping[str, Any], position: int) -> Any:
 def label_key(raw: Any) -> str | None:
     """A raw label as a string key, the same whether a JSON value or CSV/TSV text: true / "true" -> 'True',
     1 / 1.0 / "1.0" -> '1', '' or None -> None (no label)."""
-    if raw is None:
+    if raw is None or (isinstance(raw, float) and math.isnan(raw)):  # pandas' (and NaN JSON's) missing value
         return None
     if isinstance(raw, bool):
         return str(raw)

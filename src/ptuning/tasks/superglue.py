@@ -305,7 +305,7 @@ class Record(SuperGlueTask):
         ):
             raise DataError(f"{table.where(row)}: 'answers' should be a list of strings, found {answers!r}")
         if not answers:
-            if split.startswith("train"):
+            if self.is_train_split(split):
                 raise DataError(f"{table.where(row)}: no answers; a train split needs them")
             return None
         return list(answers)

@@ -94,13 +94,13 @@ class TaggingTask(Task):
     def read(self, data_dir: str, split: str) -> tuple[list[dict[str, Any]], DataReport]:
         """Sentences of one split. A task without a label set learns it from the train split: reading another
         split of a folder first reads train (reading another split of one file is an error)."""
-        if self.entity_types is None and SPLIT_ALIASES.get(split, split) != "train":
+        if self.entity_types is None and not self.is_train_split(SPLIT_ALIASES.get(split, split)):
             if not Path(data_dir).expanduser().is_dir():
                 raise DataError(
                     f"{self.name}: the entity types are unknown; read the train split first or pass "
                     "entity_types=[...]"
                 )
-            self.read(data_dir, "train")  # learns the entity types
+            self.read(data_dir, self.train_split)  # learns the entity types
         path = self.resolve_path(data_dir, split)
         sentences, documents = self.read_file(path)
         scheme, repaired = normalise_tags(sentences, self.scheme, path)

@@ -31,7 +31,7 @@ from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
 from ptuning.core.precision import AUTO_DTYPE, resolve_auto
 from ptuning.core.prefix import PrefixEncoder, PromptEmbedding
-from ptuning.tasks.base import DataReport, Task
+from ptuning.tasks.base import DataError, DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
 from ptuning.training.data import (
@@ -169,6 +169,7 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
         train_name = train_name or config.train_split or ("train" if "train" in task.splits else None)
         if train_name is None:
             raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
+        task.train_split = train_name  # its rows must be labelled; a label set is learned there
         dev_name = dev_name or config.dev_split
         if config.dev_from_train is not None:
             if dev_name not in (None, NONE):
@@ -232,6 +233,22 @@ def _own_splits(config: TrainConfig, name: str) -> tuple[str | None, str | None]
 
 
 # ============================================================================================ 2. read
+def _check_labelled(name: str, plan: TaskPlan, train: Split, dev: Split | None) -> None:
+    """Refuse, before the model loads, what would fail only after training: unlabelled rows to train on (a
+    task whose reader lets them through), or a dev split with no label to choose the checkpoint by."""
+    if train.report.unlabelled:
+        raise DataError(
+            f"{name}: {train.report.unlabelled} of {len(train.examples)} examples of the train split "
+            f"{plan.train_split!r} ({plan.data_dir}) have no label; a train split needs one on every row"
+        )
+    if dev is not None and dev.examples and dev.report.unlabelled == len(dev.examples):
+        raise DataError(
+            f"{name}: none of the {len(dev.examples)} examples of the dev split {dev.name!r} ({plan.data_dir}) "
+            "has a label, so no checkpoint could be chosen by it; give a labelled dev split, hold one out "
+            "of train (--dev-from-train 0.1), or train without one (--dev-split none)"
+        )
+
+
 def read_task_data(plan: TaskPlan, config: TrainConfig, say: Any = print) -> TaskData:
     """A task's splits as examples, train first (it may fix the task's label set); tokenized later, once the
     model's tokenizer is loaded. With ``dev_from_train`` a seeded share of train becomes dev before the sample
@@ -248,6 +265,7 @@ def read_task_data(plan: TaskPlan, config: TrainConfig, say: Any = print) -> Tas
     train = keep_first(train, config.max_train_samples)
     dev = keep_first(dev, config.max_eval_samples) if dev else None
     test = keep_first(test, config.max_eval_samples) if test else None
+    _check_labelled(task.name, plan, train, dev)
     if test is not None and test.report.unlabelled == len(test.examples):
         say(f"test split {plan.test_split!r} is unlabelled: not scored")
         notes.append(f"test split {plan.test_split!r} is unlabelled: not scored")

@@ -25,6 +25,7 @@ STATE_DIR = "training_state"
 RESUMABLE_WITH_OTHER = frozenset(
     {
         "resume",
+        "output_dir",  # the folder resumed is the one the state is in, however it is spelled now
         "eval_batch_size",
         "save_every_steps",
         "log_tensorboard",

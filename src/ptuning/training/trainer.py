@@ -78,6 +78,7 @@ class Trainer:
         self._build_optimizer(model)
         self.progress = _fresh_progress(self._names)
         self._counted_window: tuple[int, list[tuple[str, int]]] = (0, [])  # _window_units' last window
+        self._window_losses: list[tuple[str, float, int]] = []  # (task, loss, labelled units) of this window
         if config.resume:
             self._resume(model)
         self.sharded = config.shard_backbone
@@ -301,10 +302,12 @@ class Trainer:
         progress["micro"] = micro
         progress["epoch"], progress["batch_in_epoch"] = divmod(micro, self.epoch_steps)
         progress["losses"][name].append(loss)
+        first, window = self._window_units(micro)
+        self._window_losses.append((name, loss, window[micro - first][1]))
         sync = self._closes_window(micro)
         if sync:
             progress["update"] += 1
-            self._log_loss(name, loss)
+            self._log_window_loss()
         update = progress["update"]
         epoch_end = micro % self.epoch_steps == 0
         last = micro == self.total_micro
@@ -314,11 +317,21 @@ class Trainer:
         if (sync and every_save and update % every_save == 0) or epoch_end or last:
             self._save_state()
 
-    def _log_loss(self, name: str, loss: float) -> None:
-        if self.writer is not None:
-            tag = "train/loss" if self.single else f"train/loss/{name}"
-            self.writer.add_scalar(tag, loss, self.progress["update"])
-            self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.progress["update"])
+    def _log_window_loss(self) -> None:
+        """Each task's loss over the update's window (its micro-batches' means weighted by labelled units, as
+        the update weighted them), not the last micro-batch's alone, which with accumulation plots one batch
+        in N."""
+        window, self._window_losses = self._window_losses, []
+        if self.writer is None:
+            return
+        for name in dict.fromkeys(name for name, _, _ in window):
+            parts = [(loss, units) for task, loss, units in window if task == name]
+            units = sum(u for _, u in parts)
+            mean = sum(loss * u for loss, u in parts) / units if units else parts[-1][0]
+            self.writer.add_scalar(
+                "train/loss" if self.single else f"train/loss/{name}", mean, self.progress["update"]
+            )
+        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.progress["update"])
 
     # ----------------------------------------------------------------------------------- evaluation
     def _evaluate(self) -> None:
