@@ -234,3 +234,19 @@ def test_an_encoder_decoder_prefix_is_refused_naming_its_base(tmp_path) -> None:
     save_checkpoint(model, tmp_path / "ckpt")
     with pytest.raises(ValueError, match="'t5' is an encoder-decoder"):
         export_peft(tmp_path / "ckpt", tmp_path / "out", prefix_only=True)
+
+
+def test_a_tagger_s_bio_tags_survive_the_export_and_decode_after_the_import(tmp_path) -> None:
+    """PEFT keeps labels in the base's config, which an export does not write: without ptuning_labels.json
+    the re-imported head's classes were LABEL_0.., which no NER task can read."""
+    from ptuning.core.checkpoint import read_checkpoint_config
+    from ptuning.tasks.rebuild import rebuild_task
+
+    tags = ["O", "B-PER", "I-PER"]
+    model = _model("bert-token-cls-projection", HeadKind.TOKEN_CLASSIFICATION, tags)
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint", task_names={"task": "ner-generic"})
+    adapter = export_peft(checkpoint, tmp_path / "adapter")
+    assert json.loads((adapter / "ptuning_labels.json").read_text()) == {"label_names": tags}
+    config = read_checkpoint_config(adapter)
+    assert config["tasks"]["adapter"]["head"]["label_names"] == tags
+    assert rebuild_task(adapter, config, "adapter").task.entity_types == ["PER"]

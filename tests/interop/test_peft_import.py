@@ -178,3 +178,13 @@ def test_a_pinned_base_revision_is_warned_about_since_the_base_loads_unpinned(tm
         pytest.raises(CheckpointError),
     ):
         read_checkpoint_config(folder)
+
+
+def test_a_token_classifier_whose_base_names_no_tags_is_refused_with_the_reason() -> None:
+    """Its base config's id2label is LABEL_0..2: no BIO tags for ner-generic to decode (was a bare ValueError)."""
+    from ptuning.tasks.rebuild import rebuild_task
+
+    folder = adapter_dir("bert-token-cls-projection")
+    config = read_checkpoint_config(folder)
+    with pytest.raises(CheckpointError, match="cannot be task 'ner-generic'.*'LABEL_0' is neither 'O' nor"):
+        rebuild_task(folder, config, "adapter")

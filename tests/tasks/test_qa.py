@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError, HeadKind
 from ptuning.tasks.qa import TASKS, SquadTask, SquadV2Task, read_squad
 from ptuning.tasks.qa_postprocess import (
@@ -278,7 +279,7 @@ def test_doc_stride_must_leave_room_for_new_context(tokenizer, tmp_path):
     task = SquadTask(doc_stride=128)
     examples, _ = task.read(str(tmp_path), "d.json")
     with pytest.raises(
-        ValueError, match=r"doc_stride=128 must be smaller .* 122 tokens .* question 3 tokens"
+        ConfigError, match=r"doc_stride=128 must be smaller .* 122 tokens .* question 3 tokens"
     ):
         task.featurize(examples, tokenizer, 128)
 

@@ -148,3 +148,14 @@ def test_nf4_without_cuda_is_one_line_and_exit_2(ner_checkpoint, tmp_path, capsy
     ]
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and "nf4 needs CUDA and bitsandbytes" in err
+
+
+def test_squad_windows_too_short_for_the_doc_stride_are_one_line_and_exit_2(
+    tiny_bert, squad_dir, tmp_path, capsys
+) -> None:
+    argv = train_args(
+        tiny_bert, squad_dir, tmp_path / "run", "--max-steps", "1", task="squad"
+    )  # max_length 32
+    code, _, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 2 and "doc_stride=128 must be smaller" in err and "--max-length" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1

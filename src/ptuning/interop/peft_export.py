@@ -133,7 +133,8 @@ def export_peft(
         "task_type": task_type,
         "token_dim": token_dim,
     }
-    return write_adapter(out_dir, peft_config, tensors)
+    labels = None if prefix_only else entry["head"].get("label_names")
+    return write_adapter(out_dir, peft_config, tensors, labels)
 
 
 def _choose_task(config: dict[str, Any], task: str | None, checkpoint_dir: Path) -> str:

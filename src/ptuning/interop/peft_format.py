@@ -25,6 +25,9 @@ from ptuning.core.checkpoint import CheckpointError, replace_dir, staging_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
+LABELS_FILE = (
+    "ptuning_labels.json"  # written by ptuning's export: the head's classes (PEFT has no place for them)
+)
 PICKLED_WEIGHTS = "adapter_model.bin"
 TABLE_KEY = "prompt_embeddings"
 MODULE_PREFIX = "base_model."  # how PEFT names modules_to_save tensors in the file
@@ -139,8 +142,33 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
         )
 
 
-def write_adapter(folder: str | Path, config: dict[str, Any], tensors: dict[str, torch.Tensor]) -> Path:
-    """Write an adapter folder atomically (staged in a sibling, swapped in with ``os.replace``)."""
+def read_labels(folder: str | Path) -> list[str] | None:
+    """The label names ``write_adapter`` stored beside the adapter, or None when there is no such file."""
+    path = Path(folder) / LABELS_FILE
+    if not path.is_file():
+        return None
+    try:
+        names = json.loads(path.read_text(encoding="utf-8")).get("label_names")
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
+        raise PeftFormatError(
+            f"{path}: not a JSON object with label_names ({error.__class__.__name__})"
+        ) from None
+    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        raise PeftFormatError(f"{path}: label_names should be a list of non-empty strings, got {names!r}")
+    return names
+
+
+def write_adapter(
+    folder: str | Path,
+    config: dict[str, Any],
+    tensors: dict[str, torch.Tensor],
+    label_names: list[str] | None = None,
+) -> Path:
+    """Write an adapter folder atomically (staged in a sibling, swapped in with ``os.replace``).
+
+    ``label_names``: the head's classes, in ``LABELS_FILE`` beside PEFT's files. PEFT keeps labels in the base
+    model's config, which an export does not write, and a key of ours in adapter_config.json would make PEFT
+    warn about an unknown option; PEFT ignores a file it does not know."""
     folder = Path(folder)
     folder.parent.mkdir(parents=True, exist_ok=True)
     staging = staging_dir(folder)
@@ -148,6 +176,8 @@ def write_adapter(folder: str | Path, config: dict[str, Any], tensors: dict[str,
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
+        if label_names:
+            (staging / LABELS_FILE).write_text(json.dumps({"label_names": label_names}, indent=2) + "\n")
         replace_dir(staging, folder)
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)

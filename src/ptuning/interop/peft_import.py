@@ -23,7 +23,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
-from ptuning.interop.peft_format import PeftAdapter, PeftFormatError, read_adapter
+from ptuning.interop.peft_format import LABELS_FILE, PeftAdapter, PeftFormatError, read_adapter, read_labels
 from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_peft, with_rows
 
 HEAD_NAME = "adapter"  # the one task of an imported adapter
@@ -111,9 +111,20 @@ def _head_mapping(adapter: PeftAdapter, model_type: str) -> HeadMapping:
     return with_rows(mapping, _head_rows(adapter, mapping))
 
 
-def _label_names(mapping: HeadMapping, rows: int, base: dict[str, Any]) -> list[str] | None:
+def _label_names(
+    adapter: PeftAdapter, mapping: HeadMapping, rows: int, base: dict[str, Any]
+) -> list[str] | None:
+    """The head's classes: those ptuning's export stored beside the adapter, else the base config's id2label
+    when it has as many, else LABEL_0.."""
     if mapping.kind not in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION):
         return None
+    stored = read_labels(adapter.folder)
+    if stored is not None:
+        if len(stored) != rows:
+            raise PeftFormatError(
+                f"{adapter.folder / LABELS_FILE}: {len(stored)} label names for a head of {rows} rows"
+            )
+        return stored
     id2label = base.get("id2label") or {}
     names = [id2label.get(str(i), id2label.get(i)) for i in range(rows)]
     return names if all(names) and len(id2label) == rows else [f"LABEL_{i}" for i in range(rows)]
@@ -135,7 +146,9 @@ def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | Non
         dropout=0.0,  # PEFT has no dropout on the prefix
         position_mode=PositionMode.SHIFT,
     )
-    head = HeadSpec(mapping.kind, _label_names(mapping, rows, base), mapping.pooling, mapping.activation)
+    head = HeadSpec(
+        mapping.kind, _label_names(adapter, mapping, rows, base), mapping.pooling, mapping.activation
+    )
     return {
         "format": FORMAT,
         "ptuning_version": __version__,

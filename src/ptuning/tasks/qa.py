@@ -12,6 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
 from ptuning.tasks.qa_postprocess import postprocess_qa, squad_v1_scores, squad_v2_scores
@@ -212,11 +213,11 @@ class QaTask(Task):
             questions = [question + PAIR_SEPARATOR for question in questions]  # the context's offsets stay
             longest = max(len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"])
         room = max_length - longest - tokenizer.num_special_tokens_to_add(pair=True)
-        if self.doc_stride >= room:
-            raise ValueError(
+        if self.doc_stride >= room:  # a ConfigError: the CLI's one line and exit 2, not a traceback
+            raise ConfigError(
                 f"doc_stride={self.doc_stride} must be smaller than the context room of a window, {room} tokens "
-                f"(max_length={max_length} - longest question {longest} tokens - special tokens); lower "
-                "doc_stride or max_question_length"
+                f"(max_length={max_length} - longest question {longest} tokens - special tokens); raise "
+                "--max-length (SQuAD's presets use 384) or lower doc_stride or max_question_length"
             )
         features: Features = []
         report = DataReport(examples=len(examples))

@@ -58,7 +58,12 @@ def rebuild_task(checkpoint_dir: str | Path, config: dict[str, Any], head: str) 
         raise CheckpointError(f"{where}: head {head!r} is {kind}, but task {task.name!r} is {task.head}")
     labels = spec.get("label_names")
     if labels and getattr(task, "label_names", None) is None:
-        bind_labels(task, labels)  # label sets learned from data (generic CSV, NER)
+        try:
+            bind_labels(task, labels)  # label sets learned from data (generic CSV, NER)
+        except ValueError as error:  # e.g. an imported token classifier's LABEL_0.. are no tags
+            raise CheckpointError(
+                f"{where}: head {head!r}'s labels {labels} cannot be task {task.name!r}'s: {error}"
+            ) from None
     elif labels and list(task.label_names) != list(labels):
         raise CheckpointError(
             f"{where}: head {head!r} has labels {labels}, but task {task.name!r} has {task.label_names}"
