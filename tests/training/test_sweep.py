@@ -16,13 +16,21 @@ from ptuning.training.sweep import VariantRun, grid_variants, run_variants, swee
 from ptuning.training.trainer import TrainingDivergedError
 
 
+def sweep(
+    tiny_bert: str, data: str, output_dir: Path, lengths: str, rates: str, capsys
+) -> tuple[list, str, dict]:
+    """``ptuning sweep`` of 2 updates a cell: (argv, stdout, sweep.json) after checking it exited 0."""
+    argv = train_args(tiny_bert, data, output_dir, "--max-steps", "2", "--test-split", "none")
+    argv = ["sweep", *argv[1:], "--prefix-lengths", lengths, "--learning-rates", rates]
+    code, out, err = run_cli(argv, capsys)
+    assert code == 0, err
+    return argv, out, json.loads((output_dir / "sweep.json").read_text())
+
+
 def test_sweep_runs_every_cell_then_skips_finished_ones(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
     output_dir = tmp_path / "sweep"
-    argv = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--test-split", "none")
-    argv = ["sweep", *argv[1:], "--prefix-lengths", "2,4", "--learning-rates", "1e-2"]
-    code, out, _ = run_cli(argv, capsys)
-    assert code == 0 and "best: p" in out
-    table = json.loads((output_dir / "sweep.json").read_text())
+    argv, out, table = sweep(tiny_bert, sst2_dir, output_dir, "2,4", "1e-2", capsys)
+    assert "best: p" in out
     assert [cell["name"] for cell in table["cells"]] == ["p2-lr0.01", "p4-lr0.01"]
     assert table["best"] in ("p2-lr0.01", "p4-lr0.01")
     summaries = [output_dir / cell["name"] / "summary.json" for cell in table["cells"]]
@@ -151,10 +159,6 @@ def test_a_nan_dev_score_is_never_the_best_cell(tmp_path) -> None:
 def test_ptuning_sweep_finishes_its_grid_past_a_diverging_learning_rate(
     tiny_bert, sst2_dir, tmp_path, capsys
 ) -> None:
-    output_dir = tmp_path / "sweep"
-    argv = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--test-split", "none")
-    argv = ["sweep", *argv[1:], "--prefix-lengths", "4", "--learning-rates", "1e37,1e-2"]
-    code, out, _ = run_cli(argv, capsys)
-    assert code == 0 and "best: p4-lr0.01" in out
-    table = json.loads((output_dir / "sweep.json").read_text())
+    _, out, table = sweep(tiny_bert, sst2_dir, tmp_path / "sweep", "4", "1e37,1e-2", capsys)
+    assert "best: p4-lr0.01" in out
     assert "diverged" in table["cells"][0]["diverged"] and table["cells"][1]["dev"] is not None
