@@ -102,3 +102,20 @@ def test_detaching_removes_the_patch_of_the_last_layer() -> None:
     assert getattr(last, READOUT_ATTRIBUTE) and "forward" in vars(last)
     model.detach_backbone()
     assert READOUT_ATTRIBUTE not in vars(last) and "forward" not in vars(last)
+
+
+@pytest.mark.parametrize("family", ["bert", "mpnet", "roberta"])
+@pytest.mark.parametrize("method", ["ptuning-v2", "prompt-tuning"])  # with and without the readout shortcut
+def test_a_left_padded_row_reads_its_own_first_token(family, method) -> None:
+    """With left padding [CLS] is not at column 0: the head read a pad position (logits off by 0.3-2)."""
+    skip_if_absent(family)
+    model = build(family, method=method).model
+    ids = random_ids(2, 9)
+    alone = [
+        model(input_ids=row[None], attention_mask=torch.ones_like(row)[None]).logits
+        for row in (ids[0], ids[1, :5])
+    ]
+    batch, mask = pad_rows([ids[0], ids[1, :5]], "left", pad_id(family))
+    with torch.no_grad():
+        together = model(input_ids=batch, attention_mask=mask).logits
+    assert_close(together, torch.cat(alone).detach())

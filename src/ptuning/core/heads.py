@@ -23,17 +23,20 @@ class Pooling(StrEnum):
 
 def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: Pooling) -> torch.Tensor:
     """(B, T, H) -> (B, H)."""
-    if pooling is Pooling.FIRST or attention_mask is None and pooling is Pooling.LAST:
-        return hidden[:, 0] if pooling is Pooling.FIRST else hidden[:, -1]
     if attention_mask is None:
-        return hidden.mean(dim=1)
+        if pooling is Pooling.MEAN:
+            return hidden.mean(dim=1)
+        return hidden[:, 0] if pooling is Pooling.FIRST else hidden[:, -1]
+    rows = torch.arange(hidden.shape[0], device=hidden.device)
+    if pooling is Pooling.FIRST:  # the first real token, wherever padding is: [CLS] after left padding too
+        return hidden[rows, (attention_mask.cumsum(dim=1) == 0).sum(dim=1)]
     mask = attention_mask.to(hidden.dtype)
     if pooling is Pooling.MEAN:
         return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
     # Last real token, wherever padding is (left or right).
     positions = torch.arange(mask.shape[1], device=mask.device)
     last = (positions * attention_mask.long()).argmax(dim=1)
-    return hidden[torch.arange(hidden.shape[0], device=hidden.device), last]
+    return hidden[rows, last]
 
 
 # Activations of the optional dense layer in front of a pooled head (transformers' BERT pooler: tanh;

@@ -303,9 +303,10 @@ class PromptModel(nn.Module):
             return self._causal_lm(input_ids, attention_mask, labels, names)
         if spec.kind is HeadKind.SEQ2SEQ_LM:
             return self._seq2seq_lm(input_ids, attention_mask, labels, names)
-        hidden = self.encode(
-            input_ids, attention_mask, token_type_ids, names, first_token_only=self.reads_first_token(task)
-        )
+        # the shortcut computes position 0's last feed-forward alone: with left padding [CLS] is elsewhere
+        left_padded = attention_mask is not None and not bool(attention_mask[:, 0].all())
+        first_only = self.reads_first_token(task) and not left_padded
+        hidden = self.encode(input_ids, attention_mask, token_type_ids, names, first_token_only=first_only)
         out = self.heads[task](hidden, attention_mask, labels, num_choices, start_positions, end_positions)
         return PromptModelOutput(**out)
 
