@@ -537,7 +537,17 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 
 def _load_checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
-    from ptuning.training.predict import load_for_inference
+    from ptuning.core.checkpoint import read_checkpoint_config
+    from ptuning.training.predict import load_for_inference, trained_dtype
+
+    if args.backbone_dtype is None and args.backbone_quantization is None:
+        trained = trained_dtype(read_checkpoint_config(args.checkpoint))
+        if trained is not None:
+            print(
+                f"note: the backbone is stored in {trained}, as the prompt was trained (the checkpoint's "
+                "base_model.dtype); --backbone-dtype fp32 to load it in fp32",
+                file=sys.stderr,
+            )
 
     loaded = load_for_inference(
         args.checkpoint,

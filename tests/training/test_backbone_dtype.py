@@ -58,3 +58,34 @@ def test_train_eval_and_predict_on_a_bf16_backbone(tiny_bert_bf16, sst2_dir, tmp
     assert code == 0, err
     predictions = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     assert len(predictions) == 2 and all(p["label"] in ("negative", "positive") for p in predictions)
+
+
+def test_predict_and_eval_load_the_backbone_in_the_dtype_the_prompt_was_trained_on(
+    tiny_bert, sst2_dir, tmp_path, capsys
+):
+    """A bf16-trained prompt scored on an fp32 backbone moved its scores (the audit's pearson -0.336 -> -0.289):
+    by default eval and predict now load what the checkpoint's base_model.dtype says."""
+    output_dir = tmp_path / "run"
+    argv = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--backbone-dtype", "bf16")
+    code, _, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    source = tmp_path / "in.txt"
+    source.write_text("a gripping , funny film\nthe dullest hour of my life\n")
+    predict = ["predict", "--checkpoint", str(output_dir / "checkpoint"), "--input", str(source)]
+
+    def probabilities(*flags: str) -> tuple[list, str]:
+        code, out, err = run_cli([*predict, *flags], capsys)
+        assert code == 0, err
+        return [json.loads(line)["probabilities"] for line in out.splitlines()], err
+
+    default, note = probabilities()
+    assert "stored in bf16, as the prompt was trained" in note
+    assert default == probabilities("--backbone-dtype", "bf16")[0]
+    assert default != probabilities("--backbone-dtype", "fp32")[0]
+
+    summary = json.loads((output_dir / "summary.json").read_text())
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", str(output_dir / "checkpoint"), "--data", sst2_dir, "--split", "dev"], capsys
+    )
+    assert code == 0, err
+    assert json.loads(out)["accuracy"] == summary["dev"]["accuracy"]

@@ -37,6 +37,8 @@ from ptuning.core.config import Method, PrefixConfig
 from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint, dtype_hint
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
+from ptuning.core.precision import dtype_name, floating_dtype
+from ptuning.core.quantization import is_quantized
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
@@ -219,6 +221,20 @@ class PromptRegistry:
                 f"checkpoint {name!r} cannot be loaded: {type(error).__name__}: {error}"
             ) from None
 
+    def _note_dtype(self, name: str, trained: str | None) -> None:
+        """Log a checkpoint trained on another backbone dtype than the one served: its answers move by bf16's
+        rounding (the server has one backbone; ``ptuning eval`` loads each checkpoint's own dtype)."""
+        served = dtype_name(floating_dtype(self.backbone))
+        if trained in ("fp32", "bf16", "fp16") and trained != served and not is_quantized(self.backbone):
+            logger.warning(
+                "checkpoint %s was trained on a %s backbone and is served on this %s one: its answers may "
+                "differ slightly from ptuning eval/predict's (serve with --backbone-dtype %s to match)",
+                name,
+                trained,
+                served,
+                trained,
+            )
+
     def _prepare(self, name: str, path: Path) -> Prepared:
         try:
             config = read_checkpoint_config(path)  # validated: every field has the expected type
@@ -238,6 +254,7 @@ class PromptRegistry:
                     f"checkpoint {name!r} uses method {method}; the server mixes deep prefixes only "
                     f"({', '.join(m.value for m in SERVED_METHODS)})"
                 )
+            self._note_dtype(name, base.get("dtype"))
             built = {head: self._task_for(name, path, config, head) for head in config["tasks"]}
             stamp = _stamp(path)
             model = load_checkpoint(path, backbone=self.backbone)

@@ -47,6 +47,13 @@ class LoadedCheckpoint:
     max_length: int
 
 
+def trained_dtype(config: dict[str, Any]) -> str | None:
+    """The backbone dtype a checkpoint's prompt was trained on when it was not fp32 (``base_model.dtype``):
+    bf16 rounding moves scores (and an fp16 copy is another base), so inference loads it so by default."""
+    recorded = config["base_model"].get("dtype")
+    return recorded if recorded in ("bf16", "fp16") else None
+
+
 def load_for_inference(
     checkpoint_dir: str | Path,
     head: str | None = None,
@@ -59,7 +66,8 @@ def load_for_inference(
 
     The task and its ``max_length`` are rebuilt as in training (``ptuning.tasks.rebuild``, shared with the
     server); an explicit ``max_length`` overrides the trained one. ``backbone_dtype`` stores the frozen
-    backbone in bf16/fp16; ``quantization`` int8 on CPU (weight-only) or int8-dynamic quantizes its linear
+    backbone in bf16/fp16 (None: the dtype it was trained on, ``trained_dtype``, so that eval reproduces the
+    training run's scores); ``quantization`` int8 on CPU (weight-only) or int8-dynamic quantizes its linear
     layers after the prompt is loaded (``core.quantization``); int8/nf4 on CUDA go through bitsandbytes.
     """
     checkpoint_dir = Path(checkpoint_dir)
@@ -72,6 +80,8 @@ def load_for_inference(
     if head not in heads:
         raise CheckpointError(f"{checkpoint_dir} has no task {head!r}; it holds {sorted(heads)}")
     base = config["base_model"]
+    if backbone_dtype is None and quantization is None:
+        backbone_dtype = trained_dtype(config)
     cpu_int8 = quantizes_after_loading(quantization)
     if quantization is not None and not cpu_int8:
         loading_kwargs(quantization)  # refuses without CUDA / bitsandbytes before the slow load
