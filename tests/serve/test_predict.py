@@ -199,3 +199,22 @@ async def test_metrics_count_requests_batches_and_latency(app) -> None:
     assert metrics["latency_ms"]["count"] >= 1 and metrics["latency_ms"]["p50"] > 0
     assert metrics["batches"]["count"] >= 1 and metrics["batches"]["rows"]["max"] >= 1
     assert metrics["tasks_served"] == 8
+
+
+@pytest.mark.anyio
+async def test_a_qa_checkpoint_with_short_windows_is_served_and_a_question_too_long_for_them_is_a_422(
+    base_dir, base, tmp_path
+) -> None:
+    """Trained with max_length 160 (its questions were short): the server refused the whole checkpoint for
+    the worst case (a 64-token question), which training had accepted."""
+    build_checkpoint(base_dir, tmp_path / "qa", {"squad": "squad"}, max_length=160)
+    backbone, tokenizer = base
+    app = create_app(tmp_path, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
+    long = "When " + "exactly " * 40 + "was the tower finished?"
+    async with client(app) as http:
+        short = await http.post("/tasks/qa/predict", json={"input": INPUTS["qa"][0]})
+        too_long = await http.post(
+            "/tasks/qa/predict", json={"input": {"question": long, "context": CONTEXT}}
+        )
+    assert short.status_code == 200 and "answer" in short.json()["prediction"]
+    assert too_long.status_code == 422 and "doc_stride=128 must be smaller" in too_long.json()["detail"]
