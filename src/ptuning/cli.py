@@ -168,7 +168,11 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate = _command(commands, "eval", "score a prompt checkpoint on a data split", EVAL_EXAMPLES)
     _add_checkpoint_options(evaluate)
     evaluate.add_argument("--data", required=True, help="the task's data folder (or one data file)")
-    evaluate.add_argument("--split", default="dev", help="split name (default: dev)")
+    evaluate.add_argument(
+        "--split",
+        default="dev",
+        help="split name (default: dev); dev-from-train: the dev share a --dev-from-train run held out",
+    )
     evaluate.add_argument("--max-samples", type=_positive_int, help="score only the first N examples")
     evaluate.add_argument("--output", help="also write the scores to this JSON file")
     evaluate.set_defaults(handler=cmd_eval)
@@ -414,7 +418,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     loaded = _load_checkpoint(args)
     notes: list[str] = []
     with _compile_cost(args):
-        scores = score_split(loaded, args.data, args.split, args.batch_size, args.max_samples, notes)
+        scores = score_split(
+            loaded, args.data, args.split, args.batch_size, args.max_samples, notes, args.checkpoint
+        )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
     text = json.dumps(scores, indent=2)

@@ -65,6 +65,10 @@ def test_csv_classification_learns_labels_from_train_and_reuses_them_from_the_ch
     )
     assert code == 0, err
     assert json.loads(out)["examples"] == 9
+    code, _, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split", "dev-from-train"], capsys
+    )
+    assert code == 2 and "records no such run" in err  # it had a dev file: nothing was held out
     inputs = tmp_path / "in.txt"
     inputs.write_text("goal\u2028match team\r\nnew\u0085chip\n", encoding="utf-8")
     code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(inputs)], capsys)
@@ -138,6 +142,21 @@ def test_train_and_test_only_asks_for_a_dev_choice_and_dev_from_train_holds_out_
     assert summary["dev"] is not None and summary["test"] is not None
     report = (output / "summary.md").read_text()
     assert "| dev held out of train | 6 of 24 examples (fraction 0.25, seed 0) |" in report
+
+    # eval scores the same held-out share (no split of the folder could), whatever the checkpoint's folder
+    evaluate = [
+        "eval",
+        "--checkpoint",
+        str(output / "checkpoint"),
+        "--data",
+        str(data),
+        "--split",
+        "dev-from-train",
+    ]
+    code, out, err = run_cli([*evaluate, "--batch-size", "8"], capsys)
+    assert code == 0, err
+    scored = json.loads(out)
+    assert scored["examples"] == 6 and scored["accuracy"] == summary["dev"]["accuracy"]
 
 
 def test_a_dev_split_and_dev_from_train_together_are_refused(tiny_bert, tmp_path, capsys) -> None:

@@ -39,7 +39,7 @@ def rebuild_task(checkpoint_dir: str | Path, config: dict[str, Any], head: str) 
     if "task_options" in entry:
         options, max_length = entry.get("task_options") or {}, entry.get("max_length")
     else:
-        run = _training_run_config(Path(checkpoint_dir))
+        run = training_run_config(Path(checkpoint_dir))
         options, max_length = run.get("task_options") or {}, run.get("max_length")
     name = entry.get("task", head)
     if (
@@ -81,7 +81,7 @@ def bind_labels(task: Task, label_names: list[str]) -> None:
     task.label_names = list(label_names)
 
 
-def _training_run_config(checkpoint_dir: Path) -> dict[str, Any]:
+def training_run_config(checkpoint_dir: Path) -> dict[str, Any]:
     """The engine's config.json of the run that wrote this checkpoint (output_dir/checkpoint), if any."""
     path = checkpoint_dir.parent / "config.json"
     try:

@@ -27,9 +27,10 @@ from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
 from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines, row_id
-from ptuning.tasks.rebuild import rebuild_task
+from ptuning.tasks.rebuild import rebuild_task, training_run_config
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
+from ptuning.training.data import DEV_FROM_TRAIN_SEED, hold_out, read_split
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
@@ -231,6 +232,9 @@ def predict(
     ]
 
 
+HELD_OUT_PREFIX = "dev-from-"  # the dev split a --dev-from-train run held out of its train split
+
+
 def score_split(
     loaded: LoadedCheckpoint,
     data_dir: str,
@@ -238,10 +242,15 @@ def score_split(
     batch_size: int = 64,
     max_samples: int | None = None,
     notes: list[str] | None = None,
+    checkpoint_dir: str | Path | None = None,
 ) -> dict[str, Any]:
     """The task's metrics of the checkpoint on one split of ``data_dir``, with the example count and how
-    many inputs were cut at ``max_length`` (``notes``, when given, receives what reading and featurizing said)."""
-    examples, read_report = loaded.task.read(data_dir, split)
+    many inputs were cut at ``max_length`` (``notes``, when given, receives what reading and featurizing said).
+    ``dev-from-train`` is the share its training run held out (``held_out_dev``)."""
+    if split.startswith(HELD_OUT_PREFIX) and split not in loaded.task.splits:
+        examples, read_report = held_out_dev(loaded.task, data_dir, split, checkpoint_dir)
+    else:
+        examples, read_report = loaded.task.read(data_dir, split)
     if max_samples is not None:
         examples = examples[:max_samples]
     features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
@@ -249,6 +258,23 @@ def score_split(
         notes.extend(read_report.notes + report.notes)
     scores = loaded.task.score(examples, features, _outputs(loaded, features, batch_size))
     return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
+
+
+def held_out_dev(
+    task: Task, data_dir: str, split: str, checkpoint_dir: str | Path | None
+) -> tuple[list[dict[str, Any]], Any]:
+    """The dev examples a ``--dev-from-train`` run held out of its train split (``dev-from-TRAIN``): the same
+    seeded draw, from the fraction its config.json (beside the checkpoint) records, over the same data."""
+    run = training_run_config(Path(checkpoint_dir)) if checkpoint_dir is not None else {}
+    fraction = run.get("dev_from_train")
+    if not isinstance(fraction, float):
+        raise DataError(
+            f"--split {split}: the dev share a --dev-from-train run held out of train, but "
+            f"{Path(checkpoint_dir or '.').parent / 'config.json'} records no such run; score a split of the data"
+        )
+    train = read_split(task, data_dir, split.removeprefix(HELD_OUT_PREFIX))
+    _, dev, _ = hold_out(train, fraction, DEV_FROM_TRAIN_SEED)
+    return dev.examples, dev.report
 
 
 def _outputs(loaded: LoadedCheckpoint, features: Features, batch_size: int) -> list[Any]:
