@@ -522,7 +522,11 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--task", help="which task of a multi-task checkpoint")
     parser.add_argument("--model", help="the base model's folder, when it moved since training")
     parser.add_argument("--max-length", type=_positive_int, help="default: the training run's max_length")
-    parser.add_argument("--batch-size", type=_positive_int, default=64, help="default: 64")
+    parser.add_argument(
+        "--batch-size",
+        type=_positive_int,
+        help="default: the training run's eval batch size (its config.json beside the checkpoint), else 64",
+    )
     parser.add_argument(
         "--backbone-dtype",
         choices=BACKBONE_DTYPE_CHOICES,
@@ -544,8 +548,12 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 def _load_checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
     from ptuning.core.checkpoint import read_checkpoint_config
+    from ptuning.tasks.rebuild import training_run_config
     from ptuning.training.predict import load_for_inference, trained_dtype
 
+    if args.batch_size is None:  # the run's batches: its dev scores are reproduced to the last digit
+        run = training_run_config(Path(args.checkpoint))
+        args.batch_size = run.get("eval_batch_size") if isinstance(run.get("eval_batch_size"), int) else 64
     if args.backbone_dtype is None and args.backbone_quantization is None:
         trained = trained_dtype(read_checkpoint_config(args.checkpoint))
         if trained is not None:

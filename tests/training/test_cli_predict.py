@@ -159,3 +159,30 @@ def test_squad_windows_too_short_for_the_doc_stride_are_one_line_and_exit_2(
     code, _, err = run_cli([*argv, "--test-split", "none"], capsys)
     assert code == 2 and "doc_stride=128 must be smaller" in err and "--max-length" in err
     assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_eval_and_predict_batch_as_the_training_run_evaluated(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """Other batches change a score's last digits (a near-constant regressor's pearson visibly): by default
+    eval and predict take the run's --eval-batch-size."""
+    import ptuning.training.predict as predict_module
+
+    output = tmp_path / "run"
+    argv = train_args(
+        tiny_bert, sst2_dir, output, "--max-steps", "1", "--eval-batch-size", "5", "--test-split", "none"
+    )
+    assert run_cli(argv, capsys)[0] == 0
+    sizes = []
+    real = predict_module.predict_outputs
+    monkeypatch.setattr(
+        predict_module, "predict_outputs", lambda *a, **k: sizes.append(a[4]) or real(*a, **k)
+    )
+    checkpoint = str(output / "checkpoint")
+    code, _, err = run_cli(["eval", "--checkpoint", checkpoint, "--data", sst2_dir], capsys)
+    assert code == 0, err
+    code, _, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", sst2_dir, "--batch-size", "7"], capsys
+    )
+    assert code == 0, err
+    assert sizes == [5, 7]
