@@ -293,3 +293,23 @@ def test_geometry_counts_one_prefix_slot_per_attention_module(family: str, slots
     assert geometry.num_layers == encoder_layers + 2 * decoder_layers
     assert geometry.is_encoder_decoder and not geometry.is_decoder  # heads pool like an encoder's
     assert geometry.position_kind == ("relative" if "t5" in family else "absolute")
+
+
+def test_an_encoder_decoder_s_forced_bos_does_not_start_the_evaluated_answers() -> None:
+    """BART's generation_config forces <s> first, which its training targets (response + EOS) never start with:
+    evaluation and predict decode with the token ids only, not the shipped processors."""
+    from ptuning.generation import generate_texts
+
+    class IdsTokenizer:
+        eos_token_id, pad_token_id = 10_000, 0  # never generated: every row runs all its tokens
+
+        def decode(self, ids, skip_special_tokens):
+            return " ".join(map(str, ids))
+
+    model = seq2seq_model("bart")
+    prompts = [[4, 5, 6, 7, 8], [9, 10], [11, 12, 13]]
+    plain = generate_texts(model, IdsTokenizer(), prompts, 2, 5, task="s")
+    model.backbone.generation_config.forced_bos_token_id = 7
+    assert generate_texts(model, IdsTokenizer(), prompts, 2, 5, task="s") == plain
+    assert model.backbone.generation_config.forced_bos_token_id == 7  # put back afterwards
+    assert not any(text.startswith("7 ") for text in plain)

@@ -72,6 +72,24 @@ def test_a_shift_mode_prefix_generates_by_the_default_greedy_path() -> None:
     ]
 
 
+@pytest.mark.parametrize(("method", "mode"), [("ptuning-v2", "shift"), ("prompt-tuning", "keep")])
+def test_a_shipped_generation_config_does_not_bend_greedy_decoding(method, mode) -> None:
+    """transformers fills unset fields from the model's generation_config: a shipped repetition_penalty (Qwen2.5
+    -Instruct: 1.05) or no_repeat_ngram_size bent the texts evaluation scores away from greedy."""
+    model = PromptModel(
+        tiny_causal_lm("llama"), method, PrefixConfig(prefix_length=4, dropout=0.0, position_mode=mode)
+    )
+    model.add_task("t", HeadSpec(HeadKind.CAUSAL_LM))
+    model.prefixes["t"].embedding.weight.data.normal_(0.0, 1.0)
+    model.eval()
+    model.backbone.generation_config.repetition_penalty = 3.0
+    model.backbone.generation_config.no_repeat_ngram_size = 1
+    assert generate_ids(model, PROMPTS, batch_size=2) == [
+        manual_greedy(model, prompt, 6) for prompt in PROMPTS
+    ]
+    assert model.backbone.generation_config.repetition_penalty == 3.0  # put back afterwards
+
+
 def test_generate_kwargs_choose_the_stop_ids_and_one_text_per_prompt_is_kept() -> None:
     model = prompt_model("llama")
     # greedy through PromptModel.generate both times (a stop id never generated, then one that is): stopping

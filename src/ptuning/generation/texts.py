@@ -97,6 +97,13 @@ def generate_texts(
     device = next(model.parameters()).device
     was_training = model.training
     model.eval()  # no prefix dropout while decoding
+    # transformers fills what ``config`` leaves unset from the model's own generation_config: a shipped
+    # repetition_penalty or no_repeat_ngram_size would bend "greedy", and BART's forced_bos_token_id starts
+    # every answer with <s>, which its training targets never had. Decoding sees only what is set here.
+    shipped = model.backbone.generation_config
+    model.backbone.generation_config = GenerationConfig(
+        **{key: getattr(shipped, key, None) for key in _TOKEN_IDS if getattr(shipped, key, None) is not None}
+    )
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
     try:
@@ -115,8 +122,13 @@ def generate_texts(
             for row, index in enumerate(rows):
                 texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), stop_ids)
     finally:
+        model.backbone.generation_config = shipped
         model.train(was_training)
     return texts
+
+
+# what a model's generation_config may keep: the ids decoding starts and ends with, no processors
+_TOKEN_IDS = ("bos_token_id", "eos_token_id", "pad_token_id", "decoder_start_token_id")
 
 
 def _is_seq2seq(model: Any, task: str | None) -> bool:
