@@ -138,3 +138,43 @@ def test_chat_template_without_a_template_is_an_error(tmp_path) -> None:
 def test_unknown_truncation_policy_is_refused() -> None:
     with pytest.raises(ConfigError, match="truncation must be one of"):
         CausalLmTask(truncation="right")
+
+
+@pytest.mark.parametrize("max_length", [20, 16])
+def test_evaluation_generates_from_the_prompt_predict_sees_not_one_cut_for_the_gold_response(
+    max_length, monkeypatch
+) -> None:
+    """The training input keeps max_length - len(response) prompt tokens (one, for a long response): a dev
+    score generated from that was computed on another prompt than predict and the server answer."""
+    from ptuning.generation.texts import generate_task_outputs
+
+    tokenizer, task = tiny_tokenizer(), CausalLmTask()
+    prompt = "what is the capital of france say one two three four five six seven"
+    response = "one two three four five six seven eight nine ten red green blue cat dog"
+    labelled = {
+        "id": 0,
+        "source": "x",
+        "prompt": prompt,
+        "response": response,
+        "history": [],
+        "references": [response],
+    }
+    (trained,), _ = task.featurize([labelled], tokenizer, max_length)
+    (predicted,), _ = task.featurize([{**labelled, "response": "", "references": []}], tokenizer, max_length)
+    deployed = predicted["input_ids"][: predicted["prompt_length"]]
+    assert trained["prompt_length"] < len(deployed) and trained["generation_prompt"] == deployed
+
+    seen = []
+
+    class Recorder:  # stands for the model: records the prompts evaluation generates from
+        tasks = ()
+
+    import ptuning.generation.texts as texts
+
+    monkeypatch.setattr(
+        texts,
+        "generate_texts",
+        lambda model, tok, prompts, *a, **k: seen.extend(prompts) or [""] * len(prompts),
+    )
+    generate_task_outputs(task, Recorder(), tokenizer, [trained], 4)
+    assert seen == [deployed]

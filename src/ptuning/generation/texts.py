@@ -32,7 +32,10 @@ def generate_task_outputs(
     The task's options say how long and how (``max_new_tokens``, ``generate_kwargs``); the model's head
     of the task's name is used when the model has one, else its only task.
     """
-    prompts = [feature["input_ids"][: feature["prompt_length"]] for feature in features]
+    prompts = [  # a causal LM's prompt cut as predict cuts it, not shortened by its gold response
+        feature.get("generation_prompt") or feature["input_ids"][: feature["prompt_length"]]
+        for feature in features
+    ]
     head = task.name if task.name in getattr(model, "tasks", ()) else None
     return generate_texts(
         model,

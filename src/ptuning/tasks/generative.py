@@ -119,13 +119,21 @@ class GenerativeTask(Task):
     def featurize(
         self, examples: list[Example], tokenizer: Any, max_length: int
     ) -> tuple[Features, DataReport]:
-        """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response."""
+        """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response.
+
+        ``generation_prompt`` is the prompt as ``predict`` and the server cut it (room for an empty response):
+        evaluation generates from it, so a dev score is computed on the prompt deployment sees, whatever the
+        length of the gold response that shortened the training input."""
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
         cut_prompts = cut_responses = cut_tokens = 0
         for index, example in enumerate(examples):
             prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
+            room = max_length - len(eos)
+            generation_prompt = (
+                cut_from_the_left(prompt, room, tokenizer.bos_token_id) if len(prompt) > room else prompt
+            )
             if len(prompt) + len(response) > max_length:
                 if self.truncation == "error":
                     raise DataError(
@@ -144,6 +152,7 @@ class GenerativeTask(Task):
                     "input_ids": prompt + response,
                     "labels": [IGNORE_INDEX] * len(prompt) + response,
                     "prompt_length": len(prompt),
+                    "generation_prompt": generation_prompt,
                     "example_index": index,
                 }
             )
