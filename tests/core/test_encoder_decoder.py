@@ -295,16 +295,32 @@ def test_geometry_counts_one_prefix_slot_per_attention_module(family: str, slots
     assert geometry.position_kind == ("relative" if "t5" in family else "absolute")
 
 
+class IdsTokenizer:
+    """What generate_texts needs of a tokenizer; decode returns the ids as text."""
+
+    eos_token_id, pad_token_id = 10_000, 0  # never generated: every row runs all its tokens
+
+    def decode(self, ids, skip_special_tokens):
+        return " ".join(map(str, ids))
+
+
+def test_an_encoder_decoder_numbers_prompt_and_answer_apart_when_checking_positions() -> None:
+    """BART (64 positions here): a 60-token prompt and 10 new tokens fit (encoder 60, decoder 11); the check
+    added them up as a causal LM's, and evaluation refused what generate ran."""
+    from ptuning.core.config import ConfigError
+    from ptuning.generation import generate_texts
+
+    model = seq2seq_model("bart")
+    (text,) = generate_texts(model, IdsTokenizer(), [list(range(3, 63))], 1, 10, task="s")
+    assert len(text.split()) == 10
+    with pytest.raises(ConfigError, match="longest prompt \\(65 tokens\\)"):
+        generate_texts(model, IdsTokenizer(), [list(range(3, 68))], 1, 10, task="s")
+
+
 def test_an_encoder_decoder_s_forced_bos_does_not_start_the_evaluated_answers() -> None:
     """BART's generation_config forces <s> first, which its training targets (response + EOS) never start with:
     evaluation and predict decode with the token ids only, not the shipped processors."""
     from ptuning.generation import generate_texts
-
-    class IdsTokenizer:
-        eos_token_id, pad_token_id = 10_000, 0  # never generated: every row runs all its tokens
-
-        def decode(self, ids, skip_special_tokens):
-            return " ".join(map(str, ids))
 
     model = seq2seq_model("bart")
     prompts = [[4, 5, 6, 7, 8], [9, 10], [11, 12, 13]]

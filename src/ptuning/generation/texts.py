@@ -75,7 +75,7 @@ def generate_texts(
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
     shifted = model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
-    _check_positions(model, prompts, max_new_tokens, shifted)
+    _check_positions(model, prompts, max_new_tokens, shifted, seq2seq)
     if (
         _plain_greedy(generate_kwargs)
         and model.method is not Method.PROMPT_TUNING
@@ -141,16 +141,24 @@ def _is_seq2seq(model: Any, task: str | None) -> bool:
 
 
 def _check_positions(
-    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, shifted: bool
+    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, shifted: bool, seq2seq: bool = False
 ) -> None:
     """A learned position table ends (GPT-2: 1,024): refuse, naming the numbers, what would index past it
     (an IndexError deep inside the model otherwise). Prompt tuning's and a shifted prefix's slots take
-    positions too."""
+    positions too. An encoder-decoder numbers the prompt (encoder) and the answer (decoder) apart."""
     positions = model.geometry.usable_positions
     if positions is None or not prompts:
         return
     slots = model.prefix_config.prefix_length if shifted or model.method is Method.PROMPT_TUNING else 0
     longest = max(len(prompt) for prompt in prompts)
+    if seq2seq:
+        if slots + longest > positions or max_new_tokens + 1 > positions:  # + the decoder's start token
+            raise ConfigError(
+                f"the longest prompt ({longest} tokens{f' + {slots} prompt slots' if slots else ''}) or "
+                f"max_new_tokens ({max_new_tokens}) + 1 exceed the model's {positions} positions; lower "
+                "max_length or max_new_tokens"
+            )
+        return
     if slots + longest + max_new_tokens > positions:
         raise ConfigError(
             f"the longest prompt ({longest} tokens){f' + {slots} prefix slots' if slots else ''} + max_new_tokens "
