@@ -178,3 +178,20 @@ def test_evaluation_generates_from_the_prompt_predict_sees_not_one_cut_for_the_g
     )
     generate_task_outputs(task, Recorder(), tokenizer, [trained], 4)
     assert seen == [deployed]
+
+
+def test_responses_longer_than_generation_may_run_are_counted_and_zero_new_tokens_is_refused() -> None:
+    """A memorised 100-token answer scored ROUGE-L 78 at the default 64 new tokens, and nothing said why."""
+    rows = [("say the colours", "red green blue cat dog one two"), ("hello", "fine thanks")]
+    examples = [
+        {"id": i, "source": "x", "prompt": p, "response": r, "history": [], "references": [r]}
+        for i, (p, r) in enumerate(rows)
+    ]
+    _, report = CausalLmTask(max_new_tokens=4).featurize(examples, tiny_tokenizer(), 64)
+    assert any(
+        "1 of 2 responses are longer than max_new_tokens=4 (up to 7 tokens)" in note for note in report.notes
+    )
+    _, report = CausalLmTask().featurize(examples, tiny_tokenizer(), 64)
+    assert not any("max_new_tokens" in note for note in report.notes)
+    with pytest.raises(ConfigError, match="max_new_tokens must be >= 1, got 0"):
+        CausalLmTask(max_new_tokens=0)

@@ -70,7 +70,7 @@ class GenerativeTask(Task):
         self.chat_template = bool(chat_template)
         self.system_prompt = system_prompt
         self.truncation = truncation
-        self.max_new_tokens = max_new_tokens or self.default_max_new_tokens
+        self.max_new_tokens = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         self.generate_kwargs = dict(generate_kwargs or {})
@@ -116,6 +116,17 @@ class GenerativeTask(Task):
         response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
         return eos, prompt_ids, response_ids
 
+    def answer_room_note(self, response_ids: list[list[int]]) -> str | None:
+        """A note when some gold responses are longer than generation may run: their scores are capped."""
+        longer = [len(ids) for ids in response_ids if len(ids) > self.max_new_tokens]
+        if not longer:
+            return None
+        return (
+            f"{self.name}: {len(longer)} of {len(response_ids)} responses are longer than max_new_tokens="
+            f"{self.max_new_tokens} (up to {max(longer)} tokens): generation stops before their end, which caps "
+            "their scores; raise the task option max_new_tokens"
+        )
+
     def featurize(
         self, examples: list[Example], tokenizer: Any, max_length: int
     ) -> tuple[Features, DataReport]:
@@ -157,6 +168,8 @@ class GenerativeTask(Task):
                 }
             )
         report.truncated = cut_prompts
+        if note := self.answer_room_note([ids for ids in response_ids if ids]):
+            report.notes.append(note)
         if cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts did not fit max_length={max_length} with "
@@ -353,6 +366,8 @@ class Seq2SeqLmTask(CausalLmTask):
                 }
             )
         report.truncated = cut_prompts + cut_responses
+        if note := self.answer_room_note([ids for ids in response_ids if ids]):
+            report.notes.append(note)
         if cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts were longer than max_length={max_length} "
