@@ -151,9 +151,12 @@ def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
     assert not (output_dir / "training_state").exists() and not (output_dir / "summary.json").exists()
     assert not any(path.exists() for path in report)  # no old numbers shown as this run's
     assert (
-        "removed the previous run's training_state, summary.json, summary.md, curves.png, tensorboard"
-        in capsys.readouterr().out
+        "the previous run's training_state, summary.json, summary.md, curves.png, tensorboard, checkpoint, "
+        "config.json moved to" in capsys.readouterr().out
     )
+    kept = output_dir / "previous-run"  # nothing of the finished run is lost to the new one that died
+    assert json.loads((kept / "config.json").read_text()) == json.loads(recorded)
+    assert (kept / "summary.json").is_file() and (kept / "checkpoint" / "prompt_config.json").is_file()
     code, out, err = run_cli([*args, "--learning-rate", "1e-3", "--resume"], capsys)
     assert code == 0, err
     assert "resumed after" not in out  # nothing of the old run to continue: it trains from the start

@@ -162,3 +162,20 @@ def test_ptuning_sweep_finishes_its_grid_past_a_diverging_learning_rate(
     _, out, table = sweep(tiny_bert, sst2_dir, tmp_path / "sweep", "4", "1e37,1e-2", capsys)
     assert "best: p4-lr0.01" in out
     assert "diverged" in table["cells"][0]["diverged"] and table["cells"][1]["dev"] is not None
+
+
+@pytest.mark.parametrize("command", ["sweep", "seeds"])
+def test_an_output_dir_that_is_a_file_is_one_line_for_sweeps_and_seeds(
+    tiny_bert, sst2_dir, tmp_path, capsys, command
+) -> None:
+    afile = tmp_path / "afile"
+    afile.write_text("mine\n")
+    argv = train_args(tiny_bert, sst2_dir, afile, "--max-steps", "1")
+    argv = (
+        ["sweep", *argv[1:], "--prefix-lengths", "4", "--learning-rates", "1e-2"]
+        if command == "sweep"
+        else [*argv, "--seeds", "1,2"]
+    )
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "is a file; expected a folder" in err and "Traceback" not in err
+    assert afile.read_text() == "mine\n"

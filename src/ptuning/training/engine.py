@@ -55,6 +55,7 @@ from ptuning.training.schedule import (
 from ptuning.training.sharding import shard_backbone
 from ptuning.training.state import STATE_DIR, check_resume_options
 from ptuning.training.trainer import (
+    BEST_DIR,
     Trainer,
     TrainingDivergedError,  # noqa: F401 (public here: the CLI and callers catch it from the engine)
     evaluate,  # noqa: F401 (public here: benchmarks score a split with engine.evaluate)
@@ -127,22 +128,30 @@ def train(config: TrainConfig) -> RunResult:
 
 
 # ============================================================================================ 1. plan
+PREVIOUS_RUN = "previous-run"  # where a fresh run puts the files of the run that used its folder before
+
+
 def forget_previous_run(output_dir: Path, say: Any = print) -> None:
-    """A fresh run (no --resume) in a folder that held another: its resumable state, summary, report and
-    loss log go, since config.json is about to describe this run. Kept, a later --resume would continue the
-    old run's weights and optimizer under this run's options, a sweep would take the old summary for this
-    run's, and summary.md, curves.png and tensorboard would show the old run's numbers as this one's."""
-    names = (STATE_DIR, "summary.json", SUMMARY_MD, CURVES_PNG, TENSORBOARD_DIR)
+    """A fresh run (no --resume) in a folder that held another: that run's config, checkpoint, resumable
+    state, summary, report and loss log move to ``OUTPUT_DIR/previous-run`` (replacing an older one there),
+    since config.json is about to describe this run. Left in place, a later --resume would continue the old
+    run's weights and optimizer under this run's options, a sweep would take the old summary for this run's,
+    and the report would show the old run's numbers as this one's; deleted, a new run that then failed (a
+    diverging learning rate) would have destroyed a finished one."""
+    names = (STATE_DIR, "summary.json", SUMMARY_MD, CURVES_PNG, TENSORBOARD_DIR, BEST_DIR, "config.json")
     stale = [output_dir / name for name in names if (output_dir / name).exists()]
+    if not stale:
+        return
+    kept = output_dir / PREVIOUS_RUN
+    if kept.exists():
+        shutil.rmtree(kept)
+    kept.mkdir()
     for path in stale:
-        if path.is_dir():
-            shutil.rmtree(path)
-        else:
-            path.unlink()
-    if stale:
-        say(
-            f"{output_dir}: a new run (not --resume): removed the previous run's {', '.join(p.name for p in stale)}"
-        )
+        path.rename(kept / path.name)
+    say(
+        f"{output_dir}: a new run (not --resume): the previous run's {', '.join(p.name for p in stale)} moved "
+        f"to {kept}"
+    )
 
 
 def plan_tasks(config: TrainConfig) -> list[TaskPlan]:

@@ -18,6 +18,7 @@ from typing import Any
 
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
+from ptuning.training.preflight import check_output_dir
 from ptuning.training.report import write_json_and_markdown, write_run_report
 from ptuning.training.state import option_changes, saved_options
 from ptuning.training.trainer import TrainingDivergedError
@@ -50,6 +51,8 @@ def run_variants(
     ``record_divergence``: a variant whose training diverges is recorded as such and the next one trains
     (a sweep's too-high learning rate); otherwise the divergence ends the command (seeds of one setting)."""
     runs = []
+    for config in variants.values():  # before any cell: a base folder that is a file is one line, not a trace
+        check_output_dir(Path(config.output_dir))
     for name, config in variants.items():
         output_dir = Path(config.output_dir)
         same_options = _same_options(output_dir, config)
