@@ -4,6 +4,7 @@ of a different base model or a damaged folder."""
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import torch
@@ -150,3 +151,18 @@ def test_fingerprint_samples_reach_the_last_element_of_huge_tensors() -> None:
     before = base_fingerprint(backbone)
     backbone.huge[-1] = 1.0
     assert base_fingerprint(backbone) != before
+
+
+def test_a_path_that_is_no_checkpoint_says_what_it_is_instead(tmp_path) -> None:
+    from ptuning.core.checkpoint import read_checkpoint_config
+
+    (tmp_path / "run" / "checkpoint").mkdir(parents=True)
+    (tmp_path / "run" / "checkpoint" / CONFIG_FILE).write_text("{}")
+    (tmp_path / "afile").write_text("x")
+    for path, message in (
+        (tmp_path / "nowhere", "no such checkpoint folder"),
+        (tmp_path / "afile", "is a file; a prompt checkpoint is a folder"),
+        (tmp_path / "run", f"did you mean {tmp_path / 'run' / 'checkpoint'}?"),
+    ):
+        with pytest.raises(CheckpointError, match=re.escape(message)):
+            read_checkpoint_config(path)

@@ -152,3 +152,16 @@ def test_a_task_folder_may_hold_a_comma() -> None:
         [("flags", {"tasks": "sst2,copa", "task_data": ["sst2=/data/runs,v2,copa=/data/c"]})]
     )
     assert config.task_data == {"sst2": "/data/runs,v2", "copa": "/data/c"}
+
+
+def test_a_yaml_syntax_error_is_one_line_naming_line_and_column(tmp_path) -> None:
+    from ptuning.training.config import load_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task: sst2\n  bad: : indent\n")
+    with pytest.raises(ConfigError) as error:
+        load_config_file(path)
+    assert (
+        str(error.value)
+        == f"config file {path}, line 2, column 6 is not valid YAML: mapping values are not allowed here"
+    )

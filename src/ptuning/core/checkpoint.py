@@ -294,7 +294,15 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
         return peft_checkpoint_config(directory)
     path = directory / CONFIG_FILE
     if not path.is_file():
-        raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing")
+        if not directory.exists():
+            raise CheckpointError(f"{directory}: no such checkpoint folder")
+        if not directory.is_dir():
+            raise CheckpointError(f"{directory} is a file; a prompt checkpoint is a folder")
+        inner = (
+            directory / "checkpoint" / CONFIG_FILE
+        )  # a training run's folder: its best checkpoint is inside
+        hint = f"; did you mean {directory / 'checkpoint'}?" if inner.is_file() else ""
+        raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing{hint}")
     try:
         config = json.loads(path.read_text(encoding="utf-8"))
     except json.JSONDecodeError as error:

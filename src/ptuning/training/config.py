@@ -284,9 +284,13 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     text = decode_utf8(path)  # bytes that are not UTF-8: an error naming the line, not a traceback
     try:
         data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as error:
-        kind = "JSON" if path.suffix == ".json" else "YAML"
-        raise ConfigError(f"config file {path} is not valid {kind}: {error}") from None
+    except json.JSONDecodeError as error:
+        raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
+    except yaml.YAMLError as error:  # one line: the place and the problem, not PyYAML's four-line excerpt
+        mark = getattr(error, "problem_mark", None)
+        where = f", line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+        problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+        raise ConfigError(f"config file {path}{where} is not valid YAML: {problem}") from None
     if data is None:
         return {}
     if not isinstance(data, dict):
