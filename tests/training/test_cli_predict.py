@@ -186,3 +186,19 @@ def test_eval_and_predict_batch_as_the_training_run_evaluated(
     )
     assert code == 0, err
     assert sizes == [5, 7]
+
+
+def test_a_max_length_past_the_position_table_is_refused_before_reading_inputs(
+    ner_checkpoint, tmp_path, capsys
+) -> None:
+    """It used to pass and fail on the first long input (or a live request), advising position_mode='keep'."""
+    source = tmp_path / "in.txt"
+    source.write_text("EU rejects German call\n")
+    code, _, err = run_cli(
+        ["predict", "--checkpoint", ner_checkpoint, "--input", str(source), "--max-length", "100000"], capsys
+    )
+    assert (
+        code == 2
+        and "--max-length 100000 needs 100000 positions" in err
+        and "use --max-length 512 or less" in err
+    )

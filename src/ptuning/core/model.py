@@ -584,10 +584,15 @@ class PromptModel(nn.Module):
         highest = int(positions.max()) + 1 if positions.numel() else 0
         limit = self.geometry.usable_positions
         if limit is not None and highest > limit:
-            where = "prefix + input" if isinstance(shift, torch.Tensor) or shift or total else "input"
+            shifted = isinstance(shift, torch.Tensor) or bool(shift) or bool(total)
+            advice = (
+                "shorten max_length or the prefix, or use position_mode='keep'"
+                if shifted
+                else "shorten max_length"
+            )
             raise ConfigError(
-                f"{where} needs {highest} positions but {self.geometry.model_type} has {limit}; "
-                f"shorten max_length or the prefix, or use position_mode='keep'"
+                f"{'prefix + input' if shifted else 'input'} needs {highest} positions but "
+                f"{self.geometry.model_type} has {limit}; {advice}"
             )
         padding_idx = self.geometry.position_padding_idx
         if padding_idx is not None:  # RoBERTa-style tables number real tokens from padding_idx + 1

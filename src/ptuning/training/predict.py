@@ -19,6 +19,7 @@ import numpy as np
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
+from ptuning.core.config import ConfigError, Method, PositionMode
 from ptuning.core.model import PromptModel
 from ptuning.core.quantization import loading_kwargs, quantize_backbone, quantizes_after_loading
 from ptuning.generation import generate_task_outputs, is_generative
@@ -96,9 +97,26 @@ def load_for_inference(
     model = load_checkpoint(checkpoint_dir, backbone=backbone)
     if cpu_int8:
         quantize_backbone(model, quantization)
-    return LoadedCheckpoint(
-        model, tokenizer, rebuilt.task, head, max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
+    length = max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
+    _check_positions(model, length, explicit=max_length is not None)
+    return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length)
+
+
+def _check_positions(model: PromptModel, max_length: int, explicit: bool) -> None:
+    """Refuse before any input is read a max_length whose inputs the position table cannot number (the model
+    would fail only on the first long input, mid-run), as training's preflight does."""
+    limit = model.geometry.usable_positions
+    shifted = model.method is Method.PROMPT_TUNING or (
+        model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
     )
+    needed = max_length + (model.prefix_config.prefix_length if shifted else 0)
+    if limit is not None and needed > limit:
+        source = f"--max-length {max_length}" if explicit else f"the checkpoint's max_length {max_length}"
+        extra = f" + {model.prefix_config.prefix_length} prefix positions" if shifted else ""
+        raise ConfigError(
+            f"{source}{extra} needs {needed} positions but {model.geometry.model_type} has {limit}; "
+            f"use --max-length {limit - needed + max_length} or less"
+        )
 
 
 # --- inputs --------------------------------------------------------------------------------------------------
