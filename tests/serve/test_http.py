@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import logging
 import threading
 import time
 
@@ -172,6 +173,22 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
     assert (args.host, args.max_batch_size, args.api_key_env) == ("127.0.0.1", 32, "PTUNING_API_KEY")
     with pytest.raises(ConfigError, match="no such folder"):
         run_serve(args)
+
+
+def test_serve_command_refuses_a_checkpoint_given_for_the_folder_of_checkpoints(tmp_path) -> None:
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    (tmp_path / "sst2").mkdir()
+    (tmp_path / "sst2" / "prompt_config.json").write_text("{}")
+    args = parser.parse_args(["--checkpoints", str(tmp_path / "sst2"), "--port", "0"])
+    with pytest.raises(ConfigError, match="is itself a checkpoint; pass the folder that holds it"):
+        run_serve(args)
+
+
+def test_a_server_with_no_tasks_says_so_in_its_log(base_dir, tmp_path, caplog) -> None:
+    with caplog.at_level(logging.WARNING, logger="ptuning.serve.app"):
+        create_app(tmp_path, base_dir, max_wait_ms=0)
+    assert "serving no tasks" in caplog.text
 
 
 def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir) -> None:

@@ -195,7 +195,13 @@ def create_app(
         passes = registry.warm_up()
         storage["compile_warm_up"] = asdict(CompileStats.now().since(before)) | {"passes": passes}
         logger.info("compiled at start-up: %s", storage["compile_warm_up"])
-    logger.info("serving %d tasks from %s", len(registry.tasks), checkpoint_dir)
+    if registry.tasks:
+        logger.info("serving %d tasks from %s", len(registry.tasks), checkpoint_dir)
+    else:  # a server that answers every task with 404: say so where it starts
+        logger.warning(
+            "serving no tasks: %s holds no loadable checkpoint folder (add some and POST /rescan)",
+            checkpoint_dir,
+        )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
     metrics = ServerMetrics()
     batcher = DynamicBatcher(registry.run, executor, max_batch_size, max_wait_ms, metrics.record_batch)

@@ -107,6 +107,11 @@ def run_serve(args: argparse.Namespace) -> None:
 
     if not Path(args.checkpoints).is_dir():
         raise ConfigError(f"--checkpoints {args.checkpoints}: no such folder")
+    if (Path(args.checkpoints) / "prompt_config.json").is_file():  # one checkpoint, not the folder of them
+        raise ConfigError(
+            f"--checkpoints {args.checkpoints} is itself a checkpoint; pass the folder that holds it "
+            f"({Path(args.checkpoints).resolve().parent}): each of its subfolders is served as a task"
+        )
     try:
         limits = Limits(args.max_items, args.max_text_length, args.max_body_bytes)
         generation_limits = GenerationLimits(
