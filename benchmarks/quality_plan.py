@@ -151,9 +151,8 @@ def measured_rates(bench: results.Bench, tokens: dict[str, Any]) -> dict[tuple[s
     found: dict[tuple[str, str], list[float]] = {}
     for task in bench.budgets:
         for record in bench.records(task):
-            if not on_cpu(record) or record.get("threads", 1) != 1:  # the plan's CPU hours are one thread's
-                continue
-            if not timed_whole(record):
+            # the plan's CPU hours are one thread's, over a whole run
+            if not on_cpu(record) or record.get("threads", 1) != 1 or not timed_whole(record):
                 continue
             rate = record["wall_seconds"] / work(tokens[task], epochs_of(record))
             found.setdefault((task, record["method"]), []).append(rate)

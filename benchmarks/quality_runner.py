@@ -74,10 +74,9 @@ def run_extra(bench: Bench, task: str, method: str, setting: dict[str, Any], see
     """One run outside the grid (a longer schedule, another backbone dtype...): the task's budget with
     ``setting``'s changes, appended to ``path``, never to the table's results file (its key would not be the
     grid's, and the tables must show only what the protocol ran)."""
+    # any backbone's grid file: its tables would read a line with no budget_id
     grid_folders = {bench.results_dir.resolve(), *(folder.resolve() for folder in grid_results_dirs())}
-    if (
-        path.resolve().parent in grid_folders
-    ):  # any backbone's: its tables would read a line with no budget_id
+    if path.resolve().parent in grid_folders:
         raise SystemExit(f"--record {path}: write runs outside the grid to another folder (e.g. reruns/)")
     print(f"{task}:{method} outside the grid: {setting} seed {seed} ...", flush=True)
     budget = bench.budgets[task]
@@ -148,12 +147,10 @@ def claimed(folder: Path) -> Iterator[None]:
 
 def saved_batches(folder: Path) -> int | None:
     """How many batches the run's saved state had trained (None: no saved state, a fresh start)."""
-    from ptuning.training.state import STATE_DIR
+    from ptuning.training.state import saved_progress
 
-    state = folder / STATE_DIR / "state.json"
-    if not state.is_file():
-        return None
-    return int(json.loads(state.read_text())["progress"]["micro"])
+    progress = saved_progress(folder)
+    return None if progress is None else int(progress["micro"])
 
 
 def run_one(

@@ -537,7 +537,7 @@ class PeftTrainerSystem:
     def train_round(self, seed: int) -> Round:
         """Timed from the Trainer's ``on_train_begin`` to its ``on_train_end``: the loop over batches, as ours
         is timed. ``train()`` first runs ``accelerator.free_memory()`` (a full ``gc.collect()``, 0.2-0.3 s
-        here): once per run for a user, but once per 8-step round here, where timing it cost (a'') 12-19 % of
+        here): once per run for a user, but once per 8-step round here, where timing it cost (a'') 13-16 % of
         its examples/s until 2026-12-06."""
         timer = loop_timer(self.model)
         trainer = self.trainer(seed, callbacks=(timer,))

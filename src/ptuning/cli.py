@@ -547,21 +547,12 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 
 def _load_checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
-    from ptuning.core.checkpoint import read_checkpoint_config
     from ptuning.tasks.rebuild import training_run_config
-    from ptuning.training.predict import load_for_inference, trained_dtype
+    from ptuning.training.predict import load_for_inference
 
     if args.batch_size is None:  # the run's batches: its dev scores are reproduced to the last digit
         run = training_run_config(Path(args.checkpoint))
         args.batch_size = run.get("eval_batch_size") if isinstance(run.get("eval_batch_size"), int) else 64
-    if args.backbone_dtype is None and args.backbone_quantization is None:
-        trained = trained_dtype(read_checkpoint_config(args.checkpoint))
-        if trained is not None:
-            print(
-                f"note: the backbone is stored in {trained}, as the prompt was trained (the checkpoint's "
-                "base_model.dtype); --backbone-dtype fp32 to load it in fp32",
-                file=sys.stderr,
-            )
 
     loaded = load_for_inference(
         args.checkpoint,
@@ -571,6 +562,8 @@ def _load_checkpoint(args: argparse.Namespace) -> Any:
         args.backbone_dtype,
         args.backbone_quantization,
     )
+    for note in loaded.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.compile:
         from ptuning.core.compilation import compile_backbone
 

@@ -298,9 +298,8 @@ def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
             raise CheckpointError(f"{directory}: no such checkpoint folder")
         if not directory.is_dir():
             raise CheckpointError(f"{directory} is a file; a prompt checkpoint is a folder")
-        inner = (
-            directory / "checkpoint" / CONFIG_FILE
-        )  # a training run's folder: its best checkpoint is inside
+        # a training run's folder: its best checkpoint is inside
+        inner = directory / "checkpoint" / CONFIG_FILE
         hint = f"; did you mean {directory / 'checkpoint'}?" if inner.is_file() else ""
         raise CheckpointError(f"{directory} is not a prompt checkpoint: {CONFIG_FILE} is missing{hint}")
     try:

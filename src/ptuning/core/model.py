@@ -241,6 +241,13 @@ class PromptModel(nn.Module):
     def tasks(self) -> list[str]:
         return list(self.head_specs)
 
+    @property
+    def prefix_positions(self) -> int:
+        """Positions the prefix takes before the real tokens in the position table: prompt tuning's input
+        slots, or a deep prefix under position_mode 'shift' (PEFT's numbering); 0 where tokens keep 0..T-1."""
+        shifted = self.method.is_deep and self.prefix_config.position_mode == "shift"
+        return self.prefix_config.prefix_length if shifted or self.method is Method.PROMPT_TUNING else 0
+
     def trainable_parameters(self) -> TrainableReport:
         total = sum(p.numel() for p in self.parameters())
         parts = {

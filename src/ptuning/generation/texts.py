@@ -75,7 +75,7 @@ def generate_texts(
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
     shifted = model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
-    _check_positions(model, prompts, max_new_tokens, shifted, seq2seq)
+    _check_positions(model, prompts, max_new_tokens, seq2seq)
     if (
         _plain_greedy(generate_kwargs)
         and model.method is not Method.PROMPT_TUNING
@@ -141,7 +141,7 @@ def _is_seq2seq(model: Any, task: str | None) -> bool:
 
 
 def _check_positions(
-    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, shifted: bool, seq2seq: bool = False
+    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, seq2seq: bool = False
 ) -> None:
     """A learned position table ends (GPT-2: 1,024): refuse, naming the numbers, what would index past it
     (an IndexError deep inside the model otherwise). Prompt tuning's and a shifted prefix's slots take
@@ -149,7 +149,7 @@ def _check_positions(
     positions = model.geometry.usable_positions
     if positions is None or not prompts:
         return
-    slots = model.prefix_config.prefix_length if shifted or model.method is Method.PROMPT_TUNING else 0
+    slots = model.prefix_positions
     longest = max(len(prompt) for prompt in prompts)
     if seq2seq:
         if slots + longest > positions or max_new_tokens + 1 > positions:  # + the decoder's start token

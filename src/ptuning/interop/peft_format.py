@@ -25,9 +25,8 @@ from ptuning.core.checkpoint import CheckpointError, replace_dir, staging_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-LABELS_FILE = (
-    "ptuning_labels.json"  # written by ptuning's export: the head's classes (PEFT has no place for them)
-)
+# written by ptuning's export beside PEFT's files: the head's classes, which PEFT's format has no place for
+LABELS_FILE = "ptuning_labels.json"
 PICKLED_WEIGHTS = "adapter_model.bin"
 TABLE_KEY = "prompt_embeddings"
 MODULE_PREFIX = "base_model."  # how PEFT names modules_to_save tensors in the file

@@ -102,12 +102,13 @@ def run_serve(args: argparse.Namespace) -> None:
     """Load the base model and every checkpoint, then serve until interrupted."""
     import uvicorn
 
+    from ptuning.core.checkpoint import CONFIG_FILE
     from ptuning.serve.app import Limits, create_app
     from ptuning.serve.generate import GenerationLimits
 
     if not Path(args.checkpoints).is_dir():
         raise ConfigError(f"--checkpoints {args.checkpoints}: no such folder")
-    if (Path(args.checkpoints) / "prompt_config.json").is_file():  # one checkpoint, not the folder of them
+    if (Path(args.checkpoints) / CONFIG_FILE).is_file():  # one checkpoint, not the folder of them
         raise ConfigError(
             f"--checkpoints {args.checkpoints} is itself a checkpoint; pass the folder that holds it "
             f"({Path(args.checkpoints).resolve().parent}): each of its subfolders is served as a task"

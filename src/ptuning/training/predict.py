@@ -11,7 +11,7 @@ import json
 import math
 import sys
 from collections.abc import Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
@@ -19,7 +19,7 @@ import numpy as np
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
-from ptuning.core.config import ConfigError, Method, PositionMode
+from ptuning.core.config import ConfigError
 from ptuning.core.model import PromptModel
 from ptuning.core.quantization import loading_kwargs, quantize_backbone, quantizes_after_loading
 from ptuning.generation import generate_task_outputs, is_generative
@@ -47,6 +47,7 @@ class LoadedCheckpoint:
     task: Task
     head: str  # the model's head (task name inside the checkpoint)
     max_length: int
+    notes: list[str] = field(default_factory=list)  # choices made for the caller, e.g. the backbone dtype
 
 
 def trained_dtype(config: dict[str, Any]) -> str | None:
@@ -82,8 +83,12 @@ def load_for_inference(
     if head not in heads:
         raise CheckpointError(f"{checkpoint_dir} has no task {head!r}; it holds {sorted(heads)}")
     base = config["base_model"]
-    if backbone_dtype is None and quantization is None:
-        backbone_dtype = trained_dtype(config)
+    notes = []
+    if backbone_dtype is None and quantization is None and (backbone_dtype := trained_dtype(config)):
+        notes.append(
+            f"the backbone is stored in {backbone_dtype}, as the prompt was trained (the checkpoint's "
+            "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
+        )
     cpu_int8 = quantizes_after_loading(quantization)
     if quantization is not None and not cpu_int8:
         loading_kwargs(quantization)  # refuses without CUDA / bitsandbytes before the slow load
@@ -99,20 +104,17 @@ def load_for_inference(
         quantize_backbone(model, quantization)
     length = max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
     _check_positions(model, length, explicit=max_length is not None)
-    return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length)
+    return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length, notes)
 
 
 def _check_positions(model: PromptModel, max_length: int, explicit: bool) -> None:
     """Refuse before any input is read a max_length whose inputs the position table cannot number (the model
     would fail only on the first long input, mid-run), as training's preflight does."""
-    limit = model.geometry.usable_positions
-    shifted = model.method is Method.PROMPT_TUNING or (
-        model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
-    )
-    needed = max_length + (model.prefix_config.prefix_length if shifted else 0)
+    limit, slots = model.geometry.usable_positions, model.prefix_positions
+    needed = max_length + slots
     if limit is not None and needed > limit:
         source = f"--max-length {max_length}" if explicit else f"the checkpoint's max_length {max_length}"
-        extra = f" + {model.prefix_config.prefix_length} prefix positions" if shifted else ""
+        extra = f" + {slots} prefix positions" if slots else ""
         raise ConfigError(
             f"{source}{extra} needs {needed} positions but {model.geometry.model_type} has {limit}; "
             f"use --max-length {limit - needed + max_length} or less"

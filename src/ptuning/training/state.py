@@ -143,6 +143,15 @@ def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = p
         )
 
 
+def saved_progress(output_dir: Path) -> dict[str, Any] | None:
+    """Where the state saved in ``output_dir`` had got to (its ``progress``: micro-batch, update, epoch...),
+    without loading its tensors; None when there is nothing to resume."""
+    folder = output_dir / STATE_DIR
+    recover_dir(folder)
+    path = folder / "state.json"
+    return json.loads(path.read_text())["progress"] if path.is_file() else None
+
+
 def load_training_state(
     output_dir: Path,
 ) -> tuple[dict[str, torch.Tensor], dict[str, Any], dict[str, Any]] | None:
