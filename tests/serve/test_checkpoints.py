@@ -8,6 +8,7 @@ import shutil
 import httpx
 import pytest
 
+from ptuning.core.config import ConfigError
 from ptuning.serve.app import create_app
 from ptuning.serve.registry import InvalidName, OutsideRoot, PromptRegistry
 
@@ -99,6 +100,26 @@ def test_startup_serves_the_good_checkpoints_and_reports_the_refused_ones(root, 
     assert list(registry.tasks) == ["sentiment"]
     assert set(registry.failed) == {"foreign", "junk"}
     assert "invalid JSON" in registry.failed["junk"]
+
+
+def test_a_checkpoint_whose_inputs_the_position_table_cannot_number_is_refused(base, base_dir, tmp_path) -> None:
+    """Trained with max_length 500 and a shifted 16-token prefix: 516 positions on a 512-position base. The
+    server refuses it at load, as ``ptuning predict`` does, instead of failing on its first long request."""
+    root = tmp_path / "shifted"
+    build_checkpoint(base_dir, root / "long", {"sst2": "sst2"}, 16, position_mode="shift", max_length=500)
+    build_checkpoint(base_dir, root / "short", {"sst2": "sst2"}, 16, position_mode="shift", max_length=496)
+    backbone, tokenizer = base
+    registry = create_app(root, backbone=backbone, tokenizer=tokenizer).state.registry
+    assert list(registry.tasks) == ["short"]
+    assert "the checkpoint's max_length 500 + 16 prefix positions needs 516 positions but bert has 512; " in (
+        registry.failed["long"]
+    )
+
+
+def test_a_max_length_override_beyond_the_position_table_is_refused_at_start(root, base) -> None:
+    backbone, tokenizer = base
+    with pytest.raises(ConfigError, match="--max-length 600 needs 600 positions but bert has 512"):
+        create_app(root, backbone=backbone, tokenizer=tokenizer, max_length=600)
 
 
 @pytest.mark.anyio

@@ -168,6 +168,15 @@ def test_a_dev_split_and_dev_from_train_together_are_refused(tiny_bert, tmp_path
     assert code == 2 and "dev split 'dev' and --dev-from-train 0.2 both name a dev split" in err
 
 
+def test_dev_split_none_and_dev_from_train_together_are_refused(tiny_bert, tmp_path, capsys) -> None:
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 12, 0)
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", task="csv-classification")
+    code, _, err = run_cli([*argv, "--dev-split", "none", "--dev-from-train", "0.2"], capsys)
+    assert code == 2 and "dev split 'none' (train without dev) and --dev-from-train 0.2" in err
+    assert not (tmp_path / "run").exists()
+
+
 def test_dev_split_none_trains_and_keeps_the_last_checkpoint(tiny_bert, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     write_csv(data / "train.csv", 16, 0)

@@ -101,6 +101,7 @@ def test_an_attention_kernel_that_is_not_installed(tiny_bert, sst2_dir, tmp_path
     argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--attn-implementation", "flash_attention_2")
     err = one_line_error(argv, capsys)
     assert "needs the 'flash_attn' package, which is not installed; use sdpa or eager" in err
+    assert not (tmp_path / "run").exists()  # a refused run leaves no empty folder behind
 
 
 def test_max_length_beyond_the_position_table(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
@@ -109,6 +110,7 @@ def test_max_length_beyond_the_position_table(tiny_bert, sst2_dir, tmp_path, cap
     err = one_line_error(argv, capsys)
     assert "--max-length 600 needs 600 positions" in err and "has 512; use --max-length 512 or less" in err
     assert "keep" not in err
+    assert not (tmp_path / "run").exists()
 
 
 def test_shift_mode_counts_the_prefix_and_suggests_keep(tiny_bert, sst2_dir, tmp_path, capsys) -> None:

@@ -107,7 +107,8 @@ class PrefixConfig:
             return tuple(range(num_layers))
         if self.layers[-1] >= num_layers:
             raise ConfigError(
-                f"layers {list(self.layers)} include an index >= the model's {num_layers} layers"
+                f"prefix layers {list(self.layers)} include {self.layers[-1]}, but the model has {num_layers} "
+                f"layers (indices 0-{num_layers - 1})"
             )
         return self.layers
 

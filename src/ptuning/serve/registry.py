@@ -42,6 +42,7 @@ from ptuning.core.quantization import is_quantized
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
+from ptuning.training.predict import check_positions
 
 logger = logging.getLogger(__name__)
 
@@ -154,6 +155,8 @@ class PromptRegistry:
         self._fingerprints = {FINGERPRINT_VERSION: self.fingerprint}  # version -> this base's fingerprint
         self.base_name = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
         self.model = PromptModel(backbone, Method.PTUNING_V2, PrefixConfig()).eval()
+        if max_length is not None:  # an override no checkpoint could use: refused at start, not per request
+            check_positions(self.model, max_length, explicit=True)
         self.tasks: dict[str, ServedTask] = {}
         self.checkpoints: dict[str, _Loaded] = {}
         self.failed: dict[str, str] = {}  # checkpoint -> why the last attempt to load it failed
@@ -258,6 +261,8 @@ class PromptRegistry:
             built = {head: self._task_for(name, path, config, head) for head in config["tasks"]}
             stamp = _stamp(path)
             model = load_checkpoint(path, backbone=self.backbone)
+            for _, length in built.values():  # as predict refuses it: before a long request fails mid-batch
+                check_positions(model, length, explicit=self.max_length is not None)
         except RegistryError:
             raise
         except (CheckpointError, OSError, KeyError, TypeError, ValueError) as error:

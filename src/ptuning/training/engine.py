@@ -108,6 +108,7 @@ def train(config: TrainConfig) -> RunResult:
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
     # only now that data and model have loaded: a command that fails before leaves the folder as it was
+    output_dir.mkdir(parents=True, exist_ok=True)
     if accelerator.is_main_process:
         if not config.resume:
             forget_previous_run(output_dir, accelerator.print)
@@ -181,7 +182,12 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
         task.train_split = train_name  # its rows must be labelled; a label set is learned there
         dev_name = dev_name or config.dev_split
         if config.dev_from_train is not None:
-            if dev_name not in (None, NONE):
+            if dev_name == NONE:  # "no dev" and "hold dev out of train" cannot both hold
+                raise ConfigError(
+                    f"task {name!r}: dev split 'none' (train without dev) and {flag_name('dev_from_train')} "
+                    f"{config.dev_from_train} (hold out a dev share of train) contradict; pass one of them"
+                )
+            if dev_name is not None:
                 raise ConfigError(
                     f"task {name!r}: dev split {dev_name!r} and {flag_name('dev_from_train')} "
                     f"{config.dev_from_train} both name a dev split; pass one of them"

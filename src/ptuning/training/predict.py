@@ -103,13 +103,14 @@ def load_for_inference(
     if cpu_int8:
         quantize_backbone(model, quantization)
     length = max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
-    _check_positions(model, length, explicit=max_length is not None)
+    check_positions(model, length, explicit=max_length is not None)
     return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length, notes)
 
 
-def _check_positions(model: PromptModel, max_length: int, explicit: bool) -> None:
+def check_positions(model: PromptModel, max_length: int, explicit: bool) -> None:
     """Refuse before any input is read a max_length whose inputs the position table cannot number (the model
-    would fail only on the first long input, mid-run), as training's preflight does."""
+    would fail only on the first long input, mid-run), as training's preflight does; ``serve`` checks each
+    checkpoint it loads the same way."""
     limit, slots = model.geometry.usable_positions, model.prefix_positions
     needed = max_length + slots
     if limit is not None and needed > limit:

@@ -38,22 +38,26 @@ def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
 
 
 def check_output_dir(output_dir: Path) -> None:
-    """The folder is (or can become) a writable folder: not a file, not inside a file, not read-only."""
+    """The folder is (or can become) a writable folder: not a file, not inside a file, not read-only.
+
+    A folder that does not exist yet is not created here (the run creates it once data and model have
+    loaded): its nearest existing parent must be writable, so a run that fails a later check leaves no
+    empty folder behind."""
     existing = output_dir
     while not existing.exists() and existing != existing.parent:
         existing = existing.parent
     if existing.exists() and not existing.is_dir():
         where = "is a file" if existing == output_dir else f"is inside {existing}, which is a file"
         raise ConfigError(f"--output-dir {output_dir} {where}; expected a folder")
+    where = "" if existing == output_dir else f" (it would be created in {existing})"
     try:
-        output_dir.mkdir(parents=True, exist_ok=True)
-        with tempfile.TemporaryFile(dir=output_dir):
+        with tempfile.TemporaryFile(dir=existing):
             pass
     except OSError as error:
-        raise ConfigError(f"--output-dir {output_dir} is not writable ({error.strerror})") from None
-    if not os.access(output_dir, os.W_OK | os.X_OK):
-        raise ConfigError(f"--output-dir {output_dir} is not writable (permission denied)")
-    if _holds_a_model(output_dir):
+        raise ConfigError(f"--output-dir {output_dir} is not writable{where} ({error.strerror})") from None
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ConfigError(f"--output-dir {output_dir} is not writable{where} (permission denied)")
+    if existing == output_dir and _holds_a_model(output_dir):
         raise ConfigError(
             f"--output-dir {output_dir} holds a model (a config.json with a model_type, or weights): a run "
             "writes its own config.json and checkpoint there; choose another folder"
