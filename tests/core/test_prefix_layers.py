@@ -71,7 +71,8 @@ def test_a_layer_subset_trains_only_its_own_key_values() -> None:
 
 
 @pytest.mark.parametrize(
-    ("layers", "message"), [((), "non-empty"), ((-1,), ">= 0"), ((2,), r"include 2, but the model has 2 layers \(indices 0-1\)")]
+    ("layers", "message"),
+    [((), "non-empty"), ((-1,), ">= 0"), ((2,), r"include 2, but the model has 2 layers \(indices 0-1\)")],
 )
 def test_bad_layer_subsets_are_refused(layers: tuple[int, ...], message: str) -> None:
     with pytest.raises(ConfigError, match=message):

@@ -102,7 +102,9 @@ def test_startup_serves_the_good_checkpoints_and_reports_the_refused_ones(root, 
     assert "invalid JSON" in registry.failed["junk"]
 
 
-def test_a_checkpoint_whose_inputs_the_position_table_cannot_number_is_refused(base, base_dir, tmp_path) -> None:
+def test_a_checkpoint_whose_inputs_the_position_table_cannot_number_is_refused(
+    base, base_dir, tmp_path
+) -> None:
     """Trained with max_length 500 and a shifted 16-token prefix: 516 positions on a 512-position base. The
     server refuses it at load, as ``ptuning predict`` does, instead of failing on its first long request."""
     root = tmp_path / "shifted"
@@ -111,8 +113,9 @@ def test_a_checkpoint_whose_inputs_the_position_table_cannot_number_is_refused(b
     backbone, tokenizer = base
     registry = create_app(root, backbone=backbone, tokenizer=tokenizer).state.registry
     assert list(registry.tasks) == ["short"]
-    assert "the checkpoint's max_length 500 + 16 prefix positions needs 516 positions but bert has 512; " in (
-        registry.failed["long"]
+    assert (
+        "the checkpoint's max_length 500 + 16 prefix positions needs 516 positions but bert has 512; "
+        in (registry.failed["long"])
     )
 
 
