@@ -170,10 +170,14 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--data", required=True, help="the task's data folder (or one data file)")
     evaluate.add_argument(
         "--split",
-        default="dev",
-        help="split name (default: dev); dev-from-train: the dev share a --dev-from-train run held out",
+        help="split name (default: the dev split the training run scored, else dev); dev-from-train: the dev "
+        "share a --dev-from-train run held out",
     )
-    evaluate.add_argument("--max-samples", type=_positive_int, help="score only the first N examples")
+    evaluate.add_argument(
+        "--max-samples",
+        type=_positive_int,
+        help="score only the first N examples (default with no --split: the run's --max-eval-samples)",
+    )
     evaluate.add_argument("--output", help="also write the scores to this JSON file")
     evaluate.set_defaults(handler=cmd_eval)
 
@@ -410,12 +414,17 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ptuning.tasks.base import DataError
-    from ptuning.training.predict import score_split
+    from ptuning.training.predict import run_dev_defaults, score_split
 
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
     _check_output_file(args.output)  # before the work, which a bad path would throw away
     loaded = _load_checkpoint(args)
+    if args.split is None:  # the run's dev, so that eval reproduces the dev score the run reported
+        args.split, limit, source = run_dev_defaults(args.checkpoint, loaded.task.name)
+        args.max_samples = args.max_samples or limit
+        if source:
+            print(f"note: scoring {source}; --split names another", file=sys.stderr)
     notes: list[str] = []
     with _compile_cost(args):
         scores = score_split(

@@ -369,3 +369,47 @@ def test_numeric_label_names_name_the_labels_the_files_hold(tiny_bert, tmp_path,
     code, _, err = run_cli(argv, capsys)
     assert code == 0, err
     assert labels_of(tmp_path / "run") == ["0", "1"]
+
+
+def test_eval_without_split_scores_the_dev_the_run_scored(tiny_bert, tmp_path, capsys) -> None:
+    """A run scored dev held out of train, cut by --max-eval-samples: eval with no --split scores the same
+    examples (the run's config.json), so it reproduces the run's dev score; --split names another."""
+    data = tmp_path / "data"
+    write_csv(data / "train.csv", 24, 0)
+    write_csv(data / "dev.csv", 9, 1)
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert, str(data), output, "--max-steps", "2", task="csv-classification")
+    code, _, err = run_cli([*argv, "--dev-from-train", "0.25", "--max-eval-samples", "5"], capsys)
+    assert code == 0, err
+    summary = summary_of(output)
+    evaluate = ["eval", "--checkpoint", str(output / "checkpoint"), "--data", str(data)]
+    code, out, err = run_cli(evaluate, capsys)
+    assert code == 0, err
+    scored = json.loads(out)
+    assert (scored["split"], scored["examples"]) == ("dev-from-train", 5)
+    assert scored["accuracy"] == summary["dev"]["accuracy"]
+    assert (
+        "note: scoring split dev-from-train, the first 5 examples (--max-eval-samples): as the training"
+        in err
+    )
+    code, out, _ = run_cli([*evaluate, "--split", "dev"], capsys)
+    assert code == 0 and (json.loads(out)["split"], json.loads(out)["examples"]) == ("dev", 9)
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        ({}, ("dev", None)),
+        ({"dev_split": "none"}, ("dev", None)),
+        ({"dev_split": "validation_matched"}, ("validation_matched", None)),
+        ({"task_splits": {"boolq": "train-from-val:eval-from-val"}}, ("eval-from-val", None)),
+        ({"task_splits": {"wic": "a:b"}, "max_eval_samples": 7}, ("dev", 7)),
+        ({"dev_from_train": 0.1, "train_split": "train-from-val"}, ("dev-from-train-from-val", None)),
+    ],
+)
+def test_the_run_config_names_the_dev_eval_scores_by_default(run, expected, tmp_path) -> None:
+    from ptuning.training.predict import run_dev_defaults
+
+    (tmp_path / "config.json").write_text(json.dumps(run))
+    split, limit, source = run_dev_defaults(tmp_path / "checkpoint", "boolq")
+    assert (split, limit) == expected and (source is None) == (expected == ("dev", None))

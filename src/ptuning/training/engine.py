@@ -19,6 +19,7 @@ from typing import Any
 
 import torch
 from accelerate import Accelerator
+from accelerate.state import AcceleratorState
 from accelerate.utils import set_seed
 from torch import nn
 
@@ -80,11 +81,7 @@ def train(config: TrainConfig) -> RunResult:
     started = time.perf_counter()
     plans = plan_tasks(config)
     check_run(config, {plan.name: plan.task.head for plan in plans})  # before anything heavy loads
-    accelerator = Accelerator(
-        gradient_accumulation_steps=config.gradient_accumulation_steps,
-        mixed_precision=config.mixed_precision,
-        cpu=_cpu_processes(),
-    )
+    accelerator = _accelerator(config)
     set_seed(config.seed)
     output_dir = Path(config.output_dir)
     options = _run_config(config, plans)
@@ -418,6 +415,19 @@ def _fitting_donor(
 
 
 # ============================================================================================ helpers
+def _accelerator(config: TrainConfig) -> Accelerator:
+    """accelerate keeps one mixed-precision setting per process (``AcceleratorState`` is shared), so a second
+    run in the same process with another setting (a sweep's cells, ``--seeds``, a notebook) was refused with
+    "AcceleratorState has already been initialized". Each run starts from a fresh state; the process group
+    (``PartialState``) is kept."""
+    AcceleratorState._reset_state(reset_partial_state=False)
+    return Accelerator(
+        gradient_accumulation_steps=config.gradient_accumulation_steps,
+        mixed_precision=config.mixed_precision,
+        cpu=_cpu_processes(),
+    )
+
+
 def _cpu_processes() -> bool:
     """True when launched as several processes (torchrun) on a machine without GPU: accelerate then forms a
     gloo group only if told cpu=True; otherwise every process would silently train alone."""

@@ -281,6 +281,34 @@ def score_split(
     return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
 
 
+def run_dev_defaults(checkpoint_dir: str | Path, task_name: str) -> tuple[str, int | None, str | None]:
+    """The dev split and sample limit the checkpoint's training run scored (its config.json beside the
+    checkpoint), so that ``ptuning eval`` without ``--split`` reproduces the run's dev score: its
+    ``--dev-from-train`` share, its ``--task-split`` / ``--dev-split`` dev, else ``dev``; and its
+    ``--max-eval-samples``. The third value says where they came from (None: nothing was inherited)."""
+    run = training_run_config(Path(checkpoint_dir))
+    train_split, dev_split = "train", None
+    own = run.get("task_splits")
+    if isinstance(own, dict) and isinstance(own.get(task_name), str):
+        named_train, _, named_dev = own[task_name].partition(":")
+        train_split, dev_split = named_train or train_split, named_dev or None
+    if isinstance(run.get("train_split"), str) and train_split == "train":
+        train_split = run["train_split"]
+    if dev_split is None and isinstance(run.get("dev_split"), str) and run["dev_split"] != "none":
+        dev_split = run["dev_split"]
+    if isinstance(run.get("dev_from_train"), float):
+        dev_split = HELD_OUT_PREFIX + train_split
+    limit = run.get("max_eval_samples") if isinstance(run.get("max_eval_samples"), int) else None
+    if dev_split is None and limit is None:
+        return "dev", None, None
+    said = [f"split {dev_split}"] if dev_split else []
+    said += [f"the first {limit} examples (--max-eval-samples)"] if limit else []
+    source = (
+        f"{', '.join(said)}: as the training run scored dev ({Path(checkpoint_dir).parent / 'config.json'})"
+    )
+    return dev_split or "dev", limit, source
+
+
 def held_out_dev(
     task: Task, data_dir: str, split: str, checkpoint_dir: str | Path | None
 ) -> tuple[list[dict[str, Any]], Any]:

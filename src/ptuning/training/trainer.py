@@ -369,11 +369,12 @@ class Trainer:
         return warnings
 
     def _score(self, item: TaskData) -> dict[str, dict[str, float]]:
-        return {
-            role: evaluate(self.unwrapped, item.task, split, self.tokenizer, self.config)
-            for role, split in (("dev", item.dev), ("test", item.test))
-            if split is not None
-        }
+        with _plain_forward(self.unwrapped):
+            return {
+                role: evaluate(self.unwrapped, item.task, split, self.tokenizer, self.config)
+                for role, split in (("dev", item.dev), ("test", item.test))
+                if split is not None
+            }
 
     @property
     def _primary(self) -> str:
@@ -572,16 +573,24 @@ def evaluate(
     """A split's metrics, decoded the task's own way (generated texts for causal-LM tasks)."""
     if is_generative(task):  # causal-LM tasks are scored on generated texts (ptuning.generation)
         outputs = generate_task_outputs(task, model, tokenizer, split.features, config.eval_batch_size)
-    else:
+    else:  # unpacked even under --pack-sequences: ``ptuning eval`` scores the checkpoint this way
         outputs = predict_outputs(
-            model,
-            task.name,
-            split.features,
-            tokenizer.pad_token_id,
-            config.eval_batch_size,
-            pack_length=config.max_length if config.pack_sequences else None,
+            model, task.name, split.features, tokenizer.pad_token_id, config.eval_batch_size
         )
     return task.score(split.examples, split.features, outputs)
+
+
+@contextlib.contextmanager
+def _plain_forward(model: PromptModel):
+    """Evaluate through the class's forward. accelerate's --mixed-precision puts an autocast-wrapped forward
+    on the model instance; the dev score that picks the checkpoint must be the one ``ptuning eval``,
+    ``predict`` and ``serve`` reproduce, and they run the checkpoint without autocast."""
+    wrapped = model.__dict__.pop("forward", None)
+    try:
+        yield
+    finally:
+        if wrapped is not None:
+            model.forward = wrapped
 
 
 # ============================================================================================ helpers

@@ -1,0 +1,76 @@
+"""``ptuning eval`` on a run's checkpoint gives the dev score the run reported, to the last digit, also when the
+run trained under --mixed-precision bf16 (autocast) or on packed rows: the run scores dev the way eval does.
+
+STS-B regression makes the check sharp: a Pearson correlation moves with any change in the outputs, where an
+accuracy on a few examples could hide it."""
+
+from __future__ import annotations
+
+import json
+import random
+from pathlib import Path
+
+import pytest
+from training_tiny import run_cli, train_args
+
+from ptuning.training.trainer import _plain_forward
+
+WORDS = [
+    "good",
+    "bad",
+    "film",
+    "actor",
+    "plot",
+    "slow",
+    "fast",
+    "warm",
+    "cold",
+    "funny",
+    "dull",
+    "great",
+    "awful",
+    "fine",
+    "long",
+    "short",
+]
+
+
+def write_stsb(folder: Path) -> str:
+    folder.mkdir(parents=True, exist_ok=True)
+    for name, count, seed in (("train", 48, 0), ("dev", 40, 1)):
+        rng = random.Random(seed)
+        rows = [
+            f"{' '.join(rng.choices(WORDS, k=rng.randint(2, 9)))}\t"
+            f"{' '.join(rng.choices(WORDS, k=rng.randint(2, 9)))}\t{rng.uniform(0, 5):.2f}"
+            for _ in range(count)
+        ]
+        (folder / f"{name}.tsv").write_text("sentence1\tsentence2\tlabel\n" + "\n".join(rows) + "\n")
+    return str(folder)
+
+
+@pytest.mark.parametrize("option", [["--mixed-precision", "bf16"], ["--pack-sequences"]])
+def test_eval_gives_the_dev_score_the_run_reported(option, tiny_bert_no_dropout, tmp_path, capsys) -> None:
+    data = write_stsb(tmp_path / "stsb")
+    output = tmp_path / "run"
+    argv = train_args(tiny_bert_no_dropout, data, output, "--test-split", "none", *option, task="stsb")
+    code, _, err = run_cli([*argv, "--eval-every-steps", "3"], capsys)  # evaluations between updates too
+    assert code == 0, err
+    reported = json.loads((output / "summary.json").read_text())["dev"]["pearson"]
+    code, out, err = run_cli(["eval", "--checkpoint", str(output / "checkpoint"), "--data", data], capsys)
+    assert code == 0, err
+    assert json.loads(out)["pearson"] == reported
+
+
+def test_evaluation_leaves_the_autocast_forward_in_place() -> None:
+    """The wrapped forward comes back after evaluating (training goes on under autocast), error or not."""
+
+    class Model:
+        def forward(self) -> str:
+            return "plain"
+
+    model = Model()
+    model.forward = lambda: "autocast"
+    with pytest.raises(RuntimeError), _plain_forward(model):
+        assert model.forward() == "plain"
+        raise RuntimeError
+    assert model.forward() == "autocast"
