@@ -185,7 +185,14 @@ def test_eval_and_predict_batch_as_the_training_run_evaluated(
         ["eval", "--checkpoint", checkpoint, "--data", sst2_dir, "--batch-size", "7"], capsys
     )
     assert code == 0, err
-    assert sizes == [5, 7]
+    inputs = tmp_path / "inputs.txt"
+    inputs.write_text("a lovely film\nawful acting\n")
+    for extra in ([], ["--batch-size", "7"]):
+        code, _, err = run_cli(
+            ["predict", "--checkpoint", checkpoint, "--input", str(inputs), *extra], capsys
+        )
+        assert code == 0, err
+    assert sizes == [5, 7, 5, 7]
 
 
 def test_a_max_length_past_the_position_table_is_refused_before_reading_inputs(

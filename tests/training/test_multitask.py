@@ -402,6 +402,13 @@ def test_task_options_that_no_task_takes_are_one_config_error_naming_the_key(tmp
     unknown = TrainConfig(**both, task_options={"sst2": {"stride": 3}})
     with pytest.raises(ConfigError, match=r"task_options \{'stride': 3\} for task 'sst2': .*'stride'"):
         plan_tasks(unknown)
+    refused = TrainConfig(
+        tasks=["squad", "sst2"], data_dir=str(tmp_path), task_options={"squad": {"doc_stride": -1}}
+    )
+    with pytest.raises(
+        ConfigError, match=r"task_options \{'doc_stride': -1\} for task 'squad': .*doc_stride"
+    ):
+        plan_tasks(refused)  # a value the task refuses (ValueError), not only a keyword it does not take
 
 
 def test_multitask_command_reads_the_documented_yaml(tiny_model_dir, data_dirs, tmp_path) -> None:
@@ -449,6 +456,19 @@ def test_a_nan_score_does_not_freeze_the_kept_checkpoint() -> None:
     for update, score in ((1, float("nan")), (2, 0.6), (3, 0.8), (4, float("nan"))):
         Trainer._keep_if_best(trainer, {"update": update}, float(update), score)
     assert [entry["update"] for entry in kept] == [1, 2, 3] and trainer.progress["best_update"] == 3
+
+
+def test_the_kept_checkpoint_is_the_first_with_the_best_dev_score() -> None:
+    """A score that falls back does not replace the best one, nor does a later tie (the earlier checkpoint
+    is kept)."""
+    kept = []
+    trainer = SimpleNamespace(
+        progress={"best": None, "best_epoch": None, "best_update": None}, _save_best=kept.append
+    )
+    for update, score in ((1, 0.6), (2, 0.8), (3, 0.7), (4, 0.8)):
+        Trainer._keep_if_best(trainer, {"update": update}, float(update), score)
+    assert [entry["update"] for entry in kept] == [1, 2]
+    assert (trainer.progress["best"], trainer.progress["best_update"]) == (0.8, 2)
 
 
 def test_a_task_the_mixing_gives_no_batch_is_named(tiny_model_dir, data_dirs, tmp_path, capsys) -> None:

@@ -157,6 +157,8 @@ def test_a_new_run_in_a_used_folder_drops_the_previous_runs_state_and_summary(
     kept = output_dir / "previous-run"  # nothing of the finished run is lost to the new one that died
     assert json.loads((kept / "config.json").read_text()) == json.loads(recorded)
     assert (kept / "summary.json").is_file() and (kept / "checkpoint" / "prompt_config.json").is_file()
+    moved = ["training_state/state.json", "tensorboard/events.out.tfevents.1", "summary.md", "curves.png"]
+    assert [name for name in moved if not (kept / name).is_file()] == []  # moved, each of them, not deleted
     code, out, err = run_cli([*args, "--learning-rate", "1e-3", "--resume"], capsys)
     assert code == 0, err
     assert "resumed after" not in out  # nothing of the old run to continue: it trains from the start

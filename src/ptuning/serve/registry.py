@@ -42,11 +42,10 @@ from ptuning.core.quantization import is_quantized
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
-from ptuning.training.predict import check_positions
+from ptuning.training.predict import DEFAULT_MAX_LENGTH, check_positions
 
 logger = logging.getLogger(__name__)
 
-DEFAULT_MAX_LENGTH = 128  # for checkpoints that do not record the max_length they were trained with
 CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
 SERVED_METHODS = (Method.PTUNING_V2, Method.PREFIX_MLP)
 

@@ -63,7 +63,8 @@ class TrainConfig(BaseModel):
     pooling: Literal["first", "last", "mean", "pooler"] | None = None
     """how classification, regression and multiple-choice heads pool the tokens: first, last (real token),
     mean, or pooler: [CLS] through the checkpoint's own pooler (dense + tanh, frozen, as transformers' BERT
-    classifiers and PEFT read it) (default: first for encoders, last for decoders)"""
+    classifiers and PEFT read it) (default: first for encoders, last for decoders, mean for
+    encoder-decoders such as T5 and BART, whose encoders have no [CLS])"""
     head_dropout: float = Field(0.1, ge=0, lt=1)
     """dropout before each task head"""
     learning_rate: float = Field(1e-2, gt=0)

@@ -169,7 +169,7 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
         options = config.task_options.get(name, {}) if keyed else config.task_options
         try:
             task = get_task(name, **options)  # options are the task's constructor keywords
-        except TypeError as error:  # an option the task does not take
+        except (TypeError, ValueError) as error:  # an option the task does not take, or a value it refuses
             raise ConfigError(f"task_options {options} for task {name!r}: {error}") from None
         data_dir, notes = _data_dir(config, name), []
         train_name, dev_name = _own_splits(config, name)

@@ -35,7 +35,9 @@ from ptuning.training.data import DEV_FROM_TRAIN_SEED, hold_out, read_split
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
-DEFAULT_MAX_LENGTH = 128
+DEFAULT_MAX_LENGTH = (
+    128  # for checkpoints that do not record the max_length they were trained with (serve too)
+)
 
 
 @dataclass
