@@ -14,11 +14,13 @@ TASK_LENGTHS = {"short": 3, "mid": 5, "long": 8}
 PROMPTS = [[4, 5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17], [18, 19, 20, 21, 22]]
 
 
-def multi_prefix_model(family: str = "llama", layers: list[int] | None = None) -> PromptModel:
+def multi_prefix_model(
+    family: str = "llama", layers: list[int] | None = None, position_mode: str = "keep"
+) -> PromptModel:
     """One backbone, one causal-LM task per entry of TASK_LENGTHS, each with its own random prefix (std 1)."""
     model = None
     for task, length in TASK_LENGTHS.items():
-        config = PrefixConfig(prefix_length=length, init_std=1.0, layers=layers)
+        config = PrefixConfig(prefix_length=length, init_std=1.0, layers=layers, position_mode=position_mode)
         if model is None:
             model = PromptModel(tiny_causal_lm(family), "ptuning-v2", config)
         model.prefix_config = config

@@ -21,8 +21,14 @@ def sequences(steps: int = STEPS, **params) -> list[Sequence]:
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
 @pytest.mark.parametrize("seed_prefix", [True, False])
-def test_a_mixed_prefix_batch_decodes_what_each_prompt_decodes_alone(family, seed_prefix) -> None:
-    model = multi_prefix_model(family)
+@pytest.mark.parametrize("position_mode", ["keep", "shift"])
+def test_a_mixed_prefix_batch_decodes_what_each_prompt_decodes_alone(
+    family, seed_prefix, position_mode
+) -> None:
+    """Under "shift" (PEFT's numbering, every causal-LM PEFT adapter's) each row's positions start after its
+    own prefix's 3, 5 or 8 slots, as PromptModel.generate numbers them (GPT-2's learned table and Llama's
+    rotary both see it)."""
+    model = multi_prefix_model(family, position_mode=position_mode)
     decoder = ContinuousDecoder(model, tiny_tokenizer(), seed_prefix=seed_prefix)
     batch = sequences()
     for index, sequence in enumerate(batch):  # rows leave the batch at different steps
@@ -155,10 +161,11 @@ def test_a_stop_string_ends_the_answer_before_it() -> None:
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])
-def test_greedy_generate_texts_on_the_decoder_equals_the_generate_path(family) -> None:
+@pytest.mark.parametrize("position_mode", ["keep", "shift"])
+def test_greedy_generate_texts_on_the_decoder_equals_the_generate_path(family, position_mode) -> None:
     from ptuning.generation import generate_texts
 
-    model = multi_prefix_model(family)
+    model = multi_prefix_model(family, position_mode=position_mode)
     tokenizer = tiny_tokenizer()
     for task in TASKS:
         continuous = generate_texts(model, tokenizer, PROMPTS, batch_size=2, max_new_tokens=7, task=task)

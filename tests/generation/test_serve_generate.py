@@ -323,12 +323,18 @@ async def test_a_request_whose_task_went_away_before_it_joined_gets_503(root) ->
     assert isinstance(item, HTTPException) and item.status_code == 503 and service.in_flight == 0
 
 
-def test_a_shift_mode_checkpoint_is_refused_for_generation_with_the_reason(root, tmp_path) -> None:
+def test_a_shift_mode_checkpoint_generates_what_predict_generates(root, tmp_path) -> None:
+    """PEFT's numbering (every causal-LM PEFT adapter's): the server used to answer 422 "generation needs
+    'keep'" where ``ptuning predict`` answered; both now number the prompt after the prefix's positions."""
     base = json.loads((root / "chat" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
     backbone, _ = load_backbone(base, causal_lm=True)
-    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, position_mode="shift"))
+    torch.manual_seed(7)
+    model = PromptModel(
+        backbone, "ptuning-v2", PrefixConfig(prefix_length=4, init_std=1.0, position_mode="shift")
+    )
     model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
-    save_checkpoint(model, tmp_path / "shifted", task_names={"lm": "causal-lm"})
-    client = TestClient(create_app(tmp_path, base))
-    refused = client.post("/tasks/shifted/generate", json={"prompt": "hello"})
-    assert refused.status_code == 422 and "needs 'keep'" in refused.json()["detail"]
+    shifted = tmp_path / "served"
+    save_checkpoint(model, shifted / "shifted", task_names={"lm": "causal-lm"})
+    client = TestClient(create_app(shifted, base))
+    answers = [client.post("/tasks/shifted/generate", json={"prompt": p}).json()["text"] for p in PROMPTS]
+    assert answers == predicted(shifted, "shifted", PROMPTS, tmp_path) and any(answers)

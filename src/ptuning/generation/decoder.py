@@ -7,8 +7,9 @@ to the batch. Rows that finish (EOS, length, stop string, time, cancelled) leave
 The key/value cache is one batched ``DynamicCache`` whose rows can be appended and dropped: a row's
 columns are ``[left padding][its prefix][its prompt][its generated tokens]``; an attention mask over the
 columns hides the padding, and position ids are counted per row, so real tokens keep positions 0..n-1
-(``position_mode="keep"``) whatever padding or prefix sits in front of them. That is what
-``PromptModel.generate`` computes for each prompt alone, so greedy answers are the same token for token.
+(``position_mode="keep"``; under "shift", PEFT's numbering, P..P+n-1 after the row's own P prefix slots)
+whatever padding or prefix sits in front of them. That is what ``PromptModel.generate`` computes for each
+prompt alone, so greedy answers are the same token for token.
 
 Where the prefix covers every layer, it is written into the cache once when the row joins ("seeded"):
 the attention then sees exactly the keys/values it sees when the prefix is concatenated at every step,
@@ -185,6 +186,10 @@ class ContinuousDecoder:
         ids, mask = ids.to(self.device), mask.to(self.device)
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
         prefix = self._prefix_for([s.prefix for s in joining])
+        if prefix is not None and self.model.prefix_config.position_mode is PositionMode.SHIFT:
+            # PEFT's numbering, as PromptModel.generate continues it: each row's tokens after its own prefix
+            slots = prefix.mask.sum(-1) if prefix.mask is not None else torch.full((count,), prefix.length)
+            positions = positions + slots.to(positions)[:, None]
         cache = DynamicCache()
         if prefix is not None and self._seeds(prefix):
             slots = prefix.mask if prefix.mask is not None else torch.ones(count, prefix.length)
@@ -222,8 +227,6 @@ class ContinuousDecoder:
             return None
         if any(name is None for name in names):
             raise ConfigError("every sequence needs a prefix name with a deep prefix method")
-        if self.model.prefix_config.position_mode is PositionMode.SHIFT:
-            raise ConfigError("generation keeps real-token positions; use position_mode='keep'")
         prefix = self.model.prefix_kv(names)
         return prefix.expanded_to(len(names))
 

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from transformers import GenerationConfig
 
-from ptuning.core.config import ConfigError, Method, PositionMode
+from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
 from ptuning.generation.decoder import ContinuousDecoder
 from ptuning.generation.decoder import Sequence as DecoderSequence
@@ -74,14 +74,8 @@ def generate_texts(
     if eos_id is None:
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
-    shifted = model.method.is_deep and model.prefix_config.position_mode is PositionMode.SHIFT
     _check_positions(model, prompts, max_new_tokens, seq2seq)
-    if (
-        _plain_greedy(generate_kwargs)
-        and model.method is not Method.PROMPT_TUNING
-        and not seq2seq
-        and not shifted  # PEFT's numbering: PromptModel.generate continues it, the decoder keeps positions
-    ):
+    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
         return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
     if generate_kwargs.get("num_return_sequences", 1) != 1:
         raise ConfigError(

@@ -270,8 +270,6 @@ def add_generate_routes(
             raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
         if served.kind is not HeadKind.CAUSAL_LM:
             raise HTTPException(422, f"task {task!r} is a {served.kind} task; use POST /tasks/{task}/predict")
-        if registry.model.prefix_config.position_mode is PositionMode.SHIFT:  # shared by every checkpoint
-            raise HTTPException(422, f"task {task!r} uses position_mode 'shift'; generation needs 'keep'")
         wanted = body.max_new_tokens or min(served.task.max_new_tokens, limits.max_new_tokens)
         if wanted > limits.max_new_tokens:
             raise HTTPException(
@@ -291,11 +289,15 @@ def add_generate_routes(
                 f"the prompt has {len(prompt)} tokens; this server allows at most {limits.max_prompt_tokens}",
             )
         positions = registry.model.geometry.usable_positions  # learned position tables end somewhere
-        if positions is not None and len(prompt) + wanted > positions:
+        shifted = registry.model.prefix_config.position_mode is PositionMode.SHIFT  # one mode per server
+        slots = (
+            served.prefix_length if shifted else 0
+        )  # PEFT's numbering: tokens after the prefix's positions
+        if positions is not None and slots + len(prompt) + wanted > positions:
             raise HTTPException(
                 413,
-                f"the prompt ({len(prompt)} tokens) + max_new_tokens ({wanted}) exceed the model's {positions} "
-                "positions",
+                f"the prompt ({len(prompt)} tokens{f' + {slots} prefix positions' if slots else ''}) + "
+                f"max_new_tokens ({wanted}) exceed the model's {positions} positions",
             )
         deadline = time.monotonic() + limits.max_seconds
         return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut
