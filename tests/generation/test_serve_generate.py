@@ -338,3 +338,25 @@ def test_a_shift_mode_checkpoint_generates_what_predict_generates(root, tmp_path
     client = TestClient(create_app(shifted, base))
     answers = [client.post("/tasks/shifted/generate", json={"prompt": p}).json()["text"] for p in PROMPTS]
     assert answers == predicted(shifted, "shifted", PROMPTS, tmp_path) and any(answers)
+
+
+def test_a_checkpoint_whose_task_decodes_with_generate_kwargs_is_refused_with_the_reason(
+    root, tmp_path
+) -> None:
+    """predict decodes with the task's generate_kwargs (here a repetition penalty); the server's continuous
+    decoder cannot, and answered greedy without a word. It now refuses the checkpoint at load, naming them;
+    kwargs that leave decoding greedy are served."""
+    base = json.loads((root / "chat" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    backbone, _ = load_backbone(base, causal_lm=True)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4))
+    model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
+    folder = tmp_path / "served"
+    for name, settings in (("penalized", {"repetition_penalty": 10.0}), ("greedy", {"num_beams": 1})):
+        options = {"lm": {"generate_kwargs": settings}}
+        save_checkpoint(model, folder / name, task_names={"lm": "causal-lm"}, task_options=options)
+    registry = create_app(folder, base).state.registry
+    assert list(registry.tasks) == ["greedy"]
+    assert (
+        "decodes with generate_kwargs {'repetition_penalty': 10.0}, which the server's"
+        in (registry.failed["penalized"])
+    )

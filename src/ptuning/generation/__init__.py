@@ -8,7 +8,13 @@ for different prefixes decode together, joining and leaving between steps; what 
 
 from ptuning.generation.decoder import ContinuousDecoder, Sequence, StepEvent
 from ptuning.generation.sampling import SamplingParams, StopStrings
-from ptuning.generation.texts import decode_until_eos, generate_task_outputs, generate_texts, is_generative
+from ptuning.generation.texts import (
+    decode_until_eos,
+    generate_task_outputs,
+    generate_texts,
+    is_generative,
+    plain_greedy,
+)
 
 __all__ = [
     "ContinuousDecoder",
@@ -20,4 +26,5 @@ __all__ = [
     "generate_task_outputs",
     "generate_texts",
     "is_generative",
+    "plain_greedy",
 ]

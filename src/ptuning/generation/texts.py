@@ -75,7 +75,7 @@ def generate_texts(
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
     _check_positions(model, prompts, max_new_tokens, seq2seq)
-    if _plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
+    if plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
         return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
     if generate_kwargs.get("num_return_sequences", 1) != 1:
         raise ConfigError(
@@ -160,7 +160,8 @@ def _check_positions(
         )
 
 
-def _plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
+def plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
+    """Whether these generate kwargs leave decoding greedy, as the continuous decoder (and the server) decodes."""
     return all(GREEDY_DEFAULTS.get(key, object()) == value for key, value in generate_kwargs.items())
 
 

@@ -39,6 +39,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.precision import dtype_name, floating_dtype
 from ptuning.core.quantization import is_quantized
+from ptuning.generation import plain_greedy
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
@@ -305,6 +306,13 @@ class PromptRegistry:
             )
         rebuilt = rebuild_task(path, config, head)
         task = rebuilt.task
+        settings = getattr(task, "generate_kwargs", None) or {}
+        if kind is HeadKind.CAUSAL_LM and not plain_greedy(settings):
+            raise Incompatible(  # predict would decode with them; answering greedy instead would be silent
+                f"checkpoint {checkpoint!r}: head {head!r} decodes with generate_kwargs {settings}, which the "
+                "server's continuous decoder does not apply (it decodes greedy, or samples with each request's "
+                "temperature, top_p, seed and stop); use ptuning predict for it"
+            )
         # QA: whether doc_stride fits a window depends on each request's longest question (as in training,
         # which accepts what its data's questions allow); one that does not fit is answered 422 with the reason
         return task, self.max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
