@@ -112,6 +112,12 @@ class PrefixConfig:
             )
         return self.layers
 
+    def positions_taken(self, method: Method) -> int:
+        """Positions the prefix takes before the real tokens in the position table: prompt tuning's input
+        slots, or a deep prefix under position_mode 'shift' (PEFT's numbering); 0 where tokens keep 0..T-1."""
+        shifted = method.is_deep and self.position_mode == PositionMode.SHIFT
+        return self.prefix_length if shifted or method is Method.PROMPT_TUNING else 0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reparameterization"] = str(self.reparameterization)

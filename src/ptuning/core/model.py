@@ -245,8 +245,7 @@ class PromptModel(nn.Module):
     def prefix_positions(self) -> int:
         """Positions the prefix takes before the real tokens in the position table: prompt tuning's input
         slots, or a deep prefix under position_mode 'shift' (PEFT's numbering); 0 where tokens keep 0..T-1."""
-        shifted = self.method.is_deep and self.prefix_config.position_mode == "shift"
-        return self.prefix_config.prefix_length if shifted or self.method is Method.PROMPT_TUNING else 0
+        return self.prefix_config.positions_taken(self.method)
 
     def trainable_parameters(self) -> TrainableReport:
         total = sum(p.numel() for p in self.parameters())

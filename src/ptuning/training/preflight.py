@@ -171,13 +171,14 @@ def check_positions(config: TrainConfig) -> None:
     limit = geometry.usable_positions if geometry is not None else None
     if limit is None:
         return
-    prefix = config.prefix_length
-    if config.method == "prompt-tuning":
-        needed, why = config.max_length + prefix, f"--max-length {config.max_length} + {prefix} input prompts"
+    method = Method(config.method)
+    slots = config.prefix_config().positions_taken(method)  # as PromptModel.prefix_positions counts them
+    if slots and method is Method.PROMPT_TUNING:
+        needed, why = config.max_length + slots, f"--max-length {config.max_length} + {slots} input prompts"
         advice = "shorten --max-length or --prefix-length"
-    elif config.position_mode == "shift" and config.method in ("ptuning-v2", "prefix-mlp"):
-        needed = config.max_length + prefix
-        why = f"--max-length {config.max_length} + --prefix-length {prefix} (position mode shift)"
+    elif slots:
+        needed = config.max_length + slots
+        why = f"--max-length {config.max_length} + --prefix-length {slots} (position mode shift)"
         advice = "shorten --max-length or --prefix-length, or use --position-mode keep"
     else:
         needed, why = config.max_length, f"--max-length {config.max_length}"
