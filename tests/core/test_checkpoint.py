@@ -71,6 +71,16 @@ def test_mlp_reparameterization_is_saved_so_training_can_continue(tmp_path) -> N
         assert torch.equal(loaded.prefixes.state_dict()[name], tensor), name
 
 
+def test_head_dropout_is_restored_so_training_can_continue(tmp_path) -> None:
+    """Eval logits ignore dropout, so the round trip above cannot see it; a loaded model that resumes
+    training must drop head inputs at the saved rate (0.3 here), not the 0.1 default."""
+    model = build("bert", head_dropout=0.3).model
+    save_checkpoint(model, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    assert loaded.head_dropout == 0.3
+    assert loaded.heads["t"].dropout.p == 0.3
+
+
 def test_prompt_checkpoint_holds_only_prefix_and_head_as_safetensors_and_json(tmp_path) -> None:
     model = build("bert").model
     save_checkpoint(model, tmp_path / "ckpt", task_names={"t": "sst2"})

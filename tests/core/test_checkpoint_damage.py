@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 from core_tiny import build, tiny_backbone
+from safetensors.torch import load_file, save_file
 from tiny_models import save_tiny_bert
 
 from ptuning import cli
@@ -49,6 +50,19 @@ def torch_save_weights(folder: Path) -> None:  # torch.save's zip format
     torch.save({"w": torch.zeros(2), "trap": _Trap(folder.parent / "unpickled")}, folder / WEIGHTS_FILE)
 
 
+def edit_weights(change):
+    def damage(folder: Path) -> None:
+        path = folder / WEIGHTS_FILE
+        save_file(change(load_file(str(path))), str(path))
+
+    return damage
+
+
+def without_head_bias(state: dict) -> dict:
+    del state["heads.t.linear.bias"]
+    return state
+
+
 def edit_config(change):
     def damage(folder: Path) -> None:
         path = folder / CONFIG_FILE
@@ -79,6 +93,14 @@ DAMAGES = {
     "unknown head kind": (
         edit_config(lambda c: {**c, "tasks": {"t": {**c["tasks"]["t"], "head": {"kind": "ranking"}}}}),
         "field 'tasks.t.head.kind' should be one of",
+    ),
+    "weights without a head tensor": (
+        edit_weights(without_head_bias),
+        f"{WEIGHTS_FILE}: missing tensors ['heads.t.linear.bias'], unexpected tensors []",
+    ),
+    "weights with an extra tensor": (
+        edit_weights(lambda state: {**state, "heads.t.extra": torch.zeros(2)}),
+        f"{WEIGHTS_FILE}: missing tensors [], unexpected tensors ['heads.t.extra']",
     ),
     "bad prefix length": (
         edit_config(lambda c: {**c, "prefix": {**c["prefix"], "prefix_length": "4"}}),

@@ -324,6 +324,62 @@ def test_a_hub_export_of_a_test_split_reads_its_minus_one_labels_as_none(tmp_pat
         get_task("sst2").read(str(tmp_path / "sst2-test.jsonl"), "train")
 
 
+def jsonl(*rows: dict) -> str:
+    return "".join(json.dumps(row) + "\n" for row in rows)
+
+
+# Each task's label codes as the GLUE data define them, in a layout that writes codes: the GLUE TSV download
+# for MRPC ('Quality'), QQP ('is_duplicate') and WNLI; for MNLI and QNLI (whose TSVs hold label names) a JSONL
+# export of the nyu-mll/glue hub dataset, whose ClassLabel codes are 0 entailment, 1 neutral, 2 contradiction
+# (MNLI) and 0 entailment, 1 not_entailment (QNLI).
+GLUE_LABEL_CODES = {
+    "mrpc": (
+        "dev.tsv",
+        "Quality\t#1 ID\t#2 ID\t#1 String\t#2 String\n"
+        "1\t1\t2\tA cat sat.\tThe cat sat.\n0\t3\t4\tIt rains.\tStocks fell.\n",
+        ["equivalent", "not_equivalent"],
+    ),
+    "qqp": (
+        "dev.tsv",
+        "id\tqid1\tqid2\tquestion1\tquestion2\tis_duplicate\n"
+        "0\t1\t2\tHow to cook?\tHow do I cook?\t1\n1\t3\t4\tWhy?\tWhere?\t0\n",
+        ["duplicate", "not_duplicate"],
+    ),
+    "wnli": (
+        "dev.tsv",
+        "index\tsentence1\tsentence2\tlabel\n0\tI put it down.\tIt is down.\t1\n1\tA b.\tC d.\t0\n",
+        ["entailment", "not_entailment"],
+    ),
+    "mnli": (
+        "validation_matched.jsonl",
+        jsonl(
+            {"premise": "A man sleeps.", "hypothesis": "A man dreams.", "label": 1, "idx": 0},
+            {"premise": "A man sleeps.", "hypothesis": "A person rests.", "label": 0, "idx": 1},
+            {"premise": "A man sleeps.", "hypothesis": "A man runs.", "label": 2, "idx": 2},
+        ),
+        ["neutral", "entailment", "contradiction"],
+    ),
+    "qnli": (
+        "validation.jsonl",
+        jsonl(
+            {"question": "When?", "sentence": "It is red.", "label": 1, "idx": 0},
+            {"question": "Who wrote it?", "sentence": "Ann wrote it.", "label": 0, "idx": 1},
+        ),
+        ["not_entailment", "entailment"],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", sorted(GLUE_LABEL_CODES))
+def test_glue_label_codes_read_as_the_names_glue_gives_them(name, tmp_path):
+    """The gold round trip maps names to indices through the task's own list, so a swapped list still scores
+    1; only a file row coded 1 (or 0, 2) read back as GLUE's name for that code pins the order."""
+    file_name, text, expected = GLUE_LABEL_CODES[name]
+    (tmp_path / file_name).write_text(text, encoding="utf-8")
+    examples, _ = get_task(name).read(str(tmp_path / file_name), "dev")
+    assert [example["label"] for example in examples] == expected
+
+
 # --- features, truncation, decoding -------------------------------------------------------------------
 
 
@@ -369,6 +425,19 @@ def test_unlabelled_test_split_is_counted_and_cannot_be_scored(tmp_path, tokeniz
     decoded = task.decode(examples, features, outputs)
     assert decoded[0]["label"] == "positive" and decoded[1]["label"] == "negative"
     assert sum(decoded[0]["probabilities"].values()) == pytest.approx(1.0)
+
+
+def test_decode_gives_each_label_name_its_own_softmax_probability(tmp_path, tokenizer):
+    """The probabilities are keyed by label name: a name paired with another class's probability would
+    still sum to 1 and keep the argmax label right."""
+    task = get_task("sst2")
+    examples, _ = task.read(str(sst2_folder(tmp_path)), "test")
+    features, _ = task.featurize(examples, tokenizer, 32)
+    decoded = task.decode(examples, features, [np.array([0.0, 1.0]), np.array([2.0, 0.0])])
+    # softmax([0, 1])[1] = e / (1 + e) = 0.731059; softmax([2, 0])[0] = e^2 / (e^2 + 1) = 0.880797
+    assert decoded[0]["probabilities"]["positive"] == pytest.approx(0.7310585786)
+    assert decoded[0]["probabilities"]["negative"] == pytest.approx(0.2689414214)
+    assert decoded[1]["probabilities"]["negative"] == pytest.approx(0.8807970780)
 
 
 def test_features_collate_into_a_batch(tmp_path, tokenizer):

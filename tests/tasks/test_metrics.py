@@ -76,6 +76,12 @@ def test_record_takes_the_best_gold_answer_per_query():
     assert scores == {"exact_match": 0.5, "f1": pytest.approx(0.9)}
 
 
+def test_record_finds_a_matching_gold_answer_that_is_not_listed_first():
+    """Every gold answer counts, not just the first: 'Paris' matches the second gold exactly (EM 1, F1 1)
+    and shares no token with the first ('London': EM 0, F1 0)."""
+    assert metrics.record_scores(["Paris"], [["London", "Paris"]]) == {"exact_match": 1.0, "f1": 1.0}
+
+
 def test_record_query_without_gold_is_an_error():
     with pytest.raises(ValueError, match="at least one gold"):
         metrics.record_scores(["x"], [[]])

@@ -142,6 +142,16 @@ def test_best_span_is_the_highest_start_plus_end():
     assert sum(c["probability"] for c in prediction["n_best"]) == pytest.approx(1.0)
 
 
+def test_n_best_probabilities_are_a_softmax_of_the_span_scores():
+    """Probabilities that merely sum to 1 could be uniform; a softmax makes p1 / p2 = exp(score1 - score2)."""
+    prediction = run([({5: 4.0, 4: 1.0}, {6: 4.0, 9: 2.0})])
+    first, second = prediction["n_best"][:2]
+    # 'cat sat' = 4 + 4 = 8, 'cat sat on the mat' = 4 + 2 = 6: p1 / p2 = e^2 = 7.389056
+    assert (first["text"], first["score"]) == ("cat sat", 8.0)
+    assert (second["text"], second["score"]) == ("cat sat on the mat", 6.0)
+    assert first["probability"] / second["probability"] == pytest.approx(7.3890560989)
+
+
 def test_spans_ending_before_they_start_or_outside_the_context_are_skipped():
     # best start 'sat' (6) with best end 'cat' (5) is invalid; CLS/question positions are never answers
     prediction = run([({6: 5.0, 0: 9.0, 1: 9.0}, {5: 5.0, 0: 9.0, 7: 1.0})])

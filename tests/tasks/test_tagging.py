@@ -167,6 +167,23 @@ def test_unknown_tag_prefix_names_file_and_line(tmp_path):
         Conll2003Task().read(str(tmp_path), "train")
 
 
+def test_a_bad_tag_inside_a_sentence_names_its_own_line(tmp_path):
+    """The error names the line of the offending word, not of the sentence's first word: here the
+    sentence starts on line 3 and its middle word, on line 4, carries the X- prefix."""
+    write(
+        tmp_path / "train.txt", "Hi NN B-NP O\n\nEU NNP B-NP B-ORG\nrejects VBZ B-VP X-ORG\nit PRP B-NP O\n"
+    )
+    with pytest.raises(DataError, match=r"train\.txt, line 4: .*prefix 'X'"):
+        Conll2003Task().read(str(tmp_path), "train")
+
+
+def test_a_tag_without_prefix_names_file_and_line_when_the_scheme_is_detected(tmp_path):
+    """Detecting the scheme splits every tag first; a bare 'PER' fails there and must still say where."""
+    write(tmp_path / "train.txt", "EU NNP B-NP B-ORG\n\nPeter NNP B-NP O\nsaid VBD B-VP PER\n")
+    with pytest.raises(DataError, match=r"train\.txt, line 4: tag 'PER' is neither 'O' nor PREFIX-TYPE"):
+        Conll2003Task().read(str(tmp_path), "train")
+
+
 def test_unknown_entity_type_names_file_and_line(tmp_path):
     write(tmp_path / "train.txt", "EU NNP B-NP B-ORG\nrejects VBZ B-VP B-FOO\n")
     with pytest.raises(DataError, match=r"train\.txt, line 2: unknown entity type in tag 'B-FOO'"):
@@ -305,6 +322,7 @@ def test_srl_reports_predicate_indices_that_miss_the_v_tag(tmp_path):
     [
         ("2 The cat sat ||| B-A0 I-A0\n", r"devel\.txt, line 2: token/tag count mismatch: 3 tokens, 2 tags"),
         ("5 The cat sat ||| B-A0 I-A0 B-V\n", r"devel\.txt, line 2: expected a predicate index in 0\.\.2"),
+        ("3 The cat sat ||| B-A0 I-A0 B-V\n", r"devel\.txt, line 2: expected a predicate index in 0\.\.2"),
         (
             "2 The cat sat B-A0 I-A0 B-V\n",
             r"devel\.txt, line 2: expected 'predicate_index tokens \|\|\| tags'",
