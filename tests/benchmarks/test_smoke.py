@@ -842,6 +842,28 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
         assert trainer.args.torch_compile and next(trainer.model.parameters()).dtype == torch.bfloat16
 
 
+def test_attention_training_ab_times_both_paths_forward_and_backward(tiny_model, data_root, tmp_path):
+    ab = load_benchmark("attention_training_ab")
+    arguments = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(tmp_path)]
+    assert ab.main([*arguments, "--threads", "1"]) == 0
+    result = json.loads((tmp_path / "attention-training-ab.json").read_text())
+    assert [(row["dtype"], row["length"]) for row in result["kernels"]] == [
+        (dtype, length) for dtype in ("float32", "bfloat16") for length in ab.LENGTHS
+    ]
+    assert all(row["sdpa_ms"] > 0 and row["math_ms"] > 0 for row in result["kernels"])
+    (workload,) = result["workloads"]
+    assert set(workload["train_examples_per_second"]) == {
+        "fp32-default",
+        "fp32-other",
+        "bf16-default",
+        "bf16-other",
+    }
+    assert set(workload["default_over_other"]) == {"fp32", "bf16"}
+    # every switch put back
+    assert ab.attention_interface._takes_math_attention.__name__ == "_takes_math_attention"
+    assert (torch.bfloat16,) == ab.attention_interface.MATH_ATTENTION_TRAINING_DTYPES
+
+
 def test_attention_path_ab_times_both_paths_and_compares_them_with_fp32(tiny_model, data_root, tmp_path):
     ab = load_benchmark("attention_path_ab")
     cap, dtypes = (

@@ -1,6 +1,6 @@
-"""Which attention a prefixed encoder runs on CPU: the plain math for bf16 inference (faster than sdpa's CPU
-kernel, docs/BENCHMARKS.md "Attention on CPU"), sdpa for fp32, for bf16 with autograd on and for decoders;
-both compute the same thing."""
+"""Which attention a prefixed encoder runs on CPU: the plain math for bf16 inference and bf16 training over
+short keys (faster than sdpa's CPU kernel, docs/BENCHMARKS.md "Attention on CPU"), sdpa for fp32, for long
+keys and for decoders; both compute the same thing, gradients included."""
 
 from __future__ import annotations
 
@@ -71,9 +71,6 @@ def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_tolerance_of_
         sdpa = half(ids, mask).logits
     assert len(calls) == reference.backbone.config.num_hidden_layers  # the forced run took sdpa
     monkeypatch.undo()
-    calls = _count_math_calls(monkeypatch)
-    half(ids, mask)  # with autograd on (a training step without attention dropout): sdpa, not the math
-    assert calls == []
     # bf16 keeps 8 mantissa bits: both paths sit within the bf16 bound of test_precision.py from fp32 ...
     torch.testing.assert_close(math, fp32, rtol=0, atol=0.03)
     torch.testing.assert_close(sdpa, fp32, rtol=0, atol=0.03)
@@ -111,3 +108,47 @@ def test_fp32_encoders_and_causal_decoders_keep_sdpa(monkeypatch, family: str, d
         )
         model(ids, mask)
     assert calls == ([torch.float32] * model.backbone.config.num_hidden_layers if family == "bert" else [])
+
+
+def test_bf16_training_without_dropout_takes_the_math_up_to_its_key_cap_with_sdpa_s_gradients(
+    monkeypatch,
+) -> None:
+    """A training step (autograd on, no attention dropout) of a bf16 encoder: the math in every layer, its
+    loss and prefix gradient within bf16 rounding of sdpa's; one key over the training cap: sdpa."""
+    model = build("bert").model.train()
+    model.backbone.to(torch.bfloat16)
+    for module in model.modules():  # no dropout anywhere: both paths compute one deterministic step
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    ids, mask = random_ids(3, 7), torch.ones(3, 7, dtype=torch.long)
+    mask[0, 5:] = 0
+    labels = torch.tensor([0, 1, 0])
+    prefix = next(p for name, p in model.named_parameters() if name.startswith("prefixes"))
+
+    def step() -> tuple[torch.Tensor, torch.Tensor]:
+        prefix.grad = None
+        loss = model(ids, mask, labels=labels).loss
+        loss.backward()
+        return loss.detach(), prefix.grad.clone()
+
+    calls = _count_math_calls(monkeypatch)
+    math_loss, math_grad = step()
+    assert calls == [torch.bfloat16] * model.backbone.config.num_hidden_layers
+    monkeypatch.setattr(
+        attention_interface, "MATH_ATTENTION_MAX_TRAINING_KEYS", 7 + model.prefix_config.prefix_length - 1
+    )
+    sdpa_loss, sdpa_grad = step()
+    assert len(calls) == model.backbone.config.num_hidden_layers  # one key over the cap: sdpa
+    torch.testing.assert_close(math_loss, sdpa_loss, rtol=0, atol=0.02)
+    assert (math_grad - sdpa_grad).abs().max() <= 0.02 * sdpa_grad.abs().max()  # bf16: 2^-8 relative steps
+    assert sdpa_grad.abs().max() > 0
+
+
+def test_fp32_training_without_dropout_keeps_sdpa(monkeypatch) -> None:
+    model = build("bert").model.train()
+    for module in model.modules():
+        if isinstance(module, torch.nn.Dropout):
+            module.p = 0.0
+    calls = _count_math_calls(monkeypatch)
+    model(random_ids(2, 5), torch.ones(2, 5, dtype=torch.long), labels=torch.tensor([0, 1])).loss.backward()
+    assert calls == []

@@ -40,6 +40,12 @@ MATH_ATTENTION_MAX_KEYS = 64
 # The dtypes whose inference takes the math up to that cap. fp32 was measured whole-model and left on sdpa:
 # x1.02 / x1.04 on SST-2 / CoNLL-2003 dev, x1.07 at 12 tokens down to x0.97 at 96 (docs/BENCHMARKS.md).
 MATH_ATTENTION_INFERENCE_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
+# bf16 training (autograd on) without attention dropout: sdpa's CPU kernel runs forward + backward 2.4-9.9x
+# slower than the math up to 192 keys and faster from 224 (one call at MiniLM's shapes; the whole model
+# trained SST-2 / CoNLL-2003 2.1x / 2.0x faster: docs/BENCHMARKS.md, benchmarks/attention_training_ab.py).
+# fp32 stays on sdpa: one call runs 1.4-3x faster there, the whole model trains as fast either way.
+MATH_ATTENTION_MAX_TRAINING_KEYS = 192
+MATH_ATTENTION_TRAINING_DTYPES: tuple[torch.dtype, ...] = (torch.bfloat16,)
 _WRAPPED_IMPLEMENTATIONS = {"sdpa": "ptuning_sdpa", "eager": "ptuning_eager"}
 __all__ = ["AttentionInterfaceInjector", "active_prefix", "PREFIX_KWARG", "UnsupportedAttentionError"]
 
@@ -110,14 +116,14 @@ def _takes_math_attention(
     """Where plain math (two matmuls and a softmax) beats sdpa's CPU kernels for an encoder's attention.
 
     Measured (docs/BENCHMARKS.md, "Attention on CPU"): training with attention dropout, where sdpa would run
-    its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; and bf16
-    inference (no autograd) over at most ``MATH_ATTENTION_MAX_KEYS`` keys (prefix included), where the whole
-    model predicted SST-2 and CoNLL-2003 1.11-1.13x faster than with sdpa's CPU flash kernel; over long keys
-    the math's large score matrices made the model slower (x0.54 at 250 tokens idle, x0.56-0.74 from 64
-    tokens on a shared machine). Not bf16 training without dropout (not measured, and the math keeps every
-    score matrix for the backward pass), nor fp32 inference (measured whole-model: at most x1.07, slower from
-    48 tokens on; ``MATH_ATTENTION_INFERENCE_DTYPES``). Anything less plain (causal, GQA, position bias, float
-    masks) stays with sdpa.
+    its math path with a Bernoulli draw per element and ``core.dropout``'s mask is cheaper; bf16 inference
+    (no autograd) over at most ``MATH_ATTENTION_MAX_KEYS`` keys (prefix included), where the whole model
+    predicted SST-2 and CoNLL-2003 1.11-1.13x faster than with sdpa's CPU flash kernel (over long keys the
+    math's large score matrices made the model slower: x0.54 at 250 tokens idle); and bf16 training without
+    dropout up to ``MATH_ATTENTION_MAX_TRAINING_KEYS`` keys, where sdpa's backward is the slow part (the
+    math keeps each layer's probabilities for the backward pass, as training with dropout always did). Not
+    fp32 (measured: sdpa as fast or faster; ``MATH_ATTENTION_INFERENCE_DTYPES``). Anything less plain
+    (causal, GQA, position bias, float masks) stays with sdpa.
     """
     plain = (
         query.device.type == "cpu"
@@ -132,7 +138,12 @@ def _takes_math_attention(
         and not torch.is_grad_enabled()
         and key.shape[2] <= MATH_ATTENTION_MAX_KEYS
     )
-    return plain and (dropping or short_inference)
+    short_training = (
+        query.dtype in MATH_ATTENTION_TRAINING_DTYPES
+        and torch.is_grad_enabled()
+        and key.shape[2] <= MATH_ATTENTION_MAX_TRAINING_KEYS
+    )
+    return plain and (dropping or short_inference or short_training)
 
 
 def _math_attention(
