@@ -50,6 +50,7 @@ def run_one(preset: str, dtype: str, seed: int, data_root: Path, overrides: dict
     return {
         "metric": metric,
         "max_grad_norm": config.max_grad_norm,  # the recipe: ptuning train clips by default since 2026-12-05
+        "backbone_dropout": config.backbone_dropout,  # None: the model's own rates
         "dev": summary["dev"][metric],
         "train_examples_per_second": summary["train_examples_per_second"],
     }

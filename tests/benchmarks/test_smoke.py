@@ -707,6 +707,21 @@ def test_bf16_ab_trains_both_backbone_dtypes_per_seed(tiny_model, data_root, tmp
     assert comparison["train_speedup"] > 0
 
 
+def test_backbone_dropout_ab_trains_with_and_without_the_backbones_dropout(tiny_model, data_root, tmp_path):
+    ab = load_benchmark("backbone_dropout_ab")
+    output = tmp_path / "backbone-dropout-ab.json"
+    options = ["--set", f"model={tiny_model}", "--set", "epochs=1", "--set", "max_train_samples=8"]
+    arguments = ["--presets", "sst2-minilm", "--seeds", "42", "--data-root", str(data_root)]
+    assert ab.main([*arguments, "--output", str(output), *options]) == 0
+    result = json.loads(output.read_text())["presets"]["sst2-minilm"]
+    assert {arm: [r["backbone_dropout"] for r in runs] for arm, runs in result["runs"].items()} == {
+        "model's dropout": [None],
+        "backbone_dropout 0": [0.0],
+    }
+    comparison = result["without_vs_with"]
+    assert comparison["holds"] == (comparison["dev_difference"] >= 0) and comparison["train_speedup"] > 0
+
+
 def test_bf16_ab_verdict_keeps_a_change_inside_the_fp32_seed_spread():
     bf16_ab = load_benchmark("bf16_ab")
     fp32 = bf16_ab.summarize([{"dev": d, "train_examples_per_second": 10.0} for d in (0.80, 0.81, 0.83)])

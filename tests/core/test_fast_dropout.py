@@ -164,3 +164,38 @@ def test_attention_dropout_is_applied_in_training_and_left_to_sdpa_for_decoders(
     assert taken == []
     model.train()(**batch)
     assert len(taken) == 2
+
+
+@pytest.mark.parametrize("family", ["bert", "roberta", "deberta-v2", "gpt2", "llama", "t5"])
+def test_set_dropout_reaches_every_dropout_of_the_forward(family: str) -> None:
+    """``--backbone-dropout``'s rates: a backbone built with every dropout field at 0.3, then set to 0,
+    computes a training-mode forward twice alike; set to 0.3 again, the two differ (nn.Dropout modules,
+    Llama's float attention_dropout, T5's float attention dropout)."""
+    from core_tiny import family_available, tiny_config
+    from transformers import AutoModel, T5Config, T5Model
+
+    from ptuning.core.dropout import set_dropout
+
+    if family == "t5":
+        config = T5Config(vocab_size=100, d_model=32, d_kv=8, d_ff=64, num_layers=2, num_heads=4)
+    else:
+        if reason := family_available(family):
+            pytest.skip(reason)
+        config = tiny_config(family)
+    for name, value in list(vars(config).items()):  # every dropout-like rate of the family at 0.3
+        if isinstance(value, float) and ("dropout" in name.lower() or name.lower().endswith("pdrop")):
+            setattr(config, name, 0.3)
+    torch.manual_seed(0)
+    backbone = (T5Model(config) if family == "t5" else AutoModel.from_config(config)).train()
+    ids = torch.randint(3, 100, (2, 6))
+    inputs = {"input_ids": ids, **({"decoder_input_ids": ids} if family == "t5" else {})}
+
+    def twice_alike() -> bool:
+        first, second = (backbone(**inputs).last_hidden_state for _ in range(2))
+        return torch.equal(first, second)
+
+    assert not twice_alike()
+    assert set_dropout(backbone, 0.0) > 0
+    assert twice_alike()
+    set_dropout(backbone, 0.3)
+    assert not twice_alike()

@@ -165,3 +165,18 @@ def test_a_yaml_syntax_error_is_one_line_naming_line_and_column(tmp_path) -> Non
         str(error.value)
         == f"config file {path}, line 2, column 6 is not valid YAML: mapping values are not allowed here"
     )
+
+
+@pytest.mark.parametrize("rate", [None, 0.0])
+def test_backbone_dropout_sets_the_frozen_backbones_rates_and_none_keeps_the_models(tiny_bert, rate) -> None:
+    """The tiny BERT was saved with hidden and attention dropout 0.1: None keeps them, 0 turns both off."""
+    from torch import nn
+
+    from ptuning.tasks.registry import get_task
+    from ptuning.training.engine import build_prompt_model
+
+    config = TrainConfig(model=tiny_bert, task="sst2", backbone_dropout=rate)
+    model, _ = build_prompt_model(config, [get_task("sst2")])
+    rates = {module.p for module in model.backbone.modules() if isinstance(module, nn.Dropout)}
+    assert rates == ({0.1} if rate is None else {0.0})
+    assert TrainConfig.model_validate({"backbone_dropout": "0"}).backbone_dropout == 0.0

@@ -59,3 +59,25 @@ def swap_in_fast_dropout(module: nn.Module) -> list[tuple[nn.Module, str, nn.Dro
 def use_fast_dropout(module: nn.Module) -> int:
     """``swap_in_fast_dropout`` for callers that will not undo it; returns how many modules were replaced."""
     return len(swap_in_fast_dropout(module))
+
+
+# Attention dropout some families keep as a float rate on the attention module (Llama's attention_dropout,
+# T5's dropout) rather than as an nn.Dropout module.
+_RATE_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout", "dropout_rate")
+
+
+def set_dropout(module: nn.Module, rate: float) -> int:
+    """Every dropout inside ``module`` at ``rate``: its ``nn.Dropout`` modules and the float attention-dropout
+    rates of the families that keep one. Why: a frozen backbone's own dropout (BERT's 0.1 on hidden states
+    and attention probabilities) is part of the P-tuning v2 recipe but costs its masks' time in every
+    training step; ``--backbone-dropout`` lets a run choose. Returns how many rates were set."""
+    count = 0
+    for child in module.modules():
+        if isinstance(child, nn.Dropout):
+            child.p, count = rate, count + 1
+        for name in _RATE_ATTRIBUTES:
+            if isinstance(getattr(child, name, None), float):
+                setattr(child, name, rate)
+                count += 1
+    return count
+

@@ -67,6 +67,9 @@ class TrainConfig(BaseModel):
     encoder-decoders such as T5 and BART, whose encoders have no [CLS])"""
     head_dropout: float = Field(0.1, ge=0, lt=1)
     """dropout before each task head"""
+    backbone_dropout: float | None = Field(None, ge=0, lt=1)
+    """dropout inside the backbone while training, on hidden states and attention probabilities (default: the
+    model's own rates, BERT's 0.1); 0 turns it off for faster steps (docs/BENCHMARKS.md)"""
     learning_rate: float = Field(1e-2, gt=0)
     """AdamW learning rate, linear decay"""
     weight_decay: float = Field(0.0, ge=0)

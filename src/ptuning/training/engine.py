@@ -27,6 +27,7 @@ from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint
 from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, Method, PrefixConfig
+from ptuning.core.dropout import set_dropout
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
@@ -318,6 +319,8 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
         dtype=_loader_dtype(config.backbone_dtype),
         quantization=config.backbone_quantization,  # bitsandbytes on CUDA (checked before loading)
     )
+    if config.backbone_dropout is not None:  # before PromptModel swaps in its dropout modules, at this rate
+        set_dropout(backbone, config.backbone_dropout)
     model = PromptModel(backbone, Method(config.method), config.prefix_config(), config.head_dropout)
     shared = SHARED_PREFIX if config.is_multitask else None
     for task in tasks:
