@@ -27,6 +27,7 @@ from speed_common import (
 from ptuning.core.backbones import load_backbone
 from ptuning.core.compilation import compile_backbone
 from ptuning.core.config import PrefixConfig
+from ptuning.core.dropout import set_dropout
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import FIRST_TOKEN_KINDS, HeadSpec, PromptModel
 from ptuning.tasks.collate import collate, length_grouped_batches
@@ -51,6 +52,10 @@ SYSTEMS = (
     "ours-whole-last-layer",
     "ours-bf16-whole-last-layer",
     "ours-mean-pooling",
+    "ours-no-backbone-dropout",
+    "ours-bf16-no-backbone-dropout",
+    "peft-trainer-grouped-no-dropout",
+    "peft-trainer-grouped-bf16-no-dropout",
 )
 BASELINE = "peft-trainer-grouped"  # (a''): what a careful PEFT + Trainer user runs
 BF16_BASELINE = "peft-trainer-grouped-bf16"  # (a'') with its backbone loaded in bf16: the fastest bf16 (a'')
@@ -65,7 +70,9 @@ BF16_SYSTEMS = frozenset(
         "ours-bf16",
         "ours-bf16-compiled",
         "ours-bf16-whole-last-layer",
+        "ours-bf16-no-backbone-dropout",
         "peft-trainer-grouped-bf16",
+        "peft-trainer-grouped-bf16-no-dropout",
         "peft-trainer-grouped-autocast",
         "peft-trainer-grouped-bf16-compiled",
     }
@@ -90,6 +97,11 @@ SYSTEM_LABELS = {
     "ours-whole-last-layer": "ours with the last layer over every position (before the first-token readout)",
     "ours-bf16-whole-last-layer": "ours-bf16 with the last layer over every position",
     "ours-mean-pooling": "ours with --pooling mean (the pooling the checkpoint was trained with)",
+    "ours-no-backbone-dropout": "ours with --backbone-dropout 0 (no dropout inside the backbone)",
+    "ours-bf16-no-backbone-dropout": "ours-bf16 with --backbone-dropout 0",
+    "peft-trainer-grouped-no-dropout": "(a'') with the backbone's dropout at 0 (from_pretrained(hidden_dropout_prob=0, "
+    "attention_probs_dropout_prob=0))",
+    "peft-trainer-grouped-bf16-no-dropout": "(a'') in bf16 with the backbone's dropout at 0",
 }
 # Systems that change how a pooled head reads the last layer: on a token-level task they would be ``ours``.
 POOLED_HEAD_ONLY = frozenset({"ours-mean-pooling"})
@@ -113,7 +125,8 @@ class PromptSystem:
     ``compile_backend`` compiles the backbone as ``--compile`` does (``core.compilation.compile_backbone``;
     None: eager): it pays its start-up in the warm-up rounds. ``first_token_readout=False`` runs the last
     layer over every position even for a [CLS] head (``core.readout``'s A/B). ``device`` is where the model
-    and every batch go (``cuda`` for the GPU table, ``speed_gpu.py``)."""
+    and every batch go (``cuda`` for the GPU table, ``speed_gpu.py``). ``backbone_dropout`` sets every dropout
+    of the backbone as ``ptuning train --backbone-dropout`` does (None: the model's own rates)."""
 
     def __init__(
         self,
@@ -127,9 +140,12 @@ class PromptSystem:
         first_token_readout: bool = True,
         pooling: str | None = None,
         device: str = "cpu",
+        backbone_dropout: float | None = None,
     ) -> None:
         attention = "eager" if reference else "sdpa"
         backbone, _ = load_backbone(folder, attn_implementation=attention, dtype=backbone_dtype)
+        if backbone_dropout is not None:  # as ptuning train --backbone-dropout sets it
+            set_dropout(backbone, backbone_dropout)
         config = PrefixConfig(
             prefix_length=PREFIX_LENGTH,
             dropout=prefix_dropout,
@@ -238,9 +254,12 @@ def inference_shapes(features: list[dict[str, Any]], batch_size: int) -> list[tu
     return [(len(b), max(feature_length(features[i]) for i in b)) for b in batches]
 
 
-def build_peft_model(folder: str, data: Data, dtype: torch.dtype | None = None) -> torch.nn.Module:
+def build_peft_model(
+    folder: str, data: Data, dtype: torch.dtype | None = None, no_dropout: bool = False
+) -> torch.nn.Module:
     """PEFT prefix tuning on an HF task model; ``dtype=torch.bfloat16`` loads the whole model in bf16 (PEFT
-    keeps its prefix embedding fp32, but the classifier it trains is then bf16 too)."""
+    keeps its prefix embedding fp32, but the classifier it trains is then bf16 too); ``no_dropout`` loads it
+    with BERT's dropout rates at 0, as a PEFT user would (its classifier's dropout follows the hidden one)."""
     from peft import PrefixTuningConfig, TaskType, get_peft_model
     from transformers import AutoModelForSequenceClassification, AutoModelForTokenClassification
 
@@ -248,7 +267,9 @@ def build_peft_model(folder: str, data: Data, dtype: torch.dtype | None = None) 
         loader, task_type = AutoModelForTokenClassification, TaskType.TOKEN_CLS
     else:
         loader, task_type = AutoModelForSequenceClassification, TaskType.SEQ_CLS
-    extra = {} if dtype is None else {"dtype": dtype}
+    extra: dict[str, Any] = {} if dtype is None else {"dtype": dtype}
+    if no_dropout:
+        extra.update(hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
     model = loader.from_pretrained(folder, num_labels=len(data.label_names), **extra)  # sdpa: the default
     config = PrefixTuningConfig(
         task_type=task_type, num_virtual_tokens=PREFIX_LENGTH, prefix_projection=False
@@ -332,6 +353,8 @@ TRAINER_LAYOUTS = {
 TRAINER_EVAL_BATCH_SIZES = (16, 32, 64)
 TRAINER_PRECISIONS = {
     "peft-trainer-grouped-compiled": "fp32",
+    "peft-trainer-grouped-no-dropout": "fp32",
+    "peft-trainer-grouped-bf16-no-dropout": "weights",
     "peft-trainer-grouped-bf16": "weights",
     "peft-trainer-grouped-autocast": "autocast",
     "peft-trainer-grouped-bf16-compiled": "weights",
@@ -485,10 +508,12 @@ class PeftTrainerSystem:
         precision: str = "fp32",  # "fp32" | "weights" (bf16 model) | "autocast" (TrainingArguments(bf16=True))
         torch_compile: bool = False,  # TrainingArguments(torch_compile=True)
         device: str = "cpu",  # "cuda": the Trainer moves the model and its batches there
+        no_dropout: bool = False,  # the backbone loaded with its dropout rates at 0
     ) -> None:
         if precision not in ("fp32", "weights", "autocast"):
             raise ValueError(f"precision must be fp32, weights or autocast; got {precision!r}")
-        self.model = build_peft_model(folder, data, torch.bfloat16 if precision == "weights" else None)
+        dtype = torch.bfloat16 if precision == "weights" else None
+        self.model = build_peft_model(folder, data, dtype, no_dropout)
         self.autocast_bf16 = precision == "autocast"
         self.torch_compile = torch_compile
         self.use_cpu = device == "cpu"
@@ -602,6 +627,9 @@ def build_system(name: str, folder: str, data: Data, workload: Workload, device:
         return PromptSystem(folder, data, workload, backbone_dtype=dtype, first_token_readout=False)
     if name == "ours-no-dropout":  # PEFT has no prefix dropout: this row shows what ours costs without it
         return PromptSystem(folder, data, workload, prefix_dropout=0.0)
+    if name in ("ours-no-backbone-dropout", "ours-bf16-no-backbone-dropout"):  # --backbone-dropout 0
+        dtype = "bf16" if "bf16" in name else "fp32"
+        return PromptSystem(folder, data, workload, backbone_dtype=dtype, backbone_dropout=0.0)
     if name == "ours-mean-pooling":  # no first-token readout: the mean needs every position's last layer
         return PromptSystem(folder, data, workload, pooling="mean")
     if name == "reference":
@@ -613,7 +641,13 @@ def build_system(name: str, folder: str, data: Data, workload: Workload, device:
     if name in TRAINER_PRECISIONS:
         layout = TRAINER_LAYOUTS[BASELINE]
         return PeftTrainerSystem(
-            folder, data, workload, layout, TRAINER_PRECISIONS[name], torch_compile=name in TRAINER_COMPILED
+            folder,
+            data,
+            workload,
+            layout,
+            TRAINER_PRECISIONS[name],
+            torch_compile=name in TRAINER_COMPILED,
+            no_dropout=name.endswith("-no-dropout"),
         )
     raise ValueError(f"unknown system {name!r}; expected one of {', '.join(SYSTEMS)}")
 

@@ -857,6 +857,27 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
         assert trainer.args.torch_compile and next(trainer.model.parameters()).dtype == torch.bfloat16
 
 
+def test_the_no_dropout_systems_train_with_every_backbone_dropout_at_zero(tiny_model, data_root) -> None:
+    """ours (fp32, bf16) as --backbone-dropout 0 sets it, and (a'') loaded with BERT's rates at 0."""
+    import torch
+    from transformers import AutoTokenizer
+
+    systems = load_benchmark("speed_systems")
+    common = load_benchmark("speed_common")
+    workload = common.Workload("t", "sst2", tiny_model, 8, 8, repeats=1, batch_size=4, eval_batch_size=4)
+    data = common.load_data(workload, AutoTokenizer.from_pretrained(tiny_model), data_root)
+    names = ["ours-no-backbone-dropout", "ours-bf16-no-backbone-dropout"]
+    if common.peft_available():
+        names += ["peft-trainer-grouped-no-dropout", "peft-trainer-grouped-bf16-no-dropout"]
+    for name in names:
+        model = systems.build_system(name, tiny_model, data, workload).model
+        backbone = model.backbone if hasattr(model, "backbone") else model.base_model
+        rates = {m.p for m in backbone.modules() if isinstance(m, torch.nn.Dropout)}
+        assert rates == {0.0}, name
+        dtype = next(p.dtype for n, p in backbone.named_parameters() if "embeddings" in n)
+        assert dtype == (torch.bfloat16 if name in systems.BF16_SYSTEMS else torch.float32), name
+
+
 def test_attention_training_ab_times_both_paths_forward_and_backward(tiny_model, data_root, tmp_path):
     ab = load_benchmark("attention_training_ab")
     arguments = ["--smoke", tiny_model, "--data-root", str(data_root), "--results-dir", str(tmp_path)]
