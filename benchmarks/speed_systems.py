@@ -64,7 +64,14 @@ BF16_COMPILED_BASELINE = (
     "peft-trainer-grouped-bf16-compiled"  # the same with TrainingArguments(torch_compile)
 )
 # the systems whose per-round ratio to every other system is reported (the tables show the first two)
-CONTENDERS = ("ours", "ours-bf16", "ours-compiled", "ours-bf16-compiled")
+CONTENDERS = (
+    "ours",
+    "ours-bf16",
+    "ours-compiled",
+    "ours-bf16-compiled",
+    "ours-no-backbone-dropout",
+    "ours-bf16-no-backbone-dropout",
+)
 BF16_SYSTEMS = frozenset(
     {
         "ours-bf16",

@@ -768,6 +768,19 @@ def test_targets_table_reads_every_cell_from_the_results_and_says_what_is_missin
     assert rows["inference ≥ 2× (a'') in bf16, ours in bf16 with --compile"] == ["not measured", "not measured",
                                                                                 "– |"]  # fmt: skip
     assert rows["time to target dev score ≥ 2× faster than (a'') (issue 16)"][0] == "not measured"
+    # a row bound to a sub-folder's run reads that run, not the top folder's
+    assert rows["training ≥ 1.5× (a'') in bf16, ours in bf16 with --backbone-dropout 0"][0] == "not measured"
+    run = tmp_path / targets.BACKBONE_DROPOUT_RUN
+    run.mkdir()
+    contender, baseline = "ours-bf16-no-backbone-dropout", "peft-trainer-grouped-bf16"
+    rates = {contender: entry(180.0), baseline: entry(100.0, **{f"{contender}_speedup": 1.8})}
+    run_file = {"systems": [contender, baseline], "summary": {"train": rates, "infer": rates}}
+    (run / "throughput-sst2-minilm.json").write_text(json.dumps(run_file))
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in targets.render_targets(tmp_path)[2:]}
+    assert rows["training ≥ 1.5× (a'') in bf16, ours in bf16 with --backbone-dropout 0"][0] == (
+        "**1.80×** (180.0 vs 100.0 ex/s)"
+    )
+    assert rows["training ≥ 1.5× (a''), ours with a bf16 backbone"][0] != "not measured"  # the top folder's
 
 
 def test_time_to_target_cell_turns_steps_into_time_with_the_idle_rates():
