@@ -24,11 +24,9 @@ Writes benchmarks/results/speed/attention-path-ab.json.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import functools
 import statistics
-import tempfile
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -38,12 +36,11 @@ from unittest import mock
 import numpy as np
 import torch
 from speed_common import (
-    DATA_ROOT,
-    RESULTS_DIR,
-    WORKLOADS,
     Workload,
     environment,
     interleaved,
+    kernel_ab_parser,
+    kernel_ab_setup,
     load_average,
     load_data,
     model_folder,
@@ -268,25 +265,10 @@ def distance(found: list[np.ndarray], reference: list[np.ndarray]) -> dict[str, 
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    parser.add_argument("--workloads", nargs="+", default=["sst2-minilm", "conll2003-minilm"])
-    parser.add_argument("--rounds", type=int, default=7)
-    parser.add_argument("--kernel-rounds", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
-    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser = kernel_ab_parser(__doc__, rounds=7, kernel_rounds=5)
     parser.add_argument("--fp32", action="store_true", help="also the fp32 parts (dev sets, lengths)")
-    parser.add_argument("--smoke", metavar="MODEL_DIR", help="tiny model folder: a seconds-long run (CI)")
     args = parser.parse_args(argv)
-    workloads = [WORKLOADS[name] for name in args.workloads]
-    if args.smoke:
-        workloads = [Workload("smoke", "sst2", args.smoke, 8, 8, repeats=1, eval_batch_size=4)]
-        args.rounds, args.kernel_rounds = 1, 1
-    torch.set_num_threads(args.threads)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
-    work_dir = Path(tempfile.gettempdir()) / "ptuning-speed"
+    workloads, work_dir = kernel_ab_setup(args, eval_batch_size=4)
     loads = [load_average()]
     kernel_rows = kernels(args.kernel_rounds)
     results = [model(workload, args.data_root, work_dir, args.rounds) for workload in workloads]

@@ -21,7 +21,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bf16_ab import DATA_ROOT, PRESETS, REPO, summarize
+from bf16_ab import DATA_ROOT, PRESETS, REPO, summarize, verdict
 
 RESULT = REPO / "benchmarks" / "results" / "speed" / "backbone-dropout-ab.json"
 ARMS = {"model's dropout": [], "backbone_dropout 0": ["--set=backbone_dropout=0"]}
@@ -70,12 +70,9 @@ def main(argv: list[str] | None = None) -> int:
             "metric": runs["model's dropout"][0]["metric"],
             "runs": runs,
             "summary": {"model's dropout": with_dropout, "backbone_dropout 0": without},
-            "without_vs_with": {
-                "dev_difference": without["mean_dev"] - with_dropout["mean_dev"],
-                "holds": without["mean_dev"] >= with_dropout["min_dev"],
-                "train_speedup": without["median_train_examples_per_second"]
-                / with_dropout["median_train_examples_per_second"],
-            },
+            "without_vs_with": verdict(
+                with_dropout, without
+            ),  # bf16_ab's rule: the change's mean vs the spread
         }
     args.output.parent.mkdir(parents=True, exist_ok=True)
     args.output.write_text(json.dumps(result, indent=2) + "\n")

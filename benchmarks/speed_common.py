@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import argparse
 import importlib.util
 import inspect
 import json
 import os
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -212,3 +214,30 @@ def interleaved(functions: dict[str, Callable[[], Any]], repeats: int) -> dict[s
 def write(path: Path, result: dict[str, Any]) -> None:
     path.write_text(json.dumps(result, indent=1) + "\n")
     print(f"wrote {path}", flush=True)
+
+
+def kernel_ab_parser(description: str, rounds: int, kernel_rounds: int) -> argparse.ArgumentParser:
+    """The options every attention A/B shares (attention_path_ab.py, attention_training_ab.py)."""
+    parser = argparse.ArgumentParser(
+        description=description, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--workloads", nargs="+", default=["sst2-minilm", "conll2003-minilm"])
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--kernel-rounds", type=int, default=kernel_rounds)
+    parser.add_argument("--threads", type=int, default=torch.get_num_threads())
+    parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
+    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument("--smoke", metavar="MODEL_DIR", help="tiny model folder: a seconds-long run (CI)")
+    return parser
+
+
+def kernel_ab_setup(args: argparse.Namespace, **smoke_sizes: int) -> tuple[list[Workload], Path]:
+    """The workloads (a seconds-long one under ``--smoke``, sized by ``smoke_sizes``), torch's threads and the
+    results folder set, and the work folder where model copies go."""
+    workloads = [WORKLOADS[name] for name in args.workloads]
+    if args.smoke:
+        workloads = [Workload("smoke", "sst2", args.smoke, 8, 8, repeats=1, **smoke_sizes)]
+        args.rounds, args.kernel_rounds = 1, 1
+    torch.set_num_threads(args.threads)
+    args.results_dir.mkdir(parents=True, exist_ok=True)
+    return workloads, Path(tempfile.gettempdir()) / "ptuning-speed"
