@@ -80,4 +80,3 @@ def set_dropout(module: nn.Module, rate: float) -> int:
                 setattr(child, name, rate)
                 count += 1
     return count
-
