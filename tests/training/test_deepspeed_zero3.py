@@ -7,6 +7,7 @@ trained prefixes and heads included, so they are gathered (``GatheredParameters`
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from pathlib import Path
@@ -35,6 +36,12 @@ deepspeed = pytest.importorskip(
 
 def zero3_worker(rank: int, port: int, output: str) -> None:
     torch.set_num_threads(1)
+    # DeepSpeed's shared-memory op serves its inference all-reduce, which ZeRO-3 training never calls; loaded, its
+    # teardown aborted a process ("terminate called without an active exception") in about one run of five on a
+    # loaded 2-core machine. Training's collectives go through torch.distributed (gloo) either way.
+    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: (
+        None
+    )  # (deepspeed.comm.torch is torch)
     os.environ["LOCAL_RANK"] = str(rank)  # what torchrun would set; deepspeed.initialize asserts it
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
