@@ -39,9 +39,8 @@ def zero3_worker(rank: int, port: int, output: str) -> None:
     # DeepSpeed's shared-memory op serves its inference all-reduce, which ZeRO-3 training never calls; loaded, its
     # teardown aborted a process ("terminate called without an active exception") in about one run of five on a
     # loaded 2-core machine. Training's collectives go through torch.distributed (gloo) either way.
-    importlib.import_module("deepspeed.comm.torch").build_shm_op = lambda: (
-        None
-    )  # (deepspeed.comm.torch is torch)
+    backend = importlib.import_module("deepspeed.comm.torch")  # the attribute deepspeed.comm.torch is torch
+    backend.build_shm_op = lambda: None
     os.environ["LOCAL_RANK"] = str(rank)  # what torchrun would set; deepspeed.initialize asserts it
     dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank, world_size=WORLD)
     try:
