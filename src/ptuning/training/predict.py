@@ -35,9 +35,8 @@ from ptuning.training.data import DEV_FROM_TRAIN_SEED, hold_out, read_split
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
-DEFAULT_MAX_LENGTH = (
-    128  # for checkpoints that do not record the max_length they were trained with (serve too)
-)
+# For checkpoints that do not record the max_length they were trained with (serve uses it too).
+DEFAULT_MAX_LENGTH = 128
 
 
 @dataclass
