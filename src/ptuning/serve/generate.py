@@ -290,9 +290,8 @@ def add_generate_routes(
             )
         positions = registry.model.geometry.usable_positions  # learned position tables end somewhere
         shifted = registry.model.prefix_config.position_mode is PositionMode.SHIFT  # one mode per server
-        slots = (
-            served.prefix_length if shifted else 0
-        )  # PEFT's numbering: tokens after the prefix's positions
+        # PEFT's numbering ("shift"): the prompt's tokens come after the prefix's positions
+        slots = served.prefix_length if shifted else 0
         if positions is not None and slots + len(prompt) + wanted > positions:
             raise HTTPException(
                 413,
