@@ -40,6 +40,7 @@ from speed_systems import SYSTEM_LABELS, TRAINER_LAYOUTS, PeftTrainerSystem
 
 from ptuning.core.backbones import load_backbone
 from ptuning.core.config import PrefixConfig
+from ptuning.core.dropout import set_dropout
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, attach_pretrained_pooler, head_spec
 from ptuning.tasks.base import Task
@@ -215,16 +216,19 @@ def train_ours(
     dtype: str = "fp32",
     pooling: str | None = None,
     prefix_dropout: float = PrefixConfig.dropout,
+    backbone_dropout: float | None = None,
 ) -> TargetWatch:
     """Our loop as ``ptuning train`` runs it: length-grouped batches reshuffled every epoch, AdamW with the
     recipe's weight decay and gradient clipping, linear decay; the frozen backbone stored in ``dtype``
     (``--backbone-dtype``; prefix, head, optimizer and loss stay fp32); the head pooling as ``--pooling``
-    (``"pooler"``: the checkpoint's frozen pretrained pooler). ``prefix_dropout`` is a diagnosis' switch
-    (``DIAGNOSIS_LABELS``)."""
+    (``"pooler"``: the checkpoint's frozen pretrained pooler); ``backbone_dropout`` as ``--backbone-dropout``.
+    ``prefix_dropout`` is a diagnosis' switch (``DIAGNOSIS_LABELS``)."""
     from transformers import get_linear_schedule_with_warmup
 
     torch.manual_seed(seed)
     backbone, _ = load_backbone(folder, dtype=dtype)
+    if backbone_dropout is not None:
+        set_dropout(backbone, backbone_dropout)
     prefix = PrefixConfig(prefix_length=PREFIX_LENGTH, dropout=prefix_dropout)
     model = PromptModel(backbone, "ptuning-v2", prefix)
     model.add_task("task", head_spec(data.kind, data.label_names, pooling))
@@ -255,9 +259,17 @@ def train_ours(
 
 
 def train_peft_trainer(
-    folder: str, data: Data, dev: DevSet, budget: Budget, learning_rate: float, seed: int, recipe: Recipe
+    folder: str,
+    data: Data,
+    dev: DevSet,
+    budget: Budget,
+    learning_rate: float,
+    seed: int,
+    recipe: Recipe,
+    no_dropout: bool = False,
 ) -> TargetWatch:
-    """(a''): PEFT + HF Trainer, DataCollatorWithPadding + train_sampling_strategy="group_by_length"."""
+    """(a''): PEFT + HF Trainer, DataCollatorWithPadding + train_sampling_strategy="group_by_length";
+    ``no_dropout``: the model loaded with BERT's dropout rates at 0."""
     from transformers import TrainerCallback
 
     torch.manual_seed(seed)
@@ -271,7 +283,9 @@ def train_peft_trainer(
         batch_size=budget.batch_size,
         eval_batch_size=budget.eval_batch_size,
     )
-    system = PeftTrainerSystem(folder, data, workload, TRAINER_LAYOUTS["peft-trainer-grouped"])
+    system = PeftTrainerSystem(
+        folder, data, workload, TRAINER_LAYOUTS["peft-trainer-grouped"], no_dropout=no_dropout
+    )
     scored = PeftAsPromptModel(system.model, HeadSpec(data.kind, data.label_names))
     watch = TargetWatch(budget, lambda: dev.score(scored, data.dev, data.pad_id, budget.eval_batch_size))
 
@@ -300,12 +314,15 @@ TRAINERS = {
     "ours-no-dropout": functools.partial(train_ours, prefix_dropout=0.0),
     "ours-pooler": functools.partial(train_ours, pooling=PRETRAINED_POOLER),
     "ours-pooler-no-dropout": functools.partial(train_ours, prefix_dropout=0.0, pooling=PRETRAINED_POOLER),
+    "ours-no-backbone-dropout": functools.partial(train_ours, backbone_dropout=0.0),
+    "ours-bf16-no-backbone-dropout": functools.partial(train_ours, dtype="bf16", backbone_dropout=0.0),
+    "peft-trainer-grouped-no-dropout": functools.partial(train_peft_trainer, no_dropout=True),
 }
 
 
 def system_recipe(system: str) -> Recipe:
     """The recipe each system trains with now."""
-    return TRAINER_RECIPE if system == "peft-trainer-grouped" else engine_recipe()
+    return TRAINER_RECIPE if system.startswith("peft-trainer-grouped") else engine_recipe()
 
 
 # ------------------------------------------------------------------------------------------- runs

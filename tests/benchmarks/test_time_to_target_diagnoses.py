@@ -82,3 +82,23 @@ def test_diagnoses_run_only_when_named_and_render_with_their_labels(
     lines = Path(tmp_path / "d" / "time-to-target-sst2.jsonl").read_text().splitlines()
     default = {json.loads(line)["system"] for line in lines} - {"peft-trainer-grouped"}  # where PEFT runs
     assert default == set(ttt.TARGET_CONTENDERS)
+
+
+def test_the_no_backbone_dropout_runs_train_with_every_backbone_dropout_at_zero(
+    tiny_model, data_root, monkeypatch
+):
+    """ours (fp32 and bf16) as --backbone-dropout 0 sets it; ours itself keeps the backbone's own rates."""
+    ttt = load_benchmark("speed_time_to_target")
+    RecordingPromptModel.built.clear()
+    monkeypatch.setattr(ttt, "PromptModel", RecordingPromptModel)
+    budget = replace(ttt.smoke_budget("sst2"), target=1.01)
+    data, dev = ttt.load_target_data(budget, AutoTokenizer.from_pretrained(tiny_model), data_root)
+    for system in ("ours", "ours-no-backbone-dropout", "ours-bf16-no-backbone-dropout"):
+        ttt.TRAINERS[system](tiny_model, data, dev, budget, 0.01, 42, ttt.engine_recipe())
+    rates = [
+        {m.p for m in model.backbone.modules() if isinstance(m, torch.nn.Dropout)}
+        for model in RecordingPromptModel.built
+    ]
+    assert rates[1] == rates[2] == {0.0} and rates[0] != {0.0}
+    assert next(RecordingPromptModel.built[2].backbone.parameters()).dtype == torch.bfloat16
+    assert ttt.system_recipe("peft-trainer-grouped-no-dropout") == ttt.system_recipe("peft-trainer-grouped")
