@@ -31,9 +31,8 @@ class Cell:
 class Target:
     label: str
     cell: Callable[[dict[str, Any] | None, list[dict[str, Any]]], Cell]  # (throughput, time-to-target runs)
-    source: str | None = (
-        None  # a sub-folder of the results: the run that measured this row's systems together
-    )
+    # a sub-folder of the results whose throughput run measured this row's systems side by side
+    source: str | None = None
 
 
 def speedup(contender: str, other: str, mode: str, goal: float) -> Callable[..., Cell]:
@@ -208,9 +207,8 @@ def render_targets(results_dir: Path) -> list[str]:
         folder = results_dir / source if source else results_dir
         for task, (workload, target_task) in TASKS.items():
             throughput_file = folder / f"throughput-{workload}.json"
-            target_file = (
-                results_dir / f"time-to-target-{target_task}.jsonl"
-            )  # one file of runs for every row
+            # the time-to-target runs of every row live in one file, whichever throughput run rates them
+            target_file = results_dir / f"time-to-target-{target_task}.jsonl"
             throughput = json.loads(throughput_file.read_text()) if throughput_file.is_file() else None
             inputs[source, task] = (throughput, read_records(target_file) if target_file.is_file() else [])
     lines = ["| target | " + " | ".join(TASKS) + " | met? |", "|---|" + "---|" * len(TASKS) + "---|"]

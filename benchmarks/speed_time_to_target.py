@@ -352,9 +352,9 @@ def measure_time_to_target(
 
     systems = list(systems)
     recipes = {system: (recipes or {}).get(system, system_recipe(system)) for system in systems}
-    if "peft-trainer-grouped" in systems and not peft_available():
+    if not peft_available() and any(system.startswith("peft-trainer") for system in systems):
         print(PEFT_MISSING, flush=True)
-        systems.remove("peft-trainer-grouped")
+        systems = [system for system in systems if not system.startswith("peft-trainer")]
     done = (
         {run_key(json.loads(line)) for line in output.read_text().splitlines()} if output.is_file() else set()
     )

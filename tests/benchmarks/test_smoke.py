@@ -870,7 +870,7 @@ def test_compiled_systems_are_ours_with_compile_and_the_bf16_trainer_with_torch_
         assert trainer.args.torch_compile and next(trainer.model.parameters()).dtype == torch.bfloat16
 
 
-def test_the_no_dropout_systems_train_with_every_backbone_dropout_at_zero(tiny_model, data_root) -> None:
+def test_the_no_dropout_systems_are_built_with_every_backbone_dropout_at_zero(tiny_model, data_root) -> None:
     """ours (fp32, bf16) as --backbone-dropout 0 sets it, and (a'') loaded with BERT's rates at 0."""
     import torch
     from transformers import AutoTokenizer

@@ -102,3 +102,16 @@ def test_the_no_backbone_dropout_runs_train_with_every_backbone_dropout_at_zero(
     assert rates[1] == rates[2] == {0.0} and rates[0] != {0.0}
     assert next(RecordingPromptModel.built[2].backbone.parameters()).dtype == torch.bfloat16
     assert ttt.system_recipe("peft-trainer-grouped-no-dropout") == ttt.system_recipe("peft-trainer-grouped")
+
+
+def test_every_peft_system_is_left_out_with_the_reason_when_peft_cannot_run(
+    tiny_model, data_root, tmp_path, monkeypatch, capsys
+):
+    """Only (a'') itself was left out before: its no-dropout twin failed on the import instead."""
+    ttt = load_benchmark("speed_time_to_target")
+    monkeypatch.setattr(ttt, "peft_available", lambda: False)
+    systems = ["peft-trainer-grouped", "peft-trainer-grouped-no-dropout"]
+    budget = ttt.smoke_budget("sst2")
+    output = tmp_path / "runs.jsonl"
+    assert ttt.measure_time_to_target(budget, tiny_model, data_root, output, systems, (0.01,)) == []
+    assert ttt.PEFT_MISSING in capsys.readouterr().out and not output.exists()

@@ -520,16 +520,14 @@ class PromptModel(nn.Module):
                     torch.cat([token_type_ids.new_zeros(batch, prefix_length), token_type_ids], 1), order
                 )
             return self._fitted_to_backbone(kwargs)
-        shift: int | torch.Tensor = 0
-        if self.prefix_config.position_mode == "shift":  # each row by its own prefix's length, (B, 1)
-            shift = slot_mask.sum(-1, keepdim=True) if slot_mask is not None else prefix_length
+        prefix = split_table(table, self._layers_of(prefix_names), self.geometry)
+        prefix.mask = slot_mask
+        prefix.first_token_only = first_token_only
+        shift = prefix.row_slots if self.prefix_config.position_mode == "shift" else 0  # each row by its own
         kwargs["input_ids"] = input_ids
         kwargs["position_ids"] = (
             position_ids if position_ids is not None else self._position_ids(attention_mask, shift=shift)
         )
-        prefix = split_table(table, self._layers_of(prefix_names), self.geometry)
-        prefix.mask = slot_mask
-        prefix.first_token_only = first_token_only
         kwargs.update(self.injector.forward_kwargs(prefix))
         return self._fitted_to_backbone(kwargs)
 

@@ -33,6 +33,12 @@ class PrefixKV:
         return keys.shape[2]
 
     @property
+    def row_slots(self) -> int | torch.Tensor:
+        """The prefix slots each row fills: P when every row uses all of them, else (B, 1) counts from the
+        mask. Under position_mode 'shift' a row's tokens are numbered after them (PEFT's numbering)."""
+        return self.length if self.mask is None else self.mask.sum(-1, keepdim=True)
+
+    @property
     def batch_size(self) -> int:
         keys, _ = next(iter(self.layers.values()))
         return keys.shape[0]

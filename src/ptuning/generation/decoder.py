@@ -188,8 +188,7 @@ class ContinuousDecoder:
         prefix = self._prefix_for([s.prefix for s in joining])
         if prefix is not None and self.model.prefix_config.position_mode is PositionMode.SHIFT:
             # PEFT's numbering, as PromptModel.generate continues it: each row's tokens after its own prefix
-            slots = prefix.mask.sum(-1) if prefix.mask is not None else torch.full((count,), prefix.length)
-            positions = positions + slots.to(positions)[:, None]
+            positions = positions + prefix.row_slots
         cache = DynamicCache()
         if prefix is not None and self._seeds(prefix):
             slots = prefix.mask if prefix.mask is not None else torch.ones(count, prefix.length)

@@ -43,7 +43,7 @@ from ptuning.generation import plain_greedy
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
-from ptuning.training.predict import DEFAULT_MAX_LENGTH, check_positions
+from ptuning.training.predict import check_positions
 
 logger = logging.getLogger(__name__)
 
@@ -315,7 +315,7 @@ class PromptRegistry:
             )
         # QA: whether doc_stride fits a window depends on each request's longest question (as in training,
         # which accepts what its data's questions allow); one that does not fit is answered 422 with the reason
-        return task, self.max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
+        return task, rebuilt.length(self.max_length)
 
     def commit(self, prepared: Prepared) -> list[str]:
         """Make a prepared checkpoint servable (replacing one of the same name); its task names."""

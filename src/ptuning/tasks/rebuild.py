@@ -21,11 +21,19 @@ from ptuning.tasks.registry import get_task
 from ptuning.tasks.tag_schemes import split_tag
 from ptuning.tasks.tagging import TaggingTask
 
+# For checkpoints that do not record the max_length they were trained with.
+DEFAULT_MAX_LENGTH = 128
+
 
 @dataclass
 class RebuiltTask:
     task: Task
     max_length: int | None  # what training used; None if the checkpoint does not say
+
+    def length(self, override: int | None = None) -> int:
+        """Tokens per input at inference: ``override`` (a --max-length), else what training used, else
+        ``DEFAULT_MAX_LENGTH`` (checkpoints written before max_length was stored)."""
+        return override or self.max_length or DEFAULT_MAX_LENGTH
 
 
 def rebuild_task(checkpoint_dir: str | Path, config: dict[str, Any], head: str) -> RebuiltTask:

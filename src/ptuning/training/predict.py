@@ -35,8 +35,6 @@ from ptuning.training.data import DEV_FROM_TRAIN_SEED, hold_out, read_split
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
-# For checkpoints that do not record the max_length they were trained with (serve uses it too).
-DEFAULT_MAX_LENGTH = 128
 
 
 @dataclass
@@ -103,7 +101,7 @@ def load_for_inference(
     model = load_checkpoint(checkpoint_dir, backbone=backbone)
     if cpu_int8:
         quantize_backbone(model, quantization)
-    length = max_length or rebuilt.max_length or DEFAULT_MAX_LENGTH
+    length = rebuilt.length(max_length)
     check_positions(model, length, explicit=max_length is not None)
     return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length, notes)
 
