@@ -33,6 +33,7 @@ from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
 from ptuning.core.precision import AUTO_DTYPE, resolve_auto
 from ptuning.core.prefix import PrefixEncoder, PromptEmbedding
+from ptuning.core.prefix_init import init_prefix_from_tokens
 from ptuning.tasks.base import DataError, DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
@@ -90,7 +91,7 @@ def train(config: TrainConfig) -> RunResult:
         check_resume_options(output_dir, options, accelerator.print)
     # the splits are read before the model is built: a task may learn its label set from train
     data = [read_task_data(plan, config, accelerator.print) for plan in plans]
-    model, tokenizer = build_prompt_model(config, [item.task for item in data])
+    model, tokenizer = build_prompt_model(config, [item.task for item in data], data[0].train)
     if config.backbone_dtype == AUTO_DTYPE:
         accelerator.print(f"backbone dtype auto: {resolve_auto(AUTO_DTYPE)} on this machine")
     if config.pack_sequences:  # refuse before tokenizing what packing cannot reproduce (core/packing.py)
@@ -307,8 +308,11 @@ def build_model(config: TrainConfig, task: Task) -> tuple[PromptModel, Any]:
     return build_prompt_model(config, [task])
 
 
-def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptModel, Any]:
-    """Backbone + prefix + a head per task; several tasks share one prefix (MPT-2)."""
+def build_prompt_model(
+    config: TrainConfig, tasks: list[Task], train: Split | None = None
+) -> tuple[PromptModel, Any]:
+    """Backbone + prefix + a head per task; several tasks share one prefix (MPT-2). ``train`` (the first
+    task's training split, read) gives ``--prefix-init activations`` its tokens."""
     if config.compile and config.shard_backbone:  # FSDP2's per-layer hooks are not what compile was tested on
         raise ConfigError("--compile and --shard-backbone cannot be combined; drop one of them")
     causal = all(task.head in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM) for task in tasks)  # an LM head
@@ -329,6 +333,8 @@ def build_prompt_model(config: TrainConfig, tasks: list[Task]) -> tuple[PromptMo
             read_through_pretrained_pooler(model, task.name, config.model)
     if config.init_prefix_from:
         init_prefix(model, tasks[0].name, config.init_prefix_from)
+    if config.prefix_init == "activations":  # before compile: the capture runs the backbone eagerly
+        start_prefix_from_training_tokens(model, tasks[0], train, tokenizer, config.max_length)
     if config.gradient_checkpointing:
         model.enable_gradient_checkpointing()
     if config.compile:
@@ -348,6 +354,31 @@ def read_through_pretrained_pooler(model: PromptModel, task: str, model_name: st
         attach_pretrained_pooler(model, task, model_name)
     except PoolerNotFoundError as error:
         raise ConfigError(f"--pooling pooler: {error}") from error
+
+
+def start_prefix_from_training_tokens(
+    model: PromptModel, task: Task, train: Split | None, tokenizer: Any, max_length: int
+) -> None:
+    """``--prefix-init activations``: the prefix starts as the backbone's keys and values for the first P
+    tokens of the training examples, in file order (their inputs as the task tokenizes them, joined)."""
+    flag = f"{flag_name('prefix_init')} activations"
+    if train is None:
+        raise ConfigError(f"{flag} needs the training split's tokens")
+    wanted = model.prefix_config.prefix_length
+    ids: list[int] = []
+    for start in range(0, len(train.examples), 32):
+        features, _ = task.featurize(train.examples[start : start + 32], tokenizer, max_length)
+        ids += [token for feature in features for token in feature["input_ids"]]
+        if len(ids) >= wanted:
+            break
+    if len(ids) < wanted:
+        raise ConfigError(
+            f"{flag} needs {wanted} training tokens (--prefix-length); the train split has {len(ids)}"
+        )
+    try:
+        init_prefix_from_tokens(model, model.task_prefix[task.name], torch.tensor(ids[:wanted]))
+    except ValueError as error:
+        raise ConfigError(f"{flag}: {error}") from None
 
 
 def init_prefix(model: PromptModel, task: str, checkpoint_dir: str) -> None:

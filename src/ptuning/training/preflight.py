@@ -109,12 +109,25 @@ def check_backbone_options(config: TrainConfig) -> None:
 
 
 def check_init_prefix(config: TrainConfig) -> None:
-    """--init-prefix-from seeds this run's prefix: a method without one has nothing to seed."""
+    """--init-prefix-from seeds this run's prefix: a method without one has nothing to seed. --prefix-init
+    activations writes keys and values into a deep prefix's table: only ptuning-v2 has that table (prefix-mlp's
+    passes through its MLP), and a prefix seeded from a checkpoint would be overwritten."""
     if config.init_prefix_from and not Method(config.method).uses_prefix:
         raise ConfigError(
             f"{flag_name('init_prefix_from')} seeds the prefix; method {config.method!r} has none (use "
             "ptuning-v2, prefix-mlp or prompt-tuning)"
         )
+    if config.prefix_init == "activations":
+        flag = f"{flag_name('prefix_init')} activations"
+        if Method(config.method) is not Method.PTUNING_V2:
+            raise ConfigError(
+                f"{flag} writes keys and values into ptuning-v2's prefix table; method {config.method!r} has "
+                "none (prefix-mlp's table passes through its MLP; prompt-tuning starts from vocabulary embeddings)"
+            )
+        if config.init_prefix_from:
+            raise ConfigError(
+                f"{flag} and {flag_name('init_prefix_from')} both set the starting prefix; drop one"
+            )
 
 
 def check_sharding(config: TrainConfig) -> None:

@@ -23,7 +23,13 @@ from transformers.masking_utils import AttentionMaskInterface, eager_mask, sdpa_
 from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
 from ptuning.core.dropout import keep_mask
-from ptuning.core.injection.base import PREFIX_KWARG, active_prefix, current_prefix, extend_attention_mask
+from ptuning.core.injection.base import (
+    PREFIX_KWARG,
+    active_prefix,
+    current_prefix,
+    extend_attention_mask,
+    record_keys_values,
+)
 from ptuning.core.injection.scoping import scope_prefix_to_calls
 from ptuning.core.prefix import PrefixKV
 
@@ -86,6 +92,8 @@ def _with_prefix(base: str) -> Callable[..., Any]:
                 kwargs["position_bias"] = torch.cat([zeros, bias], dim=-1)
             if base == "sdpa" and attention_mask is not None:
                 kwargs["is_causal"] = False
+        elif prefix is None:
+            record_keys_values(index, key, value)
         if base == "sdpa" and _takes_math_attention(module, query, key, attention_mask, kwargs):
             return _math_attention(query, key, value, attention_mask, **kwargs)
         function = ALL_ATTENTION_FUNCTIONS["sdpa"] if base == "sdpa" else _eager_of(module)

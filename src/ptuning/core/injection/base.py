@@ -17,6 +17,11 @@ PREFIX_KWARG = "ptuning_prefix"
 # validates its kwargs; DeBERTa and MPNet drop unknown kwargs). A ContextVar is per thread and per asyncio
 # task, so concurrent passes over one shared backbone never see each other's prefix.
 _ACTIVE_PREFIX: ContextVar[PrefixKV | None] = ContextVar("ptuning_active_prefix", default=None)
+# While ``capturing_keys_values`` runs: layer index -> the keys and values its attention computed for real
+# tokens (``core.prefix_init`` starts a prefix from them).
+_CAPTURED: ContextVar[dict[int, tuple[torch.Tensor, torch.Tensor]] | None] = ContextVar(
+    "ptuning_captured_keys_values", default=None
+)
 
 
 @contextmanager
@@ -31,6 +36,33 @@ def active_prefix(prefix: PrefixKV | None) -> Iterator[None]:
 
 def current_prefix() -> PrefixKV | None:
     return _ACTIVE_PREFIX.get()
+
+
+@contextmanager
+def capturing_keys_values() -> Iterator[dict[int, tuple[torch.Tensor, torch.Tensor]]]:
+    """Inside this block, every prefix-less attention call records its layer's keys and values
+    (B, kv_heads, T, head_dim) into the yielded dict, keyed by the layer's prefix index."""
+    captured: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+    token = _CAPTURED.set(captured)
+    try:
+        yield captured
+    finally:
+        _CAPTURED.reset(token)
+
+
+def capturing() -> bool:
+    """Whether a ``capturing_keys_values`` block is running (patched attention computes keys only then)."""
+    return _CAPTURED.get() is not None
+
+
+def record_keys_values(index: int | None, key: torch.Tensor, value: torch.Tensor) -> None:
+    """Keep one prefix-less attention call's keys and values while ``capturing_keys_values`` runs.
+
+    Called only on the prefix-less path: torch.compile cannot trace ``ContextVar.get``, and a pass that
+    carries a prefix must not break its graph in every attention call."""
+    captured = _CAPTURED.get()
+    if captured is not None and index is not None:
+        captured[index] = (key.detach(), value.detach())
 
 
 class Injector(Protocol):

@@ -12,14 +12,23 @@ import torch
 from torch import nn
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention, scaled_size_sqrt
 
-from ptuning.core.injection.base import prefix_columns_mask
-from ptuning.core.injection.patched import PatchedAttentionInjector, layer_prefix
+from ptuning.core.injection.base import capturing, prefix_columns_mask, record_keys_values
+from ptuning.core.injection.patched import LAYER_INDEX_ATTRIBUTE, PatchedAttentionInjector, layer_prefix
 
 
 def _heads_first(tensor: torch.Tensor) -> torch.Tensor:
     """(B, kv_heads, P, head_dim) -> (B*heads, P, head_dim), the layout DeBERTa's bmm uses."""
     batch, heads, length, head_dim = tensor.shape
     return tensor.reshape(batch * heads, length, head_dim)
+
+
+def _record(self: DisentangledSelfAttention, hidden_states: torch.Tensor) -> None:
+    """This layer's keys and values for real tokens, (B, heads, T, head_dim), for ``capturing_keys_values``."""
+    batch, length = hidden_states.shape[:2]
+    heads = self.num_attention_heads
+    keys = self.transpose_for_scores(self.key_proj(hidden_states), heads).view(batch, heads, length, -1)
+    values = self.transpose_for_scores(self.value_proj(hidden_states), heads).view(batch, heads, length, -1)
+    record_keys_values(getattr(self, LAYER_INDEX_ATTRIBUTE), keys, values)
 
 
 def _prefixed_forward(
@@ -33,6 +42,8 @@ def _prefixed_forward(
 ):
     found = layer_prefix(self, hidden_states.shape[0])
     if found is None:
+        if capturing():
+            _record(self, hidden_states)
         return DisentangledSelfAttention.forward(
             self, hidden_states, attention_mask, output_attentions, query_states, relative_pos, rel_embeddings
         )

@@ -14,8 +14,8 @@ import torch
 from torch import nn
 from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
-from ptuning.core.injection.base import prefix_columns_mask
-from ptuning.core.injection.patched import PatchedAttentionInjector, layer_prefix
+from ptuning.core.injection.base import capturing, prefix_columns_mask, record_keys_values
+from ptuning.core.injection.patched import LAYER_INDEX_ATTRIBUTE, PatchedAttentionInjector, layer_prefix
 
 
 def _prefixed_forward(
@@ -29,6 +29,11 @@ def _prefixed_forward(
     batch, length = hidden_states.shape[:2]
     found = layer_prefix(self, batch)
     if found is None:
+        if capturing():
+            head_shape = (batch, length, -1, self.attention_head_size)
+            keys = self.k(hidden_states).view(head_shape).transpose(1, 2)
+            values = self.v(hidden_states).view(head_shape).transpose(1, 2)
+            record_keys_values(getattr(self, LAYER_INDEX_ATTRIBUTE), keys, values)
         return MPNetSelfAttention.forward(
             self, hidden_states, attention_mask, position_bias, output_attentions, **kwargs
         )

@@ -1,0 +1,106 @@
+"""A prefix started from real tokens' keys and values (core.prefix_init).
+
+The strongest check is an equality with no prefix machinery in it: for a causal model numbered with
+``position_mode="shift"``, a prefix taken from tokens X must make the model treat input Y exactly as the plain
+backbone treats the sequence X + Y (X as a cached context). A one-layer BERT has the same property, since its
+first layer's keys for X do not depend on what follows X. MPNet and DeBERTa (relative position terms, which a
+prefix key does not get) are checked against their own key/value projections of each layer's input.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from core_tiny import assert_close, build, random_ids
+from torch import nn
+from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention
+from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
+
+from ptuning.core.prefix_init import init_prefix_from_tokens
+
+P = 5
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2", "qwen3", "phi", "gpt_neox"])
+def test_causal_prefix_from_tokens_is_those_tokens_as_context(family: str) -> None:
+    built = build(family, prefix_length=P, position_mode="shift")
+    context, ids = random_ids(1, P, seed=3), random_ids(1, 7, seed=4)
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], context[0])
+    with torch.no_grad():
+        ours = built.outputs(ids, torch.ones_like(ids))
+        whole = built.reference_backbone(input_ids=torch.cat([context, ids], dim=1)).logits[:, P:]
+        # not a vacuous equality: the normal initialisation gives other logits
+        plain = build(family, prefix_length=P, position_mode="shift").outputs(ids, torch.ones_like(ids))
+    assert_close(ours, whole)
+    assert (plain - whole).abs().max() > 1e-3
+
+
+def test_one_layer_bert_prefix_from_tokens_is_those_tokens_before_the_input() -> None:
+    built = build("bert", prefix_length=P, position_mode="shift", config_overrides={"num_hidden_layers": 1})
+    context, ids = random_ids(1, P, seed=3), random_ids(1, 6, seed=4)
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], context[0])
+    with torch.no_grad():
+        ours = built.outputs(ids, torch.ones_like(ids))
+        joined = torch.cat([context, ids], dim=1)
+        whole = built.reference_backbone(input_ids=joined, attention_mask=torch.ones_like(joined))
+    assert_close(ours, whole.last_hidden_state[:, P:])
+
+
+def _projections(
+    family: str, attention: nn.Module, hidden: torch.Tensor
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The module's own keys and values of ``hidden`` (1, T, H) as (heads, T, head_dim)."""
+    key, value = (
+        (attention.k, attention.v) if family == "mpnet" else (attention.key_proj, attention.value_proj)
+    )
+    heads = attention.num_attention_heads
+    return tuple(p(hidden)[0].view(hidden.shape[1], heads, -1).transpose(0, 1) for p in (key, value))
+
+
+@pytest.mark.parametrize(
+    ("family", "attention_class"), [("mpnet", MPNetSelfAttention), ("deberta-v2", DisentangledSelfAttention)]
+)
+def test_patched_families_take_each_layers_own_keys_and_values(family: str, attention_class: type) -> None:
+    built = build(family, prefix_length=P)
+    context = random_ids(1, P, seed=3)
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], context[0])
+    inputs: list[torch.Tensor] = []
+    attentions = [m for m in built.reference_backbone.modules() if isinstance(m, attention_class)]
+    hooks = [a.register_forward_pre_hook(lambda _, args: inputs.append(args[0])) for a in attentions]
+    with torch.no_grad():
+        built.reference_backbone(input_ids=context, attention_mask=torch.ones_like(context))
+        prefix = built.model.prefix_kv(["t"])
+        for hook in hooks:
+            hook.remove()
+        assert len(inputs) == len(attentions) == len(prefix.layers) == 2
+        for layer, (attention, hidden) in enumerate(zip(attentions, inputs, strict=True)):
+            keys, values = _projections(family, attention, hidden)
+            assert_close(prefix.layers[layer][0][0], keys)
+            assert_close(prefix.layers[layer][1][0], values)
+
+
+def test_only_the_chosen_layers_are_written() -> None:
+    built = build("llama", prefix_length=P, layers=(1,), position_mode="shift")
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P + 3, seed=3)[0])
+    assert set(built.model.prefix_kv(["t"]).layers) == {1}
+
+
+def test_capture_leaves_dropout_on_for_training() -> None:
+    built = build("bert", prefix_length=P)
+    built.model.train()
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P, seed=3)[0])
+    assert built.model.backbone.training
+
+
+@pytest.mark.parametrize(
+    ("fields", "ids", "message"),
+    [
+        ({"reparameterization": "mlp"}, random_ids(1, P)[0], "only an embedding-table deep prefix"),
+        ({}, random_ids(1, P - 1)[0], f"at least {P} token ids"),
+        ({}, random_ids(2, P), f"at least {P} token ids"),
+    ],
+)
+def test_refusals_name_the_reason(fields: dict, ids: torch.Tensor, message: str) -> None:
+    built = build("bert", prefix_length=P, **fields)
+    with pytest.raises(ValueError, match=message):
+        init_prefix_from_tokens(built.model, built.model.task_prefix["t"], ids)
