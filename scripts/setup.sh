@@ -9,7 +9,13 @@ if [ ! -x "$VENV/bin/python" ]; then
   python3 -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip install -q --disable-pip-version-check)
-"${PIP[@]}" torch==2.13.0
+# The CPU build: on this project's machines pip's own find-links hold torch 2.13.0+cpu; elsewhere set
+# TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu, or PyPI's Linux wheel brings several GB of CUDA.
+TORCH_SOURCE=()
+if [ -n "${TORCH_INDEX_URL:-}" ]; then
+  TORCH_SOURCE=(--index-url "$TORCH_INDEX_URL")
+fi
+"${PIP[@]}" "${TORCH_SOURCE[@]}" torch==2.13.0
 "${PIP[@]}" -r requirements/ci.txt
 if [ -n "$TRANSFORMERS_VERSION" ]; then
   "${PIP[@]}" "transformers==$TRANSFORMERS_VERSION"

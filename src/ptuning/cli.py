@@ -65,7 +65,7 @@ EVAL_EXAMPLES = """examples:
 
 EXPORT_EXAMPLES = """examples:
   ptuning export --format peft runs/sst2/checkpoint adapters/sst2      # PEFT PREFIX_TUNING adapter folder
-  ptuning export --format peft runs/mpt2/checkpoint adapters/rte --task rte --prefix-only
+  ptuning export --format peft runs/mpt2/checkpoint adapters/rte --task superglue-rte --prefix-only
 
 Exact only for position_mode shift (PEFT's numbering); see docs/INTEROP.md."""
 
@@ -421,8 +421,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     _check_output_file(args.output)  # before the work, which a bad path would throw away
     loaded = _load_checkpoint(args)
     if args.split is None:  # the run's dev, so that eval reproduces the dev score the run reported
-        args.split, limit, source = run_dev_defaults(args.checkpoint, loaded.task.name)
-        args.max_samples = args.max_samples or limit
+        args.split, args.max_samples, source = run_dev_defaults(
+            args.checkpoint, loaded.task.name, args.max_samples
+        )
         if source:
             print(f"note: scoring {source}; --split names another", file=sys.stderr)
     notes: list[str] = []

@@ -413,3 +413,13 @@ def test_the_run_config_names_the_dev_eval_scores_by_default(run, expected, tmp_
     (tmp_path / "config.json").write_text(json.dumps(run))
     split, limit, source = run_dev_defaults(tmp_path / "checkpoint", "boolq")
     assert (split, limit) == expected and (source is None) == (expected == ("dev", None))
+
+
+def test_a_chosen_sample_limit_wins_and_the_note_does_not_claim_the_runs(tmp_path) -> None:
+    from ptuning.training.predict import run_dev_defaults
+
+    (tmp_path / "config.json").write_text(json.dumps({"dev_split": "val", "max_eval_samples": 32}))
+    split, limit, source = run_dev_defaults(tmp_path / "checkpoint", "boolq", chosen_limit=8)
+    assert (split, limit) == ("val", 8) and "split val" in source and "32" not in source
+    (tmp_path / "config.json").write_text(json.dumps({"max_eval_samples": 32}))
+    assert run_dev_defaults(tmp_path / "checkpoint", "boolq", chosen_limit=8) == ("dev", 8, None)

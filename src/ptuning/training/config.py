@@ -102,8 +102,9 @@ class TrainConfig(BaseModel):
     group_by_length: bool = True
     """batches of similar length (less padding)"""
     pack_sequences: bool = False
-    """pack several inputs of a batch into each row (block-diagonal attention, positions restarting per input)
-    for training and evaluation; encoder classification, regression and tagging tasks (docs/ARCHITECTURE.md)"""
+    """pack several inputs of a batch into each training row (block-diagonal attention, positions restarting per
+    input; dev and test are scored unpacked); encoder classification, regression and tagging tasks
+    (docs/ARCHITECTURE.md)"""
     gradient_checkpointing: bool = False
     """recompute activations in the backward pass (less memory, more time)"""
     compile: bool = False

@@ -280,11 +280,14 @@ def score_split(
     return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
 
 
-def run_dev_defaults(checkpoint_dir: str | Path, task_name: str) -> tuple[str, int | None, str | None]:
+def run_dev_defaults(
+    checkpoint_dir: str | Path, task_name: str, chosen_limit: int | None = None
+) -> tuple[str, int | None, str | None]:
     """The dev split and sample limit the checkpoint's training run scored (its config.json beside the
     checkpoint), so that ``ptuning eval`` without ``--split`` reproduces the run's dev score: its
     ``--dev-from-train`` share, its ``--task-split`` / ``--dev-split`` dev, else ``dev``; and its
-    ``--max-eval-samples``. The third value says where they came from (None: nothing was inherited)."""
+    ``--max-eval-samples``, unless ``chosen_limit`` (the user's ``--max-samples``) is given. The third value
+    says what was inherited and from where (None: nothing was)."""
     run = training_run_config(Path(checkpoint_dir))
     train_split, dev_split = "train", None
     own = run.get("task_splits")
@@ -298,14 +301,16 @@ def run_dev_defaults(checkpoint_dir: str | Path, task_name: str) -> tuple[str, i
     if isinstance(run.get("dev_from_train"), float):
         dev_split = HELD_OUT_PREFIX + train_split
     limit = run.get("max_eval_samples") if isinstance(run.get("max_eval_samples"), int) else None
+    if chosen_limit is not None:
+        limit = None  # not inherited: the note below must not claim the run's limit
     if dev_split is None and limit is None:
-        return "dev", None, None
+        return "dev", chosen_limit, None
     said = [f"split {dev_split}"] if dev_split else []
     said += [f"the first {limit} examples (--max-eval-samples)"] if limit else []
     source = (
         f"{', '.join(said)}: as the training run scored dev ({Path(checkpoint_dir).parent / 'config.json'})"
     )
-    return dev_split or "dev", limit, source
+    return dev_split or "dev", chosen_limit if chosen_limit is not None else limit, source
 
 
 def held_out_dev(
