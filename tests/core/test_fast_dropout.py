@@ -6,11 +6,12 @@ import math
 
 import pytest
 import torch
+from core_tiny import family_available, tiny_config
 from torch import nn
-from transformers import BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
+from transformers import AutoModel, BertConfig, BertModel, GPT2Config, GPT2LMHeadModel
 
 from ptuning.core.config import PrefixConfig
-from ptuning.core.dropout import FastDropout, keep_mask, use_fast_dropout
+from ptuning.core.dropout import FastDropout, keep_mask, set_dropout, use_fast_dropout
 from ptuning.core.injection import attention_interface
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -199,3 +200,21 @@ def test_set_dropout_reaches_every_dropout_of_the_forward(family: str) -> None:
     assert twice_alike()
     set_dropout(backbone, 0.3)
     assert not twice_alike()
+
+
+def test_set_dropout_reaches_gpt_bigcodes_float_attention_dropout() -> None:
+    if reason := family_available("gpt_bigcode"):
+        pytest.skip(reason)
+    # only the attention probabilities drop: the float rate is the one dropout in the forward
+    config = tiny_config("gpt_bigcode", attn_pdrop=0.3)
+    torch.manual_seed(0)
+    backbone = AutoModel.from_config(config, attn_implementation="eager").train()
+    ids = torch.randint(3, 100, (2, 6))
+
+    def twice_alike() -> bool:
+        first, second = (backbone(input_ids=ids).last_hidden_state for _ in range(2))
+        return torch.equal(first, second)
+
+    assert not twice_alike()
+    set_dropout(backbone, 0.0)
+    assert twice_alike()

@@ -9,6 +9,8 @@ prefix key does not get) are checked against their own key/value projections of 
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import pytest
 import torch
 from core_tiny import assert_close, build, random_ids
@@ -16,6 +18,8 @@ from torch import nn
 from transformers.models.deberta_v2.modeling_deberta_v2 import DisentangledSelfAttention
 from transformers.models.mpnet.modeling_mpnet import MPNetSelfAttention
 
+from ptuning.core import prefix_init
+from ptuning.core.injection.base import capturing
 from ptuning.core.prefix_init import init_prefix_from_tokens
 
 P = 5
@@ -104,3 +108,67 @@ def test_refusals_name_the_reason(fields: dict, ids: torch.Tensor, message: str)
     built = build("bert", prefix_length=P, **fields)
     with pytest.raises(ValueError, match=message):
         init_prefix_from_tokens(built.model, built.model.task_prefix["t"], ids)
+
+
+P = 5
+DROPOUT = {"hidden_dropout_prob": 0.5, "attention_probs_dropout_prob": 0.5}
+
+
+def _table(built):
+    return built.model.prefixes[built.model.task_prefix["t"]].embedding.weight.detach().clone()
+
+
+def test_a_training_mode_model_is_captured_without_dropout() -> None:
+    """The keys and values are inference's: a model in training mode (dropout 0.5) gets the same table as
+    the same model in eval mode."""
+    context = random_ids(1, P, seed=3)[0]
+    training, inference = (build("bert", prefix_length=P, config_overrides=DROPOUT) for _ in range(2))
+    training.model.train()
+    torch.manual_seed(0)
+    init_prefix_from_tokens(training.model, training.model.task_prefix["t"], context)
+    init_prefix_from_tokens(inference.model, inference.model.task_prefix["t"], context)
+    assert torch.equal(_table(training), _table(inference))
+
+
+def test_an_eval_mode_model_stays_in_eval_mode() -> None:
+    built = build("bert", prefix_length=P, config_overrides=DROPOUT)
+    built.model.eval()
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P, seed=3)[0])
+    assert not any(module.training for module in built.model.backbone.modules())
+
+
+def test_only_the_first_p_tokens_are_taken() -> None:
+    built = build("bert", prefix_length=P)
+    ids = random_ids(1, P + 4, seed=3)[0]
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], ids)
+    from_all = _table(built)
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], ids[:P])
+    assert torch.equal(from_all, _table(built))
+
+
+def test_capturing_ends_with_the_capture() -> None:
+    """After the capture no later forward records keys and values (nor computes them, in MPNet/DeBERTa)."""
+    built = build("mpnet", prefix_length=P)
+    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P, seed=3)[0])
+    assert not capturing()
+
+
+def test_an_encoder_decoder_is_refused_naming_why() -> None:
+    from seq2seq_tiny import seq2seq_model
+
+    model = seq2seq_model("t5")
+    with pytest.raises(ValueError, match="encoder-decoder"):
+        init_prefix_from_tokens(model, model.task_prefix["s"], torch.arange(3, 9))
+
+
+def test_a_layer_the_forward_did_not_reach_is_a_value_error(monkeypatch) -> None:
+    """A ValueError (which ``--prefix-init activations`` turns into a one-line error), not a KeyError."""
+
+    @contextmanager
+    def nothing_captured():
+        yield {}
+
+    monkeypatch.setattr(prefix_init, "capturing_keys_values", nothing_captured)
+    built = build("bert", prefix_length=P)
+    with pytest.raises(ValueError, match=r"did not reach the attention of prefixed layers \[0, 1\]"):
+        init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P, seed=3)[0])

@@ -10,6 +10,8 @@ from pathlib import Path
 import pytest
 from training_tiny import run_cli, train_args
 
+from ptuning.training.predict import run_dev_defaults
+
 WORDS = {"sport": ["goal", "match", "team", "score"], "tech": ["chip", "code", "robot", "data"]}
 WORDS["art"] = ["paint", "poem", "song", "film"]
 
@@ -423,3 +425,30 @@ def test_a_chosen_sample_limit_wins_and_the_note_does_not_claim_the_runs(tmp_pat
     assert (split, limit) == ("val", 8) and "split val" in source and "32" not in source
     (tmp_path / "config.json").write_text(json.dumps({"max_eval_samples": 32}))
     assert run_dev_defaults(tmp_path / "checkpoint", "boolq", chosen_limit=8) == ("dev", 8, None)
+
+
+@pytest.mark.parametrize(
+    ("run", "expected"),
+    [
+        # the task's own dev wins over the run-wide --dev-split
+        ({"task_splits": {"boolq": "a:b"}, "dev_split": "val"}, "b"),
+        # an empty DEV part (multitask.py writes "TRAIN:") falls back to the run-wide --dev-split
+        ({"task_splits": {"boolq": "a:"}, "dev_split": "val"}, "val"),
+        ({"task_splits": {"boolq": "a"}, "dev_split": "val"}, "val"),
+        # the held-out dev comes from the task's own train split, not the run-wide --train-split
+        ({"task_splits": {"boolq": "a"}, "train_split": "t", "dev_from_train": 0.1}, "dev-from-a"),
+    ],
+)
+def test_the_tasks_own_splits_take_precedence_as_in_training(run, expected, tmp_path) -> None:
+    (tmp_path / "config.json").write_text(json.dumps(run))
+    split, limit, source = run_dev_defaults(tmp_path / "checkpoint", "boolq")
+    assert (split, limit) == (expected, None) and f"split {expected}" in source
+
+
+def test_eval_without_split_keeps_the_users_max_samples(sst2_run, sst2_dir, capsys) -> None:
+    checkpoint = str(sst2_run / "checkpoint")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", sst2_dir, "--max-samples", "3"], capsys
+    )
+    assert code == 0, err
+    assert (json.loads(out)["split"], json.loads(out)["examples"]) == ("dev", 3)

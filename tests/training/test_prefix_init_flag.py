@@ -17,7 +17,7 @@ from transformers import AutoTokenizer
 from ptuning.core.prefix_init import init_prefix_from_tokens
 from ptuning.tasks.registry import get_task
 from ptuning.training import engine
-from ptuning.training.config import TrainConfig
+from ptuning.training.config import ConfigError, TrainConfig
 from ptuning.training.data import read_split
 
 P = 16
@@ -78,3 +78,71 @@ def test_refused_before_any_model_loads(
     argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--prefix-init", "activations", *extra)
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and message in err, err
+
+
+def table(model):
+    return model.prefixes[model.task_prefix["sst2"]].embedding.weight
+
+
+def test_exactly_p_training_tokens_are_enough(tiny_bert, sst2_dir, tmp_path) -> None:
+    """The train split's tokens number exactly --prefix-length: that is enough, not a refusal."""
+    task = get_task("sst2")
+    train = read_split(task, sst2_dir, "train", limit=1)
+    tokenizer = AutoTokenizer.from_pretrained(tiny_bert)
+    count = len(task.featurize(train.examples, tokenizer, 128)[0][0]["input_ids"])
+    config = TrainConfig(
+        model=tiny_bert, task="sst2", data_dir=sst2_dir, prefix_length=count, output_dir=str(tmp_path)
+    )
+    model, _ = engine.build_prompt_model(config, [task])
+    engine.start_prefix_from_training_tokens(model, task, train, tokenizer, 128)  # must not raise
+
+
+def test_the_tokens_are_cut_at_the_runs_max_length(tiny_bert, sst2_dir, tmp_path) -> None:
+    """Each example contributes the tokens training feeds the model: cut at --max-length (5: the shortest a classification input may be)."""
+    options = dict(
+        model=tiny_bert, task="sst2", data_dir=sst2_dir, prefix_length=12, output_dir=str(tmp_path)
+    )
+    task = get_task("sst2")
+    model, tokenizer = engine.build_prompt_model(
+        TrainConfig(**options, max_length=5, prefix_init="activations"),
+        [task],
+        read_split(task, sst2_dir, "train"),
+    )
+    rows = [line.split("\t")[1] for line in (Path(sst2_dir) / "train.tsv").read_text().splitlines()[1:]]
+    ids = [t for row in rows for t in tokenizer(row, truncation=True, max_length=5)["input_ids"]][:12]
+    expected, _ = engine.build_prompt_model(TrainConfig(**options), [task])
+    init_prefix_from_tokens(expected, expected.task_prefix["sst2"], torch.tensor(ids))
+    assert torch.equal(table(model), table(expected))
+
+
+def test_a_multitask_shared_prefix_starts_from_the_first_tasks_tokens(tiny_bert, sst2_dir, tmp_path) -> None:
+    """With --tasks the prefix is the shared one (not named after the task)."""
+    options = dict(model=tiny_bert, data_dir=sst2_dir, prefix_length=8, output_dir=str(tmp_path))
+    task = get_task("sst2")
+    train = read_split(task, sst2_dir, "train")
+    shared, _ = engine.build_prompt_model(
+        TrainConfig(**options, tasks=["sst2"], prefix_init="activations"), [task], train
+    )
+    single, _ = engine.build_prompt_model(
+        TrainConfig(**options, task="sst2", prefix_init="activations"), [task], train
+    )
+    assert shared.task_prefix["sst2"] != "sst2"
+    assert torch.equal(table(shared), table(single))
+
+
+def test_building_without_a_training_split_is_a_config_error(tiny_bert, tmp_path) -> None:
+    config = TrainConfig(model=tiny_bert, task="sst2", prefix_init="activations", output_dir=str(tmp_path))
+    with pytest.raises(ConfigError, match="needs the training split's tokens"):
+        engine.build_model(config, get_task("sst2"))
+
+
+@pytest.mark.parametrize("method", ["finetune", "linear-probe"])
+def test_methods_without_a_prefix_are_refused_before_any_model_loads(
+    method, tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(engine, "load_backbone", lambda *a, **k: pytest.fail("a model was loaded"))
+    argv = train_args(
+        tiny_bert, sst2_dir, tmp_path / "run", "--prefix-init", "activations", "--method", method
+    )
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and err.count("\n") == 1 and f"method '{method}' has none" in err, err
