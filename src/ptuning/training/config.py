@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
     prefix_init: Literal["normal", "activations"] = "normal"
     """how ptuning-v2's prefix table starts: normal (N(0, prefix-init-std), the reference's) or activations
     (the frozen backbone's own keys and values for the first P tokens of the training data, prefix-tuning's
-    initialisation from real words, steadier on small data: docs/RESULTS.md)"""
+    initialisation from real words; measured here it did not help RTE or SST-2: docs/RESULTS.md)"""
     prefix_init_std: float = Field(1.0, gt=0)
     """standard deviation of the prefix table's normal initialisation"""
     prefix_layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
