@@ -184,12 +184,12 @@ TARGETS = (
         BACKBONE_DROPOUT_RUN,
     ),
     Target(
-        "time to target dev score ≥ 2× faster than (a''), ours with --backbone-dropout 0 (SST-2 only)",
+        "time to target dev score ≥ 2× faster than (a''), ours with --backbone-dropout 0",
         time_to_target(2.0, "ours-no-backbone-dropout"),
         BACKBONE_DROPOUT_RUN,
     ),
     Target(
-        "the same, (a'') also without the backbone's dropout (SST-2 only)",
+        "the same, (a'') also without the backbone's dropout",
         time_to_target(2.0, "ours-no-backbone-dropout", baseline="peft-trainer-grouped-no-dropout"),
         BACKBONE_DROPOUT_RUN,
     ),
