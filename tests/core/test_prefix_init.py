@@ -83,10 +83,17 @@ def test_patched_families_take_each_layers_own_keys_and_values(family: str, atte
             assert_close(prefix.layers[layer][1][0], values)
 
 
-def test_only_the_chosen_layers_are_written() -> None:
-    built = build("llama", prefix_length=P, layers=(1,), position_mode="shift")
-    init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P + 3, seed=3)[0])
-    assert set(built.model.prefix_kv(["t"]).layers) == {1}
+def test_a_layer_subset_takes_those_layers_own_keys_and_values() -> None:
+    """A prefix on layer 1 only gets layer 1's keys and values (not layer 0's, the first captured)."""
+    context = random_ids(1, P + 3, seed=3)[0]
+    every, top = build("llama", prefix_length=P), build("llama", prefix_length=P, layers=(1,))
+    for built in (every, top):
+        init_prefix_from_tokens(built.model, built.model.task_prefix["t"], context)
+    with torch.no_grad():
+        every_layer, top_only = every.model.prefix_kv(["t"]).layers, top.model.prefix_kv(["t"]).layers
+    assert set(top_only) == {1}
+    assert torch.equal(top_only[1][0], every_layer[1][0]) and torch.equal(top_only[1][1], every_layer[1][1])
+    assert not torch.equal(top_only[1][0], every_layer[0][0])
 
 
 def test_capture_leaves_dropout_on_for_training() -> None:

@@ -300,17 +300,18 @@ def run_dev_defaults(
         dev_split = run["dev_split"]
     if isinstance(run.get("dev_from_train"), float):
         dev_split = HELD_OUT_PREFIX + train_split
-    limit = run.get("max_eval_samples") if isinstance(run.get("max_eval_samples"), int) else None
-    if chosen_limit is not None:
-        limit = None  # not inherited: the note below must not claim the run's limit
-    if dev_split is None and limit is None:
-        return "dev", chosen_limit, None
+    # the run's limit is inherited only when the user chose none (the note must not claim it otherwise)
+    recorded = run.get("max_eval_samples")
+    inherited = recorded if chosen_limit is None and isinstance(recorded, int) else None
+    limit = chosen_limit if chosen_limit is not None else inherited
+    if dev_split is None and inherited is None:
+        return "dev", limit, None
     said = [f"split {dev_split}"] if dev_split else []
-    said += [f"the first {limit} examples (--max-eval-samples)"] if limit else []
+    said += [f"the first {inherited} examples (--max-eval-samples)"] if inherited else []
     source = (
         f"{', '.join(said)}: as the training run scored dev ({Path(checkpoint_dir).parent / 'config.json'})"
     )
-    return dev_split or "dev", chosen_limit if chosen_limit is not None else limit, source
+    return dev_split or "dev", limit, source
 
 
 def held_out_dev(
