@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ptuning.core.config import BACKBONE_DTYPE_CHOICES, ConfigError
+from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError
 from ptuning.training.config import (
     MULTITASK_FIELDS,
     TrainConfig,
@@ -553,6 +553,7 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="torch.compile the frozen backbone (start-up cost printed; docs/BENCHMARKS.md says when it pays)",
     )
+    parser.add_argument("--device", default=AUTO_DEVICE, help=DEVICE_HELP)
 
 
 def _load_checkpoint(args: argparse.Namespace) -> Any:
@@ -571,6 +572,7 @@ def _load_checkpoint(args: argparse.Namespace) -> Any:
         args.max_length,
         args.backbone_dtype,
         args.backbone_quantization,
+        args.device,
     )
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)

@@ -5,12 +5,15 @@ from __future__ import annotations
 import json
 
 import pytest
+import torch
 from training_tiny import run_cli, train_args
 
 from ptuning.cli import main
+from ptuning.core.backbones import load_backbone
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINTS_ATTRIBUTE, base_fingerprint
 from ptuning.tasks.glue import Sst2
 from ptuning.tasks.readers import Table
-from ptuning.training.predict import examples_from_records, input_format, jsonable
+from ptuning.training.predict import examples_from_records, input_format, jsonable, load_for_inference
 
 
 @pytest.fixture(scope="module")
@@ -209,3 +212,66 @@ def test_a_max_length_past_the_position_table_is_refused_before_reading_inputs(
         and "--max-length 100000 needs 100000 positions" in err
         and "use --max-length 512 or less" in err
     )
+
+
+@pytest.mark.parametrize("command", ["predict", "eval"])
+def test_device_cuda_without_cuda_is_one_line_and_exit_2(
+    command, ner_checkpoint, conll_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    source = tmp_path / "in.txt"
+    source.write_text("EU rejects German call\n")
+    where = ["--input", str(source)] if command == "predict" else ["--data", conll_dir]
+    code, _, err = run_cli([command, "--checkpoint", ner_checkpoint, "--device", "cuda", *where], capsys)
+    assert code == 2 and err.count("\n") == 1 and "--device cuda: torch sees no CUDA device here" in err
+
+
+def on_meta(requested=None) -> torch.device:
+    """Stands in for a GPU in the placement tests: parameters move there (shapes only, no data)."""
+    return torch.device("meta")
+
+
+def test_load_backbone_moves_the_model_to_the_device(tiny_bert, monkeypatch) -> None:
+    monkeypatch.setattr("ptuning.core.backbones.inference_device", on_meta)
+    backbone, _ = load_backbone(tiny_bert, device="cuda")
+    assert {p.device for p in backbone.parameters()} == {torch.device("meta")}
+    unmoved, _ = load_backbone(tiny_bert)  # None: where from_pretrained put it
+    assert {p.device for p in unmoved.parameters()} == {torch.device("cpu")}
+
+
+@pytest.mark.filterwarnings("ignore:.*to a meta parameter in the current model")  # the copy is skipped there
+def test_eval_and_predict_build_the_prompt_beside_the_backbone_on_the_device(
+    ner_checkpoint, monkeypatch
+) -> None:
+    """eval / predict used to leave every model on the CPU, even on a GPU machine: now the device asked for
+    reaches the backbone's loading, and the prefix and head are built where the backbone is."""
+    asked = []
+
+    def resolve(requested=None) -> torch.device:
+        asked.append(requested)
+        return torch.device("cpu")
+
+    def load_then_move(*args, device=None, **kwargs):
+        backbone, tokenizer = load_backbone(*args, **kwargs)
+        fingerprints = {version: base_fingerprint(backbone, version) for version in (1, FINGERPRINT_VERSION)}
+        setattr(backbone, FINGERPRINTS_ATTRIBUTE, fingerprints)  # as a quantized backbone answers them
+        return backbone.to(on_meta(device)), tokenizer
+
+    monkeypatch.setattr("ptuning.training.predict.inference_device", resolve)
+    monkeypatch.setattr("ptuning.training.predict.load_backbone", load_then_move)
+    loaded = load_for_inference(ner_checkpoint, device="cuda:1")
+    assert asked == ["cuda:1"]
+    devices = {name.split(".")[0]: p.device for name, p in loaded.model.named_parameters()}
+    assert set(devices) == {"backbone", "prefixes", "heads"}
+    assert set(devices.values()) == {torch.device("meta")}
+
+
+def test_device_cpu_scores_like_the_default(ner_checkpoint, tmp_path, capsys) -> None:
+    source = tmp_path / "in.txt"
+    source.write_text("EU rejects German call\nPeter Blackburn\n")
+    argv = ["predict", "--checkpoint", ner_checkpoint, "--input", str(source)]
+    code, default, _ = run_cli(argv, capsys)
+    assert code == 0
+    code, on_cpu, err = run_cli([*argv, "--device", "cpu"], capsys)
+    assert code == 0, err
+    assert on_cpu == default and len(default.splitlines()) == 2

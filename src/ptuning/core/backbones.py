@@ -13,6 +13,7 @@ from typing import Any
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
+from ptuning.core.devices import inference_device
 from ptuning.core.precision import backbone_dtype
 from ptuning.core.quantization import loading_kwargs
 
@@ -72,6 +73,7 @@ def load_backbone(
     attn_implementation: str = "sdpa",
     dtype: torch.dtype | str | None = None,
     quantization: str | None = None,
+    device: str | torch.device | None = None,
 ) -> tuple[torch.nn.Module, Any]:
     """(model, tokenizer). Encoders load as a base model (heads are ours); causal LMs keep their LM head.
 
@@ -81,6 +83,8 @@ def load_backbone(
     (``core.precision``). None means fp32, not transformers 5's default (the checkpoint's stored dtype, which
     would silently give most LLM checkpoints a bf16 backbone), or bf16 under bitsandbytes. ``quantization``
     (``"int8" | "nf4"``) loads it through bitsandbytes on CUDA and is refused elsewhere (``core.quantization``).
+    ``device`` (``"auto" | "cpu" | "cuda[:N]"``, ``core.devices``) is where the model is put; None leaves it
+    where ``from_pretrained`` does: the CPU, or the GPU bitsandbytes loads onto.
     """
     path = resolve_model_path(name_or_path)
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
@@ -98,7 +102,7 @@ def load_backbone(
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "use_safetensors": True}
     if dtype is not None:
         kwargs["dtype"] = backbone_dtype(dtype)
-    for key, value in loading_kwargs(quantization).items():
+    for key, value in loading_kwargs(quantization, device).items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("dtype", torch.float32)
     if not causal_lm:
@@ -132,6 +136,8 @@ def load_backbone(
     model.config.pad_token_id = (
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
+    if device is not None and quantization is None:  # bitsandbytes placed it already (its device_map)
+        model.to(inference_device(device))
     model.ptuning_source = recorded_name(name_or_path)
     _report_missing(name_or_path, loading.get("missing_keys") or [])
     return model, tokenizer

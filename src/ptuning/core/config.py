@@ -50,6 +50,11 @@ class PositionMode(StrEnum):
 # computes it natively and fp32 elsewhere. Here, without torch, so the CLI's --help stays fast.
 AUTO_DTYPE = "auto"
 BACKBONE_DTYPE_CHOICES = ("fp32", "bf16", "fp16", AUTO_DTYPE)
+# Where eval, predict and serve run the model (core.devices resolves it); here for the same reason.
+AUTO_DEVICE = "auto"
+DEVICE_HELP = (
+    "where the model runs: auto (CUDA when there is a CUDA device, else the CPU), cpu, cuda or cuda:N"
+)
 
 
 class ConfigError(ValueError):

@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ptuning.core.config import ConfigError
+from ptuning.core.devices import inference_device
 from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINTS_ATTRIBUTE, base_fingerprint
 from ptuning.core.precision import dtype_name, floating_dtype
 
@@ -67,7 +68,7 @@ def loading_kwargs(quantization: str | None, device: str | torch.device | None =
             "int8-dynamic is torch's CPU dynamic quantization: load the backbone, then quantize_backbone()"
         )
     _check_name(quantization)
-    device = torch.device(device) if device is not None else _default_device()
+    device = inference_device(device)
     if device.type != "cuda":
         if quantization == "int8":
             raise ConfigError(
@@ -91,14 +92,23 @@ def loading_kwargs(quantization: str | None, device: str | torch.device | None =
     return {"quantization_config": config, "dtype": torch.bfloat16, "device_map": {"": device.index or 0}}
 
 
-def quantizes_after_loading(quantization: str | None) -> bool:
+def check_cpu_quantization(quantization: str | None, device: torch.device) -> None:
+    """Refuse, before any loading, a CPU-only quantization (``quantizes_after_loading``) for a model that is to
+    run on ``device`` elsewhere: torch's dynamic quantization has CPU kernels only."""
+    if quantizes_after_loading(quantization, device) and device.type != "cpu":
+        raise ConfigError(
+            f"--backbone-quantization {quantization} runs on the CPU only (torch dynamic quantization); "
+            f"on {device} use int8 or nf4 (bitsandbytes), or --device cpu"
+        )
+
+
+def quantizes_after_loading(quantization: str | None, device: str | torch.device | None = None) -> bool:
     """Whether ``quantization`` is applied by ``quantize_backbone`` to a loaded backbone (CPU int8 kinds)
-    rather than by bitsandbytes while loading: int8-dynamic always, int8 when there is no CUDA."""
-    return quantization == "int8-dynamic" or (quantization == "int8" and not torch.cuda.is_available())
-
-
-def _default_device() -> torch.device:
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    rather than by bitsandbytes while loading: int8-dynamic always, int8 when the model runs on the CPU
+    (``device``, None: CUDA when there is one, ``core.devices``)."""
+    return quantization == "int8-dynamic" or (
+        quantization == "int8" and inference_device(device).type == "cpu"
+    )
 
 
 class Int8WeightOnlyLinear(nn.Module):

@@ -33,9 +33,11 @@ from ptuning import __version__
 from ptuning.core.backbones import load_backbone
 from ptuning.core.compilation import CompileStats, compile_backbone, is_compiled
 from ptuning.core.config import ConfigError
+from ptuning.core.devices import inference_device
 from ptuning.core.kinds import HeadKind
 from ptuning.core.quantization import (
     backbone_storage,
+    check_cpu_quantization,
     loading_kwargs,
     quantize_backbone,
     quantizes_after_loading,
@@ -144,6 +146,7 @@ def create_app(
     backbone_dtype: str | None = None,
     backbone_quantization: str | None = None,
     compile: bool = False,
+    device: str | None = None,
 ) -> FastAPI:
     """The server for every checkpoint under ``checkpoint_dir`` on base ``model`` (or a given backbone).
 
@@ -158,14 +161,21 @@ def create_app(
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
     companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
     each task uses its own); ``api_key`` (if set) is required in the X-API-Key header of every endpoint
-    but /health.
+    but /health. ``device`` (``core.devices``) is where the shared backbone and every prompt run: None means
+    auto (CUDA when there is one) for a backbone loaded here, and where a given ``backbone`` already is.
     """
     limits = limits or Limits()
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
-    after_loading = quantizes_after_loading(backbone_quantization)
-    if backbone_quantization is not None and not after_loading:
-        loading_kwargs(backbone_quantization)  # refuses without CUDA / bitsandbytes, before the slow load
+    given = backbone is not None and device is None
+    target = next(backbone.parameters()).device if given else inference_device(device)
+    after_loading = quantizes_after_loading(backbone_quantization, target)
+    if after_loading:
+        check_cpu_quantization(backbone_quantization, target)
+    elif backbone_quantization is not None:
+        loading_kwargs(
+            backbone_quantization, target
+        )  # refuses without CUDA / bitsandbytes, before the slow load
         if backbone is not None:
             raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
     if backbone is None:
@@ -174,7 +184,10 @@ def create_app(
             causal_lm=wants_causal_lm(checkpoint_dir),
             dtype=backbone_dtype,
             quantization=None if after_loading else backbone_quantization,
+            device=target,
         )
+    elif device is not None:
+        backbone.to(target)
     if after_loading:
         quantize_backbone(backbone, backbone_quantization)  # records the unquantized fingerprints first
     storage = backbone_storage(backbone)

@@ -7,7 +7,7 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-from ptuning.core.config import BACKBONE_DTYPE_CHOICES, ConfigError
+from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError
 
 API_KEY_ENV = "PTUNING_API_KEY"
 
@@ -55,6 +55,7 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         help="torch.compile the shared frozen backbone, its weights folded into the graph (encoder checkpoints "
         "only; the first requests pay the start-up, tens of seconds; docs/BENCHMARKS.md says when it pays)",
     )
+    add("--device", default=AUTO_DEVICE, help=DEVICE_HELP)
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
     add("--port", type=PORT, default=8000, help="(default: 8000)")
     add("--max-batch-size", type=POSITIVE, default=32, help="backbone rows per pass (default: 32)")
@@ -132,6 +133,7 @@ def run_serve(args: argparse.Namespace) -> None:
         backbone_dtype=args.backbone_dtype,
         backbone_quantization=args.backbone_quantization,
         compile=args.compile,
+        device=args.device,
     )
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 

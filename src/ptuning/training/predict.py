@@ -20,8 +20,14 @@ import numpy as np
 from ptuning.core.backbones import load_backbone
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.core.config import ConfigError
+from ptuning.core.devices import inference_device
 from ptuning.core.model import PromptModel
-from ptuning.core.quantization import loading_kwargs, quantize_backbone, quantizes_after_loading
+from ptuning.core.quantization import (
+    check_cpu_quantization,
+    loading_kwargs,
+    quantize_backbone,
+    quantizes_after_loading,
+)
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
@@ -63,6 +69,7 @@ def load_for_inference(
     max_length: int | None = None,
     backbone_dtype: str | None = None,
     quantization: str | None = None,
+    device: str | None = None,
 ) -> LoadedCheckpoint:
     """Load ``checkpoint_dir`` on its base model (or on ``model_path``, which must be the same model).
 
@@ -71,6 +78,7 @@ def load_for_inference(
     backbone in bf16/fp16 (None: the dtype it was trained on, ``trained_dtype``, so that eval reproduces the
     training run's scores); ``quantization`` int8 on CPU (weight-only) or int8-dynamic quantizes its linear
     layers after the prompt is loaded (``core.quantization``); int8/nf4 on CUDA go through bitsandbytes.
+    ``device`` (None: ``"auto"``, CUDA when there is one) is where the model runs (``core.devices``).
     """
     checkpoint_dir = Path(checkpoint_dir)
     config = read_checkpoint_config(checkpoint_dir)
@@ -88,14 +96,18 @@ def load_for_inference(
             f"the backbone is stored in {backbone_dtype}, as the prompt was trained (the checkpoint's "
             "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
         )
-    cpu_int8 = quantizes_after_loading(quantization)
-    if quantization is not None and not cpu_int8:
-        loading_kwargs(quantization)  # refuses without CUDA / bitsandbytes before the slow load
+    target = inference_device(device)
+    cpu_int8 = quantizes_after_loading(quantization, target)
+    if cpu_int8:
+        check_cpu_quantization(quantization, target)
+    elif quantization is not None:
+        loading_kwargs(quantization, target)  # refuses without CUDA / bitsandbytes before the slow load
     backbone, tokenizer = load_backbone(
         model_path or base["name_or_path"],
         causal_lm=base.get("causal_lm", False),
         dtype=backbone_dtype,
         quantization=None if cpu_int8 else quantization,
+        device=target,
     )
     rebuilt = rebuild_task(checkpoint_dir, config, head)  # before the model: a bad task fails fast
     model = load_checkpoint(checkpoint_dir, backbone=backbone)
