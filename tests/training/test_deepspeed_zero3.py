@@ -38,7 +38,8 @@ def zero3_worker(rank: int, port: int, output: str) -> None:
     torch.set_num_threads(1)
     # DeepSpeed's shared-memory op serves its inference all-reduce, which ZeRO-3 training never calls; loaded, its
     # teardown aborted a process ("terminate called without an active exception") in about one run of five on a
-    # loaded 2-core machine. Training's collectives go through torch.distributed (gloo) either way.
+    # loaded 2-core machine (the rest of that teardown: the end of this function). Training's collectives go
+    # through torch.distributed (gloo) either way.
     backend = importlib.import_module("deepspeed.comm.torch")  # the attribute deepspeed.comm.torch is torch
     backend.build_shm_op = lambda: None
     os.environ["LOCAL_RANK"] = str(rank)  # what torchrun would set; deepspeed.initialize asserts it
@@ -83,6 +84,13 @@ def zero3_worker(rank: int, port: int, output: str) -> None:
         dist.barrier()
     finally:
         dist.destroy_process_group()
+    # Every collective is done and rank 0's record is written. What is left is the interpreter's teardown, and
+    # there DeepSpeed still holds its gloo groups (their tcp and run-loop threads outlive destroy_process_group,
+    # as they do not without DeepSpeed) and destroying them aborted one process in about ten here ("terminate
+    # called without an active exception", after the worker had returned). Leave without that teardown.
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(0)
 
 
 @pytest.mark.ddp
