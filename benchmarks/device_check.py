@@ -1,4 +1,5 @@
-"""Checks that need a GPU: the core on CUDA agrees with the CPU, and low precision keeps the prefix in fp32.
+"""Checks that need a GPU: the core on CUDA agrees with the CPU, low precision keeps the prefix in fp32, and
+eval/predict and serve (``--device``) answer on CUDA as on the CPU.
 
 CI has no GPU, so this is a script, run by hand on a CUDA machine (results in docs/BENCHMARKS.md):
 
@@ -11,15 +12,25 @@ Backbones: the packaged all-MiniLM-L6-v2 (encoder) and a tiny random Llama with 
 from __future__ import annotations
 
 import argparse
+import math
 import sys
+import tempfile
+from pathlib import Path
+from typing import Any
 
 import torch
+from fastapi.testclient import TestClient
 from transformers import LlamaConfig, LlamaForCausalLM
 
 from ptuning.core.backbones import load_backbone
+from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.serve.app import create_app
+from ptuning.serve.inputs import examples_from_inputs
+from ptuning.tasks.registry import get_task
+from ptuning.training.predict import jsonable, load_for_inference, predict
 
 RESULTS: list[tuple[str, bool, str]] = []
 
@@ -42,6 +53,61 @@ def encoder_model(
 
 def max_diff(a: torch.Tensor, b: torch.Tensor) -> float:
     return (a.float().cpu() - b.float().cpu()).abs().max().item()
+
+
+def answers_agree(a: Any, b: Any) -> bool:
+    """Equal labels and tags, numbers within 1e-4 (probabilities, scores)."""
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(answers_agree(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(answers_agree(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, float) and isinstance(b, float):
+        return math.isclose(a, b, abs_tol=1e-4)
+    return a == b
+
+
+def check_inference_commands(device: str) -> None:
+    """``ptuning predict`` / ``eval`` (``load_for_inference(device=...)``) and ``ptuning serve --device`` on
+    ``device``: the whole model lands there and answers as on the CPU (before --device, all three stayed on the
+    CPU on any machine). Two random-weight prompts on MiniLM: SST-2 (sequence head) and CoNLL-2003 (tags)."""
+    inputs = {
+        "sentiment": ["a gripping, funny film", "dull", "the cast is wonderful but the plot drags badly"],
+        "ner": ["John Smith flew to Berlin on Monday", "EU rejects German call to boycott British lamb"],
+    }
+    with tempfile.TemporaryDirectory() as folder:
+        root = Path(folder)
+        backbone, _ = load_backbone("minilm")
+        for seed, (name, task_name) in enumerate((("sentiment", "sst2"), ("ner", "conll2003"))):
+            torch.manual_seed(seed)
+            config = PrefixConfig(prefix_length=8, dropout=0.0, init_std=0.5)
+            model = PromptModel(backbone, "ptuning-v2", config, head_dropout=0.0)
+            task = get_task(task_name)
+            model.add_task(task_name, HeadSpec(task.head, task.label_names))
+            save_checkpoint(model, root / name, {task_name: task_name})
+            model.detach_backbone()
+        offline, served, placed = {}, {}, set()
+        for where in ("cpu", device):
+            for name, texts in inputs.items():
+                loaded = load_for_inference(root / name, device=where)
+                placed |= {(where, p.device.type) for p in loaded.model.parameters()}
+                examples = examples_from_inputs(loaded.task, texts, 10_000)
+                offline[where, name] = jsonable(predict(loaded, examples, batch_size=2))
+            with TestClient(create_app(root, "minilm", max_wait_ms=0, device=where)) as http:
+                for name, texts in inputs.items():
+                    response = http.post(f"/tasks/{name}/predict", json={"inputs": texts})
+                    served[where, name] = response.json() if response.status_code == 200 else response.text
+    expected_places = {("cpu", "cpu"), (device, torch.device(device).type)}
+    agree = all(
+        answers_agree(offline["cpu", name], offline[device, name])
+        and answers_agree(served["cpu", name], served[device, name])
+        for name in inputs
+    )
+    check(
+        f"predict/eval and serve --device {device} == --device cpu (sst2, conll2003)",
+        placed == expected_places and agree,
+        f"parameters on {sorted(placed)}; answers agree {agree}; "
+        f"{device}: {offline[device, 'sentiment']} / served {served[device, 'sentiment']}",
+    )
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -151,6 +217,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.equal(on_cpu, dynamic.cpu()) and torch.equal(dynamic, static),
         f"cpu {on_cpu.tolist()} {device} {dynamic.tolist()} static {static.tolist()}",
     )
+    check_inference_commands(device)
     failed = [name for name, ok, _ in RESULTS if not ok]
     print(f"{len(RESULTS) - len(failed)}/{len(RESULTS)} checks passed", flush=True)
     return 1 if failed else 0
