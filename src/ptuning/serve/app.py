@@ -173,9 +173,8 @@ def create_app(
     if after_loading:
         check_cpu_quantization(backbone_quantization, target)
     elif backbone_quantization is not None:
-        loading_kwargs(
-            backbone_quantization, target
-        )  # refuses without CUDA / bitsandbytes, before the slow load
+        # refuses without CUDA / bitsandbytes, before the slow load
+        loading_kwargs(backbone_quantization, target)
         if backbone is not None:
             raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
     if backbone is None:
