@@ -84,7 +84,6 @@ def check_inference_commands(device: str) -> None:
             task = get_task(task_name)
             model.add_task(task_name, HeadSpec(task.head, task.label_names))
             save_checkpoint(model, root / name, {task_name: task_name})
-            model.detach_backbone()
         offline, served, placed = {}, {}, set()
         for where in ("cpu", device):
             for name, texts in inputs.items():

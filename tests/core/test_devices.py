@@ -7,7 +7,7 @@ import torch
 
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
-from ptuning.core.quantization import check_cpu_quantization, quantizes_after_loading
+from ptuning.core.quantization import check_quantization, quantizes_after_loading
 
 
 def pretend_cuda(monkeypatch, devices: int) -> None:
@@ -55,6 +55,9 @@ def test_cpu_int8_follows_the_device_and_dynamic_int8_is_cpu_only(monkeypatch) -
     assert not quantizes_after_loading("int8", "cuda")  # bitsandbytes while loading
     assert not quantizes_after_loading("int8")  # auto: CUDA here
     assert quantizes_after_loading("int8-dynamic", "cuda") and not quantizes_after_loading("nf4", "cpu")
-    check_cpu_quantization("int8-dynamic", torch.device("cpu"))  # fine
+    assert check_quantization("int8-dynamic", torch.device("cpu"))  # quantized after loading, on the CPU
+    assert not check_quantization(None, torch.device("cuda"))
     with pytest.raises(ConfigError, match=r"int8-dynamic runs on the CPU only .* or --device cpu"):
-        check_cpu_quantization("int8-dynamic", torch.device("cuda"))
+        check_quantization("int8-dynamic", torch.device("cuda"))
+    with pytest.raises(ConfigError, match="nf4 needs CUDA and bitsandbytes"):
+        check_quantization("nf4", torch.device("cpu"))

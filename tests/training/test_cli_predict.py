@@ -245,13 +245,14 @@ def test_eval_and_predict_build_the_prompt_beside_the_backbone_on_the_device(
 ) -> None:
     """eval / predict used to leave every model on the CPU, even on a GPU machine: now the device asked for
     reaches the backbone's loading, and the prefix and head are built where the backbone is."""
-    asked = []
+    asked, loaded_onto = [], []
 
     def resolve(requested=None) -> torch.device:
         asked.append(requested)
         return torch.device("cpu")
 
     def load_then_move(*args, device=None, **kwargs):
+        loaded_onto.append(device)
         backbone, tokenizer = load_backbone(*args, **kwargs)
         fingerprints = {version: base_fingerprint(backbone, version) for version in (1, FINGERPRINT_VERSION)}
         setattr(backbone, FINGERPRINTS_ATTRIBUTE, fingerprints)  # as a quantized backbone answers them
@@ -260,7 +261,9 @@ def test_eval_and_predict_build_the_prompt_beside_the_backbone_on_the_device(
     monkeypatch.setattr("ptuning.training.predict.inference_device", resolve)
     monkeypatch.setattr("ptuning.training.predict.load_backbone", load_then_move)
     loaded = load_for_inference(ner_checkpoint, device="cuda:1")
-    assert asked == ["cuda:1"]
+    assert asked == ["cuda:1"] and loaded_onto == [
+        torch.device("cpu")
+    ]  # the resolved device reaches the load
     devices = {name.split(".")[0]: p.device for name, p in loaded.model.named_parameters()}
     assert set(devices) == {"backbone", "prefixes", "heads"}
     assert set(devices.values()) == {torch.device("meta")}

@@ -92,16 +92,6 @@ def loading_kwargs(quantization: str | None, device: str | torch.device | None =
     return {"quantization_config": config, "dtype": torch.bfloat16, "device_map": {"": device.index or 0}}
 
 
-def check_cpu_quantization(quantization: str | None, device: torch.device) -> None:
-    """Refuse, before any loading, a CPU-only quantization (``quantizes_after_loading``) for a model that is to
-    run on ``device`` elsewhere: torch's dynamic quantization has CPU kernels only."""
-    if quantizes_after_loading(quantization, device) and device.type != "cpu":
-        raise ConfigError(
-            f"--backbone-quantization {quantization} runs on the CPU only (torch dynamic quantization); "
-            f"on {device} use int8 or nf4 (bitsandbytes), or --device cpu"
-        )
-
-
 def quantizes_after_loading(quantization: str | None, device: str | torch.device | None = None) -> bool:
     """Whether ``quantization`` is applied by ``quantize_backbone`` to a loaded backbone (CPU int8 kinds)
     rather than by bitsandbytes while loading: int8-dynamic always, int8 when the model runs on the CPU
@@ -109,6 +99,21 @@ def quantizes_after_loading(quantization: str | None, device: str | torch.device
     return quantization == "int8-dynamic" or (
         quantization == "int8" and inference_device(device).type == "cpu"
     )
+
+
+def check_quantization(quantization: str | None, device: torch.device) -> bool:
+    """``quantizes_after_loading`` for a model that is to run on ``device``, having refused in one line, before
+    any slow load, what cannot work there: int8-dynamic off the CPU (torch's dynamic quantization has CPU
+    kernels only), bitsandbytes kinds without CUDA or without the package (``loading_kwargs``)."""
+    if quantizes_after_loading(quantization, device):
+        if device.type != "cpu":
+            raise ConfigError(
+                f"--backbone-quantization {quantization} runs on the CPU only (torch dynamic quantization); "
+                f"on {device} use int8 or nf4 (bitsandbytes), or --device cpu"
+            )
+        return True
+    loading_kwargs(quantization, device)
+    return False
 
 
 class Int8WeightOnlyLinear(nn.Module):

@@ -336,9 +336,8 @@ def _cat_prefixes(first: PrefixKV | None, second: PrefixKV | None) -> PrefixKV |
 
     def slots(prefix: PrefixKV) -> torch.Tensor:
         mask = prefix.mask
-        if (
-            mask is None
-        ):  # on the keys' device: the other prefix's mask is there (a GPU's, when serving on one)
+        # on the keys' device: the other prefix's mask is there (a GPU's, when serving on one)
+        if mask is None:
             keys, _ = next(iter(prefix.layers.values()))
             mask = torch.ones(prefix.batch_size, prefix.length, dtype=torch.bool, device=keys.device)
         return nn.functional.pad(mask.bool(), (0, length - prefix.length))

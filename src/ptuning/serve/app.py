@@ -37,10 +37,8 @@ from ptuning.core.devices import inference_device
 from ptuning.core.kinds import HeadKind
 from ptuning.core.quantization import (
     backbone_storage,
-    check_cpu_quantization,
-    loading_kwargs,
+    check_quantization,
     quantize_backbone,
-    quantizes_after_loading,
 )
 from ptuning.serve.batcher import DynamicBatcher
 from ptuning.serve.generate import GenerationLimits, add_generate_routes, wants_causal_lm
@@ -169,14 +167,9 @@ def create_app(
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     given = backbone is not None and device is None
     target = next(backbone.parameters()).device if given else inference_device(device)
-    after_loading = quantizes_after_loading(backbone_quantization, target)
-    if after_loading:
-        check_cpu_quantization(backbone_quantization, target)
-    elif backbone_quantization is not None:
-        # refuses without CUDA / bitsandbytes, before the slow load
-        loading_kwargs(backbone_quantization, target)
-        if backbone is not None:
-            raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
+    after_loading = check_quantization(backbone_quantization, target)
+    if backbone_quantization is not None and not after_loading and backbone is not None:
+        raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
     if backbone is None:
         backbone, tokenizer = load_backbone(
             model,

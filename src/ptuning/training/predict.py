@@ -22,12 +22,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_check
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
 from ptuning.core.model import PromptModel
-from ptuning.core.quantization import (
-    check_cpu_quantization,
-    loading_kwargs,
-    quantize_backbone,
-    quantizes_after_loading,
-)
+from ptuning.core.quantization import check_quantization, quantize_backbone
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
@@ -97,11 +92,7 @@ def load_for_inference(
             "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
         )
     target = inference_device(device)
-    cpu_int8 = quantizes_after_loading(quantization, target)
-    if cpu_int8:
-        check_cpu_quantization(quantization, target)
-    elif quantization is not None:
-        loading_kwargs(quantization, target)  # refuses without CUDA / bitsandbytes before the slow load
+    cpu_int8 = check_quantization(quantization, target)
     backbone, tokenizer = load_backbone(
         model_path or base["name_or_path"],
         causal_lm=base.get("causal_lm", False),
