@@ -155,6 +155,39 @@ def test_generate_on_a_bf16_llama_follows_its_own_greedy_logits() -> None:
     assert (generated == fp32).float().mean() >= 0.5  # bf16 may flip near-ties, not the whole answer
 
 
+@pytest.mark.parametrize(
+    "gpu_bf16, cpu_bf16, device, picked",
+    [
+        (True, False, "cpu", "fp32"),  # --device cpu on a bf16 GPU's machine: the CPU would only emulate it
+        (False, True, "cpu", "bf16"),  # ... and a CPU with AVX512-BF16 beside an older GPU
+        (True, False, "cuda", "bf16"),
+        (False, True, "cuda:0", "fp32"),
+        (True, False, None, "bf16"),  # no device named: the one training takes (CUDA when there is one)
+    ],
+)
+def test_auto_backbone_dtype_asks_the_device_that_computes(
+    monkeypatch, gpu_bf16: bool, cpu_bf16: bool, device: str | None, picked: str
+) -> None:
+    """``native_bf16`` once answered for the GPU whatever the device: ``predict --device cpu
+    --backbone-dtype auto`` on a GPU machine stored the backbone in bf16 for a CPU that emulates it."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "is_bf16_supported", lambda including_emulation=True: gpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: cpu_bf16)
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    assert precision.resolve_auto("auto", device) == picked
+    assert precision.backbone_dtype("auto", device) is precision.BACKBONE_DTYPES[picked]
+
+
+def test_load_backbone_answers_auto_for_the_device_it_loads_onto(tmp_path, monkeypatch) -> None:
+    folder = save_tiny_bert(tmp_path / "tiny-bert")
+    asked = []
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: asked.append(device) or device is None)
+    on_cpu, _ = load_backbone(folder, dtype="auto", device="cpu")
+    assert asked == [torch.device("cpu")] and {p.dtype for p in on_cpu.parameters()} == {torch.float32}
+    unplaced, _ = load_backbone(folder, dtype="auto")  # no device: the training rule (here: bf16)
+    assert asked[-1] is None and {p.dtype for p in unplaced.parameters()} == {torch.bfloat16}
+
+
 def test_load_backbone_stores_the_frozen_backbone_in_the_asked_dtype(tmp_path) -> None:
     folder = save_tiny_bert(tmp_path / "tiny-bert")
     fp32, _ = load_backbone(folder, dtype="fp32")

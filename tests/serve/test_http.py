@@ -210,6 +210,6 @@ def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir
 def test_an_auto_backbone_dtype_is_bf16_only_where_the_machine_computes_it(
     root, base_dir, monkeypatch, native: bool, stored: str
 ) -> None:
-    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: native)
     with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_dtype="auto")) as http:
         assert http.get("/health").json()["backbone"]["dtype"] == stored

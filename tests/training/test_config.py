@@ -129,11 +129,13 @@ def test_half_backbone_under_the_other_half_autocast_is_refused(
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--backbone-dtype bf16 with --mixed-precision fp16 cannot run" in err
     # auto is refused where it would pick bf16 ...
-    monkeypatch.setattr(precision, "native_bf16", lambda: True)
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: True)
     argv[argv.index("bf16")] = "auto"
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "--backbone-dtype auto (bf16 on this machine) with --mixed-precision fp16" in err
-    monkeypatch.setattr(precision, "native_bf16", lambda: False)  # ... and passes where it picks fp32
+    monkeypatch.setattr(
+        precision, "native_bf16", lambda device=None: False
+    )  # ... and passes where it picks fp32
     preflight.check_backbone_options(TrainConfig(backbone_dtype="auto", mixed_precision="fp16"))
     # the mirror pair fails the same way in LayerNorm (fp16 weights, bf16 inputs), so it is refused alike
     argv[argv.index("--backbone-dtype") + 1] = "fp16"

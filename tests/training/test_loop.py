@@ -137,7 +137,7 @@ def test_backbone_dtype_is_passed_to_the_loader(
         raise KeyError("stop here")  # a user error: the CLI ends with exit code 2
 
     monkeypatch.setattr(engine, "load_backbone", record)
-    monkeypatch.setattr(precision, "native_bf16", lambda: native)
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: native)
     code, _, _ = run_cli(train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", flag), capsys)
     assert code == 2 and seen["dtype"] == loaded
 

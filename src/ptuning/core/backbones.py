@@ -100,8 +100,9 @@ def load_backbone(
     loader = AutoModelForCausalLM if causal_lm else AutoModel
     # safetensors only, from a folder or the hub: a .bin fallback would unpickle
     kwargs: dict[str, Any] = {"attn_implementation": attn_implementation, "use_safetensors": True}
+    target = inference_device(device) if device is not None else None
     if dtype is not None:
-        kwargs["dtype"] = backbone_dtype(dtype)
+        kwargs["dtype"] = backbone_dtype(dtype, target)  # "auto" asks the device the model goes to
     for key, value in loading_kwargs(quantization, device).items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("dtype", torch.float32)
@@ -137,7 +138,7 @@ def load_backbone(
         model.config.pad_token_id if model.config.pad_token_id is not None else tokenizer.pad_token_id
     )
     if device is not None and quantization is None:  # bitsandbytes placed it already (its device_map)
-        model.to(inference_device(device))
+        model.to(target)
     model.ptuning_source = recorded_name(name_or_path)
     _report_missing(name_or_path, loading.get("missing_keys") or [])
     return model, tokenizer

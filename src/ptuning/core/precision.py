@@ -27,29 +27,36 @@ BACKBONE_DTYPES: dict[str, torch.dtype] = {
 _CPU_BF16_PROBES = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")  # torch.cpu's own CPUID checks
 
 
-def native_bf16() -> bool:
-    """Whether this machine computes bf16 natively: a CUDA GPU that supports it, else a CPU with AVX512-BF16
-    or AMX. Why it matters: elsewhere bf16 matrix products are emulated and slower than fp32, while on this
-    project's avx512_bf16 CPU a frozen bf16 backbone trained 3.4-3.7x faster than PEFT + Trainer in fp32 at
-    the same dev scores (docs/BENCHMARKS.md)."""
-    if torch.cuda.is_available():
+def native_bf16(device: str | torch.device | None = None) -> bool:
+    """Whether ``device`` computes bf16 natively: a CUDA GPU that supports it, or a CPU with AVX512-BF16 or
+    AMX. None means the device training takes (accelerate's: CUDA when torch sees one, else the CPU); the
+    inference commands pass theirs, so ``--device cpu`` on a GPU machine asks the CPU, not the GPU. Why it
+    matters: elsewhere bf16 matrix products are emulated and slower than fp32, while on this project's
+    avx512_bf16 CPU a frozen bf16 backbone trained 3.4-3.7x faster than PEFT + Trainer in fp32 at the same
+    dev scores (docs/BENCHMARKS.md)."""
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)  # pre-Ampere GPUs only emulate it
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in _CPU_BF16_PROBES)
 
 
-def resolve_auto(name: str) -> str:
-    """``"auto"`` -> ``"bf16"`` where ``native_bf16()``, else ``"fp32"``; any other name unchanged."""
+def resolve_auto(name: str, device: str | torch.device | None = None) -> str:
+    """``"auto"`` -> ``"bf16"`` where ``native_bf16(device)``, else ``"fp32"``; any other name unchanged."""
     if name != AUTO_DTYPE:
         return name
-    return "bf16" if native_bf16() else "fp32"
+    return "bf16" if native_bf16(device) else "fp32"
 
 
-def backbone_dtype(value: str | torch.dtype | None) -> torch.dtype | None:
-    """``"fp32" | "bf16" | "fp16" | "auto"`` (or a torch float dtype) -> the torch dtype; None stays None."""
+def backbone_dtype(
+    value: str | torch.dtype | None, device: str | torch.device | None = None
+) -> torch.dtype | None:
+    """``"fp32" | "bf16" | "fp16" | "auto"`` (or a torch float dtype) -> the torch dtype; None stays None.
+    ``"auto"`` is answered for ``device`` (``native_bf16``)."""
     if value is None or isinstance(value, torch.dtype) and value in BACKBONE_DTYPES.values():
         return value
     if isinstance(value, str) and value in BACKBONE_DTYPE_CHOICES:
-        return BACKBONE_DTYPES[resolve_auto(value)]
+        return BACKBONE_DTYPES[resolve_auto(value, device)]
     raise ConfigError(f"backbone dtype must be one of {', '.join(BACKBONE_DTYPE_CHOICES)}; got {value!r}")
 
 
