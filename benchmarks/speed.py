@@ -122,8 +122,10 @@ def main(argv: list[str] | None = None) -> int:
         f"{', '.join(TARGET_SYSTEMS)}, the diagnoses only when named)",
     )
     parser.add_argument("--repeats", type=int, help="override the workloads' interleaved rounds")
-    parser.add_argument("--table", action="store_true")
-    parser.add_argument("--update-doc", type=Path)
+    parser.add_argument("--table", action="store_true", help="print the Markdown tables (writes nothing)")
+    parser.add_argument(
+        "--update-doc", type=Path, help="with --table: rewrite the doc's tables and redraw scaling.png"
+    )
     parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "ptuning-speed")
@@ -225,10 +227,10 @@ def main(argv: list[str] | None = None) -> int:
                 args.target_seeds,
                 {system: ours_recipe for system in TARGET_CONTENDERS},
             )
-    if args.table:
-        replot(args.results_dir)
+    if args.table:  # prints; only --update-doc writes (the doc, and the figure redrawn from its result)
         tables = render_tables(args.results_dir)
         if args.update_doc:
+            replot(args.results_dir)
             update_doc(args.update_doc, tables, args.results_dir)
         print(tables)
     return 0
