@@ -9,8 +9,12 @@ from generative_tiny import EOS, PAD, QA_ROWS, tiny_tokenizer, vocab_size, write
 from transformers import T5Config, T5ForConditionalGeneration
 
 from ptuning.cli import main
-from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config
+from ptuning.core.checkpoint import load_checkpoint, read_checkpoint_config, save_checkpoint
+from ptuning.core.config import PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.generation import generate_texts
+from ptuning.serve.app import create_app
 from ptuning.tasks.generative import Seq2SeqLmTask
 from ptuning.tasks.registry import get_task
 
@@ -79,3 +83,22 @@ def test_ptuning_train_on_a_t5_folder_lowers_the_loss_and_scores_generations(tmp
     prompts = [tokenizer("what is the capital of france")["input_ids"]]
     texts = generate_texts(reloaded, tokenizer, prompts, batch_size=1, max_new_tokens=4)
     assert isinstance(texts[0], str)
+
+
+def test_the_server_refuses_a_seq2seq_checkpoint_saying_what_serves_it(tmp_path) -> None:
+    """A folder of seq2seq-lm checkpoints makes the server load its base with the LM head; the refusal said
+    "the server's backbone is a causal LM (it serves causal-lm checkpoints only)", which blames the backbone.
+    It now says that the server does not decode encoder-decoders, and what does."""
+    base = tmp_path / "tiny-t5"
+    tiny_t5().save_pretrained(base)
+    tiny_tokenizer().save_pretrained(base)
+    model = PromptModel(tiny_t5(), "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("answer", HeadSpec(HeadKind.SEQ2SEQ_LM))
+    folder = tmp_path / "served"
+    save_checkpoint(model, folder / "answers", task_names={"answer": "seq2seq-lm"})
+    registry = create_app(folder, str(base)).state.registry
+    assert not registry.tasks
+    assert registry.failed["answers"].endswith(
+        "head 'answer' is seq2seq-lm; the server generates with decoder-only models only (an encoder-decoder "
+        "needs its encoder pass per request): use ptuning predict"
+    )

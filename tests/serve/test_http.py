@@ -175,6 +175,15 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
         run_serve(args)
 
 
+def test_python_m_serve_command_refuses_in_one_line_as_ptuning_serve_does(tmp_path, capsys) -> None:
+    """``python -m ptuning.serve.command`` (the benchmarks' entry) printed a traceback for a refusal."""
+    from ptuning.serve.command import main as serve_main
+
+    assert serve_main(["--checkpoints", str(tmp_path / "missing")]) == 2
+    err = capsys.readouterr().err
+    assert err == f"ptuning serve: error: --checkpoints {tmp_path / 'missing'}: no such folder\n"
+
+
 def test_serve_command_refuses_a_checkpoint_given_for_the_folder_of_checkpoints(tmp_path) -> None:
     parser = argparse.ArgumentParser()
     add_serve_arguments(parser)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -53,7 +54,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the shared frozen backbone, its weights folded into the graph (encoder checkpoints "
-        "only; the first requests pay the start-up, tens of seconds; docs/BENCHMARKS.md says when it pays)",
+        "only; compiled at start-up, tens of seconds, before the server answers; docs/BENCHMARKS.md says when "
+        "it pays)",
     )
     add("--device", default=AUTO_DEVICE, help=DEVICE_HELP)
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
@@ -138,12 +140,13 @@ def run_serve(args: argparse.Namespace) -> None:
     uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level)
 
 
-def main(argv: list[str] | None = None) -> None:
-    """``python -m ptuning.serve.command``: the same as ``ptuning serve``."""
-    parser = argparse.ArgumentParser(prog="ptuning serve", description=__doc__)
-    add_serve_arguments(parser)
-    run_serve(parser.parse_args(argv))
+def main(argv: list[str] | None = None) -> int:
+    """``python -m ptuning.serve.command``: ``ptuning serve`` itself, so a refusal is one line and exit 2 here
+    too, not a traceback."""
+    from ptuning.cli import main as cli_main  # the CLI imports this module: only when run as a program
+
+    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

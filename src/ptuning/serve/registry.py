@@ -295,6 +295,11 @@ class PromptRegistry:
     def _task_for(self, checkpoint: str, path: Path, config: dict[str, Any], head: str) -> tuple[Task, int]:
         """The head's task and max_length, rebuilt as ``ptuning predict`` rebuilds them."""
         kind = HeadKind(config["tasks"][head]["head"]["kind"])
+        if kind is HeadKind.SEQ2SEQ_LM:  # loaded, it would answer 422 on /predict and /generate alike
+            raise Incompatible(
+                f"checkpoint {checkpoint!r}: head {head!r} is {kind}; the server generates with decoder-only "
+                "models only (an encoder-decoder needs its encoder pass per request): use ptuning predict"
+            )
         if (kind is HeadKind.CAUSAL_LM) != self.causal_lm:  # generation: serve/generate.py
             raise Incompatible(
                 f"checkpoint {checkpoint!r}: head {head!r} is {kind} but the server's backbone "
