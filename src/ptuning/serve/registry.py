@@ -173,7 +173,8 @@ class PromptRegistry:
         """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
         if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
             raise InvalidName(
-                f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-' (not starting with '-')"
+                f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-', starting with a letter or "
+                "digit"
             )
         path = (self.root / name).resolve()
         if path == self.root or not path.is_relative_to(self.root):
