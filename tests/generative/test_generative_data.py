@@ -21,6 +21,21 @@ def test_the_three_tasks_are_registered_and_take_options() -> None:
     assert task.prompt_field == "question" and task.max_new_tokens == 7
 
 
+@pytest.mark.parametrize("task_name", ["causal-lm", "seq2seq-lm"])
+def test_a_dev_file_under_another_name_is_found_as_for_every_task(tmp_path, task_name) -> None:
+    """choose_split saw val.jsonl and chose dev, but the generative tasks then read dev.jsonl only: a folder
+    laid out as SuperGLUE's (train + val) failed with "file not found"."""
+    from ptuning.training.data import choose_split
+
+    write_jsonl(tmp_path / "train.jsonl", QA_ROWS)
+    write_jsonl(tmp_path / "val.jsonl", QA_ROWS[:2])
+    task = get_task(task_name)
+    split = choose_split(task, str(tmp_path), None, ("dev", "validation", "val"), [])
+    assert split == "dev"
+    examples, _ = task.read(str(tmp_path), split)
+    assert len(examples) == 2 and examples[0]["source"].endswith("val.jsonl, line 1")
+
+
 def test_field_names_are_options_and_history_is_read_as_turns(tmp_path) -> None:
     rows = [{"q": "hi", "a": "hello", "turns": [["one", "two"], ["three", "four"]]}]
     task = CausalLmTask(prompt_field="q", response_field="a", history_field="turns")

@@ -84,6 +84,7 @@ def test_task_declares_the_contract(name):
 
 def test_split_aliases_and_unknown_split(tmp_path):
     assert get_task("copa").split_name("validation") == "dev"
+    assert get_task("sst2").split_name("valid") == "dev"  # every task kind takes the same names
     with pytest.raises(DataError, match=r"no split 'holdout'; known splits: \['dev', 'test', 'train'\]"):
         get_task("copa").read(str(tmp_path), "holdout")
 

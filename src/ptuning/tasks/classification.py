@@ -22,6 +22,7 @@ from ptuning.core.config import ConfigError
 from ptuning.tasks import metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.readers import (
+    SPLIT_ALIASES,
     Table,
     is_hub_id,
     label_key,
@@ -35,7 +36,6 @@ from ptuning.tasks.readers import (
 Example = dict[str, Any]
 TextPair = tuple[str, str | None]
 
-SPLIT_ALIASES = {"validation": "dev", "val": "dev", "eval": "dev"}
 FROM_VAL_SEED = 42  # the 'seed' of the from-val split: it salts the SHA-256 rank of each example id
 FROM_VAL_SPLITS = {"train-from-val": "train", "eval-from-val": "eval"}
 HUB_UNLABELLED = "-1"  # datasets' ClassLabel value for "no label" (GLUE/SuperGLUE test splits)

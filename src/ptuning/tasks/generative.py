@@ -26,13 +26,12 @@ from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.collate import IGNORE_INDEX
 from ptuning.tasks.metrics import exact_match as squad_exact_match
 from ptuning.tasks.metrics import token_f1
-from ptuning.tasks.readers import Table, read_table, row_id
+from ptuning.tasks.readers import SPLIT_ALIASES, Table, read_table, row_id, split_file
 from ptuning.tasks.tag_schemes import entity_spans
 
 Example = dict[str, Any]
 Turn = tuple[str, str]  # (user, assistant)
 TRUNCATION_POLICIES = ("left", "error")
-SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
 
 
 # ---------------------------------------------------------------------------------------------- base task
@@ -246,7 +245,9 @@ class CausalLmTask(GenerativeTask):
 
     def read(self, data_dir: str, split: str) -> tuple[list[Example], DataReport]:
         source = Path(data_dir).expanduser()
-        path = source if source.is_file() else source / self.splits[self.split_name(split)]
+        path = split_file(
+            source, self.splits[self.split_name(split)]
+        )  # dev.jsonl, or val.jsonl, valid.jsonl...
         table = read_table(path)
         examples = [self.example(table, row) for row in range(len(table.rows))]
         report = DataReport(examples=len(examples), skipped=table.blank_lines, notes=list(table.notes))
@@ -410,7 +411,7 @@ class SquadGenerativeTask(GenerativeTask):
 
         split = self.split_name(split)
         source = Path(data_dir).expanduser()
-        path = source if source.is_file() else source / self.splits[split]
+        path = split_file(source, self.splits[split])
         articles = slice(0, self.train_articles) if split == "train" else slice(self.train_articles, None)
         questions, report = read_squad(path, allow_impossible=False, articles=articles)
         report.notes.append(

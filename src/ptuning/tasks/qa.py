@@ -16,9 +16,8 @@ from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
 from ptuning.tasks.qa_postprocess import postprocess_qa, squad_v1_scores, squad_v2_scores
-from ptuning.tasks.readers import check_file, decode_utf8, split_file
+from ptuning.tasks.readers import SPLIT_ALIASES, check_file, decode_utf8, split_file
 
-SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
 LOCAL_PART1 = "dev-v1.1.part1.json"  # the local first half of the official v1.1 dev set (24 articles)
 TRAIN_ARTICLES = 18  # 'train-articles' = articles[:18] of a file, 'eval-articles' = the rest (6 of 24)
 ARTICLE_SPLITS = {"train-articles": slice(0, TRAIN_ARTICLES), "eval-articles": slice(TRAIN_ARTICLES, None)}

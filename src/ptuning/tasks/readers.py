@@ -33,6 +33,8 @@ _HUB_ID = re.compile(r"^[A-Za-z0-9][\w.\-]*(/[A-Za-z0-9][\w.\-]*)?$")
 _INTEGRAL_DECIMAL = re.compile(r"[+-]?\d+\.0+")  # "1.0", the way a spreadsheet writes the label 1
 _TRUTHY = {"1", "true", "yes", "on"}
 DEV_FILE_STEMS = ("dev", "valid", "validation", "val", "eval")  # names a held-out split's file goes by
+# other names of the dev split, in --split and in a run's split names (every task kind takes the same)
+SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
 
 
 @dataclass

@@ -15,7 +15,7 @@ import numpy as np
 
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.pretokenized import as_in_running_text, needs_prefix_space
-from ptuning.tasks.readers import split_file
+from ptuning.tasks.readers import SPLIT_ALIASES, split_file
 from ptuning.tasks.tag_files import (
     Sentence,
     normalise_tags,
@@ -31,7 +31,6 @@ from ptuning.tasks.tag_schemes import (
 )
 
 # every tagging task calls its held-out split "dev"; these names are accepted for it
-SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
 
 
 class TaggingTask(Task):
