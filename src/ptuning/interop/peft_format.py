@@ -21,7 +21,8 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import CheckpointError, replace_dir, staging_dir
+from ptuning.core.checkpoint import CheckpointError
+from ptuning.core.folders import replace_dir, staging_dir
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"

@@ -17,8 +17,8 @@ import numpy as np
 import torch
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import recover_dir, replace_dir, staging_dir
 from ptuning.core.config import ConfigError
+from ptuning.core.folders import recover_dir, replace_dir, staging_dir
 
 STATE_DIR = "training_state"
 # Options that change how a run computes or reports, not what it trains: a resumed run may set them anew.

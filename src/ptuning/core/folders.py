@@ -1,0 +1,152 @@
+"""Writing a folder whole: stage it beside its target, then swap it in, so a crash never leaves half of it.
+
+Checkpoints, a run's resumable state and exported adapters are folders that must never be seen half
+written where a good one was. ``staging_dir`` gives the hidden sibling to write in, ``replace_dir`` swaps it
+in (one ``renameat2(RENAME_EXCHANGE)`` on Linux), and ``recover_dir`` (run by every load and save) finishes
+or undoes a swap that a crash cut short. ``permit_as_umask`` gives the staged files the modes a plain write
+would have had.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import errno
+import functools
+import os
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+_AT_FDCWD = -100
+_RENAME_EXCHANGE = 2
+
+
+def sync_to_disk(path: Path) -> None:
+    """fsync a file or folder; a no-op where folders cannot be opened (Windows)."""
+    with contextlib.suppress(OSError):
+        descriptor = os.open(path, os.O_RDONLY)
+        try:
+            os.fsync(descriptor)
+        finally:
+            os.close(descriptor)
+
+
+def staging_dir(target: Path) -> Path:
+    """A new folder to write ``target``'s next version in, for ``replace_dir``: a hidden sibling that names its
+    writer, so that ``recover_dir`` deletes it once that process is gone (a save killed mid-write)."""
+    return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
+
+
+def permit_as_umask(folder: Path) -> None:
+    """Give a staged folder and its files the modes a plain ``mkdir`` and ``open`` would have: ``mkdtemp``
+    makes folders 0700 and safetensors writes files 0600, so a checkpoint saved by one account could not be
+    read by another (a server's) even where the umask shares everything else."""
+    umask = os.umask(0)
+    os.umask(umask)
+    for path in (folder, *folder.rglob("*")):
+        if path.is_symlink():
+            continue
+        path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _old_name(target: Path) -> Path:
+    return target.with_name(f".{target.name}.old-{os.getpid()}")
+
+
+def replace_dir(new: Path, target: Path) -> None:
+    """Swap the complete folder ``new`` into ``target``.
+
+    On Linux this is one ``renameat2(RENAME_EXCHANGE)`` system call: at every instant ``target`` is the
+    complete old or the complete new folder, and the old one is then deleted from ``new``'s place. Where
+    that call is missing (other systems, some file systems) it takes two renames, and a crash between them
+    leaves no ``target`` but the complete old folder at ``.<name>.old-<pid>``; ``recover_dir``, run by every
+    load and save, moves it back. Leftovers of a crash after the swap are deleted by ``recover_dir`` too.
+    """
+    new, target = Path(new), Path(target)
+    permit_as_umask(new)
+    recover_dir(target)
+    if not target.exists():
+        os.replace(new, target)
+        return
+    if _exchange(new, target):
+        shutil.rmtree(new, ignore_errors=True)  # ``new`` now holds the old folder
+        return
+    old = _old_name(target)
+    os.replace(target, old)
+    os.replace(new, target)  # a crash before this line: recover_dir moves ``old`` back
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def recover_dir(target: str | Path) -> None:
+    """Undo or finish a ``replace_dir`` that a crash interrupted, so ``target`` is a complete folder again.
+
+    * ``target`` missing and ``.<name>.old-*`` present (a crash between the two renames of the fallback):
+      the newest old folder becomes ``target`` again, i.e. the save that crashed never happened;
+    * ``.<name>.old-*`` beside an existing ``target`` (a crash after the swap): deleted;
+    * ``.<name>.new-<pid>-*`` staging folders whose writing process is gone: deleted (a live writer's
+      staging folder is left alone).
+    """
+    # a read-only or vanishing folder: nothing to recover here, loading reports the rest
+    with contextlib.suppress(OSError):
+        _recover(Path(target))
+
+
+def _recover(target: Path) -> None:
+    parent = target.parent
+    if not parent.is_dir():
+        return
+    siblings = [entry for entry in parent.iterdir() if entry.name.startswith(f".{target.name}.")]
+    olds = sorted(
+        (entry for entry in siblings if entry.name.startswith(f".{target.name}.old-")),
+        key=lambda entry: entry.stat().st_mtime_ns,
+    )
+    if olds and not os.path.lexists(target):
+        os.replace(olds.pop(), target)
+    for old in olds:
+        shutil.rmtree(old, ignore_errors=True)
+    for entry in siblings:
+        if entry.name.startswith(f".{target.name}.new-") and not _writer_alive(entry.name):
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+def _writer_alive(staging_name: str) -> bool:
+    try:
+        pid = int(staging_name.rsplit(".new-", 1)[1].split("-", 1)[0])
+    except (IndexError, ValueError):
+        return True  # not ours to judge
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:
+        return True
+    return True
+
+
+@functools.cache
+def _renameat2() -> Any:
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        function = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return None
+    function.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    function.restype = ctypes.c_int
+    return function
+
+
+def _exchange(first: Path, second: Path) -> bool:
+    """Atomically swap two existing paths; False where the system or file system cannot."""
+    function = _renameat2()
+    if function is None:
+        return False
+    if function(_AT_FDCWD, os.fsencode(first), _AT_FDCWD, os.fsencode(second), _RENAME_EXCHANGE) == 0:
+        return True
+    code = ctypes.get_errno()
+    if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
+        return False
+    raise OSError(code, os.strerror(code), str(second))
