@@ -315,7 +315,7 @@ def test_squad_v2_round_trip_abstains_on_unanswerable_questions(tokenizer, tmp_p
     squad_file(tmp_path / "train-v2.0.json", [article("T", CONTEXT, questions)], version="v2.0")
     task = SquadV2Task()
     examples, report = task.read(str(tmp_path), "train")
-    assert report.unlabelled == 1
+    assert report.unlabelled == 0 and "1 unanswerable" in report.notes[0]  # labelled: its answer is none
     features, _ = task.featurize(examples, tokenizer, 384)
     assert features[1]["start_positions"] == features[1]["end_positions"] == features[1]["cls_index"] == 0
     scores = task.score(examples, features, gold_outputs(features))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 import torch
@@ -33,6 +34,24 @@ def squad_checkpoint(tiny_bert, squad_dir, tmp_path_factory) -> str:
     argv += ["--max-length", "256", "--test-split", "none"]  # QA windows need room for doc_stride 128
     assert main(argv) == 0
     return str(output_dir / "checkpoint")
+
+
+def test_squad_v2_trains_on_a_split_with_unanswerable_questions(tiny_bert, squad_dir, tmp_path) -> None:
+    """The reader counted unanswerable questions as unlabelled, and the engine refuses a train split with
+    unlabelled rows: SQuAD 2.0 (a third unanswerable) and its preset could not train at all."""
+    data = tmp_path / "squad2"
+    data.mkdir()
+    for name in ("train", "dev"):
+        squad = json.loads((Path(squad_dir) / f"{name}-v1.1.json").read_text())
+        squad["version"] = "v2.0"
+        squad["data"][0]["paragraphs"][0]["qas"].append(
+            {"id": "q5", "question": "Who painted it?", "answers": [], "is_impossible": True}
+        )
+        (data / f"{name}-v2.0.json").write_text(json.dumps(squad))
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", "--max-steps", "1", task="squad_v2")
+    assert main([*argv, "--max-length", "256", "--test-split", "none"]) == 0
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["dev"]["NoAns_total"] == 1
 
 
 def test_ner_predictions_are_tags_and_entity_spans(ner_checkpoint, tmp_path, capsys) -> None:
