@@ -414,11 +414,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ptuning.tasks.base import DataError
-    from ptuning.training.predict import run_dev_defaults, score_split
+    from ptuning.training.predict import jsonable, run_dev_defaults, score_split
 
     if not Path(args.data).expanduser().exists():
         raise DataError(f"{args.data}: no such data folder or file")
-    _check_output_file(args.output)  # before the work, which a bad path would throw away
+    _check_output_file(args.output, {"--data": args.data, "--checkpoint": args.checkpoint})
     loaded = _load_checkpoint(args)
     if args.split is None:  # the run's dev, so that eval reproduces the dev score the run reported
         args.split, args.max_samples, source = run_dev_defaults(
@@ -433,7 +433,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
         )
     for note in notes:
         print(f"note: {note}", file=sys.stderr)
-    text = json.dumps(scores, indent=2)
+    text = json.dumps(jsonable(scores), indent=2)  # a metric of nan (one-class stsb) prints as null
     print(text)
     if args.output:
         _write_whole(args.output, text + "\n")
@@ -453,10 +453,11 @@ def cmd_predict(args: argparse.Namespace) -> int:
     fmt = input_format(args.input, args.format)
     if args.input != "-" and not Path(args.input).is_file():
         raise DataError(f"{args.input}: input file not found")
-    _check_output_file(args.output)
+    _check_output_file(args.output, {"--input": args.input, "--checkpoint": args.checkpoint})
     loaded = _load_checkpoint(args)
-    examples = examples_from_records(loaded.task, read_records(args.input, fmt), fmt)
-    notes: list[str] = []
+    records = read_records(args.input, fmt)
+    examples = examples_from_records(loaded.task, records, fmt)
+    notes: list[str] = [f"{records.blank_lines} blank line(s) skipped"] if records.blank_lines else []
     with _compile_cost(args):
         predictions = predict(loaded, examples, args.batch_size, notes)
     for note in notes:
@@ -471,8 +472,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return 0
 
 
-def _check_output_file(output: str | None) -> None:
-    """An --output path that can be written: not a folder, in a folder that exists."""
+def _check_output_file(output: str | None, keep: dict[str, str]) -> None:
+    """An --output path that can be written (not a folder, in a folder that exists and takes a new file) and
+    that overwrites nothing in ``keep`` (flag -> the input file, data or checkpoint it names): checked before
+    the work, which a bad path would throw away, or which would replace its own input."""
     from ptuning.tasks.base import DataError
 
     if output is None:
@@ -482,6 +485,18 @@ def _check_output_file(output: str | None) -> None:
         raise DataError(f"--output {output} is a folder; give a file path")
     if not path.parent.is_dir():
         raise DataError(f"--output {output}: folder {path.parent} does not exist")
+    target = path.resolve()
+    for flag, value in keep.items():
+        kept = Path(value).expanduser().resolve()
+        inside = kept.is_dir() and target.is_relative_to(kept)  # a checkpoint's files, or a data file
+        if target == kept or inside and (flag == "--checkpoint" or target.exists()):
+            raise DataError(f"--output {output} would overwrite {flag} {value}; write the results elsewhere")
+    staging = path.with_name(f".{path.name}.partial")  # what _write_whole writes first
+    try:
+        staging.touch()
+        staging.unlink()
+    except OSError as error:
+        raise DataError(f"--output {output}: cannot write in {path.parent} ({error.strerror})") from None
 
 
 def _write_whole(output: str, text: str) -> None:

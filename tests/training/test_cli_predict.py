@@ -297,3 +297,77 @@ def test_device_cpu_scores_like_the_default(ner_checkpoint, tmp_path, capsys) ->
     code, on_cpu, err = run_cli([*argv, "--device", "cpu"], capsys)
     assert code == 0, err
     assert on_cpu == default and len(default.splitlines()) == 2
+
+
+def test_inputs_with_and_without_a_label_share_a_batch(sst2_run, tmp_path, capsys) -> None:
+    """A labelled and an unlabelled input of one length fell in one batch, whose collation refused rows with
+    different keys (a traceback); predict ignores labels, eval scores the labelled rows and says so."""
+    checkpoint = str(sst2_run / "checkpoint")
+    inputs = tmp_path / "mixed.jsonl"
+    inputs.write_text('{"sentence": "wonderful acting", "label": 1}\n\n{"sentence": "dull acting"}\n')
+    code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(inputs)], capsys)
+    assert code == 0 and [json.loads(line)["id"] for line in out.splitlines()] == [0, 1]
+    assert "note: 1 blank line(s) skipped" in err  # skipped, and said so
+    data = tmp_path / "sst2"
+    data.mkdir()
+    (data / "dev.tsv").write_text("sentence\tlabel\nwonderful acting\t1\ndull acting\t\n")
+    code, out, err = run_cli(
+        ["eval", "--checkpoint", checkpoint, "--data", str(data), "--split", "dev"], capsys
+    )
+    assert code == 0 and json.loads(out)["examples"] == 2
+    assert "1 of the split's 2 examples have no label and are not scored" in err
+
+
+def test_an_output_that_would_overwrite_an_input_is_refused_before_the_work(
+    sst2_run, tmp_path, capsys
+) -> None:
+    """--output the input file replaced the inputs with predictions; inside the checkpoint it destroyed it."""
+    checkpoint = sst2_run / "checkpoint"
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"sentence": "wonderful acting"}\n')
+    data = tmp_path / "sst2"
+    data.mkdir()
+    (data / "dev.tsv").write_text("sentence\tlabel\nwonderful acting\t1\n")
+    before = {path: path.read_bytes() for path in (inputs, data / "dev.tsv", *checkpoint.iterdir())}
+    refused = [
+        (["predict", "--input", str(inputs), "--output", str(inputs)], f"would overwrite --input {inputs}"),
+        (["eval", "--data", str(data), "--output", str(data / "dev.tsv")], f"would overwrite --data {data}"),
+        (["predict", "--input", str(inputs), "--output", str(checkpoint / "notes.jsonl")], "--checkpoint"),
+    ]
+    for argv, said in refused:
+        code, _, err = run_cli([argv[0], "--checkpoint", str(checkpoint), *argv[1:]], capsys)
+        assert code == 2 and said in err and err.count("\n") == 1
+    assert {path: path.read_bytes() for path in before} == before
+    assert sorted(p.name for p in checkpoint.iterdir()) == sorted(
+        p.name for p in before if p.parent == checkpoint
+    )
+    code, _, _ = run_cli(["eval", "--checkpoint", str(checkpoint), "--data", str(data), "--split", "dev",
+                          "--output", str(data / "scores.json")], capsys)  # fmt: skip
+    assert code == 0 and json.loads((data / "scores.json").read_text())["examples"] == 1
+
+
+def test_an_output_folder_that_takes_no_file_is_refused_before_the_work(sst2_run, tmp_path, capsys) -> None:
+    """A folder that cannot take a new file failed only after every prediction was made (a traceback)."""
+    inputs = tmp_path / "inputs.jsonl"
+    inputs.write_text('{"sentence": "wonderful acting"}\n')
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(inputs)]
+    code, _, err = run_cli([*argv, "--output", "/proc/predictions.jsonl"], capsys)
+    assert code == 2 and err.startswith(
+        "ptuning predict: error: --output /proc/predictions.jsonl: cannot write"
+    )
+
+
+def test_eval_prints_a_metric_that_is_not_a_number_as_json_null(
+    sst2_run, tmp_path, capsys, monkeypatch
+) -> None:
+    """json.dumps wrote NaN (stsb's correlation over one example), which strict JSON readers refuse."""
+    from ptuning.tasks.glue import Sst2
+
+    monkeypatch.setattr(Sst2, "score", lambda self, *args: {"accuracy": float("nan")})
+    data = tmp_path / "sst2"
+    data.mkdir()
+    (data / "dev.tsv").write_text("sentence\tlabel\nwonderful acting\t1\n")
+    argv = ["eval", "--checkpoint", str(sst2_run / "checkpoint"), "--data", str(data), "--split", "dev"]
+    code, out, _ = run_cli([*argv, "--output", str(tmp_path / "scores.json")], capsys)
+    assert code == 0 and json.loads(out)["accuracy"] is None
+    json.loads((tmp_path / "scores.json").read_text(), parse_constant=lambda name: pytest.fail(name))

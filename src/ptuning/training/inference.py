@@ -22,6 +22,7 @@ MAX_ROWS_FACTOR = 4
 # A batch is also cut before padding would exceed this share of its tokens: where sorted lengths fall
 # steeply, a budget-sized batch spans many lengths and pads much (docs/BENCHMARKS.md, Inference batches).
 MAX_PADDING_SHARE = 0.1
+TARGET_KEYS = ("labels", "start_positions", "end_positions")  # what training reads, inference never
 
 
 def feature_length(feature: dict[str, Any]) -> int:
@@ -110,17 +111,14 @@ def predict_outputs(
     batches = inference_batches(features, batch_size, device.type)
     outputs: list[Any] = [None] * len(features)
     for indices in batches:
+        # targets are never read here, and inputs with and without a label may share a batch
+        inputs = [{k: v for k, v in features[i].items() if k not in TARGET_KEYS} for i in indices]
         if pack_length is not None:  # outputs come back one per segment, in ``indices`` order
-            rows = pack_features([features[i] for i in indices], pack_length, pad_token_id).to(device)
+            rows = pack_features(inputs, pack_length, pad_token_id).to(device)
             batch = {"packed": rows}
             lengths = rows.length.tolist()
         else:
-            batch = collate([features[i] for i in indices], pad_token_id)
-            batch = {
-                k: v.to(device)
-                for k, v in batch.items()
-                if k not in ("labels", "start_positions", "end_positions")
-            }
+            batch = {k: v.to(device) for k, v in collate(inputs, pad_token_id).items()}
             mask = batch["attention_mask"]
             lengths = mask.sum(-1).tolist() if mask.dim() == 2 else None
         with torch.autocast(device.type, dtype=autocast_dtype, enabled=autocast_dtype is not None):

@@ -279,6 +279,11 @@ def score_split(
     features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
     if notes is not None:
         notes.extend(read_report.notes + report.notes)
+        if read_report.unlabelled:
+            notes.append(
+                f"{read_report.unlabelled} of the split's {read_report.examples} examples have no label and are "
+                "not scored"
+            )
     scores = loaded.task.score(examples, features, _outputs(loaded, features, batch_size))
     return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
 
