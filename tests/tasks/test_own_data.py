@@ -32,6 +32,14 @@ def test_unicode_line_separators_inside_a_record_never_split_it(tmp_path, separa
     assert [row["text"] for row in lines.rows] == [f"first{separator}line", "second line"]
 
 
+def test_a_lone_surrogate_escape_in_a_jsonl_line_names_the_line():
+    """json accepts "\\ud800" alone, and the tokenizer then failed with a TypeError; a pair is one character."""
+    table = parse_jsonl("x.jsonl", '{"text": "ok \\ud83d\\ude00"}\n')
+    assert table.rows[0]["text"] == "ok \U0001f600"
+    with pytest.raises(DataError, match=r"x.jsonl, line 2: a \\uD800-\\uDFFF escape without its pair"):
+        parse_jsonl("x.jsonl", '{"text": "fine"}\n{"text": "a \\ud800 b"}\n')
+
+
 def test_split_lines_splits_at_newline_and_crlf_only():
     assert split_lines("a\r\nb\u2028c\n\nd") == ["a", "b\u2028c", "", "d"]
     assert split_lines("a\n") == ["a"]

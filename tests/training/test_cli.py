@@ -131,8 +131,26 @@ def test_a_model_folder_that_is_not_one_is_a_one_line_error_for_eval_and_predict
         assert code == 2 and f"{sst2_run} is not a model folder transformers can load" in err, err
 
 
+def stdin(data: bytes) -> io.TextIOWrapper:
+    """A standard input holding these bytes (predict reads its bytes, as it reads a file's)."""
+    return io.TextIOWrapper(io.BytesIO(data), encoding="utf-8")
+
+
+def test_stdin_is_decoded_as_a_file_is(sst2_run, capsys, monkeypatch) -> None:
+    """Bytes that are not UTF-8 reached the tokenizer (a traceback), and a BOM was read as text."""
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", "-"]
+    monkeypatch.setattr(sys, "stdin", stdin(b"fine\ncaf\xe9 au lait\n"))
+    code, _, err = run_cli(argv, capsys)
+    assert (
+        code == 2 and "<stdin>, line 2: bytes b'\\xe9' at byte offset 8 (column 4) are not valid UTF-8" in err
+    )
+    monkeypatch.setattr(sys, "stdin", stdin(b'\xef\xbb\xbf{"sentence": "fine"}\n'))
+    code, out, _ = run_cli([*argv, "--format", "jsonl"], capsys)
+    assert code == 0 and json.loads(out)["id"] == 0
+
+
 def test_predict_reads_text_lines_from_stdin(sst2_run, capsys, monkeypatch) -> None:
-    monkeypatch.setattr(sys, "stdin", io.StringIO("great fun indeed\n\nawful acting really\n"))
+    monkeypatch.setattr(sys, "stdin", stdin(b"great fun indeed\n\nawful acting really\n"))
     code, out, _ = run_cli(["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", "-"], capsys)
     assert code == 0
     predictions = [json.loads(line) for line in out.splitlines()]

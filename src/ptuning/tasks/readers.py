@@ -160,7 +160,11 @@ def check_file(path: Path) -> None:
 
 def decode_utf8(path: Path) -> str:
     """The file as text; bytes that are not UTF-8 are an error naming the line and byte offset."""
-    data = path.read_bytes()
+    return decode_utf8_bytes(path.read_bytes(), path)
+
+
+def decode_utf8_bytes(data: bytes, path: Path | str) -> str:
+    """``data`` (read from ``path``, or ``<stdin>``) as text, checked as ``decode_utf8`` checks a file."""
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as error:
@@ -202,6 +206,16 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
+def _has_lone_surrogate(record: dict[str, Any]) -> bool:
+    """Whether a parsed JSON value holds half of a surrogate pair (json accepts ``"\\ud800"`` alone), which no
+    tokenizer can encode."""
+    try:
+        json.dumps(record, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    return False
+
+
 def parse_jsonl(path: Path | str, text: str) -> Table:
     """One JSON object per non-blank line; blank lines are skipped and counted. ``path`` names the source."""
     rows: list[dict[str, Any]] = []
@@ -227,6 +241,11 @@ def parse_jsonl(path: Path | str, text: str) -> Table:
         if not isinstance(record, dict):
             raise DataError(
                 f"{path}, line {number}: expected a JSON object per line, found {type(record).__name__}"
+            )
+        if "\\u" in line and _has_lone_surrogate(record):
+            raise DataError(
+                f"{path}, line {number}: a \\uD800-\\uDFFF escape without its pair is not a character; "
+                "expected text (write the character itself, or both halves of its escape)"
             )
         columns.update(dict.fromkeys(record))
         rows.append(record)

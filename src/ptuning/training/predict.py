@@ -28,7 +28,7 @@ from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
-from ptuning.tasks.readers import Table, decode_utf8, parse_jsonl, parse_text_lines, row_id
+from ptuning.tasks.readers import Table, decode_utf8, decode_utf8_bytes, parse_jsonl, parse_text_lines, row_id
 from ptuning.tasks.rebuild import rebuild_task, training_run_config
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
@@ -142,8 +142,8 @@ def read_records(source: str, fmt: str) -> Table:
     Text lines become ``{"text": line}``; JSONL lines must be JSON objects.
     """
     name = "<stdin>" if source == "-" else source
-    if source == "-":
-        text = sys.stdin.read()
+    if source == "-":  # bytes, decoded as a file is: not UTF-8 is an error naming the line, a BOM is dropped
+        text = decode_utf8_bytes(sys.stdin.buffer.read(), name)
     else:
         path = Path(source)
         if not path.is_file():
