@@ -250,3 +250,35 @@ def test_a_tagger_s_bio_tags_survive_the_export_and_decode_after_the_import(tmp_
     config = read_checkpoint_config(adapter)
     assert config["tasks"]["adapter"]["head"]["label_names"] == tags
     assert rebuild_task(adapter, config, "adapter").task.entity_types == ["PER"]
+
+
+def test_a_damaged_checkpoint_is_refused_in_one_line_naming_the_file(tmp_path, capsys) -> None:
+    """export read the weights without the checks loading makes: a missing, truncated or short file ended
+    in a traceback (or in an error that was only a tensor's name)."""
+    from safetensors.torch import save_file
+
+    model = _model("llama-gqa-seq-cls", HeadKind.CLASSIFICATION, ["no", "yes"])
+    with torch.no_grad():
+        model.heads["task"].linear.bias.zero_()  # exportable: transformers' score layer has no bias
+    weights = save_checkpoint(model, tmp_path / "checkpoint") / "prompt.safetensors"
+    state = load_file(str(weights))
+    damages = {
+        "missing": (lambda: weights.unlink(), "prompt.safetensors is missing"),
+        "truncated": (lambda: weights.write_bytes(state_bytes[:100]), "not a valid safetensors file"),
+        "no prefix": (
+            lambda: save_file({k: v for k, v in state.items() if k.startswith("heads.")}, str(weights)),
+            "the prefix 'task' that prompt_config.json describes is not what the file holds",
+        ),
+        "no head": (
+            lambda: save_file({k: v for k, v in state.items() if k.startswith("prefixes.")}, str(weights)),
+            "its weights file lacks the head of task 'task'",
+        ),
+    }
+    state_bytes = weights.read_bytes()
+    for name, (damage, said) in damages.items():
+        damage()
+        out = tmp_path / f"adapter-{name.replace(' ', '-')}"
+        assert main(["export", "--format", "peft", str(tmp_path / "checkpoint"), str(out)]) == 2, name
+        last = capsys.readouterr().err.splitlines()[-1]  # after transformers' loading bar
+        assert last.startswith("ptuning export: error: ") and said in last and not out.exists(), (name, last)
+        weights.write_bytes(state_bytes)

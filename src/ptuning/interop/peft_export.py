@@ -13,11 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import load_file
 from transformers import AutoConfig
 
 from ptuning.core.backbones import resolve_model_path
-from ptuning.core.checkpoint import is_peft_adapter, read_checkpoint_config, weights_file
+from ptuning.core.checkpoint import is_peft_adapter, read_checkpoint_config, read_weights, weights_file
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
@@ -98,8 +97,9 @@ def export_peft(
             f"{checkpoint_dir}: the prefix covers layers {list(prefix_config.layers)} only; PEFT's prefix covers "
             f"every one of the {geometry.num_layers} layers"
         )
-    state = load_file(str(weights_file(checkpoint_dir, config)))
-    tensors = {TABLE_KEY: _table(state, entry["prefix"], prefix_config, geometry)}
+    weights = weights_file(checkpoint_dir, config)
+    state = read_weights(weights)  # missing, truncated or pickled: one line naming the file
+    tensors = {TABLE_KEY: _table(state, entry["prefix"], prefix_config, geometry, weights)}
     head_kind = HeadKind(entry["head"]["kind"])
     if prefix_only:
         task_type, modules = "FEATURE_EXTRACTION", None
@@ -152,19 +152,37 @@ def _choose_task(config: dict[str, Any], task: str | None, checkpoint_dir: Path)
 
 @torch.no_grad()
 def _table(
-    state: dict[str, torch.Tensor], name: str, prefix_config: PrefixConfig, geometry: PrefixGeometry
+    state: dict[str, torch.Tensor],
+    name: str,
+    prefix_config: PrefixConfig,
+    geometry: PrefixGeometry,
+    weights: Path,
 ) -> torch.Tensor:
     """(P, L*2*kv*d): the stored table, or the one the MLP produces (the same function ptuning runs)."""
     encoder = PrefixEncoder(prefix_config, geometry)
     key = f"prefixes.{name}."
-    encoder.load_state_dict({k.removeprefix(key): v for k, v in state.items() if k.startswith(key)})
+    stored = {k.removeprefix(key): v for k, v in state.items() if k.startswith(key)}
+    wanted = encoder.state_dict()
+    missing = sorted(key + k for k in wanted.keys() - stored.keys())
+    misshapen = sorted(key + k for k in wanted.keys() & stored.keys() if wanted[k].shape != stored[k].shape)
+    if missing or misshapen:
+        raise PeftFormatError(
+            f"{weights}: the prefix {name!r} that prompt_config.json describes is not what the file holds "
+            f"(missing {missing}, other shapes {misshapen})"
+        )
+    encoder.load_state_dict(stored)
     return encoder.eval().table().detach().float().contiguous()
 
 
 def _head_tensors(
     state: dict[str, torch.Tensor], task: str, mapping: HeadMapping, base_path: str, checkpoint_dir: Path
 ) -> dict[str, torch.Tensor]:
-    weight, bias = state[f"heads.{task}.linear.weight"], state[f"heads.{task}.linear.bias"]
+    names = (f"heads.{task}.linear.weight", f"heads.{task}.linear.bias")
+    if missing := [name for name in names if name not in state]:
+        raise PeftFormatError(
+            f"{checkpoint_dir}: its weights file lacks the head of task {task!r} ({missing})"
+        )
+    weight, bias = (state[name] for name in names)
     tensors = {f"{MODULE_PREFIX}{mapping.linear_prefix}.weight": weight}
     if mapping.has_bias:
         tensors[f"{MODULE_PREFIX}{mapping.linear_prefix}.bias"] = bias
