@@ -176,3 +176,24 @@ def test_resume_names_the_options_an_older_config_did_not_record(
     code, out, err = run_cli([*args, "--resume"], capsys)
     assert code == 0, err
     assert "predates 1 option(s): the rest of it runs with max_grad_norm = 1.0" in out
+
+
+def test_a_kept_finished_run_is_never_replaced_by_a_failed_attempt(tmp_path) -> None:
+    """A finished run moved to previous-run; a retry that diverged (config and logs only) then replaced it, and
+    the next fresh run deleted the finished run for good. Only an attempt that saved nothing is replaced."""
+
+    def leave(files: dict[str, str]) -> None:
+        for name, text in files.items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(text)
+
+    finished = {"config.json": '{"run": 1}', "summary.json": "{}", "checkpoint/prompt_config.json": "{}"}
+    leave(finished)
+    engine.forget_previous_run(tmp_path, say=lambda message: None)
+    for attempt in (2, 3):  # two retries that diverged before saving anything
+        leave({"config.json": f'{{"run": {attempt}}}'})
+        engine.forget_previous_run(tmp_path, say=lambda message: None)
+    kept = tmp_path / "previous-run"
+    assert (kept / "config.json").read_text() == '{"run": 1}' and (kept / "checkpoint").is_dir()
+    assert (tmp_path / "previous-run-2" / "config.json").read_text() == '{"run": 3}'  # replaced attempt 2
+    assert not (tmp_path / "previous-run-3").exists()

@@ -8,6 +8,7 @@ checkpoint and the resumable state) -> summary.json. This module is that plan, t
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import shutil
@@ -133,8 +134,8 @@ PREVIOUS_RUN = "previous-run"  # where a fresh run puts the files of the run tha
 
 def forget_previous_run(output_dir: Path, say: Any = print) -> None:
     """A fresh run (no --resume) in a folder that held another: that run's config, checkpoint, resumable
-    state, summary, report and loss log move to ``OUTPUT_DIR/previous-run`` (replacing an older one there),
-    since config.json is about to describe this run. Left in place, a later --resume would continue the old
+    state, summary, report and loss log move to ``OUTPUT_DIR/previous-run`` (or ``previous-run-N`` beside a
+    kept run: ``_previous_run_folder``), since config.json is about to describe this run. Left in place, a later --resume would continue the old
     run's weights and optimizer under this run's options, a sweep would take the old summary for this run's,
     and the report would show the old run's numbers as this one's; deleted, a new run that then failed (a
     diverging learning rate) would have destroyed a finished one."""
@@ -142,9 +143,7 @@ def forget_previous_run(output_dir: Path, say: Any = print) -> None:
     stale = [output_dir / name for name in names if (output_dir / name).exists()]
     if not stale:
         return
-    kept = output_dir / PREVIOUS_RUN
-    if kept.exists():
-        shutil.rmtree(kept)
+    kept = _previous_run_folder(output_dir)
     kept.mkdir()
     for path in stale:
         path.rename(kept / path.name)
@@ -152,6 +151,20 @@ def forget_previous_run(output_dir: Path, say: Any = print) -> None:
         f"{output_dir}: a new run (not --resume): the previous run's {', '.join(p.name for p in stale)} moved "
         f"to {kept}"
     )
+
+
+def _previous_run_folder(output_dir: Path) -> Path:
+    """``previous-run``, else ``previous-run-2``, ``-3``...: the first that is free or holds only an attempt that
+    saved nothing (its config and logs), which is replaced. A kept run with a summary, checkpoint or state is
+    never deleted: a failed retry would otherwise replace the finished run a second retry then lost."""
+    for number in itertools.count(1):
+        folder = output_dir / (PREVIOUS_RUN if number == 1 else f"{PREVIOUS_RUN}-{number}")
+        if not folder.exists():
+            return folder
+        if not any((folder / name).exists() for name in ("summary.json", BEST_DIR, STATE_DIR)):
+            shutil.rmtree(folder)
+            return folder
+    raise AssertionError("unreachable")
 
 
 def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
