@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError
+from ptuning.core.folders import partial_name, write_text_whole
 from ptuning.training.config import (
     MULTITASK_FIELDS,
     TrainConfig,
@@ -436,7 +437,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(jsonable(scores), indent=2)  # a metric of nan (one-class stsb) prints as null
     print(text)
     if args.output:
-        _write_whole(args.output, text + "\n")
+        write_text_whole(args.output, text + "\n")
     return 0
 
 
@@ -465,7 +466,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         stream = io.StringIO()
         count = write_jsonl(predictions, stream)
-        _write_whole(args.output, stream.getvalue())
+        write_text_whole(args.output, stream.getvalue())
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     else:
         write_jsonl(predictions, sys.stdout)
@@ -491,20 +492,12 @@ def _check_output_file(output: str | None, keep: dict[str, str]) -> None:
         inside = kept.is_dir() and target.is_relative_to(kept)  # a checkpoint's files, or a data file
         if target == kept or inside and (flag == "--checkpoint" or target.exists()):
             raise DataError(f"--output {output} would overwrite {flag} {value}; write the results elsewhere")
-    staging = path.with_name(f".{path.name}.partial")  # what _write_whole writes first
+    staging = partial_name(path)  # what write_text_whole writes first
     try:
         staging.touch()
         staging.unlink()
     except OSError as error:
         raise DataError(f"--output {output}: cannot write in {path.parent} ({error.strerror})") from None
-
-
-def _write_whole(output: str, text: str) -> None:
-    """Write ``text`` beside ``output`` and swap it in, so a failed write never leaves a half-written file."""
-    path = Path(output)
-    staging = path.with_name(f".{path.name}.partial")
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -94,6 +94,19 @@ def test_an_interrupted_cell_resumes_and_finished_cells_are_reused(tmp_path) -> 
     assert sweep_table(runs)["best"] == "p8-lr0.02"
 
 
+def test_a_cell_whose_summary_was_cut_short_is_trained_again(tmp_path) -> None:
+    """A summary.json cut by a crash (it was written in place) stopped the sweep with a JSON traceback."""
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2, 2e-2])
+    run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)
+    cut = tmp_path / "grid" / "p4-lr0.01" / "summary.json"
+    cut.write_text(cut.read_text()[:10])
+    said, again = [], FakeTrain()
+    runs = run_variants(variants, again, log=said.append, is_main=False)
+    assert [(c.learning_rate, c.resume) for c in again.seen] == [(0.01, True)]  # resumed, not from scratch
+    assert [run.reused for run in runs] == [False, True]
+    assert f"p4-lr0.01: {cut} cannot be read (JSONDecodeError); training it again" in said
+
+
 def test_a_cell_trained_with_other_options_is_trained_again(tmp_path) -> None:
     variants = grid_variants(base_config(tmp_path), [4], [1e-2])
     run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)

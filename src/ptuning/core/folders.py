@@ -150,3 +150,17 @@ def _exchange(first: Path, second: Path) -> bool:
     if code in (errno.ENOSYS, errno.EINVAL, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EPERM):
         return False
     raise OSError(code, os.strerror(code), str(second))
+
+
+def write_text_whole(path: Path | str, text: str) -> None:
+    """Write ``text`` beside ``path`` and swap it in: a crash or a full disk never leaves a half-written file
+    where a whole one was (a cut config.json blocked --resume, a cut summary.json a sweep)."""
+    path = Path(path)
+    staging = partial_name(path)
+    staging.write_text(text, encoding="utf-8")
+    os.replace(staging, path)
+
+
+def partial_name(path: Path) -> Path:
+    """Where ``write_text_whole`` stages ``path``."""
+    return path.with_name(f".{path.name}.partial")

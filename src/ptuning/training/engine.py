@@ -29,6 +29,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint
 from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, Method, PrefixConfig
 from ptuning.core.dropout import set_dropout
+from ptuning.core.folders import write_text_whole
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
@@ -112,7 +113,7 @@ def train(config: TrainConfig) -> RunResult:
     if accelerator.is_main_process:
         if not config.resume:
             forget_previous_run(output_dir, accelerator.print)
-        (output_dir / "config.json").write_text(json.dumps(options, indent=2) + "\n")
+        write_text_whole(output_dir / "config.json", json.dumps(options, indent=2) + "\n")
     trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
     compiling = CompileStats.now()
     trainer.run()
@@ -123,7 +124,7 @@ def train(config: TrainConfig) -> RunResult:
         summary["compile"] = {"graphs": compiled.graphs, "seconds": round(compiled.seconds, 2)}
     summary["data_plan"] = _data_plan(config, data)
     if accelerator.is_main_process:
-        (output_dir / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+        write_text_whole(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
     trainer.close()
     return RunResult(summary, trainer.progress["history"])
 

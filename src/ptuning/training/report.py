@@ -11,6 +11,8 @@ import math
 from pathlib import Path
 from typing import Any
 
+from ptuning.core.folders import write_text_whole
+
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "curves.png"
 TENSORBOARD_DIR = "tensorboard"  # the trainer's loss log, read back for the curves
@@ -200,7 +202,7 @@ def write_json_and_markdown(
     """A report as machine-readable JSON plus its Markdown rendering; returns both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    (output_dir / json_name).write_text(json.dumps(data, indent=2) + "\n")
+    write_text_whole(output_dir / json_name, json.dumps(data, indent=2) + "\n")
     (output_dir / markdown_name).write_text(markdown)
     return [output_dir / json_name, output_dir / markdown_name]
 

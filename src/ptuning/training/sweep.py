@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ptuning.core.folders import write_text_whole
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
 from ptuning.training.preflight import check_output_dir
@@ -57,9 +58,10 @@ def run_variants(
         output_dir = Path(config.output_dir)
         same_options = _same_options(output_dir, config)
         summary_path, diverged_path = output_dir / "summary.json", output_dir / DIVERGED_JSON
-        if same_options and summary_path.is_file():
+        summary = _read_summary(summary_path, name, log) if same_options else None
+        if summary is not None:
             log(f"{name}: finished earlier, reusing {summary_path}")
-            runs.append(VariantRun(name, config, json.loads(summary_path.read_text()), reused=True))
+            runs.append(VariantRun(name, config, summary, reused=True))
             continue
         if record_divergence and same_options and diverged_path.is_file():
             why = json.loads(diverged_path.read_text())["error"]
@@ -77,13 +79,25 @@ def run_variants(
                 raise
             log(f"{name}: {error}")
             if is_main:
-                diverged_path.write_text(json.dumps({"error": str(error)}) + "\n")
+                write_text_whole(diverged_path, json.dumps({"error": str(error)}) + "\n")
             runs.append(VariantRun(name, config, {}, reused=False, diverged=str(error)))
             continue
         if is_main:
             write_run_report(output_dir, summary)
         runs.append(VariantRun(name, config, summary, reused=False))
     return runs
+
+
+def _read_summary(path: Path, name: str, log: Callable[[str], None]) -> dict[str, Any] | None:
+    """A finished variant's summary, or None (not finished; one cut short by a crash is trained again)."""
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        log(f"{name}: {path} cannot be read ({error.__class__.__name__}); training it again")
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def _same_options(output_dir: Path, config: TrainConfig) -> bool:
