@@ -52,6 +52,15 @@ def test_max_steps_records_the_fraction_of_the_epoch(tiny_bert, sst2_dir, tmp_pa
     assert [entry["epoch"] for entry in summary["history"]] == [0.25] and summary["best_epoch"] == 0.25
 
 
+def test_max_steps_past_the_epochs_says_where_the_run_stops(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    """--max-steps bounds --epochs (4 updates an epoch here, 1 epoch): 100 trained 4 without a word."""
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "100", "--epochs", "1")
+    code, out, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    assert "note: --max-steps 100 is past the 4 updates of --epochs 1; the run stops at 4" in out
+    assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 4
+
+
 class RecordingWriter:
     """Stands for tensorboard's SummaryWriter: keeps every scalar."""
 

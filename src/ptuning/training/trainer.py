@@ -135,8 +135,13 @@ class Trainer:
         accumulation = config.gradient_accumulation_steps
         updates_per_epoch = math.ceil(self.epoch_steps / accumulation)
         self.total_updates = math.ceil(updates_per_epoch * config.epochs)
-        if config.max_steps:
-            self.total_updates = min(self.total_updates, config.max_steps)
+        if config.max_steps and config.max_steps > self.total_updates:  # a bound, not a length: say so
+            self.accelerator.print(
+                f"note: --max-steps {config.max_steps} is past the {self.total_updates} updates of --epochs "
+                f"{config.epochs:g}; the run stops at {self.total_updates} (raise --epochs to train longer)"
+            )
+        elif config.max_steps:
+            self.total_updates = config.max_steps
         full_epochs, rest = divmod(self.total_updates, updates_per_epoch)
         self.total_micro = full_epochs * self.epoch_steps + min(rest * accumulation, self.epoch_steps)
         self.schedule = mixed_schedule(
