@@ -107,6 +107,20 @@ def test_a_cell_whose_summary_was_cut_short_is_trained_again(tmp_path) -> None:
     assert f"p4-lr0.01: {cut} cannot be read (JSONDecodeError); training it again" in said
 
 
+def test_a_path_spelled_otherwise_is_the_same_option(tmp_path) -> None:
+    """--data ./data/ after --data data retrained the finished cell (and --resume refused it): paths are
+    compared as the files they name."""
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2])
+    run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)
+    respelled = TrainConfig(**{**base_config(tmp_path).to_dict(), "data_dir": "./data/"})
+    again = FakeTrain()
+    runs = run_variants(grid_variants(respelled, [4], [1e-2]), again, log=lambda _: None, is_main=False)
+    assert again.seen == [] and runs[0].reused
+    elsewhere = TrainConfig(**{**base_config(tmp_path).to_dict(), "data_dir": "other"})
+    runs = run_variants(grid_variants(elsewhere, [4], [1e-2]), again, log=lambda _: None, is_main=False)
+    assert len(again.seen) == 1 and not runs[0].reused  # another folder is another option
+
+
 def test_a_cell_trained_with_other_options_is_trained_again(tmp_path) -> None:
     variants = grid_variants(base_config(tmp_path), [4], [1e-2])
     run_variants(variants, FakeTrain(), log=lambda _: None, is_main=False)

@@ -8,6 +8,7 @@ process of a data-parallel run) and the position in the data order.
 from __future__ import annotations
 
 import json
+import os
 import random
 import shutil
 from pathlib import Path
@@ -106,12 +107,30 @@ def saved_options(output_dir: Path) -> dict[str, Any] | None:
         ) from None
 
 
+PATH_OPTIONS = frozenset(
+    {"model", "data_dir", "init_prefix_from", "task_data"}
+)  # the same file, spelled otherwise
+
+
 def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(options ``saved`` set otherwise, options it does not record), leaving out ``RESUMABLE_WITH_OTHER``."""
+    """(options ``saved`` set otherwise, options it does not record), leaving out ``RESUMABLE_WITH_OTHER``.
+    Paths are compared as the files they name (``data/sst2/`` is ``./data/sst2``), or a sweep would retrain a
+    finished cell, and --resume refuse, over a spelling."""
     wanted = json.loads(json.dumps(options))  # the types config.json holds (lists, not tuples)
     compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER)
-    differ = [key for key in compared if key in saved and saved[key] != wanted[key]]
+    differ = [
+        key for key in compared if key in saved and _compared(key, saved[key]) != _compared(key, wanted[key])
+    ]
     return differ, [key for key in compared if key not in saved]
+
+
+def _compared(key: str, value: Any) -> Any:
+    """An option's value as compared: a path option's strings (a dict's values too) as resolved paths."""
+    if key not in PATH_OPTIONS:
+        return value
+    if isinstance(value, dict):
+        return {name: _compared(key, item) for name, item in value.items()}
+    return os.path.realpath(os.path.expanduser(value)) if isinstance(value, str) and value else value
 
 
 def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = print) -> None:
