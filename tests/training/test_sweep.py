@@ -10,9 +10,17 @@ from pathlib import Path
 import pytest
 from training_tiny import run_cli, train_args
 
+from ptuning.core.config import ConfigError
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult
-from ptuning.training.sweep import VariantRun, grid_variants, run_variants, sweep_markdown, sweep_table
+from ptuning.training.sweep import (
+    VariantRun,
+    grid_variants,
+    run_variants,
+    seed_variants,
+    sweep_markdown,
+    sweep_table,
+)
 from ptuning.training.trainer import TrainingDivergedError
 
 
@@ -119,6 +127,22 @@ def test_a_path_spelled_otherwise_is_the_same_option(tmp_path) -> None:
     elsewhere = TrainConfig(**{**base_config(tmp_path).to_dict(), "data_dir": "other"})
     runs = run_variants(grid_variants(elsewhere, [4], [1e-2]), again, log=lambda _: None, is_main=False)
     assert len(again.seen) == 1 and not runs[0].reused  # another folder is another option
+
+
+@pytest.mark.parametrize(
+    "lengths, rates, repeated",
+    [
+        ([4, 4], [1e-2], "--prefix-lengths names 4"),
+        ([4], [0.01, 0.0100000001], "--learning-rates names 0.01"),
+    ],
+)
+def test_a_value_given_twice_is_refused_rather_than_collapsed(tmp_path, lengths, rates, repeated) -> None:
+    """Cells are named p{P}-lr{lr:g}: 4,4 x 0.01,1e-2,0.0100000001 made one cell of six, named for a rate
+    other than the one it trained with."""
+    with pytest.raises(ConfigError, match=f"{repeated} more than once"):
+        grid_variants(base_config(tmp_path), lengths, rates)
+    with pytest.raises(ConfigError, match="--seeds names 1 more than once"):
+        seed_variants(base_config(tmp_path), [1, 2, 1])
 
 
 def test_a_cell_trained_with_other_options_is_trained_again(tmp_path) -> None:

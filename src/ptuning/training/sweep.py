@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from ptuning.core.config import ConfigError
 from ptuning.core.folders import write_text_whole
 from ptuning.training.config import TrainConfig
 from ptuning.training.engine import RunResult, train
@@ -113,7 +114,10 @@ def _same_options(output_dir: Path, config: TrainConfig) -> bool:
 def grid_variants(
     base: TrainConfig, prefix_lengths: list[int], learning_rates: list[float]
 ) -> dict[str, TrainConfig]:
-    """One config per (prefix length, learning rate), each in ``base.output_dir/p{P}-lr{lr}``."""
+    """One config per (prefix length, learning rate), each in ``base.output_dir/p{P}-lr{lr}``. A value given
+    twice, or two rates one folder name cannot tell apart, are refused: the cells would share a folder."""
+    _refuse_repeats("--prefix-lengths", [str(length) for length in prefix_lengths])
+    _refuse_repeats("--learning-rates", [f"{rate:g}" for rate in learning_rates])
     variants = {}
     for prefix_length in prefix_lengths:
         for learning_rate in learning_rates:
@@ -176,8 +180,17 @@ def write_sweep_report(output_dir: str | Path, table: dict[str, Any]) -> list[Pa
 
 
 def seed_variants(base: TrainConfig, seeds: list[int]) -> dict[str, TrainConfig]:
-    """One config per seed, each in ``base.output_dir/seed-{seed}``."""
+    """One config per seed, each in ``base.output_dir/seed-{seed}``; a seed given twice is refused."""
+    _refuse_repeats("--seeds", [str(seed) for seed in seeds])
     return {
         f"seed-{seed}": base.replace(seed=seed, output_dir=str(Path(base.output_dir) / f"seed-{seed}"))
         for seed in seeds
     }
+
+
+def _refuse_repeats(flag: str, names: list[str]) -> None:
+    """A list option whose values (as their folders name them) repeat: one cell would silently stand for two."""
+    if repeated := sorted({name for name in names if names.count(name) > 1}):
+        raise ConfigError(
+            f"{flag} names {', '.join(repeated)} more than once (as its folder names it); give each value once"
+        )
