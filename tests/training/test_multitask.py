@@ -487,3 +487,18 @@ def test_train_refuses_task_and_tasks_together(tmp_path, capsys) -> None:
     assert main([*argv, "--output-dir", str(tmp_path / "run")]) == 2
     assert "--task copa and --tasks superglue-rte,copa both given" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
+
+
+def test_the_per_task_maps_are_refused_where_they_would_be_ignored() -> None:
+    """Without --tasks, --task-data was ignored (the run read --data, even with a folder that does not exist)
+    and a --task-split naming another task was dropped, both without a word."""
+    single = TrainConfig(task="sst2", data_dir="data", task_data={"sst2": "/nonexistent"})
+    with pytest.raises(
+        ConfigError, match="names each task's folder in a --tasks run; a single-task run reads"
+    ):
+        plan_tasks(single)
+    stray = TrainConfig(task="sst2", data_dir="data", task_splits={"rte": "train:dev"})
+    with pytest.raises(
+        ConfigError, match=r"--task-split names tasks \['rte'\] that this run \(--task sst2\)"
+    ):
+        plan_tasks(stray)

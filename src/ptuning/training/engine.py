@@ -173,6 +173,8 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
     names = config.task_names
     if config.is_multitask:
         _check_multitask(config, names)
+    else:
+        _check_single_task_maps(config)
     keyed = config.is_multitask and bool(config.task_options) and set(config.task_options) <= set(names)
     if config.is_multitask and not keyed and set(config.task_options) & set(names):
         strays = sorted(set(config.task_options) - set(names))
@@ -216,6 +218,20 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
             test_name = choose_split(task, data_dir, config.test_split, ("test",), notes)
         plans.append(TaskPlan(name, task, data_dir, train_name, dev_name, test_name, options, notes))
     return plans
+
+
+def _check_single_task_maps(config: TrainConfig) -> None:
+    """The per-task maps outside a --tasks run: --task-data was ignored there (the run reads --data) and a
+    --task-split naming another task was dropped; both said nothing."""
+    if config.task_data:
+        raise ConfigError(
+            f"--task-data {config.task_data} names each task's folder in a --tasks run; a single-task run reads "
+            "--data"
+        )
+    if strays := sorted(set(config.task_splits) - {config.task}):
+        raise ConfigError(
+            f"--task-split names tasks {strays} that this run (--task {config.task}) does not train"
+        )
 
 
 def _check_multitask(config: TrainConfig, names: list[str]) -> None:
