@@ -78,6 +78,27 @@ def test_a_flag_changes_one_tasks_folder_of_a_files_map_and_keeps_the_others() -
     assert TrainConfig(task_data={"sst2": "a"}).replace(task_data={"copa": "d"}).task_data == {"copa": "d"}
 
 
+def test_task_options_merge_key_by_key_across_layers() -> None:
+    """A flag's task_options replaced a file's whole: squad's doc_stride was dropped by a flag about conll2003."""
+    keyed = build_config(
+        [("run.yaml", {"tasks": "squad,conll2003", "task_options": {"squad": {"doc_stride": 64}, "conll2003": {}}}),
+         ("flags", {"task_options": '{"conll2003": {"label_all_tokens": true}}'})]
+    )  # fmt: skip
+    assert keyed.task_options == {"squad": {"doc_stride": 64}, "conll2003": {"label_all_tokens": True}}
+    flat = build_config(
+        [("run.yaml", {"task": "squad", "task_options": {"doc_stride": 64}}),
+         ("flags", {"task_options": '{"doc_stride": 32, "max_answer_length": 20}'})]
+    )  # fmt: skip
+    assert flat.task_options == {"doc_stride": 32, "max_answer_length": 20}
+
+
+def test_a_home_folder_in_a_file_is_expanded(monkeypatch, tmp_path) -> None:
+    """output_dir: ~/runs in a YAML file (no shell to expand it) wrote into a folder named '~'."""
+    monkeypatch.setenv("HOME", str(tmp_path))
+    config = build_config([("run.yaml", {"task": "sst2", "output_dir": "~/runs/a", "data_dir": "~/data"})])
+    assert (config.output_dir, config.data_dir) == (str(tmp_path / "runs/a"), str(tmp_path / "data"))
+
+
 def test_the_new_fields_default_to_todays_behaviour() -> None:
     config = TrainConfig()
     assert (config.backbone_dtype, config.backbone_quantization, config.pooling) == ("fp32", None, None)

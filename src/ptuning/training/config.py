@@ -14,6 +14,7 @@ import argparse
 import contextlib
 import difflib
 import json
+import os
 import re
 import types
 import typing
@@ -168,6 +169,13 @@ class TrainConfig(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("output_dir", "data_dir", "init_prefix_from")
+    @classmethod
+    def _home(cls, value: str | None) -> str | None:
+        """``~/runs`` in a config file (a shell expands it only in a flag) was a folder named ``~`` in the
+        current one."""
+        return os.path.expanduser(value) if value else value
+
     @field_validator("max_grad_norm")
     @classmethod
     def _zero_is_no_clipping(cls, value: float | None) -> float | None:
@@ -183,15 +191,8 @@ class TrainConfig(BaseModel):
 
     @field_validator("task_options", mode="before")
     @classmethod
-    def _json_object(cls, value: Any) -> Any:
-        if isinstance(value, str):
-            try:
-                value = json.loads(value)
-            except json.JSONDecodeError:
-                raise ValueError(
-                    f"expected a JSON object such as '{{\"doc_stride\": 64}}', got {value!r}"
-                ) from None
-        return value
+    def _task_options(cls, value: Any) -> Any:
+        return _json_object(value)
 
     @field_validator(*PER_TASK_MAPS, mode="before")
     @classmethod
@@ -260,12 +261,25 @@ def task_pairs(value: Any) -> Any:
     return pairs
 
 
+def _json_object(value: Any) -> Any:
+    """A flag's JSON text as its object (other values unchanged)."""
+    if isinstance(value, str):
+        try:
+            return json.loads(value)
+        except json.JSONDecodeError:
+            raise ValueError(
+                f"expected a JSON object such as '{{\"doc_stride\": 64}}', got {value!r}"
+            ) from None
+    return value
+
+
 def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] | None = None) -> TrainConfig:
     """``TrainConfig`` from (source name, options) layers, later layers winning.
 
     A validation error names the layer the offending value came from (a file, a preset, a flag), the field,
     what was expected and what was given, in one line. The per-task maps (``task_data``, ``task_splits``)
-    merge task by task: ``--task-data sst2=DIR`` over a file's map changes sst2's folder, not the others'.
+    merge task by task: ``--task-data sst2=DIR`` over a file's map changes sst2's folder, not the others';
+    ``task_options`` merges key by key the same way (a task's entry, or one option of a single task).
     """
     merged: dict[str, Any] = dict(base or {})
     origin: dict[str, str] = {}
@@ -275,6 +289,11 @@ def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] 
             if key in PER_TASK_MAPS and key in origin:
                 with contextlib.suppress(ValueError):  # a bad item is reported by validation, named
                     earlier, later = task_pairs(merged[key]), task_pairs(value)
+                    if isinstance(earlier, dict) and isinstance(later, dict):
+                        value = {**earlier, **later}
+            elif key == "task_options" and key in origin:  # by task (or by option): a flag changes its keys
+                with contextlib.suppress(ValueError):
+                    earlier, later = _json_object(merged[key]), _json_object(value)
                     if isinstance(earlier, dict) and isinstance(later, dict):
                         value = {**earlier, **later}
             merged[key] = value
