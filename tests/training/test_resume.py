@@ -197,3 +197,25 @@ def test_a_kept_finished_run_is_never_replaced_by_a_failed_attempt(tmp_path) -> 
     assert (kept / "config.json").read_text() == '{"run": 1}' and (kept / "checkpoint").is_dir()
     assert (tmp_path / "previous-run-2" / "config.json").read_text() == '{"run": 3}'  # replaced attempt 2
     assert not (tmp_path / "previous-run-3").exists()
+
+
+def test_resume_refuses_training_data_changed_since_the_state_was_saved(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """Options alone were compared: a train file doubled in place resumed on a new schedule without a word."""
+    import shutil
+
+    data = tmp_path / "sst2"
+    shutil.copytree(sst2_dir, data)
+    output_dir, args = saved_run(tiny_bert, str(data), tmp_path)
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err  # the same data: it resumes
+    lines = (data / "train.tsv").read_text().splitlines()
+    (data / "train.tsv").write_text("\n".join(lines + lines[1:]) + "\n")
+    state = (output_dir / "training_state" / "state.json").read_text()
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert (
+        "--resume would continue the saved run on other training data (sst2: 32 examples there, 64 now" in err
+    )
+    assert (output_dir / "training_state" / "state.json").read_text() == state  # nothing saved over it

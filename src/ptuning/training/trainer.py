@@ -14,6 +14,8 @@ own decoding + metric. A short explicit loop over ``Accelerator`` keeps all of t
 from __future__ import annotations
 
 import contextlib
+import hashlib
+import json
 import math
 import time
 from pathlib import Path
@@ -27,6 +29,7 @@ from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core.checkpoint import save_checkpoint
+from ptuning.core.config import ConfigError
 from ptuning.core.model import PromptModel
 from ptuning.core.packing import pack_features, segment_labels
 from ptuning.generation import generate_task_outputs, is_generative
@@ -77,6 +80,9 @@ class Trainer:
         self._plan_schedule()
         self._build_optimizer(model)
         self.progress = _fresh_progress(self._names)
+        self.progress["train_data"] = {
+            name: train_digest(item.train.features) for name, item in self.data.items()
+        }
         self._counted_window: tuple[int, list[tuple[str, int]]] = (0, [])  # _window_units' last window
         self._window_losses: list[tuple[str, float, int]] = []  # (task, loss, labelled units) of this window
         if config.resume:
@@ -500,6 +506,17 @@ class Trainer:
         )
         if restored is None:
             return
+        saved, now = restored.get("train_data"), self.progress["train_data"]
+        if saved is not None and saved != now:  # a state saved before the digest was kept: nothing to compare
+            changed = ", ".join(
+                f"{name}: {saved.get(name, {}).get('examples')} examples there, {now[name]['examples']} now"
+                for name in now
+                if saved.get(name) != now[name]
+            )
+            raise ConfigError(
+                f"{self.output_dir}: --resume would continue the saved run on other training data ({changed}; "
+                "or the same number, changed); give the data it was started with, or train in a new --output-dir"
+            )
         self._complete_progress(restored)
         self.progress = restored
         self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
@@ -599,6 +616,15 @@ def _plain_forward(model: PromptModel):
 
 
 # ============================================================================================ helpers
+
+
+def train_digest(features: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a train split was, as kept with the resumable state: its feature count and a hash of its inputs and
+    labels in order, so that --resume refuses data changed since (options alone could not tell)."""
+    digest = hashlib.sha256()
+    for feature in features:
+        digest.update(json.dumps([feature.get("input_ids"), feature.get("labels")]).encode())
+    return {"examples": len(features), "sha256": digest.hexdigest()[:16]}
 
 
 def _fresh_progress(names: list[str]) -> dict[str, Any]:
