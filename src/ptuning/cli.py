@@ -19,7 +19,7 @@ import typing
 from pathlib import Path
 from typing import Any
 
-from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError
+from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError, Method
 from ptuning.core.folders import partial_name, write_text_whole
 from ptuning.training.config import (
     MULTITASK_FIELDS,
@@ -399,6 +399,11 @@ def cmd_sweep(args: argparse.Namespace) -> int:
     config = config_from_args(args)
     if config.is_multitask:
         raise ConfigError("sweep trains one task; --tasks is for ptuning train")
+    if len(args.prefix_lengths) > 1 and not Method(config.method).uses_prefix:  # its cells would be one run
+        raise ConfigError(
+            f"--prefix-lengths {','.join(map(str, args.prefix_lengths))}: method {config.method} has no prefix, "
+            "so every length trains the same model; sweep --learning-rates alone"
+        )
     for length in args.prefix_lengths:
         config.replace(prefix_length=length)  # validates every cell before any training
     for rate in args.learning_rates:

@@ -61,6 +61,16 @@ def test_sweep_refuses_a_bad_cell_before_training_any(tiny_bert, sst2_dir, tmp_p
     assert code == 2 and "prefix_length" in err and not (tmp_path / "sweep").exists()
 
 
+def test_a_prefix_length_grid_without_a_prefix_is_refused(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    """linear-probe over --prefix-lengths 4,64 trained two byte-identical cells."""
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "sweep", "--method", "linear-probe")
+    code, _, err = run_cli(
+        ["sweep", *argv[1:], "--prefix-lengths", "4,64", "--learning-rates", "1e-2"], capsys
+    )
+    assert code == 2 and "method linear-probe has no prefix, so every length trains the same model" in err
+    assert not (tmp_path / "sweep").exists()
+
+
 class FakeTrain:
     """Records the configs it is given and 'trains' by writing config.json and summary.json."""
 
