@@ -53,6 +53,10 @@ BAD_VALUES = {
     ),
     "pair": (("flags", {"task_data": ["copa"]}), "--task-data: expected TASK=VALUE, got 'copa'"),
     "negative seed": (("flags", {"seed": "-1"}), "--seed must be >= 0; got '-1'"),
+    "a truth value for a number": (
+        ("run.yaml", {"prefix_length": True}),
+        "run.yaml: prefix_length: expected a number, got true",
+    ),
     "seed past numpy's range": (
         ("run.yaml", {"seed": 2**32}),
         "run.yaml: seed must be <= 4294967295; got 4294967296",
@@ -175,6 +179,24 @@ def test_a_task_folder_may_hold_a_comma() -> None:
         [("flags", {"tasks": "sst2,copa", "task_data": ["sst2=/data/runs,v2,copa=/data/c"]})]
     )
     assert config.task_data == {"sst2": "/data/runs,v2", "copa": "/data/c"}
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("run.yaml", "task: sst2\nepochs: 1\nepochs: 5\n"),
+        ("run.json", '{"task": "sst2", "epochs": 1, "epochs": 5}'),
+    ],
+)
+def test_an_option_given_twice_in_one_file_is_refused(tmp_path, name, text) -> None:
+    """YAML and JSON keep the last of two equal keys without a word; which one did the user mean?"""
+    from ptuning.training.config import load_config_file
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(
+        ConfigError, match=f"config file .*{name}: 'epochs' is given more than once; give it once"
+    ):
+        load_config_file(tmp_path / name)
 
 
 def test_a_yaml_syntax_error_is_one_line_naming_line_and_column(tmp_path) -> None:

@@ -22,7 +22,15 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
 from ptuning.tasks.readers import decode_utf8
@@ -169,6 +177,14 @@ class TrainConfig(BaseModel):
             return [item.strip() for item in value.split(",") if item.strip()]
         return value
 
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_truth_value_for_a_number(cls, value: Any, info: ValidationInfo) -> Any:
+        """``prefix_length: true`` (or ``yes`` in YAML) was read as 1: a truth value is not a number."""
+        if isinstance(value, bool) and _base_type(info.field_name) in (int, float):
+            raise ValueError(f"expected a number, got {str(value).lower()}")
+        return value
+
     @field_validator("output_dir", "data_dir", "init_prefix_from")
     @classmethod
     def _home(cls, value: str | None) -> str | None:
@@ -304,6 +320,27 @@ def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] 
         raise ConfigError(_describe(error.errors()[0], origin)) from None
 
 
+class _RepeatedOption(Exception):
+    """A key given twice in one mapping of a config file."""
+
+
+def _once(pairs: list[tuple[Any, Any]]) -> dict[Any, Any]:
+    keys = [key for key, _ in pairs]
+    if repeated := next((key for key in keys if keys.count(key) > 1), None):
+        raise _RepeatedOption(repeated)
+    return dict(pairs)
+
+
+class _OnceLoader(yaml.SafeLoader):
+    """PyYAML's safe loader (plain data only, never code), refusing a key repeated in one mapping."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        keys = [self.construct_object(key, deep=deep) for key, _ in node.value]
+        if repeated := next((key for key in keys if keys.count(key) > 1), None):
+            raise _RepeatedOption(repeated)
+        return super().construct_mapping(node, deep=deep)
+
+
 def load_config_file(path: str | Path) -> dict[str, Any]:
     """A YAML (or .json) file's mapping of option -> value, keys with dashes or underscores."""
     path = Path(path)
@@ -311,7 +348,15 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path} does not exist")
     text = decode_utf8(path)  # bytes that are not UTF-8: an error naming the line, not a traceback
     try:
-        data = json.loads(text) if path.suffix == ".json" else yaml.safe_load(text)
+        data = (
+            json.loads(text, object_pairs_hook=_once)
+            if path.suffix == ".json"
+            else yaml.load(text, _OnceLoader)
+        )
+    except _RepeatedOption as error:  # the last would win silently: which one did the user mean?
+        raise ConfigError(
+            f"config file {path}: {error.args[0]!r} is given more than once; give it once"
+        ) from None
     except json.JSONDecodeError as error:
         raise ConfigError(f"config file {path} is not valid JSON: {error}") from None
     except yaml.YAMLError as error:  # one line: the place and the problem, not PyYAML's four-line excerpt
