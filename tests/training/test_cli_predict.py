@@ -113,6 +113,22 @@ def test_text_lines_of_a_pair_task_are_refused() -> None:
         examples_from_records(get_task("mrpc"), table, "txt")
 
 
+def test_an_srl_predicate_index_must_be_a_word_index_not_a_truth_value() -> None:
+    """true passed the int check (bool is an int in Python) and marked word 1 as the predicate."""
+    from ptuning.tasks.base import DataError
+    from ptuning.tasks.registry import get_task
+
+    task = get_task("conll2005-srl")
+    rows = [{"tokens": ["EU", "rejects", "it"], "predicate_index": 1}]
+    assert (
+        examples_from_records(task, Table("x.jsonl", ["tokens"], rows, ["line 1"]), "jsonl")[0]["predicate"]
+        == "rejects"
+    )
+    rows = [{"tokens": ["EU", "rejects", "it"], "predicate_index": True}]
+    with pytest.raises(DataError, match="x.jsonl, line 1: conll2005-srl needs 'predicate_index'"):
+        examples_from_records(task, Table("x.jsonl", ["tokens"], rows, ["line 1"]), "jsonl")
+
+
 def test_text_lines_become_the_single_field_of_the_task() -> None:
     table = Table("<stdin>", ["text"], [{"text": "fine"}, {"text": "bad"}], ["line 1", "line 2"])
     examples = examples_from_records(Sst2(), table, "txt")

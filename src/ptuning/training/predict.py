@@ -203,7 +203,12 @@ def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dic
     }
     if isinstance(task, SrlTask):
         index = record.get("predicate_index")
-        if fmt == "txt" or not isinstance(index, int) or not 0 <= index < len(tokens):
+        if (
+            fmt == "txt"
+            or isinstance(index, bool)
+            or not isinstance(index, int)
+            or not 0 <= index < len(tokens)
+        ):
             raise DataError(f"{where}: {task.name} needs 'predicate_index', the predicate's word index")
         example.update(predicate_index=index, predicate=tokens[index])
     return example
