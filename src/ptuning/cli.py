@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.handler(args)
     except _user_errors() as error:  # evaluated only when an exception arrives here
-        message = error.args[0] if isinstance(error, KeyError) and error.args else str(error)
-        print(f"ptuning {args.command}: error: {message}", file=sys.stderr)
+        print(f"ptuning {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:
         if not inherited_group and _process_group_open():
@@ -121,6 +120,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
     from ptuning.core.checkpoint import CheckpointError
     from ptuning.core.geometry import UnsupportedModelError
     from ptuning.core.injection.attention_interface import UnsupportedAttentionError
+    from ptuning.core.model import UnknownNameError
     from ptuning.tasks.base import DataError
     from ptuning.tasks.tag_schemes import TagError
     from ptuning.training.engine import TrainingDivergedError
@@ -134,7 +134,7 @@ def _user_errors() -> tuple[type[Exception], ...]:
         UnsupportedAttentionError,
         TagError,
         TrainingDivergedError,
-        KeyError,
+        UnknownNameError,
     )
 
 

@@ -22,6 +22,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from ptuning.core import precision
 from ptuning.core.checkpoint import read_checkpoint_config
+from ptuning.core.config import ConfigError
 from ptuning.core.kinds import HeadKind
 from ptuning.training import engine, state, trainer
 from ptuning.training.config import TrainConfig
@@ -143,7 +144,7 @@ def test_backbone_dtype_is_passed_to_the_loader(
 
     def record(*args, **kwargs):
         seen.update(kwargs)
-        raise KeyError("stop here")  # a user error: the CLI ends with exit code 2
+        raise ConfigError("stop here")  # a user error: the CLI ends with exit code 2
 
     monkeypatch.setattr(engine, "load_backbone", record)
     monkeypatch.setattr(precision, "native_bf16", lambda device=None: native)

@@ -31,6 +31,14 @@ _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]*$")
 FIRST_TOKEN_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.MULTIPLE_CHOICE)
 
 
+class UnknownNameError(KeyError):
+    """A task or prefix name the model does not have (a KeyError, as a dict lookup would raise; its own class so
+    that the CLI reports it in one line without taking every KeyError, a bug's too, for bad input)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
+
+
 @dataclass
 class HeadSpec:
     """What the model must know about a task to build its head."""
@@ -466,7 +474,7 @@ class PromptModel(nn.Module):
                 raise ValueError(f"this model has tasks {self.tasks}; say which one with task=")
             return next(iter(self.head_specs))
         if task not in self.head_specs:
-            raise KeyError(f"unknown task {task!r}; this model has {self.tasks}")
+            raise UnknownNameError(f"unknown task {task!r}; this model has {self.tasks}")
         return task
 
     # ----------------------------------------------------------------- prefix plumbing
@@ -559,7 +567,7 @@ class PromptModel(nn.Module):
         distinct = list(dict.fromkeys(prefix_names))
         unknown = [n for n in distinct if n not in self.prefixes]
         if unknown:
-            raise KeyError(f"unknown prefix {unknown}; this model has {list(self.prefixes)}")
+            raise UnknownNameError(f"unknown prefix {unknown}; this model has {list(self.prefixes)}")
         encoders = [self.prefixes[n] for n in distinct]
         if self.method.is_deep and len({e.layer_indices for e in encoders}) > 1:
             raise ConfigError("prefixes in one batch must cover the same layers")
