@@ -129,6 +129,18 @@ def test_an_srl_predicate_index_must_be_a_word_index_not_a_truth_value() -> None
         examples_from_records(task, Table("x.jsonl", ["tokens"], rows, ["line 1"]), "jsonl")
 
 
+def test_a_classification_id_that_is_not_a_string_or_number_is_refused() -> None:
+    """Tagging and QA refused {"id": [1]}; classification passed it through to the predictions."""
+    from ptuning.tasks.base import DataError
+
+    table = Table("x.jsonl", ["id", "sentence"], [{"id": 7, "sentence": "fine"}, {"id": [1], "sentence": "bad"}],
+                  ["line 1", "line 2"])  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"x.jsonl, line 2: the id should be a string or a number, found \[1\]"
+    ):
+        examples_from_records(Sst2(), table, "jsonl")
+
+
 def test_text_lines_become_the_single_field_of_the_task() -> None:
     table = Table("<stdin>", ["text"], [{"text": "fine"}, {"text": "bad"}], ["line 1", "line 2"])
     examples = examples_from_records(Sst2(), table, "txt")

@@ -183,6 +183,8 @@ def _classification_examples(task: ClassificationTask, table: Table, fmt: str) -
             )
         rows = [{names[0]: row["text"]} for row in table.rows]
         table = Table(table.source, [names[0]], rows, table.locations)
+    for row in range(len(table.rows)):
+        record_id(table, row)  # an id that is a list or an object: refused, as for every other task kind
     examples, _ = task.examples_from_table(task.flatten(table), "predict")
     return examples
 
