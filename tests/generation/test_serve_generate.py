@@ -223,14 +223,24 @@ def test_a_seeded_sample_repeats_and_reports_its_seed(root) -> None:
     assert isinstance(unseeded["seed"], int)
 
 
-def test_a_tiny_temperature_answers_greedily_beside_a_greedy_request(root) -> None:
+@pytest.mark.parametrize("temperature", [1e-40, 1e-300])  # 1e-300 is 0 in float32: 0 / 0 was NaN, a 500
+def test_a_tiny_temperature_answers_greedily_beside_a_greedy_request(root, temperature) -> None:
     client = serve(root)
     greedy = client.post("/tasks/chat/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 8})
     tiny = client.post(
-        "/tasks/chat/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 8, "temperature": 1e-40}
+        "/tasks/chat/generate", json={"prompt": PROMPTS[1], "max_new_tokens": 8, "temperature": temperature}
     )
     assert greedy.status_code == tiny.status_code == 200
     assert tiny.json()["text"] == greedy.json()["text"]
+
+
+def test_a_seed_torch_cannot_take_is_a_422_naming_it(root) -> None:
+    """2**70 reached manual_seed inside the shared decoding step: a 500 for every sequence beside it."""
+    client = serve(root)
+    body = {"prompt": PROMPTS[1], "max_new_tokens": 4, "temperature": 1.0}
+    refused = client.post("/tasks/chat/generate", json={**body, "seed": 2**70})
+    assert refused.status_code == 422 and refused.json()["detail"][0]["loc"][-1] == "seed"
+    assert client.post("/tasks/chat/generate", json={**body, "seed": 2**64 - 1}).status_code == 200
 
 
 def test_a_streamed_generation_that_fails_is_counted_as_a_failure_not_a_client_that_left(

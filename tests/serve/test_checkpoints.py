@@ -81,6 +81,38 @@ async def test_rescan_loads_new_folders_and_unloads_vanished_ones(app, root, bas
 
 
 @pytest.mark.anyio
+async def test_a_loaded_checkpoint_whose_folder_went_bad_keeps_serving(app, root) -> None:
+    """Its prompt_config.json removed (a copy in progress), rescan unloaded it as if its folder were gone."""
+    (root / "sentiment" / "prompt_config.json").unlink()
+    async with client(app) as http:
+        report = (await http.post("/rescan")).json()
+        assert report["loaded"] == [] and report["removed"] == [] and "sentiment" in report["failed"]
+        assert (await http.post("/tasks/sentiment/predict", json={"inputs": ["still"]})).status_code == 200
+
+
+@pytest.mark.anyio
+async def test_a_folder_name_ending_in_a_newline_is_not_a_checkpoint_name(app, root, base_dir) -> None:
+    """'$' matched before a final newline, so a folder "x\\n" was served as a task named "x\\n"."""
+    build_checkpoint(base_dir, root / "x\n", {"sst2": "sst2"}, prefix_length=4)
+    async with client(app) as http:
+        report = (await http.post("/rescan")).json()
+        assert report["loaded"] == [] and "is not a checkpoint name" in report["failed"]["x\n"]
+    with pytest.raises(InvalidName):
+        app.state.registry.resolve("x\n")
+
+
+@pytest.mark.anyio
+async def test_rescan_of_a_root_that_is_gone_changes_nothing(app, root) -> None:
+    """iterdir() of a removed root was a bare 500; the served tasks were right to stay, and still do."""
+    served = root.with_name("moved")
+    root.rename(served)
+    async with client(app) as http:
+        response = await http.post("/rescan")
+        assert response.status_code == 503 and "cannot be read" in response.json()["detail"]
+        assert await task_names(http) == ["sentiment"]
+
+
+@pytest.mark.anyio
 async def test_a_checkpoint_of_another_base_model_is_refused_with_409(app, root, other_base_dir) -> None:
     build_checkpoint(other_base_dir, root / "foreign", {"sst2": "sst2"})
     async with client(app) as http:

@@ -34,6 +34,8 @@ class SamplingParams:
             raise ConfigError(f"temperature must be >= 0 (0 = greedy), got {self.temperature}")
         if not 0 < self.top_p <= 1:
             raise ConfigError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:  # torch.Generator's range
+            raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError(f"stop strings must be non-empty strings, got {list(self.stop)}")
 
@@ -55,7 +57,7 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     """The next token of one row from its last-position logits (V,)."""
     if params.greedy:
         return int(logits.argmax())
-    scores = logits.float()
+    scores = logits.double()  # a temperature below float32's range (1e-300) would be 0 there: 0 / 0 is NaN
     # the best token's score is 0 before the division: a tiny temperature sends the others to -inf (the answer
     # tends to greedy) instead of every score to +inf, whose softmax is NaN and fails multinomial
     probabilities = ((scores - scores.max()) / params.temperature).softmax(dim=-1)

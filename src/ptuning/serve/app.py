@@ -396,8 +396,11 @@ def create_app(
     @router.post("/rescan", tags=["checkpoints"])
     async def rescan() -> dict[str, Any]:
         """Load new and changed checkpoint folders, unload those that disappeared."""
-        changed, gone = registry.changes()
-        result: dict[str, Any] = {"loaded": [], "removed": [], "failed": registry.refresh_failures()}
+        try:
+            changed, gone = registry.changes()
+            result: dict[str, Any] = {"loaded": [], "removed": [], "failed": registry.refresh_failures()}
+        except RegistryError as error:  # the folder itself unreadable: nothing is judged, nothing changes
+            raise HTTPException(error.status, str(error)) from None
         for name in gone:
             try:
                 await on_model_thread(registry.unload, name)

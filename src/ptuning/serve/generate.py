@@ -67,7 +67,9 @@ class GenerateRequest(BaseModel):
     temperature: float = Field(0.0, ge=0, description="0 = greedy (what ptuning predict does)")
     top_p: float = Field(1.0, gt=0, le=1)
     stop: list[str] | str | None = Field(None, description="strings that end the answer (not included)")
-    seed: int | None = Field(None, description="makes a sampled answer repeatable")
+    seed: int | None = Field(
+        None, ge=-(2**63), lt=2**64, description="makes a sampled answer repeatable (torch's 64-bit range)"
+    )
     stream: bool = Field(False, description="answer as server-sent events, one per new token")
 
     @model_validator(mode="after")

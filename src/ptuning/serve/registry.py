@@ -47,7 +47,7 @@ from ptuning.training.predict import check_positions
 
 logger = logging.getLogger(__name__)
 
-CHECKPOINT_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_\-]{0,99}$")
+CHECKPOINT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_\-]{0,99}")  # fullmatch: "x\n" is not "x"
 SERVED_METHODS = (Method.PTUNING_V2, Method.PREFIX_MLP)
 
 
@@ -75,6 +75,12 @@ class BaseMismatch(RegistryError):
 
 class Incompatible(RegistryError):
     status = 422
+
+
+class RootUnreadable(RegistryError):
+    """The checkpoint folder itself is gone or unreadable: a server-side state, not the request's fault."""
+
+    status = 503
 
 
 class TaskUnavailable(RegistryError):
@@ -171,7 +177,7 @@ class PromptRegistry:
     # ------------------------------------------------------------------------------------------ paths
     def resolve(self, name: str) -> Path:
         """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
-        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
             raise InvalidName(
                 f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-', starting with a letter or "
                 "digit"
@@ -189,20 +195,26 @@ class PromptRegistry:
 
     def names_on_disk(self) -> list[str]:
         """Subfolders that look like checkpoints (hidden ones, e.g. save_checkpoint's staging, skipped)."""
-        return [name for name in self._checkpoint_folders() if CHECKPOINT_NAME.match(name)]
+        return [name for name in self._checkpoint_folders() if CHECKPOINT_NAME.fullmatch(name)]
 
     def misnamed_on_disk(self) -> list[str]:
         """Checkpoint folders whose name cannot be a task's name (``sst2.v2``): listed as failed, not skipped."""
         return [
             name
             for name in self._checkpoint_folders()
-            if not CHECKPOINT_NAME.match(name) and not name.startswith(".")
+            if not CHECKPOINT_NAME.fullmatch(name) and not name.startswith(".")
         ]
 
     def _checkpoint_folders(self) -> list[str]:
+        try:
+            entries = list(self.root.iterdir())
+        except OSError as error:  # the root removed or unreadable: nothing can be judged, so nothing changes
+            raise RootUnreadable(
+                f"the checkpoint folder {self.root} cannot be read ({error.strerror}); the served tasks are unchanged"
+            ) from None
         return sorted(
             entry.name
-            for entry in self.root.iterdir()
+            for entry in entries
             if (entry / CONFIG_FILE).is_file() or (entry / PEFT_ADAPTER_FILES[0]).is_file()
         )
 
@@ -375,7 +387,7 @@ class PromptRegistry:
 
     def unload(self, name: str) -> list[str]:
         """Stop serving checkpoint ``name`` (its files stay); the task names it served."""
-        if not isinstance(name, str) or not CHECKPOINT_NAME.match(name):
+        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
             raise InvalidName(f"checkpoint name {name!r} must be letters, digits, '_' or '-'")
         with self._lock:
             loaded = self.checkpoints.pop(name, None)
@@ -403,7 +415,11 @@ class PromptRegistry:
             loaded = self.checkpoints.get(name)
             if loaded is None or loaded.stamp != _stamp(self.root / name):
                 changed.append(name)
-        return changed, [name for name in self.checkpoints if name not in on_disk]
+        # a loaded checkpoint whose folder is still there but no longer holds one (its config removed, a copy
+        # in progress) went bad, not away: reloading it reports why while the loaded version serves on
+        went_bad = [name for name in self.checkpoints if name not in on_disk and (self.root / name).is_dir()]
+        gone = [name for name in self.checkpoints if name not in on_disk and name not in went_bad]
+        return changed + went_bad, gone
 
     def refresh_failures(self) -> dict[str, str]:
         """Before a scan: forget the failures whose folder is gone, and list checkpoint folders whose name
