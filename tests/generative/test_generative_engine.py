@@ -78,3 +78,27 @@ def test_a_causal_lm_checkpoint_reloads_its_base_and_generates_the_same(tmp_path
     assert generate_texts(reloaded, tokenizer, prompts, batch_size=2, max_new_tokens=5) == expected
     for name, tensor in model.prefixes.state_dict().items():
         torch.testing.assert_close(reloaded.prefixes.state_dict()[name], tensor)
+
+
+def test_decoding_past_the_position_table_is_refused_before_training(tmp_path) -> None:
+    """--max-length fitted GPT-2's 128 learned positions, but the dev prompts + max_new_tokens did not: the
+    run trained and then failed at its first evaluation, with nothing saved."""
+    from ptuning.core.config import ConfigError
+
+    base_folder = tmp_path / "tiny-gpt2"
+    tiny_causal_lm("gpt2").save_pretrained(base_folder)
+    tiny_tokenizer().save_pretrained(base_folder)
+    data = tmp_path / "long"
+    data.mkdir()
+    rows = [{"prompt": " ".join(["what"] * 80), "response": "paris"}] * 4
+    write_jsonl(data / "train.jsonl", rows)
+    write_jsonl(data / "dev.jsonl", rows)
+    config = TrainConfig(
+        task="causal-lm", model=str(base_folder), data_dir=str(data), output_dir=str(tmp_path / "run"),
+        prefix_length=4, epochs=1, batch_size=4, max_length=100, log_tensorboard=False, test_split="none",
+    )  # fmt: skip
+    with pytest.raises(
+        ConfigError, match=r"the longest prompt \(\d+ tokens\) \+ max_new_tokens \(64\) exceed"
+    ):
+        train(config)
+    assert not (tmp_path / "run").exists()  # refused before the output folder was touched

@@ -502,3 +502,16 @@ def test_the_per_task_maps_are_refused_where_they_would_be_ignored() -> None:
         ConfigError, match=r"--task-split names tasks \['rte'\] that this run \(--task sst2\)"
     ):
         plan_tasks(stray)
+    for options, said in [
+        (
+            {"task": "sst2", "sampling": "temperature"},
+            "--sampling temperature mix the tasks of a --tasks run",
+        ),
+        ({"task": "sst2", "temperature": 7.0}, "--temperature 7.0 mix the tasks of a --tasks run"),
+        (
+            {"tasks": ["sst2", "copa"], "temperature": 7.0},
+            "--temperature 7.0 applies with --sampling temperature",
+        ),
+    ]:  # accepted and ignored, and config.json recorded them as if used
+        with pytest.raises(ConfigError, match=said):
+            plan_tasks(TrainConfig(data_dir="data", **options))

@@ -9,6 +9,7 @@ for different prefixes decode together, joining and leaving between steps; what 
 from ptuning.generation.decoder import ContinuousDecoder, Sequence, StepEvent
 from ptuning.generation.sampling import SamplingParams, StopStrings
 from ptuning.generation.texts import (
+    check_generation_room,
     decode_until_eos,
     generate_task_outputs,
     generate_texts,
@@ -22,6 +23,7 @@ __all__ = [
     "Sequence",
     "StepEvent",
     "StopStrings",
+    "check_generation_room",
     "decode_until_eos",
     "generate_task_outputs",
     "generate_texts",

@@ -32,10 +32,7 @@ def generate_task_outputs(
     The task's options say how long and how (``max_new_tokens``, ``generate_kwargs``); the model's head
     of the task's name is used when the model has one, else its only task.
     """
-    prompts = [  # a causal LM's prompt cut as predict cuts it, not shortened by its gold response
-        feature.get("generation_prompt") or feature["input_ids"][: feature["prompt_length"]]
-        for feature in features
-    ]
+    prompts = generation_prompts(features)
     head = task.name if task.name in getattr(model, "tasks", ()) else None
     return generate_texts(
         model,
@@ -45,6 +42,26 @@ def generate_task_outputs(
         getattr(task, "max_new_tokens", 64),
         task=head,
         **getattr(task, "generate_kwargs", {}),
+    )
+
+
+def generation_prompts(features: Features) -> list[list[int]]:
+    """Each feature's prompt as decoding reads it: a causal LM's cut as predict cuts it, not shortened by its
+    gold response."""
+    return [
+        feature.get("generation_prompt") or feature["input_ids"][: feature["prompt_length"]]
+        for feature in features
+    ]
+
+
+def check_generation_room(task: Task, model: Any, features: Features) -> None:
+    """Refuse, before training, a split whose decoding would index past the position table: found only at the
+    first evaluation, that ended a run with nothing saved."""
+    _check_positions(
+        model,
+        generation_prompts(features),
+        getattr(task, "max_new_tokens", 64),
+        _is_seq2seq(model, task.name if task.name in getattr(model, "tasks", ()) else None),
     )
 
 

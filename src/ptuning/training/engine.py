@@ -36,6 +36,7 @@ from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_p
 from ptuning.core.precision import AUTO_DTYPE, resolve_auto
 from ptuning.core.prefix import PrefixEncoder, PromptEmbedding
 from ptuning.core.prefix_init import init_prefix_from_tokens
+from ptuning.generation import check_generation_room, is_generative
 from ptuning.tasks.base import DataError, DataReport, Task
 from ptuning.tasks.registry import get_task, list_tasks
 from ptuning.training.config import TrainConfig, flag_name
@@ -105,6 +106,10 @@ def train(config: TrainConfig) -> RunResult:
     for item in data:
         for split in item.splits:
             featurize_split(item.task, split, tokenizer, config.max_length)
+        if is_generative(item.task):  # decoding's room in the position table, before any training
+            for split in (item.dev, item.test):
+                if split is not None:
+                    check_generation_room(item.task, model, split.features)
     data_report = _data_report(config, data)
     for name, counts in data_report.items():
         accelerator.print(f"data {name}: {counts}")
@@ -221,8 +226,15 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
 
 
 def _check_single_task_maps(config: TrainConfig) -> None:
-    """The per-task maps outside a --tasks run: --task-data was ignored there (the run reads --data) and a
-    --task-split naming another task was dropped; both said nothing."""
+    """The multi-task options outside a --tasks run: --task-data was ignored there (the run reads --data), a
+    --task-split naming another task was dropped, and --sampling / --temperature mix nothing; all said nothing."""
+    mixing = [
+        f"--{name} {getattr(config, name)}" for name in ("sampling", "temperature") if _set(config, name)
+    ]
+    if mixing:
+        raise ConfigError(
+            f"{' '.join(mixing)} mix the tasks of a --tasks run; a single-task run has none to mix"
+        )
     if config.task_data:
         raise ConfigError(
             f"--task-data {config.task_data} names each task's folder in a --tasks run; a single-task run reads "
@@ -232,6 +244,11 @@ def _check_single_task_maps(config: TrainConfig) -> None:
         raise ConfigError(
             f"--task-split names tasks {strays} that this run (--task {config.task}) does not train"
         )
+
+
+def _set(config: TrainConfig, name: str) -> bool:
+    """Whether option ``name`` differs from its default (how a run can tell it was given)."""
+    return getattr(config, name) != TrainConfig.model_fields[name].default
 
 
 def _check_multitask(config: TrainConfig, names: list[str]) -> None:
@@ -247,6 +264,10 @@ def _check_multitask(config: TrainConfig, names: list[str]) -> None:
     if missing:
         raise ConfigError(
             f"no data folder for tasks {missing}: give --task-data {missing[0]}=DIR (one per task) or --data-dir"
+        )
+    if _set(config, "temperature") and config.sampling != "temperature":  # proportional ignores it
+        raise ConfigError(
+            f"--temperature {config.temperature} applies with --sampling temperature (now {config.sampling})"
         )
     method = Method(config.method)
     if not method.uses_prefix or not method.freezes_backbone:
