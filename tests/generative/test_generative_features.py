@@ -77,6 +77,10 @@ def test_long_prompts_are_cut_from_the_left_and_reported(tmp_path) -> None:
     assert report.truncated == 2
     assert "2 of 2 prompts" in report.notes[0] and "cut from the left" in report.notes[0]
     assert "6 tokens dropped" in report.notes[0]
+    # generation reads the prompt alone (room 4 of 5: both 6-token prompts cut); with room for it, none is
+    assert "generation, which reads the prompt alone, cut 2 of them" in report.notes[0]
+    _, roomy = task.featurize(examples[:2], tokenizer, max_length=7)
+    assert roomy.truncated == 2 and "generation, which reads the prompt alone, cut 0 of them" in roomy.notes[0]
 
 
 def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:

@@ -137,13 +137,14 @@ class GenerativeTask(Task):
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
-        cut_prompts = cut_responses = cut_tokens = 0
+        cut_prompts = cut_responses = cut_tokens = cut_for_generation = 0
         for index, example in enumerate(examples):
             prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
             room = max_length - len(eos)
             generation_prompt = (
                 cut_from_the_left(prompt, room, tokenizer.bos_token_id) if len(prompt) > room else prompt
             )
+            cut_for_generation += len(prompt) > room
             if len(prompt) + len(response) > max_length:
                 if self.truncation == "error":
                     raise DataError(
@@ -172,7 +173,8 @@ class GenerativeTask(Task):
         if cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts did not fit max_length={max_length} with "
-                f"their response and were cut from the left ({cut_tokens} tokens dropped in all)"
+                f"their response and were cut from the left for training ({cut_tokens} tokens dropped in all); "
+                f"generation, which reads the prompt alone, cut {cut_for_generation} of them"
             )
         if cut_responses:
             report.notes.append(
