@@ -188,3 +188,43 @@ def test_a_token_classifier_whose_base_names_no_tags_is_refused_with_the_reason(
     config = read_checkpoint_config(folder)
     with pytest.raises(CheckpointError, match="cannot be task 'ner-generic'.*'LABEL_0' is neither 'O' nor"):
         rebuild_task(folder, config, "adapter")
+
+
+def _edit_weights(folder, change) -> None:
+    path = folder / "adapter_model.safetensors"
+    tensors = load_file(str(path))
+    change(tensors)
+    save_file(tensors, str(path))
+
+
+def test_damaged_or_edited_adapters_are_refused_naming_what_is_wrong(tmp_path) -> None:
+    """Found by a bug hunt: each was a silent difference from PEFT's logits, a bare KeyError or a torch error."""
+    cases = [
+        ("llama-gqa-seq-cls", lambda t: t.update({"base_model.score.bias": torch.ones(2)}),
+         "holds score.bias, but transformers' 'score' layer has no bias"),
+        ("roberta-seq-cls", lambda t: t.pop("base_model.classifier.dense.weight"),
+         "lacks a weight of its classifier head"),
+        ("bert-seq-cls", lambda t: t.update({"base_model.classifier.bias": torch.zeros(5)}),
+         r"a classifier bias has shape \(5,\), expected \(2,\)"),
+        ("bert-seq-cls", lambda t: t.update({"prompt_embeddings": t["prompt_embeddings"].long()}),
+         "'prompt_embeddings' is torch.int64; expected a floating-point table"),
+    ]  # fmt: skip
+    for number, (name, change, said) in enumerate(cases):
+        folder, _ = _copy(name, tmp_path / str(number))
+        _edit_weights(folder, change)
+        with pytest.raises(CheckpointError, match=said):
+            load_checkpoint(folder, backbone=fixture_backbone(name))
+
+
+def test_a_given_base_stands_for_a_missing_base_name_and_null_fields_mean_their_default(tmp_path) -> None:
+    """load_checkpoint(adapter, backbone=...) refused an adapter without base_model_name_or_path ("pass the
+    base model", which was passed); num_transformer_submodules null read as an encoder-decoder."""
+    folder, config = _copy("llama-gqa-seq-cls", tmp_path)
+    del config["base_model_name_or_path"]
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "num_transformer_submodules": None}))
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(folder, backbone=fixture_backbone("llama-gqa-seq-cls"))
+    assert model.tasks == ["adapter"]
+    (folder / "adapter_config.json").write_text(json.dumps({**config, "task_type": None}))
+    with pytest.raises(CheckpointError, match="adapter_config.json: task_type None has no task head"):
+        load_checkpoint(folder, backbone=fixture_backbone("llama-gqa-seq-cls"))

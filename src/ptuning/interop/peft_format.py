@@ -112,6 +112,10 @@ def read_adapter(folder: str | Path) -> PeftAdapter:
     if stray:
         raise PeftFormatError(f"{weights_path}: unexpected tensors {stray[:5]} beside {TABLE_KEY!r}")
     modules = {key.removeprefix(MODULE_PREFIX): value for key, value in tensors.items()}
+    if not table.is_floating_point():  # .float() would turn a damaged integer table into a silent prefix
+        raise PeftFormatError(
+            f"{weights_path}: {TABLE_KEY!r} is {table.dtype}; expected a floating-point table"
+        )
     return PeftAdapter(folder, config, table.float(), modules)
 
 
@@ -129,7 +133,8 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
             f"{path}: token_dim {config['token_dim']} is not a multiple of num_attention_heads "
             f"{config['num_attention_heads']}"
         )
-    submodules = config.get("num_transformer_submodules", 1)
+    submodules = config.get("num_transformer_submodules")
+    submodules = 1 if submodules is None else submodules  # absent or null: PEFT's default, one
     if submodules != 1:
         raise PeftFormatError(
             f"{path}: num_transformer_submodules is {submodules}: an encoder-decoder adapter; ptuning "

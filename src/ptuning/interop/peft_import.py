@@ -23,7 +23,14 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
-from ptuning.interop.peft_format import LABELS_FILE, PeftAdapter, PeftFormatError, read_adapter, read_labels
+from ptuning.interop.peft_format import (
+    ADAPTER_WEIGHTS,
+    LABELS_FILE,
+    PeftAdapter,
+    PeftFormatError,
+    read_adapter,
+    read_labels,
+)
 from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_peft, with_rows
 
 HEAD_NAME = "adapter"  # the one task of an imported adapter
@@ -44,6 +51,22 @@ class PeftPositionNote(UserWarning):
 
 class PeftRevisionNote(UserWarning):
     """The adapter pins a hub revision of its base model, which ptuning does not load by revision."""
+
+
+def _given_base_path(adapter: PeftAdapter, base_config: dict[str, Any]) -> str:
+    """The adapter's base when it names one, else the given backbone's own source (its config's path)."""
+    if (
+        isinstance(adapter.config.get("base_model_name_or_path"), str)
+        and adapter.config["base_model_name_or_path"]
+    ):
+        return base_model_path(adapter)
+    source = base_config.get("_name_or_path")
+    if not isinstance(source, str) or not source:
+        raise PeftFormatError(
+            f"{adapter.folder}: adapter_config.json has no base_model_name_or_path and the given base model "
+            "does not say where it was loaded from; pass a base model loaded from its folder or hub id"
+        )
+    return source
 
 
 def base_model_path(adapter: PeftAdapter) -> str:
@@ -97,11 +120,19 @@ def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
 
 def _head_mapping(adapter: PeftAdapter, model_type: str) -> HeadMapping:
     """The ptuning head for this adapter; unknown extra modules are refused (they would be dropped)."""
-    mapping = mapping_for_peft(adapter.task_type, model_type)
+    try:
+        mapping = mapping_for_peft(adapter.task_type, model_type)
+    except PeftFormatError as error:
+        raise PeftFormatError(f"{adapter.folder / 'adapter_config.json'}: {error}") from None
     expected = set()
     for prefix in (mapping.linear_prefix, mapping.dense):
         if prefix is not None and prefix != BASE_POOLER:
             expected |= {f"{prefix}.weight", f"{prefix}.bias"}
+    if not mapping.has_bias and f"{mapping.linear_prefix}.bias" in adapter.modules:
+        raise PeftFormatError(
+            f"{adapter.folder}: it holds {mapping.linear_prefix}.bias, but transformers' {mapping.module!r} layer "
+            "has no bias: PEFT drops the tensor, ptuning would add it, and the logits would differ; remove it"
+        )
     extra = sorted(set(adapter.modules) - expected)
     if extra:
         raise PeftFormatError(
@@ -136,8 +167,11 @@ def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | Non
     The base fingerprint is None: PEFT stores none, so only the prefix's shape is checked on load.
     """
     adapter = read_adapter(folder)
-    base_path = base_model_path(adapter)
-    base = base_config if base_config is not None else _base_config(adapter, base_path)
+    if base_config is None:
+        base_path = base_model_path(adapter)
+        base = _base_config(adapter, base_path)
+    else:  # a base model was given: the adapter's own field may be missing (PEFT does not require it)
+        base, base_path = base_config, _given_base_path(adapter, base_config)
     model_type = base.get("model_type", "unknown")
     mapping = _head_mapping(adapter, model_type)
     rows = _head_rows(adapter, mapping)
@@ -218,7 +252,9 @@ def load_peft_adapter(
         config = peft_checkpoint_config(folder, backbone.config.to_dict())
         head = HeadSpec.from_dict(config["tasks"][HEAD_NAME]["head"])
         model.add_task(HEAD_NAME, head)
-        _copy_head(model, adapter, _head_mapping(adapter, geometry.model_type))
+        _copy_head(
+            model, adapter, _head_mapping(adapter, geometry.model_type), config["base_model"]["name_or_path"]
+        )
     encoder = model.prefixes[HEAD_NAME]
     with torch.no_grad():
         encoder.embedding.weight.copy_(adapter.table)
@@ -226,17 +262,17 @@ def load_peft_adapter(
 
 
 @torch.no_grad()
-def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping) -> None:
+def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping, base_path: str) -> None:
     if mapping.module is None:
         return
     head = model.heads[HEAD_NAME]
     _copy_linear(head.linear, _linear_tensors(adapter, mapping.linear_prefix), adapter, mapping)
     if mapping.dense == BASE_POOLER:
-        pooler = read_pretrained_pooler(base_model_path(adapter))
+        pooler = read_pretrained_pooler(base_path)
         if pooler is None:
             raise PeftFormatError(
                 f"{adapter.folder}: its {mapping.module!r} reads the base model's pooler, but the base checkpoint "
-                f"{base_model_path(adapter)!r} holds no local pooler weights (transformers would start them "
+                f"{base_path!r} holds no local pooler weights (transformers would start them "
                 f"at random, so PEFT's logits cannot be reproduced); import the prefix alone (prefix_only=True)"
             )
         _copy_linear(head.dense, pooler, adapter, mapping)
@@ -256,12 +292,17 @@ def _linear_tensors(adapter: PeftAdapter, prefix: str) -> dict[str, torch.Tensor
 def _copy_linear(
     linear: torch.nn.Linear, tensors: dict[str, torch.Tensor], adapter: PeftAdapter, mapping: HeadMapping
 ) -> None:
-    weight = tensors["weight"]
-    if tuple(weight.shape) != tuple(linear.weight.shape):
+    weight, bias = tensors.get("weight"), tensors.get("bias")
+    if weight is None:
         raise PeftFormatError(
-            f"{adapter.folder}: a {mapping.module} weight has shape {tuple(weight.shape)}, expected "
-            f"{tuple(linear.weight.shape)} for a {mapping.kind} head on this base"
+            f"{adapter.folder}: {ADAPTER_WEIGHTS} lacks a weight of its {mapping.module} head (it has "
+            f"{sorted(tensors)}); the head cannot be rebuilt"
         )
+    for part, tensor, wanted in (("weight", weight, linear.weight), ("bias", bias, linear.bias)):
+        if tensor is not None and tuple(tensor.shape) != tuple(wanted.shape):
+            raise PeftFormatError(
+                f"{adapter.folder}: a {mapping.module} {part} has shape {tuple(tensor.shape)}, expected "
+                f"{tuple(wanted.shape)} for a {mapping.kind} head on this base"
+            )
     linear.weight.copy_(weight)
-    bias = tensors.get("bias")
     linear.bias.copy_(bias if bias is not None else torch.zeros_like(linear.bias))
