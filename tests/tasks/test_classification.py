@@ -562,3 +562,21 @@ def test_real_data_gold_round_trip_scores_one(name, folder, split, tokenizer):
 def test_sst2_dev_header_content_is_read_as_the_sentence():
     examples, _ = get_task("sst2").read(str(DATA / "sst2"), "dev")
     assert examples[0]["sentence"] == "one long string of cliches ." and examples[0]["label"] == "negative"
+
+
+def test_raw_values_found_by_a_bug_hunt_are_read_as_the_docs_say(tmp_path):
+    """label_map keys were not normalised like the labels ('true' never matched 'True': new classes were
+    learned), a text NaN label became a class, STS-B took inf, and a .json object's repeated key lost a value."""
+    (tmp_path / "train.csv").write_text("text,label\nhi,true\nyo,false\nz,yes\n")
+    task = get_task("csv-classification", label_map={"true": "yes", "false": "no"})
+    examples, _ = task.read(str(tmp_path / "train.csv"), "train")
+    assert task.label_names == ["no", "yes"] and [e["label"] for e in examples] == ["yes", "no", "yes"]
+    (tmp_path / "nan.csv").write_text("text,label\nhi,1\nyo,NaN\nz,0\n")
+    with pytest.raises(DataError, match=r"nan.csv, line 3: no label in column 'label'"):
+        get_task("csv-classification").read(str(tmp_path / "nan.csv"), "train")
+    (tmp_path / "stsb.tsv").write_text("sentence1\tsentence2\tscore\na\tb\t1e400\n")
+    with pytest.raises(DataError, match=r"stsb.tsv, line 2: label '1e400' is not a finite number"):
+        get_task("stsb").read(str(tmp_path / "stsb.tsv"), "train")
+    (tmp_path / "train.json").write_text('[{"text": "a", "label": "x", "label": "y"}]')
+    with pytest.raises(DataError, match="the key 'label' appears twice in one object"):
+        get_task("csv-classification").read(str(tmp_path / "train.json"), "train")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+import re
 import string
 import unicodedata
 from pathlib import Path
@@ -396,3 +397,30 @@ def test_gold_round_trip_scores_100(tokenizer):
     scores = task.score([examples[i] for i in aligned], subset_features, subset_outputs)
     assert scores == {"exact_match": 100.0, "f1": 100.0}
     assert task.score(examples, features, outputs)["exact_match"] > 99.0  # sub-word answers cost the rest
+
+
+@pytest.mark.parametrize(
+    "answer, said",
+    [
+        ({"text": "Denver", "answer_start": -200}, "answer_start -200 is negative"),
+        ({"text": " ", "answer_start": 0}, "empty answer text ' '"),
+        ({"text": "Denver", "answer_start": True}, "field 'answer_start' should be"),
+    ],
+)
+def test_answer_offsets_that_only_seem_to_match_are_refused(tmp_path, answer, said):
+    """A negative start sliced from the context's end and still matched; a blank answer gave an end before
+    its start; true was read as offset 1."""
+    if answer["answer_start"] == -200:
+        answer["answer_start"] = CONTEXT.index("Denver") - len(CONTEXT)
+        said = f"answer_start {answer['answer_start']} is negative"
+    question = {"id": "q1", "question": "Who won?", "answers": [answer]}
+    squad_file(tmp_path / "train-v1.1.json", [article("T", CONTEXT, [question])])
+    with pytest.raises(DataError, match=re.escape(said)):
+        SquadTask().read(str(tmp_path), "train")
+
+
+def test_is_impossible_must_be_a_truth_value(tmp_path):
+    question = {"id": "q1", "question": "Who?", "answers": [], "is_impossible": "false"}
+    squad_file(tmp_path / "train-v2.0.json", [article("T", CONTEXT, [question])], version="v2.0")
+    with pytest.raises(DataError, match="field 'is_impossible' should be true or false, got 'false'"):
+        SquadV2Task().read(str(tmp_path), "train")

@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ptuning.tasks.base import DataError, HeadKind
+from ptuning.tasks.registry import get_task
 from ptuning.tasks.srl import TASKS as SRL_TASKS
 from ptuning.tasks.srl import Conll2005SrlTask
 from ptuning.tasks.tag_schemes import Scheme, TagError, detect_scheme, entity_scores, entity_spans, to_iob2
@@ -496,3 +497,10 @@ def test_a_last_word_without_sub_tokens_is_not_counted_as_truncation(tokenizer, 
     _, report = task.featurize(examples, tokenizer, 512)
     assert report.truncated == 0
     assert report.notes == ["conll2003: 1 words produced no sub-token (predicted O)"]
+
+
+def test_a_column_option_past_the_files_columns_names_it(tmp_path):
+    """tag_column=2 on a two-column file was an IndexError traceback."""
+    (tmp_path / "train.txt").write_text("John B-PER\nlives O\n")
+    with pytest.raises(DataError, match=r"train.txt, line 1: token_column 0 / tag_column 2 .* 2 columns"):
+        get_task("ner-generic", tag_column=2).read(str(tmp_path / "train.txt"), "train")

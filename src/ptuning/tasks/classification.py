@@ -12,6 +12,7 @@ tasks/superglue), so scores stay comparable with the paper. Examples are plain d
 from __future__ import annotations
 
 import hashlib
+import math
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -64,7 +65,8 @@ class ClassificationTask(Task):
     def __init__(
         self, *, label_map: Mapping[str, str] | None = None, splits: Mapping[str, str] | None = None
     ):
-        self.label_map = dict(label_map or {})
+        # keyed as the raw labels are read (true -> 'True', 1.0 -> '1'): a map keyed 'true' never matched
+        self.label_map = {label_key(key) or str(key): value for key, value in (label_map or {}).items()}
         self.splits = {**type(self).splits, **(splits or {})}
         names = self.label_names or []
         unknown = sorted(set(self.label_map.values()) - set(names)) if names else []
@@ -240,9 +242,12 @@ class RegressionTask(ClassificationTask):
 
     def parse_label(self, key: str, where: str) -> float:
         try:
-            return float(key)
+            score = float(key)
         except ValueError:
             raise DataError(f"{where}: label {key!r} is not a number; expected a similarity score") from None
+        if not math.isfinite(score):  # inf (or 1e400) would make the loss inf and every gradient NaN
+            raise DataError(f"{where}: label {key!r} is not a finite number; expected a similarity score")
+        return score
 
     def label_index(self, label: Any) -> float:
         return float(label)

@@ -37,9 +37,13 @@ def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> 
     """``record[key]`` checked for type, or a DataError saying where and what was expected."""
     if not isinstance(record, dict) or key not in record:
         raise DataError(f"{where}: missing field {key!r}")
-    if not isinstance(record[key], kind):
+    if not isinstance(record[key], kind) or isinstance(record[key], bool) and bool not in as_tuple(kind):
         raise DataError(f"{where}: field {key!r} should be {kind}, got {type(record[key]).__name__}")
     return record[key]
+
+
+def as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
+    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def read_squad(
@@ -101,13 +105,17 @@ def _example(
     where: str,
 ) -> dict[str, Any]:
     question = _field(qa, "question", str, where)
-    is_impossible = bool(qa.get("is_impossible", False))
+    is_impossible = qa.get("is_impossible", False)
+    if not isinstance(is_impossible, bool):  # "false" (a string) would read as true
+        raise DataError(f"{where}: field 'is_impossible' should be true or false, got {is_impossible!r}")
     texts, starts = [], []
     for answer in _field(qa, "answers", list, where):
         text = _field(answer, "text", str, where)
         start = _field(answer, "answer_start", int, where)
-        if not text:
-            raise DataError(f"{where}: empty answer text at answer_start {start}")
+        if not text.strip():  # a blank answer gives its span an end before its start
+            raise DataError(f"{where}: empty answer text {text!r} at answer_start {start}")
+        if start < 0:  # a negative index would be sliced from the end of the context
+            raise DataError(f"{where}: answer_start {start} is negative; expected a character offset")
         if context[start : start + len(text)] != text:
             found = context[start : start + len(text)]
             raise DataError(

@@ -256,12 +256,17 @@ def parse_jsonl(path: Path | str, text: str) -> Table:
 def _read_json(path: Path, text: str) -> Table:
     """A JSON array of objects, an object with a 'data' list, or (despite the extension) JSON lines."""
     try:
-        document = json.loads(text)
+        document = json.loads(text, object_pairs_hook=_object_without_repeats)
     except json.JSONDecodeError as error:
         if error.msg == "Extra data" and text.lstrip().startswith("{"):
             return parse_jsonl(path, text)
         raise DataError(
             f"{path}, line {error.lineno}: invalid JSON ({error.msg} at column {error.colno})"
+        ) from None
+    except _RepeatedKey as error:  # as in JSON lines: the first value would be lost
+        raise DataError(
+            f"{path}: the key {error.args[0]!r} appears twice in one object (JSON keeps only the last, so the "
+            "first value would be lost); give each field once"
         ) from None
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
@@ -371,6 +376,8 @@ def label_key(raw: Any) -> str | None:
     """A raw label as a string key, the same whether a JSON value or CSV/TSV text: true / "true" -> 'True',
     1 / 1.0 / "1.0" -> '1', '' or None -> None (no label)."""
     if raw is None or (isinstance(raw, float) and math.isnan(raw)):  # pandas' (and NaN JSON's) missing value
+        return None
+    if isinstance(raw, str) and raw.strip().lower() == "nan":  # the same missing value, written as text
         return None
     if isinstance(raw, bool):
         return str(raw)

@@ -77,6 +77,11 @@ def read_column_file(
             raise DataError(
                 f"{path}, line {number}: expected {num_columns} columns{fixed_by}, got {len(columns)}: {line!r}"
             )
+        if not all(-num_columns <= column < num_columns for column in (token_column, tag_column)):
+            raise DataError(
+                f"{path}, line {number}: token_column {token_column} / tag_column {tag_column} (from 0; negative "
+                f"from the end) name a column this file's {num_columns} columns do not have"
+            )
         current.tokens.append(columns[token_column])
         current.tags.append(columns[tag_column])
         current.lines.append(number)
