@@ -70,6 +70,14 @@ def test_iobes_to_iob2():
     assert to_iob2(tags, Scheme.IOBES)[0] == ["B-PER", "B-LOC", "I-LOC", "O", "B-ORG", "I-ORG", "I-ORG"]
 
 
+def test_a_closed_entity_is_never_continued_and_each_repair_is_counted():
+    """After S-/E- (U-/L-) the entity has ended: 'S-PER E-PER' was read as one PER with no repair counted."""
+    assert to_iob2(["S-PER", "E-PER", "O"], Scheme.IOBES) == (["B-PER", "B-PER", "O"], 1)
+    assert to_iob2(["B-PER", "E-PER", "E-PER"], Scheme.IOBES) == (["B-PER", "I-PER", "B-PER"], 1)
+    assert to_iob2(["U-LOC", "L-LOC"], Scheme.BILOU) == (["B-LOC", "B-LOC"], 1)
+    assert to_iob2(["B-PER", "I-PER", "I-PER"], Scheme.IOB2) == (["B-PER", "I-PER", "I-PER"], 0)
+
+
 def test_types_may_contain_dashes():
     assert to_iob2(["B-C-AM-TMP", "I-C-AM-TMP", "O"], Scheme.IOB2) == (["B-C-AM-TMP", "I-C-AM-TMP", "O"], 0)
 

@@ -99,6 +99,7 @@ def to_iob2(tags: Sequence[str], scheme: Scheme) -> tuple[list[str], int]:
             raise TagError(
                 position, f"tag {tag!r} has prefix {prefix!r}; the {scheme} scheme expects O or {expected}"
             )
+        closes = prefix in ("U", "S", "L", "E")  # the entity ends here: a following I-/E- cannot continue it
         if prefix in ("U", "S"):
             prefix = "B"
         elif prefix in ("L", "E"):
@@ -107,7 +108,7 @@ def to_iob2(tags: Sequence[str], scheme: Scheme) -> tuple[list[str], int]:
             prefix = "B"
             repaired += 1
         converted.append("O" if prefix == "O" else f"{prefix}-{entity_type}")
-        previous_type = entity_type
+        previous_type = "" if closes or prefix == "O" else entity_type
     return converted, repaired
 
 
