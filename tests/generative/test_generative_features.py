@@ -80,7 +80,9 @@ def test_long_prompts_are_cut_from_the_left_and_reported(tmp_path) -> None:
     # generation reads the prompt alone (room 4 of 5: both 6-token prompts cut); with room for it, none is
     assert "generation, which reads the prompt alone, cut 2 of them" in report.notes[0]
     _, roomy = task.featurize(examples[:2], tokenizer, max_length=7)
-    assert roomy.truncated == 2 and "generation, which reads the prompt alone, cut 0 of them" in roomy.notes[0]
+    assert (
+        roomy.truncated == 2 and "generation, which reads the prompt alone, cut 0 of them" in roomy.notes[0]
+    )
 
 
 def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:
