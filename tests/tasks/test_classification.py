@@ -107,6 +107,16 @@ def test_wsc_marks_the_pronoun_and_pairs_the_noun_phrase():
     assert get_task("wsc").render(example) == [("Mark told Pete *he* lied.", "Pete")]
 
 
+def test_wsc_refuses_a_pronoun_that_is_neither_in_the_text_nor_at_its_index():
+    """Pinned to the last word, 'him' at index 50 marked '*himself.*' without a word."""
+    example = {"text": "Mark told Pete many lies about himself.", "span1_text": "Pete", "span2_text": "him",
+               "span2_index": 50, "source": "val.jsonl, line 3"}  # fmt: skip
+    with pytest.raises(
+        DataError, match=r"val.jsonl, line 3: span2_text 'him' is not in the text and span2_index 50"
+    ):
+        get_task("wsc").render(example)
+
+
 def test_wsc_moves_an_off_by_n_index_to_the_nearest_match():
     example = {"text": "They might use it , but", "span1_text": "safe", "span2_text": "it", "span2_index": 2}
     assert get_task("wsc").render(example)[0][0] == "They might use *it* , but"

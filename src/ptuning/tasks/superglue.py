@@ -122,7 +122,13 @@ class Wsc(SuperGlueTask):
 
     def render(self, example: Example) -> list[TextPair]:
         words = example["text"].split()
-        start = locate_span(words, example["span2_text"], example["span2_index"])
+        index = example["span2_index"]
+        if not 0 <= index < len(words) and not span_starts(words, example["span2_text"]):
+            raise DataError(  # pinning it to the first or last word would mark a word that is not the pronoun
+                f"{example['source']}: span2_text {example['span2_text']!r} is not in the text and span2_index "
+                f"{index} is outside its {len(words)} words; expected the pronoun's word index"
+            )
+        start = locate_span(words, example["span2_text"], index)
         stop = start + max(len(example["span2_text"].split()), 1)
         marked = [*words[:start], "*" + " ".join(words[start:stop]) + "*", *words[stop:]]
         return [(" ".join(marked), example["span1_text"])]
@@ -132,15 +138,21 @@ def locate_span(words: list[str], span_text: str, index: int) -> int:
     """Where ``span_text`` starts among ``words``: at ``index`` if it matches there (ignoring case and
     punctuation), else the nearest match (WSC has a few off-by-n indices), else ``index`` itself."""
 
+    starts = span_starts(words, span_text)
+    if not starts:
+        return min(max(index, 0), max(len(words) - 1, 0))
+    return min(starts, key=lambda i: abs(i - index))
+
+
+def span_starts(words: list[str], span_text: str) -> list[int]:
+    """Every word index where ``span_text`` starts, ignoring case and punctuation."""
+
     def plain(text: str) -> str:
         return "".join(char for char in text.lower() if char.isalnum() or char == " ")
 
     target = plain(span_text)
     width = max(len(span_text.split()), 1)
-    starts = [i for i in range(len(words) - width + 1) if plain(" ".join(words[i : i + width])) == target]
-    if not starts:
-        return min(max(index, 0), max(len(words) - 1, 0))
-    return min(starts, key=lambda i: abs(i - index))
+    return [i for i in range(len(words) - width + 1) if plain(" ".join(words[i : i + width])) == target]
 
 
 class Copa(MultipleChoiceTask):
