@@ -158,3 +158,19 @@ def test_eval_and_predict_print_one_line_and_exit_2(
     assert lines[0].startswith(f"ptuning {command}: error: {folder}")
     assert expected in lines[0]
     assert not (tmp_path / "unpickled").exists()
+
+
+def test_a_load_that_fails_gives_the_backbone_back_as_found(tmp_path) -> None:
+    """A checkpoint refused after the model was built left the caller's backbone frozen and patched, with no
+    model to call detach_backbone() on (and a holder count that kept any other model from restoring it)."""
+    built = build("bert")
+    saved = save_checkpoint(built.model, tmp_path / "ckpt")
+    backbone = built.model.detach_backbone()
+    config = json.loads((saved / "prompt_config.json").read_text())
+    config["tasks"]["t"]["head"]["label_names"] = ["a", "b", "c"]  # a head of 3 rows for 2 saved
+    (saved / "prompt_config.json").write_text(json.dumps(config))
+    with pytest.raises(CheckpointError):
+        load_checkpoint(saved, backbone=backbone)
+    assert "_ptuning_attachment" not in vars(backbone)
+    assert all(parameter.requires_grad for parameter in backbone.parameters())
+    assert backbone.config._attn_implementation != "ptuning_sdpa"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+import torch
 from core_tiny import build, random_ids, tiny_backbone
 from transformers import BartConfig, BartModel, GPTNeoConfig, GPTNeoForCausalLM, T5Config, T5Model
 
@@ -89,3 +90,39 @@ def test_backend_without_a_prefix_twin_is_refused_at_construction() -> None:
     backbone.config._attn_implementation = "flex_attention"
     with pytest.raises(ValueError, match="cannot take a prefix"):
         PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
+
+
+def test_a_task_added_to_a_model_in_eval_mode_is_in_eval_mode() -> None:
+    """The new head and prefix were in train mode: two eval calls gave different logits (their dropout)."""
+    model = PromptModel(tiny_backbone("bert"), "ptuning-v2", PrefixConfig(prefix_length=4)).eval()
+    model.add_task("a", HeadSpec("classification", ["x", "y"]))
+    assert not model.heads["a"].training and not model.prefixes["a"].training
+    ids = random_ids(2, 5)
+    assert torch.equal(model(ids, task="a").logits, model(ids, task="a").logits)
+
+
+def test_a_head_the_backbone_cannot_feed_is_refused_when_added() -> None:
+    """Accepted, they failed inside forward with an AttributeError on the backbone's output."""
+    with pytest.raises(ConfigError, match="causal-lm task needs a decoder with its LM head .* BertModel"):
+        PromptModel(tiny_backbone("bert"), "ptuning-v2").add_task("c", HeadSpec("causal-lm"))
+    with pytest.raises(ConfigError, match="classification head reads hidden states: load the base model"):
+        PromptModel(tiny_backbone("llama"), "ptuning-v2").add_task(
+            "c", HeadSpec("classification", ["a", "b"])
+        )
+
+
+@pytest.mark.parametrize(
+    "make, said",
+    [
+        (lambda: PrefixConfig(prefix_length=True), "prefix_length must be a positive integer, got True"),
+        (lambda: PrefixConfig(mlp_hidden_size=1.5), "mlp_hidden_size must be a positive integer"),
+        (lambda: PrefixConfig(init_std=float("nan")), "init_std must be a finite number"),
+        (lambda: PrefixConfig(dropout="0.1"), "dropout must be a finite number"),
+        (lambda: HeadSpec("classification", "pos"), "label_names must be a list of names"),
+        (lambda: HeadSpec("classification", ["a", "a"]), "label_names must be distinct"),
+    ],
+)
+def test_values_of_the_wrong_kind_are_refused_naming_the_field(make, said) -> None:
+    """'pos' built a three-way head (one label per character); True was a prefix of length 1."""
+    with pytest.raises(ConfigError, match=said):
+        make()

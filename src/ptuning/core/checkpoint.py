@@ -346,6 +346,28 @@ def load_checkpoint(
             PrefixConfig.from_dict(config["prefix"]),
             config["head_dropout"],
         )
+    except (ConfigError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{config_path}: {error}") from None
+    try:
+        _fill(model, config, state, config_path, weights_path)
+    except (
+        BaseException
+    ):  # no model reaches the caller: give its backbone back as found (unfrozen, unpatched)
+        model.detach_backbone()
+        raise
+    model.eval()
+    return model
+
+
+def _fill(
+    model: PromptModel,
+    config: dict[str, Any],
+    state: dict[str, torch.Tensor],
+    config_path: Path,
+    weights_path: Path,
+) -> None:
+    """The checkpoint's tasks and prefixes on ``model``, with the saved weights."""
+    try:
         for task, entry in config["tasks"].items():
             model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
     except (ConfigError, ValueError, KeyError) as error:
@@ -361,8 +383,6 @@ def load_checkpoint(
         raise CheckpointError(
             f"{weights_path}: missing tensors {missing[:5]}, unexpected tensors {unexpected[:5]}"
         )
-    model.eval()
-    return model
 
 
 def _collapse_stored_tables(

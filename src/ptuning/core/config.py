@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import asdict, dataclass, fields
 from enum import StrEnum
 from typing import Any
@@ -91,10 +92,13 @@ class PrefixConfig:
             Reparameterization, self.reparameterization, "reparameterization"
         )
         self.position_mode = _enum_field(PositionMode, self.position_mode, "position_mode")
-        if not isinstance(self.prefix_length, int) or self.prefix_length <= 0:
-            raise ConfigError(f"prefix_length must be a positive integer, got {self.prefix_length!r}")
-        if self.mlp_hidden_size <= 0:
-            raise ConfigError(f"mlp_hidden_size must be positive, got {self.mlp_hidden_size!r}")
+        for name in ("prefix_length", "mlp_hidden_size"):  # True is an int in Python, not a length
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"{name} must be a positive integer, got {value!r}")
+        for name in ("dropout", "init_std"):
+            if not _is_number(getattr(self, name)):
+                raise ConfigError(f"{name} must be a finite number, got {getattr(self, name)!r}")
         if not 0.0 <= self.dropout < 1.0:
             raise ConfigError(f"dropout must be in [0, 1), got {self.dropout!r}")
         if self.init_std <= 0:
@@ -145,3 +149,8 @@ def _enum_field(enum_type: type[StrEnum], value: Any, name: str) -> Any:
     except ValueError:
         allowed = ", ".join(e.value for e in enum_type)
         raise ConfigError(f"{name} must be one of {allowed}; got {value!r}") from None
+
+
+def _is_number(value: Any) -> bool:
+    """A finite int or float (not a truth value, a string or NaN)."""
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)

@@ -51,6 +51,11 @@ class HeadSpec:
     def __post_init__(self) -> None:
         self.kind = HeadKind(self.kind)
         self.pooling = Pooling(self.pooling) if self.pooling else None
+        if self.label_names is not None:  # "pos" would be three labels, one per character
+            if isinstance(self.label_names, str) or not all(isinstance(n, str) for n in self.label_names):
+                raise ConfigError(f"label_names must be a list of names, got {self.label_names!r}")
+            if len(set(self.label_names)) != len(self.label_names):
+                raise ConfigError(f"label_names must be distinct, got {self.label_names!r}")
 
     @property
     def num_labels(self) -> int:
@@ -199,12 +204,25 @@ class PromptModel(nn.Module):
         if task in self.head_specs:
             raise ConfigError(f"task {task!r} already exists in this model")
         prefix_name = prefix_name or task
+        has_lm_head = self.backbone.get_output_embeddings() is not None  # None on a base model (AutoModel)
+        if spec.kind is HeadKind.CAUSAL_LM and (not has_lm_head or self.geometry.is_encoder_decoder):
+            raise ConfigError(
+                f"a causal-lm task needs a decoder with its LM head (*ForCausalLM); this backbone is a "
+                f"{type(self.backbone).__name__}"
+            )
+        lm_decoder = (
+            has_lm_head and not self.geometry.is_encoder_decoder
+        )  # (an encoder-decoder's encoder is read)
+        if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM) and lm_decoder:
+            raise ConfigError(
+                f"a {spec.kind} head reads hidden states: load the base model (load_backbone(..., causal_lm=False), "
+                f"AutoModel), not the {type(self.backbone).__name__} with an LM head"
+            )
         if self.method.uses_prefix and prefix_name not in self.prefixes:
-            self.prefixes[prefix_name] = self._new_prefix()
-        if spec.kind is HeadKind.CAUSAL_LM:
-            if not hasattr(self.backbone, "lm_head") and not hasattr(self.backbone, "get_output_embeddings"):
-                raise ConfigError("a causal-lm task needs a *ForCausalLM backbone")
-        elif spec.kind is HeadKind.SEQ2SEQ_LM:  # seq2seq: the model's own (frozen) LM head
+            self.prefixes[prefix_name] = self._new_prefix().train(
+                self.training
+            )  # the model's mode, as a whole
+        if spec.kind is HeadKind.SEQ2SEQ_LM:  # seq2seq: the model's own (frozen) LM head
             if not self.geometry.is_encoder_decoder or self.backbone.get_output_embeddings() is None:
                 raise ConfigError(
                     "a seq2seq-lm task needs an encoder-decoder with an LM head (*ForConditionalGeneration)"
@@ -213,7 +231,7 @@ class PromptModel(nn.Module):
                 raise ConfigError(
                     "seq2seq-lm takes deep prefixes (ptuning-v2, prefix-mlp), not prompt-tuning"
                 )
-        else:
+        elif spec.kind is not HeadKind.CAUSAL_LM:  # a causal LM's head is the model's own (frozen) LM head
             if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
                 raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
             pooling = spec.pooling or (
@@ -231,7 +249,7 @@ class PromptModel(nn.Module):
                 pooling,
                 spec.dense_activation,
             )
-            self.heads[task] = head.to(self._device())
+            self.heads[task] = head.to(self._device()).train(self.training)
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name
 
