@@ -495,7 +495,7 @@ def _check_output_file(output: str | None, keep: dict[str, str]) -> None:
     for flag, value in keep.items():
         kept = Path(value).expanduser().resolve()
         inside = kept.is_dir() and target.is_relative_to(kept)  # a checkpoint's files, or a data file
-        if target == kept or inside and (flag == "--checkpoint" or target.exists()):
+        if target == kept or (inside and (flag == "--checkpoint" or target.exists())):
             raise DataError(f"--output {output} would overwrite {flag} {value}; write the results elsewhere")
     staging = partial_name(path)  # what write_text_whole writes first
     try:

@@ -102,13 +102,14 @@ def test_a_live_writers_staging_folder_is_left_alone(saved) -> None:
     assert staging.is_dir()  # this process is alive: its staging folder may be mid-write
 
 
-def test_a_saved_checkpoint_has_the_modes_the_umask_gives(tmp_path) -> None:
+@pytest.mark.parametrize("umask, folder, file", [(0o022, 0o755, 0o644), (0o027, 0o750, 0o640)])
+def test_a_saved_checkpoint_has_the_modes_the_umask_gives(tmp_path, umask, folder, file) -> None:
     """The staging folder came from mkdtemp (0700) and safetensors wrote its file 0600, so a checkpoint saved
     by one account could not be read by another (a server's) even under umask 022."""
-    previous = os.umask(0o022)
+    previous = os.umask(umask)
     try:
         target = save_checkpoint(build("bert").model, tmp_path / "ckpt")
     finally:
         os.umask(previous)
     modes = {path.name: path.stat().st_mode & 0o777 for path in (target, *target.iterdir())}
-    assert modes == {"ckpt": 0o755, "prompt.safetensors": 0o644, "prompt_config.json": 0o644}
+    assert modes == {"ckpt": folder, "prompt.safetensors": file, "prompt_config.json": file}

@@ -103,8 +103,10 @@ def test_a_task_added_to_a_model_in_eval_mode_is_in_eval_mode() -> None:
 
 def test_a_head_the_backbone_cannot_feed_is_refused_when_added() -> None:
     """Accepted, they failed inside forward with an AttributeError on the backbone's output."""
+    model = PromptModel(tiny_backbone("bert"), "ptuning-v2")
     with pytest.raises(ConfigError, match="causal-lm task needs a decoder with its LM head .* BertModel"):
-        PromptModel(tiny_backbone("bert"), "ptuning-v2").add_task("c", HeadSpec("causal-lm"))
+        model.add_task("c", HeadSpec("causal-lm"))
+    assert len(model.prefixes) == 0 and model.tasks == []  # a refused task leaves no prefix behind
     with pytest.raises(ConfigError, match="classification head reads hidden states: load the base model"):
         PromptModel(tiny_backbone("llama"), "ptuning-v2").add_task(
             "c", HeadSpec("classification", ["a", "b"])

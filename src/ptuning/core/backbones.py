@@ -103,7 +103,7 @@ def load_backbone(
     target = inference_device(device) if device is not None else None
     if dtype is not None:
         kwargs["dtype"] = backbone_dtype(dtype, target)  # "auto" asks the device the model goes to
-    for key, value in loading_kwargs(quantization, device).items():
+    for key, value in loading_kwargs(quantization, target).items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("dtype", torch.float32)
     if not causal_lm:

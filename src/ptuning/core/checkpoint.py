@@ -350,10 +350,8 @@ def load_checkpoint(
         raise CheckpointError(f"{config_path}: {error}") from None
     try:
         _fill(model, config, state, config_path, weights_path)
-    except (
-        BaseException
-    ):  # no model reaches the caller: give its backbone back as found (unfrozen, unpatched)
-        model.detach_backbone()
+    except BaseException:
+        model.detach_backbone()  # no model reaches the caller: give its backbone back as found
         raise
     model.eval()
     return model

@@ -44,12 +44,23 @@ def permit_as_umask(folder: Path) -> None:
     """Give a staged folder and its files the modes a plain ``mkdir`` and ``open`` would have: ``mkdtemp``
     makes folders 0700 and safetensors writes files 0600, so a checkpoint saved by one account could not be
     read by another (a server's) even where the umask shares everything else."""
-    umask = os.umask(0)
-    os.umask(umask)
+    umask = _umask()
     for path in (folder, *folder.rglob("*")):
         if path.is_symlink():
             continue
         path.chmod((0o777 if path.is_dir() else 0o666) & ~umask)
+
+
+def _umask() -> int:
+    """The process umask, read from /proc where there is one: ``os.umask`` can only be read by setting it, and
+    a file another thread creates meanwhile (a log) would get the mode set for that instant."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    umask = os.umask(0o077)  # elsewhere: set-and-restore, with the strictest mode for the instant
+    os.umask(umask)
+    return umask
 
 
 def _old_name(target: Path) -> Path:

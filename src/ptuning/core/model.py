@@ -204,36 +204,10 @@ class PromptModel(nn.Module):
         if task in self.head_specs:
             raise ConfigError(f"task {task!r} already exists in this model")
         prefix_name = prefix_name or task
-        has_lm_head = self.backbone.get_output_embeddings() is not None  # None on a base model (AutoModel)
-        if spec.kind is HeadKind.CAUSAL_LM and (not has_lm_head or self.geometry.is_encoder_decoder):
-            raise ConfigError(
-                f"a causal-lm task needs a decoder with its LM head (*ForCausalLM); this backbone is a "
-                f"{type(self.backbone).__name__}"
-            )
-        lm_decoder = (
-            has_lm_head and not self.geometry.is_encoder_decoder
-        )  # (an encoder-decoder's encoder is read)
-        if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM) and lm_decoder:
-            raise ConfigError(
-                f"a {spec.kind} head reads hidden states: load the base model (load_backbone(..., causal_lm=False), "
-                f"AutoModel), not the {type(self.backbone).__name__} with an LM head"
-            )
+        self._check_head_fits(task, spec)  # before anything is added: a refused task leaves no prefix behind
         if self.method.uses_prefix and prefix_name not in self.prefixes:
-            self.prefixes[prefix_name] = self._new_prefix().train(
-                self.training
-            )  # the model's mode, as a whole
-        if spec.kind is HeadKind.SEQ2SEQ_LM:  # seq2seq: the model's own (frozen) LM head
-            if not self.geometry.is_encoder_decoder or self.backbone.get_output_embeddings() is None:
-                raise ConfigError(
-                    "a seq2seq-lm task needs an encoder-decoder with an LM head (*ForConditionalGeneration)"
-                )
-            if self.method is Method.PROMPT_TUNING:
-                raise ConfigError(
-                    "seq2seq-lm takes deep prefixes (ptuning-v2, prefix-mlp), not prompt-tuning"
-                )
-        elif spec.kind is not HeadKind.CAUSAL_LM:  # a causal LM's head is the model's own (frozen) LM head
-            if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
-                raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
+            self.prefixes[prefix_name] = self._new_prefix().train(self.training)  # the model's mode
+        if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):  # those read the model's own LM head
             pooling = spec.pooling or (
                 Pooling.LAST
                 if self.geometry.is_decoder
@@ -252,6 +226,35 @@ class PromptModel(nn.Module):
             self.heads[task] = head.to(self._device()).train(self.training)
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name
+
+    def _check_head_fits(self, task: str, spec: HeadSpec) -> None:
+        """Refuse a head this backbone cannot feed (it would fail deep inside forward otherwise)."""
+        has_lm_head = self.backbone.get_output_embeddings() is not None  # None on a base model (AutoModel)
+        seq2seq = self.geometry.is_encoder_decoder
+        if spec.kind is HeadKind.CAUSAL_LM and (not has_lm_head or seq2seq):
+            raise ConfigError(
+                f"a causal-lm task needs a decoder with its LM head (*ForCausalLM); this backbone is a "
+                f"{type(self.backbone).__name__}"
+            )
+        if spec.kind is HeadKind.SEQ2SEQ_LM:
+            if not (seq2seq and has_lm_head):
+                raise ConfigError(
+                    "a seq2seq-lm task needs an encoder-decoder with an LM head (*ForConditionalGeneration)"
+                )
+            if self.method is Method.PROMPT_TUNING:
+                raise ConfigError(
+                    "seq2seq-lm takes deep prefixes (ptuning-v2, prefix-mlp), not prompt-tuning"
+                )
+        elif spec.kind is not HeadKind.CAUSAL_LM:
+            if (
+                has_lm_head and not seq2seq
+            ):  # an encoder-decoder's heads read its encoder; a decoder's, hidden states
+                raise ConfigError(
+                    f"a {spec.kind} head reads hidden states: load the base model (load_backbone(..., "
+                    f"causal_lm=False), AutoModel), not the {type(self.backbone).__name__} with an LM head"
+                )
+            if spec.kind in (HeadKind.CLASSIFICATION, HeadKind.TOKEN_CLASSIFICATION) and spec.num_labels < 2:
+                raise ConfigError(f"task {task!r} ({spec.kind}) needs at least 2 label names")
 
     def _new_prefix(self) -> nn.Module:
         if self.method is Method.PROMPT_TUNING:

@@ -33,7 +33,7 @@ def generate_task_outputs(
     of the task's name is used when the model has one, else its only task.
     """
     prompts = generation_prompts(features)
-    head = task.name if task.name in getattr(model, "tasks", ()) else None
+    head = _head_of(task, model)
     return generate_texts(
         model,
         tokenizer,
@@ -54,6 +54,11 @@ def generation_prompts(features: Features) -> list[list[int]]:
     ]
 
 
+def _head_of(task: Task, model: Any) -> str | None:
+    """The model's head of the task's name, or None: its only task (a checkpoint under another name)."""
+    return task.name if task.name in getattr(model, "tasks", ()) else None
+
+
 def check_generation_room(task: Task, model: Any, features: Features) -> None:
     """Refuse, before training, a split whose decoding would index past the position table: found only at the
     first evaluation, that ended a run with nothing saved."""
@@ -61,7 +66,7 @@ def check_generation_room(task: Task, model: Any, features: Features) -> None:
         model,
         generation_prompts(features),
         getattr(task, "max_new_tokens", 64),
-        _is_seq2seq(model, task.name if task.name in getattr(model, "tasks", ()) else None),
+        _is_seq2seq(model, _head_of(task, model)),
     )
 
 

@@ -55,11 +55,8 @@ class PeftRevisionNote(UserWarning):
 
 def _given_base_path(adapter: PeftAdapter, base_config: dict[str, Any]) -> str:
     """The adapter's base when it names one, else the given backbone's own source (its config's path)."""
-    if (
-        isinstance(adapter.config.get("base_model_name_or_path"), str)
-        and adapter.config["base_model_name_or_path"]
-    ):
-        return base_model_path(adapter)
+    if adapter.config.get("base_model_name_or_path"):
+        return base_model_path(adapter)  # which checks it
     source = base_config.get("_name_or_path")
     if not isinstance(source, str) or not source:
         raise PeftFormatError(

@@ -89,6 +89,14 @@ class TaskUnavailable(RegistryError):
     status = 503
 
 
+def _check_name(name: Any) -> None:
+    """A checkpoint name is a whole CHECKPOINT_NAME: it names a task in URLs and a subfolder of the root."""
+    if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
+        raise InvalidName(
+            f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-', starting with a letter or digit"
+        )
+
+
 @dataclass(frozen=True)
 class ServedTask:
     """One task as clients see it, and where its prefix and head live in the serving model."""
@@ -177,11 +185,7 @@ class PromptRegistry:
     # ------------------------------------------------------------------------------------------ paths
     def resolve(self, name: str) -> Path:
         """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
-        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
-            raise InvalidName(
-                f"checkpoint name {name!r} must be 1-100 letters, digits, '_' or '-', starting with a letter or "
-                "digit"
-            )
+        _check_name(name)
         path = (self.root / name).resolve()
         if path == self.root or not path.is_relative_to(self.root):
             raise OutsideRoot(f"checkpoint {name!r} resolves outside the checkpoint folder")
@@ -387,8 +391,7 @@ class PromptRegistry:
 
     def unload(self, name: str) -> list[str]:
         """Stop serving checkpoint ``name`` (its files stay); the task names it served."""
-        if not isinstance(name, str) or not CHECKPOINT_NAME.fullmatch(name):
-            raise InvalidName(f"checkpoint name {name!r} must be letters, digits, '_' or '-'")
+        _check_name(name)
         with self._lock:
             loaded = self.checkpoints.pop(name, None)
             if loaded is None:

@@ -37,13 +37,9 @@ def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> 
     """``record[key]`` checked for type, or a DataError saying where and what was expected."""
     if not isinstance(record, dict) or key not in record:
         raise DataError(f"{where}: missing field {key!r}")
-    if not isinstance(record[key], kind) or isinstance(record[key], bool) and bool not in as_tuple(kind):
+    if not isinstance(record[key], kind) or isinstance(record[key], bool):  # true is an int in Python
         raise DataError(f"{where}: field {key!r} should be {kind}, got {type(record[key]).__name__}")
     return record[key]
-
-
-def as_tuple(kind: type | tuple[type, ...]) -> tuple[type, ...]:
-    return kind if isinstance(kind, tuple) else (kind,)
 
 
 def read_squad(

@@ -107,9 +107,8 @@ def saved_options(output_dir: Path) -> dict[str, Any] | None:
         ) from None
 
 
-PATH_OPTIONS = frozenset(
-    {"model", "data_dir", "init_prefix_from", "task_data"}
-)  # the same file, spelled otherwise
+# options naming files: compared as the files they name, whatever the spelling
+PATH_OPTIONS = frozenset({"model", "data_dir", "init_prefix_from", "task_data"})
 
 
 def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list[str]]:
