@@ -146,6 +146,28 @@ def test_unknown_truncation_policy_is_refused() -> None:
         CausalLmTask(truncation="right")
 
 
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"max_new_tokens": 5}, "set the task option max_new_tokens instead"),
+        ({"max_length": 40}, "set the task option max_new_tokens instead"),
+        ({"stop_strings": ["say"]}, "'stop_strings' is not supported"),
+        ({"num_beams": 2, "num_return_sequences": 2}, "'num_return_sequences' is not supported"),
+        (["num_beams", 2], "must be a mapping"),
+    ],
+)
+def test_generate_kwargs_that_decoding_would_fail_on_are_refused_when_the_task_is_built(
+    settings, message
+) -> None:
+    """They used to be kept, and failed the run at its first evaluation (a TypeError naming no option)."""
+    with pytest.raises(ConfigError, match=message):
+        CausalLmTask(generate_kwargs=settings)
+    assert CausalLmTask(generate_kwargs={"num_beams": 2, "num_return_sequences": 1}).generate_kwargs == {
+        "num_beams": 2,
+        "num_return_sequences": 1,
+    }
+
+
 @pytest.mark.parametrize("max_length", [20, 16])
 def test_evaluation_generates_from_the_prompt_predict_sees_not_one_cut_for_the_gold_response(
     max_length, monkeypatch

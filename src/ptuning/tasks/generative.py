@@ -37,6 +37,39 @@ TRUNCATION_POLICIES = ("left", "error")
 # ---------------------------------------------------------------------------------------------- base task
 
 
+# generate_kwargs that decoding cannot take from a task: the length is the task's own option (the position
+# check before training reads it there), stop strings need the tokenizer transformers is not given, and a task
+# scores and predict writes one text per prompt. Refused when the task is built, not at the first evaluation.
+_TASK_OPTION_INSTEAD = {
+    "max_new_tokens": "the task option max_new_tokens",
+    "max_length": "the task option max_new_tokens",
+}
+_UNSUPPORTED_GENERATE_KWARGS = {
+    "stop_strings": "decoding is not given the tokenizer stop strings need; stop at token ids with eos_token_id",
+    "num_return_sequences": "a task scores, and predict writes, one text per prompt",
+}
+
+
+def checked_generate_kwargs(generate_kwargs: Any) -> dict[str, Any]:
+    """A task's ``generate_kwargs`` as a dict, refusing the keys that would fail or be ignored at decoding."""
+    if generate_kwargs is None:
+        return {}
+    if not isinstance(generate_kwargs, dict):
+        raise ConfigError(
+            f"generate_kwargs must be a mapping of generate() settings, got {generate_kwargs!r}"
+        )
+    for key in generate_kwargs:
+        if key in _TASK_OPTION_INSTEAD:
+            raise ConfigError(f"generate_kwargs {key!r}: set {_TASK_OPTION_INSTEAD[key]} instead")
+        if key in _UNSUPPORTED_GENERATE_KWARGS and not (
+            key == "num_return_sequences" and generate_kwargs[key] == 1
+        ):
+            raise ConfigError(
+                f"generate_kwargs {key!r} is not supported: {_UNSUPPORTED_GENERATE_KWARGS[key]}"
+            )
+    return dict(generate_kwargs)
+
+
 class GenerativeTask(Task):
     """Prompt -> response tasks for a causal LM; subclasses say how examples are read and scored.
 
@@ -72,7 +105,7 @@ class GenerativeTask(Task):
         self.max_new_tokens = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
-        self.generate_kwargs = dict(generate_kwargs or {})
+        self.generate_kwargs = checked_generate_kwargs(generate_kwargs)
         self.add_eos = add_eos
         self.splits = {**type(self).splits, **(splits or {})}
 
