@@ -6,12 +6,15 @@ from __future__ import annotations
 import asyncio
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import httpx
 import pytest
 import torch
 from fastapi.testclient import TestClient
 from generative_tiny import tiny_causal_lm, tiny_tokenizer, write_jsonl
+from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from transformers import PreTrainedTokenizerFast
 
 from ptuning.cli import main
 from ptuning.core.backbones import load_backbone
@@ -19,8 +22,10 @@ from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.generation.texts import generation_prompts
 from ptuning.serve.app import create_app
-from ptuning.serve.generate import GenerationLimits
+from ptuning.serve.generate import GenerateRequest, GenerationLimits, prompt_token_ids
+from ptuning.tasks.generative import CausalLmTask, Conll2003JsonTask, SquadGenerativeTask
 from ptuning.training.predict import load_for_inference, predict
 
 PROMPTS = ["what is the capital of france", "hello how are you", "say one two three", "red green blue cat"]
@@ -370,3 +375,30 @@ def test_a_checkpoint_whose_task_decodes_with_generate_kwargs_is_refused_with_th
         "decodes with generate_kwargs {'repetition_penalty': 10.0}, which the server's"
         in (registry.failed["penalized"])
     )
+
+
+def spaced_tokenizer() -> PreTrainedTokenizerFast:
+    """The tiny vocabulary with " " and "\\n" as tokens of their own, as a BPE tokenizer (SmolLM2's) has them."""
+    vocab = tiny_tokenizer().get_vocab()
+    vocab.update({" ": len(vocab), "\n": len(vocab) + 1})
+    backend = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    backend.pre_tokenizer = pre_tokenizers.Split(Regex(r"\s"), behavior="isolated")
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend, pad_token="<pad>", bos_token="<s>", eos_token="</s>", unk_token="<unk>"
+    )
+
+
+@pytest.mark.parametrize("task", [SquadGenerativeTask(), Conll2003JsonTask(), CausalLmTask()])
+def test_the_server_cuts_a_long_prompt_to_the_tokens_evaluation_and_predict_decode_from(task) -> None:
+    """squad-generative and conll2003-json render an empty response as a token (" ", "\\n"): the server took
+    its prompt from the training input and cut one token more than evaluation and predict did."""
+    tokenizer, long = spaced_tokenizer(), " ".join(["what is the capital of france"] * 10)
+    empty = tokenizer(task.render_response({"response": ""}), add_special_tokens=False)["input_ids"]
+    assert len(empty) == (0 if task.name == "causal-lm" else 1)
+    served = SimpleNamespace(task=task, max_length=32, name=task.name)
+    prompt, cut = prompt_token_ids(served, tokenizer, GenerateRequest(prompt=long))
+    example = {"id": 0, "source": "x", "prompt": long, "response": "", "history": [], "references": []}
+    decoded = generation_prompts(task.featurize([example], tokenizer, 32)[0])[0]
+    whole = generation_prompts(task.featurize([example], tokenizer, 1 << 30)[0])[0]
+    assert prompt == decoded and len(prompt) == 31  # max_length less the EOS a trained answer ends with
+    assert cut == len(whole) - 31 > 0

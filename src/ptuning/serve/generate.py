@@ -27,6 +27,7 @@ from ptuning.core.checkpoint import CONFIG_FILE
 from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
+from ptuning.generation.texts import generation_prompts
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
 logger = logging.getLogger(__name__)
@@ -213,8 +214,10 @@ def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) 
         )
     except (ValueError, KeyError, TypeError) as error:
         raise HTTPException(422, f"task {served.name!r}: {error}") from None
-    prompt = list(fitted["input_ids"][: fitted["prompt_length"]])
-    return prompt, whole["prompt_length"] - len(prompt)
+    # the prompt evaluation and predict decode from: a task whose empty response still renders a token (" ")
+    # shortened input_ids' prompt by one more
+    prompt, uncut = (list(generation_prompts([feature])[0]) for feature in (fitted, whole))
+    return prompt, len(uncut) - len(prompt)
 
 
 def add_generate_routes(
