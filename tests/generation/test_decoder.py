@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import pytest
 from generation_tiny import PROMPTS, TASK_LENGTHS, alone, multi_prefix_model
 from generative_tiny import tiny_tokenizer
 
-from ptuning.core.config import ConfigError
+from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence
+from ptuning.serve.generate import GenerationLimits, GenerationService
 
 TASKS = list(TASK_LENGTHS)
 STEPS = 8
@@ -184,3 +189,53 @@ def test_greedy_generate_texts_on_the_decoder_equals_the_generate_path(family, p
 def test_an_empty_prompt_is_refused_before_it_can_join_a_batch() -> None:
     with pytest.raises(ConfigError, match="at least one token"):
         Sequence([], "short")
+
+
+def mixed_layer_model() -> PromptModel:
+    """The tasks of ``multi_prefix_model`` (prefixes on every layer, seeded into the cache) and two more whose
+    prefixes sit on one layer each (travelling beside every step)."""
+    model = multi_prefix_model("llama")
+    for task, layer in (("top", 1), ("bottom", 0)):
+        model.prefix_config = PrefixConfig(prefix_length=4, init_std=1.0, layers=[layer])
+        model.add_task(task, HeadSpec(HeadKind.CAUSAL_LM))
+    return model.eval()
+
+
+def test_sequences_whose_prefixes_cover_other_layers_decode_in_turn_as_they_decode_alone() -> None:
+    """A row of other layers joining running rows lost its prefix (a seeded batch has no per-step prefix to
+    append it to) or failed every row (two per-step prefixes of other layers): such rows now wait their turn."""
+    model = mixed_layer_model()
+    batch = [
+        Sequence(p, t, SamplingParams(max_new_tokens=STEPS))
+        for p in PROMPTS
+        for t in ("top", TASKS[0], "bottom")
+    ]
+    done = ContinuousDecoder(model, tiny_tokenizer()).run(batch)
+    assert [s.tokens for s in done] == [alone(model, s.prefix, s.prompt, STEPS) for s in done]
+
+    decoder = ContinuousDecoder(model, tiny_tokenizer())
+    full, top, full_too = (
+        Sequence(PROMPTS[0], t, SamplingParams(max_new_tokens=STEPS)) for t in (TASKS[0], "top", TASKS[1])
+    )
+    decoder.step(admit=[full])
+    assert decoder.admissible([top, full_too]) == [full_too]
+    with pytest.raises(ConfigError, match="cover different layers"):
+        decoder.step(admit=[top])
+    assert (
+        full.tokens == alone(model, full.prefix, full.prompt, STEPS)[:1]
+    )  # the refused step decoded nothing
+
+
+def test_the_server_holds_a_sequence_of_other_layers_back_until_the_running_rows_finish() -> None:
+    """A checkpoint replaced by one on other layers while its generations still run: the newcomer waits."""
+    model = mixed_layer_model()
+    service = GenerationService(
+        SimpleNamespace(model=model, tokenizer=tiny_tokenizer()), None, GenerationLimits()
+    )
+    full, top = (Sequence(PROMPTS[1], t, SamplingParams(max_new_tokens=3)) for t in (TASKS[0], "top"))
+    events, gone, held = service._step([full, top], set())
+    assert [e.sequence for e in events] == [full] and gone == [] and held == [top]
+    while service.decoder.rows:
+        assert service._step([top], set())[2] == [top]
+    service._step([top], set())
+    assert service.decoder.rows == [top]

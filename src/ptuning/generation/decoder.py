@@ -14,7 +14,10 @@ prompt alone, so greedy answers are the same token for token.
 Where the prefix covers every layer, it is written into the cache once when the row joins ("seeded"):
 the attention then sees exactly the keys/values it sees when the prefix is concatenated at every step,
 without the concatenation. A prefix on a subset of layers cannot share the cache's columns with the
-other layers, so it travels as the ``ptuning_prefix`` forward keyword at every step instead.
+other layers, so it travels as the ``ptuning_prefix`` forward keyword at every step instead. Rows decode
+together only when their prefixes cover the same layers (so they are seeded alike and share one per-step
+prefix): ``admissible`` says which waiting sequences may join now; ``step`` refuses the others, and ``run``
+lets each group join once the rows before it have finished.
 """
 
 from __future__ import annotations
@@ -121,16 +124,34 @@ class ContinuousDecoder:
         self._positions: torch.Tensor | None = None  # (B,) position id of each row's next token
         self._next: torch.Tensor | None = None  # (B,) the token each row feeds next
         self._prefix: PrefixKV | None = None  # per-step prefix of the rows (unseeded mode only)
+        self._layers: tuple[int, ...] | None = None  # the layers the running rows' prefixes cover
 
     # ------------------------------------------------------------------------------------------ public
     @property
     def device(self) -> torch.device:
         return next(self.backbone.parameters()).device
 
+    def admissible(self, waiting: Iterable[Sequence]) -> list[Sequence]:
+        """The waiting sequences that may join the running rows now: those whose prefix covers the layers the
+        running rows' prefixes cover (with no rows running, those of the first waiting sequence). A row of other
+        layers would be seeded differently, or need per-layer slots the batch's one prefix cannot hold."""
+        waiting = list(waiting)
+        if not waiting:
+            return []
+        layers = self._layers if self.rows else self._layers_of(waiting[0])
+        return [sequence for sequence in waiting if self._layers_of(sequence) == layers]
+
     def step(self, admit: Iterable[Sequence] = (), cancel: Iterable[int] = ()) -> list[StepEvent]:
         """Cancel, decode one token for every running row, admit new sequences (their first token)."""
         events: list[StepEvent] = []
         cancelled = set(cancel)
+        admit = list(admit)
+        joinable = [s for s in admit if s.id not in cancelled]
+        if len(self.admissible(joinable)) != len(joinable):  # before any row advances
+            raise ConfigError(
+                "sequences whose prefixes cover different layers cannot decode together; admit those "
+                "admissible() returns, the others once the running rows have finished"
+            )
         for sequence in self.rows:
             if sequence.id in cancelled:
                 sequence.finish_reason = "cancelled"
@@ -155,9 +176,11 @@ class ContinuousDecoder:
     def run(self, sequences: Iterable[Sequence]) -> list[Sequence]:
         """Decode ``sequences`` to the end, all joining at once (tests, batch use)."""
         sequences = list(sequences)
-        self.step(admit=sequences)
-        while self.rows:
-            self.step()
+        waiting = list(sequences)
+        while waiting or self.rows:
+            joining = self.admissible(waiting)
+            waiting = [s for s in waiting if s not in joining]
+            self.step(admit=joining)
         return sequences
 
     # ------------------------------------------------------------------------------------------ passes
@@ -229,6 +252,12 @@ class ContinuousDecoder:
         prefix = self.model.prefix_kv(names)
         return prefix.expanded_to(len(names))
 
+    def _layers_of(self, sequence: Sequence) -> tuple[int, ...] | None:
+        """The layers the sequence's prefix covers (None without one, or for a name ``_prefix_for`` refuses)."""
+        if not self.model.method.is_deep or sequence.prefix not in self.model.prefixes:
+            return None
+        return self.model.prefixes[sequence.prefix].layer_indices
+
     def _seeds(self, prefix: PrefixKV) -> bool:
         """Whether the prefix goes into the KV cache once, as its first columns, instead of beside every step.
         Only where every layer has one and no layer slides a window: a sliding layer counts its window in
@@ -255,6 +284,7 @@ class ContinuousDecoder:
                 tokens,
             )
             self._prefix = prefix
+            self._layers = self._layers_of(joining[0])
             return
         columns = max(self._mask.shape[1], mask.shape[1])
         for old, new in zip(self._cache.layers, cache.layers, strict=True):

@@ -157,7 +157,7 @@ class GenerationService:
             admit, self._waiting = self._waiting, []
             cancel, self._cancelled = self._cancelled, set()
             try:
-                events, gone = await loop.run_in_executor(self.executor, self._step, admit, cancel)
+                events, gone, held = await loop.run_in_executor(self.executor, self._step, admit, cancel)
             except Exception as error:  # a failed step fails every sequence in it; the next one starts clean
                 logger.exception("generation step failed")
                 running = self.decoder.rows if self.decoder is not None else []
@@ -171,6 +171,8 @@ class GenerationService:
                 )
             for event in events:
                 self._deliver(event.sequence.id, event)
+            # first in line again, unless their client went away meanwhile
+            self._waiting = [s for s in held if s.id in self._queues] + self._waiting
 
     def _deliver(self, sequence_id: int, item: StepEvent | Exception) -> None:
         queue = self._queues.get(sequence_id)
@@ -180,15 +182,21 @@ class GenerationService:
         if not isinstance(item, StepEvent) or item.finished:
             del self._queues[sequence_id]
 
-    def _step(self, admit: list[Sequence], cancel: set[int]) -> tuple[list[StepEvent], list[Sequence]]:
-        """One decoding step on the model thread; sequences whose prefix was unloaded meanwhile are refused."""
+    def _step(
+        self, admit: list[Sequence], cancel: set[int]
+    ) -> tuple[list[StepEvent], list[Sequence], list[Sequence]]:
+        """One decoding step on the model thread: the step's events, the sequences refused because their prefix
+        was unloaded meanwhile, and those held back because their prefix covers other layers than the running
+        rows' (a checkpoint replaced while its generations ran); they join once those rows have finished."""
         if self.decoder is None:
             self.decoder = ContinuousDecoder(self.registry.model, self.registry.tokenizer)
         gone = [s for s in admit if s.prefix not in self.registry.model.prefixes]
-        joining = [s for s in admit if s.prefix in self.registry.model.prefixes]
+        present = [s for s in admit if s.prefix in self.registry.model.prefixes]
+        joining = self.decoder.admissible(s for s in present if s.id not in cancel)
+        held = [s for s in present if s not in joining and s.id not in cancel]
         events = self.decoder.step(admit=joining, cancel=cancel)
         self.peak_rows = max(self.peak_rows, len({event.sequence.id for event in events}))
-        return events, gone
+        return events, gone, held
 
 
 def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) -> tuple[list[int], int]:
