@@ -98,7 +98,7 @@ def test_decoding_past_the_position_table_is_refused_before_training(tmp_path) -
         prefix_length=4, epochs=1, batch_size=4, max_length=100, log_tensorboard=False, test_split="none",
     )  # fmt: skip
     with pytest.raises(
-        ConfigError, match=r"the longest prompt \(\d+ tokens\) \+ max_new_tokens \(64\) exceed"
+        ConfigError, match=r"the longest prompt \(\d+ tokens\) \+ max_new_tokens \(64\) - 1 exceed"
     ):
         train(config)
     assert not (tmp_path / "run").exists()  # refused before the output folder was touched

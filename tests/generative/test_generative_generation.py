@@ -10,7 +10,14 @@ from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.generation import decode_until_eos, generate_task_outputs, generate_texts
+from ptuning.generation import (
+    ContinuousDecoder,
+    SamplingParams,
+    Sequence,
+    decode_until_eos,
+    generate_task_outputs,
+    generate_texts,
+)
 from ptuning.tasks.generative import CausalLmTask
 
 PROMPTS = [[4, 5, 6, 7, 8, 9, 10], [11, 12], [13, 14, 15, 16], [17]]
@@ -105,10 +112,32 @@ def test_generate_kwargs_choose_the_stop_ids_and_one_text_per_prompt_is_kept() -
 def test_a_prompt_and_answer_past_the_position_table_are_refused_naming_the_numbers() -> None:
     model = prompt_model("gpt2")  # a learned table of 128 positions
     with pytest.raises(
-        ConfigError, match=r"longest prompt \(120 tokens\) \+ max_new_tokens \(10\) exceed .* 128"
+        ConfigError, match=r"longest prompt \(120 tokens\) \+ max_new_tokens \(10\) - 1 exceed .* 128"
     ):
         generate_ids(model, [[4] * 120], batch_size=1, steps=10)
-    assert len(generate_ids(model, [[4] * 118], batch_size=1, steps=10)[0]) == 10
+    # 119 + 10 fits exactly: the last new token is never fed back, so it takes no position (it was refused)
+    assert len(generate_ids(model, [[4] * 119], batch_size=1, steps=10)[0]) == 10
+    assert len(generate_ids(model, [[4] * 119], batch_size=1, steps=10, num_beams=2)[0]) == 10
+
+
+def test_the_position_check_counts_the_requested_tasks_own_shifted_prefix() -> None:
+    """Under shift each task's tokens start after its own prefix: the check counted the model-wide prefix
+    config's length (the last task added), and a task with a longer prefix reached an IndexError."""
+    config = PrefixConfig(prefix_length=8, position_mode="shift")
+    model = PromptModel(tiny_causal_lm("gpt2"), "ptuning-v2", config)  # 128 learned positions
+    model.add_task("long", HeadSpec(HeadKind.CAUSAL_LM))
+    model.prefix_config = PrefixConfig(prefix_length=3, position_mode="shift")
+    model.add_task("short", HeadSpec(HeadKind.CAUSAL_LM))
+    model.eval()
+    prompt = [4] * 116  # 8 + 116 + 6 - 1 = 129 positions for "long", 124 for "short"
+    for path in ({}, {"num_beams": 2}):
+        with pytest.raises(ConfigError, match=r"116 tokens\) \+ 8 prefix slots"):
+            generate_ids(model, [prompt], batch_size=1, task="long", **path)
+        assert len(generate_ids(model, [prompt], batch_size=1, task="short", **path)[0]) == 6
+    with pytest.raises(ConfigError, match=r"116 tokens \+ 8 prefix positions"):
+        ContinuousDecoder(model, tiny_tokenizer()).run(
+            [Sequence(prompt, "long", SamplingParams(max_new_tokens=6))]
+        )
 
 
 def test_the_prefix_changes_what_is_generated() -> None:

@@ -276,6 +276,12 @@ class PromptModel(nn.Module):
         slots, or a deep prefix under position_mode 'shift' (PEFT's numbering); 0 where tokens keep 0..T-1."""
         return self.prefix_config.positions_taken(self.method)
 
+    def task_prefix_positions(self, task: str) -> int:
+        """``prefix_positions`` of one task's own prefix: tasks of one model may have prefixes of other lengths."""
+        if task not in self.task_prefix:
+            return 0  # a method without prefixes (finetune, linear-probe)
+        return self.prefixes[self.task_prefix[task]].config.positions_taken(self.method)
+
     def trainable_parameters(self) -> TrainableReport:
         total = sum(p.numel() for p in self.parameters())
         parts = {

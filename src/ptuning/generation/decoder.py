@@ -152,6 +152,8 @@ class ContinuousDecoder:
                 "sequences whose prefixes cover different layers cannot decode together; admit those "
                 "admissible() returns, the others once the running rows have finished"
             )
+        for sequence in joinable:
+            self._check_room(sequence)
         for sequence in self.rows:
             if sequence.id in cancelled:
                 sequence.finish_reason = "cancelled"
@@ -252,6 +254,20 @@ class ContinuousDecoder:
         prefix = self.model.prefix_kv(names)
         return prefix.expanded_to(len(names))
 
+    def _check_room(self, sequence: Sequence) -> None:
+        """Refuse a sequence that would number positions past a learned table (an IndexError mid-step)."""
+        positions = self.model.geometry.usable_positions
+        if positions is None:
+            return
+        shifted = self.model.prefix_config.position_mode is PositionMode.SHIFT
+        layers = self._layers_of(sequence)  # None: no prefix, or a name _prefix_for refuses
+        slots = self.model.prefixes[sequence.prefix].prefix_length if shifted and layers is not None else 0
+        if positions_needed(slots, len(sequence.prompt), sequence.params.max_new_tokens) > positions:
+            raise ConfigError(
+                f"the prompt ({len(sequence.prompt)} tokens{f' + {slots} prefix positions' if slots else ''}) + "
+                f"max_new_tokens ({sequence.params.max_new_tokens}) - 1 exceed the model's {positions} positions"
+            )
+
     def _layers_of(self, sequence: Sequence) -> tuple[int, ...] | None:
         """The layers the sequence's prefix covers (None without one, or for a name ``_prefix_for`` refuses)."""
         if not self.model.method.is_deep or sequence.prefix not in self.model.prefixes:
@@ -346,6 +362,12 @@ class ContinuousDecoder:
             delta = sequence.stops.delta(sequence.text, sequence.finished)
             events.append(StepEvent(sequence, token, delta, sequence.finished))
         return events
+
+
+def positions_needed(slots: int, prompt_tokens: int, max_new_tokens: int) -> int:
+    """Position ids a causal LM's decoding numbers: the prefix's slots (shift mode, prompt tuning), the prompt,
+    and every new token but the last, which is never fed back."""
+    return slots + prompt_tokens + max_new_tokens - 1
 
 
 def _left_pad(tensor: torch.Tensor, length: int, dim: int) -> torch.Tensor:

@@ -10,7 +10,7 @@ from transformers import GenerationConfig
 
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.kinds import HeadKind
-from ptuning.generation.decoder import ContinuousDecoder
+from ptuning.generation.decoder import ContinuousDecoder, positions_needed
 from ptuning.generation.decoder import Sequence as DecoderSequence
 from ptuning.generation.sampling import SamplingParams
 from ptuning.tasks.base import Features, Task
@@ -62,11 +62,13 @@ def _head_of(task: Task, model: Any) -> str | None:
 def check_generation_room(task: Task, model: Any, features: Features) -> None:
     """Refuse, before training, a split whose decoding would index past the position table: found only at the
     first evaluation, that ended a run with nothing saved."""
+    head = _head_of(task, model)
     _check_positions(
         model,
         generation_prompts(features),
         getattr(task, "max_new_tokens", 64),
-        _is_seq2seq(model, _head_of(task, model)),
+        _is_seq2seq(model, head),
+        head,
     )
 
 
@@ -96,7 +98,7 @@ def generate_texts(
     if eos_id is None:
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
-    _check_positions(model, prompts, max_new_tokens, seq2seq)
+    _check_positions(model, prompts, max_new_tokens, seq2seq, task)
     if plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
         return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
     if generate_kwargs.get("num_return_sequences", 1) != 1:
@@ -157,28 +159,31 @@ def _is_seq2seq(model: Any, task: str | None) -> bool:
 
 
 def _check_positions(
-    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, seq2seq: bool = False
+    model: Any, prompts: Sequence[Sequence[int]], max_new_tokens: int, seq2seq: bool, task: str | None
 ) -> None:
     """A learned position table ends (GPT-2: 1,024): refuse, naming the numbers, what would index past it
-    (an IndexError deep inside the model otherwise). Prompt tuning's and a shifted prefix's slots take
-    positions too. An encoder-decoder numbers the prompt (encoder) and the answer (decoder) apart."""
+    (an IndexError deep inside the model otherwise). Prompt tuning's and a shifted prefix's slots (the task's
+    own prefix's) take positions too; the last new token is never fed back, so it takes none. An
+    encoder-decoder numbers the prompt (encoder) and the answer (decoder: its start token, then the new tokens
+    but the last) apart."""
     positions = model.geometry.usable_positions
     if positions is None or not prompts:
         return
-    slots = model.prefix_positions
+    named = task if task is not None else (model.tasks[0] if len(model.tasks) == 1 else None)
+    slots = model.task_prefix_positions(named) if named is not None else model.prefix_positions
     longest = max(len(prompt) for prompt in prompts)
     if seq2seq:
-        if slots + longest > positions or max_new_tokens + 1 > positions:  # + the decoder's start token
+        if slots + longest > positions or max_new_tokens > positions:
             raise ConfigError(
                 f"the longest prompt ({longest} tokens{f' + {slots} prompt slots' if slots else ''}) or "
-                f"max_new_tokens ({max_new_tokens}) + 1 exceed the model's {positions} positions; lower "
+                f"max_new_tokens ({max_new_tokens}) exceed the model's {positions} positions; lower "
                 "max_length or max_new_tokens"
             )
         return
-    if slots + longest + max_new_tokens > positions:
+    if positions_needed(slots, longest, max_new_tokens) > positions:
         raise ConfigError(
             f"the longest prompt ({longest} tokens){f' + {slots} prefix slots' if slots else ''} + max_new_tokens "
-            f"({max_new_tokens}) exceed the model's {positions} positions; lower max_length or max_new_tokens"
+            f"({max_new_tokens}) - 1 exceed the model's {positions} positions; lower max_length or max_new_tokens"
         )
 
 

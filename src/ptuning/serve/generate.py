@@ -27,6 +27,7 @@ from ptuning.core.checkpoint import CONFIG_FILE
 from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
+from ptuning.generation.decoder import positions_needed
 from ptuning.generation.texts import generation_prompts
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
@@ -305,11 +306,11 @@ def add_generate_routes(
         shifted = registry.model.prefix_config.position_mode is PositionMode.SHIFT  # one mode per server
         # PEFT's numbering ("shift"): the prompt's tokens come after the prefix's positions
         slots = served.prefix_length if shifted else 0
-        if positions is not None and slots + len(prompt) + wanted > positions:
+        if positions is not None and positions_needed(slots, len(prompt), wanted) > positions:
             raise HTTPException(
                 413,
                 f"the prompt ({len(prompt)} tokens{f' + {slots} prefix positions' if slots else ''}) + "
-                f"max_new_tokens ({wanted}) exceed the model's {positions} positions",
+                f"max_new_tokens ({wanted}) - 1 exceed the model's {positions} positions",
             )
         deadline = time.monotonic() + limits.max_seconds
         return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut
