@@ -83,6 +83,23 @@ def test_long_prompts_are_cut_from_the_left_and_reported(tmp_path) -> None:
     assert (
         roomy.truncated == 2 and "generation, which reads the prompt alone, cut 0 of them" in roomy.notes[0]
     )
+    assert (report.cut_for_generation, roomy.cut_for_generation) == (2, 0)
+    assert roomy.truncated_when_scored == 0 and roomy.merge(report).cut_for_generation == 2
+
+
+def test_eval_counts_the_prompts_decoding_read_cut_not_the_training_inputs_cut(tmp_path) -> None:
+    """Dev examples with long gold answers were all reported truncated by ``ptuning eval`` though generation
+    read their prompts whole."""
+    from ptuning.training.predict import LoadedCheckpoint, score_split
+
+    rows = [{"prompt": "what is the capital of france", "response": "paris " * 12}] * 3
+    write_jsonl(tmp_path / "dev.jsonl", rows)
+    model = prompt_model("llama")
+    loaded = LoadedCheckpoint(model, tiny_tokenizer(), CausalLmTask(max_new_tokens=2), "t", max_length=12)
+    scores = score_split(loaded, str(tmp_path), "dev")
+    assert scores["examples"] == 3 and scores["truncated"] == 0  # 6 prompt tokens + 2 new fit in 12
+    short = LoadedCheckpoint(model, tiny_tokenizer(), CausalLmTask(max_new_tokens=2), "t", max_length=5)
+    assert score_split(short, str(tmp_path), "dev")["truncated"] == 3
 
 
 def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:

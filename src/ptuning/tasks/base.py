@@ -24,15 +24,25 @@ class DataReport:
     unlabelled: int = 0
     truncated: int = 0
     notes: list[str] = field(default_factory=list)
+    # generative tasks: prompts that decoding reads cut (``truncated`` counts the training inputs, whose gold
+    # response also takes room); None for the other tasks
+    cut_for_generation: int | None = None
 
     def merge(self, other: DataReport) -> DataReport:
+        generation = (self.cut_for_generation, other.cut_for_generation)
         return DataReport(
             self.examples + other.examples,
             self.skipped + other.skipped,
             self.unlabelled + other.unlabelled,
             self.truncated + other.truncated,
             self.notes + other.notes,
+            None if generation == (None, None) else sum(count or 0 for count in generation),
         )
+
+    @property
+    def truncated_when_scored(self) -> int:
+        """Inputs cut as a split is scored: what decoding read cut for a generative task, else ``truncated``."""
+        return self.truncated if self.cut_for_generation is None else self.cut_for_generation
 
 
 class DataError(ValueError):

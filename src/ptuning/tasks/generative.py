@@ -200,7 +200,7 @@ class GenerativeTask(Task):
                     "example_index": index,
                 }
             )
-        report.truncated = cut_prompts
+        report.truncated, report.cut_for_generation = cut_prompts, cut_for_generation
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
         if cut_prompts:
@@ -401,7 +401,7 @@ class Seq2SeqLmTask(CausalLmTask):
                     "example_index": index,
                 }
             )
-        report.truncated = cut_prompts + cut_responses
+        report.truncated, report.cut_for_generation = cut_prompts + cut_responses, cut_prompts
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
         if cut_prompts:

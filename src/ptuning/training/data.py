@@ -167,5 +167,6 @@ def featurize_split(task: Task, split: Split, tokenizer: Any, max_length: int) -
         unlabelled=split.report.unlabelled,
         truncated=feature_report.truncated,
         notes=split.report.notes + feature_report.notes,
+        cut_for_generation=feature_report.cut_for_generation,
     )
     return split

@@ -558,5 +558,6 @@ def report_dict(report: DataReport) -> dict[str, Any]:
         "skipped": report.skipped,
         "unlabelled": report.unlabelled,
         "truncated": report.truncated,
+        **({} if report.cut_for_generation is None else {"cut_for_generation": report.cut_for_generation}),
         "notes": report.notes,
     }

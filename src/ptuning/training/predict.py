@@ -292,7 +292,7 @@ def score_split(
                 "not scored"
             )
     scores = loaded.task.score(examples, features, _outputs(loaded, features, batch_size))
-    return {"split": split, "examples": len(examples), "truncated": report.truncated, **scores}
+    return {"split": split, "examples": len(examples), "truncated": report.truncated_when_scored, **scores}
 
 
 def run_dev_defaults(
