@@ -57,6 +57,10 @@ def assert_as_found(backbone: nn.Module, pristine: nn.Module) -> None:
     assert all(p.requires_grad for p in backbone.parameters())
     assert not backbone.is_activation_checkpointing and backbone.training is pristine.training
     assert torch.equal(raw_output(backbone), raw_output(pristine))  # eval mode
+    # frozen by its user, it builds no graph: checkpointing's hook on the input embeddings is gone too
+    backbone.requires_grad_(False)
+    assert not raw_output(backbone).requires_grad and not getattr(backbone, "_require_grads_hooks", None)
+    backbone.requires_grad_(True)
     backbone.train(), pristine.train()
     assert torch.equal(raw_output(backbone), raw_output(pristine))  # the same dropout masks: nn.Dropout again
 

@@ -71,6 +71,7 @@ class BackboneAttachment:
             for module in backbone.modules()
         }
         self.was_checkpointing = _is_checkpointing(backbone)
+        self.had_input_grad_hooks = bool(getattr(backbone, "_require_grads_hooks", None))
         self.dropouts = swap_in_fast_dropout(backbone)  # same rates, a cheaper CPU mask (core/dropout.py)
 
     def install_injector(self, geometry: PrefixGeometry) -> Injector:
@@ -96,6 +97,10 @@ class BackboneAttachment:
                 backbone.activation_checkpointing_disable()
             else:
                 backbone.gradient_checkpointing_disable()
+        # enabling checkpointing hooked the input embeddings to require grad, and disabling it leaves the hook
+        # (transformers): a frozen backbone's outputs would still build a graph through every layer
+        if not self.had_input_grad_hooks and getattr(backbone, "_require_grads_hooks", None):
+            backbone.disable_input_require_grads()
         backbone.train(self.training)
 
 
