@@ -591,7 +591,14 @@ def _load_checkpoint(args: argparse.Namespace) -> Any:
         print(f"note: {note}", file=sys.stderr)
     if args.compile:
         from ptuning.core.compilation import compile_backbone
+        from ptuning.core.kinds import HeadKind
 
+        if loaded.model.head_specs[loaded.head].kind in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):
+            # decoding runs eager (generation/texts.py): the flag would cost nothing and change nothing
+            raise ConfigError(
+                f"--compile runs encoder heads (classification, tagging, QA); {loaded.head!r} generates, and "
+                "decoding runs eager through its growing cache: drop --compile"
+            )
         compile_backbone(loaded.model)
     return loaded
 

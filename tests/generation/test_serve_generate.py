@@ -402,3 +402,17 @@ def test_the_server_cuts_a_long_prompt_to_the_tokens_evaluation_and_predict_deco
     whole = generation_prompts(task.featurize([example], tokenizer, 1 << 30)[0])[0]
     assert prompt == decoded and len(prompt) == 31  # max_length less the EOS a trained answer ends with
     assert cut == len(whole) - 31 > 0
+
+
+def test_compile_is_refused_for_a_generating_checkpoint_in_predict_and_eval(root, tmp_path, capsys) -> None:
+    """Decoding runs eager: --compile was accepted, printed "0 graph(s) compiled" and changed nothing."""
+    source = tmp_path / "prompts.txt"
+    source.write_text(PROMPTS[0] + "\n")
+    data = write_jsonl(tmp_path / "dev.jsonl", [{"prompt": PROMPTS[0], "response": "paris"}])
+    for argv in (
+        ["predict", "--checkpoint", str(root / "capitals"), "--input", str(source), "--compile"],
+        ["eval", "--checkpoint", str(root / "capitals"), "--data", str(data), "--compile"],
+    ):
+        capsys.readouterr()
+        assert main(argv) == 2
+        assert "--compile runs encoder heads" in capsys.readouterr().err
