@@ -61,3 +61,10 @@ def test_cpu_int8_follows_the_device_and_dynamic_int8_is_cpu_only(monkeypatch) -
         check_quantization("int8-dynamic", torch.device("cuda"))
     with pytest.raises(ConfigError, match="nf4 needs CUDA and bitsandbytes"):
         check_quantization("nf4", torch.device("cpu"))
+    # refused before loading, naming the flag, where quantize_backbone refused only after the slow load
+    assert check_quantization("int8-dynamic", torch.device("cpu"), "fp32")
+    assert check_quantization("int8", torch.device("cpu"), "bf16")  # weight-only int8 keeps bf16 activations
+    with pytest.raises(
+        ConfigError, match=r"int8-dynamic needs an fp32 backbone .* --backbone-dtype fp16 gives"
+    ):
+        check_quantization("int8-dynamic", torch.device("cpu"), "fp16")

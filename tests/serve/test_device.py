@@ -56,6 +56,11 @@ def test_a_given_backbone_stays_where_it_is_unless_a_device_is_named(
             "int8-dynamic runs on the CPU only",
         ),
         (False, {"device": "cpu", "backbone_quantization": "nf4"}, "nf4 needs CUDA and bitsandbytes"),
+        (
+            False,
+            {"device": "cpu", "backbone_quantization": "int8-dynamic", "backbone_dtype": "bf16"},
+            "int8-dynamic needs an fp32 backbone .* --backbone-dtype bf16 gives bf16",
+        ),
     ],
 )
 def test_what_cannot_run_on_the_device_is_refused_before_loading(

@@ -42,7 +42,7 @@ from torch import nn
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
 from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINTS_ATTRIBUTE, base_fingerprint
-from ptuning.core.precision import dtype_name, floating_dtype
+from ptuning.core.precision import backbone_dtype, dtype_name, floating_dtype
 
 QUANTIZATIONS = ("int8", "nf4")  # at load time, through bitsandbytes (CUDA)
 CPU_QUANTIZATIONS = ("int8", "int8-dynamic")  # after loading, through ``quantize_backbone`` (CPU)
@@ -101,15 +101,24 @@ def quantizes_after_loading(quantization: str | None, device: str | torch.device
     )
 
 
-def check_quantization(quantization: str | None, device: torch.device) -> bool:
-    """``quantizes_after_loading`` for a model that is to run on ``device``, having refused in one line, before
-    any slow load, what cannot work there: int8-dynamic off the CPU (torch's dynamic quantization has CPU
-    kernels only), bitsandbytes kinds without CUDA or without the package (``loading_kwargs``)."""
+def check_quantization(
+    quantization: str | None, device: torch.device, dtype: str | torch.dtype | None = None
+) -> bool:
+    """``quantizes_after_loading`` for a model that is to run on ``device``, loaded in ``dtype``, having refused
+    in one line, before any slow load, what cannot work there: int8-dynamic off the CPU (torch's dynamic
+    quantization has CPU kernels only) or on a half backbone, bitsandbytes kinds without CUDA or without the
+    package (``loading_kwargs``)."""
     if quantizes_after_loading(quantization, device):
         if device.type != "cpu":
             raise ConfigError(
                 f"--backbone-quantization {quantization} runs on the CPU only (torch dynamic quantization); "
                 f"on {device} use int8 or nf4 (bitsandbytes), or --device cpu"
+            )
+        resolved = backbone_dtype(dtype, device)
+        if quantization == "int8-dynamic" and resolved not in (None, torch.float32):
+            raise ConfigError(
+                f"--backbone-quantization int8-dynamic needs an fp32 backbone (torch dynamic quantization); "
+                f"--backbone-dtype {dtype} gives {dtype_name(resolved)}: use --backbone-dtype fp32, or int8"
             )
         return True
     loading_kwargs(quantization, device)

@@ -167,7 +167,9 @@ def create_app(
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     given = backbone is not None and device is None
     target = next(backbone.parameters()).device if given else inference_device(device)
-    after_loading = check_quantization(backbone_quantization, target)
+    after_loading = check_quantization(
+        backbone_quantization, target, None if backbone is not None else backbone_dtype
+    )
     if backbone_quantization is not None and not after_loading and backbone is not None:
         raise ConfigError(f"{backbone_quantization} is applied while loading: pass no backbone=")
     if backbone is None:

@@ -92,7 +92,7 @@ def load_for_inference(
             "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
         )
     target = inference_device(device)
-    cpu_int8 = check_quantization(quantization, target)
+    cpu_int8 = check_quantization(quantization, target, backbone_dtype)
     backbone, tokenizer = load_backbone(
         model_path or base["name_or_path"],
         causal_lm=base.get("causal_lm", False),
