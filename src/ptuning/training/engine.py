@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import set_seed
+from accelerate.utils import parse_flag_from_env, set_seed
 from torch import nn
 
 from ptuning.core.backbones import load_backbone
@@ -500,11 +500,21 @@ def _fitting_donor(
 
 
 # ============================================================================================ helpers
+_UNWIRED_LAUNCHES = {"ACCELERATE_USE_DEEPSPEED": "--use_deepspeed", "ACCELERATE_USE_FSDP": "--use_fsdp"}
+
+
 def _accelerator(config: TrainConfig) -> Accelerator:
     """accelerate keeps one mixed-precision setting per process (``AcceleratorState`` is shared), so a second
     run in the same process with another setting (a sweep's cells, ``--seeds``, a notebook) was refused with
     "AcceleratorState has already been initialized". Each run starts from a fresh state; the process group
     (``PartialState``) is kept."""
+    for variable, flag in _UNWIRED_LAUNCHES.items():
+        if parse_flag_from_env(variable):  # on CPU accelerate ran it as plain DDP and said nothing
+            raise ConfigError(
+                f"accelerate launch {flag} is not wired into ptuning train; shard the frozen backbone with "
+                "--shard-backbone (torchrun or accelerate launch --multi_gpu), or use DeepSpeed ZeRO-3 from the "
+                "library (docs/CLI.md, Several processes (DDP))"
+            )
     AcceleratorState._reset_state(reset_partial_state=False)
     return Accelerator(
         gradient_accumulation_steps=config.gradient_accumulation_steps,

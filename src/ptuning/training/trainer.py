@@ -8,7 +8,8 @@ checkpoint and the resumable state exist once, here.
 Why accelerate rather than HF Trainer (docs/ARCHITECTURE.md): our model is a plain nn.Module whose
 checkpoints are prompt-only safetensors, resuming must not unpickle anything, and evaluation is the task's
 own decoding + metric. A short explicit loop over ``Accelerator`` keeps all of that visible while
-``accelerate launch`` / ``torchrun`` still give DDP, multi-node, DeepSpeed and FSDP without code changes.
+``accelerate launch`` / ``torchrun`` still give DDP and multi-node without code changes (the frozen backbone is
+sharded by ``--shard-backbone``; accelerate's DeepSpeed and FSDP plugins are refused, not wired in).
 """
 
 from __future__ import annotations
