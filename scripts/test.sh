@@ -12,7 +12,8 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # SmolLM2 is converted from its GGUF once (~25 s) into this ignored folder and reused by the second run below;
 # PTUNING_REQUIRE_PACKAGED turns a missing packaged model into a failure instead of a skip.
 export PTUNING_CACHE="${PTUNING_CACHE:-$PWD/.cache/ptuning}" PTUNING_REQUIRE_PACKAGED=1
-.venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+# -rs: every skipped test and its reason is listed at the end (a missing ../shared/data skips the real-data tests)
+.venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"
 # DeepSpeed ZeRO-3 (skipped above: deepspeed is not in .venv, see scripts/setup_deepspeed.sh for why)
 bash scripts/setup_deepspeed.sh
 .venv-deepspeed/bin/python -m pytest -q -p no:cacheprovider tests/training/test_deepspeed_zero3.py
