@@ -63,6 +63,17 @@ def without_head_bias(state: dict) -> dict:
     return state
 
 
+def poison(part: str, value: float):
+    """One weight of the first tensor of ``part`` (prefixes, heads) set to NaN or Inf: a file safetensors
+    reads without complaint."""
+
+    def change(state: dict) -> dict:
+        state[min(k for k in state if k.startswith(f"{part}."))].view(-1)[0] = value
+        return state
+
+    return change
+
+
 def edit_config(change):
     def damage(folder: Path) -> None:
         path = folder / CONFIG_FILE
@@ -106,6 +117,34 @@ DAMAGES = {
         edit_config(lambda c: {**c, "prefix": {**c["prefix"], "prefix_length": "4"}}),
         "field 'prefix': prefix_length must be a positive integer",
     ),
+    "NaN in a prefix tensor": (
+        edit_weights(poison("prefixes", float("nan"))),
+        f"{WEIGHTS_FILE}: NaN or Inf values in tensor 'prefixes.",
+    ),
+    "Inf in a head tensor": (
+        edit_weights(poison("heads", float("inf"))),
+        f"{WEIGHTS_FILE}: NaN or Inf values in tensor 'heads.",
+    ),
+    **{
+        f"prefix layers {json.dumps(layers)}": (  # each was a ValueError traceback, or rounded to (0, 1)
+            edit_config(lambda c, layers=layers: {**c, "prefix": {**c["prefix"], "layers": layers}}),
+            f"{CONFIG_FILE}: field 'prefix': layers must be None (all layers) or a non-empty list of integer "
+            f"layer indices >= 0, got {layers!r}",
+        )
+        for layers in (["a"], [0.9, 1.4], "01", [True])
+    },
+    "fingerprint version 2.0": (  # passed as 2.0 == 2, then was refused as "a different base model"
+        edit_config(lambda c: {**c, "base_model": {**c["base_model"], "fingerprint_version": 2.0}}),
+        "field 'base_model.fingerprint_version' should be the integer 1 or 2, found 2.0",
+    ),
+    "unknown dtype": (
+        edit_config(lambda c: {**c, "base_model": {**c["base_model"], "dtype": "fp64"}}),
+        "field 'base_model.dtype' should be one of fp32, bf16, fp16, ",
+    ),
+    "prefix form of a prefix that does not exist": (
+        edit_config(lambda c: {**c, "prefix_forms": {**c["prefix_forms"], "zzz": "mlp"}}),
+        "field 'prefix_forms' should be keyed by the tasks' prefixes (t), found \"zzz\"",
+    ),
 }
 
 
@@ -119,6 +158,20 @@ def test_a_damaged_checkpoint_is_one_checkpoint_error_naming_the_file(damage: st
     assert expected in str(error.value)
     assert str(folder) in str(error.value)
     assert not (tmp_path / "unpickled").exists()
+
+
+def test_a_sound_checkpoint_with_every_checked_field_still_loads(tmp_path) -> None:
+    """The checks refuse damage only: layers, dtype, fingerprint version and prefix forms as saved load."""
+    built = build("bert", layers=(1,))
+    folder = save_checkpoint(built.model, tmp_path / "ckpt")
+    config = json.loads((folder / CONFIG_FILE).read_text())
+    assert config["prefix"]["layers"] == [1] and config["prefix_forms"] == {"t": "table"}
+    assert config["base_model"]["dtype"] == "fp32" and config["base_model"]["fingerprint_version"] == 2
+    loaded = load_checkpoint(folder, backbone=tiny_backbone("bert"))
+    assert loaded.prefix_config.layers == (1,)
+    saved = {k: v for k, v in built.model.state_dict().items() if k.startswith(("prefixes.", "heads."))}
+    for key, tensor in saved.items():
+        assert torch.equal(loaded.state_dict()[key], tensor), key
 
 
 @pytest.fixture(scope="module")
@@ -136,7 +189,16 @@ def sst2_checkpoint(base_dir: str, folder: Path) -> Path:
 @pytest.mark.parametrize("command", ["predict", "eval"])
 @pytest.mark.parametrize(
     "damage",
-    ["truncated weights", "torch.save weights", "config is a list", "unknown method", "no base name"],
+    [
+        "truncated weights",
+        "torch.save weights",
+        "config is a list",
+        "unknown method",
+        "no base name",
+        "NaN in a prefix tensor",
+        "Inf in a head tensor",
+        'prefix layers ["a"]',
+    ],
 )
 def test_eval_and_predict_print_one_line_and_exit_2(
     command: str, damage: str, base_dir, tmp_path, capsys

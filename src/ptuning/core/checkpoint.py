@@ -30,7 +30,7 @@ from ptuning.core.folders import recover_dir, replace_dir, staging_dir, sync_to_
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.core.precision import dtype_name, floating_dtype
+from ptuning.core.precision import BACKBONE_DTYPES, dtype_name, floating_dtype
 from ptuning.core.prefix import PrefixEncoder
 
 FORMAT = "ptuning-prompt-checkpoint/1"
@@ -209,10 +209,6 @@ def validate_config(config: Any, path: Path | str) -> None:
     dropout = config["head_dropout"]
     if isinstance(dropout, bool) or not isinstance(dropout, int | float) or not 0 <= dropout < 1:
         check.fail("head_dropout", "a number in [0, 1)", dropout)
-    forms = config.get("prefix_forms", {})
-    check.type(forms, "prefix_forms", dict, "an object of prefix name -> 'table' or 'mlp'")
-    for name, form in forms.items():
-        check.choice(form, f"prefix_forms.{name}", list(PREFIX_FORMS))
     tasks = config["tasks"]
     check.type(tasks, "tasks", dict, "an object of task name -> task entry")
     if not tasks:
@@ -238,19 +234,37 @@ def validate_config(config: Any, path: Path | str) -> None:
         length = entry.get("max_length")
         if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
             check.fail(f"{where}.max_length", "a positive integer or null", length)
+    forms = config.get("prefix_forms", {})
+    check.type(forms, "prefix_forms", dict, "an object of prefix name -> 'table' or 'mlp'")
+    prefixes = sorted({entry["prefix"] for entry in tasks.values()})
+    for name, form in forms.items():
+        if name not in prefixes:  # a typo would leave the real prefix's form to be guessed from its tensors
+            check.fail("prefix_forms", f"keyed by the tasks' prefixes ({', '.join(prefixes)})", name)
+        check.choice(form, f"prefix_forms.{name}", list(PREFIX_FORMS))
     base = config["base_model"]
     check.type(base, "base_model", dict, "an object naming the base model")
     check.required(base, "base_model", "name_or_path", str, "the base model's name or folder")
     check.required(base, "base_model", "fingerprint", str, "the base model's fingerprint")
     check.type(base.get("model_type", ""), "base_model.model_type", str, "a model type")
     check.type(base.get("causal_lm", False), "base_model.causal_lm", bool, "true or false")
-    check.type(base.get("dtype", ""), "base_model.dtype", str, "a dtype name such as 'fp32'")
+    if "dtype" in base:
+        check.choice(base["dtype"], "base_model.dtype", _SAVED_DTYPE_NAMES)
     version = base.get("fingerprint_version", 1)
-    if version not in (1, FINGERPRINT_VERSION) or isinstance(version, bool):
-        check.fail("base_model.fingerprint_version", f"1 or {FINGERPRINT_VERSION}", version)
+    if isinstance(version, bool) or not isinstance(version, int) or version not in (1, FINGERPRINT_VERSION):
+        check.fail("base_model.fingerprint_version", f"the integer 1 or {FINGERPRINT_VERSION}", version)
     if config.get("weights_file") is not None:
         check.choice(config["weights_file"], "weights_file", list(WEIGHTS_FILES))
     check.type(config.get("extra", {}), "extra", dict, "an object")
+
+
+def _saved_dtype_names() -> list[str]:
+    """What ``save_checkpoint`` writes as ``base_model.dtype``: ``dtype_name`` of a floating dtype, i.e. the
+    backbone dtypes' short names, else torch's own name (``"float64"``)."""
+    floating = {v for v in vars(torch).values() if isinstance(v, torch.dtype) and v.is_floating_point}
+    return [*BACKBONE_DTYPES, *sorted({dtype_name(d) for d in floating} - set(BACKBONE_DTYPES))]
+
+
+_SAVED_DTYPE_NAMES = _saved_dtype_names()
 
 
 class _Checker:
@@ -301,7 +315,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     if not path.is_file():
         raise CheckpointError(f"{path.parent}: {path.name} is missing")
     try:
-        return load_file(str(path))
+        state = load_file(str(path))
     except Exception as error:  # safetensors raises its own SafetensorError (truncated, corrupt header)
         with open(path, "rb") as stream:
             head = stream.read(4)
@@ -311,6 +325,12 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
                 "run code"
             ) from None
         raise CheckpointError(f"{path}: not a valid safetensors file ({error})") from None
+    # A NaN or Inf weight loads without complaint and then makes every prediction NaN (a label picked from
+    # NaN scores, chance accuracy): refuse it here, one check per tensor.
+    for name, tensor in state.items():
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():
+            raise CheckpointError(f"{path}: NaN or Inf values in tensor {name!r}; expected finite weights")
+    return state
 
 
 def load_checkpoint(

@@ -104,11 +104,7 @@ class PrefixConfig:
         if self.init_std <= 0:
             raise ConfigError(f"init_std must be positive, got {self.init_std!r}")
         if self.layers is not None:
-            self.layers = tuple(sorted(set(int(i) for i in self.layers)))
-            if not self.layers or self.layers[0] < 0:
-                raise ConfigError(
-                    f"layers must be a non-empty list of layer indices >= 0, got {self.layers!r}"
-                )
+            self.layers = _layer_indices(self.layers)
 
     def resolved_layers(self, num_layers: int) -> tuple[int, ...]:
         """The layer indices that get a prefix, checked against the model's depth."""
@@ -149,6 +145,20 @@ def _enum_field(enum_type: type[StrEnum], value: Any, name: str) -> Any:
     except ValueError:
         allowed = ", ".join(e.value for e in enum_type)
         raise ConfigError(f"{name} must be one of {allowed}; got {value!r}") from None
+
+
+def _layer_indices(value: Any) -> tuple[int, ...]:
+    """``layers`` as sorted distinct indices. Only integers: ``int()`` turned 1.4 into 1 and "01" into
+    (0, 1), so a damaged config put the prefix on layers nobody chose."""
+    if (
+        not isinstance(value, list | tuple)
+        or not value
+        or not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in value)
+    ):
+        raise ConfigError(
+            f"layers must be None (all layers) or a non-empty list of integer layer indices >= 0, got {value!r}"
+        )
+    return tuple(sorted(set(value)))
 
 
 def _is_number(value: Any) -> bool:
