@@ -225,3 +225,86 @@ def test_backbone_dropout_sets_the_frozen_backbones_rates_and_none_keeps_the_mod
     rates = {module.p for module in model.backbone.modules() if isinstance(module, nn.Dropout)}
     assert rates == ({0.1} if rate is None else {0.0})
     assert TrainConfig.model_validate({"backbone_dropout": "0"}).backbone_dropout == 0.0
+
+
+def test_auto_keeps_a_finetuned_backbone_fp32(tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch) -> None:
+    """auto picks storage for a frozen backbone; finetune trains it, so it loads fp32 even where bf16 is native."""
+    monkeypatch.setattr(precision, "native_bf16", lambda device=None: True)
+    seen: dict = {}
+
+    def record(*args, **kwargs):
+        seen.update(kwargs)
+        raise ConfigError("stop here")
+
+    monkeypatch.setattr(engine, "load_backbone", record)
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "auto")
+    code, _, err = run_cli([*argv, "--method", "finetune"], capsys)
+    assert code == 2 and "stop here" in err and seen["dtype"] is None  # None: the loader's fp32
+    assert (
+        build_config([("flags", {"method": "finetune", "backbone_dtype": "auto"})]).backbone_dtype == "fp32"
+    )
+    code, _, err = run_cli([*argv, "--method", "linear-probe"], capsys)  # a frozen backbone: bf16 as before
+    assert code == 2 and seen["dtype"] == "bf16"
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("run.yaml", "task: sst2\nbatch-size: 32\nbatch_size: 64\n"),
+        ("run.json", '{"task": "sst2", "batch-size": 32, "batch_size": 64}'),
+    ],
+)
+def test_one_option_in_both_spellings_is_refused(tmp_path, name, text) -> None:
+    """batch-size and batch_size are one option: the last one used to win without a word."""
+    from ptuning.training.config import load_config_file
+
+    (tmp_path / name).write_text(text)
+    with pytest.raises(ConfigError) as error:
+        load_config_file(tmp_path / name)
+    assert str(error.value) == (
+        f"config file {tmp_path / name}: 'batch-size' and 'batch_size' are the same option (batch_size); "
+        "give it once"
+    )
+
+
+def test_task_names_with_dashes_in_a_files_map_stay_distinct(tmp_path) -> None:
+    """Only the top-level keys are option names: a task_data map keeps its task names as written."""
+    from ptuning.training.config import load_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text(
+        "tasks: superglue-rte,boolq\ntask_data:\n  superglue-rte: /d/rte\n  superglue_rte: /d/x\n"
+    )
+    assert load_config_file(path)["task_data"] == {"superglue-rte": "/d/rte", "superglue_rte": "/d/x"}
+
+
+@pytest.mark.parametrize(
+    "key, flag",
+    [("preset", "--preset NAME"), ("config", "--config FILE"), ("seeds", "--seeds A,B,... (ptuning train)")],
+)
+def test_a_command_line_option_in_a_config_file_names_its_flag(
+    key, flag, tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    monkeypatch.setattr(engine, "load_backbone", _no_loading)
+    path = tmp_path / "run.yaml"
+    path.write_text(f"{key}: sst2-minilm\n")
+    code, _, err = run_cli(
+        [*train_args(tiny_bert, sst2_dir, tmp_path / "run"), "--config", str(path)], capsys
+    )
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"{path}: {key!r} is a command-line option, not a config-file key; use {flag}" in err
+
+
+def test_the_command_line_only_options_are_the_flags_that_are_not_fields() -> None:
+    """COMMAND_LINE_ONLY mirrors cli.py: every train/sweep flag that is no TrainConfig field, and only those."""
+    from ptuning.cli import build_parser
+    from ptuning.training.config import COMMAND_LINE_ONLY
+
+    commands = next(a for a in build_parser()._actions if a.dest == "command").choices
+    flags_only = {
+        action.dest
+        for command in ("train", "sweep")
+        for action in commands[command]._actions
+        if action.option_strings and action.dest not in TrainConfig.model_fields and action.dest != "help"
+    }
+    assert flags_only == set(COMMAND_LINE_ONLY)

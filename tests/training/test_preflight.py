@@ -126,3 +126,45 @@ def test_pooling_on_a_task_without_a_pooled_head(tiny_bert, conll_dir, tmp_path,
     argv = train_args(tiny_bert, conll_dir, tmp_path / "run", "--pooling", "mean", task="conll2003")
     err = one_line_error(argv, capsys)
     assert "conll2003 is token-classification" in err
+
+
+@pytest.mark.parametrize("dtype", ["bf16", "fp16"])
+def test_a_half_backbone_is_refused_when_finetune_trains_it(
+    dtype, tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """A trained weight stored in bf16 has no fp32 master: most AdamW updates rounded away (33 % of the
+    encoder's weights changed after 5 steps at 2e-5)."""
+    argv = train_args(
+        tiny_bert, sst2_dir, tmp_path / "run", "--method", "finetune", "--backbone-dtype", dtype
+    )
+    err = one_line_error(argv, capsys)
+    assert (
+        f"--backbone-dtype {dtype} stores the frozen backbone; method finetune trains it, and trained weights "
+        f"stay fp32 (in {dtype} most updates round away); use --backbone-dtype fp32 with --mixed-precision "
+        f"{dtype}"
+    ) in err
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture(scope="module")
+def tiny_t5(tmp_path_factory) -> str:
+    """An encoder-decoder model folder (config and random weights; nothing loads it here)."""
+    from transformers import T5Config, T5ForConditionalGeneration
+
+    folder = tmp_path_factory.mktemp("tiny-t5")
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
+    T5ForConditionalGeneration(config).save_pretrained(folder)
+    return str(folder)
+
+
+def test_sharding_an_encoder_decoder_is_refused_before_loading(
+    tiny_t5, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """It used to load on every process and fail there ('no list of 6 layers found')."""
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = one_line_error(train_args(tiny_t5, sst2_dir, tmp_path / "run", "--shard-backbone"), capsys)
+    assert (
+        f"--shard-backbone shards encoder-only and decoder-only backbones; {tiny_t5} is an encoder-decoder "
+        "(T5, BART...): train it without sharding"
+    ) in err
+    assert not (tmp_path / "run").exists()

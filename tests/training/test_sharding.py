@@ -20,13 +20,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 from safetensors.torch import load_file
-from transformers import LlamaConfig, LlamaForCausalLM
+from transformers import LlamaConfig, LlamaForCausalLM, T5Config, T5ForConditionalGeneration
 
 from ptuning.core.checkpoint import save_checkpoint
-from ptuning.core.config import PrefixConfig
+from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.training.sharding import average_replicated_gradients, shard_backbone
+from ptuning.training.sharding import average_replicated_gradients, backbone_layers, shard_backbone
 
 pytestmark = pytest.mark.skipif(
     not dist.is_available() or not dist.is_gloo_available(),
@@ -224,3 +224,16 @@ def test_sharding_with_checkpointing_autocast_or_a_bf16_backbone_trains_like_one
         assert saved.keys() == reference.keys() and all(v.dtype == torch.float32 for v in saved.values())
         for key in reference:
             torch.testing.assert_close(saved[key], reference[key], rtol=0, atol=atol, msg=f"{name} {key}")
+
+
+def test_an_encoder_decoder_is_refused_by_name_not_by_a_missing_layer_list() -> None:
+    """T5 has two lists of layers and its geometry counts prefix slots (E + 2D = 6 here), so the search for one
+    list of 6 layers failed with 'no list of 6 layers found' (a hub id reaches here: preflight cannot read it)."""
+    config = T5Config(vocab_size=64, d_model=16, d_kv=4, d_ff=32, num_layers=2, num_heads=4)
+    model = PromptModel(T5ForConditionalGeneration(config), "ptuning-v2", PrefixConfig(prefix_length=2))
+    with pytest.raises(ConfigError) as error:
+        backbone_layers(model)
+    assert str(error.value) == (
+        "--shard-backbone shards encoder-only and decoder-only backbones; T5ForConditionalGeneration is an "
+        "encoder-decoder (T5, BART...): train it without sharding"
+    )

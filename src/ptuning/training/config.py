@@ -32,7 +32,14 @@ from pydantic import (
     model_validator,
 )
 
-from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
+from ptuning.core.config import (
+    AUTO_DTYPE,
+    ConfigError,
+    Method,
+    PositionMode,
+    PrefixConfig,
+    Reparameterization,
+)
 from ptuning.tasks.readers import decode_utf8
 
 MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe", "finetune"]
@@ -123,7 +130,8 @@ class TrainConfig(BaseModel):
     """autocast precision (where the device supports it); the prefix stays fp32"""
     backbone_dtype: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32. auto: bf16 where the
-    machine computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere"""
+    machine computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere and
+    with method finetune (a trained backbone stays fp32; bf16/fp16 are refused there)"""
     backbone_quantization: Literal["int8", "nf4"] | None = None
     """quantize the frozen backbone through bitsandbytes (CUDA only; nf4 = QLoRA's 4-bit, bf16 compute)"""
     shard_backbone: bool = False
@@ -214,6 +222,15 @@ class TrainConfig(BaseModel):
     @classmethod
     def _pairs(cls, value: Any) -> Any:
         return task_pairs(value)
+
+    @model_validator(mode="after")
+    def _auto_keeps_a_trained_backbone_fp32(self) -> TrainConfig:
+        """auto picks the fastest storage for a *frozen* backbone; finetune trains it, and a trained weight
+        stays an fp32 master (in bf16 most AdamW updates round away), so auto is fp32 there, on every
+        machine, and config.json records the dtype the run used."""
+        if self.backbone_dtype == AUTO_DTYPE and not Method(self.method).freezes_backbone:
+            self.backbone_dtype = "fp32"
+        return self
 
     @model_validator(mode="after")
     def _prefix_fields_fit(self) -> TrainConfig:
@@ -368,10 +385,34 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
         return {}
     if not isinstance(data, dict):
         raise ConfigError(f"config file {path} must hold a mapping of option: value")
-    return {str(k).replace("-", "_"): v for k, v in data.items()}
+    options: dict[str, Any] = {}
+    spelled: dict[str, Any] = {}  # option -> the key the file gave it under
+    for key, value in data.items():
+        name = str(key).replace("-", "_")
+        if name in options:  # batch-size and batch_size: one option, and the last would win silently
+            raise ConfigError(
+                f"config file {path}: {spelled[name]!r} and {key!r} are the same option ({name}); give it once"
+            )
+        options[name], spelled[name] = value, key
+    return options
+
+
+# Options of ``ptuning train`` / ``sweep`` that are flags only, not TrainConfig fields (cli.py defines them):
+# a config file naming one gets where it belongs, not a near-miss field name.
+COMMAND_LINE_ONLY = {
+    "preset": "--preset NAME",
+    "config": "--config FILE",
+    "seeds": "--seeds A,B,... (ptuning train)",
+    "prefix_lengths": "--prefix-lengths A,B,... (ptuning sweep)",
+    "learning_rates": "--learning-rates A,B,... (ptuning sweep)",
+}
 
 
 def _unknown(key: str, where: str) -> str:
+    if key in COMMAND_LINE_ONLY:
+        return (
+            f"{where}: {key!r} is a command-line option, not a config-file key; use {COMMAND_LINE_ONLY[key]}"
+        )
     close = difflib.get_close_matches(key, list(TrainConfig.model_fields), n=1)
     hint = f"; did you mean {close[0]!r}?" if close else ""
     return f"{where}: unknown option {key!r}{hint}"

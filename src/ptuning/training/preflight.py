@@ -12,6 +12,7 @@ import json
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -86,7 +87,9 @@ def check_attention(implementation: str) -> None:
 def check_backbone_options(config: TrainConfig) -> None:
     """A quantized backbone trains only through bitsandbytes on CUDA (int8 on CPU is for inference:
     ``ptuning predict/serve --backbone-quantization int8``); bf16 weights cannot run under fp16 autocast, nor
-    fp16 weights under bf16 autocast."""
+    fp16 weights under bf16 autocast. A backbone that trains (finetune) stays fp32: stored in bf16 or fp16 it
+    has no fp32 master copy, and AdamW steps smaller than half a rounding step vanish (most of them at
+    fine-tuning learning rates). ``auto`` is already fp32 there (``TrainConfig``)."""
     if config.backbone_quantization is not None:
         try:
             loading_kwargs(config.backbone_quantization)  # refuses without CUDA or bitsandbytes
@@ -94,6 +97,12 @@ def check_backbone_options(config: TrainConfig) -> None:
             raise ConfigError(
                 f"{flag_name('backbone_quantization')} {config.backbone_quantization}: {error}"
             ) from None
+    if config.backbone_dtype in ("bf16", "fp16") and not Method(config.method).freezes_backbone:
+        raise ConfigError(
+            f"{flag_name('backbone_dtype')} {config.backbone_dtype} stores the frozen backbone; method "
+            f"{config.method} trains it, and trained weights stay fp32 (in {config.backbone_dtype} most "
+            f"updates round away); use --backbone-dtype fp32 with --mixed-precision {config.backbone_dtype}"
+        )
     stored = resolve_auto(config.backbone_dtype)
     if (
         stored in ("bf16", "fp16")
@@ -151,6 +160,11 @@ def check_sharding(config: TrainConfig) -> None:
             f"{flag} cannot shard a quantized backbone ({flag_name('backbone_quantization')} "
             f"{config.backbone_quantization}); use one or the other"
         )
+    if _is_encoder_decoder(config.model):  # sharding.py wraps one list of layers; T5 and BART have two
+        raise ConfigError(
+            f"{flag} shards encoder-only and decoder-only backbones; {config.model} is an encoder-decoder "
+            "(T5, BART...): train it without sharding"
+        )
     if config.backbone_dtype == "fp16":  # measured: training/sharding.py, "What combines with sharding"
         raise ConfigError(
             f"{flag} with {flag_name('backbone_dtype')} fp16 does not train the same prompt as one process "
@@ -202,16 +216,31 @@ def check_positions(config: TrainConfig) -> None:
         )
 
 
-def _geometry(model: str) -> PrefixGeometry | None:
+def _is_encoder_decoder(model: str) -> bool:
+    """Whether the model's config.json says encoder-decoder, as ``PrefixGeometry`` reads it (False where the
+    config cannot be read before loading: a hub id)."""
+    return bool(getattr(_model_config(model), "is_encoder_decoder", False))
+
+
+def _model_config(model: str) -> Any | None:
+    """The model's config (config.json only: no weights) where it is a local folder, else None."""
     folder = _local_model_folder(model)
     if folder is None:
         return None
-    from transformers import AutoConfig, AutoModel  # config.json only: no weights
+    from transformers import AutoConfig
 
     try:
-        config = AutoConfig.from_pretrained(folder)
+        return AutoConfig.from_pretrained(folder)
     except (OSError, ValueError, KeyError) as error:
         raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({error})") from None
+
+
+def _geometry(model: str) -> PrefixGeometry | None:
+    config = _model_config(model)
+    if config is None:
+        return None
+    from transformers import AutoModel
+
     try:
         # The position table is a fact of the built model (from_model); a skeleton on the meta device
         # shows it without reading or allocating any weight.

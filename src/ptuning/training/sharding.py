@@ -32,11 +32,20 @@ import torch
 import torch.distributed as dist
 from torch import nn
 
+from ptuning.core.config import ConfigError
 from ptuning.core.model import PromptModel
 
 
 def backbone_layers(model: PromptModel) -> nn.ModuleList:
-    """The backbone's list of transformer layers: the ModuleList with one entry per hidden layer."""
+    """The backbone's list of transformer layers: the ModuleList with one entry per hidden layer.
+
+    An encoder-decoder (T5, BART) has two such lists, and its geometry counts prefix slots, not layers, so it
+    is refused by name (preflight refuses it before loading where the model is a local folder)."""
+    if model.geometry.is_encoder_decoder:
+        raise ConfigError(
+            f"--shard-backbone shards encoder-only and decoder-only backbones; {type(model.backbone).__name__} "
+            "is an encoder-decoder (T5, BART...): train it without sharding"
+        )
     layers = [
         module
         for module in model.backbone.modules()
