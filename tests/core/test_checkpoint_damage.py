@@ -135,7 +135,7 @@ DAMAGES = {
     },
     "fingerprint version 2.0": (  # passed as 2.0 == 2, then was refused as "a different base model"
         edit_config(lambda c: {**c, "base_model": {**c["base_model"], "fingerprint_version": 2.0}}),
-        "field 'base_model.fingerprint_version' should be the integer 1 or 2, found 2.0",
+        "field 'base_model.fingerprint_version' should be one of the integers (1, 2, 3), found 2.0",
     ),
     "unknown dtype": (
         edit_config(lambda c: {**c, "base_model": {**c["base_model"], "dtype": "fp64"}}),
@@ -166,7 +166,7 @@ def test_a_sound_checkpoint_with_every_checked_field_still_loads(tmp_path) -> No
     folder = save_checkpoint(built.model, tmp_path / "ckpt")
     config = json.loads((folder / CONFIG_FILE).read_text())
     assert config["prefix"]["layers"] == [1] and config["prefix_forms"] == {"t": "table"}
-    assert config["base_model"]["dtype"] == "fp32" and config["base_model"]["fingerprint_version"] == 2
+    assert config["base_model"]["dtype"] == "fp32" and config["base_model"]["fingerprint_version"] == 3
     loaded = load_checkpoint(folder, backbone=tiny_backbone("bert"))
     assert loaded.prefix_config.layers == (1,)
     saved = {k: v for k, v in built.model.state_dict().items() if k.startswith(("prefixes.", "heads."))}

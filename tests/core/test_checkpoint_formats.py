@@ -9,9 +9,13 @@ import json
 import pytest
 import torch
 from core_tiny import build, pad_rows, random_ids, tiny_backbone
+from transformers import AutoModel, AutoModelForCausalLM
 
 from ptuning.core.checkpoint import CONFIG_FILE, CheckpointError, load_checkpoint, save_checkpoint
+from ptuning.core.config import PrefixConfig
 from ptuning.core.fingerprint import base_fingerprint
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 
 
 def batch() -> tuple[torch.Tensor, torch.Tensor]:
@@ -92,6 +96,43 @@ def test_a_checkpoint_with_the_version_1_fingerprint_still_loads_on_its_base(tmp
     config = json.loads(path.read_text())
     del config["base_model"]["fingerprint_version"]  # as checkpoints before version 2 were written
     config["base_model"]["fingerprint"] = base_fingerprint(tiny_backbone("bert"), version=1)
+    path.write_text(json.dumps(config))
+    load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert", seed=4))
+
+
+def test_one_decoder_folder_loaded_with_or_without_its_lm_head_is_one_base(tmp_path) -> None:
+    """A classification prompt trained on a decoder (loaded without its LM head) was refused as "another base"
+    by a generative run on the same folder (loaded with it): version 2 hashed the module's own tensor names,
+    ``layers.0...`` against ``model.layers.0...`` + ``lm_head``. Version 3 hashes the base transformer."""
+    tiny_backbone("llama").save_pretrained(tmp_path / "llama")  # a LlamaForCausalLM
+    bare = AutoModel.from_pretrained(tmp_path / "llama")  # what a head's run loads, and one with the LM head
+    with_head = AutoModelForCausalLM.from_pretrained(tmp_path / "llama")
+    assert type(bare).__name__ == "LlamaModel" and type(with_head).__name__ == "LlamaForCausalLM"
+    assert base_fingerprint(bare) == base_fingerprint(with_head)
+    assert base_fingerprint(bare, version=2) != base_fingerprint(with_head, version=2)
+    model = PromptModel(bare, "ptuning-v2", PrefixConfig(prefix_length=3, init_std=1.0))
+    model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
+    save_checkpoint(model, tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="a classification head reads hidden states"):
+        load_checkpoint(tmp_path / "ckpt", backbone=with_head)  # whole: its head could not run there
+    moved = load_checkpoint(tmp_path / "ckpt", backbone=with_head, prefix_only=True)  # --init-prefix-from
+    assert torch.equal(moved.prefixes["t"].table(), model.prefixes["t"].table())
+    other = AutoModelForCausalLM.from_pretrained(tmp_path / "llama")
+    with torch.no_grad():
+        other.model.norm.weight.add_(1e-2)
+    with pytest.raises(CheckpointError, match="fingerprint"):
+        load_checkpoint(tmp_path / "ckpt", backbone=other, prefix_only=True)
+
+
+def test_a_checkpoint_with_the_version_2_fingerprint_still_loads_on_its_base(tmp_path) -> None:
+    save_checkpoint(build("bert").model, tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / CONFIG_FILE
+    config = json.loads(path.read_text())
+    assert config["base_model"]["fingerprint_version"] == 3
+    config["base_model"]["fingerprint_version"] = 2
+    config["base_model"]["fingerprint"] = base_fingerprint(tiny_backbone("bert"), version=2)
     path.write_text(json.dumps(config))
     load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
     with pytest.raises(CheckpointError, match="fingerprint"):

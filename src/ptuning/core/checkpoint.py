@@ -25,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
 from ptuning.core.config import ConfigError, Method, PrefixConfig
-from ptuning.core.fingerprint import FINGERPRINT_VERSION, base_fingerprint, dtype_hint
+from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINT_VERSIONS, base_fingerprint, dtype_hint
 from ptuning.core.folders import recover_dir, replace_dir, staging_dir, sync_to_disk
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
@@ -250,8 +250,8 @@ def validate_config(config: Any, path: Path | str) -> None:
     if "dtype" in base:
         check.choice(base["dtype"], "base_model.dtype", _SAVED_DTYPE_NAMES)
     version = base.get("fingerprint_version", 1)
-    if isinstance(version, bool) or not isinstance(version, int) or version not in (1, FINGERPRINT_VERSION):
-        check.fail("base_model.fingerprint_version", f"the integer 1 or {FINGERPRINT_VERSION}", version)
+    if isinstance(version, bool) or not isinstance(version, int) or version not in FINGERPRINT_VERSIONS:
+        check.fail("base_model.fingerprint_version", f"one of the integers {FINGERPRINT_VERSIONS}", version)
     if config.get("weights_file") is not None:
         check.choice(config["weights_file"], "weights_file", list(WEIGHTS_FILES))
     check.type(config.get("extra", {}), "extra", dict, "an object")
@@ -338,9 +338,10 @@ def load_checkpoint(
 ) -> PromptModel:
     """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None).
 
-    ``directory`` may also be a PEFT prefix-tuning adapter (see ptuning.interop.peft_import); for one,
-    ``prefix_only`` imports the prefix alone, also when its head has no ptuning equivalent. A ptuning
-    checkpoint always loads whole.
+    ``prefix_only``: the caller takes the prefix alone (``--init-prefix-from``). A ptuning checkpoint still
+    loads whole, but its heads are not checked against ``backbone`` (a classification prompt trained on a
+    decoder seeds a causal-LM run on the same folder, loaded with its LM head); a PEFT prefix-tuning adapter
+    (see ptuning.interop.peft_import) imports its prefix, also when its head has no ptuning equivalent.
     """
     directory = Path(directory)
     if is_peft_adapter(directory):
@@ -369,7 +370,7 @@ def load_checkpoint(
     except (ConfigError, ValueError, KeyError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     try:
-        _fill(model, config, state, config_path, weights_path)
+        _fill(model, config, state, config_path, weights_path, check_heads=not prefix_only)
     except BaseException:
         model.detach_backbone()  # no model reaches the caller: give its backbone back as found
         raise
@@ -383,11 +384,13 @@ def _fill(
     state: dict[str, torch.Tensor],
     config_path: Path,
     weights_path: Path,
+    check_heads: bool = True,
 ) -> None:
     """The checkpoint's tasks and prefixes on ``model``, with the saved weights."""
     try:
         for task, entry in config["tasks"].items():
-            model.add_task(task, HeadSpec.from_dict(entry["head"]), prefix_name=entry["prefix"])
+            spec = HeadSpec.from_dict(entry["head"])
+            model.add_task(task, spec, prefix_name=entry["prefix"], check_head=check_heads)
     except (ConfigError, ValueError, KeyError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     _collapse_stored_tables(model, config, state)

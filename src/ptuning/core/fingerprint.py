@@ -1,11 +1,15 @@
 """Which base model a prompt belongs to: a prompt trained on one backbone is meaningless on another.
 
-Version 2 (current) hashes only what makes the model: its type, the config fields that define the
-architecture (sizes, activation, normalisation, position scheme) and sampled weight values. Runtime flags
+Version 3 (current) hashes only what makes the model: its type, the config fields that define the
+architecture (sizes, activation, normalisation, position scheme) and sampled weight values of its base
+transformer (``backbone.base_model``: ``LlamaForCausalLM``'s ``model``, without the LM head), so one folder
+loaded with its LM head (generative tasks) or without (heads) is one base, and a prompt moves between them
+(``--init-prefix-from``). Version 2 hashed every tensor of the module under its own names, which differ
+between the two loads (``model.layers.0...`` and ``lm_head`` against ``layers.0...``). Runtime flags
 (``use_cache``, ``output_hidden_states``, ``pad_token_id``, ``return_dict``, dropout rates, label maps,
 ``dtype``, the attention backend...) are left out, so the same weights loaded with other flags are the same
-base. Version 1 hashed the whole config minus a few keys; checkpoints that carry it are still checked with
-it (``fingerprint_version`` in their config), so they keep loading on the base they were saved with.
+base. Version 1 hashed the whole config minus a few keys. Checkpoints that carry an older version are still
+checked with it (``fingerprint_version`` in their config), so they keep loading on the base they were saved with.
 
 A quantized backbone is the same base as the weights it was quantized from: ``quantize_backbone`` computes
 the fingerprints (both versions) from the unquantized weights before it changes them and records them on
@@ -22,7 +26,8 @@ import json
 
 import torch
 
-FINGERPRINT_VERSION = 2
+FINGERPRINT_VERSION = 3
+FINGERPRINT_VERSIONS = (1, 2, 3)  # each still checked where a checkpoint recorded it
 
 # Config fields that define the function the weights compute (names differ between model families; a field
 # a config lacks is skipped). Shapes are hashed with the tensors too, so sizes are listed only for clarity.
@@ -95,14 +100,15 @@ def base_fingerprint(backbone: torch.nn.Module, version: int = FINGERPRINT_VERSI
     config = backbone.config.to_dict()
     if version == 1:
         described = {k: v for k, v in config.items() if k not in _V1_VOLATILE_CONFIG_KEYS}
-    elif version == FINGERPRINT_VERSION:
+    elif version in (2, 3):
         described = {"fingerprint_version": version}
         described.update({k: config[k] for k in ARCHITECTURE_KEYS if k in config})
     else:
-        raise ValueError(f"unknown fingerprint version {version!r}; known: 1, {FINGERPRINT_VERSION}")
+        raise ValueError(f"unknown fingerprint version {version!r}; known: {FINGERPRINT_VERSIONS}")
+    hashed = getattr(backbone, "base_model", backbone) if version == 3 else backbone
     digest = hashlib.sha256(json.dumps(described, sort_keys=True, default=str).encode())
     with torch.no_grad():
-        for name, tensor in sorted(backbone.state_dict().items()):
+        for name, tensor in sorted(hashed.state_dict().items()):
             values = tensor.detach().flatten()
             # integer spacing: a float linspace over ~10^7 elements rounds past the last index
             picks = (

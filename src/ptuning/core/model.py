@@ -196,15 +196,20 @@ class PromptModel(nn.Module):
             )
 
     # ----------------------------------------------------------------- building
-    def add_task(self, task: str, spec: HeadSpec, prefix_name: str | None = None) -> None:
-        """Add a head for ``task`` and the prefix it uses (its own unless ``prefix_name`` names a shared one)."""
+    def add_task(
+        self, task: str, spec: HeadSpec, prefix_name: str | None = None, *, check_head: bool = True
+    ) -> None:
+        """Add a head for ``task`` and the prefix it uses (its own unless ``prefix_name`` names a shared one).
+        ``check_head=False`` skips refusing a head this backbone cannot feed: a checkpoint loaded only for its
+        prefix (``load_checkpoint(prefix_only=True)``), whose head never runs here."""
         for name in (task, prefix_name or task):
             if not _NAME.match(name):
                 raise ConfigError(f"task/prefix name {name!r} must be letters, digits, '_' or '-'")
         if task in self.head_specs:
             raise ConfigError(f"task {task!r} already exists in this model")
         prefix_name = prefix_name or task
-        self._check_head_fits(task, spec)  # before anything is added: a refused task leaves no prefix behind
+        if check_head:  # before anything is added: a refused task leaves no prefix behind
+            self._check_head_fits(task, spec)
         if self.method.uses_prefix and prefix_name not in self.prefixes:
             self.prefixes[prefix_name] = self._new_prefix().train(self.training)  # the model's mode
         if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):  # those read the model's own LM head

@@ -41,7 +41,7 @@ from torch import nn
 
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
-from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINTS_ATTRIBUTE, base_fingerprint
+from ptuning.core.fingerprint import FINGERPRINT_VERSIONS, FINGERPRINTS_ATTRIBUTE, base_fingerprint
 from ptuning.core.precision import backbone_dtype, dtype_name, floating_dtype
 
 QUANTIZATIONS = ("int8", "nf4")  # at load time, through bitsandbytes (CUDA)
@@ -191,7 +191,7 @@ def quantize_backbone(model: nn.Module, quantization: str = "int8", per_channel:
     dtypes = {m.weight.dtype for m in linears}
     if quantization == "int8-dynamic" and dtypes != {torch.float32}:
         raise ConfigError(f"int8-dynamic needs an fp32 backbone (torch dynamic quantization); it is {dtypes}")
-    fingerprints = {version: base_fingerprint(backbone, version) for version in (1, FINGERPRINT_VERSION)}
+    fingerprints = {version: base_fingerprint(backbone, version) for version in FINGERPRINT_VERSIONS}
     if quantization == "int8":
         _swap_linears(backbone, {id(m) for m in linears})
         count = len(linears)
