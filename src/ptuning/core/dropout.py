@@ -10,8 +10,13 @@ On other devices the random draws are cheap, so the module is plain ``nn.Dropout
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+
 import torch
+from huggingface_hub.errors import StrictDataclassFieldValidationError
 from torch import nn
+from transformers import PretrainedConfig
 
 _WORDS = 1 << 16  # values a 16-bit word can take
 
@@ -61,22 +66,50 @@ def use_fast_dropout(module: nn.Module) -> int:
     return len(swap_in_fast_dropout(module))
 
 
-# Attention dropout some families keep as a float rate on the attention module (Llama's attention_dropout,
-# T5's dropout) rather than as an nn.Dropout module.
-_RATE_ATTRIBUTES = ("attention_dropout", "attn_dropout", "dropout", "dropout_rate")
+# A dropout rate a family keeps as a number rather than an nn.Dropout module: Llama's attention_dropout,
+# BART's activation_dropout, StarCoder2's residual_dropout, GPT-BigCode's attn_pdrop, MPT's attn_dropout_p,
+# DeBERTa's hidden_dropout_prob (read by its pooler at forward time).
+_RATE_NAME = re.compile(r"(dropout|pdrop)(_p|_prob|_rate)?$")
+
+
+def _is_rate(name: str, value: object) -> bool:
+    """A number under a dropout name; not ESM's boolean ``token_dropout``, not ``classifier_dropout=None``."""
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and bool(_RATE_NAME.search(name))
+
+
+def _set_rates(holder: object, rate: float) -> int:
+    """Every dropout rate among ``holder``'s own attributes at ``rate``; returns how many."""
+    count = 0
+    for name in [name for name, value in vars(holder).items() if _is_rate(name, value)]:
+        try:
+            setattr(holder, name, rate)
+        except StrictDataclassFieldValidationError:  # a config field typed int: MPT's attn_pdrop, which
+            continue  # only construction reads (its modules' copies were set above)
+        count += 1
+    return count
+
+
+def _configs(config: PretrainedConfig) -> Iterator[PretrainedConfig]:
+    """``config`` and the sub-configs it holds (text_config, MPT's attn_config, an encoder-decoder's halves)."""
+    yield config
+    for value in vars(config).values():
+        if isinstance(value, PretrainedConfig):
+            yield from _configs(value)
 
 
 def set_dropout(module: nn.Module, rate: float) -> int:
-    """Every dropout inside ``module`` at ``rate``: its ``nn.Dropout`` modules and the float attention-dropout
-    rates of the families that keep one. Why: a frozen backbone's own dropout (BERT's 0.1 on hidden states
-    and attention probabilities) is part of the P-tuning v2 recipe but costs its masks' time in every
-    training step; ``--backbone-dropout`` lets a run choose. Returns how many rates were set."""
+    """Every dropout inside ``module`` at ``rate``: its ``nn.Dropout`` modules, the numeric rates its modules
+    keep, and the rates of the configs they hold, since some forwards read those (Persimmon's and Falcon's
+    attention). Why: a frozen backbone's own dropout (BERT's 0.1 on hidden states and attention
+    probabilities) is part of the P-tuning v2 recipe but costs its masks' time in every training step;
+    ``--backbone-dropout`` lets a run choose. LayerDrop rates (``layerdrop``) are not dropout rates and are
+    left alone. Returns how many rates were set."""
     count = 0
+    configs: dict[int, PretrainedConfig] = {}
     for child in module.modules():
         if isinstance(child, nn.Dropout):
             child.p, count = rate, count + 1
-        for name in _RATE_ATTRIBUTES:
-            if isinstance(getattr(child, name, None), float):
-                setattr(child, name, rate)
-                count += 1
-    return count
+        count += _set_rates(child, rate)
+        if isinstance(config := getattr(child, "config", None), PretrainedConfig):
+            configs.update((id(sub), sub) for sub in _configs(config))
+    return count + sum(_set_rates(config, rate) for config in configs.values())
