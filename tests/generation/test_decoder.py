@@ -10,7 +10,7 @@ from generative_tiny import tiny_tokenizer
 
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.kinds import HeadKind
-from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.model import HeadSpec, PromptModel, UnknownNameError
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence
 from ptuning.serve.generate import GenerationLimits, GenerationService
 
@@ -239,3 +239,18 @@ def test_the_server_holds_a_sequence_of_other_layers_back_until_the_running_rows
         assert service._step([top], set())[2] == [top]
     service._step([top], set())
     assert service.decoder.rows == [top]
+
+
+def test_a_newcomer_with_an_unknown_prefix_is_refused_before_the_running_rows_advance() -> None:
+    """It was refused in the prefill, after the running rows had taken their token: a library caller that
+    caught the error and stepped on had lost that step's events."""
+    model = multi_prefix_model("llama")
+    decoder = ContinuousDecoder(model, tiny_tokenizer())
+    running = Sequence(PROMPTS[0], TASKS[0], SamplingParams(max_new_tokens=STEPS))
+    decoder.step(admit=[running])
+    with pytest.raises(UnknownNameError, match="unknown prefix 'nope'"):
+        decoder.step(admit=[Sequence(PROMPTS[1], "nope", SamplingParams(max_new_tokens=STEPS))])
+    assert len(running.tokens) == 1
+    while decoder.rows:
+        decoder.step()
+    assert running.tokens == alone(model, running.prefix, running.prompt, STEPS)

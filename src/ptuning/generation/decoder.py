@@ -34,6 +34,7 @@ from torch import nn
 from transformers import DynamicCache
 
 from ptuning.core.config import ConfigError, Method, PositionMode
+from ptuning.core.model import UnknownNameError
 from ptuning.core.prefix import PrefixKV
 from ptuning.generation.sampling import SamplingParams, StopStrings, choose_token
 
@@ -147,13 +148,15 @@ class ContinuousDecoder:
         cancelled = set(cancel)
         admit = list(admit)
         joinable = [s for s in admit if s.id not in cancelled]
-        if len(self.admissible(joinable)) != len(joinable):  # before any row advances
+        # newcomers are checked before any row advances: refused after, they would cost the others a token
+        for sequence in joinable:
+            self._check_prefix_name(sequence.prefix)
+            self._check_room(sequence)
+        if len(self.admissible(joinable)) != len(joinable):
             raise ConfigError(
                 "sequences whose prefixes cover different layers cannot decode together; admit those "
                 "admissible() returns, the others once the running rows have finished"
             )
-        for sequence in joinable:
-            self._check_room(sequence)
         for sequence in self.rows:
             if sequence.id in cancelled:
                 sequence.finish_reason = "cancelled"
@@ -245,14 +248,22 @@ class ContinuousDecoder:
     # ------------------------------------------------------------------------------------------ prefixes
     def _prefix_for(self, names: list[str | None]) -> PrefixKV | None:
         """The joining rows' prefixes (one row each); None when the model has no per-layer prefix."""
+        for name in names:
+            self._check_prefix_name(name)
         if not self.model.method.is_deep:
-            if any(name is not None for name in names):
-                raise ConfigError(f"method {self.model.method} has no prefixes; pass prefix=None")
             return None
-        if any(name is None for name in names):
-            raise ConfigError("every sequence needs a prefix name with a deep prefix method")
         prefix = self.model.prefix_kv(names)
         return prefix.expanded_to(len(names))
+
+    def _check_prefix_name(self, name: str | None) -> None:
+        """Refuse a sequence whose prefix name this model cannot decode with."""
+        if not self.model.method.is_deep:
+            if name is not None:
+                raise ConfigError(f"method {self.model.method} has no prefixes; pass prefix=None")
+        elif name is None:
+            raise ConfigError("every sequence needs a prefix name with a deep prefix method")
+        elif name not in self.model.prefixes:
+            raise UnknownNameError(f"unknown prefix {name!r}; this model has {list(self.model.prefixes)}")
 
     def _check_room(self, sequence: Sequence) -> None:
         """Refuse a sequence that would number positions past a learned table (an IndexError mid-step)."""
