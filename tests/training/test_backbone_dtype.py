@@ -82,6 +82,16 @@ def test_predict_and_eval_load_the_backbone_in_the_dtype_the_prompt_was_trained_
     assert "stored in bf16, as the prompt was trained" in note
     assert default == probabilities("--backbone-dtype", "bf16")[0]
     assert default != probabilities("--backbone-dtype", "fp32")[0]
+    # weight-only int8 quantizes the bf16 copy the prompt was trained on (it quantized fp32, saying nothing)
+    int8, note = probabilities("--backbone-quantization", "int8")
+    assert "stored in bf16, as the prompt was trained" in note
+    assert int8 == probabilities("--backbone-quantization", "int8", "--backbone-dtype", "bf16")[0]
+    assert int8 != probabilities("--backbone-quantization", "int8", "--backbone-dtype", "fp32")[0]
+    _, note = probabilities("--backbone-quantization", "int8-dynamic")  # fp32 only: said, not silent
+    assert (
+        "trained on the backbone stored in bf16; --backbone-quantization int8-dynamic quantizes it from fp32"
+        in note
+    )
 
     summary = json.loads((output_dir / "summary.json").read_text())
     code, out, err = run_cli(

@@ -22,7 +22,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_check
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
 from ptuning.core.model import PromptModel
-from ptuning.core.quantization import check_quantization, quantize_backbone
+from ptuning.core.quantization import check_quantization, quantize_backbone, quantizes_after_loading
 from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import DataError, Features, Task
 from ptuning.tasks.classification import ClassificationTask
@@ -86,12 +86,21 @@ def load_for_inference(
         raise CheckpointError(f"{checkpoint_dir} has no task {head!r}; it holds {sorted(heads)}")
     base = config["base_model"]
     notes = []
-    if backbone_dtype is None and quantization is None and (backbone_dtype := trained_dtype(config)):
-        notes.append(
-            f"the backbone is stored in {backbone_dtype}, as the prompt was trained (the checkpoint's "
-            "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
-        )
     target = inference_device(device)
+    trained = trained_dtype(config)
+    if backbone_dtype is None and trained:
+        # weight-only int8 on the CPU keeps the activations in the stored dtype: quantize the copy it trained on
+        if quantization is None or (quantization == "int8" and quantizes_after_loading(quantization, target)):
+            backbone_dtype = trained
+            notes.append(
+                f"the backbone is stored in {trained}, as the prompt was trained (the checkpoint's "
+                "base_model.dtype); --backbone-dtype fp32 to load it in fp32"
+            )
+        else:
+            notes.append(
+                f"the prompt was trained on the backbone stored in {trained}; --backbone-quantization "
+                f"{quantization} quantizes it from fp32"
+            )
     cpu_int8 = check_quantization(quantization, target, backbone_dtype)
     backbone, tokenizer = load_backbone(
         model_path or base["name_or_path"],
