@@ -173,6 +173,17 @@ def test_spans_are_searched_over_all_windows_and_merged():
     assert len(texts) == len(set((c["start_char"], c["end_char"]) for c in prediction["n_best"]))
 
 
+def test_offsets_that_cover_the_space_before_a_word_give_the_answer_without_it():
+    """Byte-level BPE (SmolLM2) gives " cat" the offsets (3, 7): the answer was " cat sat", start_char 3."""
+    offsets = [None, None, None, None, (0, 3), (3, 7), (7, 11), (11, 14), (14, 18), (18, 22), None]
+    example = {"id": "q", "context": WINDOW_CONTEXT}
+    features = [{"example_index": 0, "offset_mapping": offsets, "cls_index": 0}]
+    outputs = [{"start_logits": logits({5: 4.0}), "end_logits": logits({6: 4.0})}]
+    best = postprocess_qa([example], features, outputs)[0]["n_best"][0]
+    assert (best["text"], best["start_char"], best["end_char"]) == ("cat sat", 4, 11)
+    assert WINDOW_CONTEXT[best["start_char"] : best["end_char"]] == best["text"]
+
+
 def test_v2_null_answer_wins_when_cls_beats_the_best_span_by_more_than_the_threshold():
     windows = [({0: 6.0, 5: 2.0}, {0: 6.0, 6: 2.0})]  # null 12 vs span 4: diff 8
     prediction = run(windows, allow_null=True)
