@@ -18,12 +18,13 @@ from accelerate.utils import DistributedType
 from safetensors.torch import load_file
 from torch.optim.optimizer import register_optimizer_step_pre_hook
 from training_tiny import run_cli, train_args
-from transformers import get_linear_schedule_with_warmup
+from transformers import AutoModel, get_linear_schedule_with_warmup
 
 from ptuning.core import precision
 from ptuning.core.checkpoint import read_checkpoint_config
-from ptuning.core.config import ConfigError
+from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.training import engine, state, trainer
 from ptuning.training.config import TrainConfig
 from ptuning.training.schedule import loss_units, window_weight
@@ -376,3 +377,37 @@ def test_window_weights_count_every_labelled_unit_alike() -> None:
     assert loss_units(features, HeadKind.CAUSAL_LM) == 3
     assert loss_units(features, HeadKind.TOKEN_CLASSIFICATION) == 4
     assert loss_units(features, HeadKind.CLASSIFICATION) == 2
+
+
+def test_the_logged_lr_is_each_updates_own_and_a_small_warmup_ratio_still_warms_up(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """4 updates at lr 0.1 with --warmup-ratio 0.1: rounded down that was no warmup at all (rounded up, as HF
+    Trainer does, one update at lr 0, then linear decay); TensorBoard's train/lr was the next update's."""
+    writer = RecordingWriter()
+    monkeypatch.setattr(trainer, "tensorboard_writer", lambda output_dir, config: writer)
+    used = []
+    original = torch.optim.AdamW.step
+    monkeypatch.setattr(
+        torch.optim.AdamW,
+        "step",
+        lambda self, *a, **k: used.append(self.param_groups[0]["lr"]) or original(self, *a, **k),
+    )
+    args = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--epochs", "1", "--learning-rate", "0.1")
+    code, _, err = run_cli([*args, "--warmup-ratio", "0.1"], capsys)
+    assert code == 0, err
+    assert used == pytest.approx([0.0, 0.1, 0.1 * 2 / 3, 0.1 / 3])
+    assert [value for tag, value, _ in writer.scalars if tag == "train/lr"] == pytest.approx(used)
+
+
+def test_weight_decay_spares_biases_and_norm_weights_as_hf_trainer_does(tiny_bert) -> None:
+    model = PromptModel(AutoModel.from_pretrained(tiny_bert), "finetune", PrefixConfig())
+    model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
+    decayed, spared = trainer._decay_groups(model, 0.1)
+    names = {id(p): name for name, p in model.named_parameters()}
+    spared_names = [names[id(p)] for p in spared["params"]]
+    assert spared["weight_decay"] == 0.0 and spared_names
+    assert all(name.endswith("bias") or "LayerNorm" in name for name in spared_names)
+    assert not any(names[id(p)].endswith("bias") or "LayerNorm" in names[id(p)] for p in decayed["params"])
+    assert len(decayed["params"]) + len(spared_names) == sum(1 for p in model.parameters() if p.requires_grad)
+    assert len(trainer._decay_groups(model, 0.0)) == 1  # no decay: one group, the layout older states hold

@@ -93,9 +93,9 @@ class TrainConfig(BaseModel):
     learning_rate: float = Field(1e-2, gt=0)
     """AdamW learning rate, linear decay"""
     weight_decay: float = Field(0.0, ge=0)
-    """AdamW weight decay"""
+    """AdamW weight decay (not on biases and norm weights, as HF Trainer decays)"""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    """share of the updates with a linear warm-up"""
+    """share of the updates with a linear warm-up from lr 0, rounded up to whole updates (HF Trainer's rule)"""
     max_grad_norm: float | None = Field(1.0, ge=0)
     """clip the trainable parameters' gradient norm to this before each update, as the HF Trainer and the
     reference code do; 0 (or null in a file) turns clipping off"""

@@ -26,8 +26,10 @@ import numpy as np
 import torch
 from accelerate import Accelerator
 from accelerate.utils import DistributedType
+from torch import nn
 from tqdm.auto import tqdm
 from transformers import get_linear_schedule_with_warmup
+from transformers.trainer_pt_utils import get_parameter_names
 
 from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import ConfigError
@@ -86,6 +88,7 @@ class Trainer:
         }
         self._counted_window: tuple[int, list[tuple[str, int]]] = (0, [])  # _window_units' last window
         self._window_losses: list[tuple[str, float, int]] = []  # (task, loss, labelled units) of this window
+        self._update_lr = 0.0  # the learning rate of the last update (the scheduler already holds the next)
         if config.resume:
             self._resume(model)
         self.sharded = config.shard_backbone
@@ -103,14 +106,19 @@ class Trainer:
         return list(self.data)
 
     def _build_optimizer(self, model: PromptModel) -> None:
-        """AdamW over the trainable parameters, with linear warmup then decay over the run's updates."""
+        """AdamW over the trainable parameters, with linear warmup then decay over the run's updates.
+
+        Weight decay spares biases and norm weights, as HF Trainer and the reference code decay. The warmup
+        rounds up, as HF Trainer does: rounded down, ``--warmup-ratio 0.1`` over 5 updates warmed up none."""
         config = self.config
         self.trainable = [p for p in model.parameters() if p.requires_grad]  # also what --max-grad-norm clips
         self.optimizer = torch.optim.AdamW(
-            self.trainable, lr=config.learning_rate, weight_decay=config.weight_decay
+            _decay_groups(model, config.weight_decay),
+            lr=config.learning_rate,
+            weight_decay=config.weight_decay,
         )
         self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, int(config.warmup_ratio * self.total_updates), self.total_updates
+            self.optimizer, math.ceil(config.warmup_ratio * self.total_updates), self.total_updates
         )
 
     def _prepare(self, model: PromptModel) -> None:
@@ -260,6 +268,7 @@ class Trainer:
             average_replicated_gradients(self.unwrapped)
         if self.clip_norm:
             self._clip_gradients(self.clip_norm)
+        self._update_lr = self.optimizer.param_groups[0]["lr"]  # what TensorBoard logs for this update
         try:
             self.optimizer.step()
         except RuntimeError as error:  # e.g. a step size beyond float32 range
@@ -343,7 +352,7 @@ class Trainer:
             self.writer.add_scalar(
                 "train/loss" if self.single else f"train/loss/{name}", mean, self.progress["update"]
             )
-        self.writer.add_scalar("train/lr", self.scheduler.get_last_lr()[0], self.progress["update"])
+        self.writer.add_scalar("train/lr", self._update_lr, self.progress["update"])
 
     # ----------------------------------------------------------------------------------- evaluation
     def _evaluate(self) -> None:
@@ -699,3 +708,20 @@ def tensorboard_writer(output_dir: Path, config: TrainConfig):
     except ImportError:  # tensorboard not installed: logging is optional
         return None
     return SummaryWriter(log_dir=str(output_dir / TENSORBOARD_DIR))
+
+
+def _decay_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """The trainable parameters in AdamW groups: with weight decay, biases and norm weights go undecayed
+    (HF Trainer's rule, through its own helper); without it, one group (the layout older states resume)."""
+    trainable = [(name, p) for name, p in model.named_parameters() if p.requires_grad]
+    if not weight_decay:
+        return [{"params": [p for _, p in trainable]}]
+    decayed = set(get_parameter_names(model, [nn.LayerNorm], _NO_DECAY_NAMES))
+    return [
+        {"params": [p for name, p in trainable if name in decayed]},
+        {"params": [p for name, p in trainable if name not in decayed], "weight_decay": 0.0},
+    ]
+
+
+# HF Trainer's get_decay_parameter_names patterns: biases and every spelling of a norm layer's weight
+_NO_DECAY_NAMES = [r"bias", r"layernorm", r"rmsnorm", r"(?:^|\.)norm(?:$|\.)", r"_norm(?:$|\.)"]
