@@ -33,6 +33,9 @@ def test_the_prior_loss_is_the_entropy_of_the_labels_the_loss_sees() -> None:
         math.log(2)
     )
     assert label_prior_loss(Stub(HeadKind.CLASSIFICATION), [{"input_ids": [1]}]) is None  # unlabelled
+    one_label = [{"labels": 1}] * 4  # e.g. --max-train-samples over a label-sorted file: no yardstick
+    assert label_prior_loss(Stub(HeadKind.CLASSIFICATION), one_label) is None
+    assert not_learning("sst2", 1e-6, label_prior_loss(Stub(HeadKind.CLASSIFICATION), one_label)) is None
     for head in (HeadKind.REGRESSION, HeadKind.QUESTION_ANSWERING, HeadKind.CAUSAL_LM):
         assert label_prior_loss(Stub(head), rows) is None
 

@@ -32,7 +32,8 @@ ADVICE = (
 
 def label_prior_loss(task: Task, features: Features) -> float | None:
     """The cross-entropy (nats) of always predicting the training labels' frequencies, i.e. their entropy;
-    None for heads without one label set per prediction (regression, QA, language models) or without labels."""
+    None for heads without one label set per prediction (regression, QA, language models), or with fewer than
+    two labels in the data (a run that fits a one-label train split perfectly warned at every evaluation)."""
     if task.head in (HeadKind.CLASSIFICATION, HeadKind.MULTIPLE_CHOICE):
         labels: Iterable[int] = (feature["labels"] for feature in features if "labels" in feature)
     elif task.head is HeadKind.TOKEN_CLASSIFICATION:
@@ -43,7 +44,7 @@ def label_prior_loss(task: Task, features: Features) -> float | None:
         return None
     counts = Counter(labels)
     total = sum(counts.values())
-    if not total:
+    if len(counts) < 2:  # no labels, or one: its entropy is 0, a yardstick no loss gets 5 % under
         return None
     return -sum(count / total * math.log(count / total) for count in counts.values())
 
