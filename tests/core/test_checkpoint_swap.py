@@ -113,3 +113,33 @@ def test_a_saved_checkpoint_has_the_modes_the_umask_gives(tmp_path, umask, folde
         os.umask(previous)
     modes = {path.name: path.stat().st_mode & 0o777 for path in (target, *target.iterdir())}
     assert modes == {"ckpt": folder, "prompt.safetensors": file, "prompt_config.json": file}
+
+
+@pytest.mark.parametrize("fallback", [False, True])
+def test_saving_through_a_symlink_replaces_what_it_points_to_and_keeps_the_link(
+    tmp_path, monkeypatch, fallback
+) -> None:
+    """The new folder was swapped in where the link sat: the link became a folder, its target stayed stale,
+    and the staged old link could never be deleted (rmtree refuses a link)."""
+    if fallback:
+        monkeypatch.setattr(folders, "_exchange", lambda first, second: False)
+    old, new = build("bert").model, build("bert").model
+    with torch.no_grad():
+        new.prefixes["t"].embedding.weight.add_(1.0)
+    real = save_checkpoint(old, tmp_path / "store" / "ckpt")
+    (tmp_path / "runs").mkdir()
+    link = tmp_path / "runs" / "latest"
+    link.symlink_to(real)
+    save_checkpoint(new, link)
+    assert link.is_symlink() and link.resolve() == real.resolve()
+    assert torch.equal(table(real), new.prefixes["t"].table().detach())
+    assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == ["latest"]
+    assert sorted(p.name for p in (tmp_path / "store").iterdir()) == ["ckpt"]
+
+
+def test_recovery_deletes_a_leftover_link_in_a_staging_place(tmp_path, monkeypatch) -> None:
+    target = save_checkpoint(build("bert").model, tmp_path / "ckpt")
+    (tmp_path / ".ckpt.new-999999-x").symlink_to(tmp_path / "nowhere")
+    monkeypatch.setattr(folders, "_writer_alive", lambda name: False)
+    folders.recover_dir(target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]

@@ -34,9 +34,18 @@ def sync_to_disk(path: Path) -> None:
             os.close(descriptor)
 
 
+def followed(target: str | Path) -> Path:
+    """The folder a symlinked ``target`` points to (``target`` itself otherwise): saving through a link
+    replaces what it points to and keeps the link; swapped in where the link sat, the new folder replaced the
+    link and left its target stale."""
+    target = Path(target)
+    return Path(os.path.realpath(target)) if target.is_symlink() else target
+
+
 def staging_dir(target: Path) -> Path:
     """A new folder to write ``target``'s next version in, for ``replace_dir``: a hidden sibling that names its
     writer, so that ``recover_dir`` deletes it once that process is gone (a save killed mid-write)."""
+    target = followed(target)
     return Path(tempfile.mkdtemp(prefix=f".{target.name}.new-{os.getpid()}-", dir=target.parent))
 
 
@@ -76,7 +85,7 @@ def replace_dir(new: Path, target: Path) -> None:
     leaves no ``target`` but the complete old folder at ``.<name>.old-<pid>``; ``recover_dir``, run by every
     load and save, moves it back. Leftovers of a crash after the swap are deleted by ``recover_dir`` too.
     """
-    new, target = Path(new), Path(target)
+    new, target = Path(new), followed(target)
     permit_as_umask(new)
     recover_dir(target)
     if not target.exists():
@@ -102,7 +111,7 @@ def recover_dir(target: str | Path) -> None:
     """
     # a read-only or vanishing folder: nothing to recover here, loading reports the rest
     with contextlib.suppress(OSError):
-        _recover(Path(target))
+        _recover(followed(target))
 
 
 def _recover(target: Path) -> None:
@@ -117,10 +126,19 @@ def _recover(target: Path) -> None:
     if olds and not os.path.lexists(target):
         os.replace(olds.pop(), target)
     for old in olds:
-        shutil.rmtree(old, ignore_errors=True)
+        _remove(old)
     for entry in siblings:
         if entry.name.startswith(f".{target.name}.new-") and not _writer_alive(entry.name):
-            shutil.rmtree(entry, ignore_errors=True)
+            _remove(entry)
+
+
+def _remove(entry: Path) -> None:
+    """Delete a leftover folder, or a link or file in its place (``rmtree`` refuses a link, and it stayed)."""
+    if entry.is_symlink() or not entry.is_dir():
+        with contextlib.suppress(OSError):
+            entry.unlink()
+    else:
+        shutil.rmtree(entry, ignore_errors=True)
 
 
 def _writer_alive(staging_name: str) -> bool:
