@@ -85,6 +85,14 @@ def test_unknown_prefix_name_in_a_mixed_batch_is_refused() -> None:
         model(random_ids(2, 4), task="t", row_prefixes=["t", "nope"])
 
 
+@pytest.mark.parametrize("names", [[], ["t"], ["t", "t", "t"]])
+def test_row_prefixes_must_name_one_prefix_per_row(names) -> None:
+    """An empty list ran every row on the task's prefix; a short or long one failed inside attention."""
+    model = build("bert").model
+    with pytest.raises(ConfigError, match=f"row_prefixes names {len(names)} prefixes for 2 rows"):
+        model(random_ids(2, 4), task="t", row_prefixes=names)
+
+
 def test_backend_without_a_prefix_twin_is_refused_at_construction() -> None:
     backbone = tiny_backbone("bert")
     backbone.config._attn_implementation = "flex_attention"

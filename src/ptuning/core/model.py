@@ -334,6 +334,11 @@ class PromptModel(nn.Module):
         spec = self.head_specs[task]
         if packed is not None:
             return self._forward_packed(packed, task, labels)
+        if row_prefixes is not None and len(row_prefixes) != input_ids.shape[0]:
+            # an empty list meant "the task's own prefix", a short one failed deep inside attention
+            raise ConfigError(
+                f"row_prefixes names {len(row_prefixes)} prefixes for {input_ids.shape[0]} rows"
+            )
         num_choices = None
         if spec.kind is HeadKind.MULTIPLE_CHOICE:
             # (B, C, T) -> (B*C, T); every choice of a row uses that row's prefix.
@@ -344,7 +349,7 @@ class PromptModel(nn.Module):
             )
             if row_prefixes is not None:
                 row_prefixes = [name for name in row_prefixes for _ in range(num_choices)]
-        names = row_prefixes or [self.task_prefix[task]] * input_ids.shape[0]
+        names = row_prefixes if row_prefixes is not None else [self.task_prefix[task]] * input_ids.shape[0]
         if spec.kind is HeadKind.CAUSAL_LM:
             return self._causal_lm(input_ids, attention_mask, labels, names)
         if spec.kind is HeadKind.SEQ2SEQ_LM:
