@@ -8,7 +8,7 @@ import copy
 
 import pytest
 import torch
-from core_tiny import build, random_ids
+from core_tiny import VOCAB, build, random_ids
 
 from ptuning.core.injection import attention_interface
 
@@ -55,27 +55,73 @@ def _count_math_calls(monkeypatch) -> list[torch.dtype]:
     return calls
 
 
-def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_tolerance_of_sdpa(monkeypatch) -> None:
-    reference = build("bert").model.eval()
-    half = copy.deepcopy(reference)
-    half.backbone.to(torch.bfloat16)
+def _logits_and_attention(
+    model, ids: torch.Tensor, mask: torch.Tensor
+) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The logits, and each layer's self-attention output (B, T, hidden): what the math path or sdpa gave."""
+    outputs: list[torch.Tensor] = []
+    hooks = [
+        layer.attention.self.register_forward_hook(lambda module, args, out: outputs.append(out[0].float()))
+        for layer in model.backbone.encoder.layer
+    ]
+    try:
+        with torch.no_grad():
+            logits = model(ids, mask).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return logits, outputs
+
+
+def _padded_batch() -> tuple[torch.Tensor, torch.Tensor]:
     ids = random_ids(3, 7)
     mask = torch.ones_like(ids)
     mask[0, 5:] = 0  # a padded row: its padding keys stay masked on both paths
-    with torch.no_grad():
-        fp32 = reference(ids, mask).logits
-        calls = _count_math_calls(monkeypatch)
-        math = half(ids, mask).logits
-        assert calls == [torch.bfloat16] * reference.backbone.config.num_hidden_layers
-        monkeypatch.setattr(attention_interface, "_takes_math_attention", lambda *args: False)
-        sdpa = half(ids, mask).logits
-    assert len(calls) == reference.backbone.config.num_hidden_layers  # the forced run took sdpa
+    return ids, mask
+
+
+def test_a_bf16_encoder_predicts_through_the_math_path_within_bf16_rounding_of_sdpa(monkeypatch) -> None:
+    reference = build("bert").model.eval()
+    half = copy.deepcopy(reference)
+    half.backbone.to(torch.bfloat16)
+    ids, mask = _padded_batch()
+    layers = reference.backbone.config.num_hidden_layers
+    fp32, _ = _logits_and_attention(reference, ids, mask)
+    calls = _count_math_calls(monkeypatch)
+    math, math_attention = _logits_and_attention(half, ids, mask)
+    assert calls == [torch.bfloat16] * layers
+    monkeypatch.setattr(attention_interface, "_takes_math_attention", lambda *args: False)
+    sdpa, sdpa_attention = _logits_and_attention(half, ids, mask)
+    assert len(calls) == layers  # the forced run took sdpa
     monkeypatch.undo()
-    # bf16 keeps 8 mantissa bits: both paths sit within the bf16 bound of test_precision.py from fp32 ...
-    torch.testing.assert_close(math, fp32, rtol=0, atol=0.03)
-    torch.testing.assert_close(sdpa, fp32, rtol=0, atol=0.03)
-    # ... and the math path is not a different computation: it differs from sdpa by rounding only
-    torch.testing.assert_close(math, sdpa, rtol=0, atol=0.03)
+    # The same bf16 inputs reach layer 0 on both paths, so the attention outputs (|values| < 0.8) differ by
+    # rounding: measured one bf16 step (2^-8) in each layer; bound 4 steps. A math path that drops the
+    # prefix is 0.8 off, one that drops the padding mask 0.14 off (on the real tokens compared here).
+    real = mask.bool()
+    for got, expected in zip(math_attention, sdpa_attention, strict=True):
+        torch.testing.assert_close(got[real], expected[real], rtol=0, atol=4 * 2**-8)
+    # the logits: measured 1.1e-3 apart (bound ~4x; without the prefix 0.025), and 5.5e-3 from fp32's
+    torch.testing.assert_close(math, sdpa, rtol=0, atol=0.005)
+    torch.testing.assert_close(math, fp32, rtol=0, atol=0.02)
+
+
+def test_the_padding_of_a_row_cannot_change_its_tokens_on_the_bf16_math_path(monkeypatch) -> None:
+    """Masked keys get exactly zero weight: other padding tokens change the real tokens' attention outputs
+    and the logits by not even one rounding step."""
+    model = build("bert").model.eval()
+    model.backbone.to(torch.bfloat16)
+    ids, mask = _padded_batch()
+    repadded = ids.clone()
+    repadded[0, 5:] = (ids[0, 5:] + 17) % VOCAB
+    calls = _count_math_calls(monkeypatch)
+    logits, attention = _logits_and_attention(model, ids, mask)
+    repadded_logits, repadded_attention = _logits_and_attention(model, repadded, mask)
+    assert calls == [torch.bfloat16] * 2 * model.backbone.config.num_hidden_layers
+    real = mask.bool()
+    for got, expected in zip(repadded_attention, attention, strict=True):
+        assert torch.equal(got[real], expected[real])
+        assert not torch.equal(got[~real], expected[~real])  # the padding positions' own outputs did change
+    assert torch.equal(repadded_logits, logits)
 
 
 def test_bf16_inference_over_more_keys_than_the_cap_keeps_sdpa(monkeypatch) -> None:

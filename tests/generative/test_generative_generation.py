@@ -48,6 +48,27 @@ def generate_ids(model, prompts, batch_size, steps=6, **kwargs) -> list[list[int
     return [[int(t) for t in text.split()] for text in texts]
 
 
+def backbone_positions(model, prompts, batch_size, steps=6) -> list[list[int]]:
+    """The position ids the backbone gave each row's tokens in ``generate_ids``: the prompt's real tokens, then
+    each new token fed back (all but the last); one list per row, in generation order."""
+    calls = []  # (position_ids, attention_mask) of each backbone forward
+    hook = model.backbone.register_forward_pre_hook(
+        lambda module, args, kwargs: calls.append((kwargs["position_ids"], kwargs["attention_mask"])),
+        with_kwargs=True,
+    )
+    try:
+        generate_ids(model, prompts, batch_size, steps)
+    finally:
+        hook.remove()
+    rows = []
+    for start in range(0, len(calls), steps):  # per batch: the prompts' forward, then one per token fed back
+        (first, mask), *after = calls[start : start + steps]
+        real = mask[:, -first.shape[1] :].bool()  # the prompts' columns (a prefix may lead the mask)
+        for row in range(first.shape[0]):
+            rows.append(first[row][real[row]].tolist() + [int(positions[row, 0]) for positions, _ in after])
+    return rows
+
+
 @pytest.mark.parametrize("family", FAMILIES)
 def test_left_padded_batches_generate_what_single_prompts_generate(family) -> None:
     model = prompt_model(family)
@@ -65,7 +86,7 @@ def test_greedy_generation_equals_a_manual_argmax_loop(family) -> None:
 
 def test_a_shift_mode_prefix_generates_by_the_default_greedy_path() -> None:
     """PEFT's numbering (real tokens at P..P+T-1, what an imported PEFT prefix keeps): greedy eval and predict
-    take PromptModel.generate, which continues that numbering, instead of refusing."""
+    decode it (generate_texts' ContinuousDecoder), continuing that numbering, instead of refusing."""
     model = PromptModel(
         tiny_causal_lm("llama"),
         "ptuning-v2",
@@ -77,6 +98,11 @@ def test_a_shift_mode_prefix_generates_by_the_default_greedy_path() -> None:
     assert generate_ids(model, PROMPTS, batch_size=2) == [
         manual_greedy(model, prompt, 6) for prompt in PROMPTS
     ]
+    # the tokens barely depend on the numbering (a decoder that numbered these rows from 0 gave the same ones),
+    # so it is checked itself: each row's tokens, prompt then answer, are at 4, 5, ... whatever its padding
+    rows = backbone_positions(model, PROMPTS, batch_size=2)
+    assert sorted(len(row) - 5 for row in rows) == sorted(len(prompt) for prompt in PROMPTS)
+    assert all(row == list(range(4, 4 + len(row))) for row in rows), rows
 
 
 @pytest.mark.parametrize(("method", "mode"), [("ptuning-v2", "shift"), ("prompt-tuning", "keep")])

@@ -2,24 +2,33 @@
 
 The checkpoints are trained (here: built) on the fp32 base; the server quantizes the shared backbone once and
 loads them onto it at startup and when they are added later (the fingerprint is that of the unquantized
-weights, core/fingerprint.py). Tolerance: the positive-class probability moves by about 1e-5 (weight-only) and
-6e-5 (int8-dynamic) on the tiny BERT, and by about 2e-4 (weight-only; dynamic 2e-3) on MiniLM with a random
-prefix; the bound is 0.01.
+weights, core/fingerprint.py). The random tiny models barely depend on their 4-slot prefix, so a loose bound
+(0.01 was) could not tell a served prompt from no prompt: the bounds below follow the measured int8 error,
+and the tests show that zeroing the prefix moves the answers by several times the bound.
 """
 
 from __future__ import annotations
 
+import shutil
+from pathlib import Path
+
 import pytest
 from fastapi.testclient import TestClient
+from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ptuning.cli import main
+from ptuning.core.checkpoint import WEIGHTS_FILE
 from ptuning.serve.app import create_app
 
 from .conftest import build_checkpoint
 
 BODY = {"inputs": ["a gripping film", "dull and slow", "the best of the year", "not bad at all"]}
-TOLERANCE = 0.01
+# max |int8 - fp32| of the positive probability, tiny BERT: 3.0e-5 weight-only, 5.3e-5 int8-dynamic
+# (its activations are rounded too); bound: ~5x the larger. Zeroing the prefix moves them by 1.4e-3-2.0e-3.
+TOLERANCE = 2.5e-4
+# MiniLM, seed 5 (an unsaturated answer, p ~ 0.28): weight-only 8.1e-4 off; bound ~4x. The prefix: 1.1e-2.
+MINILM_TOLERANCE = 3e-3
 
 
 def positives(http: TestClient, task: str) -> list[float]:
@@ -28,10 +37,26 @@ def positives(http: TestClient, task: str) -> list[float]:
     return [p["probabilities"]["positive"] for p in response.json()["predictions"]]
 
 
-def assert_close_but_not_equal(actual: list[float], expected: list[float]) -> None:
-    differences = [abs(a - b) for a, b in zip(actual, expected, strict=True)]
-    assert max(differences) < TOLERANCE, differences
-    assert max(differences) > 0, "the int8 backbone gave fp32's exact answers: was it quantized?"
+def largest_difference(actual: list[float], expected: list[float]) -> float:
+    return max(abs(a - b) for a, b in zip(actual, expected, strict=True))
+
+
+def assert_close_but_not_equal(
+    actual: list[float], expected: list[float], tolerance: float = TOLERANCE
+) -> None:
+    difference = largest_difference(actual, expected)
+    assert difference < tolerance, (actual, expected)
+    assert difference > 0, "the int8 backbone gave fp32's exact answers: was it quantized?"
+
+
+def without_prefixes(root: Path, folder: Path) -> Path:
+    """A copy of the checkpoints in ``root`` with every prefix tensor zeroed (heads kept): what a server that
+    lost the prompt on loading would answer."""
+    shutil.copytree(root, folder)
+    for weights in folder.glob(f"*/{WEIGHTS_FILE}"):
+        state = load_file(weights)
+        save_file({k: v * 0 if k.startswith("prefixes.") else v for k, v in state.items()}, weights)
+    return folder
 
 
 @pytest.fixture(scope="module")
@@ -48,8 +73,19 @@ def fp32_answers(root, base_dir) -> dict[str, list[float]]:
         return {task: positives(http, task) for task in ("sentiment", "mpt.sst2")}
 
 
+@pytest.fixture(scope="module")
+def unprompted_answers(root, base_dir, tmp_path_factory) -> dict[str, list[float]]:
+    zeroed = without_prefixes(root, tmp_path_factory.mktemp("zeroed") / "root")
+    with TestClient(create_app(zeroed, base_dir, max_wait_ms=0)) as http:
+        return {task: positives(http, task) for task in ("sentiment", "mpt.sst2")}
+
+
 @pytest.mark.parametrize("kind", ["int8", "int8-dynamic"])
-def test_every_checkpoint_is_served_on_one_int8_backbone_within_tolerance(root, base_dir, fp32_answers, kind):
+def test_every_checkpoint_is_served_on_one_int8_backbone_within_tolerance(
+    root, base_dir, fp32_answers, unprompted_answers, kind
+):
+    for task, expected in fp32_answers.items():  # the bound is tight enough to see a lost prefix
+        assert largest_difference(unprompted_answers[task], expected) > 4 * TOLERANCE, task
     with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_quantization=kind)) as http:
         health = http.get("/health").json()
         assert health["tasks"] == 3 and http.get("/checkpoints").json()["failed"] == {}
@@ -91,12 +127,14 @@ def test_a_checkpoint_added_to_a_running_int8_server_loads_and_reloads(base_dir,
 
 def test_minilm_served_on_int8_stays_within_tolerance_of_fp32(tmp_path) -> None:
     root = tmp_path / "root"
-    build_checkpoint("minilm", root / "sentiment", {"sst2": "sst2"}, seed=3)
+    build_checkpoint("minilm", root / "sentiment", {"sst2": "sst2"}, seed=5)
+    zeroed = without_prefixes(root, tmp_path / "zeroed")
     answers = {}
-    for kind in (None, "int8"):
-        with TestClient(create_app(root, "minilm", max_wait_ms=0, backbone_quantization=kind)) as http:
-            answers[kind] = positives(http, "sentiment")
-    assert_close_but_not_equal(answers["int8"], answers[None])
+    for name, folder, kind in (("fp32", root, None), ("int8", root, "int8"), ("no prefix", zeroed, None)):
+        with TestClient(create_app(folder, "minilm", max_wait_ms=0, backbone_quantization=kind)) as http:
+            answers[name] = positives(http, "sentiment")
+    assert largest_difference(answers["no prefix"], answers["fp32"]) > 3 * MINILM_TOLERANCE
+    assert_close_but_not_equal(answers["int8"], answers["fp32"], MINILM_TOLERANCE)
 
 
 @pytest.mark.parametrize(
