@@ -14,6 +14,7 @@ from fastapi.testclient import TestClient
 
 from ptuning.core import precision
 from ptuning.core.config import ConfigError
+from ptuning.core.injection import attention_interface
 from ptuning.serve.app import Limits, create_app
 from ptuning.serve.command import add_serve_arguments, run_serve
 
@@ -101,8 +102,17 @@ async def test_bodies_over_the_limit_get_413_declared_or_streamed(app) -> None:
         streamed = await http.post(
             "/tasks/sentiment/predict", content=chunks(), headers={"content-type": "application/json"}
         )
+        bad_length = await http.post(
+            "/tasks/nope/predict",
+            content=b"{}",
+            headers={"content-length": "x2", "content-type": "application/json"},
+        )
+        counted = (await http.get("/metrics")).json()["requests"]
     assert declared.status_code == 413 and "2000 bytes" in declared.json()["detail"]
     assert streamed.status_code == 413 and "2000 bytes" in streamed.json()["detail"]
+    assert bad_length.status_code == 400
+    # refused before any route ran, and still counted (they were missing from /metrics)
+    assert counted["sentiment"]["413"] == 2 and counted["(unknown task)"]["400"] == 1
 
 
 @pytest.mark.anyio
@@ -200,19 +210,39 @@ def test_a_server_with_no_tasks_says_so_in_its_log(base_dir, tmp_path, caplog) -
     assert "serving no tasks" in caplog.text
 
 
-def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir) -> None:
-    """--backbone-dtype bf16: the shared backbone is stored in bf16, prefixes and heads stay fp32. Each app is
-    built and served here (not the module's app), so no batcher crosses event loops."""
-    body = {"inputs": ["a gripping film", "dull and slow", "the best of the year"]}
-    positives = []
-    for dtype in (None, "bf16"):
+def test_a_bf16_backbone_answers_within_a_small_tolerance_of_fp32(root, base_dir, monkeypatch) -> None:
+    """--backbone-dtype bf16: the shared backbone is stored in bf16, prefixes and heads stay fp32. On CPU its
+    attention takes the plain math (core/injection/attention_interface.py), which must answer what sdpa
+    answers on the same backbone. Each app is built and served here (not the module's app), so no batcher
+    crosses event loops."""
+    body = {"inputs": ["a gripping film", "dull and slow", "the best of the year"]}  # padded rows
+
+    def positives(dtype: str | None) -> list[float]:
         with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_dtype=dtype)) as http:
             response = http.post("/tasks/sentiment/predict", json=body)
         assert response.status_code == 200, response.text
-        positives.append([p["probabilities"]["positive"] for p in response.json()["predictions"]])
-    differences = [abs(a - b) for a, b in zip(*positives, strict=True)]
-    assert max(differences) < 0.02  # bf16 storage moves the answer a little...
-    assert max(differences) > 0  # ...so it really ran in bf16
+        return [p["probabilities"]["positive"] for p in response.json()["predictions"]]
+
+    def largest_difference(actual: list[float], expected: list[float]) -> float:
+        return max(abs(a - b) for a, b in zip(actual, expected, strict=True))
+
+    math_calls = []
+    math_attention = attention_interface._math_attention
+
+    def counted(*args, **kwargs):
+        math_calls.append(1)
+        return math_attention(*args, **kwargs)
+
+    monkeypatch.setattr(attention_interface, "_math_attention", counted)
+    fp32, bf16 = positives(None), positives("bf16")
+    assert math_calls  # bf16 on CPU took the math
+    monkeypatch.setattr(attention_interface, "_takes_math_attention", lambda *args: False)
+    sdpa = positives("bf16")
+    # bf16 storage moves the answer a little (measured 2.3e-3), so it really ran in bf16 ...
+    assert 0 < largest_difference(bf16, fp32) < 0.01
+    # ... while the two attention paths differ by rounding only: measured 6.4e-5 (bound ~5x); a math path that
+    # dropped the prefix or the padding mask answered 1.8e-3 and 2.0e-3 away
+    assert largest_difference(bf16, sdpa) < 3e-4
 
 
 @pytest.mark.parametrize("native, stored", [(True, "bf16"), (False, "fp32")])

@@ -11,6 +11,7 @@ import asyncio
 import hmac
 import logging
 import math
+import re
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -51,6 +52,7 @@ from ptuning.training.predict import jsonable
 logger = logging.getLogger(__name__)
 
 API_KEY_HEADER = "X-API-Key"
+_TASK_ROUTE = re.compile(r"/tasks/([^/]+)/(?:predict|generate)")
 UNKNOWN_TASK_KEY = "(unknown task)"  # /metrics bucket for 404s, so made-up names cannot grow the counters
 
 
@@ -99,9 +101,12 @@ class PredictResponse(BaseModel):
 class BodyLimitMiddleware:
     """Refuse bodies over ``max_bytes`` with 413, by Content-Length or while streaming (chunked uploads)."""
 
-    def __init__(self, app: Callable, max_bytes: int) -> None:
+    def __init__(
+        self, app: Callable, max_bytes: int, on_refused: Callable[[str, int], None] | None = None
+    ) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.on_refused = on_refused  # (path, status) of a body refused before routing: counted in /metrics
 
     async def __call__(self, scope, receive, send) -> None:
         if scope["type"] != "http":
@@ -111,6 +116,8 @@ class BodyLimitMiddleware:
         declared = dict(scope["headers"]).get(b"content-length")
         if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
             status = 413 if declared.isdigit() else 400
+            if self.on_refused is not None:
+                self.on_refused(scope["path"], status)
             await JSONResponse({"detail": detail if status == 413 else "bad Content-Length"}, status)(
                 scope, receive, send
             )
@@ -230,18 +237,26 @@ def create_app(
     app.state.batcher = batcher
     app.state.metrics = metrics
     app.state.limits = limits
-    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes)
+
+    def count_refused(task: str | None, status: int) -> None:
+        """A request refused before its route ran counts under its task (or the unknown-task bucket)."""
+        if task is not None:
+            metrics.record_request(task if task in registry.tasks else UNKNOWN_TASK_KEY, status, 0.0)
+
+    def count_refused_body(path: str, status: int) -> None:
+        match = _TASK_ROUTE.fullmatch(path)
+        count_refused(match.group(1) if match else None, status)
+
+    app.add_middleware(BodyLimitMiddleware, max_bytes=limits.max_body_bytes, on_refused=count_refused_body)
 
     @app.exception_handler(Exception)
     async def _internal_error(_: Request, error: Exception) -> JSONResponse:
         logger.exception("unhandled error", exc_info=error)
         return JSONResponse({"detail": "internal server error"}, status_code=500)
 
-    def count_invalid(request: Request) -> None:
+    def count_invalid(request: Request, status: int = 422) -> None:
         """A refused predict body counts under its task (or the unknown-task bucket) in /metrics."""
-        task = request.path_params.get("task")
-        if task is not None:
-            metrics.record_request(task if task in registry.tasks else UNKNOWN_TASK_KEY, 422, 0.0)
+        count_refused(request.path_params.get("task"), status)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid_body(request: Request, error: RequestValidationError) -> JSONResponse:
@@ -260,6 +275,8 @@ def create_app(
             count_invalid(request)
             reason = "not UTF-8" if isinstance(cause, UnicodeDecodeError) else "nested too deeply"
             return JSONResponse({"detail": f"malformed JSON body: {reason}"}, status_code=422)
+        if error.status_code == 413:  # a streamed body past the limit (BodyLimitMiddleware)
+            count_invalid(request, 413)
         return JSONResponse({"detail": error.detail}, status_code=error.status_code, headers=error.headers)
 
     async def on_model_thread(function: Callable, *args: Any) -> Any:
