@@ -6,7 +6,8 @@ scripts/make_peft_fixture.py):
     .venv-peft/bin/python scripts/check_peft_export.py check outputs/peft-exports
 
 ``write`` builds shift-mode prompts on the tiny bases of tests/interop/fixtures, exports each, and stores
-ptuning's logits; ``check`` loads each export with ``PeftModel.from_pretrained`` and compares.
+ptuning's logits; ``check`` loads each export with ``PeftModel.from_pretrained`` and compares: equal bit for
+bit, except where ``TOLERANCE`` says why not (exit status 1 if any export is off by more).
 """
 
 from __future__ import annotations
@@ -33,7 +34,14 @@ EXPORTS = {
         None,
     ),
     "roberta-seq-cls": ("roberta-seq-cls", "classification", ["a", "b", "c"], "ptuning-v2", "tanh"),
+    "electra-seq-cls": ("electra-seq-cls", "classification", ["no", "yes"], "ptuning-v2", "gelu"),
 }
+# Largest max |diff| accepted; 0.0 (bit-identical) for every export not named. ptuning's first-token readout
+# (core/readout.py) runs the last layer's feed-forward for position 0 alone, whose matmul rounds in another
+# order than transformers' over the whole sequence: a [CLS] classifier's logits may move by a few 1e-8
+# (docs/INTEROP.md has the measured values); 1e-6 is far below what a wrong position, mask or prefix moves.
+FIRST_TOKEN_READOUT = 1e-6
+TOLERANCE = {"roberta-seq-cls": FIRST_TOKEN_READOUT, "electra-seq-cls": FIRST_TOKEN_READOUT}
 ROBERTA_INPUT_IDS = torch.tensor([[5, 9, 14, 3, 22, 7], [8, 31, 2, 40, 1, 1]])  # RoBERTa's pad id is 1
 
 
@@ -53,7 +61,7 @@ def write(root: Path) -> None:
         folder = FIXTURES / base / "base"
         if kind == "causal-lm":
             backbone = AutoModelForCausalLM.from_pretrained(folder, attn_implementation="sdpa")
-        elif base.startswith("llama"):
+        elif base.startswith(("llama", "electra")):  # no pooling layer to leave out
             backbone = AutoModel.from_pretrained(folder, attn_implementation="sdpa")
         else:
             backbone = AutoModel.from_pretrained(folder, attn_implementation="sdpa", add_pooling_layer=False)
@@ -97,9 +105,13 @@ def check(root: Path) -> int:
         ours = load_file(str(root / name / "ptuning_logits.safetensors"))["logits"]
         real = ATTENTION_MASK.bool()
         diff = (logits - ours)[real] if logits.dim() == 3 else logits - ours
-        largest = float(diff.abs().max())
-        failures += largest != 0.0
-        print(f"{name}: PEFT {transformers.__version__} vs ptuning, max |diff| {largest:.3g}")
+        largest, allowed = float(diff.abs().max()), TOLERANCE.get(name, 0.0)
+        failures += largest > allowed
+        verdict = "ok" if largest <= allowed else "FAILED"
+        print(
+            f"{name}: PEFT {transformers.__version__} vs ptuning, max |diff| {largest:.3g} "
+            f"(allowed {allowed:.3g}): {verdict}"
+        )
     return failures
 
 

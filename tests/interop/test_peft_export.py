@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import warnings
 
 import pytest
@@ -16,7 +17,7 @@ from ptuning.core.config import PrefixConfig
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.core.pooler import POOLER_ACTIVATION, load_pretrained_pooler
-from ptuning.interop.peft_export import export_peft
+from ptuning.interop.peft_export import PeftExportNote, export_peft
 from ptuning.interop.peft_format import PeftFormatError
 from ptuning.interop.peft_heads import mapping_for_peft
 
@@ -62,6 +63,29 @@ def test_a_prefix_mlp_is_collapsed_into_the_table_it_produces(tmp_path) -> None:
     config = json.loads((tmp_path / "adapter" / "adapter_config.json").read_text())
     assert config["prefix_projection"] is False and config["task_type"] == "TOKEN_CLS"
     assert config["modules_to_save"] == ["classifier"]
+
+
+def test_a_collapsed_prefix_mlp_checkpoint_exports_the_table_it_stores(tmp_path) -> None:
+    """After collapse_prefixes() only the table is saved (prefix_forms says 'table'); export rebuilt the MLP
+    from the method and refused the file as 'not what prompt_config.json describes'."""
+    model = _model("bert-token-cls-projection", HeadKind.TOKEN_CLASSIFICATION, ["O", "B", "I"], "prefix-mlp")
+    logits = _logits(model, "task")
+    model.collapse_prefixes()
+    checkpoint = save_checkpoint(model, tmp_path / "checkpoint")
+    assert json.loads((checkpoint / "prompt_config.json").read_text())["prefix_forms"] == {"task": "table"}
+    table = model.prefixes["task"].embedding.weight
+    old_style = tmp_path / "old-style"  # written before prefix_forms existed: no mlp. tensors says collapsed
+    shutil.copytree(checkpoint, old_style)
+    config = json.loads((old_style / "prompt_config.json").read_text())
+    del config["prefix_forms"]
+    (old_style / "prompt_config.json").write_text(json.dumps(config))
+    for source in (checkpoint, old_style):
+        adapter = export_peft(source, tmp_path / f"adapter-{source.name}")
+        assert torch.equal(load_file(str(adapter / "adapter_model.safetensors"))["prompt_embeddings"], table)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            again = load_checkpoint(adapter, backbone=model.backbone)
+        assert torch.equal(_logits(again, "adapter"), logits)
 
 
 def test_a_decoder_classifier_round_trips_when_it_has_no_bias(tmp_path) -> None:
@@ -113,7 +137,8 @@ def test_a_keep_mode_prefix_is_refused_unless_the_position_change_is_accepted(tm
     with pytest.raises(CheckpointError, match="position_mode 'keep'.*--position-mode shift"):
         export_peft(checkpoint, tmp_path / "adapter")
     assert not (tmp_path / "adapter").exists()
-    export_peft(checkpoint, tmp_path / "adapter", allow_position_change=True)
+    with pytest.warns(PeftExportNote, match="computes other outputs in PEFT"):
+        export_peft(checkpoint, tmp_path / "adapter", allow_position_change=True)
     assert (tmp_path / "adapter" / "adapter_model.safetensors").is_file()
 
 

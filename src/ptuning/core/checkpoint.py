@@ -414,13 +414,18 @@ def _collapse_stored_tables(
     ``prefix_forms`` says so; checkpoints written before it existed are recognised by their tensors (an
     MLP prefix without any ``mlp.`` tensor was collapsed), so those load too.
     """
-    forms = config.get("prefix_forms") or {}
     for name, prefix in list(model.prefixes.items()):
-        if _prefix_form(prefix) != "mlp":
-            continue
-        stored_mlp = any(key.startswith(f"prefixes.{name}.mlp.") for key in state)
-        if forms.get(name) == "table" or (name not in forms and not stored_mlp):
+        if _prefix_form(prefix) == "mlp" and stored_as_table(config, state, name):
             model.prefixes[name] = prefix.collapse()
+
+
+def stored_as_table(config: dict[str, Any], state: dict[str, torch.Tensor], name: str) -> bool:
+    """Whether prefix ``name`` of a prefix-mlp checkpoint was saved collapsed into its table: ``prefix_forms``
+    says so, or (checkpoints written before it existed) no ``mlp.`` tensor of it was stored."""
+    forms = config.get("prefix_forms") or {}
+    if name in forms:
+        return forms[name] == "table"
+    return not any(key.startswith(f"prefixes.{name}.mlp.") for key in state)
 
 
 def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Path | str = "") -> None:

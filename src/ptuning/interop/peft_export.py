@@ -4,19 +4,29 @@ The table is copied as it is (the layouts agree, see ``peft_format``). A prefix-
 into the table its MLP produces: PEFT's file has no place for the MLP (PEFT itself saves the MLP's output
 table), so ``prefix_projection`` is written as false, which says what the file holds. Only a shift-mode
 prefix means the same thing to PEFT; a keep-mode prefix is refused unless the caller accepts that PEFT
-will number positions differently. scripts/check_peft_export.py loads the exports in real PEFT 0.21.2.
+will number positions differently. A base PEFT cannot run prefix tuning on (its forward takes no cache, or
+its layers share weights) is refused here rather than at PEFT's first forward.
+scripts/check_peft_export.py loads the exports in real PEFT 0.21.2.
 """
 
 from __future__ import annotations
 
+import inspect
+import warnings
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoConfig
+from transformers import AutoConfig, PretrainedConfig
 
 from ptuning.core.backbones import resolve_model_path
-from ptuning.core.checkpoint import is_peft_adapter, read_checkpoint_config, read_weights, weights_file
+from ptuning.core.checkpoint import (
+    is_peft_adapter,
+    read_checkpoint_config,
+    read_weights,
+    stored_as_table,
+    weights_file,
+)
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
@@ -24,7 +34,22 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
 from ptuning.interop.peft_format import MODULE_PREFIX, PEFT_VERSION, TABLE_KEY, PeftFormatError, write_adapter
-from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_ptuning
+from ptuning.interop.peft_heads import (
+    BASE_POOLER,
+    PEFT_TASK_TYPES,
+    HeadMapping,
+    is_decoder_family,
+    mapping_for_ptuning,
+    task_class,
+)
+
+# PeftModelFor{SequenceClassification,TokenClassification,QuestionAnswering} fall back to the base model inside
+# the task class when the task class's forward takes no cache (GPT-2's question answering, BERT's classifiers)
+FALLS_BACK_TO_BASE_MODEL = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS")
+
+
+class PeftExportNote(UserWarning):
+    """The written adapter computes differently in PEFT than the checkpoint in ptuning, for some inputs or all."""
 
 
 def _check_out_dir(out_dir: Path, checkpoint_dir: Path) -> None:
@@ -79,7 +104,8 @@ def export_peft(
     base_name = config["base_model"]["name_or_path"]
     base_path = resolve_model_path(base_name)
     try:
-        geometry = PrefixGeometry.from_config(AutoConfig.from_pretrained(base_path))
+        base_config = AutoConfig.from_pretrained(base_path)
+        geometry = PrefixGeometry.from_config(base_config)
     except OSError as error:
         raise PeftFormatError(
             f"{checkpoint_dir}: cannot read the config of its base model {base_name!r} ({error.__class__.__name__}); "
@@ -92,28 +118,43 @@ def export_peft(
             f"{checkpoint_dir}: its base {geometry.model_type!r} is an encoder-decoder; exporting encoder-decoder "
             f"prefixes to PEFT is not supported"
         )
+    config_layers = getattr(base_config, "num_hidden_layers", geometry.num_layers)
+    if geometry.num_layers != config_layers:  # ALBERT: one shared layer, one prefix for every depth
+        raise PeftFormatError(
+            f"{checkpoint_dir}: its base {geometry.model_type!r} has {config_layers} layers (num_hidden_layers) "
+            f"but its prefix {geometry.num_layers} (layers that share weights share a prefix); PEFT gives each of "
+            f"the {config_layers} layers its own prefix, so its adapter cannot hold this one"
+        )
     if prefix_config.resolved_layers(geometry.num_layers) != tuple(range(geometry.num_layers)):
         raise PeftFormatError(
             f"{checkpoint_dir}: the prefix covers layers {list(prefix_config.layers)} only; PEFT's prefix covers "
             f"every one of the {geometry.num_layers} layers"
         )
+    head_kind = HeadKind(entry["head"]["kind"])
+    task_type = "FEATURE_EXTRACTION" if prefix_only else PEFT_TASK_TYPES.get(head_kind)
+    if task_type is not None:  # else the head mapping below refuses it, with its reason
+        _check_peft_runs(task_type, geometry.model_type, checkpoint_dir)
     weights = weights_file(checkpoint_dir, config)
     state = read_weights(weights)  # missing, truncated or pickled: one line naming the file
-    tensors = {TABLE_KEY: _table(state, entry["prefix"], prefix_config, geometry, weights)}
-    head_kind = HeadKind(entry["head"]["kind"])
+    tensors = {TABLE_KEY: _table(state, entry["prefix"], config, prefix_config, geometry, weights)}
     if prefix_only:
-        task_type, modules = "FEATURE_EXTRACTION", None
+        modules = None
     else:
         pooling = entry["head"].get("pooling")
-        mapping = mapping_for_ptuning(
-            head_kind,
-            Pooling(pooling) if pooling else None,
-            entry["head"].get("dense_activation"),
-            geometry.model_type,
-        )
+        try:
+            mapping = mapping_for_ptuning(
+                head_kind,
+                Pooling(pooling) if pooling else None,
+                entry["head"].get("dense_activation"),
+                geometry.model_type,
+            )
+        except PeftFormatError as error:
+            raise PeftFormatError(f"{checkpoint_dir}, task {task!r}: {error}") from None
         task_type, modules = mapping.task_type, ([mapping.module] if mapping.module else None)
         if mapping.module is not None:
             tensors.update(_head_tensors(state, task, mapping, base_path, checkpoint_dir))
+        if task_type == "SEQ_CLS" and is_decoder_family(geometry.model_type):
+            _warn_if_pad_is_eos(base_config, checkpoint_dir)
     token_dim = geometry.num_kv_heads * geometry.head_dim
     peft_config: dict[str, Any] = {
         "auto_mapping": None,
@@ -133,8 +174,59 @@ def export_peft(
         "task_type": task_type,
         "token_dim": token_dim,
     }
+    if prefix_config.position_mode is not PositionMode.SHIFT:  # accepted above: say what it costs
+        warnings.warn(
+            f"{checkpoint_dir}: position_mode '{prefix_config.position_mode}' exported anyway "
+            f"(--allow-position-change): PEFT numbers real tokens P..P+T-1, not 0..T-1 as in training, so the "
+            f"adapter computes other outputs in PEFT than the checkpoint does in ptuning",
+            PeftExportNote,
+            stacklevel=2,
+        )
     labels = None if prefix_only else entry["head"].get("label_names")
     return write_adapter(out_dir, peft_config, tensors, labels)
+
+
+def _check_peft_runs(task_type: str, model_type: str, checkpoint_dir: Path) -> None:
+    """Refuse a base PEFT 0.21.2 cannot run prefix tuning on, as its ``_prefix_tuning_forward`` decides: it
+    passes the prefix as ``past_key_values`` (``cache`` from transformers 5.24) to the loaded class's forward
+    or, for the classifier task types, to the base model inside it; DeBERTa-v2, MPNet, ALBERT, DistilBERT and
+    ModernBERT take neither, and PEFT would fail only at the adapter's first forward."""
+    loaded = task_class(task_type, model_type)
+    if loaded is None:
+        raise PeftFormatError(
+            f"{checkpoint_dir}: transformers has no {task_type} model class for {model_type!r}, so PEFT cannot "
+            f"load the base this adapter needs"
+        )
+    candidates = [loaded]
+    if task_type in FALLS_BACK_TO_BASE_MODEL and (base := task_class("FEATURE_EXTRACTION", model_type)):
+        candidates.append(base)
+    if not any(_takes_cache(candidate) for candidate in candidates):
+        names = " or ".join(f"{candidate.__name__}.forward" for candidate in candidates)
+        raise PeftFormatError(
+            f"{checkpoint_dir}: PEFT cannot run prefix tuning on its base {model_type!r}: {names} takes no "
+            f"past_key_values (or cache), which is how PEFT passes the prefix in"
+        )
+
+
+def _takes_cache(model_class: type) -> bool:
+    parameters = inspect.signature(model_class.forward).parameters
+    return "past_key_values" in parameters or "cache" in parameters
+
+
+def _warn_if_pad_is_eos(base_config: PretrainedConfig, checkpoint_dir: Path) -> None:
+    """transformers' decoder classifiers pool the last token that is not ``pad_token_id``; where padding is the
+    end-of-sequence token (SmolLM2), an input ending in it is pooled at an earlier token than ptuning pools."""
+    eos = base_config.eos_token_id
+    eos_ids = set(eos) if isinstance(eos, list) else {eos}
+    pad = base_config.pad_token_id
+    if pad is not None and pad in eos_ids:
+        warnings.warn(
+            f"{checkpoint_dir}: its base's pad_token_id {pad} is its end-of-sequence token; transformers' "
+            f"sequence classifier in PEFT reads the last token that is not {pad}, so an input ending in that "
+            f"token gets other logits in PEFT than in ptuning (docs/INTEROP.md)",
+            PeftExportNote,
+            stacklevel=3,
+        )
 
 
 def _choose_task(config: dict[str, Any], task: str | None, checkpoint_dir: Path) -> str:
@@ -154,12 +246,15 @@ def _choose_task(config: dict[str, Any], task: str | None, checkpoint_dir: Path)
 def _table(
     state: dict[str, torch.Tensor],
     name: str,
+    config: dict[str, Any],
     prefix_config: PrefixConfig,
     geometry: PrefixGeometry,
     weights: Path,
 ) -> torch.Tensor:
     """(P, L*2*kv*d): the stored table, or the one the MLP produces (the same function ptuning runs)."""
     encoder = PrefixEncoder(prefix_config, geometry)
+    if encoder.mlp is not None and stored_as_table(config, state, name):  # saved after collapse_prefixes()
+        encoder = encoder.collapse()
     key = f"prefixes.{name}."
     stored = {k.removeprefix(key): v for k, v in state.items() if k.startswith(key)}
     wanted = encoder.state_dict()

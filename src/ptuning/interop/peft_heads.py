@@ -19,8 +19,11 @@ from transformers.modeling_layers import GenericForTokenClassification
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
     MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    MODEL_MAPPING_NAMES,
 )
 
 from ptuning.core.heads import Pooling
@@ -37,6 +40,30 @@ ENCODER_SEQ_CLS = {
     "camembert": ("classifier.out_proj", "classifier.dense", "tanh"),
     "electra": ("classifier.out_proj", "classifier.dense", "gelu"),  # ElectraClassificationHead
 }
+# The PEFT task type that holds each ptuning head (multiple choice has none).
+PEFT_TASK_TYPES = {
+    HeadKind.CAUSAL_LM: "CAUSAL_LM",
+    HeadKind.CLASSIFICATION: "SEQ_CLS",
+    HeadKind.REGRESSION: "SEQ_CLS",
+    HeadKind.TOKEN_CLASSIFICATION: "TOKEN_CLS",
+    HeadKind.QUESTION_ANSWERING: "QUESTION_ANS",
+}
+# The transformers Auto* mapping whose class PEFT's user loads as the base for each task type.
+TASK_CLASS_NAMES = {
+    "CAUSAL_LM": MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    "SEQ_CLS": MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
+    "TOKEN_CLS": MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
+    "QUESTION_ANS": MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
+    "FEATURE_EXTRACTION": MODEL_MAPPING_NAMES,
+}
+
+
+def task_class(task_type: str, model_type: str) -> type | None:
+    """The transformers class loaded for ``task_type`` on a ``model_type`` base (``AutoModelFor...``), if any."""
+    names = TASK_CLASS_NAMES[task_type].get(model_type)
+    name = names if isinstance(names, str) or names is None else names[0]  # Funnel lists two base classes
+    found = getattr(transformers, name, None) if name else None
+    return found if isinstance(found, type) else None
 
 
 def is_decoder_family(model_type: str) -> bool:
@@ -81,10 +108,15 @@ class HeadMapping:
         return self.linear or self.module
 
 
-def mapping_for_peft(task_type: str | None, model_type: str) -> HeadMapping:
+IMPORT_PREFIX_HINT = "import the prefix alone (prefix_only=True, --init-prefix-from) and train a head"
+EXPORT_PREFIX_HINT = "export the prefix alone with --prefix-only"
+
+
+def mapping_for_peft(task_type: str | None, model_type: str, hint: str = IMPORT_PREFIX_HINT) -> HeadMapping:
     """The ptuning head for a PEFT ``task_type`` on a ``model_type`` base; raises with the reason if none.
 
     Sequence classification maps to ``classification``; ``with_rows`` turns a one-row head into regression.
+    ``hint`` says what to do instead: import the prefix alone, or (on export) write it alone.
     """
     decoder = is_decoder_family(model_type)
     if task_type == "CAUSAL_LM":
@@ -99,7 +131,7 @@ def mapping_for_peft(task_type: str | None, model_type: str) -> HeadMapping:
         if model_type not in ENCODER_SEQ_CLS:
             raise PeftFormatError(
                 f"{model_type}'s sequence classifier (e.g. DeBERTa's ContextPooler) has no ptuning equivalent; "
-                f"import the prefix alone (prefix_only=True, --init-prefix-from) and train a head"
+                f"{hint}"
             )
         linear, dense, activation = ENCODER_SEQ_CLS[model_type]
         return HeadMapping(
@@ -128,11 +160,14 @@ def mapping_for_ptuning(
     kind: HeadKind, pooling: Pooling | None, dense_activation: str | None, model_type: str
 ) -> HeadMapping:
     """The PEFT task type + module that holds a ptuning head; raises with the reason if none."""
-    decoder = is_decoder_family(model_type)
-    if kind is HeadKind.CAUSAL_LM:
-        return mapping_for_peft("CAUSAL_LM", model_type)
-    if kind in (HeadKind.CLASSIFICATION, HeadKind.REGRESSION):
-        mapping = dataclasses.replace(mapping_for_peft("SEQ_CLS", model_type), kind=kind)
+    task_type = PEFT_TASK_TYPES.get(kind)
+    if task_type is None:
+        raise PeftFormatError(
+            f"PEFT has no task type for a {kind} head (transformers' *ForMultipleChoice is not one)"
+        )
+    mapping = dataclasses.replace(mapping_for_peft(task_type, model_type, EXPORT_PREFIX_HINT), kind=kind)
+    if task_type == "SEQ_CLS":
+        decoder = is_decoder_family(model_type)
         effective = pooling or (Pooling.LAST if decoder else Pooling.FIRST)
         if effective is not mapping.pooling:
             raise PeftFormatError(
@@ -144,13 +179,6 @@ def mapping_for_ptuning(
             theirs = f"dense + {mapping.activation} + linear" if mapping.activation else "one linear layer"
             raise PeftFormatError(
                 f"this {kind} head is {ours}; transformers' {model_type} sequence classifier is {theirs}, so "
-                f"PEFT would compute other logits (export the prefix alone with --prefix-only)"
+                f"PEFT would compute other logits ({EXPORT_PREFIX_HINT})"
             )
-        return mapping
-    if kind is HeadKind.TOKEN_CLASSIFICATION:
-        return mapping_for_peft("TOKEN_CLS", model_type)
-    if kind is HeadKind.QUESTION_ANSWERING:
-        return mapping_for_peft("QUESTION_ANS", model_type)
-    raise PeftFormatError(
-        f"PEFT has no task type for a {kind} head (transformers' *ForMultipleChoice is not one)"
-    )
+    return mapping
