@@ -1,11 +1,17 @@
 """What the quality benchmark has measured: a ``Bench`` (where results, data and model live, at which scale) reads
 its results files, and from them which setting each sweep chose, what each cell consists of and whether it is
 done. ``quality_runner`` appends to those files; ``quality_tables``, ``quality_scaling`` and ``quality_curves``
-read them through here."""
+read them through here.
+
+A sweep chooses the setting with the best seed-42 dev score (``chosen_setting``). A run without a real dev score
+(missing, or NaN from a diverged run) ranks below every real score, wherever it stands in the sweep. A tie goes to
+the setting listed first in the sweep (``Bench.sweeps``), and the tables mark the tied settings
+(``tied_settings``) so that the tie is visible rather than settled silently."""
 
 from __future__ import annotations
 
 import json
+import math
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -103,13 +109,34 @@ class Bench:
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
-    """The complete lines of a results file ([] if there is none yet)."""
+    """The runs of a results file ([] if there is none yet). A last line without its newline is left out (a run
+    is appending it); any other malformed line is an error naming the file and line, since skipping it would drop
+    a run from every table without a word."""
     if not path.is_file():
         return []
     text = path.read_text()
     if not text.endswith("\n"):  # a run is appending its line right now (the writer locks, readers don't)
         text = text[: text.rfind("\n") + 1]
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
+    return [
+        parse_record(line, f"{path}:{number}")
+        for number, line in enumerate(text.splitlines(), start=1)
+        if line.strip()
+    ]
+
+
+def parse_record(line: str, where: str) -> dict[str, Any]:
+    """One results line as a run, or an error naming ``where`` (``path:line``) and what was wrong."""
+    try:
+        record = json.loads(line)
+    except json.JSONDecodeError as error:
+        raise ValueError(
+            f"{where}: expected one run per line as a JSON object; {error.msg} at column {error.colno} (a run "
+            "killed while writing leaves a cut line, and the next run's line is appended after it: remove the cut "
+            "part)"
+        ) from None
+    if not isinstance(record, dict):
+        raise ValueError(f"{where}: expected one run per line as a JSON object, got {line[:60]!r}")
+    return record
 
 
 def run_key(task: str, method: str, setting: dict[str, Any], seed: int, budget_id: str) -> str:
@@ -128,8 +155,11 @@ def primary(record: dict[str, Any], budget: Budget) -> float | None:
 
 
 def dev_score(record: dict[str, Any], budget: Budget) -> float:
+    """The score a sweep ranks by: dev's first metric in percent, or -inf without a real one (None, or NaN from a
+    diverged run), which would otherwise be chosen or skipped depending on where it stands in the sweep."""
     value = (record.get("dev") or {}).get(budget.metrics[0])
-    return float("-inf") if value is None else as_percent(value, budget)
+    score = float("-inf") if value is None else as_percent(value, budget)
+    return float("-inf") if math.isnan(score) else score
 
 
 def as_percent(value: float, budget: Budget) -> float:
@@ -153,6 +183,7 @@ def setting_runs(
 
 
 def best_run(runs: list[dict[str, Any]], budget: Budget) -> dict[str, Any]:
+    """The run with the best dev score; of tied runs the first (``max`` keeps it): results already depend on it."""
     return max(runs, key=lambda r: dev_score(r, budget))
 
 
@@ -162,6 +193,18 @@ def chosen_setting(bench: Bench, task: str, method: str) -> dict[str, Any] | Non
     if any(r is None for r in runs):
         return None
     return dict(best_run(runs, bench.budgets[task])["setting"])
+
+
+def tied_settings(bench: Bench, task: str, method: str) -> list[dict[str, Any]]:
+    """The sweep settings that share the best dev score, in sweep order (the first is the chosen one); [] when the
+    best is unique, the sweep unfinished, or no run has a real score."""
+    runs = sweep_runs(bench, task, method)
+    if any(r is None for r in runs):
+        return []
+    budget = bench.budgets[task]
+    best = dev_score(best_run(runs, budget), budget)
+    tied = [dict(r["setting"]) for r in runs if dev_score(r, budget) == best]
+    return tied if len(tied) > 1 and best > float("-inf") else []
 
 
 def cell_runs(bench: Bench, cell: Cell) -> list[tuple[dict[str, Any], int]] | None:

@@ -33,6 +33,7 @@ from quality_results import (
     primary,
     run_key,
     seed_scores,
+    tied_settings,
 )
 
 TABLE_MARKERS = {  # MiniLM's sections; other backbones get their own (see table_markers)
@@ -160,9 +161,12 @@ def render_task(bench: Bench, task: str) -> list[str]:
     records = bench.records(task)
     for method in bench.sweeps:
         sweep = []
+        ties = tied_settings(bench, task, method)
         for setting in bench.sweeps[method]:
             run = find_run(records, run_key(task, method, setting, SWEEP_SEED, budget_id))
-            score = "pending" if run is None else f"{dev_score(run, budget):.1f}"
+            score = "pending" if run is None else format_dev(dev_score(run, budget))
+            if setting in ties:  # the sweep keeps the first of a tie: say so where the tie shows
+                score += " (tie, chosen)" if setting == ties[0] else " (tie)"
             sweep.append(f"{format_setting(setting)}: {score}")
         result = method_result(bench, task, method)
         if result is None:
@@ -180,6 +184,11 @@ def render_task(bench: Bench, task: str) -> list[str]:
             f"{first['trainable_percent']:.3g} | {score} | {len(result['runs'])} | {'; '.join(sweep)} |"
         )
     return lines + [""]
+
+
+def format_dev(score: float) -> str:
+    """A sweep run's dev score; one without a real score (missing, or NaN) ranks last and reads so."""
+    return "no score" if score == float("-inf") else f"{score:.1f}"
 
 
 def render_ablations(bench: Bench) -> list[str]:
