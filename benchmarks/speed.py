@@ -75,9 +75,10 @@ from speed_throughput import measure_throughput
 from speed_time_to_target import (
     BUDGETS,
     LEARNING_RATES,
-    TARGET_CONTENDERS,
+    OURS_SYSTEMS,
     TARGET_SYSTEMS,
     TRAINERS,
+    Recipe,
     engine_recipe,
     measure_time_to_target,
     smoke_budget,
@@ -108,12 +109,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--target-weight-decay",
         type=float,
-        help="ours: AdamW weight decay (an A/B; default: ptuning train's)",
+        help="every ours system: AdamW weight decay (an A/B; default: ptuning train's)",
     )
     parser.add_argument(
         "--target-max-grad-norm",
         type=float,
-        help="ours: clip gradients to this norm (an A/B; default: ptuning train's); 0: no clipping",
+        help="every ours system: clip gradients to this norm (an A/B; default: ptuning train's); 0: no clipping",
     )
     parser.add_argument(
         "--systems",
@@ -126,7 +127,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--update-doc", type=Path, help="with --table: rewrite the doc's tables and redraw scaling.png"
     )
-    parser.add_argument("--results-dir", type=Path, default=RESULTS_DIR)
+    parser.add_argument(
+        "--results-dir",
+        type=Path,
+        help=f"default: {RESULTS_DIR}; with --smoke a new temporary folder (smoke runs never join the results)",
+    )
     parser.add_argument("--data-root", type=Path, default=DATA_ROOT)
     parser.add_argument("--work-dir", type=Path, default=Path(tempfile.gettempdir()) / "ptuning-speed")
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
@@ -137,7 +142,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     args.work_dir.mkdir(parents=True, exist_ok=True)
-    args.results_dir.mkdir(parents=True, exist_ok=True)
     workloads = dict(WORKLOADS)
     if args.smoke:
         workloads = {
@@ -153,6 +157,9 @@ def main(argv: list[str] | None = None) -> int:
         name, system, mode = args.probe.split(":")
         print(json.dumps(probe_memory(workloads[name], system, mode, args.data_root, args.work_dir)))
         return 0
+    if args.results_dir is None:
+        args.results_dir = smoke_results_dir() if args.smoke else RESULTS_DIR
+    args.results_dir.mkdir(parents=True, exist_ok=True)
     if args.throughput is not None:
         for workload in chosen(args.throughput):
             result = measure_throughput(workload, args.data_root, args.work_dir, names)
@@ -204,11 +211,6 @@ def main(argv: list[str] | None = None) -> int:
             measure_accuracy(args.data_root, args.accuracy_examples, args.accuracy_epochs),
         )
     if args.time_to_target is not None:
-        ours_recipe = engine_recipe()
-        if args.target_weight_decay is not None:
-            ours_recipe = replace(ours_recipe, weight_decay=args.target_weight_decay)
-        if args.target_max_grad_norm is not None:
-            ours_recipe = replace(ours_recipe, max_grad_norm=args.target_max_grad_norm or None)
         for task in args.time_to_target or list(BUDGETS):
             budget = smoke_budget(task) if args.smoke else BUDGETS[task]
             if args.target_score is not None or args.target_max_steps:
@@ -225,7 +227,7 @@ def main(argv: list[str] | None = None) -> int:
                 [n for n in TRAINERS if n in (args.systems or TARGET_SYSTEMS)],
                 args.target_learning_rates,
                 args.target_seeds,
-                {system: ours_recipe for system in TARGET_CONTENDERS},
+                ours_recipes(args.target_weight_decay, args.target_max_grad_norm),
             )
     if args.table:  # prints; only --update-doc writes (the doc, and the figure redrawn from its result)
         tables = render_tables(args.results_dir)
@@ -238,6 +240,25 @@ def main(argv: list[str] | None = None) -> int:
 
 def replace_repeats(workload: Workload, repeats: int | None) -> Workload:
     return workload if repeats is None else replace(workload, repeats=repeats)
+
+
+def smoke_results_dir() -> Path:
+    """Where a --smoke run writes without --results-dir: a fresh temporary folder, because a tiny model's
+    seconds in benchmarks/results would join the measured series (and the tables that read them)."""
+    folder = Path(tempfile.mkdtemp(prefix="ptuning-speed-smoke-"))
+    print(f"--smoke: results in {folder}", flush=True)
+    return folder
+
+
+def ours_recipes(weight_decay: float | None, max_grad_norm: float | None) -> dict[str, Recipe]:
+    """--target-weight-decay / --target-max-grad-norm (0: no clipping) for every system our loop trains (the
+    diagnoses and --backbone-dropout 0 too); the Trainer systems keep the Trainer's recipe."""
+    recipe = engine_recipe()
+    if weight_decay is not None:
+        recipe = replace(recipe, weight_decay=weight_decay)
+    if max_grad_norm is not None:
+        recipe = replace(recipe, max_grad_norm=max_grad_norm or None)
+    return {system: recipe for system in OURS_SYSTEMS}
 
 
 if __name__ == "__main__":

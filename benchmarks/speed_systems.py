@@ -289,9 +289,9 @@ class PeftOurBatchingSystem:
 
     def __init__(self, folder: str, data: Data, workload: Workload) -> None:
         self.model = build_peft_model(folder, data)
-        self.optimizer = torch.optim.AdamW(
-            [p for p in self.model.parameters() if p.requires_grad], lr=LEARNING_RATE, weight_decay=0.0
-        )
+        self.trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self.optimizer = torch.optim.AdamW(self.trainable, lr=LEARNING_RATE, weight_decay=0.0)
+        self.max_grad_norm = TrainConfig().max_grad_norm  # clipped as ours and the Trainer clip
         self.data = data
         self.workload = workload
 
@@ -310,6 +310,8 @@ class PeftOurBatchingSystem:
             with torch.profiler.record_function("backward"):
                 loss.backward()
             with torch.profiler.record_function("optimizer"):
+                if self.max_grad_norm is not None:
+                    torch.nn.utils.clip_grad_norm_(self.trainable, self.max_grad_norm)
                 self.optimizer.step()
                 self.optimizer.zero_grad()
         seconds = time.perf_counter() - start
@@ -534,6 +536,9 @@ class PeftTrainerSystem:
         else:
             self.train_features = pad_features(data.train, data.pad_id)
             self.dev_features = pad_features(data.dev, data.pad_id)
+        # what the timed predict gets: unlabelled rows, as a user's data (with labels the Trainer would also
+        # compute the loss and gather the labels inside the clock; ours predicts without targets)
+        self.predict_features = [{k: v for k, v in f.items() if k != "labels"} for f in self.dev_features]
         self.work_dir = Path(tempfile.mkdtemp(prefix="ptuning-speed-trainer-"))
 
     def trainer(
@@ -587,9 +592,9 @@ class PeftTrainerSystem:
         trainer = self.trainer(seed, eval_batch_size=size)
         with self.batch_shapes() as shapes:
             start = time.perf_counter()
-            trainer.predict(self.dev_features)
+            trainer.predict(self.predict_features)
             seconds = time.perf_counter() - start
-        return Round(seconds, len(self.dev_features), sum(b * t for b, t in shapes), shapes, size)
+        return Round(seconds, len(self.predict_features), sum(b * t for b, t in shapes), shapes, size)
 
     @contextlib.contextmanager
     def batch_shapes(self) -> Iterator[list[tuple[int, int]]]:

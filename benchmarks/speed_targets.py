@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from speed_systems import BASELINE, BF16_BASELINE, BF16_COMPILED_BASELINE, COMPILED_BASELINE
-from speed_time_to_target import fastest, is_current, read_records
+from speed_time_to_target import fastest, is_current, read_records, split_series
 
 TASKS = {"SST-2": ("sst2-minilm", "sst2"), "CoNLL-2003": ("conll2003-minilm", "conll2003")}
 # The run that measured --backbone-dropout 0 beside the (a'') systems with and without their dropout.
@@ -78,12 +78,15 @@ def time_to_target(
     ``rates_from``: the throughput system whose idle rate stands for ``contender``'s, where ``contender`` has no
     throughput rounds of its own (``ours-pooler`` differs from ``ours`` by one H x H product per row).
 
-    Only runs of each system's current recipe count. Two readings: the clock of the time-to-target runs, and, when the throughput file has both systems, their
-    steps to target x batch size ÷ their idle training examples/s from the interleaved rounds. The second decides
-    (the time-to-target runs may have shared the machine; the steps they took do not depend on that)."""
+    Only runs of the file's compared series (the task's default budget and model, ``split_series``) and of each
+    system's current recipe count. Two readings: the clock of the time-to-target runs, and, when the throughput
+    file has both systems, their steps to target x batch size ÷ their idle training examples/s from the
+    interleaved rounds. The second decides (the time-to-target runs may have shared the machine; the steps they
+    took do not depend on that)."""
 
     def cell(throughput: dict[str, Any] | None, records: list[dict[str, Any]]) -> Cell:
-        records = [r for r in records if is_current(r)]  # superseded recipes and A/Bs are not compared
+        # smoke runs, other budgets or models, superseded recipes and A/Bs are not compared
+        records = [r for r in split_series(records)[0] if is_current(r)]
         systems = (contender, baseline)
         if not all(any(r["system"] == s for r in records) for s in systems):
             return Cell(NOT_MEASURED, None)

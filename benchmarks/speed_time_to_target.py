@@ -8,7 +8,9 @@ and Trainer construction included, model loading not) and counts everything but 
 AdamW with a linear decay to zero over the budget (the Trainer's default and the engine's), batch 32, P = 16,
 max_length 128, and are scored by the same ``predict_outputs`` + ``task.score``. Each run appends one JSON
 line to ``time-to-target-<task>.jsonl``; a run already in the file (same system, lr, seed and budget) is
-skipped, so an interrupted sweep resumes.
+skipped, so an interrupted sweep resumes. The tables compare one series of a file, the task's default budget
+on the default model (``compared_series``): a run of another budget or model (``--smoke``, ``--target-score``,
+``--target-max-steps``) is listed as not compared, never mixed in.
 """
 
 from __future__ import annotations
@@ -49,6 +51,8 @@ from ptuning.tasks.registry import get_task
 from ptuning.training.config import TrainConfig
 from ptuning.training.inference import feature_length, predict_outputs
 
+# The model the committed runs trained: what --time-to-target loads without --smoke (``model_label``'s name).
+DEFAULT_MODEL = "minilm"
 # the systems compared with (a'') at their own best learning rates
 TARGET_CONTENDERS = ("ours", "ours-bf16", "ours-mean-pooling")
 # what --time-to-target runs unless --systems names others
@@ -325,6 +329,10 @@ def system_recipe(system: str) -> Recipe:
     return TRAINER_RECIPE if system.startswith("peft-trainer-grouped") else engine_recipe()
 
 
+# The systems our loop trains (``train_ours`` with one switch or another): ours' recipe overrides reach all of them.
+OURS_SYSTEMS = tuple(name for name, train in TRAINERS.items() if getattr(train, "func", train) is train_ours)
+
+
 # ------------------------------------------------------------------------------------------- runs
 def run_key(record: dict[str, Any]) -> tuple[Any, ...]:
     return (
@@ -423,11 +431,36 @@ def smoke_budget(task: str) -> Budget:
 
 
 # ------------------------------------------------------------------------------------------- table
+def series_of(record: dict[str, Any]) -> tuple[str, str | None]:
+    """The (budget, model) a run belongs to: runs of two series are never compared with each other."""
+    return json.dumps(record.get("budget"), sort_keys=True), record.get("model")
+
+
+def compared_series(records: list[dict[str, Any]]) -> tuple[str, str | None]:
+    """The series the tables compare: the task's default budget on the default model (the committed runs); in
+    a file with no run of it (a smoke run's own folder, an A/B's), the series of its first run."""
+    task = (records[0].get("budget") or {}).get("task")
+    default = (json.dumps(asdict(BUDGETS[task]), sort_keys=True), DEFAULT_MODEL) if task in BUDGETS else None
+    present = [series_of(r) for r in records]
+    return default if default in present else present[0]
+
+
+def split_series(records: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(the runs of the compared series, the runs of any other budget or model)."""
+    if not records:
+        return [], []
+    series = compared_series(records)
+    return [r for r in records if series_of(r) == series], [r for r in records if series_of(r) != series]
+
+
 def fastest(records: list[dict[str, Any]], measure: str = "seconds_to_target") -> tuple[float, float] | None:
     """(learning rate, median ``measure`` to target) of the lr that reached the target in every seed fastest.
 
     ``measure`` is ``seconds_to_target`` (the clock) or ``steps_to_target`` (optimizer steps: independent of how
-    loaded the machine was, so it can be turned into time with the idle throughput of the same systems)."""
+    loaded the machine was, so it can be turned into time with the idle throughput of the same systems).
+    ``records`` must be one series (``split_series``): a smoke run's seconds are no evidence about a full one."""
+    if len({series_of(r) for r in records}) > 1:
+        raise ValueError("fastest: the runs span several budgets or models; pass one series (split_series)")
     by_rate: dict[float, list[dict[str, Any]]] = {}
     for record in records:
         by_rate.setdefault(record["learning_rate"], []).append(record)
@@ -452,13 +485,16 @@ def describe_recipe(recipe: dict[str, Any]) -> str:
 
 
 def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
-    """One table per task: every run of the current recipes, then each system at its own best learning rate,
-    their ratio, and one line per series of another recipe (superseded runs and A/Bs), never mixed in."""
+    """One table per task: every run of the compared series (``compared_series``) and the current recipes, then
+    each system at its own best learning rate, their ratio, and one line per series of another recipe
+    (superseded runs and A/Bs) or of another budget or model (smoke runs, --target-score), never mixed in."""
+    records, other_series = split_series(records)
     others = [r for r in records if not is_current(r)]
     records = [r for r in records if is_current(r)]
     if not records:
         return []
     budget = records[0]["budget"]
+    model = records[0].get("model")
     metric, target = budget["metric"], budget["target"]
     shown = lambda value: f"{100 * value:.1f}"  # noqa: E731
     dates = sorted(r["measured_at"] for r in records)
@@ -507,24 +543,35 @@ def render_time_to_target(records: list[dict[str, Any]]) -> list[str]:
             lines.append(
                 f"* (a'') ÷ {contender}, each at its best lr, by the clock: {ratio:.2f}x the time to target"
             )
-    return lines + render_other_recipes(others) + [""]
+    not_compared = render_not_compared(others, lambda r: "another recipe")
+    not_compared += render_not_compared(
+        other_series, lambda r: f"another budget or model: {series_difference(r, budget, model)}"
+    )
+    return lines + not_compared + [""]
 
 
-def render_other_recipes(records: list[dict[str, Any]]) -> list[str]:
-    """One line per (system, recipe, lr) series not compared above: its steps to target per seed."""
-    series: dict[tuple[str, str, float], list[dict[str, Any]]] = {}
+def series_difference(record: dict[str, Any], budget: dict[str, Any], model: str | None) -> str:
+    """What sets a run apart from the compared series, e.g. ``model tiny, max_steps 8, batch_size 4``."""
+    parts = [] if record.get("model") == model else [f"model {record.get('model')}"]
+    own = record.get("budget") or {}
+    return ", ".join(parts + [f"{key} {value}" for key, value in own.items() if budget.get(key) != value])
+
+
+def render_not_compared(records: list[dict[str, Any]], reason: Callable[[dict[str, Any]], str]) -> list[str]:
+    """One line per (reason, system, recipe, lr) series not compared above: its steps to target per seed."""
+    series: dict[tuple[str, str, str, float], list[dict[str, Any]]] = {}
     for r in records:
-        key = (r["system"], json.dumps(recipe_of(r), sort_keys=True), r["learning_rate"])
+        key = (reason(r), r["system"], json.dumps(recipe_of(r), sort_keys=True), r["learning_rate"])
         series.setdefault(key, []).append(r)
     lines = []
-    for (system, recipe, rate), runs in series.items():
+    for (why, system, recipe, rate), runs in series.items():
         steps = [r["steps_to_target"] for r in runs]
         reached = [s for s in steps if s is not None]
         median = (
             f"median {statistics.median(reached):.0f}" if len(reached) == len(steps) else "not all reached"
         )
         lines.append(
-            f"* not compared (another recipe): {LABELS[system]}, {describe_recipe(json.loads(recipe))}, "
+            f"* not compared ({why}): {LABELS[system]}, {describe_recipe(json.loads(recipe))}, "
             f"lr {rate:g}: steps to target by seed "
             + ", ".join(f"{r['seed']}: {r['steps_to_target'] or '–'}" for r in runs)
             + f" ({median}); best dev {metric_shown(runs)}"
