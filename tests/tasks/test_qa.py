@@ -110,6 +110,10 @@ def test_squad_v2_scores_split_has_answer_and_no_answer():
     assert scores["f1"] == pytest.approx(100 * 2 / 3)
     assert (scores["HasAns_exact_match"], scores["HasAns_total"]) == (100.0, 1.0)
     assert (scores["NoAns_exact_match"], scores["NoAns_f1"], scores["NoAns_total"]) == (50.0, 50.0, 2.0)
+    # a subset with no question has only its count, as the official script leaves it out (0.0 read as all wrong)
+    answerable_only = squad_v2_scores({"a": "paris"}, {"a": ["Paris"]})
+    assert answerable_only["NoAns_total"] == 0.0 and "NoAns_f1" not in answerable_only
+    assert (answerable_only["f1"], answerable_only["HasAns_f1"]) == (100.0, 100.0)
 
 
 # ------------------------------------------------------------------------------------- post-processing

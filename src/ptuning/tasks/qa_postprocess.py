@@ -155,8 +155,9 @@ def squad_v2_scores(
     predictions: Mapping[str, str], gold_answers: Mapping[str, Sequence[str]]
 ) -> dict[str, float]:
     """SQuAD v2.0 scores (0..100): ``exact_match``/``f1`` overall and on the ``HasAns``/``NoAns`` subsets,
-    with their ``_total`` counts. An empty gold list marks an unanswerable question (gold = ""); a missing
-    prediction counts as "" here, whereas the official script leaves the question out."""
+    with their ``_total`` counts; an empty subset has only its ``_total`` (0), as the official script leaves
+    it out (a 0.0 score read as a subset answered all wrong). An empty gold list marks an unanswerable question
+    (gold = ""); a missing prediction counts as "" here, whereas the official script leaves the question out."""
     exact_of: dict[str, float] = {}
     f1_of: dict[str, float] = {}
     for question_id, golds in gold_answers.items():
@@ -168,8 +169,9 @@ def squad_v2_scores(
     unanswerable = [qid for qid, golds in gold_answers.items() if not golds]
     scores: dict[str, float] = {}
     for prefix, ids in (("", list(gold_answers)), ("HasAns_", answerable), ("NoAns_", unanswerable)):
-        scores[f"{prefix}exact_match"] = 100.0 * sum(exact_of[i] for i in ids) / len(ids) if ids else 0.0
-        scores[f"{prefix}f1"] = 100.0 * sum(f1_of[i] for i in ids) / len(ids) if ids else 0.0
+        if ids or not prefix:
+            scores[f"{prefix}exact_match"] = 100.0 * sum(exact_of[i] for i in ids) / len(ids) if ids else 0.0
+            scores[f"{prefix}f1"] = 100.0 * sum(f1_of[i] for i in ids) / len(ids) if ids else 0.0
         scores[f"{prefix}total"] = float(len(ids))
     return scores
 
