@@ -179,3 +179,13 @@ def test_a_layer_the_forward_did_not_reach_is_a_value_error(monkeypatch) -> None
     built = build("bert", prefix_length=P)
     with pytest.raises(ValueError, match=r"did not reach the attention of prefixed layers \[0, 1\]"):
         init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, P, seed=3)[0])
+
+
+def test_a_prefix_longer_than_the_position_table_is_refused_naming_it() -> None:
+    """The P tokens run through the backbone as one input: past BERT's 64 positions it was a RuntimeError
+    traceback, where a normally initialised prefix of that length builds (keep mode takes no positions)."""
+    built = build("bert", prefix_length=70)
+    with pytest.raises(
+        ValueError, match="prefix's 70 tokens run through the backbone as one input, past its 64"
+    ):
+        init_prefix_from_tokens(built.model, built.model.task_prefix["t"], random_ids(1, 70)[0])

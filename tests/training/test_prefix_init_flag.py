@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -146,3 +147,23 @@ def test_methods_without_a_prefix_are_refused_before_any_model_loads(
     )
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and err.count("\n") == 1 and f"method '{method}' has none" in err, err
+
+
+def test_a_multiple_choice_task_starts_from_its_choices_tokens(tiny_bert, sst2_dir, tmp_path) -> None:
+    """A multiple-choice feature holds one row per choice: the rows were joined as if they were tokens (COPA
+    ended in 'expected sequence of length 18 at dim 1 (got 26)'); each choice's tokens now count, in order."""
+    config = TrainConfig(
+        model=tiny_bert, task="sst2", data_dir=sst2_dir, prefix_length=4, output_dir=str(tmp_path)
+    )
+    model, _ = engine.build_prompt_model(config, [get_task("sst2")])
+
+    class Choices:
+        name = "sst2"
+
+        def featurize(self, examples, tokenizer, max_length):
+            return [{"input_ids": [[5, 6, 7], [8, 9]]} for _ in examples], None
+
+    engine.start_prefix_from_training_tokens(model, Choices(), SimpleNamespace(examples=[{}]), None, 16)
+    expected, _ = engine.build_prompt_model(config, [get_task("sst2")])
+    init_prefix_from_tokens(expected, expected.task_prefix["sst2"], torch.tensor([5, 6, 7, 8]))
+    assert torch.equal(table(model), table(expected))

@@ -41,6 +41,12 @@ def init_prefix_from_tokens(model: PromptModel, prefix_name: str, token_ids: tor
         raise ValueError(
             f"need one sequence of at least {length} token ids, got shape {tuple(token_ids.shape)}"
         )
+    positions = encoder.geometry.usable_positions
+    if positions is not None and length > positions:  # the P tokens run as one input to capture them
+        raise ValueError(
+            f"the prefix's {length} tokens run through the backbone as one input, past its {positions} positions; "
+            "use a prefix length of at most that, or the normal initialisation"
+        )
     ids = token_ids[:length].to(encoder.embedding.weight.device)[None]
     backbone = model.backbone
     was_training = backbone.training

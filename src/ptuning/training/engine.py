@@ -419,7 +419,9 @@ def start_prefix_from_training_tokens(
     ids: list[int] = []
     for start in range(0, len(train.examples), 32):
         features, _ = task.featurize(train.examples[start : start + 32], tokenizer, max_length)
-        ids += [token for feature in features for token in feature["input_ids"]]
+        for feature in features:  # a multiple-choice feature holds one row per choice: each is an input
+            rows = feature["input_ids"]
+            ids += [token for row in rows for token in row] if rows and isinstance(rows[0], list) else rows
         if len(ids) >= wanted:
             break
     if len(ids) < wanted:
