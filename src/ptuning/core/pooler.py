@@ -45,6 +45,12 @@ def head_spec(kind: HeadKind, label_names: list[str] | None, pooling: str | None
 def attach_pretrained_pooler(model: PromptModel, task: str, name_or_path: str) -> None:
     """Fill ``task``'s dense layer with the pooler of ``name_or_path``. The pooler is part of the backbone:
     frozen with it, and trained with it when fine-tuning (as transformers' classifiers train it)."""
+    activation = getattr(model.backbone.config, "pooler_hidden_act", POOLER_ACTIVATION)
+    if activation != POOLER_ACTIVATION:  # DeBERTa's ContextPooler: gelu (and its own dropout)
+        raise PoolerNotFoundError(
+            f"{name_or_path!r}: its pooler applies {activation} (pooler_hidden_act); --pooling pooler reads "
+            f"{POOLER_ACTIVATION} poolers (BERT, RoBERTa, MPNet, ALBERT...): use --pooling first or mean"
+        )
     trainable = not model.method.freezes_backbone
     load_pretrained_pooler(model.heads[task].dense, name_or_path, trainable=trainable)
 
@@ -73,6 +79,8 @@ def read_pretrained_pooler(name_or_path: str) -> dict[str, torch.Tensor] | None:
                 for part in ("weight", "bias"):
                     if key == f"{POOLER_KEY}.{part}" or key.endswith(f".{POOLER_KEY}.{part}"):
                         found[part] = weights.get_tensor(key)
+                    elif key in (f"pooler.{part}", f"albert.pooler.{part}"):  # ALBERT's: a Linear, no .dense
+                        found.setdefault(part, weights.get_tensor(key))
     return found if set(found) == {"weight", "bias"} else None
 
 
