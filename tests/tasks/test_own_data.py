@@ -179,3 +179,19 @@ def test_a_multirc_question_that_is_not_an_object_is_a_data_error(tmp_path):
     path = write(tmp_path / "train.jsonl", json.dumps(record) + "\n")
     with pytest.raises(DataError, match=r"train\.jsonl, line 1, question 0: expected \{question, answers"):
         get_task("multirc").read(str(path), "train")
+
+
+@pytest.mark.parametrize(
+    ("label", "found"), [('["sports", "politics"]', "a list"), ('{"a": 1}', "a JSON object")]
+)
+def test_a_list_or_object_label_is_refused_naming_the_line(tmp_path, label, found):
+    """Multi-label rows became classes named by their repr (and the same labels in another order another)."""
+    rows = ['{"text": "just sports", "label": "sports"}', f'{{"text": "both", "label": {label}}}']
+    write(tmp_path / "train.jsonl", "\n".join(rows) + "\n")
+    with pytest.raises(
+        DataError, match=rf"train.jsonl, line 2: field 'label' should be one label .* found {found}"
+    ):
+        get_task("csv-classification").read(str(tmp_path / "train.jsonl"), "train")
+    task = get_task("csv-classification", label_names=["sports", "politics"])
+    with pytest.raises(DataError, match=rf"line 2: field 'label' should be one label .* found {found}"):
+        task.read(str(tmp_path / "train.jsonl"), "train")

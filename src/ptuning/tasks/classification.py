@@ -25,6 +25,7 @@ from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.readers import (
     SPLIT_ALIASES,
     Table,
+    check_single_label,
     is_hub_id,
     label_key,
     load_hub_table,
@@ -140,6 +141,8 @@ class ClassificationTask(Task):
         """The row's label (a name here), or None when it has none; train rows must have one. In a benchmark
         with a hub dataset (GLUE, SuperGLUE), -1 is the hub's mark of an unlabelled test row, kept as such by
         ``Dataset.to_json`` exports (``load_hub_table`` reads it as none too)."""
+        if column:
+            check_single_label(table.rows[row].get(column), table.where(row), column)
         key = label_key(table.rows[row].get(column)) if column else None
         if key == HUB_UNLABELLED and self.hub_dataset:
             key = None

@@ -7,7 +7,7 @@ from pathlib import Path
 
 from ptuning.tasks.base import DataError, DataReport, Task
 from ptuning.tasks.classification import ClassificationTask, Example
-from ptuning.tasks.readers import Table, label_key, map_label
+from ptuning.tasks.readers import Table, check_single_label, label_key, map_label
 
 
 class CsvClassification(ClassificationTask):
@@ -53,6 +53,8 @@ class CsvClassification(ClassificationTask):
     def examples_from_table(self, table: Table, split: str) -> tuple[list[Example], DataReport]:
         if self.label_names is None:
             column = table.find_column(self.label_columns, what="the label")
+            for index, row in enumerate(table.rows):  # before a list's repr could become a class name
+                check_single_label(row.get(column), table.where(index), column)
             keys = {label_key(row.get(column)) for row in table.rows} - {None}
             names = {self.label_map.get(key, key) for key in keys}
             self.label_names = sorted(names, key=natural_order)

@@ -372,6 +372,17 @@ def row_id(row: Mapping[str, Any], position: int) -> Any:
 # --- labels -------------------------------------------------------------------------------------------
 
 
+def check_single_label(raw: Any, where: str, column: str) -> None:
+    """Refuse a label that is a JSON list or object: a multi-label row's repr would become a class of its own
+    (and the same labels in another order another class)."""
+    if isinstance(raw, list | dict):
+        raise DataError(
+            f"{where}: field {column!r} should be one label (text, number or true/false), found a "
+            f"{'list' if isinstance(raw, list) else 'JSON object'} {raw!r}; multi-label classification is "
+            "not a task here"
+        )
+
+
 def label_key(raw: Any) -> str | None:
     """A raw label as a string key, the same whether a JSON value or CSV/TSV text: true / "true" -> 'True',
     1 / 1.0 / "1.0" -> '1', '' or None -> None (no label)."""
