@@ -109,8 +109,14 @@ def test_text_lines_of_a_pair_task_are_refused() -> None:
     from ptuning.tasks.registry import get_task
 
     table = Table("<stdin>", ["text"], [{"text": "a"}], ["line 1"])
-    with pytest.raises(DataError, match="sentence1, sentence2"):
+    with pytest.raises(DataError, match="'sentence1' or '#1 String'; 'sentence2' or '#2 String'"):
         examples_from_records(get_task("mrpc"), table, "txt")
+    # the keys it names are ones a JSONL line may use: it named the internal 'text, text_pair', refused next
+    pair = get_task("pair-classification", label_names=["no", "yes"])
+    with pytest.raises(DataError, match="'sentence1' or 'text_a' or 'premise' or 'question1'; 'sentence2'"):
+        examples_from_records(pair, table, "txt")
+    lines = Table("<stdin>", ["sentence1", "sentence2"], [{"sentence1": "a", "sentence2": "b"}], ["line 1"])
+    assert len(examples_from_records(pair, lines, "jsonl")) == 1
 
 
 def test_an_srl_predicate_index_must_be_a_word_index_not_a_truth_value() -> None:

@@ -186,9 +186,13 @@ def _classification_examples(task: ClassificationTask, table: Table, fmt: str) -
     if fmt == "txt":
         names = list(task.fields)
         if len(names) != 1:
+            # the column names a JSONL line may use (each field's aliases), not the internal field names
+            accepted = "; ".join(
+                " or ".join(repr(alias) for alias in aliases) for aliases in task.fields.values()
+            )
             raise DataError(
-                f"{task.name} reads {len(names)} fields ({', '.join(names)}); a text line holds one: give "
-                "JSONL lines with those fields (--format jsonl)"
+                f"{task.name} reads {len(names)} fields; a text line holds one: give JSONL lines with one key "
+                f"for each ({accepted}) and --format jsonl"
             )
         rows = [{names[0]: row["text"]} for row in table.rows]
         table = Table(table.source, [names[0]], rows, table.locations)
