@@ -240,3 +240,14 @@ def test_responses_longer_than_generation_may_run_are_counted_and_zero_new_token
     assert not any("max_new_tokens" in note for note in report.notes)
     with pytest.raises(ConfigError, match="max_new_tokens must be >= 1, got 0"):
         CausalLmTask(max_new_tokens=0)
+
+
+def test_prompts_without_responses_are_reported_as_cut_for_generation_not_for_training() -> None:
+    """``ptuning predict`` featurizes prompts alone: its note spoke of responses and training."""
+    long = " ".join(["what is the capital of france"] * 3)  # 18 tokens
+    examples = [{"id": 0, "source": "x", "prompt": long, "response": "", "history": [], "references": []}]
+    _, report = CausalLmTask().featurize(examples, tiny_tokenizer(), max_length=8)
+    assert report.notes == [
+        "causal-lm: 1 of 1 prompts were longer than max_length=8 and were cut from the left for generation "
+        "(11 tokens dropped in all)"
+    ]

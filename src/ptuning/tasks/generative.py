@@ -203,7 +203,12 @@ class GenerativeTask(Task):
         report.truncated, report.cut_for_generation = cut_prompts, cut_for_generation
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
-        if cut_prompts:
+        if cut_prompts and not any(response_ids):  # predict's input: prompts alone, no training layout
+            report.notes.append(
+                f"{self.name}: {cut_for_generation} of {len(examples)} prompts were longer than max_length="
+                f"{max_length} and were cut from the left for generation ({cut_tokens} tokens dropped in all)"
+            )
+        elif cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts did not fit max_length={max_length} with "
                 f"their response and were cut from the left for training ({cut_tokens} tokens dropped in all); "
