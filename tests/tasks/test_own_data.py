@@ -195,3 +195,12 @@ def test_a_list_or_object_label_is_refused_naming_the_line(tmp_path, label, foun
     task = get_task("csv-classification", label_names=["sports", "politics"])
     with pytest.raises(DataError, match=rf"line 2: field 'label' should be one label .* found {found}"):
         task.read(str(tmp_path / "train.jsonl"), "train")
+
+
+def test_a_quote_never_closed_is_named_where_the_row_runs_on(tmp_path):
+    """'"unterminated,pos' swallowed the rest of the file: the error said line 2 held 1 field, which it does not."""
+    path = write(tmp_path / "train.csv", 'text,label\n"unterminated,pos\nsecond,neg\nthird,pos\n')
+    with pytest.raises(
+        DataError, match=r"line 2: 1 fields, .* runs from line 2 to line 4 inside a quoted field"
+    ):
+        get_task("csv-classification").read(str(path), "train")

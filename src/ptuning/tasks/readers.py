@@ -301,10 +301,11 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
     reader = csv.reader(io.StringIO(text, newline=""), delimiter=delimiter, quoting=quoting)
     records: list[tuple[int, list[str]]] = []
     last_line = 0
+    ends: dict[int, int] = {}  # a record's first line -> its last (a quoted field may hold line breaks)
     try:
         for fields in reader:
             records.append((last_line + 1, fields))
-            last_line = reader.line_num
+            ends[last_line + 1] = last_line = reader.line_num
     except csv.Error as error:
         raise DataError(
             f"{path}, line {reader.line_num}: malformed {delimiter!r}-separated row ({error})"
@@ -330,9 +331,15 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
     rows, locations = [], []
     for line, fields in body:
         if len(fields) != len(header):
+            spans = (
+                f"; this row runs from line {line} to line {ends[line]} inside a quoted field: a quote that is "
+                "never closed?"
+                if ends[line] > line
+                else ""
+            )
             raise DataError(
                 f"{path}, line {line}: {len(fields)} fields, expected {len(header)} like the header "
-                f"{header} (line {header_line})"
+                f"{header} (line {header_line}){spans}"
             )
         rows.append(dict(zip(header, fields, strict=True)))
         locations.append(f"line {line}")
