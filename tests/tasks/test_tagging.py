@@ -512,3 +512,13 @@ def test_a_column_option_past_the_files_columns_names_it(tmp_path):
     (tmp_path / "train.txt").write_text("John B-PER\nlives O\n")
     with pytest.raises(DataError, match=r"train.txt, line 1: token_column 0 / tag_column 2 .* 2 columns"):
         get_task("ner-generic", tag_column=2).read(str(tmp_path / "train.txt"), "train")
+
+
+def test_an_i_tag_opening_an_entity_in_a_bilou_file_is_named_malformed(tmp_path):
+    """It was reported as '1 tags rewritten from bilou to IOB2', as if the scheme's own U-/L- conversion."""
+    write(tmp_path / "train.txt", "John U-PER\nin O\nNew B-LOC\nYork L-LOC\nCity I-LOC\n")
+    _, report = GenericNerTask().read(str(tmp_path), "train")
+    assert any(
+        "1 I- tags opened an entity and were read as B- (malformed bilou)" in note for note in report.notes
+    )
+    assert not any("rewritten" in note for note in report.notes)

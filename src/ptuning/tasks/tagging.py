@@ -110,10 +110,12 @@ class TaggingTask(Task):
         notes = [
             f"{path}: {len(examples)} sentences, {tokens} tokens, {documents} documents, scheme {scheme}"
         ]
-        if repaired and scheme in (Scheme.IOB2, Scheme.BIO):
-            notes.append(f"{path}: {repaired} I- tags opened an entity and were read as B- (malformed IOB2)")
-        elif repaired:
+        if repaired and scheme is Scheme.IOB1:  # IOB1 opens entities with I-: the scheme's own form
             notes.append(f"{path}: {repaired} tags rewritten from {scheme} to IOB2")
+        elif repaired:  # IOB2, BIO, BILOU, IOBES open with B-/U-/S-: an I- opener is malformed there
+            notes.append(
+                f"{path}: {repaired} I- tags opened an entity and were read as B- (malformed {scheme})"
+            )
         if learning:
             self.train_scheme = scheme
             notes.append(
