@@ -227,3 +227,12 @@ def test_a_compiled_backbone_decodes_eagerly_without_compiling_a_graph_per_lengt
     with torch.no_grad():  # outside decoding the backbone is still compiled
         compiled(torch.tensor([prompts[0]]), task="t")
     assert CompileStats.now().since(before).graphs > 0
+
+
+@pytest.mark.parametrize("method", ["finetune", "linear-probe"])
+def test_a_model_without_prefixes_checks_its_positions_without_a_prefix(method) -> None:
+    """Its tasks name a prefix that was never built: the task's own count raised KeyError instead of 0."""
+    model = PromptModel(tiny_causal_lm("gpt2"), method, PrefixConfig(prefix_length=4))
+    model.add_task("t", HeadSpec(HeadKind.CAUSAL_LM))
+    assert model.task_prefix_positions("t") == 0
+    assert len(generate_ids(model.eval(), [[4] * 119], batch_size=1, steps=10)[0]) == 10

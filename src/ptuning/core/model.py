@@ -283,9 +283,10 @@ class PromptModel(nn.Module):
 
     def task_prefix_positions(self, task: str) -> int:
         """``prefix_positions`` of one task's own prefix: tasks of one model may have prefixes of other lengths."""
-        if task not in self.task_prefix:
-            return 0  # a method without prefixes (finetune, linear-probe)
-        return self.prefixes[self.task_prefix[task]].config.positions_taken(self.method)
+        name = self.task_prefix.get(task)
+        if name not in self.prefixes:
+            return 0  # a method without prefixes (finetune, linear-probe), or an unknown task
+        return self.prefixes[name].config.positions_taken(self.method)
 
     def trainable_parameters(self) -> TrainableReport:
         total = sum(p.numel() for p in self.parameters())
@@ -383,9 +384,7 @@ class PromptModel(nn.Module):
     ) -> PromptModelOutput:
         """Packed rows through the backbone, then each segment unpacked to its own row for the head."""
         self.check_packable(task)
-        shift = 0
-        if self.method.is_deep and self.prefix_config.position_mode == "shift":
-            shift = self.prefixes[self.task_prefix[task]].prefix_length
+        shift = self.task_prefix_positions(task)  # packing takes deep prefixes only: P under shift, else 0
         mask_dtype = mask_dtype_for(self.backbone.config._attn_implementation, self.backbone.dtype)
         hidden = self.encode(
             packed.input_ids,
