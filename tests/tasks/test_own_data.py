@@ -204,3 +204,16 @@ def test_a_quote_never_closed_is_named_where_the_row_runs_on(tmp_path):
         DataError, match=r"line 2: 1 fields, .* runs from line 2 to line 4 inside a quoted field"
     ):
         get_task("csv-classification").read(str(path), "train")
+
+
+@pytest.mark.parametrize("label_names", [None, [0, 1]])
+def test_a_numeric_label_map_target_is_the_label_it_names(tmp_path, label_names):
+    """{"yes": 1} (natural in --task-options JSON or YAML) crashed with a TypeError while learning the label
+    set, or was refused as "targets [0, 1] are not labels of the task ['0', '1']" with label_names=[0, 1]."""
+    write(tmp_path / "train.csv", "text,label\na,1\nb,0\nc,yes\nd,no\n")
+    write(tmp_path / "dev.csv", "text,label\nx,yes\ny,0\n")
+    task = get_task("csv-classification", label_names=label_names, label_map={"yes": 1, "no": 0.0})
+    train, _ = task.read(str(tmp_path), "train")
+    dev, _ = task.read(str(tmp_path), "dev")
+    assert task.label_names == ["0", "1"]
+    assert [e["label"] for e in train] == ["1", "0", "1", "0"] and [e["label"] for e in dev] == ["1", "0"]

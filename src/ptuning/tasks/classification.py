@@ -64,10 +64,14 @@ class ClassificationTask(Task):
     eval_split = "dev"
 
     def __init__(
-        self, *, label_map: Mapping[str, str] | None = None, splits: Mapping[str, str] | None = None
+        self, *, label_map: Mapping[Any, Any] | None = None, splits: Mapping[str, str] | None = None
     ):
-        # keyed as the raw labels are read (true -> 'True', 1.0 -> '1'): a map keyed 'true' never matched
-        self.label_map = {label_key(key) or str(key): value for key, value in (label_map or {}).items()}
+        # keys and targets as the raw labels are read (true -> 'True', 1 / 1.0 -> '1'): a map keyed 'true'
+        # never matched, and a numeric target ({"yes": 1} from JSON/YAML) was not the label '1'
+        self.label_map = {
+            label_key(key) or str(key): label_key(value) or str(value)
+            for key, value in (label_map or {}).items()
+        }
         self.splits = {**type(self).splits, **(splits or {})}
         names = self.label_names or []
         unknown = sorted(set(self.label_map.values()) - set(names)) if names else []

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from ptuning.tasks.base import DataError, DataReport, Task
 from ptuning.tasks.classification import ClassificationTask, Example
@@ -27,8 +28,8 @@ class CsvClassification(ClassificationTask):
         text_field: str | tuple[str, ...] | None = None,
         text_pair_field: str | tuple[str, ...] | None = None,
         label_field: str | tuple[str, ...] = "label",
-        label_names: list[str] | None = None,
-        label_map: Mapping[str, str] | None = None,
+        label_names: list[Any] | None = None,
+        label_map: Mapping[Any, Any] | None = None,
         splits: Mapping[str, str] | None = None,
     ):
         self.fields = {"text": as_aliases(text_field) or self.default_text_fields}
