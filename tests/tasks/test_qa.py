@@ -300,6 +300,28 @@ def test_answers_too_long_for_any_window_are_counted(tokenizer, tmp_path):
     assert report.truncated == 1 and "1 answers lie in no single window" in report.notes[1]
 
 
+@pytest.mark.parametrize(
+    ("context", "answer", "start"),
+    [("the city of Denver ", "Denver ", 12), ("\u00a0Paris is big", "\u00a0Paris", 0)],
+)
+def test_an_answer_with_outer_whitespace_is_labelled_where_its_words_are(
+    tokenizer, tmp_path, context, answer, start
+):
+    """Token offsets never cover whitespace: "Denver " at the context's end was labelled CLS in every window
+    and counted as lying in no single window."""
+    question = {"id": "q1", "question": "Where?", "answers": [{"text": answer, "answer_start": start}]}
+    squad_file(tmp_path / "d.json", [{"title": "T", "paragraphs": [{"context": context, "qas": [question]}]}])
+    task = SquadTask(doc_stride=16)
+    examples, _ = task.read(str(tmp_path), "d.json")
+    features, report = task.featurize(examples, tokenizer, 64)
+    (feature,) = features
+    assert feature["start_positions"] != feature["cls_index"] and not report.notes[1:]
+    begin = feature["offset_mapping"][feature["start_positions"]][0]
+    finish = feature["offset_mapping"][feature["end_positions"]][1]
+    assert context[begin:finish] == answer.strip() and report.truncated == 0
+    assert task.score(examples, features, gold_outputs(features)) == {"exact_match": 100.0, "f1": 100.0}
+
+
 def test_doc_stride_must_leave_room_for_new_context(tokenizer, tmp_path):
     squad_file(tmp_path / "d.json", [article("T", CONTEXT, [qa("q1", "Who won?", "Denver Broncos")])])
     task = SquadTask(doc_stride=128)

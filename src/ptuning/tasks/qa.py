@@ -15,7 +15,12 @@ from typing import Any
 from ptuning.core.config import ConfigError
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
-from ptuning.tasks.qa_postprocess import postprocess_qa, squad_v1_scores, squad_v2_scores
+from ptuning.tasks.qa_postprocess import (
+    postprocess_qa,
+    squad_v1_scores,
+    squad_v2_scores,
+    without_outer_spaces,
+)
 from ptuning.tasks.readers import SPLIT_ALIASES, check_file, decode_utf8, split_file
 
 LOCAL_PART1 = "dev-v1.1.part1.json"  # the local first half of the official v1.1 dev set (24 articles)
@@ -288,6 +293,8 @@ class QaTask(Task):
         if not example["is_impossible"]:
             start_char = example["answers"]["answer_start"][0]
             end_char = start_char + len(example["answers"]["text"][0])
+            # token offsets never cover the answer's outer whitespace ("Denver " at the context's end)
+            start_char, end_char = without_outer_spaces(example["context"], start_char, end_char)
             start, end = _token_span(offsets, start_char, end_char, cls_index)
         feature = {
             key: encoding[key][window]

@@ -54,7 +54,7 @@ def window_spans(
     return spans
 
 
-def _without_outer_spaces(context: str, start: int, end: int) -> tuple[int, int]:
+def without_outer_spaces(context: str, start: int, end: int) -> tuple[int, int]:
     """A character span less the whitespace at its ends: byte-level BPE offsets (SmolLM2's) cover the space
     before a word, so an answer read from them began with a space and its ``start_char`` was one too low."""
     while start < end and context[start].isspace():
@@ -101,7 +101,7 @@ def postprocess_qa(
                 n_best_size=n_best_size,
                 max_answer_length=max_answer_length,
             ):
-                key = _without_outer_spaces(example["context"], span["start_char"], span["end_char"])
+                key = without_outer_spaces(example["context"], span["start_char"], span["end_char"])
                 best[key] = max(best.get(key, -np.inf), span["score"])
         ranked = sorted(best.items(), key=lambda item: item[1], reverse=True)[:n_best_size]
         scores = np.array([score for _, score in ranked])
