@@ -192,6 +192,23 @@ def test_tsv_quotes_are_plain_characters(tmp_path):
     assert read_table(path).rows[0]["sentence"] == '"quoted" start'
 
 
+def test_a_csv_quoted_tsv_field_is_read_as_is_and_counted_in_a_note(tmp_path):
+    """A TSV from csv.writer / pandas ("He said ""hi"" twice") reached the model with its quotes, silently."""
+    text = 'text\tlabel\n"He said ""hi"" twice"\tpos\n"quoted" start\tneg\n""""\tneg\nplain\tneg\n'
+    path = write(tmp_path / "train.tsv", text)
+    examples, report = get_task("csv-classification").read(str(path), "train")
+    assert [e["text"] for e in examples] == ['"He said ""hi"" twice"', '"quoted" start', '""""', "plain"]
+    (note,) = [note for note in report.notes if "CSV-quoted" in note]
+    assert note.startswith(f"{path}: 2 fields look CSV-quoted") and "first on line 2" in note
+    assert "quoting=csv.QUOTE_NONE" in note
+
+
+def test_a_tsv_row_split_by_a_quoted_tab_says_tsv_is_read_without_quoting(tmp_path):
+    path = write(tmp_path / "train.tsv", 'text\tlabel\n"a\tb"\tpos\n')
+    with pytest.raises(DataError, match=r"line 2: 3 fields, expected 2 .* TSV is read without quoting"):
+        read_table(path)
+
+
 def test_blank_jsonl_lines_are_counted_as_skipped(tmp_path):
     line = '{"premise": "p", "hypothesis": "h", "label": "entailment"}\n'
     write(tmp_path / "val.jsonl", line + "\n" + line)

@@ -35,6 +35,11 @@ _TRUTHY = {"1", "true", "yes", "on"}
 DEV_FILE_STEMS = ("dev", "valid", "validation", "val", "eval")  # names a held-out split's file goes by
 # other names of the dev split, in --split and in a run's split names (every task kind takes the same)
 SPLIT_ALIASES = {"validation": "dev", "valid": "dev", "val": "dev", "eval": "dev"}
+# a TSV is read as GLUE writes it, so a file that csv.writer or pandas quoted needs this
+TSV_QUOTING_HINT = (
+    "TSV is read without quoting (GLUE style: a quote is a character); write it unquoted (pandas "
+    "to_csv(sep='\\t', quoting=csv.QUOTE_NONE); csv.writer also quotechar=None) or as a .csv, read with quoting"
+)
 
 
 @dataclass
@@ -329,6 +334,7 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
             "name, case-insensitively, so one of them would be lost); give every column its own name"
         )
     rows, locations = [], []
+    quoted_lines: list[int] = []  # TSV lines with a field as csv.writer / pandas quote it
     for line, fields in body:
         if len(fields) != len(header):
             spans = (
@@ -337,13 +343,28 @@ def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: S
                 if ends[line] > line
                 else ""
             )
+            if delimiter == "\t" and any(cell.startswith('"') or cell.endswith('"') for cell in fields):
+                spans += f"; {TSV_QUOTING_HINT}"
             raise DataError(
                 f"{path}, line {line}: {len(fields)} fields, expected {len(header)} like the header "
                 f"{header} (line {header_line}){spans}"
             )
+        if delimiter == "\t":
+            quoted_lines += [line for cell in fields if _looks_csv_quoted(cell)]
         rows.append(dict(zip(header, fields, strict=True)))
         locations.append(f"line {line}")
+    if quoted_lines:
+        notes.append(
+            f'{path}: {len(quoted_lines)} fields look CSV-quoted ("...""..."), first on line {quoted_lines[0]}, '
+            f"and are read with their quotes; {TSV_QUOTING_HINT}"
+        )
     return Table(str(path), header, rows, locations, blank_lines=blank, notes=notes)
+
+
+def _looks_csv_quoted(cell: str) -> bool:
+    """A field as csv.writer / pandas write one holding a quote ("He said ""hi"" twice"): read without
+    quoting, its outer and doubled quotes would reach the model."""
+    return len(cell) >= 2 and cell[0] == cell[-1] == '"' and '""' in cell[1:-1]
 
 
 def _looks_headerless(first_row: list[str], columns: Sequence[str]) -> bool:
