@@ -20,6 +20,7 @@ from ptuning.tasks.tagging import (
     Conll2004Task,
     GenericNerTask,
     OntoNotesTask,
+    bridge_lost_words,
 )
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -504,7 +505,61 @@ def test_a_last_word_without_sub_tokens_is_not_counted_as_truncation(tokenizer, 
     examples, _ = task.read(str(tmp_path), "train")
     _, report = task.featurize(examples, tokenizer, 512)
     assert report.truncated == 0
-    assert report.notes == ["conll2003: 1 words produced no sub-token (predicted O)"]
+    assert len(report.notes) == 1 and report.notes[0].startswith("conll2003: 1 words produced no sub-token")
+
+
+def test_a_full_row_ending_in_words_without_sub_tokens_is_not_counted_as_cut(tokenizer, tmp_path):
+    """[CLS] Peter slept [SEP] fills max_length=4 exactly; the zero-width space after it would have added no
+    token, so nothing was cut (it was counted as a sentence cut at max_length, one word lost)."""
+    write(tmp_path / "train.txt", "Peter NNP B-NP B-PER\nslept VBD B-VP O\n\u200b SYM O O\n")
+    task = Conll2003Task()
+    examples, _ = task.read(str(tmp_path), "train")
+    _, report = task.featurize(examples, tokenizer, 4)
+    assert report.truncated == 0
+    assert len(report.notes) == 1 and report.notes[0].startswith("conll2003: 1 words produced no sub-token")
+    write(tmp_path / "train.txt", "Peter NNP B-NP B-PER\nslept VBD B-VP O\n\u200b SYM O O\nwell RB O O\n")
+    _, report = task.featurize(task.read(str(tmp_path), "train")[0], tokenizer, 4)
+    assert report.truncated == 1  # "well" has a token: cut, and the zero-width space before it lost no token
+    assert "1 words lost" in report.notes[0] and "1 words produced no sub-token" in report.notes[1]
+
+
+def test_a_word_without_sub_tokens_keeps_the_entities_around_it(tokenizer, tmp_path):
+    """A zero-width space inside "John _ Smith" split one PER into two (F1 0 with perfect logits), and a soft
+    hyphen carrying B-LOC left "Paris" trained as I-LOC straight after [CLS]."""
+    text = "John B-PER\n\u200b I-PER\nSmith I-PER\nwent O\n\n\u00ad B-LOC\nParis I-LOC\nis O\n"
+    text += "\nAnn B-PER\n\u200b I-PER\n\u00ad I-PER\nLee I-PER\nsang O\n"  # two lost words in a row
+    task = GenericNerTask()
+    examples, _ = task.read(str(write(tmp_path / "train.txt", text)), "train")
+    features, report = task.featurize(examples, tokenizer, 32)
+    trained = [[task.label_names[label] for label in f["labels"] if label >= 0] for f in features]
+    assert trained == [["B-PER", "I-PER", "O"], ["B-LOC", "O"], ["B-PER", "I-PER", "O"]]
+    assert "4 words produced no sub-token" in report.notes[0]
+    decoded = task.decode(examples, features, gold_logits(task, features))
+    assert [d["tags"] for d in decoded] == [
+        ["B-PER", "I-PER", "I-PER", "O"],
+        ["O", "B-LOC", "O"],
+        ["B-PER", "I-PER", "I-PER", "I-PER", "O"],
+    ]
+    assert [e["text"] for e in decoded[0]["entities"]] == ["John \u200b Smith"]
+    scores = task.score(examples, features, gold_logits(task, features))
+    assert scores["precision"] == pytest.approx(2 / 3)  # "\u00ad Paris" is predicted as "Paris" alone
+    assert scores["recall"] == pytest.approx(2 / 3)
+
+
+@pytest.mark.parametrize(
+    ("tags", "lost", "bridged"),
+    [
+        (["I-LOC", "O", "I-LOC"], {1}, ["I-LOC", "I-LOC", "I-LOC"]),
+        (["B-PER", "O", "B-PER"], {1}, ["B-PER", "O", "B-PER"]),  # the next word opens its own entity
+        (["B-PER", "O", "I-LOC"], {1}, ["B-PER", "O", "I-LOC"]),  # another type
+        (["O", "O", "I-PER"], {0, 1}, ["O", "O", "I-PER"]),  # nothing to the left
+        (["B-PER", "O", "O"], {1, 2}, ["B-PER", "O", "O"]),  # nothing predicted to the right (truncation)
+    ],
+)
+def test_a_lost_word_is_inside_an_entity_only_between_two_words_of_it(tags, lost, bridged):
+    tags = list(tags)
+    bridge_lost_words(tags, set(range(len(tags))) - lost)
+    assert tags == bridged
 
 
 def test_a_column_option_past_the_files_columns_names_it(tmp_path):

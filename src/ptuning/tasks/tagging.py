@@ -178,12 +178,15 @@ class TaggingTask(Task):
                 word_ids = self._first_segment_word_ids(encoding, offset)
                 seen = {word for word in word_ids if word is not None}
                 last = max(seen, default=-1)
-                trailing = len(example["tokens"]) - 1 - last  # words after the last one with a token
-                if trailing and len(encoding["input_ids"][offset]) >= max_length:  # cut by max_length
+                trailing = example["tokens"][last + 1 :]  # words after the last one with a token
+                full = len(encoding["input_ids"][offset]) >= max_length
+                # a full row lost the trailing words that have tokens; the others (a final zero-width space)
+                # would have produced none anyway
+                cut = sum(1 for word in trailing if tokenizer.tokenize(word)) if full and trailing else 0
+                if cut:
                     report.truncated += 1
-                    words_lost += trailing
-                    trailing = 0
-                no_subtokens += last + 1 - len(seen) + trailing  # e.g. a zero-width space at the end
+                    words_lost += cut
+                no_subtokens += last + 1 - len(seen) + len(trailing) - cut
                 feature = {key: encoding[key][offset] for key in encoding}
                 feature["labels"] = self._labels(example, word_ids, label_ids)
                 feature["word_ids"] = word_ids
@@ -195,7 +198,10 @@ class TaggingTask(Task):
                 "lost (predicted O when scoring)"
             )
         if no_subtokens:
-            report.notes.append(f"{self.name}: {no_subtokens} words produced no sub-token (predicted O)")
+            report.notes.append(
+                f"{self.name}: {no_subtokens} words produced no sub-token (predicted inside an entity when "
+                "the words around them are, else O; an entity they open starts at the next word)"
+            )
         return features, report
 
     def _first_segment_word_ids(self, encoding: Any, index: int) -> list[int | None]:
@@ -210,6 +216,7 @@ class TaggingTask(Task):
         self, example: dict[str, Any], word_ids: list[int | None], label_ids: dict[str, int]
     ) -> list[int]:
         labels = []
+        covered = {word for word in word_ids if word is not None}
         for position, word in enumerate(word_ids):
             if word is None or (position > 0 and word_ids[position - 1] == word):
                 labels.append(-100)
@@ -217,6 +224,8 @@ class TaggingTask(Task):
             tag = example["tags"][word]
             if tag not in label_ids:
                 raise DataError(f"{self.name}: example {example['id']}: tag {tag!r} is not in the label set")
+            if opened_by_lost_word(example["tags"], word, covered):
+                tag = "B-" + split_tag(tag)[1]  # the model never sees the opener: this word opens the entity
             labels.append(label_ids[tag])
         return labels
 
@@ -225,8 +234,10 @@ class TaggingTask(Task):
     def predict_tags(
         self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]
     ) -> list[list[str]]:
-        """Per-word tags from token logits (T, C): argmax at each word's first sub-token; uncovered words: O."""
+        """Per-word tags from token logits (T, C): argmax at each word's first sub-token. A word without a
+        sub-token is bridged (``bridge_lost_words``); words cut by truncation are O."""
         predicted = [["O"] * len(example["tokens"]) for example in examples]
+        covered: list[set[int]] = [set() for _ in examples]
         for feature, logits in zip(features, outputs, strict=True):
             best = np.asarray(logits).argmax(axis=-1)
             tags = predicted[feature["example_index"]]
@@ -234,6 +245,9 @@ class TaggingTask(Task):
             for position, word in enumerate(word_ids):
                 if word is not None and (position == 0 or word_ids[position - 1] != word):
                     tags[word] = self.label_names[int(best[position])]
+                    covered[feature["example_index"]].add(word)
+        for tags, words in zip(predicted, covered, strict=True):
+            bridge_lost_words(tags, words)
         return predicted
 
     def score(
@@ -263,6 +277,32 @@ class TaggingTask(Task):
                 {"id": example["id"], "tokens": example["tokens"], "tags": tags, "entities": entities}
             )
         return results
+
+
+def opened_by_lost_word(tags: list[str], word: int, covered: set[int]) -> bool:
+    """True when ``word`` is I-X and the B-X opening its entity is a word without sub-tokens (a zero-width
+    space, a soft hyphen): trained as I-X, it would teach I-X straight after [CLS] or O."""
+    prefix, entity_type = split_tag(tags[word])
+    if prefix != "I":
+        return False
+    previous = word - 1
+    while previous >= 0 and previous not in covered and tags[previous] == f"I-{entity_type}":
+        previous -= 1
+    return previous >= 0 and previous not in covered and tags[previous] == f"B-{entity_type}"
+
+
+def bridge_lost_words(tags: list[str], covered: set[int]) -> None:
+    """Tag each word without a prediction I-X when the predicted words around it are B-X/I-X and I-X, so
+    "John <zero-width space> Smith" stays one entity; otherwise it keeps O (as do words cut by truncation)."""
+    before = "O"  # the tag of the nearest predicted word to the left
+    for word in range(max(covered, default=-1)):  # words after the last predicted one have no right neighbour
+        if word in covered:
+            before = tags[word]
+            continue
+        after = tags[next(w for w in range(word + 1, len(tags)) if w in covered)]
+        before_prefix, before_type = split_tag(before)
+        if before_prefix in ("B", "I") and after == f"I-{before_type}":
+            tags[word] = after
 
 
 ONTONOTES_TYPES = ["CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP"]
