@@ -109,3 +109,17 @@ async def test_a_failing_request_does_not_fail_its_batch_companions() -> None:
 def test_bad_settings_are_refused() -> None:
     with pytest.raises(ValueError):
         DynamicBatcher(FakeModel(), ThreadPoolExecutor(1), max_batch_size=0)
+
+
+@pytest.mark.parametrize("wait", [float("nan"), float("inf"), -1.0])
+def test_a_wait_that_never_ends_is_refused(wait: float) -> None:
+    """A NaN wait passed ``wait < 0`` and made a deadline that never passes: a lone request waited forever."""
+    with pytest.raises(ValueError, match=r"^max_wait_ms must be a finite number >= 0, got "):
+        DynamicBatcher(FakeModel(), ThreadPoolExecutor(1), 32, wait)
+
+
+def test_create_app_refuses_a_nan_wait_before_loading_anything(tmp_path) -> None:
+    from ptuning.serve.app import create_app
+
+    with pytest.raises(ValueError, match="max_wait_ms must be a finite number >= 0, got nan"):
+        create_app(tmp_path / "not-read", "no-such-model", max_wait_ms=float("nan"))

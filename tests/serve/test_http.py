@@ -185,6 +185,29 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
         run_serve(args)
 
 
+@pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "infinity"])
+def test_every_numeric_serve_option_refuses_non_finite_values(value: str, capsys) -> None:
+    """``float`` parses these: a NaN --max-wait-ms left a lone request unanswered forever, a NaN
+    --max-seconds silently lifted the generation time limit."""
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    numeric = [action for action in parser._actions if action.type is not None]
+    assert {"--max-wait-ms", "--max-seconds"} <= {action.option_strings[0] for action in numeric}
+    for action in numeric:
+        with pytest.raises(SystemExit):
+            parser.parse_args(["--checkpoints", "x", action.option_strings[0], value])
+        assert f"argument {action.option_strings[0]}: expected " in capsys.readouterr().err
+
+
+def test_generation_limits_refuse_a_time_limit_that_is_never_reached() -> None:
+    from ptuning.serve.generate import GenerationLimits
+
+    for seconds in (float("nan"), float("inf"), 0.0):
+        with pytest.raises(ValueError, match="every generation limit must be positive"):
+            GenerationLimits(max_seconds=seconds)
+    assert GenerationLimits(max_seconds=0.5).max_seconds == 0.5
+
+
 def test_python_m_serve_command_refuses_in_one_line_as_ptuning_serve_does(tmp_path, capsys) -> None:
     """``python -m ptuning.serve.command`` (the benchmarks' entry) printed a traceback for a refusal."""
     from ptuning.serve.command import main as serve_main

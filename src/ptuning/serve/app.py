@@ -41,7 +41,7 @@ from ptuning.core.quantization import (
     check_quantization,
     quantize_backbone,
 )
-from ptuning.serve.batcher import DynamicBatcher
+from ptuning.serve.batcher import DynamicBatcher, check_batching
 from ptuning.serve.generate import GenerationLimits, add_generate_routes, wants_causal_lm
 from ptuning.serve.inputs import InputError, examples_from_inputs
 from ptuning.serve.metrics import ServerMetrics
@@ -170,6 +170,7 @@ def create_app(
     auto (CUDA when there is one) for a backbone loaded here, and where a given ``backbone`` already is.
     """
     limits = limits or Limits()
+    check_batching(max_batch_size, max_wait_ms)  # before the model loads, not after
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     given = backbone is not None and device is None
@@ -297,7 +298,8 @@ def create_app(
 
     @router.get("/tasks", tags=["tasks"])
     def list_tasks() -> dict[str, Any]:
-        return {"tasks": [registry.tasks[name].describe() for name in sorted(registry.tasks)]}
+        tasks = registry.tasks  # one mapping: a reload swaps in another between two reads
+        return {"tasks": [tasks[name].describe() for name in sorted(tasks)]}
 
     @router.get("/tasks/{task}", tags=["tasks"], responses={404: {"description": "unknown task"}})
     def describe_task(task: str) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 from collections import deque
 from collections.abc import Callable
@@ -26,7 +27,18 @@ from ptuning.serve.mixed import Group, feature_rows
 
 logger = logging.getLogger(__name__)
 
-RunFn = Callable[[list[Group]], list[list[Any]]]
+# per group: its outputs, or the exception its request gets (a task unloaded while it queued)
+RunFn = Callable[[list[Group]], list[list[Any] | Exception]]
+
+
+def check_batching(max_batch_size: int, max_wait_ms: float) -> None:
+    """Refuse settings under which requests would never be answered. Written so that NaN fails too (every
+    comparison with it is False): a NaN deadline never passes, so a lone request would wait forever, as it
+    would with an infinite one."""
+    if max_batch_size < 1:
+        raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
+    if not 0 <= max_wait_ms < math.inf:
+        raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms}")
 
 
 @dataclass
@@ -59,8 +71,7 @@ class DynamicBatcher:
         max_wait_ms: float = 5.0,
         on_batch: Callable[[BatchRecord], None] | None = None,
     ) -> None:
-        if max_batch_size < 1 or max_wait_ms < 0:
-            raise ValueError("max_batch_size must be >= 1 and max_wait_ms >= 0")
+        check_batching(max_batch_size, max_wait_ms)
         self.run = run
         self.executor = executor
         self.max_batch_size = max_batch_size

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 from collections.abc import Callable
@@ -14,14 +15,16 @@ API_KEY_ENV = "PTUNING_API_KEY"
 
 
 def _bounded(kind: type, low: float, high: float | None = None, what: str = "") -> Callable[[str], float]:
-    """An argparse type: ``kind`` between ``low`` and ``high``, else a one-line usage error naming the range."""
+    """An argparse type: ``kind`` between ``low`` and ``high``, else a one-line usage error naming the range.
+    NaN and infinities are refused too: ``float`` parses "nan" and "inf", NaN passes every comparison
+    (a NaN wait never closes a batch, a NaN time limit is never reached), and an infinite one is no limit."""
 
     def parse(text: str):
         try:
             value = kind(text)
         except ValueError:
             value = None
-        if value is None or value < low or (high is not None and value > high):
+        if value is None or not math.isfinite(value) or value < low or (high is not None and value > high):
             raise argparse.ArgumentTypeError(f"expected {what}, got {text!r}")
         return value
 
@@ -30,8 +33,8 @@ def _bounded(kind: type, low: float, high: float | None = None, what: str = "") 
 
 POSITIVE = _bounded(int, 1, what="a positive integer")
 PORT = _bounded(int, 0, 65535, what="a port number 0-65535")
-NON_NEGATIVE = _bounded(float, 0.0, what="a number >= 0")
-POSITIVE_SECONDS = _bounded(float, 1e-3, what="a positive number of seconds")
+NON_NEGATIVE = _bounded(float, 0.0, what="a finite number >= 0")
+POSITIVE_SECONDS = _bounded(float, 1e-3, what="a finite positive number of seconds")
 
 
 def add_serve_arguments(parser: argparse.ArgumentParser) -> None:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import time
 from collections.abc import AsyncIterator
 from concurrent.futures import Executor
@@ -44,8 +45,10 @@ class GenerationLimits:
     max_seconds: float = 60.0  # per request: decoding stops there with finish_reason "time"
 
     def __post_init__(self) -> None:
-        if min(self.max_new_tokens, self.max_prompt_tokens, self.max_sequences) < 1 or self.max_seconds <= 0:
-            raise ValueError("every generation limit must be positive")
+        # written so NaN fails too: a NaN (or infinite) time limit is never reached
+        positive_seconds = 0 < self.max_seconds < math.inf
+        if min(self.max_new_tokens, self.max_prompt_tokens, self.max_sequences) < 1 or not positive_seconds:
+            raise ValueError(f"every generation limit must be positive (max_seconds finite), got {self}")
 
 
 class Message(BaseModel):
