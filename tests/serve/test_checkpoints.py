@@ -2,15 +2,22 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
+import sys
+from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
 from ptuning.core.config import ConfigError
+from ptuning.serve import registry as registry_module
 from ptuning.serve.app import create_app
-from ptuning.serve.registry import InvalidName, OutsideRoot, PromptRegistry
+from ptuning.serve.batcher import DynamicBatcher
+from ptuning.serve.inputs import examples_from_inputs
+from ptuning.serve.mixed import Group
+from ptuning.serve.registry import InvalidName, OutsideRoot, PromptRegistry, TaskUnavailable
 
 from .conftest import build_checkpoint
 
@@ -220,3 +227,70 @@ async def test_missing_folders_and_unservable_methods_are_refused(app, root, bas
         mlp = await http.post("/checkpoints/mlp")  # prefix-mlp is served as the table its MLP produces
         assert mlp.status_code == 201
         assert (await http.post("/tasks/mlp/predict", json={"inputs": ["fine"]})).status_code == 200
+
+
+def test_a_reload_never_shows_readers_a_moment_without_the_task(root, base) -> None:
+    """Routes read ``registry.tasks``/``checkpoints`` from other threads while a reload commits on the model
+    thread: it removed the task and then added it back, and GET /tasks/{task} answered 404 in between. A
+    thread switch can come between any two lines, so the test looks at both mappings at every line of
+    registry.py that the commit runs (a trace function), as another thread would see them."""
+    backbone, tokenizer = base
+    registry = PromptRegistry(root, backbone, tokenizer)
+    registry.load("sentiment")
+    old_head = registry.tasks["sentiment"].head
+    prepared = registry.prepare("sentiment")
+    seen: list[tuple[bool, bool]] = []
+
+    def look(frame, event, arg):
+        seen.append(("sentiment" in registry.tasks, "sentiment" in registry.checkpoints))
+        return look
+
+    def on_call(frame, event, arg):
+        return look if frame.f_code.co_filename == registry_module.__file__ else None
+
+    previous = sys.gettrace()
+    sys.settrace(on_call)
+    try:
+        registry.commit(prepared)
+    finally:
+        sys.settrace(previous)
+    assert len(seen) > 10  # the trace did run through the commit
+    assert set(seen) == {(True, True)}
+    assert registry.tasks["sentiment"].head != old_head  # and the new weights serve now
+
+
+def _group(registry: PromptRegistry, task: str, value) -> Group:
+    served = registry.tasks[task]
+    examples = examples_from_inputs(served.task, [value], 1000)
+    features, _ = served.task.featurize(examples, registry.tokenizer, served.max_length)
+    return Group(served.head, served.prefix, served.kind, features)
+
+
+@pytest.mark.anyio
+async def test_a_request_queued_before_a_reload_gets_503_and_its_batch_companions_their_answers(
+    root, base, base_dir
+) -> None:
+    """The stale request made the whole mixed pass raise: every group re-ran alone and /metrics counted a
+    failed pass although the model never failed."""
+    build_checkpoint(base_dir, root / "entail", {"rte": "rte"})
+    backbone, tokenizer = base
+    registry = PromptRegistry(root, backbone, tokenizer)
+    registry.scan()
+    stale, live = _group(registry, "sentiment", "fine"), _group(registry, "entail", ["a", "b"])
+    registry.load("sentiment")  # the reload: the queued request's head is gone
+    expected = registry.run([live])[0]
+    records, passes = [], []
+
+    def run(groups):
+        passes.append([group.head for group in groups])
+        return registry.run(groups)
+
+    batcher = DynamicBatcher(
+        run, ThreadPoolExecutor(1), max_batch_size=2, max_wait_ms=1000, on_batch=records.append
+    )
+    answers = await asyncio.gather(batcher.submit(stale), batcher.submit(live), return_exceptions=True)
+    await batcher.close()
+    assert isinstance(answers[0], TaskUnavailable)
+    assert [output.tolist() for output in answers[1]] == [output.tolist() for output in expected]
+    assert passes == [[stale.head, live.head]]  # one pass, not one per group after a failed one
+    assert [(record.requests, record.failed) for record in records] == [(2, False)]

@@ -152,7 +152,9 @@ class PromptRegistry:
     """The loaded checkpoints and the serving model that holds their prefixes and heads.
 
     ``prepare`` (read and check files) may run on any thread; ``commit``, ``unload`` and ``run`` change or
-    use the serving model and must run on the one model thread, so that they never overlap.
+    use the serving model and must run on the one model thread, so that they never overlap. Routes read
+    ``tasks`` and ``checkpoints`` from other threads without a lock: those two mappings are never changed
+    in place but replaced whole, so a reader sees the old or the new one, never a reload half done.
     """
 
     def __init__(
@@ -369,11 +371,7 @@ class PromptRegistry:
                 served[public] = ServedTask(
                     public, prepared.name, key, prefix, task, task.head, length, prepared.max_lengths[head]
                 )
-            old = self.checkpoints.pop(prepared.name, None)
-            if old is not None:
-                self._drop(old)
-            self.tasks.update(served)
-            self.checkpoints[prepared.name] = _Loaded(
+            loaded = _Loaded(
                 prepared.name,
                 prepared.stamp,
                 prepared.settings,
@@ -382,6 +380,12 @@ class PromptRegistry:
                 [task.head for task in served.values()],
                 prepared.info,
             )
+            old = self.checkpoints.get(prepared.name)
+            if old is not None:
+                self._drop_modules(old)
+            dropped = set(old.served) if old is not None else set()
+            self.tasks = {name: task for name, task in self.tasks.items() if name not in dropped} | served
+            self.checkpoints = {**self.checkpoints, prepared.name: loaded}
             self.model.prefix_config = prepared.model.prefix_config  # its position_mode, shared by all
             self.failed.pop(prepared.name, None)
             return list(served)
@@ -393,15 +397,17 @@ class PromptRegistry:
         """Stop serving checkpoint ``name`` (its files stay); the task names it served."""
         _check_name(name)
         with self._lock:
-            loaded = self.checkpoints.pop(name, None)
+            loaded = self.checkpoints.get(name)
             if loaded is None:
                 raise NotFound(f"checkpoint {name!r} is not loaded")
-            self._drop(loaded)
+            self.tasks = {public: task for public, task in self.tasks.items() if public not in loaded.served}
+            self.checkpoints = {other: c for other, c in self.checkpoints.items() if other != name}
+            self._drop_modules(loaded)
             return loaded.served
 
-    def _drop(self, loaded: _Loaded) -> None:
-        for public in loaded.served:
-            self.tasks.pop(public, None)
+    def _drop_modules(self, loaded: _Loaded) -> None:
+        """Remove a checkpoint's prefixes and heads from the serving model (model thread only); requests
+        still queued for them are answered 503 by ``run``."""
         for key in loaded.head_keys:
             if key in self.model.heads:  # causal-lm tasks have none
                 del self.model.heads[key]
@@ -454,12 +460,19 @@ class PromptRegistry:
         return report
 
     # ------------------------------------------------------------------------------------------ serving
-    def run(self, groups: list[Group]) -> list[list[Any]]:
-        """Head outputs per group from one mixed backbone pass (model thread only)."""
-        gone = [g for g in groups if g.head not in self.model.heads or g.prefix not in self.model.prefixes]
-        if gone:
-            raise TaskUnavailable("the task was removed or reloaded while the request waited; retry")
-        return mixed_outputs(self.model, groups, self.tokenizer.pad_token_id)
+    def run(self, groups: list[Group]) -> list[list[Any] | TaskUnavailable]:
+        """Head outputs per group from one mixed backbone pass (model thread only). A group whose task was
+        removed or reloaded while it queued gets a ``TaskUnavailable`` in place of its outputs (the batcher
+        hands it to that request), and the pass runs without it: the others' pass has not failed."""
+        stale = [g.head not in self.model.heads or g.prefix not in self.model.prefixes for g in groups]
+        live = [group for group, gone in zip(groups, stale, strict=True) if not gone]
+        outputs = iter(mixed_outputs(self.model, live, self.tokenizer.pad_token_id) if live else [])
+        return [
+            TaskUnavailable("the task was removed or reloaded while the request waited; retry")
+            if gone
+            else next(outputs)
+            for gone in stale
+        ]
 
     def warm_up(self) -> int:
         """Passes over a short text, as requests make them: a compiled backbone builds its inference graphs
