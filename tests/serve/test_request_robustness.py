@@ -57,3 +57,70 @@ async def test_refused_bodies_are_counted_in_metrics(app) -> None:
         metrics = (await http.get("/metrics")).json()
     assert metrics["requests"]["sentiment"]["422"] - before == len(BAD_BODIES) + 1
     assert metrics["requests"]["(unknown task)"]["422"] >= 1
+
+
+LONE_SURROGATES = {  # JSON may spell a lone surrogate, which no UTF-8 encoder (tokenizer, response) takes
+    "in an id": (b'{"input": {"sentence": "ok", "id": "\\ud800"}}', "input 0, field 'id'"),
+    "in a text": (b'{"inputs": ["ok", "a\\udfff"]}', "input 1"),
+    "in another field": (b'{"inputs": [{"sentence": "ok", "label": "\\ud800"}]}', "input 0, field 'label'"),
+}
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize("case", list(LONE_SURROGATES))
+async def test_a_lone_surrogate_is_422_naming_its_input_and_field(app, case: str) -> None:
+    """An id holding one was echoed back and failed the response's encoding (500, after /metrics had
+    counted a 200); in a text the tokenizer refused it with a message naming no input."""
+    body, place = LONE_SURROGATES[case]
+    async with client(app) as http:
+        before = (await http.get("/metrics")).json()["requests"].get("sentiment", {})
+        response = await http.post("/tasks/sentiment/predict", content=body, headers=JSON)
+        after = (await http.get("/metrics")).json()["requests"]["sentiment"]
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == f"task 'sentiment': {place}: not valid Unicode (a lone surrogate)"
+    assert after.get("200", 0) == before.get("200", 0)
+    assert after["422"] == before.get("422", 0) + 1
+
+
+@pytest.mark.anyio
+async def test_a_lone_surrogate_in_a_field_name_is_422(app) -> None:
+    async with client(app) as http:
+        body = b'{"inputs": [{"\\ud800": "ok"}]}'
+        response = await http.post("/tasks/sentiment/predict", content=body, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == (
+        "task 'sentiment': input 0: the field name '\\ud800' is not valid Unicode (a lone surrogate)"
+    )
+
+
+@pytest.mark.anyio
+@pytest.mark.parametrize(
+    ("field", "raw", "shown"),
+    [
+        ("id", "NaN", "nan"),
+        ("id", "Infinity", "inf"),
+        ("id", "1e400", "inf"),  # parsed as an infinite float
+        ("idx", "-Infinity", "-inf"),
+        ("id", "true", "True"),
+        ("idx", "false", "False"),
+    ],
+)
+async def test_an_id_that_is_not_a_string_or_a_finite_number_is_422(app, field, raw, shown) -> None:
+    """NaN and infinities came back as id null, and booleans were accepted as ids."""
+    body = f'{{"inputs": [{{"sentence": "ok", "{field}": {raw}}}]}}'.encode()
+    async with client(app) as http:
+        response = await http.post("/tasks/sentiment/predict", content=body, headers=JSON)
+    assert response.status_code == 422, response.text
+    assert response.json()["detail"] == (
+        f"task 'sentiment': input 0, field {field!r}: the id should be a string or a finite number, "
+        f"found {shown}"
+    )
+
+
+@pytest.mark.anyio
+async def test_string_and_large_integer_ids_are_echoed_unchanged(app) -> None:
+    body = b'{"inputs": [{"sentence": "ok", "id": 12345678901234567890123}, {"sentence": "ok", "id": "caf\\u00e9"}]}'
+    async with client(app) as http:
+        response = await http.post("/tasks/sentiment/predict", content=body, headers=JSON)
+    assert response.status_code == 200, response.text
+    assert [p["id"] for p in response.json()["predictions"]] == [12345678901234567890123, "café"]

@@ -7,17 +7,19 @@ An input is an object of the task's own fields ({"premise": ..., "hypothesis": .
 * a string: the only field of a single-text task, or a sentence split on whitespace for tagging;
 * a list of strings: the fields in order for classification tasks, the words for tagging.
 
-Texts longer than the limit, and inputs nested deeper than any task's format (``MAX_DEPTH``), are refused
-here, before any tokenization.
+Texts longer than the limit, inputs nested deeper than any task's format (``MAX_DEPTH``), strings that are
+not valid Unicode (JSON's lone surrogates, which neither the tokenizer nor the response can encode) and ids
+that the answer could not echo (booleans, NaN, infinities) are refused here, before any tokenization.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from ptuning.core.kinds import HeadKind
 from ptuning.tasks.base import DataError, Task
-from ptuning.tasks.readers import Table
+from ptuning.tasks.readers import ID_FIELDS, Table
 from ptuning.training.predict import examples_from_records
 
 Example = dict[str, Any]
@@ -34,7 +36,9 @@ def examples_from_inputs(task: Task, inputs: list[Any], max_text_length: int) ->
     for index, value in enumerate(inputs):
         where = f"input {index}"
         _check_lengths(value, max_text_length, where)
-        records.append(_record(task, value, where))
+        record = _record(task, value, where)
+        _check_id(record, where)
+        records.append(record)
     columns = list(dict.fromkeys(key for record in records for key in record))
     table = Table("request", columns, records, [f"input {i}" for i in range(len(records))])
     try:
@@ -67,8 +71,24 @@ def _record(task: Task, value: Any, where: str) -> dict[str, Any]:
     raise InputError(f"{where}: task {task.name!r} takes {expected}")
 
 
+def _check_id(record: dict[str, Any], where: str) -> None:
+    """The id ``row_id`` will pick is a string or a finite number: NaN and infinities would come back as
+    null, and a boolean is not an id (``bool`` is an ``int`` to Python, so it would slip through)."""
+    for key in ID_FIELDS:
+        value = record.get(key)
+        if value is None or value == "":
+            continue  # row_id skips it too
+        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
+            raise InputError(
+                f"{where}, field {key!r}: the id should be a string or a finite number, found {value!r}"
+            )
+        return
+
+
 def _check_lengths(value: Any, limit: int, where: str) -> None:
-    """Every text within ``limit`` characters and nesting within ``MAX_DEPTH``, without recursion."""
+    """Every text within ``limit`` characters and valid Unicode, nesting within ``MAX_DEPTH``, without
+    recursion. JSON lets a body spell a lone surrogate (``"\\ud800"``), which no UTF-8 encoder takes: refused
+    here with its place, rather than by the tokenizer with a message naming no input, or by the response."""
     pending = [(value, where, 1)]
     while pending:
         item, place, depth = pending.pop()
@@ -79,7 +99,23 @@ def _check_lengths(value: Any, limit: int, where: str) -> None:
                 raise InputError(
                     f"{place}: a text of {len(item)} characters is longer than the limit {limit}"
                 )
+            if not _encodable(item):
+                raise InputError(f"{place}: not valid Unicode (a lone surrogate)")
         elif isinstance(item, list | tuple):
             pending.extend((child, place, depth + 1) for child in item)
         elif isinstance(item, dict):
-            pending.extend((child, f"{place}, field {key!r}", depth + 1) for key, child in item.items())
+            for key, child in item.items():
+                if isinstance(key, str) and not _encodable(key):
+                    raise InputError(
+                        f"{place}: the field name {key!r} is not valid Unicode (a lone surrogate)"
+                    )
+                pending.append((child, f"{place}, field {key!r}", depth + 1))
+
+
+def _encodable(text: str) -> bool:
+    """Whether ``text`` can be written as UTF-8 (a lone surrogate cannot)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
