@@ -10,6 +10,7 @@ resumed run must also restore every random state to match.
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -18,10 +19,12 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file
-from training_tiny import run_cli, subprocess_env, train_args
+from training_tiny import run_cli, save_tiny_bert, subprocess_env, train_args
 
 from ptuning.cli import main
 from ptuning.training import engine
+from ptuning.training.config import TrainConfig
+from ptuning.training.state import option_changes
 
 KILL_AT_SAVE = 3
 WRAPPER = f"""
@@ -203,8 +206,6 @@ def test_resume_refuses_training_data_changed_since_the_state_was_saved(
     tiny_bert, sst2_dir, tmp_path, capsys
 ) -> None:
     """Options alone were compared: a train file doubled in place resumed on a new schedule without a word."""
-    import shutil
-
     data = tmp_path / "sst2"
     shutil.copytree(sst2_dir, data)
     output_dir, args = saved_run(tiny_bert, str(data), tmp_path)
@@ -219,3 +220,118 @@ def test_resume_refuses_training_data_changed_since_the_state_was_saved(
         "--resume would continue the saved run on other training data (sst2: 32 examples there, 64 now" in err
     )
     assert (output_dir / "training_state" / "state.json").read_text() == state  # nothing saved over it
+
+
+def flip_labels(split_file: Path) -> None:
+    """Every label of an SST-2 file flipped: the same examples, the same count, other gold labels."""
+    header, *rows = split_file.read_text().splitlines()
+    flipped = [f"{1 - int(row[0])}{row[1:]}" for row in rows]
+    split_file.write_text("\n".join([header, *flipped]) + "\n")
+
+
+def forget_in_state(output_dir: Path, key: str) -> None:
+    """The saved state as an older ptuning wrote it, without progress[key]."""
+    path = output_dir / "training_state" / "state.json"
+    meta = json.loads(path.read_text())
+    del meta["progress"][key]
+    path.write_text(json.dumps(meta))
+
+
+def test_resume_refuses_dev_or_test_data_changed_since_the_state_was_saved(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """Only train was compared: a resumed run scored epoch 2 on a changed dev file beside epoch 1's scores on
+    the old one, and chose its best checkpoint across both."""
+    data = tmp_path / "sst2"
+    shutil.copytree(sst2_dir, data)
+    output_dir, args = saved_run(tiny_bert, str(data), tmp_path)
+    state = (output_dir / "training_state" / "state.json").read_text()
+    for split in ("dev", "test"):
+        original = (data / f"{split}.tsv").read_text()
+        flip_labels(data / f"{split}.tsv")
+        code, _, err = run_cli([*args, "--resume"], capsys)
+        assert code == 2 and err.count("\n") == 1, err
+        assert (
+            f"--resume would continue the saved run on other evaluation data (sst2: {split} split '{split}' of "
+            f"{data}, 16 examples there, 16 now; or the same number, changed)" in err
+        )
+        assert (output_dir / "training_state" / "state.json").read_text() == state  # nothing saved over it
+        (data / f"{split}.tsv").write_text(original)
+
+    flip_labels(data / "dev.tsv")
+    forget_in_state(output_dir, "eval_data")  # a state saved before the dev and test digests were kept
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0 and "resumed after 2 of 2 batches" in out, err
+
+
+def test_resume_refuses_other_weights_at_the_model_path(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    """Options compare the model's path only: other weights saved there resumed the prefix on another base."""
+    model = tmp_path / "bert"
+    shutil.copytree(tiny_bert, model)
+    output_dir, args = saved_run(str(model), sst2_dir, tmp_path)
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0 and "resumed after" in out, err  # the same weights: it resumes
+    shutil.rmtree(model)
+    save_tiny_bert(model, seed=1, dropout=0.1)  # the same architecture, other weights, at the same path
+
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2 and err.count("\n") == 1, err
+    assert f"--resume would continue the saved run on another base model: {model} holds other weights" in err
+
+    forget_in_state(output_dir, "base_model")  # a state saved before the fingerprint was kept
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0 and "resumed after 2 of 2 batches" in out, err
+
+
+def test_resume_without_a_saved_state_keeps_the_finished_run_as_a_new_run_does(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """With training_state/ pruned, --resume trained from scratch over the finished run's checkpoint, summary
+    and config.json in place, and kept nothing of it."""
+    output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
+    finished = {
+        name: (output_dir / name).read_bytes()
+        for name in ("config.json", "summary.json", "checkpoint/prompt.safetensors")
+    }
+    shutil.rmtree(output_dir / "training_state")  # pruned to save space
+
+    code, out, err = run_cli([*args, "--resume", "--learning-rate", "1e-3"], capsys)
+    assert code == 0, err
+    assert (
+        f"{output_dir}: --resume found no saved training_state to continue, so a new run: the previous run's "
+        f"summary.json, summary.md, curves.png, checkpoint, config.json moved to {output_dir / 'previous-run'}"
+        in out
+    )
+    kept = output_dir / "previous-run"
+    assert {name: (kept / name).read_bytes() for name in finished} == finished
+    assert json.loads((output_dir / "config.json").read_text())["learning_rate"] == 1e-3
+
+    empty = tmp_path / "empty"
+    code, out, err = run_cli(
+        [*train_args(tiny_bert, sst2_dir, empty, "--max-steps", "1"), "--resume"], capsys
+    )
+    assert code == 0, err
+    assert f"{empty}: --resume found no saved training_state to continue: training from the start" in out
+
+
+def test_a_multitask_data_folder_spelled_otherwise_is_the_same_option(
+    sst2_dir, conll_dir, tmp_path, monkeypatch
+) -> None:
+    """config.json's derived ``multitask`` record kept --task-data's folders as typed and was compared as
+    text: sst2=./sst2 refused a run started with sst2=sst2 although task_data itself is compared resolved."""
+    shutil.copytree(sst2_dir, tmp_path / "sst2")
+    shutil.copytree(sst2_dir, tmp_path / "other")
+    monkeypatch.chdir(tmp_path)
+
+    def options(sst2: str) -> dict:
+        config = TrainConfig(
+            model="unused",
+            output_dir="run",
+            tasks=["sst2", "conll2003"],
+            task_data={"sst2": sst2, "conll2003": conll_dir},
+        )
+        return engine._run_config(config, engine.plan_tasks(config))
+
+    saved = json.loads(json.dumps(options("sst2")))  # as config.json holds it
+    assert option_changes(saved, options("./sst2")) == ([], [])
+    assert option_changes(saved, options("other")) == (["multitask", "task_data"], [])

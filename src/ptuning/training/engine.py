@@ -59,7 +59,7 @@ from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
 from ptuning.training.sharding import shard_backbone
-from ptuning.training.state import STATE_DIR, check_resume_options
+from ptuning.training.state import STATE_DIR, check_resume_options, saved_progress
 from ptuning.training.trainer import (
     BEST_DIR,
     Trainer,
@@ -118,6 +118,10 @@ def train(config: TrainConfig) -> RunResult:
     if accelerator.is_main_process:
         if not config.resume:
             forget_previous_run(output_dir, accelerator.print)
+        elif saved_progress(output_dir) is None:  # nothing to continue: a new run, which keeps the old one
+            why = f"--resume found no saved {STATE_DIR} to continue"
+            if not forget_previous_run(output_dir, accelerator.print, f"{why}, so a new run"):
+                accelerator.print(f"{output_dir}: {why}: training from the start")
         write_text_whole(output_dir / "config.json", json.dumps(options, indent=2) + "\n")
     trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
     compiling = CompileStats.now()
@@ -138,9 +142,10 @@ def train(config: TrainConfig) -> RunResult:
 PREVIOUS_RUN = "previous-run"  # where a fresh run puts the files of the run that used its folder before
 
 
-def forget_previous_run(output_dir: Path, say: Any = print) -> None:
-    """A fresh run (no --resume) in a folder that held another: that run's config, checkpoint, resumable
-    state, summary, report and loss log move to ``OUTPUT_DIR/previous-run`` (or ``previous-run-N`` beside a
+def forget_previous_run(output_dir: Path, say: Any = print, why: str = "a new run (not --resume)") -> bool:
+    """A fresh run (no --resume, or --resume with no state to continue: ``why`` says which) in a folder that
+    held another (returns whether it did): that run's config, checkpoint, resumable state, summary, report
+    and loss log move to ``OUTPUT_DIR/previous-run`` (or ``previous-run-N`` beside a
     kept run: ``_previous_run_folder``), since config.json is about to describe this run. Left in place, a later --resume would continue the old
     run's weights and optimizer under this run's options, a sweep would take the old summary for this run's,
     and the report would show the old run's numbers as this one's; deleted, a new run that then failed (a
@@ -148,15 +153,13 @@ def forget_previous_run(output_dir: Path, say: Any = print) -> None:
     names = (STATE_DIR, "summary.json", SUMMARY_MD, CURVES_PNG, TENSORBOARD_DIR, BEST_DIR, "config.json")
     stale = [output_dir / name for name in names if (output_dir / name).exists()]
     if not stale:
-        return
+        return False
     kept = _previous_run_folder(output_dir)
     kept.mkdir()
     for path in stale:
         path.rename(kept / path.name)
-    say(
-        f"{output_dir}: a new run (not --resume): the previous run's {', '.join(p.name for p in stale)} moved "
-        f"to {kept}"
-    )
+    say(f"{output_dir}: {why}: the previous run's {', '.join(p.name for p in stale)} moved to {kept}")
+    return True
 
 
 def _previous_run_folder(output_dir: Path) -> Path:

@@ -124,7 +124,10 @@ def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list
 
 
 def _compared(key: str, value: Any) -> Any:
-    """An option's value as compared: a path option's strings (a dict's values too) as resolved paths."""
+    """An option's value as compared: a path option's strings (a dict's values too) as resolved paths, and so
+    the folders in the ``multitask`` record a multi-task run's config.json derives from --task-data."""
+    if key == "multitask" and isinstance(value, dict) and "data_dirs" in value:
+        return {**value, "data_dirs": _compared("task_data", value["data_dirs"])}
     if key not in PATH_OPTIONS:
         return value
     if isinstance(value, dict):

@@ -33,6 +33,7 @@ from transformers.trainer_pt_utils import get_parameter_names
 
 from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import ConfigError
+from ptuning.core.fingerprint import FINGERPRINT_VERSION
 from ptuning.core.model import PromptModel
 from ptuning.core.packing import pack_features, segment_labels
 from ptuning.generation import generate_task_outputs, is_generative
@@ -85,6 +86,14 @@ class Trainer:
         self.progress = _fresh_progress(self._names)
         self.progress["train_data"] = {
             name: train_digest(item.train.features) for name, item in self.data.items()
+        }
+        self.progress["eval_data"] = {
+            name: {"dev": eval_digest(item.dev), "test": eval_digest(item.test)}
+            for name, item in self.data.items()
+        }
+        self.progress["base_model"] = {
+            "fingerprint": model.base_fingerprint,
+            "fingerprint_version": FINGERPRINT_VERSION,
         }
         self._counted_window: tuple[int, list[tuple[str, int]]] = (0, [])  # _window_units' last window
         self._window_losses: list[tuple[str, float, int]] = []  # (task, loss, labelled units) of this window
@@ -516,6 +525,15 @@ class Trainer:
         )
         if restored is None:
             return
+        self._check_same_train_data(restored)
+        self._check_same_eval_data(restored)
+        self._check_same_base_model(restored)
+        self._complete_progress(restored)
+        self.progress = restored
+        self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
+
+    def _check_same_train_data(self, restored: dict[str, Any]) -> None:
+        """Refuse training data changed since the state was saved: the resumed half would follow another schedule."""
         saved, now = restored.get("train_data"), self.progress["train_data"]
         if saved is not None and saved != now:  # a state saved before the digest was kept: nothing to compare
             changed = ", ".join(
@@ -527,12 +545,47 @@ class Trainer:
                 f"{self.output_dir}: --resume would continue the saved run on other training data ({changed}; "
                 "or the same number, changed); give the data it was started with, or train in a new --output-dir"
             )
-        self._complete_progress(restored)
-        self.progress = restored
-        self.accelerator.print(f"resumed after {restored['micro']} of {self.total_micro} batches")
+
+    def _check_same_eval_data(self, restored: dict[str, Any]) -> None:
+        """Refuse dev or test data changed since the state was saved: the history would hold scores on both
+        versions side by side, and the best checkpoint be chosen across them."""
+        saved, now = restored.get("eval_data"), self.progress["eval_data"]
+        if saved is None:  # a state saved before these digests were kept: nothing to compare
+            return
+        changed = [
+            f"{name}: {role} split {_split_name(item, role)} of {item.plan.data_dir}, "
+            f"{_examples(saved.get(name, {}).get(role))} examples there, {_examples(now[name][role])} now"
+            for name, item in self.data.items()
+            for role in ("dev", "test")
+            if saved.get(name, {}).get(role) != now[name][role]
+        ]
+        if changed:
+            raise ConfigError(
+                f"{self.output_dir}: --resume would continue the saved run on other evaluation data "
+                f"({'; '.join(changed)}; or the same number, changed); give the data it was started with, or "
+                "train in a new --output-dir"
+            )
+
+    def _check_same_base_model(self, restored: dict[str, Any]) -> None:
+        """Refuse other backbone weights at the model path the run was started with: options compare the
+        path only, and the saved prefix would go on training on a base it was not trained for."""
+        saved, now = restored.get("base_model"), self.progress["base_model"]
+        # a state saved before the fingerprint was kept, or with another fingerprint version: not comparable
+        if saved is None or saved.get("fingerprint_version") != now["fingerprint_version"]:
+            return
+        if saved["fingerprint"] != now["fingerprint"]:
+            raise ConfigError(
+                f"{self.output_dir}: --resume would continue the saved run on another base model: "
+                f"{self.config.model} holds other weights than it was trained on (fingerprint "
+                f"{saved['fingerprint']} there, {now['fingerprint']} now); give the model it was started with, "
+                "or train in a new --output-dir"
+            )
 
     def _complete_progress(self, restored: dict[str, Any]) -> None:
-        """Fill in the progress keys a state saved by an older version lacks."""
+        """Fill in the progress keys a state saved by an older version lacks (the data and base model as they
+        are now, so that a later --resume compares with them)."""
+        for key in ("train_data", "eval_data", "base_model"):
+            restored.setdefault(key, self.progress[key])
         restored.setdefault(
             "micro", restored.get("epoch", 0) * self.epoch_steps + restored.get("batch_in_epoch", 0)
         )
@@ -635,6 +688,30 @@ def train_digest(features: list[dict[str, Any]]) -> dict[str, Any]:
     for feature in features:
         digest.update(json.dumps([feature.get("input_ids"), feature.get("labels")]).encode())
     return {"examples": len(features), "sha256": digest.hexdigest()[:16]}
+
+
+def eval_digest(split: Split | None) -> dict[str, Any] | None:
+    """What a dev or test split was, as kept with the resumable state (None: the run has none): train's digest
+    of its features, plus its examples, which hold what scoring reads and features need not carry (SQuAD's
+    other gold answers). An example's ``source`` (its file as spelled, and line) is left out: the same file
+    under another spelling of its path is the same data."""
+    if split is None:
+        return None
+    digest = hashlib.sha256(train_digest(split.features)["sha256"].encode())
+    for example in split.examples:
+        kept = {key: value for key, value in example.items() if key != "source"}
+        digest.update(json.dumps(kept, sort_keys=True, default=str).encode())
+    return {"examples": len(split.examples), "sha256": digest.hexdigest()[:16]}
+
+
+def _split_name(item: TaskData, role: str) -> str:
+    split = item.dev if role == "dev" else item.test
+    return repr(split.name) if split is not None else "(none now)"
+
+
+def _examples(digest: dict[str, Any] | None) -> int:
+    """The example count a split digest records (0 for a split the run did not have)."""
+    return digest["examples"] if digest is not None else 0
 
 
 def _fresh_progress(names: list[str]) -> dict[str, Any]:
