@@ -405,3 +405,29 @@ def test_eval_prints_a_metric_that_is_not_a_number_as_json_null(
     code, out, _ = run_cli([*argv, "--output", str(tmp_path / "scores.json")], capsys)
     assert code == 0 and json.loads(out)["accuracy"] is None
     json.loads((tmp_path / "scores.json").read_text(), parse_constant=lambda name: pytest.fail(name))
+
+
+def review_task():
+    """csv-classification as trained with text_field 'review': it keeps that input as its field 'text'."""
+    from ptuning.tasks.registry import get_task
+
+    return get_task("csv-classification", text_field="review", label_names=["neg", "pos"])
+
+
+def test_text_lines_are_read_as_a_csv_tasks_own_text_field() -> None:
+    """Text lines were keyed by the internal 'text' and refused: "no column 'review' (the text input)"."""
+    lines = Table("<stdin>", ["text"], [{"text": "great movie"}, {"text": "dull"}], ["line 1", "line 2"])
+    examples = examples_from_records(review_task(), lines, "txt")
+    assert [example["text"] for example in examples] == ["great movie", "dull"]
+    assert [example["label"] for example in examples] == [None, None]
+
+
+def test_a_jsonl_value_error_names_a_csv_tasks_own_text_field() -> None:
+    """It named the task's internal field 'text', which the input does not have."""
+    from ptuning.tasks.base import DataError
+
+    rows = [{"review": "great movie"}, {"review": 3}]
+    with pytest.raises(DataError, match=r"^in.jsonl, line 2: field 'review' should be text, found int 3$"):
+        examples_from_records(
+            review_task(), Table("in.jsonl", ["review"], rows, ["line 1", "line 2"]), "jsonl"
+        )

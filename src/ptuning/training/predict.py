@@ -194,12 +194,31 @@ def _classification_examples(task: ClassificationTask, table: Table, fmt: str) -
                 f"{task.name} reads {len(names)} fields; a text line holds one: give JSONL lines with one key "
                 f"for each ({accepted}) and --format jsonl"
             )
-        rows = [{names[0]: row["text"]} for row in table.rows]
-        table = Table(table.source, [names[0]], rows, table.locations)
+        column = task.fields[names[0]][0]  # the column the task reads it from (a csv task's text_field)
+        rows = [{column: row["text"]} for row in table.rows]
+        table = Table(table.source, [column], rows, table.locations)
     for row in range(len(table.rows)):
         record_id(table, row)  # an id that is a list or an object: refused, as for every other task kind
-    examples, _ = task.examples_from_table(task.flatten(table), "predict")
+    table = task.flatten(table)
+    _check_renamed_texts(task, table)
+    examples, _ = task.examples_from_table(table, "predict")
     return examples
+
+
+def _check_renamed_texts(task: ClassificationTask, table: Table) -> None:
+    """A text field read from a column of another name (csv-classification's ``text_field`` 'review' is the
+    task's field 'text') must be text: checked here so that the error names the column the input has, not
+    the task's internal field."""
+    for name, aliases in task.fields.items():
+        column = table.find_column(aliases, what=f"the {name} input")
+        if column is None or column.lower() == name.lower():
+            continue
+        for row in range(len(table.rows)):
+            value = table.value(row, column)
+            if not isinstance(value, str):
+                raise DataError(
+                    f"{table.where(row)}: field {column!r} should be text, found {type(value).__name__} {value!r}"
+                )
 
 
 def _tagging_example(task: TaggingTask, table: Table, row: int, fmt: str) -> dict[str, Any]:
