@@ -10,13 +10,14 @@ import pytest
 import torch
 from core_tiny import build, tiny_backbone
 from test_precision_minilm import minilm_model, sst2_rows
+from transformers import AutoConfig, AutoModel
 
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.geometry import PositionKind
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
-from ptuning.core.packing import check_packable, pack_features, segment_labels
+from ptuning.core.packing import PACKABLE_FAMILIES, check_packable, pack_features, segment_labels
 from ptuning.tasks.collate import collate
 
 ATOL = 1e-5
@@ -99,6 +100,57 @@ def test_pack_features_fills_rows_longest_first_and_restarts_positions() -> None
     assert alone.input_ids.shape == (3, 10) and alone.row.tolist()[0] == 0 and alone.length[0] == 10
     mask = rows.attention_mask()[1, 0]
     assert mask[0, :5].all() and not mask[0, 5:].any() and mask[6, 5:].all() and not mask[6, :5].any()
+
+
+def test_an_over_long_feature_gets_its_own_row_and_the_others_keep_max_length() -> None:
+    """A feature longer than max_length used to raise every row's capacity to its length."""
+    features = [{"input_ids": [5] * 16}, {"input_ids": [6] * 20}, {"input_ids": [7] * 3}, {"input_ids": [8]}]
+    rows = pack_features(features, max_length=16, pad_token_id=0)
+    assert (rows.segment_ids >= 0).sum(1).tolist() == [20, 16, 4]
+    assert rows.row.tolist() == [1, 0, 2, 2] and rows.input_ids.shape == (3, 20)
+    two_long = pack_features([{"input_ids": [5] * 9}, {"input_ids": [6] * 12}], max_length=8, pad_token_id=0)
+    assert two_long.row.tolist() == [1, 0] and two_long.start.tolist() == [0, 0]
+
+
+@pytest.mark.parametrize("family", PACKABLE_FAMILIES)
+def test_every_packable_family_packs_to_the_unpacked_outputs(family: str) -> None:
+    """The allow-list is what this proves: per-token logits, where any mixing across segments shows."""
+    model = model_for(family, kind=HeadKind.TOKEN_CLASSIFICATION)
+    types = getattr(model.backbone.config, "type_vocab_size", 0) > 1
+    features = random_features(7, types=types, tags=True)
+    assert_all_close(packed_logits(model, features), unpacked_logits(model, features))
+
+
+_MIXING_FAMILIES = {  # model type -> (method, config fields): each mixes tokens outside attention or crashed
+    "mobilebert": ("ptuning-v2", dict(embedding_size=16, intra_bottleneck_size=32, true_hidden_size=32)),
+    "convbert": ("linear-probe", dict(embedding_size=32, head_ratio=2, conv_kernel_size=3)),
+    "fnet": ("linear-probe", {}),
+    "layoutlm": ("linear-probe", {}),
+    "longformer": ("linear-probe", dict(attention_window=[4, 4])),
+}
+
+
+@pytest.mark.parametrize("model_type", sorted(_MIXING_FAMILIES))
+def test_packing_refuses_families_outside_the_proven_list_by_name(model_type: str) -> None:
+    """MobileBERT's trigram input, ConvBERT's convolution and FNet's Fourier mixing read across segment
+    boundaries (packed outputs differed); LayoutLM and Longformer crashed on the packed mask."""
+    method, fields = _MIXING_FAMILIES[model_type]
+    config = AutoConfig.for_model(
+        model_type,
+        vocab_size=100,
+        hidden_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        intermediate_size=64,
+        max_position_embeddings=64,
+        pad_token_id=0,
+        **fields,
+    )
+    torch.manual_seed(0)
+    model = PromptModel(AutoModel.from_config(config).eval(), method, PrefixConfig(prefix_length=4)).eval()
+    model.add_task("t", HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["a", "b"]))
+    with pytest.raises(ConfigError, match=f"cannot pack {model_type}: packing is proven"):
+        model.check_packable("t")
 
 
 @pytest.mark.parametrize("family", ["bert", "roberta", "electra"])

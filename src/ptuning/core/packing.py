@@ -13,7 +13,10 @@ tokens. Each packed input (a *segment*) must compute exactly what it computes al
 All segments of a row use the same prefix (one task per forward): mixed-prefix rows are not supported.
 What cannot be packed is refused by ``check_packable``: prompt tuning (its prompts are input tokens),
 decoders (causal masks), encoder-decoders, families with their own attention patch or relative positions,
-and QA, multiple-choice and generative heads.
+QA, multiple-choice and generative heads, and every family not in ``PACKABLE_FAMILIES``: a mask keeps
+attention inside a segment, but some families mix tokens outside attention (MobileBERT's trigram input,
+ConvBERT's span convolution, FNet's Fourier transform) or shape the mask their own way (LayoutLM,
+Longformer...), so only families whose packed outputs tests/core/test_packing.py proves equal are taken.
 
 A mask still makes sdpa compute every query against every key of the row, so a packed row of length L
 costs L^2 attention where its segments alone cost sum(n_i^2): packing pays only where padding was large.
@@ -33,6 +36,20 @@ from ptuning.core.injection import REGISTERED_INJECTORS
 from ptuning.core.kinds import HeadKind
 
 PACKABLE_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.TOKEN_CLASSIFICATION)
+# model types whose tokens meet only in attention, each proven packed == unpacked by tests/core/test_packing.py
+PACKABLE_FAMILIES = (
+    "bert",
+    "roberta",
+    "xlm-roberta",
+    "camembert",
+    "roberta-prelayernorm",
+    "xlm-roberta-xl",
+    "data2vec-text",
+    "electra",
+    "ernie",
+    "distilbert",
+    "albert",
+)
 # attention implementations whose 4-D mask we can build: boolean "may attend" (sdpa) or additive float (eager)
 _BOOLEAN_MASK = ("sdpa", "ptuning_sdpa")
 _ADDITIVE_MASK = ("eager", "ptuning_eager")
@@ -119,7 +136,8 @@ class PackedRows:
 def pack_features(features: Sequence[dict[str, Any]], max_length: int, pad_token_id: int) -> PackedRows:
     """Pack tokenized single-input features (``input_ids``, optional ``token_type_ids``) into rows of at most
     ``max_length`` tokens, longest first into the first row with room (first-fit decreasing); rows are
-    padded to the fullest row. A feature longer than ``max_length`` gets a row of its own."""
+    padded to the fullest row. A feature longer than ``max_length`` gets a row of its own (the first rows),
+    so the other rows still hold at most ``max_length`` tokens."""
     if not features:
         raise ValueError("pack_features() needs at least one feature")
     lengths = []
@@ -134,7 +152,12 @@ def pack_features(features: Sequence[dict[str, Any]], max_length: int, pad_token
         lengths.append(len(ids))
     with_types = "token_type_ids" in features[0]
     order = sorted(range(len(features)), key=lambda i: -lengths[i])
-    placement, fill = _place(lengths, order, capacity=max(max_length, lengths[order[0]]))
+    too_long = [index for index in order if lengths[index] > max_length]
+    placement = {index: (row, 0) for row, index in enumerate(too_long)}
+    fill = [lengths[index] for index in too_long]
+    rest, rest_fill = _place(lengths, order[len(too_long) :], capacity=max_length)
+    placement.update({index: (row + len(too_long), start) for index, (row, start) in rest.items()})
+    fill += rest_fill
     rows, width = len(fill), max(fill)
     input_ids = torch.full((rows, width), pad_token_id, dtype=torch.long)
     token_type_ids = torch.zeros((rows, width), dtype=torch.long) if with_types else None
@@ -171,6 +194,8 @@ def _place(
     it evens the rows out: rows are padded to the fullest, and attention costs length^2 per row."""
     fill: list[int] = []
     placement: dict[int, tuple[int, int]] = {}
+    if not order:
+        return placement, fill
     for index in order:
         row = next((r for r, used in enumerate(fill) if used + lengths[index] <= capacity), len(fill))
         if row == len(fill):
@@ -219,6 +244,12 @@ def check_packable(
         problem = (
             f"{geometry.model_type}, whose positions are {geometry.position_kind} or not given as position_ids "
             "(packing restarts absolute positions per segment)"
+        )
+    elif geometry.model_type not in PACKABLE_FAMILIES:
+        problem = (
+            f"{geometry.model_type}: packing is proven to reproduce unpacked outputs only for "
+            f"{', '.join(PACKABLE_FAMILIES)}; other families may mix tokens outside attention (MobileBERT's "
+            "trigram input, ConvBERT's convolution, FNet's Fourier transform) or build their own mask"
         )
     elif attn_implementation not in (*_BOOLEAN_MASK, *_ADDITIVE_MASK):
         problem = f"attention implementation {attn_implementation!r} (packing needs sdpa or eager)"
