@@ -9,7 +9,15 @@ import warnings
 
 import pytest
 import torch
-from transformers import AlbertConfig, AlbertModel, AutoModel, DistilBertConfig, DistilBertModel
+from transformers import (
+    AlbertConfig,
+    AlbertModel,
+    AutoModel,
+    BertConfig,
+    BertModel,
+    DistilBertConfig,
+    DistilBertModel,
+)
 
 from ptuning.core.checkpoint import save_checkpoint
 from ptuning.core.config import PrefixConfig
@@ -123,3 +131,20 @@ def test_a_decoder_classifier_whose_pad_token_is_its_eos_token_is_warned_about(t
     with warnings.catch_warnings():
         warnings.simplefilter("error", PeftExportNote)  # pad 0, eos 2: nothing to say
         export_peft(fixture, tmp_path / "fixture-adapter")
+
+
+def test_a_qa_head_on_a_base_with_token_types_is_warned_about(tmp_path) -> None:
+    """PEFT 0.21.2's question answering drops token_type_ids under prefix tuning, while ptuning's squad
+    features give context tokens type 1: the export was silent about the different logits."""
+    checkpoint = _checkpoint(
+        fixture_backbone("bert-qa"), tmp_path / "checkpoint", HeadKind.QUESTION_ANSWERING, None
+    )
+    with pytest.warns(PeftExportNote, match="question answering ignores token_type_ids.*2 token types"):
+        export_peft(checkpoint, tmp_path / "adapter")
+    config = BertConfig.from_pretrained(FIXTURES / "bert-qa" / "base", type_vocab_size=1)
+    BertModel(config, add_pooling_layer=False).save_pretrained(tmp_path / "base")  # one token type: none lost
+    backbone = AutoModel.from_pretrained(tmp_path / "base", attn_implementation="sdpa")
+    one_type = _checkpoint(backbone, tmp_path / "one-type", HeadKind.QUESTION_ANSWERING, None)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", PeftExportNote)
+        export_peft(one_type, tmp_path / "one-type-adapter")

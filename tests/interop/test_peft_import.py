@@ -9,9 +9,10 @@ import shutil
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from transformers import AutoModel
 
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
-from ptuning.interop.peft_import import PeftPositionNote, PeftRevisionNote
+from ptuning.interop.peft_import import PeftPositionNote, PeftRevisionNote, PeftTokenTypeNote
 
 from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
 
@@ -69,11 +70,12 @@ def test_a_bert_classifier_over_a_base_without_pooler_weights_is_refused(tmp_pat
     weights_path = tmp_path / "fixture" / "base" / "model.safetensors"
     weights = {k: v for k, v in load_file(str(weights_path)).items() if "pooler" not in k}
     save_file(weights, str(weights_path), metadata={"format": "pt"})
+    stripped = AutoModel.from_pretrained(tmp_path / "fixture" / "base", add_pooling_layer=False)
     with (
         pytest.warns(PeftPositionNote),
         pytest.raises(CheckpointError, match="holds no local pooler weights"),
-    ):
-        load_checkpoint(tmp_path / "fixture" / "adapter", backbone=fixture_backbone("bert-seq-cls"))
+    ):  # the pooler is read from the base that was given
+        load_checkpoint(tmp_path / "fixture" / "adapter", backbone=stripped)
 
 
 def test_its_prefix_alone_gives_the_hidden_states_peft_computed() -> None:
@@ -228,3 +230,78 @@ def test_a_given_base_stands_for_a_missing_base_name_and_null_fields_mean_their_
     (folder / "adapter_config.json").write_text(json.dumps({**config, "task_type": None}))
     with pytest.raises(CheckpointError, match="adapter_config.json: task_type None has no task head"):
         load_checkpoint(folder, backbone=fixture_backbone("llama-gqa-seq-cls"))
+
+
+def test_an_imported_qa_adapter_ignores_token_types_as_peft_does() -> None:
+    """PEFT 0.21.2's question answering drops token_type_ids under prefix tuning; the squad task gives context
+    tokens type 1, which moved the import's start logits by up to 0.42 from PEFT's (argmax differed)."""
+    data = expected("bert-qa")
+    with pytest.warns(PeftTokenTypeNote, match="never passes token_type_ids"), pytest.warns(PeftPositionNote):
+        model = load_checkpoint(adapter_dir("bert-qa"), backbone=fixture_backbone("bert-qa"))
+    assert read_checkpoint_config(adapter_dir("bert-qa"))["extra"]["ignores_token_type_ids"] is True
+    with torch.no_grad():
+        out = model(data["input_ids"], data["attention_mask"], data["token_type_ids"], task="adapter")
+    mask = data["attention_mask"].bool()
+    assert_peft_close(out.start_logits[mask], data["start_logits"][mask])
+    assert_peft_close(out.end_logits[mask], data["end_logits"][mask])
+
+
+def _with_hub_base(name: str, tmp_path) -> tuple:
+    """The fixture's adapter naming a hub id that is not cached (as adapters from the hub do)."""
+    folder, config = _copy(name, tmp_path)
+    (folder / "adapter_config.json").write_text(
+        json.dumps({**config, "base_model_name_or_path": "someorg/tiny-bert-not-cached"})
+    )
+    return folder, FIXTURES / name / "base"
+
+
+def test_a_given_backbone_gives_the_pooler_not_the_adapters_hub_base(tmp_path) -> None:
+    """A BERT SEQ_CLS import read the pooler under the adapter's hub id although the base was passed."""
+    folder, base = _with_hub_base("bert-seq-cls", tmp_path)
+    data = expected("bert-seq-cls")
+    with pytest.warns(PeftPositionNote):
+        model = load_checkpoint(folder, backbone=fixture_backbone("bert-seq-cls"))
+    pooler = load_file(str(base / "model.safetensors"))["bert.pooler.dense.weight"]
+    assert torch.equal(model.heads["adapter"].dense.weight, pooler)
+    with torch.no_grad():
+        logits = model(data["input_ids"], data["attention_mask"]).logits
+    assert_peft_close(logits, data["logits"])
+
+
+def test_a_given_base_model_stands_for_the_adapters_hub_base_when_reading_its_config(tmp_path) -> None:
+    """predict/eval --model: the adapter's config was read from its hub id first, which fails offline."""
+    folder, base = _with_hub_base("bert-token-cls-projection", tmp_path)
+    with pytest.raises(CheckpointError, match="someorg/tiny-bert-not-cached"):
+        read_checkpoint_config(folder)
+    config = read_checkpoint_config(folder, base_model=str(base))
+    assert config["base_model"]["name_or_path"] == str(base)
+    assert config["base_model"]["model_type"] == "bert"
+    assert config["tasks"]["adapter"]["head"]["kind"] == "token-classification"
+
+
+def test_nan_or_inf_in_an_adapter_is_refused_naming_the_file_and_tensor(tmp_path) -> None:
+    """ptuning's own loader refuses non-finite weights; an adapter's loaded silently (every logit NaN)."""
+    cases = [
+        ("prompt_embeddings", lambda t: t["prompt_embeddings"].__setitem__((0, 5), float("nan"))),
+        ("base_model.classifier.weight", lambda t: t["base_model.classifier.weight"].fill_(float("inf"))),
+    ]
+    for number, (tensor, change) in enumerate(cases):
+        folder, _ = _copy("bert-token-cls-projection", tmp_path / str(number))
+        _edit_weights(folder, change)
+        said = rf"adapter_model.safetensors: NaN or Inf values in tensor '{tensor}'; expected finite weights"
+        with pytest.raises(CheckpointError, match=said):
+            load_checkpoint(folder, backbone=fixture_backbone("bert-token-cls-projection"))
+        with pytest.raises(CheckpointError, match=said):
+            read_checkpoint_config(folder)
+
+
+def test_an_adapter_for_another_family_names_both_heads_tensors() -> None:
+    """A BERT SEQ_CLS adapter on an ELECTRA base of the same shape was told it 'also trained' its classifier."""
+    with pytest.raises(
+        CheckpointError,
+        match=r"the electra base's SEQ_CLS head 'classifier' holds \['classifier.dense.bias', "
+        r"'classifier.dense.weight', 'classifier.out_proj.bias', 'classifier.out_proj.weight'\], but "
+        r"adapter_model.safetensors has \['classifier.bias', 'classifier.weight'\]; was the adapter made for "
+        r"another base model\?",
+    ):
+        load_checkpoint(adapter_dir("bert-seq-cls"), backbone=fixture_backbone("electra-seq-cls"))

@@ -155,16 +155,19 @@ def is_peft_adapter(directory: str | Path) -> bool:
     return not (directory / CONFIG_FILE).is_file() and (directory / PEFT_ADAPTER_FILES[0]).is_file()
 
 
-def read_checkpoint_config(directory: str | Path) -> dict[str, Any]:
+def read_checkpoint_config(directory: str | Path, base_model: str | None = None) -> dict[str, Any]:
     """``prompt_config.json`` checked field by field (``CheckpointError`` otherwise), or the equivalent of a
-    PEFT adapter's config (its fingerprint is None)."""
+    PEFT adapter's config (its fingerprint is None).
+
+    ``base_model`` (``--model``): a PEFT adapter's base config is read from it instead of the adapter's
+    ``base_model_name_or_path`` (often a hub id, unreachable offline); a ptuning checkpoint ignores it."""
     directory = Path(directory)
     recover_dir(directory)
     if is_peft_adapter(directory):
         # Imported here, not at the top: core does not depend on interop; interop depends on core.
         from ptuning.interop.peft_import import peft_checkpoint_config
 
-        return peft_checkpoint_config(directory)
+        return peft_checkpoint_config(directory, base_model=base_model)
     path = directory / CONFIG_FILE
     if not path.is_file():
         if not directory.exists():

@@ -155,6 +155,8 @@ def export_peft(
             tensors.update(_head_tensors(state, task, mapping, base_path, checkpoint_dir))
         if task_type == "SEQ_CLS" and is_decoder_family(geometry.model_type):
             _warn_if_pad_is_eos(base_config, checkpoint_dir)
+        if task_type == "QUESTION_ANS":
+            _warn_if_token_types_matter(base_config, checkpoint_dir)
     token_dim = geometry.num_kv_heads * geometry.head_dim
     peft_config: dict[str, Any] = {
         "auto_mapping": None,
@@ -224,6 +226,21 @@ def _warn_if_pad_is_eos(base_config: PretrainedConfig, checkpoint_dir: Path) -> 
             f"{checkpoint_dir}: its base's pad_token_id {pad} is its end-of-sequence token; transformers' "
             f"sequence classifier in PEFT reads the last token that is not {pad}, so an input ending in that "
             f"token gets other logits in PEFT than in ptuning (docs/INTEROP.md)",
+            PeftExportNote,
+            stacklevel=3,
+        )
+
+
+def _warn_if_token_types_matter(base_config: PretrainedConfig, checkpoint_dir: Path) -> None:
+    """PEFT 0.21.2's question answering never passes ``token_type_ids`` on under prefix tuning: on a base with
+    token types (BERT: the squad task gives context tokens type 1), PEFT runs every token as type 0."""
+    type_vocab_size = getattr(base_config, "type_vocab_size", 1) or 1
+    if type_vocab_size > 1:
+        warnings.warn(
+            f"{checkpoint_dir}: PEFT 0.21.2's question answering ignores token_type_ids under prefix tuning, but "
+            f"its base has {type_vocab_size} token types, which ptuning's QA features use (context tokens are "
+            "type 1); the adapter computes other logits in PEFT than the checkpoint does in ptuning "
+            "(docs/INTEROP.md)",
             PeftExportNote,
             stacklevel=3,
         )

@@ -116,6 +116,11 @@ def read_adapter(folder: str | Path) -> PeftAdapter:
         raise PeftFormatError(
             f"{weights_path}: {TABLE_KEY!r} is {table.dtype}; expected a floating-point table"
         )
+    for name, tensor in ((TABLE_KEY, table), *((MODULE_PREFIX + k, v) for k, v in modules.items())):
+        if tensor.is_floating_point() and not torch.isfinite(tensor).all():  # as ptuning's own loader refuses
+            raise PeftFormatError(
+                f"{weights_path}: NaN or Inf values in tensor {name!r}; expected finite weights"
+            )
     return PeftAdapter(folder, config, table.float(), modules)
 
 

@@ -5,11 +5,16 @@ PEFT treats the prefix as P past tokens, so real tokens get positions P..P+T-1: 
 (``keep``) would give other outputs. With the same table, shift-mode ptuning and PEFT 0.21.2 compute
 bit-identical outputs (tests/interop). A PEFT adapter carries no fingerprint of its base model; the import
 checks what it can: the layer count, KV-head count and head size the table was made for.
+
+PEFT 0.21.2's question answering never passes ``token_type_ids`` on under prefix tuning (its forward takes
+them by name and drops them), so a QUESTION_ANS adapter was trained and runs with every token of type 0: the
+import builds a ``PeftQuestionAnsweringModel``, which ignores token types the same way.
 """
 
 from __future__ import annotations
 
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,17 +58,42 @@ class PeftRevisionNote(UserWarning):
     """The adapter pins a hub revision of its base model, which ptuning does not load by revision."""
 
 
+class PeftTokenTypeNote(UserWarning):
+    """An imported QUESTION_ANS adapter ignores token_type_ids, as PEFT 0.21.2 does."""
+
+
+class PeftQuestionAnsweringModel(PromptModel):
+    """An imported PEFT QUESTION_ANS adapter: every token is of type 0, whatever token types the task gives.
+
+    Why: PEFT 0.21.2's ``PeftModelForQuestionAnswering.forward`` takes ``token_type_ids`` by name and never
+    passes them on under prefix tuning, so the adapter was trained (and PEFT runs it) on type 0 only, while
+    the squad task gives context tokens type 1. ``encode`` is where this model's forward reaches the backbone,
+    so dropping them there reproduces PEFT for eval and predict."""
+
+    def encode(
+        self,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor | None,
+        token_type_ids: torch.Tensor | None,
+        prefix_names: Sequence[str],
+        position_ids: torch.Tensor | None = None,
+        first_token_only: bool = False,
+    ) -> torch.Tensor:
+        return super().encode(input_ids, attention_mask, None, prefix_names, position_ids, first_token_only)
+
+
 def _given_base_path(adapter: PeftAdapter, base_config: dict[str, Any]) -> str:
-    """The adapter's base when it names one, else the given backbone's own source (its config's path)."""
+    """The given backbone's own source (its config's path), else the adapter's base_model_name_or_path: the
+    base the caller gave is the one read (its pooler), not the adapter's, which may be an unreachable hub id."""
+    source = base_config.get("_name_or_path")
+    if isinstance(source, str) and source:
+        return source
     if adapter.config.get("base_model_name_or_path"):
         return base_model_path(adapter)  # which checks it
-    source = base_config.get("_name_or_path")
-    if not isinstance(source, str) or not source:
-        raise PeftFormatError(
-            f"{adapter.folder}: adapter_config.json has no base_model_name_or_path and the given base model "
-            "does not say where it was loaded from; pass a base model loaded from its folder or hub id"
-        )
-    return source
+    raise PeftFormatError(
+        f"{adapter.folder}: adapter_config.json has no base_model_name_or_path and the given base model "
+        "does not say where it was loaded from; pass a base model loaded from its folder or hub id"
+    )
 
 
 def base_model_path(adapter: PeftAdapter) -> str:
@@ -116,15 +146,24 @@ def _head_rows(adapter: PeftAdapter, mapping: HeadMapping) -> int:
 
 
 def _head_mapping(adapter: PeftAdapter, model_type: str) -> HeadMapping:
-    """The ptuning head for this adapter; unknown extra modules are refused (they would be dropped)."""
+    """The ptuning head for this adapter; unknown extra modules are refused (they would be dropped), and a
+    head whose tensors are not the base's (an adapter made for another family) is named as such."""
     try:
         mapping = mapping_for_peft(adapter.task_type, model_type)
     except PeftFormatError as error:
         raise PeftFormatError(f"{adapter.folder / 'adapter_config.json'}: {error}") from None
-    expected = set()
+    expected, needed = set(), set()
     for prefix in (mapping.linear_prefix, mapping.dense):
         if prefix is not None and prefix != BASE_POOLER:
             expected |= {f"{prefix}.weight", f"{prefix}.bias"}
+            needed.add(f"{prefix}.weight")
+    found = set(adapter.modules)
+    if found and not needed <= found and found - expected:
+        raise PeftFormatError(
+            f"{adapter.folder}: the {model_type} base's {mapping.task_type} head {mapping.module!r} holds "
+            f"{sorted(expected)}, but {ADAPTER_WEIGHTS} has {sorted(found)}; was the adapter made for another "
+            "base model? Load it on the base it was trained on"
+        )
     if not mapping.has_bias and f"{mapping.linear_prefix}.bias" in adapter.modules:
         raise PeftFormatError(
             f"{adapter.folder}: it holds {mapping.linear_prefix}.bias, but transformers' {mapping.module!r} layer "
@@ -158,17 +197,21 @@ def _label_names(
     return names if all(names) and len(id2label) == rows else [f"LABEL_{i}" for i in range(rows)]
 
 
-def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | None = None) -> dict[str, Any]:
+def peft_checkpoint_config(
+    folder: str | Path, base_config: dict[str, Any] | None = None, base_model: str | None = None
+) -> dict[str, Any]:
     """The adapter described as ptuning's ``prompt_config.json`` (what ``read_checkpoint_config`` returns).
 
-    The base fingerprint is None: PEFT stores none, so only the prefix's shape is checked on load.
+    ``base_config`` (a loaded backbone's config) or ``base_model`` (a folder or hub id, e.g. ``--model``)
+    stands for the adapter's ``base_model_name_or_path``, which is then never read. The base fingerprint is
+    None: PEFT stores none, so only the prefix's shape is checked on load.
     """
     adapter = read_adapter(folder)
-    if base_config is None:
-        base_path = base_model_path(adapter)
-        base = _base_config(adapter, base_path)
-    else:  # a base model was given: the adapter's own field may be missing (PEFT does not require it)
+    if base_config is not None:  # the adapter's own field may be missing (PEFT does not require it)
         base, base_path = base_config, _given_base_path(adapter, base_config)
+    else:
+        base_path = base_model or base_model_path(adapter)
+        base = _base_config(adapter, base_path)
     model_type = base.get("model_type", "unknown")
     mapping = _head_mapping(adapter, model_type)
     rows = _head_rows(adapter, mapping)
@@ -200,6 +243,7 @@ def peft_checkpoint_config(folder: str | Path, base_config: dict[str, Any] | Non
             "peft_version": adapter.config.get("peft_version"),
             "peft_task_type": adapter.task_type,
             "prefix_projection": bool(adapter.config.get("prefix_projection")),
+            "ignores_token_type_ids": mapping.kind is HeadKind.QUESTION_ANSWERING,  # PEFT's, see the module
         },
     }
 
@@ -242,7 +286,17 @@ def load_peft_adapter(
         PeftPositionNote,
         stacklevel=2,
     )
-    model = PromptModel(backbone, Method.PTUNING_V2, prefix, HEAD_DROPOUT)
+    question_answering = adapter.task_type == "QUESTION_ANS" and not prefix_only
+    model_class = PeftQuestionAnsweringModel if question_answering else PromptModel
+    model = model_class(backbone, Method.PTUNING_V2, prefix, HEAD_DROPOUT)
+    if question_answering and (getattr(backbone.config, "type_vocab_size", None) or 1) > 1:
+        warnings.warn(
+            f"{adapter.folder}: PEFT 0.21.2's question answering never passes token_type_ids to the model under "
+            "prefix tuning, so the adapter was trained with every token of type 0; the imported model ignores "
+            "token types the same way",
+            PeftTokenTypeNote,
+            stacklevel=2,
+        )
     if prefix_only:
         model.prefixes[HEAD_NAME] = PrefixEncoder(prefix, geometry).to(next(backbone.parameters()).device)
     else:
