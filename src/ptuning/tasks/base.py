@@ -6,7 +6,7 @@ needs to know the head kind and the label names; everything task-specific stays 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Hashable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -78,6 +78,14 @@ class Task:
     # the split a run trains on (``--train-split``; the engine sets it): its rows must be labelled, and a task
     # that learns its label set from its data learns it there
     train_split: str = "train"
+    # what ``group_key`` groups, as notes name it ("questions"); empty where every example stands alone
+    group_name: str = ""
+
+    def group_key(self, example: dict[str, Any]) -> Hashable | None:
+        """The group ``example`` belongs to, or None when it stands alone. Examples of one group are scored
+        together (MultiRC: a question's answer options), so a sample limit or a held-out dev share takes
+        whole groups: cutting one would change its score, and splitting one between train and dev leaks labels."""
+        return None
 
     def is_train_split(self, split: str) -> bool:
         """Whether ``split`` is read as training data ("train", "train-from-val"..., or the run's own)."""

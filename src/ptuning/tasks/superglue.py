@@ -3,6 +3,8 @@ MultiRC and ReCoRD, read from the SuperGLUE JSONL files."""
 
 from __future__ import annotations
 
+import re
+from collections.abc import Hashable
 from typing import Any
 
 import numpy as np
@@ -16,7 +18,7 @@ from ptuning.tasks.classification import (
     TextPair,
     softmax,
 )
-from ptuning.tasks.readers import Table
+from ptuning.tasks.readers import Table, label_key
 
 SUPERGLUE_HUB = "aps/super_glue"
 
@@ -114,13 +116,21 @@ class Wsc(SuperGlueTask):
         return Table(table.source, columns, rows, table.locations, table.blank_lines, table.notes)
 
     def check_field(self, name: str, value: Any, where: str) -> Any:
+        """span2_index is an integer: a JSON number, or its text from a CSV/TSV cell ("47", "47.0")."""
         if name == "span2_index":
-            if not isinstance(value, int) or isinstance(value, bool):
-                raise DataError(f"{where}: span2_index should be a word index, found {value!r}")
-            return value
+            key = None if isinstance(value, bool) else label_key(value)
+            if key is None or not re.fullmatch(r"\d+", key):
+                raise DataError(
+                    f"{where}: span2_index should be an integer word index (the pronoun's), found {value!r}"
+                )
+            return int(key)
         return super().check_field(name, value, where)
 
     def render(self, example: Example) -> list[TextPair]:
+        return [(self.marked_text(example)[0], example["span1_text"])]
+
+    def marked_text(self, example: Example) -> tuple[str, str]:
+        """The text with the pronoun wrapped in '*', and the marked pronoun itself ('*he*')."""
         words = example["text"].split()
         index = example["span2_index"]
         if not 0 <= index < len(words) and not span_starts(words, example["span2_text"]):
@@ -130,8 +140,36 @@ class Wsc(SuperGlueTask):
             )
         start = locate_span(words, example["span2_text"], index)
         stop = start + max(len(example["span2_text"].split()), 1)
-        marked = [*words[:start], "*" + " ".join(words[start:stop]) + "*", *words[stop:]]
-        return [(" ".join(marked), example["span1_text"])]
+        marker = "*" + " ".join(words[start:stop]) + "*"
+        return " ".join([*words[:start], marker, *words[stop:]]), marker
+
+    def featurize(
+        self, examples: list[Example], tokenizer: Any, max_length: int
+    ) -> tuple[Features, DataReport]:
+        """As any pair task, and a note counting the inputs whose cut took the marked pronoun: the model is then
+        asked about a pronoun it cannot see, which the count of truncated inputs does not tell."""
+        features, report = super().featurize(examples, tokenizer, max_length)
+        lost = sum(
+            not keeps_marker(tokenizer, feature["input_ids"], self.marked_text(example)[1])
+            for example, feature in zip(examples, features, strict=True)
+            if len(feature["input_ids"]) >= max_length  # only a cut input can have lost it
+        )
+        if lost:
+            report.notes.append(
+                f"{self.name}: {lost} of {len(examples)} examples lost the marked pronoun to "
+                f"max_length={max_length}; raise --max-length"
+            )
+        return features, report
+
+
+def keeps_marker(tokenizer: Any, input_ids: list[int], marker: str) -> bool:
+    """Whether the decoded input still holds ``marker`` ('*he*'), ignoring spaces and case (a WordPiece
+    tokenizer decodes it '* he *', an uncased one lower-cases it)."""
+
+    def squeezed(text: str) -> str:
+        return "".join(text.lower().split())
+
+    return squeezed(marker) in squeezed(tokenizer.decode(input_ids, skip_special_tokens=True))
 
 
 def locate_span(words: list[str], span_text: str, index: int) -> int:
@@ -197,6 +235,11 @@ class MultiRc(SuperGlueTask):
     fields = {"paragraph": ("paragraph",), "question": ("question",), "answer": ("answer",)}
     primary_metric = "f1a"
     hub_config = "multirc"
+    group_name = "questions"
+
+    def group_key(self, example: Example) -> Hashable | None:
+        """A question's answer options stay together: its exact match scores them as one."""
+        return example.get("question_id")
 
     def flatten(self, table: Table) -> Table:
         if "passage" not in table.columns:
@@ -232,6 +275,8 @@ class MultiRc(SuperGlueTask):
         return Table(table.source, columns, rows, locations, table.blank_lines, table.notes)
 
     def examples_from_table(self, table: Table, split: str) -> tuple[list[Example], DataReport]:
+        """Each answer option with its ``question_id``, which scoring groups by; an unlabelled option (a test
+        file, ``ptuning predict``'s input) is not scored and may go without one."""
         examples, report = super().examples_from_table(table, split)
         for example, row in zip(examples, table.rows, strict=True):
             index = row.get("idx")
@@ -239,8 +284,14 @@ class MultiRc(SuperGlueTask):
                 example["question_id"] = row["question_id"]
             elif isinstance(index, dict):  # the hub's flat layout: idx = {paragraph, question, answer}
                 example["question_id"] = f"{index.get('paragraph')}-{index.get('question')}"
+            elif example["label"] is None:
+                example["question_id"] = None
             else:
-                raise DataError(f"{example['source']}: cannot tell which question this answer belongs to")
+                raise DataError(
+                    f"{example['source']}: cannot tell which question this answer belongs to; a labelled flat "
+                    "row needs 'question_id' or 'idx' as {paragraph, question, answer} (the hub's layout), or "
+                    "give SuperGLUE's nested records (passage.questions[].answers[])"
+                )
         return examples, report
 
     def render(self, example: Example) -> list[TextPair]:

@@ -9,10 +9,14 @@ Which splits: train is the task's train split (or ``train_split``). Dev is ``dev
 of train when ``dev_from_train`` is set, else the task's dev file; a folder without one is an error that
 names the ways forward. ``none`` turns dev or test off. ``data_dir`` may be one file: it is the train split,
 and dev and test are read from it only when named explicitly (e.g. SQuAD's ``eval-articles``).
+
+Sample limits and the dev share held out of train take whole groups (``Task.group_key``: a MultiRC question
+with all its answer options), never part of one.
 """
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -35,6 +39,7 @@ class Split:
     examples: list[dict[str, Any]]
     features: Features
     report: DataReport
+    task: Task | None = None  # the task that read it: its ``group_key`` says which examples stay together
 
 
 @dataclass
@@ -111,39 +116,72 @@ def read_split(task: Task, data_dir: str, name: str, limit: int | None = None) -
     """One split as read (not featurized), cut to its first ``limit`` examples."""
     examples, report = task.read(data_dir, name)
     report.examples = len(examples)
-    return keep_first(Split(name, examples, [], report), limit)
+    return keep_first(Split(name, examples, [], report, task), limit)
+
+
+def whole_groups(task: Task | None, examples: list[dict[str, Any]]) -> list[list[int]]:
+    """The positions of ``examples`` by group (``Task.group_key``), groups in the order they first appear; an
+    example without a group is a group of its own."""
+    groups: dict[Hashable, list[int]] = {}
+    for position, example in enumerate(examples):
+        key = task.group_key(example) if task is not None else None
+        groups.setdefault(("alone", position) if key is None else ("group", key), []).append(position)
+    return list(groups.values())
+
+
+def first_whole_groups(task: Task | None, examples: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """The first examples up to ``limit``, cut between groups: whole groups while they fit, and at least the
+    first group (larger than ``limit`` or not), so a limit never empties a split. In file order."""
+    kept: list[int] = []
+    for group in whole_groups(task, examples):
+        if kept and len(kept) + len(group) > limit:
+            break
+        kept.extend(group)
+    return [examples[position] for position in sorted(kept)]
+
+
+def limit_note(name: str, task: Task | None, kept: int, total: int, limit: int) -> str:
+    """What a sample limit kept; for a task with groups, the limit it was cut near and that groups stayed whole."""
+    if task is None or not task.group_name:
+        return f"{name}: kept the first {kept} of {total} examples (max samples)"
+    return f"{name}: kept the first {kept} of {total} examples (max samples {limit}, whole {task.group_name})"
 
 
 def keep_first(split: Split, limit: int | None) -> Split:
-    """The first ``limit`` examples (max_train_samples / max_eval_samples), with a note; unlabelled counts
-    follow (a wholly unlabelled split, e.g. a GLUE test file, stays wholly unlabelled)."""
+    """The first ``limit`` examples (max_train_samples / max_eval_samples), whole groups only
+    (``first_whole_groups``), with a note; unlabelled counts follow (a wholly unlabelled split, e.g. a GLUE test
+    file, stays wholly unlabelled). Done before featurizing: the result has no features."""
     report = split.report
     if limit is None or len(split.examples) <= limit:
         return split
-    report.notes.append(
-        f"{split.name}: kept the first {limit} of {len(split.examples)} examples (max samples)"
-    )
+    examples = first_whole_groups(split.task, split.examples, limit)
+    report.notes.append(limit_note(split.name, split.task, len(examples), len(split.examples), limit))
     if report.unlabelled == len(split.examples):
-        report.unlabelled = limit
+        report.unlabelled = len(examples)
     elif report.unlabelled:
         report.notes.append(f"{split.name}: {report.unlabelled} unlabelled examples in the whole file")
-    report.examples = limit
-    return Split(split.name, split.examples[:limit], split.features[:limit], report)
+    report.examples = len(examples)
+    return Split(split.name, examples, [], report, split.task)
 
 
 def hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split, dict[str, Any]]:
-    """Move a seeded ``fraction`` of train into a dev split; both keep the file order of their examples."""
+    """Move a seeded ``fraction`` of train's groups (``whole_groups``: its examples, where the task has no
+    groups) into a dev split, so that no group has examples on both sides; both keep the file order."""
     total = len(train.examples)
-    dev_count = round(total * fraction)
-    if dev_count < 1 or dev_count >= total:
+    groups = whole_groups(train.task, train.examples)
+    unit = (train.task.group_name if train.task is not None else "") or "examples"
+    dev_groups = round(len(groups) * fraction)
+    if dev_groups < 1 or dev_groups >= len(groups):
         raise DataError(
-            f"{train.name}: dev_from_train {fraction} of {total} train examples leaves {dev_count} for dev and "
-            f"{total - dev_count} for train; each needs at least one"
+            f"{train.name}: dev_from_train {fraction} of {len(groups)} train {unit} leaves {dev_groups} for dev "
+            f"and {len(groups) - dev_groups} for train; each needs at least one"
         )
-    chosen = set(np.random.default_rng(seed).permutation(total)[:dev_count].tolist())
+    drawn = np.random.default_rng(seed).permutation(len(groups))[:dev_groups].tolist()
+    chosen = {position for group in drawn for position in groups[group]}
     kept = [example for i, example in enumerate(train.examples) if i not in chosen]
     dev = [example for i, example in enumerate(train.examples) if i in chosen]
-    note = f"{train.name}: {dev_count} of {total} examples held out as dev (fraction {fraction}, seed {seed})"
+    whole = f" ({dev_groups} of {len(groups)} whole {unit})" if unit != "examples" else ""
+    note = f"{train.name}: {len(dev)} of {total} examples{whole} held out as dev (fraction {fraction}, seed {seed})"
     train_report = DataReport(len(kept), train.report.skipped, 0, 0, [*train.report.notes, note])
     dev_report = DataReport(len(dev), 0, 0, 0, [note])
     summary = {
@@ -153,8 +191,8 @@ def hold_out(train: Split, fraction: float, seed: int) -> tuple[Split, Split, di
         "dev_examples": len(dev),
         "source_examples": total,
     }
-    held_out = Split(f"dev-from-{train.name}", dev, [], dev_report)
-    return Split(train.name, kept, [], train_report), held_out, summary
+    held_out = Split(f"dev-from-{train.name}", dev, [], dev_report, train.task)
+    return Split(train.name, kept, [], train_report, train.task), held_out, summary
 
 
 def featurize_split(task: Task, split: Split, tokenizer: Any, max_length: int) -> Split:

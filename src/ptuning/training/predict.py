@@ -32,7 +32,7 @@ from ptuning.tasks.readers import Table, decode_utf8, decode_utf8_bytes, parse_j
 from ptuning.tasks.rebuild import rebuild_task, training_run_config
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
-from ptuning.training.data import DEV_FROM_TRAIN_SEED, hold_out, read_split
+from ptuning.training.data import DEV_FROM_TRAIN_SEED, first_whole_groups, hold_out, limit_note, read_split
 from ptuning.training.inference import predict_outputs
 
 FORMATS = ("jsonl", "txt")
@@ -308,13 +308,16 @@ def score_split(
 ) -> dict[str, Any]:
     """The task's metrics of the checkpoint on one split of ``data_dir``, with the example count and how
     many inputs were cut at ``max_length`` (``notes``, when given, receives what reading and featurizing said).
-    ``dev-from-train`` is the share its training run held out (``held_out_dev``)."""
+    ``dev-from-train`` is the share its training run held out (``held_out_dev``). ``max_samples`` keeps the
+    first examples in whole groups (``first_whole_groups``: a MultiRC question with all its answer options)."""
     if split.startswith(HELD_OUT_PREFIX) and split not in loaded.task.splits:
         examples, read_report = held_out_dev(loaded.task, data_dir, split, checkpoint_dir)
     else:
         examples, read_report = loaded.task.read(data_dir, split)
-    if max_samples is not None:
-        examples = examples[:max_samples]
+    if max_samples is not None and len(examples) > max_samples:  # whole groups, as --max-eval-samples cuts
+        total, examples = len(examples), first_whole_groups(loaded.task, examples, max_samples)
+        if loaded.task.group_name and notes is not None:
+            notes.append(limit_note(split, loaded.task, len(examples), total, max_samples))
     features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
     if notes is not None:
         notes.extend(read_report.notes + report.notes)
