@@ -279,6 +279,27 @@ def test_a_given_base_model_stands_for_the_adapters_hub_base_when_reading_its_co
     assert config["tasks"]["adapter"]["head"]["kind"] == "token-classification"
 
 
+def test_predict_on_a_given_model_loads_an_adapter_whose_hub_base_is_not_cached(tmp_path) -> None:
+    """load_for_inference(model_path=...) (predict/eval --model) read the adapter's hub-id base first and
+    failed offline before --model was used; it now predicts, with PEFT's own logits."""
+    from transformers import BertTokenizerFast
+
+    from ptuning.training.predict import load_for_inference
+
+    folder, base = _with_hub_base("bert-seq-cls", tmp_path)
+    model_dir = tmp_path / "base"
+    shutil.copytree(base, model_dir)
+    words = [f"w{i}" for i in range(AutoModel.from_pretrained(base).config.vocab_size - 5)]
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]
+    BertTokenizerFast(vocab={token: i for i, token in enumerate(tokens)}).save_pretrained(model_dir)
+    with pytest.warns(PeftPositionNote):
+        loaded = load_for_inference(folder, model_path=str(model_dir), max_length=16)
+    data = expected("bert-seq-cls")
+    with torch.no_grad():
+        logits = loaded.model(data["input_ids"], data["attention_mask"]).logits
+    assert_peft_close(logits, data["logits"])
+
+
 def test_nan_or_inf_in_an_adapter_is_refused_naming_the_file_and_tensor(tmp_path) -> None:
     """ptuning's own loader refuses non-finite weights; an adapter's loaded silently (every logit NaN)."""
     cases = [

@@ -76,7 +76,7 @@ def load_for_inference(
     ``device`` (None: ``"auto"``, CUDA when there is one) is where the model runs (``core.devices``).
     """
     checkpoint_dir = Path(checkpoint_dir)
-    config = read_checkpoint_config(checkpoint_dir)
+    config = read_checkpoint_config(checkpoint_dir, base_model=model_path)  # --model: a PEFT adapter's base
     heads = config["tasks"]
     if head is None:
         if len(heads) != 1:
