@@ -47,7 +47,8 @@ def test_a_missing_package_is_an_error_that_says_how_to_install_it(monkeypatch) 
 def test_a_finished_conversion_is_reused_without_converting_again(fake_gguf, monkeypatch) -> None:
     target = cache_root() / packaged.SMOLLM2_FOLDER
     target.mkdir(parents=True)
-    marker = {"gguf": fake_gguf.name, "bytes": fake_gguf.stat().st_size}
+    (target / "config.json").write_text("{}")
+    marker = {**packaged._origin(fake_gguf), "files": packaged._file_sizes(target)}  # as _convert writes it
     (target / MARKER_FILE).write_text(json.dumps(marker))
     monkeypatch.setattr(packaged, "_convert", lambda *args: pytest.fail("converted again"))
     assert smollm2_path() == target
@@ -64,20 +65,6 @@ def test_a_crash_during_conversion_leaves_no_folder_behind(fake_gguf, monkeypatc
     with pytest.raises(RuntimeError, match="killed"):
         smollm2_path()
     assert list(cache_root().iterdir()) == []  # neither the target nor a staging folder
-
-
-def test_a_stale_conversion_is_replaced_whole(fake_gguf, tmp_path) -> None:
-    target = cache_root() / packaged.SMOLLM2_FOLDER
-    target.mkdir(parents=True)
-    (target / MARKER_FILE).write_text(json.dumps({"gguf": "older.gguf", "bytes": 1}))
-    staging = tmp_path / "cache" / ".staging"
-    staging.mkdir()
-    (staging / "config.json").write_text("{}")
-    origin = {"gguf": fake_gguf.name, "bytes": 64}
-    (staging / MARKER_FILE).write_text(json.dumps(origin))
-    packaged._swap_in(staging, target, origin)
-    assert sorted(p.name for p in target.iterdir()) == ["config.json", MARKER_FILE]
-    assert sorted(p.name for p in cache_root().iterdir()) == [packaged.SMOLLM2_FOLDER]
 
 
 # --- the real model ------------------------------------------------------------------------------------
