@@ -337,7 +337,11 @@ def _check_model(name: str | None) -> None:
                 f"model folder {path} holds no config.json; expected a Hugging Face model folder"
             )
         return
-    if path.exists() or name.startswith(("/", ".", "~")):
+    if path.exists():
+        raise ConfigError(
+            f"model {name!r} is a file; expected a model folder (config.json, tokenizer files, *.safetensors)"
+        )
+    if name.startswith(("/", ".", "~")):
         raise ConfigError(f"model {name!r} is not a model folder (no such folder)")
     from huggingface_hub import try_to_load_from_cache
 
@@ -571,6 +575,7 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
 
 def _load_checkpoint(args: argparse.Namespace) -> Any:
     """The checkpoint named by ``_add_checkpoint_options``' flags, loaded for eval or predict."""
+    from ptuning.core.backbones import BackboneNotFoundError
     from ptuning.tasks.rebuild import training_run_config
     from ptuning.training.predict import load_for_inference
 
@@ -578,15 +583,23 @@ def _load_checkpoint(args: argparse.Namespace) -> Any:
         run = training_run_config(Path(args.checkpoint))
         args.batch_size = run.get("eval_batch_size") if isinstance(run.get("eval_batch_size"), int) else 64
 
-    loaded = load_for_inference(
-        args.checkpoint,
-        args.task,
-        args.model,
-        args.max_length,
-        args.backbone_dtype,
-        args.backbone_quantization,
-        args.device,
-    )
+    try:
+        loaded = load_for_inference(
+            args.checkpoint,
+            args.task,
+            args.model,
+            args.max_length,
+            args.backbone_dtype,
+            args.backbone_quantization,
+            args.device,
+        )
+    except BackboneNotFoundError as error:
+        if args.model:
+            raise
+        # the model came from the checkpoint: a folder that moved since training is the usual cause
+        raise BackboneNotFoundError(
+            f"{error} (named by the checkpoint's base_model.name_or_path; pass --model FOLDER if it moved)"
+        ) from error
     for note in loaded.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.compile:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 from pathlib import Path
 
 import pytest
@@ -50,7 +51,10 @@ def test_a_folder_saved_without_its_tokenizer_is_refused(tmp_path) -> None:
     for name in Path(folder).iterdir():
         if name.name not in ("config.json", "model.safetensors"):
             name.unlink()
-    with pytest.raises(BackboneNotFoundError, match=r"its tokenizer has \d+ tokens for the model's 30522"):
+    with pytest.raises(
+        BackboneNotFoundError,
+        match=rf"^{re.escape(folder)}: its tokenizer has \d+ tokens for the model's 30522",
+    ):
         load_backbone(folder)
 
 
@@ -86,3 +90,82 @@ def test_pickled_weights_are_refused_without_being_unpickled(tmp_path, monkeypat
 
 def _never(*args, **kwargs):
     raise AssertionError("torch.load was called")
+
+
+def _without_weights(folder: Path) -> None:
+    (folder / "model.safetensors").unlink()
+
+
+def _cut_weights(folder: Path) -> None:
+    with (folder / "model.safetensors").open("r+b") as stream:
+        stream.truncate(1000)
+
+
+def _one_shard_missing(folder: Path) -> None:
+    model, _ = load_backbone(str(folder))
+    (folder / "model.safetensors").unlink()
+    model.save_pretrained(folder, max_shard_size="1MB")
+    shards = sorted(folder.glob("model-*.safetensors"))
+    assert len(shards) > 1
+    shards[-1].unlink()
+
+
+@pytest.mark.parametrize("damage", [_without_weights, _cut_weights, _one_shard_missing])
+def test_a_folder_with_missing_or_cut_weights_is_a_one_line_error(damage, tmp_path) -> None:
+    """OSError, SafetensorError or FileNotFoundError left train/predict/serve with a 30-line traceback, exit 1."""
+    folder = Path(save_tiny_bert(tmp_path / "bert"))
+    damage(folder)
+    expected = (
+        r" cannot be loaded \(\w+: .+\); expected a folder with config\.json, tokenizer files and whole"
+    )
+    with pytest.raises(BackboneNotFoundError, match=f"^model folder {re.escape(str(folder))}{expected}"):
+        load_backbone(str(folder))
+
+
+def test_a_file_or_a_missing_path_as_model_says_so(tmp_path) -> None:
+    file = tmp_path / "model.txt"
+    file.write_text("not a model")
+    with pytest.raises(
+        BackboneNotFoundError,
+        match=rf"^model {re.escape(str(file))} is a file; expected a folder with config",
+    ):
+        load_backbone(str(file))
+    with pytest.raises(cli.ConfigError, match=r"model '.*model\.txt' is a file; expected a model folder"):
+        cli._check_model(str(file))
+    with pytest.raises(
+        BackboneNotFoundError, match=rf"^model folder {re.escape(str(tmp_path / 'moved'))} does not exist"
+    ):
+        load_backbone(str(tmp_path / "moved"))  # not taken for a hub id
+
+
+def test_a_broken_tokenizer_json_is_named(tmp_path) -> None:
+    folder = Path(save_tiny_bert(tmp_path / "bert"))
+    text = (folder / "tokenizer.json").read_text()
+    (folder / "tokenizer.json").write_text(text[: len(text) // 2])
+    with pytest.raises(
+        BackboneNotFoundError, match=rf"^{re.escape(str(folder / 'tokenizer.json'))} is not valid JSON \("
+    ):
+        load_backbone(str(folder))
+
+
+def test_predict_on_a_checkpoint_whose_base_moved_says_where_the_path_came_from(tmp_path, capsys) -> None:
+    from ptuning.core.checkpoint import save_checkpoint
+    from ptuning.core.config import PrefixConfig
+    from ptuning.core.kinds import HeadKind
+    from ptuning.core.model import HeadSpec, PromptModel
+
+    folder = Path(save_tiny_bert(tmp_path / "bert"))
+    backbone, _ = load_backbone(str(folder))
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("sst2", HeadSpec(HeadKind.CLASSIFICATION, ["negative", "positive"]))
+    save_checkpoint(model, tmp_path / "ckpt", task_names={"sst2": "sst2"})
+    folder.rename(tmp_path / "bert-moved")
+    (tmp_path / "input.txt").write_text("great fun\n")
+    argv = ["predict", "--checkpoint", str(tmp_path / "ckpt"), "--input", str(tmp_path / "input.txt")]
+    assert cli.main([*argv, "--batch-size", "2", "--device", "cpu"]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]  # after the progress bars of the save above
+    assert last == (
+        f"ptuning predict: error: model folder {folder} does not exist; expected a folder with config.json, "
+        "tokenizer files and whole *.safetensors weights (save_pretrained) (named by the checkpoint's "
+        "base_model.name_or_path; pass --model FOLDER if it moved)"
+    )

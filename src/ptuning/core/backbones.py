@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ptuning.core.devices import inference_device
@@ -22,6 +24,8 @@ PACKAGED_MINILM = "minilm"
 PACKAGED_SMOLLM2 = "smollm2"
 PACKAGED_MPNET = "mpnet"
 PACKAGED_MODELS = (PACKAGED_MINILM, PACKAGED_SMOLLM2, PACKAGED_MPNET)
+# What every "not a model folder" error asks for.
+_MODEL_FOLDER = "a folder with config.json, tokenizer files and whole *.safetensors weights (save_pretrained)"
 # transformers' refusal of an attention implementation a model class does not have (DeBERTa-v2, MPNet and
 # Gemma 2 have no sdpa): the model then loads with its own eager attention.
 _NO_SDPA = "does not support an attention implementation through torch.nn.functional.scaled_dot_product"
@@ -87,6 +91,10 @@ def load_backbone(
     where ``from_pretrained`` does: the CPU, or the GPU bitsandbytes loads onto.
     """
     path = resolve_model_path(name_or_path)
+    if Path(path).is_file():
+        raise BackboneNotFoundError(f"model {path} is a file; expected {_MODEL_FOLDER}")
+    if not Path(path).exists() and name_or_path.startswith(("/", ".", "~")):  # a path, not a hub id
+        raise BackboneNotFoundError(f"model folder {path} does not exist; expected {_MODEL_FOLDER}")
     if Path(path).is_dir() and not (Path(path) / "config.json").is_file():
         raise BackboneNotFoundError(
             f"model folder {path} holds no config.json; expected a Hugging Face model folder (a prompt "
@@ -116,8 +124,14 @@ def load_backbone(
             loader = AutoModelForSeq2SeqLM
         with _without_load_report():
             model, loading = _from_pretrained(loader, path, kwargs)
-    except OSError as error:
+    except BackboneNotFoundError:  # ours (``_check_tokenizer``), already one line
+        raise
+    except (OSError, SafetensorError) as error:  # a missing, cut or partly sharded local file among them
         if Path(path).exists():
+            raise BackboneNotFoundError(
+                f"model folder {path} cannot be loaded ({_first_line(error)}); expected {_MODEL_FOLDER}"
+            ) from error
+        if not isinstance(error, OSError):
             raise
         offline = os.environ.get("HF_HUB_OFFLINE") == "1" or os.environ.get("TRANSFORMERS_OFFLINE") == "1"
         raise BackboneNotFoundError(
@@ -128,6 +142,9 @@ def load_backbone(
     except ValueError as error:  # a local folder transformers cannot read as a model (a run's config.json)
         if not Path(path).exists():
             raise
+        broken = _broken_json(Path(path))
+        if broken is not None:
+            raise BackboneNotFoundError(f"{broken} is not valid JSON ({_first_line(error)})") from error
         raise BackboneNotFoundError(
             f"{path} is not a model folder transformers can load ({str(error).splitlines()[0][:200]})"
         ) from error
@@ -142,6 +159,21 @@ def load_backbone(
     model.ptuning_source = recorded_name(name_or_path)
     _report_missing(name_or_path, loading.get("missing_keys") or [])
     return model, tokenizer
+
+
+def _first_line(error: Exception) -> str:
+    return f"{error.__class__.__name__}: {(str(error).splitlines() or [''])[0][:200]}"
+
+
+def _broken_json(folder: Path) -> Path | None:
+    """The folder's first JSON file that does not parse: transformers' error (a bare "Expecting value: line 52")
+    does not say which one, and a cut tokenizer.json is the usual culprit."""
+    for file in sorted(folder.glob("*.json")):
+        try:
+            json.loads(file.read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            return file
+    return None
 
 
 def _check_tokenizer(path: str, tokenizer: Any, config: Any) -> None:
