@@ -96,6 +96,23 @@ def test_two_processes_train_the_same_prefix_as_one(
     assert trained
     for name in trained:
         torch.testing.assert_close(final[1][name], final[0][name], rtol=0, atol=1e-5, msg=name)
+    # each process draws its own random numbers once training starts: set_seed gave both one stream, so
+    # dropout drew the same masks on both shares of a batch (docs/CLI.md says they differ)
+    ranks = final[1]["rng.torch.ranks"]
+    assert ranks.shape[0] == 2 and not torch.equal(ranks[0], ranks[1])
+
+
+def test_the_process_group_waits_longer_than_an_evaluation_rank_0_runs_alone(tiny_bert_no_dropout) -> None:
+    """Only rank 0 evaluates while the others wait in a barrier; torch's 30-minute default ended the run of
+    a longer evaluation (a large dev set, decoding on a CPU)."""
+    from datetime import timedelta
+
+    from ptuning.training.config import TrainConfig
+    from ptuning.training.engine import PROCESS_GROUP_TIMEOUT, _accelerator
+
+    accelerator = _accelerator(TrainConfig(task="sst2", model=tiny_bert_no_dropout))
+    assert accelerator.init_handler is not None
+    assert accelerator.init_handler.timeout == PROCESS_GROUP_TIMEOUT >= timedelta(hours=12)
 
 
 def test_shards_split_every_global_batch_and_weight_uneven_shares() -> None:

@@ -15,13 +15,14 @@ import shutil
 import time
 import warnings
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import parse_flag_from_env, set_seed
+from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env, set_seed
 from torch import nn
 
 from ptuning.core.backbones import load_backbone
@@ -506,6 +507,8 @@ def _fitting_donor(
 
 # ============================================================================================ helpers
 _UNWIRED_LAUNCHES = {"ACCELERATE_USE_DEEPSPEED": "--use_deepspeed", "ACCELERATE_USE_FSDP": "--use_fsdp"}
+# How long a process waits for the others in a collective: longer than any evaluation rank 0 runs alone.
+PROCESS_GROUP_TIMEOUT = timedelta(hours=24)
 
 
 def _accelerator(config: TrainConfig) -> Accelerator:
@@ -525,6 +528,9 @@ def _accelerator(config: TrainConfig) -> Accelerator:
         gradient_accumulation_steps=config.gradient_accumulation_steps,
         mixed_precision=config.mixed_precision,
         cpu=_cpu_processes(),
+        # rank 0 evaluates alone while the others wait in a barrier: torch's 30-minute default ended runs
+        # whose evaluation (a large dev set, decoding on a CPU) took longer
+        kwargs_handlers=[InitProcessGroupKwargs(timeout=PROCESS_GROUP_TIMEOUT)],
     )
 
 

@@ -102,6 +102,11 @@ class Trainer:
             self._resume(model)
         self.sharded = config.shard_backbone
         self._prepare(model)
+        if accelerator.num_processes > 1 and self.progress["micro"] == 0:
+            # set_seed gave every process one random stream, so dropout drew the same masks on each process's
+            # share of a batch; the weights are rank 0's already (prepare broadcast them) and the batch
+            # schedule is planned, so from here each process draws its own. A resumed run restored its own.
+            torch.manual_seed(config.seed + accelerator.process_index)
         self.clip_norm = self._clip_norm()
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
         self.seen_examples, self.train_seconds = 0, 0.0
