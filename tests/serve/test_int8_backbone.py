@@ -157,7 +157,7 @@ def test_serve_refuses_combinations_that_cannot_work_in_one_line(root, base_dir,
     "flags, message",
     [
         (["--max-batch-size", "0"], "--max-batch-size: expected a positive integer, got '0'"),
-        (["--max-wait-ms", "-1"], "--max-wait-ms: expected a number >= 0, got '-1'"),
+        (["--max-wait-ms", "-1"], "--max-wait-ms: expected a finite number >= 0, got '-1'"),
         (["--port", "99999"], "--port: expected a port number 0-65535, got '99999'"),
         (["--max-length", "-5"], "--max-length: expected a positive integer, got '-5'"),
     ],
