@@ -424,9 +424,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from ptuning.tasks.base import DataError
+    from ptuning.tasks.readers import is_hub_id
     from ptuning.training.predict import jsonable, run_dev_defaults, score_split
 
-    if not Path(args.data).expanduser().exists():
+    if not Path(args.data).expanduser().exists() and not is_hub_id(args.data):  # a hub id: the task reads it
         raise DataError(f"{args.data}: no such data folder or file")
     _check_output_file(args.output, {"--data": args.data, "--checkpoint": args.checkpoint})
     loaded = _load_checkpoint(args)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import logging
+import sys
 import threading
 import time
 
@@ -183,6 +184,17 @@ def test_serve_command_refuses_a_missing_checkpoint_folder(tmp_path) -> None:
     assert (args.host, args.max_batch_size, args.api_key_env) == ("127.0.0.1", 32, "PTUNING_API_KEY")
     with pytest.raises(ConfigError, match="no such folder"):
         run_serve(args)
+
+
+def test_serve_without_the_serve_extra_is_a_one_line_error(tmp_path, monkeypatch) -> None:
+    """A plain `pip install -e .` has no uvicorn: `ptuning serve` ended in a ModuleNotFoundError traceback."""
+    parser = argparse.ArgumentParser()
+    add_serve_arguments(parser)
+    monkeypatch.setitem(sys.modules, "uvicorn", None)  # an import of it raises ImportError
+    with pytest.raises(
+        ConfigError, match=r"needs the serve extra \(uvicorn is missing\): pip install -e '\.\[serve\]'"
+    ):
+        run_serve(parser.parse_args(["--checkpoints", str(tmp_path)]))
 
 
 @pytest.mark.parametrize("value", ["nan", "NaN", "inf", "-inf", "infinity"])

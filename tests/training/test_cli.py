@@ -76,6 +76,14 @@ def test_eval_scores_the_checkpoint_like_training_did(sst2_run, sst2_dir, capsys
     assert scores["examples"] == 16 and scores["accuracy"] == summary["dev"]["accuracy"]
 
 
+def test_eval_takes_a_hub_dataset_id_as_train_does(sst2_run, capsys, monkeypatch) -> None:
+    """--data glue trains (the task's reader loads hub ids); eval refused it as 'no such data folder' before
+    the reader ran. Offline here, so the reader's own message says what it tried."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    code, _, err = run_cli(["eval", "--checkpoint", str(sst2_run / "checkpoint"), "--data", "glue"], capsys)
+    assert code == 2 and "taken as a Hugging Face hub dataset id, but the hub is offline" in err, err
+
+
 def test_eval_and_predict_count_the_inputs_they_cut(sst2_run, sst2_dir, tmp_path, capsys) -> None:
     """Nothing is cut silently: a --max-length shorter than the inputs is a count in eval's scores and a
     note on stderr for both commands."""

@@ -267,6 +267,23 @@ def test_one_option_in_both_spellings_is_refused(tmp_path, name, text) -> None:
     )
 
 
+def test_a_files_keys_may_be_spelled_as_their_flags(tmp_path) -> None:
+    """CLI.md: the keys are the option names; --data and --task-split are flags whose fields are data_dir and
+    task_splits, and a file's 'data:' was an unknown option."""
+    from ptuning.training.config import load_config_file
+
+    path = tmp_path / "run.yaml"
+    path.write_text("task: sst2\ndata: some/folder\ntask-split:\n  sst2: train=dev\n")
+    assert load_config_file(path) == {
+        "task": "sst2",
+        "data_dir": "some/folder",
+        "task_splits": {"sst2": "train=dev"},
+    }
+    path.write_text("data: a\ndata_dir: b\n")
+    with pytest.raises(ConfigError, match="'data' and 'data_dir' are the same option"):
+        load_config_file(path)
+
+
 def test_task_names_with_dashes_in_a_files_map_stay_distinct(tmp_path) -> None:
     """Only the top-level keys are option names: a task_data map keeps its task names as written."""
     from ptuning.training.config import load_config_file

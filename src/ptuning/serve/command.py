@@ -106,7 +106,14 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
 
 def run_serve(args: argparse.Namespace) -> None:
     """Load the base model and every checkpoint, then serve until interrupted."""
-    import uvicorn
+    try:
+        import fastapi  # noqa: F401 (checked here: the app module imports it deep inside)
+        import uvicorn
+    except ImportError as error:
+        raise ConfigError(
+            f"ptuning serve needs the serve extra ({error.name or 'fastapi/uvicorn'} is missing): "
+            "pip install -e '.[serve]'"
+        ) from None
 
     from ptuning.core.checkpoint import CONFIG_FILE
     from ptuning.serve.app import Limits, create_app

@@ -43,6 +43,8 @@ from ptuning.core.config import (
 from ptuning.tasks.readers import decode_utf8
 
 MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe", "finetune"]
+# config-file keys spelled as their flags where a flag is not the field's name
+FILE_KEY_ALIASES = {"data": "data_dir", "task_split": "task_splits"}
 PER_TASK_MAPS = ("task_data", "task_splits")  # TASK -> value: layered sources merge them task by task
 
 
@@ -389,6 +391,7 @@ def load_config_file(path: str | Path) -> dict[str, Any]:
     spelled: dict[str, Any] = {}  # option -> the key the file gave it under
     for key, value in data.items():
         name = str(key).replace("-", "_")
+        name = FILE_KEY_ALIASES.get(name, name)  # the flag's own name (--data, --task-split) works too
         if name in options:  # batch-size and batch_size: one option, and the last would win silently
             raise ConfigError(
                 f"config file {path}: {spelled[name]!r} and {key!r} are the same option ({name}); give it once"
