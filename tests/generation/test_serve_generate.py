@@ -169,6 +169,23 @@ async def test_requests_for_different_tasks_decode_in_one_batch(root) -> None:
     assert app.state.generation.peak_rows > 2  # several tasks' sequences shared decoding steps
 
 
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (b'{"prompt": "hi \\ud800"}', "prompt"),
+        (b'{"messages": [{"role": "user", "content": "x\\udfff"}]}', "messages[0].content"),
+        (b'{"prompt": "hi", "stop": ["a", "\\ud800"]}', "stop[1]"),
+    ],
+)
+def test_a_lone_surrogate_is_422_naming_its_field(root, body, field) -> None:
+    """JSON can spell a lone surrogate: the tokenizer refused a prompt naming no field, and a stop string that
+    could never match was accepted (200)."""
+    client = serve(root)
+    answer = client.post("/tasks/chat/generate", content=body, headers={"content-type": "application/json"})
+    assert answer.status_code == 422
+    assert f"field '{field}': not valid Unicode (a lone surrogate)" in str(answer.json()["detail"])
+
+
 def test_limits_answer_with_json(root) -> None:
     client = serve(root, max_new_tokens=16, max_prompt_tokens=5, max_seconds=1e-6)
     too_many = client.post("/tasks/chat/generate", json={"prompt": "hello", "max_new_tokens": 17})

@@ -30,6 +30,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
 from ptuning.generation.decoder import positions_needed
 from ptuning.generation.texts import generation_prompts
+from ptuning.serve.inputs import encodable
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
 logger = logging.getLogger(__name__)
@@ -81,6 +82,20 @@ class GenerateRequest(BaseModel):
     def _exactly_one(self) -> GenerateRequest:
         if (self.prompt is None) == (self.messages is None):
             raise ValueError("give either 'prompt' or 'messages'")
+        return self
+
+    @model_validator(mode="after")
+    def _valid_unicode(self) -> GenerateRequest:
+        """JSON can spell a lone surrogate ("\\ud800"), which no UTF-8 encoder takes: the tokenizer refused a
+        prompt with a message naming no field, and a stop string never matched (a 200)."""
+        stops = [self.stop] if isinstance(self.stop, str) else self.stop or []
+        texts = [("prompt", self.prompt)] + [
+            (f"messages[{i}].content", message.content) for i, message in enumerate(self.messages or [])
+        ]
+        texts += [(f"stop[{i}]", text) for i, text in enumerate(stops)]
+        for field, text in texts:
+            if text is not None and not encodable(text):
+                raise ValueError(f"field {field!r}: not valid Unicode (a lone surrogate)")
         return self
 
 

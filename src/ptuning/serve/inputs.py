@@ -99,20 +99,20 @@ def _check_lengths(value: Any, limit: int, where: str) -> None:
                 raise InputError(
                     f"{place}: a text of {len(item)} characters is longer than the limit {limit}"
                 )
-            if not _encodable(item):
+            if not encodable(item):
                 raise InputError(f"{place}: not valid Unicode (a lone surrogate)")
         elif isinstance(item, list | tuple):
             pending.extend((child, place, depth + 1) for child in item)
         elif isinstance(item, dict):
             for key, child in item.items():
-                if isinstance(key, str) and not _encodable(key):
+                if isinstance(key, str) and not encodable(key):
                     raise InputError(
                         f"{place}: the field name {key!r} is not valid Unicode (a lone surrogate)"
                     )
                 pending.append((child, f"{place}, field {key!r}", depth + 1))
 
 
-def _encodable(text: str) -> bool:
+def encodable(text: str) -> bool:
     """Whether ``text`` can be written as UTF-8 (a lone surrogate cannot)."""
     try:
         text.encode("utf-8")
