@@ -216,3 +216,49 @@ def test_conll2003_json_scores_exact_match_entity_f1_and_validity(tmp_path) -> N
 @pytest.mark.parametrize("text", ["", "[", '{"a": 1}', '[["x"]]', '[["x", 1]]'])
 def test_outputs_that_are_not_entity_lists_do_not_parse(text) -> None:
     assert parse_entities(text) is None
+
+
+def test_a_history_column_is_found_whatever_its_case(tmp_path) -> None:
+    """A CSV header 'History' gave every example an empty history, silently."""
+    path = tmp_path / "train.csv"
+    path.write_text('prompt,response,History\nwho,me,"[[""hi"",""hello""]]"\n')
+    examples, report = CausalLmTask().read(str(path), "train")
+    assert examples[0]["history"] == [("hi", "hello")]
+    assert "1 earlier turns" in report.notes[-1]
+
+
+def test_a_history_field_named_on_purpose_but_not_in_the_file_is_a_data_error(tmp_path) -> None:
+    """history_field='turn' for a 'turns' column read no history and said nothing."""
+    path = write_jsonl(
+        tmp_path / "train.jsonl", [{"prompt": "who", "response": "me", "turns": [["hi", "yo"]]}]
+    )
+    with pytest.raises(
+        DataError,
+        match=r"train\.jsonl: no column 'turn' \(the task option history_field\); columns found: "
+        r"\['prompt', 'response', 'turns'\]; did you mean 'turns'\?",
+    ):
+        CausalLmTask(history_field="turn").read(str(path), "train")
+    # the default 'history' stays optional: a file without it has no histories
+    examples, _ = CausalLmTask().read(str(path), "train")
+    assert examples[0]["history"] == []
+
+
+@pytest.mark.parametrize("task_name", ["causal-lm", "seq2seq-lm"])
+def test_predict_text_lines_keep_a_prompts_edge_spaces_as_jsonl_lines_do(tmp_path, task_name) -> None:
+    """`--format txt` stripped every line: 'cat =>  ' was trained on (JSONL) and answered as 'cat =>'."""
+    from ptuning.training.predict import examples_from_records, read_records
+
+    prompts = ["translate cat =>  ", "   q: 2+2?"]
+    (tmp_path / "in.txt").write_text(f"{prompts[0]}\r\n\n{prompts[1]}\n")
+    write_jsonl(tmp_path / "in.jsonl", [{"prompt": prompt} for prompt in prompts])
+    task = get_task(task_name)
+    from_text = examples_from_records(task, read_records(str(tmp_path / "in.txt"), "txt"), "txt")
+    from_jsonl = examples_from_records(task, read_records(str(tmp_path / "in.jsonl"), "jsonl"), "jsonl")
+    assert (
+        [example["prompt"] for example in from_text]
+        == [example["prompt"] for example in from_jsonl]
+        == prompts
+    )
+    # the tasks that do not generate still read a stripped text
+    sst2 = examples_from_records(get_task("sst2"), read_records(str(tmp_path / "in.txt"), "txt"), "txt")
+    assert [example["sentence"] for example in sst2] == ["translate cat =>", "q: 2+2?"]

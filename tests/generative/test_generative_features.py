@@ -251,3 +251,31 @@ def test_prompts_without_responses_are_reported_as_cut_for_generation_not_for_tr
         "causal-lm: 1 of 1 prompts were longer than max_length=8 and were cut from the left for generation "
         "(11 tokens dropped in all)"
     ]
+
+
+def test_a_system_prompt_without_the_chat_template_is_refused_naming_both_options() -> None:
+    """A plain prompt has no system turn: the option was stored in the checkpoint and changed nothing."""
+    with pytest.raises(ConfigError, match=r"system_prompt='answer in french' needs chat_template: true"):
+        CausalLmTask(system_prompt="answer in french")
+    assert (
+        CausalLmTask(chat_template=True, system_prompt="answer in french").system_prompt == "answer in french"
+    )
+
+
+@pytest.mark.parametrize(
+    ("options", "message"),
+    [
+        ({"chat_template": "false"}, "task option chat_template must be true or false, got 'false'"),
+        ({"chat_template": 0}, "task option chat_template must be true or false, got 0"),
+        ({"add_eos": "no"}, "task option add_eos must be true or false, got 'no'"),
+        ({"max_new_tokens": 8.7}, "task option max_new_tokens must be a whole number, got 8.7"),
+        ({"max_new_tokens": True}, "task option max_new_tokens must be a whole number, got True"),
+        ({"chat_template": True, "system_prompt": 5}, "task option system_prompt must be text, got 5"),
+    ],
+)
+def test_task_options_of_the_wrong_type_are_refused_naming_option_and_value(options, message) -> None:
+    """``bool("false")`` is True: a quoted "false" turned the chat template on, and "no" kept EOS on."""
+    with pytest.raises(ConfigError, match=message):
+        CausalLmTask(**options)
+    task = CausalLmTask(chat_template=False, add_eos=False, max_new_tokens=8)
+    assert (task.chat_template, task.add_eos, task.max_new_tokens) == (False, False, 8)

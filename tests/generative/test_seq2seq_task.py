@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import pytest
 import torch
 from generative_tiny import EOS, PAD, QA_ROWS, tiny_tokenizer, vocab_size, write_jsonl
 from transformers import T5Config, T5ForConditionalGeneration
@@ -15,6 +16,7 @@ from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.generation import generate_texts
 from ptuning.serve.app import create_app
+from ptuning.tasks.base import DataError
 from ptuning.tasks.generative import Seq2SeqLmTask
 from ptuning.tasks.registry import get_task
 
@@ -102,3 +104,29 @@ def test_the_server_refuses_a_seq2seq_checkpoint_saying_what_serves_it(tmp_path)
         "head 'answer' is seq2seq-lm; the server generates with decoder-only models only (an encoder-decoder "
         "needs its encoder pass per request): use ptuning predict"
     )
+
+
+def _long_example(prompt: str, response: str) -> dict:
+    return {"id": 0, "source": "f.jsonl, line 1", "prompt": prompt, "response": response, "history": [],
+            "references": [response]}  # fmt: skip
+
+
+def test_an_example_cut_in_prompt_and_response_is_counted_once_with_each_cut_in_the_notes() -> None:
+    """report.truncated counts examples, as for every task: it said 2 of 1 example."""
+    long = "one two three four five six"
+    _, report = Seq2SeqLmTask().featurize([_long_example(long, long)], tiny_tokenizer(), max_length=4)
+    assert (report.examples, report.truncated, report.cut_for_generation) == (1, 1, 1)
+    assert any("1 of 1 prompts were longer than max_length=4" in note for note in report.notes)
+    assert any("1 responses were longer than max_length=4" in note for note in report.notes)
+
+
+def test_truncation_error_refuses_a_long_response_naming_the_line_and_its_length() -> None:
+    """causal-lm refuses it; seq2seq-lm cut it silently (a note only) under truncation='error'."""
+    task = Seq2SeqLmTask(truncation="error")
+    with pytest.raises(
+        DataError, match=r"f\.jsonl, line 1: response \(7 tokens\) is longer than max_length=4"
+    ):
+        task.featurize([_long_example("say", "one two three four five six")], tiny_tokenizer(), max_length=4)
+    features, report = task.featurize([_long_example("say", "one two")], tiny_tokenizer(), max_length=4)
+    assert features[0]["labels"] == [*tiny_tokenizer().convert_tokens_to_ids(["one", "two"]), EOS]
+    assert report.truncated == 0

@@ -32,6 +32,7 @@ from ptuning.tasks.tag_schemes import entity_spans
 Example = dict[str, Any]
 Turn = tuple[str, str]  # (user, assistant)
 TRUNCATION_POLICIES = ("left", "error")
+DEFAULT_HISTORY_FIELD = "history"  # optional in a file; any other history_field must be there
 
 
 # ---------------------------------------------------------------------------------------------- base task
@@ -70,11 +71,19 @@ def checked_generate_kwargs(generate_kwargs: Any) -> dict[str, Any]:
     return dict(generate_kwargs)
 
 
+def _checked_bool(option: str, value: Any) -> bool:
+    """``value`` if it is a real bool: ``bool("false")`` is True, so a quoted "false" would turn an option on."""
+    if not isinstance(value, bool):
+        raise ConfigError(f"task option {option} must be true or false, got {value!r}")
+    return value
+
+
 class GenerativeTask(Task):
     """Prompt -> response tasks for a causal LM; subclasses say how examples are read and scored.
 
     Options (constructor keywords, i.e. ``task_options``): ``chat_template`` renders prompts with the
-    tokenizer's own chat template (error if it has none); ``system_prompt`` adds a system turn there;
+    tokenizer's own chat template (error if it has none); ``system_prompt`` adds a system turn there (an
+    error without ``chat_template``: a plain prompt has no system turn);
     ``truncation`` is ``left`` (cut long prompts from the left, counted in the report) or ``error``;
     ``max_new_tokens`` bounds generation; ``generate_kwargs`` replaces greedy decoding (e.g.
     ``{"num_beams": 4}``); ``add_eos`` ends every response with EOS so that the model learns to stop.
@@ -99,14 +108,24 @@ class GenerativeTask(Task):
     ) -> None:
         if truncation not in TRUNCATION_POLICIES:
             raise ConfigError(f"truncation must be one of {TRUNCATION_POLICIES}, got {truncation!r}")
-        self.chat_template = bool(chat_template)
+        self.chat_template = _checked_bool("chat_template", chat_template)
+        self.add_eos = _checked_bool("add_eos", add_eos)
+        if system_prompt is not None and not isinstance(system_prompt, str):
+            raise ConfigError(f"task option system_prompt must be text, got {system_prompt!r}")
+        if system_prompt is not None and not self.chat_template:
+            # a plain prompt has no system turn: kept, it would be saved in the checkpoint and change nothing
+            raise ConfigError(
+                f"task option system_prompt={system_prompt!r} needs chat_template: true (only the chat template "
+                "renders a system turn); set chat_template or drop system_prompt"
+            )
         self.system_prompt = system_prompt
         self.truncation = truncation
         self.max_new_tokens = self.default_max_new_tokens if max_new_tokens is None else max_new_tokens
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise ConfigError(f"task option max_new_tokens must be a whole number, got {max_new_tokens!r}")
         if self.max_new_tokens < 1:
             raise ConfigError(f"max_new_tokens must be >= 1, got {self.max_new_tokens}")
         self.generate_kwargs = checked_generate_kwargs(generate_kwargs)
-        self.add_eos = add_eos
         self.splits = {**type(self).splits, **(splits or {})}
 
     # --- features -----------------------------------------------------------------------------------
@@ -262,8 +281,9 @@ class CausalLmTask(GenerativeTask):
     """Generic prompt/response data from JSONL or CSV files (``train.jsonl``, ``dev.jsonl``, ``test.jsonl``).
 
     Field names are options: ``prompt_field``, ``response_field``, ``history_field`` (optional; a list of
-    ``[user, assistant]`` pairs or of ``{"role", "content"}`` messages, in CSV as JSON text). ``data_dir``
-    may also be one file, used for every split.
+    ``[user, assistant]`` pairs or of ``{"role", "content"}`` messages, in CSV as JSON text; its column is
+    matched ignoring case, and one named other than ``history`` must be in the file). ``data_dir`` may also
+    be one file, used for every split.
     """
 
     name = "causal-lm"
@@ -275,7 +295,7 @@ class CausalLmTask(GenerativeTask):
         *,
         prompt_field: str = "prompt",
         response_field: str = "response",
-        history_field: str | None = "history",
+        history_field: str | None = DEFAULT_HISTORY_FIELD,
         **options: Any,
     ) -> None:
         super().__init__(**options)
@@ -289,6 +309,8 @@ class CausalLmTask(GenerativeTask):
             source, self.splits[self.split_name(split)]
         )  # dev.jsonl, or val.jsonl, valid.jsonl...
         table = read_table(path)
+        if self.history_field not in (None, DEFAULT_HISTORY_FIELD):  # named on purpose: a typo is no history
+            table.find_column([self.history_field], what="the task option history_field")
         examples = [self.example(table, row) for row in range(len(table.rows))]
         report = DataReport(examples=len(examples), skipped=table.blank_lines, notes=list(table.notes))
         turns = sum(len(example["history"]) for example in examples)
@@ -304,8 +326,9 @@ class CausalLmTask(GenerativeTask):
             _text(table.value(row, self.response_field), self.response_field, where) if labelled else ""
         )
         history = []
-        if self.history_field and table.rows[row].get(self.history_field) not in (None, ""):
-            history = parse_history(table.rows[row][self.history_field], self.history_field, where)
+        column = self.history_column(table)
+        if column and table.rows[row].get(column) not in (None, ""):
+            history = parse_history(table.rows[row][column], column, where)
         return {
             "id": row_id(table.rows[row], row),
             "source": where,
@@ -314,6 +337,12 @@ class CausalLmTask(GenerativeTask):
             "history": history,
             "references": [response] if labelled else [],
         }
+
+    def history_column(self, table: Table) -> str | None:
+        """The column holding histories, matched ignoring case (a CSV header ``History``), or None."""
+        if not self.history_field:
+            return None
+        return table.find_column([self.history_field], required=False)
 
 
 def cut_from_the_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:
@@ -369,8 +398,8 @@ class Seq2SeqLmTask(CausalLmTask):
     """``causal-lm``'s prompt/response files for an encoder-decoder (T5, BART): the prompt feeds the encoder,
     the response (+ EOS) is the decoder's target. Same reader, options and text metrics as ``causal-lm``.
 
-    A prompt longer than ``max_length`` is cut from the left (counted) or refused (``truncation="error"``);
-    a response longer than ``max_length`` is cut on the right (counted; its EOS is lost).
+    A prompt longer than ``max_length`` is cut from the left, a response on the right (its EOS is lost);
+    ``report.truncated`` counts the examples cut, the notes each kind. ``truncation="error"`` refuses either.
     """
 
     name = "seq2seq-lm"
@@ -384,15 +413,17 @@ class Seq2SeqLmTask(CausalLmTask):
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
-        cut_prompts = cut_responses = 0
+        cut_prompts = cut_responses = cut_examples = 0
         for index, example in enumerate(examples):
             prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
-            if len(prompt) > max_length:
-                if self.truncation == "error":
+            for part, tokens in (("prompt", prompt), ("response", response)):
+                if self.truncation == "error" and len(tokens) > max_length:
                     raise DataError(
-                        f"{example['source']}: prompt ({len(prompt)} tokens) is longer than "
+                        f"{example['source']}: {part} ({len(tokens)} tokens) is longer than "
                         f"max_length={max_length}; raise max_length or use truncation='left'"
                     )
+            cut_examples += len(prompt) > max_length or len(response) > max_length
+            if len(prompt) > max_length:
                 prompt = cut_from_the_left(prompt, max_length, tokenizer.bos_token_id)
                 cut_prompts += 1
             if len(response) > max_length:
@@ -406,7 +437,7 @@ class Seq2SeqLmTask(CausalLmTask):
                     "example_index": index,
                 }
             )
-        report.truncated, report.cut_for_generation = cut_prompts + cut_responses, cut_prompts
+        report.truncated, report.cut_for_generation = cut_examples, cut_prompts
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
         if cut_prompts:

@@ -287,14 +287,17 @@ def _read_json(path: Path, text: str) -> Table:
     return Table(str(path), list(columns), document, [f"record {i}" for i in range(len(document))])
 
 
-def parse_text_lines(path: Path | str, text: str) -> Table:
-    """One text per line (inputs to predict on); blank lines are skipped and counted."""
+def parse_text_lines(path: Path | str, text: str, *, strip: bool = True) -> Table:
+    """One text per line (inputs to predict on); blank lines are skipped and counted.
+
+    ``strip=False`` keeps each line as written (less its line ending): a generative prompt's edge spaces
+    are text the model reads, as they are in a JSONL prompt."""
     rows, locations, blank = [], [], 0
     for number, line in enumerate(split_lines(text), start=1):
         if not line.strip():
             blank += 1
             continue
-        rows.append({"text": line.strip()})
+        rows.append({"text": line.strip() if strip else line})
         locations.append(f"line {number}")
     return Table(str(path), ["text"], rows, locations, blank_lines=blank)
 

@@ -148,7 +148,8 @@ def input_format(source: str, requested: str | None) -> str:
 def read_records(source: str, fmt: str) -> Table:
     """Lines of ``source`` (a path, or '-' for stdin) as a Table: one record per non-blank line.
 
-    Text lines become ``{"text": line}``; JSONL lines must be JSON objects.
+    Text lines become ``{"text": line}``, as written (less the line ending: ``examples_from_records`` strips
+    them for the tasks that do not generate); JSONL lines must be JSON objects.
     """
     name = "<stdin>" if source == "-" else source
     if source == "-":  # bytes, decoded as a file is: not UTF-8 is an error naming the line, a BOM is dropped
@@ -158,14 +159,19 @@ def read_records(source: str, fmt: str) -> Table:
         if not path.is_file():
             raise DataError(f"{source}: input file not found")
         text = decode_utf8(path)  # bytes that are not UTF-8: an error naming line and byte offset
-    table = parse_text_lines(name, text) if fmt == "txt" else parse_jsonl(name, text)
+    table = parse_text_lines(name, text, strip=False) if fmt == "txt" else parse_jsonl(name, text)
     if not table.rows:
         raise DataError(f"{name}: no inputs (every line is blank)")
     return table
 
 
 def examples_from_records(task: Task, table: Table, fmt: str) -> list[dict[str, Any]]:
-    """The task's examples for ``table``'s records, checked like the task's own files."""
+    """The task's examples for ``table``'s records, checked like the task's own files.
+
+    A text line is a generative task's prompt as written (its edge spaces are text, as in a JSONL prompt);
+    for every other task it is stripped."""
+    if fmt == "txt" and not isinstance(task, CausalLmTask):
+        table = replace(table, rows=[{**row, "text": row["text"].strip()} for row in table.rows])
     if isinstance(task, ClassificationTask):
         return _classification_examples(task, table, fmt)
     if isinstance(task, TaggingTask):
