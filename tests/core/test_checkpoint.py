@@ -18,6 +18,9 @@ from ptuning.core.checkpoint import (
     load_checkpoint,
     save_checkpoint,
 )
+from ptuning.core.config import ConfigError, PrefixConfig
+from ptuning.core.model import HeadSpec, PromptModel
+from ptuning.core.pooler import attach_pretrained_pooler, head_spec
 
 
 def batch(family: str) -> tuple[torch.Tensor, torch.Tensor]:
@@ -176,3 +179,103 @@ def test_a_path_that_is_no_checkpoint_says_what_it_is_instead(tmp_path) -> None:
     ):
         with pytest.raises(CheckpointError, match=re.escape(message)):
             read_checkpoint_config(path)
+
+
+def _one_task_model(backbone, **model_options) -> PromptModel:
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2), **model_options)
+    model.add_task("t", HeadSpec("classification", ["neg", "pos"]))
+    return model
+
+
+def test_a_save_the_loader_would_refuse_raises_and_keeps_the_old_checkpoint(tmp_path) -> None:
+    """A model without tasks saved over a good checkpoint without complaint; loading it then failed."""
+    backbone = tiny_backbone("bert")
+    save_checkpoint(_one_task_model(backbone), tmp_path / "ckpt")
+    good = (tmp_path / "ckpt" / CONFIG_FILE).read_text()
+    empty = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
+    with pytest.raises(CheckpointError, match=r"not saved .*field 'tasks' should be at least one task"):
+        save_checkpoint(empty, tmp_path / "ckpt")
+    assert (tmp_path / "ckpt" / CONFIG_FILE).read_text() == good
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["ckpt"]  # no staging folder left behind
+    assert load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert")).tasks == ["t"]
+
+
+@pytest.mark.parametrize("head_dropout", [1.0, -0.1])
+def test_a_head_dropout_the_loader_refuses_is_refused_when_the_model_is_built(head_dropout: float) -> None:
+    with pytest.raises(ConfigError, match=r"head_dropout must be a number in \[0, 1\)"):
+        PromptModel(
+            tiny_backbone("bert"), "ptuning-v2", PrefixConfig(prefix_length=2), head_dropout=head_dropout
+        )
+
+
+@pytest.mark.parametrize(
+    "spec",
+    [
+        HeadSpec("token-classification", ["O", "B"], dense_activation="tanh"),
+        HeadSpec("classification", ["a", "b"], dense_activation="relu"),
+    ],
+)
+def test_a_refused_head_leaves_no_prefix_behind_and_the_model_still_saves(spec, tmp_path) -> None:
+    """The prefix was created before the head refused: counted trainable, saved, and the checkpoint unloadable."""
+    model = _one_task_model(tiny_backbone("bert"))
+    before = model.trainable_parameters().trainable
+    with pytest.raises(ValueError, match="dense"):
+        model.add_task("ner", spec)
+    assert list(model.prefixes) == ["t"] and model.tasks == ["t"]
+    assert model.trainable_parameters().trainable == before
+    save_checkpoint(model, tmp_path / "ckpt")
+    assert list(load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert")).prefixes) == ["t"]
+
+
+def test_a_model_keeps_its_own_prefix_config_when_the_caller_reuses_theirs(tmp_path) -> None:
+    """A sweep reusing one PrefixConfig changed the first model's prefix length: its save could not load."""
+    config = PrefixConfig(prefix_length=4)
+    model = PromptModel(tiny_backbone("bert"), "ptuning-v2", config)
+    model.add_task("t", HeadSpec("classification", ["neg", "pos"]))
+    config.prefix_length = 8
+    assert model.prefix_config.prefix_length == 4 and model.prefixes["t"].prefix_length == 4
+    save_checkpoint(model, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    assert loaded.prefixes["t"].embedding.weight.shape[0] == 4
+
+
+def test_the_pretrained_pooler_stays_frozen_after_a_round_trip(tmp_path) -> None:
+    """``--pooling pooler`` freezes the dense layer; a loaded checkpoint made it trainable again (and PEFT
+    export then refused it)."""
+    backbone = tiny_backbone("bert")  # AutoModel: with its pooler, saved as the base to read it from
+    backbone.save_pretrained(tmp_path / "base")
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("t", head_spec("classification", ["neg", "pos"], "pooler"))
+    attach_pretrained_pooler(model, "t", str(tmp_path / "base"))
+    trainable = model.trainable_parameters().trainable
+    save_checkpoint(model, tmp_path / "ckpt")
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    assert [p.requires_grad for p in loaded.heads["t"].dense.parameters()] == [False, False]
+    assert loaded.trainable_parameters().trainable == trainable
+    assert torch.equal(loaded.heads["t"].dense.weight, backbone.pooler.dense.weight)
+
+
+def test_a_frozen_dense_saved_without_the_flag_loads_trainable_as_before(tmp_path) -> None:
+    """Checkpoints written before ``frozen_dense`` existed load as they did."""
+    backbone = tiny_backbone("bert")
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("t", HeadSpec("classification", ["neg", "pos"], "first", "tanh"))
+    save_checkpoint(model, tmp_path / "ckpt")
+    config = json.loads((tmp_path / "ckpt" / CONFIG_FILE).read_text())
+    assert "frozen_dense" not in config["tasks"]["t"]["head"]
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    assert [p.requires_grad for p in loaded.heads["t"].dense.parameters()] == [True, True]
+
+
+def test_an_old_prompt_tuning_checkpoint_with_unread_prefix_fields_still_loads(tmp_path) -> None:
+    """Prompt tuning now refuses layers / an MLP it never used; checkpoints saved when it accepted them load."""
+    model = PromptModel(tiny_backbone("bert"), "prompt-tuning", PrefixConfig(prefix_length=2))
+    model.add_task("t", HeadSpec("classification", ["neg", "pos"]))
+    save_checkpoint(model, tmp_path / "ckpt")
+    path = tmp_path / "ckpt" / CONFIG_FILE
+    config = json.loads(path.read_text())
+    config["prefix"].update(layers=[1], reparameterization="mlp")
+    path.write_text(json.dumps(config))
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert"))
+    assert torch.equal(loaded.prefixes["t"].embedding.weight, model.prefixes["t"].embedding.weight)
+    assert loaded.prefix_config.layers is None

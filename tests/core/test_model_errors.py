@@ -136,3 +136,59 @@ def test_values_of_the_wrong_kind_are_refused_naming_the_field(make, said) -> No
     """'pos' built a three-way head (one label per character); True was a prefix of length 1."""
     with pytest.raises(ConfigError, match=said):
         make()
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "linear-probe"])
+@pytest.mark.parametrize(
+    ("fields", "named"),
+    [({"reparameterization": "mlp"}, "reparameterization"), ({"layers": (1,)}, "layers")],
+)
+def test_prefix_fields_a_method_never_reads_are_refused_naming_field_and_method(
+    method: str, fields: dict, named: str
+) -> None:
+    """They built the same prompt as the defaults: the run was not the one asked for."""
+    backbone = tiny_backbone("bert")
+    with pytest.raises(ConfigError, match=f"prefix config {named} is not used by method {method}"):
+        PromptModel(backbone, method, PrefixConfig(prefix_length=2, **fields))
+    assert all(p.requires_grad for p in backbone.parameters())  # refused before the backbone was touched
+
+
+def test_a_head_spec_pooling_outside_the_choices_names_the_field_and_the_pooler_way() -> None:
+    with pytest.raises(ConfigError) as raised:
+        HeadSpec("classification", ["a", "b"], pooling="pooler")
+    message = str(raised.value)
+    assert "pooling must be one of first, last, mean; got 'pooler'" in message
+    assert "ptuning.core.pooler.head_spec" in message and "attach_pretrained_pooler" in message
+
+
+def test_a_head_spec_kind_outside_the_choices_names_the_field() -> None:
+    with pytest.raises(ConfigError, match=r"HeadSpec kind must be one of classification, .*; got 'classify'"):
+        HeadSpec.from_dict({"kind": "classify"})
+
+
+@pytest.mark.parametrize("method", ["prompt-tuning", "linear-probe"])
+@pytest.mark.parametrize(("field", "value"), [("prefix_layers", [1]), ("prefix_init_std", 0.02)])
+def test_train_config_refuses_prefix_options_the_method_never_reads(method: str, field: str, value) -> None:
+    """The run's options, refused where they are given (``--prefix-layers 1`` with prompt tuning was accepted
+    and trained input prompts only); the config that builds this model checks them before it."""
+    from ptuning.training.config import build_config
+
+    with pytest.raises(ConfigError, match=f"{field} is not used by method {method}"):
+        build_config([("flags", {"task": "sst2", "method": method, field: value})])
+
+
+def test_loading_a_finetune_checkpoint_onto_its_own_trained_backbone_says_to_use_a_fresh_copy(
+    tmp_path,
+) -> None:
+    from ptuning.core.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+
+    backbone = tiny_backbone("bert")
+    model = PromptModel(backbone, "finetune")
+    model.add_task("t", HeadSpec("classification", ["neg", "pos"]))
+    with torch.no_grad():
+        next(backbone.parameters()).add_(1.0)  # a training step, in place
+    save_checkpoint(model, tmp_path / "ckpt")
+    with pytest.raises(CheckpointError, match="fine-tuned in place.*fresh copy of the base model"):
+        load_checkpoint(tmp_path / "ckpt", backbone=backbone)
+    model.detach_backbone()
+    assert load_checkpoint(tmp_path / "ckpt", backbone=tiny_backbone("bert")).tasks == ["t"]

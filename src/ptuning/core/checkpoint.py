@@ -15,6 +15,7 @@ good one was; ``recover_dir`` (run by every load and save) finishes or undoes a 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from pathlib import Path
@@ -74,6 +75,19 @@ def _load_state(model: PromptModel, state: dict[str, torch.Tensor]) -> tuple[lis
     return missing, unexpected
 
 
+def _saved_head(model: PromptModel, task: str, spec: HeadSpec) -> dict[str, Any]:
+    """``spec`` as saved, with ``frozen_dense`` read from the head itself: a dense layer frozen as a base
+    weight (``--pooling pooler``, or a PEFT adapter's imported pooler) loads frozen again."""
+    dense = getattr(model.heads[task], "dense", None) if task in model.heads else None
+    if (
+        dense is not None
+        and model.method.freezes_backbone
+        and not any(p.requires_grad for p in dense.parameters())
+    ):
+        spec = dataclasses.replace(spec, frozen_dense=True)
+    return spec.to_dict()
+
+
 def _prefix_form(prefix: torch.nn.Module) -> str:
     return "mlp" if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None else "table"
 
@@ -107,7 +121,7 @@ def save_checkpoint(
         "head_dropout": model.head_dropout,
         "tasks": {
             task: {
-                "head": spec.to_dict(),
+                "head": _saved_head(model, task, spec),
                 "prefix": model.task_prefix[task],
                 "task": (task_names or {}).get(task, task),
                 "task_options": dict((task_options or {}).get(task) or {}),
@@ -130,6 +144,10 @@ def save_checkpoint(
         text = json.dumps(config, indent=2) + "\n"  # NaN scores (a constant prediction's correlation) stay
     except (TypeError, ValueError) as error:
         raise CheckpointError(f"{directory}: the checkpoint config is not plain JSON: {error}") from None
+    try:  # the loader's own checks, before the swap: a good checkpoint is never replaced by one it refuses
+        validate_config(json.loads(text), directory / CONFIG_FILE)
+    except CheckpointError as error:
+        raise CheckpointError(f"not saved ({directory} left as it was): {error}") from None
     recover_dir(directory)
     staging = staging_dir(directory)
     try:
@@ -230,6 +248,7 @@ def validate_config(config: Any, path: Path | str) -> None:
             check.fail(f"{where}.head.label_names", "a list of strings or null", labels)
         if head.get("pooling") is not None:
             check.choice(head["pooling"], f"{where}.head.pooling", [p.value for p in Pooling])
+        check.type(head.get("frozen_dense", False), f"{where}.head.frozen_dense", bool, "true or false")
         check.required(entry, where, "prefix", str, "the name of the prefix it uses")
         check.type(entry.get("task", name), f"{where}.task", str, "a registry task name")
         if entry.get("task_options") is not None:
@@ -364,12 +383,8 @@ def load_checkpoint(
         backbone, _ = load_backbone(base["name_or_path"], causal_lm=base.get("causal_lm", False))
     check_base(config, backbone, directory)
     try:
-        model = PromptModel(
-            backbone,
-            Method(config["method"]),
-            PrefixConfig.from_dict(config["prefix"]),
-            config["head_dropout"],
-        )
+        method = Method(config["method"])
+        model = PromptModel(backbone, method, _saved_prefix(config, method), config["head_dropout"])
     except (ConfigError, ValueError, KeyError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     try:
@@ -379,6 +394,14 @@ def load_checkpoint(
         raise
     model.eval()
     return model
+
+
+def _saved_prefix(config: dict[str, Any], method: Method) -> PrefixConfig:
+    """The saved prefix config, without the fields ``method`` never reads (``PrefixConfig.unread_fields``):
+    checkpoints written before models refused them hold them, and they had no effect on what was trained."""
+    prefix = PrefixConfig.from_dict(config["prefix"])
+    defaults = PrefixConfig()
+    return dataclasses.replace(prefix, **{f: getattr(defaults, f) for f in prefix.unread_fields(method)})
 
 
 def _fill(
@@ -438,8 +461,15 @@ def check_base(config: dict[str, Any], backbone: torch.nn.Module, directory: Pat
     actual = base_fingerprint(backbone, version=version)
     if actual != base["fingerprint"]:
         source = getattr(backbone, "ptuning_source", None) or backbone.config.name_or_path
+        hint = dtype_hint(backbone, base.get("dtype"))
+        if not hint and source == base["name_or_path"] and config.get("method") == Method.FINETUNE:
+            # the README's pattern after fine-tuning: the backbone object that was trained in place
+            hint = (
+                "; same name, other weights: was it fine-tuned in place? Load a fine-tuning checkpoint onto a "
+                "fresh copy of the base model (or with no backbone, to load it by name)"
+            )
         raise CheckpointError(
             f"checkpoint {directory} was trained on {base['name_or_path']!r} ({base.get('model_type')}, "
             f"fingerprint {base['fingerprint']}) but the given base model is {source!r} "
-            f"({backbone.config.model_type}, fingerprint {actual}){dtype_hint(backbone, base.get('dtype'))}"
+            f"({backbone.config.model_type}, fingerprint {actual}){hint}"
         )

@@ -123,6 +123,24 @@ class PrefixConfig:
         shifted = method.is_deep and self.position_mode == PositionMode.SHIFT
         return self.prefix_length if shifted or method is Method.PROMPT_TUNING else 0
 
+    def unread_fields(self, method: Method) -> list[str]:
+        """The form fields (``reparameterization``, ``layers``) set away from their defaults where ``method``
+        never reads them: shallow prompts have no MLP and sit at the input, not on layers; linear probing and
+        fine-tuning have no prefix. A run that sets them would silently train something else than it asked."""
+        if method.is_deep:
+            return []
+        unread = []
+        if self.reparameterization is not Reparameterization.EMBEDDING:
+            unread.append("reparameterization")
+        if self.layers is not None:
+            unread.append("layers")
+        return unread
+
+    def copy(self) -> PrefixConfig:
+        """An independent, re-validated copy: a model keeps its own, so a caller reusing one config object
+        (a sweep loop) cannot change a built model's prefix."""
+        return PrefixConfig.from_dict(self.to_dict())
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["reparameterization"] = str(self.reparameterization)

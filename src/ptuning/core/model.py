@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from enum import StrEnum
 
 import torch
 from torch import nn
@@ -47,10 +48,17 @@ class HeadSpec:
     label_names: list[str] | None = None
     pooling: Pooling | None = None  # None: first token for encoders, last real token for decoders
     dense_activation: str | None = None  # dense + this activation before the linear layer (see heads.Head)
+    # The dense layer is a base-model weight (the checkpoint's pooler): frozen with a frozen backbone, and
+    # recorded so that a saved head loads frozen again (ptuning.core.pooler).
+    frozen_dense: bool = False
 
     def __post_init__(self) -> None:
-        self.kind = HeadKind(self.kind)
-        self.pooling = Pooling(self.pooling) if self.pooling else None
+        self.kind = _head_field(HeadKind, self.kind, "kind")
+        self.pooling = _head_field(Pooling, self.pooling, "pooling") if self.pooling else None
+        if not isinstance(self.frozen_dense, bool):
+            raise ConfigError(f"frozen_dense must be true or false, got {self.frozen_dense!r}")
+        if self.frozen_dense and self.dense_activation is None:
+            raise ConfigError("frozen_dense needs a dense layer (dense_activation)")
         if self.label_names is not None:  # "pos" would be three labels, one per character
             if isinstance(self.label_names, str) or not all(isinstance(n, str) for n in self.label_names):
                 raise ConfigError(f"label_names must be a list of names, got {self.label_names!r}")
@@ -69,17 +77,34 @@ class HeadSpec:
         }
         if self.dense_activation is not None:
             data["dense_activation"] = self.dense_activation
+        if self.frozen_dense:  # written only when set: checkpoints without it load as before (trainable)
+            data["frozen_dense"] = True
         return data
 
     @classmethod
     def from_dict(cls, data: dict) -> HeadSpec:
-        pooling = data.get("pooling")
         return cls(
-            HeadKind(data["kind"]),
+            data["kind"],
             data.get("label_names"),
-            Pooling(pooling) if pooling else None,
+            data.get("pooling"),
             data.get("dense_activation"),
+            data.get("frozen_dense", False),
         )
+
+
+def _head_field(enum_type: type[StrEnum], value: object, name: str) -> StrEnum:
+    """``value`` as ``enum_type``, or a ConfigError naming the field and what it accepts."""
+    try:
+        return enum_type(value)
+    except ValueError:
+        allowed = ", ".join(e.value for e in enum_type)
+        hint = (
+            "; the checkpoint's own pooler is a first-token head with a dense layer: build it with "
+            "ptuning.core.pooler.head_spec(kind, labels, 'pooler'), then attach_pretrained_pooler"
+            if name == "pooling" and value == "pooler"
+            else ""
+        )
+        raise ConfigError(f"HeadSpec {name} must be one of {allowed}; got {value!r}{hint}") from None
 
 
 @dataclass
@@ -146,7 +171,22 @@ class PromptModel(nn.Module):
     ) -> None:
         super().__init__()
         self.method = Method(method)
-        self.prefix_config = prefix_config or PrefixConfig()
+        # A checkpoint's loader requires [0, 1): refused here, a model saved with it could not be loaded.
+        if (
+            isinstance(head_dropout, bool)
+            or not isinstance(head_dropout, int | float)
+            or not 0 <= head_dropout < 1
+        ):
+            raise ConfigError(f"head_dropout must be a number in [0, 1), got {head_dropout!r}")
+        # A copy: the caller's config object (reused across a sweep) must not change this model's prefix.
+        self.prefix_config = (prefix_config or PrefixConfig()).copy()
+        unread = self.prefix_config.unread_fields(self.method)
+        if unread:
+            raise ConfigError(
+                f"prefix config {', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not used by method "
+                f"{self.method} (deep prefixes only: ptuning-v2, prefix-mlp); leave "
+                f"{'it' if len(unread) == 1 else 'them'} at the default"
+            )
         if (
             self.method is Method.PREFIX_MLP
             and self.prefix_config.reparameterization is not Reparameterization.MLP
@@ -210,8 +250,7 @@ class PromptModel(nn.Module):
         prefix_name = prefix_name or task
         if check_head:  # before anything is added: a refused task leaves no prefix behind
             self._check_head_fits(task, spec)
-        if self.method.uses_prefix and prefix_name not in self.prefixes:
-            self.prefixes[prefix_name] = self._new_prefix().train(self.training)  # the model's mode
+        head = None
         if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):  # those read the model's own LM head
             pooling = spec.pooling or (
                 Pooling.LAST
@@ -228,6 +267,12 @@ class PromptModel(nn.Module):
                 pooling,
                 spec.dense_activation,
             )
+            if spec.frozen_dense and self.method.freezes_backbone:
+                head.dense.requires_grad_(False)
+        # The head is built (a refused one raised above) before the prefix: no orphan prefix is left behind.
+        if self.method.uses_prefix and prefix_name not in self.prefixes:
+            self.prefixes[prefix_name] = self._new_prefix().train(self.training)  # the model's mode
+        if head is not None:
             self.heads[task] = head.to(self._device()).train(self.training)
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name

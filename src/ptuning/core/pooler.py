@@ -38,7 +38,10 @@ class PoolerNotFoundError(ValueError):
 def head_spec(kind: HeadKind, label_names: list[str] | None, pooling: str | None) -> HeadSpec:
     """The head for ``--pooling``: the pretrained pooler is a [CLS] head with a dense + tanh layer."""
     if pooling == PRETRAINED_POOLER:
-        return HeadSpec(kind, label_names, Pooling.FIRST, dense_activation=POOLER_ACTIVATION)
+        # frozen_dense: saved with the head, so that a loaded checkpoint freezes the pooler again
+        return HeadSpec(
+            kind, label_names, Pooling.FIRST, dense_activation=POOLER_ACTIVATION, frozen_dense=True
+        )
     return HeadSpec(kind, label_names, pooling)
 
 

@@ -68,7 +68,7 @@ class PrefixEncoder(nn.Module):
 
     def __init__(self, config: PrefixConfig, geometry: PrefixGeometry) -> None:
         super().__init__()
-        self.config = config
+        self.config = config.copy()  # its own: a caller changing theirs must not change this prefix
         self.geometry = geometry
         geometry.check_prefix_length(config.prefix_length)
         self.layer_indices = config.resolved_layers(geometry.num_layers)
@@ -131,7 +131,7 @@ class PromptEmbedding(nn.Module):
 
     def __init__(self, config: PrefixConfig, geometry: PrefixGeometry, init_from: torch.Tensor | None = None):
         super().__init__()
-        self.config = config
+        self.config = config.copy()  # its own: a caller changing theirs must not change this prefix
         # Prompts live in the input-embedding space, which is narrower than hidden_size in ELECTRA.
         width = init_from.shape[1] if init_from is not None else geometry.hidden_size
         self.embedding = nn.Embedding(config.prefix_length, width)

@@ -237,6 +237,15 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _prefix_fields_fit(self) -> TrainConfig:
         self.prefix_config()  # PrefixConfig checks what the fields above cannot (e.g. layer indices)
+        if not Method(self.method).is_deep:  # accepted and ignored, the run would not be the one asked for
+            defaults = {"prefix_layers": None, "prefix_init_std": 1.0}
+            unread = [name for name, default in defaults.items() if getattr(self, name) != default]
+            if unread:
+                raise ValueError(
+                    f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not used by method "
+                    f"{self.method} (deep prefixes only: ptuning-v2, prefix-mlp); leave "
+                    f"{'it' if len(unread) == 1 else 'them'} at the default"
+                )
         if self.tasks is not None and not self.tasks:
             raise ValueError("tasks needs at least one task")
         return self
