@@ -250,32 +250,44 @@ class PromptModel(nn.Module):
         prefix_name = prefix_name or task
         if check_head:  # before anything is added: a refused task leaves no prefix behind
             self._check_head_fits(task, spec)
-        head = None
-        if spec.kind not in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):  # those read the model's own LM head
-            pooling = spec.pooling or (
-                Pooling.LAST
-                if self.geometry.is_decoder
-                else Pooling.MEAN  # T5 / BART encoders have no [CLS] token
-                if self.geometry.is_encoder_decoder
-                else Pooling.FIRST
-            )
-            head = Head(
-                spec.kind,
-                self.geometry.hidden_size,
-                spec.num_labels,
-                self.head_dropout,
-                pooling,
-                spec.dense_activation,
-            )
-            if spec.frozen_dense and self.method.freezes_backbone:
-                head.dense.requires_grad_(False)
-        # The head is built (a refused one raised above) before the prefix: no orphan prefix is left behind.
-        if self.method.uses_prefix and prefix_name not in self.prefixes:
+        # The prefix is drawn before the head, as always (the random stream, so every seed's initial weights,
+        # stays what it was); a head that refuses takes the new prefix away again: no orphan is left behind.
+        new_prefix = self.method.uses_prefix and prefix_name not in self.prefixes
+        if new_prefix:
             self.prefixes[prefix_name] = self._new_prefix().train(self.training)  # the model's mode
+        try:
+            head = self._new_head(spec)
+        except Exception:
+            if new_prefix:
+                del self.prefixes[prefix_name]
+            raise
         if head is not None:
             self.heads[task] = head.to(self._device()).train(self.training)
         self.head_specs[task] = spec
         self.task_prefix[task] = prefix_name
+
+    def _new_head(self, spec: HeadSpec) -> Head | None:
+        """The head ``spec`` asks for (None for causal/seq2seq LM tasks, which read the model's own LM head)."""
+        if spec.kind in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):
+            return None
+        pooling = spec.pooling or (
+            Pooling.LAST
+            if self.geometry.is_decoder
+            else Pooling.MEAN  # T5 / BART encoders have no [CLS] token
+            if self.geometry.is_encoder_decoder
+            else Pooling.FIRST
+        )
+        head = Head(
+            spec.kind,
+            self.geometry.hidden_size,
+            spec.num_labels,
+            self.head_dropout,
+            pooling,
+            spec.dense_activation,
+        )
+        if spec.frozen_dense and self.method.freezes_backbone:
+            head.dense.requires_grad_(False)
+        return head
 
     def _check_head_fits(self, task: str, spec: HeadSpec) -> None:
         """Refuse a head this backbone cannot feed (it would fail deep inside forward otherwise)."""
