@@ -263,6 +263,9 @@ def test_a_given_backbone_gives_the_pooler_not_the_adapters_hub_base(tmp_path) -
         model = load_checkpoint(folder, backbone=fixture_backbone("bert-seq-cls"))
     pooler = load_file(str(base / "model.safetensors"))["bert.pooler.dense.weight"]
     assert torch.equal(model.heads["adapter"].dense.weight, pooler)
+    # a base weight, frozen as in PEFT, and recorded so: a save and load keep it frozen
+    assert model.head_specs["adapter"].frozen_dense
+    assert not any(p.requires_grad for p in model.heads["adapter"].dense.parameters())
     with torch.no_grad():
         logits = model(data["input_ids"], data["attention_mask"]).logits
     assert_peft_close(logits, data["logits"])

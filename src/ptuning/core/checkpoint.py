@@ -75,19 +75,6 @@ def _load_state(model: PromptModel, state: dict[str, torch.Tensor]) -> tuple[lis
     return missing, unexpected
 
 
-def _saved_head(model: PromptModel, task: str, spec: HeadSpec) -> dict[str, Any]:
-    """``spec`` as saved, with ``frozen_dense`` read from the head itself: a dense layer frozen as a base
-    weight (``--pooling pooler``, or a PEFT adapter's imported pooler) loads frozen again."""
-    dense = getattr(model.heads[task], "dense", None) if task in model.heads else None
-    if (
-        dense is not None
-        and model.method.freezes_backbone
-        and not any(p.requires_grad for p in dense.parameters())
-    ):
-        spec = dataclasses.replace(spec, frozen_dense=True)
-    return spec.to_dict()
-
-
 def _prefix_form(prefix: torch.nn.Module) -> str:
     return "mlp" if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None else "table"
 
@@ -121,7 +108,7 @@ def save_checkpoint(
         "head_dropout": model.head_dropout,
         "tasks": {
             task: {
-                "head": _saved_head(model, task, spec),
+                "head": spec.to_dict(),
                 "prefix": model.task_prefix[task],
                 "task": (task_names or {}).get(task, task),
                 "task_options": dict((task_options or {}).get(task) or {}),

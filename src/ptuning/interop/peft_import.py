@@ -221,7 +221,12 @@ def peft_checkpoint_config(
         position_mode=PositionMode.SHIFT,
     )
     head = HeadSpec(
-        mapping.kind, _label_names(adapter, mapping, rows, base), mapping.pooling, mapping.activation
+        mapping.kind,
+        _label_names(adapter, mapping, rows, base),
+        mapping.pooling,
+        mapping.activation,
+        frozen_dense=mapping.dense
+        == BASE_POOLER,  # a base weight, frozen in PEFT as under `--pooling pooler`
     )
     return {
         "format": FORMAT,
@@ -326,8 +331,7 @@ def _copy_head(model: PromptModel, adapter: PeftAdapter, mapping: HeadMapping, b
                 f"{base_path!r} holds no local pooler weights (transformers would start them "
                 f"at random, so PEFT's logits cannot be reproduced); import the prefix alone (prefix_only=True)"
             )
-        _copy_linear(head.dense, pooler, adapter, mapping)
-        head.dense.requires_grad_(False)  # a base weight, frozen in PEFT as under `--pooling pooler`
+        _copy_linear(head.dense, pooler, adapter, mapping)  # frozen by add_task (HeadSpec.frozen_dense)
     elif mapping.dense is not None:
         _copy_linear(head.dense, _linear_tensors(adapter, mapping.dense), adapter, mapping)
 
