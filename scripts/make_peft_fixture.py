@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import peft
 import torch
@@ -26,6 +27,7 @@ from peft import PrefixTuningConfig, TaskType, get_peft_model
 from safetensors.torch import save_file
 from transformers import (
     BertConfig,
+    BertForQuestionAnswering,
     BertForSequenceClassification,
     BertForTokenClassification,
     ElectraConfig,
@@ -124,10 +126,7 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
         encoder_hidden_size=8 if projection else None,
     )
     model = get_peft_model(base, peft_config)
-    with torch.no_grad():  # heads start as copies of the base's: make them differ, as after training
-        for parameter in model.parameters():
-            if parameter.requires_grad:
-                parameter.add_(torch.randn_like(parameter) * 0.5)
+    perturb_trainable(model)
     model.eval()
     # ids from 2 up: never a pad id (0 for BERT and Llama, 1 for RoBERTa, which finds padding by its id)
     input_ids = torch.randint(2, VOCAB, (2, 7), generator=torch.Generator().manual_seed(seed + 1))
@@ -163,6 +162,11 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
             generated=generated.sequences[:, 5:].contiguous(),
             generate_logits=torch.stack(generated.logits).contiguous(),  # (steps, B, vocab)
         )
+    save_fixture(folder, model, expected, f"{name} seed {seed}")
+
+
+def save_fixture(folder: Path, model: Any, expected: dict[str, torch.Tensor], label: str) -> None:
+    """The adapter (its base named relative to it), what PEFT computed, and which versions wrote them."""
     model.save_pretrained(folder / "adapter")
     save_file(expected, str(folder / "expected.safetensors"))
     config_path = folder / "adapter" / "adapter_config.json"
@@ -171,9 +175,54 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
     config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
     (folder / "adapter" / "README.md").unlink()  # PEFT's model-card template: nothing the tests read
     (folder / "GENERATED_BY.txt").write_text(
-        f"scripts/make_peft_fixture.py {name} seed {seed}: peft {peft.__version__}, transformers "
+        f"scripts/make_peft_fixture.py {label}: peft {peft.__version__}, transformers "
         f"{transformers.__version__}, torch {torch.__version__}\n"
     )
+
+
+def perturb_trainable(model: Any) -> None:
+    """Heads start as copies of the base's: make them differ, as after training."""
+    with torch.no_grad():
+        for parameter in model.parameters():
+            if parameter.requires_grad:
+                parameter.add_(torch.randn_like(parameter) * 0.5)
+
+
+QA_NAME, QA_SEED = "bert-qa", 6
+
+
+def write_qa_fixture(root: Path) -> None:
+    """A QUESTION_ANS adapter and PEFT's logits on inputs with token types (question 0, context 1), as the squad
+    task's features have them. PEFT 0.21.2's question answering never passes token_type_ids on under prefix
+    tuning: the stored logits are PEFT's with them given, which equal PEFT's without them (checked here)."""
+    folder = root / QA_NAME
+    torch.manual_seed(QA_SEED)
+    BertForQuestionAnswering(bert_config(2)).save_pretrained(folder / "base")
+    base = BertForQuestionAnswering.from_pretrained(folder / "base", attn_implementation="sdpa")
+    model = get_peft_model(
+        base, PrefixTuningConfig(task_type=TaskType.QUESTION_ANS, num_virtual_tokens=PREFIX_LENGTH)
+    )
+    perturb_trainable(model)
+    model.eval()
+    input_ids = torch.randint(2, VOCAB, (2, 9), generator=torch.Generator().manual_seed(QA_SEED + 1))
+    attention_mask = torch.ones_like(input_ids)
+    attention_mask[1, 7:] = 0  # right padding, as the other fixtures
+    input_ids[1, 7:] = 0
+    token_type_ids = torch.zeros_like(input_ids)
+    token_type_ids[:, 4:] = 1  # [CLS] question [SEP] | context [SEP]
+    token_type_ids[1, 7:] = 0
+    with torch.no_grad():
+        given = model(input_ids=input_ids, attention_mask=attention_mask, token_type_ids=token_type_ids)
+        without = model(input_ids=input_ids, attention_mask=attention_mask)
+    assert torch.equal(given.start_logits, without.start_logits), "PEFT now passes token_type_ids on"
+    expected = {
+        "input_ids": input_ids,
+        "attention_mask": attention_mask,
+        "token_type_ids": token_type_ids,
+        "start_logits": given.start_logits.contiguous(),
+        "end_logits": given.end_logits.contiguous(),
+    }
+    save_fixture(folder, model, expected, f"{QA_NAME} seed {QA_SEED}")
 
 
 def main() -> None:
@@ -181,6 +230,8 @@ def main() -> None:
     for seed, name in enumerate(FIXTURES):
         write_fixture(root, name, seed)
         print(f"wrote {root / name}")
+    write_qa_fixture(root)
+    print(f"wrote {root / QA_NAME}")
 
 
 if __name__ == "__main__":
