@@ -40,6 +40,7 @@ from ptuning.interop.peft_heads import (
     HeadMapping,
     is_decoder_family,
     mapping_for_ptuning,
+    reads_token_types,
     task_class,
 )
 
@@ -234,11 +235,10 @@ def _warn_if_pad_is_eos(base_config: PretrainedConfig, checkpoint_dir: Path) -> 
 def _warn_if_token_types_matter(base_config: PretrainedConfig, checkpoint_dir: Path) -> None:
     """PEFT 0.21.2's question answering never passes ``token_type_ids`` on under prefix tuning: on a base with
     token types (BERT: the squad task gives context tokens type 1), PEFT runs every token as type 0."""
-    type_vocab_size = getattr(base_config, "type_vocab_size", 1) or 1
-    if type_vocab_size > 1:
+    if reads_token_types(base_config):
         warnings.warn(
             f"{checkpoint_dir}: PEFT 0.21.2's question answering ignores token_type_ids under prefix tuning, but "
-            f"its base has {type_vocab_size} token types, which ptuning's QA features use (context tokens are "
+            f"its base has {base_config.type_vocab_size} token types, which ptuning's QA features use (context tokens are "
             "type 1); the adapter computes other logits in PEFT than the checkpoint does in ptuning "
             "(docs/INTEROP.md)",
             PeftExportNote,

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from typing import Any
 
 import transformers
 from transformers.modeling_layers import GenericForTokenClassification
@@ -64,6 +65,12 @@ def task_class(task_type: str, model_type: str) -> type | None:
     name = names if isinstance(names, str) or names is None else names[0]  # Funnel lists two base classes
     found = getattr(transformers, name, None) if name else None
     return found if isinstance(found, type) else None
+
+
+def reads_token_types(config: Any) -> bool:
+    """Whether the base tells token types apart (BERT: 2), which PEFT 0.21.2's question answering never passes
+    on under prefix tuning: every token runs as type 0 there."""
+    return (getattr(config, "type_vocab_size", None) or 1) > 1
 
 
 def is_decoder_family(model_type: str) -> bool:

@@ -36,7 +36,13 @@ from ptuning.interop.peft_format import (
     read_adapter,
     read_labels,
 )
-from ptuning.interop.peft_heads import BASE_POOLER, HeadMapping, mapping_for_peft, with_rows
+from ptuning.interop.peft_heads import (
+    BASE_POOLER,
+    HeadMapping,
+    mapping_for_peft,
+    reads_token_types,
+    with_rows,
+)
 
 HEAD_NAME = "adapter"  # the one task of an imported adapter
 HEAD_DROPOUT = 0.1  # transformers' classifier dropout default; inactive in eval
@@ -294,7 +300,7 @@ def load_peft_adapter(
     question_answering = adapter.task_type == "QUESTION_ANS" and not prefix_only
     model_class = PeftQuestionAnsweringModel if question_answering else PromptModel
     model = model_class(backbone, Method.PTUNING_V2, prefix, HEAD_DROPOUT)
-    if question_answering and (getattr(backbone.config, "type_vocab_size", None) or 1) > 1:
+    if question_answering and reads_token_types(backbone.config):
         warnings.warn(
             f"{adapter.folder}: PEFT 0.21.2's question answering never passes token_type_ids to the model under "
             "prefix tuning, so the adapter was trained with every token of type 0; the imported model ignores "
