@@ -112,8 +112,7 @@ async def test_an_id_that_is_not_a_string_or_a_finite_number_is_422(app, field, 
         response = await http.post("/tasks/sentiment/predict", content=body, headers=JSON)
     assert response.status_code == 422, response.text
     assert response.json()["detail"] == (
-        f"task 'sentiment': input 0, field {field!r}: the id should be a string or a finite number, "
-        f"found {shown}"
+        f"task 'sentiment': request, input 0: the id should be a string or a finite number, found {shown}"
     )
 
 

@@ -142,8 +142,19 @@ def test_a_classification_id_that_is_not_a_string_or_number_is_refused() -> None
     table = Table("x.jsonl", ["id", "sentence"], [{"id": 7, "sentence": "fine"}, {"id": [1], "sentence": "bad"}],
                   ["line 1", "line 2"])  # fmt: skip
     with pytest.raises(
-        DataError, match=r"x.jsonl, line 2: the id should be a string or a number, found \[1\]"
+        DataError, match=r"x.jsonl, line 2: the id should be a string or a finite number, found \[1\]"
     ):
+        examples_from_records(Sst2(), table, "jsonl")
+
+
+@pytest.mark.parametrize("bad", [float("nan"), float("inf"), True])
+def test_an_id_that_json_cannot_echo_is_refused(bad) -> None:
+    """Python's json reads NaN and Infinity: the prediction line would carry them as invalid JSON; true is an
+    int to Python. predict and the server share this check (record_id)."""
+    from ptuning.tasks.base import DataError
+
+    table = Table("x.jsonl", ["id", "sentence"], [{"id": bad, "sentence": "fine"}], ["line 1"])
+    with pytest.raises(DataError, match=r"x.jsonl, line 1: the id should be a string or a finite number"):
         examples_from_records(Sst2(), table, "jsonl")
 
 

@@ -8,18 +8,17 @@ An input is an object of the task's own fields ({"premise": ..., "hypothesis": .
 * a list of strings: the fields in order for classification tasks, the words for tagging.
 
 Texts longer than the limit, inputs nested deeper than any task's format (``MAX_DEPTH``), strings that are
-not valid Unicode (JSON's lone surrogates, which neither the tokenizer nor the response can encode) and ids
-that the answer could not echo (booleans, NaN, infinities) are refused here, before any tokenization.
+not valid Unicode (JSON's lone surrogates, which neither the tokenizer nor the response can encode) are
+refused here, before any tokenization; ids are checked as ``ptuning predict`` checks them (``record_id``).
 """
 
 from __future__ import annotations
 
-import math
 from typing import Any
 
 from ptuning.core.kinds import HeadKind
 from ptuning.tasks.base import DataError, Task
-from ptuning.tasks.readers import ID_FIELDS, Table
+from ptuning.tasks.readers import Table
 from ptuning.training.predict import examples_from_records
 
 Example = dict[str, Any]
@@ -36,9 +35,7 @@ def examples_from_inputs(task: Task, inputs: list[Any], max_text_length: int) ->
     for index, value in enumerate(inputs):
         where = f"input {index}"
         _check_lengths(value, max_text_length, where)
-        record = _record(task, value, where)
-        _check_id(record, where)
-        records.append(record)
+        records.append(_record(task, value, where))
     columns = list(dict.fromkeys(key for record in records for key in record))
     table = Table("request", columns, records, [f"input {i}" for i in range(len(records))])
     try:
@@ -69,20 +66,6 @@ def _record(task: Task, value: Any, where: str) -> dict[str, Any]:
         else f"an object of the fields {fields}" + (" or a list of them in that order" if fields else "")
     )
     raise InputError(f"{where}: task {task.name!r} takes {expected}")
-
-
-def _check_id(record: dict[str, Any], where: str) -> None:
-    """The id ``row_id`` will pick is a string or a finite number: NaN and infinities would come back as
-    null, and a boolean is not an id (``bool`` is an ``int`` to Python, so it would slip through)."""
-    for key in ID_FIELDS:
-        value = record.get(key)
-        if value is None or value == "":
-            continue  # row_id skips it too
-        if isinstance(value, bool) or (isinstance(value, float) and not math.isfinite(value)):
-            raise InputError(
-                f"{where}, field {key!r}: the id should be a string or a finite number, found {value!r}"
-            )
-        return
 
 
 def _check_lengths(value: Any, limit: int, where: str) -> None:

@@ -258,8 +258,10 @@ def record_id(table: Table, row: int) -> Any:
     """The record's own ``idx``/``id``/``index`` with its JSON type (an integer stays an integer), else its
     position: the same rule as the tasks' files (``readers.row_id``)."""
     value = row_id(table.rows[row], row)
-    if not isinstance(value, str | int | float):
-        raise DataError(f"{table.where(row)}: the id should be a string or a number, found {value!r}")
+    # NaN and infinities would be written as invalid JSON (or null), and a boolean is an int to Python
+    finite = not isinstance(value, float) or math.isfinite(value)
+    if isinstance(value, bool) or not isinstance(value, str | int | float) or not finite:
+        raise DataError(f"{table.where(row)}: the id should be a string or a finite number, found {value!r}")
     return value
 
 
