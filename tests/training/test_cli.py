@@ -223,9 +223,10 @@ def test_checkpoint_on_another_base_model_is_refused(sst2_run, tmp_path, capsys)
     assert code == 2 and err.count("\n") == 1 and "was trained on" in err
 
 
-def test_console_entry_point_exits_2_without_traceback() -> None:
+@pytest.mark.parametrize("module", ["ptuning", "ptuning.cli"])
+def test_console_entry_point_exits_2_without_traceback(module: str) -> None:
     result = subprocess.run(
-        [sys.executable, "-m", "ptuning.cli", "train", "--preset", "no-such-preset", "--data", "x"],
+        [sys.executable, "-m", module, "train", "--preset", "no-such-preset", "--data", "x"],
         capture_output=True,
         text=True,
         env=subprocess_env(),
