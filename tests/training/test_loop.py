@@ -222,21 +222,54 @@ def test_the_state_holds_and_restores_the_cuda_random_state(tmp_path, monkeypatc
     assert len(restored) == 1 and torch.equal(restored[0], cuda_state)
 
 
-def test_fp16_loss_scale_is_saved_and_restored_with_the_state(tmp_path) -> None:
+def _prompt_model(tiny_bert: str) -> PromptModel:
+    model = PromptModel(AutoModel.from_pretrained(tiny_bert), "ptuning-v2", PrefixConfig(prefix_length=2))
+    model.add_task("t", HeadSpec(HeadKind.CLASSIFICATION, ["a", "b"]))
+    return model
+
+
+def test_fp16_loss_scale_is_saved_and_restored_with_the_state(tmp_path, tiny_bert) -> None:
     """fp16 training's loss scale moves with overflows; a resume that restarted it at 65536 would skip other
     updates than the uninterrupted run (CPU GradScaler here: accelerate makes its scaler on CUDA only)."""
+    model = _prompt_model(tiny_bert)
     optimizer, scheduler = small_optimizer()
     scaler = torch.amp.GradScaler("cpu")
     scaler.load_state_dict({**scaler.state_dict(), "scale": 1024.0, "_growth_tracker": 37})
     state.save_training_state(
-        tmp_path, {}, optimizer, scheduler, {"micro": 3}, grad_scaler=scaler.state_dict()
+        tmp_path,
+        trainer.resumable_state(model),
+        optimizer,
+        scheduler,
+        {"micro": 3},
+        grad_scaler=scaler.state_dict(),
     )
     fresh = torch.amp.GradScaler("cpu")
-    progress = trainer.restore_training(
-        tmp_path, torch.nn.Linear(1, 1), optimizer, scheduler, grad_scaler=fresh
-    )
+    progress = trainer.restore_training(tmp_path, model, optimizer, scheduler, grad_scaler=fresh)
     assert progress == {"micro": 3} and fresh.state_dict() == scaler.state_dict()
     assert fresh.get_scale() == 1024.0
+
+
+@pytest.mark.parametrize("dropped", ["prefixes.t.embedding.weight", "heads.t.linear.weight"])
+def test_resume_refuses_a_state_without_a_trained_tensor(tmp_path, tiny_bert, dropped) -> None:
+    """Loading the state is not strict (the frozen backbone is not in it): a prefix or head tensor missing
+    from the file once stayed at its fresh initialisation and the resumed run went on as if restored."""
+    model = _prompt_model(tiny_bert)
+    optimizer, scheduler = small_optimizer()
+    saved = trainer.resumable_state(model)
+    assert dropped in saved
+    del saved[dropped]
+    state.save_training_state(tmp_path, saved, optimizer, scheduler, {"micro": 3})
+    with pytest.raises(ConfigError, match=rf"state.safetensors does not match .*missing \['{dropped}'\]"):
+        trainer.restore_training(tmp_path, _prompt_model(tiny_bert), optimizer, scheduler)
+
+
+def test_resume_refuses_a_state_with_a_tensor_this_model_lacks(tmp_path, tiny_bert) -> None:
+    model = _prompt_model(tiny_bert)
+    optimizer, scheduler = small_optimizer()
+    saved = {**trainer.resumable_state(model), "heads.u.linear.weight": torch.zeros(2, 8)}
+    state.save_training_state(tmp_path, saved, optimizer, scheduler, {"micro": 3})
+    with pytest.raises(ConfigError, match=r"unexpected \['heads.u.linear.weight'\]"):
+        trainer.restore_training(tmp_path, _prompt_model(tiny_bert), optimizer, scheduler)
 
 
 def test_a_state_save_killed_mid_write_leaves_nothing_once_the_next_run_loads(tmp_path, monkeypatch) -> None:

@@ -510,13 +510,7 @@ class Trainer:
         accelerator.wait_for_everyone()
 
     def _trainable_state(self) -> dict[str, torch.Tensor]:
-        """What the resumable state keeps of the model: prefixes and heads, or everything if nothing is frozen."""
-        model = self.unwrapped
-        return {
-            k: v
-            for k, v in model.state_dict().items()
-            if k.startswith(("prefixes.", "heads.")) or not model.method.freezes_backbone
-        }
+        return resumable_state(self.unwrapped)
 
     def _resume(self, model: PromptModel) -> None:
         restored = restore_training(
@@ -735,6 +729,33 @@ def _fresh_progress(names: list[str]) -> dict[str, Any]:
     }
 
 
+def resumable_state(model: PromptModel) -> dict[str, torch.Tensor]:
+    """What the resumable state keeps of the model: prefixes and heads, or everything if nothing is frozen."""
+    return {
+        k: v
+        for k, v in model.state_dict().items()
+        if k.startswith(("prefixes.", "heads.")) or not model.method.freezes_backbone
+    }
+
+
+def _check_resumable_keys(model: PromptModel, saved: dict[str, torch.Tensor], output_dir: Path) -> None:
+    """The saved state must hold every tensor the run trains: loading is not strict (a frozen backbone is not
+    saved), so a tensor missing from the file would otherwise stay at its fresh initialisation, unsaid."""
+    expected = set(resumable_state(model))
+    missing, unexpected = sorted(expected - set(saved)), sorted(set(saved) - expected)
+    if missing or unexpected:
+        where = Path(output_dir) / "training_state" / "state.safetensors"
+        parts = [
+            f"{label} {names[:3]}{' ...' if len(names) > 3 else ''}"
+            for label, names in (("missing", missing), ("unexpected", unexpected))
+            if names
+        ]
+        raise ConfigError(
+            f"{where} does not match this run's model ({'; '.join(parts)}): "
+            "train without --resume to start over"
+        )
+
+
 def restore_training(
     output_dir: Path,
     model: torch.nn.Module,
@@ -750,6 +771,7 @@ def restore_training(
     if resumed is None:
         return None
     model_state, optimizer_state, meta = resumed
+    _check_resumable_keys(model, model_state, output_dir)
     model.load_state_dict(model_state, strict=False)
     optimizer.load_state_dict(optimizer_state)
     scheduler.load_state_dict(meta["scheduler"])
