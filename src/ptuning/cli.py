@@ -564,7 +564,7 @@ def _add_checkpoint_options(parser: argparse.ArgumentParser) -> None:
         "--backbone-quantization",
         choices=("int8", "int8-dynamic", "nf4"),
         help="int8: weight-only int8 linear layers on CPU (bitsandbytes on CUDA); int8-dynamic: torch dynamic "
-        "quantization (CPU, int8 activations too); nf4: CUDA + bitsandbytes",
+        "quantization (CPU, int8 activations with one scale per batch: an answer depends on its batch); nf4: CUDA + bitsandbytes",
     )
     parser.add_argument(
         "--compile",

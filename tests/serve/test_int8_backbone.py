@@ -167,3 +167,24 @@ def test_serve_flags_out_of_range_are_one_line_before_the_model_loads(root, caps
         main(["serve", "--checkpoints", str(root), "--model", "/nowhere", *flags])
     error = capsys.readouterr().err
     assert exit_code.value.code == 2 and message in error, error
+
+
+@pytest.mark.parametrize("kind", ["int8", "int8-dynamic"])
+def test_only_int8_dynamic_answers_depend_on_the_batch_and_the_server_says_so(root, base_dir, kind, caplog):
+    """int8-dynamic rounds a pass's activations with one scale (padding included), so an input's answer moves
+    with what shares its pass: documented (docs/SERVING.md) and warned at start-up. Weight-only int8 does not."""
+    companion = "a long and winding story of three brothers who never once agree on anything at all"
+    with TestClient(create_app(root, base_dir, max_wait_ms=0, backbone_quantization=kind)) as http:
+        alone = http.post("/tasks/sentiment/predict", json={"inputs": BODY["inputs"][:1]}).json()
+        batched = http.post(
+            "/tasks/sentiment/predict", json={"inputs": [BODY["inputs"][0], companion]}
+        ).json()
+    moved = abs(
+        alone["predictions"][0]["probabilities"]["positive"]
+        - batched["predictions"][0]["probabilities"]["positive"]
+    )
+    warned = [r.message for r in caplog.records if "int8-dynamic quantizes each pass" in r.getMessage()]
+    if kind == "int8":
+        assert moved < 1e-6 and not warned
+    else:
+        assert moved > 1e-6 and len(warned) == 1

@@ -50,6 +50,10 @@ from ptuning.serve.registry import InvalidName, NotFound, OutsideRoot, PromptReg
 from ptuning.training.predict import jsonable
 
 logger = logging.getLogger(__name__)
+INT8_DYNAMIC_SHARES_SCALES = (
+    "int8-dynamic quantizes each pass's activations with one scale, so an answer depends on the requests "
+    "batched with it (up to ~1.5 logits on MiniLM); int8 (weight-only) answers each input alike"
+)
 
 API_KEY_HEADER = "X-API-Key"
 _TASK_ROUTE = re.compile(r"/tasks/([^/]+)/(?:predict|generate)")
@@ -192,6 +196,8 @@ def create_app(
         backbone.to(target)
     if after_loading:
         quantize_backbone(backbone, backbone_quantization)  # records the unquantized fingerprints first
+    if backbone_quantization == "int8-dynamic":
+        logger.warning(INT8_DYNAMIC_SHARES_SCALES)
     storage = backbone_storage(backbone)
     registry = PromptRegistry(checkpoint_dir, backbone, tokenizer, max_length)
     if compile:
