@@ -168,3 +168,120 @@ def test_sharding_an_encoder_decoder_is_refused_before_loading(
         "(T5, BART...): train it without sharding"
     ) in err
     assert not (tmp_path / "run").exists()
+
+
+@pytest.fixture
+def gpt2_32(tmp_path) -> str:
+    """A causal LM's config.json (what preflight reads) whose position table ends at 32."""
+    from transformers import GPT2Config
+
+    folder = tmp_path / "gpt2-32"
+    GPT2Config(n_embd=16, n_layer=2, n_head=2, n_positions=32, vocab_size=64).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.fixture
+def lm_dir(tmp_path) -> str:
+    folder = tmp_path / "lm"
+    folder.mkdir()
+    for split in ("train", "dev"):
+        (folder / f"{split}.jsonl").write_text('{"prompt": "say one", "response": "one"}\n')
+    return str(folder)
+
+
+@pytest.mark.parametrize(
+    ("extra", "said"),
+    [
+        ((), "32 positions; set the task option max_new_tokens to 32 or less"),
+        (
+            ("--max-length", "28", "--position-mode", "shift"),
+            "32 positions (4 taken by the prefix); set the task option max_new_tokens to 28 or less",
+        ),
+    ],
+)
+def test_a_max_new_tokens_that_leaves_no_prompt_room_is_refused_before_loading(
+    extra, said, gpt2_32, lm_dir, tmp_path, capsys
+) -> None:
+    """Predict and the server cut prompts to what the positions leave beside max_new_tokens; a table that
+    max_new_tokens alone fill could never decode, and the run found out only at its first evaluation."""
+    argv = train_args(
+        gpt2_32,
+        lm_dir,
+        tmp_path / "run",
+        "--task-options",
+        '{"max_new_tokens": 40}',
+        *extra,
+        task="causal-lm",
+    )
+    err = one_line_error(argv, capsys)
+    assert (
+        f"task 'causal-lm': max_new_tokens 40 leaves no room for a prompt in {gpt2_32} (gpt2)'s {said}" in err
+    )
+    assert not (tmp_path / "run").exists()
+
+
+def _mpnet_config_folder(folder: Path) -> None:
+    from transformers import MPNetConfig
+
+    small = dict(hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32)
+    MPNetConfig(max_position_embeddings=514, pad_token_id=1, vocab_size=64, **small).save_pretrained(folder)
+
+
+def test_packaged_names_are_checked_from_their_prepared_cache_without_preparing_it(
+    tmp_path, monkeypatch
+) -> None:
+    """--model mpnet --max-length 600 passed preflight and failed at the first forward (MPNet has 512)."""
+    from transformers import LlamaConfig
+
+    from ptuning.core import packaged
+    from ptuning.core.config import ConfigError
+    from ptuning.training import preflight
+    from ptuning.training.config import TrainConfig
+
+    def no_preparing() -> None:
+        raise AssertionError("preflight unzipped or converted a packaged model")
+
+    monkeypatch.setattr(packaged, "mpnet_path", no_preparing)
+    monkeypatch.setattr(packaged, "smollm2_path", no_preparing)
+    monkeypatch.setenv("PTUNING_CACHE", str(tmp_path / "cache"))
+    config = TrainConfig(model="mpnet", task="sst2", max_length=600, output_dir=str(tmp_path / "run"))
+    preflight.check_positions(config)  # not prepared: skipped, as before
+    assert preflight._model_config("smollm2") is None
+    _mpnet_config_folder(tmp_path / "cache" / packaged.MPNET_FOLDER)
+    with pytest.raises(ConfigError) as error:
+        preflight.check_positions(config)
+    assert (
+        str(error.value)
+        == "--max-length 600 needs 600 positions but mpnet (mpnet) has 512; use --max-length 512 or less"
+    )
+    LlamaConfig(
+        hidden_size=16, num_hidden_layers=1, num_attention_heads=2, intermediate_size=32
+    ).save_pretrained(tmp_path / "cache" / packaged.SMOLLM2_FOLDER)
+    assert preflight._model_config("smollm2").model_type == "llama"
+
+
+def test_a_hub_id_is_checked_from_the_local_hugging_face_cache(tmp_path, monkeypatch) -> None:
+    """Its config.json read where a download left it; an id not cached is skipped (nothing is downloaded)."""
+    from huggingface_hub import constants
+
+    from ptuning.core.config import ConfigError
+    from ptuning.training import preflight
+    from ptuning.training.config import TrainConfig
+
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hub"))
+    repo = tmp_path / "hub" / "models--someone--tiny-mpnet"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0123abcd")
+    _mpnet_config_folder(repo / "snapshots" / "0123abcd")
+
+    def check(model: str) -> None:
+        preflight.check_positions(
+            TrainConfig(model=model, task="sst2", max_length=600, output_dir=str(tmp_path / "run"))
+        )
+
+    check("someone/not-cached")
+    with pytest.raises(ConfigError) as error:
+        check("someone/tiny-mpnet")
+    assert str(error.value) == (
+        "--max-length 600 needs 600 positions but someone/tiny-mpnet (mpnet) has 512; use --max-length 512 or less"
+    )

@@ -59,9 +59,43 @@ def _head_of(task: Task, model: Any) -> str | None:
     return task.name if task.name in getattr(model, "tasks", ()) else None
 
 
+def prompt_room(positions: int | None, slots: int, max_new_tokens: int) -> int | None:
+    """The most prompt tokens a causal LM can decode ``max_new_tokens`` after within ``positions`` (None: a
+    table without end), ``slots`` of them taken by the prefix: ``positions_needed`` solved for the prompt.
+    Below 1 where max_new_tokens alone fill the table."""
+    return None if positions is None else positions - slots - max_new_tokens + 1
+
+
+def task_prompt_room(task: Task, model: Any) -> int | None:
+    """``prompt_room`` of a causal-LM task on ``model`` with the task's own max_new_tokens: predict cuts its
+    prompts to it too, since a prompt that fits max_length may leave decoding no room. None for other tasks
+    (an encoder-decoder numbers prompt and answer apart) and tables without end."""
+    head = _head_of(task, model)
+    if getattr(task, "head", None) is not HeadKind.CAUSAL_LM or _is_seq2seq(model, head):
+        return None
+    new_tokens = getattr(task, "max_new_tokens", 64)
+    return prompt_room(model.geometry.usable_positions, _slots(model, head), new_tokens)
+
+
+def check_prompt_room(task: Task, model: Any) -> None:
+    """Refuse, before any input is read, a causal-LM task whose max_new_tokens (with the prefix's slots) leave
+    no position for even one prompt token: no cut could make its prompts decodable."""
+    room = task_prompt_room(task, model)
+    if room is None or room >= 1:
+        return
+    new_tokens, slots = getattr(task, "max_new_tokens", 64), _slots(model, _head_of(task, model))
+    positions = model.geometry.usable_positions
+    raise ConfigError(
+        f"max_new_tokens {new_tokens} leaves no room for a prompt in {model.geometry.model_type}'s {positions} "
+        f"positions{f' ({slots} taken by the prefix)' if slots else ''}; max_new_tokens must be at most "
+        f"{positions - slots}"
+    )
+
+
 def check_generation_room(task: Task, model: Any, features: Features) -> None:
     """Refuse, before training, a split whose decoding would index past the position table: found only at the
     first evaluation, that ended a run with nothing saved."""
+    check_prompt_room(task, model)
     head = _head_of(task, model)
     _check_positions(
         model,
@@ -169,8 +203,7 @@ def _check_positions(
     positions = model.geometry.usable_positions
     if positions is None or not prompts:
         return
-    named = task if task is not None else (model.tasks[0] if len(model.tasks) == 1 else None)
-    slots = model.task_prefix_positions(named) if named is not None else model.prefix_positions
+    slots = _slots(model, task)
     longest = max(len(prompt) for prompt in prompts)
     if seq2seq:
         if slots + longest > positions or max_new_tokens > positions:
@@ -185,6 +218,12 @@ def _check_positions(
             f"the longest prompt ({longest} tokens){f' + {slots} prefix slots' if slots else ''} + max_new_tokens "
             f"({max_new_tokens}) - 1 exceed the model's {positions} positions; lower max_length or max_new_tokens"
         )
+
+
+def _slots(model: Any, task: str | None) -> int:
+    """Positions the prefix of ``task`` (None: the model's only task) takes before the prompt's."""
+    named = task if task is not None else (model.tasks[0] if len(model.tasks) == 1 else None)
+    return model.task_prefix_positions(named) if named is not None else model.prefix_positions
 
 
 def plain_greedy(generate_kwargs: dict[str, Any]) -> bool:

@@ -28,8 +28,7 @@ from ptuning.core.checkpoint import CONFIG_FILE
 from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
-from ptuning.generation.decoder import positions_needed
-from ptuning.generation.texts import generation_prompts
+from ptuning.generation.texts import generation_prompts, prompt_room
 from ptuning.serve.inputs import encodable
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
@@ -107,7 +106,10 @@ class GenerateResponse(BaseModel):
     prompt_tokens: int = Field(description="the prompt's tokens the answer was generated from")
     prompt_cut_tokens: int = Field(
         0,
-        description="tokens cut from the prompt's left to fit the checkpoint's max_length, as ptuning predict cuts",
+        description=(
+            "tokens cut from the prompt's left to fit the checkpoint's max_length and leave max_new_tokens room "
+            "in the model's positions, as ptuning predict cuts"
+        ),
     )
     seed: int | None = Field(description="the sampling seed used (null when greedy)")
 
@@ -218,9 +220,12 @@ class GenerationService:
         return events, gone, held
 
 
-def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) -> tuple[list[int], int]:
+def prompt_token_ids(
+    served: ServedTask, tokenizer: Any, body: GenerateRequest, prompt_limit: int | None = None
+) -> tuple[list[int], int]:
     """The prompt's tokens exactly as the task builds them for training and ``ptuning predict`` (cut from the
-    left to the checkpoint's ``max_length``), and how many tokens that cut."""
+    left to the checkpoint's ``max_length``, and to ``prompt_limit``: what the model's positions leave beside
+    the request's max_new_tokens), and how many tokens that cut."""
     if body.messages is not None:
         turns = [(m.role, m.content) for m in body.messages]
         roles = [role for role, _ in turns]
@@ -235,10 +240,8 @@ def prompt_token_ids(served: ServedTask, tokenizer: Any, body: GenerateRequest) 
     example = {"id": 0, "source": "request", "prompt": prompt, "response": "", "history": history}
     example["references"] = [""]
     try:
-        whole, fitted = (
-            served.task.featurize([example], tokenizer, max_length=length)[0][0]
-            for length in (1 << 30, served.max_length)
-        )
+        (whole,), _ = served.task.featurize([example], tokenizer, 1 << 30)
+        (fitted,), _ = served.task.featurize([example], tokenizer, served.max_length, prompt_limit)
     except (ValueError, KeyError, TypeError) as error:
         raise HTTPException(422, f"task {served.name!r}: {error}") from None
     # the prompt evaluation and predict decode from: a task whose empty response still renders a token (" ")
@@ -262,7 +265,9 @@ def add_generate_routes(
             200: {"description": "the answer (JSON), or with stream=true server-sent events"},
             404: {"description": "unknown task"},
             413: {"description": "prompt longer than the server's max prompt tokens"},
-            422: {"description": "not a causal-LM task, bad settings, or more new tokens than allowed"},
+            422: {
+                "description": "not a causal-LM task, bad settings, or more new tokens than allowed or fit"
+            },
             429: {"description": "too many sequences in flight; retry after the Retry-After seconds"},
             503: {"description": "the task was unloaded while the request waited"},
         },
@@ -312,23 +317,24 @@ def add_generate_routes(
             params = SamplingParams(wanted, body.temperature, body.top_p, body.seed, stops)
         except ConfigError as error:
             raise HTTPException(422, str(error)) from None
-        prompt, cut = prompt_token_ids(served, registry.tokenizer, body)
+        positions = registry.model.geometry.usable_positions  # learned position tables end somewhere
+        shifted = registry.model.prefix_config.position_mode is PositionMode.SHIFT  # one mode per server
+        # PEFT's numbering ("shift"): the prompt's tokens come after the prefix's positions
+        slots = served.prefix_length if shifted else 0
+        room = prompt_room(positions, slots, wanted)  # the prompt is cut to it, as predict cuts
+        if room is not None and room < 1:
+            raise HTTPException(
+                422,
+                f"max_new_tokens={wanted} leaves no room for a prompt in the model's {positions} positions"
+                f"{f' ({slots} taken by the prefix)' if slots else ''}; ask for at most {positions - slots}",
+            )
+        prompt, cut = prompt_token_ids(served, registry.tokenizer, body, room)
         if not prompt:
             raise HTTPException(422, "the prompt is empty after tokenization; give at least one token")
         if len(prompt) > limits.max_prompt_tokens:
             raise HTTPException(
                 413,
                 f"the prompt has {len(prompt)} tokens; this server allows at most {limits.max_prompt_tokens}",
-            )
-        positions = registry.model.geometry.usable_positions  # learned position tables end somewhere
-        shifted = registry.model.prefix_config.position_mode is PositionMode.SHIFT  # one mode per server
-        # PEFT's numbering ("shift"): the prompt's tokens come after the prefix's positions
-        slots = served.prefix_length if shifted else 0
-        if positions is not None and positions_needed(slots, len(prompt), wanted) > positions:
-            raise HTTPException(
-                413,
-                f"the prompt ({len(prompt)} tokens{f' + {slots} prefix positions' if slots else ''}) + "
-                f"max_new_tokens ({wanted}) - 1 exceed the model's {positions} positions",
             )
         deadline = time.monotonic() + limits.max_seconds
         return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut

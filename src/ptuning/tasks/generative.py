@@ -179,24 +179,33 @@ class GenerativeTask(Task):
         )
 
     def featurize(
-        self, examples: list[Example], tokenizer: Any, max_length: int
+        self, examples: list[Example], tokenizer: Any, max_length: int, prompt_limit: int | None = None
     ) -> tuple[Features, DataReport]:
         """input_ids = prompt + response (+ EOS); labels are -100 on the prompt, the ids on the response.
 
         ``generation_prompt`` is the prompt as ``predict`` and the server cut it (room for an empty response):
         evaluation generates from it, so a dev score is computed on the prompt deployment sees, whatever the
-        length of the gold response that shortened the training input."""
+        length of the gold response that shortened the training input. ``prompt_limit`` (predict and the
+        server: ``generation.prompt_room``) cuts it shorter where the model's positions leave a max_length
+        prompt no room for max_new_tokens; such a cut is counted like a max_length cut."""
+        if prompt_limit is not None and prompt_limit < 1:
+            raise ConfigError(
+                f"prompt_limit must be >= 1 (a prompt token to generate from), got {prompt_limit}"
+            )
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
-        cut_prompts = cut_responses = cut_tokens = cut_for_generation = 0
+        cut_prompts = cut_responses = cut_tokens = cut_for_generation = generation_cut_tokens = 0
+        room = max_length - len(eos)
+        if prompt_limit is not None:
+            room = min(room, prompt_limit)
         for index, example in enumerate(examples):
             prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
-            room = max_length - len(eos)
-            generation_prompt = (
-                cut_from_the_left(prompt, room, tokenizer.bos_token_id) if len(prompt) > room else prompt
-            )
-            cut_for_generation += len(prompt) > room
+            generation_prompt = prompt
+            if len(prompt) > room:
+                generation_prompt = cut_from_the_left(prompt, room, tokenizer.bos_token_id)
+                cut_for_generation += 1
+                generation_cut_tokens += len(prompt) - room
             if len(prompt) + len(response) > max_length:
                 if self.truncation == "error":
                     raise DataError(
@@ -222,16 +231,29 @@ class GenerativeTask(Task):
         report.truncated, report.cut_for_generation = cut_prompts, cut_for_generation
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
-        if cut_prompts and not any(response_ids):  # predict's input: prompts alone, no training layout
-            report.notes.append(
-                f"{self.name}: {cut_for_generation} of {len(examples)} prompts were longer than max_length="
-                f"{max_length} and were cut from the left for generation ({cut_tokens} tokens dropped in all)"
+        # the model's positions, not max_length, set the generation cut: said in a note of its own
+        positions_cut = room < max_length - len(eos)
+        if cut_prompts and any(response_ids):
+            generation = (
+                ""
+                if positions_cut
+                else f"; generation, which reads the prompt alone, cut {cut_for_generation} of them"
             )
-        elif cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts did not fit max_length={max_length} with "
-                f"their response and were cut from the left for training ({cut_tokens} tokens dropped in all); "
-                f"generation, which reads the prompt alone, cut {cut_for_generation} of them"
+                f"their response and were cut from the left for training ({cut_tokens} tokens dropped in all)"
+                + generation
+            )
+        if cut_for_generation and (positions_cut or not any(response_ids)):
+            longer = (
+                f"{room} tokens (what the model's positions leave beside max_new_tokens; max_length={max_length} "
+                f"would keep {max_length - len(eos)})"
+                if positions_cut
+                else f"max_length={max_length}"
+            )
+            report.notes.append(
+                f"{self.name}: {cut_for_generation} of {len(examples)} prompts were longer than {longer} and were "
+                f"cut from the left for generation ({generation_cut_tokens} tokens dropped in all)"
             )
         if cut_responses:
             report.notes.append(

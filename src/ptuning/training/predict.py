@@ -24,7 +24,8 @@ from ptuning.core.devices import inference_device
 from ptuning.core.model import PromptModel
 from ptuning.core.quantization import check_quantization, quantize_backbone, quantizes_after_loading
 from ptuning.generation import generate_task_outputs, is_generative
-from ptuning.tasks.base import DataError, Features, Task
+from ptuning.generation.texts import check_prompt_room, task_prompt_room
+from ptuning.tasks.base import DataError, DataReport, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
@@ -115,6 +116,7 @@ def load_for_inference(
         quantize_backbone(model, quantization)
     length = rebuilt.length(max_length)
     check_positions(model, length, explicit=max_length is not None)
+    check_prompt_room(rebuilt.task, model)
     return LoadedCheckpoint(model, tokenizer, rebuilt.task, head, length, notes)
 
 
@@ -292,7 +294,7 @@ def predict(
 ) -> list[dict]:
     """One decoded prediction per example, with the example's id first. ``notes``, when given, receives what
     featurizing cut (inputs longer than ``max_length``, with counts), so a caller can say so."""
-    features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    features, report = featurize_inputs(loaded, examples)
     if notes is not None:
         notes.extend(report.notes)
     decoded = loaded.task.decode(examples, features, _outputs(loaded, features, batch_size))
@@ -300,6 +302,15 @@ def predict(
         prediction if "id" in prediction else {"id": example.get("id"), **prediction}
         for example, prediction in zip(examples, decoded, strict=True)
     ]
+
+
+def featurize_inputs(loaded: LoadedCheckpoint, examples: list[dict[str, Any]]) -> tuple[Features, DataReport]:
+    """The task's features at ``loaded.max_length``; a causal LM's prompts are also cut to what its positions
+    leave beside max_new_tokens (``generation.task_prompt_room``), so that one long prompt is cut and counted
+    instead of failing every input's decoding."""
+    room = task_prompt_room(loaded.task, loaded.model)
+    limit = {} if room is None else {"prompt_limit": room}
+    return loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length, **limit)
 
 
 HELD_OUT_PREFIX = "dev-from-"  # the dev split a --dev-from-train run held out of its train split
@@ -326,7 +337,7 @@ def score_split(
         total, examples = len(examples), first_whole_groups(loaded.task, examples, max_samples)
         if loaded.task.group_name and notes is not None:
             notes.append(limit_note(split, loaded.task, len(examples), total, max_samples))
-    features, report = loaded.task.featurize(examples, loaded.tokenizer, loaded.max_length)
+    features, report = featurize_inputs(loaded, examples)
     if notes is not None:
         notes.extend(read_report.notes + report.notes)
         if read_report.unlabelled:

@@ -35,6 +35,7 @@ def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
     check_sharding(config)
     check_pooling(config, head_kinds)
     check_positions(config)
+    check_prompt_room(config, head_kinds)
     check_init_prefix(config)
 
 
@@ -191,8 +192,8 @@ def check_pooling(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
 def check_positions(config: TrainConfig) -> None:
     """max_length (plus the prefix, where it takes positions) fits the model's position table.
 
-    Reads only the model's config.json when it is a local folder (or the packaged MiniLM); other models are
-    checked by the model itself at the first forward pass.
+    Reads only the model's config.json (``_model_config``: a local folder, a prepared packaged model, a hub id
+    cached locally); other models are checked by the model itself at the first forward pass.
     """
     geometry = _geometry(config.model)
     limit = geometry.usable_positions if geometry is not None else None
@@ -216,23 +217,65 @@ def check_positions(config: TrainConfig) -> None:
         )
 
 
+def check_prompt_room(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
+    """A causal-LM task's max_new_tokens (plus the prefix, where it takes positions) leave at least one
+    position for a prompt: predict and the server cut prompts to what is left, so only a table that
+    max_new_tokens alone fill could never decode. Read from config.json as ``check_positions`` reads it."""
+    causal = [name for name, kind in head_kinds.items() if kind is HeadKind.CAUSAL_LM]
+    geometry = _geometry(config.model) if causal else None
+    limit = geometry.usable_positions if geometry is not None else None
+    if limit is None:
+        return
+    slots = config.prefix_config().positions_taken(Method(config.method))
+    for name in causal:
+        new_tokens = _max_new_tokens(config, name)
+        if new_tokens is not None and slots + new_tokens > limit:
+            taken = f" ({slots} taken by the prefix)" if slots else ""
+            raise ConfigError(
+                f"task {name!r}: max_new_tokens {new_tokens} leaves no room for a prompt in {config.model} "
+                f"({geometry.model_type})'s {limit} positions{taken}; set the task option max_new_tokens to "
+                f"{limit - slots} or less"
+            )
+
+
+def _max_new_tokens(config: TrainConfig, name: str) -> int | None:
+    """The task's max_new_tokens from its options as ``engine.plan_tasks`` reads them (keyed by task in a
+    multi-task run whose keys are all task names); None where the options do not build it (plan_tasks says)."""
+    from ptuning.tasks.registry import get_task
+
+    options = config.task_options
+    if config.is_multitask and options and set(options) <= set(config.task_names):
+        options = options.get(name, {})
+    try:
+        return getattr(get_task(name, **options), "max_new_tokens", None)
+    except (TypeError, ValueError):
+        return None
+
+
 def _is_encoder_decoder(model: str) -> bool:
     """Whether the model's config.json says encoder-decoder, as ``PrefixGeometry`` reads it (False where the
-    config cannot be read before loading: a hub id)."""
+    config cannot be read before loading: a hub id not in the local cache)."""
     return bool(getattr(_model_config(model), "is_encoder_decoder", False))
 
 
 def _model_config(model: str) -> Any | None:
-    """The model's config (config.json only: no weights) where it is a local folder, else None."""
-    folder = _local_model_folder(model)
-    if folder is None:
-        return None
+    """The model's config (config.json only: no weights) where it is a local folder, a packaged model already
+    prepared, or a hub id whose config.json is in the local Hugging Face cache; else None."""
     from transformers import AutoConfig
 
+    folder = _local_model_folder(model)
+    if folder is not None:
+        try:
+            return AutoConfig.from_pretrained(folder)
+        except (OSError, ValueError, KeyError) as error:
+            raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({error})") from None
+    cached = _cached_hub_config(model)
+    if cached is None:
+        return None
     try:
-        return AutoConfig.from_pretrained(folder)
-    except (OSError, ValueError, KeyError) as error:
-        raise ConfigError(f"{folder / 'config.json'}: cannot read the model's config ({error})") from None
+        return AutoConfig.from_pretrained(cached.parent)
+    except (OSError, ValueError, KeyError):  # e.g. remote code: loading reports it in the hub's own words
+        return None
 
 
 def _geometry(model: str) -> PrefixGeometry | None:
@@ -254,12 +297,31 @@ def _geometry(model: str) -> PrefixGeometry | None:
 
 
 def _local_model_folder(model: str) -> Path | None:
-    from ptuning.core.backbones import PACKAGED_MINILM, packaged_minilm_path
+    """A folder holding the model's config.json: a local folder, or a packaged model's (``core.packaged``)
+    where it is already prepared. Never prepared here: unzipping MPNet or converting SmolLM2 takes tens of
+    seconds, which the run spends on loading anyway."""
+    from ptuning.core.backbones import PACKAGED_MINILM, PACKAGED_MPNET, PACKAGED_SMOLLM2, packaged_minilm_path
+    from ptuning.core.packaged import MPNET_FOLDER, SMOLLM2_FOLDER, cache_root
 
     if model == PACKAGED_MINILM:
         try:
             return packaged_minilm_path()
         except FileNotFoundError:
             return None
+    if model in (PACKAGED_MPNET, PACKAGED_SMOLLM2):
+        folder = cache_root() / (MPNET_FOLDER if model == PACKAGED_MPNET else SMOLLM2_FOLDER)
+        return folder if (folder / "config.json").is_file() else None
     path = Path(model).expanduser()
     return path if (path / "config.json").is_file() else None
+
+
+def _cached_hub_config(model: str) -> Path | None:
+    """The config.json of hub id ``model`` in the local Hugging Face cache, or None (not cached, or not a hub
+    id): preflight reads what is there and never downloads."""
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(model, "config.json")
+    except ValueError:  # not a valid repo id (a folder path that does not exist)
+        return None
+    return Path(found) if isinstance(found, str) else None
