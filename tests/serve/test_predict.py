@@ -202,19 +202,24 @@ async def test_metrics_count_requests_batches_and_latency(app) -> None:
 
 
 @pytest.mark.anyio
-async def test_a_qa_checkpoint_with_short_windows_is_served_and_a_question_too_long_for_them_is_a_422(
+async def test_a_qa_checkpoint_whose_windows_cannot_hold_the_longest_question_is_a_422_whatever_the_question(
     base_dir, base, tmp_path
 ) -> None:
-    """Trained with max_length 160 (its questions were short): the server refused the whole checkpoint for
-    the worst case (a 64-token question), which training had accepted."""
+    """Saved with max_length 160 before training refused it: doc_stride 128 leaves no context room beside a
+    question of max_question_length (64) tokens. Whether a request failed once depended on its question's
+    length (a short one was answered); now every request gets the same 422, and a server --max-length that
+    leaves room answers them all."""
     build_checkpoint(base_dir, tmp_path / "qa", {"squad": "squad"}, max_length=160)
     backbone, tokenizer = base
-    app = create_app(tmp_path, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
     long = "When " + "exactly " * 40 + "was the tower finished?"
+    bodies = [{"input": INPUTS["qa"][0]}, {"input": {"question": long, "context": CONTEXT}}]
+    app = create_app(tmp_path, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0)
     async with client(app) as http:
-        short = await http.post("/tasks/qa/predict", json={"input": INPUTS["qa"][0]})
-        too_long = await http.post(
-            "/tasks/qa/predict", json={"input": {"question": long, "context": CONTEXT}}
-        )
-    assert short.status_code == 200 and "answer" in short.json()["prediction"]
-    assert too_long.status_code == 422 and "doc_stride=128 must be smaller" in too_long.json()["detail"]
+        refused = [await http.post("/tasks/qa/predict", json=body) for body in bodies]
+    assert [r.status_code for r in refused] == [422, 422]
+    assert all("doc_stride=128 must be smaller" in r.json()["detail"] for r in refused)
+    roomy = create_app(tmp_path, backbone=backbone, tokenizer=tokenizer, max_wait_ms=0, max_length=200)
+    async with client(roomy) as http:
+        answered = [await http.post("/tasks/qa/predict", json=body) for body in bodies]
+    assert [r.status_code for r in answered] == [200, 200]
+    assert all("answer" in r.json()["prediction"] for r in answered)

@@ -9,6 +9,7 @@ import pytest
 from tokenizers import Tokenizer, models, pre_tokenizers, processors, trainers
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
+from ptuning.core.config import ConfigError
 from ptuning.tasks.classification import PAIR_SEPARATOR, encode_pairs, joins_pairs_bare
 from ptuning.tasks.pretokenized import needs_prefix_space
 from ptuning.tasks.qa import SquadTask
@@ -135,9 +136,31 @@ def test_extractive_qa_puts_the_separator_after_a_decoders_question() -> None:
         "id": "q", "question": "Who sat on the mat?", "context": context, "is_impossible": False,
         "answers": {"text": ["Peter Blackburn"], "answer_start": [0]},
     }  # fmt: skip
-    (feature,), _ = SquadTask(doc_stride=16).featurize([example], decoder, 64)
+    (feature,), _ = SquadTask(doc_stride=16, max_question_length=16).featurize([example], decoder, 64)
     question = decoder(example["question"] + PAIR_SEPARATOR, add_special_tokens=False)["input_ids"]
     assert feature["input_ids"][: len(question)] == question
     start, end = feature["start_positions"], feature["end_positions"]
     offsets = feature["offset_mapping"]
     assert context[offsets[start][0] : offsets[end][1]] == "Peter Blackburn"
+
+
+def test_a_decoders_window_room_counts_the_separator_after_the_longest_question_allowed() -> None:
+    """The room is max_length - max_question_length - the separator's tokens, whatever the questions: at the
+    smallest max_length it allows, a long question cut to max_question_length still leaves doc_stride room."""
+    decoder = byte_level_bpe(decoder=True)
+    separator = len(decoder(PAIR_SEPARATOR, add_special_tokens=False)["input_ids"])
+    context = "Peter Blackburn rejects the call . " * 10
+    example = {
+        "id": "q", "question": "Who sat on the mat? " * 10, "context": context, "is_impossible": False,
+        "answers": {"text": ["Peter Blackburn"], "answer_start": [0]},
+    }  # fmt: skip
+    task = SquadTask(doc_stride=16, max_question_length=8)
+    features, report = task.featurize([example], decoder, 8 + separator + 17)
+    context_starts = [next(i for i, o in enumerate(f["offset_mapping"]) if o is not None) for f in features]
+    assert context_starts == [8 + separator] * len(features) and report.truncated == 1  # the question was cut
+    with pytest.raises(
+        ConfigError,
+        match=rf"16 tokens \(max_length={8 + separator + 16} - max_question_length=8 - {separator} separator "
+        r"tokens - 0 special tokens\)",
+    ):
+        task.featurize([example], decoder, 8 + separator + 16)

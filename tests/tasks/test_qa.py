@@ -272,7 +272,7 @@ def test_windows_overlap_and_label_the_answer_only_where_it_fits(tokenizer, tmp_
         "answers": [{"text": "Denver Broncos", "answer_start": start}],
     }
     squad_file(tmp_path / "d.json", [{"title": "T", "paragraphs": [{"context": context, "qas": [question]}]}])
-    task = SquadTask(doc_stride=16)
+    task = SquadTask(doc_stride=16, max_question_length=16)
     examples, _ = task.read(str(tmp_path), "d.json")
     features, report = task.featurize(examples, tokenizer, 64)
     assert len(features) > 2 and f"{len(features)} windows for 1 questions" in report.notes[0]
@@ -294,7 +294,7 @@ def test_answers_too_long_for_any_window_are_counted(tokenizer, tmp_path):
     squad_file(
         tmp_path / "d.json", [{"title": "T", "paragraphs": [{"context": long_answer, "qas": [question]}]}]
     )
-    task = SquadTask(doc_stride=8)
+    task = SquadTask(doc_stride=8, max_question_length=16)
     examples, _ = task.read(str(tmp_path), "d.json")
     features, report = task.featurize(examples, tokenizer, 48)
     assert report.truncated == 1 and "1 answers lie in no single window" in report.notes[1]
@@ -311,7 +311,7 @@ def test_an_answer_with_outer_whitespace_is_labelled_where_its_words_are(
     and counted as lying in no single window."""
     question = {"id": "q1", "question": "Where?", "answers": [{"text": answer, "answer_start": start}]}
     squad_file(tmp_path / "d.json", [{"title": "T", "paragraphs": [{"context": context, "qas": [question]}]}])
-    task = SquadTask(doc_stride=16)
+    task = SquadTask(doc_stride=16, max_question_length=16)
     examples, _ = task.read(str(tmp_path), "d.json")
     features, report = task.featurize(examples, tokenizer, 64)
     (feature,) = features
@@ -326,8 +326,9 @@ def test_doc_stride_must_leave_room_for_new_context(tokenizer, tmp_path):
     squad_file(tmp_path / "d.json", [article("T", CONTEXT, [qa("q1", "Who won?", "Denver Broncos")])])
     task = SquadTask(doc_stride=128)
     examples, _ = task.read(str(tmp_path), "d.json")
-    with pytest.raises(
-        ConfigError, match=r"doc_stride=128 must be smaller .* 122 tokens .* question 3 tokens"
+    with pytest.raises(  # the room left by the longest question allowed, not by this one's 3 tokens
+        ConfigError,
+        match=r"doc_stride=128 must be smaller .* 61 tokens \(max_length=128 - max_question_length=64",
     ):
         task.featurize(examples, tokenizer, 128)
 

@@ -214,21 +214,10 @@ class QaTask(Task):
         context-only offset_mapping (None outside the context) for post-processing."""
         if not getattr(tokenizer, "is_fast", False):
             raise ValueError(f"{self.name} needs a fast tokenizer (offset mappings locate answers)")
+        self.check_windows(tokenizer, max_length)
         if not examples:
             return [], DataReport()
-        questions, cut, longest = self._cut_questions(
-            [example["question"] for example in examples], tokenizer
-        )
-        if joins_pairs_bare(tokenizer):  # a decoder's tokenizer glues the pair: "...Chicago?The University"
-            questions = [question + PAIR_SEPARATOR for question in questions]  # the context's offsets stay
-            longest = max(len(ids) for ids in tokenizer(questions, add_special_tokens=False)["input_ids"])
-        room = max_length - longest - tokenizer.num_special_tokens_to_add(pair=True)
-        if self.doc_stride >= room:  # a ConfigError: the CLI's one line and exit 2, not a traceback
-            raise ConfigError(
-                f"doc_stride={self.doc_stride} must be smaller than the context room of a window, {room} tokens "
-                f"(max_length={max_length} - longest question {longest} tokens - special tokens); raise "
-                "--max-length (SQuAD's presets use 384) or lower doc_stride or max_question_length"
-            )
+        questions, cut = self._cut_questions([example["question"] for example in examples], tokenizer)
         features: Features = []
         report = DataReport(examples=len(examples))
         for first in range(0, len(examples), 256):
@@ -262,21 +251,54 @@ class QaTask(Task):
             report.notes.append(f"{self.name}: {len(cut)} questions cut to {self.max_question_length} tokens")
         return features, report
 
-    def _cut_questions(self, questions: list[str], tokenizer: Any) -> tuple[list[str], set[int], int]:
-        """Questions cut at a token boundary to ``max_question_length`` tokens; also which were cut and
-        the longest length left, which bounds the context room of every window."""
-        encoding = tokenizer(questions, add_special_tokens=False, return_offsets_mapping=True)
-        limit, cut, result = self.max_question_length, set(), list(questions)
-        lengths = [len(offsets) for offsets in encoding["offset_mapping"]]
+    def check_windows(self, tokenizer: Any, max_length: int) -> None:
+        """Refuse a ``doc_stride`` that does not fit the context room of a window (a ``ConfigError``: the CLI's
+        one line and exit 2, the server's 422). The room is what the longest question allowed leaves:
+        ``max_question_length`` (plus a decoder's separator) and the special tokens, so the options decide it
+        once; measured on each batch's longest question, a dev set or a request with a long question refused
+        what training had passed."""
+        question = self._question_bound(tokenizer)[1]
+        specials = tokenizer.num_special_tokens_to_add(pair=True)
+        room = max_length - question - specials
+        if self.doc_stride >= room:
+            separator = question - self.max_question_length
+            spent = f"max_question_length={self.max_question_length}" + (
+                f" - {separator} separator tokens" if separator else ""
+            )
+            raise ConfigError(
+                f"doc_stride={self.doc_stride} must be smaller than the context room of a window, {room} tokens "
+                f"(max_length={max_length} - {spent} - {specials} special tokens); raise --max-length (SQuAD's "
+                "presets use 384) or lower doc_stride or max_question_length"
+            )
+
+    def _question_bound(self, tokenizer: Any) -> tuple[str, int]:
+        """The separator a question ends with and the most tokens a question has with it. A decoder's tokenizer
+        glues a pair ("...Chicago?The University"): its questions end with ``PAIR_SEPARATOR`` (the context's
+        offsets stay); the others put their own special token between the texts."""
+        if not joins_pairs_bare(tokenizer):
+            return "", self.max_question_length
+        separator = len(tokenizer(PAIR_SEPARATOR, add_special_tokens=False)["input_ids"])
+        return PAIR_SEPARATOR, self.max_question_length + separator
+
+    def _cut_questions(self, questions: list[str], tokenizer: Any) -> tuple[list[str], set[int]]:
+        """Questions with their separator (``_question_bound``), cut at a token boundary to at most the bound's
+        tokens, which ``check_windows`` counts on; also which were cut."""
+        separator, bound = self._question_bound(tokenizer)
+        result = [question + separator for question in questions]
+        encoding = tokenizer(result, add_special_tokens=False, return_offsets_mapping=True)
+        cut: set[int] = set()
         for index, offsets in enumerate(encoding["offset_mapping"]):
-            keep = limit
-            while lengths[index] > limit and keep > 0:
-                result[index] = questions[index][: offsets[keep - 1][1]]
-                lengths[index] = len(tokenizer(result[index], add_special_tokens=False)["input_ids"])
-                keep -= 1  # re-tokenising a cut word may take more tokens than before; then cut earlier
-            if result[index] != questions[index]:
+            length, keep = len(offsets), self.max_question_length
+            while (
+                length > bound
+            ):  # re-tokenising a cut word may take more tokens than before; then cut earlier
+                kept = questions[index][: offsets[keep - 1][1]] if keep > 0 else ""
+                result[index] = kept + separator
+                length = len(tokenizer(result[index], add_special_tokens=False)["input_ids"])
+                keep -= 1
+            if result[index] != questions[index] + separator:
                 cut.add(index)
-        return result, cut, max(lengths, default=0)
+        return result, cut
 
     def _window(
         self, encoding: Any, window: int, example_index: int, example: dict[str, Any], tokenizer: Any

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from ptuning.tasks.base import DataReport, Features, Task
+from ptuning.tasks.base import DataError, DataReport, Features, Task
 from ptuning.tasks.classification import PAIR_SEPARATOR, joins_pairs_bare
 from ptuning.tasks.pretokenized import as_in_running_text, needs_prefix_space
 from ptuning.tasks.tag_files import Sentence, read_srl_file
@@ -45,13 +45,37 @@ class SrlTask(TaggingTask):
     def _encode(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> Any:
         space = needs_prefix_space(tokenizer)
         separator = [PAIR_SEPARATOR] if joins_pairs_bare(tokenizer) else []  # a decoder's bare pair
+        predicates = [separator + as_in_running_text([example["predicate"]], space) for example in examples]
+        self._check_predicates(examples, predicates, tokenizer, max_length)
         return tokenizer(
             [as_in_running_text(example["tokens"], space) for example in examples],
-            [separator + as_in_running_text([example["predicate"]], space) for example in examples],
+            predicates,
             is_split_into_words=True,
             truncation="only_first",
             max_length=max_length,
         )
+
+    def _check_predicates(
+        self, examples: list[dict[str, Any]], predicates: list[list[str]], tokenizer: Any, max_length: int
+    ) -> None:
+        """A predicate segment must leave the sentence a token: only the sentence is cut, so the tokenizer
+        would raise a bare truncation error (a 500 from the server). Refused, not cut: the segment is the
+        example's one marker of which predicate it labels, and the same word in the sentence is cut there."""
+        specials = tokenizer.num_special_tokens_to_add(pair=True)
+        encoded = tokenizer(predicates, is_split_into_words=True, add_special_tokens=False, verbose=False)
+        for example, ids in zip(examples, encoded["input_ids"], strict=True):
+            if len(ids) + specials >= max_length:
+                predicate = example["predicate"]
+                shown = (
+                    repr(predicate)
+                    if len(predicate) <= 40
+                    else f"{predicate[:40]!r}... ({len(predicate)} characters)"
+                )
+                raise DataError(
+                    f"{self.name}: example {example['id']}: the predicate {shown} takes {len(ids)} tokens; with "
+                    f"{specials} special tokens that leaves no room for the sentence at max_length={max_length} "
+                    f"(expected at most {max_length - specials - 1} tokens, or a larger max_length)"
+                )
 
     def score(
         self, examples: list[dict[str, Any]], features: Features, outputs: list[Any]

@@ -159,6 +159,23 @@ class TaggingTask(Task):
             max_length=max_length,
         )
 
+    def _encode_cut(self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int) -> Any:
+        """``_encode`` of the examples' first ``max_length`` words: a row holds at most that many words with a
+        token, and encoding a longer sentence whole only to cut it blocked a server on one long request. Words are
+        tokenized one by one, so the kept tokens are the same; a row left short although words were dropped
+        (some gave no token) has the whole chunk encoded again. A tokenizer that cuts on the left keeps the last
+        tokens: it gets the whole sentences."""
+        longest = max((len(example["tokens"]) for example in examples), default=0)
+        if longest <= max_length or getattr(tokenizer, "truncation_side", "right") != "right":
+            return self._encode(examples, tokenizer, max_length)
+        firsts = [{**example, "tokens": example["tokens"][:max_length]} for example in examples]
+        encoding = self._encode(firsts, tokenizer, max_length)
+        short = any(
+            len(ids) < max_length and len(example["tokens"]) > max_length
+            for ids, example in zip(encoding["input_ids"], examples, strict=True)
+        )
+        return self._encode(examples, tokenizer, max_length) if short else encoding
+
     def featurize(
         self, examples: list[dict[str, Any]], tokenizer: Any, max_length: int
     ) -> tuple[Features, DataReport]:
@@ -173,23 +190,30 @@ class TaggingTask(Task):
         words_lost = no_subtokens = 0
         for start in range(0, len(examples), 1000):
             chunk = examples[start : start + 1000]
-            encoding = self._encode(chunk, tokenizer, max_length)
+            encoding = self._encode_cut(chunk, tokenizer, max_length)
+            word_ids = [self._first_segment_word_ids(encoding, offset) for offset in range(len(chunk))]
+            seen = [{word for word in ids if word is not None} for ids in word_ids]
+            trailing = [  # the words after the last one with a token
+                example["tokens"][max(words, default=-1) + 1 :]
+                for example, words in zip(chunk, seen, strict=True)
+            ]
+            full = [len(ids) >= max_length for ids in word_ids]
+            # a full row lost the trailing words that have tokens; the others (a final zero-width space) would
+            # have produced none anyway
+            cut_words = [
+                word for words, cut_off in zip(trailing, full, strict=True) if cut_off for word in words
+            ]
+            with_tokens = words_with_tokens(cut_words, tokenizer)
             for offset, example in enumerate(chunk):
-                word_ids = self._first_segment_word_ids(encoding, offset)
-                seen = {word for word in word_ids if word is not None}
-                last = max(seen, default=-1)
-                trailing = example["tokens"][last + 1 :]  # words after the last one with a token
-                full = len(encoding["input_ids"][offset]) >= max_length
-                # a full row lost the trailing words that have tokens; the others (a final zero-width space)
-                # would have produced none anyway
-                cut = sum(1 for word in trailing if tokenizer.tokenize(word)) if full and trailing else 0
+                cut = sum(word in with_tokens for word in trailing[offset]) if full[offset] else 0
                 if cut:
                     report.truncated += 1
                     words_lost += cut
-                no_subtokens += last + 1 - len(seen) + len(trailing) - cut
+                last = max(seen[offset], default=-1)
+                no_subtokens += last + 1 - len(seen[offset]) + len(trailing[offset]) - cut
                 feature = {key: encoding[key][offset] for key in encoding}
-                feature["labels"] = self._labels(example, word_ids, label_ids)
-                feature["word_ids"] = word_ids
+                feature["labels"] = self._labels(example, word_ids[offset], label_ids)
+                feature["word_ids"] = word_ids[offset]
                 feature["example_index"] = start + offset
                 features.append(feature)
         if report.truncated:
@@ -277,6 +301,17 @@ class TaggingTask(Task):
                 {"id": example["id"], "tokens": example["tokens"], "tags": tags, "entities": entities}
             )
         return results
+
+
+def words_with_tokens(words: list[str], tokenizer: Any) -> set[str]:
+    """The distinct ``words`` that give a token on their own (``tokenizer.tokenize(word)`` is not empty), from
+    one call that encodes them as one pre-split sequence (each word is tokenized apart there too): a Python
+    call per word blocked a server for seconds on one request of many words."""
+    distinct = list(dict.fromkeys(words))
+    if not distinct:
+        return set()
+    encoding = tokenizer([distinct], is_split_into_words=True, add_special_tokens=False, verbose=False)
+    return {distinct[word] for word in encoding.word_ids(0) if word is not None}
 
 
 def opened_by_lost_word(tags: list[str], word: int, covered: set[int]) -> bool:
