@@ -22,12 +22,20 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
 from ptuning.core.config import ConfigError, Method, PrefixConfig
 from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINT_VERSIONS, base_fingerprint, dtype_hint
-from ptuning.core.folders import recover_dir, replace_dir, staging_dir, sync_to_disk
+from ptuning.core.folders import (
+    check_replaceable,
+    reason,
+    recover_dir,
+    replace_dir,
+    staging_dir,
+    sync_to_disk,
+)
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -90,13 +98,17 @@ def save_checkpoint(
 ) -> Path:
     """Write the prompt checkpoint to ``directory``, replacing any previous one atomically.
 
+    ``directory`` must be new, empty or a checkpoint already: it is replaced whole, so a file or a folder of
+    other files (a run folder) is refused, as is a folder that cannot be written in. A write that fails (a
+    full disk) is a ``CheckpointError`` naming the folder and leaves the previous checkpoint as it was.
+
     ``task_names`` maps each head to the registry task that decodes its outputs (e.g. {"sst2": "sst2"});
     ``task_options`` (head -> the task's constructor options) and ``max_length`` (one for all heads, or
     per head) are what the training run built its tasks and features with, so that eval, predict and serve
     rebuild them identically (``ptuning.tasks.rebuild``).
     """
     directory = Path(directory)
-    directory.parent.mkdir(parents=True, exist_ok=True)
+    check_replaceable(directory, CONFIG_FILE, "a prompt checkpoint", CheckpointError)
     source = getattr(model.backbone, "ptuning_source", None) or model.backbone.config.name_or_path
     lengths = max_length if isinstance(max_length, dict) else dict.fromkeys(model.head_specs, max_length)
     config: dict[str, Any] = {
@@ -135,8 +147,12 @@ def save_checkpoint(
         validate_config(json.loads(text), directory / CONFIG_FILE)
     except CheckpointError as error:
         raise CheckpointError(f"not saved ({directory} left as it was): {error}") from None
-    recover_dir(directory)
-    staging = staging_dir(directory)
+    try:
+        directory.parent.mkdir(parents=True, exist_ok=True)
+        recover_dir(directory)
+        staging = staging_dir(directory)
+    except OSError as error:
+        raise CheckpointError(f"{directory}: not saved ({reason(error)})") from None
     try:
         weights = staging / config["weights_file"]
         save_file(_trainable_state(model), str(weights), metadata={"format": FORMAT})
@@ -145,6 +161,11 @@ def save_checkpoint(
             sync_to_disk(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, directory)
         sync_to_disk(directory.parent)
+    except (OSError, SafetensorError) as error:  # a full disk: one line, the previous checkpoint intact
+        shutil.rmtree(staging, ignore_errors=True)
+        raise CheckpointError(
+            f"{directory}: not saved ({reason(error)}); a checkpoint saved there before is left as it was"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -4,7 +4,9 @@ Checkpoints, a run's resumable state and exported adapters are folders that must
 written where a good one was. ``staging_dir`` gives the hidden sibling to write in, ``replace_dir`` swaps it
 in (one ``renameat2(RENAME_EXCHANGE)`` on Linux), and ``recover_dir`` (run by every load and save) finishes
 or undoes a swap that a crash cut short. ``permit_as_umask`` gives the staged files the modes a plain write
-would have had.
+would have had. One file is written whole the same way (``file_whole``, ``write_text_whole``);
+``check_replaceable`` refuses a target that a whole-folder swap would destroy, and ``exclusive_lock`` keeps
+a second training run out of a folder one is training into.
 """
 
 from __future__ import annotations
@@ -14,14 +16,22 @@ import ctypes
 import errno
 import functools
 import os
+import secrets
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
+
+try:
+    import fcntl
+except ImportError:  # Windows: runs into one folder are not serialized there
+    fcntl = None  # type: ignore[assignment]
 
 _AT_FDCWD = -100
 _RENAME_EXCHANGE = 2
+RUN_LOCK = ".ptuning.lock"  # locked by the run training in a folder (exclusive_lock); not part of its content
 
 
 def sync_to_disk(path: Path) -> None:
@@ -184,12 +194,87 @@ def _exchange(first: Path, second: Path) -> bool:
 def write_text_whole(path: Path | str, text: str) -> None:
     """Write ``text`` beside ``path`` and swap it in: a crash or a full disk never leaves a half-written file
     where a whole one was (a cut config.json blocked --resume, a cut summary.json a sweep)."""
-    path = Path(path)
-    staging = partial_name(path)
-    staging.write_text(text, encoding="utf-8")
-    os.replace(staging, path)
+    with file_whole(path) as stream:
+        stream.write(text.encode("utf-8"))
 
 
-def partial_name(path: Path) -> Path:
-    """Where ``write_text_whole`` stages ``path``."""
-    return path.with_name(f".{path.name}.partial")
+@contextlib.contextmanager
+def file_whole(path: Path | str) -> Iterator[BinaryIO]:
+    """A binary stream whose bytes replace ``path`` whole when the block ends, and nothing when it raises.
+
+    The staging file has a name of its own (``mkstemp`` beside the target): two writers of one path (two
+    ``predict --output`` runs) each swap in a whole file, where a shared staging name let one rename the
+    other's half-written file. It is on disk (fsync) before the swap, so a power loss cannot swap in an empty
+    file. A symlinked ``path`` is written through: the file it points to is replaced, the link kept."""
+    path = followed(path)
+    descriptor, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".partial", dir=path.parent)
+    staging = Path(name)
+    try:
+        with os.fdopen(descriptor, "wb") as stream:
+            yield stream
+            stream.flush()
+            os.fsync(stream.fileno())
+        staging.chmod(0o666 & ~_umask())  # mkstemp's 0600: the mode a plain write would have given
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
+    sync_to_disk(path.parent)
+
+
+def partial_name(path: Path | str) -> Path:
+    """A name of the kind ``write_text_whole`` stages ``path`` under, new on every call: a probe of whether
+    the folder takes a new file then races no writer of the same path."""
+    path = followed(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+
+
+def reason(error: BaseException) -> str:
+    """What the system said, for a one-line error: ``strerror`` of an OSError ("No space left on device"),
+    else the message (safetensors wraps the OS error in its own text)."""
+    return (error.strerror if isinstance(error, OSError) else None) or str(error)
+
+
+def check_replaceable(target: Path | str, marker: str, kind: str, error: type[Exception]) -> None:
+    """Raise ``error`` unless a folder of ``kind`` (one holding ``marker``) may be swapped in at ``target``.
+
+    ``replace_dir`` replaces the whole folder, so ``target`` may only be new, empty or already of that kind:
+    never a file, nor a folder of other files (a run folder given by mistake lost its config, summary and
+    resumable state). The folder it is written in must take a new entry: checked before the work, which a
+    bad path would otherwise throw away (an export loads a model first)."""
+    target = followed(target)
+    if os.path.lexists(target) and not target.is_dir():
+        raise error(f"{target} is a file; {kind} is a folder: give a new folder's path")
+    other = target.is_dir() and any(entry.name != RUN_LOCK for entry in target.iterdir())
+    if other and not (target / marker).is_file():
+        raise error(
+            f"{target} holds other files and no {marker}; {kind} replaces its folder whole, so give a new "
+            f"(or empty) folder, or one holding {kind} to replace"
+        )
+    existing = target.parent
+    while not os.path.lexists(existing) and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise error(f"{target} is inside {existing}, which is a file; give a folder's path")
+    try:
+        with tempfile.TemporaryFile(dir=existing):
+            pass
+    except OSError as failure:
+        raise error(f"{target}: cannot write in {existing} ({reason(failure)})") from None
+
+
+@contextlib.contextmanager
+def exclusive_lock(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on the file ``path`` (created if missing) for the ``with`` block, without
+    waiting: ``BlockingIOError`` when another process holds it. An ``flock`` belongs to the open file, so the
+    system releases it when its process ends however it ends: a killed run never leaves its folder locked.
+    No lock where ``fcntl`` is missing (Windows)."""
+    if fcntl is None:
+        yield
+        return
+    descriptor = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+    try:
+        fcntl.flock(descriptor, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        yield
+    finally:
+        os.close(descriptor)  # releases the lock

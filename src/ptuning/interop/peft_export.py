@@ -28,12 +28,20 @@ from ptuning.core.checkpoint import (
     weights_file,
 )
 from ptuning.core.config import Method, PositionMode, PrefixConfig
+from ptuning.core.folders import check_replaceable
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.pooler import read_pretrained_pooler
 from ptuning.core.prefix import PrefixEncoder
-from ptuning.interop.peft_format import MODULE_PREFIX, PEFT_VERSION, TABLE_KEY, PeftFormatError, write_adapter
+from ptuning.interop.peft_format import (
+    ADAPTER_CONFIG,
+    MODULE_PREFIX,
+    PEFT_VERSION,
+    TABLE_KEY,
+    PeftFormatError,
+    write_adapter,
+)
 from ptuning.interop.peft_heads import (
     BASE_POOLER,
     PEFT_TASK_TYPES,
@@ -55,19 +63,14 @@ class PeftExportNote(UserWarning):
 
 def _check_out_dir(out_dir: Path, checkpoint_dir: Path) -> None:
     """The adapter folder is replaced whole, so it may only be new, empty or an adapter already: never a file,
-    the checkpoint or a folder holding it, or a folder of other files (a run folder lost everything)."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise PeftFormatError(f"{out_dir} is a file; the adapter is a folder: give a new folder's path")
+    the checkpoint or a folder holding it, or a folder of other files (a run folder lost everything); and it
+    must be writable. Checked before the checkpoint and its base load, which a bad path threw away."""
     out, source = out_dir.resolve(), checkpoint_dir.resolve()
     if out == source or out in source.parents:
         raise PeftFormatError(
             f"{out_dir} holds the checkpoint {checkpoint_dir} that is being exported; give another folder"
         )
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not is_peft_adapter(out_dir):
-        raise PeftFormatError(
-            f"{out_dir} holds other files and no adapter_config.json; the adapter replaces its folder whole, so "
-            "give a new (or empty) folder, or an adapter folder to replace"
-        )
+    check_replaceable(out_dir, ADAPTER_CONFIG, "a PEFT adapter", PeftFormatError)
 
 
 def export_peft(

@@ -22,7 +22,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptuning.core.checkpoint import CheckpointError
-from ptuning.core.folders import replace_dir, staging_dir
+from ptuning.core.folders import reason, replace_dir, staging_dir, sync_to_disk
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -174,21 +174,35 @@ def write_adapter(
     tensors: dict[str, torch.Tensor],
     label_names: list[str] | None = None,
 ) -> Path:
-    """Write an adapter folder atomically (staged in a sibling, swapped in with ``os.replace``).
+    """Write an adapter folder atomically: staged in a sibling, on disk (fsync), then swapped in whole. A
+    write that fails (a full disk, a read-only folder) is a ``PeftFormatError`` naming the folder, and leaves
+    an adapter written there before as it was.
 
     ``label_names``: the head's classes, in ``LABELS_FILE`` beside PEFT's files. PEFT keeps labels in the base
     model's config, which an export does not write, and a key of ours in adapter_config.json would make PEFT
     warn about an unknown option; PEFT ignores a file it does not know."""
     folder = Path(folder)
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    staging = staging_dir(folder)
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        staging = staging_dir(folder)
+    except OSError as error:
+        raise PeftFormatError(f"{folder}: the adapter was not written ({reason(error)})") from None
     try:
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         if label_names:
             (staging / LABELS_FILE).write_text(json.dumps({"label_names": label_names}, indent=2) + "\n")
+        for path in (*staging.iterdir(), staging):
+            sync_to_disk(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, folder)
+        sync_to_disk(folder.parent)
+    except (OSError, SafetensorError) as error:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise PeftFormatError(
+            f"{folder}: the adapter was not written ({reason(error)}); an adapter written there before is left "
+            "as it was"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -8,12 +8,14 @@ checkpoint and the resumable state) -> summary.json. This module is that plan, t
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import os
 import shutil
 import time
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
@@ -22,7 +24,7 @@ from typing import Any
 import torch
 from accelerate import Accelerator
 from accelerate.state import AcceleratorState
-from accelerate.utils import InitProcessGroupKwargs, parse_flag_from_env, set_seed
+from accelerate.utils import InitProcessGroupKwargs, broadcast_object_list, parse_flag_from_env, set_seed
 from torch import nn
 
 from ptuning.core.backbones import load_backbone
@@ -30,7 +32,7 @@ from ptuning.core.checkpoint import CheckpointError, load_checkpoint
 from ptuning.core.compilation import CompileStats, compile_backbone
 from ptuning.core.config import ConfigError, Method, PrefixConfig
 from ptuning.core.dropout import set_dropout
-from ptuning.core.folders import write_text_whole
+from ptuning.core.folders import RUN_LOCK, exclusive_lock, reason, write_text_whole
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
@@ -116,27 +118,61 @@ def train(config: TrainConfig) -> RunResult:
         accelerator.print(f"data {name}: {counts}")
     # only now that data and model have loaded: a command that fails before leaves the folder as it was
     output_dir.mkdir(parents=True, exist_ok=True)
-    if accelerator.is_main_process:
-        if not config.resume:
-            forget_previous_run(output_dir, accelerator.print)
-        elif saved_progress(output_dir) is None:  # nothing to continue: a new run, which keeps the old one
-            why = f"--resume found no saved {STATE_DIR} to continue"
-            if not forget_previous_run(output_dir, accelerator.print, f"{why}, so a new run"):
-                accelerator.print(f"{output_dir}: {why}: training from the start")
-        write_text_whole(output_dir / "config.json", json.dumps(options, indent=2) + "\n")
-    trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
-    compiling = CompileStats.now()
-    trainer.run()
-    summary = trainer.summary(data_report, time.perf_counter() - started)
-    if config.compile:
-        compiled = CompileStats.now().since(compiling)
-        accelerator.print(compiled)
-        summary["compile"] = {"graphs": compiled.graphs, "seconds": round(compiled.seconds, 2)}
-    summary["data_plan"] = _data_plan(config, data)
-    if accelerator.is_main_process:
-        write_text_whole(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
-    trainer.close()
+    with claim_output_dir(output_dir, accelerator):  # before anything in it moves; released however it ends
+        if accelerator.is_main_process:
+            if not config.resume:
+                forget_previous_run(output_dir, accelerator.print)
+            elif saved_progress(output_dir) is None:  # nothing to continue: a new run; the old one is kept
+                why = f"--resume found no saved {STATE_DIR} to continue"
+                if not forget_previous_run(output_dir, accelerator.print, f"{why}, so a new run"):
+                    accelerator.print(f"{output_dir}: {why}: training from the start")
+            _write_run_file(output_dir / "config.json", json.dumps(options, indent=2) + "\n")
+        trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
+        compiling = CompileStats.now()
+        trainer.run()
+        summary = trainer.summary(data_report, time.perf_counter() - started)
+        if config.compile:
+            compiled = CompileStats.now().since(compiling)
+            accelerator.print(compiled)
+            summary["compile"] = {"graphs": compiled.graphs, "seconds": round(compiled.seconds, 2)}
+        summary["data_plan"] = _data_plan(config, data)
+        if accelerator.is_main_process:
+            _write_run_file(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+        trainer.close()
     return RunResult(summary, trainer.progress["history"])
+
+
+@contextlib.contextmanager
+def claim_output_dir(output_dir: Path, accelerator: Accelerator) -> Iterator[None]:
+    """Hold OUTPUT_DIR's lock (``RUN_LOCK``) for the run: a second run started into the same folder moved this
+    one's checkpoint, state and config to previous-run while this one kept writing, so the folder ended a mix
+    of both and --resume continued the wrong one. The second run is refused in one line instead.
+
+    Rank 0 alone writes the folder, so rank 0 alone takes the lock (the ranks of one run never lock each
+    other out); every rank learns from it whether it got the lock, so that all stop together rather than
+    wait in a collective for a rank that raised."""
+    with contextlib.ExitStack() as held:
+        taken = True
+        if accelerator.is_main_process:
+            try:
+                held.enter_context(exclusive_lock(output_dir / RUN_LOCK))
+            except BlockingIOError:
+                taken = False
+        [taken] = broadcast_object_list([taken])
+        if not taken:
+            raise ConfigError(
+                f"another ptuning process is training into {output_dir}; wait for it to end, or give another "
+                "--output-dir"
+            )
+        yield
+
+
+def _write_run_file(path: Path, text: str) -> None:
+    """config.json or summary.json, whole; a failed write (a full disk) is one line naming the file."""
+    try:
+        write_text_whole(path, text)
+    except OSError as error:
+        raise ConfigError(f"{path}: not written ({reason(error)})") from None
 
 
 # ============================================================================================ 1. plan

@@ -1,7 +1,8 @@
 """Readable run reports: summary.md and a PNG of the curves for one run, mean ± std over seeds for several.
 
 Everything here reads the engine's summary dict (summary.json) and writes files; nothing trains. Reports are
-plain Markdown so that they read well in a terminal, a pull request or a notebook alike.
+plain Markdown so that they read well in a terminal, a pull request or a notebook alike. Every file is written
+whole (staged beside it, then swapped in): a full disk leaves the previous report, never a cut one.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
-from ptuning.core.folders import write_text_whole
+from ptuning.core.folders import file_whole, write_text_whole
 
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "curves.png"
@@ -27,7 +28,7 @@ def write_run_report(output_dir: str | Path, summary: dict[str, Any]) -> list[Pa
     history, metric = summary.get("history") or [], summary.get("primary_metric", "")
     if plot_curves(history, metric, output_dir / CURVES_PNG, logged_losses(output_dir / TENSORBOARD_DIR)):
         written.append(output_dir / CURVES_PNG)
-    (output_dir / SUMMARY_MD).write_text(summary_markdown(summary, has_plot=bool(written)))
+    write_text_whole(output_dir / SUMMARY_MD, summary_markdown(summary, has_plot=bool(written)))
     written.insert(0, output_dir / SUMMARY_MD)
     return written
 
@@ -149,8 +150,11 @@ def plot_curves(
         metric_axis.legend()
     for axis in (loss_axis, metric_axis):
         axis.grid(alpha=0.3)
-    figure.savefig(path, dpi=100)
-    pyplot.close(figure)
+    try:
+        with file_whole(path) as stream:  # a full disk left a 0-byte curves.png where a whole one was
+            figure.savefig(stream, format="png", dpi=100)
+    finally:
+        pyplot.close(figure)
     return True
 
 
@@ -203,7 +207,7 @@ def write_json_and_markdown(
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     write_text_whole(output_dir / json_name, json.dumps(data, indent=2) + "\n")
-    (output_dir / markdown_name).write_text(markdown)
+    write_text_whole(output_dir / markdown_name, markdown)
     return [output_dir / json_name, output_dir / markdown_name]
 
 

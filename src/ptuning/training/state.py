@@ -7,19 +7,22 @@ process of a data-parallel run) and the position in the data order.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptuning.core.config import ConfigError
-from ptuning.core.folders import recover_dir, replace_dir, staging_dir
+from ptuning.core.folders import reason, recover_dir, replace_dir, staging_dir, sync_to_disk
 
 STATE_DIR = "training_state"
 # Options that change how a run computes or reports, not what it trains: a resumed run may set them anew.
@@ -88,7 +91,16 @@ def save_training_state(
     try:
         save_file(tensors, str(staging / "state.safetensors"))
         (staging / "state.json").write_text(json.dumps(meta))
+        for path in (staging / "state.safetensors", staging / "state.json", staging):
+            sync_to_disk(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, output_dir / STATE_DIR)
+        sync_to_disk(output_dir)
+    except (OSError, SafetensorError) as error:  # a full disk: one line; the state saved before stays whole
+        shutil.rmtree(staging, ignore_errors=True)
+        raise ConfigError(
+            f"{output_dir / STATE_DIR}: the resumable state was not saved ({reason(error)}); the one saved "
+            "before is left as it was"
+        ) from None
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
@@ -169,8 +181,10 @@ def saved_progress(output_dir: Path) -> dict[str, Any] | None:
     without loading its tensors; None when there is nothing to resume."""
     folder = output_dir / STATE_DIR
     recover_dir(folder)
-    path = folder / "state.json"
-    return json.loads(path.read_text())["progress"] if path.is_file() else None
+    if not (folder / "state.json").is_file():
+        return None
+    with _damage_reported(folder / "state.json"):
+        return json.loads((folder / "state.json").read_text())["progress"]
 
 
 def load_training_state(
@@ -181,14 +195,30 @@ def load_training_state(
     recover_dir(folder)  # a save that crashed mid-swap: its previous state comes back
     if not (folder / "state.json").is_file():
         return None
-    tensors = load_file(str(folder / "state.safetensors"))
-    meta = json.loads((folder / "state.json").read_text())
+    with _damage_reported(folder / "state.safetensors"):
+        tensors = load_file(str(folder / "state.safetensors"))
+        rng_torch = tensors["rng.torch"]
+    with _damage_reported(folder / "state.json"):
+        meta = json.loads((folder / "state.json").read_text())
+        optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
     model_state = {k.removeprefix("model."): v for k, v in tensors.items() if k.startswith("model.")}
-    optimizer_state = _unflatten_optimizer(tensors, meta["optimizer"])
-    meta["rng_torch"] = tensors["rng.torch"]
+    meta["rng_torch"] = rng_torch
     meta["rng_torch_ranks"] = tensors.get("rng.torch.ranks")
     meta["rng_cuda_ranks"] = tensors.get("rng.cuda.ranks")
     return model_state, optimizer_state, meta
+
+
+@contextlib.contextmanager
+def _damage_reported(path: Path) -> Iterator[None]:
+    """A file of the saved state that cannot be read (cut by a crash or a full disk, edited): one line naming
+    it and the way out, instead of a traceback from safetensors or json."""
+    try:
+        yield
+    except (SafetensorError, OSError, ValueError, KeyError, TypeError, AttributeError) as error:
+        raise ConfigError(
+            f"{path}: the resumable state is damaged ({error.__class__.__name__}: {reason(error)}); delete "
+            f"{path.parent} to train from the start"
+        ) from None
 
 
 def rng_states(accelerator: Any = None) -> dict[str, torch.Tensor]:
