@@ -1,9 +1,10 @@
 """Decoding for causal-LM prompt checkpoints, shared by evaluation, ``ptuning predict`` and the server.
 
 Tasks hold data and scoring only; everything that turns prompt tokens into new tokens lives here:
-``texts`` (batch decoding through ``PromptModel.generate``, what eval and predict use), ``sampling``
-(greedy / temperature / top-p choices and stop strings) and ``decoder`` (continuous batching: requests
-for different prefixes decode together, joining and leaving between steps; what the server uses).
+``texts`` (what eval and predict use: greedy and sampled decoding on the continuous decoder, each sampled
+prompt with a seed of its own, the rest through ``PromptModel.generate``), ``sampling`` (greedy /
+temperature / top-k / top-p choices and stop strings) and ``decoder`` (continuous batching: requests for
+different prefixes decode together, joining and leaving between steps; what the server uses too).
 """
 
 from ptuning.generation.decoder import ContinuousDecoder, Sequence, StepEvent

@@ -1,4 +1,4 @@
-"""How one row picks its next token (greedy, or temperature + top-p with its own seed), and stop strings."""
+"""How one row picks its next token (greedy, or temperature + top-k + top-p with its own seed), and stop strings."""
 
 from __future__ import annotations
 
@@ -15,10 +15,11 @@ class SamplingParams:
     """What one request asks of decoding.
 
     ``temperature`` 0 is greedy (argmax, exactly what ``ptuning predict`` does); above 0 the row samples
-    from ``softmax(logits / temperature)`` restricted to the smallest set of tokens whose probability
-    reaches ``top_p``. ``seed`` makes a sampled answer repeatable whatever else shares the batch: every
-    row draws from its own generator. ``stop`` strings end the answer where they first appear (the stop
-    string itself is not part of the text).
+    from ``softmax(logits / temperature)`` restricted to its ``top_k`` most likely tokens (0: all), then to
+    the smallest set of those whose probability reaches ``top_p`` (transformers' order, so a task's
+    sampling ``generate_kwargs`` mean here what they mean to ``generate``). ``seed`` makes a sampled answer
+    repeatable whatever else shares the batch: every row draws from its own generator. ``stop`` strings end
+    the answer where they first appear (the stop string itself is not part of the text).
     """
 
     max_new_tokens: int = 64
@@ -26,6 +27,7 @@ class SamplingParams:
     top_p: float = 1.0
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    top_k: int = 0  # last: the server builds these positionally
 
     def __post_init__(self) -> None:
         if self.max_new_tokens < 1:
@@ -38,6 +40,8 @@ class SamplingParams:
             raise ConfigError(f"seed must be in [-2**63, 2**64), got {self.seed}")
         if any(not isinstance(s, str) or not s for s in self.stop):
             raise ConfigError(f"stop strings must be non-empty strings, got {list(self.stop)}")
+        if isinstance(self.top_k, bool) or not isinstance(self.top_k, int) or self.top_k < 0:
+            raise ConfigError(f"top_k must be a whole number >= 0 (0 = no limit), got {self.top_k!r}")
 
     @property
     def greedy(self) -> bool:
@@ -61,6 +65,10 @@ def choose_token(logits: torch.Tensor, params: SamplingParams, generator: torch.
     # the best token's score is 0 before the division: a tiny temperature sends the others to -inf (the answer
     # tends to greedy) instead of every score to +inf, whose softmax is NaN and fails multinomial
     probabilities = ((scores - scores.max()) / params.temperature).softmax(dim=-1)
+    if 0 < params.top_k < len(probabilities):  # ties with the k-th token stay, as transformers keeps them
+        kth = probabilities.topk(params.top_k).values[-1]
+        probabilities = probabilities.masked_fill(probabilities < kth, 0.0)
+        probabilities = probabilities / probabilities.sum()  # top_p reads the mass of what is left
     if params.top_p < 1:
         sorted_probabilities, order = probabilities.sort(descending=True)
         before = sorted_probabilities.cumsum(dim=-1) - sorted_probabilities  # mass of the better tokens

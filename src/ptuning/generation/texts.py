@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import hashlib
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import replace
 from typing import Any
 
 import torch
@@ -17,6 +20,17 @@ from ptuning.tasks.base import Features, Task
 from ptuning.tasks.collate import collate
 
 GREEDY_DEFAULTS = {"do_sample": False, "num_beams": 1}  # generate kwargs that leave decoding greedy
+SAMPLING_SEED = 0  # what every sampled prompt's own seed is derived from (sample_seed)
+# transformers' values for the sampling settings a task leaves unset (the model's shipped ones are not read)
+SAMPLING_DEFAULTS = {"temperature": 1.0, "top_k": 50, "top_p": 1.0}
+# the generate kwargs the continuous decoder applies when sampling; any other samples through generate
+_DECODER_SAMPLING_KEYS = {
+    "do_sample",
+    "num_beams",
+    "num_return_sequences",
+    "eos_token_id",
+    *SAMPLING_DEFAULTS,
+}
 
 
 def is_generative(task: Task) -> bool:
@@ -119,11 +133,16 @@ def generate_texts(
 ) -> list[str]:
     """Decode a continuation of each prompt (token ids), greedy unless ``generate_kwargs`` say otherwise.
 
-    Greedy decoding of a deep-prefix (or prefix-free) model runs on the ``ContinuousDecoder``: prompts join
-    longest first, up to ``batch_size`` rows at a time, and a finished row's place goes to the next prompt at
-    once; the prefix is written into the cache once. Anything else (``generate_kwargs`` such as beams,
-    sampling or a static cache; shallow prompt tuning; encoder-decoders) runs through ``PromptModel.generate``
-    in batches padded on the LEFT (encoder-decoders: on the right, as they were trained). Both give each prompt what it gets alone. Each text is cut at the first EOS and stripped.
+    Greedy decoding, and sampling with temperature / top-k / top-p (``continuous_params``), of a deep-prefix
+    (or prefix-free) model run on the ``ContinuousDecoder``: prompts join longest first, up to ``batch_size``
+    rows at a time, and a finished row's place goes to the next prompt at once; the prefix is written into
+    the cache once. Anything else (beams, penalties, a static cache; shallow prompt tuning; encoder-decoders)
+    runs through ``PromptModel.generate`` in batches padded on the LEFT (encoder-decoders: on the right, as
+    they were trained); a sampled batch would share one random stream there, so sampling decodes one prompt
+    at a time. Either way a prompt gets what it gets alone: greedy, its best tokens; sampled, a draw from a
+    generator seeded from its own tokens (``sample_seed``), so its text does not depend on its batch-mates,
+    their order or ``batch_size``, and repeats run to run (scores are comparable between epochs, ``eval`` and
+    ``predict``). Torch's global random state is left as it was. Each text is cut at the first EOS and stripped.
     ``model`` is a PromptModel; its train/eval mode is restored afterwards. A ``--compile``d backbone
     decodes eagerly: every new cache length is a new shape, and compiling them (16 graphs on a tiny GPT-2,
     then Dynamo's recompile limit) cost tens of seconds for the same tokens.
@@ -133,12 +152,14 @@ def generate_texts(
         raise ConfigError("the tokenizer has no EOS token; generation could not tell where an answer ends")
     seq2seq = _is_seq2seq(model, task)
     _check_positions(model, prompts, max_new_tokens, seq2seq, task)
-    if plain_greedy(generate_kwargs) and model.method is not Method.PROMPT_TUNING and not seq2seq:
-        return _decode_continuously(model, tokenizer, prompts, batch_size, max_new_tokens, task)
     if generate_kwargs.get("num_return_sequences", 1) != 1:
         raise ConfigError(
             "generate_kwargs num_return_sequences must be 1: a task scores and predict writes one text per prompt"
         )
+    params = continuous_params(generate_kwargs, max_new_tokens)
+    if params is not None and model.method is not Method.PROMPT_TUNING and not seq2seq:
+        eos = generate_kwargs.get("eos_token_id")
+        return _decode_continuously(model, tokenizer, prompts, batch_size, params, task, eos)
     settings = {
         "do_sample": False,
         "num_beams": 1,
@@ -161,19 +182,22 @@ def generate_texts(
     )
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
     texts: list[str] = [""] * len(prompts)
+    sampled = bool(config.do_sample)  # one random stream per batch: its texts would depend on the batch
+    size = 1 if sampled else batch_size
     try:
-        for start in range(0, len(order), batch_size):
-            rows = order[start : start + batch_size]
+        for start in range(0, len(order), size):
+            rows = order[start : start + size]
             # A causal LM continues the prompt (left padding keeps it adjacent to the new tokens); an
             # encoder-decoder's encoder takes it right-padded, like in training.
             side = "right" if seq2seq else "left"
             batch = collate([{"input_ids": list(prompts[i])} for i in rows], config.pad_token_id, side)
-            new_tokens = model.generate(
-                batch["input_ids"].to(device),
-                attention_mask=batch["attention_mask"].to(device),
-                task=task,
-                generation_config=config,
-            )
+            with _seeded(sample_seed(prompts[rows[0]]) if sampled else None, device):
+                new_tokens = model.generate(
+                    batch["input_ids"].to(device),
+                    attention_mask=batch["attention_mask"].to(device),
+                    task=task,
+                    generation_config=config,
+                )
             for row, index in enumerate(rows):
                 texts[index] = decode_until_eos(tokenizer, new_tokens[row].tolist(), stop_ids)
     finally:
@@ -231,11 +255,67 @@ def plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
     return all(GREEDY_DEFAULTS.get(key, object()) == value for key, value in generate_kwargs.items())
 
 
+def continuous_params(generate_kwargs: dict[str, Any], max_new_tokens: int) -> SamplingParams | None:
+    """What the continuous decoder decodes these generate kwargs with: greedy, or ``do_sample`` as ``generate``
+    samples (temperature, then top-k, 50 unless set, then top-p; a seed per prompt is added when decoding).
+    None where it cannot apply them (beams, penalties, other warpers; greedy stop ids): ``generate`` does."""
+    if plain_greedy(generate_kwargs):
+        return SamplingParams(max_new_tokens=max_new_tokens)
+    sampled = generate_kwargs.get("do_sample") is True and generate_kwargs.get("num_beams", 1) == 1
+    if not sampled or not set(generate_kwargs) <= _DECODER_SAMPLING_KEYS:
+        return None
+    settings = {
+        key: default if generate_kwargs.get(key) is None else generate_kwargs[key]
+        for key, default in SAMPLING_DEFAULTS.items()
+    }
+    for key, value in settings.items():
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"generate_kwargs {key} must be a number, got {value!r}")
+    if settings["temperature"] <= 0:  # SamplingParams reads 0 as greedy; generate refuses it with do_sample
+        raise ConfigError(
+            f"generate_kwargs temperature must be > 0 with do_sample (greedy: do_sample false), "
+            f"got {settings['temperature']}"
+        )
+    try:
+        return SamplingParams(
+            max_new_tokens, settings["temperature"], settings["top_p"], top_k=settings["top_k"]
+        )
+    except ConfigError as error:
+        raise ConfigError(f"generate_kwargs {error}") from None
+
+
+def sample_seed(prompt: Sequence[int]) -> int:
+    """The seed a prompt is sampled with: from ``SAMPLING_SEED`` and its tokens only, so its text is the same
+    alone or in any batch, in any order, in training's evaluation, ``eval`` and ``predict``."""
+    key = f"{SAMPLING_SEED}:{','.join(str(int(token)) for token in prompt)}"
+    digest = hashlib.blake2b(key.encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "little") >> 1  # below 2**63: any torch generator takes it
+
+
+@contextmanager
+def _seeded(seed: int | None, device: torch.device) -> Iterator[None]:
+    """Torch's global generators seeded with ``seed`` inside and put back afterwards (None: untouched), so
+    that sampling through ``generate`` neither depends on nor moves training's random stream."""
+    if seed is None:
+        yield
+        return
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def _decode_continuously(
-    model: Any, tokenizer: Any, prompts: Sequence[Sequence[int]], batch_size: int, max_new_tokens: int, task
+    model: Any,
+    tokenizer: Any,
+    prompts: Sequence[Sequence[int]],
+    batch_size: int,
+    params: SamplingParams,
+    task: str | None,
+    eos_token_id: int | Sequence[int] | None = None,
 ) -> list[str]:
-    """Greedy answers of ``prompts`` through the continuous decoder, ``batch_size`` rows in flight."""
+    """Answers of ``prompts`` through the continuous decoder, ``batch_size`` rows in flight; a sampled row
+    draws from a generator of its own, seeded by ``sample_seed``."""
     if task is None:
         if len(model.tasks) != 1:
             raise ValueError(f"this model has tasks {model.tasks}; say which one with task=")
@@ -243,10 +323,16 @@ def _decode_continuously(
     if model.head_specs[task].kind is not HeadKind.CAUSAL_LM:
         raise ConfigError(f"task {task!r} is not a causal-lm task")
     prefix = model.task_prefix[task] if model.method.is_deep else None
-    params = SamplingParams(max_new_tokens=max_new_tokens)
     order = sorted(range(len(prompts)), key=lambda i: -len(prompts[i]))
-    waiting = [DecoderSequence(list(prompts[i]), prefix, params) for i in order]
-    decoder = ContinuousDecoder(model, tokenizer)
+    waiting = [
+        DecoderSequence(
+            list(prompts[i]),
+            prefix,
+            params if params.greedy else replace(params, seed=sample_seed(prompts[i])),
+        )
+        for i in order
+    ]
+    decoder = ContinuousDecoder(model, tokenizer, eos_token_id=eos_token_id)
     was_training = model.training
     model.eval()  # no prefix dropout while decoding
     try:
