@@ -278,7 +278,7 @@ def validate_config(config: Any, path: Path | str) -> None:
     check.type(base.get("model_type", ""), "base_model.model_type", str, "a model type")
     check.type(base.get("causal_lm", False), "base_model.causal_lm", bool, "true or false")
     if "dtype" in base:
-        check.choice(base["dtype"], "base_model.dtype", _SAVED_DTYPE_NAMES)
+        check.choice(base["dtype"], "base_model.dtype", SAVED_DTYPE_NAMES)
     version = base.get("fingerprint_version", 1)
     if isinstance(version, bool) or not isinstance(version, int) or version not in FINGERPRINT_VERSIONS:
         check.fail("base_model.fingerprint_version", f"one of the integers {FINGERPRINT_VERSIONS}", version)
@@ -294,7 +294,7 @@ def _saved_dtype_names() -> list[str]:
     return [*BACKBONE_DTYPES, *sorted({dtype_name(d) for d in floating} - set(BACKBONE_DTYPES))]
 
 
-_SAVED_DTYPE_NAMES = _saved_dtype_names()
+SAVED_DTYPE_NAMES = _saved_dtype_names()
 
 
 class _Checker:
@@ -340,6 +340,17 @@ def weights_file(directory: str | Path, config: dict[str, Any]) -> Path:
     return directory / name
 
 
+def is_pickle_file(path: Path) -> bool:
+    """Whether a weights file that safetensors cannot read is torch.save's zip or a pickle (protocol 2+): said
+    as such, since its name promised safetensors and it is never unpickled."""
+    try:
+        with open(path, "rb") as stream:
+            head = stream.read(4)
+    except OSError:
+        return False
+    return head.startswith(b"PK\x03\x04") or head[:1] == b"\x80"
+
+
 def read_weights(path: Path) -> dict[str, torch.Tensor]:
     """The tensors of a safetensors file, or a ``CheckpointError`` saying why not (never unpickles)."""
     if not path.is_file():
@@ -347,9 +358,7 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     try:
         state = load_file(str(path))
     except Exception as error:  # safetensors raises its own SafetensorError (truncated, corrupt header)
-        with open(path, "rb") as stream:
-            head = stream.read(4)
-        if head.startswith(b"PK\x03\x04") or head[:1] == b"\x80":  # torch.save's zip, a pickle protocol 2+
+        if is_pickle_file(path):
             raise CheckpointError(
                 f"{path}: a pickle/torch.save file, not safetensors; it is not loaded, since unpickling can "
                 "run code"
@@ -363,11 +372,36 @@ def read_weights(path: Path) -> dict[str, torch.Tensor]:
     return state
 
 
+def trained_dtype(config: dict[str, Any]) -> str | None:
+    """The backbone dtype a checkpoint's prompt was trained on when it was not fp32 (``base_model.dtype``):
+    bf16 rounding moves scores and an fp16 copy is another base (its fingerprint), so a loader that loads
+    the base itself loads it so by default."""
+    recorded = config["base_model"].get("dtype")
+    return recorded if recorded in ("bf16", "fp16") else None
+
+
+def check_backbone_dtype(backbone: torch.nn.Module | None, backbone_dtype: str | None) -> None:
+    """``backbone_dtype`` says how to load the base; a given backbone is already loaded, so both is refused
+    rather than one silently ignored."""
+    if backbone is not None and backbone_dtype is not None:
+        raise ConfigError(
+            f"backbone_dtype={backbone_dtype!r} applies only when load_checkpoint loads the base model itself; "
+            f"the given backbone is stored in {dtype_name(floating_dtype(backbone))}: convert it, or give no backbone"
+        )
+
+
 def load_checkpoint(
-    directory: str | Path, backbone: torch.nn.Module | None = None, prefix_only: bool = False
+    directory: str | Path,
+    backbone: torch.nn.Module | None = None,
+    prefix_only: bool = False,
+    *,
+    backbone_dtype: str | None = None,
 ) -> PromptModel:
     """Rebuild the PromptModel saved in ``directory`` on ``backbone`` (loaded from the saved name if None).
 
+    ``backbone_dtype`` (``"fp32" | "bf16" | "fp16" | "auto"``, only without ``backbone``): the dtype the base
+    is loaded in; None loads it in the dtype the prompt was trained on (``base_model.dtype``, as
+    ``ptuning predict`` does), since a bf16 prompt's scores move on fp32 and an fp16 one fits no other copy.
     ``prefix_only``: the caller takes the prefix alone (``--init-prefix-from``). A ptuning checkpoint still
     loads whole, but its heads are not checked against ``backbone`` (a classification prompt trained on a
     decoder seeds a causal-LM run on the same folder, loaded with its LM head); a PEFT prefix-tuning adapter
@@ -377,7 +411,8 @@ def load_checkpoint(
     if is_peft_adapter(directory):
         from ptuning.interop.peft_import import load_peft_adapter
 
-        return load_peft_adapter(directory, backbone, prefix_only=prefix_only)
+        return load_peft_adapter(directory, backbone, prefix_only=prefix_only, backbone_dtype=backbone_dtype)
+    check_backbone_dtype(backbone, backbone_dtype)
     config = read_checkpoint_config(directory)
     config_path = directory / CONFIG_FILE
     weights_path = weights_file(directory, config)
@@ -388,7 +423,11 @@ def load_checkpoint(
 
         if not base["name_or_path"]:
             raise CheckpointError(f"{config_path}: 'base_model.name_or_path' is empty; give the base model")
-        backbone, _ = load_backbone(base["name_or_path"], causal_lm=base.get("causal_lm", False))
+        backbone, _ = load_backbone(
+            base["name_or_path"],
+            causal_lm=base.get("causal_lm", False),
+            dtype=backbone_dtype or trained_dtype(config),
+        )
     check_base(config, backbone, directory)
     try:
         method = Method(config["method"])

@@ -131,6 +131,7 @@ def dtype_hint(backbone: torch.nn.Module, trained_on: str | None = None) -> str:
     if trained_on == "fp16":
         return (
             "; the prompt was trained on the backbone stored in fp16, whose rounding changes the fingerprint: "
-            "load it in fp16 too (--backbone-dtype fp16)"
+            "load it in fp16 too (--backbone-dtype fp16; in Python, load_checkpoint(..., backbone_dtype='fp16') "
+            "or a backbone loaded in fp16)"
         )
     return ""

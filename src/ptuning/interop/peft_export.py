@@ -189,7 +189,23 @@ def export_peft(
             stacklevel=2,
         )
     labels = None if prefix_only else entry["head"].get("label_names")
-    return write_adapter(out_dir, peft_config, tensors, labels)
+    return write_adapter(out_dir, peft_config, tensors, labels, _sidecar(config, task, prefix_only))
+
+
+def _sidecar(config: dict[str, Any], task: str, prefix_only: bool) -> dict[str, Any]:
+    """What the checkpoint knows and PEFT's format cannot hold, for ptuning's import (``read_sidecar``): the
+    base's fingerprint, so the adapter is refused on another base as the checkpoint is, and (with the head)
+    the registry task, its options and max_length, so predict, eval and serve rebuild the same task."""
+    base = config["base_model"]
+    recorded = {"fingerprint": base["fingerprint"], "fingerprint_version": base.get("fingerprint_version", 1)}
+    recorded.update({key: base[key] for key in ("dtype", "model_type") if key in base})
+    sidecar: dict[str, Any] = {"base_model": recorded}
+    if not prefix_only:
+        entry = config["tasks"][task]
+        sidecar["task"] = entry.get("task", task)
+        if "task_options" in entry:  # checkpoints written before it was stored: rebuild_task's fallback
+            sidecar.update(task_options=entry["task_options"] or {}, max_length=entry.get("max_length"))
+    return sidecar
 
 
 def _check_peft_runs(task_type: str, model_type: str, checkpoint_dir: Path) -> None:

@@ -11,6 +11,7 @@ writes the KV-head count as ``num_attention_heads`` and ``token_dim = kv_heads *
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ import torch
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
-from ptuning.core.checkpoint import CheckpointError
+from ptuning.core.checkpoint import SAVED_DTYPE_NAMES, CheckpointError, is_pickle_file
+from ptuning.core.fingerprint import FINGERPRINT_VERSIONS
 from ptuning.core.folders import reason, replace_dir, staging_dir, sync_to_disk
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
-# written by ptuning's export beside PEFT's files: the head's classes, which PEFT's format has no place for
+# written by ptuning's export beside PEFT's files: what PEFT's format has no place for (the head's classes,
+# the base's fingerprint, the registry task, its options and max_length; see read_sidecar)
 LABELS_FILE = "ptuning_labels.json"
 PICKLED_WEIGHTS = "adapter_model.bin"
 TABLE_KEY = "prompt_embeddings"
@@ -47,6 +50,8 @@ class PeftAdapter:
     config: dict[str, Any]
     table: torch.Tensor  # (P, num_layers * 2 * token_dim)
     modules: dict[str, torch.Tensor]  # modules_to_save tensors, e.g. {"score.weight": ...}
+    # LABELS_FILE, checked (read_sidecar); {} when absent
+    sidecar: dict[str, Any] = dataclasses.field(default_factory=dict)
 
     @property
     def num_virtual_tokens(self) -> int:
@@ -97,6 +102,11 @@ def read_adapter(folder: str | Path) -> PeftAdapter:
     try:
         tensors = load_file(str(weights_path))
     except (SafetensorError, OSError) as error:
+        if is_pickle_file(weights_path):  # as ptuning's own reader says (core.checkpoint.read_weights)
+            raise PeftFormatError(
+                f"{weights_path}: a pickle/torch.save file, not safetensors; it is not loaded, since unpickling "
+                "can run code"
+            ) from None
         raise PeftFormatError(f"{weights_path}: not a readable safetensors file ({error})") from None
     if TABLE_KEY not in tensors:
         raise PeftFormatError(f"{weights_path}: no {TABLE_KEY!r} tensor; found {sorted(tensors)[:5]}")
@@ -121,7 +131,7 @@ def read_adapter(folder: str | Path) -> PeftAdapter:
             raise PeftFormatError(
                 f"{weights_path}: NaN or Inf values in tensor {name!r}; expected finite weights"
             )
-    return PeftAdapter(folder, config, table.float(), modules)
+    return PeftAdapter(folder, config, table.float(), modules, read_sidecar(folder))
 
 
 def _check_config(config: dict[str, Any], path: Path) -> None:
@@ -152,20 +162,67 @@ def _check_config(config: dict[str, Any], path: Path) -> None:
         )
 
 
-def read_labels(folder: str | Path) -> list[str] | None:
-    """The label names ``write_adapter`` stored beside the adapter, or None when there is no such file."""
+def read_sidecar(folder: str | Path) -> dict[str, Any]:
+    """``LABELS_FILE`` checked key by key, or {} when there is none (an adapter PEFT wrote).
+
+    Every key is optional; sidecars written before the others existed hold ``label_names`` only.
+    ``label_names``: the head's classes. ``base_model``: ``fingerprint``, ``fingerprint_version``, ``dtype``
+    and ``model_type`` of the checkpoint's base, so the import refuses another base as the checkpoint did.
+    ``task``, ``task_options``, ``max_length``: the registry task the head was trained for, as the checkpoint
+    recorded them, so predict, eval and serve rebuild that task rather than a generic one."""
     path = Path(folder) / LABELS_FILE
     if not path.is_file():
-        return None
+        return {}
     try:
-        names = json.loads(path.read_text(encoding="utf-8")).get("label_names")
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError, AttributeError) as error:
-        raise PeftFormatError(
-            f"{path}: not a JSON object with label_names ({error.__class__.__name__})"
-        ) from None
-    if not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names):
+        sidecar = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise PeftFormatError(f"{path}: not a readable JSON object ({error.__class__.__name__})") from None
+    if not isinstance(sidecar, dict):
+        raise PeftFormatError(f"{path}: expected a JSON object, found {type(sidecar).__name__}")
+    names = sidecar.get("label_names")
+    if "label_names" in sidecar and (
+        not isinstance(names, list) or not names or not all(isinstance(n, str) and n for n in names)
+    ):
         raise PeftFormatError(f"{path}: label_names should be a list of non-empty strings, got {names!r}")
-    return names
+    task = sidecar.get("task")
+    if "task" in sidecar and (not isinstance(task, str) or not task):
+        raise PeftFormatError(f"{path}: task should be a registry task name, got {task!r}")
+    if not isinstance(sidecar.get("task_options", {}), dict):
+        raise PeftFormatError(f"{path}: task_options should be an object, got {sidecar['task_options']!r}")
+    length = sidecar.get("max_length")
+    if length is not None and (isinstance(length, bool) or not isinstance(length, int) or length < 1):
+        raise PeftFormatError(f"{path}: max_length should be a positive integer or null, got {length!r}")
+    if "base_model" in sidecar:
+        _check_sidecar_base(sidecar["base_model"], path)
+    return sidecar
+
+
+def _check_sidecar_base(base: Any, path: Path) -> None:
+    if not isinstance(base, dict) or not isinstance(base.get("fingerprint"), str):
+        raise PeftFormatError(
+            f"{path}: base_model should be an object with the base's fingerprint, got {base!r}"
+        )
+    version = base.get("fingerprint_version")
+    if isinstance(version, bool) or version not in FINGERPRINT_VERSIONS:
+        raise PeftFormatError(
+            f"{path}: base_model.fingerprint_version should be one of {FINGERPRINT_VERSIONS}, got {version!r}"
+        )
+    if base.get("dtype") is not None and base["dtype"] not in SAVED_DTYPE_NAMES:
+        raise PeftFormatError(
+            f"{path}: base_model.dtype should be one of {', '.join(SAVED_DTYPE_NAMES)}, got {base['dtype']!r}"
+        )
+    if not isinstance(base.get("model_type", ""), str):
+        raise PeftFormatError(f"{path}: base_model.model_type should be a string, got {base['model_type']!r}")
+
+
+def read_labels(folder: str | Path) -> list[str] | None:
+    """The label names ``write_adapter`` stored beside the adapter, or None when there is no such file; a
+    sidecar without them is refused (only a head without classes is exported without them)."""
+    path = Path(folder) / LABELS_FILE
+    sidecar = read_sidecar(folder)
+    if sidecar and "label_names" not in sidecar:
+        raise PeftFormatError(f"{path}: label_names is missing; expected the head's classes")
+    return sidecar.get("label_names")
 
 
 def write_adapter(
@@ -173,6 +230,7 @@ def write_adapter(
     config: dict[str, Any],
     tensors: dict[str, torch.Tensor],
     label_names: list[str] | None = None,
+    ptuning: dict[str, Any] | None = None,
 ) -> Path:
     """Write an adapter folder atomically: staged in a sibling, on disk (fsync), then swapped in whole. A
     write that fails (a full disk, a read-only folder) is a ``PeftFormatError`` naming the folder, and leaves
@@ -180,7 +238,8 @@ def write_adapter(
 
     ``label_names``: the head's classes, in ``LABELS_FILE`` beside PEFT's files. PEFT keeps labels in the base
     model's config, which an export does not write, and a key of ours in adapter_config.json would make PEFT
-    warn about an unknown option; PEFT ignores a file it does not know."""
+    warn about an unknown option; PEFT ignores a file it does not know. ``ptuning``: the other keys of that
+    file (``read_sidecar``), which ptuning's import reads back."""
     folder = Path(folder)
     try:
         folder.parent.mkdir(parents=True, exist_ok=True)
@@ -191,8 +250,9 @@ def write_adapter(
         tensors = {key: value.detach().contiguous().cpu() for key, value in tensors.items()}
         save_file(tensors, str(staging / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         (staging / ADAPTER_CONFIG).write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
-        if label_names:
-            (staging / LABELS_FILE).write_text(json.dumps({"label_names": label_names}, indent=2) + "\n")
+        sidecar = {**({"label_names": label_names} if label_names else {}), **(ptuning or {})}
+        if sidecar:
+            (staging / LABELS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
         for path in (*staging.iterdir(), staging):
             sync_to_disk(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, folder)

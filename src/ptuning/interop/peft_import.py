@@ -4,7 +4,10 @@ PEFT treats the prefix as P past tokens, so real tokens get positions P..P+T-1: 
 (``position_mode="shift"``) and says so with a ``PeftPositionNote`` warning, because ptuning's default
 (``keep``) would give other outputs. With the same table, shift-mode ptuning and PEFT 0.21.2 compute
 bit-identical outputs (tests/interop). A PEFT adapter carries no fingerprint of its base model; the import
-checks what it can: the layer count, KV-head count and head size the table was made for.
+checks what it can: the layer count, KV-head count and head size the table was made for. An adapter written
+by ``ptuning export`` also carries, in its sidecar file (``peft_format.read_sidecar``), the checkpoint's base
+fingerprint, registry task, task options and max_length: the import then refuses another base as the
+checkpoint did and rebuilds the task it was trained for.
 
 PEFT 0.21.2's question answering never passes ``token_type_ids`` on under prefix tuning (its forward takes
 them by name and drops them), so a QUESTION_ANS adapter was trained and runs with every token of type 0: the
@@ -21,7 +24,7 @@ from typing import Any
 import torch
 
 from ptuning import __version__
-from ptuning.core.checkpoint import FORMAT
+from ptuning.core.checkpoint import FORMAT, check_backbone_dtype, check_base, trained_dtype
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.kinds import HeadKind
@@ -210,7 +213,8 @@ def peft_checkpoint_config(
 
     ``base_config`` (a loaded backbone's config) or ``base_model`` (a folder or hub id, e.g. ``--model``)
     stands for the adapter's ``base_model_name_or_path``, which is then never read. The base fingerprint is
-    None: PEFT stores none, so only the prefix's shape is checked on load.
+    None unless ptuning's export recorded it (PEFT stores none, so only the prefix's shape is checked on
+    load); the task is the one the export recorded, else the generic one for the head (``REGISTRY_TASK``).
     """
     adapter = read_adapter(folder)
     if base_config is not None:  # the adapter's own field may be missing (PEFT does not require it)
@@ -220,6 +224,11 @@ def peft_checkpoint_config(
         base = _base_config(adapter, base_path)
     model_type = base.get("model_type", "unknown")
     mapping = _head_mapping(adapter, model_type)
+    task = {"task": adapter.sidecar.get("task", REGISTRY_TASK[mapping.kind])}
+    if "task_options" in adapter.sidecar:  # as the checkpoint recorded it; else rebuild_task's fallback
+        task.update(
+            task_options=adapter.sidecar["task_options"], max_length=adapter.sidecar.get("max_length")
+        )
     rows = _head_rows(adapter, mapping)
     prefix = PrefixConfig(
         prefix_length=adapter.num_virtual_tokens,
@@ -240,14 +249,13 @@ def peft_checkpoint_config(
         "method": str(Method.PTUNING_V2),
         "prefix": prefix.to_dict(),
         "head_dropout": HEAD_DROPOUT,
-        "tasks": {
-            HEAD_NAME: {"head": head.to_dict(), "prefix": HEAD_NAME, "task": REGISTRY_TASK[mapping.kind]}
-        },
+        "tasks": {HEAD_NAME: {"head": head.to_dict(), "prefix": HEAD_NAME, **task}},
         "base_model": {
             "name_or_path": base_path,
             "model_type": model_type,
             "causal_lm": mapping.kind is HeadKind.CAUSAL_LM,
             "fingerprint": None,
+            **_recorded_base(adapter),
         },
         "extra": {
             "imported_from": "peft",
@@ -257,6 +265,21 @@ def peft_checkpoint_config(
             "ignores_token_type_ids": mapping.kind is HeadKind.QUESTION_ANSWERING,  # PEFT's, see the module
         },
     }
+
+
+def _recorded_base(adapter: PeftAdapter) -> dict[str, Any]:
+    """The base fields ptuning's export recorded (fingerprint, its version, dtype), or {} (PEFT's own)."""
+    recorded = adapter.sidecar.get("base_model") or {}
+    return {key: recorded[key] for key in ("fingerprint", "fingerprint_version", "dtype") if key in recorded}
+
+
+def check_recorded_base(adapter: PeftAdapter, backbone: torch.nn.Module) -> None:
+    """Refuse, as for the checkpoint it was exported from, a backbone other than the recorded base (a base
+    of the same shape passes ``check_geometry``, and its outputs would be silently wrong)."""
+    recorded = adapter.sidecar.get("base_model")
+    if recorded:
+        name = adapter.config.get("base_model_name_or_path") or ""
+        check_base({"base_model": {"name_or_path": name, **recorded}}, backbone, adapter.folder)
 
 
 def check_geometry(adapter: PeftAdapter, geometry: PrefixGeometry) -> None:
@@ -272,20 +295,27 @@ def check_geometry(adapter: PeftAdapter, geometry: PrefixGeometry) -> None:
 
 
 def load_peft_adapter(
-    folder: str | Path, backbone: torch.nn.Module | None = None, prefix_only: bool = False
+    folder: str | Path,
+    backbone: torch.nn.Module | None = None,
+    prefix_only: bool = False,
+    *,
+    backbone_dtype: str | None = None,
 ) -> PromptModel:
     """A PromptModel equal to the PEFT adapter in ``folder`` on ``backbone`` (loaded from the adapter's
-    ``base_model_name_or_path`` if None).
+    ``base_model_name_or_path`` if None, in ``backbone_dtype``, else the dtype ptuning's export recorded).
 
     ``prefix_only`` imports the prefix without a task (for ``--init-prefix-from``), which also works for
     adapters whose head has no ptuning equivalent.
     """
+    check_backbone_dtype(backbone, backbone_dtype)
     adapter = read_adapter(folder)
     if backbone is None:
         from ptuning.core.backbones import load_backbone
 
         causal = adapter.task_type == "CAUSAL_LM"
-        backbone, _ = load_backbone(base_model_path(adapter), causal_lm=causal)
+        dtype = backbone_dtype or trained_dtype({"base_model": _recorded_base(adapter)})
+        backbone, _ = load_backbone(base_model_path(adapter), causal_lm=causal, dtype=dtype)
+    check_recorded_base(adapter, backbone)
     geometry = PrefixGeometry.from_config(backbone.config)
     check_geometry(adapter, geometry)
     prefix = PrefixConfig(

@@ -18,7 +18,7 @@ from typing import IO, Any
 import numpy as np
 
 from ptuning.core.backbones import load_backbone
-from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, trained_dtype
 from ptuning.core.config import ConfigError
 from ptuning.core.devices import inference_device
 from ptuning.core.model import PromptModel
@@ -49,13 +49,6 @@ class LoadedCheckpoint:
     head: str  # the model's head (task name inside the checkpoint)
     max_length: int
     notes: list[str] = field(default_factory=list)  # choices made for the caller, e.g. the backbone dtype
-
-
-def trained_dtype(config: dict[str, Any]) -> str | None:
-    """The backbone dtype a checkpoint's prompt was trained on when it was not fp32 (``base_model.dtype``):
-    bf16 rounding moves scores (and an fp16 copy is another base), so inference loads it so by default."""
-    recorded = config["base_model"].get("dtype")
-    return recorded if recorded in ("bf16", "fp16") else None
 
 
 def load_for_inference(
