@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
     tick = time.time()
     if args.stage == "before":
         # the same backbone and decoding without any prefix: a linear probe adds none and is never trained
-        base = TrainConfig(**{**config.to_dict(), "method": "linear-probe"})
+        unread = {"prefix_init_std": TrainConfig.model_fields["prefix_init_std"].default}  # no prefix to init
+        base = TrainConfig(**{**config.to_dict(), **unread, "method": "linear-probe"})
         task = get_task(base.task, **base.task_options)
         model, tokenizer = build_model(base, task)
         scores = evaluate(

@@ -148,6 +148,8 @@ def test_half_backbone_under_the_other_half_autocast_is_refused(
     tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
 ) -> None:
     monkeypatch.setattr(engine, "load_backbone", _no_loading)
+    # where fp16 autocast is on (a GPU); on the CPU --mixed-precision fp16 is refused itself (test_preflight.py)
+    monkeypatch.setattr(preflight, "trains_on_cpu", lambda: False)
     argv = train_args(
         tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", "bf16", "--mixed-precision", "fp16"
     )
@@ -325,3 +327,68 @@ def test_the_command_line_only_options_are_the_flags_that_are_not_fields() -> No
         if action.option_strings and action.dest not in TrainConfig.model_fields and action.dest != "help"
     }
     assert flags_only == set(COMMAND_LINE_ONLY)
+
+
+@pytest.mark.parametrize(
+    "method, options, unread",
+    [
+        ("prompt-tuning", {"position_mode": "shift"}, "position_mode is"),
+        ("ptuning-v2", {"mlp_hidden_size": "8"}, "mlp_hidden_size is"),
+        (
+            "linear-probe",
+            {"prefix_dropout": "0.5", "position_mode": "shift"},
+            "position_mode, prefix_dropout are",
+        ),
+        (
+            "finetune",
+            {"prefix_dropout": "0.2", "mlp_hidden_size": "3"},
+            "mlp_hidden_size, prefix_dropout are",
+        ),
+        ("ptuning-v2", {"prefix_init": "activations", "prefix_init_std": "0.001"}, "prefix_init_std is"),
+    ],
+)
+def test_a_prefix_option_the_method_never_reads_is_refused(method, options, unread) -> None:
+    """They were accepted and recorded in config.json as if used: prompt-tuning under --position-mode shift
+    trained the very prompt of keep, linear-probe under --prefix-dropout 0.5 the very head of 0.1."""
+    with pytest.raises(ConfigError, match=f"^{unread} not used by method {method} \\(") as refused:
+        build_config([("flags", {"method": method, **options})])
+    assert str(refused.value).endswith("at the default") and "\n" not in str(refused.value)
+
+
+def test_the_methods_that_read_a_prefix_option_take_it() -> None:
+    assert build_config([("flags", {"method": "prefix-mlp", "mlp_hidden_size": "8"})]).mlp_hidden_size == 8
+    assert (
+        build_config([("flags", {"method": "prompt-tuning", "prefix_dropout": "0.3"})]).prefix_dropout == 0.3
+    )
+    assert (
+        build_config([("flags", {"position_mode": "shift", "prefix_init": "activations"})]).position_mode
+        == "shift"
+    )
+    # no prefix dropout is what a method without a prefix does: 0 is true of it (scripts turn every dropout off)
+    assert build_config([("flags", {"method": "finetune", "prefix_dropout": "0"})]).prefix_dropout == 0
+    # a length is not refused (presets set it for every method); the sweep refuses several of them
+    assert build_config([("flags", {"method": "linear-probe", "prefix_length": "64"})]).prefix_length == 64
+
+
+def test_a_presets_prefix_options_give_way_to_a_method_that_does_not_read_them() -> None:
+    """A reference preset's prefix dropout (0.2) with --method finetune, or MPNet's top-half layers with
+    --method prompt-tuning, belong to the preset's own method: dropped, not refused (a flag cannot unset them)."""
+    preset = PRESETS["conll2004-bert-large"]
+    config = build_config([(f"preset {preset.name}", preset.options), ("flags", {"method": "finetune"})])
+    assert (config.prefix_dropout, config.head_dropout, config.prefix_length) == (0.1, 0.2, 128)
+    preset = PRESETS["conll2003-mpnet"]
+    config = build_config([(f"preset {preset.name}", preset.options), ("flags", {"method": "prompt-tuning"})])
+    assert config.prefix_layers is None and config.prefix_length == 16
+    with pytest.raises(ConfigError, match="^prefix_dropout is not used by method finetune"):  # a file's stays
+        build_config([(f"preset {preset.name}", preset.options), ("run.yaml", {"prefix_dropout": 0.2}),
+                      ("flags", {"method": "finetune"})])  # fmt: skip
+
+
+def test_a_config_knows_which_options_came_from_flags() -> None:
+    config = build_config(
+        [("preset sst2-minilm", PRESETS["sst2-minilm"].options), ("run.yaml", {"seed": 3}),
+         ("flags", {"learning_rate": "5e-3"})]
+    )  # fmt: skip
+    assert config.given_as_flag("learning_rate")
+    assert not config.given_as_flag("prefix_length") and not config.given_as_flag("seed")
+    assert not TrainConfig(seed=3).given_as_flag("seed")

@@ -48,6 +48,21 @@ def test_the_warning_fires_unless_the_loss_is_more_than_five_percent_under_the_p
         assert warning is not None and "(0.6931)" in warning and "--max-grad-norm 1.0" in warning
 
 
+@pytest.mark.parametrize(
+    "method, hint",
+    [("ptuning-v2", True), ("prefix-mlp", True), ("prompt-tuning", False), ("linear-probe", False),
+     ("finetune", False)],
+)  # fmt: skip
+def test_the_prefix_layers_hint_goes_only_to_deep_prefixes(method, hint) -> None:
+    """The advice named --prefix-layers to every method; linear-probe, finetune and prompt-tuning refuse it."""
+    warning = not_learning("sst2", 0.69, 0.6931, method=method)
+    assert warning is not None and "--warmup-ratio 0.1" in warning and "--learning-rate" in warning
+    assert ("--prefix-layers" in warning) is hint
+    assert warning.endswith("(docs/RESULTS.md)" if hint else "if clipping was turned off)")
+    unknown = not_learning("sst2", 0.69, 0.6931)  # a caller that does not say: the hint names its methods
+    assert "or with a deep prefix (ptuning-v2, prefix-mlp) put the prefix on the top half" in unknown
+
+
 def write_skewed_sst2(folder: Path) -> str:
     """SST-2 layout with three positive phrases to one negative (prior loss 0.5623), 32 train and 16 dev."""
     folder.mkdir(parents=True, exist_ok=True)

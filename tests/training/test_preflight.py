@@ -13,7 +13,10 @@ from pathlib import Path
 import pytest
 from training_tiny import run_cli, train_args
 
-from ptuning.training import engine
+from ptuning.core.config import ConfigError
+from ptuning.core.kinds import HeadKind
+from ptuning.training import engine, preflight
+from ptuning.training.config import TrainConfig
 
 
 @pytest.fixture(autouse=True)
@@ -285,3 +288,70 @@ def test_a_hub_id_is_checked_from_the_local_hugging_face_cache(tmp_path, monkeyp
     assert str(error.value) == (
         "--max-length 600 needs 600 positions but someone/tiny-mpnet (mpnet) has 512; use --max-length 512 or less"
     )
+
+
+def lm_args(gpt2_32: str, lm_dir: str, output_dir: Path, *extra: str) -> list[str]:
+    return train_args(
+        gpt2_32, lm_dir, output_dir, "--task-options", '{"max_new_tokens": 4}', *extra, task="causal-lm"
+    )
+
+
+def test_linear_probe_on_a_language_model_task_is_refused_before_loading(
+    gpt2_32, lm_dir, tmp_path, capsys
+) -> None:
+    """It loaded, read the data, moved the previous run aside, printed "trainable params: 0" and died with
+    "element 0 of tensors does not require grad": the LM head is the frozen backbone's."""
+    err = one_line_error(lm_args(gpt2_32, lm_dir, tmp_path / "run", "--method", "linear-probe"), capsys)
+    assert (
+        "method linear-probe trains only task heads, and a language-model task has none (task 'causal-lm' is "
+        "causal-lm: its LM head is the frozen backbone's), so nothing would train; use ptuning-v2, prefix-mlp, "
+        "prompt-tuning or finetune"
+    ) in err
+    assert not (tmp_path / "run").exists()
+
+
+def test_head_dropout_without_a_task_head_is_refused(gpt2_32, lm_dir, tmp_path, capsys) -> None:
+    """A causal-lm run with --head-dropout 0.9 trained the very prompt of 0.1, its config.json saying 0.9."""
+    err = one_line_error(lm_args(gpt2_32, lm_dir, tmp_path / "run", "--head-dropout", "0.9"), capsys)
+    assert (
+        "--head-dropout 0.9 applies before classification, regression, tagging, QA and multiple-choice "
+        in err
+    )
+    assert "task 'causal-lm' is causal-lm (no head is built); leave it at 0.1" in err
+    # a multi-task run whose other task has a head reads it there
+    config = TrainConfig(head_dropout=0.9)
+    preflight.check_language_model_heads(
+        config, {"causal-lm": HeadKind.CAUSAL_LM, "sst2": HeadKind.CLASSIFICATION}
+    )
+    with pytest.raises(ConfigError, match="task 'summary' is seq2seq-lm"):
+        preflight.check_language_model_heads(config, {"summary": HeadKind.SEQ2SEQ_LM})
+
+
+def test_fp16_autocast_is_refused_where_training_runs_on_the_cpu(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """accelerate turns fp16 autocast on only off the CPU: a CPU run was bit-identical to fp32 while its
+    config.json said fp16; and a bf16 backbone was refused there as if autocast would feed LayerNorm fp16."""
+    monkeypatch.setattr(preflight, "trains_on_cpu", lambda: True, raising=False)
+    for dtype in ("fp32", "bf16"):
+        argv = train_args(
+            tiny_bert, sst2_dir, tmp_path / "run", "--backbone-dtype", dtype, "--mixed-precision", "fp16"
+        )
+        err = one_line_error(argv, capsys)
+        assert (
+            "--mixed-precision fp16: fp16 autocast runs on a GPU only, and this run trains on the CPU, where it "
+            "would be the run --mixed-precision no trains; use --mixed-precision bf16 (the CPU's) or no"
+        ) in err
+    # no autocast, no clash: the backbone check alone passes bf16 storage with fp16 asked for
+    preflight.check_backbone_options(TrainConfig(backbone_dtype="bf16", mixed_precision="fp16"))
+    preflight.check_mixed_precision(TrainConfig(mixed_precision="bf16"))
+    assert not (tmp_path / "run").exists()
+
+
+def test_the_cpu_is_the_training_device_where_accelerate_is_told_so(monkeypatch) -> None:
+    monkeypatch.setenv("ACCELERATE_USE_CPU", "true")  # accelerate launch --cpu
+    assert preflight.trains_on_cpu()
+    monkeypatch.delenv("ACCELERATE_USE_CPU")
+    monkeypatch.setenv("WORLD_SIZE", "2")  # several processes without CUDA: engine passes cpu=True
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    assert preflight.trains_on_cpu()

@@ -11,8 +11,9 @@ import pytest
 from training_tiny import run_cli, train_args
 
 from ptuning.core.config import ConfigError
-from ptuning.training.config import TrainConfig
+from ptuning.training.config import TrainConfig, build_config
 from ptuning.training.engine import RunResult
+from ptuning.training.presets import PRESETS
 from ptuning.training.sweep import (
     VariantRun,
     grid_variants,
@@ -24,12 +25,21 @@ from ptuning.training.sweep import (
 from ptuning.training.trainer import TrainingDivergedError
 
 
+def sweep_args(model: str, data: str, output_dir: Path, *extra: str) -> list[str]:
+    """``ptuning sweep`` with train_args' options but the --learning-rate and --prefix-length the grid sets
+    (refused beside its lists)."""
+    argv = train_args(model, data, output_dir, *extra)
+    for flag in ("--learning-rate", "--prefix-length"):
+        del argv[argv.index(flag) : argv.index(flag) + 2]
+    return ["sweep", *argv[1:]]
+
+
 def sweep(
     tiny_bert: str, data: str, output_dir: Path, lengths: str, rates: str, capsys
 ) -> tuple[list, str, dict]:
     """``ptuning sweep`` of 2 updates a cell: (argv, stdout, sweep.json) after checking it exited 0."""
-    argv = train_args(tiny_bert, data, output_dir, "--max-steps", "2", "--test-split", "none")
-    argv = ["sweep", *argv[1:], "--prefix-lengths", lengths, "--learning-rates", rates]
+    argv = sweep_args(tiny_bert, data, output_dir, "--max-steps", "2", "--test-split", "none")
+    argv = [*argv, "--prefix-lengths", lengths, "--learning-rates", rates]
     code, out, err = run_cli(argv, capsys)
     assert code == 0, err
     return argv, out, json.loads((output_dir / "sweep.json").read_text())
@@ -54,19 +64,15 @@ def test_sweep_runs_every_cell_then_skips_finished_ones(tiny_bert, sst2_dir, tmp
 
 
 def test_sweep_refuses_a_bad_cell_before_training_any(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
-    argv = train_args(tiny_bert, sst2_dir, tmp_path / "sweep")
-    code, _, err = run_cli(
-        ["sweep", *argv[1:], "--prefix-lengths", "4,0", "--learning-rates", "1e-2"], capsys
-    )
+    argv = sweep_args(tiny_bert, sst2_dir, tmp_path / "sweep")
+    code, _, err = run_cli([*argv, "--prefix-lengths", "4,0", "--learning-rates", "1e-2"], capsys)
     assert code == 2 and "prefix_length" in err and not (tmp_path / "sweep").exists()
 
 
 def test_a_prefix_length_grid_without_a_prefix_is_refused(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
     """linear-probe over --prefix-lengths 4,64 trained two byte-identical cells."""
-    argv = train_args(tiny_bert, sst2_dir, tmp_path / "sweep", "--method", "linear-probe")
-    code, _, err = run_cli(
-        ["sweep", *argv[1:], "--prefix-lengths", "4,64", "--learning-rates", "1e-2"], capsys
-    )
+    argv = sweep_args(tiny_bert, sst2_dir, tmp_path / "sweep", "--method", "linear-probe")
+    code, _, err = run_cli([*argv, "--prefix-lengths", "4,64", "--learning-rates", "1e-2"], capsys)
     assert code == 2 and "method linear-probe has no prefix, so every length trains the same model" in err
     assert not (tmp_path / "sweep").exists()
 
@@ -232,12 +238,88 @@ def test_an_output_dir_that_is_a_file_is_one_line_for_sweeps_and_seeds(
 ) -> None:
     afile = tmp_path / "afile"
     afile.write_text("mine\n")
-    argv = train_args(tiny_bert, sst2_dir, afile, "--max-steps", "1")
     argv = (
-        ["sweep", *argv[1:], "--prefix-lengths", "4", "--learning-rates", "1e-2"]
+        [
+            *sweep_args(tiny_bert, sst2_dir, afile, "--max-steps", "1"),
+            "--prefix-lengths",
+            "4",
+            "--learning-rates",
+            "1e-2",
+        ]
         if command == "sweep"
-        else [*argv, "--seeds", "1,2"]
+        else [*train_args(tiny_bert, sst2_dir, afile, "--max-steps", "1"), "--seeds", "1,2"]
     )
     code, _, err = run_cli(argv, capsys)
     assert code == 2 and "is a file; expected a folder" in err and "Traceback" not in err
     assert afile.read_text() == "mine\n"
+
+
+def test_a_flag_the_seeds_or_the_grid_would_override_is_refused(tmp_path) -> None:
+    """``train --seeds 1 --seed 99`` trained seed 1 alone without a word; the grid dropped --learning-rate and
+    --prefix-length the same way."""
+    base = {"task": "sst2", "data_dir": "data", "output_dir": str(tmp_path / "grid")}
+    flagged = build_config([("flags", {**base, "seed": "99"})])
+    with pytest.raises(
+        ConfigError, match="^--seed 99 and --seeds 1,2: every run takes its seed from --seeds; "
+    ):
+        seed_variants(flagged, [1, 2])
+    flagged = build_config([("flags", {**base, "learning_rate": "3e-2"})])
+    with pytest.raises(ConfigError, match="^--learning-rate 0.03 and --learning-rates 0.01,0.02: every run "):
+        grid_variants(flagged, [4], [1e-2, 2e-2])
+    flagged = build_config([("flags", {**base, "prefix_length": "8"})])
+    with pytest.raises(
+        ConfigError, match="^--prefix-length 8 and --prefix-lengths 4: .* drop --prefix-length$"
+    ):
+        grid_variants(flagged, [4], [1e-2])
+    # a preset's or a file's value is what flags override: the lists win, as the layering says
+    preset = PRESETS["copa-bert-large"]  # seed 44, learning rate 1e-2, prefix length 16
+    layered = build_config(
+        [(f"preset {preset.name}", preset.options), ("run.yaml", {"learning_rate": 5e-3}), ("flags", base)]
+    )
+    assert [config.seed for config in seed_variants(layered, [1, 2]).values()] == [1, 2]
+    cell = grid_variants(layered, [4], [2e-2])["p4-lr0.02"]
+    assert (cell.prefix_length, cell.learning_rate) == (4, 0.02)
+
+
+def test_resume_continues_every_unfinished_cell_as_train_resume_does(tmp_path) -> None:
+    """--resume with --seeds or a sweep was replaced by each cell's own judgement: a cell whose options changed
+    was trained again from scratch (its state moved to previous-run) where ``train --resume`` refuses."""
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2, 2e-2])
+    with pytest.raises(KeyboardInterrupt):
+        run_variants(variants, FakeTrain(fail_at="p4-lr0.02"), log=lambda _: None, is_main=False)
+    changed = TrainConfig(**{**base_config(tmp_path).to_dict(), "epochs": 5.0, "resume": True})
+    again = FakeTrain()
+    run_variants(grid_variants(changed, [4], [1e-2, 2e-2]), again, log=lambda _: None, is_main=False)
+    assert [(c.learning_rate, c.resume) for c in again.seen] == [(0.01, True), (0.02, True)]
+    same = TrainConfig(**{**changed.to_dict(), "eval_batch_size": 16})  # finished cells are still reused
+    runs = run_variants(grid_variants(same, [4], [1e-2, 2e-2]), FakeTrain(), log=lambda _: None)
+    assert [run.reused for run in runs] == [True, True]
+
+
+def test_seeds_with_resume_refuse_a_cell_saved_under_other_options(
+    tiny_bert, sst2_dir, tmp_path, capsys
+) -> None:
+    """The audit's case: a seed's run cut short after its state was saved, then ``--seeds 1 --resume`` with
+    another learning rate trained it afresh ("a new run (not --resume)")."""
+    argv = [*train_args(tiny_bert, sst2_dir, tmp_path / "seeds", "--max-steps", "1"), "--seeds", "1"]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 0, err
+    (tmp_path / "seeds" / "seed-1" / "summary.json").unlink()  # as if it had been cut off after its save
+    argv[argv.index("--learning-rate") + 1] = "5e-2"
+    code, out, err = run_cli([*argv, "--resume"], capsys)
+    assert code == 2 and "Traceback" not in err, err
+    assert "--resume would continue the run saved in" in err and "learning_rate: 0.03 there, 0.05 now" in err
+    assert "a new run" not in out and not (tmp_path / "seeds" / "seed-1" / "previous-run").exists()
+
+
+def test_a_reused_cell_whose_report_is_missing_gets_it_written(tmp_path) -> None:
+    """A report that failed to write ended the sweep; the rerun reused the cell and never wrote it."""
+    variants = grid_variants(base_config(tmp_path), [4], [1e-2])
+    run_variants(variants, FakeTrain(), log=lambda _: None)
+    report = tmp_path / "grid" / "p4-lr0.01" / "summary.md"
+    assert report.is_file()
+    report.unlink()
+    said, again = [], FakeTrain()
+    runs = run_variants(variants, again, log=said.append)
+    assert again.seen == [] and runs[0].reused and report.is_file()
+    assert "accuracy" in report.read_text() and "p4-lr0.01: wrote its missing summary.md" in said

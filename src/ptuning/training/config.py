@@ -26,6 +26,7 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
+    PrivateAttr,
     ValidationError,
     ValidationInfo,
     field_validator,
@@ -46,6 +47,8 @@ MethodName = Literal["ptuning-v2", "prefix-mlp", "prompt-tuning", "linear-probe"
 # config-file keys spelled as their flags where a flag is not the field's name
 FILE_KEY_ALIASES = {"data": "data_dir", "task_split": "task_splits"}
 PER_TASK_MAPS = ("task_data", "task_splits")  # TASK -> value: layered sources merge them task by task
+FLAGS = "flags"  # the source name of the command line's layer (``build_config``)
+PRESET = "preset"  # the first word of a preset layer's source name ("preset sst2-minilm")
 
 
 class TrainConfig(BaseModel):
@@ -54,6 +57,7 @@ class TrainConfig(BaseModel):
     model_config = ConfigDict(
         extra="forbid", allow_inf_nan=False, validate_assignment=True, use_attribute_docstrings=True
     )
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)  # field -> the layer that gave it
 
     task: str = ""
     """registry task name, e.g. sst2, conll2003, squad (`ptuning tasks` lists them)"""
@@ -129,7 +133,8 @@ class TrainConfig(BaseModel):
     """torch.compile the frozen backbone (dynamic shapes; needs a C++ compiler on CPU): costs start-up,
     printed once; whether it pays is measured in docs/BENCHMARKS.md"""
     mixed_precision: Literal["no", "bf16", "fp16"] = "no"
-    """autocast precision (where the device supports it); the prefix stays fp32"""
+    """autocast precision: bf16 (CPU or GPU) or fp16 (GPU only: accelerate leaves it off on the CPU, so it is
+    refused there); the prefix stays fp32"""
     backbone_dtype: Literal["fp32", "bf16", "fp16", "auto"] = "fp32"
     """dtype the frozen backbone is stored in; prefixes, heads and the loss stay fp32. auto: bf16 where the
     machine computes it natively (a CPU with AVX512-BF16 or AMX, a CUDA GPU with bf16), fp32 elsewhere and
@@ -237,18 +242,23 @@ class TrainConfig(BaseModel):
     @model_validator(mode="after")
     def _prefix_fields_fit(self) -> TrainConfig:
         self.prefix_config()  # PrefixConfig checks what the fields above cannot (e.g. layer indices)
-        if not Method(self.method).is_deep:  # accepted and ignored, the run would not be the one asked for
-            defaults = {"prefix_layers": None, "prefix_init_std": 1.0}
-            unread = [name for name, default in defaults.items() if getattr(self, name) != default]
-            if unread:
-                raise ValueError(
-                    f"{', '.join(unread)} {'is' if len(unread) == 1 else 'are'} not used by method "
-                    f"{self.method} (deep prefixes only: ptuning-v2, prefix-mlp); leave "
-                    f"{'it' if len(unread) == 1 else 'them'} at the default"
-                )
+        unread = unread_prefix_options(self.model_dump())
+        if unread:  # accepted and ignored, the run would not be the one config.json says it was
+            one = len(unread) == 1
+            whys = "; ".join(why if one else f"{name}: {why}" for name, why in unread.items())
+            raise ValueError(
+                f"{', '.join(unread)} {'is' if one else 'are'} not used by method {self.method} ({whys}); "
+                f"leave {'it' if one else 'them'} at the default"
+            )
         if self.tasks is not None and not self.tasks:
             raise ValueError("tasks needs at least one task")
         return self
+
+    def given_as_flag(self, field: str) -> bool:
+        """Whether ``field`` came from a command-line flag (``build_config``'s flags layer), not from a preset,
+        a file or the default: a flag that another flag would override (``--seed`` under ``--seeds``) is refused
+        rather than dropped."""
+        return self._sources.get(field) == FLAGS
 
     # --- derived values ---------------------------------------------------------------------------------------
     @property
@@ -278,6 +288,46 @@ class TrainConfig(BaseModel):
     def replace(self, **changes: Any) -> TrainConfig:
         """A validated copy with ``changes`` (a bad value is a ConfigError, as from any other source)."""
         return build_config([("options", changes)], base=self.to_dict())
+
+
+# --- prefix options a method never reads ------------------------------------------------------------------------
+
+_DEEP = "only deep prefixes (ptuning-v2, prefix-mlp) read it"
+
+
+def unread_prefix_options(options: dict[str, Any]) -> dict[str, str]:
+    """The prefix options in ``options`` set away from their defaults that its method never reads, each with
+    why. Accepted, they were recorded in config.json and the checkpoint as if they had shaped the run.
+    prefix_length is not among them: presets set it for every method (``--preset sst2-minilm --method
+    finetune``), and the sweep refuses several lengths for a method without a prefix. Nor is a prefix dropout
+    of 0 without a prefix: it says what the run does."""
+    try:
+        method = Method(options.get("method", Method.PTUNING_V2))
+    except (ValueError, TypeError):  # validation names the bad method
+        return {}
+    readers = {
+        "prefix_layers": (method.is_deep, _DEEP),
+        "position_mode": (method.is_deep, _DEEP),
+        "prefix_init_std": (method.is_deep, _DEEP),
+        "mlp_hidden_size": (method is Method.PREFIX_MLP, "only prefix-mlp reads it"),
+        "prefix_dropout": (
+            method.uses_prefix,
+            "only methods with a prefix (ptuning-v2, prefix-mlp, prompt-tuning) read it",
+        ),
+    }
+    defaults = {name: TrainConfig.model_fields[name].default for name in readers}
+    unread = {}
+    for name, (read, why) in readers.items():
+        if not read and options.get(name, defaults[name]) != defaults[name]:
+            unread[name] = why
+    if "prefix_dropout" in unread and options["prefix_dropout"] == 0:  # true of a run without a prefix
+        del unread["prefix_dropout"]
+    std = options.get("prefix_init_std", defaults["prefix_init_std"])
+    if method.is_deep and options.get("prefix_init") == "activations" and std != defaults["prefix_init_std"]:
+        unread["prefix_init_std"] = (
+            "prefix_init activations starts the table from the backbone's keys and values"
+        )
+    return unread
 
 
 # --- building a config from layered sources ---------------------------------------------------------------------
@@ -342,10 +392,15 @@ def build_config(layers: list[tuple[str, dict[str, Any]]], base: dict[str, Any] 
                         value = {**earlier, **later}
             merged[key] = value
             origin[key] = where
+    for name in unread_prefix_options(merged):  # a preset's, for its own method, which another replaced
+        if origin.get(name, "").split(" ")[0] == PRESET:
+            del merged[name]
     try:
-        return TrainConfig(**merged)
+        config = TrainConfig(**merged)
     except ValidationError as error:
         raise ConfigError(_describe(error.errors()[0], origin)) from None
+    config._sources = origin
+    return config
 
 
 class _RepeatedOption(Exception):
@@ -440,7 +495,7 @@ def _describe(error: dict[str, Any], origin: dict[str, str]) -> str:
         return _unknown(field, where)
     if not field:  # a check across fields: its message names them
         return str(context.get("error", error["msg"]))
-    subject = flag_name(field) if where == "flags" else f"{where}: {field}"
+    subject = flag_name(field) if where == FLAGS else f"{where}: {field}"
     if kind == "value_error":
         return f"{subject}: {context.get('error', error['msg'])}"
     bounds = {"greater_than": (">", "gt"), "greater_than_equal": (">=", "ge"), "less_than": ("<", "lt")}

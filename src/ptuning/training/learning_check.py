@@ -18,16 +18,25 @@ import math
 from collections import Counter
 from collections.abc import Iterable
 
+from ptuning.core.config import Method
 from ptuning.core.kinds import HeadKind
 from ptuning.tasks.base import Features, Task
 
 IGNORED_LABEL = -100  # token positions the loss skips (special tokens, sub-words after the first)
 MARGIN = 0.05  # a loss must be more than 5 % under the yardstick to count as having learned something
-ADVICE = (
-    "lower --learning-rate, add --warmup-ratio 0.1 (and --max-grad-norm 1.0 if clipping was turned off), or put "
-    "the prefix on the top half of the layers (--prefix-layers): what stopped all-mpnet-base-v2's every-layer "
-    "prefix from collapsing (docs/RESULTS.md)"
-)
+ADVICE = "lower --learning-rate, add --warmup-ratio 0.1 (and --max-grad-norm 1.0 if clipping was turned off)"
+LAYERS_ADVICE = "put the prefix on the top half of the layers (--prefix-layers)"
+WHY_ADVICE = "what stopped all-mpnet-base-v2's every-layer prefix from collapsing (docs/RESULTS.md)"
+
+
+def advice(method: str | None) -> str:
+    """What to try, --prefix-layers only where the method reads it: deep prefixes (the other methods refuse the
+    flag). Without a method the layer hint names the methods it is for."""
+    if method is None:
+        return f"{ADVICE}, or with a deep prefix (ptuning-v2, prefix-mlp) {LAYERS_ADVICE}: {WHY_ADVICE}"
+    if Method(method).is_deep:
+        return f"{ADVICE}, or {LAYERS_ADVICE}: {WHY_ADVICE}"
+    return ADVICE
 
 
 def label_prior_loss(task: Task, features: Features) -> float | None:
@@ -49,14 +58,16 @@ def label_prior_loss(task: Task, features: Features) -> float | None:
     return -sum(count / total * math.log(count / total) for count in counts.values())
 
 
-def not_learning(task_name: str, train_loss: float, prior_loss: float | None) -> str | None:
+def not_learning(
+    task_name: str, train_loss: float, prior_loss: float | None, method: str | None = None
+) -> str | None:
     """A warning when ``train_loss`` (the mean since the last evaluation) is not more than ``MARGIN`` under
-    ``prior_loss``, else None."""
+    ``prior_loss``, else None; its advice fits ``method`` (``advice``)."""
     if prior_loss is None or train_loss < (1 - MARGIN) * prior_loss:
         return None
     return (
         f"{task_name}: the training loss since the last evaluation ({train_loss:.4f}) is not even {MARGIN:.0%} "
         f"under always predicting the training labels' frequencies ({prior_loss:.4f}): training has not fit "
         f"{task_name} better than the label frequencies yet. If the dev scores sit at chance too and this lasts, "
-        f"{ADVICE}"
+        f"{advice(method)}"
     )

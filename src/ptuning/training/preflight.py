@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from accelerate.utils import parse_flag_from_env
 
 from ptuning.core.config import ConfigError, Method
 from ptuning.core.geometry import PrefixGeometry, UnsupportedModelError
@@ -24,6 +25,7 @@ from ptuning.core.quantization import loading_kwargs
 from ptuning.training.config import TrainConfig, flag_name
 
 POOLED_KINDS = (HeadKind.CLASSIFICATION, HeadKind.REGRESSION, HeadKind.MULTIPLE_CHOICE)
+LM_KINDS = (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM)  # no head of ours: the backbone's own LM head decodes
 KERNEL_PACKAGES = {"flash_attention_2": "flash_attn"}
 
 
@@ -33,7 +35,9 @@ def check_run(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
     check_attention(config.attn_implementation)
     check_backbone_options(config)
     check_sharding(config)
+    check_mixed_precision(config)
     check_pooling(config, head_kinds)
+    check_language_model_heads(config, head_kinds)
     check_positions(config)
     check_prompt_room(config, head_kinds)
     check_init_prefix(config)
@@ -88,9 +92,10 @@ def check_attention(implementation: str) -> None:
 def check_backbone_options(config: TrainConfig) -> None:
     """A quantized backbone trains only through bitsandbytes on CUDA (int8 on CPU is for inference:
     ``ptuning predict/serve --backbone-quantization int8``); bf16 weights cannot run under fp16 autocast, nor
-    fp16 weights under bf16 autocast. A backbone that trains (finetune) stays fp32: stored in bf16 or fp16 it
-    has no fp32 master copy, and AdamW steps smaller than half a rounding step vanish (most of them at
-    fine-tuning learning rates). ``auto`` is already fp32 there (``TrainConfig``)."""
+    fp16 weights under bf16 autocast (where that autocast is on: accelerate never turns fp16 on for the CPU). A
+    backbone that trains (finetune) stays fp32: stored in bf16 or fp16 it has no fp32 master copy, and AdamW
+    steps smaller than half a rounding step vanish (most of them at fine-tuning learning rates). ``auto`` is
+    already fp32 there (``TrainConfig``)."""
     if config.backbone_quantization is not None:
         try:
             loading_kwargs(config.backbone_quantization)  # refuses without CUDA or bitsandbytes
@@ -105,17 +110,36 @@ def check_backbone_options(config: TrainConfig) -> None:
             f"updates round away); use --backbone-dtype fp32 with --mixed-precision {config.backbone_dtype}"
         )
     stored = resolve_auto(config.backbone_dtype)
-    if (
-        stored in ("bf16", "fp16")
-        and config.mixed_precision in ("bf16", "fp16")
-        and stored != config.mixed_precision
-    ):
+    autocast = "no" if config.mixed_precision == "fp16" and trains_on_cpu() else config.mixed_precision
+    if stored in ("bf16", "fp16") and autocast in ("bf16", "fp16") and stored != autocast:
         chosen = stored if config.backbone_dtype == stored else f"auto ({stored} on this machine)"
         raise ConfigError(
             f"{flag_name('backbone_dtype')} {chosen} with {flag_name('mixed_precision')} {config.mixed_precision} "
             f"cannot run (LayerNorm gets {stored} weights and {config.mixed_precision} inputs); use "
             f"--mixed-precision {stored} or no"
         )
+
+
+def check_mixed_precision(config: TrainConfig) -> None:
+    """--mixed-precision fp16 on the CPU changes nothing: accelerate turns fp16 autocast on only on a GPU, so
+    the run was bit-identical to fp32 while its config.json said fp16. bf16 is the CPU's autocast."""
+    if config.mixed_precision == "fp16" and trains_on_cpu():
+        raise ConfigError(
+            f"{flag_name('mixed_precision')} fp16: fp16 autocast runs on a GPU only, and this run trains on the "
+            "CPU, where it would be the run --mixed-precision no trains; use --mixed-precision bf16 (the CPU's) "
+            "or no"
+        )
+
+
+def trains_on_cpu() -> bool:
+    """Whether accelerate will train on the CPU, as ``engine._accelerator`` builds it: told so (``accelerate
+    launch --cpu`` sets ACCELERATE_USE_CPU; several processes without CUDA are told cpu=True), or no
+    accelerator torch can use."""
+    if parse_flag_from_env("ACCELERATE_USE_CPU"):
+        return True
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available():
+        return True
+    return torch.accelerator.current_accelerator(check_available=True) is None
 
 
 def check_init_prefix(config: TrainConfig) -> None:
@@ -186,6 +210,26 @@ def check_pooling(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
         raise ConfigError(
             f"--pooling applies to classification, regression and multiple-choice heads; "
             f"{', '.join(f'{name} is {kind}' for name, kind in unpooled.items())}"
+        )
+
+
+def check_language_model_heads(config: TrainConfig, head_kinds: dict[str, HeadKind]) -> None:
+    """A causal-lm or seq2seq-lm task decodes through the backbone's own LM head, frozen with it: linear-probe
+    would train nothing (it failed after loading with "element 0 of tensors does not require grad"), and
+    --head-dropout would be recorded for a head that is never built."""
+    lm_tasks = {name: str(kind) for name, kind in head_kinds.items() if kind in LM_KINDS}
+    named = ", ".join(f"task {name!r} is {kind}" for name, kind in lm_tasks.items())
+    if lm_tasks and Method(config.method) is Method.LINEAR_PROBE:
+        raise ConfigError(
+            f"method linear-probe trains only task heads, and a language-model task has none ({named}: its LM "
+            "head is the frozen backbone's), so nothing would train; use ptuning-v2, prefix-mlp, prompt-tuning "
+            "or finetune"
+        )
+    default = TrainConfig.model_fields["head_dropout"].default
+    if lm_tasks and len(lm_tasks) == len(head_kinds) and config.head_dropout != default:
+        raise ConfigError(
+            f"{flag_name('head_dropout')} {config.head_dropout:g} applies before classification, regression, "
+            f"tagging, QA and multiple-choice heads; {named} (no head is built); leave it at {default:g}"
         )
 
 

@@ -2,9 +2,10 @@
 
 Each variant trains into its own subdirectory of the base output_dir, so that an interrupted sweep can be
 started again with the same command: a variant whose summary.json exists under the same options is not run
-again, and one that was cut off continues from its training_state. In a sweep a learning rate that diverges is
-a result, not a failure: the cell is recorded as diverged (``diverged.json``, skipped on a rerun) and the
-other cells still train.
+again, and one that was cut off continues from its training_state (with ``--resume``, every unfinished variant
+continues its own state as ``ptuning train --resume`` would, refused there if its options changed). In a sweep
+a learning rate that diverges is a result, not a failure: the cell is recorded as diverged (``diverged.json``,
+skipped on a rerun) and the other cells still train.
 """
 
 from __future__ import annotations
@@ -18,10 +19,10 @@ from typing import Any
 
 from ptuning.core.config import ConfigError
 from ptuning.core.folders import write_text_whole
-from ptuning.training.config import TrainConfig
+from ptuning.training.config import TrainConfig, flag_name
 from ptuning.training.engine import RunResult, train
 from ptuning.training.preflight import check_output_dir
-from ptuning.training.report import write_json_and_markdown, write_run_report
+from ptuning.training.report import SUMMARY_MD, write_json_and_markdown, write_run_report
 from ptuning.training.state import option_changes, saved_options
 from ptuning.training.trainer import TrainingDivergedError
 
@@ -62,6 +63,9 @@ def run_variants(
         summary = _read_summary(summary_path, name, log) if same_options else None
         if summary is not None:
             log(f"{name}: finished earlier, reusing {summary_path}")
+            if is_main and not (output_dir / SUMMARY_MD).is_file():  # a report that failed to write last time
+                write_run_report(output_dir, summary)
+                log(f"{name}: wrote its missing {SUMMARY_MD}")
             runs.append(VariantRun(name, config, summary, reused=True))
             continue
         if record_divergence and same_options and diverged_path.is_file():
@@ -70,9 +74,10 @@ def run_variants(
             runs.append(VariantRun(name, config, {}, reused=True, diverged=why))
             continue
         diverged_path.unlink(missing_ok=True)
-        # continue a run that was cut off, but never one trained with other options
-        config = config.replace(resume=same_options)
-        log(f"{name}: {'resuming' if same_options else 'training'} in {output_dir}")
+        # continue a run that was cut off, but never one trained with other options; --resume is train's:
+        # continue the cell's saved state, refused there if its options changed
+        config = config.replace(resume=config.resume or same_options)
+        log(f"{name}: {'resuming' if config.resume else 'training'} in {output_dir}")
         try:
             summary = train_fn(config).summary
         except TrainingDivergedError as error:
@@ -118,6 +123,8 @@ def grid_variants(
     twice, or two rates one folder name cannot tell apart, are refused: the cells would share a folder."""
     _refuse_repeats("--prefix-lengths", [str(length) for length in prefix_lengths])
     _refuse_repeats("--learning-rates", [f"{rate:g}" for rate in learning_rates])
+    _refuse_overridden(base, "prefix_length", "--prefix-lengths", [str(length) for length in prefix_lengths])
+    _refuse_overridden(base, "learning_rate", "--learning-rates", [f"{rate:g}" for rate in learning_rates])
     variants = {}
     for prefix_length in prefix_lengths:
         for learning_rate in learning_rates:
@@ -182,6 +189,7 @@ def write_sweep_report(output_dir: str | Path, table: dict[str, Any]) -> list[Pa
 def seed_variants(base: TrainConfig, seeds: list[int]) -> dict[str, TrainConfig]:
     """One config per seed, each in ``base.output_dir/seed-{seed}``; a seed given twice is refused."""
     _refuse_repeats("--seeds", [str(seed) for seed in seeds])
+    _refuse_overridden(base, "seed", "--seeds", [str(seed) for seed in seeds])
     return {
         f"seed-{seed}": base.replace(seed=seed, output_dir=str(Path(base.output_dir) / f"seed-{seed}"))
         for seed in seeds
@@ -193,4 +201,15 @@ def _refuse_repeats(flag: str, names: list[str]) -> None:
     if repeated := sorted({name for name in names if names.count(name) > 1}):
         raise ConfigError(
             f"{flag} names {', '.join(repeated)} more than once (as its folder names it); give each value once"
+        )
+
+
+def _refuse_overridden(base: TrainConfig, field: str, flag: str, values: list[str]) -> None:
+    """A flag the list replaces in every cell (``--seed 99`` under ``--seeds 1,2``): it was dropped without a
+    word. A preset's or a config file's value is what flags override, so only a flag is refused."""
+    if base.given_as_flag(field):
+        given, what = getattr(base, field), field.replace("_", " ")
+        raise ConfigError(
+            f"{flag_name(field)} {given:g} and {flag} {','.join(values)}: every run takes its {what} from "
+            f"{flag}; drop {flag_name(field)}"
         )

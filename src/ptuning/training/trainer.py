@@ -398,7 +398,11 @@ class Trainer:
         frequencies alone give (``learning_check``)."""
         warnings = []
         for name, losses in self.progress["losses"].items():
-            warning = not_learning(name, _mean(losses), self.prior_losses[name]) if losses else None
+            warning = (
+                not_learning(name, _mean(losses), self.prior_losses[name], method=self.config.method)
+                if losses
+                else None
+            )
             if warning:
                 warnings.append(warning)
         return warnings
