@@ -25,7 +25,7 @@ from ptuning.tasks import text_metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
 from ptuning.tasks.collate import IGNORE_INDEX
 from ptuning.tasks.metrics import exact_match as squad_exact_match
-from ptuning.tasks.metrics import token_f1
+from ptuning.tasks.metrics import normalize_answer, token_f1
 from ptuning.tasks.readers import SPLIT_ALIASES, Table, read_table, row_id, split_file
 from ptuning.tasks.tag_schemes import entity_spans
 
@@ -178,6 +178,41 @@ class GenerativeTask(Task):
             "their scores; raise the task option max_new_tokens"
         )
 
+    def exact_match_form(self, text: str) -> Any:
+        """``text`` as the task's exact match compares it (``text_metrics.exact_match``: spaces squeezed)."""
+        return text_metrics.squeeze_spaces(text)
+
+    def reproduction_note(
+        self, examples: list[Example], response_ids: list[list[int]], tokenizer: Any
+    ) -> str | None:
+        """A note when some responses do not come back from their tokens, decoded as scoring decodes outputs
+        (up to the first EOS, without special tokens) and compared as exact match compares: a vocabulary
+        without byte fallback turns unseen characters into its unknown token, which decoding drops. Even a
+        perfect model then misses exact match on those examples, and training teaches it to write that token."""
+        labelled = [index for index, example in enumerate(examples) if example.get("references")]
+        if not labelled:  # predict's inputs: no responses to check
+            return None
+        eos = tokenizer.eos_token_id
+        ids = [response_ids[index] for index in labelled]
+        texts = tokenizer.batch_decode(
+            [tokens[: tokens.index(eos)] if eos in tokens else tokens for tokens in ids],
+            skip_special_tokens=True,
+        )
+        missed = [
+            (examples[index]["response"], text.strip())
+            for index, text in zip(labelled, texts, strict=True)
+            if self.exact_match_form(text.strip())
+            not in [self.exact_match_form(reference) for reference in examples[index]["references"]]
+        ]
+        if not missed:
+            return None
+        response, decoded = (_shortened(text) for text in missed[0])
+        return (
+            f"{self.name}: {len(missed)} of {len(labelled)} responses cannot be reproduced by the tokenizer "
+            f"(e.g. {response!r} comes back as {decoded!r}): exact match is at most "
+            f"{100.0 * (len(labelled) - len(missed)) / len(labelled):.1f} %"
+        )
+
     def featurize(
         self, examples: list[Example], tokenizer: Any, max_length: int, prompt_limit: int | None = None
     ) -> tuple[Features, DataReport]:
@@ -230,6 +265,8 @@ class GenerativeTask(Task):
             )
         report.truncated, report.cut_for_generation = cut_prompts, cut_for_generation
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
+            report.notes.append(note)
+        if note := self.reproduction_note(examples, response_ids, tokenizer):
             report.notes.append(note)
         # the model's positions, not max_length, set the generation cut: said in a note of its own
         positions_cut = room < max_length - len(eos)
@@ -367,6 +404,10 @@ class CausalLmTask(GenerativeTask):
         return table.find_column([self.history_field], required=False)
 
 
+def _shortened(text: str, keep: int = 40) -> str:
+    return text if len(text) <= keep else text[: keep - 3] + "..."
+
+
 def cut_from_the_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:
     """The last ``keep`` of a prompt's ``ids``, behind its BOS when it starts with one: a model sees a BOS at
     position 0 whether or not its prompt was cut (Llama-style tokenizers and BART add one; left alone, every
@@ -462,6 +503,8 @@ class Seq2SeqLmTask(CausalLmTask):
         report.truncated, report.cut_for_generation = cut_examples, cut_prompts
         if note := self.answer_room_note([ids for ids in response_ids if ids]):
             report.notes.append(note)
+        if note := self.reproduction_note(examples, response_ids, tokenizer):
+            report.notes.append(note)
         if cut_prompts:
             report.notes.append(
                 f"{self.name}: {cut_prompts} of {len(examples)} prompts were longer than max_length={max_length} "
@@ -533,6 +576,9 @@ class SquadGenerativeTask(GenerativeTask):
         # Plain prompts end mid-line: a leading space makes the answer's first token a word start.
         return example["response"] if self.chat_template else " " + example["response"]
 
+    def exact_match_form(self, text: str) -> Any:
+        return normalize_answer(text)
+
     def score(self, examples: list[Example], features: Features, outputs: list[str]) -> dict[str, float]:
         predictions = self.predictions(examples, features, outputs)
         golds = [example["references"] for example in examples]
@@ -591,6 +637,9 @@ class Conll2003JsonTask(GenerativeTask):
 
     def render_response(self, example: Example) -> str:
         return example["response"] if self.chat_template else "\n" + example["response"]
+
+    def exact_match_form(self, text: str) -> Any:
+        return parse_entities(text)  # the lists are compared, not their spelling
 
     def score(self, examples: list[Example], features: Features, outputs: list[str]) -> dict[str, float]:
         predictions = [parse_entities(text) for text in self.predictions(examples, features, outputs)]
