@@ -13,7 +13,15 @@ from ptuning.tasks.base import DataError, HeadKind
 from ptuning.tasks.registry import get_task
 from ptuning.tasks.srl import TASKS as SRL_TASKS
 from ptuning.tasks.srl import Conll2005SrlTask
-from ptuning.tasks.tag_schemes import Scheme, TagError, detect_scheme, entity_scores, entity_spans, to_iob2
+from ptuning.tasks.tag_schemes import (
+    Scheme,
+    TagError,
+    detect_scheme,
+    entity_scores,
+    entity_spans,
+    split_tag,
+    to_iob2,
+)
 from ptuning.tasks.tagging import (
     TASKS,
     Conll2003Task,
@@ -560,6 +568,34 @@ def test_a_lost_word_is_inside_an_entity_only_between_two_words_of_it(tags, lost
     tags = list(tags)
     bridge_lost_words(tags, set(range(len(tags))) - lost)
     assert tags == bridged
+
+
+def _bridged_word_by_word(tags: list[str], covered: set[int]) -> list[str]:
+    """The rule stated per word, as bridge_lost_words read before it became one pass: the oracle below."""
+    tags, before = list(tags), "O"
+    for word in range(max(covered, default=-1)):
+        if word in covered:
+            before = tags[word]
+            continue
+        after = tags[min(w for w in covered if w > word)]
+        prefix, kind = split_tag(before)
+        if prefix in ("B", "I") and after == f"I-{kind}":
+            tags[word] = after
+    return tags
+
+
+def test_runs_of_lost_words_are_bridged_as_each_word_alone_would_be():
+    """Bridging a run of lost words in one pass (a run of k cost k^2 searches) changes no tag: random tag
+    sequences with runs of lost words of every length, against the per-word rule."""
+    rng = np.random.default_rng(0)
+    choices = ["O", "B-PER", "I-PER", "B-LOC", "I-LOC"]
+    for _ in range(400):
+        length = int(rng.integers(0, 30))
+        tags = [choices[i] for i in rng.integers(0, len(choices), length)]
+        covered = {i for i in range(length) if rng.random() < 0.4}
+        expected = _bridged_word_by_word(tags, covered)
+        bridge_lost_words(tags, covered)
+        assert tags == expected
 
 
 def test_a_column_option_past_the_files_columns_names_it(tmp_path):

@@ -328,16 +328,16 @@ def opened_by_lost_word(tags: list[str], word: int, covered: set[int]) -> bool:
 
 def bridge_lost_words(tags: list[str], covered: set[int]) -> None:
     """Tag each word without a prediction I-X when the predicted words around it are B-X/I-X and I-X, so
-    "John <zero-width space> Smith" stays one entity; otherwise it keeps O (as do words cut by truncation)."""
-    before = "O"  # the tag of the nearest predicted word to the left
-    for word in range(max(covered, default=-1)):  # words after the last predicted one have no right neighbour
-        if word in covered:
-            before = tags[word]
-            continue
-        after = tags[next(w for w in range(word + 1, len(tags)) if w in covered)]
+    "John <zero-width space> Smith" stays one entity; otherwise it keeps O (as do words cut by truncation).
+    One pass over the predicted words: a run of k lost words (OCR'd text full of soft hyphens) is bridged as
+    a whole, where a search for each one's right neighbour cost k^2 (14 s for 32,000 of them)."""
+    before, previous = "O", -1  # the tag and index of the nearest predicted word to the left
+    for index in sorted(covered):  # words after the last predicted one have no right neighbour
+        after = tags[index]
         before_prefix, before_type = split_tag(before)
-        if before_prefix in ("B", "I") and after == f"I-{before_type}":
-            tags[word] = after
+        if index > previous + 1 and before_prefix in ("B", "I") and after == f"I-{before_type}":
+            tags[previous + 1 : index] = [after] * (index - previous - 1)
+        before, previous = after, index
 
 
 ONTONOTES_TYPES = ["CARDINAL", "DATE", "EVENT", "FAC", "GPE", "LANGUAGE", "LAW", "LOC", "MONEY", "NORP"]
