@@ -1,8 +1,9 @@
 """The prefix's shape and the position facts it depends on, read from any family's config (and structure).
 
 Nothing here lists model types: every field comes from config attributes (through transformers'
-``attribute_map``, so GPT-2's ``n_embd`` reads as ``hidden_size``) or from the built model's modules. Which
-families can take a prefix at all is decided by ``core.injection`` (capability detection).
+``attribute_map``, so GPT-2's ``n_embd`` reads as ``hidden_size``), from transformers' own registry of model
+classes, or from the built model's modules. Which families can take a prefix at all is decided by
+``core.injection`` (capability detection).
 """
 
 from __future__ import annotations
@@ -13,6 +14,11 @@ from enum import StrEnum
 
 from torch import nn
 from transformers import PretrainedConfig
+from transformers.models.auto.modeling_auto import (
+    MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
+    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
+    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
+)
 
 
 class UnsupportedModelError(ValueError):
@@ -98,6 +104,10 @@ class PrefixGeometry:
             num_layers = encoder_layers + 2 * decoder_layers
         architectures = getattr(config, "architectures", None) or []
         causal_architecture = any(a.endswith(("ForCausalLM", "LMHeadModel")) for a in architectures)
+        if hasattr(type(text), "is_decoder"):  # the family runs either way (BERT-likes): its flag says which
+            decoder_family = bool(text.is_decoder)
+        else:  # a BLOOM saved as BloomModel or *ForSequenceClassification is still causal
+            decoder_family = is_decoder_family(model_type)
         return cls(
             model_type=model_type,
             num_layers=num_layers,
@@ -106,8 +116,7 @@ class PrefixGeometry:
             head_dim=head_dim,
             hidden_size=hidden_size,
             max_positions=getattr(text, "max_position_embeddings", None),
-            is_decoder=not is_encoder_decoder
-            and (bool(getattr(text, "is_decoder", False)) or causal_architecture),
+            is_decoder=not is_encoder_decoder and (decoder_family or causal_architecture),
             is_encoder_decoder=is_encoder_decoder,
             position_kind=_position_kind_from_config(text),
             sliding_window=_sliding_window(text),
@@ -170,6 +179,19 @@ class PrefixGeometry:
                 f"{self.sliding_window} tokens; sliding-window layers see the prefix beside their window, "
                 f"so keep the prefix within it (prefix_length <= {self.sliding_window})"
             )
+
+
+def is_decoder_family(model_type: str) -> bool:
+    """Decoder-only: transformers builds a causal LM of the family and neither a masked LM nor a seq2seq model
+    (BERT-likes have a causal-LM class too). Asked of transformers, so every decoder it knows counts, whichever
+    class saved the folder (``architectures`` names the saving class, and a base model or sequence classifier
+    of a causal family says nothing causal). XLNet counts too: it reads its summary token <cls> at the end,
+    which is where last-token pooling reads."""
+    return (
+        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
+        and model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
+    )
 
 
 def _replace(geometry: PrefixGeometry, **changes) -> PrefixGeometry:

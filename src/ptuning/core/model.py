@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from enum import StrEnum
 
 import torch
@@ -46,7 +46,8 @@ class HeadSpec:
 
     kind: HeadKind
     label_names: list[str] | None = None
-    pooling: Pooling | None = None  # None: first token for encoders, last real token for decoders
+    # None: the backbone's default (``PromptModel.default_pooling``), which ``add_task`` records in its copy
+    pooling: Pooling | None = None
     dense_activation: str | None = None  # dense + this activation before the linear layer (see heads.Head)
     # The dense layer is a base-model weight (the checkpoint's pooler): frozen with a frozen backbone, and
     # recorded so that a saved head loads frozen again (ptuning.core.pooler).
@@ -250,6 +251,10 @@ class PromptModel(nn.Module):
         prefix_name = prefix_name or task
         if check_head:  # before anything is added: a refused task leaves no prefix behind
             self._check_head_fits(task, spec)
+        if spec.kind in FIRST_TOKEN_KINDS and spec.pooling is None:
+            # Recorded, so that a saved head pools as it was trained on whatever backbone it is loaded onto
+            # (a null pooling, from older checkpoints, is resolved here from the landing backbone).
+            spec = replace(spec, pooling=self.default_pooling)  # a copy: the caller's spec stays as it was
         # The prefix is drawn before the head, as always (the random stream, so every seed's initial weights,
         # stays what it was); a head that refuses takes the new prefix away again: no orphan is left behind.
         new_prefix = self.method.uses_prefix and prefix_name not in self.prefixes
@@ -270,24 +275,26 @@ class PromptModel(nn.Module):
         """The head ``spec`` asks for (None for causal/seq2seq LM tasks, which read the model's own LM head)."""
         if spec.kind in (HeadKind.CAUSAL_LM, HeadKind.SEQ2SEQ_LM):
             return None
-        pooling = spec.pooling or (
-            Pooling.LAST
-            if self.geometry.is_decoder
-            else Pooling.MEAN  # T5 / BART encoders have no [CLS] token
-            if self.geometry.is_encoder_decoder
-            else Pooling.FIRST
-        )
         head = Head(
             spec.kind,
             self.geometry.hidden_size,
             spec.num_labels,
             self.head_dropout,
-            pooling,
+            spec.pooling or self.default_pooling,
             spec.dense_activation,
         )
         if spec.frozen_dense and self.method.freezes_backbone:
             head.dense.requires_grad_(False)
         return head
+
+    @property
+    def default_pooling(self) -> Pooling:
+        """The pooled vector a head reads unless its spec says: the last real token of a decoder (the only one
+        that has seen the whole input; XLNet's <cls> too), the mean of an encoder-decoder's encoder (T5 and
+        BART have no [CLS]), else an encoder's first token ([CLS])."""
+        if self.geometry.is_decoder:
+            return Pooling.LAST
+        return Pooling.MEAN if self.geometry.is_encoder_decoder else Pooling.FIRST
 
     def _check_head_fits(self, task: str, spec: HeadSpec) -> None:
         """Refuse a head this backbone cannot feed (it would fail deep inside forward otherwise)."""
@@ -594,6 +601,7 @@ class PromptModel(nn.Module):
             raise ValueError(f"got {len(prefix_names)} prefix names for a batch of {batch} rows")
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
+        self._check_padding_side(attention_mask)
         kwargs: dict = {"attention_mask": attention_mask}
         if token_type_ids is not None:
             kwargs["token_type_ids"] = token_type_ids
@@ -642,6 +650,18 @@ class PromptModel(nn.Module):
         if self.geometry.takes_use_cache:
             kwargs["use_cache"] = False
         return kwargs
+
+    def _check_padding_side(self, attention_mask: torch.Tensor) -> None:
+        """Refuse left padding where this model cannot give positions: a backbone with a learned position table
+        whose forward takes no ``position_ids`` (BART, mBART) numbers columns from 0, so padding in front would
+        move every real token's position and a row's output would differ from the row alone."""
+        if self.geometry.takes_position_ids or not self.geometry.position_table or attention_mask.dim() != 2:
+            return
+        if not bool(attention_mask[:, 0].all()):
+            raise ConfigError(
+                f"attention_mask: a row starts with padding, but {self.geometry.model_type} numbers positions "
+                "from the first column itself (its forward takes no position_ids); right-pad the batch"
+            )
 
     def _layers_of(self, prefix_names: Sequence[str]) -> tuple[int, ...]:
         """The layers the batch's prefixes sit on (``_row_tables`` checked that they agree), not the first

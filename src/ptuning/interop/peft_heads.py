@@ -19,14 +19,13 @@ import transformers
 from transformers.modeling_layers import GenericForTokenClassification
 from transformers.models.auto.modeling_auto import (
     MODEL_FOR_CAUSAL_LM_MAPPING_NAMES,
-    MODEL_FOR_MASKED_LM_MAPPING_NAMES,
     MODEL_FOR_QUESTION_ANSWERING_MAPPING_NAMES,
-    MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES,
     MODEL_FOR_SEQUENCE_CLASSIFICATION_MAPPING_NAMES,
     MODEL_FOR_TOKEN_CLASSIFICATION_MAPPING_NAMES,
     MODEL_MAPPING_NAMES,
 )
 
+from ptuning.core.geometry import is_decoder_family
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.interop.peft_format import PeftFormatError
@@ -71,17 +70,6 @@ def reads_token_types(config: Any) -> bool:
     """Whether the base tells token types apart (BERT: 2), which PEFT 0.21.2's question answering never passes
     on under prefix tuning: every token runs as type 0 there."""
     return (getattr(config, "type_vocab_size", None) or 1) > 1
-
-
-def is_decoder_family(model_type: str) -> bool:
-    """Decoder-only: transformers builds a causal LM of the family and neither a masked LM nor a seq2seq model
-    (BERT-likes have a causal-LM class too). Asked of transformers, so every decoder it knows counts (Qwen3,
-    Gemma, Phi-3...), not a list of names kept here."""
-    return (
-        model_type in MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_MASKED_LM_MAPPING_NAMES
-        and model_type not in MODEL_FOR_SEQ_TO_SEQ_CAUSAL_LM_MAPPING_NAMES
-    )
 
 
 def token_classifier_module(model_type: str) -> str:
