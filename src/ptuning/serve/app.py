@@ -1,8 +1,11 @@
 """The HTTP API: one frozen backbone, every prompt checkpoint of a folder, requests batched across tasks.
 
-docs/SERVING.md documents the endpoints, the limits and every status code. Request handling stays on the
-event loop (validation, tokenization, decoding are cheap); the backbone runs on one model thread, fed by
-the dynamic batcher, and loading/unloading checkpoints runs on that same thread between passes.
+docs/SERVING.md documents the endpoints, the limits and every status code. Validation stays on the event
+loop; tokenization and decoding run on one tokenizer thread (a long request's tokenization takes a while,
+and the loop must keep answering meanwhile; one thread, so requests keep their arrival order and the fast
+tokenizer is never entered twice at once); the backbone runs on one model thread, fed by the dynamic
+batcher, and loading/unloading checkpoints runs on that same thread between passes. A client that hangs
+up stops its request (``unless_client_leaves``), counted as 499 in /metrics.
 """
 
 from __future__ import annotations
@@ -41,9 +44,9 @@ from ptuning.core.quantization import (
     check_quantization,
     quantize_backbone,
 )
-from ptuning.serve.batcher import DynamicBatcher, check_batching
+from ptuning.serve.batcher import DynamicBatcher, QueueFull, check_batching
 from ptuning.serve.generate import GenerationLimits, add_generate_routes, wants_causal_lm
-from ptuning.serve.inputs import InputError, examples_from_inputs
+from ptuning.serve.inputs import ClientGone, InputError, examples_from_inputs, unless_client_leaves
 from ptuning.serve.metrics import ServerMetrics
 from ptuning.serve.mixed import Group
 from ptuning.serve.registry import InvalidName, NotFound, OutsideRoot, PromptRegistry, RegistryError
@@ -146,6 +149,7 @@ def create_app(
     *,
     max_batch_size: int = 32,
     max_wait_ms: float = 5.0,
+    max_queued_rows: int | None = None,
     max_length: int | None = None,
     api_key: str | None = None,
     limits: Limits | None = None,
@@ -168,13 +172,14 @@ def create_app(
     before the first request (``/health`` reports their seconds as ``backbone.compile_warm_up``).
 
     ``max_batch_size`` is in backbone rows per pass and ``max_wait_ms`` the longest a request waits for
-    companions; ``max_length`` (tokens per input) overrides what each checkpoint was trained with (None:
-    each task uses its own); ``api_key`` (if set) is required in the X-API-Key header of every endpoint
-    but /health. ``device`` (``core.devices``) is where the shared backbone and every prompt run: None means
+    companions; ``max_queued_rows`` (None: ``batcher.default_queued_rows``, 32 passes' worth) the most
+    rows waiting for the model before /predict answers 429; ``max_length`` (tokens per input) overrides
+    what each checkpoint was trained with (None: each task uses its own); ``api_key`` (if set) is required
+    in the X-API-Key header of every endpoint but /health. ``device`` (``core.devices``) is where the shared backbone and every prompt run: None means
     auto (CUDA when there is one) for a backbone loaded here, and where a given ``backbone`` already is.
     """
     limits = limits or Limits()
-    check_batching(max_batch_size, max_wait_ms)  # before the model loads, not after
+    check_batching(max_batch_size, max_wait_ms, max_queued_rows)  # before the model loads, not after
     if (backbone is None) != (tokenizer is None):
         raise ValueError("pass both backbone= and tokenizer=, or neither")
     given = backbone is not None and device is None
@@ -224,14 +229,18 @@ def create_app(
             checkpoint_dir,
         )
     executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-model")
+    tokenizer_thread = ThreadPoolExecutor(max_workers=1, thread_name_prefix="ptuning-tokenize")
     metrics = ServerMetrics()
-    batcher = DynamicBatcher(registry.run, executor, max_batch_size, max_wait_ms, metrics.record_batch)
+    batcher = DynamicBatcher(
+        registry.run, executor, max_batch_size, max_wait_ms, metrics.record_batch, max_queued_rows
+    )
 
     @asynccontextmanager
     async def lifespan(_: FastAPI):
         yield
         await batcher.close()
         executor.shutdown(wait=False)
+        tokenizer_thread.shutdown(wait=False)
 
     app = FastAPI(
         title="ptuning serve",
@@ -289,6 +298,9 @@ def create_app(
     async def on_model_thread(function: Callable, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(executor, function, *args)
 
+    async def on_tokenizer_thread(function: Callable, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(tokenizer_thread, function, *args)
+
     router = APIRouter(dependencies=[Depends(_key_check(api_key))] if api_key else [])
 
     @app.get("/health", tags=["status"])
@@ -323,11 +335,12 @@ def create_app(
             404: {"description": "unknown task"},
             413: {"description": "body too large"},
             422: {"description": "malformed input, too many inputs or a text too long"},
+            429: {"description": "too many rows wait for the model; retry after the Retry-After seconds"},
             500: {"description": "the model failed on this request (others are unaffected)"},
             503: {"description": "the task was unloaded while the request waited"},
         },
     )
-    async def predict(task: str, body: PredictRequest) -> dict[str, Any]:
+    async def predict(task: str, body: PredictRequest, request: Request) -> dict[str, Any]:
         started = time.perf_counter()
         served = registry.tasks.get(task)
         if served is None:
@@ -335,7 +348,10 @@ def create_app(
             raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
         inputs = body.inputs if body.inputs is not None else [body.input]
         try:
-            result = await _predict(served, inputs)
+            result = await unless_client_leaves(request, _predict(served, inputs))
+        except ClientGone:
+            metrics.record_request(task, 499, time.perf_counter() - started)
+            raise HTTPException(499, "the client disconnected before its answer was ready") from None
         except HTTPException as error:
             metrics.record_request(task, error.status_code, time.perf_counter() - started)
             raise
@@ -356,14 +372,25 @@ def create_app(
             raise HTTPException(422, "inputs is empty")
         if len(inputs) > limits.max_items:
             raise HTTPException(422, f"{len(inputs)} inputs; at most {limits.max_items} per request")
-        try:
+        if batcher.full:  # refused before its tokenization costs anything
+            waiting, limit = batcher.queued_rows, batcher.max_queued_rows
+            raise _queue_full(
+                QueueFull(f"{waiting} rows are waiting for the model, the limit is {limit}; retry")
+            )
+
+        def featurize() -> tuple[list[dict[str, Any]], Any, Any]:
             examples = examples_from_inputs(served.task, inputs, limits.max_text_length)
-            features, report = served.task.featurize(examples, tokenizer, served.max_length)
+            return examples, *served.task.featurize(examples, tokenizer, served.max_length)
+
+        try:
+            examples, features, report = await on_tokenizer_thread(featurize)
         except (InputError, ValueError, KeyError, TypeError) as error:
             raise HTTPException(422, f"task {served.name!r}: {error}") from None
         try:
             outputs = await batcher.submit(Group(served.head, served.prefix, served.kind, features))
-            predictions = served.task.decode(examples, features, outputs)
+            predictions = await on_tokenizer_thread(served.task.decode, examples, features, outputs)
+        except QueueFull as error:
+            raise _queue_full(error) from None
         except RegistryError as error:
             raise HTTPException(error.status, str(error)) from None
         except Exception as error:
@@ -443,9 +470,22 @@ def create_app(
                 registry.failed[name] = result["failed"][name] = str(error)
         return result
 
-    add_generate_routes(app, router, registry, executor, generation_limits or GenerationLimits())
+    add_generate_routes(
+        app,
+        router,
+        registry,
+        executor,
+        generation_limits or GenerationLimits(),
+        tokenizer_thread=tokenizer_thread,
+        max_text_length=limits.max_text_length,
+        max_messages=limits.max_items,
+    )
     app.include_router(router)
     return app
+
+
+def _queue_full(error: QueueFull) -> HTTPException:
+    return HTTPException(429, str(error), headers={"Retry-After": "1"})
 
 
 def _json_safe(value: Any) -> Any:

@@ -5,6 +5,9 @@ ones, in order, while their rows fit in ``max_batch_size`` backbone rows (a mult
 one row per choice); it closes when the next request would not fit, or ``max_wait_ms`` after its first
 request arrived, whichever comes first. Requests that queued while the model was busy are taken at once.
 A request bigger than ``max_batch_size`` is cut into chunks that each run as a batch of their own.
+At most ``max_queued_rows`` rows wait at once: a request that would pass it is refused (``QueueFull``)
+unless nothing waits, so one request of any size always gets in; a request whose client went away (its
+future cancelled) is dropped from the queue without being run.
 
 Passes run one at a time on a single model thread, so the event loop stays free to accept requests. If a
 mixed pass fails, each request of it is run again on its own: only the request that fails gets the error.
@@ -31,7 +34,17 @@ logger = logging.getLogger(__name__)
 RunFn = Callable[[list[Group]], list[list[Any] | Exception]]
 
 
-def check_batching(max_batch_size: int, max_wait_ms: float) -> None:
+QUEUED_PASSES = 32  # the default queue bound, in passes of max_batch_size rows (see default_queued_rows)
+
+
+def default_queued_rows(max_batch_size: int) -> int:
+    """``QUEUED_PASSES`` passes' worth of rows: a row beyond that waits for 32 passes (seconds on a CPU), so
+    its client is better told to come back, and the features held stay bounded (about 60 KB per 384-token
+    QA window, so ~60 MB at the defaults) instead of growing with every client that connects."""
+    return QUEUED_PASSES * max_batch_size
+
+
+def check_batching(max_batch_size: int, max_wait_ms: float, max_queued_rows: int | None = None) -> None:
     """Refuse settings under which requests would never be answered. Written so that NaN fails too (every
     comparison with it is False): a NaN deadline never passes, so a lone request would wait forever, as it
     would with an infinite one."""
@@ -39,6 +52,12 @@ def check_batching(max_batch_size: int, max_wait_ms: float) -> None:
         raise ValueError(f"max_batch_size must be >= 1, got {max_batch_size}")
     if not 0 <= max_wait_ms < math.inf:
         raise ValueError(f"max_wait_ms must be a finite number >= 0, got {max_wait_ms}")
+    if max_queued_rows is not None and max_queued_rows < 1:
+        raise ValueError(f"max_queued_rows must be >= 1, got {max_queued_rows}")
+
+
+class QueueFull(Exception):
+    """The queue holds ``max_queued_rows`` rows already; the request may be retried shortly."""
 
 
 @dataclass
@@ -70,22 +89,41 @@ class DynamicBatcher:
         max_batch_size: int = 32,
         max_wait_ms: float = 5.0,
         on_batch: Callable[[BatchRecord], None] | None = None,
+        max_queued_rows: int | None = None,
     ) -> None:
-        check_batching(max_batch_size, max_wait_ms)
+        check_batching(max_batch_size, max_wait_ms, max_queued_rows)
         self.run = run
         self.executor = executor
         self.max_batch_size = max_batch_size
+        self.max_queued_rows = max_queued_rows or default_queued_rows(max_batch_size)
         self.max_wait = max_wait_ms / 1000
         self.on_batch = on_batch
         self._queue: deque[_Pending] = deque()
         self._arrived: asyncio.Event | None = None
         self._worker: asyncio.Task | None = None
 
+    @property
+    def queued_rows(self) -> int:
+        """Rows waiting for a pass, not counting those whose client went away."""
+        return sum(item.rows for item in self._queue if not item.future.done())
+
+    @property
+    def full(self) -> bool:
+        return self.queued_rows >= self.max_queued_rows
+
     async def submit(self, group: Group) -> list[Any]:
-        """The head outputs of ``group``'s features, once a batch holding them has run."""
+        """The head outputs of ``group``'s features, once a batch holding them has run; ``QueueFull`` if
+        they would take the queue past ``max_queued_rows``. Cancelling it drops the request's rows from the
+        queue (those already in a running pass are computed and thrown away)."""
         self._ensure_worker()
         loop = asyncio.get_running_loop()
         chunks = self._chunks(group)
+        waiting, rows = self.queued_rows, sum(chunk.rows for chunk in chunks)
+        if waiting and waiting + rows > self.max_queued_rows:
+            raise QueueFull(
+                f"{waiting} rows are waiting for the model, the limit is {self.max_queued_rows} and this "
+                f"request has {rows}; retry shortly"
+            )
         pending = [_Pending(chunk, chunk.rows, loop.create_future()) for chunk in chunks]
         self._queue.extend(pending)
         self._arrived.set()

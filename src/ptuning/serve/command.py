@@ -68,17 +68,29 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--max-wait-ms", type=NON_NEGATIVE, default=5.0, help="longest wait for batch companions (default: 5)"
     )
     add(
+        "--max-queued-rows",
+        type=POSITIVE,
+        default=None,
+        help="predict rows waiting for the model, 429 above (default: 32 x --max-batch-size; a request "
+        "always gets in when nothing waits)",
+    )
+    add(
         "--max-length",
         type=POSITIVE,
         default=None,
         help="tokens per input, longer ones are cut (default: what each checkpoint was trained with, else 128)",
     )
-    add("--max-items", type=POSITIVE, default=64, help="inputs per request, 422 above (default: 64)")
+    add(
+        "--max-items",
+        type=POSITIVE,
+        default=64,
+        help="inputs (or /generate messages) per request, 422 above (default: 64)",
+    )
     add(
         "--max-text-length",
         type=POSITIVE,
         default=4000,
-        help="characters per text, 422 above (default: 4000)",
+        help="characters per text (a /generate prompt or message too), 422 above (default: 4000)",
     )
     add(
         "--max-body-bytes",
@@ -95,7 +107,12 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
     )
     add("--max-prompt-tokens", type=POSITIVE, default=1024, help="prompt tokens, 413 above (default: 1024)")
     add("--max-sequences", type=POSITIVE, default=16, help="generations in flight, 429 above (default: 16)")
-    add("--max-seconds", type=POSITIVE_SECONDS, default=60.0, help="seconds per generation (default: 60)")
+    add(
+        "--max-seconds",
+        type=POSITIVE_SECONDS,
+        default=60.0,
+        help="seconds per generation, checked between decoding steps (default: 60)",
+    )
     add(
         "--api-key-env",
         default=API_KEY_ENV,
@@ -138,6 +155,7 @@ def run_serve(args: argparse.Namespace) -> None:
         args.model,
         max_batch_size=args.max_batch_size,
         max_wait_ms=args.max_wait_ms,
+        max_queued_rows=args.max_queued_rows,
         max_length=args.max_length,
         api_key=os.environ.get(args.api_key_env) or None,
         limits=limits,

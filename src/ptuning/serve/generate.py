@@ -3,8 +3,10 @@
 Every request becomes one ``Sequence`` of a single ``ContinuousDecoder`` over the server's backbone:
 requests for different tasks (prefixes) decode in the same batch, joining and leaving it between steps.
 The decoder's steps run on the server's one model thread, between the predict batches and checkpoint
-loads, so nothing changes the model while a step runs. Answers are JSON, or server-sent events with
-``"stream": true``. Greedy answers equal ``ptuning predict`` on the same checkpoint.
+loads, so nothing changes the model while a step runs. Prompts are tokenized on the server's tokenizer
+thread, after their texts passed the character limit /predict's texts pass. Answers are JSON, or server-sent
+events with ``"stream": true``; a client that hangs up, either way, ends its sequence at the next step and
+frees its place (counted as 499). Greedy answers equal ``ptuning predict`` on the same checkpoint.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from fastapi import APIRouter, FastAPI, HTTPException
+from fastapi import APIRouter, FastAPI, HTTPException, Request
 from fastapi.responses import StreamingResponse
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
@@ -29,7 +31,7 @@ from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
 from ptuning.generation.texts import generation_prompts, prompt_room
-from ptuning.serve.inputs import encodable
+from ptuning.serve.inputs import ClientGone, encodable, unless_client_leaves
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
 logger = logging.getLogger(__name__)
@@ -250,10 +252,39 @@ def prompt_token_ids(
     return prompt, len(uncut) - len(prompt)
 
 
+def check_prompt_texts(body: GenerateRequest, max_text_length: int, max_messages: int) -> None:
+    """Refuse (422) a prompt or message longer than ``max_text_length`` characters, or more than
+    ``max_messages`` messages, before anything is tokenized: a prompt is cut to the checkpoint's max_length
+    after tokenization, so without this a 1 MB prompt was tokenized (twice) before being cut or refused."""
+    if body.messages is not None and len(body.messages) > max_messages:
+        raise HTTPException(422, f"{len(body.messages)} messages; at most {max_messages} per request")
+    texts = [("prompt", body.prompt)] + [
+        (f"messages[{i}].content", message.content) for i, message in enumerate(body.messages or [])
+    ]
+    for field, text in texts:
+        if text is not None and len(text) > max_text_length:
+            raise HTTPException(
+                422,
+                f"field {field!r}: a text of {len(text)} characters is longer than the limit "
+                f"{max_text_length}",
+            )
+
+
 def add_generate_routes(
-    app: FastAPI, router: APIRouter, registry: PromptRegistry, executor: Executor, limits: GenerationLimits
+    app: FastAPI,
+    router: APIRouter,
+    registry: PromptRegistry,
+    executor: Executor,
+    limits: GenerationLimits,
+    tokenizer_thread: Executor | None = None,
+    max_text_length: int = 4000,
+    max_messages: int = 64,
 ) -> GenerationService:
-    """Add ``POST /tasks/{task}/generate`` to ``router`` (the server's, so its API key applies)."""
+    """Add ``POST /tasks/{task}/generate`` to ``router`` (the server's, so its API key applies).
+
+    Prompts are tokenized on ``tokenizer_thread`` (None: the event loop's default executor); their texts
+    are refused above ``max_text_length`` characters and ``max_messages`` messages (the server's
+    ``--max-text-length`` and ``--max-items``)."""
     service = GenerationService(registry, executor, limits, app.state.metrics)
     app.state.generation = service
 
@@ -266,17 +297,18 @@ def add_generate_routes(
             404: {"description": "unknown task"},
             413: {"description": "prompt longer than the server's max prompt tokens"},
             422: {
-                "description": "not a causal-LM task, bad settings, or more new tokens than allowed or fit"
+                "description": "not a causal-LM task, bad settings, a text too long, or more new tokens "
+                "than allowed or fit"
             },
             429: {"description": "too many sequences in flight; retry after the Retry-After seconds"},
             503: {"description": "the task was unloaded while the request waited"},
         },
     )
-    async def generate(task: str, body: GenerateRequest):
+    async def generate(task: str, body: GenerateRequest, request: Request):
         started = time.perf_counter()
         metrics = service.metrics
         try:
-            sequence, served, cut = _sequence(task, body)
+            sequence, served, cut = await _sequence(task, body)
             queue = service.submit(sequence)
         except HTTPException as error:
             metrics.record_request(
@@ -287,26 +319,25 @@ def add_generate_routes(
             events = _server_sent_events(service, sequence, queue, task, started, cut)
             return StreamingResponse(events, media_type="text/event-stream")
         try:
-            while True:
-                item = await queue.get()
-                if isinstance(item, Exception):
-                    raise _http_error(item)
-                if item.finished:
-                    break
+            await unless_client_leaves(request, _finished(queue))
+        except ClientGone:
+            metrics.record_request(task, 499, time.perf_counter() - started)
+            raise HTTPException(499, "the client disconnected before its answer was ready") from None
         except HTTPException as error:
             metrics.record_request(task, error.status_code, time.perf_counter() - started)
             raise
         finally:
-            service.cancel(sequence)  # no-op once finished; stops decoding if the request was abandoned
+            service.cancel(sequence)  # no-op once finished; stops decoding if the client went away
         metrics.record_request(task, 200, time.perf_counter() - started, 1)
         return _summary(task, sequence, cut)
 
-    def _sequence(task: str, body: GenerateRequest) -> tuple[Sequence, ServedTask, int]:
+    async def _sequence(task: str, body: GenerateRequest) -> tuple[Sequence, ServedTask, int]:
         served = registry.tasks.get(task)
         if served is None:
             raise HTTPException(404, f"unknown task {task!r}; GET /tasks lists the served ones")
         if served.kind is not HeadKind.CAUSAL_LM:
             raise HTTPException(422, f"task {task!r} is a {served.kind} task; use POST /tasks/{task}/predict")
+        check_prompt_texts(body, max_text_length, max_messages)
         wanted = body.max_new_tokens or min(served.task.max_new_tokens, limits.max_new_tokens)
         if wanted > limits.max_new_tokens:
             raise HTTPException(
@@ -328,18 +359,35 @@ def add_generate_routes(
                 f"max_new_tokens={wanted} leaves no room for a prompt in the model's {positions} positions"
                 f"{f' ({slots} taken by the prefix)' if slots else ''}; ask for at most {positions - slots}",
             )
-        prompt, cut = prompt_token_ids(served, registry.tokenizer, body, room)
+        loop = asyncio.get_running_loop()
+        prompt, cut = await loop.run_in_executor(
+            tokenizer_thread, prompt_token_ids, served, registry.tokenizer, body, room
+        )
         if not prompt:
             raise HTTPException(422, "the prompt is empty after tokenization; give at least one token")
         if len(prompt) > limits.max_prompt_tokens:
+            kept = (
+                f" ({len(prompt)} after the cut to the checkpoint's max_length and positions)" if cut else ""
+            )
             raise HTTPException(
                 413,
-                f"the prompt has {len(prompt)} tokens; this server allows at most {limits.max_prompt_tokens}",
+                f"the prompt has {len(prompt) + cut} tokens{kept}; this server allows at most "
+                f"{limits.max_prompt_tokens}",
             )
         deadline = time.monotonic() + limits.max_seconds
         return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut
 
     return service
+
+
+async def _finished(queue: asyncio.Queue) -> None:
+    """Wait for a sequence's last event; a failure arrives as an exception, raised as its HTTP error."""
+    while True:
+        item = await queue.get()
+        if isinstance(item, Exception):
+            raise _http_error(item)
+        if item.finished:
+            return
 
 
 async def _server_sent_events(

@@ -14,7 +14,12 @@ refused here, before any tokenization; ids are checked as ``ptuning predict`` ch
 
 from __future__ import annotations
 
-from typing import Any
+import asyncio
+import contextlib
+from collections.abc import Awaitable
+from typing import Any, TypeVar
+
+from starlette.requests import Request
 
 from ptuning.core.kinds import HeadKind
 from ptuning.tasks.base import DataError, Task
@@ -22,11 +27,42 @@ from ptuning.tasks.readers import Table
 from ptuning.training.predict import examples_from_records
 
 Example = dict[str, Any]
+T = TypeVar("T")
 MAX_DEPTH = 8  # an input is at most an object of lists of strings; deeper ones are refused (422)
 
 
 class InputError(ValueError):
     """A request input that does not fit its task; the message names the input and what was expected."""
+
+
+class ClientGone(Exception):
+    """The client hung up before its answer was ready (counted as 499, nginx's code; nothing is sent)."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """``work``'s result, or ``ClientGone`` as soon as the client disconnects, ``work`` then cancelled.
+
+    Starlette never cancels a handler whose client went away, so without this a request nobody waits for
+    still holds its place (a generation slot, rows in the predict queue) until its answer is computed. The
+    body is read before the handler runs, so the next message the server gets is the disconnect."""
+    job = asyncio.ensure_future(work)
+    watcher = asyncio.ensure_future(_disconnected(request))
+    try:
+        await asyncio.wait({job, watcher}, return_when=asyncio.FIRST_COMPLETED)
+        if not job.done():
+            raise ClientGone
+        return job.result()
+    finally:
+        for task in (job, watcher):
+            if not task.done():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+
+async def _disconnected(request: Request) -> None:
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def examples_from_inputs(task: Task, inputs: list[Any], max_text_length: int) -> list[Example]:
