@@ -25,6 +25,8 @@ from ptuning.tasks.pretokenized import needs_prefix_space
 from ptuning.tasks.srl import Conll2005SrlTask
 from ptuning.tasks.tagging import Conll2003Task
 
+from .test_pretokenized import tokens_of_each_word
+
 CORPUS = [
     "John Smith lives in Denver .",
     "EU rejects German call to boycott British lamb .",
@@ -96,15 +98,6 @@ def llama2() -> LlamaTokenizer:
 @pytest.fixture(scope="module")
 def gemma() -> GemmaTokenizer:
     return gemma_style()
-
-
-def tokens_of_each_word(tokenizer, feature: dict) -> list[list[str]]:
-    pieces = tokenizer.convert_ids_to_tokens(feature["input_ids"])
-    words: dict[int, list[str]] = {}
-    for piece, word in zip(pieces, feature["word_ids"], strict=True):
-        if word is not None:
-            words.setdefault(word, []).append(piece)
-    return [words[i] for i in sorted(words)]
 
 
 def test_gemma_style_words_lose_their_word_start_when_split(gemma) -> None:
