@@ -17,7 +17,8 @@ what lets a resumed run continue bit for bit.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
+from array import array
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -27,6 +28,9 @@ from ptuning.tasks.collate import length_grouped_batches
 
 SAMPLING_RULES = ("proportional", "temperature")
 TASK_SEED_STRIDE = 7919  # task i of several draws its batches from seed + 7919 * (i + 1)
+# A scheduled batch's feature indices as C ints: a whole run's schedule is held at once, where a Python int
+# object per index would dominate the run's memory; reading one still gives a plain int (features[i], JSON).
+INDEX_TYPECODE = "i"
 
 
 def task_probabilities(sizes: dict[str, int], sampling: str, temperature: float = 1.0) -> dict[str, float]:
@@ -86,18 +90,20 @@ def mixed_schedule(
     seed: int,
     group_by_length: bool = True,
     spread_seeds: bool = True,
-) -> list[tuple[str, list[int]]]:
-    """``steps`` homogeneous batches as (task, feature indices), mixed by the rule in the module doc."""
+) -> list[tuple[str, array[int]]]:
+    """``steps`` homogeneous batches as (task, feature indices), mixed by the rule in the module doc; each
+    batch's indices are a compact ``array`` (INDEX_TYPECODE), the same numbers in the same order as the lists
+    the batch sources yield."""
     counts = apportion(probabilities, steps)
     names = list(lengths)
     order = [name for name in names for _ in range(counts[name])]
     np.random.default_rng(seed).shuffle(order)
     seeds = source_seeds(names, seed, spread_seeds)
     sources = {name: batch_source(lengths[name], batch_size, seeds[name], group_by_length) for name in names}
-    return [(name, next(sources[name])) for name in order]
+    return [(name, array(INDEX_TYPECODE, next(sources[name]))) for name in order]
 
 
-def process_share(batch: list[int], rank: int, world: int) -> list[int]:
+def process_share(batch: Sequence[int], rank: int, world: int) -> Sequence[int]:
     """What process ``rank`` of ``world`` runs of a global batch: every world-th example from its rank. A
     process left without examples (a batch smaller than the world) runs the batch's first example, weighted 0
     (``window_weight`` of no units), so that every process still joins the gradient all-reduce."""
