@@ -317,6 +317,10 @@ def joins_pairs_bare(tokenizer: Any) -> bool:
     return tokenizer.num_special_tokens_to_add(pair=True) == tokenizer.num_special_tokens_to_add(pair=False)
 
 
+# inputs per tokenizer call: one call over a whole split holds every input's records at once
+ENCODE_CHUNK = 1000
+
+
 def encode_pairs(
     tokenizer: Any, pairs: list[TextPair], max_length: int
 ) -> tuple[list[dict[str, list[int]]], list[bool]]:
@@ -326,18 +330,37 @@ def encode_pairs(
     inputs that are too long are encoded again with 'longest_first' truncation, from texts first cut to
     about what that truncation could keep of them (``_keepable_texts``): the same ids, far less work. Where
     the tokenizer would glue a pair's texts together (``joins_pairs_bare``), the second starts with
-    ``PAIR_SEPARATOR``, which truncation (from each text's end) never cuts.
+    ``PAIR_SEPARATOR``, which truncation (from each text's end) never cuts. The inputs are encoded
+    ``ENCODE_CHUNK`` at a time: a fast tokenizer's records (offsets, words, ...) of a whole split in one call
+    cost many times its ids, and each input's ids do not depend on the others in its call.
     """
     if max_length < tokenizer.num_special_tokens_to_add(pair=True) + 2:
         raise ConfigError(f"max_length={max_length} leaves no room for text after the special tokens")
     if not pairs:
         return [], []
+    is_pair = pairs[0][1] is not None
+    if any((second is not None) != is_pair for _, second in pairs):
+        raise ValueError("encode_pairs: either every input is a pair or none is")
+    glue = is_pair and joins_pairs_bare(tokenizer)
+    encodings: list[dict[str, list[int]]] = []
+    truncated: list[bool] = []
+    for start in range(0, len(pairs), ENCODE_CHUNK):
+        chunk_encodings, chunk_truncated = _encode_chunk(
+            tokenizer, pairs[start : start + ENCODE_CHUNK], max_length, glue
+        )
+        encodings.extend(chunk_encodings)
+        truncated.extend(chunk_truncated)
+    return encodings, truncated
+
+
+def _encode_chunk(
+    tokenizer: Any, pairs: list[TextPair], max_length: int, glue: bool
+) -> tuple[list[dict[str, list[int]]], list[bool]]:
+    """``encode_pairs`` of one chunk (checked there); ``glue``: put ``PAIR_SEPARATOR`` before second texts."""
     firsts = [first for first, _ in pairs]
     seconds = [second for _, second in pairs]
     is_pair = seconds[0] is not None
-    if any((second is not None) != is_pair for second in seconds):
-        raise ValueError("encode_pairs: either every input is a pair or none is")
-    if is_pair and joins_pairs_bare(tokenizer):
+    if glue:
         seconds = [PAIR_SEPARATOR + second for second in seconds]
     full = tokenizer(firsts, seconds if is_pair else None, truncation=False, verbose=False)
     keys = [key for key in ("input_ids", "attention_mask", "token_type_ids") if key in full]

@@ -32,6 +32,7 @@ from ptuning.tasks.tag_schemes import entity_spans
 Example = dict[str, Any]
 Turn = tuple[str, str]  # (user, assistant)
 TRUNCATION_POLICIES = ("left", "error")
+TOKENIZE_CHUNK = 1000  # texts per tokenizer call in ``tokenize_pairs``
 DEFAULT_HISTORY_FIELD = "history"  # optional in a file; any other history_field must be there
 
 
@@ -160,11 +161,22 @@ class GenerativeTask(Task):
             raise ConfigError(
                 f"{self.name}: the tokenizer has no EOS token; set add_eos=False to train without"
             )
+
+        def ids_of(texts: list[str], add_special_tokens: bool) -> list[list[int]]:
+            # TOKENIZE_CHUNK texts a call: one call over a split holds every text's tokenizer records at once
+            return [
+                ids
+                for start in range(0, len(texts), TOKENIZE_CHUNK)
+                for ids in tokenizer(
+                    texts[start : start + TOKENIZE_CHUNK], add_special_tokens=add_special_tokens
+                )["input_ids"]
+            ]
+
         prompts = [self.render_prompt(example, tokenizer) for example in examples]
         plain_specials = not self.chat_template  # a chat template writes its own BOS and markers
-        prompt_ids = tokenizer(prompts, add_special_tokens=plain_specials)["input_ids"] if prompts else []
+        prompt_ids = ids_of(prompts, plain_specials)
         responses = [self.render_response(example) for example in examples]
-        response_ids = tokenizer(responses, add_special_tokens=False)["input_ids"] if responses else []
+        response_ids = ids_of(responses, False)
         return eos, prompt_ids, response_ids
 
     def answer_room_note(self, response_ids: list[list[int]]) -> str | None:
