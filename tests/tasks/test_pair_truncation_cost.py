@@ -96,6 +96,16 @@ def test_cut_texts_give_the_ids_truncating_the_whole_texts_gives(tokenizer, max_
     )
 
 
+def test_a_tokenizer_that_cuts_from_the_left_keeps_the_last_tokens() -> None:
+    """truncation_side='left' (some decoder checkpoints set it) keeps each text's end: texts cut at their
+    start-side tokens first kept the first tokens of a single text and a middle slice of a pair."""
+    tokenizer = AutoTokenizer.from_pretrained(minilm_tokenizer_dir(), truncation_side="left")
+    pairs = pairs_of_every_length(17)
+    assert encode_pairs(tokenizer, pairs, 17) == truncating_the_whole(tokenizer, pairs, 17)
+    singles = [(first, None) for first, _ in pairs[::3]]
+    assert encode_pairs(tokenizer, singles, 17) == truncating_the_whole(tokenizer, singles, 17)
+
+
 def test_equal_lengths_of_different_texts_keep_the_tie(tokenizer) -> None:
     """Two different texts of the same token count: truncation gives the odd token of an odd budget to the
     second text on a tie, to the longer text otherwise; a cut that broke the tie would move it."""

@@ -368,7 +368,9 @@ def _encode_chunk(
     too_long = [i for i, encoding in enumerate(encodings) if len(encoding["input_ids"]) > max_length]
     if too_long:
         texts = [[firsts[i], seconds[i]] if is_pair else [firsts[i]] for i in too_long]
-        if full.encodings is not None:  # a fast (Rust) tokenizer: it says where each token came from
+        # a fast (Rust) tokenizer says where each token came from; the cut keeps each text's start, which is
+        # what truncation keeps only when it cuts from the right
+        if full.encodings is not None and getattr(tokenizer, "truncation_side", "right") == "right":
             budget = max_length - tokenizer.num_special_tokens_to_add(pair=is_pair)
             texts = _keepable_texts(tokenizer, [full.encodings[i] for i in too_long], texts, budget)
         cut = tokenizer(
