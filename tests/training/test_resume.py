@@ -335,3 +335,15 @@ def test_a_multitask_data_folder_spelled_otherwise_is_the_same_option(
     saved = json.loads(json.dumps(options("sst2")))  # as config.json holds it
     assert option_changes(saved, options("./sst2")) == ([], [])
     assert option_changes(saved, options("other")) == (["multitask", "task_data"], [])
+
+
+def test_a_presets_prefix_option_an_older_run_recorded_for_finetune_is_not_a_change() -> None:
+    """Before presets' unread prefix options were dropped, `--preset conll2004-bert-large --method finetune`
+    recorded the preset's prefix_dropout 0.2 (the run never read it); the same command now builds 0.1, and
+    --resume refused it ("prefix_dropout: 0.2 there, 0.1 now") while a sweep retrained its finished cells."""
+    now = TrainConfig(task="conll2004", model="unused", method="finetune").to_dict()
+    older = {**now, "prefix_dropout": 0.2, "mlp_hidden_size": 64}
+    assert option_changes(older, now) == ([], [])
+    assert option_changes({**older, "learning_rate": 1.0}, now) == (["learning_rate"], [])
+    deep = {**now, "method": "ptuning-v2"}
+    assert option_changes({**deep, "prefix_dropout": 0.2}, deep) == (["prefix_dropout"], [])

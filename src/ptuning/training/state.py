@@ -124,11 +124,16 @@ PATH_OPTIONS = frozenset({"model", "data_dir", "init_prefix_from", "task_data"})
 
 
 def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list[str], list[str]]:
-    """(options ``saved`` set otherwise, options it does not record), leaving out ``RESUMABLE_WITH_OTHER``.
+    """(options ``saved`` set otherwise, options it does not record), leaving out ``RESUMABLE_WITH_OTHER`` and
+    prefix options the method never reads (``unread_prefix_options``: they did not shape the run).
     Paths are compared as the files they name (``data/sst2/`` is ``./data/sst2``), or a sweep would retrain a
     finished cell, and --resume refuse, over a spelling."""
+    from ptuning.training.config import unread_prefix_options
+
     wanted = json.loads(json.dumps(options))  # the types config.json holds (lists, not tuples)
-    compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER)
+    # a preset's prefix option that the method never read was recorded by older runs, and is dropped now
+    unread = set(unread_prefix_options(saved)) | set(unread_prefix_options(wanted))
+    compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER - unread)
     differ = [
         key for key in compared if key in saved and _compared(key, saved[key]) != _compared(key, wanted[key])
     ]
