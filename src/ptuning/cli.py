@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError, Method
-from ptuning.core.folders import partial_name, write_text_whole
+from ptuning.core.folders import partial_name, reason, write_text_whole
 from ptuning.training.config import (
     MULTITASK_FIELDS,
     TrainConfig,
@@ -447,7 +447,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     text = json.dumps(jsonable(scores), indent=2)  # a metric of nan (one-class stsb) prints as null
     print(text)
     if args.output:
-        write_text_whole(args.output, text + "\n")
+        _write_output(args.output, text + "\n")
     return 0
 
 
@@ -476,11 +476,24 @@ def cmd_predict(args: argparse.Namespace) -> int:
     if args.output:
         stream = io.StringIO()
         count = write_jsonl(predictions, stream)
-        write_text_whole(args.output, stream.getvalue())
+        _write_output(args.output, stream.getvalue())
         print(f"wrote {count} predictions to {args.output}", file=sys.stderr)
     else:
         write_jsonl(predictions, sys.stdout)
     return 0
+
+
+def _write_output(output: str, text: str) -> None:
+    """--output, whole; a write that fails after the work (a full disk) is one line naming the file, and a
+    file that was there before is left as it was (``write_text_whole`` swaps in only a whole file)."""
+    from ptuning.tasks.base import DataError
+
+    try:
+        write_text_whole(output, text)
+    except OSError as error:
+        raise DataError(
+            f"--output {output}: not written ({reason(error)}); a file there is left as it was"
+        ) from None
 
 
 def _check_output_file(output: str | None, keep: dict[str, str]) -> None:

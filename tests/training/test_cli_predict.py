@@ -402,6 +402,28 @@ def test_an_output_folder_that_takes_no_file_is_refused_before_the_work(sst2_run
     )
 
 
+def test_a_full_disk_while_the_output_is_written_is_one_line_and_keeps_the_old_file(
+    sst2_run, tmp_path, capsys, monkeypatch
+) -> None:
+    """The write comes after every prediction: a full disk there was a traceback (exit 1)."""
+    import errno
+    import os
+
+    inputs, output = tmp_path / "inputs.jsonl", tmp_path / "predictions.jsonl"
+    inputs.write_text('{"sentence": "wonderful acting"}\n')
+    output.write_text("kept\n")
+
+    def full_disk(*args, **kwargs):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr("ptuning.core.folders.os.replace", full_disk)
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(inputs)]
+    code, _, err = run_cli([*argv, "--output", str(output)], capsys)
+    assert code == 2 and err.count("\n") == 1
+    assert f"--output {output}: not written (No space left on device)" in err
+    assert output.read_text() == "kept\n"
+
+
 def test_eval_prints_a_metric_that_is_not_a_number_as_json_null(
     sst2_run, tmp_path, capsys, monkeypatch
 ) -> None:
