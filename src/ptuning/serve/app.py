@@ -55,7 +55,7 @@ from ptuning.training.predict import jsonable
 logger = logging.getLogger(__name__)
 INT8_DYNAMIC_SHARES_SCALES = (
     "int8-dynamic quantizes each pass's activations with one scale, so an answer depends on the requests "
-    "batched with it (up to ~1.5 logits on MiniLM); int8 (weight-only) answers each input alike"
+    "batched with it; int8 (weight-only) answers each input alike"
 )
 
 API_KEY_HEADER = "X-API-Key"
