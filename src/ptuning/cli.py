@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.core.config import AUTO_DEVICE, BACKBONE_DTYPE_CHOICES, DEVICE_HELP, ConfigError, Method
-from ptuning.core.folders import partial_name, reason, write_text_whole
+from ptuning.core.folders import followed, reason, unwritable, write_text_whole
 from ptuning.training.config import (
     MULTITASK_FIELDS,
     TrainConfig,
@@ -515,12 +515,9 @@ def _check_output_file(output: str | None, keep: dict[str, str]) -> None:
         inside = kept.is_dir() and target.is_relative_to(kept)  # a checkpoint's files, or a data file
         if target == kept or (inside and (flag == "--checkpoint" or target.exists())):
             raise DataError(f"--output {output} would overwrite {flag} {value}; write the results elsewhere")
-    staging = partial_name(path)  # what write_text_whole writes first
-    try:
-        staging.touch()
-        staging.unlink()
-    except OSError as error:
-        raise DataError(f"--output {output}: cannot write in {path.parent} ({error.strerror})") from None
+    folder = followed(path).parent  # write_text_whole writes beside the file a link names
+    if (why := unwritable(folder)) is not None:
+        raise DataError(f"--output {output}: cannot write in {folder} ({why})")
 
 
 def cmd_export(args: argparse.Namespace) -> int:

@@ -16,7 +16,6 @@ import ctypes
 import errno
 import functools
 import os
-import secrets
 import shutil
 import sys
 import tempfile
@@ -222,11 +221,15 @@ def file_whole(path: Path | str) -> Iterator[BinaryIO]:
     sync_to_disk(path.parent)
 
 
-def partial_name(path: Path | str) -> Path:
-    """A name of the kind ``write_text_whole`` stages ``path`` under, new on every call: a probe of whether
-    the folder takes a new file then races no writer of the same path."""
-    path = followed(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.partial")
+def unwritable(folder: Path) -> str | None:
+    """Why ``folder`` cannot take a new file (the system's words), or None: asked before work whose result
+    would then have nowhere to go. The probe is an anonymous file, so it races no writer of a real name."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as failure:
+        return reason(failure)
+    return None
 
 
 def reason(error: BaseException) -> str:
@@ -256,11 +259,8 @@ def check_replaceable(target: Path | str, marker: str, kind: str, error: type[Ex
         existing = existing.parent
     if not existing.is_dir():
         raise error(f"{target} is inside {existing}, which is a file; give a folder's path")
-    try:
-        with tempfile.TemporaryFile(dir=existing):
-            pass
-    except OSError as failure:
-        raise error(f"{target}: cannot write in {existing} ({reason(failure)})") from None
+    if (why := unwritable(existing)) is not None:
+        raise error(f"{target}: cannot write in {existing} ({why})")
 
 
 @contextlib.contextmanager
