@@ -422,7 +422,7 @@ def test_a_chosen_sample_limit_wins_and_the_note_does_not_claim_the_runs(tmp_pat
 
     (tmp_path / "config.json").write_text(json.dumps({"dev_split": "val", "max_eval_samples": 32}))
     split, limit, source = run_dev_defaults(tmp_path / "checkpoint", "boolq", chosen_limit=8)
-    assert (split, limit) == ("val", 8) and "split val" in source and "32" not in source
+    assert (split, limit) == ("val", 8) and "split val" in source and "--max-eval-samples" not in source
     (tmp_path / "config.json").write_text(json.dumps({"max_eval_samples": 32}))
     assert run_dev_defaults(tmp_path / "checkpoint", "boolq", chosen_limit=8) == ("dev", 8, None)
 
