@@ -161,6 +161,21 @@ def test_train_and_test_only_asks_for_a_dev_choice_and_dev_from_train_holds_out_
     assert scored["examples"] == 6 and scored["accuracy"] == summary["dev"]["accuracy"]
 
 
+def test_a_folder_in_another_layout_is_named_by_its_missing_train_file_not_by_dev(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    # JSONL files where csv-classification looks for CSV: the error must name train.csv and what the folder
+    # holds, not "no dev file" (whose --dev-from-train remedy would then fail on train.csv)
+    data = tmp_path / "data"
+    data.mkdir()
+    for name in ("train.jsonl", "dev.jsonl"):
+        (data / name).write_text('{"sentence": "fine", "label": "1"}\n')
+    argv = train_args(tiny_bert, str(data), tmp_path / "run", "--max-steps", "1", task="csv-classification")
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "no dev file" not in err
+    assert f"{data / 'train.csv'}: file not found" in err and "['dev.jsonl', 'train.jsonl']" in err
+
+
 def test_a_dev_split_and_dev_from_train_together_are_refused(tiny_bert, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     write_csv(data / "train.csv", 12, 0)

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ptuning.tasks.base import DataError, DataReport, Features, Task
-from ptuning.tasks.readers import DEV_FILE_STEMS, split_file
+from ptuning.tasks.readers import DEV_FILE_STEMS, check_file, split_file
 
 NONE = "none"  # dev_split / test_split value that turns the split off
 DEV_SPLITS = ("dev", "validation", "val")
@@ -110,6 +110,15 @@ def choose_split(
         notes.append(f"{source}: no {task.splits[default]}: no test split")
         return None
     return default
+
+
+def check_train_file(task: Task, data_dir: str, train_name: str) -> None:
+    """A folder's train file is looked for before its dev file: a folder in another layout (JSONL where the
+    task reads TSV) is then named by its missing train file and the files it holds, not by a missing dev file
+    whose suggested remedies (--dev-from-train, --dev-split none) would fail on train next."""
+    source = Path(data_dir).expanduser()
+    if data_dir and source.is_dir() and train_name in task.splits:
+        check_file(split_file(source, task.splits[train_name]))
 
 
 def read_split(task: Task, data_dir: str, name: str, limit: int | None = None) -> Split:

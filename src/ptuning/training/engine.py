@@ -50,6 +50,7 @@ from ptuning.training.data import (
     Split,
     TaskData,
     TaskPlan,
+    check_train_file,
     choose_split,
     featurize_split,
     hold_out,
@@ -240,6 +241,7 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
         if train_name is None:
             raise ConfigError(f"task {name!r} has no train split; name one (splits: {sorted(task.splits)})")
         task.train_split = train_name  # its rows must be labelled; a label set is learned there
+        check_train_file(task, data_dir, train_name)
         dev_name = dev_name or config.dev_split
         if config.dev_from_train is not None:
             if dev_name == NONE:  # "no dev" and "hold dev out of train" cannot both hold
