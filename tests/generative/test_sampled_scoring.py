@@ -29,6 +29,7 @@ from ptuning.generation import SamplingParams, generate_task_outputs, generate_t
 from ptuning.generation.sampling import choose_token
 from ptuning.generation.texts import continuous_params
 from ptuning.tasks.generative import CausalLmTask
+from ptuning.tasks.registry import get_task
 
 NEW_TOKENS = 6
 # continuous decoder: temperature + top-p (top-k 50); generate, one prompt at a time: a repetition penalty
@@ -134,6 +135,26 @@ def test_sampling_kwargs_reach_the_decoder_with_generates_defaults() -> None:
 def test_sampling_settings_the_decoder_cannot_take_are_one_line_errors(settings, message) -> None:
     with pytest.raises(ConfigError, match=message):
         continuous_params({"do_sample": True, **settings}, 5)
+
+
+@pytest.mark.parametrize(
+    ("settings", "message"),
+    [
+        ({"temperature": 0}, r"generate_kwargs temperature must be > 0 with do_sample .*got 0$"),
+        ({"temperature": float("nan")}, r"generate_kwargs temperature must be > 0"),
+        ({"top_p": 1.5}, r"generate_kwargs top_p must be in \(0, 1\], got 1.5"),
+        ({"top_k": "5"}, r"generate_kwargs top_k must be a whole number >= 0 .*got '5'"),
+        ({"top_k": 2.5, "num_beams": 2}, r"generate_kwargs top_k must be a whole number >= 0"),
+    ],
+)
+def test_sampling_settings_decoding_would_refuse_are_refused_when_the_task_is_built(
+    settings, message
+) -> None:
+    """Not at the first evaluation, after an epoch of training (beam sampling included: generate refuses
+    them too)."""
+    with pytest.raises(ConfigError, match=message):
+        get_task("causal-lm", generate_kwargs={"do_sample": True, **settings})
+    get_task("causal-lm", generate_kwargs={"do_sample": False, **settings})  # greedy ignores them
 
 
 def test_top_k_samples_among_the_k_most_likely_tokens_only() -> None:

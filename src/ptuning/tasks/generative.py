@@ -69,7 +69,25 @@ def checked_generate_kwargs(generate_kwargs: Any) -> dict[str, Any]:
             raise ConfigError(
                 f"generate_kwargs {key!r} is not supported: {_UNSUPPORTED_GENERATE_KWARGS[key]}"
             )
+    if generate_kwargs.get("do_sample") is True:
+        _check_sampling_settings(generate_kwargs)
     return dict(generate_kwargs)
+
+
+def _check_sampling_settings(generate_kwargs: dict[str, Any]) -> None:
+    """The sampling settings decoding would refuse, refused when the task is built rather than at the first
+    evaluation after training's first epoch (None leaves a setting at generate's default)."""
+    bounds = {
+        "temperature": (lambda v: v > 0, "> 0 with do_sample (greedy: do_sample false)"),
+        "top_p": (lambda v: 0 < v <= 1, "in (0, 1]"),
+        "top_k": (lambda v: isinstance(v, int) and v >= 0, "a whole number >= 0 (0 = no limit)"),
+    }
+    for key, (holds, expected) in bounds.items():
+        value = generate_kwargs.get(key)
+        if value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int | float) or not holds(value):
+            raise ConfigError(f"generate_kwargs {key} must be {expected}, got {value!r}")
 
 
 def _checked_bool(option: str, value: Any) -> bool:
