@@ -65,10 +65,14 @@ EVAL_EXAMPLES = """examples:
 
 
 EXPORT_EXAMPLES = """examples:
+  # trained for export: PEFT's position numbering, and [CLS] read through the pooler as PEFT's classifier reads it
+  ptuning train --preset sst2-minilm --position-mode shift --pooling pooler --output-dir runs/sst2
   ptuning export --format peft runs/sst2/checkpoint adapters/sst2      # PEFT PREFIX_TUNING adapter folder
-  ptuning export --format peft runs/mpt2/checkpoint adapters/rte --task superglue-rte --prefix-only
+  ptuning export --format peft runs/sst2/checkpoint adapters/sst2-prompt --prefix-only   # the prompt alone
 
-Exact only for position_mode shift (PEFT's numbering); see docs/INTEROP.md."""
+A prefix trained with position_mode keep (the default) is refused unless --allow-position-change accepts that
+PEFT numbers positions otherwise; a head of one linear layer is refused (PEFT's classifier reads the pooler):
+export its prompt with --prefix-only. See docs/INTEROP.md."""
 
 
 class _Parser(argparse.ArgumentParser):
