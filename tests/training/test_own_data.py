@@ -176,6 +176,19 @@ def test_a_folder_in_another_layout_is_named_by_its_missing_train_file_not_by_de
     assert f"{data / 'train.csv'}: file not found" in err and "['dev.jsonl', 'train.jsonl']" in err
 
 
+def test_a_missing_train_file_names_the_train_splits_the_folder_does_hold(tmp_path) -> None:
+    from ptuning.tasks.base import DataError
+    from ptuning.tasks.registry import get_task
+    from ptuning.training.data import check_train_file
+
+    (tmp_path / "val.jsonl").write_text("{}\n")  # BoolQ as shipped here: no train.jsonl
+    with pytest.raises(
+        DataError, match=r"train\.jsonl: file not found.*the train splits \['train-from-val'\]"
+    ):
+        check_train_file(get_task("boolq"), str(tmp_path), "train")
+    check_train_file(get_task("boolq"), str(tmp_path), "train-from-val")
+
+
 def test_a_dev_split_and_dev_from_train_together_are_refused(tiny_bert, tmp_path, capsys) -> None:
     data = tmp_path / "data"
     write_csv(data / "train.csv", 12, 0)

@@ -117,8 +117,18 @@ def check_train_file(task: Task, data_dir: str, train_name: str) -> None:
     task reads TSV) is then named by its missing train file and the files it holds, not by a missing dev file
     whose suggested remedies (--dev-from-train, --dev-split none) would fail on train next."""
     source = Path(data_dir).expanduser()
-    if data_dir and source.is_dir() and train_name in task.splits:
+    if not (data_dir and source.is_dir() and train_name in task.splits):
+        return
+    try:
         check_file(split_file(source, task.splits[train_name]))
+    except DataError as error:  # BoolQ, WiC and SQuAD part 1 ship no train file: name the splits that work
+        present = [
+            name
+            for name, file_name in task.splits.items()
+            if "train" in name and name != train_name and split_file(source, file_name).is_file()
+        ]
+        hint = f"; this folder holds the train splits {present} (--train-split NAME)" if present else ""
+        raise DataError(f"{error}{hint}") from None
 
 
 def read_split(task: Task, data_dir: str, name: str, limit: int | None = None) -> Split:
