@@ -12,6 +12,9 @@ export HF_HUB_OFFLINE=1 HF_DATASETS_OFFLINE=1 TOKENIZERS_PARALLELISM=false
 # SmolLM2 is converted from its GGUF once (~25 s) into this ignored folder and reused by the second run below;
 # PTUNING_REQUIRE_PACKAGED turns a missing packaged model into a failure instead of a skip.
 export PTUNING_CACHE="${PTUNING_CACHE:-$PWD/.cache/ptuning}" PTUNING_REQUIRE_PACKAGED=1
+# torch.compile's on-disk cache in this checkout, not the machine-wide /tmp/torchinductor_$USER: its keys do not
+# hold the CPU's instruction set, and a kernel cached by another CPU (or ATEN_CPU_CAPABILITY) gave NaN or aborted
+export TORCHINDUCTOR_CACHE_DIR="${TORCHINDUCTOR_CACHE_DIR:-$PWD/.cache/inductor}"
 # -rs: every skipped test and its reason is listed at the end (a missing ../shared/data skips the real-data tests)
 .venv/bin/python -m pytest -q -rs -p no:cacheprovider "$@"
 # DeepSpeed ZeRO-3 (skipped above: deepspeed is not in .venv, see scripts/setup_deepspeed.sh for why)

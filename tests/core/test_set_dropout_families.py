@@ -7,6 +7,8 @@ Families keep dropout rates in three places: ``nn.Dropout`` modules, numbers on 
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 import torch
 from core_tiny import ALL_FAMILIES, VOCAB, family_available, tiny_config
@@ -91,9 +93,17 @@ def _twice_alike(family: str, backbone: nn.Module) -> bool:
 FAMILIES = sorted(ALL_FAMILIES) + sorted(_EXTRA)
 
 
-@pytest.mark.parametrize("family", FAMILIES)
-def test_backbone_dropout_zero_makes_training_forwards_deterministic(family: str) -> None:
+@pytest.fixture
+def one_thread() -> Iterator[None]:
+    """One torch thread for the test, and the count put back after it: every later test ran on one."""
+    before = torch.get_num_threads()
     torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_backbone_dropout_zero_makes_training_forwards_deterministic(family: str, one_thread: None) -> None:
     backbone = _backbone(family)
     assert not _twice_alike(family, backbone)  # built at 0.3, the forward drops
     set_dropout(backbone, 0.0)
