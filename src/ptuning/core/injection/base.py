@@ -92,15 +92,17 @@ def extend_attention_mask(
 
     ``mask`` is what transformers built for the real keys: (B|1, 1|heads, q, k) or None, where None means
     "no padding" (and, for causal modules, "use is_causal"). Prefix columns are visible to every real query,
-    so a causal None mask must be materialised with its causal part aligned to the end of the keys.
+    so a causal None mask is materialised as transformers' sdpa path reads it: one query sees every key (a
+    decoding step), several see keys up to their own index (sdpa's ``is_causal`` aligns to the first key; the
+    keys can outnumber the queries only in a static cache's first pass, whose unwritten slots come last).
     """
     batch, _, query_length, _ = query.shape
     if mask is None:
         if not causal and prefix.mask is None:
             return None
         real = torch.ones(query_length, key_length, dtype=torch.bool, device=query.device)
-        if causal:
-            real = torch.tril(real, diagonal=key_length - query_length)
+        if causal and query_length > 1:
+            real = torch.tril(real)
         real = real[None, None].expand(batch, 1, -1, -1)
         return torch.cat([prefix_columns_mask(prefix, batch, query_length, query.device), real], dim=-1)
     rows = max(mask.shape[0], batch)
