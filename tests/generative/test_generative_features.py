@@ -117,6 +117,52 @@ def test_a_cut_prompt_keeps_the_bos_its_tokenizer_puts_first(tmp_path) -> None:
     assert report.truncated == 1 and "3 tokens dropped" in report.notes[0]
 
 
+def test_a_cut_chat_prompt_keeps_no_turn_marker_the_tokenizer_does_not_prepend(tmp_path) -> None:
+    """SmolLM2 names its turn marker <|im_start|> as BOS without adding it; the tiny template marks turns with
+    <s> the same way. A left cut keeps the last tokens, not a marker in front of mid-turn text; where the
+    tokenizer itself prepends <s> (Llama 3's <|begin_of_text|>), the cut keeps it."""
+    tokenizer = tiny_tokenizer(chat_template=True)
+    task, examples = read(tmp_path, chat_template=True)
+    # "<s> user : what is the capital of france </s> <s> assistant :" + "paris" + EOS; 6 = 4 prompt tokens
+    features, _ = task.featurize(examples[:1], tokenizer, max_length=6)
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == [
+        "</s>",
+        "<s>",
+        "assistant",
+        ":",
+        "paris",
+        "</s>",
+    ]
+    tokenizer.backend_tokenizer.post_processor = processors.TemplateProcessing(
+        single="<s> $A", special_tokens=[("<s>", BOS)]
+    )
+    features, _ = task.featurize(examples[:1], tokenizer, max_length=6)
+    assert tokenizer.convert_ids_to_tokens(features[0]["input_ids"]) == [
+        "<s>",
+        "<s>",
+        "assistant",
+        ":",
+        "paris",
+        "</s>",
+    ]
+
+
+def test_a_chat_template_that_refuses_the_conversation_is_one_line_naming_the_row_and_option(
+    tmp_path,
+) -> None:
+    tokenizer = tiny_tokenizer(chat_template=True)
+    tokenizer.chat_template = (
+        "{% if messages[0]['role'] == 'system' %}{{ raise_exception('System role not supported') }}{% endif %}"
+        + tokenizer.chat_template
+    )
+    task, examples = read(tmp_path, chat_template=True, system_prompt="be brief")
+    with pytest.raises(
+        ConfigError,
+        match=r"train\.jsonl, line 1: .*System role not supported; drop the task option system_prompt",
+    ):
+        task.featurize(examples[:1], tokenizer, max_length=64)
+
+
 def test_truncation_error_refuses_long_prompts_naming_the_line(tmp_path) -> None:
     task, examples = read(tmp_path, truncation="error")
     with pytest.raises(DataError, match=r"train\.jsonl, line 1: prompt \(6 tokens\)"):

@@ -20,6 +20,8 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from jinja2 import TemplateError
+
 from ptuning.core.config import ConfigError
 from ptuning.tasks import text_metrics
 from ptuning.tasks.base import DataError, DataReport, Features, HeadKind, Task
@@ -161,7 +163,16 @@ class GenerativeTask(Task):
             for user, assistant in example.get("history", []):
                 messages += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
             messages.append({"role": "user", "content": example["prompt"]})
-            return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            try:
+                return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+            except (
+                TemplateError
+            ) as error:  # the template's own refusal, e.g. Gemma's "System role not supported"
+                hint = "; drop the task option system_prompt" if self.system_prompt else ""
+                raise ConfigError(
+                    f"{example.get('source', self.name)}: the tokenizer's chat template refuses this "
+                    f"conversation: {error}{hint}"
+                ) from None
         turns = [f"{user}\n{assistant}\n" for user, assistant in example.get("history", [])]
         return "".join(turns) + example["prompt"]
 
@@ -258,6 +269,7 @@ class GenerativeTask(Task):
                 f"prompt_limit must be >= 1 (a prompt token to generate from), got {prompt_limit}"
             )
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
+        bos = prepended_bos(tokenizer)  # kept in front of a prompt cut from the left
         features: Features = []
         report = DataReport(examples=len(examples))
         cut_prompts = cut_responses = cut_tokens = cut_for_generation = generation_cut_tokens = 0
@@ -268,7 +280,7 @@ class GenerativeTask(Task):
             prompt, response = list(prompt_ids[index]), list(response_ids[index]) + eos
             generation_prompt = prompt
             if len(prompt) > room:
-                generation_prompt = cut_from_the_left(prompt, room, tokenizer.bos_token_id)
+                generation_prompt = cut_from_the_left(prompt, room, bos)
                 cut_for_generation += 1
                 generation_cut_tokens += len(prompt) - room
             if len(prompt) + len(response) > max_length:
@@ -282,7 +294,7 @@ class GenerativeTask(Task):
                     cut_responses += 1
                 keep = max_length - len(response)
                 cut_tokens += len(prompt) - keep
-                prompt = cut_from_the_left(prompt, keep, tokenizer.bos_token_id)
+                prompt = cut_from_the_left(prompt, keep, bos)
                 cut_prompts += 1
             features.append(
                 {
@@ -438,6 +450,17 @@ def _shortened(text: str, keep: int = 40) -> str:
     return text if len(text) <= keep else text[: keep - 3] + "..."
 
 
+def prepended_bos(tokenizer: Any) -> int | None:
+    """The BOS id the tokenizer itself puts in front of a text (Llama's ``<s>``, Llama 3's
+    ``<|begin_of_text|>``), else None: SmolLM2 names its chat marker ``<|im_start|>`` as BOS without adding it,
+    and a cut chat prompt must not keep that marker in front of mid-turn text as if it began one."""
+    bos_id = tokenizer.bos_token_id
+    if bos_id is None:
+        return None
+    ids = tokenizer("x", add_special_tokens=True)["input_ids"]
+    return bos_id if ids and ids[0] == bos_id else None
+
+
 def cut_from_the_left(ids: list[int], keep: int, bos_id: int | None) -> list[int]:
     """The last ``keep`` of a prompt's ``ids``, behind its BOS when it starts with one: a model sees a BOS at
     position 0 whether or not its prompt was cut (Llama-style tokenizers and BART add one; left alone, every
@@ -504,6 +527,7 @@ class Seq2SeqLmTask(CausalLmTask):
     ) -> tuple[Features, DataReport]:
         """input_ids = the prompt (the encoder's input); labels = response + EOS (the decoder's targets)."""
         eos, prompt_ids, response_ids = self.tokenize_pairs(examples, tokenizer)
+        bos = prepended_bos(tokenizer)  # kept in front of a prompt cut from the left
         features: Features = []
         report = DataReport(examples=len(examples))
         cut_prompts = cut_responses = cut_examples = 0
@@ -517,7 +541,7 @@ class Seq2SeqLmTask(CausalLmTask):
                     )
             cut_examples += len(prompt) > max_length or len(response) > max_length
             if len(prompt) > max_length:
-                prompt = cut_from_the_left(prompt, max_length, tokenizer.bos_token_id)
+                prompt = cut_from_the_left(prompt, max_length, bos)
                 cut_prompts += 1
             if len(response) > max_length:
                 response = response[:max_length]
