@@ -87,6 +87,15 @@ def _prefix_form(prefix: torch.nn.Module) -> str:
     return "mlp" if isinstance(prefix, PrefixEncoder) and prefix.mlp is not None else "table"
 
 
+def recorded_base_dtype(model: PromptModel) -> str:
+    """The backbone dtype a checkpoint records: the one its prompt was trained on (bf16 rounding moves scores,
+    so a loader loads that), unless that copy is another base than the fingerprint's (an fp16 copy rounds other
+    values: ``model.half()`` after building, or ``.float()`` after an fp16 load), where a loader must load the
+    dtype the fingerprint was taken on to find the base at all."""
+    current = dtype_name(floating_dtype(model.backbone))
+    return current if (current == "fp16") == (model.base_dtype == "fp16") else model.base_dtype
+
+
 def save_checkpoint(
     model: PromptModel,
     directory: str | Path,
@@ -134,7 +143,7 @@ def save_checkpoint(
             "causal_lm": any(s.kind in ("causal-lm", "seq2seq-lm") for s in model.head_specs.values()),
             "fingerprint": model.base_fingerprint,
             "fingerprint_version": FINGERPRINT_VERSION,
-            "dtype": dtype_name(floating_dtype(model.backbone)),  # an fp16 copy is another base (fingerprint)
+            "dtype": recorded_base_dtype(model),
         },
         "weights_file": weights_file_name(model.method),
         "extra": extra or {},

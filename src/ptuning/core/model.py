@@ -24,6 +24,7 @@ from ptuning.core.injection import Injector
 from ptuning.core.injection.attention_interface import active_prefix
 from ptuning.core.kinds import HeadKind
 from ptuning.core.packing import PackedRows, check_packable, mask_dtype_for
+from ptuning.core.precision import dtype_name, floating_dtype
 from ptuning.core.prefix import PrefixEncoder, PrefixKV, PromptEmbedding, split_table
 from ptuning.core.quantization import has_no_backward
 
@@ -198,6 +199,9 @@ class PromptModel(nn.Module):
         self.geometry = PrefixGeometry.from_model(backbone)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
+        # The dtype the fingerprint was taken on, which a checkpoint records where a later model.half() or
+        # .float() crossed fp16 (an fp16 copy is another base): a loader loading the base in it finds it again.
+        self.base_dtype = dtype_name(floating_dtype(backbone))
         self.backbone = backbone
         # FastDropout, the prefix-aware attention, frozen weights: recorded, undone by detach_backbone().
         self._attachment = attach(backbone, freezes=self.method.freezes_backbone)
