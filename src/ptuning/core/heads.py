@@ -11,6 +11,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
+from ptuning.core.config import ConfigError
 from ptuning.core.dropout import FastDropout
 from ptuning.core.kinds import HeadKind
 
@@ -142,7 +143,18 @@ class Head(nn.Module):
         loss = None
         if labels is not None:
             if kind is HeadKind.REGRESSION:
-                loss = F.mse_loss(logits, labels.to(logits.dtype))
+                loss = F.mse_loss(logits, _regression_targets(labels, logits.shape[0]).to(logits.dtype))
             else:
                 loss = F.cross_entropy(logits, labels)
         return {"logits": logits, "loss": loss}
+
+
+def _regression_targets(labels: torch.Tensor, rows: int) -> torch.Tensor:
+    """One target per row, (B,): (B, 1) labels (what many collators give) flattened, since mse_loss would
+    broadcast them against the (B,) predictions into a (B, B) difference and a wrong loss."""
+    if labels.numel() != rows:
+        raise ConfigError(
+            f"labels for a regression head must have one value per row, shape ({rows},) or ({rows}, 1); "
+            f"got {tuple(labels.shape)}"
+        )
+    return labels.reshape(rows)

@@ -149,6 +149,39 @@ def prompt_then_tokens(full_mask: torch.Tensor, prompt_length: int) -> torch.Ten
     return key.argsort(dim=-1)
 
 
+def _check_targets(
+    task: str,
+    kind: HeadKind,
+    labels: torch.Tensor | None,
+    start_positions: torch.Tensor | None,
+    end_positions: torch.Tensor | None,
+) -> None:
+    """Refuse targets the task's head does not read: ignored, they would leave the loss None without a word."""
+    if kind is HeadKind.QUESTION_ANSWERING:
+        if labels is not None:
+            raise ConfigError(
+                f"task {task!r} (question answering) takes start_positions and end_positions, not labels"
+            )
+        if (start_positions is None) != (end_positions is None):
+            raise ConfigError(
+                f"task {task!r} (question answering) takes start_positions and end_positions together; "
+                "got only one of them"
+            )
+    elif start_positions is not None or end_positions is not None:
+        raise ConfigError(
+            f"task {task!r} ({kind}) takes labels, not start_positions/end_positions (question answering only)"
+        )
+
+
+def _new_tokens(output: torch.Tensor | ModelOutput, start: int) -> torch.Tensor | ModelOutput:
+    """Generated ids from column ``start`` on, as a tensor or (``return_dict_in_generate``) the output with its
+    ``sequences`` cut; its scores, logits and beam indices hold one entry per generated step already."""
+    if isinstance(output, ModelOutput):
+        output.sequences = output.sequences[:, start:]
+        return output
+    return output[:, start:]
+
+
 def reorder(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     """``values`` (B, L, ...) gathered along dim 1 by ``order`` (``prompt_then_tokens``)."""
     if order is None:
@@ -216,6 +249,11 @@ class PromptModel(nn.Module):
         self.heads = nn.ModuleDict()
         self.head_specs: dict[str, HeadSpec] = {}
         self.task_prefix: dict[str, str] = {}  # task -> name of the prefix it uses
+        # The model takes the backbone's mode (eval from from_pretrained): a module starts in training mode, so
+        # the new parts would otherwise run dropout around an eval backbone, and two identical calls differ.
+        # Set on the new parts only: the backbone's modules keep the modes they were given.
+        for part in (self, self.prefixes, self.heads):
+            part.training = backbone.training
 
     @property
     def injector(self) -> Injector | None:
@@ -365,14 +403,46 @@ class PromptModel(nn.Module):
         }
         return TrainableReport(sum(parts.values()), total, parts)
 
-    def enable_gradient_checkpointing(self) -> None:
-        """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots."""
+    def enable_gradient_checkpointing(self, checkpoint_kwargs: dict | None = None) -> None:
+        """Recompute activations in backward; prefixes survive it because they travel as kwargs/slots.
+
+        ``checkpoint_kwargs`` go to ``torch.utils.checkpoint``; it is non-reentrant here, the mode the prefix's
+        gradients are tested with (transformers' default differs between releases)."""
         self._ensure_attached()
-        options = {"use_reentrant": False}
+        options = {"use_reentrant": False, **(checkpoint_kwargs or {})}
+        if options["use_reentrant"]:
+            raise ConfigError(
+                "gradient checkpointing kwargs use_reentrant=True: PromptModel checkpoints with "
+                "use_reentrant=False only; leave it out"
+            )
         if hasattr(self.backbone, "activation_checkpointing_enable"):  # the name in recent 5.x releases
             self.backbone.activation_checkpointing_enable(activation_checkpointing_kwargs=options)
         else:
             self.backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs=options)
+
+    def activation_checkpointing_enable(
+        self,
+        activation_checkpointing_kwargs: dict | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
+    ) -> None:
+        """What HF Trainer calls for ``activation_checkpointing=True`` (``gradient_checkpointing=True``):
+        ``enable_gradient_checkpointing``, which checkpoints every layer and keeps activations on the device."""
+        if every_n_layers != 1 or offload:
+            raise ConfigError(
+                f"activation checkpointing every_n_layers={every_n_layers}, offload={offload}: PromptModel "
+                "checkpoints every layer on the device; expected every_n_layers=1, offload=False"
+            )
+        self.enable_gradient_checkpointing(activation_checkpointing_kwargs)
+
+    def gradient_checkpointing_enable(
+        self,
+        gradient_checkpointing_kwargs: dict | None = None,
+        every_n_layers: int = 1,
+        offload: bool = False,
+    ) -> None:
+        """The older name, which HF Trainer calls in transformers releases before ``activation_checkpointing_enable``."""
+        self.activation_checkpointing_enable(gradient_checkpointing_kwargs, every_n_layers, offload)
 
     @torch.no_grad()
     def collapse_prefixes(self) -> None:
@@ -401,8 +471,13 @@ class PromptModel(nn.Module):
         """
         task = self._resolve_task(task)
         spec = self.head_specs[task]
+        _check_targets(task, spec.kind, labels, start_positions, end_positions)
         if packed is not None:
             return self._forward_packed(packed, task, labels)
+        if isinstance(row_prefixes, str):  # "aaaa" would pass as four rows named "a"
+            raise ConfigError(
+                f"row_prefixes must be a list with one prefix name per row, not the string {row_prefixes!r}"
+            )
         if row_prefixes is not None and len(row_prefixes) != input_ids.shape[0]:
             # an empty list meant "the task's own prefix", a short one failed deep inside attention
             raise ConfigError(
@@ -410,6 +485,11 @@ class PromptModel(nn.Module):
             )
         num_choices = None
         if spec.kind is HeadKind.MULTIPLE_CHOICE:
+            if input_ids.dim() != 3:
+                raise ConfigError(
+                    f"task {task!r} (multiple-choice) takes input_ids of shape (B, choices, T); got "
+                    f"{tuple(input_ids.shape)}"
+                )
             # (B, C, T) -> (B*C, T); every choice of a row uses that row's prefix.
             num_choices = input_ids.shape[1]
             input_ids, attention_mask, token_type_ids = (
@@ -523,8 +603,9 @@ class PromptModel(nn.Module):
         attention_mask: torch.Tensor | None = None,
         task: str | None = None,
         **generate_kwargs,
-    ) -> torch.Tensor:
-        """``transformers`` generation with this task's prefix; returns only the new tokens (B, new).
+    ) -> torch.Tensor | ModelOutput:
+        """``transformers`` generation with this task's prefix; returns only the new tokens (B, new), or with
+        ``return_dict_in_generate=True`` transformers' output whose ``sequences`` are those new tokens.
 
         The prefix's key/values are computed once per call and reused by every decoding step; the
         generation cache holds real tokens only, so dynamic and static caches both work.
@@ -560,9 +641,11 @@ class PromptModel(nn.Module):
             output = self.backbone.generate(
                 input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
             )
-        return output[:, input_ids.shape[1] :]
+        return _new_tokens(output, input_ids.shape[1])
 
-    def _generate_seq2seq(self, input_ids, attention_mask, name: str, generate_kwargs: dict) -> torch.Tensor:
+    def _generate_seq2seq(
+        self, input_ids, attention_mask, name: str, generate_kwargs: dict
+    ) -> torch.Tensor | ModelOutput:
         """Encoder-decoder generation; the prefix reaches encoder, decoder and cross-attention through
         ``active_prefix``. Returns the new tokens without the decoder's start token (B, new)."""
         prefix = self.prefix_kv([name]) if self.method.is_deep else None
@@ -570,7 +653,7 @@ class PromptModel(nn.Module):
             output = self.backbone.generate(
                 input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
             )
-        return output[:, 1:]
+        return _new_tokens(output, 1)
 
     def _resolve_task(self, task: str | None) -> str:
         if task is None:
@@ -713,14 +796,16 @@ class PromptModel(nn.Module):
         highest = int(positions.max()) + 1 if positions.numel() else 0
         limit = self.geometry.usable_positions
         if limit is not None and highest > limit:
-            shifted = isinstance(shift, torch.Tensor) or bool(shift) or bool(total)
-            advice = (
-                "shorten max_length or the prefix, or use position_mode='keep'"
-                if shifted
-                else "shorten max_length"
-            )
+            # a deep prefix under position_mode 'shift' (a tensor: one shift per row)
+            shifted = isinstance(shift, torch.Tensor) or bool(shift)
+            prompted = bool(total)  # prompt tuning's slots are inputs: position_mode does not apply
+            advice = "shorten the input (max_length)"
+            if shifted or prompted:
+                advice += " or the prefix (prefix_length)"
+            if shifted:
+                advice += ", or use position_mode='keep'"
             raise ConfigError(
-                f"{'prefix + input' if shifted else 'input'} needs {highest} positions but "
+                f"{'prefix + input' if shifted or prompted else 'input'} needs {highest} positions but "
                 f"{self.geometry.model_type} has {limit}; {advice}"
             )
         padding_idx = self.geometry.position_padding_idx
