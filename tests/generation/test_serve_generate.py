@@ -394,6 +394,38 @@ def test_a_checkpoint_whose_task_decodes_with_generate_kwargs_is_refused_with_th
     )
 
 
+def test_a_checkpoint_with_its_own_stop_ids_is_served_and_stops_where_predict_stops(root, tmp_path) -> None:
+    """Chat models end a turn on a marker of their own: a task's ``eos_token_id`` list decodes greedy, so the
+    server serves it (it refused it) and each answer ends at either id, where ``ptuning predict``'s ends."""
+    base = json.loads((root / "chat" / "prompt_config.json").read_text())["base_model"]["name_or_path"]
+    backbone, tokenizer = load_backbone(base, causal_lm=True)
+    torch.manual_seed(0)
+    model = PromptModel(backbone, "ptuning-v2", PrefixConfig(prefix_length=4, init_std=1.0))
+    model.add_task("lm", HeadSpec(HeadKind.CAUSAL_LM))
+    folder = tmp_path / "served"
+    save_checkpoint(model, folder / "plain", task_names={"lm": "causal-lm"})
+    plain = predicted(folder, "plain", PROMPTS, tmp_path)
+    word = next(w for text in plain for w in text.split()[1:])  # one the model says after its first word
+    stops = {
+        "lm": {
+            "generate_kwargs": {
+                "eos_token_id": [tokenizer.eos_token_id, tokenizer.convert_tokens_to_ids(word)]
+            }
+        }
+    }
+    save_checkpoint(model, folder / "stopping", task_names={"lm": "causal-lm"}, task_options=stops)
+    expected = predicted(folder, "stopping", PROMPTS, tmp_path)
+    cut = [
+        " ".join(text.split()[: text.split().index(word)] if word in text.split() else text.split())
+        for text in plain
+    ]
+    assert expected == cut and expected != plain
+    client = TestClient(create_app(folder, base))
+    answers = [client.post("/tasks/stopping/generate", json={"prompt": p}).json() for p in PROMPTS]
+    assert [a["text"] for a in answers] == expected
+    assert "eos" in {a["finish_reason"] for a in answers}
+
+
 def spaced_tokenizer() -> PreTrainedTokenizerFast:
     """The tiny vocabulary with " " and "\\n" as tokens of their own, as a BPE tokenizer (SmolLM2's) has them."""
     vocab = tiny_tokenizer().get_vocab()

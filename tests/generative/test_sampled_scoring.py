@@ -157,6 +157,15 @@ def test_sampling_settings_decoding_would_refuse_are_refused_when_the_task_is_bu
     get_task("causal-lm", generate_kwargs={"do_sample": False, **settings})  # greedy ignores them
 
 
+@pytest.mark.parametrize("eos", ["</s>", [], [2, -1], True, [2.0]])
+def test_stop_ids_that_are_not_token_ids_are_refused_when_the_task_is_built(eos) -> None:
+    with pytest.raises(
+        ConfigError, match=r"generate_kwargs eos_token_id must be a token id or a list of them"
+    ):
+        get_task("causal-lm", generate_kwargs={"eos_token_id": eos})
+    get_task("causal-lm", generate_kwargs={"eos_token_id": [2, 5]})
+
+
 def test_top_k_samples_among_the_k_most_likely_tokens_only() -> None:
     logits = torch.tensor([0.0, 3.0, 1.0, 2.9, -1.0])
     chosen = set()

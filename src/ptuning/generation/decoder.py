@@ -61,6 +61,9 @@ class Sequence:
     seed: int | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
     stops: StopStrings | None = field(default=None, repr=False)
+    eos_ids: frozenset[int] | None = (
+        None  # the ids that end this sequence (a task's own); None: the decoder's
+    )
 
     def __post_init__(self) -> None:
         # Checked here, not in a step: a bad sequence must not fail the others decoding with it.
@@ -358,7 +361,7 @@ class ContinuousDecoder:
         for row, sequence in enumerate(sequences):
             token = choose_token(logits[row], sequence.params, sequence.generator)
             self._next[offset + row] = token
-            if token in self.eos_ids:
+            if token in (self.eos_ids if sequence.eos_ids is None else sequence.eos_ids):
                 sequence.finish_reason = "eos"
             else:
                 sequence.tokens.append(token)

@@ -255,11 +255,21 @@ def plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
     return all(GREEDY_DEFAULTS.get(key, object()) == value for key, value in generate_kwargs.items())
 
 
+def stop_ids(generate_kwargs: dict[str, Any]) -> frozenset[int] | None:
+    """The ids a task's ``eos_token_id`` ends its answers at (several for chat models that end a turn with
+    their own marker), or None: the tokenizer's EOS."""
+    eos = generate_kwargs.get("eos_token_id")
+    if eos is None:
+        return None
+    return frozenset([eos] if isinstance(eos, int) else eos)
+
+
 def continuous_params(generate_kwargs: dict[str, Any], max_new_tokens: int) -> SamplingParams | None:
     """What the continuous decoder decodes these generate kwargs with: greedy, or ``do_sample`` as ``generate``
     samples (temperature, then top-k, 50 unless set, then top-p; a seed per prompt is added when decoding).
-    None where it cannot apply them (beams, penalties, other warpers; greedy stop ids): ``generate`` does."""
-    if plain_greedy(generate_kwargs):
+    None where it cannot apply them (beams, penalties, other warpers): ``generate`` does. Stop ids
+    (``eos_token_id``) it applies either way (``stop_ids``)."""
+    if plain_greedy({key: value for key, value in generate_kwargs.items() if key != "eos_token_id"}):
         return SamplingParams(max_new_tokens=max_new_tokens)
     sampled = generate_kwargs.get("do_sample") is True and generate_kwargs.get("num_beams", 1) == 1
     if not sampled or not set(generate_kwargs) <= _DECODER_SAMPLING_KEYS:

@@ -30,7 +30,7 @@ from ptuning.core.checkpoint import CONFIG_FILE
 from ptuning.core.config import ConfigError, PositionMode
 from ptuning.core.kinds import HeadKind
 from ptuning.generation import ContinuousDecoder, SamplingParams, Sequence, StepEvent
-from ptuning.generation.texts import generation_prompts, prompt_room
+from ptuning.generation.texts import generation_prompts, prompt_room, stop_ids
 from ptuning.serve.inputs import ClientGone, encodable, unless_client_leaves
 from ptuning.serve.registry import PromptRegistry, ServedTask
 
@@ -375,7 +375,8 @@ def add_generate_routes(
                 f"{limits.max_prompt_tokens}",
             )
         deadline = time.monotonic() + limits.max_seconds
-        return Sequence(prompt, served.prefix, params, deadline=deadline), served, cut
+        ends = stop_ids(getattr(served.task, "generate_kwargs", None) or {})  # the task's own, as predict's
+        return Sequence(prompt, served.prefix, params, deadline=deadline, eos_ids=ends), served, cut
 
     return service
 

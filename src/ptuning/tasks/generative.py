@@ -73,7 +73,21 @@ def checked_generate_kwargs(generate_kwargs: Any) -> dict[str, Any]:
             )
     if generate_kwargs.get("do_sample") is True:
         _check_sampling_settings(generate_kwargs)
+    _check_stop_ids(generate_kwargs.get("eos_token_id"))
     return dict(generate_kwargs)
+
+
+def _check_stop_ids(eos: Any) -> None:
+    """``eos_token_id``: a token id or a non-empty list of them (None: the tokenizer's EOS)."""
+    if eos is None:
+        return
+    ids = [eos] if isinstance(eos, int) else eos
+    if not isinstance(ids, list) or not ids or not all(_is_token_id(i) for i in ids):
+        raise ConfigError(f"generate_kwargs eos_token_id must be a token id or a list of them, got {eos!r}")
+
+
+def _is_token_id(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _check_sampling_settings(generate_kwargs: dict[str, Any]) -> None:
