@@ -423,6 +423,21 @@ def test_srl_marks_the_predicate_as_a_second_segment_and_scores_without_v(tokeni
     assert task.head is HeadKind.TOKEN_CLASSIFICATION
 
 
+def test_srl_leaves_the_predicates_continuation_out_of_the_scores_as_srl_eval_does(tokenizer, tmp_path):
+    """srl-eval.pl joins C-V ("picked ... up") to V and scores neither; a missed particle cost recall."""
+    write(tmp_path / "conll05.devel.txt", "1 He picked the book up . ||| B-A0 B-V B-A1 I-A1 B-C-V O\n")
+    task = Conll2005SrlTask()
+    examples, _ = task.read(str(tmp_path), "dev")
+    features, _ = task.featurize(examples, tokenizer, 64)
+    outputs = gold_logits(task, features)
+    particle = features[0]["word_ids"].index(4)  # the first sub-token of "up"
+    outputs[0][particle, :] = 0.0
+    outputs[0][particle, task.label_names.index("O")] = 1.0
+    scores = task.score(examples, features, outputs)
+    assert (scores["precision"], scores["recall"], scores["f1"]) == (1.0, 1.0, 1.0)
+    assert scores["f1_with_v"] < 1.0  # all spans: the missed C-V counts there
+
+
 def test_every_tagging_task_is_registered_by_class():
     names = {task.name for task in TASKS + SRL_TASKS}
     assert names == {"conll2003", "conll2004", "ontonotes", "ner-generic", "conll2005-srl", "conll2012-srl"}

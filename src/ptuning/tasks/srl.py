@@ -96,7 +96,12 @@ class SrlTask(TaggingTask):
 
 
 def _without_v(tags: list[str]) -> list[str]:
-    return ["O" if tag in ("B-V", "I-V") else tag for tag in tags]
+    """The tags without the predicate's spans: V and its continuation C-V ("picked ... up"), which srl-eval.pl
+    joins to V and leaves out of the scores with it."""
+    return ["O" if tag in _PREDICATE_TAGS else tag for tag in tags]
+
+
+_PREDICATE_TAGS = frozenset({"B-V", "I-V", "B-C-V", "I-C-V"})
 
 
 def srl_roles(core: list[str], modifiers: list[str]) -> list[str]:
