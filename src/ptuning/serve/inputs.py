@@ -80,11 +80,21 @@ def examples_from_inputs(task: Task, inputs: list[Any], max_text_length: int) ->
         raise InputError(str(error)) from None
 
 
+def input_fields(task: Task) -> list[str]:
+    """The names an input object gives the task's fields, in order: a field's own name where the task reads it
+    under that name, else the first column it reads it from (a csv task's ``text_field``, pair-classification's
+    ``sentence1``), as ``ptuning predict`` names a text line's column."""
+    names = []
+    for name, columns in getattr(task, "fields", {}).items():
+        names.append(name if not columns or name in columns else columns[0])
+    return names
+
+
 def _record(task: Task, value: Any, where: str) -> dict[str, Any]:
     """The JSONL record an input stands for."""
     if isinstance(value, dict):
         return dict(value)
-    fields = list(getattr(task, "fields", {}))
+    fields = input_fields(task)
     words = task.head is HeadKind.TOKEN_CLASSIFICATION
     if isinstance(value, str):
         if words:

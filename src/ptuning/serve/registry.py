@@ -40,6 +40,7 @@ from ptuning.core.model import PromptModel
 from ptuning.core.precision import dtype_name, floating_dtype
 from ptuning.core.quantization import is_quantized
 from ptuning.generation import plain_greedy
+from ptuning.serve.inputs import input_fields
 from ptuning.serve.mixed import Group, mixed_outputs
 from ptuning.tasks.base import Task
 from ptuning.tasks.rebuild import rebuild_task
@@ -117,7 +118,7 @@ class ServedTask:
             "task": self.task.name,
             "kind": str(self.kind),
             "labels": self.task.label_names,
-            "fields": list(getattr(self.task, "fields", {})) or None,
+            "fields": input_fields(self.task) or None,
             "prefix_length": self.prefix_length,
             "max_length": self.max_length,
             "description": self.task.description,
