@@ -97,6 +97,18 @@ def test_prompt_checkpoint_holds_only_prefix_and_head_as_safetensors_and_json(tm
     assert config["base_model"]["fingerprint"] == base_fingerprint(model.backbone)
 
 
+def test_a_model_holding_prefixes_of_other_lengths_is_refused_at_save_not_at_load(tmp_path) -> None:
+    from ptuning.core.prefix import PrefixEncoder
+
+    model = build("bert").model  # prefix_length 4 (core_tiny)
+    model.prefixes["t"] = PrefixEncoder(
+        PrefixConfig(prefix_length=7), model.geometry
+    )  # as a server holds them
+    with pytest.raises(CheckpointError, match=r"prefixes \{'t': 7\} differ from the model's prefix_length"):
+        save_checkpoint(model, tmp_path / "ckpt")
+    assert not (tmp_path / "ckpt").exists()  # nothing written that would not load
+
+
 def test_saving_again_replaces_the_checkpoint_without_leftovers(tmp_path) -> None:
     model = build("bert").model
     save_checkpoint(model, tmp_path / "ckpt")

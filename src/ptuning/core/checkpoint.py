@@ -96,6 +96,18 @@ def recorded_base_dtype(model: PromptModel) -> str:
     return current if (current == "fp16") == (model.base_dtype == "fp16") else model.base_dtype
 
 
+def _check_one_prefix_length(model: PromptModel) -> None:
+    """A checkpoint records one prefix length for all its prefixes; a model holding prefixes of other lengths
+    (put into ``model.prefixes`` by hand, as a server's mixed batches hold them) would save and not load."""
+    expected = model.prefix_config.prefix_length
+    other = {name: p.prefix_length for name, p in model.prefixes.items() if p.prefix_length != expected}
+    if other:
+        raise CheckpointError(
+            f"prefixes {other} differ from the model's prefix_length {expected}; a checkpoint holds prefixes "
+            "of one length: save each length from a model of its own"
+        )
+
+
 def save_checkpoint(
     model: PromptModel,
     directory: str | Path,
@@ -117,6 +129,7 @@ def save_checkpoint(
     rebuild them identically (``ptuning.tasks.rebuild``).
     """
     directory = Path(directory)
+    _check_one_prefix_length(model)
     check_replaceable(directory, CONFIG_FILE, "a prompt checkpoint", CheckpointError)
     source = getattr(model.backbone, "ptuning_source", None) or model.backbone.config.name_or_path
     lengths = max_length if isinstance(max_length, dict) else dict.fromkeys(model.head_specs, max_length)
