@@ -399,6 +399,10 @@ def test_task_options_that_no_task_takes_are_one_config_error_naming_the_key(tmp
     misspelled = TrainConfig(**both, task_options={"sst-2": {}, "conll2003": {}})
     with pytest.raises(ConfigError, match=r"\['sst-2'\] is not in --tasks \['sst2', 'conll2003'\]"):
         plan_tasks(misspelled)
+    # keyed by a task the run does not train
+    elsewhere = TrainConfig(**both, task_options={"squad": {"doc_stride": 32}})
+    with pytest.raises(ConfigError, match=r"\['squad'\] is not in --tasks \['sst2', 'conll2003'\]"):
+        plan_tasks(elsewhere)
     unknown = TrainConfig(**both, task_options={"sst2": {"stride": 3}})
     with pytest.raises(ConfigError, match=r"task_options \{'stride': 3\} for task 'sst2': .*'stride'"):
         plan_tasks(unknown)

@@ -222,7 +222,9 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
     else:
         _check_single_task_maps(config)
     keyed = config.is_multitask and bool(config.task_options) and set(config.task_options) <= set(names)
-    if config.is_multitask and not keyed and set(config.task_options) & set(names):
+    # keyed by task names, some or all of them not in this run (all: a registry task named by mistake)
+    by_task = set(config.task_options) & (set(names) | set(list_tasks()))
+    if config.is_multitask and not keyed and by_task:
         strays = sorted(set(config.task_options) - set(names))
         raise ConfigError(
             f"task_options is keyed by task, but {strays} {'is' if len(strays) == 1 else 'are'} not in --tasks "
