@@ -171,6 +171,19 @@ def test_multitask_checkpoint_holds_one_shared_prefix_and_a_head_per_task(mpt2_r
     assert list(model.prefixes) == [SHARED_PREFIX] and sorted(model.heads) == sorted(TASKS)
 
 
+def test_proportional_sampling_records_no_temperature(tmp_path) -> None:
+    """Proportional sampling reads no T; the checkpoint and config.json recorded the default 2.0 as if used."""
+    from ptuning.training.engine import _run_config
+    from ptuning.training.trainer import _mixing
+
+    both = {"tasks": ["sst2", "conll2003"], "data_dir": str(tmp_path)}
+    proportional = TrainConfig(**both, sampling="proportional")
+    assert _mixing(proportional, {})["temperature"] is None
+    assert _run_config(proportional, [])["multitask"]["temperature"] is None
+    tempered = TrainConfig(**both, sampling="temperature", temperature=3.0)
+    assert _mixing(tempered, {})["temperature"] == 3.0
+
+
 def test_multitask_run_mixes_batches_of_every_task_and_scores_each_dev(mpt2_run) -> None:
     _, result = mpt2_run
     summary = result.summary

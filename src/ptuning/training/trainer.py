@@ -638,7 +638,7 @@ class Trainer:
             "tasks": self._names,
             **common,
             "sampling": config.sampling,
-            "temperature": config.temperature if config.sampling == "temperature" else None,
+            "temperature": sampling_temperature(config),
             "train_sizes": self.sizes,
             "probabilities": self.probabilities,
             "batches": self.counts,
@@ -790,8 +790,14 @@ def _mixing(config: TrainConfig, data: dict[str, TaskData]) -> dict[str, Any]:
         "tasks": list(data),
         "data_dirs": {name: item.plan.data_dir for name, item in data.items()},
         "sampling": config.sampling,
-        "temperature": config.temperature,
+        "temperature": sampling_temperature(config),
     }
+
+
+def sampling_temperature(config: TrainConfig) -> float | None:
+    """The T a multi-task run drew its tasks with; None for proportional sampling, which reads none (a record
+    of the default 2.0 there would claim a temperature the run never used)."""
+    return config.temperature if config.sampling == "temperature" else None
 
 
 def primary_fraction(task: Task, scores: dict[str, Any]) -> float | None:
