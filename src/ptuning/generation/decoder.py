@@ -61,9 +61,8 @@ class Sequence:
     seed: int | None = None
     generator: torch.Generator | None = field(default=None, repr=False)
     stops: StopStrings | None = field(default=None, repr=False)
-    eos_ids: frozenset[int] | None = (
-        None  # the ids that end this sequence (a task's own); None: the decoder's
-    )
+    # the ids that end this sequence (a task's own stop ids); None: the decoder's
+    eos_ids: frozenset[int] | None = None
 
     def __post_init__(self) -> None:
         # Checked here, not in a step: a bad sequence must not fail the others decoding with it.

@@ -251,8 +251,12 @@ def _slots(model: Any, task: str | None) -> int:
 
 
 def plain_greedy(generate_kwargs: dict[str, Any]) -> bool:
-    """Whether these generate kwargs leave decoding greedy, as the continuous decoder (and the server) decodes."""
-    return all(GREEDY_DEFAULTS.get(key, object()) == value for key, value in generate_kwargs.items())
+    """Whether these generate kwargs leave decoding greedy, as the continuous decoder (and the server) decodes.
+    Stop ids (``eos_token_id``) do: they end an answer, not choose its tokens (``stop_ids``)."""
+    return all(
+        key == "eos_token_id" or GREEDY_DEFAULTS.get(key, object()) == value
+        for key, value in generate_kwargs.items()
+    )
 
 
 def stop_ids(generate_kwargs: dict[str, Any]) -> frozenset[int] | None:
@@ -269,7 +273,7 @@ def continuous_params(generate_kwargs: dict[str, Any], max_new_tokens: int) -> S
     samples (temperature, then top-k, 50 unless set, then top-p; a seed per prompt is added when decoding).
     None where it cannot apply them (beams, penalties, other warpers): ``generate`` does. Stop ids
     (``eos_token_id``) it applies either way (``stop_ids``)."""
-    if plain_greedy({key: value for key, value in generate_kwargs.items() if key != "eos_token_id"}):
+    if plain_greedy(generate_kwargs):
         return SamplingParams(max_new_tokens=max_new_tokens)
     sampled = generate_kwargs.get("do_sample") is True and generate_kwargs.get("num_beams", 1) == 1
     if not sampled or not set(generate_kwargs) <= _DECODER_SAMPLING_KEYS:

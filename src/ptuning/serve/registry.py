@@ -333,8 +333,7 @@ class PromptRegistry:
         task = rebuilt.task
         settings = getattr(task, "generate_kwargs", None) or {}
         # its stop ids (eos_token_id) each of its sequences carries to the decoder (serve/generate.py)
-        greedy = plain_greedy({key: value for key, value in settings.items() if key != "eos_token_id"})
-        if kind is HeadKind.CAUSAL_LM and not greedy:
+        if kind is HeadKind.CAUSAL_LM and not plain_greedy(settings):
             raise Incompatible(  # predict would decode with them; answering greedy instead would be silent
                 f"checkpoint {checkpoint!r}: head {head!r} decodes with generate_kwargs {settings}, which the "
                 "server's continuous decoder does not apply (it decodes greedy, or samples with each request's "

@@ -179,9 +179,8 @@ class GenerativeTask(Task):
             messages.append({"role": "user", "content": example["prompt"]})
             try:
                 return tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-            except (
-                TemplateError
-            ) as error:  # the template's own refusal, e.g. Gemma's "System role not supported"
+            # the template's own refusal, e.g. Gemma's "System role not supported"
+            except TemplateError as error:
                 hint = "; drop the task option system_prompt" if self.system_prompt else ""
                 raise ConfigError(
                     f"{example.get('source', self.name)}: the tokenizer's chat template refuses this "
