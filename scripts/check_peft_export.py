@@ -82,6 +82,7 @@ def write(root: Path) -> None:
 
 
 def check(root: Path) -> int:
+    import peft
     import transformers
     from peft import PeftModel
 
@@ -109,7 +110,7 @@ def check(root: Path) -> int:
         failures += largest > allowed
         verdict = "ok" if largest <= allowed else "FAILED"
         print(
-            f"{name}: PEFT {transformers.__version__} vs ptuning, max |diff| {largest:.3g} "
+            f"{name}: PEFT {peft.__version__} (transformers {transformers.__version__}) vs ptuning, max |diff| {largest:.3g} "
             f"(allowed {allowed:.3g}): {verdict}"
         )
     return failures

@@ -11,12 +11,17 @@ Each fixture folder holds ``base/`` (a tiny random model: config.json + model.sa
 ``adapter/`` (what ``PeftModel.save_pretrained`` wrote) and ``expected.safetensors`` (the inputs and what
 PEFT computed on them in eval mode). PEFT 0.21.2's prefix tuning needs transformers 5.23: on 5.24 encoder
 tasks raise "Model does not support past key values".
+
+Run with a later PEFT release (0.22.0 runs on transformers 5.25), it writes that release's adapter and outputs
+beside the first ones, as ``adapter-peft-<version>/`` and ``expected-peft-<version>.safetensors``, over the
+same committed base (which it checks it would have written too).
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +29,7 @@ import peft
 import torch
 import transformers
 from peft import PrefixTuningConfig, TaskType, get_peft_model
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from transformers import (
     BertConfig,
     BertForQuestionAnswering,
@@ -41,6 +46,11 @@ from transformers import (
 
 VOCAB = 64
 PREFIX_LENGTH = 3
+FIRST_RELEASE = "0.21.2"  # writes adapter/ and expected.safetensors; a later release's files sit beside them
+
+
+def release_suffix() -> str:
+    return "" if peft.__version__ == FIRST_RELEASE else f"-peft-{peft.__version__}"
 
 
 def bert_config(num_labels: int) -> BertConfig:
@@ -117,7 +127,7 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
     model_class, config, task_type, projection = FIXTURES[name]
     folder = root / name
     torch.manual_seed(seed)
-    model_class(config).save_pretrained(folder / "base")
+    save_base(model_class(config), folder / "base")
     base = model_class.from_pretrained(folder / "base", attn_implementation="sdpa")
     peft_config = PrefixTuningConfig(
         task_type=task_type,
@@ -165,19 +175,38 @@ def write_fixture(root: Path, name: str, seed: int) -> None:
     save_fixture(folder, model, expected, f"{name} seed {seed}")
 
 
+def save_base(model: Any, folder: Path) -> None:
+    """The tiny random base. A later release's fixtures keep the committed one: the first release's outputs
+    were computed on it, so it must be the model this seed gives here too."""
+    if peft.__version__ == FIRST_RELEASE or not folder.exists():
+        model.save_pretrained(folder)
+        return
+    with tempfile.TemporaryDirectory() as scratch:
+        model.save_pretrained(scratch)
+        fresh = load_file(str(Path(scratch) / "model.safetensors"))
+    committed = load_file(str(folder / "model.safetensors"))
+    same = fresh.keys() == committed.keys() and all(torch.equal(fresh[k], committed[k]) for k in fresh)
+    assert same, f"{folder}: this seed gives another base here; regenerate every release's fixtures"
+
+
 def save_fixture(folder: Path, model: Any, expected: dict[str, torch.Tensor], label: str) -> None:
     """The adapter (its base named relative to it), what PEFT computed, and which versions wrote them."""
-    model.save_pretrained(folder / "adapter")
-    save_file(expected, str(folder / "expected.safetensors"))
-    config_path = folder / "adapter" / "adapter_config.json"
+    adapter = folder / f"adapter{release_suffix()}"
+    model.save_pretrained(adapter)
+    save_file(expected, str(folder / f"expected{release_suffix()}.safetensors"))
+    config_path = adapter / "adapter_config.json"
     adapter_config = json.loads(config_path.read_text())
     adapter_config["base_model_name_or_path"] = "../base"  # beside the adapter, not this machine's path
     config_path.write_text(json.dumps(adapter_config, indent=2, sort_keys=True) + "\n")
-    (folder / "adapter" / "README.md").unlink()  # PEFT's model-card template: nothing the tests read
-    (folder / "GENERATED_BY.txt").write_text(
+    (adapter / "README.md").unlink()  # PEFT's model-card template: nothing the tests read
+    line = (
         f"scripts/make_peft_fixture.py {label}: peft {peft.__version__}, transformers "
         f"{transformers.__version__}, torch {torch.__version__}\n"
     )
+    written_by = folder / "GENERATED_BY.txt"
+    earlier = [] if not written_by.exists() else written_by.read_text().splitlines(keepends=True)
+    others = [old for old in earlier if f": peft {peft.__version__}," not in old]
+    written_by.write_text("".join(sorted([*others, line], key=lambda text: text.split(": peft ")[1])))
 
 
 def perturb_trainable(model: Any) -> None:
@@ -197,7 +226,7 @@ def write_qa_fixture(root: Path) -> None:
     tuning: the stored logits are PEFT's with them given, which equal PEFT's without them (checked here)."""
     folder = root / QA_NAME
     torch.manual_seed(QA_SEED)
-    BertForQuestionAnswering(bert_config(2)).save_pretrained(folder / "base")
+    save_base(BertForQuestionAnswering(bert_config(2)), folder / "base")
     base = BertForQuestionAnswering.from_pretrained(folder / "base", attn_implementation="sdpa")
     model = get_peft_model(
         base, PrefixTuningConfig(task_type=TaskType.QUESTION_ANS, num_virtual_tokens=PREFIX_LENGTH)

@@ -1,5 +1,5 @@
-"""Adapters written by real PEFT 0.21.2 give PEFT's own outputs in ptuning, to fp32 rounding (CI needs no
-PEFT; ``peft_fixtures.PEFT_ATOL`` says why not bit for bit)."""
+"""Adapters written by real PEFT (0.21.2, and 0.22.0 for the outputs) give PEFT's own outputs in ptuning, to fp32
+rounding (CI needs no PEFT; ``peft_fixtures.PEFT_ATOL`` says why not bit for bit)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,14 @@ from transformers import AutoModel
 from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
 from ptuning.interop.peft_import import PeftPositionNote, PeftRevisionNote, PeftTokenTypeNote
 
-from .peft_fixtures import FIXTURES, adapter_dir, assert_peft_close, expected, fixture_backbone
+from .peft_fixtures import (
+    FIXTURES,
+    PEFT_RELEASES,
+    adapter_dir,
+    assert_peft_close,
+    expected,
+    fixture_backbone,
+)
 
 
 def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
@@ -33,10 +40,11 @@ def _real(mask: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         "electra-seq-cls",
     ],
 )
-def test_a_peft_adapter_gives_the_logits_peft_computed(name) -> None:
-    data = expected(name)
+@pytest.mark.parametrize("release", PEFT_RELEASES)
+def test_a_peft_adapter_gives_the_logits_peft_computed(name, release) -> None:
+    data = expected(name, release)
     with pytest.warns(PeftPositionNote, match="position_mode='shift'"):
-        model = load_checkpoint(adapter_dir(name), backbone=fixture_backbone(name))
+        model = load_checkpoint(adapter_dir(name, release), backbone=fixture_backbone(name))
     with torch.no_grad():
         logits = model(data["input_ids"], data["attention_mask"]).logits
     mask = data["attention_mask"]
@@ -150,11 +158,12 @@ def test_an_encoder_decoder_adapter_is_refused(tmp_path) -> None:
         read_checkpoint_config(folder)
 
 
-def test_a_causal_lm_adapter_decodes_what_peft_decoded() -> None:
-    data = expected("llama-gqa-causal-lm")
+@pytest.mark.parametrize("release", PEFT_RELEASES)
+def test_a_causal_lm_adapter_decodes_what_peft_decoded(release) -> None:
+    data = expected("llama-gqa-causal-lm", release)
     with pytest.warns(PeftPositionNote):
         model = load_checkpoint(
-            adapter_dir("llama-gqa-causal-lm"), backbone=fixture_backbone("llama-gqa-causal-lm")
+            adapter_dir("llama-gqa-causal-lm", release), backbone=fixture_backbone("llama-gqa-causal-lm")
         )
     ids, mask = data["generate_input_ids"], data["generate_attention_mask"]  # left-padded
     generated = model.generate(ids, mask, max_new_tokens=6, do_sample=False, pad_token_id=0)
@@ -232,13 +241,16 @@ def test_a_given_base_stands_for_a_missing_base_name_and_null_fields_mean_their_
         load_checkpoint(folder, backbone=fixture_backbone("llama-gqa-seq-cls"))
 
 
-def test_an_imported_qa_adapter_ignores_token_types_as_peft_does() -> None:
-    """PEFT 0.21.2's question answering drops token_type_ids under prefix tuning; the squad task gives context
-    tokens type 1, which moved the import's start logits by up to 0.42 from PEFT's (argmax differed)."""
-    data = expected("bert-qa")
+@pytest.mark.parametrize("release", PEFT_RELEASES)
+def test_an_imported_qa_adapter_ignores_token_types_as_peft_does(release) -> None:
+    """PEFT's question answering (0.21.2 and 0.22.0) drops token_type_ids under prefix tuning; the squad task
+    gives context tokens type 1, which moved the import's start logits by up to 0.42 from PEFT's (argmax
+    differed)."""
+    data = expected("bert-qa", release)
+    adapter = adapter_dir("bert-qa", release)
     with pytest.warns(PeftTokenTypeNote, match="never passes token_type_ids"), pytest.warns(PeftPositionNote):
-        model = load_checkpoint(adapter_dir("bert-qa"), backbone=fixture_backbone("bert-qa"))
-    assert read_checkpoint_config(adapter_dir("bert-qa"))["extra"]["ignores_token_type_ids"] is True
+        model = load_checkpoint(adapter, backbone=fixture_backbone("bert-qa"))
+    assert read_checkpoint_config(adapter)["extra"]["ignores_token_type_ids"] is True
     with torch.no_grad():
         out = model(data["input_ids"], data["attention_mask"], data["token_type_ids"], task="adapter")
     mask = data["attention_mask"].bool()

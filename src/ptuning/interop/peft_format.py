@@ -1,4 +1,4 @@
-"""The files of a PEFT prefix-tuning adapter (PEFT 0.21.2), read and written without PEFT installed.
+"""The files of a PEFT prefix-tuning adapter (PEFT 0.21.2; 0.22.0 reads and writes the same), without PEFT.
 
 A PEFT adapter folder holds ``adapter_config.json`` and ``adapter_model.safetensors``. For
 ``peft_type: PREFIX_TUNING`` the weights file has one table, ``prompt_embeddings`` (P, L*2*kv*d), where
