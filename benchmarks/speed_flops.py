@@ -8,6 +8,8 @@ from dataclasses import dataclass
 
 import torch
 
+from ptuning.core.precision import native_bf16
+
 
 @dataclass(frozen=True)
 class Shape:
@@ -70,10 +72,14 @@ def step_flops_parts(
 GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
-def gemm_rate(size: int = 2048, repeats: int = 3, dtype: str = "fp32") -> float:
+def gemm_rate(size: int | None = None, repeats: int = 3, dtype: str = "fp32") -> float:
     """GFLOP/s of a square GEMM in ``dtype`` ("fp32" or "bf16"): the machine's matmul rate at the current
-    thread count. The bf16 one is the yardstick of a bf16 backbone (oneDNN's AVX512-BF16/AMX kernels where
-    the CPU has them; a CPU without bf16 instructions shows it here as a rate below fp32's)."""
+    thread count, 2048^3 by default. The bf16 one is the yardstick of a bf16 backbone (oneDNN's AVX512-BF16/AMX
+    kernels where the CPU has them). A CPU without bf16 instructions shows it as a rate far below fp32's,
+    measured at 512^3: on an AVX2-only EPYC one 2048^3 bf16 product took 80 s (0.2 GFLOP/s against fp32's
+    47), which made every throughput round four minutes longer."""
+    if size is None:
+        size = 2048 if dtype == "fp32" or native_bf16("cpu") else 512
     a = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
     b = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
     a @ b
