@@ -11,7 +11,7 @@ and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
                     optimizer and loss fp32
     ours-compiled, ours-bf16-compiled
                     ours and ours-bf16 with ``--compile`` (the frozen weights folded into the inference graph)
-    peft-trainer    (a) PEFT 0.21.2 PrefixTuningConfig(prefix_projection=False) on AutoModelFor{Sequence,
+    peft-trainer    (a) PEFT PrefixTuningConfig(prefix_projection=False) on AutoModelFor{Sequence,
                     Token}Classification, trained with HF Trainer's defaults; inputs padded to max_length=128
                     as with ``tokenizer(..., padding="max_length")`` + ``default_data_collator``
     peft-trainer-dynamic
@@ -36,7 +36,8 @@ and 64 and their fastest counts, speed_systems.TRAINER_EVAL_BATCH_SIZES):
 Every system is loaded once into one process; rounds are interleaved (each round runs every system, in a
 rotated order) after warm-up rounds, and the median over rounds is reported, as are ratios to a baseline
 taken round by round. That is what keeps the comparison fair on a machine shared with other jobs. Peak RSS
-is measured per system in a fresh subprocess.
+is measured per system in a fresh subprocess. The PEFT systems need PEFT 0.22, or PEFT 0.21.2 on transformers
+<= 5.23 (``speed_common.peft_available``); each results file records the versions it ran with.
 
     python benchmarks/speed.py --throughput sst2-minilm       # also conll2003-minilm, sst2-bert-base, ...
     python benchmarks/speed.py --memory sst2-minilm

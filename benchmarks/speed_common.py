@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import importlib.metadata
 import importlib.util
 import inspect
 import json
@@ -16,6 +17,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from packaging.version import Version
 
 from ptuning.core.backbones import resolve_model_path
 from ptuning.core.kinds import HeadKind
@@ -29,8 +31,8 @@ MAX_LENGTH = 128
 LEARNING_RATE = 1e-2
 MODEL_KEYS = ("input_ids", "attention_mask", "token_type_ids", "labels")
 PEFT_MISSING = (
-    "PEFT cannot run here (not installed: pip install --no-deps peft==0.21.2; or transformers >= 5.24, whose "
-    "`cache` argument PEFT 0.21.2 does not know): its rows are skipped"
+    "PEFT cannot run here (not installed: pip install --no-deps peft==0.22.0; or PEFT 0.21 on transformers "
+    ">= 5.24, whose `cache` argument PEFT 0.21 does not know): its rows are skipped"
 )
 BERT_BASE = "bert-base-random"
 
@@ -62,13 +64,15 @@ WORKLOADS = {
 
 
 def peft_available() -> bool:
-    """PEFT is installed and can run prefix tuning here: it passes the prefix as ``past_key_values``, which
-    transformers 5.24 renamed to ``cache`` (PEFT 0.21.2 then raises "Model does not support past key
-    values"), so the PEFT systems run on transformers <= 5.23 only."""
+    """PEFT is installed and can run prefix tuning here. transformers 5.24 renamed the forward argument that
+    carries the prefix from ``past_key_values`` to ``cache``: PEFT 0.21 passes the old name only (and then
+    raises "Model does not support past key values"), PEFT 0.22 the name the model takes (checked on 5.25)."""
     if importlib.util.find_spec("peft") is None:
         return False
     from transformers import BertModel
 
+    if Version(importlib.metadata.version("peft")) >= Version("0.22.0"):
+        return True
     return "past_key_values" in inspect.signature(BertModel.forward).parameters
 
 

@@ -13,7 +13,7 @@ model stays loaded, so a plain peak would count the others' weights too).
     python benchmarks/speed_gpu.py --device cpu --smoke --out DIR                          # dry run, tiny shapes
     python benchmarks/speed_gpu.py --table DIR/speed_gpu.json                              # the Markdown table
 
-The PEFT systems need transformers <= 5.23 and PEFT 0.21.2 (``speed_common.peft_available``).
+The PEFT systems need PEFT 0.22, or PEFT 0.21.2 on transformers <= 5.23 (``speed_common.peft_available``).
 """
 
 from __future__ import annotations
@@ -234,7 +234,7 @@ def main(argv: list[str] | None = None) -> None:
     shapes = [f"{s}-smoke" if args.smoke and not s.endswith("-smoke") else s for s in args.shapes]
     sizes = (16, 16, 1) if args.smoke else (args.train_examples, args.eval_examples, args.repeats)
     tokenizer = args.tokenizer or resolve_model_path("minilm")
-    names = available_systems(tuple(args.systems))  # the PEFT rows need transformers <= 5.23
+    names = available_systems(tuple(args.systems))  # the PEFT rows need a PEFT that runs here
     with tempfile.TemporaryDirectory(prefix="ptuning-speed-gpu-") as work_dir:  # the random backbones
         result = measure_shapes(args, shapes, sizes, tokenizer, names, Path(work_dir))
     print("\n".join(render(result)))
