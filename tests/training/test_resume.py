@@ -348,3 +348,24 @@ def test_a_presets_prefix_option_an_older_run_recorded_for_finetune_is_not_a_cha
     assert option_changes({**older, "learning_rate": 1.0}, now) == (["learning_rate"], [])
     deep = {**now, "method": "ptuning-v2"}
     assert option_changes({**deep, "prefix_dropout": 0.2}, deep) == (["prefix_dropout"], [])
+
+
+def test_resume_refuses_a_run_whose_auto_backbone_dtype_stores_another_dtype_here(
+    tiny_bert, sst2_dir, tmp_path, capsys, monkeypatch
+) -> None:
+    """--backbone-dtype auto is bf16 on a CPU with bf16 instructions and fp32 elsewhere: a run saved on one
+    machine and resumed on the other continued its second half on another backbone dtype, silently, since the
+    option compared was the word "auto"."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: True)  # the machine that saved it
+    output_dir = tmp_path / "run"
+    args = train_args(tiny_bert, sst2_dir, output_dir, "--max-steps", "2", "--save-every-steps", "1")
+    args += ["--backbone-dtype", "auto"]
+    assert main(args) == 0
+    assert json.loads((output_dir / "config.json").read_text())["backbone_dtype_stored"] == "bf16"
+
+    monkeypatch.setattr(torch.cpu, "_is_avx512_bf16_supported", lambda: False)  # one without
+    monkeypatch.setattr(torch.cpu, "_is_amx_tile_supported", lambda: False)
+    code, _, err = run_cli([*args, "--resume"], capsys)
+    assert code == 2
+    assert 'backbone_dtype_stored: "bf16" there, "fp32" now' in err

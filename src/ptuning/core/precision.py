@@ -52,24 +52,29 @@ class EmulatedPrecisionNote(UserWarning):
     """A frozen backbone stored in bf16 on a CPU without bf16 instructions: it runs, slower than in fp32."""
 
 
-def note_emulated_bf16(dtype: torch.dtype, device: str | torch.device | None) -> None:
-    """Warn where a backbone stored in ``dtype`` on ``device`` (None: where training puts it) will multiply
-    bf16 matrices by emulation. Why: bf16 is the fast setting on CPUs that have the instructions (docs/
-    BENCHMARKS.md), while on an AVX2-only EPYC oneDNN's bf16 products ran 36x slower than fp32 (512^3) and a
-    MiniLM training step 4x slower; ``auto`` would have picked fp32 there."""
-    if dtype != torch.bfloat16:
-        return
+def emulated_bf16_note(what: str, device: str | torch.device | None = None) -> str | None:
+    """What to tell a user who asks for bf16 ``what`` on ``device`` (None: where training runs) where bf16
+    matrix products are emulated; None where they are not. Why: bf16 is the fast setting on CPUs that have
+    the instructions (docs/BENCHMARKS.md), while on an AVX2-only EPYC oneDNN's bf16 products ran 36x slower
+    than fp32 (512^3) and a MiniLM training step 4-17x slower (a bf16-stored backbone, bf16 autocast)."""
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
     if torch.device(device).type != "cpu" or cpu_computes_bf16():
-        return
-    warnings.warn(
-        EmulatedPrecisionNote(
-            "backbone dtype bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX): its matrix products "
-            "are emulated, several times slower than fp32 here; --backbone-dtype auto (or fp32) stores it in fp32"
-        ),
-        stacklevel=3,
+        return None
+    return (
+        f"{what} on a CPU without bf16 instructions (AVX512-BF16 or AMX): its matrix products are emulated, "
+        "several times slower than fp32 here"
     )
+
+
+def note_emulated_bf16(dtype: torch.dtype, device: str | torch.device | None) -> None:
+    """Warn (``EmulatedPrecisionNote``) where a backbone stored in ``dtype`` on ``device`` computes bf16 by
+    emulation (``emulated_bf16_note``); ``auto`` would have picked fp32 there."""
+    note = emulated_bf16_note("backbone dtype bf16", device) if dtype == torch.bfloat16 else None
+    if note is not None:
+        warnings.warn(
+            EmulatedPrecisionNote(f"{note}; --backbone-dtype auto (or fp32) stores it in fp32"), stacklevel=3
+        )
 
 
 def resolve_auto(name: str, device: str | torch.device | None = None) -> str:

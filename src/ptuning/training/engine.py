@@ -36,7 +36,7 @@ from ptuning.core.folders import RUN_LOCK, exclusive_lock, reason, write_text_wh
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import PromptModel
 from ptuning.core.pooler import PRETRAINED_POOLER, PoolerNotFoundError, attach_pretrained_pooler, head_spec
-from ptuning.core.precision import AUTO_DTYPE, resolve_auto
+from ptuning.core.precision import AUTO_DTYPE, emulated_bf16_note, resolve_auto
 from ptuning.core.prefix import PrefixEncoder, PromptEmbedding
 from ptuning.core.prefix_init import init_prefix_from_tokens
 from ptuning.generation import check_generation_room, is_generative
@@ -57,7 +57,7 @@ from ptuning.training.data import (
     keep_first,
     read_split,
 )
-from ptuning.training.preflight import check_run
+from ptuning.training.preflight import check_run, trains_on_cpu
 from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR
 from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
@@ -102,6 +102,9 @@ def train(config: TrainConfig) -> RunResult:
     model, tokenizer = build_prompt_model(config, [item.task for item in data], data[0].train)
     if config.backbone_dtype == AUTO_DTYPE:
         accelerator.print(f"backbone dtype auto: {resolve_auto(AUTO_DTYPE)} on this machine")
+    slow_autocast = emulated_bf16_note("--mixed-precision bf16") if config.mixed_precision == "bf16" else None
+    if slow_autocast is not None and trains_on_cpu():
+        accelerator.print(f"note: {slow_autocast}; --mixed-precision no trains in fp32")
     if config.pack_sequences:  # refuse before tokenizing what packing cannot reproduce (core/packing.py)
         for item in data:
             model.check_packable(item.task.name)
@@ -584,6 +587,8 @@ def _cpu_processes() -> bool:
 def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
     """What config.json records: the options, and for MPT-2 the resolved folders and splits."""
     options = config.to_dict()
+    # what --backbone-dtype auto stored on this machine: a --resume where it stores another dtype is refused
+    options["backbone_dtype_stored"] = resolve_auto(config.backbone_dtype)
     if config.is_multitask:
         options["multitask"] = {
             "tasks": [plan.name for plan in plans],
