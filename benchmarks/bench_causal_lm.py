@@ -67,7 +67,7 @@ def build(
             backbone, PrefixTuningConfig(task_type=TaskType.CAUSAL_LM, num_virtual_tokens=prefix_length)
         )
         if name.endswith("+gc"):
-            backbone.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            backbone.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         return model
     method = {"finetune": "finetune", "no-prefix": "linear-probe"}.get(name, "ptuning-v2")
     model = PromptModel(backbone, method, PrefixConfig(prefix_length=prefix_length, dropout=0.0))

@@ -141,7 +141,7 @@ def _peft_prefix_model(backbone: Any, checkpointing: bool) -> Any:
     from peft import PrefixTuningConfig, get_peft_model
 
     if checkpointing:
-        backbone.gradient_checkpointing_enable()
+        backbone.activation_checkpointing_enable()  # gradient_checkpointing_enable: deprecated, gone in v6
     return get_peft_model(backbone, PrefixTuningConfig(task_type="CAUSAL_LM", num_virtual_tokens=16))
 
 
