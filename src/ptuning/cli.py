@@ -16,6 +16,7 @@ import json
 import os
 import sys
 import typing
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -86,6 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     _quiet_transformers()
+    warnings.formatwarning = _format_warning
     inherited_group = _process_group_open()
     try:
         return args.handler(args)
@@ -140,6 +142,20 @@ def _user_errors() -> tuple[type[Exception], ...]:
         TrainingDivergedError,
         UnknownNameError,
     )
+
+
+_PYTHON_FORMATWARNING = warnings.formatwarning
+
+
+def _format_warning(
+    message: Warning | str, category: type[Warning], filename: str, lineno: int, line=None
+) -> str:
+    """ptuning's own notes (its warning classes: a PEFT adapter's position numbering, a bf16 backbone that
+    this CPU emulates...) as one ``note:`` line, like the CLI's other notes, not Python's two lines pointing
+    into ptuning's source; every other warning as Python shows it."""
+    if category.__module__.partition(".")[0] == "ptuning":
+        return f"note: {message}\n"
+    return _PYTHON_FORMATWARNING(message, category, filename, lineno, line)
 
 
 def _quiet_transformers() -> None:
