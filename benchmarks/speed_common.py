@@ -69,10 +69,10 @@ def peft_available() -> bool:
     raises "Model does not support past key values"), PEFT 0.22 the name the model takes (checked on 5.25)."""
     if importlib.util.find_spec("peft") is None:
         return False
-    from transformers import BertModel
-
     if Version(importlib.metadata.version("peft")) >= Version("0.22.0"):
         return True
+    from transformers import BertModel
+
     return "past_key_values" in inspect.signature(BertModel.forward).parameters
 
 

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     args = build_parser().parse_args(argv)
     _quiet_transformers()
-    warnings.formatwarning = _format_warning
+    python_format, warnings.formatwarning = warnings.formatwarning, _format_warning  # while the command runs
     inherited_group = _process_group_open()
     try:
         return args.handler(args)
@@ -95,6 +95,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"ptuning {args.command}: error: {error}", file=sys.stderr)
         return 2
     finally:
+        warnings.formatwarning = python_format
         if not inherited_group and _process_group_open():
             _close_process_group()
 

@@ -270,18 +270,24 @@ def test_an_unlabelled_test_split_cut_by_max_eval_samples_is_still_not_scored(
 
 def test_ptuning_notes_print_as_one_note_line_and_other_warnings_as_python_does(tmp_path) -> None:
     """A note from ptuning (here a bf16 backbone this CPU emulates) printed as Python's two-line warning, naming
-    a file and line inside ptuning and the source line there; the CLI's other notes are one ``note:`` line."""
+    a file and line inside ptuning and the source line there; the CLI's other notes are one ``note:`` line.
+    Only while a command runs: a program that called ``main`` shows its later warnings as Python does."""
     script = (
         "import warnings\n"
         "from ptuning import cli\n"
         "from ptuning.core.precision import EmulatedPrecisionNote\n"
-        "cli.main(['tasks'])\n"
-        "warnings.warn(EmulatedPrecisionNote('backbone dtype bf16 is emulated here'))\n"
-        "warnings.warn('a warning from elsewhere')\n"
+        "def command(args):\n"
+        "    warnings.warn(EmulatedPrecisionNote('backbone dtype bf16 is emulated here'))\n"
+        "    warnings.warn('a warning from elsewhere')\n"
+        "    return 0\n"
+        "cli.cmd_tasks = command\n"
+        "assert cli.main(['tasks']) == 0\n"
+        "warnings.warn(EmulatedPrecisionNote('after the command'))\n"
     )
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     lines = done.stderr.splitlines()
     assert "note: backbone dtype bf16 is emulated here" in lines
-    assert not any("EmulatedPrecisionNote" in line for line in lines)
     assert any(line.endswith("UserWarning: a warning from elsewhere") for line in lines)
+    assert any(line.endswith("EmulatedPrecisionNote: after the command") for line in lines)
+    assert sum("EmulatedPrecisionNote" in line for line in lines) == 1

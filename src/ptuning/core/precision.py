@@ -36,11 +36,14 @@ def native_bf16(device: str | torch.device | None = None) -> bool:
     matters: elsewhere bf16 matrix products are emulated and slower than fp32, while on this project's
     avx512_bf16 CPU a frozen bf16 backbone trained 3.4-3.7x faster than PEFT + Trainer in fp32 at the same
     dev scores (docs/BENCHMARKS.md)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type == "cuda":
+    if _computing_device(device).type == "cuda":
         return torch.cuda.is_bf16_supported(including_emulation=False)  # pre-Ampere GPUs only emulate it
     return cpu_computes_bf16()
+
+
+def _computing_device(device: str | torch.device | None) -> torch.device:
+    """``device``, or where training runs when it is None: CUDA when torch sees one, else the CPU."""
+    return torch.device(device if device is not None else "cuda" if torch.cuda.is_available() else "cpu")
 
 
 def cpu_computes_bf16() -> bool:
@@ -57,9 +60,7 @@ def emulated_bf16_note(what: str, device: str | torch.device | None = None) -> s
     matrix products are emulated; None where they are not. Why: bf16 is the fast setting on CPUs that have
     the instructions (docs/BENCHMARKS.md), while on an AVX2-only EPYC oneDNN's bf16 products ran 36x slower
     than fp32 (512^3) and a MiniLM training step 4-17x slower (a bf16-stored backbone, bf16 autocast)."""
-    if device is None:
-        device = "cuda" if torch.cuda.is_available() else "cpu"
-    if torch.device(device).type != "cpu" or cpu_computes_bf16():
+    if _computing_device(device).type != "cpu" or cpu_computes_bf16():
         return None
     return (
         f"{what} on a CPU without bf16 instructions (AVX512-BF16 or AMX): its matrix products are emulated, "

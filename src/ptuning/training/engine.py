@@ -57,7 +57,7 @@ from ptuning.training.data import (
     keep_first,
     read_split,
 )
-from ptuning.training.preflight import check_run, trains_on_cpu
+from ptuning.training.preflight import check_run
 from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR
 from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
@@ -102,8 +102,8 @@ def train(config: TrainConfig) -> RunResult:
     model, tokenizer = build_prompt_model(config, [item.task for item in data], data[0].train)
     if config.backbone_dtype == AUTO_DTYPE:
         accelerator.print(f"backbone dtype auto: {resolve_auto(AUTO_DTYPE)} on this machine")
-    slow_autocast = emulated_bf16_note("--mixed-precision bf16") if config.mixed_precision == "bf16" else None
-    if slow_autocast is not None and trains_on_cpu():
+    slow_autocast = emulated_bf16_note("--mixed-precision bf16", accelerator.device)
+    if config.mixed_precision == "bf16" and slow_autocast is not None:
         accelerator.print(f"note: {slow_autocast}; --mixed-precision no trains in fp32")
     if config.pack_sequences:  # refuse before tokenizing what packing cannot reproduce (core/packing.py)
         for item in data:
