@@ -205,9 +205,8 @@ def save_fixture(folder: Path, model: Any, expected: dict[str, torch.Tensor], la
     )
     written_by = folder / "GENERATED_BY.txt"
     earlier = [] if not written_by.exists() else written_by.read_text().splitlines(keepends=True)
-    others = [
-        old for old in earlier if f": peft {peft.__version__}," not in old
-    ]  # this release's is replaced
+    # this release's own line is replaced, the other releases' kept
+    others = [old for old in earlier if f": peft {peft.__version__}," not in old]
     written_by.write_text("".join([*others, line]))
 
 
