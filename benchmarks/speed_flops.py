@@ -72,14 +72,33 @@ def step_flops_parts(
 GEMM_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+def gemm_size(dtype: str = "fp32") -> int:
+    """The side of the square GEMM that ``gemm_rate`` measures by default: 2048, or 512 for bf16 on a CPU
+    without bf16 instructions (see ``gemm_rate``). Result files record it beside the rate."""
+    return 2048 if dtype == "fp32" or native_bf16("cpu") else 512
+
+
+def gemm_sizes() -> dict[str, int]:
+    """``gemm_size`` of each dtype in ``GEMM_DTYPES``, the record a result file keeps beside its rates."""
+    return {dtype: gemm_size(dtype) for dtype in GEMM_DTYPES}
+
+
+def describe_gemm_sizes(sizes: dict[str, int] | None) -> str:
+    """ "2048^3", or "fp32 2048^3, bf16 512^3" where the two differ; files written before the sizes were
+    recorded measured both at 2048^3."""
+    sizes = sizes or {"fp32": 2048, "bf16": 2048}
+    if len(set(sizes.values())) == 1:
+        return f"{next(iter(sizes.values()))}^3"
+    return ", ".join(f"{dtype} {size}^3" for dtype, size in sizes.items())
+
+
 def gemm_rate(size: int | None = None, repeats: int = 3, dtype: str = "fp32") -> float:
     """GFLOP/s of a square GEMM in ``dtype`` ("fp32" or "bf16"): the machine's matmul rate at the current
     thread count, 2048^3 by default. The bf16 one is the yardstick of a bf16 backbone (oneDNN's AVX512-BF16/AMX
     kernels where the CPU has them). A CPU without bf16 instructions shows it as a rate far below fp32's,
     measured at 512^3: on an AVX2-only EPYC one 2048^3 bf16 product took 80 s (0.2 GFLOP/s against fp32's
     47), which made every throughput round four minutes longer."""
-    if size is None:
-        size = 2048 if dtype == "fp32" or native_bf16("cpu") else 512
+    size = gemm_size(dtype) if size is None else size
     a = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
     b = torch.randn(size, size, dtype=GEMM_DTYPES[dtype])
     a @ b

@@ -42,7 +42,7 @@ from speed_common import (
     model_label,
     write,
 )
-from speed_flops import Shape, gemm_rate, step_flops, step_flops_parts
+from speed_flops import Shape, describe_gemm_sizes, gemm_rate, gemm_sizes, step_flops, step_flops_parts
 from speed_systems import available_systems
 from speed_variants import COMPILED, PACKED, VARIANT_LABELS, build_variant
 
@@ -152,6 +152,7 @@ def measure_profile(
     # the machine's rate: the better of the readings before and after (other load only lowers it)
     out["gemm_gflops"] = {dtype: max(r[dtype] for r in references) for dtype in ("fp32", "bf16")}
     out["gemm_gflops_readings"] = references
+    out["gemm_sizes"] = gemm_sizes()
     return out
 
 
@@ -271,7 +272,8 @@ def render_summary(result: dict[str, Any]) -> list[str]:
     yardstick = (
         ""
         if references is None
-        else f"; GEMM 2048^3: fp32 {references['fp32']:.0f}, bf16 {references['bf16']:.0f}"
+        else f"; GEMM {describe_gemm_sizes(result.get('gemm_sizes'))}: fp32 {references['fp32']:.0f}, "
+        f"bf16 {references['bf16']:.0f}"
     )
     threads = f", {result['threads']} threads" if "threads" in result else ""  # older files: not recorded
     lines = [

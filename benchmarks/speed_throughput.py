@@ -10,7 +10,7 @@ from typing import Any
 
 import torch
 from speed_common import PREFIX_LENGTH, Workload, environment, load_average, load_data, model_folder
-from speed_flops import Shape, gemm_rate, step_flops
+from speed_flops import Shape, describe_gemm_sizes, gemm_rate, gemm_sizes, step_flops
 from speed_systems import (
     BASELINE,
     BF16_BASELINE,
@@ -85,6 +85,7 @@ def measure_throughput(
         "gemm_rounds": rates["fp32"],
         "gemm_bf16_gflops": statistics.median(rates["bf16"]),
         "gemm_bf16_rounds": rates["bf16"],
+        "gemm_sizes": gemm_sizes(),
         "threads": torch.get_num_threads(),
         "load_average": loads,
         "summary": summary,
@@ -138,7 +139,8 @@ def render_throughput(result: dict[str, Any]) -> list[str]:
             else " (HF's length grouping sized its megabatches for the sample alone, 1-2 batches); "
         )
         + f"{workload['warmup']} warm-up + {workload['repeats']} interleaved rounds, medians; "
-        f"{result['threads']} torch thread(s); GEMM (2048^3, median of the rounds) fp32 "
+        f"{result['threads']} torch thread(s); GEMM ({describe_gemm_sizes(result.get('gemm_sizes'))}, median of "
+        f"the rounds) fp32 "
         f"{result['gemm_gflops']:.0f} GFLOP/s, bf16 {bf16_reference}; 1-min load average "
         f"{min(loads):.1f}-{max(loads):.1f} on {result['cpus']} cores; measured {result['measured_at']}.",
         "",

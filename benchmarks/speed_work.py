@@ -32,7 +32,7 @@ from speed_common import (
     model_folder,
     pad_features,
 )
-from speed_flops import Shape, step_flops
+from speed_flops import Shape, describe_gemm_sizes, step_flops
 from speed_systems import (
     SYSTEM_LABELS,
     TRAINER_EVAL_BATCH_SIZES,
@@ -207,7 +207,8 @@ def render_work(work_result: dict[str, Any], throughput: dict[str, Any] | None) 
         f"real tokens), sampled from splits of {work_result['split_sizes'][0]:,} and "
         f"{work_result['split_sizes'][1]:,}. Rates: examples/s of the throughput run "
         f"({gemm.get('measured_at', 'not measured')}) × this work, median of its rounds; GEMM references "
-        f"fp32 {_rate(gemm.get('gemm_gflops'))} / bf16 {_rate(gemm.get('gemm_bf16_gflops'))} GFLOP/s. "
+        f"({describe_gemm_sizes(gemm.get('gemm_sizes'))}) fp32 {_rate(gemm.get('gemm_gflops'))} / "
+        f"bf16 {_rate(gemm.get('gemm_bf16_gflops'))} GFLOP/s. "
         "Systems that differ only in dtype, compiling or dropout share their twin's work.",
         "",
         "| system | train GFLOP/ex | ÷ ours | train GFLOP/s | infer GFLOP/ex (eval batch) | ÷ ours | infer GFLOP/s |",
