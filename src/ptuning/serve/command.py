@@ -57,8 +57,8 @@ def add_serve_arguments(parser: argparse.ArgumentParser) -> None:
         "--compile",
         action="store_true",
         help="torch.compile the shared frozen backbone, its weights folded into the graph (encoder checkpoints "
-        "only; compiled at start-up, tens of seconds, before the server answers; docs/BENCHMARKS.md says when "
-        "it pays)",
+        "only; compiled at start-up, a minute or more on a small CPU, before the server answers; "
+        "docs/BENCHMARKS.md says when it pays)",
     )
     add("--device", default=AUTO_DEVICE, help=DEVICE_HELP)
     add("--host", default="127.0.0.1", help="address to listen on (default: 127.0.0.1, loopback only)")
