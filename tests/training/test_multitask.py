@@ -166,7 +166,13 @@ def test_multitask_checkpoint_holds_one_shared_prefix_and_a_head_per_task(mpt2_r
         TASKS, SHARED_PREFIX
     )
     assert saved["tasks"]["copa"]["head"]["kind"] == "multiple-choice"
-    assert saved["extra"]["mpt2"]["sampling"] == "temperature"
+    mixing = saved["extra"]["mpt2"]
+    assert mixing["sampling"] == "temperature" and mixing["temperature"] == 2.0
+    assert mixing["tasks"] == TASKS and set(mixing["data_dirs"]) == set(TASKS)
+    run_record = json.loads((Path(config.output_dir) / "config.json").read_text())["multitask"]
+    assert {key: run_record[key] for key in ("tasks", "data_dirs", "sampling", "temperature")} == {
+        key: mixing[key] for key in ("tasks", "data_dirs", "sampling", "temperature")
+    }  # config.json and the checkpoint say the same of how the tasks were mixed
     model = load_checkpoint(checkpoint)
     assert list(model.prefixes) == [SHARED_PREFIX] and sorted(model.heads) == sorted(TASKS)
 
@@ -174,14 +180,14 @@ def test_multitask_checkpoint_holds_one_shared_prefix_and_a_head_per_task(mpt2_r
 def test_proportional_sampling_records_no_temperature(tmp_path) -> None:
     """Proportional sampling reads no T; the checkpoint and config.json recorded the default 2.0 as if used."""
     from ptuning.training.engine import _run_config
-    from ptuning.training.trainer import _mixing
+    from ptuning.training.trainer import mixing_record
 
     both = {"tasks": ["sst2", "conll2003"], "data_dir": str(tmp_path)}
     proportional = TrainConfig(**both, sampling="proportional")
-    assert _mixing(proportional, {})["temperature"] is None
+    assert mixing_record(proportional, [])["temperature"] is None
     assert _run_config(proportional, [])["multitask"]["temperature"] is None
     tempered = TrainConfig(**both, sampling="temperature", temperature=3.0)
-    assert _mixing(tempered, {})["temperature"] == 3.0
+    assert mixing_record(tempered, [])["temperature"] == 3.0
 
 
 def test_multitask_run_mixes_batches_of_every_task_and_scores_each_dev(mpt2_run) -> None:

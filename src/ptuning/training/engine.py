@@ -69,7 +69,7 @@ from ptuning.training.trainer import (
     Trainer,
     TrainingDivergedError,  # noqa: F401 (public here: the CLI and callers catch it from the engine)
     evaluate,  # noqa: F401 (public here: benchmarks score a split with engine.evaluate)
-    sampling_temperature,
+    mixing_record,
 )
 
 SHARED_PREFIX = "shared"  # the one prefix every task's head sits on in a multi-task run
@@ -591,10 +591,7 @@ def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
     options["backbone_dtype_stored"] = resolve_auto(config.backbone_dtype)
     if config.is_multitask:
         options["multitask"] = {
-            "tasks": [plan.name for plan in plans],
-            "data_dirs": {plan.name: plan.data_dir for plan in plans},
-            "sampling": config.sampling,
-            "temperature": sampling_temperature(config),
+            **mixing_record(config, plans),
             "splits": {plan.name: [plan.train_split, plan.dev_split] for plan in plans},
         }
     return options

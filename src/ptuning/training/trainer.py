@@ -40,7 +40,7 @@ from ptuning.generation import generate_task_outputs, is_generative
 from ptuning.tasks.base import Task
 from ptuning.tasks.collate import collate
 from ptuning.training.config import TrainConfig
-from ptuning.training.data import Split, TaskData
+from ptuning.training.data import Split, TaskData, TaskPlan
 from ptuning.training.inference import feature_length, predict_outputs
 from ptuning.training.learning_check import label_prior_loss, not_learning
 from ptuning.training.report import TENSORBOARD_DIR
@@ -450,7 +450,8 @@ class Trainer:
     def _save_best(self, entry: dict[str, Any]) -> None:
         extra: dict[str, Any] = {"dev": entry.get("dev")}
         if not self.single:
-            extra["mpt2"] = {**_mixing(self.config, self.data), "probabilities": self.probabilities}
+            plans = [item.plan for item in self.data.values()]
+            extra["mpt2"] = {**mixing_record(self.config, plans), "probabilities": self.probabilities}
         save_checkpoint(
             self.unwrapped,
             self.output_dir / BEST_DIR,
@@ -785,10 +786,12 @@ def restore_training(
     return meta["progress"]
 
 
-def _mixing(config: TrainConfig, data: dict[str, TaskData]) -> dict[str, Any]:
+def mixing_record(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
+    """How a multi-task run mixed its tasks (tasks, their data folders, sampling and temperature): one record
+    for the run's config.json and its best checkpoint's ``mpt2`` entry, so the two cannot drift apart."""
     return {
-        "tasks": list(data),
-        "data_dirs": {name: item.plan.data_dir for name, item in data.items()},
+        "tasks": [plan.name for plan in plans],
+        "data_dirs": {plan.name: plan.data_dir for plan in plans},
         "sampling": config.sampling,
         "temperature": sampling_temperature(config),
     }
