@@ -63,6 +63,18 @@ def test_max_steps_past_the_epochs_says_where_the_run_stops(tiny_bert, sst2_dir,
     assert json.loads((tmp_path / "run" / "summary.json").read_text())["updates"] == 4
 
 
+def test_a_warmup_as_long_as_the_run_is_named(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    """The warm-up starts at lr 0 (HF's schedule): --max-steps 1 --warmup-ratio 0.1 trained nothing, silently."""
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "run", "--max-steps", "1", "--warmup-ratio", "0.1")
+    code, out, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    assert "warning: --warmup-ratio 0.1 warms up all 1 update(s) of this run (the first runs at lr 0)" in out
+    argv = train_args(tiny_bert, sst2_dir, tmp_path / "longer", "--max-steps", "2", "--warmup-ratio", "0.1")
+    code, out, err = run_cli([*argv, "--test-split", "none"], capsys)
+    assert code == 0, err
+    assert "warms up all" not in out  # the second of two updates runs at the full rate
+
+
 class RecordingWriter:
     """Stands for tensorboard's SummaryWriter: keeps every scalar."""
 

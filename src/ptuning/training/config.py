@@ -101,7 +101,8 @@ class TrainConfig(BaseModel):
     weight_decay: float = Field(0.0, ge=0)
     """AdamW weight decay (not on biases and norm weights, as HF Trainer decays)"""
     warmup_ratio: float = Field(0.0, ge=0, lt=1)
-    """share of the updates with a linear warm-up from lr 0, rounded up to whole updates (HF Trainer's rule)"""
+    """share of the updates with a linear warm-up from lr 0, rounded up to whole updates (HF Trainer's rule); a
+    warm-up that covers the whole run (e.g. 0.1 of one update) is warned about: it never reaches the lr"""
     max_grad_norm: float | None = Field(1.0, ge=0)
     """clip the trainable parameters' gradient norm to this before each update, as the HF Trainer and the
     reference code do; 0 (or null in a file) turns clipping off"""

@@ -131,9 +131,14 @@ class Trainer:
             lr=config.learning_rate,
             weight_decay=config.weight_decay,
         )
-        self.scheduler = get_linear_schedule_with_warmup(
-            self.optimizer, math.ceil(config.warmup_ratio * self.total_updates), self.total_updates
-        )
+        warmup = math.ceil(config.warmup_ratio * self.total_updates)
+        self.scheduler = get_linear_schedule_with_warmup(self.optimizer, warmup, self.total_updates)
+        if warmup >= self.total_updates > 0:  # the warm-up starts at lr 0: one update would train nothing
+            self.accelerator.print(
+                f"warning: --warmup-ratio {config.warmup_ratio:g} warms up all {self.total_updates} update(s) of "
+                f"this run (the first runs at lr 0): the learning rate never reaches --learning-rate "
+                f"{config.learning_rate:g}; lower --warmup-ratio or train longer"
+            )
 
     def _prepare(self, model: PromptModel) -> None:
         """Hand the model and optimizer to accelerate (devices, DDP, mixed precision).
