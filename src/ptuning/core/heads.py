@@ -30,7 +30,9 @@ def pool(hidden: torch.Tensor, attention_mask: torch.Tensor | None, pooling: Poo
         return hidden[:, 0] if pooling is Pooling.FIRST else hidden[:, -1]
     rows = torch.arange(hidden.shape[0], device=hidden.device)
     if pooling is Pooling.FIRST:  # the first real token, wherever padding is: [CLS] after left padding too
-        return hidden[rows, (attention_mask.cumsum(dim=1) == 0).sum(dim=1)]
+        first = (attention_mask.cumsum(dim=1) == 0).sum(dim=1)
+        # a row of padding only (collate pads an empty feature so) has no real token: it reads position 0
+        return hidden[rows, first.clamp(max=hidden.shape[1] - 1)]
     mask = attention_mask.to(hidden.dtype)
     if pooling is Pooling.MEAN:
         return (hidden * mask[..., None]).sum(1) / mask.sum(1, keepdim=True).clamp(min=1)
