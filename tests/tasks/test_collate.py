@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 
@@ -102,3 +103,16 @@ def test_grouping_cuts_padding():
     grouped = padded_tokens(length_grouped_batches(lengths, 8, seed=0))
     plain = padded_tokens([list(range(i, min(i + 8, 400))) for i in range(0, 400, 8)])
     assert grouped < 0.7 * plain
+
+
+@pytest.mark.parametrize("as_array", [np.asarray, torch.tensor], ids=["numpy", "tensor"])
+@pytest.mark.parametrize("side", ["right", "left"])
+def test_array_input_ids_without_a_mask_collate_as_lists_do(as_array, side):
+    """A library user's features may hold arrays: ``if ids`` raised on them where the mask is built."""
+    features = [{"input_ids": [1, 2, 3]}, {"input_ids": [4]}]
+    arrays = [{"input_ids": as_array(feature["input_ids"])} for feature in features]
+    expected = collate(features, pad_token_id=PAD, padding_side=side)
+    batch = collate(arrays, pad_token_id=PAD, padding_side=side)
+    assert {key: value.tolist() for key, value in batch.items()} == {
+        key: value.tolist() for key, value in expected.items()
+    }

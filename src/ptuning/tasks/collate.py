@@ -63,7 +63,7 @@ def collate(
 
 
 def _ones_like(ids: Any) -> Any:
-    if ids and isinstance(ids[0], list | tuple | np.ndarray):
+    if len(ids) > 0 and isinstance(ids[0], list | tuple | np.ndarray):  # `if ids` fails on numpy input
         return [[1] * len(choice) for choice in ids]
     return [1] * len(ids)
 
