@@ -6,12 +6,16 @@ from its inputs: softmax([q.Pk * s, q.k * s + bias + mask]) . [Pv, v], with zero
 
 from __future__ import annotations
 
+import json
+
 import pytest
 import torch
 from seq2seq_tiny import EOS, PAD, SEQ2SEQ_FAMILIES, START, random_tokens, seq2seq_model, tiny_seq2seq
 
-from ptuning.core.checkpoint import load_checkpoint, save_checkpoint
+from ptuning.core.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
+from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.injection.base import active_prefix
+from ptuning.core.model import PromptModel
 
 ATOL = 1e-5
 
@@ -329,3 +333,26 @@ def test_an_encoder_decoder_s_forced_bos_does_not_start_the_evaluated_answers() 
     assert generate_texts(model, IdsTokenizer(), prompts, 2, 5, task="s") == plain
     assert model.backbone.generation_config.forced_bos_token_id == 7  # put back afterwards
     assert not any(text.startswith("7 ") for text in plain)
+
+
+@pytest.mark.parametrize("family", SEQ2SEQ_FAMILIES)
+def test_shift_mode_is_refused_where_the_model_numbers_its_own_positions(family: str) -> None:
+    """Their forward takes no position_ids: 'shift' changed nothing yet was counted against BART's table."""
+    with pytest.raises(ConfigError, match="numbers its positions itself .* use position_mode 'keep'"):
+        PromptModel(tiny_seq2seq(family), "ptuning-v2", PrefixConfig(prefix_length=3, position_mode="shift"))
+
+
+def test_a_shift_checkpoint_saved_before_the_refusal_loads_as_the_keep_it_computed(tmp_path) -> None:
+    model = seq2seq_model("bart")
+    ids, labels = random_tokens(2, 5), random_tokens(2, 4, seed=1)
+    with torch.no_grad():
+        expected = model(ids, labels=labels).logits
+    save_checkpoint(model, tmp_path / "ckpt")
+    config_path = tmp_path / "ckpt" / CONFIG_FILE
+    config = json.loads(config_path.read_text())
+    config["prefix"]["position_mode"] = "shift"  # as such a run recorded it
+    config_path.write_text(json.dumps(config))
+    loaded = load_checkpoint(tmp_path / "ckpt", backbone=tiny_seq2seq("bart"))
+    assert loaded.prefix_config.position_mode == "keep" and loaded.prefix_positions == 0
+    with torch.no_grad():
+        assert torch.equal(loaded(ids, labels=labels).logits, expected)

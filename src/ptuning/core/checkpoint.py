@@ -26,7 +26,7 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from ptuning import __version__
-from ptuning.core.config import ConfigError, Method, PrefixConfig
+from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig
 from ptuning.core.fingerprint import FINGERPRINT_VERSION, FINGERPRINT_VERSIONS, base_fingerprint, dtype_hint
 from ptuning.core.folders import (
     check_replaceable,
@@ -36,6 +36,7 @@ from ptuning.core.folders import (
     staging_dir,
     sync_to_disk,
 )
+from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Pooling
 from ptuning.core.kinds import HeadKind
 from ptuning.core.model import HeadSpec, PromptModel
@@ -453,7 +454,8 @@ def load_checkpoint(
     check_base(config, backbone, directory)
     try:
         method = Method(config["method"])
-        model = PromptModel(backbone, method, _saved_prefix(config, method), config["head_dropout"])
+        prefix = _saved_prefix(config, method, PrefixGeometry.from_model(backbone))
+        model = PromptModel(backbone, method, prefix, config["head_dropout"])
     except (ConfigError, ValueError, KeyError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     try:
@@ -465,12 +467,17 @@ def load_checkpoint(
     return model
 
 
-def _saved_prefix(config: dict[str, Any], method: Method) -> PrefixConfig:
+def _saved_prefix(config: dict[str, Any], method: Method, geometry: PrefixGeometry) -> PrefixConfig:
     """The saved prefix config, without the fields ``method`` never reads (``PrefixConfig.unread_fields``):
-    checkpoints written before models refused them hold them, and they had no effect on what was trained."""
+    checkpoints written before models refused them hold them, and they had no effect on what was trained.
+    Likewise position_mode 'shift' on a backbone that numbers its own positions (``check_shift_numbering``):
+    such a prefix was trained with the positions of 'keep', and loads as that."""
     prefix = PrefixConfig.from_dict(config["prefix"])
     defaults = PrefixConfig()
-    return dataclasses.replace(prefix, **{f: getattr(defaults, f) for f in prefix.unread_fields(method)})
+    prefix = dataclasses.replace(prefix, **{f: getattr(defaults, f) for f in prefix.unread_fields(method)})
+    if prefix.position_mode is PositionMode.SHIFT and not geometry.takes_position_ids:
+        prefix = dataclasses.replace(prefix, position_mode=PositionMode.KEEP)
+    return prefix
 
 
 def _fill(

@@ -16,7 +16,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from ptuning.core.attachment import attach, release
-from ptuning.core.config import ConfigError, Method, PrefixConfig, Reparameterization
+from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
 from ptuning.core.fingerprint import base_fingerprint
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.heads import Head, Pooling
@@ -190,6 +190,18 @@ def reorder(values: torch.Tensor, order: torch.Tensor | None) -> torch.Tensor:
     return values.gather(1, index)
 
 
+def check_shift_numbering(geometry: PrefixGeometry) -> None:
+    """position_mode 'shift' numbers real tokens after the prefix through ``position_ids``; a backbone whose
+    forward takes none (BART, mBART, T5) numbers its own, so 'shift' would change nothing while being recorded
+    (and exported) as PEFT's numbering and counted against the position table."""
+    if not geometry.takes_position_ids:
+        raise ConfigError(
+            f"position_mode 'shift' numbers real tokens after the prefix, but {geometry.model_type} numbers its "
+            "positions itself (its forward takes no position_ids), so it would change nothing; use "
+            "position_mode 'keep' (--position-mode keep)"
+        )
+
+
 class PromptModel(nn.Module):
     """Frozen backbone + prefixes + heads, for every method in ``Method``.
 
@@ -230,6 +242,8 @@ class PromptModel(nn.Module):
                 {**self.prefix_config.to_dict(), "reparameterization": "mlp"}
             )
         self.geometry = PrefixGeometry.from_model(backbone)
+        if self.method.is_deep and self.prefix_config.position_mode is PositionMode.SHIFT:
+            check_shift_numbering(self.geometry)
         # Taken before any training: a fine-tuned backbone is still "the same base" for its checkpoint.
         self.base_fingerprint = base_fingerprint(backbone)
         # The dtype the fingerprint was taken on, which a checkpoint records where a later model.half() or

@@ -85,7 +85,8 @@ class TrainConfig(BaseModel):
     prefix_layers: list[Annotated[int, Field(ge=0)]] | None = Field(None, min_length=1)
     """layers that get a prefix, e.g. 0,1,2 (default: every layer)"""
     position_mode: Literal["keep", "shift"] = "keep"
-    """keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT)"""
+    """keep: tokens at 0..T-1; shift: P..P+T-1 (reference / PEFT; refused on BART/T5-like backbones, which
+    number their own positions)"""
     pooling: Literal["first", "last", "mean", "pooler"] | None = None
     """how classification, regression and multiple-choice heads pool the tokens: first, last (real token),
     mean, or pooler: [CLS] through the checkpoint's own pooler (dense + tanh, frozen, as transformers' BERT
