@@ -12,6 +12,8 @@ import pytest
 import torch
 from core_tiny import Built, build, pad_rows, random_ids
 
+from ptuning.core.config import ConfigError
+
 PAD, EOS = 0, 2  # the tiny decoders' pad and eos ids
 NEW_TOKENS = 6
 
@@ -72,3 +74,18 @@ def test_shift_mode_generation_numbers_real_tokens_after_the_prefix_as_forward_d
     ids, mask, _ = prompts()
     generated = built.model.generate(ids, mask, max_new_tokens=NEW_TOKENS, do_sample=False)
     assert torch.equal(generated, greedy_by_full_forward(built, ids, mask))
+
+
+@pytest.mark.parametrize("mode, fits", [("keep", 4), ("shift", 1)])
+def test_generation_past_the_position_table_is_refused_before_decoding(mode: str, fits: int) -> None:
+    """GPT-2's 64 positions, P = 3, a 60-token prompt: one new token more than fits failed mid-decoding with
+    IndexError (a device assert on CUDA); shift mode spends P positions on the prefix."""
+    built = build("gpt2", prefix_length=3, position_mode=mode)
+    ids = random_ids(1, 60)
+    assert built.model.generate(ids, max_new_tokens=fits, do_sample=False).shape == (1, fits)
+    with pytest.raises(
+        ConfigError, match=f"60 tokens.* \\+ {fits + 1} new tokens needs 65 positions but gpt2 has 64"
+    ):
+        built.model.generate(ids, max_new_tokens=fits + 1, do_sample=False)
+    with pytest.raises(ConfigError, match="needs 65 positions"):  # max_length counts the prompt's columns
+        built.model.generate(ids, max_length=61 + fits, do_sample=False)

@@ -634,6 +634,7 @@ class PromptModel(nn.Module):
         name = self.task_prefix[task]
         if kind is HeadKind.SEQ2SEQ_LM:
             return self._generate_seq2seq(input_ids, attention_mask, name, generate_kwargs)
+        self._check_decoding_room(input_ids, attention_mask, task, generate_kwargs)
         if self.method.is_deep and self.prefix_config.position_mode == "shift":
             # PEFT's numbering (real tokens at P..): generate() would number them from 0, but it extends
             # given position ids by one per new token. Rotary models need it too: q.Pk depends on q's position.
@@ -656,6 +657,30 @@ class PromptModel(nn.Module):
                 input_ids=input_ids, attention_mask=attention_mask, **generate_kwargs
             )
         return _new_tokens(output, input_ids.shape[1])
+
+    def _check_decoding_room(self, input_ids, attention_mask, task: str, generate_kwargs: dict) -> None:
+        """Prompt + new tokens (+ the prefix's positions where it takes some) must fit a position table: past
+        its end an embedding lookup fails mid-decoding (IndexError; a device assert on CUDA). The CLI and the
+        server cut prompts to leave the room (``generation.texts``); a direct call is checked here."""
+        limit = self.geometry.usable_positions
+        if limit is None:
+            return
+        if "max_new_tokens" in generate_kwargs:  # transformers' order: max_new_tokens wins over max_length
+            new_tokens = generate_kwargs["max_new_tokens"]
+        elif "max_length" in generate_kwargs:
+            new_tokens = generate_kwargs["max_length"] - input_ids.shape[1]
+        else:
+            config = self.backbone.generation_config
+            new_tokens = config.max_new_tokens or config.max_length - input_ids.shape[1]
+        longest = int(attention_mask.sum(dim=-1).max()) if attention_mask.numel() else 0
+        slots = self.task_prefix_positions(task)
+        needed = slots + longest + max(new_tokens, 0)
+        if needed > limit:
+            taken = f" + {slots} prefix positions" if slots else ""
+            raise ConfigError(
+                f"a prompt of {longest} tokens{taken} + {new_tokens} new tokens needs {needed} positions but "
+                f"{self.geometry.model_type} has {limit}; shorten the prompt or lower max_new_tokens"
+            )
 
     def _generate_seq2seq(
         self, input_ids, attention_mask, name: str, generate_kwargs: dict
