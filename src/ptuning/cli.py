@@ -206,7 +206,11 @@ def build_parser() -> argparse.ArgumentParser:
     predict = _command(commands, "predict", "predictions of a prompt checkpoint as JSONL", PREDICT_EXAMPLES)
     _add_checkpoint_options(predict)
     predict.add_argument("--input", required=True, help="input file, or - for stdin")
-    predict.add_argument("--format", choices=("jsonl", "txt"), help="default: by extension; stdin: txt")
+    predict.add_argument(
+        "--format",
+        choices=("jsonl", "txt", "csv", "tsv"),
+        help="default: by extension (.jsonl/.json/.ndjson, .csv, .tsv; others txt); stdin: txt",
+    )
     predict.add_argument("--output", help="output JSONL file (default: stdout)")
     predict.set_defaults(handler=cmd_predict)
 

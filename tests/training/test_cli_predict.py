@@ -167,6 +167,40 @@ def test_text_lines_become_the_single_field_of_the_task() -> None:
 def test_input_format_follows_the_extension_unless_given() -> None:
     assert input_format("a.jsonl", None) == "jsonl" and input_format("a.txt", None) == "txt"
     assert input_format("-", None) == "txt" and input_format("-", "jsonl") == "jsonl"
+    assert input_format("a.CSV", None) == "csv" and input_format("a.tsv", None) == "tsv"
+    assert input_format("a.tsv", "txt") == "txt"
+
+
+@pytest.mark.parametrize(
+    "name, text",
+    [
+        ("reviews.tsv", "label\tsentence\n1\twonderful acting\n0\tdull, dull acting\n"),
+        ("reviews.csv", 'sentence,label\nwonderful acting,1\n"dull, dull acting",0\n'),
+    ],
+)
+def test_csv_and_tsv_inputs_are_read_by_their_header(sst2_run, tmp_path, capsys, name, text) -> None:
+    """They were read as text lines: the header became input 0 and each row's label part of its text."""
+    checkpoint = str(sst2_run / "checkpoint")
+    (tmp_path / name).write_text(text)
+    (tmp_path / "same.jsonl").write_text(
+        '{"sentence": "wonderful acting"}\n{"sentence": "dull, dull acting"}\n'
+    )
+    code, out, err = run_cli(["predict", "--checkpoint", checkpoint, "--input", str(tmp_path / name)], capsys)
+    assert code == 0, err
+    code, expected, err = run_cli(
+        ["predict", "--checkpoint", checkpoint, "--input", str(tmp_path / "same.jsonl")], capsys
+    )
+    assert code == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        json.loads(line) for line in expected.splitlines()
+    ]
+
+
+def test_a_csv_input_without_the_tasks_column_names_what_it_has(sst2_run, tmp_path, capsys) -> None:
+    (tmp_path / "in.csv").write_text("review,label\ngood,1\n")
+    argv = ["predict", "--checkpoint", str(sst2_run / "checkpoint"), "--input", str(tmp_path / "in.csv")]
+    code, _, err = run_cli(argv, capsys)
+    assert code == 2 and "in.csv" in err and "review" in err and "Traceback" not in err
 
 
 def test_jsonable_turns_numpy_and_infinity_into_json() -> None:

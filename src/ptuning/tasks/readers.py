@@ -302,6 +302,11 @@ def parse_text_lines(path: Path | str, text: str, *, strip: bool = True) -> Tabl
     return Table(str(path), ["text"], rows, locations, blank_lines=blank)
 
 
+def parse_delimited(path: Path | str, text: str, fmt: str) -> Table:
+    """A CSV or TSV text (``fmt`` 'csv' or 'tsv') read as the tasks read their files: by header."""
+    return _read_delimited(Path(path), text, "\t" if fmt == "tsv" else ",", None)
+
+
 def _read_delimited(path: Path, text: str, delimiter: str, headerless_columns: Sequence[str] | None) -> Table:
     """CSV (quoted fields allowed) or TSV (GLUE style: no quoting, a quote is just a character)."""
     csv.field_size_limit(sys.maxsize)

@@ -29,14 +29,23 @@ from ptuning.tasks.base import DataError, DataReport, Features, Task
 from ptuning.tasks.classification import ClassificationTask
 from ptuning.tasks.generative import CausalLmTask
 from ptuning.tasks.qa import QaTask
-from ptuning.tasks.readers import Table, decode_utf8, decode_utf8_bytes, parse_jsonl, parse_text_lines, row_id
+from ptuning.tasks.readers import (
+    Table,
+    decode_utf8,
+    decode_utf8_bytes,
+    parse_delimited,
+    parse_jsonl,
+    parse_text_lines,
+    row_id,
+)
 from ptuning.tasks.rebuild import rebuild_task, training_run_config
 from ptuning.tasks.srl import SrlTask
 from ptuning.tasks.tagging import TaggingTask
 from ptuning.training.data import DEV_FROM_TRAIN_SEED, first_whole_groups, hold_out, limit_note, read_split
 from ptuning.training.inference import predict_outputs
 
-FORMATS = ("jsonl", "txt")
+FORMATS = ("jsonl", "txt", "csv", "tsv")
+DELIMITED = ("csv", "tsv")  # read by header, as the tasks read their files
 
 
 @dataclass
@@ -132,19 +141,25 @@ def check_positions(model: PromptModel, max_length: int, explicit: bool) -> None
 
 
 def input_format(source: str, requested: str | None) -> str:
-    """``requested``, else jsonl for .jsonl/.json/.ndjson files and txt otherwise (stdin included)."""
+    """``requested``, else jsonl for .jsonl/.json/.ndjson files, csv and tsv for .csv and .tsv (a header row
+    naming the task's fields, as its own files have: read as text lines, the header became an input and each
+    line's label column part of its text) and txt otherwise (stdin included)."""
     if requested:
         if requested not in FORMATS:
             raise DataError(f"--format must be one of {', '.join(FORMATS)}; got {requested!r}")
         return requested
-    return "jsonl" if Path(source).suffix.lower() in (".jsonl", ".json", ".ndjson") else "txt"
+    suffix = Path(source).suffix.lower()
+    if suffix in (".jsonl", ".json", ".ndjson"):
+        return "jsonl"
+    return suffix.lstrip(".") if suffix in (".csv", ".tsv") else "txt"
 
 
 def read_records(source: str, fmt: str) -> Table:
     """Lines of ``source`` (a path, or '-' for stdin) as a Table: one record per non-blank line.
 
     Text lines become ``{"text": line}``, as written (less the line ending: ``examples_from_records`` strips
-    them for the tasks that do not generate); JSONL lines must be JSON objects.
+    them for the tasks that do not generate); JSONL lines must be JSON objects; CSV/TSV rows are records
+    keyed by the header row.
     """
     name = "<stdin>" if source == "-" else source
     if source == "-":  # bytes, decoded as a file is: not UTF-8 is an error naming the line, a BOM is dropped
@@ -154,7 +169,16 @@ def read_records(source: str, fmt: str) -> Table:
         if not path.is_file():
             raise DataError(f"{source}: input file not found")
         text = decode_utf8(path)  # bytes that are not UTF-8: an error naming line and byte offset
-    table = parse_text_lines(name, text, strip=False) if fmt == "txt" else parse_jsonl(name, text)
+    if fmt == "txt":
+        table = parse_text_lines(name, text, strip=False)
+    elif fmt in DELIMITED:
+        if not text.strip():
+            raise DataError(f"{name}: no inputs (every line is blank)")
+        table = parse_delimited(name, text, fmt)
+        if not table.rows:
+            raise DataError(f"{name}: no inputs after the header (columns: {table.columns})")
+    else:
+        table = parse_jsonl(name, text)
     if not table.rows:
         raise DataError(f"{name}: no inputs (every line is blank)")
     return table
