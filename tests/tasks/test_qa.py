@@ -259,6 +259,15 @@ def test_invalid_json_names_line_and_missing_file_is_an_error(tmp_path):
         SquadTask().read(str(tmp_path), "dev")
 
 
+def test_a_key_given_twice_is_refused_not_overwritten(tmp_path):
+    """json.loads kept the second "answers" and lost the first, silently (JSON lines refused it already)."""
+    qas = '{"id": "q1", "question": "Who won?", "answers": [], "answers": [{"text": "x", "answer_start": 0}]}'
+    document = '{"data": [{"title": "T", "paragraphs": [{"context": "x y", "qas": [' + qas + "]}]}]}"
+    (tmp_path / "d.json").write_text(document, encoding="utf-8")
+    with pytest.raises(DataError, match=r"d\.json: the key 'answers' appears twice in one object"):
+        read_squad(tmp_path / "d.json", allow_impossible=False)
+
+
 # ---------------------------------------------------------------------------------------------- features
 
 

@@ -8,7 +8,6 @@ metrics live in qa_postprocess.
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +20,7 @@ from ptuning.tasks.qa_postprocess import (
     squad_v2_scores,
     without_outer_spaces,
 )
-from ptuning.tasks.readers import SPLIT_ALIASES, check_file, decode_utf8, split_file
+from ptuning.tasks.readers import SPLIT_ALIASES, check_file, decode_utf8, load_json_document, split_file
 
 LOCAL_PART1 = "dev-v1.1.part1.json"  # the local first half of the official v1.1 dev set (24 articles)
 TRAIN_ARTICLES = 18  # 'train-articles' = articles[:18] of a file, 'eval-articles' = the rest (6 of 24)
@@ -30,12 +29,7 @@ ARTICLE_SPLITS = {"train-articles": slice(0, TRAIN_ARTICLES), "eval-articles": s
 
 def _load_json(path: Path) -> Any:
     check_file(path)
-    try:
-        return json.loads(decode_utf8(path))
-    except json.JSONDecodeError as error:
-        raise DataError(
-            f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
-        ) from None
+    return load_json_document(path, decode_utf8(path))
 
 
 def _field(record: Any, key: str, kind: type | tuple[type, ...], where: str) -> Any:

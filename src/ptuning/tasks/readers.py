@@ -211,6 +211,22 @@ def _object_without_repeats(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return record
 
 
+def load_json_document(path: Path | str, text: str) -> Any:
+    """A whole JSON document (SQuAD's file), with a key given twice in one object refused as in JSON lines:
+    ``json.loads`` would keep the last value and lose the first silently."""
+    try:
+        return json.loads(text, object_pairs_hook=_object_without_repeats)
+    except json.JSONDecodeError as error:
+        raise DataError(
+            f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
+        ) from None
+    except _RepeatedKey as error:
+        raise DataError(
+            f"{path}: the key {error.args[0]!r} appears twice in one object (JSON keeps only the last, so the "
+            "first value would be lost); give each field once"
+        ) from None
+
+
 def _has_lone_surrogate(record: dict[str, Any]) -> bool:
     """Whether a parsed JSON value holds half of a surrogate pair (json accepts ``"\\ud800"`` alone), which no
     tokenizer can encode."""
