@@ -214,6 +214,17 @@ def test_empty_file_is_an_error(tmp_path):
         Conll2003Task().read(str(tmp_path), "train")
 
 
+@pytest.mark.parametrize("task", [Conll2003Task, GenericNerTask], ids=["conll2003", "ner-generic"])
+def test_a_file_of_document_markers_only_is_an_error_not_an_empty_split(tmp_path, task):
+    """It read as 0 sentences: eval scored it 0.0 F1 and training chose a checkpoint by that."""
+    write(tmp_path / "train.txt", "EU NNP B-NP B-ORG\nrejects VBZ B-VP O\n")
+    write(tmp_path / "dev.txt", "-DOCSTART- O\n\n-DOCSTART- O\n")
+    task = task()
+    task.read(str(tmp_path), "train")
+    with pytest.raises(DataError, match=r"dev\.txt: no sentences \(2 document marker\(s\), no word lines\)"):
+        task.read(str(tmp_path), "dev")
+
+
 def test_non_utf8_bytes_name_file_and_line(tmp_path):
     (tmp_path / "train.txt").write_bytes(b"EU NNP B-NP B-ORG\nM\xfcller NNP B-NP B-PER\n")
     with pytest.raises(DataError, match=r"train\.txt, line 2: bytes .* are not valid UTF-8"):

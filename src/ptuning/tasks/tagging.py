@@ -102,6 +102,11 @@ class TaggingTask(Task):
             self.read(data_dir, self.train_split)  # learns the entity types
         path = self.resolve_path(data_dir, split)
         sentences, documents = self.read_file(path)
+        if not sentences:  # a split of none would be scored as 0 F1 (or a checkpoint chosen by it)
+            raise DataError(
+                f"{path}: no sentences ({documents} document marker(s), no word lines); expected word lines "
+                "with their tags, sentences separated by blank lines"
+            )
         scheme, repaired = normalise_tags(sentences, self.scheme, path)
         learning = self.entity_types is None
         self._check_types(sentences, path)
