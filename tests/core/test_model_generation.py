@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 import torch
 from core_tiny import Built, build, pad_rows, random_ids
+from transformers import GenerationConfig
 
 from ptuning.core.config import ConfigError
 
@@ -76,16 +77,19 @@ def test_shift_mode_generation_numbers_real_tokens_after_the_prefix_as_forward_d
     assert torch.equal(generated, greedy_by_full_forward(built, ids, mask))
 
 
-@pytest.mark.parametrize("mode, fits", [("keep", 4), ("shift", 1)])
+@pytest.mark.parametrize("mode, fits", [("keep", 5), ("shift", 2)])
 def test_generation_past_the_position_table_is_refused_before_decoding(mode: str, fits: int) -> None:
     """GPT-2's 64 positions, P = 3, a 60-token prompt: one new token more than fits failed mid-decoding with
-    IndexError (a device assert on CUDA); shift mode spends P positions on the prefix."""
+    IndexError (a device assert on CUDA). The last new token takes no position; shift spends P on the prefix."""
     built = build("gpt2", prefix_length=3, position_mode=mode)
     ids = random_ids(1, 60)
     assert built.model.generate(ids, max_new_tokens=fits, do_sample=False).shape == (1, fits)
-    with pytest.raises(
-        ConfigError, match=f"60 tokens.* \\+ {fits + 1} new tokens needs 65 positions but gpt2 has 64"
-    ):
+    message = rf"the longest prompt \(60 tokens.*\) \+ max_new_tokens \({fits + 1}\) - 1 exceed gpt2's 64"
+    with pytest.raises(ConfigError, match=message):
         built.model.generate(ids, max_new_tokens=fits + 1, do_sample=False)
-    with pytest.raises(ConfigError, match="needs 65 positions"):  # max_length counts the prompt's columns
+    with pytest.raises(ConfigError, match=message):  # max_length counts the prompt's columns
         built.model.generate(ids, max_length=61 + fits, do_sample=False)
+    with pytest.raises(ConfigError, match=message):  # as generation.texts passes its settings
+        built.model.generate(
+            ids, generation_config=GenerationConfig(max_new_tokens=fits + 1, do_sample=False)
+        )

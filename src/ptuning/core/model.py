@@ -665,21 +665,23 @@ class PromptModel(nn.Module):
         limit = self.geometry.usable_positions
         if limit is None:
             return
-        if "max_new_tokens" in generate_kwargs:  # transformers' order: max_new_tokens wins over max_length
-            new_tokens = generate_kwargs["max_new_tokens"]
-        elif "max_length" in generate_kwargs:
-            new_tokens = generate_kwargs["max_length"] - input_ids.shape[1]
-        else:
-            config = self.backbone.generation_config
-            new_tokens = config.max_new_tokens or config.max_length - input_ids.shape[1]
+        # transformers' order: keywords over a given generation_config over the model's; max_new_tokens over
+        # max_length (which counts the prompt's columns)
+        config = generate_kwargs.get("generation_config") or self.backbone.generation_config
+        new_tokens = generate_kwargs.get("max_new_tokens", config.max_new_tokens)
+        max_length = generate_kwargs.get("max_length", config.max_length)
+        if new_tokens is None and max_length is not None:
+            new_tokens = max_length - input_ids.shape[1]
+        if new_tokens is None:
+            return
         longest = int(attention_mask.sum(dim=-1).max()) if attention_mask.numel() else 0
         slots = self.task_prefix_positions(task)
-        needed = slots + longest + max(new_tokens, 0)
-        if needed > limit:
+        # the last new token is never fed back, so it takes no position (as generation.texts counts)
+        if slots + longest + new_tokens - 1 > limit:
             taken = f" + {slots} prefix positions" if slots else ""
             raise ConfigError(
-                f"a prompt of {longest} tokens{taken} + {new_tokens} new tokens needs {needed} positions but "
-                f"{self.geometry.model_type} has {limit}; shorten the prompt or lower max_new_tokens"
+                f"the longest prompt ({longest} tokens{taken}) + max_new_tokens ({new_tokens}) - 1 exceed "
+                f"{self.geometry.model_type}'s {limit} positions; shorten the prompt or lower max_new_tokens"
             )
 
     def _generate_seq2seq(
