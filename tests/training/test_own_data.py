@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from training_tiny import run_cli, train_args
 
+from ptuning.tasks.base import DataError
 from ptuning.training.predict import run_dev_defaults
 
 WORDS = {"sport": ["goal", "match", "team", "score"], "tech": ["chip", "code", "robot", "data"]}
@@ -233,6 +234,33 @@ def test_one_data_file_is_the_train_split_for_every_task(
     plan = summary_of(output)["data_plan"]
     assert (plan["dev"], plan["test"]) == (None, None)
     assert any("is one file, read as the train split" in note for note in plan["notes"])
+
+
+@pytest.mark.parametrize("role", ["dev", "test"])
+def test_a_split_named_on_one_data_file_that_would_read_train_is_refused(tiny_bert, tmp_path, capsys, role):
+    """One file is read whole for every split name: --dev-split dev scored the training rows as dev."""
+    write_csv(tmp_path / "d1" / "train.csv", 12, 0)
+    argv = train_args(
+        tiny_bert, str(tmp_path / "d1" / "train.csv"), tmp_path / "run", task="csv-classification"
+    )
+    code, _, err = run_cli([*argv, f"--{role}-split", role], capsys)
+    assert code == 2 and "Traceback" not in err and not (tmp_path / "run").exists()
+    assert (
+        f"train.csv is one file, which --{role}-split {role} would read too (in a folder it reads {role}.csv"
+        in err
+    )
+
+
+def test_article_splits_of_one_squad_file_still_pass(tmp_path) -> None:
+    """Splits that select parts of one file are not the same rows as their train split."""
+    from ptuning.tasks.qa import SquadTask
+    from ptuning.training.data import check_one_file_splits
+
+    (tmp_path / "part1.json").write_text("{}")
+    file = str(tmp_path / "part1.json")
+    check_one_file_splits(SquadTask(), file, "train-articles", {"dev": "eval-articles", "test": None})
+    with pytest.raises(DataError, match="would score the training rows"):
+        check_one_file_splits(SquadTask(), file, "train", {"dev": "eval-articles"})
 
 
 def test_max_steps_1_records_the_fraction_of_an_epoch(tiny_bert, sst2_dir, tmp_path, capsys) -> None:

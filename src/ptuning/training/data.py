@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from ptuning.tasks.base import DataError, DataReport, Features, Task
-from ptuning.tasks.readers import DEV_FILE_STEMS, check_file, split_file
+from ptuning.tasks.readers import DEV_FILE_STEMS, SPLIT_ALIASES, check_file, split_file
 
 NONE = "none"  # dev_split / test_split value that turns the split off
 DEV_SPLITS = ("dev", "validation", "val")
@@ -75,6 +75,24 @@ class TaskData:
     @property
     def splits(self) -> list[Split]:
         return [s for s in (self.train, self.dev, self.test) if s is not None]
+
+
+def check_one_file_splits(task: Task, data_dir: str, train: str, named: dict[str, str | None]) -> None:
+    """With one data file every split name reads that file: a dev or test split that a folder would read from
+    another file than train's would score the training rows. Refused; split names that select parts of one
+    file (SQuAD's article splits, BoolQ's train-from-val / eval-from-val) pass with a matching train split."""
+    if not data_dir or not Path(data_dir).expanduser().is_file():
+        return
+    train_file = task.splits.get(SPLIT_ALIASES.get(train, train))
+    for role, name in named.items():
+        own_file = None if name is None else task.splits.get(SPLIT_ALIASES.get(name, name))
+        if own_file is None or own_file == train_file:
+            continue
+        raise DataError(
+            f"{data_dir} is one file, which --{role}-split {name} would read too (in a folder it reads "
+            f"{own_file}, train {train_file}): it would score the training rows. Give a folder with both files, "
+            f"hold part of train out with --dev-from-train 0.1, or pass --{role}-split none"
+        )
 
 
 def choose_split(

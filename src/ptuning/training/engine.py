@@ -50,6 +50,7 @@ from ptuning.training.data import (
     Split,
     TaskData,
     TaskPlan,
+    check_one_file_splits,
     check_train_file,
     choose_split,
     featurize_split,
@@ -269,6 +270,7 @@ def plan_tasks(config: TrainConfig) -> list[TaskPlan]:
             )
         else:
             test_name = choose_split(task, data_dir, config.test_split, ("test",), notes)
+        check_one_file_splits(task, data_dir, train_name, {"dev": dev_name, "test": test_name})
         plans.append(TaskPlan(name, task, data_dir, train_name, dev_name, test_name, options, notes))
     return plans
 
