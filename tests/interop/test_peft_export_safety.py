@@ -98,3 +98,19 @@ def test_the_adapter_is_on_disk_before_it_is_swapped_in(tmp_path, monkeypatch) -
     swap = events.index(("swap", "adapter"))
     synced = {name for kind, name in events[:swap] if kind == "sync"}
     assert {peft_format.ADAPTER_WEIGHTS, peft_format.ADAPTER_CONFIG, peft_format.LABELS_FILE} <= synced
+
+
+def test_replacing_an_adapter_keeps_the_files_an_export_does_not_write(checkpoint, tmp_path) -> None:
+    """The swap replaced the folder whole: PEFT's README.md (save_pretrained writes one) and a user's
+    tokenizer were deleted without a word. A stale adapter file of the old export is not kept."""
+    out = tmp_path / "adapter"
+    assert export(checkpoint, out) == 0
+    (out / "README.md").write_text("# my adapter\n")
+    (out / "tokenizer").mkdir()
+    (out / "tokenizer" / "tokenizer.json").write_text("{}")
+    (out / peft_format.PICKLED_WEIGHTS).write_bytes(b"old pickled weights")
+    with pytest.warns(peft_format.KeptFilesNote, match="kept README.md, tokenizer of the adapter folder it"):
+        assert export(checkpoint, out) == 0
+    assert (out / "README.md").read_text() == "# my adapter\n"
+    assert (out / "tokenizer" / "tokenizer.json").read_text() == "{}"
+    assert not (out / peft_format.PICKLED_WEIGHTS).exists()

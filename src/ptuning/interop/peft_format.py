@@ -14,6 +14,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import shutil
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -24,7 +25,7 @@ from safetensors.torch import load_file, save_file
 
 from ptuning.core.checkpoint import SAVED_DTYPE_NAMES, CheckpointError, is_pickle_file
 from ptuning.core.fingerprint import FINGERPRINT_VERSIONS
-from ptuning.core.folders import reason, replace_dir, staging_dir, sync_to_disk
+from ptuning.core.folders import RUN_LOCK, reason, replace_dir, staging_dir, sync_to_disk
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -225,6 +226,31 @@ def read_labels(folder: str | Path) -> list[str] | None:
     return sidecar.get("label_names")
 
 
+class KeptFilesNote(UserWarning):
+    """Files of a replaced adapter folder that an export does not write (PEFT's README.md, a tokenizer) were
+    carried into the new folder."""
+
+
+ADAPTER_FILES = (ADAPTER_CONFIG, ADAPTER_WEIGHTS, LABELS_FILE, PICKLED_WEIGHTS)  # what a new export replaces
+
+
+def _carry_over(folder: Path, staging: Path) -> list[str]:
+    """Copy into ``staging`` what ``folder`` holds besides an adapter's own files: the swap replaces the folder
+    whole, and PEFT's save_pretrained writes a README.md there (a user adds a tokenizer, a model card)."""
+    kept = []
+    if not folder.is_dir():
+        return kept
+    for entry in sorted(folder.iterdir()):
+        if entry.name in ADAPTER_FILES or entry.name == RUN_LOCK or (staging / entry.name).exists():
+            continue
+        if entry.is_dir() and not entry.is_symlink():
+            shutil.copytree(entry, staging / entry.name, symlinks=True)
+        else:
+            shutil.copy2(entry, staging / entry.name, follow_symlinks=False)
+        kept.append(entry.name)
+    return kept
+
+
 def write_adapter(
     folder: str | Path,
     config: dict[str, Any],
@@ -253,6 +279,7 @@ def write_adapter(
         sidecar = {**({"label_names": label_names} if label_names else {}), **(ptuning or {})}
         if sidecar:
             (staging / LABELS_FILE).write_text(json.dumps(sidecar, indent=2) + "\n")
+        kept = _carry_over(folder, staging)
         for path in (*staging.iterdir(), staging):
             sync_to_disk(path)  # on disk before the swap: a power loss cannot swap in empty files
         replace_dir(staging, folder)
@@ -266,4 +293,10 @@ def write_adapter(
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise
+    if kept:
+        warnings.warn(
+            f"{folder}: kept {', '.join(kept)} of the adapter folder it replaced (an export does not write them)",
+            KeptFilesNote,
+            stacklevel=2,
+        )
     return folder
