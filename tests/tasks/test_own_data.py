@@ -217,3 +217,20 @@ def test_a_numeric_label_map_target_is_the_label_it_names(tmp_path, label_names)
     dev, _ = task.read(str(tmp_path), "dev")
     assert task.label_names == ["0", "1"]
     assert [e["label"] for e in train] == ["1", "0", "1", "0"] and [e["label"] for e in dev] == ["1", "0"]
+
+
+def test_examples_with_no_text_are_kept_and_counted(tmp_path):
+    """An empty or blank text was read without a word (causal-lm and QA refuse theirs; a classifier can
+    score an empty input, so it is kept, but counted where the data report says what was read)."""
+    write(tmp_path / "train.csv", 'text,label\ngood film,pos\n,neg\n"   ",pos\nbad film,neg\n')
+    examples, report = get_task("csv-classification").read(str(tmp_path), "train")
+    assert len(examples) == 4
+    assert (
+        "2 example(s) with no text (every input field empty or blank), kept; the first at "
+        + str(tmp_path / "train.csv")
+        + ", line 3"
+        in report.notes
+    )
+    write(tmp_path / "dev.csv", "text,label\ngood film,pos\n")
+    _, report = get_task("csv-classification", label_names=["neg", "pos"]).read(str(tmp_path), "dev")
+    assert not any("with no text" in note for note in report.notes)

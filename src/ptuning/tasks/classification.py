@@ -129,16 +129,25 @@ class ClassificationTask(Task):
         )
         examples: list[Example] = []
         report = DataReport(skipped=table.blank_lines, notes=list(table.notes))
+        textless: list[str] = []  # rows whose every text input is empty: kept, and counted
         for row in range(len(table.rows)):
             example: Example = {"id": row_id(table.rows[row], row), "source": table.where(row)}
             for name, column in columns.items():
                 example[name] = self.check_field(name, table.value(row, column), table.where(row))
             example["label"] = self.read_label(table, row, label_column, split)
             report.unlabelled += example["label"] is None
+            texts = [example[name] for name in columns if isinstance(example[name], str)]
+            if texts and not any(text.strip() for text in texts):
+                textless.append(table.where(row))
             examples.append(example)
         report.examples = len(examples)
         if table.blank_lines:
             report.notes.append(f"{table.source}: skipped {table.blank_lines} blank lines")
+        if textless:
+            report.notes.append(
+                f"{len(textless)} example(s) with no text (every input field empty or blank), kept; the first at "
+                f"{textless[0]}"
+            )
         return examples, report
 
     def read_label(self, table: Table, row: int, column: str | None, split: str) -> Any:
