@@ -200,6 +200,20 @@ def test_limits_answer_with_json(root) -> None:
         {"prompt": "hi", "stop": [""]},
     ):
         assert client.post("/tasks/chat/generate", json=body).status_code == 422
+    for infinite in ("Infinity", "1e999"):  # sampled uniformly, ignoring the model (a 200)
+        body = f'{{"prompt": "hi", "temperature": {infinite}}}'.encode()
+        headers = {"content-type": "application/json"}
+        assert client.post("/tasks/chat/generate", content=body, headers=headers).status_code == 422
+    # every decoding step matches each stop string against the text's tail on the one model thread: 240 of
+    # 4,000 characters (under the 1 MB body limit) slowed every generation on the server ~10x
+    many = client.post("/tasks/chat/generate", json={"prompt": "hi", "stop": ["x"] * 17})
+    assert many.status_code == 422 and many.json()["detail"] == "17 stop strings; at most 16 per request"
+    long = client.post("/tasks/chat/generate", json={"prompt": "hi", "stop": ["ok", "y" * 257]})
+    assert long.status_code == 422 and long.json()["detail"].startswith(
+        "field 'stop[1]': a stop string of 257"
+    )
+    fits = {"prompt": "hi", "max_new_tokens": 2, "stop": ["y" * 256] * 16}
+    assert serve(root).post("/tasks/chat/generate", json=fits).status_code == 200
     assert client.post("/tasks/nope/generate", json={"prompt": "hi"}).status_code == 404
     empty = client.post("/tasks/chat/generate", json={"prompt": ""})
     assert empty.status_code == 422 and "empty" in empty.json()["detail"]

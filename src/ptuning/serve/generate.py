@@ -59,6 +59,10 @@ class Message(BaseModel):
     content: str
 
 
+MAX_STOP_STRINGS = 16  # per /generate request (check_prompt_texts says why there is a limit)
+MAX_STOP_LENGTH = 256  # characters of one stop string
+
+
 class GenerateRequest(BaseModel):
     """A prompt (or chat messages ending with a user turn) and how to decode it; greedy by default."""
 
@@ -71,7 +75,9 @@ class GenerateRequest(BaseModel):
         None, description="alternating user/assistant turns ending with a user turn (earlier turns = history)"
     )
     max_new_tokens: int | None = Field(None, ge=1, description="default: the task's own setting")
-    temperature: float = Field(0.0, ge=0, description="0 = greedy (what ptuning predict does)")
+    temperature: float = Field(
+        0.0, ge=0, allow_inf_nan=False, description="0 = greedy (what ptuning predict does)"
+    )
     top_p: float = Field(1.0, gt=0, le=1)
     stop: list[str] | str | None = Field(None, description="strings that end the answer (not included)")
     seed: int | None = Field(
@@ -255,9 +261,22 @@ def prompt_token_ids(
 def check_prompt_texts(body: GenerateRequest, max_text_length: int, max_messages: int) -> None:
     """Refuse (422) a prompt or message longer than ``max_text_length`` characters, or more than
     ``max_messages`` messages, before anything is tokenized: a prompt is cut to the checkpoint's max_length
-    after tokenization, so without this a 1 MB prompt was tokenized (twice) before being cut or refused."""
+    after tokenization, so without this a 1 MB prompt was tokenized (twice) before being cut or refused.
+    Stop strings are held to ``MAX_STOP_STRINGS`` of ``MAX_STOP_LENGTH`` characters: every decoding step
+    matches each against the text's tail, on the one model thread, so 240 of 4,000 characters made one
+    request stall every other generation on the server ~10x."""
     if body.messages is not None and len(body.messages) > max_messages:
         raise HTTPException(422, f"{len(body.messages)} messages; at most {max_messages} per request")
+    stops = [body.stop] if isinstance(body.stop, str) else body.stop or []
+    if len(stops) > MAX_STOP_STRINGS:
+        raise HTTPException(422, f"{len(stops)} stop strings; at most {MAX_STOP_STRINGS} per request")
+    for index, stop in enumerate(stops):
+        if len(stop) > MAX_STOP_LENGTH:
+            raise HTTPException(
+                422,
+                f"field 'stop[{index}]': a stop string of {len(stop)} characters is longer than the limit "
+                f"{MAX_STOP_LENGTH}",
+            )
     texts = [("prompt", body.prompt)] + [
         (f"messages[{i}].content", message.content) for i, message in enumerate(body.messages or [])
     ]
