@@ -216,6 +216,15 @@ async def test_a_link_out_of_the_folder_is_refused_with_403(app, root, tmp_path)
 
 
 @pytest.mark.anyio
+async def test_a_symlink_loop_is_a_404_naming_it_not_a_500(app, root) -> None:
+    os.symlink(root / "loop", root / "loop")  # resolve() raised RuntimeError, which no handler caught
+    async with client(app) as http:
+        response = await http.post("/checkpoints/loop")
+        assert response.status_code == 404 and "'loop' cannot be resolved" in response.json()["detail"]
+        assert (await http.post("/rescan")).status_code == 200
+
+
+@pytest.mark.anyio
 async def test_missing_folders_and_unservable_methods_are_refused(app, root, base_dir) -> None:
     build_checkpoint(base_dir, root / "shallow", {"sst2": "sst2"}, method="prompt-tuning")
     build_checkpoint(base_dir, root / "shifted", {"sst2": "sst2"}, position_mode="shift")

@@ -189,14 +189,18 @@ class PromptRegistry:
     def resolve(self, name: str) -> Path:
         """The folder of checkpoint ``name``, refusing names and links that would leave the root."""
         _check_name(name)
-        path = (self.root / name).resolve()
+        try:
+            path = (self.root / name).resolve()
+            files = [(file, path / file) for file in (CONFIG_FILE, *WEIGHTS_FILES, *PEFT_ADAPTER_FILES)]
+            file_targets = [(file, target.resolve()) for file, target in files if target.exists()]
+        except (RuntimeError, OSError) as error:  # a symlink loop (RuntimeError before Python 3.13)
+            raise NotFound(f"checkpoint {name!r} cannot be resolved ({error})") from None
         if path == self.root or not path.is_relative_to(self.root):
             raise OutsideRoot(f"checkpoint {name!r} resolves outside the checkpoint folder")
         if not path.is_dir():
             raise NotFound(f"no checkpoint folder {name!r} in the checkpoint folder")
-        for file in (CONFIG_FILE, *WEIGHTS_FILES, *PEFT_ADAPTER_FILES):
-            target = path / file
-            if target.exists() and not target.resolve().is_relative_to(self.root):
+        for file, target in file_targets:
+            if not target.is_relative_to(self.root):
                 raise OutsideRoot(f"checkpoint {name!r}: {file} links outside the checkpoint folder")
         return path
 
