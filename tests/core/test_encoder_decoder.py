@@ -15,7 +15,8 @@ from seq2seq_tiny import EOS, PAD, SEQ2SEQ_FAMILIES, START, random_tokens, seq2s
 from ptuning.core.checkpoint import CONFIG_FILE, load_checkpoint, save_checkpoint
 from ptuning.core.config import ConfigError, PrefixConfig
 from ptuning.core.injection.base import active_prefix
-from ptuning.core.model import PromptModel
+from ptuning.core.kinds import HeadKind
+from ptuning.core.model import HeadSpec, PromptModel
 
 ATOL = 1e-5
 
@@ -340,6 +341,10 @@ def test_shift_mode_is_refused_where_the_model_numbers_its_own_positions(family:
     """Their forward takes no position_ids: 'shift' changed nothing yet was counted against BART's table."""
     with pytest.raises(ConfigError, match="numbers its positions itself .* use position_mode 'keep'"):
         PromptModel(tiny_seq2seq(family), "ptuning-v2", PrefixConfig(prefix_length=3, position_mode="shift"))
+    model = PromptModel(tiny_seq2seq(family), "ptuning-v2", PrefixConfig(prefix_length=3))
+    model.prefix_config = PrefixConfig(prefix_length=3, position_mode="shift")  # a task's prefix added later
+    with pytest.raises(ConfigError, match="numbers its positions itself"):
+        model.add_task("s", HeadSpec(HeadKind.SEQ2SEQ_LM))
 
 
 def test_a_shift_checkpoint_saved_before_the_refusal_loads_as_the_keep_it_computed(tmp_path) -> None:

@@ -386,6 +386,8 @@ class PromptModel(nn.Module):
             vocabulary = self.backbone.get_input_embeddings().weight.detach()
             start = min(1000, max(vocabulary.shape[0] - self.prefix_config.prefix_length, 0))
             return PromptEmbedding(self.prefix_config, self.geometry, vocabulary[start:]).to(self._device())
+        if self.prefix_config.position_mode is PositionMode.SHIFT:  # also a prefix_config set after building
+            check_shift_numbering(self.geometry)
         return PrefixEncoder(self.prefix_config, self.geometry).to(self._device())
 
     def _device(self) -> torch.device:
