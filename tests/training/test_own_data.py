@@ -508,3 +508,15 @@ def test_eval_without_split_keeps_the_users_max_samples(sst2_run, sst2_dir, caps
     )
     assert code == 0, err
     assert (json.loads(out)["split"], json.loads(out)["examples"]) == ("dev", 3)
+
+
+@pytest.mark.parametrize("damage", ["{not json", "[1, 2]"])
+def test_a_damaged_run_config_beside_the_checkpoint_is_said_not_silently_ignored(tmp_path, damage) -> None:
+    """eval fell back to split dev, no sample limit and the default batch without a word."""
+    from ptuning.tasks.rebuild import RunConfigNote, training_run_config
+
+    (tmp_path / "checkpoint").mkdir()
+    assert training_run_config(tmp_path / "checkpoint") == {}  # no run config: nothing to say
+    (tmp_path / "config.json").write_text(damage)
+    with pytest.warns(RunConfigNote, match=r"config\.json: the training run's options could not be read"):
+        assert training_run_config(tmp_path / "checkpoint") == {}

@@ -10,6 +10,7 @@ written before those were stored fall back to the training run's ``config.json``
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -89,11 +90,30 @@ def bind_labels(task: Task, label_names: list[str]) -> None:
     task.label_names = list(label_names)
 
 
+class RunConfigNote(UserWarning):
+    """The training run's config.json beside a checkpoint could not be read: eval and predict use their own
+    defaults where they would have used the run's (its dev split, sample limit, batch size)."""
+
+
 def training_run_config(checkpoint_dir: Path) -> dict[str, Any]:
-    """The engine's config.json of the run that wrote this checkpoint (output_dir/checkpoint), if any."""
+    """The engine's config.json of the run that wrote this checkpoint (output_dir/checkpoint), if any. A
+    damaged one is said (``RunConfigNote``) and read as none: the checkpoint itself holds what loading needs."""
     path = checkpoint_dir.parent / "config.json"
-    try:
-        run = json.loads(path.read_text(encoding="utf-8")) if path.is_file() else {}
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
+    if not path.is_file():
         return {}
-    return run if isinstance(run, dict) else {}
+    try:
+        run = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        why = f"not valid JSON ({error.msg})" if isinstance(error, json.JSONDecodeError) else str(error)
+        return _unread(path, why)
+    return run if isinstance(run, dict) else _unread(path, f"a JSON {type(run).__name__}, not an object")
+
+
+def _unread(path: Path, why: str) -> dict[str, Any]:
+    warnings.warn(
+        f"{path}: the training run's options could not be read ({why}); using the defaults for its dev "
+        "split, sample limit and batch size",
+        RunConfigNote,
+        stacklevel=3,
+    )
+    return {}
