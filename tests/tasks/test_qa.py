@@ -243,6 +243,7 @@ def test_a_repeated_question_id_is_an_error_naming_both_questions(tmp_path):
         (qa("q2", "Who?", None), True, r"question id q2: expected at least one answer"),
         (qa("q2", "Who?", "Denver", is_impossible=True), True, r"question id q2: is_impossible is true but"),
         ({"id": "q2", "answers": []}, True, r"question id q2: missing field 'question'"),
+        ({"id": "q3", "question": " ", "answers": []}, True, r"question id q3: empty question ' '"),
     ],
 )
 def test_bad_questions_name_article_and_question(tmp_path, question, allow_impossible, message):

@@ -100,6 +100,8 @@ def _example(
     where: str,
 ) -> dict[str, Any]:
     question = _field(qa, "question", str, where)
+    if not question.strip():  # nothing to answer: a span would be picked for no question (predict refuses it)
+        raise DataError(f"{where}: empty question {question!r}; expected the question's text")
     is_impossible = qa.get("is_impossible", False)
     if not isinstance(is_impossible, bool):  # "false" (a string) would read as true
         raise DataError(f"{where}: field 'is_impossible' should be true or false, got {is_impossible!r}")
