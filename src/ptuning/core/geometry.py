@@ -251,3 +251,11 @@ def _forward_parameters(backbone: nn.Module) -> set[str]:
     for module in (backbone, base):
         names |= set(inspect.signature(module.forward).parameters)
     return names
+
+
+def prompt_room(positions: int | None, slots: int, max_new_tokens: int) -> int | None:
+    """The most prompt tokens a causal LM can decode ``max_new_tokens`` after within ``positions`` (None: a
+    table without end), ``slots`` of them taken by the prefix; the last new token is never fed back, so it
+    takes no position (``generation.decoder.positions_needed`` solved for the prompt). Below 1 where
+    max_new_tokens alone fill the table."""
+    return None if positions is None else positions - slots - max_new_tokens + 1

@@ -18,7 +18,7 @@ from transformers.utils import ModelOutput
 from ptuning.core.attachment import attach, release
 from ptuning.core.config import ConfigError, Method, PositionMode, PrefixConfig, Reparameterization
 from ptuning.core.fingerprint import base_fingerprint
-from ptuning.core.geometry import PrefixGeometry
+from ptuning.core.geometry import PrefixGeometry, prompt_room
 from ptuning.core.heads import Head, Pooling
 from ptuning.core.injection import Injector
 from ptuning.core.injection.attention_interface import active_prefix
@@ -678,8 +678,7 @@ class PromptModel(nn.Module):
             return
         longest = int(attention_mask.sum(dim=-1).max()) if attention_mask.numel() else 0
         slots = self.task_prefix_positions(task)
-        # the last new token is never fed back, so it takes no position (as generation.texts counts)
-        if slots + longest + new_tokens - 1 > limit:
+        if longest > prompt_room(limit, slots, new_tokens):
             taken = f" + {slots} prefix positions" if slots else ""
             raise ConfigError(
                 f"the longest prompt ({longest} tokens{taken}) + max_new_tokens ({new_tokens}) - 1 exceed "

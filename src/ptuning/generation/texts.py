@@ -12,6 +12,7 @@ import torch
 from transformers import GenerationConfig
 
 from ptuning.core.config import ConfigError, Method
+from ptuning.core.geometry import prompt_room  # noqa: F401 (public here too: serve imports it)
 from ptuning.core.kinds import HeadKind
 from ptuning.generation.decoder import ContinuousDecoder, positions_needed
 from ptuning.generation.decoder import Sequence as DecoderSequence
@@ -71,13 +72,6 @@ def generation_prompts(features: Features) -> list[list[int]]:
 def _head_of(task: Task, model: Any) -> str | None:
     """The model's head of the task's name, or None: its only task (a checkpoint under another name)."""
     return task.name if task.name in getattr(model, "tasks", ()) else None
-
-
-def prompt_room(positions: int | None, slots: int, max_new_tokens: int) -> int | None:
-    """The most prompt tokens a causal LM can decode ``max_new_tokens`` after within ``positions`` (None: a
-    table without end), ``slots`` of them taken by the prefix: ``positions_needed`` solved for the prompt.
-    Below 1 where max_new_tokens alone fill the table."""
-    return None if positions is None else positions - slots - max_new_tokens + 1
 
 
 def task_prompt_room(task: Task, model: Any) -> int | None:

@@ -221,10 +221,14 @@ def load_json_document(path: Path | str, text: str) -> Any:
             f"{path}, line {error.lineno} column {error.colno}: not valid JSON ({error.msg})"
         ) from None
     except _RepeatedKey as error:
-        raise DataError(
-            f"{path}: the key {error.args[0]!r} appears twice in one object (JSON keeps only the last, so the "
-            "first value would be lost); give each field once"
-        ) from None
+        raise DataError(f"{path}: {_repeated(error)}") from None
+
+
+def _repeated(error: _RepeatedKey) -> str:
+    return (
+        f"the key {error.args[0]!r} appears twice in one object (JSON keeps only the last, so the first value "
+        "would be lost); give each field once"
+    )
 
 
 def _has_lone_surrogate(record: dict[str, Any]) -> bool:
@@ -255,10 +259,7 @@ def parse_jsonl(path: Path | str, text: str) -> Table:
                 "expected one JSON object per line"
             ) from None
         except _RepeatedKey as error:
-            raise DataError(
-                f"{path}, line {number}: the key {error.args[0]!r} appears twice in one object (JSON keeps only "
-                "the last, so the first value would be lost); give each field once"
-            ) from None
+            raise DataError(f"{path}, line {number}: {_repeated(error)}") from None
         if not isinstance(record, dict):
             raise DataError(
                 f"{path}, line {number}: expected a JSON object per line, found {type(record).__name__}"
@@ -285,10 +286,7 @@ def _read_json(path: Path, text: str) -> Table:
             f"{path}, line {error.lineno}: invalid JSON ({error.msg} at column {error.colno})"
         ) from None
     except _RepeatedKey as error:  # as in JSON lines: the first value would be lost
-        raise DataError(
-            f"{path}: the key {error.args[0]!r} appears twice in one object (JSON keeps only the last, so the "
-            "first value would be lost); give each field once"
-        ) from None
+        raise DataError(f"{path}: {_repeated(error)}") from None
     if isinstance(document, dict) and isinstance(document.get("data"), list):
         document = document["data"]
     if isinstance(document, dict):
