@@ -338,6 +338,32 @@ def test_a_multitask_data_folder_spelled_otherwise_is_the_same_option(
     assert option_changes(saved, options("other")) == (["multitask", "task_data"], [])
 
 
+def test_relative_paths_are_read_from_the_directory_the_run_started_in(
+    sst2_dir, tmp_path, monkeypatch
+) -> None:
+    """config.json kept --data and --model as typed and a resume read them from its own working directory:
+    from anywhere but the first one no spelling was the same folder (relative ones named others, absolute
+    ones differed from the saved relative ones), and a sweep retrained its finished cells."""
+    started = tmp_path / "project"
+    shutil.copytree(sst2_dir, started / "sst2")
+    (tmp_path / "elsewhere").mkdir()
+
+    def options(data_dir: str, model: str = "minilm") -> dict:
+        config = TrainConfig(task="sst2", model=model, data_dir=data_dir, output_dir="run")
+        return engine._run_config(config, engine.plan_tasks(config))
+
+    monkeypatch.chdir(started)
+    saved = json.loads(json.dumps(options("sst2")))  # as config.json holds it
+    assert saved["working_dir"] == str(started)
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    assert option_changes(saved, options(str(started / "sst2"))) == ([], [])
+    assert option_changes(saved, options("../project/sst2/")) == ([], [])
+    assert option_changes(saved, options("sst2")) == (["data_dir"], [])  # ./sst2 here is no such folder
+    assert option_changes(saved, options(str(started / "sst2"), "other-model")) == (["model"], [])
+    older = {key: value for key, value in saved.items() if key != "working_dir"}  # read from here, as before
+    assert option_changes(older, options(str(started / "sst2"))) == (["data_dir"], [])
+
+
 def test_a_presets_prefix_option_an_older_run_recorded_for_finetune_is_not_a_change() -> None:
     """Before presets' unread prefix options were dropped, `--preset conll2004-bert-large --method finetune`
     recorded the preset's prefix_dropout 0.2 (the run never read it); the same command now builds 0.1, and

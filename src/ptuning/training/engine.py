@@ -64,7 +64,7 @@ from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
 from ptuning.training.sharding import shard_backbone
-from ptuning.training.state import STATE_DIR, check_resume_options, saved_progress
+from ptuning.training.state import STATE_DIR, WORKING_DIR, check_resume_options, saved_progress
 from ptuning.training.trainer import (
     BEST_DIR,
     Trainer,
@@ -591,6 +591,7 @@ def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
     options = config.to_dict()
     # what --backbone-dtype auto stored on this machine: a --resume where it stores another dtype is refused
     options["backbone_dtype_stored"] = resolve_auto(config.backbone_dtype)
+    options[WORKING_DIR] = os.getcwd()  # relative paths above are read from there when the run is resumed
     if config.is_multitask:
         options["multitask"] = {
             **mixing_record(config, plans),

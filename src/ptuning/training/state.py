@@ -25,6 +25,8 @@ from ptuning.core.config import ConfigError
 from ptuning.core.folders import reason, recover_dir, replace_dir, staging_dir, sync_to_disk
 
 STATE_DIR = "training_state"
+# config.json's record of the directory a run was started in: its relative paths are read from there
+WORKING_DIR = "working_dir"
 # Options that change how a run computes or reports, not what it trains: a resumed run may set them anew.
 RESUMABLE_WITH_OTHER = frozenset(
     {
@@ -36,6 +38,7 @@ RESUMABLE_WITH_OTHER = frozenset(
         "compile",
         "attn_implementation",
         "gradient_checkpointing",
+        WORKING_DIR,
     }
 )
 
@@ -134,22 +137,30 @@ def option_changes(saved: dict[str, Any], options: dict[str, Any]) -> tuple[list
     # a preset's prefix option that the method never read was recorded by older runs, and is dropped now
     unread = set(unread_prefix_options(saved)) | set(unread_prefix_options(wanted))
     compared = sorted(set(wanted) - RESUMABLE_WITH_OTHER - unread)
+    started_in = saved.get(WORKING_DIR)  # older runs did not record it: their paths read from here
     differ = [
-        key for key in compared if key in saved and _compared(key, saved[key]) != _compared(key, wanted[key])
+        key
+        for key in compared
+        if key in saved and _compared(key, saved[key], started_in) != _compared(key, wanted[key], None)
     ]
     return differ, [key for key in compared if key not in saved]
 
 
-def _compared(key: str, value: Any) -> Any:
-    """An option's value as compared: a path option's strings (a dict's values too) as resolved paths, and so
-    the folders in the ``multitask`` record a multi-task run's config.json derives from --task-data."""
+def _compared(key: str, value: Any, base: str | None) -> Any:
+    """An option's value as compared: a path option's strings (a dict's values too) as the files they name,
+    relative ones read from ``base`` (the saved run's working directory; None: this one), and so the folders in
+    the ``multitask`` record a multi-task run's config.json derives from --task-data. A string naming no file
+    (a hub id, a packaged model's name) is compared as spelled."""
     if key == "multitask" and isinstance(value, dict) and "data_dirs" in value:
-        return {**value, "data_dirs": _compared("task_data", value["data_dirs"])}
+        return {**value, "data_dirs": _compared("task_data", value["data_dirs"], base)}
     if key not in PATH_OPTIONS:
         return value
     if isinstance(value, dict):
-        return {name: _compared(key, item) for name, item in value.items()}
-    return os.path.realpath(os.path.expanduser(value)) if isinstance(value, str) and value else value
+        return {name: _compared(key, item, base) for name, item in value.items()}
+    if not isinstance(value, str) or not value:
+        return value
+    path = os.path.realpath(os.path.join(base or os.getcwd(), os.path.expanduser(value)))
+    return path if os.path.exists(path) else os.path.normpath(value)
 
 
 def check_resume_options(output_dir: Path, options: dict[str, Any], log: Any = print) -> None:
