@@ -90,6 +90,24 @@ def test_sigkill_mid_epoch_then_resume_matches_an_uninterrupted_run(tiny_bert, s
         assert torch.equal(final_expected[name], final_resumed[name]), name
     summaries = [json.loads((d / "summary.json").read_text()) for d in (reference_dir, killed_dir)]
     assert comparable(summaries[0]) == comparable(summaries[1])
+    # the throughput counts the examples trained before the kill too (they were counted from zero again)
+    counted = [
+        json.loads((d / "training_state" / "state.json").read_text())["progress"]["seen_examples"]
+        for d in (reference_dir, killed_dir)
+    ]
+    assert counted[0] == counted[1] == 2 * len((Path(sst2_dir) / "train.tsv").read_text().splitlines()[1:])
+
+
+def test_resume_of_a_finished_run_keeps_its_summary(tiny_bert, sst2_dir, tmp_path, capsys) -> None:
+    """It rewrote summary.json with the no-op's figures: no throughput (nothing trained) and its own second."""
+    output_dir, args = saved_run(tiny_bert, sst2_dir, tmp_path)
+    written = (output_dir / "summary.json").read_bytes()
+    assert json.loads(written)["train_examples_per_second"] is not None
+
+    code, out, err = run_cli([*args, "--resume"], capsys)
+    assert code == 0, err
+    assert f"{output_dir}: the saved run had finished; its summary.json is kept" in out
+    assert (output_dir / "summary.json").read_bytes() == written
 
 
 def saved_run(tiny_bert: str, sst2_dir: str, tmp_path: Path) -> tuple[Path, list[str]]:

@@ -109,7 +109,8 @@ class Trainer:
             torch.manual_seed(config.seed + accelerator.process_index)
         self.clip_norm = self._clip_norm()
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
-        self.seen_examples, self.train_seconds = 0, 0.0
+        # saved with the state: a resumed run's throughput counts the work kept from before the interruption
+        self.finished = self.progress["micro"] == self.total_micro and not self._evaluation_missing()
         # what a model that ignores its input scores: the yardstick of "has it learned anything?"
         self.prior_losses = {
             name: label_prior_loss(item.task, item.train.features) for name, item in self.data.items()
@@ -225,10 +226,13 @@ class Trainer:
                 self._advance(micro, name, loss)
                 bar.update(1)
                 bar.set_postfix(**({} if self.single else {"task": name}), loss=f"{loss:.4f}")
-        if self.progress.get("evaluated_update") != self.progress["update"]:
+        if self._evaluation_missing():
             self._evaluate()  # a resumed run that had finished its batches but not its last evaluation
             self._save_state()
         self.accelerator.wait_for_everyone()
+
+    def _evaluation_missing(self) -> bool:
+        return self.progress.get("evaluated_update") != self.progress["update"]
 
     def _window_units(self, micro: int) -> tuple[int, list[tuple[str, int]]]:
         """The first micro-batch (1-based) of the accumulation window holding ``micro``, and (task, labelled
@@ -277,8 +281,8 @@ class Trainer:
             accelerator.backward(loss * weight)  # accelerate divides by the accumulation steps
         if sync:
             self._update()
-        self.train_seconds += time.perf_counter() - tick
-        self.seen_examples += len(indices)
+        self.progress["train_seconds"] += time.perf_counter() - tick
+        self.progress["seen_examples"] += len(indices)
         return value
 
     def _update(self) -> None:
@@ -599,6 +603,8 @@ class Trainer:
             "micro", restored.get("epoch", 0) * self.epoch_steps + restored.get("batch_in_epoch", 0)
         )
         restored.setdefault("losses", {})
+        restored.setdefault("seen_examples", 0)  # an older state: the throughput counts the resumed part
+        restored.setdefault("train_seconds", 0.0)
         for name in self._names:
             restored["losses"].setdefault(name, [])
         for key in ("best_epoch", "best_update"):
@@ -619,8 +625,8 @@ class Trainer:
         }
         timing = {
             "updates": progress["update"],
-            "train_examples_per_second": round(self.seen_examples / self.train_seconds, 2)
-            if self.train_seconds
+            "train_examples_per_second": round(progress["seen_examples"] / progress["train_seconds"], 2)
+            if progress["train_seconds"]
             else None,
             "wall_seconds": round(wall, 1),
             "checkpoint": str(self.output_dir / BEST_DIR),
@@ -736,6 +742,8 @@ def _fresh_progress(names: list[str]) -> dict[str, Any]:
         "history": [],
         "losses": {name: [] for name in names},
         "evaluated_update": None,
+        "seen_examples": 0,
+        "train_seconds": 0.0,
     }
 
 
