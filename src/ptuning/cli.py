@@ -669,7 +669,7 @@ def _compile_cost(args: argparse.Namespace) -> typing.Iterator[None]:
 def _print_result(summary: dict[str, Any], output_dir: str) -> None:
     metric = summary.get("primary_metric")
     scores = "  ".join(
-        f"{split} {metric} {summary[split][metric]:.4f}"
+        f"{split} {metric} {_score(summary[split][metric])}"
         for split in ("dev", "test")
         if summary.get(split) and metric in summary[split]
     )
@@ -683,6 +683,11 @@ def _print_result(summary: dict[str, Any], output_dir: str) -> None:
     )
     for warning in summary.get("warnings", []):
         print(f"warning: {warning}")
+
+
+def _score(value: float | None) -> str:
+    """A metric as printed; summary.json holds an undefined one (nan: a constant side's correlation) as null."""
+    return "nan" if value is None else f"{value:.4f}"
 
 
 def _log(message: str) -> None:

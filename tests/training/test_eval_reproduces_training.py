@@ -76,3 +76,53 @@ def test_evaluation_leaves_the_autocast_forward_in_place() -> None:
         assert model.forward() == "plain"
         raise RuntimeError
     assert model.forward() == "autocast"
+
+
+def test_a_run_whose_dev_score_is_never_a_number_writes_strict_json_and_says_which_checkpoint(
+    tiny_bert, tmp_path, capsys
+) -> None:
+    """One dev gold score for every pair: Pearson is undefined (nan) at every evaluation. summary.json held bare
+    NaN literals, which strict JSON readers refuse, and named the kept checkpoint "best dev pearson" where it
+    is the last evaluation's (no nan beats another)."""
+    data = Path(write_stsb(tmp_path / "stsb"))
+    dev = (data / "dev.tsv").read_text().splitlines()
+    constant = [line.rsplit("\t", 1)[0] + "\t2.50" for line in dev[1:]]
+    (data / "dev.tsv").write_text("\n".join([dev[0], *constant]) + "\n")
+    output = tmp_path / "run"
+    code, _, err = run_cli(
+        train_args(tiny_bert, str(data), output, "--test-split", "none", task="stsb"), capsys
+    )
+    assert code == 0, err
+
+    def refuse(constant: str) -> None:
+        raise ValueError(f"not strict JSON: {constant}")
+
+    summary = json.loads((output / "summary.json").read_text(), parse_constant=refuse)
+    assert summary["dev"]["pearson"] is None and summary["history"][-1]["dev"]["pearson"] is None
+    assert summary["data_plan"]["checkpoint"] == "last evaluation (no dev score was a number)"
+    # read back (--resume of the finished run, a sweep reusing the seed) the nulls print and average as nan
+    code, out, err = run_cli(
+        [*train_args(tiny_bert, str(data), output, "--test-split", "none", task="stsb"), "--resume"], capsys
+    )
+    assert code == 0, err
+    assert "dev pearson nan" in out
+    code, out, err = run_cli(
+        [
+            *train_args(tiny_bert, str(data), tmp_path / "seeds", "--test-split", "none", task="stsb"),
+            "--seeds",
+            "1",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    code, out, err = run_cli(
+        [
+            *train_args(tiny_bert, str(data), tmp_path / "seeds", "--test-split", "none", task="stsb"),
+            "--seeds",
+            "1,2",
+        ],
+        capsys,
+    )
+    assert code == 0, err
+    aggregate = json.loads((tmp_path / "seeds" / "seeds.json").read_text(), parse_constant=refuse)
+    assert aggregate["dev"]["pearson"]["values"] == [None, None]

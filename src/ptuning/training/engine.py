@@ -58,6 +58,7 @@ from ptuning.training.data import (
     keep_first,
     read_split,
 )
+from ptuning.training.predict import jsonable
 from ptuning.training.preflight import check_run
 from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR
 from ptuning.training.schedule import (
@@ -146,9 +147,10 @@ def train(config: TrainConfig) -> RunResult:
             compiled = CompileStats.now().since(compiling)
             accelerator.print(compiled)
             summary["compile"] = {"graphs": compiled.graphs, "seconds": round(compiled.seconds, 2)}
-        summary["data_plan"] = _data_plan(config, data)
+        summary["data_plan"] = _data_plan(config, data, scored=trainer.progress["best"] is not None)
         if accelerator.is_main_process:
-            _write_run_file(output_dir / "summary.json", json.dumps(summary, indent=2) + "\n")
+            # strict JSON: an undefined metric (one-class stsb's correlation, nan) is null, as eval prints it
+            _write_run_file(output_dir / "summary.json", json.dumps(jsonable(summary), indent=2) + "\n")
         trainer.close()
     return RunResult(summary, trainer.progress["history"])
 
@@ -614,11 +616,14 @@ def _run_config(config: TrainConfig, plans: list[TaskPlan]) -> dict[str, Any]:
     return options
 
 
-def _data_plan(config: TrainConfig, data: list[TaskData]) -> dict[str, Any]:
-    """summary.json's data_plan: which splits each task read, dev held out of train, the checkpoint kept.
+def _data_plan(config: TrainConfig, data: list[TaskData], scored: bool) -> dict[str, Any]:
+    """summary.json's data_plan: which splits each task read, dev held out of train, the checkpoint kept
+    (``scored``: some evaluation's dev score was a number; with none the last one is kept).
     A single-task run has one plan; a multi-task run one per task."""
     if not any(item.dev is not None for item in data):
         kept = "last evaluation (no dev split)"
+    elif not scored:
+        kept = "last evaluation (no dev score was a number)"
     elif config.is_multitask:
         kept = "best mean of the tasks' dev primary metrics"
     else:

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from ptuning.core.folders import file_whole, write_text_whole
+from ptuning.training.predict import jsonable
 
 SUMMARY_MD = "summary.md"
 CURVES_PNG = "curves.png"
@@ -206,7 +207,7 @@ def write_json_and_markdown(
     """A report as machine-readable JSON plus its Markdown rendering; returns both paths."""
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    write_text_whole(output_dir / json_name, json.dumps(data, indent=2) + "\n")
+    write_text_whole(output_dir / json_name, json.dumps(jsonable(data), indent=2) + "\n")  # nan as null
     write_text_whole(output_dir / markdown_name, markdown)
     return [output_dir / json_name, output_dir / markdown_name]
 
@@ -237,7 +238,9 @@ def format_mean_std(stats: dict[str, Any]) -> str:
     return f"{_number(stats['mean'])} ± {_number(stats['std'])}"
 
 
-def _mean_std(values: list[float]) -> dict[str, Any]:
+def _mean_std(values: list[float | None]) -> dict[str, Any]:
+    # a summary read back from summary.json holds an undefined metric (nan) as null
+    values = [math.nan if value is None else value for value in values]
     mean = sum(values) / len(values)
     variance = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
     return {"mean": mean, "std": math.sqrt(variance), "values": values}
