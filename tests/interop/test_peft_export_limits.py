@@ -18,6 +18,8 @@ from transformers import (
     BertModel,
     DistilBertConfig,
     DistilBertModel,
+    MistralConfig,
+    MistralModel,
 )
 
 from ptuning.core.checkpoint import save_checkpoint
@@ -27,6 +29,7 @@ from ptuning.core.model import HeadSpec, PromptModel
 from ptuning.interop.peft_export import PeftExportNote, export_peft
 from ptuning.interop.peft_format import PeftFormatError
 from ptuning.interop.peft_heads import mapping_for_ptuning
+from ptuning.interop.peft_import import PeftWindowNote, load_peft_adapter
 
 from .peft_fixtures import FIXTURES, fixture_backbone
 
@@ -150,3 +153,32 @@ def test_a_qa_head_on_a_base_with_token_types_is_warned_about(tmp_path) -> None:
     with warnings.catch_warnings():
         warnings.simplefilter("error", PeftExportNote)
         export_peft(one_type, tmp_path / "one-type-adapter")
+
+
+@pytest.mark.parametrize("window", [6, None])
+def test_a_base_with_sliding_window_layers_is_warned_about_both_ways(tmp_path, window) -> None:
+    """ptuning's sliding-window layers see the prefix beside their window; PEFT's cache holds it at positions
+    0..P-1, which the window leaves behind: on a Mistral with window 6 and P = 2, logits differed from the 5th
+    token on (by 0.3 on a tiny model), and export and import said nothing."""
+    config = MistralConfig(
+        vocab_size=64,
+        hidden_size=16,
+        intermediate_size=32,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=64,
+        sliding_window=window,
+        pad_token_id=0,
+    )
+    MistralModel(config).save_pretrained(tmp_path / "base")
+    backbone = AutoModel.from_pretrained(tmp_path / "base", attn_implementation="sdpa")
+    checkpoint = _checkpoint(backbone, tmp_path / "checkpoint", HeadKind.CLASSIFICATION, ["no", "yes"])
+    said = "sliding-window layers \\(window 6\\).*past the first 4 tokens of an input"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        adapter = export_peft(checkpoint, tmp_path / "adapter")
+        load_peft_adapter(adapter, backbone)
+    notes = [(type(note.message), str(note.message)) for note in caught]
+    windows = [kind for kind, text in notes if re.search(said, text)]
+    assert windows == ([PeftExportNote, PeftWindowNote] if window else []), notes

@@ -40,6 +40,7 @@ from ptuning.interop.peft_format import (
     PEFT_VERSION,
     TABLE_KEY,
     PeftFormatError,
+    sliding_window_difference,
     write_adapter,
 )
 from ptuning.interop.peft_heads import (
@@ -180,6 +181,8 @@ def export_peft(
         "task_type": task_type,
         "token_dim": token_dim,
     }
+    if (window := sliding_window_difference(geometry, prefix_config.prefix_length)) is not None:
+        warnings.warn(f"{checkpoint_dir}: {window}", PeftExportNote, stacklevel=2)
     if prefix_config.position_mode is not PositionMode.SHIFT:  # accepted above: say what it costs
         warnings.warn(
             f"{checkpoint_dir}: position_mode '{prefix_config.position_mode}' exported anyway "

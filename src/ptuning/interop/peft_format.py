@@ -26,6 +26,7 @@ from safetensors.torch import load_file, save_file
 from ptuning.core.checkpoint import SAVED_DTYPE_NAMES, CheckpointError, is_pickle_file
 from ptuning.core.fingerprint import FINGERPRINT_VERSIONS
 from ptuning.core.folders import RUN_LOCK, reason, replace_dir, staging_dir, sync_to_disk
+from ptuning.core.geometry import PrefixGeometry
 
 ADAPTER_CONFIG = "adapter_config.json"
 ADAPTER_WEIGHTS = "adapter_model.safetensors"
@@ -41,6 +42,22 @@ TASK_TYPES = ("SEQ_CLS", "TOKEN_CLS", "QUESTION_ANS", "CAUSAL_LM", "FEATURE_EXTR
 
 class PeftFormatError(CheckpointError):
     """A PEFT adapter folder is malformed, or holds something ptuning cannot represent exactly."""
+
+
+def sliding_window_difference(geometry: PrefixGeometry, prefix_length: int) -> str | None:
+    """What PEFT computes otherwise on a base with sliding-window layers (Mistral, Gemma 2/3), or None.
+
+    ptuning's sliding-window layers see the whole prefix beside their window (docs/ARCHITECTURES.md); PEFT's
+    cache holds the prefix at positions 0..P-1, which a window of W leaves behind from the (W - P + 1)-th token
+    on: the first W - P tokens get the same outputs, every later one others."""
+    window = geometry.sliding_window
+    if window is None:
+        return None
+    return (
+        f"its base has sliding-window layers (window {window}), which in ptuning see the {prefix_length}-slot "
+        f"prefix beside the window but in PEFT leave it behind: past the first {max(window - prefix_length, 0)} "
+        "tokens of an input the two compute other outputs (docs/INTEROP.md)"
+    )
 
 
 @dataclass

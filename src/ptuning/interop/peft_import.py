@@ -38,6 +38,7 @@ from ptuning.interop.peft_format import (
     PeftFormatError,
     read_adapter,
     read_labels,
+    sliding_window_difference,
 )
 from ptuning.interop.peft_heads import (
     BASE_POOLER,
@@ -65,6 +66,10 @@ class PeftPositionNote(UserWarning):
 
 class PeftRevisionNote(UserWarning):
     """The adapter pins a hub revision of its base model, which ptuning does not load by revision."""
+
+
+class PeftWindowNote(UserWarning):
+    """An imported adapter's base has sliding-window layers, which see the prefix otherwise than in PEFT."""
 
 
 class PeftTokenTypeNote(UserWarning):
@@ -327,6 +332,8 @@ def load_peft_adapter(
         PeftPositionNote,
         stacklevel=2,
     )
+    if (window := sliding_window_difference(geometry, adapter.num_virtual_tokens)) is not None:
+        warnings.warn(f"{adapter.folder}: {window}", PeftWindowNote, stacklevel=2)
     question_answering = adapter.task_type == "QUESTION_ANS" and not prefix_only
     model_class = PeftQuestionAnsweringModel if question_answering else PromptModel
     model = model_class(backbone, Method.PTUNING_V2, prefix, HEAD_DROPOUT)
