@@ -11,7 +11,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModel
 
-from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config
+from ptuning.core.checkpoint import CheckpointError, load_checkpoint, read_checkpoint_config, save_checkpoint
 from ptuning.interop.peft_import import PeftPositionNote, PeftRevisionNote, PeftTokenTypeNote
 
 from .peft_fixtures import (
@@ -251,6 +251,22 @@ def test_an_imported_qa_adapter_ignores_token_types_as_peft_does(release) -> Non
     with pytest.warns(PeftTokenTypeNote, match="never passes token_type_ids"), pytest.warns(PeftPositionNote):
         model = load_checkpoint(adapter, backbone=fixture_backbone("bert-qa"))
     assert read_checkpoint_config(adapter)["extra"]["ignores_token_type_ids"] is True
+    with torch.no_grad():
+        out = model(data["input_ids"], data["attention_mask"], data["token_type_ids"], task="adapter")
+    mask = data["attention_mask"].bool()
+    assert_peft_close(out.start_logits[mask], data["start_logits"][mask])
+    assert_peft_close(out.end_logits[mask], data["end_logits"][mask])
+
+
+def test_an_imported_qa_adapter_saved_again_still_ignores_token_types(tmp_path) -> None:
+    """save_checkpoint wrote the import with extra {} and load_checkpoint built a plain PromptModel, which
+    reads token types: its start logits moved by up to 2.0 from PEFT's, without a word."""
+    data = expected("bert-qa")
+    with pytest.warns(PeftTokenTypeNote), pytest.warns(PeftPositionNote):
+        imported = load_checkpoint(adapter_dir("bert-qa"), backbone=fixture_backbone("bert-qa"))
+    saved = save_checkpoint(imported, tmp_path / "saved")
+    assert read_checkpoint_config(saved)["extra"] == {"ignores_token_type_ids": True}
+    model = load_checkpoint(saved, backbone=fixture_backbone("bert-qa"))
     with torch.no_grad():
         out = model(data["input_ids"], data["attention_mask"], data["token_type_ids"], task="adapter")
     mask = data["attention_mask"].bool()

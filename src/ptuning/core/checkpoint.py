@@ -48,6 +48,8 @@ WEIGHTS_FILE = "prompt.safetensors"  # methods with a frozen backbone: only the 
 MODEL_WEIGHTS_FILE = "model.safetensors"  # fine-tuning: every weight of the model
 WEIGHTS_FILES = (WEIGHTS_FILE, MODEL_WEIGHTS_FILE)
 CONFIG_FILE = "prompt_config.json"
+# extra's flag of a model that runs every token as type 0 (an imported PEFT question-answering adapter)
+IGNORES_TOKEN_TYPES = "ignores_token_type_ids"
 # How a prefix is stored: "table" (an embedding table: ptuning-v2, or a collapsed prefix-mlp) or "mlp".
 PREFIX_FORMS = ("table", "mlp")
 # A PEFT prefix-tuning adapter folder is accepted wherever a checkpoint is: ptuning.interop converts it.
@@ -160,7 +162,8 @@ def save_checkpoint(
             "dtype": recorded_base_dtype(model),
         },
         "weights_file": weights_file_name(model.method),
-        "extra": extra or {},
+        # what a PromptModel subclass computes otherwise (an imported PEFT QA adapter: no token types)
+        "extra": {**getattr(model, "saved_extra", {}), **(extra or {})},
     }
     try:
         text = json.dumps(config, indent=2) + "\n"  # NaN scores (a constant prediction's correlation) stay
@@ -455,7 +458,7 @@ def load_checkpoint(
     try:
         method = Method(config["method"])
         prefix = _saved_prefix(config, method, PrefixGeometry.from_model(backbone))
-        model = PromptModel(backbone, method, prefix, config["head_dropout"])
+        model = _model_class(config)(backbone, method, prefix, config["head_dropout"])
     except (ConfigError, ValueError, KeyError) as error:
         raise CheckpointError(f"{config_path}: {error}") from None
     try:
@@ -465,6 +468,16 @@ def load_checkpoint(
         raise
     model.eval()
     return model
+
+
+def _model_class(config: dict[str, Any]) -> type[PromptModel]:
+    """PromptModel, or the subclass whose quirk the checkpoint records (``extra``): a PEFT question-answering
+    adapter saved again after its import still drops token types, as PEFT trained it."""
+    if config.get("extra", {}).get(IGNORES_TOKEN_TYPES):
+        from ptuning.interop.peft_import import PeftQuestionAnsweringModel
+
+        return PeftQuestionAnsweringModel
+    return PromptModel
 
 
 def _saved_prefix(config: dict[str, Any], method: Method, geometry: PrefixGeometry) -> PrefixConfig:

@@ -24,7 +24,13 @@ from typing import Any
 import torch
 
 from ptuning import __version__
-from ptuning.core.checkpoint import FORMAT, check_backbone_dtype, check_base, trained_dtype
+from ptuning.core.checkpoint import (
+    FORMAT,
+    IGNORES_TOKEN_TYPES,
+    check_backbone_dtype,
+    check_base,
+    trained_dtype,
+)
 from ptuning.core.config import Method, PositionMode, PrefixConfig
 from ptuning.core.geometry import PrefixGeometry
 from ptuning.core.kinds import HeadKind
@@ -83,6 +89,8 @@ class PeftQuestionAnsweringModel(PromptModel):
     passes them on under prefix tuning, so the adapter was trained (and PEFT runs it) on type 0 only, while
     the squad task gives context tokens type 1. ``encode`` is where this model's forward reaches the backbone,
     so dropping them there reproduces PEFT for eval and predict."""
+
+    saved_extra = {IGNORES_TOKEN_TYPES: True}  # save_checkpoint records it; load_checkpoint builds this class
 
     def encode(
         self,
@@ -267,7 +275,7 @@ def peft_checkpoint_config(
             "peft_version": adapter.config.get("peft_version"),
             "peft_task_type": adapter.task_type,
             "prefix_projection": bool(adapter.config.get("prefix_projection")),
-            "ignores_token_type_ids": mapping.kind is HeadKind.QUESTION_ANSWERING,  # PEFT's, see the module
+            IGNORES_TOKEN_TYPES: mapping.kind is HeadKind.QUESTION_ANSWERING,  # PEFT's, see the module
         },
     }
 
