@@ -67,7 +67,7 @@ EVAL_EXAMPLES = """examples:
 
 EXPORT_EXAMPLES = """examples:
   # trained for export: PEFT's position numbering, and [CLS] read through the pooler as PEFT's classifier reads it
-  ptuning train --preset sst2-minilm --position-mode shift --pooling pooler --output-dir runs/sst2
+  ptuning train --preset sst2-minilm --data data/sst2 --position-mode shift --pooling pooler --output-dir runs/sst2
   ptuning export --format peft runs/sst2/checkpoint adapters/sst2      # PEFT PREFIX_TUNING adapter folder
   ptuning export --format peft runs/sst2/checkpoint adapters/sst2-prompt --prefix-only   # the prompt alone
 
