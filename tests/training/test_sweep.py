@@ -128,7 +128,7 @@ def test_a_cell_whose_summary_was_cut_short_is_trained_again(tmp_path) -> None:
     runs = run_variants(variants, again, log=said.append, is_main=False)
     assert [(c.learning_rate, c.resume) for c in again.seen] == [(0.01, True)]  # resumed, not from scratch
     assert [run.reused for run in runs] == [False, True]
-    assert f"p4-lr0.01: {cut} cannot be read (JSONDecodeError); training it again" in said
+    assert f"{cut} cannot be read (JSONDecodeError); training it again" in said
 
 
 def test_a_path_spelled_otherwise_is_the_same_option(tmp_path) -> None:

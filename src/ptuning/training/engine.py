@@ -60,7 +60,7 @@ from ptuning.training.data import (
 )
 from ptuning.training.predict import jsonable
 from ptuning.training.preflight import check_run
-from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR
+from ptuning.training.report import CURVES_PNG, SUMMARY_MD, TENSORBOARD_DIR, read_summary
 from ptuning.training.schedule import (
     shuffled_batches,  # noqa: F401 (re-exported: benchmarks and older callers import it from here)
 )
@@ -135,7 +135,10 @@ def train(config: TrainConfig) -> RunResult:
                     accelerator.print(f"{output_dir}: {why}: training from the start")
             _write_run_file(output_dir / "config.json", json.dumps(options, indent=2) + "\n")
         trainer = Trainer(config, accelerator, model, tokenizer, data, output_dir)
-        finished = _finished_summary(output_dir) if trainer.finished else None
+        summary_path = output_dir / "summary.json"
+        finished = (
+            read_summary(summary_path, accelerator.print, "writing it anew") if trainer.finished else None
+        )
         if finished is not None:  # --resume of a finished run: its summary (throughput, wall time) stands
             accelerator.print(f"{output_dir}: the saved run had finished; its summary.json is kept")
             trainer.close()
@@ -178,15 +181,6 @@ def claim_output_dir(output_dir: Path, accelerator: Accelerator) -> Iterator[Non
                 "--output-dir"
             )
         yield
-
-
-def _finished_summary(output_dir: Path) -> dict[str, Any] | None:
-    """The summary.json a finished run wrote, or None where it is missing or unreadable (then written anew)."""
-    try:
-        summary = json.loads((output_dir / "summary.json").read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        return None
-    return summary if isinstance(summary, dict) else None
 
 
 def _write_run_file(path: Path, text: str) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -199,6 +200,19 @@ def aggregate_seeds(summaries: dict[int, dict[str, Any]]) -> dict[str, Any]:
         shared = [name for name in per_seed[0] if all(name in scores for scores in per_seed)]
         result[split] = {name: _mean_std([scores[name] for scores in per_seed]) for name in shared}
     return result
+
+
+def read_summary(path: Path, log: Callable[[str], None], otherwise: str) -> dict[str, Any] | None:
+    """A finished run's summary.json, or None where there is none or it cannot be read (a crash cut it short:
+    ``log`` says so, and what is done ``otherwise``)."""
+    if not path.is_file():
+        return None
+    try:
+        summary = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        log(f"{path} cannot be read ({error.__class__.__name__}); {otherwise}")
+        return None
+    return summary if isinstance(summary, dict) else None
 
 
 def write_json_and_markdown(

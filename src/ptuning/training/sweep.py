@@ -22,7 +22,7 @@ from ptuning.core.folders import write_text_whole
 from ptuning.training.config import TrainConfig, flag_name
 from ptuning.training.engine import RunResult, train
 from ptuning.training.preflight import check_output_dir
-from ptuning.training.report import SUMMARY_MD, write_json_and_markdown, write_run_report
+from ptuning.training.report import SUMMARY_MD, read_summary, write_json_and_markdown, write_run_report
 from ptuning.training.state import option_changes, saved_options
 from ptuning.training.trainer import TrainingDivergedError
 
@@ -60,7 +60,7 @@ def run_variants(
         output_dir = Path(config.output_dir)
         same_options = _same_options(output_dir, config)
         summary_path, diverged_path = output_dir / "summary.json", output_dir / DIVERGED_JSON
-        summary = _read_summary(summary_path, name, log) if same_options else None
+        summary = read_summary(summary_path, log, "training it again") if same_options else None
         if summary is not None:
             log(f"{name}: finished earlier, reusing {summary_path}")
             if is_main and not (output_dir / SUMMARY_MD).is_file():  # a report that failed to write last time
@@ -92,18 +92,6 @@ def run_variants(
             write_run_report(output_dir, summary)
         runs.append(VariantRun(name, config, summary, reused=False))
     return runs
-
-
-def _read_summary(path: Path, name: str, log: Callable[[str], None]) -> dict[str, Any] | None:
-    """A finished variant's summary, or None (not finished; one cut short by a crash is trained again)."""
-    if not path.is_file():
-        return None
-    try:
-        summary = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        log(f"{name}: {path} cannot be read ({error.__class__.__name__}); training it again")
-        return None
-    return summary if isinstance(summary, dict) else None
 
 
 def _same_options(output_dir: Path, config: TrainConfig) -> bool:

@@ -109,7 +109,7 @@ class Trainer:
             torch.manual_seed(config.seed + accelerator.process_index)
         self.clip_norm = self._clip_norm()
         self.writer = tensorboard_writer(output_dir, config) if accelerator.is_main_process else None
-        # saved with the state: a resumed run's throughput counts the work kept from before the interruption
+        # a --resume of a run with nothing left to train or evaluate (the engine then keeps its summary)
         self.finished = self.progress["micro"] == self.total_micro and not self._evaluation_missing()
         # what a model that ignores its input scores: the yardstick of "has it learned anything?"
         self.prior_losses = {
@@ -603,7 +603,9 @@ class Trainer:
             "micro", restored.get("epoch", 0) * self.epoch_steps + restored.get("batch_in_epoch", 0)
         )
         restored.setdefault("losses", {})
-        restored.setdefault("seen_examples", 0)  # an older state: the throughput counts the resumed part
+        # the throughput's counters, saved so that a resumed run's counts the work before the interruption too;
+        # an older state has none, and its throughput counts the resumed part
+        restored.setdefault("seen_examples", 0)
         restored.setdefault("train_seconds", 0.0)
         for name in self._names:
             restored["losses"].setdefault(name, [])
